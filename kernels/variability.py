@@ -1,0 +1,97 @@
+"""Hierarchical device-to-device variability as a pure function of a junction's address.
+
+For parameter k of junction (network n, layer l, unit u, member m), DESIGN.md 4:
+
+    y_k = s_chip,k x_chip,k(n) + s_d2d,k x_neuron,k(n, l, u) + s_pair,k x_member,k(n, l, u, m)
+    p_k = p_nominal,k * exp(y_k)             lognormal parameters (the nominal is the median)
+    p_k = p_nominal,k + scale_k * y_k        normal parameters (angles, offsets)
+
+Each level's vector x = L z has unit variances and correlation L L^T (L the Cholesky factor of
+the parameters' correlation matrix); z are independent standard normals drawn by Philox from
+counter (n, stream(purpose, l, m), u, k // 2). Chip draws use l = u = m = 0, neuron draws m = 0,
+so the two members of a pair share x_neuron and every junction of a chip shares x_chip.
+"""
+
+import numba
+import numpy as np
+
+from .philox import PURPOSE_CHIP, PURPOSE_MEMBER, PURPOSE_NEURON, normal_pair, split_seed, stream_id
+
+MAX_PARAMETERS = 64  # z-vectors per level live in a fixed-size local array
+
+
+@numba.njit
+def _level_normals(k0, k1, network, purpose, layer, unit, member, n_params, chol, z, x):
+    """Correlated standard normals of one level into ``x[:n_params]`` (``z`` is scratch)."""
+    stream = stream_id(purpose, layer, member, 0)
+    for j in range((n_params + 1) // 2):
+        a, b = normal_pair(network, stream, unit, j, k0, k1)
+        z[2 * j] = a
+        if 2 * j + 1 < n_params:
+            z[2 * j + 1] = b
+    for i in range(n_params):
+        acc = 0.0
+        for j in range(i + 1):
+            acc += chol[i, j] * z[j]
+        x[i] = acc
+
+
+@numba.njit
+def sample_junction(k0, k1, network, layer, unit, member, nominal, is_log, scale, sigmas, chol,
+                    z, x, out):
+    """Parameters of one junction into ``out``; ``sigmas`` is (3, P): chip, d2d, pair rows.
+
+    ``z`` and ``x`` are scratch arrays of length >= P (CUDA threads pass local arrays).
+    """
+    n_params = nominal.shape[0]
+    for k in range(n_params):
+        out[k] = 0.0
+    for level in range(3):
+        if level == 0:
+            _level_normals(k0, k1, network, PURPOSE_CHIP, 0, 0, 0, n_params, chol, z, x)
+        elif level == 1:
+            _level_normals(k0, k1, network, PURPOSE_NEURON, layer, unit, 0, n_params, chol, z, x)
+        else:
+            _level_normals(k0, k1, network, PURPOSE_MEMBER, layer, unit, member, n_params, chol, z, x)
+        for k in range(n_params):
+            out[k] += sigmas[level, k] * x[k]
+    for k in range(n_params):
+        if is_log[k]:
+            out[k] = nominal[k] * np.exp(out[k])
+        else:
+            out[k] = nominal[k] + scale[k] * out[k]
+
+
+@numba.njit(parallel=True)
+def sample_layer(seed, networks, layer, n_units, nominal, is_log, scale, sigmas, chol, out):
+    """Junction parameters of one layer: ``out[i, u, m, :]`` for network ``networks[i]``,
+    unit u < n_units and member m in (0 = A, 1 = B)."""
+    k0, k1 = split_seed(seed)
+    n_params = nominal.shape[0]
+    for i in numba.prange(networks.shape[0]):
+        z = np.empty(n_params)
+        x = np.empty(n_params)
+        for u in range(n_units):
+            for m in range(2):
+                sample_junction(k0, k1, networks[i], layer, u, m, nominal, is_log, scale, sigmas,
+                                chol, z, x, out[i, u, m])
+
+
+def make_sample_layer_cuda():
+    """CUDA kernel with :func:`sample_layer`'s arguments (seed split beforehand into k0, k1);
+    one thread per (network, unit, member)."""
+    from numba import cuda
+
+    def sample_layer_cuda(k0, k1, networks, layer, n_units, nominal, is_log, scale, sigmas, chol,
+                          out):
+        t = cuda.grid(1)
+        if t < networks.shape[0] * n_units * 2:
+            i = t // (n_units * 2)
+            u = (t // 2) % n_units
+            m = t % 2
+            z = cuda.local.array(MAX_PARAMETERS, numba.float64)
+            x = cuda.local.array(MAX_PARAMETERS, numba.float64)
+            sample_junction(k0, k1, networks[i], layer, u, m, nominal, is_log, scale, sigmas,
+                            chol, z, x, out[i, u, m])
+
+    return cuda.jit(sample_layer_cuda)

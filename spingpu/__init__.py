@@ -1,0 +1,21 @@
+"""spingpu: GPU kernels for large-scale variability studies of spintronic neural networks.
+
+Importing spingpu is cheap: Dask, zarr, matplotlib and CuPy are imported where they are used.
+Units are SI throughout (A, V, ohm, A/m, K, s).
+"""
+
+from importlib.metadata import PackageNotFoundError, version as _version
+
+try:
+    __version__ = _version("spingpu")
+except PackageNotFoundError:  # a source checkout that was not installed
+    __version__ = "0+unknown"
+
+from .backends import Backend, available_backends, get_backend
+from .devices import (DeviceModel, Parameter, Readout, Variability, available_models, get_model,
+                      register_model, sample_layer)
+from .errors import ConfigError
+
+__all__ = ["Backend", "ConfigError", "DeviceModel", "Parameter", "Readout", "Variability",
+           "__version__", "available_backends", "available_models", "get_backend", "get_model",
+           "register_model", "sample_layer"]

@@ -1,0 +1,1 @@
+"""The ``spingpu`` command line."""

@@ -1,0 +1,48 @@
+"""Entry point of the ``spingpu`` command: ``spingpu info``, ``spingpu devices``, ...
+
+Every bad input ends the command with one line ``spingpu <command>: error: <field>: <problem>``
+on stderr and exit status 2, before any output file is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..errors import ConfigError
+
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (no usage dump) and exit status 2."""
+
+    def error(self, message):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def build_parser():
+    from . import devices, info
+
+    parser = _Parser(prog="spingpu", description="Variability studies of spintronic (MTJ) neural networks.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for module in (info, devices):
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args) or 0
+    except ConfigError as err:
+        print(f"spingpu {args.command}: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"spingpu {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,30 @@
+"""Parsing of command-line values shared by several commands."""
+
+from __future__ import annotations
+
+from ..errors import ConfigError
+
+
+def parse_param(text):
+    """``NAME=VALUE`` (VALUE a number, or ``x,y,z`` for a vector) into (name, float or tuple)."""
+    name, sep, value = text.partition("=")
+    name = name.strip()
+    if not sep or not name:
+        raise ConfigError("param", f"{text!r}: expected NAME=VALUE (vectors as NAME=x,y,z)")
+    parts = [v.strip() for v in value.split(",")]
+    try:
+        numbers = tuple(float(v) for v in parts)
+    except ValueError:
+        raise ConfigError(f"param {name}", f"{value!r} is not a number (vectors are written x,y,z)") from None
+    return name, numbers[0] if len(numbers) == 1 else numbers
+
+
+def params_dict(texts, model_name=None):
+    """Every ``--param`` as a dict; a name given twice is an error."""
+    out = {}
+    for text in texts or ():
+        name, value = parse_param(text)
+        if name in out:
+            raise ConfigError(f"param {name}", "given more than once")
+        out[name] = value
+    return out

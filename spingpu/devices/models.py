@@ -1,0 +1,238 @@
+"""Device models: named parameters with units, a compiled scalar V(I), and a registry.
+
+A model is a scalar function ``f(current, p_1, ..., p_P[, table]) -> (V, dV/dI)`` written once
+with ``numba.njit`` (in ``spingpu.kernels``) together with the description of its parameters.
+``DeviceModel.iv`` evaluates it on arrays; the training kernels call it per junction on the CPU
+and, compiled as a CUDA device function, on the GPU.
+
+Built in: ``stt_compact`` (DESIGN.md 3.1) and ``tabulated`` (a measured curve, see
+:mod:`spingpu.devices.tabulated`). Users add their own with :func:`register_model`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import ConfigError, check_range
+from ..kernels import pointwise
+from ..kernels.stt_compact import stt_compact as _stt_compact_scalar
+
+DISTRIBUTIONS = ("lognormal", "normal")
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """One named model parameter.
+
+    ``nominal`` is the nominal value in SI ``unit``; ``low``/``high`` bound the allowed values
+    (``low_open``: the lower bound itself is excluded). ``distribution`` says how variability acts
+    on it (:mod:`spingpu.devices.variability`): ``lognormal`` (positive quantities; a spread
+    sigma is a relative spread, the nominal is the median) or ``normal`` (angles, offsets; a spread
+    sigma means a standard deviation of sigma * ``spread_scale``, by default |nominal|).
+    """
+
+    name: str
+    nominal: float
+    unit: str
+    description: str
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    distribution: str = "lognormal"
+    spread_scale: float | None = None
+
+    def __post_init__(self):
+        if not self.name.isidentifier():
+            raise ConfigError("parameter name", f"{self.name!r} is not a valid identifier")
+        if self.distribution not in DISTRIBUTIONS:
+            raise ConfigError(f"{self.name}.distribution", f"{self.distribution!r}; allowed: {', '.join(DISTRIBUTIONS)}")
+        if self.distribution == "lognormal" and (self.low is None or self.low < 0 or
+                                                 (self.low == 0 and not self.low_open)):
+            raise ConfigError(f"{self.name}.low", "a lognormal parameter must be bounded to positive values (low=0, low_open=True)")
+        self.check(self.nominal)
+
+    def check(self, value, field_name=None):
+        """``value`` as float if allowed, else ConfigError naming the parameter and range."""
+        return check_range(field_name or self.name, value, self.low, self.high, low_open=self.low_open)
+
+    @property
+    def scale(self):
+        """Absolute size of a unit spread for a normal parameter (ignored for lognormal ones)."""
+        if self.spread_scale is not None:
+            return float(self.spread_scale)
+        return abs(self.nominal) if self.nominal != 0 else 1.0
+
+
+@dataclass(frozen=True, eq=False)
+class DeviceModel:
+    """A junction model: parameters, compiled scalar function and, for measured curves, a table.
+
+    ``scalar(current, *params[, table]) -> (V, dV/dI)`` is a ``numba.njit`` function; ``table`` is
+    a (3, K) float64 array of (I, V, dV/dI) knots or None.
+    """
+
+    name: str
+    parameters: tuple[Parameter, ...]
+    scalar: object
+    table: np.ndarray | None = None
+    description: str = ""
+    _compiled: dict = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def parameter_names(self):
+        return tuple(p.name for p in self.parameters)
+
+    @property
+    def nominal(self):
+        """Nominal parameter vector, float64, in the order of ``parameters``."""
+        return np.array([p.nominal for p in self.parameters], dtype=np.float64)
+
+    @property
+    def aux_table(self):
+        """The table handed to kernels: the measured curve, or a (3, 1) placeholder."""
+        return pointwise.EMPTY_TABLE if self.table is None else self.table
+
+    def parameter(self, name):
+        for p in self.parameters:
+            if p.name == name:
+                return p
+        raise ConfigError("param", f"unknown parameter {name!r} for model {self.name!r}; "
+                                   f"allowed: {', '.join(self.parameter_names)}")
+
+    def with_nominal(self, **values):
+        """A copy whose nominal values are replaced (each validated against its range)."""
+        changed = {}
+        for name, value in values.items():
+            p = self.parameter(name)
+            changed[name] = dataclasses.replace(p, nominal=p.check(value, f"param {name}"))
+        params = tuple(changed.get(p.name, p) for p in self.parameters)
+        return dataclasses.replace(self, parameters=params, _compiled={})
+
+    @property
+    def point(self):
+        """``point(current, p_row, table) -> (V, dV/dI)``, the kernels' calling convention."""
+        if "point" not in self._compiled:
+            self._compiled["point"] = pointwise.make_point(self.scalar, len(self.parameters),
+                                                           self.table is not None)
+        return self._compiled["point"]
+
+    def iv(self, current, params=None):
+        """Voltage (V) and dV/dI (ohm) at ``current`` (A) for devices with parameters ``params``.
+
+        ``current`` (shape ``S``) and ``params`` (shape ``T + (P,)``, default the nominal vector)
+        broadcast against each other like NumPy arrays; results have the broadcast shape, float64.
+        """
+        current = np.asarray(current, dtype=np.float64)
+        params = self.nominal if params is None else np.asarray(params, dtype=np.float64)
+        if params.shape[-1:] != (len(self.parameters),):
+            raise ConfigError("params", f"last axis must hold the {len(self.parameters)} parameters "
+                                        f"{self.parameter_names}, got shape {params.shape}")
+        shape = np.broadcast_shapes(current.shape, params.shape[:-1])
+        flat_i = np.ascontiguousarray(np.broadcast_to(current, shape)).reshape(-1)
+        flat_p = np.ascontiguousarray(np.broadcast_to(params, shape + params.shape[-1:]))
+        flat_p = flat_p.reshape(-1, len(self.parameters))
+        v = np.empty(flat_i.shape)
+        d = np.empty(flat_i.shape)
+        if "iv" not in self._compiled:
+            self._compiled["iv"] = pointwise.make_iv_kernel(self.point)
+        self._compiled["iv"](flat_i, flat_p, self.aux_table, v, d)
+        return v.reshape(shape), d.reshape(shape)
+
+
+# --- the compact STT model ---------------------------------------------------------------------
+
+STT_COMPACT = DeviceModel(
+    name="stt_compact",
+    parameters=(
+        Parameter("r_p", 1e3, "ohm", "parallel-state resistance", low=0.0, low_open=True),
+        Parameter("tmr0", 1.5, "1", "zero-bias tunnel magnetoresistance ratio (1.5 = 150 %)",
+                  low=0.0, low_open=True),
+        Parameter("v_h", 0.5, "V", "bias voltage at which the TMR has halved", low=0.0, low_open=True),
+        Parameter("theta0", math.pi / 2, "rad", "free-layer angle at zero current (set by the bias field)",
+                  low=0.0, high=math.pi, distribution="normal"),
+        Parameter("dtheta", 1.2, "rad", "largest spin-torque rotation of the free layer",
+                  low=-math.pi, high=math.pi, distribution="normal"),
+        Parameter("i_c", 200e-6, "A", "current scale of the spin-torque rotation", low=0.0, low_open=True),
+    ),
+    scalar=_stt_compact_scalar,
+    description="theta(I) = theta0 - dtheta tanh(I/i_c); TMR(V) = tmr0/(1+(V/v_h)^2); "
+                "V G(theta, V) = I (DESIGN.md 3.1)",
+)
+
+_REGISTRY: dict[str, DeviceModel] = {"stt_compact": STT_COMPACT}
+TABLE_MODELS = ("tabulated",)
+
+
+def available_models():
+    """Names of every model :func:`get_model` knows."""
+    return tuple(sorted(set(_REGISTRY) | set(TABLE_MODELS)))
+
+
+def get_model(name, *, iv_csv=None, iv_table=None, **nominal):
+    """The model called ``name``, with nominal values replaced by ``nominal``.
+
+    ``tabulated`` needs a measured curve: ``iv_csv`` (a CSV path) or ``iv_table`` (two arrays,
+    current in A and voltage in V).
+    """
+    if name == "tabulated":
+        from .tabulated import tabulated_model
+
+        model = tabulated_model(csv_path=iv_csv, table=iv_table)
+    elif name in _REGISTRY:
+        if iv_csv is not None or iv_table is not None:
+            raise ConfigError("iv-csv", f"a measured curve is only used by the 'tabulated' model, not {name!r}")
+        model = _REGISTRY[name]
+    else:
+        raise ConfigError("model", f"unknown device model {name!r}; allowed: {', '.join(available_models())}")
+    return model.with_nominal(**nominal) if nominal else model
+
+
+def register_model(name, voltage, parameters, *, dvdi=None, description="", replace=False):
+    """Add a device model written as a scalar Python function.
+
+    ``voltage(current, p_1, ..., p_P)`` returns the voltage (V) at ``current`` (A); its argument
+    names after the current must be the names of ``parameters`` (a sequence of :class:`Parameter`)
+    in order. It must be compilable by ``numba.njit`` (plain arithmetic and ``math`` functions).
+    ``dvdi`` with the same signature gives dV/dI in ohm; without it the complex-step derivative is
+    used, which needs ``voltage`` to accept a complex current (true of analytic expressions).
+    The model is compiled for the CPU and, as a CUDA device function, for the GPU like a built-in.
+    """
+    import numba
+
+    if not isinstance(name, str) or not name.isidentifier():
+        raise ConfigError("model name", f"{name!r} is not a valid identifier")
+    if (name in _REGISTRY or name in TABLE_MODELS) and not replace:
+        raise ConfigError("model name", f"{name!r} is already registered (pass replace=True to replace it)")
+    parameters = tuple(parameters)
+    if not all(isinstance(p, Parameter) for p in parameters):
+        raise ConfigError("parameters", "expected a sequence of spingpu.Parameter")
+    expected = ["current", *[p.name for p in parameters]]
+    for role, fn in (("voltage", voltage), ("dvdi", dvdi)):
+        if fn is None:
+            continue
+        py = getattr(fn, "py_func", fn)
+        got = list(inspect.signature(py).parameters)
+        if len(got) != len(expected) or got[1:] != expected[1:]:
+            raise ConfigError(role, f"signature ({', '.join(got)}) must be (current, "
+                                    f"{', '.join(expected[1:])}) to match the parameters")
+
+    def jit(fn):
+        return fn if hasattr(fn, "py_func") else numba.njit(fn)
+
+    scalar = pointwise.make_scalar(jit(voltage), None if dvdi is None else jit(dvdi), len(parameters))
+    model = DeviceModel(name=name, parameters=parameters, scalar=scalar, description=description)
+    try:
+        v, d = model.iv(np.array([0.0, 1e-4, -1e-4]))
+    except Exception as err:  # numba typing errors are long; one line says what to do
+        hint = "" if dvdi is not None else " (without dvdi, voltage must accept a complex current)"
+        raise ConfigError("voltage", f"model {name!r} does not compile with numba{hint}: "
+                                     f"{type(err).__name__}: {str(err).splitlines()[0]}") from None
+    if not (np.all(np.isfinite(v)) and np.all(np.isfinite(d))):
+        raise ConfigError("voltage", f"model {name!r} is not finite at the nominal parameters near I = 0")
+    _REGISTRY[name] = model
+    return model

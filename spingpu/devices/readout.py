@@ -1,0 +1,93 @@
+"""Readout chain of a junction: DAC on the drive current, read noise, ADC on the voltage.
+
+The equations are those of :mod:`spingpu.kernels.readout`; this module holds the validated
+configuration and NumPy ufuncs compiled from the same scalar functions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+
+import numpy as np
+
+from ..errors import ConfigError, check_range
+from ..kernels import readout as _kernels
+
+NOISE_MODELS = ("gaussian", "johnson_shot")
+MAX_BITS = 24
+
+
+@cache
+def _ufuncs():
+    import numba
+
+    quantize = numba.vectorize(["float64(float64, float64, float64, int64)"])(_kernels.quantize.py_func)
+    johnson = numba.vectorize(["float64(float64, float64, float64, float64)"])(_kernels.johnson_shot_std.py_func)
+    return quantize, johnson
+
+
+@dataclass(frozen=True)
+class Readout:
+    """How a voltage is read and a current driven.
+
+    noise_model   ``gaussian``: additive noise of std ``read_noise`` (V);
+                  ``johnson_shot``: thermal plus shot noise of the junction at ``temperature`` (K)
+                  over ``bandwidth`` (Hz), sigma_V = sqrt(4 kB T R B + 2 q |I| B R^2), R = V / I.
+    adc_bits      0 for an ideal read, else the ADC's bits over ``adc_range`` = (lo, hi) in V.
+    dac_bits      0 for an ideal drive, else the current DAC's bits over ``dac_range`` in A.
+    """
+
+    noise_model: str = "gaussian"
+    read_noise: float = 0.0
+    temperature: float = 300.0
+    bandwidth: float = 1e6
+    adc_bits: int = 0
+    adc_range: tuple[float, float] = (-1.0, 1.0)
+    dac_bits: int = 0
+    dac_range: tuple[float, float] = (-1e-3, 1e-3)
+
+    def __post_init__(self):
+        if self.noise_model not in NOISE_MODELS:
+            raise ConfigError("noise_model", f"{self.noise_model!r}; allowed: {', '.join(NOISE_MODELS)}")
+        check_range("read_noise", self.read_noise, 0.0, 1.0)
+        check_range("temperature", self.temperature, 0.0, 1e4)
+        check_range("bandwidth", self.bandwidth, 0.0, 1e12, low_open=True)
+        for name in ("adc", "dac"):
+            check_range(f"{name}_bits", getattr(self, f"{name}_bits"), 0, MAX_BITS, integer=True)
+            lo, hi = _pair(f"{name}_range", getattr(self, f"{name}_range"))
+            if not lo < hi:
+                raise ConfigError(f"{name}_range", f"lower end {lo} must be below upper end {hi}")
+
+    @property
+    def is_ideal(self):
+        return self.noise_std_is_zero and self.adc_bits == 0 and self.dac_bits == 0
+
+    @property
+    def noise_std_is_zero(self):
+        return (self.read_noise == 0.0) if self.noise_model == "gaussian" else False
+
+    def noise_std(self, voltage, current):
+        """Read-noise standard deviation (V) at the junction's operating point."""
+        if self.noise_model == "gaussian":
+            return np.broadcast_to(np.float64(self.read_noise), np.broadcast_shapes(np.shape(voltage), np.shape(current)))
+        return _ufuncs()[1](voltage, current, float(self.temperature), float(self.bandwidth))
+
+    def read(self, voltage, current, normals):
+        """The ADC's output for a true ``voltage`` at ``current`` and standard normals ``normals``."""
+        noisy = voltage + self.noise_std(voltage, current) * normals
+        lo, hi = self.adc_range
+        return _ufuncs()[0](noisy, float(lo), float(hi), int(self.adc_bits))
+
+    def drive(self, current):
+        """The DAC's output current (A) for a requested ``current``."""
+        lo, hi = self.dac_range
+        return _ufuncs()[0](current, float(lo), float(hi), int(self.dac_bits))
+
+
+def _pair(field_name, value):
+    try:
+        lo, hi = value
+    except (TypeError, ValueError):
+        raise ConfigError(field_name, f"expected two numbers (low, high), got {value!r}") from None
+    return check_range(f"{field_name}[0]", lo), check_range(f"{field_name}[1]", hi)

@@ -1,0 +1,97 @@
+"""The ``tabulated`` model: a measured I-V curve as the nominal device (DESIGN.md 3.3).
+
+The CSV holds two columns, current in A and voltage in V, one point per row, currents strictly
+increasing; a first row that is not numeric is taken as a header. The nominal curve is the
+shape-preserving PCHIP interpolant of the points (scipy's slopes, evaluated by
+:func:`spingpu.kernels.hermite.hermite_eval`), continued linearly outside the table. Variability
+acts through ``i_scale``, ``v_scale`` and ``v_offset`` (:mod:`spingpu.kernels.tabulated`).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ConfigError
+from ..kernels.tabulated import tabulated as _tabulated_scalar
+from .models import DeviceModel, Parameter
+
+MIN_POINTS = 4
+
+
+def read_iv_csv(path, field="iv-csv"):
+    """Current (A) and voltage (V) arrays of a two-column CSV, validated (see module doc)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(field, f"file not found: {path} (expected a CSV of current in A, voltage in V)")
+    rows = []
+    with open(path, newline="") as handle:
+        for line_no, row in enumerate(csv.reader(handle), start=1):
+            cells = [c.strip() for c in row]
+            if not any(cells) or cells[0].startswith("#"):
+                continue
+            if len(cells) < 2:
+                raise ConfigError(field, f"{path} line {line_no}: expected 2 columns (current A, voltage V), got {len(cells)}")
+            try:
+                values = (float(cells[0]), float(cells[1]))
+            except ValueError:
+                if not rows and line_no == 1:
+                    continue  # header
+                raise ConfigError(field, f"{path} line {line_no}: {cells[0]!r}, {cells[1]!r} is not a pair of numbers") from None
+            if not all(math.isfinite(v) for v in values):
+                raise ConfigError(field, f"{path} line {line_no}: current and voltage must be finite numbers, got {values}")
+            rows.append(values)
+    table = np.array(rows, dtype=np.float64).reshape(-1, 2)
+    return check_iv_points(table[:, 0], table[:, 1], field, source=str(path))
+
+
+def check_iv_points(current, voltage, field="iv_table", source="table"):
+    """Validated float64 copies of a measured curve's current (A) and voltage (V) arrays."""
+    current = np.asarray(current, dtype=np.float64).ravel()
+    voltage = np.asarray(voltage, dtype=np.float64).ravel()
+    if current.shape != voltage.shape:
+        raise ConfigError(field, f"{source}: current and voltage have different lengths ({current.size}, {voltage.size})")
+    if current.size < MIN_POINTS:
+        raise ConfigError(field, f"{source}: {current.size} points is too short; at least {MIN_POINTS} are needed")
+    if not (np.all(np.isfinite(current)) and np.all(np.isfinite(voltage))):
+        raise ConfigError(field, f"{source}: current and voltage must be finite (no NaN or inf)")
+    steps = np.diff(current)
+    if np.any(steps == 0):
+        k = int(np.argmax(steps == 0)) + 1
+        raise ConfigError(field, f"{source}: duplicated current {current[k]!r} (point {k + 1}); currents must be strictly increasing")
+    if np.any(steps < 0):
+        k = int(np.argmax(steps < 0)) + 1
+        raise ConfigError(field, f"{source}: not sorted, current {current[k]!r} (point {k + 1}) follows {current[k - 1]!r}; "
+                                 "currents must be strictly increasing")
+    return current, voltage
+
+
+def tabulated_model(csv_path=None, table=None):
+    """The ``tabulated`` model for a measured curve from ``csv_path`` or ``table = (I, V)``."""
+    from scipy.interpolate import PchipInterpolator
+
+    if (csv_path is None) == (table is None):
+        raise ConfigError("iv-csv", "the tabulated model needs exactly one measured curve (a CSV file of current A, voltage V)")
+    if csv_path is not None:
+        current, voltage = read_iv_csv(csv_path)
+    else:
+        current, voltage = check_iv_points(*table)
+    slopes = PchipInterpolator(current, voltage).derivative()(current)
+    knots = np.ascontiguousarray(np.stack([current, voltage, slopes]))
+    v_full_scale = float(np.max(np.abs(voltage))) or 1.0
+    return DeviceModel(
+        name="tabulated",
+        parameters=(
+            Parameter("i_scale", 1.0, "1", "current scale: V(I) = v_scale V0(I / i_scale) + v_offset",
+                      low=0.0, low_open=True),
+            Parameter("v_scale", 1.0, "1", "voltage scale", low=0.0, low_open=True),
+            Parameter("v_offset", 0.0, "V", "voltage offset (a unit spread is the table's largest |V|)",
+                      distribution="normal", spread_scale=v_full_scale),
+        ),
+        scalar=_tabulated_scalar,
+        table=knots,
+        description=f"measured curve, {current.size} points, {current[0]:.3g} A to {current[-1]:.3g} A (PCHIP)",
+    )

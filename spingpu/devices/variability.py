@@ -1,0 +1,128 @@
+"""Hierarchical chip / neuron / pair-member variability (DESIGN.md 4).
+
+For parameter k of a junction, with independent unit-variance draws per level,
+
+    log p_k = log p_nominal,k + s_chip x_chip + s_d2d x_neuron + s_pair x_member   (lognormal)
+    p_k     = p_nominal,k + scale_k (s_chip x_chip + s_d2d x_neuron + s_pair x_member)  (normal)
+
+x_chip is shared by every junction of one network (one chip), x_neuron by the two junctions of one
+neuron, x_member is each junction's own. Hence, for a lognormal parameter, the correlation of
+log p between the two members of a pair is (s_chip^2 + s_d2d^2) / (s_chip^2 + s_d2d^2 + s_pair^2)
+and between two neurons of one chip s_chip^2 / (s_chip^2 + s_d2d^2 + s_pair^2). Optional
+correlations between parameters act within every level. Every draw is a pure function of
+(seed, network, layer, unit, member): see :mod:`spingpu.kernels.variability`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping
+
+import numpy as np
+
+from ..errors import ConfigError, check_range
+from ..kernels import variability as _kernels
+
+MAX_SIGMA = 2.0  # a log-spread of 2 already spans a factor 50 at one standard deviation
+LEVELS = ("chip", "d2d", "pair")
+
+
+@dataclass(frozen=True)
+class Variability:
+    """Spreads of every junction parameter, per level, and correlations between parameters.
+
+    ``sigma_chip``, ``sigma_d2d`` and ``sigma_pair`` apply to every parameter (relative spreads
+    for lognormal parameters, multiples of the parameter's ``spread_scale`` for normal ones).
+    ``per_parameter`` maps a parameter name to its own ``(chip, d2d, pair)`` spreads.
+    ``correlation`` maps a pair of parameter names to their correlation coefficient in (-1, 1).
+    """
+
+    sigma_chip: float = 0.0
+    sigma_d2d: float = 0.0
+    sigma_pair: float = 0.0
+    per_parameter: Mapping[str, tuple[float, float, float]] = field(default_factory=dict)
+    correlation: Mapping[tuple[str, str], float] = field(default_factory=dict)
+
+    def __post_init__(self):
+        for level in LEVELS:
+            check_range(f"sigma_{level}", getattr(self, f"sigma_{level}"), 0.0, MAX_SIGMA)
+        for name, spreads in self.per_parameter.items():
+            if len(tuple(spreads)) != 3:
+                raise ConfigError(f"per_parameter.{name}", "expected three spreads (chip, d2d, pair)")
+            for level, s in zip(LEVELS, spreads):
+                check_range(f"per_parameter.{name}.{level}", s, 0.0, MAX_SIGMA)
+        for pair, rho in self.correlation.items():
+            if len(tuple(pair)) != 2 or pair[0] == pair[1]:
+                raise ConfigError("correlation", f"key {pair!r} must name two different parameters")
+            check_range(f"correlation.{pair[0]}.{pair[1]}", rho, -1.0, 1.0, low_open=True, high_open=True)
+
+    @property
+    def is_zero(self):
+        """True when no parameter varies at any level."""
+        return (self.sigma_chip == self.sigma_d2d == self.sigma_pair == 0.0 and
+                all(s == 0.0 for spreads in self.per_parameter.values() for s in spreads))
+
+    def level_sigmas(self, model):
+        """(3, P) array of the chip, d2d and pair spreads of each of ``model``'s parameters."""
+        sig = np.empty((3, len(model.parameters)))
+        sig[:] = np.array([[self.sigma_chip], [self.sigma_d2d], [self.sigma_pair]])
+        for name, spreads in self.per_parameter.items():
+            k = _index(model, name, "per_parameter")
+            sig[:, k] = spreads
+        return sig
+
+    def cholesky(self, model):
+        """Lower Cholesky factor of the parameters' correlation matrix (identity if none)."""
+        n = len(model.parameters)
+        corr = np.eye(n)
+        for (a, b), rho in self.correlation.items():
+            i, j = _index(model, a, "correlation"), _index(model, b, "correlation")
+            corr[i, j] = corr[j, i] = rho
+        try:
+            return np.linalg.cholesky(corr)
+        except np.linalg.LinAlgError:
+            raise ConfigError("correlation", "the correlations given do not form a positive-definite matrix") from None
+
+
+def _index(model, name, field_name):
+    try:
+        return model.parameter_names.index(name)
+    except ValueError:
+        raise ConfigError(field_name, f"unknown parameter {name!r} for model {model.name!r}; "
+                                      f"allowed: {', '.join(model.parameter_names)}") from None
+
+
+def kernel_arguments(model, variability):
+    """The arrays the sampling kernels take: nominal, is_log, scale, sigmas (3, P), cholesky."""
+    if len(model.parameters) > _kernels.MAX_PARAMETERS:
+        raise ConfigError("model", f"{len(model.parameters)} parameters; at most {_kernels.MAX_PARAMETERS} are supported")
+    return (
+        model.nominal,
+        np.array([p.distribution == "lognormal" for p in model.parameters]),
+        np.array([p.scale for p in model.parameters], dtype=np.float64),
+        np.ascontiguousarray(variability.level_sigmas(model)),
+        np.ascontiguousarray(variability.cholesky(model)),
+    )
+
+
+def check_seed(seed):
+    return check_range("seed", seed, 0, 2**64 - 1, integer=True)
+
+
+def sample_layer(model, variability, seed, networks, layer, n_units):
+    """Junction parameters of one layer, shape (len(networks), n_units, 2, P), float64.
+
+    ``networks`` are global network indices (so any chunk of networks gets the same parameters
+    as it would among all of them); ``layer`` in 0..255 is the hidden layer; member 0 is junction
+    A of the pair, member 1 junction B.
+    """
+    seed = check_seed(seed)
+    layer = check_range("layer", layer, 0, 255, integer=True)
+    n_units = check_range("units", n_units, 1, 2**31 - 1, integer=True)
+    networks = np.ascontiguousarray(networks, dtype=np.int64).ravel()
+    if networks.size and (networks.min() < 0 or networks.max() > 2**32 - 1):
+        raise ConfigError("networks", "network indices must lie in 0 .. 2**32 - 1")
+    out = np.empty((networks.size, n_units, 2, len(model.parameters)))
+    _kernels.sample_layer(np.uint64(seed), networks, layer, n_units, *kernel_arguments(model, variability), out)
+    return out
+
