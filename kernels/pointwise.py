@@ -59,18 +59,4 @@ def make_iv_kernel(point):
     return iv
 
 
-def make_iv_cuda_kernel(point):
-    """CUDA kernel with the signature of :func:`make_iv_kernel`'s, one thread per element."""
-    from numba import cuda
-
-    def iv(currents, params, table, v_out, dvdi_out):
-        m = cuda.grid(1)
-        if m < currents.shape[0]:
-            v, d = point(currents[m], params[m], table)
-            v_out[m] = v
-            dvdi_out[m] = d
-
-    return cuda.jit(iv)
-
-
 EMPTY_TABLE = np.zeros((3, 1))

@@ -12,6 +12,8 @@ counter (n, stream(purpose, l, m), u, k // 2). Chip draws use l = u = m = 0, neu
 so the two members of a pair share x_neuron and every junction of a chip shares x_chip.
 """
 
+import math
+
 import numba
 import numpy as np
 
@@ -57,7 +59,7 @@ def sample_junction(k0, k1, network, layer, unit, member, nominal, is_log, scale
             out[k] += sigmas[level, k] * x[k]
     for k in range(n_params):
         if is_log[k]:
-            out[k] = nominal[k] * np.exp(out[k])
+            out[k] = nominal[k] * math.exp(out[k])
         else:
             out[k] = nominal[k] + scale[k] * out[k]
 
@@ -75,23 +77,3 @@ def sample_layer(seed, networks, layer, n_units, nominal, is_log, scale, sigmas,
             for m in range(2):
                 sample_junction(k0, k1, networks[i], layer, u, m, nominal, is_log, scale, sigmas,
                                 chol, z, x, out[i, u, m])
-
-
-def make_sample_layer_cuda():
-    """CUDA kernel with :func:`sample_layer`'s arguments (seed split beforehand into k0, k1);
-    one thread per (network, unit, member)."""
-    from numba import cuda
-
-    def sample_layer_cuda(k0, k1, networks, layer, n_units, nominal, is_log, scale, sigmas, chol,
-                          out):
-        t = cuda.grid(1)
-        if t < networks.shape[0] * n_units * 2:
-            i = t // (n_units * 2)
-            u = (t // 2) % n_units
-            m = t % 2
-            z = cuda.local.array(MAX_PARAMETERS, numba.float64)
-            x = cuda.local.array(MAX_PARAMETERS, numba.float64)
-            sample_junction(k0, k1, networks[i], layer, u, m, nominal, is_log, scale, sigmas,
-                            chol, z, x, out[i, u, m])
-
-    return cuda.jit(sample_layer_cuda)

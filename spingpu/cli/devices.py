@@ -96,7 +96,7 @@ def _write_csv(path, current, v_nom, d_nom, v, d):
     with open(path, "w") as handle:
         handle.write("sample,member,current,voltage,dvdi\n")
         for row in zip(sample, member, cur, volt, dvdi):
-            handle.write("%d,%s,%.9e,%.9e,%.9e\n" % row)
+            handle.write("%d,%s,%.17g,%.17g,%.17g\n" % row)
 
 
 def _write_plot(path, model, variability, current, v_nom, d_nom, v, d):

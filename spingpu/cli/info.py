@@ -1,10 +1,14 @@
-"""``spingpu info``: version, backends and GPUs."""
+"""``spingpu info``: version, backends and GPUs; ``--check-kernels`` compiles every CUDA kernel."""
 
 import platform
+import sys
 
 
 def add_parser(sub):
     p = sub.add_parser("info", help="version, backends found and GPUs")
+    p.add_argument("--check-kernels", action="store_true",
+                   help="compile every CUDA kernel to PTX (no GPU needed) and report")
+    p.add_argument("--arch", default="sm_90", help="target architecture for --check-kernels (default sm_90)")
     p.set_defaults(run=run)
 
 
@@ -13,10 +17,30 @@ def run(args):
     import numpy
 
     from .. import __version__
-    from ..backends import available_backends
+    from ..backends import available_backends, cuda_simulator_enabled
 
     print(f"spingpu {__version__} (Python {platform.python_version()}, NumPy {numpy.__version__}, "
           f"Numba {numba.__version__})")
     print("backends:")
     for name, usable, detail in available_backends():
         print(f"  {name:<6} {'yes' if usable else 'no ':<4} {detail}")
+    if not args.check_kernels:
+        return 0
+    from ..errors import ConfigError
+
+    if cuda_simulator_enabled():
+        raise ConfigError("check-kernels", "PTX compilation needs the real numba-cuda: unset NUMBA_ENABLE_CUDASIM")
+    try:
+        import numba.cuda  # noqa: F401
+    except ImportError:
+        raise ConfigError("check-kernels", "needs numba-cuda: pip install 'spingpu[gpu]'") from None
+    from ..cuda_kernels import check_kernels
+
+    print(f"compiling CUDA kernels to PTX for {args.arch}:")
+    try:
+        n = check_kernels(args.arch)
+    except RuntimeError as err:
+        print(f"spingpu info: error: {err}", file=sys.stderr)
+        return 1
+    print(f"{n} kernels compiled")
+    return 0

@@ -7,6 +7,7 @@ on stderr and exit status 2, before any output file is written.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 
 from ..errors import ConfigError
@@ -15,7 +16,14 @@ EXIT_USAGE = 2
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse with one-line errors (no usage dump) and exit status 2."""
+    """argparse with one-line errors (no usage dump) and exit status 2.
+
+    Values such as ``-4e-4`` are read as negative numbers, not as options.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
 
     def error(self, message):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")

@@ -1,0 +1,114 @@
+"""``spingpu devices`` and ``spingpu info`` end to end: outputs, numbers, and bad input."""
+
+import csv
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from spingpu import Variability, get_model, sample_layer
+from spingpu.cli.main import main
+
+
+def read_rows(path):
+    with open(path) as handle:
+        rows = list(csv.DictReader(handle))
+    return rows
+
+
+def test_devices_writes_csv_matching_the_model_and_a_png(tmp_path, capsys):
+    out_csv, out_png = tmp_path / "iv.csv", tmp_path / "iv.png"
+    rc = main(["devices", "--model", "stt_compact", "--samples", "8", "--sigma-d2d", "0.1",
+               "--sigma-pair", "0.02", "--seed", "5", "--points", "41", "--csv", str(out_csv), "--plot", str(out_png)])
+    assert rc == 0
+    rows = read_rows(out_csv)
+    assert list(rows[0]) == ["sample", "member", "current", "voltage", "dvdi"]
+    assert len(rows) == 41 + 8 * 2 * 41
+    model = get_model("stt_compact")
+    nominal = [r for r in rows if r["sample"] == "-1"]
+    i_nom = np.array([float(r["current"]) for r in nominal])
+    np.testing.assert_allclose(i_nom, np.linspace(-400e-6, 400e-6, 41), rtol=1e-9)
+    v_ref, d_ref = model.iv(i_nom)
+    np.testing.assert_allclose([float(r["voltage"]) for r in nominal], v_ref, rtol=1e-8)
+    np.testing.assert_allclose([float(r["dvdi"]) for r in nominal], d_ref, rtol=1e-8)
+    # Sample 3 member B is network 3, layer 0, unit 0, member 1 of the seeded hierarchy.
+    params = sample_layer(model, Variability(sigma_d2d=0.1, sigma_pair=0.02), 5, [3], 0, 1)[0, 0, 1]
+    rows_3b = [r for r in rows if r["sample"] == "3" and r["member"] == "B"]
+    v3, d3 = model.iv(i_nom, params)
+    np.testing.assert_allclose([float(r["voltage"]) for r in rows_3b], v3, rtol=1e-8)
+    np.testing.assert_allclose([float(r["dvdi"]) for r in rows_3b], d3, rtol=1e-8)
+    assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out_png.stat().st_size > 20_000
+    printed = capsys.readouterr().out
+    assert "dV/dI spread" in printed and "q50" in printed and str(out_csv) in printed
+
+
+def test_devices_tabulated_from_csv(tmp_path):
+    table = tmp_path / "measured.csv"
+    i = np.linspace(-5e-4, 5e-4, 21)
+    np.savetxt(table, np.column_stack([i, 800 * i + 0.1 * np.tanh(i / 2e-4)]), delimiter=",",
+               header="current_A,voltage_V", comments="")
+    out_csv = tmp_path / "iv.csv"
+    rc = main(["devices", "--model", "tabulated", "--iv-csv", str(table), "--samples", "2",
+               "--sigma-d2d", "0.05", "--i-min", "-4e-4", "--i-max", "4e-4", "--points", "9", "--csv", str(out_csv)])
+    assert rc == 0
+    rows = [r for r in read_rows(out_csv) if r["sample"] == "-1"]
+    expected = 800 * 4e-4 + 0.1 * np.tanh(2.0)
+    assert float(rows[-1]["voltage"]) == pytest.approx(expected, rel=1e-12)  # a knot of the table
+
+
+BAD = [
+    (["--model", "nope"], "model: unknown device model 'nope'; allowed: stt_compact, tabulated"),
+    (["--param", "r_p=-1"], "param r_p: -1.0 is out of range; allowed: value > 0.0"),
+    (["--param", "r_q=5"], "param: unknown parameter 'r_q' for model 'stt_compact'"),
+    (["--param", "r_p"], "param: 'r_p': expected NAME=VALUE"),
+    (["--param", "tmr0=abc"], "param tmr0: 'abc' is not a number"),
+    (["--points", "1"], "points: 1 is out of range; allowed: 2 <= value <= 1000000"),
+    (["--samples", "0"], "samples: 0 is out of range; allowed: 1 <= value <= 100000"),
+    (["--i-min", "1e-4", "--i-max", "1e-4"], "i-min: 0.0001 must be below i-max (0.0001)"),
+    (["--sigma-d2d", "-0.1"], "sigma_d2d: -0.1 is out of range; allowed: 0.0 <= value <= 2.0"),
+    (["--model", "tabulated"], "iv-csv: the tabulated model needs exactly one measured curve"),
+    (["--iv-csv", "x.csv"], "iv-csv: a measured curve is only used by the 'tabulated' model"),
+    (["--seed", "-3"], "seed: -3 is out of range"),
+]
+
+
+@pytest.mark.parametrize("extra, message", BAD, ids=[b[1].split(":")[0] + str(k) for k, b in enumerate(BAD)])
+def test_bad_input_one_line_exit_2_no_output(tmp_path, capsys, extra, message):
+    out = tmp_path / "iv.csv"
+    rc = main(["devices", "--csv", str(out), "--plot", str(tmp_path / "iv.png"), *extra])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert err.count("\n") == 1 and err.startswith("spingpu devices: error: ")
+    assert message in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bad_tabulated_csv_exit_2_and_existing_output_kept(tmp_path, capsys):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("current,voltage\n0,0\n1e-4,0.1\n5e-5,0.05\n2e-4,0.2\n")
+    out = tmp_path / "iv.csv"
+    out.write_text("precious\n")
+    rc = main(["devices", "--model", "tabulated", "--iv-csv", str(bad), "--csv", str(out)])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert err.startswith("spingpu devices: error: iv-csv: ") and "not sorted" in err
+    assert out.read_text() == "precious\n"
+
+
+def test_argparse_errors_are_one_line_exit_2(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["devices", "--samples", "many"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--samples" in err
+
+
+def test_info_and_console_script():
+    exe = shutil.which("spingpu")
+    assert exe, "the console entry point is installed"
+    proc = subprocess.run([exe, "info"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0
+    assert proc.stdout.startswith("spingpu ") and "numpy" in proc.stdout and "cpu" in proc.stdout
+    proc = subprocess.run([exe, "devices", "--points", "1"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1

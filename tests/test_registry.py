@@ -1,0 +1,215 @@
+"""User-registered device models (DESIGN.md 3.3): register_model, Parameter, get_model.
+
+The reference is a diode-like analytic model, V = r0 I + v_t asinh(I / i_s), whose derivative
+dV/dI = r0 + v_t / sqrt(I^2 + i_s^2) is written out by hand.
+"""
+
+import math
+
+import numba
+import numpy as np
+import pytest
+
+from spingpu import ConfigError, Parameter, Variability, available_models, get_model, register_model, sample_layer
+from spingpu.devices import models
+
+
+@pytest.fixture(autouse=True)
+def clean_registry():
+    saved = dict(models._REGISTRY)
+    yield
+    models._REGISTRY.clear()
+    models._REGISTRY.update(saved)
+
+
+PARAMS = (
+    Parameter("r0", 300.0, "ohm", "series resistance", low=0.0, low_open=True),
+    Parameter("v_t", 0.05, "V", "diode voltage scale", low=0.0, low_open=True),
+    Parameter("i_s", 2e-5, "A", "diode current scale", low=0.0, low_open=True),
+)
+
+
+def diode_v(current, r0, v_t, i_s):
+    return r0 * current + v_t * np.arcsinh(current / i_s)  # np.arcsinh also takes a complex current
+
+
+def diode_dvdi(current, r0, v_t, i_s):
+    return r0 + v_t / math.sqrt(current * current + i_s * i_s)
+
+
+def reference(i, p):
+    r0, v_t, i_s = np.moveaxis(np.asarray(p), -1, 0)
+    return r0 * i + v_t * np.arcsinh(i / i_s), r0 + v_t / np.sqrt(i**2 + i_s**2)
+
+
+def random_inputs(seed, n=3000):
+    rng = np.random.default_rng(seed)
+    p = np.column_stack([300 * np.exp(rng.normal(0, 0.5, n)), 0.05 * np.exp(rng.normal(0, 0.5, n)),
+                         2e-5 * np.exp(rng.normal(0, 1.0, n))])
+    i = rng.choice([-1, 1], n) * 10 ** rng.uniform(-8, -2.5, n)
+    return i, p
+
+
+def test_complex_step_derivative_without_dvdi():
+    model = register_model("diode_cs", diode_v, PARAMS, description="test diode")
+    assert "diode_cs" in available_models()
+    assert get_model("diode_cs") is model
+    assert model.parameter_names == ("r0", "v_t", "i_s")
+    assert model.description == "test diode"
+    i, p = random_inputs(1)
+    v, d = model.iv(i, p)
+    v_ref, d_ref = reference(i, p)
+    np.testing.assert_allclose(v, v_ref, rtol=1e-12)
+    np.testing.assert_allclose(d, d_ref, rtol=1e-10)
+    # At the nominal parameters and I = 0 exactly.
+    v0, d0 = model.iv(0.0)
+    assert v0 == 0.0 and d0 == pytest.approx(300.0 + 0.05 / 2e-5, rel=1e-12)
+
+
+def test_explicit_dvdi_is_used():
+    model = register_model("diode_explicit", diode_v, PARAMS, dvdi=diode_dvdi)
+    i, p = random_inputs(2)
+    v, d = model.iv(i, p)
+    v_ref, d_ref = reference(i, p)
+    np.testing.assert_allclose(v, v_ref, rtol=1e-12)
+    np.testing.assert_allclose(d, d_ref, rtol=1e-12)
+
+    def half_dvdi(current, r0, v_t, i_s):  # deliberately not the derivative: it must be what iv returns
+        return 0.5 * (r0 + v_t / math.sqrt(current * current + i_s * i_s))
+
+    half = register_model("diode_half", diode_v, PARAMS, dvdi=half_dvdi)
+    _, d_half = half.iv(i, p)
+    np.testing.assert_allclose(d_half, 0.5 * d_ref, rtol=1e-12)
+
+
+def test_prejitted_functions_accepted():
+    model = register_model("diode_jit", numba.njit(diode_v), PARAMS, dvdi=numba.njit(diode_dvdi))
+    i, p = random_inputs(3, 200)
+    v, d = model.iv(i, p)
+    v_ref, d_ref = reference(i, p)
+    np.testing.assert_allclose(v, v_ref, rtol=1e-12)
+    np.testing.assert_allclose(d, d_ref, rtol=1e-12)
+
+
+def test_registered_model_with_variability_and_nominal_override():
+    register_model("diode_var", diode_v, PARAMS)
+    model = get_model("diode_var", r0=500.0)
+    np.testing.assert_array_equal(model.nominal, [500.0, 0.05, 2e-5])
+    var = Variability(0.1, 0.2, 0.05, per_parameter={"i_s": (0.0, 0.0, 0.0)})
+    s = sample_layer(model, var, 42, np.arange(20_000), 1, 2)
+    assert s.shape == (20_000, 2, 2, 3)
+    assert np.all(s[..., 2] == 2e-5)
+    y = np.log(s[:, 0, 0, 0] / 500.0)
+    sd, n = math.sqrt(0.1**2 + 0.2**2 + 0.05**2), y.size
+    assert abs(y.mean()) < 5 * sd / math.sqrt(n)
+    assert abs(y.std(ddof=1) - sd) < 5 * sd / math.sqrt(2 * (n - 1))
+    # Each sampled junction evaluates with its own parameters.
+    i = np.random.default_rng(6).uniform(-1e-3, 1e-3, s.shape[:-1])
+    v, d = model.iv(i, s)
+    v_ref, d_ref = reference(i, s)
+    np.testing.assert_allclose(v, v_ref, rtol=1e-12)
+    np.testing.assert_allclose(d, d_ref, rtol=1e-10)
+
+
+def test_nominal_override_out_of_range_raises():
+    register_model("diode_range", diode_v, PARAMS)
+    with pytest.raises(ConfigError) as err:
+        get_model("diode_range", v_t=-0.1)
+    assert err.value.field == "param v_t" and "value > 0.0" in str(err.value)
+    with pytest.raises(ConfigError, match="unknown parameter 'vt'"):
+        get_model("diode_range", vt=0.1)
+
+
+def test_duplicate_name_raises_unless_replace():
+    first = register_model("diode_dup", diode_v, PARAMS)
+    with pytest.raises(ConfigError) as err:
+        register_model("diode_dup", diode_v, PARAMS, dvdi=diode_dvdi)
+    assert err.value.field == "model name"
+    assert "already registered" in str(err.value) and "replace=True" in str(err.value)
+    assert get_model("diode_dup") is first
+
+    def doubled(current, r0, v_t, i_s):
+        return 2.0 * (r0 * current + v_t * np.arcsinh(current / i_s))
+
+    second = register_model("diode_dup", doubled, PARAMS, replace=True)
+    assert get_model("diode_dup") is second
+    v1, _ = first.iv(1e-4)
+    v2, _ = second.iv(1e-4)
+    assert v2 == pytest.approx(2 * v1, rel=1e-14)
+    for builtin in ("stt_compact", "tabulated"):
+        with pytest.raises(ConfigError, match="already registered"):
+            register_model(builtin, diode_v, PARAMS)
+
+
+@pytest.mark.parametrize("voltage, role", [
+    (lambda current, a, b, c: a * current, "voltage"),  # wrong names
+    (lambda current, r0, v_t: r0 * current, "voltage"),  # too few
+    (lambda current, v_t, r0, i_s: r0 * current, "voltage"),  # wrong order
+    (lambda current, r0, v_t, i_s, extra: r0 * current, "voltage"),  # too many
+])
+def test_wrong_signature_raises(voltage, role):
+    with pytest.raises(ConfigError) as err:
+        register_model("diode_sig", voltage, PARAMS)
+    assert err.value.field == role
+    assert "signature" in str(err.value) and "(current, r0, v_t, i_s)" in str(err.value)
+    assert "diode_sig" not in available_models()
+
+
+def test_wrong_dvdi_signature_raises():
+    with pytest.raises(ConfigError) as err:
+        register_model("diode_sig", diode_v, PARAMS, dvdi=lambda current, r0: r0)
+    assert err.value.field == "dvdi" and "(current, r0, v_t, i_s)" in str(err.value)
+
+
+@pytest.mark.parametrize("name", ["my-model", "1diode", "", "two words", None, 3])
+def test_non_identifier_name_raises(name):
+    with pytest.raises(ConfigError) as err:
+        register_model(name, diode_v, PARAMS)
+    assert err.value.field == "model name" and "not a valid identifier" in str(err.value)
+
+
+def test_real_only_function_without_dvdi_raises_with_hint():
+    def real_only(current, r0, v_t, i_s):
+        return r0 * current + v_t * math.asinh(current / i_s)  # math.asinh takes no complex
+
+    with pytest.raises(ConfigError) as err:
+        register_model("diode_real", real_only, PARAMS)
+    assert err.value.field == "voltage" and "complex current" in str(err.value)
+    assert "diode_real" not in available_models()
+    # With dvdi the same function is fine.
+    model = register_model("diode_real", real_only, PARAMS, dvdi=diode_dvdi)
+    i, p = random_inputs(7, 100)
+    np.testing.assert_allclose(model.iv(i, p)[0], reference(i, p)[0], rtol=1e-12)
+
+
+def test_non_finite_model_raises():
+    with pytest.raises(ConfigError, match="voltage: model 'diode_inf' is not finite"):
+        register_model("diode_inf", lambda current, r0, v_t, i_s: r0 / current, PARAMS,
+                       dvdi=lambda current, r0, v_t, i_s: -r0 / current**2)
+
+
+def test_parameters_must_be_parameters():
+    with pytest.raises(ConfigError) as err:
+        register_model("diode_p", diode_v, ("r0", "v_t", "i_s"))
+    assert err.value.field == "parameters"
+
+
+@pytest.mark.parametrize("kwargs, field, problem", [
+    (dict(name="r-0", nominal=1.0, low=0.0, low_open=True), "parameter name", "not a valid identifier"),
+    (dict(name="r0", nominal=1.0, distribution="uniform", low=0.0, low_open=True), "r0.distribution", "lognormal, normal"),
+    (dict(name="r0", nominal=1.0), "r0.low", "positive values"),
+    (dict(name="r0", nominal=1.0, low=0.0), "r0.low", "positive values"),
+    (dict(name="r0", nominal=-1.0, low=0.0, low_open=True), "r0", "value > 0.0"),
+    (dict(name="ang", nominal=4.0, low=0.0, high=math.pi, distribution="normal"), "ang", "0.0 <= value <= 3.14"),
+])
+def test_bad_parameter_raises(kwargs, field, problem):
+    with pytest.raises(ConfigError) as err:
+        Parameter(unit="1", description="", **kwargs)
+    assert err.value.field == field and problem in str(err.value)
+
+
+def test_unknown_model_raises():
+    with pytest.raises(ConfigError) as err:
+        get_model("no_such_model")
+    assert err.value.field == "model"
+    assert "allowed: " in str(err.value) and "stt_compact" in str(err.value) and "tabulated" in str(err.value)

@@ -1,0 +1,263 @@
+"""The ``tabulated`` model (DESIGN.md 3.3): a measured I-V curve from a CSV, PCHIP-interpolated.
+
+References: scipy's PchipInterpolator (value and derivative), straight-line continuation beyond
+the table written out here, and float64 central differences of the model's own V.
+"""
+
+import math
+
+import numpy as np
+import pytest
+from scipy.interpolate import PchipInterpolator
+
+from spingpu import ConfigError, Variability, get_model, sample_layer
+
+R, A, I0 = 800.0, 0.3, 2.5e-4  # V = R I + A tanh(I / I0)
+I_MAX = 1e-3
+
+
+def curve(i):
+    return R * i + A * np.tanh(i / I0)
+
+
+def make_points(seed=0, n=30):
+    rng = np.random.default_rng(seed)
+    while True:
+        i = np.sort(np.concatenate([[-I_MAX, I_MAX], rng.uniform(-I_MAX, I_MAX, n - 2)]))
+        if np.min(np.diff(i)) > 5e-6:
+            return i, curve(i)
+
+
+def write_csv(path, rows, header="current_A,voltage_V"):
+    lines = ([header] if header is not None else []) + [f"{a:.17g},{b:.17g}" for a, b in rows]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+class Reference:
+    """PCHIP inside the table (scipy), the end tangent lines outside it."""
+
+    def __init__(self, i, v):
+        self.i, self.p = i, PchipInterpolator(i, v)
+        self.dp = self.p.derivative()
+
+    def __call__(self, x):
+        x = np.asarray(x, dtype=np.float64)
+        lo, hi = self.i[0], self.i[-1]
+        xc = np.clip(x, lo, hi)
+        v = self.p(xc) + self.dp(xc) * (x - xc)
+        return v, self.dp(xc)
+
+
+@pytest.fixture(scope="module")
+def tab(tmp_path_factory):
+    i, v = make_points()
+    path = write_csv(tmp_path_factory.mktemp("iv") / "curve.csv", zip(i, v))
+    return get_model("tabulated", iv_csv=path), Reference(i, v), i, v, path
+
+
+def test_model_description(tab):
+    model = tab[0]
+    assert model.name == "tabulated"
+    assert model.parameter_names == ("i_scale", "v_scale", "v_offset")
+    np.testing.assert_array_equal(model.nominal, [1.0, 1.0, 0.0])
+
+
+def test_iv_matches_scipy_pchip_inside_table(tab):
+    model, ref, i, v, _ = tab
+    rng = np.random.default_rng(1)
+    x = np.concatenate([rng.uniform(-I_MAX, I_MAX, 5000), i])
+    got_v, got_d = model.iv(x)
+    want_v, want_d = ref.p(x), ref.dp(x)
+    np.testing.assert_allclose(got_v, want_v, rtol=1e-10, atol=1e-12 * np.abs(v).max())
+    np.testing.assert_allclose(got_d, want_d, rtol=1e-10)
+    # The curve passes through the measured points.
+    np.testing.assert_allclose(model.iv(i)[0], v, rtol=1e-14, atol=1e-15)
+
+
+def test_linear_extrapolation_outside_table(tab):
+    model, ref, i, v, _ = tab
+    rng = np.random.default_rng(2)
+    below = rng.uniform(-5 * I_MAX, i[0], 500)
+    above = rng.uniform(i[-1], 5 * I_MAX, 500)
+    for x, k in ((below, 0), (above, -1)):
+        slope = ref.dp(i[k])
+        got_v, got_d = model.iv(x)
+        np.testing.assert_allclose(got_v, v[k] + slope * (x - i[k]), rtol=1e-12)
+        np.testing.assert_allclose(got_d, slope, rtol=1e-12)
+    # Not scipy's default (cubic) extrapolation.
+    far = np.array([-3 * I_MAX, 3 * I_MAX])
+    assert np.all(np.abs(model.iv(far)[0] - ref.p(far, extrapolate=True)) > 1e-3)
+
+
+def test_scales_and_offset(tab):
+    model, ref, *_ = tab
+    rng = np.random.default_rng(3)
+    n = 4000
+    params = np.column_stack([np.exp(rng.normal(0, 0.3, n)), np.exp(rng.normal(0, 0.3, n)),
+                              rng.normal(0, 0.05, n)])
+    s_i, s_v, v0 = params.T
+    x = rng.uniform(-2 * I_MAX, 2 * I_MAX, n)  # in and beyond the (scaled) table
+    got_v, got_d = model.iv(x, params)
+    v_ref, d_ref = ref(x / s_i)
+    np.testing.assert_allclose(got_v, s_v * v_ref + v0, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(got_d, s_v / s_i * d_ref, rtol=1e-10)
+    # Broadcasting: one current against many devices.
+    bv, bd = model.iv(3e-4, params)
+    np.testing.assert_allclose(bv, s_v * ref(3e-4 / s_i)[0] + v0, rtol=1e-10, atol=1e-12)
+
+
+def test_derivative_matches_central_difference(tab):
+    model, _, i, _, _ = tab
+    rng = np.random.default_rng(4)
+    n = 3000
+    params = np.column_stack([np.exp(rng.normal(0, 0.2, n)), np.exp(rng.normal(0, 0.2, n)),
+                              rng.normal(0, 0.05, n)])
+    x = np.concatenate([rng.uniform(-1.5 * I_MAX, 1.5 * I_MAX, n - 60), i, i + 1e-9])
+    # h = 1e-10 A: rounding ~ eps |V| / h ~ 1e-5 ohm; truncation where the PCHIP's second
+    # derivative jumps (knots) ~ h |V''| ~ 1e-10 * 1e7 = 1e-3 ohm; dV/dI ~ 1e3 ohm.
+    h = 1e-10
+    _, d = model.iv(x, params)
+    vp, _ = model.iv(x + h, params)
+    vm, _ = model.iv(x - h, params)
+    fd = (vp - vm) / (2 * h)
+    assert np.max(np.abs(d - fd) / np.abs(fd)) < 1e-5
+
+
+def test_continuous_value_and_slope_at_knots(tab):
+    model, _, i, _, _ = tab
+    delta = 1e-13
+    vl, dl = model.iv(i - delta)
+    vr, dr = model.iv(i + delta)
+    assert np.max(np.abs(vr - vl)) < 1e-8  # |dV/dI| * 2 delta ~ 1e-9 V
+    np.testing.assert_allclose(dl, dr, rtol=1e-5)
+
+
+def test_monotone_data_give_monotone_curve(tab):
+    model, *_ = tab
+    x = np.linspace(-1.2 * I_MAX, 1.2 * I_MAX, 20_001)
+    v, d = model.iv(x)
+    assert np.all(d > 0) and np.all(np.diff(v) > 0)
+
+
+def test_table_holds_points_and_pchip_slopes(tab, tmp_path):
+    model, ref, i, v, path = tab
+    np.testing.assert_array_equal(model.table[0], i)
+    np.testing.assert_array_equal(model.table[1], v)
+    np.testing.assert_allclose(model.table[2], ref.dp(i), rtol=1e-14)
+    # Without a header, and from arrays, the same curve.
+    plain = get_model("tabulated", iv_csv=write_csv(tmp_path / "plain.csv", zip(i, v), header=None))
+    np.testing.assert_array_equal(plain.table, model.table)
+    from_arrays = get_model("tabulated", iv_table=(i, v))
+    np.testing.assert_array_equal(from_arrays.table, model.table)
+    # A path given as a string works as well as a Path.
+    np.testing.assert_array_equal(get_model("tabulated", iv_csv=str(path)).table, model.table)
+
+
+def test_variability_acts_through_scales_and_offset(tab):
+    model, ref, i, v, _ = tab
+    var = Variability(0.0, 0.1, 0.05)
+    s = sample_layer(model, var, 11, np.arange(20_000), 0, 1)[:, 0, 0]
+    n = s.shape[0]
+    sd = math.sqrt(0.1**2 + 0.05**2)
+    for k in (0, 1):  # lognormal scales
+        y = np.log(s[:, k])
+        assert abs(y.mean()) < 5 * sd / math.sqrt(n)
+        assert abs(y.std(ddof=1) - sd) < 5 * sd / math.sqrt(2 * (n - 1))
+    # v_offset is normal; a unit spread is the table's largest |V|.
+    sd_v = sd * np.abs(v).max()
+    assert abs(s[:, 2].mean()) < 5 * sd_v / math.sqrt(n)
+    assert abs(s[:, 2].std(ddof=1) - sd_v) < 5 * sd_v / math.sqrt(2 * (n - 1))
+    x = np.random.default_rng(5).uniform(-I_MAX, I_MAX, n)
+    got_v, _ = model.iv(x, s)
+    np.testing.assert_allclose(got_v, s[:, 1] * ref(x / s[:, 0])[0] + s[:, 2], rtol=1e-10, atol=1e-12)
+
+
+# --- bad curves --------------------------------------------------------------------------------
+
+def _rows():
+    i, v = make_points(seed=7, n=8)
+    return [[f"{a:.17g}", f"{b:.17g}"] for a, b in zip(i, v)]
+
+
+def _text(rows, header=True):
+    return "\n".join((["current_A,voltage_V"] if header else []) + [",".join(r) for r in rows]) + "\n"
+
+
+def _unsorted():
+    rows = _rows()
+    rows[3], rows[4] = rows[4], rows[3]
+    return _text(rows)
+
+
+def _duplicated():
+    rows = _rows()
+    rows[5][0] = rows[4][0]
+    return _text(rows)
+
+
+def _with(cell_row, col, value):
+    rows = _rows()
+    rows[cell_row][col] = value
+    return _text(rows)
+
+
+@pytest.mark.parametrize("text, problems", [
+    (_unsorted(), ["not sorted", "point 5", "strictly increasing"]),
+    (_duplicated(), ["duplicated current", "point 6", "strictly increasing"]),
+    (_text(_rows()[:3]), ["3 points is too short", "at least 4"]),
+    (_text([]), ["0 points is too short"]),
+    (_with(2, 1, "nan"), ["line 4", "finite"]),
+    (_with(6, 0, "inf"), ["line 8", "finite"]),
+    (_with(2, 1, "abc"), ["line 4", "'abc'", "not a pair of numbers"]),
+    (_text([r[:1] for r in _rows()], header=False), ["line 1", "expected 2 columns", "got 1"]),
+])
+def test_bad_csv_raises(tmp_path, text, problems):
+    path = tmp_path / "bad.csv"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        get_model("tabulated", iv_csv=path)
+    assert err.value.field == "iv-csv"
+    msg = str(err.value)
+    assert msg.startswith("iv-csv:") and str(path) in msg
+    for p in problems:
+        assert p in msg
+
+
+def test_missing_csv_raises(tmp_path):
+    path = tmp_path / "nowhere.csv"
+    with pytest.raises(ConfigError) as err:
+        get_model("tabulated", iv_csv=path)
+    assert err.value.field == "iv-csv"
+    assert "file not found" in str(err.value) and str(path) in str(err.value)
+    with pytest.raises(ConfigError, match="iv-csv: file not found"):
+        get_model("tabulated", iv_csv=tmp_path)  # a directory is not a file
+
+
+@pytest.mark.parametrize("table, problem", [
+    ((np.array([0.0, 1.0, 0.5, 2.0]), np.arange(4.0)), "not sorted"),
+    ((np.arange(5.0), np.arange(4.0)), "different lengths"),
+    ((np.array([0.0, 1.0, 2.0, np.nan]), np.arange(4.0)), "finite"),
+])
+def test_bad_table_raises(table, problem):
+    with pytest.raises(ConfigError, match=problem):
+        get_model("tabulated", iv_table=table)
+
+
+def test_tabulated_needs_exactly_one_curve(tab):
+    with pytest.raises(ConfigError) as err:
+        get_model("tabulated")
+    assert err.value.field == "iv-csv" and "needs exactly one measured curve" in str(err.value)
+    _, _, i, v, path = tab
+    with pytest.raises(ConfigError, match="iv-csv"):
+        get_model("tabulated", iv_csv=path, iv_table=(i, v))
+    with pytest.raises(ConfigError, match="iv-csv: a measured curve is only used by the 'tabulated' model"):
+        get_model("stt_compact", iv_csv=path)
+
+
+def test_nominal_override_is_validated(tab):
+    path = tab[4]
+    m = get_model("tabulated", iv_csv=path, v_offset=0.1, v_scale=2.0)
+    np.testing.assert_array_equal(m.nominal, [1.0, 2.0, 0.1])
+    with pytest.raises(ConfigError, match="i_scale"):
+        get_model("tabulated", iv_csv=path, i_scale=0.0)
