@@ -43,7 +43,7 @@ def make_scalar(voltage, dvdi, n_params):
                   f"    vc = voltage(complex(current, H){sep}{names})\n"
                   f"    return vc.real, vc.imag / H\n")
         namespace = {"voltage": voltage, "H": COMPLEX_STEP_A}
-    return numba.njit(_generate("scalar", source, namespace))
+    return numba.njit(error_model="numpy")(_generate("scalar", source, namespace))
 
 
 def make_iv_kernel(point):

@@ -109,15 +109,12 @@ def test_registered_model_with_variability_and_nominal_override():
     v_ref, d_ref = reference(i, s)
     np.testing.assert_allclose(v, v_ref, rtol=1e-12)
     np.testing.assert_allclose(d, d_ref, rtol=1e-10)
-
-
-def test_nominal_override_out_of_range_raises():
-    register_model("diode_range", diode_v, PARAMS)
+    # Nominal overrides are validated against the parameter's range.
     with pytest.raises(ConfigError) as err:
-        get_model("diode_range", v_t=-0.1)
+        get_model("diode_var", v_t=-0.1)
     assert err.value.field == "param v_t" and "value > 0.0" in str(err.value)
     with pytest.raises(ConfigError, match="unknown parameter 'vt'"):
-        get_model("diode_range", vt=0.1)
+        get_model("diode_var", vt=0.1)
 
 
 def test_duplicate_name_raises_unless_replace():
@@ -136,9 +133,11 @@ def test_duplicate_name_raises_unless_replace():
     v1, _ = first.iv(1e-4)
     v2, _ = second.iv(1e-4)
     assert v2 == pytest.approx(2 * v1, rel=1e-14)
-    for builtin in ("stt_compact", "tabulated"):
-        with pytest.raises(ConfigError, match="already registered"):
-            register_model(builtin, diode_v, PARAMS)
+    with pytest.raises(ConfigError, match="already registered"):
+        register_model("stt_compact", diode_v, PARAMS)
+    for replace in (False, True):  # tabulated needs a measured curve: never replaceable
+        with pytest.raises(ConfigError, match="built in and needs a measured curve"):
+            register_model("tabulated", diode_v, PARAMS, replace=replace)
 
 
 @pytest.mark.parametrize("voltage, role", [
@@ -184,8 +183,9 @@ def test_real_only_function_without_dvdi_raises_with_hint():
 
 def test_non_finite_model_raises():
     with pytest.raises(ConfigError, match="voltage: model 'diode_inf' is not finite"):
-        register_model("diode_inf", lambda current, r0, v_t, i_s: r0 / current, PARAMS,
-                       dvdi=lambda current, r0, v_t, i_s: -r0 / current**2)
+        register_model("diode_inf", lambda current, r0, v_t, i_s: r0 * current + v_t * np.log(current * current),
+                       PARAMS, dvdi=lambda current, r0, v_t, i_s: r0 + 0.0 * current)  # np.log(0) = -inf, no exception
+    assert "diode_inf" not in available_models()
 
 
 def test_parameters_must_be_parameters():

@@ -261,3 +261,14 @@ def test_nominal_override_is_validated(tab):
     np.testing.assert_array_equal(m.nominal, [1.0, 2.0, 0.1])
     with pytest.raises(ConfigError, match="i_scale"):
         get_model("tabulated", iv_csv=path, i_scale=0.0)
+
+
+@pytest.mark.parametrize("prefix", ["\ufeff", "# measured 2026\n", "\n", "\ufeffcurrent_A,voltage_V\n",
+                                    "# sample 7\ncurrent_A,voltage_V\n"])
+def test_bom_comments_and_header_keep_every_point(tmp_path, prefix):
+    data = "-1e-3,-0.9\n-5e-4,-0.4\n0,0\n5e-4,0.4\n1e-3,0.9\n"
+    path = tmp_path / "iv.csv"
+    path.write_text(prefix + data, encoding="utf-8")
+    model = get_model("tabulated", iv_csv=path)
+    assert model.table.shape == (3, 5)
+    np.testing.assert_array_equal(model.table[0], [-1e-3, -5e-4, 0.0, 5e-4, 1e-3])

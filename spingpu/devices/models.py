@@ -135,7 +135,7 @@ class DeviceModel:
         shape = np.broadcast_shapes(current.shape, params.shape[:-1])
         flat_i = np.ascontiguousarray(np.broadcast_to(current, shape)).reshape(-1)
         flat_p = np.ascontiguousarray(np.broadcast_to(params, shape + params.shape[-1:]))
-        flat_p = flat_p.reshape(-1, len(self.parameters))
+        flat_p = flat_p.reshape(flat_i.size, len(self.parameters))
         v = np.empty(flat_i.shape)
         d = np.empty(flat_i.shape)
         if "iv" not in self._compiled:
@@ -206,7 +206,9 @@ def register_model(name, voltage, parameters, *, dvdi=None, description="", repl
 
     if not isinstance(name, str) or not name.isidentifier():
         raise ConfigError("model name", f"{name!r} is not a valid identifier")
-    if (name in _REGISTRY or name in TABLE_MODELS) and not replace:
+    if name in TABLE_MODELS:
+        raise ConfigError("model name", f"{name!r} is built in and needs a measured curve; choose another name")
+    if name in _REGISTRY and not replace:
         raise ConfigError("model name", f"{name!r} is already registered (pass replace=True to replace it)")
     parameters = tuple(parameters)
     if not all(isinstance(p, Parameter) for p in parameters):
@@ -221,8 +223,8 @@ def register_model(name, voltage, parameters, *, dvdi=None, description="", repl
             raise ConfigError(role, f"signature ({', '.join(got)}) must be (current, "
                                     f"{', '.join(expected[1:])}) to match the parameters")
 
-    def jit(fn):
-        return fn if hasattr(fn, "py_func") else numba.njit(fn)
+    def jit(fn):  # numpy error model: 1/0 gives inf (caught below), not an exception in a kernel
+        return fn if hasattr(fn, "py_func") else numba.njit(error_model="numpy")(fn)
 
     scalar = pointwise.make_scalar(jit(voltage), None if dvdi is None else jit(dvdi), len(parameters))
     model = DeviceModel(name=name, parameters=parameters, scalar=scalar, description=description)

@@ -6,6 +6,7 @@ configuration and NumPy ufuncs compiled from the same scalar functions.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import cache
 
@@ -90,4 +91,7 @@ def _pair(field_name, value):
         lo, hi = value
     except (TypeError, ValueError):
         raise ConfigError(field_name, f"expected two numbers (low, high), got {value!r}") from None
-    return check_range(f"{field_name}[0]", lo), check_range(f"{field_name}[1]", hi)
+    lo, hi = check_range(f"{field_name}[0]", lo), check_range(f"{field_name}[1]", hi)
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        raise ConfigError(field_name, f"ends must be finite numbers, got ({lo}, {hi})")
+    return lo, hi

@@ -28,7 +28,8 @@ def read_iv_csv(path, field="iv-csv"):
     if not path.is_file():
         raise ConfigError(field, f"file not found: {path} (expected a CSV of current in A, voltage in V)")
     rows = []
-    with open(path, newline="") as handle:
+    seen_header = False
+    with open(path, newline="", encoding="utf-8-sig") as handle:
         for line_no, row in enumerate(csv.reader(handle), start=1):
             cells = [c.strip() for c in row]
             if not any(cells) or cells[0].startswith("#"):
@@ -38,8 +39,9 @@ def read_iv_csv(path, field="iv-csv"):
             try:
                 values = (float(cells[0]), float(cells[1]))
             except ValueError:
-                if not rows and line_no == 1:
-                    continue  # header
+                if not rows and not seen_header:
+                    seen_header = True
+                    continue  # the first row that holds anything is a header
                 raise ConfigError(field, f"{path} line {line_no}: {cells[0]!r}, {cells[1]!r} is not a pair of numbers") from None
             if not all(math.isfinite(v) for v in values):
                 raise ConfigError(field, f"{path} line {line_no}: current and voltage must be finite numbers, got {values}")

@@ -1,0 +1,604 @@
+"""Classification datasets, split and standardised, ready for training.
+
+Every loader returns a :class:`Dataset`: float32 features of shape ``(rows, features)`` and int64
+labels ``0 .. n_classes - 1`` for a training, a validation and a test split.
+
+Conventions (all datasets):
+
+- **Splits** are seeded and stratified (every class keeps its share of rows in each split, to
+  within one row). ``val_fraction`` and ``test_fraction`` are fractions of the *whole* table: the
+  test split has ``test_fraction * n`` rows and the validation split ``val_fraction * n`` rows,
+  each rounded to the nearest row (halves up), the training split the rest. The test split is drawn first with
+  ``sklearn.model_selection.train_test_split(..., stratify=y, random_state=seed)``, then the
+  validation split from what remains, with the same seed. The same seed gives the same splits.
+- **Standardisation** (z-score) is fitted on the training split only and applied to all three:
+  ``x' = (x - feature_mean) / feature_std``, with the population standard deviation (ddof = 0)
+  computed in float64; a feature that is constant on the training split gets ``feature_std = 1``
+  (it becomes ``x - mean``, i.e. 0 on the training split). The statistics are kept on the dataset.
+- ``max_train`` (optional) keeps a seeded, stratified subset of that many rows of the training split
+  (after the validation and test rows have been removed), for quick runs; the standardisation is
+  fitted on the rows kept.
+
+Datasets (``load_dataset(name)``):
+
+- ``iris`` (150 rows, 4 features, 3 classes) and ``digits`` (1797 rows, 8x8 = 64 pixel features of
+  0..16, 10 classes), shipped with scikit-learn (nothing is downloaded).
+- ``mnist``: the user's own copy, from a folder (``data_dir``, else the environment variable
+  ``SPINGPU_DATA``) holding the four IDX files ``train-images-idx3-ubyte``,
+  ``train-labels-idx1-ubyte``, ``t10k-images-idx3-ubyte``, ``t10k-labels-idx1-ubyte`` (each
+  optionally gzipped, ``.gz``), or an ``mnist.npz`` with arrays ``x_train, y_train, x_test,
+  y_test``. The IDX files are preferred when both are present. The test split is the official
+  10,000-image test set, so **test_fraction is ignored for mnist**; the validation split is a
+  seeded stratified ``val_fraction`` of the official 60,000 training images. Pixels are scaled to
+  [0, 1] (divided by 255) and then standardised per pixel as above; images are flattened row by
+  row to 784 features.
+- ``csv:PATH``: a table of numeric feature columns and a label column (the column named ``label``
+  if the first row is a header that has one, else the last column). Labels may be integers or
+  strings; they are mapped to ``0 .. K-1`` in sorted order (numeric order for integers) and the
+  original values are kept in ``Dataset.class_names``.
+
+``from_arrays(x, y)`` does the same splitting and standardisation for arrays from Python.
+
+Bad input raises :class:`spingpu.errors.ConfigError` naming the field (``dataset``, ``data_dir``,
+``mnist``, ``x``, ``y``, ``seed``, ``val_fraction``, ...).
+
+Only NumPy is imported at module level; scikit-learn is imported when a split is made.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import ConfigError, check_range
+
+DATASETS = ("iris", "digits", "mnist")
+"""Names ``load_dataset`` accepts, besides ``"csv:PATH"``."""
+
+MNIST_FILES = {
+    "x_train": "train-images-idx3-ubyte",
+    "y_train": "train-labels-idx1-ubyte",
+    "x_test": "t10k-images-idx3-ubyte",
+    "y_test": "t10k-labels-idx1-ubyte",
+}
+"""The four standard MNIST IDX file names (each may also be present gzipped, with ``.gz``)."""
+
+_IDX_IMAGES_MAGIC = 0x00000803  # unsigned bytes, 3 dimensions (count, rows, columns)
+_IDX_LABELS_MAGIC = 0x00000801  # unsigned bytes, 1 dimension (count)
+_CHUNK_ROWS = 8192
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class Dataset:
+    """A classification dataset split into training, validation and test sets.
+
+    ``x_*`` are float32 arrays ``(rows, n_features)``, standardised with the training split's
+    statistics: ``x = (raw - feature_mean) / feature_std``. ``y_*`` are int64 arrays ``(rows,)``
+    with labels ``0 .. n_classes - 1``. ``feature_mean`` and ``feature_std`` (float64,
+    ``(n_features,)``) were fitted on the training split (population std, ddof = 0; constant
+    features get std 1.0); apply them to new raw data with :meth:`standardise`. ``class_names``
+    gives the original label of each class index.
+    """
+
+    name: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    n_classes: int
+    feature_mean: np.ndarray
+    feature_std: np.ndarray
+    class_names: tuple = ()
+
+    @property
+    def n_features(self) -> int:
+        """Number of feature columns."""
+        return int(self.x_train.shape[1])
+
+    def standardise(self, x_raw) -> np.ndarray:
+        """Standardise raw features (same units as the source data) with the training statistics."""
+        x_raw = np.asarray(x_raw, dtype=np.float64)
+        return ((x_raw - self.feature_mean) / self.feature_std).astype(np.float32)
+
+    def __repr__(self):
+        return (f"Dataset({self.name!r}, train={len(self.y_train)}, val={len(self.y_val)}, "
+                f"test={len(self.y_test)}, n_features={self.n_features}, n_classes={self.n_classes})")
+
+
+# ----------------------------------------------------------------------------------------------
+# public entry points
+
+
+def load_dataset(name, *, seed=0, val_fraction=0.2, test_fraction=0.2, data_dir=None,
+                 max_train=None) -> Dataset:
+    """Load a dataset by name, split (seeded, stratified) and standardised (training statistics).
+
+    ``name``: ``"iris"``, ``"digits"``, ``"mnist"`` or ``"csv:PATH"``. ``seed`` (integer >= 0)
+    fixes the splits. ``val_fraction``, ``test_fraction``: fractions of the whole table, each in
+    (0, 1) with a sum below 1; for ``mnist`` the test set is the official one and
+    ``test_fraction`` is ignored, ``val_fraction`` is a fraction of the official training set.
+    ``data_dir``: the MNIST folder (default: environment variable ``SPINGPU_DATA``). ``max_train``:
+    keep at most this many training rows (seeded stratified subset of the training split).
+    See the module docstring for the conventions.
+    """
+    if not isinstance(name, str):
+        raise ConfigError("dataset", f"expected a name, got {name!r}; allowed: {_allowed()}")
+    key = name.strip()
+    seed = _check_seed(seed)
+    max_train = _check_max_train(max_train)
+    if key.lower() == "mnist":
+        val_fraction = check_range("val_fraction", val_fraction, 0.0, 1.0, low_open=True,
+                                   high_open=True)
+        return _load_mnist(data_dir, seed=seed, val_fraction=val_fraction, max_train=max_train)
+    val_fraction, test_fraction = _check_fractions(val_fraction, test_fraction)
+    if key.lower() in ("iris", "digits"):
+        from sklearn import datasets as skd
+
+        bunch = skd.load_iris() if key.lower() == "iris" else skd.load_digits()
+        x = np.asarray(bunch.data, dtype=np.float64)
+        y = np.asarray(bunch.target, dtype=np.int64)
+        names = tuple(str(t) for t in bunch.target_names)
+        return _build(key.lower(), x, y, names, seed=seed, val_fraction=val_fraction,
+                      test_fraction=test_fraction, max_train=max_train, field="dataset")
+    if key[:4].lower() == "csv:":
+        path = key[4:].strip()
+        if not path:
+            raise ConfigError("dataset", "csv: needs a file path, as in csv:PATH")
+        x, y, names = _read_csv(os.path.expanduser(path))
+        return _build(f"csv:{path}", x, y, names, seed=seed, val_fraction=val_fraction,
+                      test_fraction=test_fraction, max_train=max_train, field="dataset")
+    raise ConfigError("dataset", f"unknown dataset {name!r}; allowed: {_allowed()}")
+
+
+def from_arrays(x, y, *, name="arrays", seed=0, val_fraction=0.2, test_fraction=0.2) -> Dataset:
+    """A :class:`Dataset` from NumPy arrays: ``x`` (rows, features), ``y`` (rows,) class labels.
+
+    Labels may be integers, whole-number floats or strings; they are mapped to ``0 .. K-1`` in
+    sorted order (originals in ``class_names``). Splits and standardisation as in
+    :func:`load_dataset`. Raises ConfigError (field ``x`` or ``y``) for wrong shapes, non-finite or
+    non-numeric features, fewer than 2 classes or a class too small to stratify.
+    """
+    seed = _check_seed(seed)
+    val_fraction, test_fraction = _check_fractions(val_fraction, test_fraction)
+    try:
+        xa = np.asarray(x)
+    except (TypeError, ValueError) as err:  # ragged lists
+        raise ConfigError("x", f"expected a 2-D numeric array (rows, features): {_one_line(err)}") from None
+    if xa.ndim != 2:
+        raise ConfigError("x", f"expected a 2-D array (rows, features), got shape {xa.shape}")
+    if xa.dtype.kind not in "biuf":
+        raise ConfigError("x", f"expected real numbers, got dtype {xa.dtype}")
+    xa = xa.astype(np.float64)
+    if xa.shape[0] == 0 or xa.shape[1] == 0:
+        raise ConfigError("x", f"expected at least one row and one feature, got shape {xa.shape}")
+    if not np.all(np.isfinite(xa)):
+        bad = np.argwhere(~np.isfinite(xa))[0]
+        raise ConfigError("x", f"expected finite values, found {xa[bad[0], bad[1]]} at row {bad[0]}, "
+                               f"column {bad[1]}")
+    ya = np.asarray(y)
+    if ya.ndim != 1:
+        raise ConfigError("y", f"expected a 1-D array of labels, got shape {ya.shape}")
+    if len(ya) != len(xa):
+        raise ConfigError("y", f"has {len(ya)} labels but x has {len(xa)} rows")
+    codes, names = _encode_labels(ya, "y")
+    return _build(str(name), xa, codes, names, seed=seed, val_fraction=val_fraction,
+                  test_fraction=test_fraction, max_train=None, field="y")
+
+
+# ----------------------------------------------------------------------------------------------
+# validation helpers
+
+
+def _allowed():
+    return ", ".join(DATASETS) + ", csv:PATH"
+
+
+def _one_line(err):
+    return " ".join(str(err).split())
+
+
+def _check_seed(seed):
+    return check_range("seed", seed, 0, 2**32 - 1, integer=True)
+
+
+def _check_max_train(max_train):
+    if max_train is None:
+        return None
+    return check_range("max_train", max_train, 1, integer=True)
+
+
+def _check_fractions(val_fraction, test_fraction):
+    val = check_range("val_fraction", val_fraction, 0.0, 1.0, low_open=True, high_open=True)
+    test = check_range("test_fraction", test_fraction, 0.0, 1.0, low_open=True, high_open=True)
+    if val + test >= 1.0:
+        raise ConfigError("val_fraction", f"val_fraction + test_fraction = {val + test:g} leaves no "
+                                          "training rows; allowed: a sum below 1")
+    return val, test
+
+
+def _encode_labels(labels, field):
+    """Map labels to int64 codes 0..K-1 in sorted order; return (codes, class names)."""
+    labels = np.asarray(labels)
+    if labels.dtype.kind == "f":
+        if not np.all(np.isfinite(labels)):
+            raise ConfigError(field, "labels must be finite")
+        if not np.all(labels == np.round(labels)):
+            raise ConfigError(field, "float labels must be whole numbers (class labels, not a "
+                                     "regression target)")
+        labels = labels.astype(np.int64)
+    elif labels.dtype.kind not in "biuUSO":
+        raise ConfigError(field, f"expected integer or string labels, got dtype {labels.dtype}")
+    if labels.dtype.kind == "O":
+        labels = labels.astype(str)
+    classes, codes = np.unique(labels, return_inverse=True)
+    if len(classes) < 2:
+        raise ConfigError(field, f"need at least 2 classes, found {len(classes)}")
+    return codes.astype(np.int64).reshape(-1), tuple(str(c) for c in classes)
+
+
+def _n_rows(fraction, n):
+    return int(np.floor(fraction * n + 0.5))
+
+
+# ----------------------------------------------------------------------------------------------
+# splitting and standardisation
+
+
+def _stratified_holdout(y, n_take, seed, field, what):
+    """Indices (kept, taken) of a seeded stratified split of ``len(y)`` rows taking ``n_take``."""
+    from sklearn.model_selection import train_test_split
+
+    try:
+        kept, taken = train_test_split(np.arange(len(y)), test_size=int(n_take), stratify=y,
+                                       random_state=seed, shuffle=True)
+    except ValueError as err:
+        raise ConfigError(field, f"cannot make a stratified {what} split: {_one_line(err)}") from None
+    return kept, taken
+
+
+def _stratified_subset(y, n_keep, n_classes, seed):
+    """Indices of a seeded stratified subset of ``n_keep`` rows (class shares within one row)."""
+    counts = np.bincount(y, minlength=n_classes)
+    exact = counts * (n_keep / len(y))
+    alloc = np.floor(exact).astype(np.int64)
+    rng = np.random.default_rng([seed, 0x5EB5E7])
+    remainder = exact - alloc
+    # largest remainders first; ties broken at random (seeded)
+    order = np.lexsort((rng.random(n_classes), -remainder))
+    for c in order[: n_keep - int(alloc.sum())]:
+        alloc[c] += 1
+    picked = []
+    for c in range(n_classes):
+        members = np.flatnonzero(y == c)
+        picked.append(rng.choice(members, size=int(alloc[c]), replace=False))
+    keep = np.concatenate(picked)
+    return keep[rng.permutation(len(keep))]
+
+
+def _check_class_sizes(y, n_classes, names, parts, field):
+    counts = np.bincount(y, minlength=n_classes)
+    need = len(parts)
+    for c in range(n_classes):
+        if counts[c] < need:
+            label = names[c] if c < len(names) else str(c)
+            raise ConfigError(field, f"class {label!r} has {counts[c]} row(s); each class needs at "
+                                     f"least {need} to be stratified into {' / '.join(parts)} splits")
+
+
+def _check_split_sizes(sizes, n_classes, field):
+    for what, n in sizes.items():
+        if n < n_classes:
+            raise ConfigError(field, f"the {what} split would have {n} row(s), fewer than the "
+                                     f"{n_classes} classes; use more data or a larger fraction")
+
+
+def _fit_standardiser(x_train, divisor=1.0):
+    """(mean, std) per feature of ``x_train / divisor`` in float64, population std (ddof = 0);
+    features constant on the training split get std 1.0."""
+    n = len(x_train)
+    mean = np.zeros(x_train.shape[1])
+    for start in range(0, n, _CHUNK_ROWS):
+        mean += (x_train[start:start + _CHUNK_ROWS].astype(np.float64) / divisor).sum(axis=0)
+    mean /= n
+    var = np.zeros(x_train.shape[1])
+    for start in range(0, n, _CHUNK_ROWS):
+        chunk = x_train[start:start + _CHUNK_ROWS].astype(np.float64) / divisor
+        var += ((chunk - mean) ** 2).sum(axis=0)
+    std = np.sqrt(var / n)
+    constant = np.ptp(x_train, axis=0) == 0
+    std[constant] = 1.0
+    return mean, std
+
+
+def _apply_standardiser(x, mean, std, divisor=1.0):
+    """float32 ``(x / divisor - mean) / std``, computed in float64 chunk by chunk."""
+    out = np.empty(x.shape, dtype=np.float32)
+    for start in range(0, len(x), _CHUNK_ROWS):
+        chunk = x[start:start + _CHUNK_ROWS].astype(np.float64) / divisor
+        out[start:start + _CHUNK_ROWS] = (chunk - mean) / std
+    return out
+
+
+def _finish(name, x_tr, y_tr, x_va, y_va, x_te, y_te, n_classes, names, divisor=1.0):
+    """Standardise with the training split's statistics and assemble the Dataset.
+
+    The raw features are divided by ``divisor`` first (255 for MNIST pixels, giving [0, 1]); the
+    statistics are those of the divided features.
+    """
+    mean, std = _fit_standardiser(x_tr, divisor)
+    return Dataset(
+        name=name,
+        x_train=_apply_standardiser(x_tr, mean, std, divisor),
+        y_train=np.ascontiguousarray(y_tr, dtype=np.int64),
+        x_val=_apply_standardiser(x_va, mean, std, divisor),
+        y_val=np.ascontiguousarray(y_va, dtype=np.int64),
+        x_test=_apply_standardiser(x_te, mean, std, divisor),
+        y_test=np.ascontiguousarray(y_te, dtype=np.int64),
+        n_classes=int(n_classes),
+        feature_mean=mean,
+        feature_std=std,
+        class_names=tuple(names),
+    )
+
+
+def _limit_train(idx_train, y, max_train, n_classes, seed, field):
+    if max_train is None or max_train >= len(idx_train):
+        return idx_train
+    if max_train < n_classes:
+        raise ConfigError("max_train", f"{max_train} is below the number of classes ({n_classes}); "
+                                       f"allowed: at least {n_classes}")
+    keep = _stratified_subset(y[idx_train], max_train, n_classes, seed)
+    return idx_train[keep]
+
+
+def _build(name, x, y, names, *, seed, val_fraction, test_fraction, max_train, field):
+    """Three-way seeded stratified split of a whole table, then standardise."""
+    n = len(y)
+    n_classes = len(names)
+    _check_class_sizes(y, n_classes, names, ("train", "validation", "test"), field)
+    n_test = _n_rows(test_fraction, n)
+    n_val = _n_rows(val_fraction, n)
+    _check_split_sizes({"test": n_test, "validation": n_val, "training": n - n_test - n_val},
+                       n_classes, field)
+    rest, idx_test = _stratified_holdout(y, n_test, seed, field, "test")
+    kept, taken = _stratified_holdout(y[rest], n_val, seed, field, "validation")
+    idx_train, idx_val = rest[kept], rest[taken]
+    idx_train = _limit_train(idx_train, y, max_train, n_classes, seed, field)
+    return _finish(name, x[idx_train], y[idx_train], x[idx_val], y[idx_val], x[idx_test],
+                   y[idx_test], n_classes, names)
+
+
+# ----------------------------------------------------------------------------------------------
+# CSV
+
+
+def _is_number(text):
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _read_csv(path):
+    """(x float64, codes int64, class names) from a CSV table; ConfigError field 'dataset'."""
+    import csv
+
+    if not os.path.isfile(path):
+        raise ConfigError("dataset", f"CSV file {path!r} not found")
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            rows = [(i + 1, [c.strip() for c in row]) for i, row in enumerate(csv.reader(fh))]
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        raise ConfigError("dataset", f"cannot read CSV file {path!r}: {_one_line(err)}") from None
+    rows = [(i, r) for i, r in rows if any(r) and not r[0].startswith("#")]
+    if not rows:
+        raise ConfigError("dataset", f"CSV file {path!r} is empty")
+    first = rows[0][1]
+    lowered = [c.lower() for c in first]
+    header = "label" in lowered or not any(_is_number(c) for c in first)
+    if header:
+        columns = first
+        rows = rows[1:]
+        label_col = lowered.index("label") if "label" in lowered else len(columns) - 1
+    else:
+        columns = [f"column {j + 1}" for j in range(len(first))]
+        label_col = len(first) - 1
+    if len(columns) < 2:
+        raise ConfigError("dataset", f"CSV file {path!r} needs at least one feature column and a "
+                                     f"label column, found {len(columns)} column(s)")
+    if not rows:
+        raise ConfigError("dataset", f"CSV file {path!r} has a header but no data rows")
+    features = [j for j in range(len(columns)) if j != label_col]
+    x = np.empty((len(rows), len(features)))
+    labels = []
+    for r, (line, row) in enumerate(rows):
+        if len(row) != len(columns):
+            raise ConfigError("dataset", f"CSV file {path!r} line {line} has {len(row)} fields, "
+                                         f"expected {len(columns)}")
+        for k, j in enumerate(features):
+            try:
+                value = float(row[j])
+            except ValueError:
+                raise ConfigError("dataset", f"CSV file {path!r} line {line}: feature "
+                                             f"{columns[j]!r} is not a number: {row[j]!r}") from None
+            if not np.isfinite(value):
+                raise ConfigError("dataset", f"CSV file {path!r} line {line}: feature "
+                                             f"{columns[j]!r} is not finite: {row[j]!r}")
+            x[r, k] = value
+        if row[label_col] == "":
+            raise ConfigError("dataset", f"CSV file {path!r} line {line}: empty label")
+        labels.append(row[label_col])
+    if all(_is_integer_text(s) for s in labels):
+        label_array = np.array([int(float(s)) for s in labels], dtype=np.int64)
+    else:
+        label_array = np.array(labels, dtype=str)
+    try:
+        codes, names = _encode_labels(label_array, "dataset")
+    except ConfigError as err:
+        raise ConfigError("dataset", f"CSV file {path!r}: {err.problem}") from None
+    return x, codes, names
+
+
+def _is_integer_text(text):
+    try:
+        return float(text).is_integer()
+    except ValueError:
+        return False
+
+
+# ----------------------------------------------------------------------------------------------
+# MNIST
+
+
+def _mnist_folder(data_dir):
+    if data_dir is None or str(data_dir) == "":
+        data_dir = os.environ.get("SPINGPU_DATA") or None
+        if data_dir is None:
+            raise ConfigError("data_dir", "no MNIST folder given: pass data_dir or set the "
+                                          "environment variable SPINGPU_DATA to a folder holding "
+                                          "the four MNIST IDX files (.gz or not) or mnist.npz")
+    path = os.path.expanduser(os.fspath(data_dir))
+    if os.path.isfile(path) and path.endswith(".npz"):
+        return path
+    if not os.path.isdir(path):
+        raise ConfigError("data_dir", f"MNIST folder {path!r} does not exist; expected a folder "
+                                      "holding the four MNIST IDX files (.gz or not) or mnist.npz")
+    return path
+
+
+def _load_mnist(data_dir, *, seed, val_fraction, max_train):
+    folder = _mnist_folder(data_dir)
+    if os.path.isfile(folder):  # data_dir named the .npz itself
+        arrays = _read_mnist_npz(folder)
+    else:
+        found = {}
+        for key, base in MNIST_FILES.items():
+            for candidate in (base, base + ".gz"):
+                if os.path.isfile(os.path.join(folder, candidate)):
+                    found[key] = os.path.join(folder, candidate)
+                    break
+        npz = os.path.join(folder, "mnist.npz")
+        if len(found) == len(MNIST_FILES):
+            arrays = {key: _read_idx(found[key], images=key.startswith("x")) for key in MNIST_FILES}
+        elif os.path.isfile(npz):
+            arrays = _read_mnist_npz(npz)
+        else:
+            missing = [MNIST_FILES[k] + "[.gz]" for k in MNIST_FILES if k not in found]
+            raise ConfigError("data_dir", f"no MNIST data in {folder!r}: expected the four IDX files "
+                                          f"or mnist.npz; missing {', '.join(missing)} and mnist.npz")
+    x_train, y_train = arrays["x_train"], arrays["y_train"]
+    x_test, y_test = arrays["x_test"], arrays["y_test"]
+    for split, xs, ys in (("training", x_train, y_train), ("test", x_test, y_test)):
+        if len(xs) != len(ys):
+            raise ConfigError("mnist", f"the {split} set has {len(xs)} images but {len(ys)} labels")
+        if len(xs) == 0:
+            raise ConfigError("mnist", f"the {split} set is empty")
+    if x_train.shape[1:] != x_test.shape[1:]:
+        raise ConfigError("mnist", f"training images are {x_train.shape[1:]} but test images "
+                                   f"{x_test.shape[1:]}")
+    x_train = x_train.reshape(len(x_train), -1)
+    x_test = x_test.reshape(len(x_test), -1)
+    y_train = y_train.astype(np.int64)
+    y_test = y_test.astype(np.int64)
+    n_classes = int(max(y_train.max(), y_test.max())) + 1
+    names = tuple(str(c) for c in range(n_classes))
+    _check_class_sizes(y_train, n_classes, names, ("train", "validation"), "mnist")
+    n = len(y_train)
+    n_val = _n_rows(val_fraction, n)
+    _check_split_sizes({"validation": n_val, "training": n - n_val}, n_classes, "mnist")
+    idx_train, idx_val = _stratified_holdout(y_train, n_val, seed, "mnist", "validation")
+    idx_train = _limit_train(idx_train, y_train, max_train, n_classes, seed, "mnist")
+    divisor = 255.0 if x_train.dtype == np.uint8 else 1.0
+    return _finish("mnist", x_train[idx_train], y_train[idx_train], x_train[idx_val],
+                   y_train[idx_val], x_test, y_test, n_classes, names, divisor=divisor)
+
+
+def _read_idx(path, *, images):
+    """Parse one IDX file (optionally gzipped): uint8 array (n, rows, cols) or (n,)."""
+    import gzip
+    import zlib
+
+    try:
+        if path.endswith(".gz"):
+            with gzip.open(path, "rb") as fh:
+                data = fh.read()
+        else:
+            with open(path, "rb") as fh:
+                data = fh.read()
+    except (OSError, EOFError, zlib.error) as err:
+        raise ConfigError("mnist", f"cannot read {path!r} (corrupt or truncated gzip?): "
+                                   f"{_one_line(err)}") from None
+    magic_expected = _IDX_IMAGES_MAGIC if images else _IDX_LABELS_MAGIC
+    ndim = 3 if images else 1
+    kind = "images" if images else "labels"
+    header_len = 4 + 4 * ndim
+    if len(data) < 4:
+        raise ConfigError("mnist", f"{path!r} is truncated: {len(data)} bytes, expected an IDX "
+                                   f"{kind} file starting with magic 0x{magic_expected:08x}")
+    magic = int.from_bytes(data[:4], "big")
+    if magic != magic_expected:
+        raise ConfigError("mnist", f"{path!r} has magic number 0x{magic:08x}, expected "
+                                   f"0x{magic_expected:08x} (IDX {kind}, unsigned bytes, {ndim}-D)")
+    if len(data) < header_len:
+        raise ConfigError("mnist", f"{path!r} is truncated: {len(data)} bytes, shorter than the "
+                                   f"{header_len}-byte IDX header")
+    dims = tuple(int(d) for d in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
+    expected = header_len + int(np.prod(dims, dtype=np.int64))
+    if len(data) != expected:
+        state = "truncated" if len(data) < expected else "longer than its header says"
+        raise ConfigError("mnist", f"{path!r} is {state}: {len(data)} bytes, expected {expected} "
+                                   f"for {kind} of shape {dims}")
+    array = np.frombuffer(data, dtype=np.uint8, offset=header_len).reshape(dims)
+    if not images and len(array) and array.max() > 9:
+        raise ConfigError("mnist", f"{path!r} holds label {int(array.max())}, expected digits 0..9")
+    return array
+
+
+def _read_mnist_npz(path):
+    import zipfile
+
+    keys = tuple(MNIST_FILES)
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            missing = [k for k in keys if k not in npz.files]
+            if missing:
+                raise ConfigError("mnist", f"{path!r} lacks array(s) {', '.join(missing)}; expected "
+                                           f"{', '.join(keys)}")
+            arrays = {k: np.asarray(npz[k]) for k in keys}
+    except ConfigError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        raise ConfigError("mnist", f"cannot read {path!r} as an npz archive: {_one_line(err)}") from None
+    for k in ("x_train", "x_test"):
+        x = arrays[k]
+        if x.ndim not in (2, 3):
+            raise ConfigError("mnist", f"{path!r}: {k} has shape {x.shape}, expected (n, 28, 28) "
+                                       "or (n, 784)")
+        if x.dtype.kind in "iu":
+            if x.size and (x.min() < 0 or x.max() > 255):
+                raise ConfigError("mnist", f"{path!r}: {k} has pixel values outside 0..255")
+            arrays[k] = x.astype(np.uint8)
+        elif x.dtype.kind == "f":
+            if x.size and not (np.all(np.isfinite(x)) and x.min() >= 0 and x.max() <= 1):
+                raise ConfigError("mnist", f"{path!r}: {k} is float with values outside [0, 1]; "
+                                           "expected uint8 0..255 or floats already in [0, 1]")
+        else:
+            raise ConfigError("mnist", f"{path!r}: {k} has dtype {x.dtype}, expected uint8")
+    if arrays["x_train"].dtype != arrays["x_test"].dtype:
+        arrays["x_train"] = arrays["x_train"].astype(np.float64) / (
+            255.0 if arrays["x_train"].dtype == np.uint8 else 1.0)
+        arrays["x_test"] = arrays["x_test"].astype(np.float64) / (
+            255.0 if arrays["x_test"].dtype == np.uint8 else 1.0)
+    for k in ("y_train", "y_test"):
+        yv = arrays[k]
+        if yv.ndim != 1 or yv.dtype.kind not in "iu":
+            raise ConfigError("mnist", f"{path!r}: {k} has shape {yv.shape} and dtype {yv.dtype}, "
+                                       "expected a 1-D integer array")
+        if yv.size and (yv.min() < 0 or yv.max() > 9):
+            raise ConfigError("mnist", f"{path!r}: {k} holds labels outside 0..9")
+    return arrays

@@ -1,0 +1,174 @@
+"""Configuration of a batch of MTJ-pair networks and of their training (DESIGN.md 5).
+
+Pre-activation z of a hidden neuron drives junction A with I = i_bias + i_gain * z. The activation
+is the read voltage, optionally across a bridge with a reference resistor, scaled:
+
+    h = v_scale * (V_A(I) - r_ref * I)          (``readout="bridge"``; ``direct`` has r_ref = 0)
+
+so that dh/dz = v_scale * i_gain * (dV/dI - r_ref). Gradient modes say which estimate of dh/dz
+backpropagation uses (``GRAD_MODES``); the output layer is a digital softmax.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+from ..devices import Readout, Variability
+from ..errors import ConfigError, check_range
+
+MTJ_MODES = ("fd_forward", "fd_single", "fd_symmetric", "model", "oracle")
+DIGITAL_MODES = ("tanh", "relu", "sigmoid")
+GRAD_MODES = MTJ_MODES + DIGITAL_MODES
+OPTIMIZERS = ("sgd", "momentum", "adam")
+READOUTS = ("direct", "bridge")
+DTYPES = ("float32", "float64")
+
+
+@dataclass(frozen=True)
+class PairNeuron:
+    """How a pre-activation drives a junction pair and how its voltage becomes an activation.
+
+    i_bias (A), i_gain (A per unit of pre-activation), readout ``direct`` or ``bridge`` (subtracts
+    r_ref * I, r_ref in ohm), v_scale (1/V), delta_i: the finite-difference step dI (A).
+    Defaults put the stt_compact nonlinearity (i_c = 200 uA) across typical pre-activations and
+    give activations and derivatives of order one (dh/dz between about 1.0 and 2.0).
+    """
+
+    i_bias: float = 0.0
+    i_gain: float = 200e-6
+    readout: str = "direct"
+    r_ref: float = 1000.0
+    v_scale: float = 5.0
+    delta_i: float = 2e-6
+
+    def __post_init__(self):
+        check_range("i_bias", self.i_bias, -1.0, 1.0)
+        check_range("i_gain", self.i_gain, 0.0, 1.0, low_open=True)
+        if self.readout not in READOUTS:
+            raise ConfigError("readout", f"{self.readout!r}; allowed: {', '.join(READOUTS)}")
+        check_range("r_ref", self.r_ref, 0.0, 1e9)
+        check_range("v_scale", self.v_scale, 0.0, 1e9, low_open=True)
+        check_range("delta_i", self.delta_i, 0.0, 1.0, low_open=True)
+
+    @property
+    def r_bridge(self):
+        """The resistance subtracted from dV/dI: r_ref for a bridge, 0 for a direct read."""
+        return self.r_ref if self.readout == "bridge" else 0.0
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Learning-rate schedule per epoch e of E: ``constant``; ``step`` (lr * gamma^floor(e/every));
+    ``exp`` (lr * gamma^e); ``cosine`` (lr * (1 + cos(pi e / E)) / 2)."""
+
+    kind: str = "constant"
+    every: int = 1
+    gamma: float = 1.0
+
+    @classmethod
+    def parse(cls, text):
+        """``constant``, ``step:EVERY:GAMMA``, ``exp:GAMMA`` or ``cosine``."""
+        allowed = "allowed: constant, step:EVERY:GAMMA, exp:GAMMA, cosine"
+        parts = str(text).split(":")
+        try:
+            if parts == ["constant"] or parts == ["cosine"]:
+                return cls(parts[0])
+            if parts[0] == "step" and len(parts) == 3:
+                return cls("step", every=int(parts[1]), gamma=float(parts[2]))
+            if parts[0] == "exp" and len(parts) == 2:
+                return cls("exp", gamma=float(parts[1]))
+        except ValueError:
+            pass
+        raise ConfigError("lr_schedule", f"{text!r}; {allowed}")
+
+    def __post_init__(self):
+        if self.kind not in ("constant", "step", "exp", "cosine"):
+            raise ConfigError("lr_schedule", f"{self.kind!r}; allowed: constant, step, exp, cosine")
+        check_range("lr_schedule every", self.every, 1, 10**9, integer=True)
+        check_range("lr_schedule gamma", self.gamma, 0.0, 1.0, low_open=True)
+
+    def factor(self, epoch, epochs):
+        if self.kind == "step":
+            return self.gamma ** (epoch // self.every)
+        if self.kind == "exp":
+            return self.gamma ** epoch
+        if self.kind == "cosine":
+            return 0.5 * (1.0 + math.cos(math.pi * epoch / epochs))
+        return 1.0
+
+    def __str__(self):
+        return {"constant": "constant", "cosine": "cosine", "exp": f"exp:{self.gamma:g}",
+                "step": f"step:{self.every}:{self.gamma:g}"}[self.kind]
+
+
+@dataclass(frozen=True)
+class Distillation:
+    """Knowledge distillation: loss = (1 - alpha) CE(y) + alpha T^2 KL(p_teacher^T || p_student^T)."""
+
+    temperature: float = 4.0
+    alpha: float = 0.7
+
+    def __post_init__(self):
+        check_range("distill temperature", self.temperature, 0.0, 100.0, low_open=True)
+        check_range("distill alpha", self.alpha, 0.0, 1.0)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Architecture and training of N networks (all share it; each has its own junctions/weights)."""
+
+    hidden: tuple[int, ...] = (8,)
+    grad_mode: str = "fd_forward"
+    epochs: int = 100
+    batch_size: int | None = None  # None: full batch
+    optimizer: str = "adam"
+    lr: float = 0.01
+    lr_schedule: Schedule = field(default_factory=Schedule)
+    weight_decay: float = 0.0
+    momentum: float = 0.9
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    adam_eps: float = 1e-8
+    init_gain: float = 1.0
+    neuron: PairNeuron = field(default_factory=PairNeuron)
+    variability: Variability = field(default_factory=Variability)
+    readout: Readout = field(default_factory=Readout)
+    distillation: Distillation | None = None
+    seed: int = 0
+    dtype: str = "float32"
+
+    def __post_init__(self):
+        hidden = tuple(self.hidden)
+        if not 1 <= len(hidden) <= 16:
+            raise ConfigError("hidden", f"{len(hidden)} hidden layers; allowed: 1 to 16")
+        for w in hidden:
+            check_range("hidden", w, 1, 65536, integer=True)
+        object.__setattr__(self, "hidden", tuple(int(w) for w in hidden))
+        if self.grad_mode not in GRAD_MODES:
+            raise ConfigError("grad_mode", f"{self.grad_mode!r}; allowed: {', '.join(GRAD_MODES)}")
+        check_range("epochs", self.epochs, 1, 10**6, integer=True)
+        if self.batch_size is not None:
+            check_range("batch_size", self.batch_size, 1, 10**7, integer=True)
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError("optimizer", f"{self.optimizer!r}; allowed: {', '.join(OPTIMIZERS)}")
+        check_range("lr", self.lr, 0.0, 100.0, low_open=True)
+        check_range("weight_decay", self.weight_decay, 0.0, 10.0)
+        check_range("momentum", self.momentum, 0.0, 1.0, high_open=True)
+        for k, b in enumerate(self.adam_betas):
+            check_range(f"adam_betas[{k}]", b, 0.0, 1.0, high_open=True)
+        check_range("adam_eps", self.adam_eps, 0.0, 1.0, low_open=True)
+        check_range("init_gain", self.init_gain, 0.0, 100.0, low_open=True)
+        check_range("seed", self.seed, 0, 2**64 - 1, integer=True)
+        if self.dtype not in DTYPES:
+            raise ConfigError("dtype", f"{self.dtype!r}; allowed: {', '.join(DTYPES)}")
+
+    @property
+    def is_mtj(self):
+        return self.grad_mode in MTJ_MODES
+
+    def as_dict(self):
+        """Plain nested dict (for attributes of results and study files)."""
+        out = asdict(self)
+        out["lr_schedule"] = str(self.lr_schedule)
+        out["variability"]["correlation"] = {f"{a},{b}": r for (a, b), r in self.variability.correlation.items()}
+        return out

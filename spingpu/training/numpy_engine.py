@@ -1,0 +1,196 @@
+"""The NumPy reference engine: N MLPs of MTJ-pair neurons, vectorised over networks.
+
+Written to be read; the fused engines must give the same numbers. Shapes: activations (N, B, U),
+weights (N, fan_in, fan_out), biases (N, fan_out). Hidden layer l of network n:
+
+    z = a_{l-1} W_l + b_l,  I_A = DAC(i_bias + i_gain z)
+    reading r of a junction at I:  R = ADC(V(I) - r_bridge I + sigma_read(V, I) * xi_r)
+    h = v_scale R_A(I_A)                   (fd_symmetric: v_scale (R_A(I - dI/2) + R_B(I + dI/2)) / 2)
+    dh/dz used in backprop, per mode:
+        fd_forward    v_scale i_gain (R_B(I + dI) - R_A(I)) / dI     pair, the paper's method
+        fd_single     v_scale i_gain (R'_A(I + dI) - R_A(I)) / dI    A read a second time
+        fd_symmetric  v_scale i_gain (R_B(I + dI/2) - R_A(I - dI/2)) / dI
+        model         v_scale i_gain (dV/dI_nominal(I) - r_bridge)   blind to variability
+        oracle        v_scale i_gain (dV/dI_A(I) - r_bridge)         exact for junction A
+
+The forward reading R_A(I) is the one the finite difference uses (a pair is read once per step);
+the second reading (B, or A again) has its own noise. The "exact" derivative against which
+``grad_cosine`` and ``deriv_rel_err`` are measured is the oracle's (for fd_symmetric, the mean of
+both junctions' exact dV/dI, the derivative of its own activation).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..devices.variability import sample_layer
+from ..kernels import streams
+from .config import TrainConfig
+
+
+def softmax(logits):
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    e = np.exp(shifted)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def log_softmax(logits):
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
+class NumpyEngine:
+    """State and arithmetic of N networks (global indices ``networks``) of one architecture."""
+
+    def __init__(self, model, config: TrainConfig, networks, n_features, n_classes):
+        self.model = model
+        self.config = config
+        self.networks = np.ascontiguousarray(networks, dtype=np.int64)
+        self.dtype = np.dtype(config.dtype)
+        self.sizes = (n_features, *config.hidden, n_classes)
+        n = self.networks.size
+        self.junctions = []  # per hidden layer: (N, U, 2, P) float64
+        if config.is_mtj:
+            for layer, width in enumerate(config.hidden):
+                self.junctions.append(sample_layer(model, config.variability, config.seed,
+                                                   self.networks, layer, width))
+        self.weights = []
+        for layer, (fan_in, fan_out) in enumerate(zip(self.sizes[:-1], self.sizes[1:])):
+            w = streams.normals(config.seed, self.networks, streams.PURPOSE_INIT, layer, 0, 0, fan_in, fan_out)
+            self.weights.append((w * (config.init_gain / np.sqrt(fan_in))).astype(self.dtype))
+            self.weights.append(np.zeros((n, fan_out), dtype=self.dtype))
+        n_moments = 2 if config.optimizer == "adam" else 1
+        self.state = [np.zeros_like(p) for _ in range(n_moments) for p in self.weights]
+        self.t = 0
+        self.alive = np.ones(n, dtype=bool)
+
+    # --- one hidden layer ------------------------------------------------------------------------
+
+    def _read(self, layer, v, current, normals_of):
+        """ADC output of readings v at currents (N, B, U); ``normals_of()`` draws the noise."""
+        ro = self.config.readout
+        y = v - self.config.neuron.r_bridge * current
+        xi = 0.0 if ro.noise_std_is_zero else normals_of()
+        return ro.read(y, current, xi)
+
+    def hidden(self, layer, z, noise):
+        """Activation, derivative used and exact derivative of hidden layer ``layer`` at z.
+
+        ``noise(layer, reading, shape)`` returns the standard normals of one reading.
+        """
+        cfg, nc = self.config, self.config.neuron
+        mode = cfg.grad_mode
+        if mode == "tanh":
+            h = np.tanh(z)
+            d = 1.0 - h * h
+            return h, d, d
+        if mode == "relu":
+            d = (z > 0).astype(z.dtype)
+            return z * d, d, d
+        if mode == "sigmoid":
+            h = 1.0 / (1.0 + np.exp(-z))
+            d = h * (1.0 - h)
+            return h, d, d
+        z64 = z.astype(np.float64)
+        params = self.junctions[layer][:, None]  # (N, 1, U, 2, P)
+        gain = nc.v_scale * nc.i_gain
+        i_req = nc.i_bias + nc.i_gain * z64
+        drive = cfg.readout.drive
+        if mode == "fd_symmetric":
+            i_a, i_b = drive(i_req - 0.5 * nc.delta_i), drive(i_req + 0.5 * nc.delta_i)
+        else:
+            i_a, i_b = drive(i_req), drive(i_req + nc.delta_i)
+        v_a, d_a = self.model.iv(i_a, params[..., 0, :])
+        r_a = self._read(layer, v_a, i_a, lambda: noise(layer, 0, z.shape))
+        exact = gain * (d_a - nc.r_bridge)
+        if mode == "fd_forward" or mode == "fd_symmetric":
+            v_b, d_b = self.model.iv(i_b, params[..., 1, :])
+            r_b = self._read(layer, v_b, i_b, lambda: noise(layer, 1, z.shape))
+            used = gain * (r_b - r_a) / nc.delta_i
+            if mode == "fd_symmetric":
+                exact = gain * (0.5 * (d_a + d_b) - nc.r_bridge)
+                r_a = 0.5 * (r_a + r_b)
+        elif mode == "fd_single":
+            v_a2, _ = self.model.iv(i_b, params[..., 0, :])
+            r_a2 = self._read(layer, v_a2, i_b, lambda: noise(layer, 1, z.shape))
+            used = gain * (r_a2 - r_a) / nc.delta_i
+        elif mode == "model":
+            _, d_nom = self.model.iv(i_a)
+            used = gain * (d_nom - nc.r_bridge)
+        else:  # oracle
+            used = exact
+        dt = self.dtype
+        return (nc.v_scale * r_a).astype(dt), used.astype(dt), exact.astype(dt)
+
+    # --- whole network -----------------------------------------------------------------------------
+
+    def forward(self, x, noise):
+        """Logits (N, B, C) and per-layer (input, derivative used, exact derivative)."""
+        a = np.broadcast_to(x.astype(self.dtype), (self.networks.size, *x.shape))
+        cache = []
+        n_hidden = len(self.config.hidden)
+        for layer in range(n_hidden):
+            w, b = self.weights[2 * layer], self.weights[2 * layer + 1]
+            z = a @ w + b[:, None, :]
+            h, used, exact = self.hidden(layer, z, noise)
+            cache.append((a, used, exact))
+            a = h
+        logits = a @ self.weights[-2] + self.weights[-1][:, None, :]
+        cache.append((a, None, None))
+        return logits, cache
+
+    def backward(self, dlogits, cache, which="used"):
+        """Gradients of the loss with respect to every weight array, given dL/dlogits (N, B, C)."""
+        grads = [None] * len(self.weights)
+        delta = dlogits
+        for layer in range(len(cache) - 1, -1, -1):
+            a, used, exact = cache[layer]
+            if layer < len(cache) - 1:
+                delta = delta * (used if which == "used" else exact)
+            grads[2 * layer] = np.swapaxes(a, 1, 2) @ delta
+            grads[2 * layer + 1] = delta.sum(axis=1)
+            if layer > 0:
+                delta = delta @ np.swapaxes(self.weights[2 * layer], 1, 2)
+        return grads
+
+    def loss_and_dlogits(self, logits, y, teacher_logits=None):
+        """Per-network mean loss (N,) and dL/dlogits; softmax cross-entropy, optionally distilled."""
+        b = y.shape[0]
+        logits64 = logits.astype(np.float64)
+        logp = log_softmax(logits64)
+        ce = -logp[:, np.arange(b), y].mean(axis=1)
+        dlogits = np.exp(logp)
+        dlogits[:, np.arange(b), y] -= 1.0
+        dist = self.config.distillation
+        if dist is not None and teacher_logits is not None:
+            temp, alpha = dist.temperature, dist.alpha
+            q = softmax(teacher_logits.astype(np.float64) / temp)[None]
+            logp_t = log_softmax(logits64 / temp)
+            kl = (q * (np.log(np.maximum(q, 1e-300)) - logp_t)).sum(axis=-1).mean(axis=1)
+            ce = (1 - alpha) * ce + alpha * temp * temp * kl
+            dlogits = (1 - alpha) * dlogits + alpha * temp * (np.exp(logp_t) - q)
+        return ce, (dlogits / b).astype(self.dtype)
+
+    def apply(self, grads, lr):
+        """One optimiser step on the networks still alive (frozen ones keep their weights)."""
+        cfg = self.config
+        self.t += 1
+        keep = self.alive
+        n_p = len(self.weights)
+        for k, (w, g) in enumerate(zip(self.weights, grads)):
+            g = g + cfg.weight_decay * w if cfg.weight_decay else g
+            if cfg.optimizer == "sgd":
+                step = lr * g
+            elif cfg.optimizer == "momentum":
+                m = self.state[k]
+                m[keep] = cfg.momentum * m[keep] + g[keep]
+                step = lr * m
+            else:
+                b1, b2 = cfg.adam_betas
+                m, v = self.state[k], self.state[n_p + k]
+                m[keep] = b1 * m[keep] + (1 - b1) * g[keep]
+                v[keep] = b2 * v[keep] + (1 - b2) * g[keep] * g[keep]
+                mhat = m / (1 - b1 ** self.t)
+                vhat = v / (1 - b2 ** self.t)
+                step = lr * mhat / (np.sqrt(vhat) + cfg.adam_eps)
+            w[keep] -= step[keep].astype(self.dtype)

@@ -1,0 +1,35 @@
+"""The results of training as an xarray Dataset (DESIGN.md 7): names, units, long names."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+VARIABLES = {
+    # name: (dims, units, long_name)
+    "train_loss": (("network", "epoch"), "1", "training loss (cross-entropy, mean over the epoch's batches)"),
+    "train_acc": (("network", "epoch"), "1", "training accuracy during the epoch"),
+    "val_acc": (("network", "epoch"), "1", "validation accuracy after the epoch"),
+    "grad_cosine": (("network", "epoch"), "1",
+                    "cosine similarity of the weight gradient used with the exact-derivative gradient (last batch)"),
+    "deriv_rel_err": (("network", "epoch"), "1",
+                      "median relative error of the activation-derivative estimates (last batch)"),
+    "test_acc": (("network",), "1", "test accuracy after training"),
+    "diverged": (("network",), "1", "training was stopped because the loss became NaN or infinite"),
+}
+
+
+def make_results(metrics, networks, epochs, attrs):
+    """An xarray Dataset from a dict of NumPy arrays named as in ``VARIABLES``."""
+    import xarray as xr
+
+    data_vars = {}
+    for name, (dims, units, long_name) in VARIABLES.items():
+        data_vars[name] = xr.Variable(dims, metrics[name], attrs={"units": units, "long_name": long_name})
+    coords = {
+        "network": ("network", np.asarray(networks, dtype=np.int64), {"long_name": "network (chip) index"}),
+        "epoch": ("epoch", np.arange(1, epochs + 1), {"long_name": "epoch", "units": "1"}),
+    }
+    clean = {k: (json.dumps(v) if isinstance(v, (dict, list, tuple)) else v) for k, v in attrs.items()}
+    return xr.Dataset(data_vars, coords=coords, attrs=clean)

@@ -1,0 +1,172 @@
+"""Training loop shared by the engines: batches, schedule, divergence, metrics, results.
+
+Every random number is a pure function of the seed and a network's global index, so network k
+trained alone equals network k trained among many (batch order is shared by all networks).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+
+from ..backends import get_backend
+from ..devices import get_model
+from ..errors import ConfigError
+from ..kernels import streams
+from .config import TrainConfig
+from .numpy_engine import NumpyEngine
+from .results import make_results
+
+EVAL_CHUNK = 4096  # samples per evaluation forward pass
+
+
+def _engine_class(backend):
+    if backend.name == "numpy":
+        return NumpyEngine
+    raise ConfigError("backend", f"the {backend.name!r} training engine is not built yet; allowed: numpy")
+
+
+def train(dataset, config: TrainConfig, *, n_networks=None, networks=None, model=None, backend="numpy",
+          teacher_logits=None, progress=False):
+    """Train networks on ``dataset`` (a :class:`spingpu.datasets.Dataset`); return an xarray Dataset.
+
+    ``networks`` are global network indices (default ``range(n_networks)``); ``model`` the device
+    model (default stt_compact); ``teacher_logits`` (n_train, n_classes) the soft targets used when
+    ``config.distillation`` is set.
+    """
+    from .. import __version__
+
+    if networks is None:
+        if n_networks is None:
+            raise ConfigError("networks", "give n_networks or networks")
+        networks = np.arange(_check_count(n_networks))
+    networks = np.asarray(networks, dtype=np.int64)
+    model = get_model("stt_compact") if model is None else model
+    backend = get_backend(backend) if isinstance(backend, str) else backend
+    if config.distillation is not None and teacher_logits is None:
+        raise ConfigError("distillation", "needs teacher_logits for the training split")
+
+    t0 = time.perf_counter()
+    engine = _engine_class(backend)(model, config, networks, dataset.n_features, dataset.n_classes)
+    setup_seconds = time.perf_counter() - t0
+
+    x, y = dataset.x_train, dataset.y_train
+    n_train = y.size
+    batch = n_train if config.batch_size is None else min(config.batch_size, n_train)
+    steps = math.ceil(n_train / batch)
+    n, epochs = networks.size, config.epochs
+    metrics = {name: np.full((n, epochs), np.nan) for name in
+               ("train_loss", "train_acc", "val_acc", "grad_cosine", "deriv_rel_err")}
+    diverged = np.zeros(n, dtype=bool)
+    seed = config.seed
+
+    bar = _progress(progress, epochs * n, "network-epochs")
+    t_train = time.perf_counter()
+    sample_counter = 0
+    for epoch in range(epochs):
+        order = np.arange(n_train) if batch == n_train else streams.epoch_order(seed, epoch, n_train)
+        lr = config.lr * config.lr_schedule.factor(epoch, epochs)
+        loss_sum = np.zeros(n)
+        correct = np.zeros(n)
+        for s in range(steps):
+            idx = order[s * batch:(s + 1) * batch]
+            row0 = sample_counter
+            sample_counter += idx.size
+
+            def noise(layer, reading, shape, row0=row0):
+                return streams.normals(seed, networks, streams.PURPOSE_NOISE, layer, reading, row0,
+                                       shape[1], shape[2])
+
+            logits, cache = engine.forward(x[idx], noise)
+            teacher = None if teacher_logits is None else teacher_logits[idx]
+            loss, dlogits = engine.loss_and_dlogits(logits, y[idx], teacher)
+            grads = engine.backward(dlogits, cache)
+            finite = np.isfinite(loss)
+            for g in grads:
+                finite &= np.isfinite(g.reshape(n, -1)).all(axis=1)
+            engine.alive &= finite
+            engine.apply(grads, lr)
+            loss_sum += loss * idx.size
+            correct += (logits.argmax(axis=-1) == y[idx]).sum(axis=1)
+            if s == steps - 1:
+                metrics["grad_cosine"][:, epoch] = _cosine(grads, engine.backward(dlogits, cache, "exact"))
+                metrics["deriv_rel_err"][:, epoch] = _deriv_rel_err(cache)
+        metrics["train_loss"][:, epoch] = loss_sum / n_train
+        metrics["train_acc"][:, epoch] = correct / n_train
+        metrics["val_acc"][:, epoch] = evaluate(engine, dataset.x_val, dataset.y_val, epoch, split=0)
+        dead = ~engine.alive
+        for name in metrics:
+            metrics[name][dead & ~diverged, epoch] = np.nan
+        diverged |= dead
+        if bar is not None:
+            bar.update(n)
+    train_seconds = time.perf_counter() - t_train
+    if bar is not None:
+        bar.close()
+    test_acc = evaluate(engine, dataset.x_test, dataset.y_test, epochs, split=1)
+    test_acc[diverged] = np.nan
+    metrics.update(test_acc=test_acc, diverged=diverged)
+    attrs = {
+        "spingpu_version": __version__,
+        "backend": backend.name,
+        "device": "CPU",
+        "dataset": dataset.name,
+        "device_model": model.name,
+        "device_parameters": {p.name: p.nominal for p in model.parameters},
+        "config": config.as_dict(),
+        "train_seconds": train_seconds,
+        "compile_seconds": setup_seconds,
+        "network_epochs_per_second": n * epochs / train_seconds,
+    }
+    return make_results(metrics, networks, epochs, attrs)
+
+
+def evaluate(engine, x, y, epoch, split):
+    """Accuracy (N,) of every network on (x, y), read noise drawn from the evaluation streams."""
+    networks, seed = engine.networks, engine.config.seed
+    correct = np.zeros(networks.size)
+    for start in range(0, y.size, EVAL_CHUNK):
+        xb, yb = x[start:start + EVAL_CHUNK], y[start:start + EVAL_CHUNK]
+        row0 = epoch * y.size + start
+
+        def noise(layer, reading, shape, row0=row0):
+            return streams.normals(seed, networks, streams.PURPOSE_EVAL_NOISE, layer, 2 * split + reading,
+                                   row0, shape[1], shape[2])
+
+        logits, _ = engine.forward(xb, noise)
+        correct += (logits.argmax(axis=-1) == yb).sum(axis=1)
+    return correct / y.size
+
+
+def _cosine(grads_a, grads_b):
+    n = grads_a[0].shape[0]
+    a = np.concatenate([g.reshape(n, -1).astype(np.float64) for g in grads_a], axis=1)
+    b = np.concatenate([g.reshape(n, -1).astype(np.float64) for g in grads_b], axis=1)
+    denom = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (a * b).sum(axis=1) / denom
+
+
+def _deriv_rel_err(cache):
+    n = cache[0][0].shape[0]
+    errs = []
+    for _, used, exact in cache[:-1]:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            errs.append((np.abs(used - exact) / np.abs(exact)).reshape(n, -1))
+    return np.median(np.concatenate(errs, axis=1), axis=1)
+
+
+def _check_count(n):
+    from ..errors import check_range
+
+    return check_range("networks", n, 1, 10**9, integer=True)
+
+
+def _progress(enabled, total, unit):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit=unit, unit_scale=True, dynamic_ncols=True, leave=False)

@@ -1,0 +1,575 @@
+"""Datasets: seeded stratified splits, training-split standardisation, MNIST IDX/npz, CSV, arrays."""
+
+import gzip
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from spingpu.datasets import DATASETS, MNIST_FILES, Dataset, from_arrays, load_dataset
+from spingpu.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _real_mnist():
+    for candidate in (Path("/work/shared/data/mnist.npz"), REPO.parent / "shared" / "data" / "mnist.npz"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+# ----------------------------------------------------------------------------------------------
+# helpers
+
+
+def n_rows(fraction, n):
+    """Rows of a split: fraction * n rounded to the nearest row, halves up."""
+    return int(np.floor(fraction * n + 0.5))
+
+
+def check_stratified(d, y_all):
+    """Each split's per-class count within one row of its exact proportional share."""
+    n = len(y_all)
+    counts = np.bincount(y_all, minlength=d.n_classes)
+    for y in (d.y_train, d.y_val, d.y_test):
+        expected = counts * len(y) / n
+        got = np.bincount(y, minlength=d.n_classes)
+        assert np.all(np.abs(got - expected) <= 1.0), (got, expected)
+
+
+def check_standardised(d, x_raw_train, x_raw_val, x_raw_test):
+    """Train statistics match the manual ones; every split uses them."""
+    mean = x_raw_train.mean(axis=0)
+    std = x_raw_train.std(axis=0)
+    constant = np.ptp(x_raw_train, axis=0) == 0
+    std_expected = np.where(constant, 1.0, std)
+    np.testing.assert_allclose(d.feature_mean, mean, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(d.feature_std, std_expected, rtol=1e-12)
+    assert d.feature_mean.dtype == np.float64 and d.feature_std.dtype == np.float64
+    for x, raw in ((d.x_train, x_raw_train), (d.x_val, x_raw_val), (d.x_test, x_raw_test)):
+        assert x.dtype == np.float32
+        np.testing.assert_allclose(x, (raw - mean) / std_expected, rtol=1e-5, atol=1e-5)
+    varying = ~constant
+    np.testing.assert_allclose(d.x_train.mean(axis=0, dtype=np.float64), 0.0, atol=1e-5)
+    np.testing.assert_allclose(d.x_train[:, varying].std(axis=0, dtype=np.float64), 1.0, atol=1e-5)
+    assert np.all(d.x_train[:, constant] == 0.0)
+
+
+def match_rows(d, x_raw):
+    """Map each split's rows back to row indices of x_raw (rows must be unique)."""
+    x_std = ((x_raw - d.feature_mean) / d.feature_std).astype(np.float32)
+    lookup = {row.tobytes(): i for i, row in enumerate(x_std)}
+    assert len(lookup) == len(x_raw)
+    return [np.array([lookup[r.tobytes()] for r in x]) for x in (d.x_train, d.x_val, d.x_test)]
+
+
+# ----------------------------------------------------------------------------------------------
+# iris / digits
+
+
+@pytest.mark.parametrize("name, n, n_features, n_classes",
+                         [("iris", 150, 4, 3), ("digits", 1797, 64, 10)])
+def test_builtin_sizes_and_types(name, n, n_features, n_classes):
+    d = load_dataset(name, seed=1)
+    assert isinstance(d, Dataset)
+    assert d.name == name and d.n_features == n_features and d.n_classes == n_classes
+    n_test, n_val = n_rows(0.2, n), n_rows(0.2, n)
+    assert (len(d.y_train), len(d.y_val), len(d.y_test)) == (n - n_test - n_val, n_val, n_test)
+    for x, y in ((d.x_train, d.y_train), (d.x_val, d.y_val), (d.x_test, d.y_test)):
+        assert x.shape == (len(y), n_features) and x.dtype == np.float32
+        assert y.dtype == np.int64 and y.min() >= 0 and y.max() < n_classes
+    assert len(d.class_names) == n_classes
+    assert "train=" in repr(d)
+
+
+@pytest.mark.parametrize("name", ["iris", "digits"])
+@pytest.mark.parametrize("seed, val, test", [(0, 0.2, 0.2), (7, 0.1, 0.3), (123, 0.25, 0.15)])
+def test_builtin_stratified_standardised_disjoint(name, seed, val, test):
+    from sklearn import datasets as skd
+
+    bunch = skd.load_iris() if name == "iris" else skd.load_digits()
+    x_raw, y_raw = bunch.data.astype(np.float64), bunch.target.astype(np.int64)
+    d = load_dataset(name, seed=seed, val_fraction=val, test_fraction=test)
+    assert len(d.y_test) == n_rows(test, len(y_raw)) and len(d.y_val) == n_rows(val, len(y_raw))
+    check_stratified(d, y_raw)
+    # identify every split row with a source row: duplicated source rows are merged, so compare
+    # multiplicities: each distinct row appears across the three splits exactly as often as in
+    # the source (disjoint splits that cover the data), with its label
+    xu, inverse, multiplicity = np.unique(x_raw, axis=0, return_inverse=True, return_counts=True)
+    yu = np.zeros(len(xu), dtype=np.int64)
+    yu[inverse.reshape(-1)] = y_raw
+    x_std = ((xu - d.feature_mean) / d.feature_std).astype(np.float32)
+    lookup = {row.tobytes(): i for i, row in enumerate(x_std)}
+    assert len(lookup) == len(xu)
+    split_idx = [np.array([lookup[r.tobytes()] for r in x]) for x in (d.x_train, d.x_val, d.x_test)]
+    for idx, y in zip(split_idx, (d.y_train, d.y_val, d.y_test)):
+        np.testing.assert_array_equal(yu[idx], y)
+    np.testing.assert_array_equal(np.bincount(np.concatenate(split_idx), minlength=len(xu)),
+                                  multiplicity)
+    check_standardised(d, *(xu[idx] for idx in split_idx))
+
+
+def test_iris_splits_disjoint_and_cover_exactly():
+    from sklearn.datasets import load_iris
+
+    bunch = load_iris()
+    x_raw = bunch.data.astype(np.float64)
+    # iris has one duplicated row; make rows unique by appending the row number as a feature
+    x_tagged = np.column_stack([x_raw, np.arange(len(x_raw))])
+    d = from_arrays(x_tagged, bunch.target, seed=5)
+    tr, va, te = match_rows(d, x_tagged)
+    all_idx = np.concatenate([tr, va, te])
+    assert len(all_idx) == 150 and len(np.unique(all_idx)) == 150
+    np.testing.assert_array_equal(bunch.target[tr], d.y_train)
+    np.testing.assert_array_equal(bunch.target[te], d.y_test)
+    # iris has 50 rows per class: 30-row val and test splits hold exactly 10 of each
+    assert np.bincount(d.y_val).tolist() == [10, 10, 10]
+    assert np.bincount(d.y_test).tolist() == [10, 10, 10]
+    # same row selection as load_dataset("iris") with that seed (same labels, same splits)
+    ref = load_dataset("iris", seed=5)
+    np.testing.assert_array_equal(ref.y_train, d.y_train)
+    np.testing.assert_array_equal(ref.y_test, d.y_test)
+    check_standardised(ref, x_raw[tr], x_raw[va], x_raw[te])
+
+
+def test_digits_constant_pixels_get_unit_std():
+    d = load_dataset("digits")
+    constant = d.feature_std == 1.0
+    assert constant.any()  # the corner pixels of the 8x8 digits are always 0
+    assert np.all(d.x_train[:, constant] == 0.0)
+
+
+@pytest.mark.parametrize("name", ["iris", "digits"])
+def test_seed_determinism(name):
+    a, b, c = load_dataset(name, seed=11), load_dataset(name, seed=11), load_dataset(name, seed=12)
+    for field in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test", "feature_mean"):
+        np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
+    assert not np.array_equal(a.x_test, c.x_test)
+    assert not np.array_equal(a.feature_mean, c.feature_mean)
+
+
+def test_max_train_subset_of_training_split():
+    full = load_dataset("digits", seed=2)
+    small = load_dataset("digits", seed=2, max_train=200)
+    assert len(small.y_train) == 200
+    np.testing.assert_array_equal(small.y_test, full.y_test)
+    np.testing.assert_array_equal(small.y_val, full.y_val)
+    expected = np.bincount(full.y_train, minlength=10) * 200 / len(full.y_train)
+    assert np.all(np.abs(np.bincount(small.y_train, minlength=10) - expected) <= 1)
+    # the kept rows are rows of the full training split (compare in raw units)
+    raw_full = full.feature_mean + full.x_train.astype(np.float64) * full.feature_std
+    raw_small = small.feature_mean + small.x_train.astype(np.float64) * small.feature_std
+    full_rows = {tuple(np.round(r, 3)) for r in raw_full}
+    assert all(tuple(np.round(r, 3)) in full_rows for r in raw_small)
+    np.testing.assert_allclose(small.x_train.mean(axis=0, dtype=np.float64), 0.0, atol=1e-5)
+    assert len(load_dataset("digits", seed=2, max_train=10**6).y_train) == len(full.y_train)
+
+
+# ----------------------------------------------------------------------------------------------
+# validation of names and options
+
+
+@pytest.mark.parametrize("name", ["cifar10", "", "Iriss", 3])
+def test_unknown_dataset(name):
+    with pytest.raises(ConfigError) as err:
+        load_dataset(name)
+    assert err.value.field == "dataset"
+    assert "allowed: iris, digits, mnist, csv:PATH" in str(err.value)
+    assert DATASETS == ("iris", "digits", "mnist")
+
+
+@pytest.mark.parametrize("kwargs, field", [
+    ({"val_fraction": 0.0}, "val_fraction"),
+    ({"val_fraction": -0.1}, "val_fraction"),
+    ({"val_fraction": 1.0}, "val_fraction"),
+    ({"test_fraction": 0.0}, "test_fraction"),
+    ({"test_fraction": "a"}, "test_fraction"),
+    ({"val_fraction": 0.5, "test_fraction": 0.5}, "val_fraction"),
+    ({"val_fraction": 0.6, "test_fraction": 0.5}, "val_fraction"),
+    ({"seed": -1}, "seed"),
+    ({"seed": 1.5}, "seed"),
+    ({"max_train": 0}, "max_train"),
+    ({"max_train": 2}, "max_train"),  # fewer than the 3 classes
+])
+def test_bad_options(kwargs, field):
+    with pytest.raises(ConfigError) as err:
+        load_dataset("iris", **kwargs)
+    assert err.value.field == field
+    assert "\n" not in str(err.value)
+
+
+def test_import_stays_light():
+    code = "import sys, spingpu, spingpu.datasets; print('sklearn' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=REPO)
+    assert out.stdout.strip() == "False"
+
+
+# ----------------------------------------------------------------------------------------------
+# MNIST from tiny IDX / npz files
+
+
+def _tiny_mnist(n_train=60, n_test=20, rows=4, cols=3, seed=0):
+    rng = np.random.default_rng(seed)
+    x_train = rng.integers(0, 256, size=(n_train, rows, cols), dtype=np.uint8)
+    x_test = rng.integers(0, 256, size=(n_test, rows, cols), dtype=np.uint8)
+    x_train[:, 0, 0] = 0  # a constant pixel
+    x_train[:, 1, 1] = 255  # another one, not 0
+    y_train = np.arange(n_train, dtype=np.uint8) % 3
+    y_test = np.arange(n_test, dtype=np.uint8) % 3
+    return {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
+
+
+def _idx_bytes(array):
+    magic = 0x00000803 if array.ndim == 3 else 0x00000801
+    return struct.pack(">I", magic) + struct.pack(f">{array.ndim}I", *array.shape) + \
+        array.astype(np.uint8).tobytes()
+
+
+def _write_idx(folder, arrays, gz):
+    folder.mkdir(parents=True, exist_ok=True)
+    for key, base in MNIST_FILES.items():
+        data = _idx_bytes(arrays[key])
+        if gz:
+            with gzip.open(folder / (base + ".gz"), "wb") as fh:
+                fh.write(data)
+        else:
+            (folder / base).write_bytes(data)
+    return folder
+
+
+def _check_tiny(d, arrays, seed=0, val_fraction=0.2):
+    x_tr = arrays["x_train"].reshape(len(arrays["x_train"]), -1).astype(np.float64) / 255.0
+    x_te = arrays["x_test"].reshape(len(arrays["x_test"]), -1).astype(np.float64) / 255.0
+    y_tr = arrays["y_train"].astype(np.int64)
+    n_val = n_rows(val_fraction, len(y_tr))
+    assert d.name == "mnist" and d.n_classes == 3 and d.n_features == 12
+    assert len(d.y_val) == n_val and len(d.y_train) == len(y_tr) - n_val
+    np.testing.assert_array_equal(d.y_test, arrays["y_test"].astype(np.int64))  # official order
+    assert np.bincount(d.y_val).tolist() == [n_val // 3] * 3
+    # recover which training images went where (rows are unique with 12 random pixels)
+    x_std = ((x_tr - d.feature_mean) / d.feature_std).astype(np.float32)
+    lookup = {r.tobytes(): i for i, r in enumerate(x_std)}
+    tr = np.array([lookup[r.tobytes()] for r in d.x_train])
+    va = np.array([lookup[r.tobytes()] for r in d.x_val])
+    assert sorted(np.concatenate([tr, va]).tolist()) == list(range(len(y_tr)))
+    np.testing.assert_array_equal(d.y_train, y_tr[tr])
+    np.testing.assert_array_equal(d.y_val, y_tr[va])
+    check_standardised(d, x_tr[tr], x_tr[va], x_te)
+    assert d.feature_std[0] == 1.0 and d.feature_std[4] == 1.0  # constant pixels
+    assert d.feature_mean[0] == 0.0 and d.feature_mean[4] == 1.0  # scaled to [0, 1]
+    # a known pixel value: test image 0, pixel (2, 1)
+    p = 2 * 3 + 1
+    expected = (arrays["x_test"][0, 2, 1] / 255.0 - d.feature_mean[p]) / d.feature_std[p]
+    assert d.x_test[0, p] == pytest.approx(expected, rel=1e-6, abs=1e-6)
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_mnist_idx_round_trip(tmp_path, gz):
+    arrays = _tiny_mnist()
+    folder = _write_idx(tmp_path / "mnist", arrays, gz)
+    d = load_dataset("mnist", data_dir=folder, seed=4)
+    _check_tiny(d, arrays)
+    again = load_dataset("mnist", data_dir=str(folder), seed=4, test_fraction=0.9)  # ignored
+    np.testing.assert_array_equal(again.x_train, d.x_train)
+    other = load_dataset("mnist", data_dir=folder, seed=5)
+    assert not np.array_equal(other.y_train, d.y_train) or not np.array_equal(other.x_train, d.x_train)
+
+
+def test_mnist_mixed_gz_and_plain(tmp_path):
+    arrays = _tiny_mnist(seed=3)
+    folder = _write_idx(tmp_path, arrays, gz=False)
+    data = (folder / MNIST_FILES["x_test"]).read_bytes()
+    (folder / MNIST_FILES["x_test"]).unlink()
+    (folder / (MNIST_FILES["x_test"] + ".gz")).write_bytes(gzip.compress(data))
+    _check_tiny(load_dataset("mnist", data_dir=folder), arrays)
+
+
+def test_mnist_npz_and_env_var(tmp_path, monkeypatch):
+    arrays = _tiny_mnist(seed=1)
+    np.savez(tmp_path / "mnist.npz", **arrays)
+    monkeypatch.setenv("SPINGPU_DATA", str(tmp_path))
+    d = load_dataset("mnist", val_fraction=0.25)
+    _check_tiny(d, arrays, val_fraction=0.25)
+    # data_dir wins over the environment variable
+    idx_dir = _write_idx(tmp_path / "idx", _tiny_mnist(seed=2), gz=True)
+    d2 = load_dataset("mnist", data_dir=idx_dir)
+    _check_tiny(d2, _tiny_mnist(seed=2))
+
+
+def test_mnist_npz_flat_images_and_max_train(tmp_path):
+    arrays = _tiny_mnist(n_train=90, seed=6)
+    flat = dict(arrays, x_train=arrays["x_train"].reshape(90, 12), x_test=arrays["x_test"].reshape(20, 12))
+    np.savez_compressed(tmp_path / "mnist.npz", **flat)
+    d = load_dataset("mnist", data_dir=tmp_path, max_train=30, seed=2)
+    assert len(d.y_train) == 30 and np.bincount(d.y_train).tolist() == [10, 10, 10]
+    assert len(d.y_val) == 18 and len(d.y_test) == 20
+    np.testing.assert_allclose(d.x_train[:, d.feature_std != 1.0].std(axis=0, dtype=np.float64), 1.0,
+                               atol=1e-5)
+
+
+def test_mnist_no_folder(monkeypatch):
+    monkeypatch.delenv("SPINGPU_DATA", raising=False)
+    with pytest.raises(ConfigError) as err:
+        load_dataset("mnist")
+    assert err.value.field == "data_dir" and "SPINGPU_DATA" in str(err.value)
+
+
+def test_mnist_missing_folder_and_files(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        load_dataset("mnist", data_dir=tmp_path / "nowhere")
+    assert err.value.field == "data_dir" and "nowhere" in str(err.value)
+    folder = _write_idx(tmp_path / "m", _tiny_mnist(), gz=False)
+    (folder / MNIST_FILES["y_test"]).unlink()
+    with pytest.raises(ConfigError) as err:
+        load_dataset("mnist", data_dir=folder)
+    assert err.value.field == "data_dir"
+    assert "t10k-labels-idx1-ubyte" in str(err.value) and "mnist.npz" in str(err.value)
+    assert "train-images" not in str(err.value)
+
+
+def test_mnist_wrong_magic(tmp_path):
+    arrays = _tiny_mnist()
+    folder = _write_idx(tmp_path, arrays, gz=False)
+    # swap: a labels file where the training images should be
+    (folder / MNIST_FILES["x_train"]).write_bytes(_idx_bytes(arrays["y_train"]))
+    with pytest.raises(ConfigError) as err:
+        load_dataset("mnist", data_dir=folder)
+    msg = str(err.value)
+    assert err.value.field == "mnist"
+    assert "0x00000801" in msg and "expected 0x00000803" in msg and "train-images-idx3-ubyte" in msg
+
+
+@pytest.mark.parametrize("gz", [False, True])
+@pytest.mark.parametrize("key", ["x_train", "y_test"])
+def test_mnist_truncated(tmp_path, gz, key):
+    arrays = _tiny_mnist()
+    folder = _write_idx(tmp_path, arrays, gz=False)
+    name = MNIST_FILES[key]
+    data = (folder / name).read_bytes()[:-5]
+    (folder / name).unlink()
+    if gz:
+        (folder / (name + ".gz")).write_bytes(gzip.compress(data))
+    else:
+        (folder / name).write_bytes(data)
+    with pytest.raises(ConfigError) as err:
+        load_dataset("mnist", data_dir=folder)
+    assert err.value.field == "mnist"
+    assert "truncated" in str(err.value) and name in str(err.value)
+
+
+def test_mnist_truncated_gzip_stream(tmp_path):
+    folder = _write_idx(tmp_path, _tiny_mnist(), gz=True)
+    path = folder / (MNIST_FILES["x_test"] + ".gz")
+    path.write_bytes(path.read_bytes()[:-12])
+    with pytest.raises(ConfigError) as err:
+        load_dataset("mnist", data_dir=folder)
+    assert err.value.field == "mnist" and "t10k-images-idx3-ubyte.gz" in str(err.value)
+
+
+def test_mnist_header_only_truncated(tmp_path):
+    folder = _write_idx(tmp_path, _tiny_mnist(), gz=False)
+    (folder / MNIST_FILES["x_train"]).write_bytes(struct.pack(">II", 0x803, 60))
+    with pytest.raises(ConfigError) as err:
+        load_dataset("mnist", data_dir=folder)
+    assert err.value.field == "mnist" and "truncated" in str(err.value)
+
+
+def test_mnist_count_mismatch(tmp_path):
+    arrays = _tiny_mnist()
+    arrays["y_train"] = arrays["y_train"][:-3]
+    folder = _write_idx(tmp_path, arrays, gz=True)
+    with pytest.raises(ConfigError) as err:
+        load_dataset("mnist", data_dir=folder)
+    assert err.value.field == "mnist"
+    assert "60 images but 57 labels" in str(err.value)
+
+
+def test_mnist_npz_problems(tmp_path):
+    arrays = _tiny_mnist()
+    np.savez(tmp_path / "mnist.npz", x_train=arrays["x_train"], y_train=arrays["y_train"],
+             x_test=arrays["x_test"])
+    with pytest.raises(ConfigError) as err:
+        load_dataset("mnist", data_dir=tmp_path)
+    assert err.value.field == "mnist" and "y_test" in str(err.value)
+    (tmp_path / "mnist.npz").write_bytes(b"not a zip file")
+    with pytest.raises(ConfigError) as err:
+        load_dataset("mnist", data_dir=tmp_path)
+    assert err.value.field == "mnist" and "mnist.npz" in str(err.value)
+    np.savez(tmp_path / "mnist.npz", **dict(arrays, y_test=arrays["y_test"][:5]))
+    with pytest.raises(ConfigError) as err:
+        load_dataset("mnist", data_dir=tmp_path)
+    assert err.value.field == "mnist" and "20 images but 5 labels" in str(err.value)
+
+
+@pytest.mark.skipif(_real_mnist() is None, reason="shared/data/mnist.npz is not present")
+def test_real_mnist_npz():
+    d = load_dataset("mnist", data_dir=_real_mnist().parent, max_train=2000, seed=0)
+    assert d.x_train.shape == (2000, 784) and d.y_train.shape == (2000,)
+    assert d.x_val.shape == (12000, 784)  # 20 % of the official 60,000 training images
+    assert d.x_test.shape == (10000, 784) and d.n_classes == 10
+    assert np.bincount(d.y_test).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+    train_counts = np.array([5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949])
+    assert np.all(np.abs(np.bincount(d.y_val) - train_counts * 0.2) <= 1)
+    assert np.all(np.abs(np.bincount(d.y_train) - train_counts * 2000 / 60000) <= 1.5)
+    assert d.x_train.dtype == np.float32
+    np.testing.assert_allclose(d.x_train.mean(axis=0, dtype=np.float64), 0.0, atol=1e-5)
+    assert np.all((d.feature_mean >= 0) & (d.feature_mean <= 1))
+
+
+# ----------------------------------------------------------------------------------------------
+# CSV
+
+
+def _csv(tmp_path, text, name="table.csv"):
+    path = tmp_path / name
+    path.write_text(text)
+    return f"csv:{path}"
+
+
+def _table(n_per_class=5, classes=("a", "b", "c")):
+    rows = []
+    for k, c in enumerate(classes):
+        for i in range(n_per_class):
+            rows.append((float(10 * k + i), float(i * i - k), c))
+    return rows
+
+
+def test_csv_label_column_in_middle(tmp_path):
+    rows = _table(classes=("2", "0", "1"))
+    text = "f1,label,f2\n" + "".join(f"{a},{c},{b}\n" for a, b, c in rows)
+    d = load_dataset(_csv(tmp_path, text), seed=3)
+    assert d.n_features == 2 and d.n_classes == 3
+    assert d.class_names == ("0", "1", "2")
+    assert (len(d.y_train), len(d.y_val), len(d.y_test)) == (9, 3, 3)
+    raw = np.array([(a, b) for a, b, _ in rows])
+    labels = np.array([int(c) for *_, c in rows])
+    tr, va, te = match_rows(d, raw)
+    np.testing.assert_array_equal(d.y_train, labels[tr])
+    np.testing.assert_array_equal(d.y_test, labels[te])
+    check_standardised(d, raw[tr], raw[va], raw[te])
+
+
+def test_csv_string_labels_last_column_with_header(tmp_path):
+    rows = _table(classes=("virginica", "setosa", "versicolor"))
+    text = "length,width,species\n" + "".join(f"{a},{b},{c}\n" for a, b, c in rows)
+    d = load_dataset(_csv(tmp_path, text))
+    assert d.class_names == ("setosa", "versicolor", "virginica")
+    raw = np.array([(a, b) for a, b, _ in rows])
+    labels = np.array([d.class_names.index(c) for *_, c in rows])
+    tr, va, te = match_rows(d, raw)
+    np.testing.assert_array_equal(d.y_val, labels[va])
+    assert np.bincount(d.y_test).tolist() == [1, 1, 1]
+
+
+def test_csv_no_header_integer_labels_sorted_numerically(tmp_path):
+    rows = _table(classes=("10", "9", "2"))
+    text = "".join(f"{a},{b},{c}\n" for a, b, c in rows)
+    d = load_dataset(_csv(tmp_path, text))
+    assert d.class_names == ("2", "9", "10")
+    assert len(d.y_train) + len(d.y_val) + len(d.y_test) == 15  # first row is data
+    raw = np.array([(a, b) for a, b, _ in rows])
+    labels = np.array([("2", "9", "10").index(c) for *_, c in rows])
+    tr, _, _ = match_rows(d, raw)
+    np.testing.assert_array_equal(d.y_train, labels[tr])
+
+
+@pytest.mark.parametrize("text, words", [
+    ("x,y,label\n1,2,a\n1,zz,b\n", ["line 3", "'y'", "'zz'"]),
+    ("x,y,label\n1,nan,a\n", ["not finite"]),
+    ("x,y,label\n1,2,a\n1,2\n", ["line 3", "2 fields", "expected 3"]),
+    ("".join(f"{i},{i},a\n" for i in range(10)), ["at least 2 classes"]),
+    ("".join(f"{i},{i},{'a' if i < 8 else 'b'}\n" for i in range(10)), ["'b'", "2 row(s)", "at least 3"]),
+    ("x,y,label\n", ["no data rows"]),
+    ("", ["empty"]),
+    ("label\n1\n2\n", ["at least one feature column"]),
+    ("x,label\n1,\n", ["empty label"]),
+])
+def test_csv_bad_files(tmp_path, text, words):
+    with pytest.raises(ConfigError) as err:
+        load_dataset(_csv(tmp_path, text))
+    assert err.value.field == "dataset"
+    msg = str(err.value)
+    assert "\n" not in msg
+    for word in words:
+        assert word in msg, msg
+
+
+def test_csv_missing_file_and_empty_path(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        load_dataset(f"csv:{tmp_path / 'absent.csv'}")
+    assert err.value.field == "dataset" and "absent.csv" in str(err.value) and "not found" in str(err.value)
+    with pytest.raises(ConfigError) as err:
+        load_dataset("csv:")
+    assert err.value.field == "dataset"
+
+
+def test_csv_too_small_for_splits(tmp_path):
+    text = "".join(f"{i},{i % 3}\n" for i in range(9))  # 3 per class, but 20 % of 9 rows = 2 < 3 classes
+    with pytest.raises(ConfigError) as err:
+        load_dataset(_csv(tmp_path, text))
+    assert err.value.field == "dataset" and "fewer than the 3 classes" in str(err.value)
+
+
+# ----------------------------------------------------------------------------------------------
+# from_arrays
+
+
+def test_from_arrays_matches_manual_standardisation():
+    rng = np.random.default_rng(0)
+    x = rng.normal(3.0, 2.0, size=(200, 5))
+    x[:, 2] = 7.0  # constant
+    y = np.repeat(np.array([5, -1, 3, 8]), 50)
+    d = from_arrays(x, y, name="mine", seed=9, val_fraction=0.1, test_fraction=0.25)
+    assert d.name == "mine" and d.n_classes == 4 and d.class_names == ("-1", "3", "5", "8")
+    assert (len(d.y_train), len(d.y_val), len(d.y_test)) == (130, 20, 50)
+    codes = np.searchsorted([-1, 3, 5, 8], y)
+    tr, va, te = match_rows(d, x)
+    np.testing.assert_array_equal(d.y_train, codes[tr])
+    check_standardised(d, x[tr], x[va], x[te])
+    assert d.feature_std[2] == 1.0 and d.feature_mean[2] == 7.0
+    np.testing.assert_allclose(d.standardise(x[te]), d.x_test, rtol=1e-6)
+    check_stratified(d, codes)
+    again = from_arrays(x, y, name="mine", seed=9, val_fraction=0.1, test_fraction=0.25)
+    np.testing.assert_array_equal(again.x_val, d.x_val)
+    other = from_arrays(x, y, seed=10, val_fraction=0.1, test_fraction=0.25)
+    assert not np.array_equal(other.x_val, d.x_val)
+
+
+def test_from_arrays_accepts_string_and_whole_float_labels():
+    x = np.arange(60, dtype=float).reshape(30, 2)
+    d = from_arrays(x, np.array(["cat", "dog", "eel"] * 10))
+    assert d.class_names == ("cat", "dog", "eel")
+    d = from_arrays(x, np.array([0.0, 1.0] * 15))
+    assert d.class_names == ("0", "1") and d.y_train.dtype == np.int64
+
+
+@pytest.mark.parametrize("x, y, field, words", [
+    (np.zeros(10), np.zeros(10), "x", ["2-D"]),
+    (np.zeros((10, 2, 2)), np.zeros(10), "x", ["2-D"]),
+    (np.zeros((30, 2)), np.arange(29) % 3, "y", ["29 labels", "30 rows"]),
+    (np.zeros((30, 2)), (np.arange(30) % 3).reshape(30, 1), "y", ["1-D"]),
+    (np.full((30, 2), np.nan), np.arange(30) % 3, "x", ["finite"]),
+    (np.where(np.eye(30, 2) > 0, np.inf, 0.0), np.arange(30) % 3, "x", ["finite", "row 0"]),
+    (np.array([["a", "b"]] * 30), np.arange(30) % 3, "x", ["real numbers"]),
+    (np.zeros((30, 2)), np.zeros(30), "y", ["at least 2 classes"]),
+    (np.zeros((30, 2)), np.arange(30) * 0.5, "y", ["whole numbers"]),
+    (np.zeros((30, 2)), np.array([0] * 28 + [1, 1]), "y", ["'1'", "at least 3"]),
+    (np.zeros((0, 2)), np.zeros(0), "x", ["at least one row"]),
+])
+def test_from_arrays_validation(x, y, field, words):
+    with pytest.raises(ConfigError) as err:
+        from_arrays(x, y)
+    assert err.value.field == field
+    for word in words:
+        assert word in str(err.value), str(err.value)
+
+
+def test_dataset_is_frozen():
+    d = load_dataset("iris")
+    with pytest.raises(AttributeError):
+        d.n_classes = 4  # type: ignore[misc]
