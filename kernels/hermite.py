@@ -14,7 +14,7 @@ rows are x (strictly increasing), y and dy/dx.
 import numba
 
 
-@numba.njit
+@numba.njit(cache=True)
 def hermite_eval(x, table):
     """Value and derivative at x of the cubic Hermite curve through ``table`` = (x, y, dy/dx)."""
     xs = table[0]

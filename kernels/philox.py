@@ -38,7 +38,7 @@ PURPOSE_NEURON = 2  # neuron-level (device-to-device) draw, shared by a pair's t
 PURPOSE_MEMBER = 3  # member-level (pair mismatch) draw, one per junction
 
 
-@numba.njit(inline="always")
+@numba.njit(inline="always", cache=True)
 def _round(c0, c1, c2, c3, k0, k1):
     p0 = _M0 * c0
     p1 = _M1 * c2
@@ -49,7 +49,7 @@ def _round(c0, c1, c2, c3, k0, k1):
     return (hi1 ^ c1 ^ k0) & _MASK32, lo1, (hi0 ^ c3 ^ k1) & _MASK32, lo0
 
 
-@numba.njit
+@numba.njit(cache=True)
 def philox4x32(c0, c1, c2, c3, k0, k1):
     """Philox4x32 with 10 rounds. Arguments and results are uint32 values held in uint64."""
     c0 = np.uint64(c0) & _MASK32
@@ -65,14 +65,14 @@ def philox4x32(c0, c1, c2, c3, k0, k1):
     return _round(c0, c1, c2, c3, k0, k1)
 
 
-@numba.njit
+@numba.njit(cache=True)
 def split_seed(seed):
     """The Philox key (k0, k1) of a non-negative 64-bit seed."""
     s = np.uint64(seed)
     return s & _MASK32, s >> _SHIFT32
 
 
-@numba.njit
+@numba.njit(cache=True)
 def stream_id(purpose, layer, member, parameter):
     """Pack (purpose, layer, member, parameter), each 0..255, into one uint32 counter word."""
     return (
@@ -83,7 +83,7 @@ def stream_id(purpose, layer, member, parameter):
     )
 
 
-@numba.njit
+@numba.njit(cache=True)
 def uniform_pair(c0, c1, c2, c3, k0, k1):
     """Two independent uniforms in (0, 1], 53 random bits each."""
     r0, r1, r2, r3 = philox4x32(c0, c1, c2, c3, k0, k1)
@@ -94,7 +94,7 @@ def uniform_pair(c0, c1, c2, c3, k0, k1):
     return (np.float64(a) + 1.0) * _INV_2_53, (np.float64(b) + 1.0) * _INV_2_53
 
 
-@numba.njit
+@numba.njit(cache=True)
 def normal_pair(c0, c1, c2, c3, k0, k1):
     """Two independent standard normals (Box-Muller on :func:`uniform_pair`), float64."""
     u1, u2 = uniform_pair(c0, c1, c2, c3, k0, k1)

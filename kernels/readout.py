@@ -18,7 +18,7 @@ K_B = 1.380649e-23  # J/K, exact (SI 2019)
 Q_E = 1.602176634e-19  # C, exact (SI 2019)
 
 
-@numba.njit
+@numba.njit(cache=True)
 def johnson_shot_std(voltage, current, temperature, bandwidth):
     """Voltage noise std (V) of a junction at (V, I) at temperature (K) over bandwidth (Hz)."""
     if current == 0.0:
@@ -27,7 +27,7 @@ def johnson_shot_std(voltage, current, temperature, bandwidth):
     return math.sqrt(4.0 * K_B * temperature * r * bandwidth + 2.0 * Q_E * abs(current) * bandwidth * r * r)
 
 
-@numba.njit
+@numba.njit(cache=True)
 def quantize(value, lo, hi, bits):
     """Nearest of the 2**bits levels spanning [lo, hi]; ``bits <= 0`` passes ``value`` through."""
     if bits <= 0:

@@ -21,14 +21,14 @@ PURPOSE_EVAL_NOISE = 6  # read noise during evaluation, slot = 2 * split + readi
 PURPOSE_ORDER = 7  # batch order, slot 0
 
 
-@numba.njit
+@numba.njit(cache=True)
 def normal_at(k0, k1, network, stream, row, col):
     """One standard normal of the grid (network, stream, row, col)."""
     a, b = normal_pair(network, stream, row, col // 2, k0, k1)
     return a if col % 2 == 0 else b
 
 
-@numba.njit(parallel=True)
+@numba.njit(parallel=True, cache=True)
 def normal_grid(seed, networks, purpose, layer, slot, row0, out):
     """``out[i, r, c] = normal_at(seed, networks[i], stream, row0 + r, c)`` for a (N, R, C) array."""
     k0, k1 = split_seed(seed)

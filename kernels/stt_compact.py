@@ -25,7 +25,7 @@ _NEWTON_MAX_STEPS = 30
 _NEWTON_RTOL = 1e-14
 
 
-@numba.njit
+@numba.njit(cache=True)
 def _conductance(cos_theta, v, r_p, tmr0, v_h):
     """G(theta, V) in siemens and dG/dV in S/V."""
     x = v / v_h
@@ -37,7 +37,7 @@ def _conductance(cos_theta, v, r_p, tmr0, v_h):
     return g, dg_dv, ap
 
 
-@numba.njit
+@numba.njit(cache=True)
 def stt_compact(current, r_p, tmr0, v_h, theta0, dtheta, i_c):
     """Voltage (V) and differential resistance dV/dI (ohm) of the compact STT junction."""
     u = current / i_c

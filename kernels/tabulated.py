@@ -12,7 +12,7 @@ import numba
 from .hermite import hermite_eval
 
 
-@numba.njit
+@numba.njit(cache=True)
 def tabulated(current, i_scale, v_scale, v_offset, table):
     """Voltage (V) and dV/dI (ohm) of a measured curve ``table`` = (I, V, dV/dI) rows."""
     v0, d0 = hermite_eval(current / i_scale, table)

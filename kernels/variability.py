@@ -22,7 +22,7 @@ from .philox import PURPOSE_CHIP, PURPOSE_MEMBER, PURPOSE_NEURON, normal_pair, s
 MAX_PARAMETERS = 64  # z-vectors per level live in a fixed-size local array
 
 
-@numba.njit
+@numba.njit(cache=True)
 def _level_normals(k0, k1, network, purpose, layer, unit, member, n_params, chol, z, x):
     """Correlated standard normals of one level into ``x[:n_params]`` (``z`` is scratch)."""
     stream = stream_id(purpose, layer, member, 0)
@@ -38,7 +38,7 @@ def _level_normals(k0, k1, network, purpose, layer, unit, member, n_params, chol
         x[i] = acc
 
 
-@numba.njit
+@numba.njit(cache=True)
 def sample_junction(k0, k1, network, layer, unit, member, nominal, is_log, scale, sigmas, chol,
                     z, x, out):
     """Parameters of one junction into ``out``; ``sigmas`` is (3, P): chip, d2d, pair rows.
@@ -64,7 +64,7 @@ def sample_junction(k0, k1, network, layer, unit, member, nominal, is_log, scale
             out[k] = nominal[k] + scale[k] * out[k]
 
 
-@numba.njit(parallel=True)
+@numba.njit(parallel=True, cache=True)
 def sample_layer(seed, networks, layer, n_units, nominal, is_log, scale, sigmas, chol, out):
     """Junction parameters of one layer: ``out[i, u, m, :]`` for network ``networks[i]``,
     unit u < n_units and member m in (0 = A, 1 = B)."""

@@ -14,8 +14,11 @@ except PackageNotFoundError:  # a source checkout that was not installed
 from .backends import Backend, available_backends, get_backend
 from .devices import (DeviceModel, Parameter, Readout, Variability, available_models, get_model,
                       register_model, sample_layer)
+from .datasets import Dataset, from_arrays, load_dataset
 from .errors import ConfigError
+from .training import Distillation, PairNeuron, Schedule, TrainConfig, train
 
-__all__ = ["Backend", "ConfigError", "DeviceModel", "Parameter", "Readout", "Variability",
-           "__version__", "available_backends", "available_models", "get_backend", "get_model",
-           "register_model", "sample_layer"]
+__all__ = ["Backend", "ConfigError", "Dataset", "DeviceModel", "Distillation", "PairNeuron", "Parameter",
+           "Readout", "Schedule", "TrainConfig", "Variability", "__version__", "available_backends",
+           "available_models", "from_arrays", "get_backend", "get_model", "load_dataset", "register_model",
+           "sample_layer", "train"]

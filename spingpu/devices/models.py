@@ -111,7 +111,8 @@ class DeviceModel:
             p = self.parameter(name)
             changed[name] = dataclasses.replace(p, nominal=p.check(value, f"param {name}"))
         params = tuple(changed.get(p.name, p) for p in self.parameters)
-        return dataclasses.replace(self, parameters=params, _compiled={})
+        # Compiled kernels take parameter values as arrays at run time: the copy shares them.
+        return dataclasses.replace(self, parameters=params, _compiled=self._compiled)
 
     @property
     def point(self):

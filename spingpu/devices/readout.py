@@ -76,9 +76,12 @@ class Readout:
 
     def read(self, voltage, current, normals):
         """The ADC's output for a true ``voltage`` at ``current`` and standard normals ``normals``."""
-        noisy = voltage + self.noise_std(voltage, current) * normals
+        return self.adc(voltage + self.noise_std(voltage, current) * normals)
+
+    def adc(self, value):
+        """The ADC's output (V) for an analog input ``value`` (V)."""
         lo, hi = self.adc_range
-        return _ufuncs()[0](noisy, float(lo), float(hi), int(self.adc_bits))
+        return _ufuncs()[0](value, float(lo), float(hi), int(self.adc_bits))
 
     def drive(self, current):
         """The DAC's output current (A) for a requested ``current``."""

@@ -40,7 +40,7 @@ class PairNeuron:
     readout: str = "direct"
     r_ref: float = 1000.0
     v_scale: float = 5.0
-    delta_i: float = 2e-6
+    delta_i: float = 20e-6
 
     def __post_init__(self):
         check_range("i_bias", self.i_bias, -1.0, 1.0)

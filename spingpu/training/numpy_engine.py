@@ -39,6 +39,23 @@ def log_softmax(logits):
     return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
 
 
+def initial_weights(config, networks, sizes):
+    """[W_0, b_0, W_1, b_1, ...] float64: W_l = init_gain / sqrt(fan_in) * N(0, 1) from the
+    network's own initialisation stream, b_l = 0."""
+    out = []
+    for layer, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        w = streams.normals(config.seed, networks, streams.PURPOSE_INIT, layer, 0, 0, fan_in, fan_out)
+        out.append(w * (config.init_gain / np.sqrt(fan_in)))
+        out.append(np.zeros((len(networks), fan_out)))
+    return out
+
+
+def junction_parameters(model, config, networks):
+    """Per hidden layer, the (N, units, 2, P) parameters of its junction pairs."""
+    return [sample_layer(model, config.variability, config.seed, networks, layer, width)
+            for layer, width in enumerate(config.hidden)]
+
+
 class NumpyEngine:
     """State and arithmetic of N networks (global indices ``networks``) of one architecture."""
 
@@ -49,16 +66,8 @@ class NumpyEngine:
         self.dtype = np.dtype(config.dtype)
         self.sizes = (n_features, *config.hidden, n_classes)
         n = self.networks.size
-        self.junctions = []  # per hidden layer: (N, U, 2, P) float64
-        if config.is_mtj:
-            for layer, width in enumerate(config.hidden):
-                self.junctions.append(sample_layer(model, config.variability, config.seed,
-                                                   self.networks, layer, width))
-        self.weights = []
-        for layer, (fan_in, fan_out) in enumerate(zip(self.sizes[:-1], self.sizes[1:])):
-            w = streams.normals(config.seed, self.networks, streams.PURPOSE_INIT, layer, 0, 0, fan_in, fan_out)
-            self.weights.append((w * (config.init_gain / np.sqrt(fan_in))).astype(self.dtype))
-            self.weights.append(np.zeros((n, fan_out), dtype=self.dtype))
+        self.junctions = junction_parameters(model, config, self.networks) if config.is_mtj else []
+        self.weights = [w.astype(self.dtype) for w in initial_weights(config, self.networks, self.sizes)]
         n_moments = 2 if config.optimizer == "adam" else 1
         self.state = [np.zeros_like(p) for _ in range(n_moments) for p in self.weights]
         self.t = 0
@@ -66,12 +75,14 @@ class NumpyEngine:
 
     # --- one hidden layer ------------------------------------------------------------------------
 
-    def _read(self, layer, v, current, normals_of):
-        """ADC output of readings v at currents (N, B, U); ``normals_of()`` draws the noise."""
+    def _read(self, v, current, normals_of):
+        """ADC output of the readings of junctions at voltages v and currents (N, B, U): the
+        voltage, less r_bridge I for a bridge, plus the junction's read noise (``normals_of()``)."""
         ro = self.config.readout
         y = v - self.config.neuron.r_bridge * current
-        xi = 0.0 if ro.noise_std_is_zero else normals_of()
-        return ro.read(y, current, xi)
+        if not ro.noise_std_is_zero:
+            y = y + ro.noise_std(v, current) * normals_of()
+        return ro.adc(y)
 
     def hidden(self, layer, z, noise):
         """Activation, derivative used and exact derivative of hidden layer ``layer`` at z.
@@ -101,18 +112,18 @@ class NumpyEngine:
         else:
             i_a, i_b = drive(i_req), drive(i_req + nc.delta_i)
         v_a, d_a = self.model.iv(i_a, params[..., 0, :])
-        r_a = self._read(layer, v_a, i_a, lambda: noise(layer, 0, z.shape))
+        r_a = self._read(v_a, i_a, lambda: noise(layer, 0, z.shape))
         exact = gain * (d_a - nc.r_bridge)
         if mode == "fd_forward" or mode == "fd_symmetric":
             v_b, d_b = self.model.iv(i_b, params[..., 1, :])
-            r_b = self._read(layer, v_b, i_b, lambda: noise(layer, 1, z.shape))
+            r_b = self._read(v_b, i_b, lambda: noise(layer, 1, z.shape))
             used = gain * (r_b - r_a) / nc.delta_i
             if mode == "fd_symmetric":
                 exact = gain * (0.5 * (d_a + d_b) - nc.r_bridge)
                 r_a = 0.5 * (r_a + r_b)
         elif mode == "fd_single":
             v_a2, _ = self.model.iv(i_b, params[..., 0, :])
-            r_a2 = self._read(layer, v_a2, i_b, lambda: noise(layer, 1, z.shape))
+            r_a2 = self._read(v_a2, i_b, lambda: noise(layer, 1, z.shape))
             used = gain * (r_a2 - r_a) / nc.delta_i
         elif mode == "model":
             _, d_nom = self.model.iv(i_a)

@@ -1,0 +1,89 @@
+"""One hidden neuron, scalar: activation, derivative used by backprop, exact derivative.
+
+The equations are those of :mod:`spingpu.training.numpy_engine` (DESIGN.md 5); this is the
+per-element form the fused CPU and CUDA engines call. Arguments are packed in small float64
+arrays so that one signature serves every mode:
+
+    neuron  = (i_bias, i_gain, r_bridge, v_scale, delta_i)
+    readout = (noise_kind, read_noise, temperature, bandwidth, adc_bits, adc_lo, adc_hi,
+               dac_bits, dac_lo, dac_hi)          noise_kind 0: none, 1: gaussian, 2: johnson_shot
+
+``xi0`` and ``xi1`` are the standard normals of the first and second reading.
+"""
+
+import math
+
+import numba
+
+from .readout import johnson_shot_std, quantize
+
+FD_FORWARD, FD_SINGLE, FD_SYMMETRIC, MODEL, ORACLE, TANH, RELU, SIGMOID = range(8)
+MODE_CODES = {"fd_forward": FD_FORWARD, "fd_single": FD_SINGLE, "fd_symmetric": FD_SYMMETRIC,
+              "model": MODEL, "oracle": ORACLE, "tanh": TANH, "relu": RELU, "sigmoid": SIGMOID}
+NOISE_NONE, NOISE_GAUSSIAN, NOISE_JOHNSON_SHOT = 0, 1, 2
+
+
+@numba.njit(cache=True)
+def digital(mode, z):
+    """Activation and derivative of a digital baseline."""
+    if mode == TANH:
+        h = math.tanh(z)
+        return h, 1.0 - h * h
+    if mode == RELU:
+        return (z, 1.0) if z > 0.0 else (0.0, 0.0)
+    h = 1.0 / (1.0 + math.exp(-z))
+    return h, h * (1.0 - h)
+
+
+@numba.njit(cache=True)
+def read(v, current, r_bridge, readout, xi):
+    """ADC output of one reading of a junction at (V, I)."""
+    y = v - r_bridge * current
+    kind = readout[0]
+    if kind == NOISE_GAUSSIAN:
+        y += readout[1] * xi
+    elif kind == NOISE_JOHNSON_SHOT:
+        y += johnson_shot_std(v, current, readout[2], readout[3]) * xi
+    return quantize(y, readout[5], readout[6], int(readout[4]))
+
+
+def make_pair_neuron(point):
+    """``pair_neuron(mode, z, p_a, p_b, nominal, table, neuron, readout, xi0, xi1)`` for a model."""
+
+    @numba.njit
+    def pair_neuron(mode, z, p_a, p_b, nominal, table, neuron, readout, xi0, xi1):
+        if mode >= TANH:
+            h, d = digital(mode, z)
+            return h, d, d
+        i_bias, i_gain, r_bridge, v_scale, delta_i = neuron[0], neuron[1], neuron[2], neuron[3], neuron[4]
+        dac_bits, dac_lo, dac_hi = int(readout[7]), readout[8], readout[9]
+        gain = v_scale * i_gain
+        i_req = i_bias + i_gain * z
+        if mode == FD_SYMMETRIC:
+            i_a = quantize(i_req - 0.5 * delta_i, dac_lo, dac_hi, dac_bits)
+            i_b = quantize(i_req + 0.5 * delta_i, dac_lo, dac_hi, dac_bits)
+        else:
+            i_a = quantize(i_req, dac_lo, dac_hi, dac_bits)
+            i_b = quantize(i_req + delta_i, dac_lo, dac_hi, dac_bits)
+        v_a, d_a = point(i_a, p_a, table)
+        r_a = read(v_a, i_a, r_bridge, readout, xi0)
+        exact = gain * (d_a - r_bridge)
+        if mode == FD_FORWARD or mode == FD_SYMMETRIC:
+            v_b, d_b = point(i_b, p_b, table)
+            r_b = read(v_b, i_b, r_bridge, readout, xi1)
+            used = gain * (r_b - r_a) / delta_i
+            if mode == FD_SYMMETRIC:
+                exact = gain * (0.5 * (d_a + d_b) - r_bridge)
+                r_a = 0.5 * (r_a + r_b)
+        elif mode == FD_SINGLE:
+            v_a2, _ = point(i_b, p_a, table)
+            used = gain * (read(v_a2, i_b, r_bridge, readout, xi1) - r_a) / delta_i
+        elif mode == MODEL:
+            _, d_nom = point(i_a, nominal, table)
+            used = gain * (d_nom - r_bridge)
+        else:
+            used = exact
+        return v_scale * r_a, used, exact
+
+    return pair_neuron
+

@@ -1,0 +1,116 @@
+"""``spingpu train``: train N MTJ-pair networks on a dataset and summarise their accuracy."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from ..errors import ConfigError, check_range
+from .options import params_dict
+
+YIELD_THRESHOLD = 0.9
+
+
+def add_parser(sub):
+    p = sub.add_parser("train", help="train many MTJ-pair networks at once",
+                       description="Train N networks of one architecture, each with its own junctions and "
+                                   "weights, and summarise the spread of their test accuracy.")
+    p.add_argument("--dataset", default="iris", help="iris, digits, mnist or csv:PATH (default iris)")
+    p.add_argument("--data-dir", help="folder holding MNIST (IDX files or mnist.npz); default $SPINGPU_DATA")
+    p.add_argument("--hidden", type=int, action="append", metavar="W", help="hidden layer width (repeat per layer; default 8)")
+    p.add_argument("--networks", type=int, default=100, help="networks to train (default 100)")
+    p.add_argument("--epochs", type=int, default=100, help="epochs (default 100)")
+    p.add_argument("--batch-size", type=int, help="mini-batch size (default: full batch)")
+    p.add_argument("--grad", default="fd_forward", metavar="MODE",
+                   help="fd_forward, fd_single, fd_symmetric, model, oracle, tanh, relu or sigmoid (default fd_forward)")
+    p.add_argument("--delta-i", type=float, default=20e-6, help="finite-difference step dI in A (default 20e-6)")
+    p.add_argument("--sigma-d2d", type=float, default=0.0, help="device-to-device spread (default 0)")
+    p.add_argument("--sigma-pair", type=float, default=0.0, help="pair mismatch (default 0)")
+    p.add_argument("--sigma-chip", type=float, default=0.0, help="chip-to-chip spread (default 0)")
+    p.add_argument("--read-noise", type=float, default=0.0, help="read noise std in V (default 0)")
+    p.add_argument("--adc-bits", type=int, default=0, help="ADC bits over --adc-range (default 0: ideal)")
+    p.add_argument("--adc-range", type=float, nargs=2, default=(-1.0, 1.0), metavar=("LO", "HI"),
+                   help="ADC input range in V (default -1 1)")
+    p.add_argument("--optimizer", default="adam", help="sgd, momentum or adam (default adam)")
+    p.add_argument("--lr", type=float, default=0.01, help="learning rate (default 0.01)")
+    p.add_argument("--lr-schedule", default="constant", help="constant, step:EVERY:GAMMA, exp:GAMMA or cosine")
+    p.add_argument("--weight-decay", type=float, default=0.0, help="L2 weight decay (default 0)")
+    p.add_argument("--device-model", default="stt_compact", help="device model (default stt_compact)")
+    p.add_argument("--param", action="append", metavar="NAME=VALUE", help="nominal device parameter (SI units)")
+    p.add_argument("--iv-csv", metavar="FILE", help="measured curve for the tabulated model")
+    p.add_argument("--backend", default="auto", help="auto, cpu, numpy or cuda (default auto)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--out", metavar="FILE.nc", help="write the results (xarray Dataset) as netCDF")
+    p.set_defaults(run=run)
+
+
+def build(args):
+    """Dataset, TrainConfig, model and backend from parsed arguments (validated, nothing run)."""
+    from ..backends import get_backend
+    from ..datasets import load_dataset
+    from ..devices import Readout, Variability, get_model
+    from ..training import PairNeuron, Schedule, TrainConfig
+
+    check_range("networks", args.networks, 1, 10**8, integer=True)
+    model = get_model(args.device_model, iv_csv=args.iv_csv, **params_dict(args.param))
+    config = TrainConfig(
+        hidden=tuple(args.hidden or (8,)),
+        grad_mode=args.grad,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        optimizer=args.optimizer,
+        lr=args.lr,
+        lr_schedule=Schedule.parse(args.lr_schedule),
+        weight_decay=args.weight_decay,
+        neuron=PairNeuron(delta_i=args.delta_i),
+        variability=Variability(sigma_chip=args.sigma_chip, sigma_d2d=args.sigma_d2d, sigma_pair=args.sigma_pair),
+        readout=Readout(read_noise=args.read_noise, adc_bits=args.adc_bits, adc_range=tuple(args.adc_range)),
+        seed=args.seed,
+    )
+    backend = get_backend(args.backend)
+    dataset = load_dataset(args.dataset, seed=args.seed, data_dir=args.data_dir)
+    return dataset, config, model, backend
+
+
+def run(args):
+    from ..outputs import check_writable, staged_files
+    from ..training import train
+
+    out = None
+    if args.out:
+        out = check_writable("out", args.out)
+        if out.suffix != ".nc":
+            raise ConfigError("out", f"{out} must end in .nc (netCDF)")
+    dataset, config, model, backend = build(args)
+    print(f"{args.networks} networks {dataset.n_features}-{'-'.join(map(str, config.hidden))}-{dataset.n_classes} "
+          f"on {dataset.name} ({dataset.y_train.size} train / {dataset.y_val.size} val / {dataset.y_test.size} test), "
+          f"grad {config.grad_mode}, backend {backend.name}")
+    start = time.perf_counter()
+    results = train(dataset, config, n_networks=args.networks, model=model, backend=backend, progress=True)
+    seconds = time.perf_counter() - start
+    print(summary(results, seconds))
+    if out is not None:
+        with staged_files(out) as (tmp,):
+            results.to_netcdf(tmp)
+        print(f"wrote {out}")
+    return 0
+
+
+def summary(results, seconds):
+    """Median, IQR and 5-95 % of test accuracy, yield, divergences, time and speed."""
+    acc = results.test_acc.values
+    ok = acc[np.isfinite(acc)]
+    lines = []
+    if ok.size:
+        q05, q25, q50, q75, q95 = np.quantile(ok, [0.05, 0.25, 0.5, 0.75, 0.95])
+        lines.append(f"test accuracy: median {100 * q50:.2f} %, IQR {100 * q25:.2f}-{100 * q75:.2f} %, "
+                     f"5-95 % {100 * q05:.2f}-{100 * q95:.2f} %")
+    else:
+        lines.append("test accuracy: every network diverged")
+    yield_ = np.mean(np.nan_to_num(acc, nan=0.0) >= YIELD_THRESHOLD)
+    lines.append(f"yield (test accuracy >= {100 * YIELD_THRESHOLD:.0f} %): {100 * yield_:.1f} % of "
+                 f"{acc.size} networks; diverged: {int(results.diverged.sum())}")
+    lines.append(f"time: {seconds:.1f} s ({results.attrs['compile_seconds']:.1f} s set-up and compilation); "
+                 f"{results.attrs['network_epochs_per_second']:.4g} network-epochs/s in the training loop")
+    return "\n".join(lines)

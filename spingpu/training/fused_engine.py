@@ -1,0 +1,128 @@
+"""The fused CPU engine (``--backend cpu``): packs a configuration into arrays and runs
+:mod:`spingpu.kernels.fused_cpu`, in chunks of networks so that progress can be shown."""
+
+from __future__ import annotations
+
+import math
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numba
+import numpy as np
+
+from ..kernels import streams
+from ..kernels.fused_cpu import ADAM, MOMENTUM, SGD, make_fused_trainer
+from ..kernels.pair_neuron import MODE_CODES, NOISE_GAUSSIAN, NOISE_JOHNSON_SHOT, NOISE_NONE, make_pair_neuron
+from .numpy_engine import initial_weights, junction_parameters
+
+OPTIMIZER_CODES = {"sgd": SGD, "momentum": MOMENTUM, "adam": ADAM}
+
+
+def neuron_vector(neuron):
+    """(i_bias, i_gain, r_bridge, v_scale, delta_i) of a :class:`PairNeuron`."""
+    return np.array([neuron.i_bias, neuron.i_gain, neuron.r_bridge, neuron.v_scale, neuron.delta_i])
+
+
+def readout_vector(readout):
+    """The packed readout array of :mod:`spingpu.kernels.pair_neuron` for a :class:`Readout`."""
+    if readout.noise_model == "gaussian":
+        kind = NOISE_GAUSSIAN if readout.read_noise > 0 else NOISE_NONE
+    else:
+        kind = NOISE_JOHNSON_SHOT
+    return np.array([kind, readout.read_noise, readout.temperature, readout.bandwidth, readout.adc_bits,
+                     readout.adc_range[0], readout.adc_range[1], readout.dac_bits, readout.dac_range[0],
+                     readout.dac_range[1]], dtype=np.float64)
+
+
+def fused_trainer(model):
+    """The compiled fused trainer of ``model`` (built once per model object)."""
+    if "fused_cpu" not in model._compiled:
+        model._compiled["fused_cpu"] = make_fused_trainer(make_pair_neuron(model.point))
+    return model._compiled["fused_cpu"]
+
+
+def pack(config, model, networks, sizes):
+    """Everything but the data and outputs, as the arrays the fused kernels take."""
+    n = networks.size
+    weights = initial_weights(config, networks, sizes)
+    w_init = np.ascontiguousarray(np.concatenate([w.reshape(n, -1) for w in weights], axis=1))
+    w_off, b_off, offset = [], [], 0
+    for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
+        w_off.append(offset)
+        b_off.append(offset + fan_in * fan_out)
+        offset += fan_in * fan_out + fan_out
+    u_off = np.concatenate([[0], np.cumsum(config.hidden)[:-1]]).astype(np.int64)
+    if config.is_mtj:
+        junctions = np.ascontiguousarray(np.concatenate(junction_parameters(model, config, networks), axis=1))
+    else:
+        junctions = np.zeros((n, sum(config.hidden), 2, len(model.parameters)))
+    beta1, beta2 = config.adam_betas
+    dist = config.distillation
+    hyper = np.array([config.momentum, beta1, beta2, config.adam_eps, config.weight_decay,
+                      dist.temperature if dist else 1.0, dist.alpha if dist else 0.0])
+    return dict(sizes=np.array(sizes, dtype=np.int64), w_off=np.array(w_off, dtype=np.int64),
+                b_off=np.array(b_off, dtype=np.int64), u_off=u_off, junctions=junctions,
+                nominal=model.nominal, table=model.aux_table, mode=MODE_CODES[config.grad_mode],
+                neuron=neuron_vector(config.neuron), readout=readout_vector(config.readout),
+                opt_kind=OPTIMIZER_CODES[config.optimizer], hyper=hyper, w_init=w_init)
+
+
+def epoch_orders(config, n_train):
+    """(epochs, n_train) sample order of every epoch (identity for full batch)."""
+    if config.batch_size is None or config.batch_size >= n_train:
+        return np.tile(np.arange(n_train, dtype=np.int64), (config.epochs, 1))
+    return np.stack([streams.epoch_order(config.seed, e, n_train) for e in range(config.epochs)]).astype(np.int64)
+
+
+def train_fused(dataset, config, networks, model, teacher_logits, progress):
+    """Train with the fused CPU kernel; returns (metrics, {"train": s, "compile": s})."""
+    from .trainer import _progress
+
+    sizes = (dataset.n_features, *config.hidden, dataset.n_classes)
+    n_train = dataset.y_train.size
+    batch = n_train if config.batch_size is None else min(config.batch_size, n_train)
+    lr_epoch = np.array([config.lr * config.lr_schedule.factor(e, config.epochs) for e in range(config.epochs)])
+    orders = epoch_orders(config, n_train)
+    use_teacher = config.distillation is not None
+    teacher = (np.ascontiguousarray(teacher_logits, dtype=np.float64) if use_teacher
+               else np.zeros((1, dataset.n_classes)))
+    data = [np.ascontiguousarray(a, dtype=np.float64) if a.dtype.kind == "f" else np.ascontiguousarray(a, np.int64)
+            for a in (dataset.x_train, dataset.y_train, dataset.x_val, dataset.y_val, dataset.x_test, dataset.y_test)]
+    kernel = fused_trainer(model)
+    n, epochs = networks.size, config.epochs
+
+    def run(lo, hi, p, out, lr, order):
+        kernel(lo, hi, *data, teacher, use_teacher, networks, np.uint64(config.seed), p["sizes"], p["w_off"],
+               p["b_off"], p["u_off"], p["junctions"], p["nominal"], p["table"], p["mode"], p["neuron"],
+               p["readout"], p["opt_kind"], p["hyper"], lr, batch, order, p["w_init"], out["loss"], out["acc"],
+               out["val"], out["cos"], out["derr"], out["test"], out["div"])
+
+    t0 = time.perf_counter()
+    packed = pack(config, model, networks, sizes)
+    probe = _outputs(1, 1)
+    run(0, 1, packed, probe, lr_epoch[:1], orders[:1])  # compiles (same argument types as the real run)
+    compile_seconds = time.perf_counter() - t0
+
+    out = _outputs(n, epochs)
+    threads = numba.get_num_threads()
+    chunk = max(1, min(64, math.ceil(n / (4 * threads))))
+    bar = _progress(progress, n * epochs, "network-epochs")
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        jobs = [pool.submit(run, lo, min(lo + chunk, n), packed, out, lr_epoch, orders) for lo in range(0, n, chunk)]
+        for job, lo in zip(jobs, range(0, n, chunk)):
+            job.result()
+            if bar is not None:
+                bar.update((min(lo + chunk, n) - lo) * epochs)
+    train_seconds = time.perf_counter() - t0
+    if bar is not None:
+        bar.close()
+    metrics = dict(train_loss=out["loss"], train_acc=out["acc"], val_acc=out["val"], grad_cosine=out["cos"],
+                   deriv_rel_err=out["derr"], test_acc=out["test"], diverged=out["div"])
+    return metrics, {"train": train_seconds, "compile": compile_seconds}
+
+
+def _outputs(n, epochs):
+    return dict(loss=np.full((n, epochs), np.nan), acc=np.full((n, epochs), np.nan),
+                val=np.full((n, epochs), np.nan), cos=np.full((n, epochs), np.nan),
+                derr=np.full((n, epochs), np.nan), test=np.full(n, np.nan), div=np.zeros(n, dtype=np.bool_))

@@ -1,0 +1,148 @@
+"""The fused CPU engine against the NumPy reference, chunking independence, divergence, results."""
+
+import math
+
+import numpy as np
+import pytest
+
+from spingpu import Parameter, Readout, Variability, from_arrays, get_model, register_model
+from spingpu.devices import models
+from spingpu.training import PairNeuron, Schedule, TrainConfig, train
+
+METRICS = ("train_loss", "train_acc", "val_acc", "grad_cosine", "deriv_rel_err", "test_acc")
+
+
+@pytest.fixture(scope="module")
+def blobs():
+    rng = np.random.default_rng(41)
+    centres = rng.normal(0, 1.5, (3, 5))
+    y = rng.integers(0, 3, 150)
+    x = centres[y] + rng.normal(0, 1.0, (150, 5))
+    return from_arrays(x, y, name="blobs", seed=2)
+
+
+def assert_same(a, b, rtol=1e-9, atol=1e-12):
+    for name in METRICS:
+        np.testing.assert_allclose(a[name].values, b[name].values, rtol=rtol, atol=atol, err_msg=name)
+    np.testing.assert_array_equal(a.diverged.values, b.diverged.values)
+
+
+CASES = {
+    "fd_forward-noise-adam-full": dict(grad_mode="fd_forward", readout=Readout(read_noise=2e-3)),
+    "fd_single-johnson-momentum-batch": dict(grad_mode="fd_single", optimizer="momentum", batch_size=32, lr=0.02,
+                                             readout=Readout(noise_model="johnson_shot", temperature=300, bandwidth=1e9)),
+    "fd_symmetric-adc-dac-sgd-step": dict(grad_mode="fd_symmetric", optimizer="sgd", lr=0.2,
+                                          lr_schedule=Schedule("step", every=2, gamma=0.5),
+                                          readout=Readout(adc_bits=10, adc_range=(-1.5, 1.5), dac_bits=12,
+                                                          dac_range=(-2e-3, 2e-3))),
+    "model-bridge-cosine-decay": dict(grad_mode="model", lr_schedule=Schedule("cosine"), weight_decay=1e-3,
+                                      neuron=PairNeuron(readout="bridge", r_ref=1200.0, i_bias=-30e-6)),
+    "oracle-two-layers-exp": dict(grad_mode="oracle", hidden=(6, 5), lr_schedule=Schedule("exp", gamma=0.9),
+                                  batch_size=50),
+    "tanh": dict(grad_mode="tanh", hidden=(7, 4)),
+    "relu": dict(grad_mode="relu", batch_size=40),
+    "sigmoid": dict(grad_mode="sigmoid", optimizer="momentum"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_fused_engine_equals_numpy_reference_in_float64(blobs, case):
+    kw = dict(hidden=(6,), epochs=4, lr=0.05, seed=7, dtype="float64",
+              variability=Variability(sigma_chip=0.03, sigma_d2d=0.1, sigma_pair=0.02))
+    kw.update(CASES[case])
+    cfg = TrainConfig(**kw)
+    nets = np.array([0, 5, 9])
+    ref = train(blobs, cfg, networks=nets, backend="numpy")
+    fused = train(blobs, cfg, networks=nets, backend="cpu")
+    assert_same(ref, fused)
+    assert np.all(np.isfinite(fused.train_loss.values))
+
+
+def test_float32_reference_is_close_to_fused(blobs):
+    cfg = TrainConfig(hidden=(6,), epochs=5, lr=0.05, variability=Variability(sigma_d2d=0.1, sigma_pair=0.02),
+                      readout=Readout(read_noise=1e-3))
+    ref = train(blobs, cfg, n_networks=4, backend="numpy")  # float32 weights
+    fused = train(blobs, cfg, n_networks=4, backend="cpu")
+    np.testing.assert_allclose(ref.train_loss.values, fused.train_loss.values, rtol=1e-4)
+
+
+@pytest.mark.parametrize("backend", ["cpu", "numpy"])
+def test_network_alone_equals_network_among_1000(blobs, backend):
+    cfg = TrainConfig(hidden=(5,), epochs=2, lr=0.05, batch_size=64, seed=11,
+                      variability=Variability(sigma_chip=0.05, sigma_d2d=0.1, sigma_pair=0.02),
+                      readout=Readout(read_noise=1e-3))
+    many = train(blobs, cfg, n_networks=1000, backend=backend)
+    for k in (0, 637, 999):
+        alone = train(blobs, cfg, networks=[k], backend=backend)
+        for name in METRICS:
+            a, b = alone[name].values[0], many[name].sel(network=k).values
+            if backend == "cpu":  # the fused engine: bit for bit
+                np.testing.assert_array_equal(a, b, err_msg=name)
+            else:  # BLAS may round a stacked matmul differently by the stack's size
+                np.testing.assert_allclose(a, b, rtol=1e-12, err_msg=name)
+    # and the networks really differ from each other
+    assert np.unique(many.train_loss.values[:, -1]).size > 900
+
+
+@pytest.fixture
+def fragile_model():
+    """r I with NaN above a threshold resistance: networks with such a junction diverge."""
+    saved = dict(models._REGISTRY)
+
+    def voltage(current, r, r_max):
+        return r * current if r < r_max else math.nan
+
+    def dvdi(current, r, r_max):
+        return r if r < r_max else math.nan
+
+    model = register_model("fragile_ohmic", voltage, [Parameter("r", 1000.0, "ohm", "", low=0.0, low_open=True),
+                                                      Parameter("r_max", 1800.0, "ohm", "", low=0.0, low_open=True)],
+                           dvdi=dvdi)
+    yield model
+    models._REGISTRY.clear()
+    models._REGISTRY.update(saved)
+
+
+@pytest.mark.parametrize("backend", ["cpu", "numpy"])
+def test_divergence_is_isolated(blobs, fragile_model, backend):
+    var = Variability(per_parameter={"r": (0.0, 0.3, 0.0), "r_max": (0.0, 0.0, 0.0)})
+    cfg = TrainConfig(hidden=(8,), grad_mode="oracle", epochs=3, lr=0.05, variability=var,
+                      neuron=PairNeuron(v_scale=5.0))
+    fragile = train(blobs, cfg, n_networks=40, model=fragile_model, backend=backend)
+    robust = train(blobs, cfg, n_networks=40, model=fragile_model.with_nominal(r_max=1e9), backend=backend)
+    div = fragile.diverged.values
+    assert 5 <= div.sum() <= 35  # some, not all: ~2 % of junctions exceed r_max, 16 per network
+    assert not robust.diverged.values.any()
+    for name in METRICS:
+        a, b = fragile[name].values, robust[name].values
+        assert np.all(np.isnan(a[div]))
+        np.testing.assert_array_equal(a[~div], b[~div], err_msg=name)
+
+
+def test_results_schema(blobs):
+    cfg = TrainConfig(hidden=(4,), epochs=3)
+    r = train(blobs, cfg, n_networks=3, backend="cpu")
+    assert set(r.data_vars) == {"train_loss", "train_acc", "val_acc", "grad_cosine", "deriv_rel_err", "test_acc",
+                                "diverged"}
+    assert r.train_loss.dims == ("network", "epoch") and r.test_acc.dims == ("network",)
+    for v in r.data_vars.values():
+        assert "units" in v.attrs and "long_name" in v.attrs
+    for key in ("network_epochs_per_second", "train_seconds", "compile_seconds", "backend", "config",
+                "spingpu_version"):
+        assert key in r.attrs
+    assert list(r.epoch.values) == [1, 2, 3]
+
+
+def test_bad_config_names_the_field():
+    from spingpu import ConfigError
+
+    for kw, field in ((dict(grad_mode="fd_backward"), "grad_mode"), (dict(hidden=()), "hidden"),
+                      (dict(epochs=0), "epochs"), (dict(optimizer="lbfgs"), "optimizer"), (dict(lr=-1), "lr"),
+                      (dict(batch_size=0), "batch_size")):
+        with pytest.raises(ConfigError) as err:
+            TrainConfig(**kw)
+        assert err.value.field == field
+    with pytest.raises(ConfigError, match="lr_schedule"):
+        Schedule.parse("linear")
+    with pytest.raises(ConfigError, match="delta_i"):
+        PairNeuron(delta_i=0)
