@@ -38,7 +38,7 @@ def make_fused_trainer(pair_neuron):
 
     @numba.njit
     def forward(w, xrow, b, act, du, de, logits, sizes, w_off, b_off, u_off, junc, nominal, table, mode,
-                neuron, readout, network, purpose, slot0, row, xi0, xi1, k0, k1):
+                neuron, readout, network, purpose, slot0, row, xi0, xi1, k0, k1, derivatives):
         n_hidden = sizes.shape[0] - 2
         for f in range(sizes[0]):
             act[0, b, f] = xrow[f]
@@ -56,7 +56,7 @@ def make_fused_trainer(pair_neuron):
                 z += w[b_off[layer] + u]
                 j = u_off[layer] + u
                 h, d_used, d_exact = pair_neuron(mode, z, junc[j, 0], junc[j, 1], nominal, table, neuron,
-                                                 readout, xi0[u], xi1[u])
+                                                 readout, xi0[u], xi1[u], derivatives)
                 act[layer + 1, b, u] = h
                 du[layer, b, u] = d_used
                 de[layer, b, u] = d_exact
@@ -141,7 +141,7 @@ def make_fused_trainer(pair_neuron):
         correct = 0
         for s in range(y.shape[0]):
             forward(w, x[s], 0, act, du, de, logits, sizes, w_off, b_off, u_off, junc, nominal, table, mode,
-                    neuron, readout, network, purpose, slot0, row0 + s, xi0, xi1, k0, k1)
+                    neuron, readout, network, purpose, slot0, row0 + s, xi0, xi1, k0, k1, False)
             best = 0
             for c in range(1, logits.shape[0]):
                 if logits[c] > logits[best]:
@@ -200,7 +200,7 @@ def make_fused_trainer(pair_neuron):
                     idx = orders[epoch, start + b]
                     forward(w, x_tr[idx], b, act, du, de, logits, sizes, w_off, b_off, u_off, junc, nominal,
                             table, mode, neuron, readout, network, PURPOSE_NOISE, 0, sample_counter + b, xi0, xi1,
-                            k0, k1)
+                            k0, k1, True)
                     batch_loss += loss_and_dlogits(logits, y_tr[idx], teacher[idx if use_teacher else 0],
                                                    use_teacher, dist_t, dist_alpha, dl[b])
                     best = 0

@@ -8,7 +8,8 @@ arrays so that one signature serves every mode:
     readout = (noise_kind, read_noise, temperature, bandwidth, adc_bits, adc_lo, adc_hi,
                dac_bits, dac_lo, dac_hi)          noise_kind 0: none, 1: gaussian, 2: johnson_shot
 
-``xi0`` and ``xi1`` are the standard normals of the first and second reading.
+``xi0`` and ``xi1`` are the standard normals of the first and second reading. With
+``derivatives`` False (evaluation) only the activation is computed; the derivatives returned are 0.
 """
 
 import math
@@ -48,10 +49,10 @@ def read(v, current, r_bridge, readout, xi):
 
 
 def make_pair_neuron(point):
-    """``pair_neuron(mode, z, p_a, p_b, nominal, table, neuron, readout, xi0, xi1)`` for a model."""
+    """``pair_neuron(mode, z, p_a, p_b, nominal, table, neuron, readout, xi0, xi1, derivatives)``."""
 
     @numba.njit
-    def pair_neuron(mode, z, p_a, p_b, nominal, table, neuron, readout, xi0, xi1):
+    def pair_neuron(mode, z, p_a, p_b, nominal, table, neuron, readout, xi0, xi1, derivatives):
         if mode >= TANH:
             h, d = digital(mode, z)
             return h, d, d
@@ -67,6 +68,8 @@ def make_pair_neuron(point):
             i_b = quantize(i_req + delta_i, dac_lo, dac_hi, dac_bits)
         v_a, d_a = point(i_a, p_a, table)
         r_a = read(v_a, i_a, r_bridge, readout, xi0)
+        if not derivatives and mode != FD_SYMMETRIC:
+            return v_scale * r_a, 0.0, 0.0
         exact = gain * (d_a - r_bridge)
         if mode == FD_FORWARD or mode == FD_SYMMETRIC:
             v_b, d_b = point(i_b, p_b, table)

@@ -7,9 +7,14 @@ tunnel magnetoresistance falls with bias:
     TMR(V)      = tmr0 / (1 + (V / v_h)**2)
     G(theta, V) = (1 / r_p) * [ (1 + cos theta) / 2 + (1 - cos theta) / (2 (1 + TMR(V))) ]
 
-The voltage solves V * G(theta(I), V) = I (Newton's method in V, started from the zero-bias
-conductance, which approaches the root monotonically from outside), and by the implicit function
-theorem
+With x = V / v_h, 1 / (1 + TMR) = (1 + x^2) / (1 + tmr0 + x^2), so V * G = I is the cubic
+
+    p(V) = (a + b) V^3 / v_h^2 - I V^2 / v_h^2 + (a (1 + tmr0) + b) V - I (1 + tmr0) = 0,
+    a = (1 + cos theta) / (2 r_p),  b = (1 - cos theta) / (2 r_p),
+
+whose only real root is the voltage (V * G(V) is strictly increasing). Newton's method on p starts
+from V_0 = I / G(theta, 0), beyond the root, where p is convex (concave for I < 0), so the iterates
+approach the root monotonically and quadratically. By the implicit function theorem
 
     dV/dI = (1 - V * dG/dtheta * theta'(I)) / (G + V * dG/dV).
 
@@ -21,40 +26,39 @@ import math
 
 import numba
 
-_NEWTON_MAX_STEPS = 30
-_NEWTON_RTOL = 1e-14
-
-
-@numba.njit(cache=True)
-def _conductance(cos_theta, v, r_p, tmr0, v_h):
-    """G(theta, V) in siemens and dG/dV in S/V."""
-    x = v / v_h
-    tmr = tmr0 / (1.0 + x * x)
-    dtmr_dv = -2.0 * tmr0 * x / (v_h * (1.0 + x * x) * (1.0 + x * x))
-    ap = 1.0 / (1.0 + tmr)
-    g = ((1.0 + cos_theta) * 0.5 + (1.0 - cos_theta) * 0.5 * ap) / r_p
-    dg_dv = -(1.0 - cos_theta) * 0.5 * ap * ap * dtmr_dv / r_p
-    return g, dg_dv, ap
+_NEWTON_MAX_STEPS = 40
+_NEWTON_RTOL = 1e-15
 
 
 @numba.njit(cache=True)
 def stt_compact(current, r_p, tmr0, v_h, theta0, dtheta, i_c):
     """Voltage (V) and differential resistance dV/dI (ohm) of the compact STT junction."""
-    u = current / i_c
-    th = math.tanh(u)
+    th = math.tanh(current / i_c)
     theta = theta0 - dtheta * th
-    dtheta_di = -dtheta * (1.0 - th * th) / i_c
     cos_t = math.cos(theta)
     sin_t = math.sin(theta)
-    g, dg_dv, ap = _conductance(cos_t, 0.0 * current, r_p, tmr0, v_h)
-    v = current / g
+    g_p = 1.0 / r_p
+    a = 0.5 * (1.0 + cos_t) * g_p
+    b = 0.5 * (1.0 - cos_t) * g_p
+    inv_vh2 = 1.0 / (v_h * v_h)
+    c3 = (a + b) * inv_vh2
+    c2 = -current * inv_vh2
+    c1 = a * (1.0 + tmr0) + b
+    c0 = -current * (1.0 + tmr0)
+    v = current * (1.0 + tmr0) / c1  # I / G(theta, 0)
     for _ in range(_NEWTON_MAX_STEPS):
-        g, dg_dv, ap = _conductance(cos_t, v, r_p, tmr0, v_h)
-        step = (v * g - current) / (g + v * dg_dv)
-        v = v - step
+        p = ((c3 * v + c2) * v + c1) * v + c0
+        dp = (3.0 * c3 * v + 2.0 * c2) * v + c1
+        step = p / dp
+        v -= step
         if abs(step) <= _NEWTON_RTOL * abs(v):
             break
-    g, dg_dv, ap = _conductance(cos_t, v, r_p, tmr0, v_h)
-    dg_dtheta = -sin_t * 0.5 * (1.0 - ap) / r_p
-    dvdi = (1.0 - v * dg_dtheta * dtheta_di) / (g + v * dg_dv)
-    return v, dvdi
+    # G, dG/dV and dG/dtheta at the root, then the implicit derivative.
+    x2 = v * v * inv_vh2
+    ap = (1.0 + x2) / (1.0 + tmr0 + x2)  # 1 / (1 + TMR(V))
+    g = a + b * ap
+    dap_dv = 2.0 * v * inv_vh2 * tmr0 / ((1.0 + tmr0 + x2) * (1.0 + tmr0 + x2))
+    dg_dv = b * dap_dv
+    dg_dtheta = -0.5 * sin_t * g_p * (1.0 - ap)
+    dtheta_di = -dtheta * (1.0 - th * th) / i_c
+    return v, (1.0 - v * dg_dtheta * dtheta_di) / (g + v * dg_dv)

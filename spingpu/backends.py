@@ -70,10 +70,14 @@ def available_backends():
     ]
 
 
+TRAINING_BACKENDS = ("numpy", "cpu")  # the engines built so far; the CUDA engine is not yet
+
+
 def get_backend(name="auto"):
-    """The backend called ``name``; ``auto`` is ``cuda`` where a GPU is visible, else ``cpu``."""
+    """The backend called ``name``; ``auto`` is ``cpu`` (``cuda`` once the GPU training engine is
+    built and a GPU is visible)."""
     if name == "auto":
-        return Backend("cuda") if cuda_gpus() else Backend("cpu")
+        return Backend("cuda") if cuda_gpus() and "cuda" in TRAINING_BACKENDS else Backend("cpu")
     backend = Backend(name)
     if name == "cuda":
         if cuda_simulator_enabled():

@@ -30,8 +30,10 @@ Datasets (``load_dataset(name)``):
   y_test``. The IDX files are preferred when both are present. The test split is the official
   10,000-image test set, so **test_fraction is ignored for mnist**; the validation split is a
   seeded stratified ``val_fraction`` of the official 60,000 training images. Pixels are scaled to
-  [0, 1] (divided by 255) and then standardised per pixel as above; images are flattened row by
-  row to 784 features.
+  [0, 1] (divided by 255) and then standardised with one mean and one standard deviation pooled
+  over all pixels of the training split (per-pixel statistics would blow up pixels that are almost
+  never lit: such a pixel, lit in a test image, would reach thousands of standard deviations);
+  images are flattened row by row to 784 features.
 - ``csv:PATH``: a table of numeric feature columns and a label column (the column named ``label``
   if the first row is a header that has one, else the last column). Labels may be integers or
   strings; they are mapped to ``0 .. K-1`` in sorted order (numeric order for integers) and the
@@ -296,9 +298,14 @@ def _check_split_sizes(sizes, n_classes, field):
                                      f"{n_classes} classes; use more data or a larger fraction")
 
 
-def _fit_standardiser(x_train, divisor=1.0):
+def _fit_standardiser(x_train, divisor=1.0, pooled=False):
     """(mean, std) per feature of ``x_train / divisor`` in float64, population std (ddof = 0);
-    features constant on the training split get std 1.0."""
+    features constant on the training split get std 1.0. ``pooled``: one mean and std over all
+    features (images), repeated per feature."""
+    if pooled:
+        x = x_train.astype(np.float64) / divisor
+        mean, std = x.mean(), x.std()
+        return np.full(x_train.shape[1], mean), np.full(x_train.shape[1], std if std > 0 else 1.0)
     n = len(x_train)
     mean = np.zeros(x_train.shape[1])
     for start in range(0, n, _CHUNK_ROWS):
@@ -323,13 +330,13 @@ def _apply_standardiser(x, mean, std, divisor=1.0):
     return out
 
 
-def _finish(name, x_tr, y_tr, x_va, y_va, x_te, y_te, n_classes, names, divisor=1.0):
+def _finish(name, x_tr, y_tr, x_va, y_va, x_te, y_te, n_classes, names, divisor=1.0, pooled=False):
     """Standardise with the training split's statistics and assemble the Dataset.
 
     The raw features are divided by ``divisor`` first (255 for MNIST pixels, giving [0, 1]); the
     statistics are those of the divided features.
     """
-    mean, std = _fit_standardiser(x_tr, divisor)
+    mean, std = _fit_standardiser(x_tr, divisor, pooled)
     return Dataset(
         name=name,
         x_train=_apply_standardiser(x_tr, mean, std, divisor),
@@ -515,7 +522,7 @@ def _load_mnist(data_dir, *, seed, val_fraction, max_train):
     idx_train = _limit_train(idx_train, y_train, max_train, n_classes, seed, "mnist")
     divisor = 255.0 if x_train.dtype == np.uint8 else 1.0
     return _finish("mnist", x_train[idx_train], y_train[idx_train], x_train[idx_val],
-                   y_train[idx_val], x_test, y_test, n_classes, names, divisor=divisor)
+                   y_train[idx_val], x_test, y_test, n_classes, names, divisor=divisor, pooled=True)
 
 
 def _read_idx(path, *, images):

@@ -146,3 +146,16 @@ def test_bad_config_names_the_field():
         Schedule.parse("linear")
     with pytest.raises(ConfigError, match="delta_i"):
         PairNeuron(delta_i=0)
+
+
+@pytest.mark.parametrize("case", ["fd_forward-noise-adam-full", "fd_single-johnson-momentum-batch",
+                                  "fd_symmetric-adc-dac-sgd-step", "model-bridge-cosine-decay", "tanh"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_batched_cpu_engine_for_wide_layers_equals_numpy_reference(blobs, case, dtype):
+    kw = dict(hidden=(70,), epochs=3, lr=0.05, seed=8, dtype=dtype,
+              variability=Variability(sigma_chip=0.03, sigma_d2d=0.1, sigma_pair=0.02))
+    kw.update({k: v for k, v in CASES[case].items() if k != "hidden"})
+    cfg = TrainConfig(**kw)
+    ref = train(blobs, cfg, n_networks=3, backend="numpy")
+    batched = train(blobs, cfg, n_networks=3, backend="cpu")  # 70 > FUSED_MAX_WIDTH: the batched engine
+    assert_same(ref, batched, rtol=1e-6 if dtype == "float32" else 1e-12)

@@ -45,14 +45,32 @@ def add_parser(sub):
     p.set_defaults(run=run)
 
 
+# Configuration fields named as the options that set them, for error messages.
+OPTION_OF_FIELD = {"grad_mode": "grad", "delta_i": "delta-i", "batch_size": "batch-size", "lr_schedule": "lr-schedule",
+                   "lr_schedule every": "lr-schedule", "lr_schedule gamma": "lr-schedule",
+                   "weight_decay": "weight-decay", "read_noise": "read-noise", "adc_bits": "adc-bits",
+                   "adc_range": "adc-range", "adc_range[0]": "adc-range", "adc_range[1]": "adc-range",
+                   "sigma_d2d": "sigma-d2d", "sigma_pair": "sigma-pair", "sigma_chip": "sigma-chip",
+                   "model": "device-model", "data_dir": "data-dir"}
+
+
 def build(args):
     """Dataset, TrainConfig, model and backend from parsed arguments (validated, nothing run)."""
+    try:
+        return _build(args)
+    except ConfigError as err:
+        field = OPTION_OF_FIELD.get(err.field, err.field)
+        raise ConfigError(field, err.problem) from None
+
+
+def _build(args):
     from ..backends import get_backend
     from ..datasets import load_dataset
     from ..devices import Readout, Variability, get_model
     from ..training import PairNeuron, Schedule, TrainConfig
+    from ..training.trainer import check_training_backend
 
-    check_range("networks", args.networks, 1, 10**8, integer=True)
+    check_range("networks", args.networks, 1, 10**9, integer=True)
     model = get_model(args.device_model, iv_csv=args.iv_csv, **params_dict(args.param))
     config = TrainConfig(
         hidden=tuple(args.hidden or (8,)),
@@ -68,7 +86,7 @@ def build(args):
         readout=Readout(read_noise=args.read_noise, adc_bits=args.adc_bits, adc_range=tuple(args.adc_range)),
         seed=args.seed,
     )
-    backend = get_backend(args.backend)
+    backend = check_training_backend(get_backend(args.backend))
     dataset = load_dataset(args.dataset, seed=args.seed, data_dir=args.data_dir)
     return dataset, config, model, backend
 

@@ -71,16 +71,18 @@ class Schedule:
         """``constant``, ``step:EVERY:GAMMA``, ``exp:GAMMA`` or ``cosine``."""
         allowed = "allowed: constant, step:EVERY:GAMMA, exp:GAMMA, cosine"
         parts = str(text).split(":")
+        if parts == ["constant"] or parts == ["cosine"]:
+            return cls(parts[0])
         try:
-            if parts == ["constant"] or parts == ["cosine"]:
-                return cls(parts[0])
             if parts[0] == "step" and len(parts) == 3:
-                return cls("step", every=int(parts[1]), gamma=float(parts[2]))
-            if parts[0] == "exp" and len(parts) == 2:
-                return cls("exp", gamma=float(parts[1]))
+                every, gamma = int(parts[1]), float(parts[2])
+            elif parts[0] == "exp" and len(parts) == 2:
+                every, gamma = 1, float(parts[1])
+            else:
+                raise ValueError
         except ValueError:
-            pass
-        raise ConfigError("lr_schedule", f"{text!r}; {allowed}")
+            raise ConfigError("lr_schedule", f"{text!r}; {allowed}") from None
+        return cls(parts[0], every=every, gamma=gamma)  # range errors name every or gamma
 
     def __post_init__(self):
         if self.kind not in ("constant", "step", "exp", "cosine"):

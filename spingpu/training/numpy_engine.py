@@ -23,9 +23,28 @@ from __future__ import annotations
 
 import numpy as np
 
+from dataclasses import dataclass
+
 from ..devices.variability import sample_layer
 from ..kernels import streams
 from .config import TrainConfig
+
+
+@dataclass(frozen=True)
+class NoiseSource:
+    """Where the read noise of one batch comes from: for hidden layer l and reading r, the
+    normals of stream (purpose, l, slot0 + r), rows row0 .. row0 + B (samples), columns units."""
+
+    seed: int
+    networks: np.ndarray
+    purpose: int
+    slot0: int
+    row0: int
+    derivatives: bool = True  # False in evaluation: engines may skip the derivative readings
+
+    def normals(self, layer, reading, shape):
+        n, b, u = shape
+        return streams.normals(self.seed, self.networks, self.purpose, layer, self.slot0 + reading, self.row0, b, u)
 
 
 def softmax(logits):
@@ -54,6 +73,22 @@ def junction_parameters(model, config, networks):
     """Per hidden layer, the (N, units, 2, P) parameters of its junction pairs."""
     return [sample_layer(model, config.variability, config.seed, networks, layer, width)
             for layer, width in enumerate(config.hidden)]
+
+
+def _matmul(a, w):
+    """a (B, F) or (N, B, F) times w (N, F, U) per network; a shared input is one GEMM."""
+    if a.ndim == 3:
+        return a @ w
+    n, f, u = w.shape
+    return (a @ w.transpose(1, 0, 2).reshape(f, n * u)).reshape(a.shape[0], n, u).transpose(1, 0, 2)
+
+
+def _matmul_t(a, delta):
+    """a^T delta per network: a (B, F) or (N, B, F), delta (N, B, U) -> (N, F, U)."""
+    if a.ndim == 3:
+        return np.swapaxes(a, 1, 2) @ delta
+    n, b, u = delta.shape
+    return (a.T @ delta.transpose(1, 0, 2).reshape(b, n * u)).reshape(a.shape[1], n, u).transpose(1, 0, 2)
 
 
 class NumpyEngine:
@@ -85,9 +120,9 @@ class NumpyEngine:
         return ro.adc(y)
 
     def hidden(self, layer, z, noise):
-        """Activation, derivative used and exact derivative of hidden layer ``layer`` at z.
+        """Activation, derivative used and exact derivative of hidden layer ``layer`` at z (N, B, U).
 
-        ``noise(layer, reading, shape)`` returns the standard normals of one reading.
+        ``noise.normals(layer, reading, shape)`` gives the standard normals of one reading.
         """
         cfg, nc = self.config, self.config.neuron
         mode = cfg.grad_mode
@@ -112,18 +147,18 @@ class NumpyEngine:
         else:
             i_a, i_b = drive(i_req), drive(i_req + nc.delta_i)
         v_a, d_a = self.model.iv(i_a, params[..., 0, :])
-        r_a = self._read(v_a, i_a, lambda: noise(layer, 0, z.shape))
+        r_a = self._read(v_a, i_a, lambda: noise.normals(layer, 0, z.shape))
         exact = gain * (d_a - nc.r_bridge)
         if mode == "fd_forward" or mode == "fd_symmetric":
             v_b, d_b = self.model.iv(i_b, params[..., 1, :])
-            r_b = self._read(v_b, i_b, lambda: noise(layer, 1, z.shape))
+            r_b = self._read(v_b, i_b, lambda: noise.normals(layer, 1, z.shape))
             used = gain * (r_b - r_a) / nc.delta_i
             if mode == "fd_symmetric":
                 exact = gain * (0.5 * (d_a + d_b) - nc.r_bridge)
                 r_a = 0.5 * (r_a + r_b)
         elif mode == "fd_single":
             v_a2, _ = self.model.iv(i_b, params[..., 0, :])
-            r_a2 = self._read(v_a2, i_b, lambda: noise(layer, 1, z.shape))
+            r_a2 = self._read(v_a2, i_b, lambda: noise.normals(layer, 1, z.shape))
             used = gain * (r_a2 - r_a) / nc.delta_i
         elif mode == "model":
             _, d_nom = self.model.iv(i_a)
@@ -137,16 +172,16 @@ class NumpyEngine:
 
     def forward(self, x, noise):
         """Logits (N, B, C) and per-layer (input, derivative used, exact derivative)."""
-        a = np.broadcast_to(x.astype(self.dtype), (self.networks.size, *x.shape))
+        a = x.astype(self.dtype)  # (B, F), shared by every network
         cache = []
         n_hidden = len(self.config.hidden)
         for layer in range(n_hidden):
             w, b = self.weights[2 * layer], self.weights[2 * layer + 1]
-            z = a @ w + b[:, None, :]
+            z = _matmul(a, w) + b[:, None, :]
             h, used, exact = self.hidden(layer, z, noise)
             cache.append((a, used, exact))
             a = h
-        logits = a @ self.weights[-2] + self.weights[-1][:, None, :]
+        logits = _matmul(a, self.weights[-2]) + self.weights[-1][:, None, :]
         cache.append((a, None, None))
         return logits, cache
 
@@ -158,7 +193,7 @@ class NumpyEngine:
             a, used, exact = cache[layer]
             if layer < len(cache) - 1:
                 delta = delta * (used if which == "used" else exact)
-            grads[2 * layer] = np.swapaxes(a, 1, 2) @ delta
+            grads[2 * layer] = _matmul_t(a, delta)
             grads[2 * layer + 1] = delta.sum(axis=1)
             if layer > 0:
                 delta = delta @ np.swapaxes(self.weights[2 * layer], 1, 2)

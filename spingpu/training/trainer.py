@@ -16,10 +16,11 @@ from ..devices import get_model
 from ..errors import ConfigError
 from ..kernels import streams
 from .config import TrainConfig
-from .numpy_engine import NumpyEngine
+from .numpy_engine import NoiseSource, NumpyEngine
 from .results import make_results
 
 EVAL_CHUNK = 4096  # samples per evaluation forward pass
+FUSED_MAX_WIDTH = 64  # the fused per-network CPU engine for layers (and inputs) up to this width
 
 
 def train(dataset, config: TrainConfig, *, n_networks=None, networks=None, model=None, backend="numpy",
@@ -38,18 +39,23 @@ def train(dataset, config: TrainConfig, *, n_networks=None, networks=None, model
         networks = np.arange(_check_count(n_networks))
     networks = np.asarray(networks, dtype=np.int64)
     model = get_model("stt_compact") if model is None else model
-    backend = get_backend(backend) if isinstance(backend, str) else backend
+    backend = check_training_backend(get_backend(backend) if isinstance(backend, str) else backend)
     if config.distillation is not None and teacher_logits is None:
         raise ConfigError("distillation", "needs teacher_logits for the training split")
 
     if backend.name == "numpy":
-        metrics, timing = _train_numpy(dataset, config, networks, model, teacher_logits, progress)
-    elif backend.name == "cpu":
+        metrics, timing = _train_batched(NumpyEngine, dataset, config, networks, model, teacher_logits, progress)
+    elif backend.name == "cpu" and max(dataset.n_features, *config.hidden) <= FUSED_MAX_WIDTH:
         from .fused_engine import train_fused
 
         metrics, timing = train_fused(dataset, config, networks, model, teacher_logits, progress)
+    elif backend.name == "cpu":
+        from .batched_engine import BatchedCpuEngine
+
+        metrics, timing = _train_batched(BatchedCpuEngine, dataset, config, networks, model, teacher_logits,
+                                         progress)
     else:
-        raise ConfigError("backend", f"the {backend.name!r} training engine is not built yet; allowed: numpy, cpu")
+        raise AssertionError(backend)
     n, epochs = networks.size, config.epochs
     attrs = {
         "spingpu_version": __version__,
@@ -66,10 +72,10 @@ def train(dataset, config: TrainConfig, *, n_networks=None, networks=None, model
     return make_results(metrics, networks, epochs, attrs)
 
 
-def _train_numpy(dataset, config, networks, model, teacher_logits, progress):
-    """The reference loop: returns the metrics and the seconds spent."""
+def _train_batched(engine_class, dataset, config, networks, model, teacher_logits, progress):
+    """The loop of the batched engines (NumPy reference, batched CPU): metrics and seconds spent."""
     t0 = time.perf_counter()
-    engine = NumpyEngine(model, config, networks, dataset.n_features, dataset.n_classes)
+    engine = engine_class(model, config, networks, dataset.n_features, dataset.n_classes)
     setup_seconds = time.perf_counter() - t0
 
     x, y = dataset.x_train, dataset.y_train
@@ -95,10 +101,7 @@ def _train_numpy(dataset, config, networks, model, teacher_logits, progress):
             row0 = sample_counter
             sample_counter += idx.size
 
-            def noise(layer, reading, shape, row0=row0):
-                return streams.normals(seed, networks, streams.PURPOSE_NOISE, layer, reading, row0,
-                                       shape[1], shape[2])
-
+            noise = NoiseSource(seed, networks, streams.PURPOSE_NOISE, 0, row0)
             logits, cache = engine.forward(x[idx], noise)
             teacher = None if teacher_logits is None else teacher_logits[idx]
             loss, dlogits = engine.loss_and_dlogits(logits, y[idx], teacher)
@@ -137,12 +140,7 @@ def evaluate(engine, x, y, epoch, split):
     correct = np.zeros(networks.size)
     for start in range(0, y.size, EVAL_CHUNK):
         xb, yb = x[start:start + EVAL_CHUNK], y[start:start + EVAL_CHUNK]
-        row0 = epoch * y.size + start
-
-        def noise(layer, reading, shape, row0=row0):
-            return streams.normals(seed, networks, streams.PURPOSE_EVAL_NOISE, layer, 2 * split + reading,
-                                   row0, shape[1], shape[2])
-
+        noise = NoiseSource(seed, networks, streams.PURPOSE_EVAL_NOISE, 2 * split, epoch * y.size + start, False)
         logits, _ = engine.forward(xb, noise)
         correct += (logits.argmax(axis=-1) == yb).sum(axis=1)
     return correct / y.size
@@ -159,13 +157,23 @@ def _cosine(grads_a, grads_b):
 
 def _deriv_rel_err(cache):
     """Median over a batch's hidden neurons of |used - exact| / |exact| (0 where they agree)."""
-    n = cache[0][0].shape[0]
+    n = cache[0][1].shape[0]
     errs = []
     for _, used, exact in cache[:-1]:
         with np.errstate(invalid="ignore", divide="ignore"):
             rel = np.where(used == exact, 0.0, np.abs(used - exact) / np.abs(exact))
         errs.append(rel.reshape(n, -1))
     return np.median(np.concatenate(errs, axis=1), axis=1)
+
+
+def check_training_backend(backend):
+    """``backend`` if a training engine exists for it, else ConfigError."""
+    from ..backends import TRAINING_BACKENDS
+
+    if backend.name not in TRAINING_BACKENDS:
+        raise ConfigError("backend", f"the {backend.name!r} training engine is not built yet; "
+                                     f"allowed: auto, {', '.join(TRAINING_BACKENDS)}")
+    return backend
 
 
 def _check_count(n):

@@ -1,0 +1,41 @@
+"""The batched CPU engine for large layers (``--backend cpu`` when a layer is wider than
+``trainer.FUSED_MAX_WIDTH``): the NumPy engine's batched matrix products over networks (BLAS) with each
+hidden layer's pair neurons, noise and ADC in one fused Numba pass
+(:mod:`spingpu.kernels.pair_layer`). Same numbers as the NumPy reference."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..kernels.pair_layer import make_pair_layer
+from ..kernels.pair_neuron import MODE_CODES, make_pair_neuron
+from .fused_engine import neuron_vector, readout_vector
+from .numpy_engine import NumpyEngine
+
+
+def pair_layer_kernel(model):
+    if "pair_layer" not in model._compiled:
+        model._compiled["pair_layer"] = make_pair_layer(make_pair_neuron(model.point))
+    return model._compiled["pair_layer"]
+
+
+class BatchedCpuEngine(NumpyEngine):
+    """NumpyEngine whose MTJ hidden layers run the fused elementwise kernel."""
+
+    def __init__(self, model, config, networks, n_features, n_classes):
+        super().__init__(model, config, networks, n_features, n_classes)
+        self._kernel = pair_layer_kernel(model) if config.is_mtj else None
+        self._mode = MODE_CODES[config.grad_mode]
+        self._neuron = neuron_vector(config.neuron)
+        self._readout = readout_vector(config.readout)
+        self._junctions = [np.ascontiguousarray(j) for j in self.junctions]
+
+    def hidden(self, layer, z, noise):
+        if self._kernel is None:
+            return super().hidden(layer, z, noise)
+        z = np.ascontiguousarray(z)
+        h, used, exact = np.empty_like(z), np.empty_like(z), np.empty_like(z)
+        self._kernel(z, self._junctions[layer], self.model.nominal, self.model.aux_table, self._mode, self._neuron,
+                     self._readout, np.uint64(noise.seed), self.networks, noise.purpose, layer, noise.slot0,
+                     noise.row0, noise.derivatives, h, used, exact)
+        return h, used, exact

@@ -1,0 +1,223 @@
+"""``spingpu train`` end to end: summary, results file, options, and bad input."""
+
+import json
+import re
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from spingpu.cli.main import main
+from spingpu.training.config import GRAD_MODES
+
+SMALL = ["train", "--dataset", "iris", "--hidden", "4", "--networks", "6", "--epochs", "3"]
+TINY = ["train", "--dataset", "iris", "--networks", "2", "--epochs", "1", "--backend", "numpy"]
+
+SUMMARY = re.compile(
+    r"test accuracy: median (?P<q50>[\d.]+) %, IQR (?P<q25>[\d.]+)-(?P<q75>[\d.]+) %, "
+    r"5-95 % (?P<q05>[\d.]+)-(?P<q95>[\d.]+) %\n"
+    r"yield \(test accuracy >= 90 %\): (?P<yield>[\d.]+) % of (?P<n>\d+) networks; diverged: (?P<div>\d+)\n"
+    r"time: (?P<sec>[\d.]+) s \((?P<setup>[\d.]+) s set-up and compilation\); "
+    r"(?P<rate>[\d.e+]+) network-epochs/s in the training loop")
+
+VARIABLES = {"train_loss": ("network", "epoch"), "train_acc": ("network", "epoch"), "val_acc": ("network", "epoch"),
+             "grad_cosine": ("network", "epoch"), "deriv_rel_err": ("network", "epoch"),
+             "test_acc": ("network",), "diverged": ("network",)}
+
+
+def run_ok(argv, out):
+    rc = main([*argv, "--out", str(out)])
+    assert rc == 0
+    assert out.is_file()
+    return xr.load_dataset(out)
+
+
+# --- a successful run ------------------------------------------------------------------------------
+
+
+def test_small_numpy_run_summary_and_file(tmp_path, capsys):
+    out = tmp_path / "r.nc"
+    rc = main([*SMALL, "--backend", "numpy", "--out", str(out)])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "6 networks 4-4-3 on iris (90 train / 30 val / 30 test), grad fd_forward, backend numpy" in printed
+    assert f"wrote {out}" in printed
+    match = SUMMARY.search(printed)
+    assert match, printed
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.nc"]  # no temporary left behind
+
+    with xr.open_dataset(out) as ds:
+        assert dict(ds.sizes) == {"network": 6, "epoch": 3}
+        for name, dims in VARIABLES.items():
+            assert ds[name].dims == dims
+            assert ds[name].attrs["units"] == "1"
+            assert isinstance(ds[name].attrs["long_name"], str) and ds[name].attrs["long_name"]
+        assert ds.attrs["backend"] == "numpy"
+        config = json.loads(ds.attrs["config"])
+        assert config["hidden"] == [4] and config["epochs"] == 3 and config["grad_mode"] == "fd_forward"
+        rate = float(ds.attrs["network_epochs_per_second"])
+        acc = ds.test_acc.values
+        diverged = ds.diverged.values.astype(bool)
+        train_acc = ds.train_acc.values
+
+    assert np.isfinite(rate) and rate > 0
+    assert not diverged.any() and np.isfinite(acc).all()
+    # Accuracies are counts over the 30 test / 90 training rows.
+    np.testing.assert_allclose(acc * 30, np.round(acc * 30), atol=1e-9)
+    np.testing.assert_allclose(train_acc * 90, np.round(train_acc * 90), atol=1e-9)
+    assert ((acc >= 0) & (acc <= 1)).all()
+
+    # The printed summary, recomputed independently from the file.
+    q05, q25, q50, q75, q95 = 100 * np.percentile(acc, [5, 25, 50, 75, 95])
+    assert float(match["q50"]) == pytest.approx(100 * np.median(acc), abs=0.006)
+    for key, value in (("q05", q05), ("q25", q25), ("q50", q50), ("q75", q75), ("q95", q95)):
+        assert float(match[key]) == pytest.approx(value, abs=0.006), key
+    assert float(match["yield"]) == pytest.approx(100 * np.mean(acc >= 0.9), abs=0.06)
+    assert int(match["n"]) == 6 and int(match["div"]) == diverged.sum() == 0
+    assert float(match["sec"]) >= float(match["setup"]) >= 0
+    assert float(match["rate"]) == pytest.approx(rate, rel=1e-3)
+
+
+def test_cpu_backend_matches_numpy_with_oracle_gradients(tmp_path, capsys):
+    argv = [*SMALL, "--grad", "oracle"]
+    ref = run_ok([*argv, "--backend", "numpy"], tmp_path / "numpy.nc")
+    fused = run_ok([*argv, "--backend", "cpu"], tmp_path / "cpu.nc")
+    printed = capsys.readouterr().out
+    assert "backend cpu" in printed and SUMMARY.search(printed)
+    assert ref.attrs["backend"] == "numpy" and fused.attrs["backend"] == "cpu"
+    assert dict(fused.sizes) == {"network": 6, "epoch": 3}
+    np.testing.assert_allclose(fused.test_acc, ref.test_acc, atol=1e-6)
+    np.testing.assert_allclose(fused.train_acc, ref.train_acc, atol=1e-6)
+    np.testing.assert_allclose(fused.val_acc, ref.val_acc, atol=1e-6)
+    np.testing.assert_allclose(fused.train_loss, ref.train_loss, rtol=1e-4)  # numpy: float32 weights
+    np.testing.assert_array_equal(fused.diverged, ref.diverged)
+
+
+# --- options accepted ------------------------------------------------------------------------------
+
+
+def test_repeated_hidden_makes_a_multilayer_network(tmp_path, capsys):
+    ds = run_ok([*TINY, "--hidden", "5", "--hidden", "3"], tmp_path / "r.nc")
+    assert "2 networks 4-5-3-3 on iris" in capsys.readouterr().out
+    assert json.loads(ds.attrs["config"])["hidden"] == [5, 3]
+    assert np.isfinite(ds.test_acc).all()
+
+
+@pytest.mark.parametrize("schedule", ["exp:0.9", "step:2:0.5", "cosine"])
+def test_lr_schedules_accepted(tmp_path, schedule):
+    ds = run_ok([*TINY, "--hidden", "4", "--epochs", "3", "--lr-schedule", schedule], tmp_path / "r.nc")
+    assert json.loads(ds.attrs["config"])["lr_schedule"] == schedule
+    assert dict(ds.sizes) == {"network": 2, "epoch": 3}
+
+
+def test_param_sets_the_nominal_device(tmp_path):
+    ds = run_ok([*TINY, "--hidden", "4", "--param", "r_p=1200"], tmp_path / "r.nc")
+    assert json.loads(ds.attrs["device_parameters"])["r_p"] == 1200.0
+    assert ds.attrs["device_model"] == "stt_compact"
+
+
+@pytest.mark.parametrize("mode", GRAD_MODES)
+def test_every_grad_mode_accepted(tmp_path, capsys, mode):
+    ds = run_ok([*TINY, "--hidden", "4", "--grad", mode], tmp_path / "r.nc")
+    assert f"grad {mode}, backend numpy" in capsys.readouterr().out
+    assert json.loads(ds.attrs["config"])["grad_mode"] == mode
+    err, cos = ds.deriv_rel_err.values, ds.grad_cosine.values
+    assert np.isfinite(ds.test_acc).all()
+    if mode.startswith("fd_"):  # finite differences over dI = 20 uA: a small, nonzero error
+        assert ((err > 0) & (err < 0.1)).all() and (cos > 0.99).all()
+    else:  # exact derivatives (no variability, so the model's equals each junction's)
+        np.testing.assert_array_equal(err, 0.0)
+        np.testing.assert_allclose(cos, 1.0, atol=1e-6)
+
+
+# --- bad input -------------------------------------------------------------------------------------
+
+
+BAD = [
+    (["--grad", "fd_backward"], ["grad: 'fd_backward'", "allowed: fd_forward, fd_single, fd_symmetric, "
+                                                              "model, oracle, tanh, relu, sigmoid"]),
+    (["--optimizer", "lbfgs"], ["optimizer: 'lbfgs'", "allowed: sgd, momentum, adam"]),
+    (["--lr-schedule", "linear"], ["lr-schedule: 'linear'", "allowed: constant, step:EVERY:GAMMA, exp:GAMMA, cosine"]),
+    (["--lr", "-1"], ["lr: -1.0 is out of range", "allowed: 0.0 < value <= 100.0"]),
+    (["--epochs", "0"], ["epochs: 0 is out of range", "allowed: 1 <= value"]),
+    (["--networks", "0"], ["networks: 0 is out of range", "allowed: 1 <= value"]),
+    (["--hidden", "0"], ["hidden: 0 is out of range", "allowed: 1 <= value"]),
+    (["--hidden", "4", "--hidden", "0"], ["hidden: 0 is out of range", "allowed: 1 <= value"]),
+    (["--dataset", "nope"], ["dataset: unknown dataset 'nope'", "allowed: iris, digits, mnist, csv:PATH"]),
+    (["--dataset", "csv:{tmp}/nowhere/missing.csv"], ["dataset: CSV file", "missing.csv", "not found"]),
+    (["--dataset", "mnist", "--data-dir", "{tmp}/mnist"],
+     ["data-dir: no MNIST data in", "train-images-idx3-ubyte", "t10k-labels-idx1-ubyte", "mnist.npz"]),
+    (["--backend", "tpu"], ["backend: 'tpu'", "allowed: auto, numpy, cpu, cuda"]),
+    (["--delta-i", "0"], ["delta-i: 0.0 is out of range", "allowed: 0.0 < value <= 1.0"]),
+    (["--adc-bits", "30"], ["adc-bits: 30 is out of range", "allowed: 0 <= value <= 24"]),
+    (["--sigma-d2d", "-1"], ["sigma-d2d: -1.0 is out of range", "allowed: 0.0 <= value"]),
+    (["--param", "r_p=-5"], ["param r_p: -5.0 is out of range", "allowed: value > 0.0"]),
+    (["--param", "r_q=5"], ["param: unknown parameter 'r_q'", "allowed: r_p, tmr0"]),
+    (["--device-model", "foo"], ["device-model: unknown device model 'foo'", "allowed: stt_compact, tabulated"]),
+    (["--out", "{tmp}/out/no/r.nc"], ["out: folder", "does not exist"]),
+    (["--out", "{tmp}/out/r.txt"], ["out:", "r.txt must end in .nc"]),
+    (["--batch-size", "0"], ["batch-size: 0 is out of range", "allowed: 1 <= value"]),
+    (["--lr-schedule", "exp:1.5"], ["lr-schedule: 1.5 is out of range", "allowed: 0.0 < value <= 1.0"]),
+    (["--lr-schedule", "step:0:0.5"], ["lr-schedule: 0 is out of range", "allowed: 1 <= value"]),
+]
+
+
+def _ids():
+    return [f"{b[0][0].lstrip('-')}={b[0][1].split('/')[-1]}" for b in BAD]
+
+
+@pytest.mark.parametrize("extra, pieces", BAD, ids=_ids())
+def test_bad_input_one_line_exit_2_no_output(tmp_path, capsys, extra, pieces):
+    out_dir = tmp_path / "out"
+    (tmp_path / "mnist").mkdir()
+    out_dir.mkdir()
+    extra = [e.format(tmp=tmp_path) for e in extra]
+    rc = main([*TINY, "--out", str(out_dir / "r.nc"), *extra])
+    captured = capsys.readouterr()
+    assert rc == 2
+    assert captured.err.count("\n") == 1 and captured.err.endswith("\n")
+    assert captured.err.startswith("spingpu train: error: ")
+    for piece in pieces:
+        assert piece in captured.err, captured.err
+    assert captured.out == ""  # validated before anything ran
+    assert list(out_dir.iterdir()) == []
+    assert list((tmp_path / "mnist").iterdir()) == []
+
+
+def test_backend_cuda_without_gpu(tmp_path, capsys):
+    # tests/conftest.py turns on Numba's CUDA simulator: get_backend("cuda") gives the simulator,
+    # for which there is no training engine yet. Either a clean error or a clean run is acceptable.
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    rc = main([*TINY, "--hidden", "2", "--networks", "1", "--backend", "cuda", "--out", str(out_dir / "r.nc")])
+    err = capsys.readouterr().err
+    if rc == 2:
+        assert err.count("\n") == 1 and err.startswith("spingpu train: error: backend: ")
+        assert "allowed: auto, numpy, cpu" in err
+        assert list(out_dir.iterdir()) == []
+    else:
+        assert rc == 0
+        assert [p.name for p in out_dir.iterdir()] == ["r.nc"]
+
+
+def test_argparse_type_error_one_line_exit_2(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([*TINY, "--networks", "many", "--out", str(tmp_path / "r.nc")])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("spingpu train: error: ")
+    assert "--networks" in err and "'many'" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("extra", [["--grad", "fd_backward"], ["--backend", "cuda"]], ids=["grad", "cuda"])
+def test_existing_output_kept_when_run_fails(tmp_path, capsys, extra):
+    out = tmp_path / "r.nc"
+    out.write_text("precious")
+    rc = main([*TINY, "--hidden", "2", "--networks", "1", "--out", str(out), *extra])
+    if rc == 0:  # a cuda training engine, once built, writes its results as asked
+        pytest.skip("the cuda backend ran")
+    assert rc == 2
+    assert capsys.readouterr().err.count("\n") == 1
+    assert out.read_text() == "precious"
+    assert [p.name for p in tmp_path.iterdir()] == ["r.nc"]
