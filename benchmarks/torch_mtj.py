@@ -84,7 +84,8 @@ def stt_compact_iv(current, j: Junctions, iters=6, want_dvdi=True):
 class PairNeuronFD(torch.autograd.Function):
     """Forward: activation h = v_scale R_A(I); backward: dh/dz = v_scale i_gain (R_B(I+dI) - R_A(I)) / dI.
 
-    Returns (h, exact) where exact = v_scale i_gain dV_A/dI (not differentiable; for metrics).
+    Returns (h, used, exact): used is the derivative above, exact = v_scale i_gain dV_A/dI (both
+    not differentiable; kept for the derivative-error metric).
     """
 
     @staticmethod
@@ -101,11 +102,11 @@ class PairNeuronFD(torch.autograd.Function):
         used = (v_b - v_a) * (gain / delta_i)
         exact = d_a * gain
         ctx.save_for_backward(used)
-        ctx.mark_non_differentiable(exact)
-        return v_a * v_scale, exact
+        ctx.mark_non_differentiable(used, exact)
+        return v_a * v_scale, used, exact
 
     @staticmethod
-    def backward(ctx, grad_h, grad_exact):
+    def backward(ctx, grad_h, grad_used, grad_exact):
         (used,) = ctx.saved_tensors
         return grad_h * used, None, None, None, None, None, None
 
@@ -158,16 +159,17 @@ class TorchMTJNets:
             z = torch.baddbmm(self.biases[layer], a, self.weights[layer])
             ja, jb = self.junctions[layer]
             if train:
-                a, exact = PairNeuronFD.apply(z, ja, jb, self.neuron, self.read_noise, self.iters, self.gen)
-                derivs.append(exact)
+                a, used, exact = PairNeuronFD.apply(z, ja, jb, self.neuron, self.read_noise, self.iters, self.gen)
+                derivs.append((used, exact))
             else:
                 a = pair_forward_eval(z, ja, self.neuron, self.read_noise, self.iters, self.gen)
         logits = torch.baddbmm(self.biases[-1], a, self.weights[-1])
         return logits, derivs
 
-    def step(self, x, y):
-        """One optimiser step on batch (x (B, F) float32, y (B,) int64); returns per-network (loss, correct)."""
-        logits, _ = self.forward(x)
+    def step(self, x, y, metrics=False):
+        """One optimiser step on batch (x (B, F) float32, y (B,) int64); returns per-network (loss,
+        correct, median relative derivative error or None)."""
+        logits, derivs = self.forward(x)
         n, b, c = logits.shape
         logp = torch.log_softmax(logits, dim=-1)
         nll = -logp.gather(2, y.expand(n, b)[..., None])[..., 0]  # (N, B)
@@ -177,7 +179,11 @@ class TorchMTJNets:
         self.opt.step()
         with torch.no_grad():
             correct = (logits.argmax(dim=-1) == y).sum(dim=1)
-        return loss.detach(), correct
+            derr = None
+            if metrics:
+                derr = torch.cat([((u - e).abs() / e.abs()).reshape(n, -1) for u, e in derivs], dim=1)
+                derr = derr.median(dim=1).values
+        return loss.detach(), correct, derr
 
     @torch.no_grad()
     def accuracy(self, x, y):
@@ -185,22 +191,20 @@ class TorchMTJNets:
         return (logits.argmax(dim=-1) == y).float().mean(dim=1)
 
     def train_epoch(self, x, y, batch, x_val=None, y_val=None):
-        """One epoch in fixed order; returns (mean loss (N,), train acc (N,), val acc (N,) or None)."""
+        """One epoch in fixed order; returns a dict of per-network metrics: train_loss, train_acc,
+        deriv_rel_err (last batch), val_acc (when x_val is given)."""
         n_train = y.shape[0]
         loss_sum = torch.zeros(self.n)
         correct = torch.zeros(self.n)
         for start in range(0, n_train, batch):
-            loss, corr = self.step(x[start:start + batch], y[start:start + batch])
+            last = start + batch >= n_train
+            loss, corr, derr = self.step(x[start:start + batch], y[start:start + batch], metrics=last)
             loss_sum += loss * min(batch, n_train - start)
             correct += corr
-        val = None if x_val is None else self.accuracy(x_val, y_val)
-        return loss_sum / n_train, correct / n_train, val
-
-
-def deriv_rel_err(used, exact):
-    """Median over a batch's neurons of |used - exact| / |exact| per network (the spingpu metric)."""
-    rel = ((used - exact).abs() / exact.abs()).reshape(used.shape[0], -1)
-    return rel.median(dim=1).values
+        out = dict(train_loss=loss_sum / n_train, train_acc=correct / n_train, deriv_rel_err=derr)
+        if x_val is not None:
+            out["val_acc"] = self.accuracy(x_val, y_val)
+        return out
 
 
 def check_iv(iters=6):

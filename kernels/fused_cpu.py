@@ -17,6 +17,7 @@ import math
 import numba
 import numpy as np
 
+from .loss import softmax_xent as loss_and_dlogits
 from .pair_neuron import NOISE_NONE, TANH
 from .philox import normal_pair, split_seed, stream_id
 from .streams import PURPOSE_EVAL_NOISE, PURPOSE_NOISE
@@ -67,42 +68,6 @@ def make_fused_trainer(pair_neuron):
             for k in range(fan_in):
                 s += act[n_hidden, b, k] * w[w_off[n_hidden] + k * n_out + c]
             logits[c] = s + w[b_off[n_hidden] + c]
-
-    @numba.njit
-    def loss_and_dlogits(logits, label, teacher_row, use_teacher, dist_t, dist_alpha, dl):
-        """Cross-entropy (optionally distilled) of one sample; dL/dlogits into ``dl``."""
-        n_out = logits.shape[0]
-        mx = logits[0]
-        for c in range(1, n_out):
-            mx = max(mx, logits[c])
-        ssum = 0.0
-        for c in range(n_out):
-            ssum += math.exp(logits[c] - mx)
-        lse = mx + math.log(ssum)
-        loss = lse - logits[label]
-        for c in range(n_out):
-            dl[c] = math.exp(logits[c] - lse)
-        dl[label] -= 1.0
-        if use_teacher:
-            tmx = teacher_row[0] / dist_t
-            smx = logits[0] / dist_t
-            for c in range(1, n_out):
-                tmx = max(tmx, teacher_row[c] / dist_t)
-                smx = max(smx, logits[c] / dist_t)
-            tsum = 0.0
-            ssum = 0.0
-            for c in range(n_out):
-                tsum += math.exp(teacher_row[c] / dist_t - tmx)
-                ssum += math.exp(logits[c] / dist_t - smx)
-            kl = 0.0
-            for c in range(n_out):
-                q = math.exp(teacher_row[c] / dist_t - tmx) / tsum
-                logp = logits[c] / dist_t - smx - math.log(ssum)
-                if q > 0.0:
-                    kl += q * (math.log(q) - logp)
-                dl[c] = (1.0 - dist_alpha) * dl[c] + dist_alpha * dist_t * (math.exp(logp) - q)
-            loss = (1.0 - dist_alpha) * loss + dist_alpha * dist_t * dist_t * kl
-        return loss
 
     @numba.njit
     def backward(w, g, act, dd, dl, b, sizes, w_off, b_off, delta, delta_prev, inv_batch):

@@ -8,7 +8,7 @@ activation, derivative used and exact derivative in one pass over z (N, B, U). P
 
 import numba
 
-from .pair_neuron import NOISE_NONE
+from .pair_neuron import NOISE_NONE, digital
 from .philox import normal_pair, split_seed, stream_id
 
 
@@ -45,3 +45,14 @@ def make_pair_layer(pair_neuron):
                 exact[n, b, u] = de
 
     return pair_layer
+
+
+@numba.njit(parallel=True, cache=True)
+def digital_layer(mode, z, h, d):
+    """Digital baseline activation ``h`` and derivative ``d`` of z (N, B, U), elementwise."""
+    n_net, n_b, n_u = z.shape
+    for t in numba.prange(n_net * n_b):
+        n = t // n_b
+        b = t % n_b
+        for u in range(n_u):
+            h[n, b, u], d[n, b, u] = digital(mode, z[n, b, u])

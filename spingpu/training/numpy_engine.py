@@ -27,6 +27,9 @@ from dataclasses import dataclass
 
 from ..devices.variability import sample_layer
 from ..kernels import streams
+from ..kernels.loss import softmax_xent_batch
+from ..kernels.pair_layer import digital_layer
+from ..kernels.pair_neuron import MODE_CODES
 from .config import TrainConfig
 
 
@@ -47,17 +50,6 @@ class NoiseSource:
         return streams.normals(self.seed, self.networks, self.purpose, layer, self.slot0 + reading, self.row0, b, u)
 
 
-def softmax(logits):
-    shifted = logits - logits.max(axis=-1, keepdims=True)
-    e = np.exp(shifted)
-    return e / e.sum(axis=-1, keepdims=True)
-
-
-def log_softmax(logits):
-    shifted = logits - logits.max(axis=-1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
-
-
 def initial_weights(config, networks, sizes):
     """[W_0, b_0, W_1, b_1, ...] float64: W_l = init_gain / sqrt(fan_in) * N(0, 1) from the
     network's own initialisation stream, b_l = 0."""
@@ -76,19 +68,24 @@ def junction_parameters(model, config, networks):
 
 
 def _matmul(a, w):
-    """a (B, F) or (N, B, F) times w (N, F, U) per network; a shared input is one GEMM."""
+    """a (B, F) shared, or (N, B, F), times w (N, F, U), one GEMM per network: a network's numbers
+    then do not depend on how many networks share the call."""
     if a.ndim == 3:
         return a @ w
-    n, f, u = w.shape
-    return (a @ w.transpose(1, 0, 2).reshape(f, n * u)).reshape(a.shape[0], n, u).transpose(1, 0, 2)
+    out = np.empty((w.shape[0], a.shape[0], w.shape[2]), dtype=np.result_type(a, w))
+    for n in range(w.shape[0]):
+        np.matmul(a, w[n], out=out[n])
+    return out
 
 
 def _matmul_t(a, delta):
-    """a^T delta per network: a (B, F) or (N, B, F), delta (N, B, U) -> (N, F, U)."""
+    """a^T delta per network: a (B, F) shared or (N, B, F), delta (N, B, U) -> (N, F, U)."""
     if a.ndim == 3:
         return np.swapaxes(a, 1, 2) @ delta
-    n, b, u = delta.shape
-    return (a.T @ delta.transpose(1, 0, 2).reshape(b, n * u)).reshape(a.shape[1], n, u).transpose(1, 0, 2)
+    out = np.empty((delta.shape[0], a.shape[1], delta.shape[2]), dtype=np.result_type(a, delta))
+    for n in range(delta.shape[0]):
+        np.matmul(a.T, delta[n], out=out[n])
+    return out
 
 
 class NumpyEngine:
@@ -126,17 +123,10 @@ class NumpyEngine:
         """
         cfg, nc = self.config, self.config.neuron
         mode = cfg.grad_mode
-        if mode == "tanh":
-            h = np.tanh(z)
-            d = 1.0 - h * h
-            return h, d, d
-        if mode == "relu":
-            d = (z > 0).astype(z.dtype)
-            return z * d, d, d
-        if mode == "sigmoid":
-            h = 1.0 / (1.0 + np.exp(-z))
-            d = h * (1.0 - h)
-            return h, d, d
+        if not cfg.is_mtj:
+            h, d = np.empty(z.shape), np.empty(z.shape)
+            digital_layer(MODE_CODES[mode], np.ascontiguousarray(z, dtype=np.float64), h, d)
+            return h.astype(self.dtype), d.astype(self.dtype), d.astype(self.dtype)
         z64 = z.astype(np.float64)
         params = self.junctions[layer][:, None]  # (N, 1, U, 2, P)
         gain = nc.v_scale * nc.i_gain
@@ -200,22 +190,18 @@ class NumpyEngine:
         return grads
 
     def loss_and_dlogits(self, logits, y, teacher_logits=None):
-        """Per-network mean loss (N,) and dL/dlogits; softmax cross-entropy, optionally distilled."""
-        b = y.shape[0]
-        logits64 = logits.astype(np.float64)
-        logp = log_softmax(logits64)
-        ce = -logp[:, np.arange(b), y].mean(axis=1)
-        dlogits = np.exp(logp)
-        dlogits[:, np.arange(b), y] -= 1.0
+        """Per-network mean loss (N,) and dL/dlogits; softmax cross-entropy, optionally distilled
+        (:mod:`spingpu.kernels.loss`)."""
         dist = self.config.distillation
-        if dist is not None and teacher_logits is not None:
-            temp, alpha = dist.temperature, dist.alpha
-            q = softmax(teacher_logits.astype(np.float64) / temp)[None]
-            logp_t = log_softmax(logits64 / temp)
-            kl = (q * (np.log(np.maximum(q, 1e-300)) - logp_t)).sum(axis=-1).mean(axis=1)
-            ce = (1 - alpha) * ce + alpha * temp * temp * kl
-            dlogits = (1 - alpha) * dlogits + alpha * temp * (np.exp(logp_t) - q)
-        return ce, (dlogits / b).astype(self.dtype)
+        use_teacher = dist is not None and teacher_logits is not None
+        teacher = np.ascontiguousarray(teacher_logits if use_teacher else np.zeros((1, logits.shape[2])),
+                                       dtype=np.float64)
+        dl = np.empty(logits.shape)
+        loss = np.empty(logits.shape[0])
+        softmax_xent_batch(np.ascontiguousarray(logits, dtype=np.float64), np.ascontiguousarray(y, dtype=np.int64),
+                           teacher, use_teacher, dist.temperature if dist else 1.0, dist.alpha if dist else 0.0,
+                           dl, loss)
+        return loss, dl.astype(self.dtype)
 
     def apply(self, grads, lr):
         """One optimiser step on the networks still alive (frozen ones keep their weights)."""

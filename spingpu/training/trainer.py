@@ -44,7 +44,8 @@ def train(dataset, config: TrainConfig, *, n_networks=None, networks=None, model
         raise ConfigError("distillation", "needs teacher_logits for the training split")
 
     if backend.name == "numpy":
-        metrics, timing = _train_batched(NumpyEngine, dataset, config, networks, model, teacher_logits, progress)
+        metrics, timing, _ = _train_batched(NumpyEngine, dataset, config, networks, model, teacher_logits,
+                                            progress)
     elif backend.name == "cpu" and max(dataset.n_features, *config.hidden) <= FUSED_MAX_WIDTH:
         from .fused_engine import train_fused
 
@@ -52,8 +53,8 @@ def train(dataset, config: TrainConfig, *, n_networks=None, networks=None, model
     elif backend.name == "cpu":
         from .batched_engine import BatchedCpuEngine
 
-        metrics, timing = _train_batched(BatchedCpuEngine, dataset, config, networks, model, teacher_logits,
-                                         progress)
+        metrics, timing, _ = _train_batched(BatchedCpuEngine, dataset, config, networks, model, teacher_logits,
+                                            progress)
     else:
         raise AssertionError(backend)
     n, epochs = networks.size, config.epochs
@@ -73,7 +74,8 @@ def train(dataset, config: TrainConfig, *, n_networks=None, networks=None, model
 
 
 def _train_batched(engine_class, dataset, config, networks, model, teacher_logits, progress):
-    """The loop of the batched engines (NumPy reference, batched CPU): metrics and seconds spent."""
+    """The loop of the batched engines (NumPy reference, batched CPU): metrics, seconds spent and
+    the trained engine."""
     t0 = time.perf_counter()
     engine = engine_class(model, config, networks, dataset.n_features, dataset.n_classes)
     setup_seconds = time.perf_counter() - t0
@@ -131,7 +133,7 @@ def _train_batched(engine_class, dataset, config, networks, model, teacher_logit
     test_acc = evaluate(engine, dataset.x_test, dataset.y_test, epochs, split=1)
     test_acc[diverged] = np.nan
     metrics.update(test_acc=test_acc, diverged=diverged)
-    return metrics, {"train": train_seconds, "compile": setup_seconds}
+    return metrics, {"train": train_seconds, "compile": setup_seconds}, engine
 
 
 def evaluate(engine, x, y, epoch, split):

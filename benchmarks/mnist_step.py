@@ -1,0 +1,188 @@
+"""Seconds per network-step of an MNIST-size MLP: spingpu's engines against a batched PyTorch model.
+
+Architecture 784-256-256-256-256-10 of MTJ-pair neurons, batch 128, ``fd_forward`` gradient,
+stt_compact junctions (sigma_d2d 0.1, sigma_pair 0.02), Gaussian read noise 1e-3 V, Adam (lr 0.01).
+The data are random, of MNIST shape (784 standardised features, 10 balanced classes), made with
+``spingpu.from_arrays`` so that the training split is exactly ``steps`` batches of 128 and the
+validation and test splits have 20 rows each (speed does not depend on the pixel values).
+
+  spingpu numpy  spingpu.train(..., backend="numpy"), one epoch of ``steps`` batches; the time is
+                 attrs["train_seconds"], which also holds, once per epoch, spingpu's gradient-cosine
+                 backward pass, the derivative-error median and a validation pass over the 20-row
+                 validation split.
+  spingpu cpu    the fused CPU engine (one compiled loop per network; made for small networks): run
+                 on 1 network, and on 2 only if 1 network took under --cpu-limit seconds per step.
+  torch          the batched model of ``torch_mtj.py`` (torch.bmm over networks, float32), timed over
+                 the same epoch: ``steps`` optimiser steps, derivative error on the last batch and a
+                 validation pass (no gradient cosine).
+
+    python benchmarks/mnist_step.py            # 4 and 16 networks, 4 steps (a few minutes on 2 cores)
+    python benchmarks/mnist_step.py --quick    # 2 and 4 networks, 2 steps
+    python benchmarks/mnist_step.py --networks 4,16,64 --steps 8 --engines numpy,torch
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import os
+import platform
+import sys
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+SIZES = (784, 256, 256, 256, 256, 10)
+BATCH = 128
+SIGMA_D2D, SIGMA_PAIR, READ_NOISE, LR = 0.1, 0.02, 1e-3, 0.01
+SPLIT_ROWS = 20  # rows of the validation and of the test split (2 per class)
+
+
+def config(hidden=SIZES[1:-1]):
+    import spingpu
+
+    return spingpu.TrainConfig(hidden=hidden, grad_mode="fd_forward", epochs=1, batch_size=BATCH,
+                               optimizer="adam", lr=LR,
+                               variability=spingpu.Variability(sigma_d2d=SIGMA_D2D, sigma_pair=SIGMA_PAIR),
+                               readout=spingpu.Readout(read_noise=READ_NOISE))
+
+
+def random_mnist(steps, seed=0):
+    """A Dataset of MNIST shape whose training split has exactly ``steps * 128`` rows."""
+    import spingpu
+
+    want = steps * BATCH
+    rows = want + 2 * SPLIT_ROWS
+    fraction = SPLIT_ROWS / rows  # splits are rounded fractions of the whole table (spingpu.datasets)
+    rng = np.random.default_rng(seed)
+    x = rng.random((rows, SIZES[0]), dtype=np.float32)
+    y = np.arange(rows) % SIZES[-1]
+    ds = spingpu.from_arrays(x, y, name="random-mnist", seed=seed, val_fraction=fraction, test_fraction=fraction)
+    assert ds.y_train.size == want, (ds.y_train.size, want)
+    return ds
+
+
+def run_spingpu(backend, networks, ds, steps):
+    import spingpu
+
+    res = spingpu.train(ds, config(), n_networks=networks, backend=backend)
+    seconds = res.attrs["train_seconds"]
+    return dict(engine=f"spingpu {backend}", networks=networks, steps=steps, seconds=seconds,
+                per_step=seconds / (networks * steps), compile=res.attrs["compile_seconds"])
+
+
+def warm_spingpu(backend):
+    """Compile the numba kernels (fused trainer; Philox, sampling, I-V) on a tiny problem: the
+    compiled code depends on the argument types only, not on the sizes."""
+    import spingpu
+
+    rng = np.random.default_rng(1)
+    tiny = spingpu.from_arrays(rng.random((60, 5), dtype=np.float32), np.arange(60) % 3, name="tiny")
+    t0 = time.perf_counter()
+    spingpu.train(tiny, dataclasses.replace(config(hidden=(4, 4)), batch_size=8), n_networks=1, backend=backend)
+    return time.perf_counter() - t0
+
+
+def run_torch(networks, ds, steps, threads, iters):
+    import torch
+
+    import spingpu
+    from torch_mtj import TorchMTJNets
+
+    torch.set_num_threads(threads)
+    x, y = torch.as_tensor(ds.x_train), torch.as_tensor(ds.y_train)
+    xv, yv = torch.as_tensor(ds.x_val), torch.as_tensor(ds.y_val)
+    nets = TorchMTJNets(SIZES, networks, seed=0, sigma_d2d=SIGMA_D2D, sigma_pair=SIGMA_PAIR, read_noise=READ_NOISE,
+                        lr=LR, neuron=spingpu.PairNeuron(), newton_iters=iters)
+    nets.step(x[:BATCH], y[:BATCH], metrics=True)  # warm-up step (allocations, thread pool), not timed
+    t0 = time.perf_counter()
+    nets.train_epoch(x, y, BATCH, xv, yv)
+    seconds = time.perf_counter() - t0
+    return dict(engine=f"torch eager ({iters} Newton)", networks=networks, steps=steps, seconds=seconds,
+                per_step=seconds / (networks * steps), compile=None)
+
+
+def environment(threads):
+    import numba
+
+    import spingpu
+
+    try:
+        import torch
+
+        tv = torch.__version__
+    except ImportError:
+        tv = "not installed"
+    load = os.getloadavg()[0]
+    return [f"date {datetime.date.today().isoformat()}, {platform.platform()}, python {platform.python_version()}",
+            f"cores {os.cpu_count()}, numba threads {numba.get_num_threads()}, torch threads {threads}, "
+            f"spingpu {spingpu.__version__}, numba {numba.__version__}, numpy {np.__version__}, torch {tv}",
+            f"load average (1 min) at start: {load:.2f}" +
+            ("   WARNING: other processes are using the CPUs; timings will be low" if load > 0.5 else "")]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--networks", default=None, help="comma list of network counts (default 4,16; quick 2,4)")
+    ap.add_argument("--steps", type=int, default=None, help="optimiser steps of 128 samples (default 4; quick 2)")
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--engines", default="numpy,torch,cpu", help="comma list of numpy, torch, cpu")
+    ap.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
+    ap.add_argument("--newton-iters", type=int, default=6, help="fixed Newton steps of the torch V(I)")
+    ap.add_argument("--cpu-limit", type=float, default=5.0,
+                    help="run the fused cpu engine on 2 networks only if 1 took under this many s per step")
+    args = ap.parse_args()
+    counts = [int(v) for v in (args.networks or ("2,4" if args.quick else "4,16")).split(",")]
+    steps = args.steps or (2 if args.quick else 4)
+    engines = [e.strip() for e in args.engines.split(",") if e.strip()]
+
+    print("\n".join(environment(args.threads)))
+    print(f"MLP {'-'.join(map(str, SIZES))}, batch {BATCH}, {steps} steps, fd_forward, stt_compact sigma_d2d "
+          f"{SIGMA_D2D} sigma_pair {SIGMA_PAIR}, read noise {READ_NOISE} V, Adam lr {LR}; random MNIST-shaped data\n")
+    ds = random_mnist(steps)
+    rows, notes = [], []
+    if "numpy" in engines:
+        notes.append(f"spingpu numpy: warm-up (compiles the numba helpers) {warm_spingpu('numpy'):.1f} s")
+        for n in counts:
+            rows.append(run_spingpu("numpy", n, ds, steps))
+            print(f"  spingpu numpy, {n} networks: {rows[-1]['per_step']:.3f} s per network-step", flush=True)
+    if "torch" in engines:
+        for n in counts:
+            rows.append(run_torch(n, ds, steps, args.threads, args.newton_iters))
+            print(f"  torch, {n} networks: {rows[-1]['per_step']:.3f} s per network-step", flush=True)
+    if "cpu" in engines:
+        notes.append(f"spingpu cpu: warm-up (compiles the fused kernel) {warm_spingpu('cpu'):.1f} s")
+        for n in (1, 2):
+            row = run_spingpu("cpu", n, ds, steps)
+            rows.append(row)
+            print(f"  spingpu cpu, {n} networks: {row['per_step']:.3f} s per network-step", flush=True)
+            if row["per_step"] > args.cpu_limit:
+                notes.append(f"spingpu cpu: skipped 2 networks ({row['per_step']:.1f} s per step > --cpu-limit)")
+                break
+
+    torch_by_n = {r["networks"]: r["per_step"] for r in rows if r["engine"].startswith("torch")}
+    print()
+    head = f"{'engine':24s} {'networks':>8s} {'steps':>5s} {'seconds':>8s} {'s/network-step':>14s} {'speed vs torch':>14s}"
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        ref = torch_by_n.get(r["networks"])
+        if ref is None and torch_by_n:  # fused cpu on 1-2 networks: compare with torch's smallest count
+            ref = torch_by_n[min(torch_by_n)]
+        ratio = f"{ref / r['per_step']:14.2f}" if ref else f"{'-':>14s}"
+        print(f"{r['engine']:24s} {r['networks']:8d} {r['steps']:5d} {r['seconds']:8.2f} {r['per_step']:14.4f} {ratio}")
+    print("speed vs torch: torch's s/network-step divided by the engine's, at the same network count (>1: faster "
+          "than torch); the fused cpu rows are compared with torch at its smallest count.")
+    for note in notes:
+        print(note)
+    print("The numpy engine is spingpu's reference for large layers for now; a batched CPU engine (NumPy/BLAS "
+          "matmuls + fused elementwise pair-neuron kernels, DESIGN.md 6) may replace it. The fused cpu engine "
+          "runs one network per thread with scalar loops and is meant for small networks such as Iris.")
+
+
+if __name__ == "__main__":
+    main()
