@@ -16,9 +16,10 @@ from .devices import (DeviceModel, Parameter, Readout, Variability, available_mo
                       register_model, sample_layer)
 from .datasets import Dataset, from_arrays, load_dataset
 from .errors import ConfigError
+from .studies import load_study, open_results
 from .training import Distillation, PairNeuron, Schedule, TrainConfig, train
 
 __all__ = ["Backend", "ConfigError", "Dataset", "DeviceModel", "Distillation", "PairNeuron", "Parameter",
            "Readout", "Schedule", "TrainConfig", "Variability", "__version__", "available_backends",
            "available_models", "from_arrays", "get_backend", "get_model", "load_dataset", "register_model",
-           "sample_layer", "train"]
+           "load_study", "open_results", "sample_layer", "train"]

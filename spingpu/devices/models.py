@@ -181,9 +181,10 @@ def get_model(name, *, iv_csv=None, iv_table=None, **nominal):
     current in A and voltage in V).
     """
     if name == "tabulated":
-        from .tabulated import tabulated_model
+        from .tabulated import tabulated_model_from_csv, tabulated_model
 
-        model = tabulated_model(csv_path=iv_csv, table=iv_table)
+        model = (tabulated_model_from_csv(iv_csv) if iv_csv is not None and iv_table is None
+                 else tabulated_model(csv_path=iv_csv, table=iv_table))
     elif name in _REGISTRY:
         if iv_csv is not None or iv_table is not None:
             raise ConfigError("iv-csv", f"a measured curve is only used by the 'tabulated' model, not {name!r}")

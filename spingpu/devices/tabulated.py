@@ -97,3 +97,20 @@ def tabulated_model(csv_path=None, table=None):
         table=knots,
         description=f"measured curve, {current.size} points, {current[0]:.3g} A to {current[-1]:.3g} A (PCHIP)",
     )
+
+
+_FROM_CSV = {}
+
+
+def tabulated_model_from_csv(csv_path):
+    """:func:`tabulated_model` of a CSV file, built once per file version, so that its compiled
+    kernels are reused (a study builds the model once per cell)."""
+    path = Path(csv_path)
+    try:
+        stat = path.stat()
+        key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+    except OSError:
+        return tabulated_model(csv_path=csv_path)  # reports the missing file
+    if key not in _FROM_CSV:
+        _FROM_CSV[key] = tabulated_model(csv_path=csv_path)
+    return _FROM_CSV[key]

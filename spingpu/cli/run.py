@@ -1,0 +1,70 @@
+"""``spingpu run STUDY.toml``: run a study's sweep on Dask and store the results in zarr."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from ..errors import ConfigError
+
+
+def add_parser(sub):
+    p = sub.add_parser("run", help="run a study file's Monte Carlo sweep (Dask, zarr results)",
+                       description="Run every (cell, chunk of networks) task of a study on a Dask cluster and "
+                                   "store the results as they finish; --resume completes an interrupted run.")
+    p.add_argument("study", help="study file (TOML)")
+    p.add_argument("--out", help="results store (default results/<study name>.zarr)")
+    p.add_argument("--resume", action="store_true", help="complete an existing store of the same study")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing store")
+    p.add_argument("--scheduler", metavar="ADDRESS", help="join an existing Dask scheduler (tcp://host:port)")
+    p.add_argument("--workers", type=int, help="worker processes of the local cluster (default: one per core)")
+    p.add_argument("--cluster", default="local", help="local, slurm or pbs (from the study's [cluster] table)")
+    p.add_argument("--backend", default="auto", help="auto, cpu, numpy or cuda (default auto)")
+    p.add_argument("--networks-per-task", type=int, help="networks trained per task (default: sized to the workers)")
+    p.add_argument("--no-report", action="store_true", help="do not write the HTML report at the end")
+    p.add_argument("--threshold", type=float, default=0.9, help="accuracy counted as a trained chip (default 0.9)")
+    p.set_defaults(run=run)
+
+
+def run(args):
+    from ..errors import check_range
+    from ..studies.runner import RunOptions, TaskFailed, run_study, summary_table
+    from ..studies.spec import load_study
+
+    study = load_study(args.study)
+    check_range("threshold", args.threshold, 0.0, 1.0)
+    out = args.out or str(Path("results") / f"{study.name}.zarr")
+    if args.out is None:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+    cluster_table = {}
+    if args.cluster != "local":
+        import tomllib
+
+        cluster_table = tomllib.loads(study.text).get("cluster", {})
+    options = RunOptions(out=out, resume=args.resume, overwrite=args.overwrite, scheduler=args.scheduler,
+                         workers=args.workers, cluster=args.cluster, backend=args.backend,
+                         networks_per_task=args.networks_per_task, cluster_options=cluster_table)
+    try:
+        run_study(study, options)
+    except TaskFailed as err:
+        print(f"spingpu run: error: {err}", file=sys.stderr)
+        print(f"spingpu run: the finished tasks are kept in {out}; fix the cause and rerun with --resume",
+              file=sys.stderr)
+        return 1
+    print(summary_table(out, args.threshold))
+    print(f"results: {out}")
+    if not args.no_report:
+        report = _report(out, args.threshold)
+        if report:
+            print(f"report: {report}")
+    return 0
+
+
+def _report(out, threshold):
+    """The HTML report beside the store, once the report module exists."""
+    import importlib
+    import importlib.util
+
+    if importlib.util.find_spec("spingpu.report") is None:
+        return None
+    return importlib.import_module("spingpu.report").write_report(out, threshold=threshold)

@@ -1,0 +1,6 @@
+"""Monte Carlo studies: study files, Dask-coordinated sweeps, resumable xarray/zarr results."""
+
+from .spec import Axis, Study, load_study
+from .store import open_results
+
+__all__ = ["Axis", "Study", "load_study", "open_results"]

@@ -1,0 +1,198 @@
+"""Running a study on a Dask cluster: tasks are (cell, chunk of networks), results go to the zarr
+store as each task finishes, and ``resume`` skips the tasks already stored.
+
+The numbers do not depend on how the work is split: a network's junctions, initial weights, batch
+order and noise are pure functions of (seed, network index), and every engine computes one
+network's numbers independently of the others sharing its call.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import ConfigError, check_range
+from . import store as results_store
+
+IN_FLIGHT_PER_WORKER = 2  # tasks submitted ahead per worker: bounds the driver's memory
+
+
+class TaskFailed(RuntimeError):
+    """A task raised; the message names the cell."""
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    out: str
+    resume: bool = False
+    overwrite: bool = False
+    scheduler: str | None = None
+    workers: int | None = None
+    cluster: str = "local"
+    backend: str = "auto"
+    networks_per_task: int | None = None
+    threads_per_worker: int = 1
+    cluster_options: dict = field(default_factory=dict)  # the study's [cluster] table
+
+    def __post_init__(self):
+        if self.cluster not in ("local", "slurm", "pbs"):
+            raise ConfigError("cluster", f"{self.cluster!r}; allowed: local, slurm, pbs")
+        if self.resume and self.overwrite:
+            raise ConfigError("resume", "--resume and --overwrite exclude each other")
+        if self.workers is not None:
+            check_range("workers", self.workers, 1, 4096, integer=True)
+        if self.networks_per_task is not None:
+            check_range("networks-per-task", self.networks_per_task, 1, 10**9, integer=True)
+        if not str(self.out).endswith(".zarr"):
+            raise ConfigError("out", f"{self.out} must end in .zarr")
+
+
+def default_networks_per_task(study, workers):
+    """Enough tasks to keep every worker busy, few enough to keep the overhead small."""
+    per_cell = max(1, (4 * workers) // max(study.n_cells, 1))
+    return max(1, min(study.networks, max(32, -(-study.networks // per_cell))))
+
+
+def run_study(study, options: RunOptions, progress=True, log=print):
+    """Train every task of ``study`` not yet in the store; return the store's path."""
+    from ..backends import get_backend
+    from ..training.trainer import check_training_backend
+
+    backend = check_training_backend(get_backend(options.backend))
+    workers = options.workers or (os.cpu_count() or 1)
+    npt = options.networks_per_task or default_networks_per_task(study, workers)
+    npt = min(npt, study.networks)
+    resuming = results_store.check_existing(options.out, study, npt, options.resume, options.overwrite)
+    if not resuming:
+        from .. import __version__
+
+        results_store.create_store(options.out, study, npt, {
+            "spingpu_version": __version__, "backend": backend.name, "device": "CPU",
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    n_tasks = results_store.task_count(study, npt)
+    done = results_store.done_tasks(options.out)
+    todo = deque((cell, t) for cell in range(study.n_cells) for t in range(n_tasks) if not done[cell, t])
+    total = study.n_cells * study.networks
+    finished = total - sum(min(npt, study.networks - t * npt) for _, t in todo)
+    log(f"study {study.name}: {study.n_cells} cells x {study.networks} networks, {n_tasks} tasks of up to {npt} "
+        f"networks per cell; {len(todo)} tasks to run" + (" (resuming)" if resuming else ""))
+    if not todo:
+        return options.out
+
+    client, cluster = _connect(options, workers, log)
+    bar = None
+    started = time.perf_counter()
+    try:
+        n_workers = max(1, len(client.scheduler_info().get("workers", {})) or workers)
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=total, initial=finished, unit="networks", dynamic_ncols=True)
+        _drive(client, study, options, backend.name, npt, todo, n_workers, bar)
+    finally:
+        if bar is not None:
+            bar.close()
+        client.close()
+        if cluster is not None:
+            cluster.close()
+    results_store.update_attrs(options.out, run_seconds=time.perf_counter() - started)
+    return options.out
+
+
+def _drive(client, study, options, backend, npt, todo, n_workers, bar):
+    from dask.distributed import as_completed
+
+    from .tasks import train_task
+
+    limit = IN_FLIGHT_PER_WORKER * n_workers
+    futures = as_completed()
+    pending = {}
+
+    def submit():
+        cell, task = todo.popleft()
+        lo = task * npt
+        hi = min(lo + npt, study.networks)
+        fut = client.submit(train_task, study, cell, lo, hi, backend, options.threads_per_worker,
+                            key=f"train-{study.digest[:12]}-{cell}-{task}", pure=False)
+        pending[fut.key] = (cell, task, lo, hi)
+        futures.add(fut)
+
+    while todo and len(pending) < limit:
+        submit()
+    for fut in futures:
+        cell, task, lo, hi = pending.pop(fut.key)
+        try:
+            metrics = fut.result()
+        except Exception as err:
+            for other in list(futures.futures):
+                other.cancel()
+            values = ", ".join(f"{k}={v}" for k, v in study.cell_values(cell).items()) or "the only cell"
+            raise TaskFailed(f"task {task} (networks {lo}-{hi - 1}) of cell {values} failed: "
+                             f"{type(err).__name__}: {err}") from err
+        results_store.write_task(options.out, study, cell, lo, metrics)
+        results_store.mark_done(options.out, study, cell, task)
+        del metrics
+        if bar is not None:
+            bar.update(hi - lo)
+        if todo:
+            submit()
+
+
+def _connect(options, workers, log):
+    """A Dask client: an existing scheduler, a dask-jobqueue cluster, or a LocalCluster."""
+    from dask.distributed import Client, LocalCluster
+
+    if options.scheduler:
+        client = Client(options.scheduler, timeout="30s")
+        log(f"joined the Dask scheduler at {options.scheduler}")
+        return client, None
+    if options.cluster in ("slurm", "pbs"):
+        try:
+            import dask_jobqueue
+        except ImportError:
+            raise ConfigError("cluster", f"{options.cluster} needs dask-jobqueue: pip install 'spingpu[cluster]'") from None
+        kwargs = dict(options.cluster_options)
+        jobs = kwargs.pop("jobs", 1)
+        kind = dask_jobqueue.SLURMCluster if options.cluster == "slurm" else dask_jobqueue.PBSCluster
+        cluster = kind(**kwargs)
+        cluster.scale(jobs=jobs)
+        log(f"started a {options.cluster} cluster of {jobs} jobs; dashboard {cluster.dashboard_link}")
+        return Client(cluster), cluster
+    cluster = LocalCluster(n_workers=workers, threads_per_worker=options.threads_per_worker, processes=True,
+                           dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR,
+                           death_timeout="30s")
+    try:
+        link = cluster.dashboard_link
+    except Exception:  # no bokeh: no dashboard
+        link = "unavailable (install bokeh for the dashboard)"
+    log(f"Dask LocalCluster: {workers} worker processes; dashboard {link}")
+    return Client(cluster), cluster
+
+
+def summary_table(path, threshold=0.9):
+    """Per cell: median and IQR of the test accuracy and the yield (fraction >= threshold)."""
+    ds = results_store.open_results(path)
+    acc = ds.test_acc.load()
+    axes = [d for d in acc.dims if d != "network"]
+    rows = []
+    cells = np.ndindex(*[acc.sizes[d] for d in axes]) if axes else [()]
+    for index in cells:
+        sel = acc.isel({d: i for d, i in zip(axes, index)}).values
+        ok = sel[np.isfinite(sel)]
+        label = ", ".join(f"{d}={acc[d].values[i]}" for d, i in zip(axes, index)) or "(single cell)"
+        if ok.size:
+            q25, q50, q75 = np.quantile(ok, [0.25, 0.5, 0.75])
+            rows.append((label, q50, q25, q75, float(np.mean(np.nan_to_num(sel, nan=0.0) >= threshold)), sel.size))
+        else:
+            rows.append((label, np.nan, np.nan, np.nan, 0.0, sel.size))
+    width = max(len(r[0]) for r in rows)
+    lines = [f"{'cell':<{width}}  median    IQR              yield(>={100 * threshold:.0f}%)  networks"]
+    for label, q50, q25, q75, y, n in rows:
+        lines.append(f"{label:<{width}}  {100 * q50:6.2f} %  {100 * q25:6.2f}-{100 * q75:6.2f} %  {100 * y:9.1f} %"
+                     f"  {n:8d}")
+    return "\n".join(lines)

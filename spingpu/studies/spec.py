@@ -1,0 +1,364 @@
+"""Study files (TOML): what to train, over which sweep axes, how many networks per cell.
+
+A study is validated completely before anything runs: every key is known (else a did-you-mean),
+every value has the right type and range, the dataset and data files exist, and the configuration
+of every cell of the sweep builds. Errors are ConfigError with field ``"<file>: <key>"``.
+
+Layout (every table optional except ``dataset``; defaults as in the Python API)::
+
+    name = "quickstart"            # default: the file's stem
+    description = "..."
+    networks = 200                 # networks per cell
+    seed = 0
+    [dataset]      name ("iris", "digits", "mnist", "csv:PATH"), data_dir, val_fraction,
+                   test_fraction, max_train
+    [model]        name, iv_csv, and [model.params] nominal values in SI units
+    [network]      hidden = [8, 8]
+    [neuron]       i_bias, i_gain, readout, r_ref, v_scale, delta_i
+    [training]     grad_mode, epochs, batch_size, optimizer, lr, lr_schedule, weight_decay,
+                   momentum, init_gain, dtype
+    [distillation] temperature, alpha, and [distillation.teacher] hidden, grad_mode, epochs,
+                   batch_size, optimizer, lr
+    [variability]  sigma_chip, sigma_d2d, sigma_pair, [variability.per_parameter] NAME =
+                   [chip, d2d, pair], [variability.correlation] "A,B" = rho
+    [readout]      noise_model, read_noise, temperature, bandwidth, adc_bits, adc_range,
+                   dac_bits, dac_range
+    [sweep]        "section.key" = [values] | {linspace = [a, b, n]} | {logspace = [a, b, n]}
+    [cluster]      keyword arguments of dask-jobqueue's SLURMCluster / PBSCluster, and jobs = N
+
+Relative paths are taken from the study file's folder. Every cell trains networks 0 .. networks-1,
+so cells differ only by the swept values (common random numbers: network k has the same junction
+draws, initial weights and noise streams in every cell).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import math
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ConfigError
+
+# section -> {key: (type check, description)}
+_NUM = (int, float)
+SCHEMA = {
+    "": {"name": str, "description": str, "networks": int, "seed": int},
+    "dataset": {"name": str, "data_dir": str, "val_fraction": _NUM, "test_fraction": _NUM, "max_train": int},
+    "model": {"name": str, "iv_csv": str, "params": dict},
+    "network": {"hidden": list},
+    "neuron": {"i_bias": _NUM, "i_gain": _NUM, "readout": str, "r_ref": _NUM, "v_scale": _NUM, "delta_i": _NUM},
+    "training": {"grad_mode": str, "epochs": int, "batch_size": int, "optimizer": str, "lr": _NUM,
+                 "lr_schedule": str, "weight_decay": _NUM, "momentum": _NUM, "init_gain": _NUM, "dtype": str},
+    "distillation": {"temperature": _NUM, "alpha": _NUM, "teacher": dict},
+    "distillation.teacher": {"hidden": list, "grad_mode": str, "epochs": int, "batch_size": int, "optimizer": str,
+                             "lr": _NUM},
+    "variability": {"sigma_chip": _NUM, "sigma_d2d": _NUM, "sigma_pair": _NUM, "per_parameter": dict,
+                    "correlation": dict},
+    "readout": {"noise_model": str, "read_noise": _NUM, "temperature": _NUM, "bandwidth": _NUM, "adc_bits": int,
+                "adc_range": list, "dac_bits": int, "dac_range": list},
+    "sweep": None,  # free keys, checked against the other sections
+    "cluster": None,  # free keys, passed to dask-jobqueue
+}
+SWEEPABLE = {f"{section}.{key}" for section, keys in SCHEMA.items() if keys and section
+             and section not in ("distillation.teacher",) for key, kind in keys.items() if kind is not dict}
+SWEEPABLE |= {"model.name"}
+UNITS = {"neuron.i_bias": "A", "neuron.i_gain": "A", "neuron.r_ref": "ohm", "neuron.v_scale": "1/V",
+         "neuron.delta_i": "A", "readout.read_noise": "V", "readout.temperature": "K", "readout.bandwidth": "Hz"}
+MAX_CELLS = 100_000
+
+
+def _err(path, key, problem):
+    return ConfigError(f"{path}: {key}" if key else str(path), problem)
+
+
+@dataclass(frozen=True)
+class Axis:
+    """One sweep axis: the dotted study key, the dimension name and its values."""
+
+    key: str
+    dim: str
+    values: tuple
+    units: str
+
+    @property
+    def numeric(self):
+        return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in self.values)
+
+
+@dataclass(frozen=True)
+class Study:
+    """A parsed, validated study. ``text`` is the file's text; ``data`` the parsed tables."""
+
+    name: str
+    path: str
+    text: str
+    data: dict
+    axes: tuple[Axis, ...]
+    networks: int
+    seed: int
+
+    @property
+    def shape(self):
+        return tuple(len(a.values) for a in self.axes)
+
+    @property
+    def n_cells(self):
+        return math.prod(self.shape)
+
+    @property
+    def max_epochs(self):
+        return max(self.cell(c).config.epochs for c in range(self.n_cells))
+
+    @property
+    def digest(self):
+        """sha256 of what determines the numbers (the parsed tables, paths resolved)."""
+        blob = json.dumps(self.data, sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()
+
+    def cell_index(self, flat):
+        return np.unravel_index(flat, self.shape) if self.axes else ()
+
+    def cell_values(self, flat):
+        return {a.key: a.values[i] for a, i in zip(self.axes, self.cell_index(flat))}
+
+    def cell(self, flat):
+        """The :class:`Cell` (configuration, model, dataset arguments) of cell number ``flat``."""
+        data = json.loads(json.dumps(self.data))  # a deep copy
+        for key, value in self.cell_values(flat).items():
+            section, name = key.rsplit(".", 1)
+            target = data.setdefault(section, {}) if section != "model.params" else \
+                data.setdefault("model", {}).setdefault("params", {})
+            target[name] = list(map(int, value.split("-"))) if key == "network.hidden" else value
+        return build_cell(self.path, data)
+
+
+@dataclass(frozen=True)
+class Cell:
+    config: object  # TrainConfig
+    model: object  # DeviceModel
+    dataset: dict  # keyword arguments of load_dataset, with "name"
+    teacher: object | None  # TrainConfig of the digital teacher, with distillation
+
+
+def load_study(path):
+    """Parse and validate a study file; raise ConfigError naming the file and key."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError("study", f"file not found: {path}")
+    text = path.read_text()
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise _err(path, "", f"not valid TOML: {err}") from None
+    return parse_study(data, path, text)
+
+
+def parse_study(data, path, text=""):
+    path = Path(path)
+    _check_keys(data, path)
+    base = path.parent
+    for section, key in (("dataset", "data_dir"), ("model", "iv_csv")):
+        value = data.get(section, {}).get(key)
+        if value is not None:
+            data[section][key] = str((base / value).resolve()) if not Path(value).is_absolute() else value
+    name = data.get("name", path.stem)
+    if "dataset" not in data or "name" not in data["dataset"]:
+        raise _err(path, "dataset.name", "missing; allowed: iris, digits, mnist, csv:PATH")
+    ds_name = data["dataset"]["name"]
+    if ds_name.startswith("csv:") and not Path(ds_name[4:]).is_absolute():
+        data["dataset"]["name"] = "csv:" + str((base / ds_name[4:]).resolve())
+    networks = _ranged(path, "networks", data.get("networks", 100), 1, 10**9)
+    seed = _ranged(path, "seed", data.get("seed", 0), 0, 2**64 - 1)
+    axes = _parse_sweep(data.get("sweep", {}), path)
+    study = Study(name=name, path=str(path), text=text, data={k: v for k, v in data.items() if k != "cluster"},
+                  axes=axes, networks=networks, seed=seed)
+    if study.n_cells > MAX_CELLS:
+        raise _err(path, "sweep", f"{study.n_cells} cells; at most {MAX_CELLS}")
+    for flat in range(study.n_cells):  # every cell must build
+        try:
+            study.cell(flat)
+        except ConfigError as err:
+            cell = ", ".join(f"{k}={v}" for k, v in study.cell_values(flat).items())
+            raise _err(path, err.field, err.problem + (f" (in the cell {cell})" if cell else "")) from None
+    _check_dataset(study, path)
+    return study
+
+
+def _check_keys(data, path):
+    for key, value in data.items():
+        if key in SCHEMA and SCHEMA[key] is not None and key != "":
+            if not isinstance(value, dict):
+                raise _err(path, key, f"expected a table [{key}]")
+            _check_section(value, key, path)
+        elif key not in SCHEMA[""] and key not in SCHEMA:
+            raise _err(path, key, f"unknown key{_suggest(key, list(SCHEMA[''])+[s for s in SCHEMA if s])}")
+        elif key in SCHEMA[""]:
+            _check_type(value, SCHEMA[""][key], path, key)
+        elif SCHEMA[key] is None and not isinstance(value, dict):
+            raise _err(path, key, f"expected a table [{key}]")
+
+
+def _check_section(table, section, path):
+    allowed = SCHEMA[section]
+    for key, value in table.items():
+        full = f"{section}.{key}"
+        if key not in allowed:
+            raise _err(path, full, f"unknown key{_suggest(key, list(allowed))}; allowed in [{section}]: "
+                                   f"{', '.join(allowed)}")
+        if allowed[key] is dict and f"{section}.{key}" in SCHEMA:
+            if not isinstance(value, dict):
+                raise _err(path, full, f"expected a table [{full}]")
+            _check_section(value, full, path)
+        else:
+            _check_type(value, allowed[key], path, full)
+
+
+def _check_type(value, kind, path, key):
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if isinstance(value, bool) or not isinstance(value, kinds):
+        names = " or ".join({int: "an integer", float: "a number", str: "a string", list: "an array",
+                             dict: "a table"}[k] for k in kinds)
+        raise _err(path, key, f"expected {names}, got {value!r}")
+
+
+def _suggest(word, options):
+    close = difflib.get_close_matches(word, options, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _ranged(path, key, value, lo, hi):
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise _err(path, key, f"{value!r}; allowed: an integer, {lo} <= value <= {hi}")
+    return value
+
+
+def _parse_sweep(sweep, path):
+    axes = []
+    for key, spec in sweep.items():
+        field = f"sweep.{key}"
+        is_param = key.startswith("model.params.")
+        if key not in SWEEPABLE and not is_param:
+            raise _err(path, field, f"not a sweepable key{_suggest(key, sorted(SWEEPABLE))}; allowed: "
+                                    f"{', '.join(sorted(SWEEPABLE))} or model.params.NAME")
+        if isinstance(spec, dict):
+            if len(spec) != 1 or next(iter(spec)) not in ("linspace", "logspace"):
+                raise _err(path, field, "a table must be {linspace = [start, stop, num]} or "
+                                        "{logspace = [start_exponent, stop_exponent, num]}")
+            kind, args = next(iter(spec.items()))
+            if (not isinstance(args, list) or len(args) != 3 or not all(isinstance(a, (int, float)) for a in args)
+                    or isinstance(args[2], bool) or not isinstance(args[2], int) or args[2] < 1):
+                raise _err(path, field, f"{kind} takes [start, stop, num] with an integer num >= 1")
+            values = tuple(float(v) for v in getattr(np, kind)(args[0], args[1], args[2]))
+        elif isinstance(spec, list) and spec:
+            if key == "network.hidden":
+                if not all(isinstance(v, list) and v and all(isinstance(w, int) for w in v) for v in spec):
+                    raise _err(path, field, "values must be lists of widths, e.g. [[8], [8, 8]]")
+                values = tuple("-".join(map(str, v)) for v in spec)
+            else:
+                if not all(isinstance(v, (int, float, str)) and not isinstance(v, bool) for v in spec):
+                    raise _err(path, field, f"values must be numbers or strings, got {spec!r}")
+                values = tuple(spec)
+        else:
+            raise _err(path, field, "expected a non-empty array of values, or {linspace = ...} / {logspace = ...}")
+        if len(set(values)) != len(values):
+            raise _err(path, field, f"repeated values in {list(values)}")
+        axes.append(Axis(key=key, dim="", values=values, units=UNITS.get(key, "1")))
+    # dimension names: the last part of the key where unique, else the key with dots as '__'
+    last = [a.key.rsplit(".", 1)[1] for a in axes]
+    named = []
+    for axis, short in zip(axes, last):
+        dim = short if last.count(short) == 1 and short not in ("network", "epoch") else axis.key.replace(".", "__")
+        named.append(dataclasses.replace(axis, dim=dim))
+    return tuple(named)
+
+
+def build_cell(path, data):
+    """TrainConfig, device model, dataset and teacher arguments from a study's tables."""
+    from ..devices import Readout, Variability, get_model
+    from ..training import Distillation, PairNeuron, Schedule, TrainConfig
+
+    def section(name, build):
+        try:
+            return build(dict(data.get(name, {})))
+        except ConfigError as err:
+            raise ConfigError(f"{name}.{err.field}", err.problem) from None
+        except TypeError as err:  # a value of a type the dataclass cannot take
+            raise ConfigError(name, str(err)) from None
+
+    model_table = data.get("model", {})
+    try:
+        model = get_model(model_table.get("name", "stt_compact"), iv_csv=model_table.get("iv_csv"),
+                          **model_table.get("params", {}))
+    except ConfigError as err:
+        raise ConfigError(f"model.{err.field}".replace("model.param ", "model.params."), err.problem) from None
+
+    def variability(t):
+        corr = t.pop("correlation", {})
+        pairs = {}
+        for k, rho in corr.items():
+            names = tuple(n.strip() for n in k.split(","))
+            if len(names) != 2:
+                raise ConfigError("correlation", f"key {k!r} must be 'NAME_A,NAME_B'")
+            pairs[names] = rho
+        per = {k: tuple(v) for k, v in t.pop("per_parameter", {}).items()}
+        var = Variability(per_parameter=per, correlation=pairs, **t)
+        var.level_sigmas(model)
+        var.cholesky(model)
+        return var
+
+    def readout(t):
+        for k in ("adc_range", "dac_range"):
+            if k in t:
+                t[k] = tuple(t[k])
+        return Readout(**t)
+
+    def training(t):
+        t["lr_schedule"] = Schedule.parse(t.get("lr_schedule", "constant"))
+        return t
+
+    var = section("variability", variability)
+    ro = section("readout", readout)
+    neuron = section("neuron", lambda t: PairNeuron(**t))
+    train_kw = section("training", training)
+    hidden = data.get("network", {}).get("hidden", [8])
+    dist_table = dict(data.get("distillation", {}))
+    teacher_table = dist_table.pop("teacher", None)
+    dist = section("distillation", lambda t: Distillation(**dist_table)) if "distillation" in data else None
+    try:
+        config = TrainConfig(hidden=tuple(hidden), neuron=neuron, variability=var, readout=ro, distillation=dist,
+                             seed=data.get("seed", 0), **train_kw)
+    except ConfigError as err:
+        raise ConfigError(("network." if err.field == "hidden" else "training.") + err.field, err.problem) from None
+    teacher = None
+    if dist is not None:
+        t = dict(teacher_table or {})
+        t.setdefault("grad_mode", "tanh")
+        t.setdefault("hidden", [64])
+        try:
+            teacher = TrainConfig(hidden=tuple(t.pop("hidden")), seed=data.get("seed", 0), **t)
+        except ConfigError as err:
+            raise ConfigError(f"distillation.teacher.{err.field}", err.problem) from None
+        if teacher.grad_mode not in ("tanh", "relu", "sigmoid"):
+            raise ConfigError("distillation.teacher.grad_mode", f"{teacher.grad_mode!r}; allowed: tanh, relu, sigmoid")
+    dataset = dict(data["dataset"])
+    return Cell(config=config, model=model, dataset=dataset, teacher=teacher)
+
+
+def _check_dataset(study, path):
+    """The dataset name is known and its files exist (loads it once: small except MNIST)."""
+    from ..datasets import load_dataset
+
+    kw = dict(study.data["dataset"])
+    name = kw.pop("name")
+    try:
+        load_dataset(name, seed=study.seed, **kw)
+    except ConfigError as err:
+        raise _err(path, f"dataset.{err.field}" if err.field != "dataset" else "dataset.name", err.problem) from None
+

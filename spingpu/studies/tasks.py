@@ -1,0 +1,46 @@
+"""The unit of work of a study, run on a Dask worker: train one chunk of one cell's networks."""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+
+import numpy as np
+
+from ..training.results import VARIABLES
+
+_CELLS = {}  # per worker process: built cells and teachers' logits, reused by later tasks
+_TEACHERS = {}
+
+
+def train_task(study, cell_number, lo, hi, backend, threads):
+    """Metrics (dict of arrays, VARIABLES' names) of networks lo .. hi - 1 of one cell."""
+    import numba
+    from threadpoolctl import threadpool_limits
+
+    from ..training import teacher_logits, train
+
+    numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
+    key = (study.digest, cell_number)
+    if key not in _CELLS:  # the cell's model keeps its compiled kernels between tasks
+        _CELLS[key] = study.cell(cell_number)
+    cell = _CELLS[key]
+    dataset = _dataset(json.dumps(cell.dataset, sort_keys=True), study.seed)
+    teacher = None
+    if cell.teacher is not None:
+        tkey = (json.dumps(cell.dataset, sort_keys=True), study.seed, repr(cell.teacher))
+        if tkey not in _TEACHERS:
+            _TEACHERS[tkey] = teacher_logits(dataset, cell.teacher)[0]
+        teacher = _TEACHERS[tkey]
+    with threadpool_limits(threads):
+        results = train(dataset, cell.config, networks=np.arange(lo, hi), model=cell.model, backend=backend,
+                        teacher_logits=teacher)
+    return {name: results[name].values for name in VARIABLES}
+
+
+@lru_cache(maxsize=4)
+def _dataset(spec, seed):
+    from ..datasets import load_dataset
+
+    kw = json.loads(spec)
+    return load_dataset(kw.pop("name"), seed=seed, **kw)
