@@ -21,10 +21,8 @@ whether 100,000 networks fit in 24 GiB and, by default, the peak RSS of 100,000 
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -34,6 +32,8 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
+
+from benchutil import CpuMeter, environment  # noqa: E402
 
 SIGMA_D2D, SIGMA_PAIR, READ_NOISE, LR, HIDDEN = 0.1, 0.02, 1e-3, 0.01, (8,)
 GIB = 1024 ** 3
@@ -61,8 +61,10 @@ def run_spingpu(backend, networks, epochs):
     t0 = time.perf_counter()
     warm = spingpu.train(ds, config(1), n_networks=2, backend=backend)
     first_call = time.perf_counter() - t0
-    res = spingpu.train(ds, config(epochs), n_networks=networks, backend=backend)
+    with CpuMeter() as meter:
+        res = spingpu.train(ds, config(epochs), n_networks=networks, backend=backend)
     return dict(engine=f"spingpu {backend}", networks=networks, epochs=epochs, seconds=res.attrs["train_seconds"],
+                other=meter.other_cores,
                 rate=res.attrs["network_epochs_per_second"], compile=warm.attrs["compile_seconds"],
                 first_call=first_call, val_acc=float(np.nanmean(res.val_acc.values[:, -1])),
                 derr=float(np.nanmedian(res.deriv_rel_err.values[:, -1])))
@@ -85,11 +87,13 @@ def run_torch(networks, epochs, threads, iters):
         warm.train_epoch(x, y, y.shape[0], xv, yv)
     del warm
     nets = TorchMTJNets((4, *HIDDEN, 3), networks, **kw)
-    t0 = time.perf_counter()
-    for _ in range(epochs):
-        out = nets.train_epoch(x, y, y.shape[0], xv, yv)
-    seconds = time.perf_counter() - t0
+    with CpuMeter() as meter:
+        t0 = time.perf_counter()
+        for _ in range(epochs):
+            out = nets.train_epoch(x, y, y.shape[0], xv, yv)
+        seconds = time.perf_counter() - t0
     return dict(engine=f"torch eager ({iters} Newton)", networks=networks, epochs=epochs, seconds=seconds,
+                other=meter.other_cores,
                 rate=networks * epochs / seconds, compile=None, first_call=None,
                 val_acc=float(out["val_acc"].mean()), derr=float(out["deriv_rel_err"].median()))
 
@@ -135,62 +139,35 @@ def measure_memory(networks, epochs):
     return json.loads(out.strip().splitlines()[-1])
 
 
-def array_estimate(epochs, networks=1000):
-    """Bytes per network of the fused engine's arrays: persistent (packed weights and junctions,
-    outputs for ``epochs``) and the transient peak while packing (initial weights, normals, copies)."""
+def array_estimate(epochs):
+    """Bytes per network of the fused engine's arrays (float64, from spingpu/training/fused_engine.py):
+    persistent ones (the packed weights w_init, the junction parameters, the per-epoch outputs, the
+    network index) and the transient ones while packing (the list of initial weight arrays and the
+    normals they are scaled from, the junction array before np.concatenate copies it)."""
     import spingpu
-    from spingpu.training import fused_engine
 
-    ds = iris()
-    cfg = config(epochs)
-    nets = np.arange(networks)
-    sizes = (ds.n_features, *cfg.hidden, ds.n_classes)
-    packed = fused_engine.pack(cfg, spingpu.get_model("stt_compact"), nets, sizes)
-    per_net = {k: v.nbytes / networks for k, v in packed.items()
-               if isinstance(v, np.ndarray) and v.ndim and v.shape[0] == networks}
-    outputs = 5 * epochs * 8 + 8 + 1  # loss, acc, val, cos, derr (float64 per epoch), test, diverged
-    n_weights = packed["w_init"].shape[1]
-    n_junction_bytes = packed["junctions"].nbytes / networks
-    # while packing: the list of float64 weight arrays + the normals they were scaled from, and
-    # the junction array before np.concatenate copies it
-    transient = 2 * n_weights * 8 + n_junction_bytes
-    return dict(persistent=sum(per_net.values()) + outputs + 8, transient=transient, parts=per_net,
-                outputs=outputs)
+    sizes = (4, *HIDDEN, 3)
+    n_weights = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
+    n_params = len(spingpu.get_model("stt_compact").parameters)
+    parts = {"w_init": n_weights * 8, "junctions": sum(HIDDEN) * 2 * n_params * 8,
+             "outputs": 5 * epochs * 8 + 8 + 1, "networks": 8}
+    transient = 2 * n_weights * 8 + parts["junctions"]
+    return dict(persistent=sum(parts.values()), transient=transient, parts=parts)
 
 
 # --- report -------------------------------------------------------------------------------------------
 
-def environment(threads):
-    import numba
-
-    import spingpu
-
-    lines = [f"date {datetime.date.today().isoformat()}, {platform.platform()}, python {platform.python_version()}",
-             f"cores {os.cpu_count()}, numba threads {numba.get_num_threads()}, torch threads {threads}, "
-             f"spingpu {spingpu.__version__}, numba {numba.__version__}, numpy {np.__version__}"]
-    try:
-        import torch
-
-        lines[-1] += f", torch {torch.__version__}"
-    except ImportError:
-        lines[-1] += ", torch not installed"
-    load = os.getloadavg()[0]
-    lines.append(f"load average (1 min) at start: {load:.2f}" +
-                 ("   WARNING: other processes are using the CPUs; timings will be low" if load > 0.5 else ""))
-    return lines
-
-
 def print_table(rows):
     torch_rate = next((r["rate"] for r in rows if r["engine"].startswith("torch")), None)
     head = f"{'engine':24s} {'networks':>8s} {'epochs':>6s} {'seconds':>8s} {'net-epochs/s':>12s} {'vs torch':>8s}" \
-           f" {'compile s':>9s} {'val acc':>7s} {'deriv err':>9s}"
+           f" {'compile s':>9s} {'val acc':>7s} {'deriv err':>9s} {'other cores':>11s}"
     print(head)
     print("-" * len(head))
     for r in rows:
         ratio = f"{r['rate'] / torch_rate:8.2f}" if torch_rate else f"{'-':>8s}"
         comp = f"{r['compile']:9.1f}" if r["compile"] is not None else f"{'-':>9s}"
         print(f"{r['engine']:24s} {r['networks']:8d} {r['epochs']:6d} {r['seconds']:8.1f} {r['rate']:12.0f} {ratio}"
-              f" {comp} {r['val_acc']:7.3f} {r['derr']:9.4f}")
+              f" {comp} {r['val_acc']:7.3f} {r['derr']:9.4f} {r['other']:11.2f}")
 
 
 def main():
@@ -204,7 +181,7 @@ def main():
     ap.add_argument("--newton-iters", type=int, default=6, help="fixed Newton steps of the torch V(I) (default 6)")
     ap.add_argument("--engines", default="cpu,numpy,torch", help="comma list of cpu, numpy, torch")
     ap.add_argument("--memory-networks", default=None,
-                    help="n1,n2 for the memory-per-network measurement (default 20000,100000; quick 1000,4000; "
+                    help="n1,n2 for the memory-per-network measurement (default 20000,100000; quick 2000,10000; "
                          "'0' skips)")
     ap.add_argument("--memory-child", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -216,7 +193,7 @@ def main():
     networks = args.networks or (256 if args.quick else 4096)
     epochs = args.epochs or (20 if args.quick else 100)
     numpy_epochs = args.numpy_epochs or min(epochs, 5 if args.quick else 20)
-    mem = args.memory_networks or ("1000,4000" if args.quick else "20000,100000")
+    mem = args.memory_networks or ("2000,10000" if args.quick else "20000,100000")
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]
 
     print("\n".join(environment(args.threads)))
@@ -240,6 +217,7 @@ def main():
         if r["compile"] is not None:
             print(f"{r['engine']}: compile/setup {r['compile']:.1f} s, first call (1 epoch, 2 networks) "
                   f"{r['first_call']:.1f} s")
+    print("other cores: mean number of cores other processes kept busy during the engine's run (0 = clean).")
     print("val acc: mean validation accuracy after the last epoch; deriv err: median over networks of the "
           "last batch's median |used - exact| / |exact|.")
     print("torch computes train loss/acc, deriv err and val acc per epoch like spingpu, but not spingpu's "
@@ -261,8 +239,8 @@ def main():
         print(f"  measured: {per:.0f} bytes per network (1 epoch)")
         est1, est100 = array_estimate(1), array_estimate(100)
         print(f"  from the arrays: persistent {est1['persistent']:.0f} B/network at 1 epoch "
-              f"({', '.join(f'{k} {v:.0f}' for k, v in est1['parts'].items())}, outputs {est1['outputs']} B), "
-              f"+{est1['transient']:.0f} B transient while packing")
+              f"({', '.join(f'{k} {v:.0f}' for k, v in est1['parts'].items())}), "
+              f"+{est1['transient']:.0f} B transient while packing; outputs grow by 40 B per epoch")
         for label, est in (("1 epoch", est1), ("100 epochs", est100)):
             need = (est["persistent"] + est["transient"]) * 100_000
             print(f"  100,000 networks x {label}: about {need / 2**20:.0f} MiB of arrays "

@@ -25,9 +25,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime
 import os
-import platform
 import sys
 import time
 
@@ -35,6 +33,8 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
+
+from benchutil import CpuMeter, environment  # noqa: E402
 
 SIZES = (784, 256, 256, 256, 256, 10)
 BATCH = 128
@@ -69,9 +69,11 @@ def random_mnist(steps, seed=0):
 def run_spingpu(backend, networks, ds, steps):
     import spingpu
 
-    res = spingpu.train(ds, config(), n_networks=networks, backend=backend)
+    with CpuMeter() as meter:
+        res = spingpu.train(ds, config(), n_networks=networks, backend=backend)
     seconds = res.attrs["train_seconds"]
     return dict(engine=f"spingpu {backend}", networks=networks, steps=steps, seconds=seconds,
+                other=meter.other_cores,
                 per_step=seconds / (networks * steps), compile=res.attrs["compile_seconds"])
 
 
@@ -99,30 +101,13 @@ def run_torch(networks, ds, steps, threads, iters):
     nets = TorchMTJNets(SIZES, networks, seed=0, sigma_d2d=SIGMA_D2D, sigma_pair=SIGMA_PAIR, read_noise=READ_NOISE,
                         lr=LR, neuron=spingpu.PairNeuron(), newton_iters=iters)
     nets.step(x[:BATCH], y[:BATCH], metrics=True)  # warm-up step (allocations, thread pool), not timed
-    t0 = time.perf_counter()
-    nets.train_epoch(x, y, BATCH, xv, yv)
-    seconds = time.perf_counter() - t0
+    with CpuMeter() as meter:
+        t0 = time.perf_counter()
+        nets.train_epoch(x, y, BATCH, xv, yv)
+        seconds = time.perf_counter() - t0
     return dict(engine=f"torch eager ({iters} Newton)", networks=networks, steps=steps, seconds=seconds,
+                other=meter.other_cores,
                 per_step=seconds / (networks * steps), compile=None)
-
-
-def environment(threads):
-    import numba
-
-    import spingpu
-
-    try:
-        import torch
-
-        tv = torch.__version__
-    except ImportError:
-        tv = "not installed"
-    load = os.getloadavg()[0]
-    return [f"date {datetime.date.today().isoformat()}, {platform.platform()}, python {platform.python_version()}",
-            f"cores {os.cpu_count()}, numba threads {numba.get_num_threads()}, torch threads {threads}, "
-            f"spingpu {spingpu.__version__}, numba {numba.__version__}, numpy {np.__version__}, torch {tv}",
-            f"load average (1 min) at start: {load:.2f}" +
-            ("   WARNING: other processes are using the CPUs; timings will be low" if load > 0.5 else "")]
 
 
 def main():
@@ -166,7 +151,8 @@ def main():
 
     torch_by_n = {r["networks"]: r["per_step"] for r in rows if r["engine"].startswith("torch")}
     print()
-    head = f"{'engine':24s} {'networks':>8s} {'steps':>5s} {'seconds':>8s} {'s/network-step':>14s} {'speed vs torch':>14s}"
+    head = (f"{'engine':24s} {'networks':>8s} {'steps':>5s} {'seconds':>8s} {'s/network-step':>14s} "
+            f"{'speed vs torch':>14s} {'other cores':>11s}")
     print(head)
     print("-" * len(head))
     for r in rows:
@@ -174,9 +160,11 @@ def main():
         if ref is None and torch_by_n:  # fused cpu on 1-2 networks: compare with torch's smallest count
             ref = torch_by_n[min(torch_by_n)]
         ratio = f"{ref / r['per_step']:14.2f}" if ref else f"{'-':>14s}"
-        print(f"{r['engine']:24s} {r['networks']:8d} {r['steps']:5d} {r['seconds']:8.2f} {r['per_step']:14.4f} {ratio}")
+        print(f"{r['engine']:24s} {r['networks']:8d} {r['steps']:5d} {r['seconds']:8.2f} {r['per_step']:14.4f} "
+              f"{ratio} {r['other']:11.2f}")
     print("speed vs torch: torch's s/network-step divided by the engine's, at the same network count (>1: faster "
           "than torch); the fused cpu rows are compared with torch at its smallest count.")
+    print("other cores: mean number of cores other processes kept busy during the run (0 = clean).")
     for note in notes:
         print(note)
     print("The numpy engine is spingpu's reference for large layers for now; a batched CPU engine (NumPy/BLAS "

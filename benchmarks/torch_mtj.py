@@ -10,10 +10,10 @@ no ADC, no DAC), softmax cross-entropy and Adam, all in float32:
     h = v_scale R_A                   activation
     dh/dz = v_scale i_gain (R_B - R_A) / dI   used by backprop (custom autograd.Function)
 
-V(I) and the exact dV/dI are those of ``kernels/stt_compact.py`` (same equations, rearranged
-algebraically), vectorised in torch: Newton's method in V from the zero-bias conductance, but with
-a *fixed* number of iterations (6 by default) instead of the kernel's convergence test; 6 steps
-reach float32 rounding for the nominal junction and +-20 % spreads over +-600 uA (see ``check_iv``).
+V(I) and the exact dV/dI are those of ``kernels/stt_compact.py`` (the same cubic in V and the same
+implicit derivative), vectorised in torch: Newton's method in V from the zero-bias conductance, but
+with a *fixed* number of iterations (6 by default) instead of the kernel's convergence test; 6 steps
+reach float32 rounding for 20 % device spreads over +-600 uA (``check_iv``).
 
 The junction parameters come from ``spingpu.sample_layer`` (the same draws spingpu uses), the
 weights from torch's own generator (init_gain / sqrt(fan_in) * N(0, 1), biases 0), so weights and
@@ -52,29 +52,32 @@ class Junctions:
 def stt_compact_iv(current, j: Junctions, iters=6, want_dvdi=True):
     """V (V) and dV/dI (ohm) of the compact STT junction, elementwise, with ``iters`` Newton steps.
 
-    With a = (1 + cos theta) / (2 r_p), b = (1 - cos theta) / (2 r_p), x2 = V^2 / v_h^2:
-    G = a + b (1 + x2) / (1 + x2 + tmr0), i.e. the kernel's (1/r_p)[(1+c)/2 + (1-c)/(2(1+TMR))].
+    As in kernels/stt_compact.py: with a = (1 + cos theta) / (2 r_p), b = (1 - cos theta) / (2 r_p),
+    V G(V) = I is the cubic p(V) = c3 V^3 + c2 V^2 + c1 V + c0 with c3 = (a + b) / v_h^2,
+    c2 = -I / v_h^2, c1 = a (1 + tmr0) + b, c0 = -I (1 + tmr0); Newton from V0 = I / G(theta, 0).
     """
     th = torch.tanh(current * j.inv_ic)
     theta = j.theta0 - j.dtheta * th
     c = torch.cos(theta)
     a = (1.0 + c) * (0.5 * j.inv_rp)
     b = (1.0 - c) * (0.5 * j.inv_rp)
-    v = current / (a + b / (1.0 + j.tmr0))  # zero-bias conductance start
+    c3 = (a + b) * j.inv_vh2
+    c2 = -current * j.inv_vh2
+    c1 = a * (1.0 + j.tmr0) + b
+    c0 = -current * (1.0 + j.tmr0)
+    v = -c0 / c1  # I / G(theta, 0)
+    c3x3, c2x2 = 3.0 * c3, 2.0 * c2
     for _ in range(iters):
-        x2 = v * v * j.inv_vh2
-        den = 1.0 + x2 + j.tmr0
-        ap = (1.0 + x2) / den
-        g = a + b * ap
-        dg_dv = b * j.tmr0 * 2.0 * v * j.inv_vh2 / (den * den)
-        v = v - (v * g - current) / (g + v * dg_dv)
+        p = ((c3 * v + c2) * v + c1) * v + c0
+        dp = (c3x3 * v + c2x2) * v + c1
+        v = v - p / dp
     if not want_dvdi:
         return v, None
     x2 = v * v * j.inv_vh2
-    den = 1.0 + x2 + j.tmr0
-    ap = (1.0 + x2) / den
+    den = 1.0 + j.tmr0 + x2
+    ap = (1.0 + x2) / den  # 1 / (1 + TMR(V))
     g = a + b * ap
-    dg_dv = b * j.tmr0 * 2.0 * v * j.inv_vh2 / (den * den)
+    dg_dv = b * (2.0 * j.tmr0) * v * j.inv_vh2 / (den * den)
     dg_dtheta = -torch.sin(theta) * (0.5 * j.inv_rp) * (1.0 - ap)
     dtheta_di = -j.dtheta * (1.0 - th * th) * j.inv_ic
     dvdi = (1.0 - v * dg_dtheta * dtheta_di) / (g + v * dg_dv)

@@ -42,9 +42,17 @@ def staged_files(*targets):
             os.close(fd)
             temps.append(Path(tmp))
         yield temps
+        mode = 0o666 & ~_umask()  # what open() would have given; mkstemp makes 0600
         for tmp, target in zip(temps, targets):
+            os.chmod(tmp, mode)
             os.replace(tmp, target)
     finally:
         for tmp in temps:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -30,11 +30,11 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser():
-    from . import devices, info, run, train
+    from . import devices, info, report, run, train
 
     parser = _Parser(prog="spingpu", description="Variability studies of spintronic (MTJ) neural networks.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    for module in (info, devices, train, run):
+    for module in (info, devices, train, run, report):
         module.add_parser(sub)
     return parser
 

@@ -61,10 +61,7 @@ def run(args):
 
 
 def _report(out, threshold):
-    """The HTML report beside the store, once the report module exists."""
-    import importlib
-    import importlib.util
+    """The HTML report (and CSV summary) beside the store."""
+    from ..report import write_report
 
-    if importlib.util.find_spec("spingpu.report") is None:
-        return None
-    return importlib.import_module("spingpu.report").write_report(out, threshold=threshold)
+    return write_report(out, threshold=threshold)

@@ -52,6 +52,7 @@ def create_store(path, study, networks_per_task, attrs):
         coords[axis.dim] = (axis.dim, values, {"units": axis.units, "long_name": axis.key, "sweep_key": axis.key})
     attrs = dict(attrs, **{STORE_MARK: study.digest, "networks_per_task": networks_per_task,
                            "study_name": study.name, "study_text": study.text,
+                           "study_data": json.dumps(study.data, sort_keys=True),
                            "sweep_axes": json.dumps([a.dim for a in study.axes])})
     ds = xr.Dataset(data_vars, coords=coords, attrs=attrs)
     ds.to_zarr(path, mode="w-", compute=False, consolidated=True, zarr_format=2)

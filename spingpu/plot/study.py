@@ -1,0 +1,254 @@
+"""Figures of a study's results (an xarray Dataset as stored by ``spingpu run``).
+
+Every function takes the results Dataset and returns a matplotlib Figure (or None when the study
+has nothing to show for it). Axes are found from the dims: every dim but ``network`` and ``epoch``
+is a sweep axis; an axis whose values are strings (gradient mode, device model) is categorical and
+gives one curve per value; numeric axes are x axes and heatmap axes. Where a figure shows fewer
+axes than the study has, the networks of the remaining cells are pooled, and the title says so.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+
+BAND_IQR = (0.25, 0.75)
+BAND_90 = (0.05, 0.95)
+
+
+def sweep_axes(ds):
+    return [d for d in ds.test_acc.dims if d not in ("network", "epoch")]
+
+
+def categorical_axes(ds):
+    return [d for d in sweep_axes(ds) if ds[d].dtype.kind in "OUS"]
+
+
+def numeric_axes(ds):
+    return [d for d in sweep_axes(ds) if ds[d].dtype.kind not in "OUS"]
+
+
+def axis_label(ds, dim):
+    units = ds[dim].attrs.get("units", "")
+    return f"{dim} ({units})" if units and units != "1" else dim
+
+
+def _is_log(values):
+    v = np.asarray(values, dtype=float)
+    return v.size > 2 and np.all(v > 0) and v.max() / v.min() >= 20
+
+
+def _groups(ds, exclude=()):
+    """(label, selection dict) for every combination of the categorical axes not in ``exclude``."""
+    cats = [d for d in categorical_axes(ds) if d not in exclude]
+    if not cats:
+        return [("all networks", {})]
+    combos = itertools.product(*[list(ds[d].values) for d in cats])
+    return [(", ".join(str(v) for v in combo), dict(zip(cats, combo))) for combo in combos]
+
+
+def _pooled(da, keep):
+    """Values of ``da`` with dims ``keep`` kept and every other dim flattened into the last axis."""
+    other = [d for d in da.dims if d not in keep]
+    return da.transpose(*keep, *other).values.reshape(*[da.sizes[d] for d in keep], -1)
+
+
+def _pooled_note(ds, shown):
+    rest = [d for d in sweep_axes(ds) if d not in shown]
+    return f" (pooled over {', '.join(rest)})" if rest else ""
+
+
+def _new_figure(width=10.5, height=4.2, ncols=1, nrows=1):
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    return fig, axes
+
+
+def accuracy_vs_axis(ds, dim, threshold=0.9):
+    """Median test accuracy with IQR and 5-95 % bands, and the yield, against one numeric axis,
+    one curve per value of the categorical axes."""
+    fig, axes = _new_figure(ncols=2)
+    ax_acc, ax_yield = axes[0]
+    x = ds[dim].values.astype(float)
+    colours = _colours(len(_groups(ds)))
+    for (label, sel), colour in zip(_groups(ds), colours):
+        acc = ds.test_acc.sel(sel) if sel else ds.test_acc
+        vals = _pooled(acc, [dim]) * 100
+        med = np.nanmedian(vals, axis=1)
+        for (lo, hi), alpha in ((BAND_90, 0.12), (BAND_IQR, 0.28)):
+            ax_acc.fill_between(x, np.nanquantile(vals, lo, axis=1), np.nanquantile(vals, hi, axis=1),
+                                color=colour, alpha=alpha, lw=0)
+        ax_acc.plot(x, med, "o-", color=colour, label=label)
+        ax_yield.plot(x, 100 * np.mean(np.nan_to_num(vals, nan=0.0) >= 100 * threshold, axis=1), "o-",
+                      color=colour, label=label)
+    for ax in (ax_acc, ax_yield):
+        ax.set_xlabel(axis_label(ds, dim))
+        ax.grid(True, alpha=0.3)
+        if _is_log(x):
+            ax.set_xscale("log")
+    ax_acc.set_ylabel("test accuracy (%)")
+    ax_acc.set_title("median, IQR (dark) and 5-95 % (light) band")
+    ax_yield.set_ylabel(f"yield: chips with accuracy >= {100 * threshold:.0f} % (%)")
+    ax_yield.set_ylim(-3, 103)
+    ax_yield.set_title("yield")
+    ax_acc.legend(fontsize="small", loc="best")
+    fig.suptitle(f"Test accuracy against {dim}{_pooled_note(ds, [dim] + categorical_axes(ds))}")
+    return fig
+
+
+def accuracy_categorical(ds, threshold=0.9):
+    """For a study without numeric axes: accuracy distribution per cell (box plot) and yield."""
+    fig, axes = _new_figure(ncols=2)
+    ax_acc, ax_yield = axes[0]
+    groups = _groups(ds)
+    data = []
+    for _, sel in groups:
+        vals = (ds.test_acc.sel(sel) if sel else ds.test_acc).values.ravel() * 100
+        data.append(vals[np.isfinite(vals)])
+    labels = [g[0] for g in groups]
+    ax_acc.boxplot(data, whis=(5, 95), showfliers=False)
+    ax_acc.set_xticks(range(1, len(labels) + 1), labels, rotation=20, ha="right")
+    ax_acc.set_ylabel("test accuracy (%)")
+    ax_acc.set_title("median, IQR box, 5-95 % whiskers")
+    ax_yield.bar(range(len(labels)), [100 * np.mean(d >= 100 * threshold) if d.size else 0 for d in data])
+    ax_yield.set_xticks(range(len(labels)), labels, rotation=20, ha="right")
+    ax_yield.set_ylabel(f"yield: accuracy >= {100 * threshold:.0f} % (%)")
+    for ax in (ax_acc, ax_yield):
+        ax.grid(True, axis="y", alpha=0.3)
+    fig.suptitle("Test accuracy per cell")
+    return fig
+
+
+def heatmap(ds, x_dim, y_dim, threshold=0.9):
+    """Median test accuracy and yield over two numeric axes, one row per categorical value."""
+    groups = _groups(ds)
+    fig, axes = _new_figure(width=10.5, height=3.6 * len(groups), ncols=2, nrows=len(groups))
+    for row, (label, sel) in enumerate(groups):
+        acc = ds.test_acc.sel(sel) if sel else ds.test_acc
+        vals = _pooled(acc, [y_dim, x_dim]) * 100
+        med = np.nanmedian(vals, axis=2)
+        yld = 100 * np.mean(np.nan_to_num(vals, nan=0.0) >= 100 * threshold, axis=2)
+        for col, (grid, name, cmap) in enumerate(((med, "median test accuracy (%)", "viridis"),
+                                                  (yld, f"yield >= {100 * threshold:.0f} % (%)", "magma"))):
+            ax = axes[row][col]
+            im = ax.imshow(grid, origin="lower", aspect="auto", cmap=cmap, vmin=0 if col else None,
+                           vmax=100 if col else None)
+            ax.set_xticks(range(ds.sizes[x_dim]), [_fmt(v) for v in ds[x_dim].values], rotation=30, ha="right")
+            ax.set_yticks(range(ds.sizes[y_dim]), [_fmt(v) for v in ds[y_dim].values])
+            ax.set_xlabel(axis_label(ds, x_dim))
+            ax.set_ylabel(axis_label(ds, y_dim))
+            ax.set_title(f"{name}" + (f" - {label}" if sel else ""), fontsize="medium")
+            for (i, j), value in np.ndenumerate(grid):
+                ax.text(j, i, f"{value:.0f}", ha="center", va="center", fontsize="x-small",
+                        color="white" if (value < np.nanmean(grid)) else "black")
+            fig.colorbar(im, ax=ax, shrink=0.85)
+    fig.suptitle(f"{y_dim} x {x_dim}{_pooled_note(ds, [x_dim, y_dim] + categorical_axes(ds))}")
+    return fig
+
+
+def delta_i_tradeoff(ds, dim="delta_i"):
+    """Derivative error and gradient cosine (last epoch, median over networks) against dI, one
+    curve per read-noise level (or other categorical/numeric axis value), the best dI marked."""
+    if dim not in numeric_axes(ds):
+        return None
+    noise_dims = [d for d in numeric_axes(ds) if d != dim and "noise" in d]
+    split = noise_dims[:1] + [d for d in categorical_axes(ds)]
+    combos = list(itertools.product(*[list(ds[d].values) for d in split])) if split else [()]
+    fig, axes = _new_figure(ncols=2)
+    ax_err, ax_cos = axes[0]
+    x = ds[dim].values.astype(float)
+    for combo, colour in zip(combos, _colours(len(combos))):
+        sel = dict(zip(split, combo))
+        label = ", ".join(f"{d}={_fmt(v)}" for d, v in sel.items()) or "all"
+        sub = ds.isel(epoch=-1).sel(sel) if sel else ds.isel(epoch=-1)
+        err = np.nanmedian(_pooled(sub.deriv_rel_err, [dim]), axis=1)
+        cos = np.nanmedian(_pooled(sub.grad_cosine, [dim]), axis=1)
+        if np.all(err == 0):  # exact derivatives (oracle, digital): nothing to trade off
+            continue
+        ax_err.plot(x, err, "o-", color=colour, label=label)
+        ax_cos.plot(x, cos, "o-", color=colour, label=label)
+        if np.any(np.isfinite(err)):
+            best = int(np.nanargmin(err))
+            ax_err.plot(x[best], err[best], "*", color=colour, ms=16, mec="black")
+        if np.any(np.isfinite(cos)):
+            best = int(np.nanargmax(cos))
+            ax_cos.plot(x[best], cos[best], "*", color=colour, ms=16, mec="black")
+    for ax in (ax_err, ax_cos):
+        ax.set_xlabel(axis_label(ds, dim))
+        ax.grid(True, alpha=0.3)
+        if _is_log(x):
+            ax.set_xscale("log")
+    ax_err.set_yscale("log")
+    ax_err.set_ylabel("median relative error of dV/dI estimate")
+    ax_err.set_title("derivative error (star: best dI)")
+    ax_cos.set_ylabel("median cosine(gradient used, exact gradient)")
+    ax_cos.set_title("gradient fidelity (star: best dI)")
+    if ax_err.get_legend_handles_labels()[0]:
+        ax_err.legend(fontsize="small")
+    fig.suptitle(f"The dI trade-off: truncation error against noise and mismatch"
+                 f"{_pooled_note(ds, [dim] + split)}")
+    return fig
+
+
+def training_curves(ds):
+    """Validation accuracy and training loss per epoch: median and IQR, per categorical value."""
+    fig, axes = _new_figure(ncols=2)
+    ax_acc, ax_loss = axes[0]
+    epoch = ds.epoch.values
+    groups = _groups(ds)
+    for (label, sel), colour in zip(groups, _colours(len(groups))):
+        sub = ds.sel(sel) if sel else ds
+        for ax, var, scale in ((ax_acc, sub.val_acc, 100), (ax_loss, sub.train_loss, 1)):
+            vals = _pooled(var, ["epoch"]) * scale
+            ax.fill_between(epoch, np.nanquantile(vals, 0.25, axis=1), np.nanquantile(vals, 0.75, axis=1),
+                            color=colour, alpha=0.25, lw=0)
+            ax.plot(epoch, np.nanmedian(vals, axis=1), color=colour, label=label)
+    ax_acc.set_ylabel("validation accuracy (%)")
+    ax_loss.set_ylabel("training loss")
+    ax_loss.set_yscale("log")
+    for ax in (ax_acc, ax_loss):
+        ax.set_xlabel("epoch")
+        ax.grid(True, alpha=0.3)
+    ax_acc.legend(fontsize="small")
+    fig.suptitle(f"Training curves: median and IQR{_pooled_note(ds, categorical_axes(ds))}")
+    return fig
+
+
+def divergence_counts(ds):
+    """Networks diverged per cell (bar chart), or None if none diverged."""
+    div = ds.diverged
+    counts = div.sum("network").values.ravel() if sweep_axes(ds) else np.array([int(div.sum())])
+    if counts.sum() == 0:
+        return None
+    labels = _cell_labels(ds)
+    fig, axes = _new_figure(width=max(6.0, 0.5 * len(labels) + 3), height=4.2)
+    ax = axes[0][0]
+    ax.bar(range(len(labels)), counts)
+    ax.set_xticks(range(len(labels)), labels, rotation=35, ha="right", fontsize="small")
+    ax.set_ylabel(f"networks diverged (of {ds.sizes['network']})")
+    ax.set_title("Diverged networks per cell (loss or gradient became NaN or infinite)")
+    return fig
+
+
+def _cell_labels(ds):
+    axes = sweep_axes(ds)
+    if not axes:
+        return ["(single cell)"]
+    return [", ".join(f"{d}={_fmt(v)}" for d, v in zip(axes, combo))
+            for combo in itertools.product(*[ds[d].values for d in axes])]
+
+
+def _fmt(v):
+    if isinstance(v, (float, np.floating)):
+        return f"{v:.3g}"
+    return str(v)
+
+
+def _colours(n):
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab10"]
+    return [cmap(k % 10) for k in range(max(n, 1))]

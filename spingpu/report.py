@@ -1,0 +1,206 @@
+"""A self-contained HTML report of a study's results, and its summary as CSV.
+
+The HTML embeds every figure as a PNG data URI and its styles inline: it opens offline and holds no
+external resource. Figures are those of :mod:`spingpu.plot`; the summary table is one row per cell.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import itertools
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ConfigError, check_range
+
+SUMMARY_COLUMNS = ("median_test_acc", "q25_test_acc", "q75_test_acc", "q05_test_acc", "q95_test_acc", "yield",
+                   "diverged", "networks", "median_grad_cosine", "median_deriv_rel_err")
+
+
+def summary_rows(ds, threshold=0.9):
+    """One dict per cell: the sweep values and the SUMMARY_COLUMNS (accuracies as fractions)."""
+    from .plot.study import sweep_axes
+
+    axes = sweep_axes(ds)
+    acc = ds.test_acc.load()
+    last = ds.isel(epoch=-1)
+    cos, err, div = last.grad_cosine.load(), last.deriv_rel_err.load(), ds.diverged.load()
+    rows = []
+    for index in itertools.product(*[range(ds.sizes[d]) for d in axes]):
+        sel = dict(zip(axes, index))
+        a = acc.isel(sel).values
+        ok = a[np.isfinite(a)]
+        q = np.quantile(ok, [0.5, 0.25, 0.75, 0.05, 0.95]) if ok.size else [np.nan] * 5
+        row = {d: (ds[d].values[i].item() if hasattr(ds[d].values[i], "item") else ds[d].values[i])
+               for d, i in sel.items()}
+        row.update(zip(SUMMARY_COLUMNS[:5], (float(v) for v in q)))
+        row["yield"] = float(np.mean(np.nan_to_num(a, nan=0.0) >= threshold))
+        row["diverged"] = int(div.isel(sel).values.sum())
+        row["networks"] = int(a.size)
+        row["median_grad_cosine"] = float(np.nanmedian(cos.isel(sel).values)) if np.isfinite(cos.isel(sel).values).any() else np.nan
+        row["median_deriv_rel_err"] = float(np.nanmedian(err.isel(sel).values)) if np.isfinite(err.isel(sel).values).any() else np.nan
+        rows.append(row)
+    return rows
+
+
+def study_figures(ds, threshold=0.9):
+    """(title, Figure) pairs of the report, in order."""
+    from . import plot
+    from .plot.study import numeric_axes
+
+    figures = []
+    numeric = numeric_axes(ds)
+    for dim in numeric:
+        figures.append((f"Accuracy and yield against {dim}", plot.accuracy_vs_axis(ds, dim, threshold)))
+    if not numeric:
+        figures.append(("Accuracy and yield per cell", plot.accuracy_categorical(ds, threshold)))
+    for y_dim, x_dim in itertools.combinations(numeric, 2):
+        figures.append((f"{y_dim} x {x_dim}", plot.heatmap(ds, x_dim, y_dim, threshold)))
+    tradeoff = plot.delta_i_tradeoff(ds)
+    if tradeoff is not None:
+        figures.append(("The dI trade-off", tradeoff))
+    figures.append(("Training curves", plot.training_curves(ds)))
+    devices = _devices_figure(ds)
+    if devices is not None:
+        figures.append(("The study's junctions", devices))
+    div = plot.divergence_counts(ds)
+    if div is not None:
+        figures.append(("Divergence", div))
+    return figures
+
+
+def _devices_figure(ds):
+    """I-V and dV/dI of the study's nominal junction and 12 sampled pairs (its first cell)."""
+    from .devices import sample_layer
+    from .plot import iv_spread_figure
+    from .studies.spec import build_cell
+
+    data = ds.attrs.get("study_data")
+    if not data:
+        return None
+    cell = build_cell("", json.loads(data))
+    if not cell.config.is_mtj:
+        return None
+    model, nc = cell.model, cell.config.neuron
+    current = np.linspace(nc.i_bias - 2.5 * nc.i_gain, nc.i_bias + 2.5 * nc.i_gain, 201)
+    params = sample_layer(model, cell.config.variability, cell.config.seed, np.arange(12), 0, 1)[:, 0]
+    v_nom, d_nom = model.iv(current)
+    v, d = model.iv(current, params[:, :, None, :])
+    var = cell.config.variability
+    title = (f"{model.name}: 12 sampled pairs of the first cell (spread chip {var.sigma_chip:g}, "
+             f"d2d {var.sigma_d2d:g}, pair {var.sigma_pair:g})")
+    return iv_spread_figure(current, v_nom, d_nom, v, d, title=title)
+
+
+def write_report(store, out=None, threshold=0.9):
+    """Write ``<store>.html`` (or ``out``) and the summary CSV beside it; return the HTML path."""
+    from .outputs import check_writable, staged_files
+    from .studies.store import open_results
+
+    threshold = check_range("threshold", threshold, 0.0, 1.0)
+    ds = open_results(store)
+    out = Path(out) if out else Path(str(store).rstrip("/")).with_suffix(".html")
+    check_writable("o", out)
+    if out.suffix.lower() not in (".html", ".htm"):
+        raise ConfigError("o", f"{out} must end in .html")
+    csv_path = out.with_suffix(".csv")
+    rows = summary_rows(ds, threshold)
+    figures = study_figures(ds, threshold)
+    with staged_files(out, csv_path) as (tmp_html, tmp_csv):
+        _write_csv(tmp_csv, rows)
+        tmp_html.write_text(_html(ds, rows, figures, threshold, csv_path.name))
+    return out
+
+
+def _write_csv(path, rows):
+    keys = list(rows[0])
+    with open(path, "w") as handle:
+        handle.write(",".join(keys) + "\n")
+        for row in rows:
+            handle.write(",".join(_csv_cell(row[k]) for k in keys) + "\n")
+
+
+def _csv_cell(value):
+    if isinstance(value, float):
+        return repr(value)
+    text = str(value)
+    return f'"{text}"' if "," in text else text
+
+
+def _png(fig):
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def _html(ds, rows, figures, threshold, csv_name):
+    from .plot.study import axis_label, sweep_axes
+
+    attrs = ds.attrs
+    axes = sweep_axes(ds)
+    name = attrs.get("study_name", "study")
+    n_cells = len(rows)
+    seconds = attrs.get("run_seconds")
+    facts = [
+        ("cells", f"{n_cells} ({' x '.join(str(ds.sizes[d]) for d in axes) or 'no sweep'})"),
+        ("networks per cell", ds.sizes["network"]),
+        ("epochs", ds.sizes["epoch"]),
+        ("sweep axes", ", ".join(axis_label(ds, d) for d in axes) or "none"),
+        ("backend, device", f"{attrs.get('backend', '?')}, {attrs.get('device', '?')}"),
+        ("time taken", f"{seconds:.1f} s" if isinstance(seconds, (int, float)) else "not recorded"),
+        ("spingpu", attrs.get("spingpu_version", "?")),
+        ("created", attrs.get("created", "?")),
+        ("yield threshold", f"test accuracy >= {100 * threshold:.0f} %"),
+    ]
+    head = "".join(f"<th>{html.escape(str(d))}</th>" for d in axes)
+    head += ("<th>median</th><th>IQR</th><th>5-95 %</th><th>yield</th><th>diverged</th>"
+             "<th>grad cosine</th><th>dV/dI rel. error</th>")
+    body = []
+    for r in rows:
+        cells = "".join(f"<td>{html.escape(_fmt(r[d]))}</td>" for d in axes)
+        cells += (f"<td>{_pct(r['median_test_acc'])}</td><td>{_pct(r['q25_test_acc'])}-{_pct(r['q75_test_acc'])}</td>"
+                  f"<td>{_pct(r['q05_test_acc'])}-{_pct(r['q95_test_acc'])}</td><td>{_pct(r['yield'])}</td>"
+                  f"<td>{r['diverged']}</td><td>{r['median_grad_cosine']:.3f}</td>"
+                  f"<td>{r['median_deriv_rel_err']:.3g}</td>")
+        body.append(f"<tr>{cells}</tr>")
+    figs = "".join(f'<figure><h3>{html.escape(title)}</h3><img alt="{html.escape(title)}" '
+                   f'src="data:image/png;base64,{_png(fig)}"></figure>' for title, fig in figures)
+    fact_rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in facts)
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>spingpu report: {html.escape(name)}</title>
+<style>
+body {{ font-family: sans-serif; margin: 2em auto; max-width: 1100px; color: #222; line-height: 1.4; }}
+table {{ border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }}
+th, td {{ border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }}
+th {{ background: #f3f3f3; }} .facts th {{ text-align: left; }}
+figure {{ margin: 1.5em 0; }} img {{ max-width: 100%; }}
+pre {{ background: #f7f7f7; padding: 1em; overflow-x: auto; font-size: 0.85em; }}
+</style></head><body>
+<h1>spingpu report: {html.escape(name)}</h1>
+<h2>The study</h2>
+<table class="facts">{fact_rows}</table>
+<details><summary>Study file</summary><pre>{html.escape(attrs.get('study_text', ''))}</pre></details>
+<h2>Summary</h2>
+<p>Test accuracy over the networks (chips) of each cell; yield is the fraction at or above the
+threshold; gradient cosine and derivative error are medians over networks at the last epoch.
+The same table: <code>{html.escape(csv_name)}</code>.</p>
+<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>
+<h2>Figures</h2>
+{figs}
+<p><small>Generated by spingpu {html.escape(str(attrs.get('spingpu_version', '')))} on
+{time.strftime('%Y-%m-%d %H:%M')}.</small></p>
+</body></html>
+"""
+
+
+def _pct(x):
+    return "n/a" if not np.isfinite(x) else f"{100 * x:.1f} %"
+
+
+def _fmt(v):
+    return f"{v:.3g}" if isinstance(v, float) else str(v)
