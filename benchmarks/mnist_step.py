@@ -10,21 +10,23 @@ validation and test splits have 20 rows each (speed does not depend on the pixel
                  attrs["train_seconds"], which also holds, once per epoch, spingpu's gradient-cosine
                  backward pass, the derivative-error median and a validation pass over the 20-row
                  validation split.
-  spingpu cpu    the fused CPU engine (one compiled loop per network; made for small networks): run
-                 on 1 network, and on 2 only if 1 network took under --cpu-limit seconds per step.
+  spingpu cpu    spingpu.train(..., backend="cpu"), timed the same way. For layers wider than
+                 spingpu.training.trainer.FUSED_MAX_WIDTH (64) this is the batched CPU engine (the NumPy
+                 engine's BLAS matmuls over networks with each hidden layer's pair neurons, noise and
+                 ADC in one parallel Numba pass); the fused per-network engine serves narrow networks
+                 only (see iris_speed.py).
   torch          the batched model of ``torch_mtj.py`` (torch.bmm over networks, float32), timed over
                  the same epoch: ``steps`` optimiser steps, derivative error on the last batch and a
                  validation pass (no gradient cosine).
 
     python benchmarks/mnist_step.py            # 4 and 16 networks, 4 steps (a few minutes on 2 cores)
     python benchmarks/mnist_step.py --quick    # 2 and 4 networks, 2 steps
-    python benchmarks/mnist_step.py --networks 4,16,64 --steps 8 --engines numpy,torch
+    python benchmarks/mnist_step.py --networks 4,16,64 --steps 8 --engines cpu,torch
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import sys
 import time
@@ -78,14 +80,10 @@ def run_spingpu(backend, networks, ds, steps):
 
 
 def warm_spingpu(backend):
-    """Compile the numba kernels (fused trainer; Philox, sampling, I-V) on a tiny problem: the
-    compiled code depends on the argument types only, not on the sizes."""
-    import spingpu
-
-    rng = np.random.default_rng(1)
-    tiny = spingpu.from_arrays(rng.random((60, 5), dtype=np.float32), np.arange(60) % 3, name="tiny")
+    """Compile the numba kernels (Philox, junction sampling, the pair-layer kernel) by training one
+    network for one step of the real architecture; returns the seconds it took."""
     t0 = time.perf_counter()
-    spingpu.train(tiny, dataclasses.replace(config(hidden=(4, 4)), batch_size=8), n_networks=1, backend=backend)
+    run_spingpu(backend, 1, random_mnist(1), 1)
     return time.perf_counter() - t0
 
 
@@ -115,11 +113,9 @@ def main():
     ap.add_argument("--networks", default=None, help="comma list of network counts (default 4,16; quick 2,4)")
     ap.add_argument("--steps", type=int, default=None, help="optimiser steps of 128 samples (default 4; quick 2)")
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--engines", default="numpy,torch,cpu", help="comma list of numpy, torch, cpu")
+    ap.add_argument("--engines", default="numpy,cpu,torch", help="comma list of numpy, cpu, torch")
     ap.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
     ap.add_argument("--newton-iters", type=int, default=6, help="fixed Newton steps of the torch V(I)")
-    ap.add_argument("--cpu-limit", type=float, default=5.0,
-                    help="run the fused cpu engine on 2 networks only if 1 took under this many s per step")
     args = ap.parse_args()
     counts = [int(v) for v in (args.networks or ("2,4" if args.quick else "4,16")).split(",")]
     steps = args.steps or (2 if args.quick else 4)
@@ -130,24 +126,17 @@ def main():
           f"{SIGMA_D2D} sigma_pair {SIGMA_PAIR}, read noise {READ_NOISE} V, Adam lr {LR}; random MNIST-shaped data\n")
     ds = random_mnist(steps)
     rows, notes = [], []
-    if "numpy" in engines:
-        notes.append(f"spingpu numpy: warm-up (compiles the numba helpers) {warm_spingpu('numpy'):.1f} s")
+    for engine in engines:
+        if engine in ("numpy", "cpu"):
+            notes.append(f"spingpu {engine}: warm-up (1 network, 1 step; compiles the numba kernels) "
+                         f"{warm_spingpu(engine):.1f} s")
+        elif engine != "torch":
+            raise SystemExit(f"unknown engine {engine!r}")
         for n in counts:
-            rows.append(run_spingpu("numpy", n, ds, steps))
-            print(f"  spingpu numpy, {n} networks: {rows[-1]['per_step']:.3f} s per network-step", flush=True)
-    if "torch" in engines:
-        for n in counts:
-            rows.append(run_torch(n, ds, steps, args.threads, args.newton_iters))
-            print(f"  torch, {n} networks: {rows[-1]['per_step']:.3f} s per network-step", flush=True)
-    if "cpu" in engines:
-        notes.append(f"spingpu cpu: warm-up (compiles the fused kernel) {warm_spingpu('cpu'):.1f} s")
-        for n in (1, 2):
-            row = run_spingpu("cpu", n, ds, steps)
+            row = run_torch(n, ds, steps, args.threads, args.newton_iters) if engine == "torch" else \
+                run_spingpu(engine, n, ds, steps)
             rows.append(row)
-            print(f"  spingpu cpu, {n} networks: {row['per_step']:.3f} s per network-step", flush=True)
-            if row["per_step"] > args.cpu_limit:
-                notes.append(f"spingpu cpu: skipped 2 networks ({row['per_step']:.1f} s per step > --cpu-limit)")
-                break
+            print(f"  {row['engine']}, {n} networks: {row['per_step']:.3f} s per network-step", flush=True)
 
     torch_by_n = {r["networks"]: r["per_step"] for r in rows if r["engine"].startswith("torch")}
     print()
@@ -157,19 +146,17 @@ def main():
     print("-" * len(head))
     for r in rows:
         ref = torch_by_n.get(r["networks"])
-        if ref is None and torch_by_n:  # fused cpu on 1-2 networks: compare with torch's smallest count
-            ref = torch_by_n[min(torch_by_n)]
         ratio = f"{ref / r['per_step']:14.2f}" if ref else f"{'-':>14s}"
         print(f"{r['engine']:24s} {r['networks']:8d} {r['steps']:5d} {r['seconds']:8.2f} {r['per_step']:14.4f} "
               f"{ratio} {r['other']:11.2f}")
     print("speed vs torch: torch's s/network-step divided by the engine's, at the same network count (>1: faster "
-          "than torch); the fused cpu rows are compared with torch at its smallest count.")
+          "than torch).")
     print("other cores: mean number of cores other processes kept busy during the run (0 = clean).")
     for note in notes:
         print(note)
-    print("The numpy engine is spingpu's reference for large layers for now; a batched CPU engine (NumPy/BLAS "
-          "matmuls + fused elementwise pair-neuron kernels, DESIGN.md 6) may replace it. The fused cpu engine "
-          "runs one network per thread with scalar loops and is meant for small networks such as Iris.")
+    print("spingpu numpy is the readable reference engine; for large layers backend='cpu' runs the batched CPU "
+          "engine (BLAS matmuls + one fused Numba pass per pair-neuron layer, DESIGN.md 6), which is meant to "
+          "replace it for speed. The fused per-network cpu engine is used only up to width 64 (Iris-size).")
 
 
 if __name__ == "__main__":

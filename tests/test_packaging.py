@@ -1,0 +1,23 @@
+"""The installed package holds every subpackage of the source tree, and imports stay light."""
+
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_every_subpackage_is_listed_in_pyproject():
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {"spingpu.kernels"} | {
+        ".".join(init.parent.relative_to(ROOT).parts) for init in (ROOT / "spingpu").rglob("__init__.py")
+        if "kernels" not in init.parts}
+    assert found == listed
+
+
+def test_import_spingpu_is_light():
+    code = ("import sys, spingpu; heavy = [m for m in ('dask', 'distributed', 'zarr', 'cupy', 'matplotlib', "
+            "'xarray', 'sklearn', 'numba.cuda') if m in sys.modules]; print(heavy)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
