@@ -92,7 +92,7 @@ def run_torch(networks, epochs, threads, iters):
         for _ in range(epochs):
             out = nets.train_epoch(x, y, y.shape[0], xv, yv)
         seconds = time.perf_counter() - t0
-    return dict(engine=f"torch eager ({iters} Newton)", networks=networks, epochs=epochs, seconds=seconds,
+    return dict(engine=f"torch {threads}T ({iters} Newton)", networks=networks, epochs=epochs, seconds=seconds,
                 other=meter.other_cores,
                 rate=networks * epochs / seconds, compile=None, first_call=None,
                 val_acc=float(out["val_acc"].mean()), derr=float(out["deriv_rel_err"].median()))
@@ -158,7 +158,7 @@ def array_estimate(epochs):
 # --- report -------------------------------------------------------------------------------------------
 
 def print_table(rows):
-    torch_rate = next((r["rate"] for r in rows if r["engine"].startswith("torch")), None)
+    torch_rate = next((r["rate"] for r in rows if r["engine"].startswith("torch")), None)  # the first torch row
     head = f"{'engine':24s} {'networks':>8s} {'epochs':>6s} {'seconds':>8s} {'net-epochs/s':>12s} {'vs torch':>8s}" \
            f" {'compile s':>9s} {'val acc':>7s} {'deriv err':>9s} {'other cores':>11s}"
     print(head)
@@ -177,7 +177,8 @@ def main():
     ap.add_argument("--numpy-epochs", type=int, default=None,
                     help="epochs for the NumPy engine (default 20, quick 5; its rate does not depend on it)")
     ap.add_argument("--quick", action="store_true", help="256 networks x 20 epochs, small memory runs")
-    ap.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
+    ap.add_argument("--threads", default="2",
+                    help="torch.set_num_threads; a comma list (e.g. 2,1) runs torch once per value (default 2)")
     ap.add_argument("--newton-iters", type=int, default=6, help="fixed Newton steps of the torch V(I) (default 6)")
     ap.add_argument("--engines", default="cpu,numpy,torch", help="comma list of cpu, numpy, torch")
     ap.add_argument("--memory-networks", default=None,
@@ -196,6 +197,7 @@ def main():
     mem = args.memory_networks or ("2000,10000" if args.quick else "20000,100000")
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]
 
+    threads = [int(v) for v in args.threads.split(",")]
     print("\n".join(environment(args.threads)))
     print(f"Iris 4-8-3, full batch (90 rows), fd_forward, stt_compact sigma_d2d {SIGMA_D2D} sigma_pair {SIGMA_PAIR}, "
           f"read noise {READ_NOISE} V, Adam lr {LR}\n")
@@ -203,14 +205,15 @@ def main():
     for engine in engines:
         t0 = time.perf_counter()
         if engine in ("cpu", "numpy"):
-            row = run_spingpu(engine, networks, epochs if engine == "cpu" else numpy_epochs)
+            new = [run_spingpu(engine, networks, epochs if engine == "cpu" else numpy_epochs)]
         elif engine == "torch":
-            row = run_torch(networks, epochs, args.threads, args.newton_iters)
+            new = [run_torch(networks, epochs, t, args.newton_iters) for t in threads]
         else:
             raise SystemExit(f"unknown engine {engine!r}")
-        rows.append(row)
-        print(f"  {row['engine']}: {row['rate']:.0f} network-epochs/s ({time.perf_counter() - t0:.0f} s with warm-up)",
-              flush=True)
+        rows += new
+        for row in new:
+            print(f"  {row['engine']}: {row['rate']:.0f} network-epochs/s", flush=True)
+        print(f"  ({time.perf_counter() - t0:.0f} s with warm-up)", flush=True)
     print()
     print_table(rows)
     for r in rows:

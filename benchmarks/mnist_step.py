@@ -103,7 +103,7 @@ def run_torch(networks, ds, steps, threads, iters):
         t0 = time.perf_counter()
         nets.train_epoch(x, y, BATCH, xv, yv)
         seconds = time.perf_counter() - t0
-    return dict(engine=f"torch eager ({iters} Newton)", networks=networks, steps=steps, seconds=seconds,
+    return dict(engine=f"torch {threads}T ({iters} Newton)", networks=networks, steps=steps, seconds=seconds,
                 other=meter.other_cores,
                 per_step=seconds / (networks * steps), compile=None)
 
@@ -114,13 +114,15 @@ def main():
     ap.add_argument("--steps", type=int, default=None, help="optimiser steps of 128 samples (default 4; quick 2)")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--engines", default="numpy,cpu,torch", help="comma list of numpy, cpu, torch")
-    ap.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
+    ap.add_argument("--threads", default="2",
+                    help="torch.set_num_threads; a comma list (e.g. 2,1) runs torch once per value (default 2)")
     ap.add_argument("--newton-iters", type=int, default=6, help="fixed Newton steps of the torch V(I)")
     args = ap.parse_args()
     counts = [int(v) for v in (args.networks or ("2,4" if args.quick else "4,16")).split(",")]
     steps = args.steps or (2 if args.quick else 4)
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]
 
+    threads = [int(v) for v in args.threads.split(",")]
     print("\n".join(environment(args.threads)))
     print(f"MLP {'-'.join(map(str, SIZES))}, batch {BATCH}, {steps} steps, fd_forward, stt_compact sigma_d2d "
           f"{SIGMA_D2D} sigma_pair {SIGMA_PAIR}, read noise {READ_NOISE} V, Adam lr {LR}; random MNIST-shaped data\n")
@@ -133,12 +135,16 @@ def main():
         elif engine != "torch":
             raise SystemExit(f"unknown engine {engine!r}")
         for n in counts:
-            row = run_torch(n, ds, steps, args.threads, args.newton_iters) if engine == "torch" else \
-                run_spingpu(engine, n, ds, steps)
-            rows.append(row)
-            print(f"  {row['engine']}, {n} networks: {row['per_step']:.3f} s per network-step", flush=True)
+            new = [run_torch(n, ds, steps, t, args.newton_iters) for t in threads] if engine == "torch" else \
+                [run_spingpu(engine, n, ds, steps)]
+            rows += new
+            for row in new:
+                print(f"  {row['engine']}, {n} networks: {row['per_step']:.3f} s per network-step", flush=True)
 
-    torch_by_n = {r["networks"]: r["per_step"] for r in rows if r["engine"].startswith("torch")}
+    torch_by_n = {}  # the first torch row (first thread count) of each network count
+    for r in rows:
+        if r["engine"].startswith("torch"):
+            torch_by_n.setdefault(r["networks"], r["per_step"])
     print()
     head = (f"{'engine':24s} {'networks':>8s} {'steps':>5s} {'seconds':>8s} {'s/network-step':>14s} "
             f"{'speed vs torch':>14s} {'other cores':>11s}")

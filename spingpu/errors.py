@@ -12,6 +12,9 @@ class ConfigError(ValueError):
         self.problem = problem
         super().__init__(f"{field}: {problem}")
 
+    def __reduce__(self):  # picklable, so that errors raised on Dask workers travel back intact
+        return (type(self), (self.field, self.problem))
+
 
 def check_range(field, value, low=None, high=None, *, low_open=False, high_open=False, integer=False):
     """Return ``value`` as a float (or int) if it lies in the allowed range, else raise ConfigError."""

@@ -34,8 +34,6 @@ def run(args):
     study = load_study(args.study)
     check_range("threshold", args.threshold, 0.0, 1.0)
     out = args.out or str(Path("results") / f"{study.name}.zarr")
-    if args.out is None:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
     cluster_table = {}
     if args.cluster != "local":
         import tomllib
@@ -44,6 +42,15 @@ def run(args):
     options = RunOptions(out=out, resume=args.resume, overwrite=args.overwrite, scheduler=args.scheduler,
                          workers=args.workers, cluster=args.cluster, backend=args.backend,
                          networks_per_task=args.networks_per_task, cluster_options=cluster_table)
+    from ..backends import get_backend
+    from ..studies.store import check_existing
+    from ..training.trainer import check_training_backend
+
+    check_training_backend(get_backend(options.backend))
+    if options.resume:
+        check_existing(out, study, None, True, False)
+    if args.out is None:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
     try:
         run_study(study, options)
     except TaskFailed as err:

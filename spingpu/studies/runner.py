@@ -67,7 +67,8 @@ def run_study(study, options: RunOptions, progress=True, log=print):
     workers = options.workers or (os.cpu_count() or 1)
     npt = options.networks_per_task or default_networks_per_task(study, workers)
     npt = min(npt, study.networks)
-    resuming = results_store.check_existing(options.out, study, npt, options.resume, options.overwrite)
+    resuming = results_store.check_existing(options.out, study, npt, options.resume, options.overwrite,
+                                            backend.name)
     if not resuming:
         from .. import __version__
 

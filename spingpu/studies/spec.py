@@ -136,6 +136,7 @@ class Study:
             target = data.setdefault(section, {}) if section != "model.params" else \
                 data.setdefault("model", {}).setdefault("params", {})
             target[name] = list(map(int, value.split("-"))) if key == "network.hidden" else value
+        resolve_paths(data, Path(self.path).parent)
         return build_cell(self.path, data)
 
 
@@ -163,17 +164,10 @@ def load_study(path):
 def parse_study(data, path, text=""):
     path = Path(path)
     _check_keys(data, path)
-    base = path.parent
-    for section, key in (("dataset", "data_dir"), ("model", "iv_csv")):
-        value = data.get(section, {}).get(key)
-        if value is not None:
-            data[section][key] = str((base / value).resolve()) if not Path(value).is_absolute() else value
     name = data.get("name", path.stem)
     if "dataset" not in data or "name" not in data["dataset"]:
         raise _err(path, "dataset.name", "missing; allowed: iris, digits, mnist, csv:PATH")
-    ds_name = data["dataset"]["name"]
-    if ds_name.startswith("csv:") and not Path(ds_name[4:]).is_absolute():
-        data["dataset"]["name"] = "csv:" + str((base / ds_name[4:]).resolve())
+    resolve_paths(data, path.parent)
     networks = _ranged(path, "networks", data.get("networks", 100), 1, 10**9)
     seed = _ranged(path, "seed", data.get("seed", 0), 0, 2**64 - 1)
     axes = _parse_sweep(data.get("sweep", {}), path)
@@ -189,6 +183,24 @@ def parse_study(data, path, text=""):
             raise _err(path, err.field, err.problem + (f" (in the cell {cell})" if cell else "")) from None
     _check_dataset(study, path)
     return study
+
+
+def resolve_paths(data, base):
+    """Make the study's file paths (dataset.data_dir, csv: datasets, model.iv_csv) absolute,
+    taking relative ones from ``base`` (the study file's folder). Changes ``data`` in place."""
+    base = Path(base)
+
+    def absolute(value):
+        return value if Path(value).is_absolute() else str((base / value).resolve())
+
+    dataset, model = data.get("dataset", {}), data.get("model", {})
+    if isinstance(dataset.get("data_dir"), str):
+        dataset["data_dir"] = absolute(dataset["data_dir"])
+    if isinstance(dataset.get("name"), str) and dataset["name"].startswith("csv:"):
+        dataset["name"] = "csv:" + absolute(dataset["name"][4:])
+    if isinstance(model.get("iv_csv"), str):
+        model["iv_csv"] = absolute(model["iv_csv"])
+    return data
 
 
 def _check_keys(data, path):
@@ -297,7 +309,10 @@ def build_cell(path, data):
         model = get_model(model_table.get("name", "stt_compact"), iv_csv=model_table.get("iv_csv"),
                           **model_table.get("params", {}))
     except ConfigError as err:
-        raise ConfigError(f"model.{err.field}".replace("model.param ", "model.params."), err.problem) from None
+        field = {"model": "model.name", "iv-csv": "model.iv_csv", "param": "model.params"}.get(err.field)
+        if field is None:
+            field = err.field.replace("param ", "model.params.") if err.field.startswith("param ") else f"model.{err.field}"
+        raise ConfigError(field, err.problem) from None
 
     def variability(t):
         corr = t.pop("correlation", {})
@@ -352,13 +367,21 @@ def build_cell(path, data):
 
 
 def _check_dataset(study, path):
-    """The dataset name is known and its files exist (loads it once: small except MNIST)."""
+    """Every cell's dataset is known and its files exist (each distinct one is loaded once)."""
     from ..datasets import load_dataset
 
-    kw = dict(study.data["dataset"])
-    name = kw.pop("name")
-    try:
-        load_dataset(name, seed=study.seed, **kw)
-    except ConfigError as err:
-        raise _err(path, f"dataset.{err.field}" if err.field != "dataset" else "dataset.name", err.problem) from None
+    seen = set()
+    for flat in range(study.n_cells):
+        kw = dict(study.cell(flat).dataset)
+        key = json.dumps(kw, sort_keys=True)
+        if key in seen:
+            continue
+        seen.add(key)
+        name = kw.pop("name")
+        try:
+            load_dataset(name, seed=study.seed, **kw)
+        except ConfigError as err:
+            cell = ", ".join(f"{k}={v}" for k, v in study.cell_values(flat).items() if k.startswith("dataset."))
+            raise _err(path, f"dataset.{err.field}" if err.field != "dataset" else "dataset.name",
+                       err.problem + (f" (in the cell {cell})" if cell else "")) from None
 

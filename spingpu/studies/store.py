@@ -45,7 +45,7 @@ def create_store(path, study, networks_per_task, attrs):
     data_vars["task_done"] = (dims + ["task"], da.zeros(study.shape + (task_count(study, networks_per_task),),
                                                         dtype=np.int8, chunks=cell_chunks + (1,)),
                               {"long_name": "1 once the task's networks are stored", "units": "1"})
-    coords = {"network": ("network", np.arange(n), {"long_name": "network (chip) index"}),
+    coords = {"network": ("network", np.arange(n), {"long_name": "network (chip) index", "units": "1"}),
               "epoch": ("epoch", np.arange(1, epochs + 1), {"long_name": "epoch", "units": "1"})}
     for axis in study.axes:
         values = np.array(axis.values) if axis.numeric else np.array([str(v) for v in axis.values])
@@ -95,8 +95,9 @@ def done_tasks(path):
     return done.reshape(-1, done.shape[-1]).astype(bool)
 
 
-def check_existing(path, study, networks_per_task, resume, overwrite):
-    """Refuse to clobber or to mix studies; return True when resuming an existing store."""
+def check_existing(path, study, networks_per_task, resume, overwrite, backend=None):
+    """Refuse to clobber or to mix studies (or engines); return True when resuming a store.
+    ``networks_per_task`` or ``backend`` None: not checked."""
     import zarr
 
     path = Path(path)
@@ -118,9 +119,12 @@ def check_existing(path, study, networks_per_task, resume, overwrite):
     if attrs[STORE_MARK] != study.digest:
         raise ConfigError("resume", f"{path} holds the results of a different study (or of a changed study file); "
                                     "use another --out or --overwrite")
-    if attrs.get("networks_per_task") != networks_per_task:
+    if networks_per_task is not None and attrs.get("networks_per_task") != networks_per_task:
         raise ConfigError("networks-per-task", f"{networks_per_task} differs from the store's "
                                                f"{attrs.get('networks_per_task')}; resume with the same value")
+    if backend is not None and attrs.get("backend") != backend:
+        raise ConfigError("backend", f"{backend!r} differs from the store's {attrs.get('backend')!r}; "
+                                     "resume with the same backend")
     return True
 
 

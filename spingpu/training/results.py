@@ -28,7 +28,8 @@ def make_results(metrics, networks, epochs, attrs):
     for name, (dims, units, long_name) in VARIABLES.items():
         data_vars[name] = xr.Variable(dims, metrics[name], attrs={"units": units, "long_name": long_name})
     coords = {
-        "network": ("network", np.asarray(networks, dtype=np.int64), {"long_name": "network (chip) index"}),
+        "network": ("network", np.asarray(networks, dtype=np.int64), {"long_name": "network (chip) index",
+                                                                      "units": "1"}),
         "epoch": ("epoch", np.arange(1, epochs + 1), {"long_name": "epoch", "units": "1"}),
     }
     clean = {k: (json.dumps(v) if isinstance(v, (dict, list, tuple)) else v) for k, v in attrs.items()}
