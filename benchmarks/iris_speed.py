@@ -2,20 +2,31 @@
 
 Every engine trains N networks of 4-8-3 MTJ-pair neurons, full batch (90 training rows), with the
 ``fd_forward`` gradient (pair A at I, B at I + dI), stt_compact junctions with sigma_d2d = 0.1 and
-sigma_pair = 0.02, Gaussian read noise of 1e-3 V and Adam (lr 0.01), in one process:
+sigma_pair = 0.02, Gaussian read noise of 1e-3 V and Adam (lr 0.01), one after the other in one
+process, each after a warm-up:
 
-  fused-cpu   spingpu.train(..., backend="cpu"): attrs["network_epochs_per_second"] (compile excluded,
-              reported separately; the first call in a process compiles the fused kernel)
-  numpy       spingpu.train(..., backend="numpy")
-  torch       the batched PyTorch model of ``torch_mtj.py`` (float32, torch.set_num_threads)
+  spingpu cpu    spingpu.train(..., backend="cpu") (the fused per-network engine at this width):
+                 attrs["network_epochs_per_second"], which excludes compiling; the compile time of
+                 the first call in the process is reported separately
+  spingpu numpy  spingpu.train(..., backend="numpy"), for --numpy-epochs (its rate per
+                 network-epoch does not depend on the number of epochs)
+  torch NT       the batched PyTorch model of ``torch_mtj.py`` (float32) with torch.set_num_threads(N)
 
-Then the memory of the fused engine: peak-RSS growth of a fresh subprocess training n1 and n2
-networks for one epoch (per network = difference / (n2 - n1)), an estimate from the arrays of
-whether 100,000 networks fit in 24 GiB and, by default, the peak RSS of 100,000 networks x 1 epoch.
+"vs torch" is each rate over the first torch row's. Then the memory of the fused engine: a fresh
+subprocess per network count compiles on one network, resets its peak RSS (VmHWM) and trains n1,
+then n2 networks for one epoch; per network = (growth at n2 - growth at n1) / (n2 - n1). With the
+default n2 = 100,000 this is also the measured peak RSS of 100,000 networks x 1 epoch. An estimate
+from the engine's arrays says how many networks fit in 24 GiB.
 
-    python benchmarks/iris_speed.py              # 4096 networks x 100 epochs (about 10 minutes on 2 cores)
-    python benchmarks/iris_speed.py --quick      # 256 x 20, smaller memory runs (about 2 minutes)
-    python benchmarks/iris_speed.py --networks 1024 --epochs 50 --numpy-epochs 10 --big-networks 0
+    python benchmarks/iris_speed.py                 # 4096 x 100 + memory runs: about 7 minutes on 2 cores
+    python benchmarks/iris_speed.py --quick         # 256 x 20, memory at 2000/10000: about 1.5 minutes
+    python benchmarks/iris_speed.py --threads 2,1   # torch with 2 and with 1 thread
+    python benchmarks/iris_speed.py --networks 1024 --epochs 50 --memory-networks 0
+    python benchmarks/iris_speed.py --engines ""    # memory runs only
+
+Timings need a quiet machine: the "other cores" column says how many cores other processes kept
+busy meanwhile. torch with 2 threads on 2 cores slows down many-fold when another process takes a
+core (its OpenMP barriers wait for a descheduled thread); spingpu's engines degrade gracefully.
 """
 
 from __future__ import annotations
@@ -23,7 +34,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -117,6 +127,7 @@ def memory_child(networks, epochs):
     spingpu.train(ds, config(epochs), n_networks=1, backend="cpu")
     compile_s = time.perf_counter() - t0
     base = _status_kib("VmRSS")
+    compile_peak = _status_kib("VmHWM")  # imports + compiling the fused kernel
     reset = True
     try:
         with open("/proc/self/clear_refs", "w") as f:  # resets VmHWM to the current RSS (Linux >= 4.0)
@@ -128,7 +139,7 @@ def memory_child(networks, epochs):
     wall = time.perf_counter() - t0
     hwm = _status_kib("VmHWM")
     print(json.dumps(dict(networks=networks, epochs=epochs, base_kib=base, hwm_kib=hwm, hwm_reset=reset,
-                          maxrss_kib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, wall=wall,
+                          compile_peak_kib=compile_peak, wall=wall,
                           compile=compile_s, rate=res.attrs["network_epochs_per_second"],
                           train_seconds=res.attrs["train_seconds"])))
 
@@ -228,14 +239,15 @@ def main():
 
     if mem != "0":
         n1, n2 = (int(v) for v in mem.split(","))
-        print(f"\nMemory of the fused engine (fresh subprocesses, 1 epoch; peak RSS growth after compiling):")
+        print("\nMemory of the fused engine (a fresh subprocess per count, 1 epoch; VmHWM reset after compiling):")
         runs = []
         for n in (n1, n2):
             m = measure_memory(n, 1)
             runs.append(m)
             grow = (m["hwm_kib"] - m["base_kib"]) * 1024
-            print(f"  {n:7d} networks: peak RSS {m['hwm_kib'] / 1024:7.1f} MiB (growth {grow / 2**20:6.1f} MiB), "
-                  f"ru_maxrss {m['maxrss_kib'] / 1024:7.1f} MiB, train {m['train_seconds']:.1f} s "
+            print(f"  {n:7d} networks: peak RSS {m['hwm_kib'] / 1024:7.1f} MiB while training (growth "
+                  f"{grow / 2**20:6.1f} MiB over the {m['base_kib'] / 1024:.0f} MiB before), peak while compiling "
+                  f"{m['compile_peak_kib'] / 1024:.0f} MiB; train {m['train_seconds']:.1f} s "
                   f"({m['rate']:.0f} network-epochs/s), compile {m['compile']:.1f} s", flush=True)
         a, b = runs
         per = ((b["hwm_kib"] - b["base_kib"]) - (a["hwm_kib"] - a["base_kib"])) * 1024 / (n2 - n1)

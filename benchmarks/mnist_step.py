@@ -15,13 +15,17 @@ validation and test splits have 20 rows each (speed does not depend on the pixel
                  engine's BLAS matmuls over networks with each hidden layer's pair neurons, noise and
                  ADC in one parallel Numba pass); the fused per-network engine serves narrow networks
                  only (see iris_speed.py).
-  torch          the batched model of ``torch_mtj.py`` (torch.bmm over networks, float32), timed over
-                 the same epoch: ``steps`` optimiser steps, derivative error on the last batch and a
-                 validation pass (no gradient cosine).
+  torch NT       the batched model of ``torch_mtj.py`` (torch.bmm over networks, float32) with
+                 torch.set_num_threads(N), timed over the same epoch after one warm-up step: ``steps``
+                 optimiser steps, the derivative error on the last batch and a validation pass (no
+                 gradient cosine: spingpu's once-per-epoch extra backward pass, about 1/3 of a step,
+                 makes its per-step times a few per cent high at 8 steps per epoch).
 
-    python benchmarks/mnist_step.py            # 4 and 16 networks, 4 steps (a few minutes on 2 cores)
-    python benchmarks/mnist_step.py --quick    # 2 and 4 networks, 2 steps
-    python benchmarks/mnist_step.py --networks 4,16,64 --steps 8 --engines cpu,torch
+Each spingpu engine is warmed up first (1 network, 1 step: compiles its Numba kernels).
+
+    python benchmarks/mnist_step.py            # 4 and 16 networks, 8 steps: about 1 minute on 2 cores
+    python benchmarks/mnist_step.py --quick    # 2 and 4 networks, 2 steps: about 20 s
+    python benchmarks/mnist_step.py --networks 4,16,64 --steps 8 --engines cpu,torch --threads 2,1
 """
 
 from __future__ import annotations
@@ -111,7 +115,7 @@ def run_torch(networks, ds, steps, threads, iters):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--networks", default=None, help="comma list of network counts (default 4,16; quick 2,4)")
-    ap.add_argument("--steps", type=int, default=None, help="optimiser steps of 128 samples (default 4; quick 2)")
+    ap.add_argument("--steps", type=int, default=None, help="optimiser steps of 128 samples (default 8; quick 2)")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--engines", default="numpy,cpu,torch", help="comma list of numpy, cpu, torch")
     ap.add_argument("--threads", default="2",
@@ -119,7 +123,7 @@ def main():
     ap.add_argument("--newton-iters", type=int, default=6, help="fixed Newton steps of the torch V(I)")
     args = ap.parse_args()
     counts = [int(v) for v in (args.networks or ("2,4" if args.quick else "4,16")).split(",")]
-    steps = args.steps or (2 if args.quick else 4)
+    steps = args.steps or (2 if args.quick else 8)
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]
 
     threads = [int(v) for v in args.threads.split(",")]

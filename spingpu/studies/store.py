@@ -59,31 +59,26 @@ def create_store(path, study, networks_per_task, attrs):
 
 
 def write_task(path, study, cell, lo, metrics):
-    """Write one task's metrics (arrays (n_task[, epochs]) named as VARIABLES) into its region."""
-    import xarray as xr
+    """Write one task's metrics (arrays (n_task[, epochs]) named as VARIABLES) into its chunks."""
+    import zarr
 
-    dims = [a.dim for a in study.axes]
-    index = study.cell_index(cell)
-    region = {d: slice(int(i), int(i) + 1) for d, i in zip(dims, index)}
+    group = zarr.open_group(str(path), mode="r+")
+    index = tuple(int(i) for i in study.cell_index(cell))
     hi = lo + len(metrics["test_acc"])
     epochs = study.max_epochs
-    data_vars = {}
     for name, (vdims, _, _) in VARIABLES.items():
         value = np.asarray(metrics[name])
         if "epoch" in vdims and value.shape[1] < epochs:
             value = np.concatenate([value, np.full((value.shape[0], epochs - value.shape[1]), np.nan)], axis=1)
-        data_vars[name] = (dims + list(vdims), value.reshape((1,) * len(dims) + value.shape))
-    xr.Dataset(data_vars).to_zarr(path, region=dict(region, network=slice(lo, hi)), consolidated=False)
+        group[name][index + (slice(lo, hi),)] = value
 
 
 def mark_done(path, study, cell, task):
-    import xarray as xr
+    """Mark a task stored (after :func:`write_task` returned)."""
+    import zarr
 
-    dims = [a.dim for a in study.axes]
-    region = {d: slice(int(i), int(i) + 1) for d, i in zip(dims, study.cell_index(cell))}
-    done = np.ones((1,) * len(dims) + (1,), dtype=np.int8)
-    xr.Dataset({"task_done": (dims + ["task"], done)}).to_zarr(path, region=dict(region, task=slice(task, task + 1)),
-                                                               consolidated=False)
+    index = tuple(int(i) for i in study.cell_index(cell))
+    zarr.open_array(str(Path(path) / "task_done"), mode="r+")[index + (task,)] = 1
 
 
 def done_tasks(path):
