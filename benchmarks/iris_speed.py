@@ -26,7 +26,9 @@ from the engine's arrays says how many networks fit in 24 GiB.
 
 Timings need a quiet machine: the "other cores" column says how many cores other processes kept
 busy meanwhile. torch with 2 threads on 2 cores slows down many-fold when another process takes a
-core (its OpenMP barriers wait for a descheduled thread); spingpu's engines degrade gracefully.
+core (its OpenMP barriers wait for a descheduled thread); so, less so, do the Numba parallel loops
+of spingpu's numpy and batched engines, while the fused engine (independent chunks of networks per
+thread) only loses the stolen core.
 """
 
 from __future__ import annotations
