@@ -28,7 +28,7 @@ SGD, MOMENTUM, ADAM = 0, 1, 2
 def make_fused_trainer(pair_neuron):
     """The fused trainer for one device model's ``pair_neuron`` (kernels.pair_neuron)."""
 
-    @numba.njit
+    @numba.njit(inline="always")
     def fill_noise(xi, network, purpose, layer, slot, row, width, k0, k1):
         stream = stream_id(purpose, layer, slot, 0)
         for u in range(0, width, 2):
@@ -37,7 +37,7 @@ def make_fused_trainer(pair_neuron):
             if u + 1 < width:
                 xi[u + 1] = b
 
-    @numba.njit
+    @numba.njit(inline="always")
     def forward(w, xrow, b, act, du, de, logits, sizes, w_off, b_off, u_off, junc, nominal, table, mode,
                 neuron, readout, network, purpose, slot0, row, xi0, xi1, k0, k1, derivatives):
         n_hidden = sizes.shape[0] - 2

@@ -51,7 +51,7 @@ def read(v, current, r_bridge, readout, xi):
 def make_pair_neuron(point):
     """``pair_neuron(mode, z, p_a, p_b, nominal, table, neuron, readout, xi0, xi1, derivatives)``."""
 
-    @numba.njit
+    @numba.njit(inline="always")
     def pair_neuron(mode, z, p_a, p_b, nominal, table, neuron, readout, xi0, xi1, derivatives):
         if mode >= TANH:
             h, d = digital(mode, z)
