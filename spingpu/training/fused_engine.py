@@ -91,16 +91,18 @@ def train_fused(dataset, config, networks, model, teacher_logits, progress):
     kernel = fused_trainer(model)
     n, epochs = networks.size, config.epochs
 
-    def run(lo, hi, p, out, lr, order):
-        kernel(lo, hi, *data, teacher, use_teacher, networks, np.uint64(config.seed), p["sizes"], p["w_off"],
+    def run(lo, hi, p, out, lr, order, arrays=data, size=batch):
+        kernel(lo, hi, *arrays, teacher, use_teacher, networks, np.uint64(config.seed), p["sizes"], p["w_off"],
                p["b_off"], p["u_off"], p["junctions"], p["nominal"], p["table"], p["mode"], p["neuron"],
-               p["readout"], p["opt_kind"], p["hyper"], lr, batch, order, p["w_init"], out["loss"], out["acc"],
+               p["readout"], p["opt_kind"], p["hyper"], lr, size, order, p["w_init"], out["loss"], out["acc"],
                out["val"], out["cos"], out["derr"], out["test"], out["div"])
 
     t0 = time.perf_counter()
     packed = pack(config, model, networks, sizes)
     probe = _outputs(1, 1)
-    run(0, 1, packed, probe, lr_epoch[:1], orders[:1])  # compiles (same argument types as the real run)
+    # Compile: one step on two samples, with the argument types of the real run.
+    few = [a[:2] for a in data]
+    run(0, 1, packed, probe, lr_epoch[:1], np.ascontiguousarray(np.arange(2)[None]), arrays=few, size=2)
     compile_seconds = time.perf_counter() - t0
 
     out = _outputs(n, epochs)
