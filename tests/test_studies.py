@@ -659,7 +659,7 @@ def malformed_cases():
         yield pytest.param(text, key, allowed, id=name, marks=marks)
 
 
-@pytest.mark.parametrize("text, key, allowed", malformed_cases())
+@pytest.mark.parametrize("text, key, allowed", list(malformed_cases()))
 def test_malformed_study_is_refused_in_one_line_and_writes_nothing(tmp_path, monkeypatch, capsys, text, key,
                                                                      allowed):
     monkeypatch.chdir(tmp_path)  # the default --out would be results/<name>.zarr here
