@@ -65,7 +65,7 @@ def write_task(path, study, cell, lo, metrics):
     group = zarr.open_group(str(path), mode="r+")
     index = tuple(int(i) for i in study.cell_index(cell))
     hi = lo + len(metrics["test_acc"])
-    epochs = study.max_epochs
+    epochs = group["train_loss"].shape[-1]  # the store's epoch axis (the study's longest training)
     for name, (vdims, _, _) in VARIABLES.items():
         value = np.asarray(metrics[name])
         if "epoch" in vdims and value.shape[1] < epochs:
