@@ -11,7 +11,8 @@ import numba
 import numpy as np
 
 from ..kernels import streams
-from ..kernels.fused_cpu import ADAM, MOMENTUM, SGD, make_fused_trainer
+from ..kernels.fused_cpu import make_fused_trainer
+from ..kernels.network import ADAM, MOMENTUM, SGD
 from ..kernels.pair_neuron import MODE_CODES, NOISE_GAUSSIAN, NOISE_JOHNSON_SHOT, NOISE_NONE, make_pair_neuron
 from .numpy_engine import initial_weights, junction_parameters
 
