@@ -12,21 +12,32 @@ import os
 from dataclasses import dataclass
 from functools import cache
 
-from .errors import ConfigError
+from .errors import ConfigError, check_range
 
 BACKENDS = ("numpy", "cpu", "cuda")
 
 
 @dataclass(frozen=True)
 class Backend:
-    """A compute backend by name; ``simulator`` is True for the CUDA simulator."""
+    """A compute backend by name; ``simulator`` is True for the CUDA simulator.
+
+    CUDA settings: ``gpu_memory_bytes`` caps the GPU memory a run takes (default 80 % of the free
+    memory; networks are trained in chunks that fit), ``block_threads`` forces the threads per
+    block of the fused kernel (default: the most of 128, 64, 32 whose shared memory fits).
+    """
 
     name: str
     simulator: bool = False
+    gpu_memory_bytes: int | None = None
+    block_threads: int | None = None
 
     def __post_init__(self):
         if self.name not in BACKENDS:
             raise ConfigError("backend", f"{self.name!r}; allowed: auto, {', '.join(BACKENDS)}")
+        if self.gpu_memory_bytes is not None:
+            check_range("gpu_memory_bytes", self.gpu_memory_bytes, 1, None, integer=True)
+        if self.block_threads is not None and self.block_threads not in (32, 64, 128, 256):
+            raise ConfigError("block_threads", f"{self.block_threads!r}; allowed: 32, 64, 128, 256")
 
 
 def cuda_simulator_enabled():
@@ -70,14 +81,13 @@ def available_backends():
     ]
 
 
-TRAINING_BACKENDS = ("numpy", "cpu")  # the engines built so far; the CUDA engine is not yet
+TRAINING_BACKENDS = ("numpy", "cpu", "cuda")
 
 
 def get_backend(name="auto"):
-    """The backend called ``name``; ``auto`` is ``cpu`` (``cuda`` once the GPU training engine is
-    built and a GPU is visible)."""
+    """The backend called ``name``; ``auto`` is ``cuda`` when a CUDA GPU is visible, else ``cpu``."""
     if name == "auto":
-        return Backend("cuda") if cuda_gpus() and "cuda" in TRAINING_BACKENDS else Backend("cpu")
+        return Backend("cuda") if cuda_gpus() else Backend("cpu")
     backend = Backend(name)
     if name == "cuda":
         if cuda_simulator_enabled():

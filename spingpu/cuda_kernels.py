@@ -32,9 +32,34 @@ def catalog():
 
     specs = [KernelSpec("sample_layer", cuda_devices.sample_layer, SAMPLE_SIGNATURE)]
     x = np.linspace(-1e-3, 1e-3, 5)
-    for model in (get_model("stt_compact"), tabulated_model(table=(x, 1e3 * x))):
+    models = (get_model("stt_compact"), tabulated_model(table=(x, 1e3 * x)))
+    for model in models:
         specs.append(KernelSpec(f"iv[{model.name}]", cuda_devices.make_iv_kernel(model.point), IV_SIGNATURE))
+    for model in models:
+        specs.append(fused_train_spec(model))
     return specs
+
+
+def fused_train_spec(model):
+    """The fused CUDA trainer of ``model`` for Iris-sized 4-8-3 networks, typed by the arguments
+    of a real (tiny) run. Its layout is a compile-time constant, so other architectures compile
+    the same source with other array sizes."""
+    import numba
+    import numpy as np
+
+    from .datasets import from_arrays
+    from .kernels.fused_cuda import fused_cuda_layout
+    from .training import TrainConfig
+    from .training.cuda_engine import Device, FusedCudaRun, fused_cuda_kernel
+
+    rng = np.random.default_rng(0)
+    y = np.arange(20) % 3
+    dataset = from_arrays(rng.normal(size=(20, 4)) + y[:, None], y, name="check", seed=0)
+    config = TrainConfig(hidden=(8,), epochs=1)
+    layout = fused_cuda_layout((4, 8, 3), len(model.parameters), dataset.y_train.size)
+    run = FusedCudaRun(dataset, config, np.arange(1), model, None, layout, Device(simulator=True))
+    signature = tuple(numba.typeof(a) for a in run.probe_arguments())
+    return KernelSpec(f"fused_train[{model.name}]", fused_cuda_kernel(model, layout), signature)
 
 
 def check_kernels(arch="sm_90", report=print):

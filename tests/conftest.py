@@ -13,3 +13,31 @@ import numba  # noqa: E402
 
 numba.config.reload_config()
 assert numba.config.ENABLE_CUDASIM, "the CUDA simulator must be on before numba.cuda is imported"
+
+
+import math  # noqa: E402
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture
+def fragile_model():
+    """r I with NaN above a threshold resistance: networks with such a junction diverge.
+    Registered for the test, removed afterwards."""
+    from spingpu import Parameter, register_model
+    from spingpu.devices import models
+
+    saved = dict(models._REGISTRY)
+
+    def voltage(current, r, r_max):
+        return r * current if r < r_max else math.nan
+
+    def dvdi(current, r, r_max):
+        return r if r < r_max else math.nan
+
+    model = register_model("fragile_ohmic", voltage, [Parameter("r", 1000.0, "ohm", "", low=0.0, low_open=True),
+                                                      Parameter("r_max", 1800.0, "ohm", "", low=0.0, low_open=True)],
+                           dvdi=dvdi)
+    yield model
+    models._REGISTRY.clear()
+    models._REGISTRY.update(saved)

@@ -1,12 +1,9 @@
 """The fused CPU engine against the NumPy reference, chunking independence, divergence, results."""
 
-import math
-
 import numpy as np
 import pytest
 
-from spingpu import Parameter, Readout, Variability, from_arrays, get_model, register_model
-from spingpu.devices import models
+from spingpu import Readout, Variability, from_arrays
 from spingpu.training import PairNeuron, Schedule, TrainConfig, train
 
 METRICS = ("train_loss", "train_acc", "val_acc", "grad_cosine", "deriv_rel_err", "test_acc")
@@ -79,25 +76,6 @@ def test_network_alone_equals_network_among_1000(blobs, backend, width):
             np.testing.assert_array_equal(a, b, err_msg=name)  # bit for bit
     # and the networks really differ from each other
     assert np.unique(many.train_loss.values[:, -1]).size > 900
-
-
-@pytest.fixture
-def fragile_model():
-    """r I with NaN above a threshold resistance: networks with such a junction diverge."""
-    saved = dict(models._REGISTRY)
-
-    def voltage(current, r, r_max):
-        return r * current if r < r_max else math.nan
-
-    def dvdi(current, r, r_max):
-        return r if r < r_max else math.nan
-
-    model = register_model("fragile_ohmic", voltage, [Parameter("r", 1000.0, "ohm", "", low=0.0, low_open=True),
-                                                      Parameter("r_max", 1800.0, "ohm", "", low=0.0, low_open=True)],
-                           dvdi=dvdi)
-    yield model
-    models._REGISTRY.clear()
-    models._REGISTRY.update(saved)
 
 
 @pytest.mark.parametrize("backend", ["cpu", "numpy"])

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import numba
 import numpy as np
@@ -75,20 +76,40 @@ def epoch_orders(config, n_train):
     return np.stack([streams.epoch_order(config.seed, e, n_train) for e in range(config.epochs)]).astype(np.int64)
 
 
-def train_fused(dataset, config, networks, model, teacher_logits, progress):
-    """Train with the fused CPU kernel; returns (metrics, {"train": s, "compile": s})."""
-    from .trainer import _progress
+@dataclass(frozen=True)
+class FusedProblem:
+    """The data and schedule of a run, as the fused kernels (CPU and CUDA) take them."""
 
+    sizes: tuple  # (features, hidden..., classes)
+    n_train: int
+    batch: int
+    lr_epoch: np.ndarray  # (epochs,) learning rate of every epoch
+    use_teacher: bool
+    teacher: np.ndarray  # (n_train, classes) teacher logits, or a (1, classes) placeholder
+    data: list  # x_train, y_train, x_val, y_val, x_test, y_test: float64 / int64, contiguous
+
+
+def fused_problem(dataset, config, teacher_logits):
     sizes = (dataset.n_features, *config.hidden, dataset.n_classes)
     n_train = dataset.y_train.size
     batch = n_train if config.batch_size is None else min(config.batch_size, n_train)
     lr_epoch = np.array([config.lr * config.lr_schedule.factor(e, config.epochs) for e in range(config.epochs)])
-    orders = epoch_orders(config, n_train)
     use_teacher = config.distillation is not None
     teacher = (np.ascontiguousarray(teacher_logits, dtype=np.float64) if use_teacher
                else np.zeros((1, dataset.n_classes)))
     data = [np.ascontiguousarray(a, dtype=np.float64) if a.dtype.kind == "f" else np.ascontiguousarray(a, np.int64)
             for a in (dataset.x_train, dataset.y_train, dataset.x_val, dataset.y_val, dataset.x_test, dataset.y_test)]
+    return FusedProblem(sizes, n_train, batch, lr_epoch, use_teacher, teacher, data)
+
+
+def train_fused(dataset, config, networks, model, teacher_logits, progress):
+    """Train with the fused CPU kernel; returns (metrics, {"train": s, "compile": s})."""
+    from .trainer import _progress
+
+    problem = fused_problem(dataset, config, teacher_logits)
+    sizes, batch, lr_epoch, teacher, data = problem.sizes, problem.batch, problem.lr_epoch, problem.teacher, problem.data
+    use_teacher = problem.use_teacher
+    orders = epoch_orders(config, problem.n_train)
     kernel = fused_trainer(model)
     n, epochs = networks.size, config.epochs
 
@@ -100,13 +121,13 @@ def train_fused(dataset, config, networks, model, teacher_logits, progress):
 
     t0 = time.perf_counter()
     packed = pack(config, model, networks, sizes)
-    probe = _outputs(1, 1)
+    probe = fused_outputs(1, 1)
     # Compile: one step on two samples, with the argument types of the real run.
     few = [a[:2] for a in data]
     run(0, 1, packed, probe, lr_epoch[:1], np.ascontiguousarray(np.arange(2)[None]), arrays=few, size=2)
     compile_seconds = time.perf_counter() - t0
 
-    out = _outputs(n, epochs)
+    out = fused_outputs(n, epochs)
     threads = numba.get_num_threads()
     chunk = max(1, min(64, math.ceil(n / (4 * threads))))
     bar = _progress(progress, n * epochs, "network-epochs")
@@ -125,7 +146,8 @@ def train_fused(dataset, config, networks, model, teacher_logits, progress):
     return metrics, {"train": train_seconds, "compile": compile_seconds}
 
 
-def _outputs(n, epochs):
+def fused_outputs(n, epochs):
+    """The fused kernels' output arrays, NaN until written (``div`` False)."""
     return dict(loss=np.full((n, epochs), np.nan), acc=np.full((n, epochs), np.nan),
                 val=np.full((n, epochs), np.nan), cos=np.full((n, epochs), np.nan),
                 derr=np.full((n, epochs), np.nan), test=np.full(n, np.nan), div=np.zeros(n, dtype=np.bool_))

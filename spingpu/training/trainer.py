@@ -55,13 +55,16 @@ def train(dataset, config: TrainConfig, *, n_networks=None, networks=None, model
 
         metrics, timing, _ = _train_batched(BatchedCpuEngine, dataset, config, networks, model, teacher_logits,
                                             progress)
+    elif backend.name == "cuda":
+        metrics, timing, device_name = _train_cuda(dataset, config, networks, model, teacher_logits, progress,
+                                                   backend)
     else:
         raise AssertionError(backend)
     n, epochs = networks.size, config.epochs
     attrs = {
         "spingpu_version": __version__,
         "backend": backend.name,
-        "device": "CPU",
+        "device": device_name if backend.name == "cuda" else "CPU",
         "dataset": dataset.name,
         "device_model": model.name,
         "device_parameters": {p.name: p.nominal for p in model.parameters},
@@ -71,6 +74,25 @@ def train(dataset, config: TrainConfig, *, n_networks=None, networks=None, model
         "network_epochs_per_second": n * epochs / timing["train"],
     }
     return make_results(metrics, networks, epochs, attrs)
+
+
+def _train_cuda(dataset, config, networks, model, teacher_logits, progress, backend):
+    """The CUDA engines: the fused block-per-network kernel when a network fits a block's shared
+    memory, else the batched engine. Returns (metrics, seconds, device name)."""
+    from ..kernels.fused_cuda import fused_cuda_layout
+    from .cuda_engine import Device, train_fused_cuda
+
+    device = Device(backend.simulator, backend.gpu_memory_bytes)
+    n_train = dataset.y_train.size
+    batch = n_train if config.batch_size is None else min(config.batch_size, n_train)
+    sizes = (dataset.n_features, *config.hidden, dataset.n_classes)
+    layout = (fused_cuda_layout(sizes, len(model.parameters), batch, backend.block_threads)
+              if max(dataset.n_features, *config.hidden) <= FUSED_MAX_WIDTH else None)
+    if layout is None:
+        raise ConfigError("backend", f"the CUDA engine for layers wider than {FUSED_MAX_WIDTH} (or networks whose "
+                                     f"block does not fit in shared memory) is not built yet; allowed: numpy, cpu")
+    metrics, timing = train_fused_cuda(dataset, config, networks, model, teacher_logits, progress, layout, device)
+    return metrics, timing, device.name
 
 
 def _train_batched(engine_class, dataset, config, networks, model, teacher_logits, progress):

@@ -1,0 +1,323 @@
+"""Fused CUDA trainer: one thread block trains one whole network, every epoch inside the kernel.
+
+The block keeps its network's weights, junction parameters and the per-sample activations and
+deltas of a sub-batch in shared memory; the Adam moments and gradient accumulators of the weights
+a thread owns (weights tid, tid + T, ...) stay in its registers. Per step and sub-batch of T
+samples (T = threads per block):
+
+1. thread t runs sample t forward and backward (:mod:`spingpu.kernels.network`, the same device
+   functions the CPU engine runs), writing its layer inputs and deltas to shared memory;
+2. thread t then adds, for each weight it owns, that weight's gradient over the sub-batch's samples
+   in sample order: the sums run in the CPU engine's order, so a GPU run matches a CPU run to
+   rounding (FMA contraction and CUDA's libm are the only differences).
+
+The dataset is one copy in global memory that every block reads (the same sample at the same time:
+broadcast loads). Random numbers come from the same Philox streams as on the CPU. Divergence,
+``grad_cosine`` and ``deriv_rel_err`` (median by a bitonic sort of the last batch's relative errors
+in a global scratch row per block) are computed as on the CPU.
+
+Shared memory per block, in float64 words: 3 W + 2 U P + (H + 1 + L) T M + T, with W weights,
+U hidden units, P junction parameters, H hidden layers, L = H + 1 weight layers and M the widest
+layer; :func:`fused_cuda_layout` picks the largest T in (128, 64, 32) that fits the 48 KiB a
+kernel may use without opting in to more, or says that the network does not fit.
+"""
+
+import math
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+from numba import cuda
+
+from . import simulator
+from .loss import softmax_xent
+from .network import argmax, make_forward, optimizer_step, relative_error, sample_deltas, weight_gradient
+from .philox import split_seed
+from .streams import PURPOSE_EVAL_NOISE, PURPOSE_NOISE
+
+if numba.config.ENABLE_CUDASIM:
+    simulator.install()
+
+SHARED_BYTES = 48 * 1024  # static shared memory a kernel may use on every CUDA GPU since sm_20
+THREAD_CHOICES = (128, 64, 32)
+
+
+@dataclass(frozen=True)
+class FusedLayout:
+    """Compile-time shape of the fused CUDA trainer: the kernel is specialised to it."""
+
+    sizes: tuple  # (features, hidden..., classes)
+    n_params: int  # junction parameters P
+    threads: int  # threads per block T
+    errs_len: int  # power of two >= batch x hidden units: the deriv_rel_err scratch row
+
+    @property
+    def n_weights(self):
+        return sum(a * b + b for a, b in zip(self.sizes[:-1], self.sizes[1:]))
+
+    @property
+    def hidden_units(self):
+        return sum(self.sizes[1:-1])
+
+    @property
+    def shared_words(self):
+        return shared_words(self.sizes, self.n_params, self.threads)
+
+
+def shared_words(sizes, n_params, threads):
+    """float64 words of shared memory a block uses (see the module docstring)."""
+    n_w = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
+    n_layers = len(sizes) - 1
+    units = max(sum(sizes[1:-1]), 1)
+    return 3 * n_w + 2 * units * n_params + (2 * n_layers) * threads * max(sizes) + threads + 2
+
+
+def fused_cuda_layout(sizes, n_params, batch, threads=None):
+    """The layout for this architecture, or None if one network's block does not fit in shared
+    memory (the batched engine then trains it). ``threads`` forces T (tests use small blocks)."""
+    sizes = tuple(int(s) for s in sizes)
+    errs_len = 1
+    while errs_len < batch * max(sum(sizes[1:-1]), 1):
+        errs_len *= 2
+    choices = (threads,) if threads else THREAD_CHOICES
+    for t in choices:
+        if 8 * shared_words(sizes, n_params, t) <= SHARED_BYTES:
+            return FusedLayout(sizes, int(n_params), int(t), errs_len)
+    return None
+
+
+def make_fused_cuda(pair_neuron, layout: FusedLayout):
+    """The CUDA kernel ``train_block[n_networks, T](...)`` for one model and layout.
+
+    Arguments are those of :func:`spingpu.kernels.fused_cpu.make_fused_trainer`'s
+    ``train_networks`` without (lo, hi), plus ``errs`` (n_networks, errs_len) scratch; block b
+    trains network b of the arrays given.
+    """
+    forward = make_forward(pair_neuron)
+    sizes_t = layout.sizes
+    T = layout.threads
+    N_W = layout.n_weights
+    N_LAYERS = len(sizes_t) - 1
+    N_HIDDEN = max(N_LAYERS - 1, 1)
+    MAX_W = max(sizes_t)
+    N_OUT = sizes_t[-1]
+    HIDDEN_UNITS = layout.hidden_units
+    UNITS = max(HIDDEN_UNITS, 1)
+    P = layout.n_params
+    KPT = (N_W + T - 1) // T  # weights per thread
+    F64 = numba.float64
+
+    @cuda.jit(device=True)
+    def _block_sum(count, value, tid):
+        """Sum of an integer over the block (integer atomics: exact, so deterministic)."""
+        if tid == 0:
+            count[0] = 0
+        cuda.syncthreads()
+        cuda.atomic.add(count, 0, value)
+        cuda.syncthreads()
+        total = count[0]
+        cuda.syncthreads()
+        return total
+
+    @cuda.jit(device=True)
+    def _accuracy(w, x, y, purpose, slot0, row0, act, du, de, logits, sizes, w_off, b_off, u_off, junc, nominal,
+                  table, mode, neuron, readout, network, xi0, xi1, k0, k1, count, tid):
+        correct = 0
+        for s in range(tid, y.shape[0], T):
+            forward(w, x, s, act, tid, du, de, 0, logits, sizes, w_off, b_off, u_off, junc, nominal, table, mode,
+                    neuron, readout, network, purpose, slot0, row0 + s, xi0, xi1, k0, k1, False)
+            if argmax(logits) == y[s]:
+                correct += 1
+        return _block_sum(count, correct, tid)
+
+    @cuda.jit(device=True)
+    def _bitonic_sort(errs, i, n, tid):
+        """Sort errs[i, :n] ascending in place (padded to a power of two with +inf); block-wide."""
+        size = 1
+        while size < n:
+            size *= 2
+        for q in range(n + tid, size, T):
+            errs[i, q] = np.inf
+        cuda.syncthreads()
+        k = 2
+        while k <= size:
+            j = k // 2
+            while j > 0:
+                for q in range(tid, size, T):
+                    partner = q ^ j
+                    if partner > q:
+                        a = errs[i, q]
+                        c = errs[i, partner]
+                        if ((q & k) == 0 and a > c) or ((q & k) != 0 and a < c):
+                            errs[i, q] = c
+                            errs[i, partner] = a
+                cuda.syncthreads()
+                j //= 2
+            k *= 2
+
+    @cuda.jit
+    def train_block(x_tr, y_tr, x_va, y_va, x_te, y_te, teacher, use_teacher, networks, seed, sizes, w_off, b_off,
+                    u_off, junctions, nominal, table, mode, neuron, readout, opt_kind, hyper, lr_epoch, batch,
+                    orders, w_init, errs, out_loss, out_acc, out_val, out_cos, out_derr, out_test, out_div):
+        i = cuda.blockIdx.x
+        tid = cuda.threadIdx.x
+        if i >= networks.shape[0]:
+            return
+        w = cuda.shared.array(N_W, F64)
+        gs = cuda.shared.array(N_W, F64)
+        ges = cuda.shared.array(N_W, F64)
+        junc = cuda.shared.array((UNITS, 2, P), F64)
+        act = cuda.shared.array((N_LAYERS, T, MAX_W), F64)
+        D = cuda.shared.array((N_LAYERS, T, MAX_W), F64)
+        lossb = cuda.shared.array(T, F64)
+        count = cuda.shared.array(2, numba.int64)
+
+        du = cuda.local.array((N_HIDDEN, 1, MAX_W), F64)
+        de = cuda.local.array((N_HIDDEN, 1, MAX_W), F64)
+        logits = cuda.local.array(N_OUT, F64)
+        dl = cuda.local.array(N_OUT, F64)
+        delta = cuda.local.array(MAX_W, F64)
+        delta_prev = cuda.local.array(MAX_W, F64)
+        xi0 = cuda.local.array(MAX_W, F64)
+        xi1 = cuda.local.array(MAX_W, F64)
+        gl = cuda.local.array(KPT, F64)
+        gel = cuda.local.array(KPT, F64)
+        m1 = cuda.local.array(KPT, F64)
+        m2 = cuda.local.array(KPT, F64)
+
+        k0, k1 = split_seed(seed)
+        network = networks[i]
+        for k in range(tid, N_W, T):
+            w[k] = w_init[i, k]
+        for q in range(tid, UNITS * 2 * P, T):
+            junc[q // (2 * P), (q // P) % 2, q % P] = junctions[i, q // (2 * P), (q // P) % 2, q % P]
+        for j in range(KPT):
+            m1[j] = 0.0
+            m2[j] = 0.0
+        momentum, beta1, beta2, eps, wd, dist_t, dist_alpha = (hyper[0], hyper[1], hyper[2], hyper[3], hyper[4],
+                                                                hyper[5], hyper[6])
+        n_train = y_tr.shape[0]
+        epochs = lr_epoch.shape[0]
+        steps = (n_train + batch - 1) // batch
+        sample_counter = 0
+        t = 0
+        cuda.syncthreads()
+        for epoch in range(epochs):
+            lr = lr_epoch[epoch]
+            loss_sum = 0.0
+            correct = 0
+            for step in range(steps):
+                start = step * batch
+                bsz = min(batch, n_train - start)
+                last = step == steps - 1
+                scale = 1.0 / bsz
+                batch_loss = 0.0
+                bad = 0
+                for j in range(KPT):
+                    gl[j] = 0.0
+                    gel[j] = 0.0
+                for sub in range(0, bsz, T):
+                    n_sub = min(T, bsz - sub)
+                    b = sub + tid
+                    if tid < n_sub:
+                        idx = orders[epoch, start + b]
+                        forward(w, x_tr, idx, act, tid, du, de, 0, logits, sizes, w_off, b_off, u_off, junc, nominal,
+                                table, mode, neuron, readout, network, PURPOSE_NOISE, 0, sample_counter + b, xi0,
+                                xi1, k0, k1, True)
+                        lossb[tid] = softmax_xent(logits, y_tr[idx], teacher[idx if use_teacher else 0],
+                                                  use_teacher, dist_t, dist_alpha, dl)
+                        if argmax(logits) == y_tr[idx]:
+                            correct += 1
+                        sample_deltas(w, du, 0, dl, scale, sizes, w_off, D, tid, delta, delta_prev)
+                        if last:
+                            for layer in range(N_LAYERS - 1):
+                                for u in range(sizes[layer + 1]):
+                                    e = relative_error(du[layer, 0, u], de[layer, 0, u])
+                                    if e != e:
+                                        bad = 2
+                                    errs[i, b * UNITS + u_off[layer] + u] = e
+                    cuda.syncthreads()
+                    if tid == 0:
+                        for r in range(n_sub):
+                            batch_loss += lossb[r]
+                    for j in range(KPT):
+                        k = tid + j * T
+                        if k < N_W:
+                            gl[j] = weight_gradient(k, gl[j], act, D, n_sub, sizes, w_off, b_off)
+                    cuda.syncthreads()
+                    if last:
+                        if tid < n_sub:
+                            sample_deltas(w, de, 0, dl, scale, sizes, w_off, D, tid, delta, delta_prev)
+                        cuda.syncthreads()
+                        for j in range(KPT):
+                            k = tid + j * T
+                            if k < N_W:
+                                gel[j] = weight_gradient(k, gel[j], act, D, n_sub, sizes, w_off, b_off)
+                        cuda.syncthreads()
+                sample_counter += bsz
+                nonfinite = 0
+                if tid == 0 and not math.isfinite(batch_loss):
+                    nonfinite = 1
+                for j in range(KPT):
+                    k = tid + j * T
+                    if k < N_W and not math.isfinite(gl[j]):
+                        nonfinite = 1
+                if cuda.syncthreads_or(nonfinite):
+                    if tid == 0:
+                        out_div[i] = True
+                        for e2 in range(epoch, epochs):
+                            out_loss[i, e2] = np.nan
+                            out_acc[i, e2] = np.nan
+                            out_val[i, e2] = np.nan
+                            out_cos[i, e2] = np.nan
+                            out_derr[i, e2] = np.nan
+                        out_test[i] = np.nan
+                    return
+                if last:
+                    for j in range(KPT):
+                        k = tid + j * T
+                        if k < N_W:
+                            gs[k] = gl[j]
+                            ges[k] = gel[j]
+                    n_err = bsz * HIDDEN_UNITS
+                    has_nan = cuda.syncthreads_or(bad)
+                    _bitonic_sort(errs, i, n_err, tid)
+                    if tid == 0:
+                        dot = 0.0
+                        na = 0.0
+                        nb = 0.0
+                        for k in range(N_W):
+                            dot += gs[k] * ges[k]
+                            na += gs[k] * gs[k]
+                            nb += ges[k] * ges[k]
+                        out_cos[i, epoch] = dot / math.sqrt(na * nb) if na * nb > 0.0 else np.nan
+                        if has_nan or n_err == 0:
+                            out_derr[i, epoch] = np.nan
+                        elif n_err % 2 == 1:
+                            out_derr[i, epoch] = errs[i, n_err // 2]
+                        else:
+                            out_derr[i, epoch] = (errs[i, n_err // 2 - 1] + errs[i, n_err // 2]) / 2.0
+                loss_sum += batch_loss
+                t += 1
+                for j in range(KPT):
+                    k = tid + j * T
+                    if k < N_W:
+                        w[k], m1[j], m2[j] = optimizer_step(w[k], gl[j], m1[j], m2[j], opt_kind, lr, t, momentum,
+                                                            beta1, beta2, eps, wd)
+                cuda.syncthreads()
+            n_correct = _block_sum(count, correct, tid)
+            if tid == 0:
+                out_loss[i, epoch] = loss_sum / n_train
+                out_acc[i, epoch] = n_correct / n_train
+            n_val = _accuracy(w, x_va, y_va, PURPOSE_EVAL_NOISE, 0, epoch * y_va.shape[0], act, du, de, logits,
+                              sizes, w_off, b_off, u_off, junc, nominal, table, mode, neuron, readout, network, xi0,
+                              xi1, k0, k1, count, tid)
+            if tid == 0:
+                out_val[i, epoch] = n_val / y_va.shape[0]
+        n_test = _accuracy(w, x_te, y_te, PURPOSE_EVAL_NOISE, 2, epochs * y_te.shape[0], act, du, de, logits, sizes,
+                           w_off, b_off, u_off, junc, nominal, table, mode, neuron, readout, network, xi0, xi1, k0,
+                           k1, count, tid)
+        if tid == 0:
+            out_test[i] = n_test / y_te.shape[0]
+
+    return train_block

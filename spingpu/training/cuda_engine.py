@@ -1,0 +1,150 @@
+"""The fused CUDA engine (``--backend cuda`` for small networks): one thread block per network
+(:mod:`spingpu.kernels.fused_cuda`), fed the arrays the fused CPU engine packs, in chunks of
+networks that fit the free GPU memory.
+
+Device arrays are CuPy arrays (plain ``cudaMalloc`` allocations through CuPy's pool, never managed
+memory). Under ``NUMBA_ENABLE_CUDASIM=1`` the same kernels run in Numba's CUDA simulator on NumPy
+arrays, so the GPU code is tested end to end on any machine.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from ..errors import ConfigError
+from ..kernels.pair_neuron import make_pair_neuron
+from .fused_engine import epoch_orders, fused_outputs, fused_problem, pack
+
+LAUNCH_BLOCKS = 1 << 16  # networks per kernel launch: the progress bar moves between launches
+MEMORY_FRACTION = 0.8  # of the free GPU memory a training run may take
+
+
+class Device:
+    """Where arrays live: a CUDA GPU through CuPy, or the simulator with NumPy arrays."""
+
+    def __init__(self, simulator, memory_bytes=None):
+        self.simulator = simulator
+        if simulator:
+            self.xp = np
+            free = 2**34
+            self.name = "Numba CUDA simulator"
+        else:
+            import cupy
+
+            self.xp = cupy
+            free, _ = cupy.cuda.runtime.memGetInfo()
+            props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
+            name = props["name"]
+            self.name = name.decode() if isinstance(name, bytes) else str(name)
+        self.memory_bytes = int(free * MEMORY_FRACTION) if memory_bytes is None else int(memory_bytes)
+
+    def put(self, array):
+        return array if self.simulator else self.xp.asarray(array)
+
+    def get(self, array):
+        return array if self.simulator else self.xp.asnumpy(array)
+
+    def synchronize(self):
+        if not self.simulator:
+            self.xp.cuda.Device().synchronize()
+
+
+def fused_cuda_kernel(model, layout):
+    """The compiled fused CUDA trainer of ``model`` for ``layout`` (built once per pair)."""
+    from ..kernels.fused_cuda import make_fused_cuda
+
+    key = ("fused_cuda", layout)
+    if key not in model._compiled:
+        model._compiled[key] = make_fused_cuda(make_pair_neuron(model.point), layout)
+    return model._compiled[key]
+
+
+def chunk_size(device, per_network_bytes, shared_bytes, n):
+    """Networks per chunk so that a chunk's arrays fit ``device.memory_bytes``."""
+    room = device.memory_bytes - shared_bytes
+    if room < per_network_bytes:
+        raise ConfigError("networks", f"one network needs {per_network_bytes + shared_bytes:,d} bytes of GPU "
+                                      f"memory with the dataset, and {device.memory_bytes:,d} are available")
+    return int(min(n, room // per_network_bytes))
+
+
+class FusedCudaRun:
+    """One run's arrays on the device and the argument list of each launch of the fused kernel."""
+
+    def __init__(self, dataset, config, networks, model, teacher_logits, layout, device):
+        self.device, self.layout, self.networks = device, layout, networks
+        self.problem = problem = fused_problem(dataset, config, teacher_logits)
+        self.packed = packed = pack(config, model, networks, problem.sizes)
+        self.common = {k: device.put(v) for k, v in packed.items()
+                       if isinstance(v, np.ndarray) and k not in ("junctions", "w_init")}
+        self.data = [device.put(a) for a in problem.data]
+        self.teacher = device.put(problem.teacher)
+        self.orders = device.put(epoch_orders(config, problem.n_train))
+        self.lr_epoch = device.put(problem.lr_epoch)
+        self.seed = np.uint64(config.seed)
+        self.epochs = config.epochs
+
+    def arguments(self, lo, hi, out, data=None, lr_epoch=None, orders=None, batch=None):
+        """Arguments of ``train_block`` for networks lo .. hi - 1 writing into ``out`` (device
+        arrays of :func:`fused_outputs` shape); the other keywords replace the run's own."""
+        c, p, put = self.common, self.packed, self.device.put
+        errs = self.device.xp.empty((hi - lo, self.layout.errs_len))
+        return (*(self.data if data is None else data), self.teacher, self.problem.use_teacher,
+                put(self.networks[lo:hi]), self.seed, c["sizes"], c["w_off"], c["b_off"], c["u_off"],
+                put(p["junctions"][lo:hi]), c["nominal"], c["table"], p["mode"], c["neuron"], c["readout"],
+                p["opt_kind"], c["hyper"], self.lr_epoch if lr_epoch is None else lr_epoch,
+                self.problem.batch if batch is None else batch, self.orders if orders is None else orders,
+                put(p["w_init"][lo:hi]), errs, out["loss"], out["acc"], out["val"], out["cos"], out["derr"],
+                out["test"], out["div"])
+
+    def probe_arguments(self):
+        """A one-network, one-step, two-sample launch with the argument types of the real run."""
+        put = self.device.put
+        out = {k: put(v) for k, v in fused_outputs(1, 1).items()}
+        return self.arguments(0, 1, out, data=[put(a[:2]) for a in self.problem.data],
+                              lr_epoch=self.lr_epoch[:1], orders=put(np.arange(2)[None]), batch=2)
+
+    @property
+    def bytes_per_network(self):
+        p = self.packed
+        return 8 * (p["junctions"][0].size + p["w_init"].shape[1] + self.layout.errs_len + 5 * self.epochs + 3)
+
+    @property
+    def shared_bytes(self):
+        pr = self.problem
+        return sum(a.nbytes for a in pr.data) + pr.teacher.nbytes + 8 * self.epochs * (pr.n_train + 1)
+
+
+def train_fused_cuda(dataset, config, networks, model, teacher_logits, progress, layout, device):
+    """Train with the fused CUDA kernel; returns (metrics, {"train": s, "compile": s})."""
+    from .trainer import _progress
+
+    n, epochs = networks.size, config.epochs
+    t0 = time.perf_counter()
+    kernel = fused_cuda_kernel(model, layout)
+    run = FusedCudaRun(dataset, config, networks, model, teacher_logits, layout, device)
+    kernel[1, layout.threads](*run.probe_arguments())  # compiles
+    device.synchronize()
+    compile_seconds = time.perf_counter() - t0
+
+    chunk = min(chunk_size(device, run.bytes_per_network, run.shared_bytes, n), LAUNCH_BLOCKS)
+    out = fused_outputs(n, epochs)
+    bar = _progress(progress, n * epochs, "network-epochs")
+    t0 = time.perf_counter()
+    for lo in range(0, n, chunk):
+        hi = min(lo + chunk, n)
+        part = {k: device.put(v[lo:hi]) for k, v in out.items()}
+        kernel[hi - lo, layout.threads](*run.arguments(lo, hi, part))
+        for k, v in part.items():
+            out[k][lo:hi] = device.get(v)
+        if bar is not None:
+            bar.update((hi - lo) * epochs)
+    device.synchronize()
+    train_seconds = time.perf_counter() - t0
+    if bar is not None:
+        bar.close()
+    metrics = dict(train_loss=out["loss"], train_acc=out["acc"], val_acc=out["val"], grad_cosine=out["cos"],
+                   deriv_rel_err=out["derr"], test_acc=out["test"], diverged=out["div"])
+    return metrics, {"train": train_seconds, "compile": compile_seconds}

@@ -1,0 +1,119 @@
+"""The fused CUDA engine, run in Numba's CUDA simulator (tests/conftest.py), against the fused CPU
+engine: the simulator executes the kernel's arithmetic on the CPU, so the numbers must agree to
+rounding. On a GPU, ``benchmarks/gpu_check.py`` compares the same engines."""
+
+import numpy as np
+import pytest
+
+from spingpu import ConfigError, Readout, Variability, from_arrays
+from spingpu.backends import Backend
+from spingpu.kernels.fused_cuda import SHARED_BYTES, fused_cuda_layout
+from spingpu.training import Distillation, PairNeuron, Schedule, TrainConfig, teacher_logits, train
+
+METRICS = ("train_loss", "train_acc", "val_acc", "grad_cosine", "deriv_rel_err", "test_acc")
+SIM = Backend("cuda", simulator=True, block_threads=32)
+
+
+@pytest.fixture(scope="module")
+def blobs():
+    rng = np.random.default_rng(123)
+    centres = rng.normal(0, 1.5, (3, 4))
+    y = rng.integers(0, 3, 70)
+    x = centres[y] + rng.normal(0, 1.0, (70, 4))
+    return from_arrays(x, y, name="blobs", seed=5)
+
+
+def assert_same(a, b):
+    for name in METRICS:
+        np.testing.assert_allclose(a[name].values, b[name].values, rtol=1e-10, atol=1e-13, err_msg=name)
+    np.testing.assert_array_equal(a.diverged.values, b.diverged.values)
+
+
+VAR = Variability(sigma_chip=0.03, sigma_d2d=0.1, sigma_pair=0.02)
+CASES = {
+    # batch 16 of 42 training rows: sub-batches of 32 threads, a short last batch
+    "fd_forward-noise-adam-minibatch": dict(grad_mode="fd_forward", batch_size=16, readout=Readout(read_noise=2e-3)),
+    "fd_symmetric-adc-dac-sgd-step-full": dict(grad_mode="fd_symmetric", optimizer="sgd", lr=0.2,
+                                               lr_schedule=Schedule("step", every=1, gamma=0.5),
+                                               readout=Readout(adc_bits=10, adc_range=(-1.5, 1.5), dac_bits=12,
+                                                               dac_range=(-2e-3, 2e-3))),
+    "fd_single-johnson-momentum-2layers": dict(grad_mode="fd_single", optimizer="momentum", hidden=(5, 4),
+                                               batch_size=20, readout=Readout(noise_model="johnson_shot",
+                                                                              temperature=300, bandwidth=1e9)),
+    "model-bridge-cosine-decay": dict(grad_mode="model", lr_schedule=Schedule("cosine"), weight_decay=1e-3,
+                                      neuron=PairNeuron(readout="bridge", r_ref=1200.0, i_bias=-30e-6)),
+    "oracle-exp": dict(grad_mode="oracle", lr_schedule=Schedule("exp", gamma=0.9), batch_size=30),
+    "tanh": dict(grad_mode="tanh", hidden=(7,)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_fused_cuda_kernel_equals_fused_cpu_engine(blobs, case):
+    kw = dict(hidden=(6,), epochs=2, lr=0.05, seed=7, variability=VAR)
+    kw.update(CASES[case])
+    cfg = TrainConfig(**kw)
+    nets = np.array([3, 11])
+    cpu = train(blobs, cfg, networks=nets, backend="cpu")
+    gpu = train(blobs, cfg, networks=nets, backend=SIM)
+    assert gpu.attrs["backend"] == "cuda" and gpu.attrs["device"] == "Numba CUDA simulator"
+    assert_same(cpu, gpu)
+    assert np.all(np.isfinite(gpu.grad_cosine.values)) and np.all(np.isfinite(gpu.deriv_rel_err.values))
+
+
+def test_distillation_on_the_gpu(blobs):
+    teacher_cfg = TrainConfig(hidden=(8,), epochs=3, grad_mode="tanh", lr=0.05, seed=1)
+    logits, _ = teacher_logits(blobs, teacher_cfg)
+    cfg = TrainConfig(hidden=(3,), epochs=2, lr=0.05, seed=2, variability=VAR,
+                      distillation=Distillation(temperature=3.0, alpha=0.7))
+    cpu = train(blobs, cfg, networks=[4], backend="cpu", teacher_logits=logits)
+    gpu = train(blobs, cfg, networks=[4], backend=SIM, teacher_logits=logits)
+    assert_same(cpu, gpu)
+
+
+def test_divergence_is_isolated_on_the_gpu(blobs, fragile_model):
+    var = Variability(per_parameter={"r": (0.0, 0.3, 0.0), "r_max": (0.0, 0.0, 0.0)})
+    cfg = TrainConfig(hidden=(8,), grad_mode="oracle", epochs=2, lr=0.05, variability=var)
+    cpu = train(blobs, cfg, n_networks=30, model=fragile_model, backend="cpu")
+    div = np.flatnonzero(cpu.diverged.values)
+    assert div.size >= 2
+    nets = [div[0], int(np.flatnonzero(~cpu.diverged.values)[0]), div[1]]
+    gpu = train(blobs, cfg, networks=nets, model=fragile_model, backend=SIM)
+    assert gpu.diverged.values.tolist() == [True, False, True]
+    assert_same(cpu.sel(network=nets), gpu)
+
+
+def test_chunks_that_fit_a_tiny_memory_budget_change_nothing(blobs):
+    cfg = TrainConfig(hidden=(3,), epochs=1, lr=0.05, seed=9, variability=VAR, readout=Readout(read_noise=1e-3))
+    nets = np.arange(5)
+    whole = train(blobs, cfg, networks=nets, backend=SIM)
+    # the data take ~3.2 kB, a network's arrays ~1.6 kB: one network per chunk
+    tiny = Backend("cuda", simulator=True, block_threads=32, gpu_memory_bytes=5_000)
+    chunked = train(blobs, cfg, networks=nets, backend=tiny)
+    for name in METRICS:
+        np.testing.assert_array_equal(whole[name].values, chunked[name].values, err_msg=name)
+
+
+def test_one_network_too_big_for_the_memory_is_a_clear_error(blobs):
+    cfg = TrainConfig(hidden=(3,), epochs=1)
+    with pytest.raises(ConfigError, match=r"^networks: one network needs [\d,]+ bytes of GPU memory with the "
+                                          r"dataset, and 100 are available$"):
+        train(blobs, cfg, n_networks=1, backend=Backend("cuda", simulator=True, gpu_memory_bytes=100))
+
+
+def test_layout_fits_shared_memory_and_refuses_networks_that_do_not():
+    small = fused_cuda_layout((4, 8, 3), 6, 90)
+    assert small.threads == 128 and 8 * small.shared_words <= SHARED_BYTES
+    assert small.n_weights == 4 * 8 + 8 + 8 * 3 + 3 and small.errs_len == 1024
+    wide = fused_cuda_layout((64, 64, 64, 10), 6, 128)
+    assert wide is None or 8 * wide.shared_words <= SHARED_BYTES
+    assert fused_cuda_layout((784, 256, 10), 6, 128) is None
+
+
+@pytest.mark.parametrize("bad, message", [
+    (dict(gpu_memory_bytes=0), "gpu_memory_bytes: 0 is out of range"),
+    (dict(block_threads=48), "block_threads: 48; allowed: 32, 64, 128, 256"),
+])
+def test_bad_backend_settings(bad, message):
+    with pytest.raises(ConfigError) as err:
+        Backend("cuda", **bad)
+    assert str(err.value).startswith(message)
