@@ -15,6 +15,7 @@ from functools import cache
 from .errors import ConfigError, check_range
 
 BACKENDS = ("numpy", "cpu", "cuda")
+CUDA_ENGINES = ("auto", "fused", "batched")
 
 
 @dataclass(frozen=True)
@@ -23,13 +24,16 @@ class Backend:
 
     CUDA settings: ``gpu_memory_bytes`` caps the GPU memory a run takes (default 80 % of the free
     memory; networks are trained in chunks that fit), ``block_threads`` forces the threads per
-    block of the fused kernel (default: the most of 128, 64, 32 whose shared memory fits).
+    block of the fused kernel (default: the most of 128, 64, 32 whose shared memory fits),
+    ``cuda_engine`` chooses between the fused block-per-network kernel and the batched engine
+    (``auto``: fused when the network fits a block).
     """
 
     name: str
     simulator: bool = False
     gpu_memory_bytes: int | None = None
     block_threads: int | None = None
+    cuda_engine: str = "auto"
 
     def __post_init__(self):
         if self.name not in BACKENDS:
@@ -38,6 +42,8 @@ class Backend:
             check_range("gpu_memory_bytes", self.gpu_memory_bytes, 1, None, integer=True)
         if self.block_threads is not None and self.block_threads not in (32, 64, 128, 256):
             raise ConfigError("block_threads", f"{self.block_threads!r}; allowed: 32, 64, 128, 256")
+        if self.cuda_engine not in CUDA_ENGINES:
+            raise ConfigError("cuda_engine", f"{self.cuda_engine!r}; allowed: {', '.join(CUDA_ENGINES)}")
 
 
 def cuda_simulator_enabled():
@@ -82,6 +88,7 @@ def available_backends():
 
 
 TRAINING_BACKENDS = ("numpy", "cpu", "cuda")
+CUDA_ENGINES = ("auto", "fused", "batched")
 
 
 def get_backend(name="auto"):

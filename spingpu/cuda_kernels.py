@@ -37,6 +37,38 @@ def catalog():
         specs.append(KernelSpec(f"iv[{model.name}]", cuda_devices.make_iv_kernel(model.point), IV_SIGNATURE))
     for model in models:
         specs.append(fused_train_spec(model))
+    specs += batched_specs(models)
+    return specs
+
+
+def batched_specs(models):
+    """The batched engine's kernels, typed by example arrays, for float32 and float64 weights."""
+    import numba
+    import numpy as np
+
+    from .kernels import batched_cuda
+    from .training.batched_cuda_engine import pair_layer_cuda_kernel
+
+    def sig(*args):
+        return tuple(numba.typeof(a) for a in args)
+
+    specs = []
+    i64, f64 = np.zeros(2, np.int64), np.zeros(2)
+    for dtype in ("float32", "float64"):
+        z = np.zeros((2, 3, 4), dtype)
+        for model in models:
+            junc = np.zeros((2, 4, 2, len(model.parameters)))
+            args = (z, junc, model.nominal, np.ascontiguousarray(model.aux_table), 0, np.zeros(5), np.zeros(10),
+                    np.uint64(0), np.uint64(0), i64, 0, 0, 0, 0, True, z, z, z)
+            specs.append(KernelSpec(f"pair_layer[{model.name}, {dtype}]", pair_layer_cuda_kernel(model), sig(*args)))
+        specs.append(KernelSpec(f"digital_layer[{dtype}]", batched_cuda.digital_layer, sig(0, z, z, z)))
+        w = np.zeros((2, 5), dtype)
+        specs.append(KernelSpec(f"optimizer_update[{dtype}]", batched_cuda.optimizer_update,
+                                sig(w, w, w, w, np.zeros(2, np.bool_), 0, 0.1, 1, f64)))
+    logits = np.zeros((2, 3, 4))
+    specs.append(KernelSpec("softmax_xent_rows", batched_cuda.softmax_xent_rows,
+                            sig(logits, i64, np.zeros((1, 4)), False, 1.0, 0.0, logits, np.zeros((2, 3)))))
+    specs.append(KernelSpec("network_mean", batched_cuda.network_mean, sig(np.zeros((2, 3)), f64)))
     return specs
 
 
@@ -83,6 +115,6 @@ def check_kernels(arch="sm_90", report=print):
         except Exception as err:
             raise RuntimeError(f"kernel {spec.name} failed to compile for {arch}: "
                                f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}") from err
-        report(f"  {spec.name:<28} {len(ptx):>9,d} bytes of PTX")
+        report(f"  {spec.name:<36} {len(ptx):>9,d} bytes of PTX")
         count += 1
     return count

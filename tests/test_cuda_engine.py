@@ -117,3 +117,37 @@ def test_bad_backend_settings(bad, message):
     with pytest.raises(ConfigError) as err:
         Backend("cuda", **bad)
     assert str(err.value).startswith(message)
+
+
+# --- the batched engine (large layers) -------------------------------------------------------------
+
+BATCHED = Backend("cuda", simulator=True, cuda_engine="batched")
+
+
+@pytest.mark.parametrize("mode, dtype, rtol", [("fd_forward", "float64", 1e-10), ("fd_symmetric", "float64", 1e-10),
+                                               ("model", "float32", 2e-5), ("sigmoid", "float32", 2e-5)])
+def test_batched_cuda_engine_equals_numpy_reference(blobs, mode, dtype, rtol):
+    cfg = TrainConfig(hidden=(5, 4), epochs=2, lr=0.05, seed=4, grad_mode=mode, dtype=dtype, batch_size=20,
+                      variability=VAR, readout=Readout(read_noise=2e-3, adc_bits=12, adc_range=(-2.0, 2.0)))
+    nets = np.array([2, 8])
+    ref = train(blobs, cfg, networks=nets, backend="numpy")
+    gpu = train(blobs, cfg, networks=nets, backend=BATCHED)
+    for name in METRICS:
+        np.testing.assert_allclose(gpu[name].values, ref[name].values, rtol=rtol, atol=rtol * 1e-2, err_msg=name)
+
+
+def test_wide_layers_take_the_batched_engine_in_memory_sized_chunks(blobs):
+    cfg = TrainConfig(hidden=(66,), epochs=1, lr=0.05, seed=6, dtype="float64", batch_size=21, variability=VAR,
+                      readout=Readout(read_noise=1e-3))
+    nets = np.array([1, 4, 7])
+    ref = train(blobs, cfg, networks=nets, backend="numpy")
+    # ~18 MB per network at the 4096-sample evaluation chunk: two networks per chunk, two chunks
+    gpu = train(blobs, cfg, networks=nets, backend=Backend("cuda", simulator=True, gpu_memory_bytes=40_000_000))
+    for name in METRICS:
+        np.testing.assert_allclose(gpu[name].values, ref[name].values, rtol=1e-10, atol=1e-12, err_msg=name)
+
+
+def test_fused_engine_refuses_networks_it_cannot_hold(blobs):
+    cfg = TrainConfig(hidden=(66,), epochs=1)
+    with pytest.raises(ConfigError, match="^cuda_engine: 'fused' needs layers of at most 64 units"):
+        train(blobs, cfg, n_networks=1, backend=Backend("cuda", simulator=True, cuda_engine="fused"))

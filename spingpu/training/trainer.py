@@ -88,10 +88,30 @@ def _train_cuda(dataset, config, networks, model, teacher_logits, progress, back
     sizes = (dataset.n_features, *config.hidden, dataset.n_classes)
     layout = (fused_cuda_layout(sizes, len(model.parameters), batch, backend.block_threads)
               if max(dataset.n_features, *config.hidden) <= FUSED_MAX_WIDTH else None)
-    if layout is None:
-        raise ConfigError("backend", f"the CUDA engine for layers wider than {FUSED_MAX_WIDTH} (or networks whose "
-                                     f"block does not fit in shared memory) is not built yet; allowed: numpy, cpu")
-    metrics, timing = train_fused_cuda(dataset, config, networks, model, teacher_logits, progress, layout, device)
+    if backend.cuda_engine == "fused" and layout is None:
+        raise ConfigError("cuda_engine", f"'fused' needs layers of at most {FUSED_MAX_WIDTH} units whose block fits "
+                                         f"in shared memory; allowed here: auto, batched")
+    if backend.cuda_engine == "batched":
+        layout = None
+    if layout is not None:
+        metrics, timing = train_fused_cuda(dataset, config, networks, model, teacher_logits, progress, layout, device)
+        return metrics, timing, device.name
+    from .batched_cuda_engine import BatchedCudaEngine, bytes_per_network
+    from .cuda_engine import chunk_size
+
+    shared = 8 * (dataset.x_train.size + dataset.x_val.size + dataset.x_test.size)
+    chunk = chunk_size(device, bytes_per_network(config, sizes, max(batch, EVAL_CHUNK)), shared, networks.size)
+    parts, timing = [], {"train": 0.0, "compile": 0.0}
+
+    def engine(*args):
+        return BatchedCudaEngine(*args, device=device)
+
+    for lo in range(0, networks.size, chunk):
+        part, seconds, _ = _train_batched(engine, dataset, config, networks[lo:lo + chunk], model, teacher_logits,
+                                          progress)
+        parts.append(part)
+        timing = {k: timing[k] + seconds[k] for k in timing}
+    metrics = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     return metrics, timing, device.name
 
 
@@ -112,6 +132,7 @@ def _train_batched(engine_class, dataset, config, networks, model, teacher_logit
     diverged = np.zeros(n, dtype=bool)
     seed = config.seed
 
+    host = getattr(engine, "to_host", np.asarray)  # device arrays to NumPy (GPU engines)
     bar = _progress(progress, epochs * n, "network-epochs")
     t_train = time.perf_counter()
     sample_counter = 0
@@ -133,13 +154,13 @@ def _train_batched(engine_class, dataset, config, networks, model, teacher_logit
             finite = np.isfinite(loss)
             for g in grads:
                 finite &= np.isfinite(g.reshape(n, -1)).all(axis=1)
-            engine.alive &= finite
+            engine.alive &= host(finite)
             if s == steps - 1:  # gradient fidelity on the epoch's last batch, before the update
-                metrics["grad_cosine"][:, epoch] = _cosine(grads, engine.backward(dlogits, cache, "exact"))
-                metrics["deriv_rel_err"][:, epoch] = _deriv_rel_err(cache)
+                metrics["grad_cosine"][:, epoch] = host(_cosine(grads, engine.backward(dlogits, cache, "exact")))
+                metrics["deriv_rel_err"][:, epoch] = host(_deriv_rel_err(cache))
             engine.apply(grads, lr)
-            loss_sum += loss * idx.size
-            correct += (logits.argmax(axis=-1) == y[idx]).sum(axis=1)
+            loss_sum += host(loss) * idx.size
+            correct += (host(logits).argmax(axis=-1) == y[idx]).sum(axis=1)
         metrics["train_loss"][:, epoch] = loss_sum / n_train
         metrics["train_acc"][:, epoch] = correct / n_train
         metrics["val_acc"][:, epoch] = evaluate(engine, dataset.x_val, dataset.y_val, epoch, split=0)
@@ -166,11 +187,12 @@ def evaluate(engine, x, y, epoch, split):
         xb, yb = x[start:start + EVAL_CHUNK], y[start:start + EVAL_CHUNK]
         noise = NoiseSource(seed, networks, streams.PURPOSE_EVAL_NOISE, 2 * split, epoch * y.size + start, False)
         logits, _ = engine.forward(xb, noise)
-        correct += (logits.argmax(axis=-1) == yb).sum(axis=1)
+        correct += (getattr(engine, "to_host", np.asarray)(logits).argmax(axis=-1) == yb).sum(axis=1)
     return correct / y.size
 
 
 def _cosine(grads_a, grads_b):
+    """Cosine similarity of two gradients per network; NumPy or CuPy arrays (NEP 18 dispatch)."""
     n = grads_a[0].shape[0]
     a = np.concatenate([g.reshape(n, -1).astype(np.float64) for g in grads_a], axis=1)
     b = np.concatenate([g.reshape(n, -1).astype(np.float64) for g in grads_b], axis=1)

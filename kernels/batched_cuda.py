@@ -1,0 +1,122 @@
+"""CUDA kernels of the batched engine for large layers (``--backend cuda`` above the fused
+kernel's sizes): the elementwise passes between cuBLAS matrix products, one thread per element.
+
+* ``pair_layer``: read noise of both readings (Philox), then :mod:`spingpu.kernels.pair_neuron`:
+  activation, derivative used and exact derivative of a hidden layer's z (N, B, U) in one pass;
+  one thread per (network, sample, pair of units), since one Philox call gives the normals of two
+  units (the CPU kernel :mod:`spingpu.kernels.pair_layer` draws the same numbers).
+* ``digital_layer``: tanh / relu / sigmoid and their derivatives.
+* ``softmax_xent``: :func:`spingpu.kernels.loss.softmax_xent` per (network, sample), dL/dlogits
+  divided by the batch size; ``network_mean`` then sums each network's losses in sample order.
+* ``optimizer_update``: :func:`spingpu.kernels.network.optimizer_step` over one flat (N, W)
+  parameter buffer, networks flagged dead left as they are.
+"""
+
+import numba
+from numba import cuda
+
+from . import simulator
+from .loss import softmax_xent
+from .network import optimizer_step
+from .pair_neuron import NOISE_NONE, digital
+from .philox import normal_pair, stream_id
+
+if numba.config.ENABLE_CUDASIM:
+    simulator.install()
+
+THREADS = 128  # threads per block of every kernel here
+
+
+def blocks(n_elements):
+    """Blocks of :data:`THREADS` threads covering ``n_elements``."""
+    return max(1, (n_elements + THREADS - 1) // THREADS)
+
+
+def make_pair_layer_cuda(pair_neuron):
+    """``pair_layer[blocks(N * B * ceil(U / 2)), THREADS](z, junc, nominal, table, mode, neuron,
+    readout, k0, k1, networks, purpose, layer, slot0, row0, derivatives, h, used, exact)``."""
+
+    @cuda.jit
+    def pair_layer(z, junc, nominal, table, mode, neuron, readout, k0, k1, networks, purpose, layer, slot0, row0,
+                   derivatives, h, used, exact):
+        t = cuda.grid(1)
+        n_net, n_b, n_u = z.shape
+        n_pairs = (n_u + 1) // 2
+        if t >= n_net * n_b * n_pairs:
+            return
+        n = t // (n_b * n_pairs)
+        b = (t // n_pairs) % n_b
+        q = t % n_pairs
+        xa0 = 0.0
+        xa1 = 0.0
+        xb0 = 0.0
+        xb1 = 0.0
+        if readout[0] != NOISE_NONE:
+            xa0, xa1 = normal_pair(networks[n], stream_id(purpose, layer, slot0, 0), row0 + b, q, k0, k1)
+            xb0, xb1 = normal_pair(networks[n], stream_id(purpose, layer, slot0 + 1, 0), row0 + b, q, k0, k1)
+        u = 2 * q
+        hh, du, de = pair_neuron(mode, numba.float64(z[n, b, u]), junc[n, u, 0], junc[n, u, 1], nominal, table,
+                                 neuron, readout, xa0, xb0, derivatives)
+        h[n, b, u] = hh
+        used[n, b, u] = du
+        exact[n, b, u] = de
+        if u + 1 < n_u:
+            hh, du, de = pair_neuron(mode, numba.float64(z[n, b, u + 1]), junc[n, u + 1, 0], junc[n, u + 1, 1],
+                                     nominal, table, neuron, readout, xa1, xb1, derivatives)
+            h[n, b, u + 1] = hh
+            used[n, b, u + 1] = du
+            exact[n, b, u + 1] = de
+
+    return pair_layer
+
+
+@cuda.jit
+def digital_layer(mode, z, h, d):
+    """``digital_layer[blocks(z.size), THREADS](mode, z, h, d)`` on (N, B, U) arrays."""
+    t = cuda.grid(1)
+    n_net, n_b, n_u = z.shape
+    if t < n_net * n_b * n_u:
+        n = t // (n_b * n_u)
+        b = (t // n_u) % n_b
+        u = t % n_u
+        h[n, b, u], d[n, b, u] = digital(mode, numba.float64(z[n, b, u]))
+
+
+@cuda.jit
+def softmax_xent_rows(logits, labels, teacher, use_teacher, dist_t, dist_alpha, dl, loss_rows):
+    """``[blocks(N * B), THREADS]``: per (network, sample) loss into ``loss_rows`` (N, B) and
+    dL/dlogits / B into ``dl`` (N, B, C); float64 ``logits``."""
+    t = cuda.grid(1)
+    n_net, n_b, n_c = logits.shape
+    if t < n_net * n_b:
+        n = t // n_b
+        b = t % n_b
+        loss_rows[n, b] = softmax_xent(logits[n, b], labels[b], teacher[b if use_teacher else 0], use_teacher,
+                                       dist_t, dist_alpha, dl[n, b])
+        for c in range(n_c):
+            dl[n, b, c] /= n_b
+
+
+@cuda.jit
+def network_mean(rows, out):
+    """``[blocks(N), THREADS]``: ``out[n]`` = mean of ``rows[n, :]``, summed in order."""
+    n = cuda.grid(1)
+    if n < rows.shape[0]:
+        s = 0.0
+        for b in range(rows.shape[1]):
+            s += rows[n, b]
+        out[n] = s / rows.shape[1]
+
+
+@cuda.jit
+def optimizer_update(w, g, m1, m2, alive, opt_kind, lr, t, hyper):
+    """``[blocks(w.size), THREADS]``: one optimiser step of every parameter of the (N, W) buffer
+    ``w`` with gradient ``g``; ``hyper`` = (momentum, beta1, beta2, eps, weight_decay)."""
+    e = cuda.grid(1)
+    n_net, n_w = w.shape
+    if e < n_net * n_w:
+        n = e // n_w
+        k = e % n_w
+        if alive[n]:
+            w[n, k], m1[n, k], m2[n, k] = optimizer_step(w[n, k], g[n, k], m1[n, k], m2[n, k], opt_kind, lr, t,
+                                                         hyper[0], hyper[1], hyper[2], hyper[3], hyper[4])

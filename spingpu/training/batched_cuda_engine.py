@@ -1,0 +1,140 @@
+"""The batched CUDA engine for large layers (``--backend cuda`` when a network does not fit the
+fused kernel's block): the NumPy engine's arithmetic with every array on the GPU.
+
+* matrix products over networks with CuPy's ``matmul`` on (N, B, F) x (N, F, U) arrays, which
+  cuBLAS runs as one strided batched GEMM; the first layer's input (B, F) is shared by all networks;
+* each hidden layer's pair neurons, noise and ADC in one elementwise kernel, the loss in another,
+  and the optimiser as one kernel over a flat (N, W) buffer that holds every weight of every
+  network (the weight matrices are views into it) (:mod:`spingpu.kernels.batched_cuda`).
+
+Under ``NUMBA_ENABLE_CUDASIM=1`` the arrays are NumPy arrays and the kernels run in Numba's CUDA
+simulator. Metrics go to the host once per step (a few numbers per network).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..kernels import batched_cuda as kern
+from ..kernels.network import ADAM, MOMENTUM, SGD
+from ..kernels.pair_neuron import MODE_CODES, make_pair_neuron
+from ..kernels.philox import split_seed
+from .fused_engine import neuron_vector, readout_vector
+from .numpy_engine import NumpyEngine
+
+OPTIMIZERS = {"sgd": SGD, "momentum": MOMENTUM, "adam": ADAM}
+
+
+def pair_layer_cuda_kernel(model):
+    if "pair_layer_cuda" not in model._compiled:
+        model._compiled["pair_layer_cuda"] = kern.make_pair_layer_cuda(make_pair_neuron(model.point))
+    return model._compiled["pair_layer_cuda"]
+
+
+def bytes_per_network(config, sizes, batch):
+    """GPU memory one network takes in the batched engine (weights, gradient, two moments,
+    junctions, and each layer's activations, derivatives and deltas for a batch)."""
+    n_w = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
+    item = np.dtype(config.dtype).itemsize
+    params = 4 * n_w * item + 2 * sum(config.hidden) * 8 * 8
+    per_sample = sum(sizes[1:]) * (5 * item + 3 * 8)
+    return params + batch * per_sample
+
+
+class BatchedCudaEngine(NumpyEngine):
+    """:class:`NumpyEngine` with its arrays on the GPU and its elementwise work in CUDA kernels."""
+
+    def __init__(self, model, config, networks, n_features, n_classes, device):
+        super().__init__(model, config, networks, n_features, n_classes)
+        xp = self.xp = device.xp
+        self.device = device
+        n = self.networks.size
+        offsets = np.cumsum([0] + [w[0].size for w in self.weights])
+        self.flat = xp.asarray(np.concatenate([w.reshape(n, -1) for w in self.weights], axis=1))
+        self.grad_flat = xp.zeros_like(self.flat)
+        self.m1 = xp.zeros_like(self.flat)
+        self.m2 = xp.zeros_like(self.flat)
+        self.weights = [self.flat[:, lo:hi].reshape(w.shape) for w, lo, hi in
+                        zip(self.weights, offsets[:-1], offsets[1:])]
+        self._grad_views = [self.grad_flat[:, lo:hi].reshape(w.shape) for w, lo, hi in
+                            zip(self.weights, offsets[:-1], offsets[1:])]
+        self.junctions = [xp.asarray(np.ascontiguousarray(j)) for j in self.junctions]
+        self._networks = xp.asarray(self.networks)
+        self._kernel = pair_layer_cuda_kernel(model) if config.is_mtj else None
+        self._mode = MODE_CODES[config.grad_mode]
+        put = xp.asarray
+        self._neuron, self._readout = put(neuron_vector(config.neuron)), put(readout_vector(config.readout))
+        self._nominal, self._table = put(model.nominal), put(np.ascontiguousarray(model.aux_table))
+        b1, b2 = config.adam_betas
+        self._hyper = put(np.array([config.momentum, b1, b2, config.adam_eps, config.weight_decay]))
+
+    def to_host(self, array):
+        return self.device.get(array)
+
+    def hidden(self, layer, z, noise):
+        xp = self.xp
+        h, used, exact = xp.empty_like(z), xp.empty_like(z), xp.empty_like(z)
+        if self._kernel is None:
+            kern.digital_layer[kern.blocks(z.size), kern.THREADS](self._mode, z, h, used)
+            return h, used, used.copy()
+        k0, k1 = split_seed(np.uint64(noise.seed))
+        n, b, u = z.shape
+        self._kernel[kern.blocks(n * b * ((u + 1) // 2)), kern.THREADS](
+            z, self.junctions[layer], self._nominal, self._table, self._mode, self._neuron, self._readout, k0, k1,
+            self._networks, noise.purpose, layer, noise.slot0, noise.row0, noise.derivatives, h, used, exact)
+        return h, used, exact
+
+    def forward(self, x, noise):
+        xp = self.xp
+        a = xp.asarray(np.ascontiguousarray(x, dtype=self.dtype))  # (B, F), shared by every network
+        cache = []
+        for layer in range(len(self.config.hidden)):
+            w, bias = self.weights[2 * layer], self.weights[2 * layer + 1]
+            z = xp.ascontiguousarray(xp.matmul(a, w) + bias[:, None, :])
+            h, used, exact = self.hidden(layer, z, noise)
+            cache.append((a, used, exact))
+            a = h
+        logits = xp.matmul(a, self.weights[-2]) + self.weights[-1][:, None, :]
+        cache.append((a, None, None))
+        return logits, cache
+
+    def backward(self, dlogits, cache, which="used"):
+        xp = self.xp
+        grads = [None] * len(self.weights)
+        delta = dlogits
+        for layer in range(len(cache) - 1, -1, -1):
+            a, used, exact = cache[layer]
+            if layer < len(cache) - 1:
+                delta = delta * (used if which == "used" else exact)
+            a_t = xp.swapaxes(a, -1, -2)
+            grads[2 * layer] = xp.matmul(a_t, delta)
+            grads[2 * layer + 1] = delta.sum(axis=1)
+            if layer > 0:
+                delta = xp.matmul(delta, xp.swapaxes(self.weights[2 * layer], 1, 2))
+        return grads
+
+    def loss_and_dlogits(self, logits, y, teacher_logits=None):
+        xp = self.xp
+        dist = self.config.distillation
+        use_teacher = dist is not None and teacher_logits is not None
+        n, b, c = logits.shape
+        teacher = xp.asarray(np.ascontiguousarray(teacher_logits if use_teacher else np.zeros((1, c)),
+                                                  dtype=np.float64))
+        logits64 = xp.ascontiguousarray(logits, dtype=np.float64)
+        dl = xp.empty((n, b, c))
+        rows = xp.empty((n, b))
+        loss = xp.empty(n)
+        kern.softmax_xent_rows[kern.blocks(n * b), kern.THREADS](
+            logits64, xp.asarray(np.ascontiguousarray(y, dtype=np.int64)), teacher, use_teacher,
+            dist.temperature if dist else 1.0, dist.alpha if dist else 0.0, dl, rows)
+        kern.network_mean[kern.blocks(n), kern.THREADS](rows, loss)
+        return loss, dl.astype(self.dtype)
+
+    def apply(self, grads, lr):
+        self.t += 1
+        for view, g in zip(self._grad_views, grads):
+            view[...] = g
+        alive = self.xp.asarray(self.alive)
+        kern.optimizer_update[kern.blocks(self.flat.size), kern.THREADS](
+            self.flat, self.grad_flat, self.m1, self.m2, alive, OPTIMIZERS[self.config.optimizer], float(lr),
+            self.t, self._hyper)
