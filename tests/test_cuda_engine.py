@@ -151,3 +151,21 @@ def test_fused_engine_refuses_networks_it_cannot_hold(blobs):
     cfg = TrainConfig(hidden=(66,), epochs=1)
     with pytest.raises(ConfigError, match="^cuda_engine: 'fused' needs layers of at most 64 units"):
         train(blobs, cfg, n_networks=1, backend=Backend("cuda", simulator=True, cuda_engine="fused"))
+
+
+def test_gpu_check_script_runs_in_the_simulator(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "gpu_check.py"
+    env = dict(os.environ, OUT=str(tmp_path))
+    proc = subprocess.run([sys.executable, str(script), "--simulate", "--seed", "5"], capture_output=True, text=True,
+                          env=env, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    report = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert [c["ok"] for c in report["checks"]] == [True, True, True]
+    assert report["device"] == "Numba CUDA simulator" and report["seed"] == 5
+    assert all(row["network_epochs_per_s"] > 0 for row in report["iris"])

@@ -1,0 +1,353 @@
+"""One script for a GPU node: the CUDA engines checked against the CPU engines, then timed.
+
+Needs NumPy, Numba, numba-cuda, CuPy and xarray; no Dask, no scikit-learn, no network, installs
+nothing. From a source checkout (the repository root is put on sys.path):
+
+    python benchmarks/gpu_check.py                 # about 2-4 minutes on an H100/H200-class GPU
+    OUT=/some/dir python benchmarks/gpu_check.py   # also writes /some/dir/gpu_check.json
+    python benchmarks/gpu_check.py --simulate      # tiny sizes in Numba's CUDA simulator (CI's smoke test)
+
+Checks (fresh random inputs, seed printed; outputs poisoned with a sentinel beforehand and every
+element required to be overwritten):
+
+  fused      the fused block-per-network kernel against the fused CPU engine: 4-8-3 networks, fd_forward,
+             read noise, Adam, float64 on both sides, so they differ by FMA contraction and libm ulps only
+  pair       the batched engine's pair-neuron kernel against the CPU kernel, elementwise
+  batched    the batched CUDA engine against the NumPy engine, float32, on a 784-64-64-10 problem
+
+Timings (CUDA events around the kernels; compilation excluded and reported):
+
+  iris       4-8-3 fd_forward, full batch of 90 samples, 200 epochs, at 1e4, 1e5, 1e6 networks:
+             network-epochs/s (a run predicted to exceed --budget seconds is skipped and said so)
+  copy       device-to-device copy bandwidth of a 1 GiB buffer, (read + write bytes) / s
+  pair       the pair kernel on (N, B, U) = (512, 128, 256) float32: bytes of z in, h / used / exact out,
+             junction parameters in, over its time, and that over the copy bandwidth
+  sgemm      cuBLAS SGEMM 8192^3 through cupy.matmul: TFLOP/s
+  mnist      batched training 784-256-256-256-256-10, batch 128, 32 networks: network-steps/s and the
+             TFLOP/s of its matrix products (6 B sum(fan_in fan_out) flop per network-step) over SGEMM's
+  macrospin  LLGS junction-steps/s, when the macrospin model is present
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+SENTINEL = -12345.0
+IRIS_SIZES = (4, 8, 3)
+MNIST_SIZES = (784, 256, 256, 256, 256, 10)
+
+
+def parse():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--simulate", action="store_true", help="tiny sizes in Numba's CUDA simulator")
+    p.add_argument("--budget", type=float, default=90.0, help="skip an Iris run predicted to take longer (s)")
+    p.add_argument("--seed", type=int, default=None, help="seed of the random inputs (default: from the clock)")
+    return p.parse_args()
+
+
+def blobs(rng, n, features, classes, name):
+    from spingpu import from_arrays
+
+    centres = rng.normal(0, 1.5, (classes, features))
+    y = np.arange(n) % classes
+    x = centres[y] + rng.normal(0, 1.0, (n, features))
+    return from_arrays(x, y, name=name, seed=int(rng.integers(1 << 30)))
+
+
+class Timer:
+    """Wall time of a block, with the GPU synchronised at both ends."""
+
+    def __init__(self, device):
+        self.device = device
+
+    def __enter__(self):
+        self.device.synchronize()
+        self.t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        self.device.synchronize()
+        self.seconds = time.perf_counter() - self.t0
+        return False
+
+
+# --- checks --------------------------------------------------------------------------------------
+
+
+def check_fused(rng, device, sim):
+    from spingpu import Readout, Variability
+    from spingpu.backends import Backend
+    from spingpu.kernels.fused_cuda import fused_cuda_layout
+    from spingpu.devices import get_model
+    from spingpu.training import TrainConfig, train
+    from spingpu.training.cuda_engine import FusedCudaRun, fused_cuda_kernel
+
+    n, epochs = (2, 2) if sim else (256, 20)
+    ds = blobs(rng, 150, 4, 3, "iris-shaped")
+    cfg = TrainConfig(hidden=(8,), epochs=epochs, lr=0.02, seed=int(rng.integers(1 << 30)), grad_mode="fd_forward",
+                      variability=Variability(sigma_d2d=0.1, sigma_pair=0.02), readout=Readout(read_noise=1e-3))
+    cpu = train(ds, cfg, n_networks=n, backend="cpu")
+    gpu = train(ds, cfg, n_networks=n, backend=Backend("cuda", simulator=sim))
+    loss_rel = float(np.nanmax(np.abs(gpu.train_loss.values - cpu.train_loss.values) /
+                               np.abs(cpu.train_loss.values)))
+    acc_diff = float(np.mean(gpu.test_acc.values != cpu.test_acc.values))
+    # poisoned outputs: every element of a network that did not diverge must be written
+    model = get_model("stt_compact")
+    layout = fused_cuda_layout(IRIS_SIZES, len(model.parameters), ds.y_train.size)
+    run = FusedCudaRun(ds, cfg, np.arange(n), model, None, layout, device)
+    out = {k: device.put(np.full((n, epochs) if k not in ("test", "div") else n, SENTINEL)) for k in
+           ("loss", "acc", "val", "cos", "derr", "test")}
+    out["div"] = device.put(np.zeros(n, dtype=bool))
+    fused_cuda_kernel(model, layout)[n, layout.threads](*run.arguments(0, n, out))
+    unwritten = sum(int((device.get(v) == SENTINEL).sum()) for k, v in out.items() if k != "div")
+    ok = loss_rel < 1e-6 and acc_diff <= 0.02 and unwritten == 0
+    return dict(name="fused vs cpu", ok=ok, detail=f"max rel loss diff {loss_rel:.1e}, test acc differs for "
+                f"{100 * acc_diff:.1f} % of {n}, unwritten outputs {unwritten}")
+
+
+def pair_problem(rng, n, b, u, dtype):
+    from spingpu import Readout, Variability
+    from spingpu.devices import get_model
+    from spingpu.devices.variability import sample_layer
+    from spingpu.training import PairNeuron
+    from spingpu.training.fused_engine import neuron_vector, readout_vector
+
+    model = get_model("stt_compact")
+    junc = np.ascontiguousarray(sample_layer(model, Variability(sigma_d2d=0.1, sigma_pair=0.02),
+                                             int(rng.integers(1 << 30)), np.arange(n), 0, u))
+    z = rng.normal(0, 1, (n, b, u)).astype(dtype)
+    return model, junc, z, neuron_vector(PairNeuron()), readout_vector(Readout(read_noise=1e-3))
+
+
+def check_pair(rng, device, sim):
+    from spingpu.kernels import batched_cuda
+    from spingpu.kernels.pair_layer import make_pair_layer
+    from spingpu.kernels.pair_neuron import FD_FORWARD, make_pair_neuron
+    from spingpu.kernels.philox import split_seed
+    from spingpu.training.batched_cuda_engine import pair_layer_cuda_kernel
+
+    n, b, u = (2, 3, 5) if sim else (64, 128, 256)
+    model, junc, z, neuron, readout = pair_problem(rng, n, b, u, np.float64)
+    seed, nets = np.uint64(rng.integers(1 << 62)), np.arange(n, dtype=np.int64)
+    ref = [np.empty_like(z) for _ in range(3)]
+    make_pair_layer(make_pair_neuron(model.point))(z, junc, model.nominal, model.aux_table, FD_FORWARD, neuron,
+                                                   readout, seed, nets, 5, 0, 0, 17, True, *ref)
+    outs = [device.put(np.full_like(z, SENTINEL)) for _ in range(3)]
+    k0, k1 = split_seed(seed)
+    pair_layer_cuda_kernel(model)[batched_cuda.blocks(n * b * ((u + 1) // 2)), batched_cuda.THREADS](
+        device.put(z), device.put(junc), device.put(model.nominal), device.put(np.ascontiguousarray(model.aux_table)),
+        FD_FORWARD, device.put(neuron), device.put(readout), k0, k1, device.put(nets), 5, 0, 0, 17, True, *outs)
+    got = [device.get(o) for o in outs]
+    unwritten = sum(int((g == SENTINEL).sum()) for g in got)
+    rel = max(float(np.max(np.abs(g - r) / (1e-12 + np.abs(r)))) for g, r in zip(got, ref))
+    ok = unwritten == 0 and rel < 1e-9
+    return dict(name="pair kernel vs cpu", ok=ok, detail=f"{3 * z.size:,d} values (no ADC): max rel diff "
+                f"{rel:.1e}, unwritten {unwritten}")
+
+
+def check_batched(rng, device, sim):
+    from spingpu import Readout, Variability
+    from spingpu.backends import Backend
+    from spingpu.training import TrainConfig, train
+
+    n, rows, hidden = (2, 24, (6, 5, 4)) if sim else (4, 600, (64, 64))
+    features = 5 if sim else 784
+    ds = blobs(rng, rows, features, 10 if not sim else 3, "mnist-shaped")
+    cfg = TrainConfig(hidden=hidden, epochs=2, lr=0.01, batch_size=128 if not sim else 8, seed=3,
+                      variability=Variability(sigma_d2d=0.1, sigma_pair=0.02), readout=Readout(read_noise=1e-3))
+    ref = train(ds, cfg, n_networks=n, backend="numpy")
+    gpu = train(ds, cfg, n_networks=n, backend=Backend("cuda", simulator=sim, cuda_engine="batched"))
+    rel = float(np.nanmax(np.abs(gpu.train_loss.values - ref.train_loss.values) / np.abs(ref.train_loss.values)))
+    return dict(name="batched vs numpy", ok=rel < 1e-3, detail=f"float32, max rel loss diff {rel:.1e}")
+
+
+# --- timings -------------------------------------------------------------------------------------
+
+
+def time_iris(rng, device, sim, budget):
+    from spingpu import Readout, Variability
+    from spingpu.backends import Backend
+    from spingpu.training import TrainConfig, train
+
+    ds = blobs(rng, 150, 4, 3, "iris-shaped")
+    epochs = 2 if sim else 200
+    cfg = TrainConfig(hidden=(8,), epochs=epochs, lr=0.05, seed=1, grad_mode="fd_forward",
+                      variability=Variability(sigma_d2d=0.1, sigma_pair=0.02), readout=Readout(read_noise=1e-3))
+    rows, rate = [], None
+    for n in ((2, 3) if sim else (10**4, 10**5, 10**6)):
+        if rate is not None and n * epochs / rate > budget:
+            rows.append(dict(networks=n, skipped=f"predicted {n * epochs / rate:.0f} s > budget {budget:.0f} s"))
+            continue
+        r = train(ds, cfg, n_networks=n, backend=Backend("cuda", simulator=sim))
+        rate = r.attrs["network_epochs_per_second"]
+        rows.append(dict(networks=n, epochs=epochs, seconds=r.attrs["train_seconds"], network_epochs_per_s=rate,
+                         compile_s=r.attrs["compile_seconds"], median_test_acc=float(r.test_acc.median())))
+    return rows
+
+
+def time_bandwidth(rng, device, sim):
+    """Copy bandwidth, the pair kernel's achieved bandwidth and SGEMM; None in the simulator."""
+    if sim:
+        return dict(copy_GBps=None, pair_GBps=None, pair_over_copy=None, sgemm_TFLOPs=None)
+    import cupy
+
+    from spingpu.kernels import batched_cuda
+    from spingpu.kernels.pair_neuron import FD_FORWARD
+    from spingpu.kernels.philox import split_seed
+    from spingpu.training.batched_cuda_engine import pair_layer_cuda_kernel
+
+    def best_of(fn, repeats=5):
+        fn()
+        times = []
+        for _ in range(repeats):
+            start, stop = cupy.cuda.Event(), cupy.cuda.Event()
+            start.record()
+            fn()
+            stop.record()
+            stop.synchronize()
+            times.append(cupy.cuda.get_elapsed_time(start, stop) / 1e3)
+        return min(times)
+
+    a = cupy.empty(1 << 28, dtype=cupy.float32)
+    b = cupy.empty_like(a)
+    copy_s = best_of(lambda: b.__setitem__(Ellipsis, a))
+    copy_bw = 2 * a.nbytes / copy_s
+    del a, b
+
+    n, bs, u = 512, 128, 256
+    model, junc, z, neuron, readout = pair_problem(rng, n, bs, u, np.float32)
+    dz, dj = cupy.asarray(z), cupy.asarray(junc)
+    outs = [cupy.empty_like(dz) for _ in range(3)]
+    args = (dz, dj, cupy.asarray(model.nominal), cupy.asarray(np.ascontiguousarray(model.aux_table)), FD_FORWARD,
+            cupy.asarray(neuron), cupy.asarray(readout), *split_seed(np.uint64(7)), cupy.arange(n), 5, 0, 0, 0, True,
+            *outs)
+    kernel = pair_layer_cuda_kernel(model)
+    grid = batched_cuda.blocks(n * bs * ((u + 1) // 2))
+    pair_s = best_of(lambda: kernel[grid, batched_cuda.THREADS](*args))
+    pair_bytes = 4 * dz.size * 4 + dj.nbytes
+    pair_bw = pair_bytes / pair_s
+
+    m = 8192
+    x = cupy.asarray(rng.standard_normal((m, m), dtype=np.float32))
+    y = cupy.empty_like(x)
+    sgemm_s = best_of(lambda: cupy.matmul(x, x, out=y))
+    return dict(copy_GBps=copy_bw / 1e9, pair_GBps=pair_bw / 1e9, pair_over_copy=pair_bw / copy_bw,
+                pair_elements_per_s=dz.size / pair_s, sgemm_TFLOPs=2 * m**3 / sgemm_s / 1e12)
+
+
+def time_mnist(rng, device, sim, sgemm_tflops):
+    from spingpu import Readout, Variability
+    from spingpu.kernels import streams
+    from spingpu.training import TrainConfig
+    from spingpu.training.batched_cuda_engine import BatchedCudaEngine
+    from spingpu.training.numpy_engine import NoiseSource
+    from spingpu.devices import get_model
+
+    sizes = (5, 6, 3) if sim else MNIST_SIZES
+    n, batch, steps = (2, 4, 2) if sim else (32, 128, 20)
+    cfg = TrainConfig(hidden=sizes[1:-1], epochs=1, lr=0.001, batch_size=batch, grad_mode="fd_forward",
+                      variability=Variability(sigma_d2d=0.1, sigma_pair=0.02), readout=Readout(read_noise=1e-3))
+    x = rng.normal(0, 1, (batch * (steps + 1), sizes[0])).astype(np.float32)
+    y = rng.integers(0, sizes[-1], batch * (steps + 1))
+    engine = BatchedCudaEngine(get_model("stt_compact"), cfg, np.arange(n), sizes[0], sizes[-1], device=device)
+
+    def step(s):
+        idx = slice(s * batch, (s + 1) * batch)
+        noise = NoiseSource(cfg.seed, engine.networks, streams.PURPOSE_NOISE, 0, s * batch)
+        logits, cache = engine.forward(x[idx], noise)
+        loss, dl = engine.loss_and_dlogits(logits, y[idx])
+        engine.apply(engine.backward(dl, cache), cfg.lr)
+
+    with Timer(device) as t_first:
+        step(steps)  # compiles the kernels
+    with Timer(device) as t:
+        for s in range(steps):
+            step(s)
+    rate = n * steps / t.seconds
+    flops = 6 * batch * sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
+    tflops = rate * flops / 1e12
+    return dict(sizes="-".join(map(str, sizes)), networks=n, batch=batch, network_steps_per_s=rate, seconds_per_network_step=1 / rate,
+                matmul_TFLOPs=tflops, over_sgemm=None if not sgemm_tflops else tflops / sgemm_tflops,
+                first_step_s=t_first.seconds)
+
+
+def time_macrospin(device, sim):
+    try:
+        from benchmarks.macrospin_vs_cmtj import time_macrospin_gpu
+    except ImportError:
+        return None
+    return time_macrospin_gpu(simulate=sim)
+
+
+def main():
+    args = parse()
+    if args.simulate:
+        os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
+    import numba
+
+    import spingpu
+    from spingpu.training.cuda_engine import Device
+
+    seed = args.seed if args.seed is not None else int(time.time_ns() % (1 << 31))
+    rng = np.random.default_rng(seed)
+    device = Device(simulator=args.simulate)
+    print(f"spingpu {spingpu.__version__}, numba {numba.__version__}, numpy {np.__version__}; device: {device.name}; "
+          f"random inputs seed {seed}", flush=True)
+    t0 = time.perf_counter()
+    checks = []
+    for fn in (check_fused, check_pair, check_batched):
+        checks.append(fn(rng, device, args.simulate))
+        print(f"  check {checks[-1]['name']:<20} {'ok' if checks[-1]['ok'] else 'FAILED'}: {checks[-1]['detail']}",
+              flush=True)
+    iris = time_iris(rng, device, args.simulate, args.budget)
+    bandwidth = time_bandwidth(rng, device, args.simulate)
+    mnist = time_mnist(rng, device, args.simulate, bandwidth["sgemm_TFLOPs"])
+    macrospin = time_macrospin(device, args.simulate)
+    results = dict(device=device.name, seed=seed, checks=checks, iris=iris, bandwidth=bandwidth, mnist=mnist,
+                   macrospin=macrospin, seconds=time.perf_counter() - t0)
+
+    def fmt(v, spec):
+        return "n/a" if v is None else format(v, spec)
+
+    print("\n| measurement | value | target |")
+    print("| --- | --- | --- |")
+    for c in checks:
+        print(f"| check: {c['name']} | {'ok' if c['ok'] else 'FAILED'}: {c['detail']} | pass |")
+    for row in iris:
+        if "skipped" in row:
+            print(f"| Iris 4-8-3, {row['networks']:.0e} networks | skipped: {row['skipped']} | |")
+        else:
+            print(f"| Iris 4-8-3, {row['networks']:.0e} networks x {row['epochs']} epochs | "
+                  f"{row['network_epochs_per_s']:.3g} network-epochs/s ({row['seconds']:.1f} s; compile "
+                  f"{row['compile_s']:.1f} s) | 1e6 x 200 in < 10 s |")
+    print(f"| copy bandwidth | {fmt(bandwidth['copy_GBps'], '.0f')} GB/s | |")
+    print(f"| pair kernel | {fmt(bandwidth['pair_GBps'], '.0f')} GB/s = {fmt(bandwidth['pair_over_copy'], '.0%')} "
+          f"of copy | >= 70 % |")
+    print(f"| SGEMM 8192^3 | {fmt(bandwidth['sgemm_TFLOPs'], '.1f')} TFLOP/s | |")
+    print(f"| MLP {mnist['sizes']}, batch {mnist['batch']}, {mnist['networks']} networks | "
+          f"{mnist['network_steps_per_s']:.3g} "
+          f"network-steps/s, {mnist['matmul_TFLOPs']:.2f} TFLOP/s = {fmt(mnist['over_sgemm'], '.0%')} of SGEMM | "
+          f">= 50 % |")
+    if macrospin:
+        print(f"| macrospin LLGS | {macrospin.get('junction_steps_per_s', float('nan')):.3g} junction-steps/s | "
+              f">= 1e10 |")
+    print(f"\ntotal {results['seconds']:.0f} s")
+    if os.environ.get("OUT"):
+        path = Path(os.environ["OUT"]) / "gpu_check.json"
+        path.write_text(json.dumps(results, indent=2, default=float))
+        print(f"wrote {path}")
+    return 0 if all(c["ok"] for c in checks) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
