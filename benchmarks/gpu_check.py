@@ -23,7 +23,7 @@ Timings (CUDA events around the kernels; compilation excluded and reported):
   pair       the pair kernel on (N, B, U) = (512, 128, 256) float32: bytes of z in, h / used / exact out,
              junction parameters in, over its time, and that over the copy bandwidth
   sgemm      cuBLAS SGEMM 8192^3 through cupy.matmul: TFLOP/s
-  mnist      batched training 784-256-256-256-256-10, batch 128, 32 networks: network-steps/s and the
+  mnist      batched training 784-256-256-256-256-10, batch 128, 128 networks: network-steps/s and the
              TFLOP/s of its matrix products (6 B sum(fan_in fan_out) flop per network-step) over SGEMM's
   macrospin  LLGS junction-steps/s, when the macrospin model is present
 """
@@ -254,7 +254,7 @@ def time_mnist(rng, device, sim, sgemm_tflops):
     from spingpu.devices import get_model
 
     sizes = (5, 6, 3) if sim else MNIST_SIZES
-    n, batch, steps = (2, 4, 2) if sim else (32, 128, 20)
+    n, batch, steps = (2, 4, 2) if sim else (128, 128, 20)
     cfg = TrainConfig(hidden=sizes[1:-1], epochs=1, lr=0.001, batch_size=batch, grad_mode="fd_forward",
                       variability=Variability(sigma_d2d=0.1, sigma_pair=0.02), readout=Readout(read_noise=1e-3))
     x = rng.normal(0, 1, (batch * (steps + 1), sizes[0])).astype(np.float32)

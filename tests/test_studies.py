@@ -750,3 +750,23 @@ def test_resume_with_another_backend_is_refused(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert rc == 2 and err == ("spingpu run: error: backend: 'cpu' differs from the store's 'numpy'; "
                                "resume with the same backend\n")
+
+
+def test_one_worker_per_gpu_needs_dask_cuda(monkeypatch, tmp_path):
+    import sys
+
+    from spingpu import backends
+    from spingpu.backends import Backend
+    from spingpu.studies import runner
+
+    monkeypatch.setattr(backends, "cuda_gpus", lambda: ("GPU A (cc 9.0, 139.8 GiB)", "GPU B (cc 9.0, 139.8 GiB)"))
+    opts = runner.RunOptions(out=str(tmp_path / "r.zarr"), backend="cuda")
+    assert runner._gpu_workers(Backend("cuda"), opts) == 2
+    assert runner._gpu_workers(Backend("cuda", simulator=True), opts) == 0  # simulator: CPU worker processes
+    assert runner._gpu_workers(Backend("cpu"), opts) == 0
+    assert runner._gpu_workers(Backend("cuda"), runner.RunOptions(out=opts.out, scheduler="tcp://h:8786")) == 0
+    monkeypatch.setitem(sys.modules, "dask_cuda", None)  # not installed
+    with pytest.raises(ConfigError, match=r"^backend: one Dask worker per GPU needs dask-cuda: "
+                                          r"pip install 'spingpu\[cluster-gpu\]'"):
+        runner._connect(opts, 2, print, gpus=2)
+    assert list(tmp_path.iterdir()) == []

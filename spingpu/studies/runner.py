@@ -60,11 +60,12 @@ def default_networks_per_task(study, workers):
 
 def run_study(study, options: RunOptions, progress=True, log=print):
     """Train every task of ``study`` not yet in the store; return the store's path."""
-    from ..backends import get_backend
+    from ..backends import cuda_gpus, get_backend
     from ..training.trainer import check_training_backend
 
     backend = check_training_backend(get_backend(options.backend))
-    workers = options.workers or (os.cpu_count() or 1)
+    gpus = _gpu_workers(backend, options)
+    workers = options.workers or gpus or (os.cpu_count() or 1)
     npt = options.networks_per_task or default_networks_per_task(study, workers)
     npt = min(npt, study.networks)
     resuming = results_store.check_existing(options.out, study, npt, options.resume, options.overwrite,
@@ -72,8 +73,10 @@ def run_study(study, options: RunOptions, progress=True, log=print):
     if not resuming:
         from .. import __version__
 
+        device = ("Numba CUDA simulator" if backend.simulator else "; ".join(cuda_gpus())) \
+            if backend.name == "cuda" else "CPU"
         results_store.create_store(options.out, study, npt, {
-            "spingpu_version": __version__, "backend": backend.name, "device": "CPU",
+            "spingpu_version": __version__, "backend": backend.name, "device": device,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
     n_tasks = results_store.task_count(study, npt)
     done = results_store.done_tasks(options.out)
@@ -85,7 +88,7 @@ def run_study(study, options: RunOptions, progress=True, log=print):
     if not todo:
         return options.out
 
-    client, cluster = _connect(options, workers, log)
+    client, cluster = _connect(options, workers, log, gpus)
     bar = None
     started = time.perf_counter()
     try:
@@ -144,8 +147,18 @@ def _drive(client, study, options, backend, npt, todo, n_workers, bar):
             submit()
 
 
-def _connect(options, workers, log):
-    """A Dask client: an existing scheduler, a dask-jobqueue cluster, or a LocalCluster."""
+def _gpu_workers(backend, options):
+    """The number of GPUs a local cluster gives one worker each (0: CPU workers)."""
+    from ..backends import cuda_gpus
+
+    if backend.name != "cuda" or backend.simulator or options.scheduler or options.cluster != "local":
+        return 0
+    return len(cuda_gpus())
+
+
+def _connect(options, workers, log, gpus=0):
+    """A Dask client: an existing scheduler, a dask-jobqueue cluster, a LocalCUDACluster (one
+    worker per GPU, dask-cuda) or a LocalCluster."""
     from dask.distributed import Client, LocalCluster
 
     if options.scheduler:
@@ -163,6 +176,17 @@ def _connect(options, workers, log):
         cluster = kind(**kwargs)
         cluster.scale(jobs=jobs)
         log(f"started a {options.cluster} cluster of {jobs} jobs; dashboard {cluster.dashboard_link}")
+        return Client(cluster), cluster
+    if gpus:
+        try:
+            from dask_cuda import LocalCUDACluster
+        except ImportError:
+            raise ConfigError("backend", "one Dask worker per GPU needs dask-cuda: pip install 'spingpu[cluster-gpu]'; "
+                                         "or run on the CPU with --backend cpu") from None
+        cluster = LocalCUDACluster(n_workers=min(workers, gpus), threads_per_worker=1,
+                                   dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR, death_timeout="30s")
+        log(f"Dask LocalCUDACluster: one worker on each of {min(workers, gpus)} GPUs; "
+            f"dashboard {cluster.dashboard_link}")
         return Client(cluster), cluster
     cluster = LocalCluster(n_workers=workers, threads_per_worker=options.threads_per_worker, processes=True,
                            dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR,
