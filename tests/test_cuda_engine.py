@@ -169,3 +169,14 @@ def test_gpu_check_script_runs_in_the_simulator(tmp_path):
     assert [c["ok"] for c in report["checks"]] == [True, True, True]
     assert report["device"] == "Numba CUDA simulator" and report["seed"] == 5
     assert all(row["network_epochs_per_s"] > 0 for row in report["iris"])
+
+
+def test_cuda_without_a_gpu_is_a_clear_error(blobs, monkeypatch):
+    from spingpu import backends
+
+    monkeypatch.setattr(backends, "cuda_simulator_enabled", lambda: False)
+    monkeypatch.setattr(backends, "cuda_gpus", lambda: ())
+    cfg = TrainConfig(hidden=(3,), epochs=1)
+    with pytest.raises(ConfigError, match=r"^backend: 'cuda' needs a CUDA GPU, and none is visible; "
+                                          r"allowed here: auto, numpy, cpu$"):
+        train(blobs, cfg, n_networks=1, backend=Backend("cuda"))

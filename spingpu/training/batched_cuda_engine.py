@@ -58,6 +58,9 @@ class BatchedCudaEngine(NumpyEngine):
                         zip(self.weights, offsets[:-1], offsets[1:])]
         self._grad_views = [self.grad_flat[:, lo:hi].reshape(w.shape) for w, lo, hi in
                             zip(self.weights, offsets[:-1], offsets[1:])]
+        # the optimiser updates the flat buffers: the per-layer arrays must be views into them
+        assert all(xp.may_share_memory(v, self.flat) for v in self.weights)
+        assert all(xp.may_share_memory(v, self.grad_flat) for v in self._grad_views)
         self.junctions = [xp.asarray(np.ascontiguousarray(j)) for j in self.junctions]
         self._networks = xp.asarray(self.networks)
         self._kernel = pair_layer_cuda_kernel(model) if config.is_mtj else None

@@ -79,10 +79,14 @@ def train(dataset, config: TrainConfig, *, n_networks=None, networks=None, model
 def _train_cuda(dataset, config, networks, model, teacher_logits, progress, backend):
     """The CUDA engines: the fused block-per-network kernel when a network fits a block's shared
     memory, else the batched engine. Returns (metrics, seconds, device name)."""
+    from ..backends import cuda_gpus, cuda_simulator_enabled
     from ..kernels.fused_cuda import fused_cuda_layout
     from .cuda_engine import Device, train_fused_cuda
 
-    device = Device(backend.simulator, backend.gpu_memory_bytes)
+    simulator = backend.simulator or cuda_simulator_enabled()
+    if not simulator and not cuda_gpus():
+        raise ConfigError("backend", "'cuda' needs a CUDA GPU, and none is visible; allowed here: auto, numpy, cpu")
+    device = Device(simulator, backend.gpu_memory_bytes)
     n_train = dataset.y_train.size
     batch = n_train if config.batch_size is None else min(config.batch_size, n_train)
     sizes = (dataset.n_features, *config.hidden, dataset.n_classes)
