@@ -18,6 +18,8 @@ class KernelSpec:
 
 
 IV_SIGNATURE = "(float64[::1], float64[:, ::1], float64[:, ::1], float64[::1], float64[::1])"
+MACROSPIN_SIGNATURE = ("(float64[::1], float64[:, ::1], int64[:, ::1], uint64, uint64, float64[:, ::1], "
+                       "float64[:, :, ::1])")
 SAMPLE_SIGNATURE = ("(uint64, uint64, int64[::1], int64, int64, float64[::1], boolean[::1], float64[::1], "
                     "float64[:, ::1], float64[:, ::1], float64[:, :, :, ::1])")
 
@@ -26,13 +28,15 @@ def catalog():
     """The kernels, one entry per compiled variant."""
     import numpy as np
 
+    from .devices.macrospin import TABLE_MODEL
     from .devices.models import get_model
     from .devices.tabulated import tabulated_model
     from .kernels import cuda_devices
 
-    specs = [KernelSpec("sample_layer", cuda_devices.sample_layer, SAMPLE_SIGNATURE)]
+    specs = [KernelSpec("sample_layer", cuda_devices.sample_layer, SAMPLE_SIGNATURE),
+             KernelSpec("macrospin_mean_resistance", cuda_devices.macrospin_mean_resistance, MACROSPIN_SIGNATURE)]
     x = np.linspace(-1e-3, 1e-3, 5)
-    for model in (get_model("stt_compact"), tabulated_model(table=(x, 1e3 * x))):
+    for model in (get_model("stt_compact"), tabulated_model(table=(x, 1e3 * x)), TABLE_MODEL):
         specs.append(KernelSpec(f"iv[{model.name}]", cuda_devices.make_iv_kernel(model.point), IV_SIGNATURE))
     return specs
 

@@ -13,7 +13,7 @@ import numpy as np
 from ..kernels import streams
 from ..kernels.fused_cpu import ADAM, MOMENTUM, SGD, make_fused_trainer
 from ..kernels.pair_neuron import MODE_CODES, NOISE_GAUSSIAN, NOISE_JOHNSON_SHOT, NOISE_NONE, make_pair_neuron
-from .numpy_engine import initial_weights, junction_parameters
+from .numpy_engine import initial_weights, kernel_junctions
 
 OPTIMIZER_CODES = {"sgd": SGD, "momentum": MOMENTUM, "adam": ADAM}
 
@@ -53,7 +53,8 @@ def pack(config, model, networks, sizes):
         offset += fan_in * fan_out + fan_out
     u_off = np.concatenate([[0], np.cumsum(config.hidden)[:-1]]).astype(np.int64)
     if config.is_mtj:
-        junctions = np.ascontiguousarray(np.concatenate(junction_parameters(model, config, networks), axis=1))
+        model, layers = kernel_junctions(model, config, networks)
+        junctions = np.ascontiguousarray(np.concatenate(layers, axis=1))
     else:
         junctions = np.zeros((n, sum(config.hidden), 2, len(model.parameters)))
     beta1, beta2 = config.adam_betas
