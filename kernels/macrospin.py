@@ -83,7 +83,7 @@ N_COEF = 31
 NOMINAL_MEMBER = 2  # member index of the thermal stream of junctions outside a network (nominal, iv)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy", inline="always")
 def efficiency(mp, code, pol, lam2):
     """Spin-torque efficiency eta at m.p = ``mp`` for eta form ``code``."""
     if code == ETA_SLONCZEWSKI:
@@ -93,7 +93,7 @@ def efficiency(mp, code, pol, lam2):
     return pol
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy", inline="always")
 def rhs(mx, my, mz, tx, ty, tz, aj, c):
     """dm/dt (1/s) at magnetisation m, thermal field (tx, ty, tz) (A/m) and a_J / eta = ``aj``
     (A/m) for the junction of coefficient row ``c``."""
@@ -125,13 +125,13 @@ def rhs(mx, my, mz, tx, ty, tz, aj, c):
     return pref * vx, pref * vy, pref * vz
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy", inline="always")
 def _normalised(x, y, z):
     inv = 1.0 / math.sqrt(x * x + y * y + z * z)
     return x * inv, y * inv, z * inv
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy", inline="always")
 def rk4_step(mx, my, mz, aj, c, dt):
     """One classic Runge-Kutta step (no thermal field), renormalised."""
     h = 0.5 * dt
@@ -145,7 +145,7 @@ def rk4_step(mx, my, mz, aj, c, dt):
                        mz + s * (k1z + 2.0 * (k2z + k3z) + k4z))
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy", inline="always")
 def heun_step(mx, my, mz, tx, ty, tz, aj, c, dt):
     """One stochastic Heun step with the thermal field (tx, ty, tz) held over the step, renormalised."""
     ax, ay, az = rhs(mx, my, mz, tx, ty, tz, aj, c)
@@ -154,7 +154,7 @@ def heun_step(mx, my, mz, tx, ty, tz, aj, c, dt):
     return _normalised(mx + h * (ax + bx), my + h * (ay + by), mz + h * (az + bz))
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def resistance(current, cos_t, c):
     """Resistance V / I (ohm) at current I (A) and cos theta = m.p (the zero-bias value at I = 0)."""
     r_p, tmr0, v_h = c[C_RP], c[C_TMR], c[C_VH]
@@ -178,7 +178,14 @@ def resistance(current, cos_t, c):
     return v / current
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
+def as_tuple(c):
+    """The coefficient row as a tuple of N_COEF floats: values in registers, no array references
+    in the step loop (the step functions take either)."""
+    return (c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8], c[9], c[10], c[11], c[12], c[13], c[14], c[15], c[16], c[17], c[18], c[19], c[20], c[21], c[22], c[23], c[24], c[25], c[26], c[27], c[28], c[29], c[30])
+
+
+@numba.njit(cache=True, error_model="numpy")
 def run_junction(current, c, k0, k1, network, stream, unit):
     """Mean resistance (ohm) over the averaging window and the final m of one junction at ``current``.
 
@@ -186,6 +193,7 @@ def run_junction(current, c, k0, k1, network, stream, unit):
     step s comes from Philox counters (network, stream, unit, 2 s) and (.., 2 s + 1) under key
     (k0, k1).
     """
+    c = as_tuple(c)
     mx, my, mz = c[C_M0], c[C_M0 + 1], c[C_M0 + 2]
     px, py, pz = c[C_P], c[C_P + 1], c[C_P + 2]
     dt = c[C_DT]
@@ -194,19 +202,23 @@ def run_junction(current, c, k0, k1, network, stream, unit):
     aj = c[C_AJ] * current
     sigma = c[C_SIGMA]
     acc = 0.0
-    for s in range(n_total):
-        if sigma > 0.0:
+    if sigma > 0.0:
+        for s in range(n_total):
             g0, g1 = normal_pair(network, stream, unit, 2 * s, k0, k1)
             g2, _ = normal_pair(network, stream, unit, 2 * s + 1, k0, k1)
             mx, my, mz = heun_step(mx, my, mz, sigma * g0, sigma * g1, sigma * g2, aj, c, dt)
-        else:
+            if s >= n_settle:
+                acc += resistance(current, mx * px + my * py + mz * pz, c)
+    else:  # the same, deterministic: RK4, and no branch in the settling loop
+        for s in range(n_settle):
             mx, my, mz = rk4_step(mx, my, mz, aj, c, dt)
-        if s >= n_settle:
+        for s in range(n_settle, n_total):
+            mx, my, mz = rk4_step(mx, my, mz, aj, c, dt)
             acc += resistance(current, mx * px + my * py + mz * pz, c)
     return acc / (n_total - n_settle), mx, my, mz
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def run_grid_point(t, currents, coefs, keys, k0, k1, out_r, out_m):
     """Task ``t`` = (junction j, grid point k) of :func:`mean_resistance`; shared with CUDA."""
     n_k = currents.shape[0]
@@ -220,7 +232,7 @@ def run_grid_point(t, currents, coefs, keys, k0, k1, out_r, out_m):
     out_m[j, k, 2] = mz
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, cache=True, error_model="numpy")
 def mean_resistance(currents, coefs, keys, seed, out_r, out_m):
     """Batched CPU kernel: every junction j (coefficient row ``coefs[j]``, thermal-stream key
     ``keys[j]`` = (network, layer, unit, member)) at every current ``currents[k]`` (A).
@@ -233,7 +245,7 @@ def mean_resistance(currents, coefs, keys, seed, out_r, out_m):
         run_grid_point(t, currents, coefs, keys, k0, k1, out_r, out_m)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def reduced_energy(mx, my, mz, c):
     """Magnetic energy without the thermal field in field units (A/m): E / (mu0 Ms V) =
     -H_k (m.u)^2 / 2 + m.(Ms N).m / 2 - m.H_ext, whose negative gradient in m is H."""
