@@ -4,6 +4,7 @@ cmtj runs the same junction in its own code (its constants set to ours); every e
 is computed in the test, from cmtj or from a formula.
 """
 
+import json
 import math
 
 import numpy as np
@@ -283,6 +284,7 @@ def test_engines_train_macrospin_identically(blobs, grad_mode):
         np.testing.assert_allclose(fused[name].values, ref[name].values, rtol=1e-9, atol=1e-12)
         np.testing.assert_allclose(batched[name], ref[name].values, rtol=1e-12, atol=1e-12)
     assert np.all(np.isfinite(ref.train_loss.values)) and ref.attrs["device_model"] == "macrospin"
+    assert json.loads(ref.attrs["device_settings"])["table_points"] == 9
 
 
 # --- configuration ------------------------------------------------------------------------------------

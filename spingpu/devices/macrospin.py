@@ -213,6 +213,9 @@ def _table_model(table, nominal_offset, knots):
     return dataclasses.replace(TABLE_MODEL, parameters=params, table=table, _compiled=TABLE_MODEL._compiled)
 
 
+_IV_TABLES = {}  # (settings, parameter rows) -> bind() of MacrospinModel.iv, the last few
+
+
 @dataclass(frozen=True, eq=False)
 class MacrospinModel(DeviceModel):
     """The ``macrospin`` device model: :data:`PARAMETERS` (varied) and ``settings`` (fixed).
@@ -235,6 +238,10 @@ class MacrospinModel(DeviceModel):
     @property
     def point(self):
         return TABLE_MODEL.point
+
+    @property
+    def settings_values(self):
+        return dataclasses.asdict(self.settings)
 
     def simulate(self, current, params=None, keys=None, seed=0):
         """Mean resistance (J, K) in ohm and final magnetisation (J, K, 3) of junctions with
@@ -308,7 +315,12 @@ class MacrospinModel(DeviceModel):
                                         f"{self.parameter_names}, got shape {params.shape}")
         shape = np.broadcast_shapes(current.shape, params.shape[:-1])
         unique, inverse = np.unique(params.reshape(-1, params.shape[-1]), axis=0, return_inverse=True)
-        table_model, (rows,) = self.bind([unique[None, :, None, :]])
+        key = (self.settings, unique.tobytes())
+        if key not in _IV_TABLES:  # the same junctions are often asked for again (plots, summaries)
+            if len(_IV_TABLES) >= 8:
+                _IV_TABLES.pop(next(iter(_IV_TABLES)))
+            _IV_TABLES[key] = self.bind([unique[None, :, None, :]])
+        table_model, (rows,) = _IV_TABLES[key]
         rows = rows[0, inverse.reshape(params.shape[:-1]), 0]
         return table_model.iv(np.broadcast_to(current, shape), np.broadcast_to(rows, shape + (2,)))
 

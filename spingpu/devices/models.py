@@ -124,6 +124,11 @@ class DeviceModel:
                                                            self.table is not None)
         return self._compiled["point"]
 
+    @property
+    def settings_values(self):
+        """The model's fixed, non-parameter settings by name (none for closed-form models)."""
+        return {}
+
     def bind(self, layers, seed=0, networks=None):
         """What the kernels evaluate for junctions with parameter rows ``layers`` [(N, U, 2, P), ...]
         of networks ``networks`` sampled with ``seed``: (model, per-layer rows). A closed-form model

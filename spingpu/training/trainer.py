@@ -65,6 +65,7 @@ def train(dataset, config: TrainConfig, *, n_networks=None, networks=None, model
         "dataset": dataset.name,
         "device_model": model.name,
         "device_parameters": {p.name: p.nominal for p in model.parameters},
+        "device_settings": model.settings_values,
         "config": config.as_dict(),
         "train_seconds": timing["train"],
         "compile_seconds": timing["compile"],
