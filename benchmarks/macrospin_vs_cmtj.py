@@ -54,20 +54,6 @@ def run_spingpu(model, params, currents, seed=0):
     return time.perf_counter() - t0, out_m
 
 
-def cmtj_constants():
-    import cmtj
-
-    from spingpu.kernels import macrospin as k
-
-    c = cmtj.constants.PhysicalConstants
-    c.set_gyromagnetic_ratio(k.G0)
-    c.set_magnetic_permeability(k.MU0)
-    c.set_hbar(k.HBAR)
-    c.set_elementary_charge(k.E_CHARGE)
-    c.set_boltzmann_constant(k.KB)
-    return cmtj
-
-
 def run_cmtj(cmtj, model, params, currents, steps):
     """(seconds, final magnetisations (J, K, 3)) of cmtj, one junction and current after the other."""
     from spingpu.kernels import macrospin as k
@@ -166,7 +152,11 @@ def main(argv=None):
         args.steps, args.junctions, args.cmtj_junctions = 2000, 64, 4
     for line in environment(numba.get_num_threads()):
         print(line)
-    cmtj = cmtj_constants()
+    import cmtj
+
+    from spingpu.devices.macrospin import set_cmtj_constants
+
+    set_cmtj_constants(cmtj)
     print(f"cmtj {cmtj.__version__}")
     model = problem(args.steps)
     currents = np.linspace(-1.2e-3, 1.2e-3, args.currents)

@@ -12,7 +12,7 @@ import pytest
 from scipy import integrate, optimize, stats
 
 from spingpu import ConfigError, Variability, from_arrays, get_model
-from spingpu.devices.macrospin import MACROSPIN, MacrospinSettings, coefficients
+from spingpu.devices.macrospin import MACROSPIN, MacrospinSettings, coefficients, set_cmtj_constants
 from spingpu.kernels import cuda_devices
 from spingpu.kernels import macrospin as k
 from spingpu.kernels.philox import split_seed
@@ -24,15 +24,9 @@ MU0_MS = k.MU0 * 1e6  # mu0 Ms of the default Ms = 1e6 A/m, in T
 @pytest.fixture(scope="module")
 def cmtj():
     """cmtj with its physical constants set to spingpu's (restored afterwards)."""
-    cm = pytest.importorskip("cmtj")
-    constants = cm.constants.PhysicalConstants
-    constants.set_gyromagnetic_ratio(k.G0)
-    constants.set_magnetic_permeability(k.MU0)
-    constants.set_hbar(k.HBAR)
-    constants.set_elementary_charge(k.E_CHARGE)
-    constants.set_boltzmann_constant(k.KB)
+    cm = set_cmtj_constants(pytest.importorskip("cmtj"))
     yield cm
-    constants.resetToDefaults()
+    cm.constants.PhysicalConstants.resetToDefaults()
 
 
 def cmtj_run(cm, model, current, total_time):

@@ -308,12 +308,7 @@ class MacrospinModel(DeviceModel):
     def iv(self, current, params=None):
         """Voltage (V) and dV/dI (ohm) at ``current`` (A), broadcasting like :meth:`DeviceModel.iv`;
         each distinct parameter row gets its table (thermal field: the nominal stream, seed 0)."""
-        current = np.asarray(current, dtype=np.float64)
-        params = self.nominal if params is None else np.asarray(params, dtype=np.float64)
-        if params.shape[-1:] != (len(self.parameters),):
-            raise ConfigError("params", f"last axis must hold the {len(self.parameters)} parameters "
-                                        f"{self.parameter_names}, got shape {params.shape}")
-        shape = np.broadcast_shapes(current.shape, params.shape[:-1])
+        current, params, shape = self._broadcast(current, params)
         unique, inverse = np.unique(params.reshape(-1, params.shape[-1]), axis=0, return_inverse=True)
         key = (self.settings, unique.tobytes())
         if key not in _IV_TABLES:  # the same junctions are often asked for again (plots, summaries)
@@ -333,3 +328,15 @@ MACROSPIN = MacrospinModel(
                 "(DESIGN.md 3.2)",
     _compiled=TABLE_MODEL._compiled,
 )
+
+
+def set_cmtj_constants(cmtj):
+    """Set cmtj's physical constants (``cmtj.constants.PhysicalConstants``) to spingpu's, for an
+    exact comparison; ``PhysicalConstants.resetToDefaults()`` undoes it. Returns ``cmtj``."""
+    constants = cmtj.constants.PhysicalConstants
+    constants.set_gyromagnetic_ratio(_k.G0)
+    constants.set_magnetic_permeability(_k.MU0)
+    constants.set_hbar(_k.HBAR)
+    constants.set_elementary_charge(_k.E_CHARGE)
+    constants.set_boltzmann_constant(_k.KB)
+    return cmtj

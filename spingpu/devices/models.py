@@ -136,18 +136,22 @@ class DeviceModel:
         model and each junction's row into it."""
         return self, layers
 
+    def _broadcast(self, current, params):
+        """float64 ``current``, ``params`` (default the nominal) and their broadcast shape."""
+        current = np.asarray(current, dtype=np.float64)
+        params = self.nominal if params is None else np.asarray(params, dtype=np.float64)
+        if params.shape[-1:] != (len(self.parameters),):
+            raise ConfigError("params", f"last axis must hold the {len(self.parameters)} parameters "
+                                        f"{self.parameter_names}, got shape {params.shape}")
+        return current, params, np.broadcast_shapes(current.shape, params.shape[:-1])
+
     def iv(self, current, params=None):
         """Voltage (V) and dV/dI (ohm) at ``current`` (A) for devices with parameters ``params``.
 
         ``current`` (shape ``S``) and ``params`` (shape ``T + (P,)``, default the nominal vector)
         broadcast against each other like NumPy arrays; results have the broadcast shape, float64.
         """
-        current = np.asarray(current, dtype=np.float64)
-        params = self.nominal if params is None else np.asarray(params, dtype=np.float64)
-        if params.shape[-1:] != (len(self.parameters),):
-            raise ConfigError("params", f"last axis must hold the {len(self.parameters)} parameters "
-                                        f"{self.parameter_names}, got shape {params.shape}")
-        shape = np.broadcast_shapes(current.shape, params.shape[:-1])
+        current, params, shape = self._broadcast(current, params)
         flat_i = np.ascontiguousarray(np.broadcast_to(current, shape)).reshape(-1)
         flat_p = np.ascontiguousarray(np.broadcast_to(params, shape + params.shape[-1:]))
         flat_p = flat_p.reshape(flat_i.size, len(self.parameters))
