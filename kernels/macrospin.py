@@ -219,6 +219,33 @@ def run_junction(current, c, k0, k1, network, stream, unit):
 
 
 @numba.njit(cache=True, error_model="numpy")
+def run_pair(current_a, ca, current_b, cb):
+    """:func:`run_junction` of two deterministic runs (T = 0, the same step counts) at once: the
+    two independent RK4 chains interleaved let the CPU overlap their latencies (about 1.4x). The
+    same operations in the same order as two calls of :func:`run_junction`, so the same numbers."""
+    ca = as_tuple(ca)
+    cb = as_tuple(cb)
+    ax, ay, az = ca[C_M0], ca[C_M0 + 1], ca[C_M0 + 2]
+    bx, by, bz = cb[C_M0], cb[C_M0 + 1], cb[C_M0 + 2]
+    n_settle = np.int64(ca[C_SETTLE])
+    n_total = n_settle + np.int64(ca[C_AVERAGE])
+    aj_a = ca[C_AJ] * current_a
+    aj_b = cb[C_AJ] * current_b
+    acc_a = 0.0
+    acc_b = 0.0
+    for s in range(n_settle):
+        ax, ay, az = rk4_step(ax, ay, az, aj_a, ca, ca[C_DT])
+        bx, by, bz = rk4_step(bx, by, bz, aj_b, cb, cb[C_DT])
+    for s in range(n_settle, n_total):
+        ax, ay, az = rk4_step(ax, ay, az, aj_a, ca, ca[C_DT])
+        bx, by, bz = rk4_step(bx, by, bz, aj_b, cb, cb[C_DT])
+        acc_a += resistance(current_a, ax * ca[C_P] + ay * ca[C_P + 1] + az * ca[C_P + 2], ca)
+        acc_b += resistance(current_b, bx * cb[C_P] + by * cb[C_P + 1] + bz * cb[C_P + 2], cb)
+    n = n_total - n_settle
+    return acc_a / n, ax, ay, az, acc_b / n, bx, by, bz
+
+
+@numba.njit(cache=True, error_model="numpy")
 def run_grid_point(t, currents, coefs, keys, k0, k1, out_r, out_m):
     """Task ``t`` = (junction j, grid point k) of :func:`mean_resistance`; shared with CUDA."""
     n_k = currents.shape[0]
@@ -238,11 +265,32 @@ def mean_resistance(currents, coefs, keys, seed, out_r, out_m):
     ``keys[j]`` = (network, layer, unit, member)) at every current ``currents[k]`` (A).
 
     Writes the time-averaged resistance ``out_r[j, k]`` (ohm) and the final magnetisation
-    ``out_m[j, k, :]``; one task per (j, k), spread over threads.
+    ``out_m[j, k, :]``; tasks (j, k) in pairs spread over threads, a deterministic pair interleaved
+    (:func:`run_pair`).
     """
     k0, k1 = split_seed(seed)
-    for t in prange(coefs.shape[0] * currents.shape[0]):
-        run_grid_point(t, currents, coefs, keys, k0, k1, out_r, out_m)
+    n_k = currents.shape[0]
+    n_tasks = coefs.shape[0] * n_k
+    for pair in prange((n_tasks + 1) // 2):
+        ta = 2 * pair
+        tb = ta + 1
+        ca = coefs[ta // n_k]
+        if tb < n_tasks:
+            cb = coefs[tb // n_k]
+            if (ca[C_SIGMA] == 0.0 and cb[C_SIGMA] == 0.0 and ca[C_SETTLE] == cb[C_SETTLE]
+                    and ca[C_AVERAGE] == cb[C_AVERAGE]):
+                ra, ax, ay, az, rb, bx, by, bz = run_pair(currents[ta % n_k], ca, currents[tb % n_k], cb)
+                out_r[ta // n_k, ta % n_k] = ra
+                out_r[tb // n_k, tb % n_k] = rb
+                out_m[ta // n_k, ta % n_k, 0] = ax
+                out_m[ta // n_k, ta % n_k, 1] = ay
+                out_m[ta // n_k, ta % n_k, 2] = az
+                out_m[tb // n_k, tb % n_k, 0] = bx
+                out_m[tb // n_k, tb % n_k, 1] = by
+                out_m[tb // n_k, tb % n_k, 2] = bz
+                continue
+            run_grid_point(tb, currents, coefs, keys, k0, k1, out_r, out_m)
+        run_grid_point(ta, currents, coefs, keys, k0, k1, out_r, out_m)
 
 
 @numba.njit(cache=True, error_model="numpy")
