@@ -9,6 +9,7 @@ import numba
 from numba import cuda
 
 from . import simulator
+from .macrospin import run_grid_point
 from .variability import MAX_PARAMETERS, sample_junction
 
 if numba.config.ENABLE_CUDASIM:
@@ -41,3 +42,12 @@ def sample_layer(k0, k1, networks, layer, n_units, nominal, is_log, scale, sigma
         x = cuda.local.array(MAX_PARAMETERS, numba.float64)
         sample_junction(k0, k1, networks[i], layer, u, m, nominal, is_log, scale, sigmas, chol, z, x,
                         out[i, u, m])
+
+
+@cuda.jit
+def macrospin_mean_resistance(currents, coefs, keys, k0, k1, out_r, out_m):
+    """:func:`spingpu.kernels.macrospin.mean_resistance` with the seed split into the Philox key
+    (k0, k1); one thread per (junction, current)."""
+    t = cuda.grid(1)
+    if t < coefs.shape[0] * currents.shape[0]:
+        run_grid_point(t, currents, coefs, keys, k0, k1, out_r, out_m)

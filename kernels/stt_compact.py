@@ -31,6 +31,20 @@ _NEWTON_RTOL = 1e-15
 
 
 @numba.njit(cache=True)
+def cubic_root(c3, c2, c1, c0, v):
+    """Root of c3 V^3 + c2 V^2 + c1 V + c0 by Newton's method from ``v`` (beyond the root, see
+    the module doc), to a relative step of 1e-15."""
+    for _ in range(_NEWTON_MAX_STEPS):
+        p = ((c3 * v + c2) * v + c1) * v + c0
+        dp = (3.0 * c3 * v + 2.0 * c2) * v + c1
+        step = p / dp
+        v -= step
+        if abs(step) <= _NEWTON_RTOL * abs(v):
+            break
+    return v
+
+
+@numba.njit(cache=True)
 def stt_compact(current, r_p, tmr0, v_h, theta0, dtheta, i_c):
     """Voltage (V) and differential resistance dV/dI (ohm) of the compact STT junction."""
     th = math.tanh(current / i_c)
@@ -45,14 +59,7 @@ def stt_compact(current, r_p, tmr0, v_h, theta0, dtheta, i_c):
     c2 = -current * inv_vh2
     c1 = a * (1.0 + tmr0) + b
     c0 = -current * (1.0 + tmr0)
-    v = current * (1.0 + tmr0) / c1  # I / G(theta, 0)
-    for _ in range(_NEWTON_MAX_STEPS):
-        p = ((c3 * v + c2) * v + c1) * v + c0
-        dp = (3.0 * c3 * v + 2.0 * c2) * v + c1
-        step = p / dp
-        v -= step
-        if abs(step) <= _NEWTON_RTOL * abs(v):
-            break
+    v = cubic_root(c3, c2, c1, c0, current * (1.0 + tmr0) / c1)  # from I / G(theta, 0)
     # G, dG/dV and dG/dtheta at the root, then the implicit derivative.
     x2 = v * v * inv_vh2
     ap = (1.0 + x2) / (1.0 + tmr0 + x2)  # 1 / (1 + TMR(V))

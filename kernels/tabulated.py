@@ -8,6 +8,7 @@ junction varies from it through a current scale s_i, a voltage scale s_v and an 
 """
 
 import numba
+import numpy as np
 
 from .hermite import hermite_eval
 
@@ -17,3 +18,11 @@ def tabulated(current, i_scale, v_scale, v_offset, table):
     """Voltage (V) and dV/dI (ohm) of a measured curve ``table`` = (I, V, dV/dI) rows."""
     v0, d0 = hermite_eval(current / i_scale, table)
     return v_scale * v0 + v_offset, v_scale / i_scale * d0
+
+
+@numba.njit(cache=True)
+def stacked_tabulated(current, offset, knots, table):
+    """Voltage (V) and dV/dI (ohm) of a junction with its own curve: the ``knots`` columns of
+    ``table`` = (I, V, dV/dI) rows from column ``offset`` on (many junctions' tables side by side)."""
+    lo = np.int64(offset)
+    return hermite_eval(current, table[:, lo:lo + np.int64(knots)])

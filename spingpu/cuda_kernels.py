@@ -18,6 +18,8 @@ class KernelSpec:
 
 
 IV_SIGNATURE = "(float64[::1], float64[:, ::1], float64[:, ::1], float64[::1], float64[::1])"
+MACROSPIN_SIGNATURE = ("(float64[::1], float64[:, ::1], int64[:, ::1], uint64, uint64, float64[:, ::1], "
+                       "float64[:, :, ::1])")
 SAMPLE_SIGNATURE = ("(uint64, uint64, int64[::1], int64, int64, float64[::1], boolean[::1], float64[::1], "
                     "float64[:, ::1], float64[:, ::1], float64[:, :, :, ::1])")
 
@@ -26,13 +28,15 @@ def catalog():
     """The kernels, one entry per compiled variant."""
     import numpy as np
 
+    from .devices.macrospin import TABLE_MODEL
     from .devices.models import get_model
     from .devices.tabulated import tabulated_model
     from .kernels import cuda_devices
 
-    specs = [KernelSpec("sample_layer", cuda_devices.sample_layer, SAMPLE_SIGNATURE)]
+    specs = [KernelSpec("sample_layer", cuda_devices.sample_layer, SAMPLE_SIGNATURE),
+             KernelSpec("macrospin_mean_resistance", cuda_devices.macrospin_mean_resistance, MACROSPIN_SIGNATURE)]
     x = np.linspace(-1e-3, 1e-3, 5)
-    models = (get_model("stt_compact"), tabulated_model(table=(x, 1e3 * x)))
+    models = (get_model("stt_compact"), tabulated_model(table=(x, 1e3 * x)), TABLE_MODEL)
     for model in models:
         specs.append(KernelSpec(f"iv[{model.name}]", cuda_devices.make_iv_kernel(model.point), IV_SIGNATURE))
     for model in models:
@@ -88,7 +92,7 @@ def fused_train_spec(model):
     y = np.arange(20) % 3
     dataset = from_arrays(rng.normal(size=(20, 4)) + y[:, None], y, name="check", seed=0)
     config = TrainConfig(hidden=(8,), epochs=1)
-    layout = fused_cuda_layout((4, 8, 3), len(model.parameters), dataset.y_train.size)
+    layout = fused_cuda_layout((4, 8, 3), model.kernel_width, dataset.y_train.size)
     run = FusedCudaRun(dataset, config, np.arange(1), model, None, layout, Device(simulator=True))
     signature = tuple(numba.typeof(a) for a in run.probe_arguments())
     return KernelSpec(f"fused_train[{model.name}]", fused_cuda_kernel(model, layout), signature)

@@ -58,7 +58,7 @@ def test_devices_tabulated_from_csv(tmp_path):
 
 
 BAD = [
-    (["--model", "nope"], "model: unknown device model 'nope'; allowed: stt_compact, tabulated"),
+    (["--model", "nope"], "model: unknown device model 'nope'; allowed: macrospin, stt_compact, tabulated"),
     (["--param", "r_p=-1"], "param r_p: -1.0 is out of range; allowed: value > 0.0"),
     (["--param", "r_q=5"], "param: unknown parameter 'r_q' for model 'stt_compact'"),
     (["--param", "r_p"], "param: 'r_p': expected NAME=VALUE"),

@@ -153,7 +153,7 @@ BAD = [
     (["--sigma-d2d", "-1"], ["sigma-d2d: -1.0 is out of range", "allowed: 0.0 <= value"]),
     (["--param", "r_p=-5"], ["param r_p: -5.0 is out of range", "allowed: value > 0.0"]),
     (["--param", "r_q=5"], ["param: unknown parameter 'r_q'", "allowed: r_p, tmr0"]),
-    (["--device-model", "foo"], ["device-model: unknown device model 'foo'", "allowed: stt_compact, tabulated"]),
+    (["--device-model", "foo"], ["device-model: unknown device model 'foo'", "allowed: macrospin, stt_compact, tabulated"]),
     (["--out", "{tmp}/out/no/r.nc"], ["out: folder", "does not exist"]),
     (["--out", "{tmp}/out/r.txt"], ["out:", "r.txt must end in .nc"]),
     (["--batch-size", "0"], ["batch-size: 0 is out of range", "allowed: 1 <= value"]),

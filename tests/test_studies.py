@@ -615,7 +615,7 @@ MALFORMED = [
     ("zero hidden width", BASE.replace("hidden = [3]", "hidden = [0]"), "network.hidden",
      "allowed: 1 <= value <= 65536"),
     ("bad model param value", with_line("model.params", "r_p = -5.0"), "model.params.r_p", "allowed: value > 0.0"),
-    ("unknown model", with_line("model", 'name = "stt_compakt"'), "model.name", "allowed: stt_compact, tabulated"),
+    ("unknown model", with_line("model", 'name = "stt_compakt"'), "model.name", "allowed: macrospin, stt_compact, tabulated"),
     ("unknown model param", with_line("model.params", "r_q = 5.0"), "model.params",
      "unknown parameter 'r_q' for model 'stt_compact'; allowed: r_p, tmr0"),
     ("correlation key malformed", with_line("variability.correlation", '"r_p" = 0.5'), "variability.correlation",

@@ -77,6 +77,8 @@ def run(args):
 
     print(f"model {model.name}: " + ", ".join(
         f"{p.name}={p.nominal:.4g} {p.unit}" for p in model.parameters))
+    if model.settings_values:
+        print("settings: " + ", ".join(f"{k}={v}" for k, v in model.settings_values.items()))
     print(f"{samples} pairs, spreads chip {variability.sigma_chip:g}, d2d {variability.sigma_d2d:g}, "
           f"pair {variability.sigma_pair:g}, seed {args.seed}; {points} currents from {i_min:g} A to {i_max:g} A")
     _print_spread(model, params, i_min, i_max)

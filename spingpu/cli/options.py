@@ -6,11 +6,14 @@ from ..errors import ConfigError
 
 
 def parse_param(text):
-    """``NAME=VALUE`` (VALUE a number, or ``x,y,z`` for a vector) into (name, float or tuple)."""
+    """``NAME=VALUE`` (VALUE a number, ``x,y,z`` for a vector, or a word such as ``slonczewski``
+    for a model's option) into (name, float, tuple or str)."""
     name, sep, value = text.partition("=")
     name = name.strip()
     if not sep or not name:
         raise ConfigError("param", f"{text!r}: expected NAME=VALUE (vectors as NAME=x,y,z)")
+    if value.strip().isidentifier() and value.strip().lower() not in ("inf", "infinity", "nan"):
+        return name, value.strip()  # a word: the model checks it
     parts = [v.strip() for v in value.split(",")]
     try:
         numbers = tuple(float(v) for v in parts)

@@ -109,6 +109,8 @@ class DeviceModel:
         changed = {}
         for name, value in values.items():
             p = self.parameter(name)
+            if isinstance(value, str) or not np.isscalar(value):
+                raise ConfigError(f"param {name}", f"{value!r} is not a number")
             changed[name] = dataclasses.replace(p, nominal=p.check(value, f"param {name}"))
         params = tuple(changed.get(p.name, p) for p in self.parameters)
         # Compiled kernels take parameter values as arrays at run time: the copy shares them.
@@ -122,18 +124,39 @@ class DeviceModel:
                                                            self.table is not None)
         return self._compiled["point"]
 
+    @property
+    def settings_values(self):
+        """The model's fixed, non-parameter settings by name (none for closed-form models)."""
+        return {}
+
+    @property
+    def kernel_width(self):
+        """Length of the junction rows the kernels read (:meth:`bind`'s rows)."""
+        return len(self.parameters)
+
+    def bind(self, layers, seed=0, networks=None):
+        """What the kernels evaluate for junctions with parameter rows ``layers`` [(N, U, 2, P), ...]
+        of networks ``networks`` sampled with ``seed``: (model, per-layer rows). A closed-form model
+        is its own kernel model; a model tabulated per junction (``macrospin``) returns a table
+        model and each junction's row into it."""
+        return self, layers
+
+    def _broadcast(self, current, params):
+        """float64 ``current``, ``params`` (default the nominal) and their broadcast shape."""
+        current = np.asarray(current, dtype=np.float64)
+        params = self.nominal if params is None else np.asarray(params, dtype=np.float64)
+        if params.shape[-1:] != (len(self.parameters),):
+            raise ConfigError("params", f"last axis must hold the {len(self.parameters)} parameters "
+                                        f"{self.parameter_names}, got shape {params.shape}")
+        return current, params, np.broadcast_shapes(current.shape, params.shape[:-1])
+
     def iv(self, current, params=None):
         """Voltage (V) and dV/dI (ohm) at ``current`` (A) for devices with parameters ``params``.
 
         ``current`` (shape ``S``) and ``params`` (shape ``T + (P,)``, default the nominal vector)
         broadcast against each other like NumPy arrays; results have the broadcast shape, float64.
         """
-        current = np.asarray(current, dtype=np.float64)
-        params = self.nominal if params is None else np.asarray(params, dtype=np.float64)
-        if params.shape[-1:] != (len(self.parameters),):
-            raise ConfigError("params", f"last axis must hold the {len(self.parameters)} parameters "
-                                        f"{self.parameter_names}, got shape {params.shape}")
-        shape = np.broadcast_shapes(current.shape, params.shape[:-1])
+        current, params, shape = self._broadcast(current, params)
         flat_i = np.ascontiguousarray(np.broadcast_to(current, shape)).reshape(-1)
         flat_p = np.ascontiguousarray(np.broadcast_to(params, shape + params.shape[-1:]))
         flat_p = flat_p.reshape(flat_i.size, len(self.parameters))
@@ -167,11 +190,12 @@ STT_COMPACT = DeviceModel(
 
 _REGISTRY: dict[str, DeviceModel] = {"stt_compact": STT_COMPACT}
 TABLE_MODELS = ("tabulated",)
+MODULE_MODELS = ("macrospin",)  # built in, defined in their own modules (imported when asked for)
 
 
 def available_models():
     """Names of every model :func:`get_model` knows."""
-    return tuple(sorted(set(_REGISTRY) | set(TABLE_MODELS)))
+    return tuple(sorted(set(_REGISTRY) | set(TABLE_MODELS) | set(MODULE_MODELS)))
 
 
 def get_model(name, *, iv_csv=None, iv_table=None, **nominal):
@@ -185,10 +209,13 @@ def get_model(name, *, iv_csv=None, iv_table=None, **nominal):
 
         model = (tabulated_model_from_csv(iv_csv) if iv_csv is not None and iv_table is None
                  else tabulated_model(csv_path=iv_csv, table=iv_table))
-    elif name in _REGISTRY:
+    elif name in _REGISTRY or name in MODULE_MODELS:
         if iv_csv is not None or iv_table is not None:
             raise ConfigError("iv-csv", f"a measured curve is only used by the 'tabulated' model, not {name!r}")
-        model = _REGISTRY[name]
+        if name == "macrospin":
+            from .macrospin import MACROSPIN as model
+        else:
+            model = _REGISTRY[name]
     else:
         raise ConfigError("model", f"unknown device model {name!r}; allowed: {', '.join(available_models())}")
     return model.with_nominal(**nominal) if nominal else model
@@ -210,6 +237,8 @@ def register_model(name, voltage, parameters, *, dvdi=None, description="", repl
         raise ConfigError("model name", f"{name!r} is not a valid identifier")
     if name in TABLE_MODELS:
         raise ConfigError("model name", f"{name!r} is built in and needs a measured curve; choose another name")
+    if name in MODULE_MODELS:
+        raise ConfigError("model name", f"{name!r} is built in; choose another name")
     if name in _REGISTRY and not replace:
         raise ConfigError("model name", f"{name!r} is already registered (pass replace=True to replace it)")
     parameters = tuple(parameters)

@@ -71,17 +71,23 @@ def check_iv_points(current, voltage, field="iv_table", source="table"):
     return current, voltage
 
 
-def tabulated_model(csv_path=None, table=None):
-    """The ``tabulated`` model for a measured curve from ``csv_path`` or ``table = (I, V)``."""
+def pchip_slopes(x, y):
+    """Knot slopes dy/dx of the shape-preserving PCHIP interpolant (Fritsch-Carlson, scipy's
+    end conditions) of y over the last axis, at the knots ``x`` (strictly increasing)."""
     from scipy.interpolate import PchipInterpolator
 
+    return PchipInterpolator(x, y, axis=-1).derivative()(x)
+
+
+def tabulated_model(csv_path=None, table=None):
+    """The ``tabulated`` model for a measured curve from ``csv_path`` or ``table = (I, V)``."""
     if (csv_path is None) == (table is None):
         raise ConfigError("iv-csv", "the tabulated model needs exactly one measured curve (a CSV file of current A, voltage V)")
     if csv_path is not None:
         current, voltage = read_iv_csv(csv_path)
     else:
         current, voltage = check_iv_points(*table)
-    slopes = PchipInterpolator(current, voltage).derivative()(current)
+    slopes = pchip_slopes(current, voltage)
     knots = np.ascontiguousarray(np.stack([current, voltage, slopes]))
     v_full_scale = float(np.max(np.abs(voltage))) or 1.0
     return DeviceModel(

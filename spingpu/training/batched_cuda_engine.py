@@ -63,11 +63,12 @@ class BatchedCudaEngine(NumpyEngine):
         assert all(xp.may_share_memory(v, self.grad_flat) for v in self._grad_views)
         self.junctions = [xp.asarray(np.ascontiguousarray(j)) for j in self.junctions]
         self._networks = xp.asarray(self.networks)
-        self._kernel = pair_layer_cuda_kernel(model) if config.is_mtj else None
+        self._kernel = pair_layer_cuda_kernel(self.model) if config.is_mtj else None
         self._mode = MODE_CODES[config.grad_mode]
         put = xp.asarray
         self._neuron, self._readout = put(neuron_vector(config.neuron)), put(readout_vector(config.readout))
-        self._nominal, self._table = put(model.nominal), put(np.ascontiguousarray(model.aux_table))
+        # the kernels' model: for a model tabulated per junction, the table model bound by NumpyEngine
+        self._nominal, self._table = put(self.model.nominal), put(np.ascontiguousarray(self.model.aux_table))
         b1, b2 = config.adam_betas
         self._hyper = put(np.array([config.momentum, b1, b2, config.adam_eps, config.weight_decay]))
 

@@ -15,7 +15,7 @@ from ..kernels import streams
 from ..kernels.fused_cpu import make_fused_trainer
 from ..kernels.network import ADAM, MOMENTUM, SGD
 from ..kernels.pair_neuron import MODE_CODES, NOISE_GAUSSIAN, NOISE_JOHNSON_SHOT, NOISE_NONE, make_pair_neuron
-from .numpy_engine import initial_weights, junction_parameters
+from .numpy_engine import initial_weights, kernel_junctions
 
 OPTIMIZER_CODES = {"sgd": SGD, "momentum": MOMENTUM, "adam": ADAM}
 
@@ -55,9 +55,10 @@ def pack(config, model, networks, sizes):
         offset += fan_in * fan_out + fan_out
     u_off = np.concatenate([[0], np.cumsum(config.hidden)[:-1]]).astype(np.int64)
     if config.is_mtj:
-        junctions = np.ascontiguousarray(np.concatenate(junction_parameters(model, config, networks), axis=1))
+        model, layers = kernel_junctions(model, config, networks)
+        junctions = np.ascontiguousarray(np.concatenate(layers, axis=1))
     else:
-        junctions = np.zeros((n, sum(config.hidden), 2, len(model.parameters)))
+        junctions = np.zeros((n, sum(config.hidden), 2, model.kernel_width))
     beta1, beta2 = config.adam_betas
     dist = config.distillation
     hyper = np.array([config.momentum, beta1, beta2, config.adam_eps, config.weight_decay,

@@ -67,6 +67,12 @@ def junction_parameters(model, config, networks):
             for layer, width in enumerate(config.hidden)]
 
 
+def kernel_junctions(model, config, networks):
+    """What every engine's kernels evaluate: (model, per hidden layer the junction rows), i.e.
+    ``model.bind`` of :func:`junction_parameters` (per-junction tables for ``macrospin``)."""
+    return model.bind(junction_parameters(model, config, networks), config.seed, networks)
+
+
 def _matmul(a, w):
     """a (B, F) shared, or (N, B, F), times w (N, F, U), one GEMM per network: a network's numbers
     then do not depend on how many networks share the call."""
@@ -98,7 +104,8 @@ class NumpyEngine:
         self.dtype = np.dtype(config.dtype)
         self.sizes = (n_features, *config.hidden, n_classes)
         n = self.networks.size
-        self.junctions = junction_parameters(model, config, self.networks) if config.is_mtj else []
+        self.model, self.junctions = (kernel_junctions(model, config, self.networks) if config.is_mtj
+                                      else (model, []))
         self.weights = [w.astype(self.dtype) for w in initial_weights(config, self.networks, self.sizes)]
         n_moments = 2 if config.optimizer == "adam" else 1
         self.state = [np.zeros_like(p) for _ in range(n_moments) for p in self.weights]

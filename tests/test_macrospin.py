@@ -1,0 +1,344 @@
+"""The ``macrospin`` model (DESIGN.md 3.2): against cmtj, analytic limits, statistics, kernels, engines.
+
+cmtj runs the same junction in its own code (its constants set to ours); every expected number here
+is computed in the test, from cmtj or from a formula.
+"""
+
+import json
+import math
+
+import numpy as np
+import pytest
+from scipy import integrate, optimize, stats
+
+from spingpu import ConfigError, Variability, from_arrays, get_model
+from spingpu.devices.macrospin import MACROSPIN, MacrospinSettings, coefficients, set_cmtj_constants
+from spingpu.kernels import cuda_devices
+from spingpu.kernels import macrospin as k
+from spingpu.kernels.philox import split_seed
+from spingpu.training import TrainConfig, train
+
+MU0_MS = k.MU0 * 1e6  # mu0 Ms of the default Ms = 1e6 A/m, in T
+
+
+@pytest.fixture(scope="module")
+def cmtj():
+    """cmtj with its physical constants set to spingpu's (restored afterwards)."""
+    cm = set_cmtj_constants(pytest.importorskip("cmtj"))
+    yield cm
+    cm.constants.PhysicalConstants.resetToDefaults()
+
+
+def cmtj_run(cm, model, current, total_time):
+    """cmtj's mean resistance after ``settle_time`` and final m for ``model`` (landau_lifshitz torque,
+    resistance form, v_h = inf, T = 0) at ``current``; cmtj's beta is -beta_fl (module doc)."""
+    p = dict(zip(model.parameter_names, model.nominal))
+    st = model.settings
+    vec = lambda v: cm.CVector(*v)  # noqa: E731
+    demag = [cm.CVector(st.demag[0], 0, 0), cm.CVector(0, st.demag[1], 0), cm.CVector(0, 0, st.demag[2])]
+    layer = cm.Layer.createSTTLayer("free", vec(st.m0), vec(st.easy_axis), k.MU0 * p["ms"], p["t_free"], p["area"],
+                                    demag, damping=p["alpha"], SlonczewskiSpacerLayerParameter=p["stt_lambda"],
+                                    beta=-p["beta_fl"], spinPolarisation=p["spin_polarization"])
+    layer.setReferenceLayer(vec(st.reference))
+    junction = cm.Junction([layer], p["r_p"], p["r_p"] * (1 + p["tmr0"]))
+    junction.setLayerAnisotropyDriver("free", cm.constantDriver(p["k_u"]))
+    junction.setLayerCurrentDriver("free", cm.constantDriver(current / p["area"]))
+    junction.setLayerExternalFieldDriver("free", cm.AxialDriver(*st.h_ext))
+    junction.runSimulation(total_time, st.dt, st.dt)
+    log = junction.getLog()
+    t, r = np.array(log["time"]), np.array(log["R"])
+    window = r[t > st.settle_time + 0.5 * st.dt]
+    m = np.array([log["free_mx"][-1], log["free_my"][-1], log["free_mz"][-1]])
+    return window.mean(), window.std(), m
+
+
+def in_plane(**extra):
+    """An in-plane junction, easy axis and reference along x, the cmtj-comparable forms."""
+    values = dict(alpha=0.05, k_u=2e4, v_h=math.inf, demag=(0.02, 0.05, 0.9), reference=(1, 0, 0), m0=(1, 0, 0),
+                  eta_form="lambda", torque_form="landau_lifshitz", resistance_form="resistance",
+                  dt=2e-12, settle_time=6e-9, average_time=1e-9)
+    values.update(extra)
+    return get_model("macrospin", **values)
+
+
+def anisotropy_field(model):
+    p = dict(zip(model.parameter_names, model.nominal))
+    return 2 * p["k_u"] / (k.MU0 * p["ms"])
+
+
+# --- cmtj -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("torque", [dict(stt_lambda=1.0, beta_fl=0.0), dict(stt_lambda=2.0, beta_fl=0.3)])
+def test_resistance_equals_cmtj_static_tilt_and_antiparallel_past_switching(cmtj, torque):
+    model = in_plane(**torque)
+    model = model.with_nominal(h_ext=(0.0, 0.6 * anisotropy_field(model), 0.0))  # static tilt of 37 deg
+    currents = np.linspace(-1.2e-3, 1.2e-3, 13)
+    ours, m_ours = model.simulate(currents)
+    steady = 0
+    for i, current in enumerate(currents):
+        ref, wobble, m_ref = cmtj_run(cmtj, model, current, model.settings.settle_time + model.settings.average_time)
+        if wobble < 0.01:  # ohm: a steady state (static) over the averaging window
+            steady += 1
+            assert abs(ours[0, i] - ref) < 1.0, (current, ours[0, i], ref)
+            np.testing.assert_allclose(m_ours[0, i], m_ref, atol=1e-6)
+    assert steady >= 10
+    r_p, tmr0 = model.nominal[model.parameter_names.index("r_p")], model.nominal[model.parameter_names.index("tmr0")]
+    span = r_p * tmr0  # R_AP - R_P
+    assert ours[0, 0] > r_p + 0.8 * span  # antiparallel past the switching current
+    assert ours[0, 6] < r_p + 0.2 * span  # tilted parallel state at I = 0
+    assert ours.max() - ours.min() > 0.6 * span
+
+
+def perpendicular(**extra):
+    """A perpendicular free layer (easy axis and reference z) starting 2 degrees off the axis."""
+    tilt = math.radians(2.0)
+    values = dict(alpha=0.2, k_u=8e5, v_h=math.inf, demag=(0.0, 0.0, 1.0), easy_axis=(0, 0, 1), reference=(0, 0, 1),
+                  m0=(math.sin(tilt), 0, math.cos(tilt)), h_ext=(0, 0, 2e4), eta_form="constant",
+                  torque_form="landau_lifshitz", resistance_form="resistance", dt=1e-12, settle_time=12e-9,
+                  average_time=0.5e-9)
+    values.update(extra)
+    return get_model("macrospin", **values)
+
+
+def analytic_critical_current(model):
+    """I_c = -(2 e alpha mu0 Ms V / (hbar eta)) (H_k + H_ext.u + Ms (N_1 + N_2 - 2 N_u) / 2) of the
+    parallel state m = u = p (N_u along u, N_1, N_2 across; linear stability of the LLGS equation,
+    exact in alpha for both torque forms); negative: a current I < I_c switches P to AP."""
+    p = dict(zip(model.parameter_names, model.nominal))
+    st = model.settings
+    n_u = float(np.dot(st.demag, np.abs(st.easy_axis)))
+    h_stiff = anisotropy_field(model) + float(np.dot(st.h_ext, st.easy_axis)) + p["ms"] * (sum(st.demag) - 3 * n_u) / 2
+    volume = p["t_free"] * p["area"]
+    return -2 * k.E_CHARGE * p["alpha"] * k.MU0 * p["ms"] * volume / (k.HBAR * p["spin_polarization"]) * h_stiff
+
+
+def test_switching_current_matches_analytic_and_cmtj(cmtj):
+    model = perpendicular()
+    i_c = analytic_critical_current(model)
+    factors = np.array([0.9, 0.95, 0.98, 1.02, 1.05, 1.1])
+    r, m = model.simulate(factors * i_c)
+    switched = m[0, :, 2] < 0
+    np.testing.assert_array_equal(switched, factors > 1)  # the analytic I_c within 2 %
+    for f, ours in zip(factors, switched):
+        _, _, m_ref = cmtj_run(cmtj, model, f * i_c, model.settings.settle_time + model.settings.average_time)
+        assert (m_ref[2] < 0) == ours, f
+
+
+def test_stoner_wohlfarth_angle_at_zero_current():
+    psi = math.radians(130.0)  # field direction from the easy axis, in the plane
+    model = in_plane(alpha=0.2, settle_time=20e-9, average_time=2e-12)
+    hk_plane = anisotropy_field(model) + 1e6 * (model.settings.demag[1] - model.settings.demag[0])
+    h = 0.35 * hk_plane
+    model = model.with_nominal(h_ext=(h * math.cos(psi), h * math.sin(psi), 0.0))
+    _, m = model.simulate([0.0])
+    phi = math.atan2(m[0, 0, 1], m[0, 0, 0])
+    # E / (mu0 Ms V) = -(H_k'/2) cos^2 phi - H cos(phi - psi), the branch reached from phi = 0
+    energy = lambda x: -0.5 * hk_plane * math.cos(x[0]) ** 2 - h * math.cos(x[0] - psi)  # noqa: E731
+    expected = optimize.minimize(energy, [0.0], tol=1e-14).x[0]
+    assert 0.2 < expected < 1.2
+    assert abs(phi - expected) < 1e-5
+    assert abs(m[0, 0, 2]) < 1e-6
+
+
+# --- dynamics and statistics --------------------------------------------------------------------------
+
+
+def trajectory(model, current, steps, heun=False):
+    c = coefficients(model.nominal[None], model.settings)[0]
+    m = np.array(model.settings.m0)
+    aj = c[k.C_AJ] * current
+    out = [m]
+    for _ in range(steps):
+        if heun:
+            m = np.array(k.heun_step(*m, 0.0, 0.0, 0.0, aj, c, model.settings.dt))
+        else:
+            m = np.array(k.rk4_step(*m, aj, c, model.settings.dt))
+        out.append(m)
+    return np.array(out), c
+
+
+@pytest.mark.parametrize("heun", [False, True])
+def test_energy_decreases_monotonically_and_norm_is_one_without_current_or_temperature(heun):
+    model = get_model("macrospin", alpha=0.05, h_ext=(-5e3, 3e4, 2e4), m0=(0.6, -0.8, 0.0), demag=(0.1, 0.2, 0.7),
+                      easy_axis=(1, 1, 0.2), dt=1e-12)
+    path, c = trajectory(model, 0.0, 3000, heun)
+    energy = np.array([k.reduced_energy(*m, c) for m in path])
+    assert np.all(np.diff(energy) <= 1e-9 * np.abs(energy).max())
+    assert energy[0] - energy[-1] > 0.1 * np.abs(energy).max()  # it did relax
+    np.testing.assert_allclose(np.linalg.norm(path, axis=1), 1.0, atol=1e-14)
+
+
+def test_thermal_equilibrium_follows_boltzmann():
+    """Uniaxial free layer, no demag or field: p(cos) ~ exp(Delta cos^2), Delta = K_u V / (kB T)."""
+    temperature, delta = 300.0, 2.0
+    volume = 1.5e-9 * 4e-15
+    k_u = delta * k.KB * temperature / volume
+    model = get_model("macrospin", k_u=k_u, alpha=1.0, demag=(0, 0, 0), temperature=temperature, dt=1e-11,
+                      settle_time=40e-9, average_time=1e-11, v_h=math.inf, m0=(0, 1, 0))  # both wells alike
+    n_runs = 256
+    _, m = model.simulate(np.zeros(n_runs), np.repeat(model.nominal[None], 16, axis=0),
+                          keys=np.array([[j, 0, 0, 0] for j in range(16)]), seed=3)
+    c = m[..., 0].ravel()  # 4096 independent runs
+    def moment(n, d=delta):
+        weight = lambda x: math.exp(d * x * x)  # noqa: E731
+        return integrate.quad(lambda x: x**n * weight(x), -1, 1)[0] / integrate.quad(weight, -1, 1)[0]
+
+    m2, m4 = moment(2), moment(4)
+    norm = integrate.quad(lambda x: math.exp(delta * x * x), -1, 1)[0]
+    se = math.sqrt((m4 - m2 * m2) / c.size)
+    assert abs(np.mean(c * c) - m2) < 4 * se, (np.mean(c * c), m2, se)
+    cdf = np.vectorize(lambda x: integrate.quad(lambda y: math.exp(delta * y * y), -1, x)[0] / norm)
+    assert stats.kstest(c, cdf).pvalue > 1e-3
+    # a thermal field off by sqrt(2) in std (temperature doubled, Delta halved) is far outside the bound
+    assert abs(m2 - moment(2, delta / 2)) > 8 * se
+
+
+def test_results_are_a_pure_function_of_seed_junction_and_grid_point():
+    model = get_model("macrospin", temperature=300.0, settle_time=0.2e-9, average_time=0.1e-9)
+    keys = np.array([[5, 1, 2, 0], [5, 1, 2, 1], [7, 0, 0, 0]])
+    params = np.repeat(model.nominal[None], 3, axis=0)
+    r, m = model.simulate([1e-4, 2e-4], params, keys, seed=9)
+    r1, m1 = model.simulate([1e-4], params[1:2], keys[1:2], seed=9)  # alone, one current
+    np.testing.assert_array_equal(r1[0, 0], r[1, 0])
+    np.testing.assert_array_equal(m1[0, 0], m[1, 0])
+    assert len({r[0, 0], r[1, 0], r[2, 0]}) == 3  # each junction its own noise
+    r2, _ = model.simulate([1e-4, 2e-4], params, keys, seed=10)
+    assert not np.array_equal(r, r2)
+
+
+def test_cuda_kernel_in_simulator_equals_cpu():
+    for temperature in (0.0, 300.0):
+        model = get_model("macrospin", temperature=temperature, settle_time=10e-12, average_time=6e-12,
+                          v_h=0.4, h_ext=(0, 5e3, 1e3))
+        params = model.nominal * np.exp(np.random.default_rng(4).normal(0, 0.1, (3, len(model.parameters))))
+        keys = np.array([[0, 0, 0, 0], [1, 0, 3, 1], [2, 1, 0, 0]])
+        currents = np.array([-3e-4, 0.0, 2e-4])
+        r_ref, m_ref = model.simulate(currents, params, keys, seed=11)
+        coefs = coefficients(params, model.settings)
+        r = np.full(r_ref.shape, np.nan)
+        m = np.full(m_ref.shape, np.nan)
+        k0, k1 = split_seed(np.uint64(11))
+        cuda_devices.macrospin_mean_resistance[1, 9](currents, coefs, keys, k0, k1, r, m)
+        np.testing.assert_array_equal(r, r_ref)
+        np.testing.assert_array_equal(m, m_ref)
+
+
+# --- the model in training ----------------------------------------------------------------------------
+
+
+def quick(**extra):
+    return get_model("macrospin", table_points=9, settle_time=0.4e-9, average_time=0.2e-9, **extra)
+
+
+def test_iv_interpolates_the_tables_and_bind_gives_each_junction_its_own():
+    model = quick()
+    tables = model.tables()
+    v, d = model.iv(tables[0, 0])
+    np.testing.assert_allclose(v, tables[0, 1], rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(d, tables[0, 2], rtol=1e-12)
+    currents = model.settings.table_currents
+    r, _ = model.simulate(currents)
+    np.testing.assert_allclose(tables[0, 1], currents * r[0])
+    params = np.stack([model.nominal, model.nominal])  # two distinct junctions
+    params[1, model.parameter_names.index("r_p")] *= 1.2
+    layer = params[None, None]  # (1 network, 1 unit, 2 members, P)
+    table_model, (rows,) = model.bind([layer], seed=0, networks=np.array([4]))
+    probe = np.linspace(-7e-4, 7e-4, 15)
+    for member in range(2):
+        v_bound, _ = table_model.iv(probe, rows[0, 0, member])
+        v_direct, _ = model.iv(probe, params[member])
+        np.testing.assert_allclose(v_bound, v_direct, rtol=1e-12)
+    v_nom, _ = table_model.iv(probe)
+    np.testing.assert_allclose(v_nom, model.iv(probe)[0], rtol=1e-12)
+
+
+@pytest.fixture(scope="module")
+def blobs():
+    rng = np.random.default_rng(41)
+    centres = rng.normal(0, 1.5, (3, 4))
+    y = rng.integers(0, 3, 60)
+    x = centres[y] + rng.normal(0, 1.0, (60, 4))
+    return from_arrays(x, y, name="blobs", seed=2)
+
+
+@pytest.mark.parametrize("grad_mode", ["fd_forward", "model"])
+def test_engines_train_macrospin_identically(blobs, grad_mode):
+    from spingpu.training.batched_engine import BatchedCpuEngine
+    from spingpu.training.trainer import _train_batched
+
+    model = quick()
+    cfg = TrainConfig(hidden=(3,), epochs=2, lr=0.05, seed=7, dtype="float64", grad_mode=grad_mode,
+                      variability=Variability(sigma_d2d=0.1, sigma_pair=0.02))
+    nets = np.array([0, 4])
+    ref = train(blobs, cfg, networks=nets, model=model, backend="numpy")
+    fused = train(blobs, cfg, networks=nets, model=model, backend="cpu")
+    batched, _, _ = _train_batched(BatchedCpuEngine, blobs, cfg, nets, model, None, False)
+    for name in ("train_loss", "grad_cosine", "test_acc"):
+        np.testing.assert_allclose(fused[name].values, ref[name].values, rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(batched[name], ref[name].values, rtol=1e-12, atol=1e-12)
+    assert np.all(np.isfinite(ref.train_loss.values)) and ref.attrs["device_model"] == "macrospin"
+    assert json.loads(ref.attrs["device_settings"])["table_points"] == 9
+
+
+# --- configuration ------------------------------------------------------------------------------------
+
+
+def test_settings_and_parameters_from_text_lists_and_numbers():
+    model = get_model("macrospin", h_ext="0,8e3,0", demag=[0, 0, 1], easy_axis=(0, 0, 2), eta_form="slonczewski",
+                      ms=9e5, temperature=77)
+    assert model.settings.h_ext == (0.0, 8e3, 0.0) and model.settings.easy_axis == (0.0, 0.0, 1.0)
+    assert model.settings.eta_form == "slonczewski" and model.settings.temperature == 77.0
+    assert model.nominal[model.parameter_names.index("ms")] == 9e5
+    assert MACROSPIN.settings == MacrospinSettings()  # the registered model is unchanged
+    assert get_model("macrospin", v_h=math.inf).nominal[-1] == math.inf
+
+
+BAD = [
+    (dict(eta_form="slon"), "param eta_form: 'slon'; allowed: constant, slonczewski, lambda"),
+    (dict(resistance_form="ohmic"), "param resistance_form: 'ohmic'; allowed: conductance, resistance"),
+    (dict(torque_form="ll"), "param torque_form: 'll'; allowed: gilbert, landau_lifshitz"),
+    (dict(demag=(0.5, 0.5, 0.5)), "param demag: (0.5, 0.5, 0.5) sums to 1.5; allowed: Nx + Ny + Nz <= 1"),
+    (dict(demag=(-0.1, 0.5, 0.5)), "param demag: (-0.1, 0.5, 0.5) is out of range; allowed: 0.0 <= each component <= 1.0"),
+    (dict(easy_axis=(0, 0, 0)), "param easy_axis: the zero vector has no direction; give a non-zero x,y,z"),
+    (dict(h_ext=(1.0, 2.0)), "param h_ext: (1.0, 2.0) is not a vector of 3 finite numbers x,y,z"),
+    (dict(m0="a,b,c"), "param m0: ['a', 'b', 'c'] is not a vector of 3 numbers x,y,z"),
+    (dict(ms=(1, 2, 3)), "param ms: (1, 2, 3) is not a number"),
+    (dict(ms=-1.0), "param ms: -1.0 is out of range; allowed: value > 0.0"),
+    (dict(spin_polarization=1.5), "param spin_polarization: 1.5 is out of range; allowed: 0.0 < value <= 1.0"),
+    (dict(temperature=-1), "param temperature: -1 is out of range; allowed: 0.0 <= value <= 10000.0"),
+    (dict(dt=0.0), "param dt: 0.0 is out of range; allowed: 0.0 < value <= 1e-09"),
+    (dict(table_points=300), "param table_points: 300 is out of range; allowed: 2 <= value <= 256"),
+    (dict(table_i_min=1e-3), "param table_i_min: 0.001 must be below table_i_max (0.0006)"),
+    (dict(settle_time=1e-3, dt=1e-15), "param dt: 1000001000000 steps per run is too many; "
+                                       "allowed: (settle_time + average_time) / dt <= 1000000000"),
+    (dict(r_q=1.0), "param: unknown parameter 'r_q' for model 'macrospin'; allowed: ms, t_free, area, k_u, alpha, "
+                    "spin_polarization, stt_lambda, beta_fl, r_p, tmr0, v_h"),
+]
+
+
+@pytest.mark.parametrize("values,message", BAD)
+def test_bad_settings_are_one_line_errors(values, message):
+    with pytest.raises(ConfigError) as err:
+        get_model("macrospin", **values)
+    assert str(err.value) == message
+
+
+def test_devices_cli_writes_macrospin_curves(tmp_path, capsys):
+    from spingpu.cli.main import main
+
+    out = tmp_path / "iv.csv"
+    args = ["devices", "--model", "macrospin", "--samples", "2", "--sigma-d2d", "0.1", "--points", "7",
+            "--param", "h_ext=0,5e3,0", "--param", "eta_form=slonczewski", "--param", "table_points=9",
+            "--param", "settle_time=0.4e-9", "--param", "average_time=0.2e-9", "--csv", str(out)]
+    assert main(args) == 0
+    rows = np.genfromtxt(out, delimiter=",", names=True, dtype=None, encoding=None)
+    nominal = rows[rows["sample"] == -1]
+    model = get_model("macrospin", h_ext=(0, 5e3, 0), eta_form="slonczewski", table_points=9, settle_time=0.4e-9,
+                      average_time=0.2e-9)
+    v, d = model.iv(nominal["current"])
+    np.testing.assert_allclose(nominal["voltage"], v, rtol=1e-12)
+    np.testing.assert_allclose(nominal["dvdi"], d, rtol=1e-12)
+    assert len(rows) == 7 * 5
+    assert main(["devices", "--model", "macrospin", "--param", "eta_form=slon"]) == 2
+    assert capsys.readouterr().err.strip().endswith("param eta_form: 'slon'; allowed: constant, slonczewski, lambda")
