@@ -12,6 +12,7 @@ import pytest
 from scipy import integrate, optimize, stats
 
 from spingpu import ConfigError, Variability, from_arrays, get_model
+from spingpu.backends import Backend
 from spingpu.devices.macrospin import MACROSPIN, MacrospinSettings, coefficients, set_cmtj_constants
 from spingpu.kernels import cuda_devices
 from spingpu.kernels import macrospin as k
@@ -274,9 +275,16 @@ def test_engines_train_macrospin_identically(blobs, grad_mode):
     ref = train(blobs, cfg, networks=nets, model=model, backend="numpy")
     fused = train(blobs, cfg, networks=nets, model=model, backend="cpu")
     batched, _, _ = _train_batched(BatchedCpuEngine, blobs, cfg, nets, model, None, False)
+    # the CUDA engines in Numba's simulator (tests/conftest.py), on the same bound tables
+    gpu_fused = train(blobs, cfg, networks=nets, model=model, backend=Backend("cuda", simulator=True,
+                                                                              block_threads=32))
+    gpu_batched = train(blobs, cfg, networks=nets, model=model,
+                        backend=Backend("cuda", simulator=True, cuda_engine="batched"))
     for name in ("train_loss", "grad_cosine", "test_acc"):
         np.testing.assert_allclose(fused[name].values, ref[name].values, rtol=1e-9, atol=1e-12)
         np.testing.assert_allclose(batched[name], ref[name].values, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(gpu_fused[name].values, fused[name].values, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(gpu_batched[name].values, ref[name].values, rtol=1e-12, atol=1e-12)
     assert np.all(np.isfinite(ref.train_loss.values)) and ref.attrs["device_model"] == "macrospin"
     assert json.loads(ref.attrs["device_settings"])["table_points"] == 9
 
