@@ -18,7 +18,7 @@ import numba
 import numpy as np
 
 from .loss import softmax_xent
-from .network import (add_sample_gradient, argmax, make_forward, optimizer_step,
+from .network import (add_sample_gradient, argmax, cosine, make_forward, mark_diverged, optimizer_step,
                       relative_error, sample_deltas)
 from .philox import split_seed
 from .streams import PURPOSE_EVAL_NOISE, PURPOSE_NOISE
@@ -116,24 +116,10 @@ def make_fused_trainer(pair_neuron):
                     if not math.isfinite(g[k]):
                         finite = False
                 if not finite:
-                    out_div[i] = True
-                    for e in range(epoch, epochs):
-                        out_loss[i, e] = np.nan
-                        out_acc[i, e] = np.nan
-                        out_val[i, e] = np.nan
-                        out_cos[i, e] = np.nan
-                        out_derr[i, e] = np.nan
-                    out_test[i] = np.nan
+                    mark_diverged(i, epoch, out_loss, out_acc, out_val, out_cos, out_derr, out_test, out_div)
                     return
                 if last:
-                    dot = 0.0
-                    na = 0.0
-                    nb = 0.0
-                    for k in range(n_w):
-                        dot += g[k] * ge[k]
-                        na += g[k] * g[k]
-                        nb += ge[k] * ge[k]
-                    out_cos[i, epoch] = dot / math.sqrt(na * nb) if na * nb > 0.0 else np.nan
+                    out_cos[i, epoch] = cosine(g, ge, n_w)
                     out_derr[i, epoch] = np.median(errs[:n_err])
                 loss_sum += batch_loss
                 t += 1

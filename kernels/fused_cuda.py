@@ -31,7 +31,8 @@ from numba import cuda
 
 from . import simulator
 from .loss import softmax_xent
-from .network import argmax, make_forward, optimizer_step, relative_error, sample_deltas, weight_gradient
+from .network import (argmax, cosine, make_forward, mark_diverged, optimizer_step, relative_error, sample_deltas,
+                      weight_gradient)
 from .philox import split_seed
 from .streams import PURPOSE_EVAL_NOISE, PURPOSE_NOISE
 
@@ -264,14 +265,7 @@ def make_fused_cuda(pair_neuron, layout: FusedLayout):
                         nonfinite = 1
                 if cuda.syncthreads_or(nonfinite):
                     if tid == 0:
-                        out_div[i] = True
-                        for e2 in range(epoch, epochs):
-                            out_loss[i, e2] = np.nan
-                            out_acc[i, e2] = np.nan
-                            out_val[i, e2] = np.nan
-                            out_cos[i, e2] = np.nan
-                            out_derr[i, e2] = np.nan
-                        out_test[i] = np.nan
+                        mark_diverged(i, epoch, out_loss, out_acc, out_val, out_cos, out_derr, out_test, out_div)
                     return
                 if last:
                     for j in range(KPT):
@@ -283,14 +277,7 @@ def make_fused_cuda(pair_neuron, layout: FusedLayout):
                     has_nan = cuda.syncthreads_or(bad)
                     _bitonic_sort(errs, i, n_err, tid)
                     if tid == 0:
-                        dot = 0.0
-                        na = 0.0
-                        nb = 0.0
-                        for k in range(N_W):
-                            dot += gs[k] * ges[k]
-                            na += gs[k] * gs[k]
-                            nb += ges[k] * ges[k]
-                        out_cos[i, epoch] = dot / math.sqrt(na * nb) if na * nb > 0.0 else np.nan
+                        out_cos[i, epoch] = cosine(gs, ges, N_W)
                         if has_nan or n_err == 0:
                             out_derr[i, epoch] = np.nan
                         elif n_err % 2 == 1:

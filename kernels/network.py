@@ -65,6 +65,32 @@ def relative_error(used, exact):
 
 
 @numba.njit(inline="always", cache=True)
+def cosine(g, ge, n):
+    """Cosine similarity of ``g[:n]`` and ``ge[:n]`` summed in index order; NaN if either is 0."""
+    dot = 0.0
+    na = 0.0
+    nb = 0.0
+    for k in range(n):
+        dot += g[k] * ge[k]
+        na += g[k] * g[k]
+        nb += ge[k] * ge[k]
+    return dot / math.sqrt(na * nb) if na * nb > 0.0 else math.nan
+
+
+@numba.njit(inline="always", cache=True)
+def mark_diverged(i, epoch, out_loss, out_acc, out_val, out_cos, out_derr, out_test, out_div):
+    """Network i diverged in ``epoch``: its metrics from there on are NaN, its flag is set."""
+    out_div[i] = True
+    for e in range(epoch, out_loss.shape[1]):
+        out_loss[i, e] = math.nan
+        out_acc[i, e] = math.nan
+        out_val[i, e] = math.nan
+        out_cos[i, e] = math.nan
+        out_derr[i, e] = math.nan
+    out_test[i] = math.nan
+
+
+@numba.njit(inline="always", cache=True)
 def sample_deltas(w, dd, bd, dl, scale, sizes, w_off, D, db, delta, delta_prev):
     """Backpropagate one sample: ``D[l, db, :]`` for every weight layer, from dL/dlogits ``dl``
     times ``scale`` (1 / batch size) and the hidden derivatives ``dd[l, bd, :]`` (used or exact)."""

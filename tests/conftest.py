@@ -41,3 +41,22 @@ def fragile_model():
     yield model
     models._REGISTRY.clear()
     models._REGISTRY.update(saved)
+
+
+def gaussian_blobs(seed, n_samples, n_features, split_seed, n_classes=3):
+    """A small classification Dataset: Gaussian clusters around random centres."""
+    import numpy as np
+
+    from spingpu import from_arrays
+
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, 1.5, (n_classes, n_features))
+    y = rng.integers(0, n_classes, n_samples)
+    x = centres[y] + rng.normal(0, 1.0, (n_samples, n_features))
+    return from_arrays(x, y, name="blobs", seed=split_seed)
+
+
+@pytest.fixture(scope="session")
+def make_blobs():
+    """``make_blobs(seed, n_samples, n_features, split_seed)``: see :func:`gaussian_blobs`."""
+    return gaussian_blobs

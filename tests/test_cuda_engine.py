@@ -5,7 +5,7 @@ rounding. On a GPU, ``benchmarks/gpu_check.py`` compares the same engines."""
 import numpy as np
 import pytest
 
-from spingpu import ConfigError, Readout, Variability, from_arrays
+from spingpu import ConfigError, Readout, Variability
 from spingpu.backends import Backend
 from spingpu.kernels.fused_cuda import SHARED_BYTES, fused_cuda_layout
 from spingpu.training import Distillation, PairNeuron, Schedule, TrainConfig, teacher_logits, train
@@ -15,12 +15,8 @@ SIM = Backend("cuda", simulator=True, block_threads=32)
 
 
 @pytest.fixture(scope="module")
-def blobs():
-    rng = np.random.default_rng(123)
-    centres = rng.normal(0, 1.5, (3, 4))
-    y = rng.integers(0, 3, 70)
-    x = centres[y] + rng.normal(0, 1.0, (70, 4))
-    return from_arrays(x, y, name="blobs", seed=5)
+def blobs(make_blobs):
+    return make_blobs(123, 70, 4, 5)
 
 
 def assert_same(a, b):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from scipy import integrate, optimize, stats
 
-from spingpu import ConfigError, Variability, from_arrays, get_model
+from spingpu import ConfigError, Variability, get_model
 from spingpu.backends import Backend
 from spingpu.devices.macrospin import MACROSPIN, MacrospinSettings, coefficients, set_cmtj_constants
 from spingpu.kernels import cuda_devices
@@ -255,12 +255,8 @@ def test_iv_interpolates_the_tables_and_bind_gives_each_junction_its_own():
 
 
 @pytest.fixture(scope="module")
-def blobs():
-    rng = np.random.default_rng(41)
-    centres = rng.normal(0, 1.5, (3, 4))
-    y = rng.integers(0, 3, 60)
-    x = centres[y] + rng.normal(0, 1.0, (60, 4))
-    return from_arrays(x, y, name="blobs", seed=2)
+def blobs(make_blobs):
+    return make_blobs(41, 60, 4, 2)
 
 
 @pytest.mark.parametrize("grad_mode", ["fd_forward", "model"])

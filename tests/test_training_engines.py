@@ -3,19 +3,15 @@
 import numpy as np
 import pytest
 
-from spingpu import Readout, Variability, from_arrays
+from spingpu import Readout, Variability
 from spingpu.training import PairNeuron, Schedule, TrainConfig, train
 
 METRICS = ("train_loss", "train_acc", "val_acc", "grad_cosine", "deriv_rel_err", "test_acc")
 
 
 @pytest.fixture(scope="module")
-def blobs():
-    rng = np.random.default_rng(41)
-    centres = rng.normal(0, 1.5, (3, 5))
-    y = rng.integers(0, 3, 150)
-    x = centres[y] + rng.normal(0, 1.0, (150, 5))
-    return from_arrays(x, y, name="blobs", seed=2)
+def blobs(make_blobs):
+    return make_blobs(41, 150, 5, 2)
 
 
 def assert_same(a, b, rtol=1e-9, atol=1e-12):

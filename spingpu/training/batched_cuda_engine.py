@@ -77,6 +77,7 @@ class BatchedCudaEngine(NumpyEngine):
 
     def hidden(self, layer, z, noise):
         xp = self.xp
+        z = xp.ascontiguousarray(z)
         h, used, exact = xp.empty_like(z), xp.empty_like(z), xp.empty_like(z)
         if self._kernel is None:
             kern.digital_layer[kern.blocks(z.size), kern.THREADS](self._mode, z, h, used)
@@ -88,34 +89,14 @@ class BatchedCudaEngine(NumpyEngine):
             self._networks, noise.purpose, layer, noise.slot0, noise.row0, noise.derivatives, h, used, exact)
         return h, used, exact
 
-    def forward(self, x, noise):
-        xp = self.xp
-        a = xp.asarray(np.ascontiguousarray(x, dtype=self.dtype))  # (B, F), shared by every network
-        cache = []
-        for layer in range(len(self.config.hidden)):
-            w, bias = self.weights[2 * layer], self.weights[2 * layer + 1]
-            z = xp.ascontiguousarray(xp.matmul(a, w) + bias[:, None, :])
-            h, used, exact = self.hidden(layer, z, noise)
-            cache.append((a, used, exact))
-            a = h
-        logits = xp.matmul(a, self.weights[-2]) + self.weights[-1][:, None, :]
-        cache.append((a, None, None))
-        return logits, cache
+    def _input(self, x):
+        return self.xp.asarray(np.ascontiguousarray(x, dtype=self.dtype))  # (B, F), shared by every network
 
-    def backward(self, dlogits, cache, which="used"):
-        xp = self.xp
-        grads = [None] * len(self.weights)
-        delta = dlogits
-        for layer in range(len(cache) - 1, -1, -1):
-            a, used, exact = cache[layer]
-            if layer < len(cache) - 1:
-                delta = delta * (used if which == "used" else exact)
-            a_t = xp.swapaxes(a, -1, -2)
-            grads[2 * layer] = xp.matmul(a_t, delta)
-            grads[2 * layer + 1] = delta.sum(axis=1)
-            if layer > 0:
-                delta = xp.matmul(delta, xp.swapaxes(self.weights[2 * layer], 1, 2))
-        return grads
+    def _matmul(self, a, w):
+        return self.xp.matmul(a, w)  # (B, F) or (N, B, F) x (N, F, U): one strided batched GEMM
+
+    def _matmul_t(self, a, delta):
+        return self.xp.matmul(a.swapaxes(-1, -2), delta)
 
     def loss_and_dlogits(self, logits, y, teacher_logits=None):
         xp = self.xp

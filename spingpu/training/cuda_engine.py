@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..kernels.pair_neuron import make_pair_neuron
-from .fused_engine import epoch_orders, fused_outputs, fused_problem, pack
+from .fused_engine import epoch_orders, fused_metrics, fused_outputs, fused_problem, pack
 
 LAUNCH_BLOCKS = 1 << 16  # networks per kernel launch: the progress bar moves between launches
 MEMORY_FRACTION = 0.8  # of the free GPU memory a training run may take
@@ -145,6 +145,4 @@ def train_fused_cuda(dataset, config, networks, model, teacher_logits, progress,
     train_seconds = time.perf_counter() - t0
     if bar is not None:
         bar.close()
-    metrics = dict(train_loss=out["loss"], train_acc=out["acc"], val_acc=out["val"], grad_cosine=out["cos"],
-                   deriv_rel_err=out["derr"], test_acc=out["test"], diverged=out["div"])
-    return metrics, {"train": train_seconds, "compile": compile_seconds}
+    return fused_metrics(out), {"train": train_seconds, "compile": compile_seconds}

@@ -167,18 +167,28 @@ class NumpyEngine:
 
     # --- whole network -----------------------------------------------------------------------------
 
+    # matrix products (the batched CUDA engine replaces these three with CuPy's)
+    def _input(self, x):
+        return x.astype(self.dtype)
+
+    def _matmul(self, a, w):
+        return _matmul(a, w)
+
+    def _matmul_t(self, a, delta):
+        return _matmul_t(a, delta)
+
     def forward(self, x, noise):
         """Logits (N, B, C) and per-layer (input, derivative used, exact derivative)."""
-        a = x.astype(self.dtype)  # (B, F), shared by every network
+        a = self._input(x)  # (B, F), shared by every network
         cache = []
         n_hidden = len(self.config.hidden)
         for layer in range(n_hidden):
             w, b = self.weights[2 * layer], self.weights[2 * layer + 1]
-            z = _matmul(a, w) + b[:, None, :]
+            z = self._matmul(a, w) + b[:, None, :]
             h, used, exact = self.hidden(layer, z, noise)
             cache.append((a, used, exact))
             a = h
-        logits = _matmul(a, self.weights[-2]) + self.weights[-1][:, None, :]
+        logits = self._matmul(a, self.weights[-2]) + self.weights[-1][:, None, :]
         cache.append((a, None, None))
         return logits, cache
 
@@ -190,10 +200,10 @@ class NumpyEngine:
             a, used, exact = cache[layer]
             if layer < len(cache) - 1:
                 delta = delta * (used if which == "used" else exact)
-            grads[2 * layer] = _matmul_t(a, delta)
+            grads[2 * layer] = self._matmul_t(a, delta)
             grads[2 * layer + 1] = delta.sum(axis=1)
             if layer > 0:
-                delta = delta @ np.swapaxes(self.weights[2 * layer], 1, 2)
+                delta = delta @ self.weights[2 * layer].swapaxes(1, 2)
         return grads
 
     def loss_and_dlogits(self, logits, y, teacher_logits=None):

@@ -1,0 +1,205 @@
+"""Regenerate the README's results table and figures from the study result stores.
+
+    python studies/make_results.py [--runs /work/runs] [--figures docs/figures]
+
+Reads every store ``<runs>/<study>.zarr`` that exists (as written by ``spingpu run studies/<study>.toml
+--out <runs>/<study>.zarr``), prints a Markdown table per study (median, IQR, 5-95 %, mean, yield at
+90 % test accuracy, networks, wall time) and the numbers quoted in the README's findings, and saves
+the figures as PNG into ``docs/figures/``. Stores that are missing are skipped with a note. Figures
+come from ``spingpu.plot`` where one fits; a string-valued sweep coordinate is drawn as one curve per
+value, so numeric axes are turned into labelled categories where a figure needs curves per value.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import sys
+from pathlib import Path
+
+import numpy as np
+
+import spingpu
+from spingpu import plot
+from spingpu.report import summary_rows
+
+ROOT = Path(__file__).resolve().parent.parent
+THRESHOLD = 0.9
+MAX_PNG_BYTES = 150_000
+
+
+def pct(x):
+    return "n/a" if not np.isfinite(x) else f"{100 * x:.1f} %"
+
+
+def open_store(runs, name):
+    path = Path(runs) / f"{name}.zarr"
+    if not path.exists():
+        print(f"\n({name}: no store at {path}; skipped)")
+        return None
+    return spingpu.open_results(path)
+
+
+def wall_time(ds):
+    s = ds.attrs.get("run_seconds")
+    if not isinstance(s, (int, float)):
+        return "not recorded"
+    return f"{s:.0f} s" if s < 120 else f"{s / 60:.1f} min"
+
+
+def table(ds, title):
+    """Markdown table of every cell; returns the rows (summary_rows plus mean)."""
+    rows = summary_rows(ds, THRESHOLD)
+    axes = [d for d in ds.test_acc.dims if d not in ("network", "epoch")]
+    acc = ds.test_acc.load()
+    val = ds.val_acc.isel(epoch=-1).load()
+    print(f"\n### {title}: {ds.attrs.get('study_name')}, {ds.sizes['network']} networks x "
+          f"{ds.sizes['epoch']} epochs per cell, wall time {wall_time(ds)} ({ds.attrs.get('backend')})")
+    print("| " + " | ".join(axes) + " | median | IQR | 5-95 % | mean | yield >= 90 % | final val. acc. (median) "
+          "| grad cosine | dV/dI rel. err. | diverged |")
+    print("|" + " --- |" * (len(axes) + 9))
+    for r in rows:
+        sel = {d: r[d] for d in axes}
+        a = acc.sel(sel).values
+        r["mean_test_acc"] = float(np.nanmean(a))
+        r["median_val_acc"] = float(np.nanmedian(val.sel(sel).values))
+        cells = [f"{r[d]:g}" if isinstance(r[d], float) else str(r[d]) for d in axes]
+        cells += [pct(r["median_test_acc"]), f"{pct(r['q25_test_acc'])}-{pct(r['q75_test_acc'])}",
+                  f"{pct(r['q05_test_acc'])}-{pct(r['q95_test_acc'])}", f"{100 * r['mean_test_acc']:.2f} %",
+                  pct(r["yield"]), pct(r["median_val_acc"]), f"{r['median_grad_cosine']:.3f}",
+                  f"{r['median_deriv_rel_err']:.3g}", str(r["diverged"])]
+        print("| " + " | ".join(cells) + " |")
+    return rows
+
+
+def as_category(ds, dim, fmt):
+    """The same Dataset with a numeric sweep coordinate relabelled as strings (one curve each)."""
+    labels = [fmt(v) for v in ds[dim].values]
+    return ds.assign_coords({dim: np.array(labels, dtype=object).astype(str)})
+
+
+def save(fig, path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for dpi in (90, 75, 60):
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=dpi)
+        if buf.tell() <= MAX_PNG_BYTES:
+            break
+    path.write_bytes(buf.getvalue())
+    print(f"figure: {path} ({buf.tell() // 1000} kB, {dpi} dpi)")
+
+
+def metric_vs_axis(ds, dim, title):
+    """Median accuracy, median gradient cosine and median derivative error at the last epoch against
+    one numeric axis, one curve per value of the categorical axes (gradient modes)."""
+    from spingpu.plot.study import _colours, _groups, _is_log, _new_figure, _pooled, axis_label
+
+    fig, axes = _new_figure(width=13, height=4.2, ncols=3)
+    x = ds[dim].values.astype(float)
+    last = ds.isel(epoch=-1)
+    groups = _groups(ds)
+    for (label, sel), colour in zip(groups, _colours(len(groups))):
+        sub = ds.sel(sel) if sel else ds
+        lsub = last.sel(sel) if sel else last
+        acc = _pooled(sub.test_acc, [dim]) * 100
+        axes[0][0].plot(x, np.nanmedian(acc, axis=1), "o-", color=colour, label=label)
+        axes[0][0].fill_between(x, np.nanquantile(acc, 0.25, axis=1), np.nanquantile(acc, 0.75, axis=1),
+                                color=colour, alpha=0.15, lw=0)
+        axes[0][1].plot(x, np.nanmedian(_pooled(lsub.grad_cosine, [dim]), axis=1), "o-", color=colour, label=label)
+        err = np.nanmedian(_pooled(lsub.deriv_rel_err, [dim]), axis=1)
+        if np.any(err > 0):
+            axes[0][2].plot(x, err, "o-", color=colour, label=label)
+    names = ("median test accuracy (%), IQR band", "median cosine(gradient used, exact)",
+             "median relative error of dh/dz")
+    for ax, name in zip(axes[0], names):
+        ax.set_xlabel(axis_label(ds, dim))
+        ax.set_title(name, fontsize="medium")
+        ax.grid(True, alpha=0.3)
+        if _is_log(x):
+            ax.set_xscale("log")
+    axes[0][2].set_yscale("log")
+    axes[0][0].legend(fontsize="small", ncol=2)
+    fig.suptitle(title)
+    return fig
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", default="/work/runs", help="folder of the result stores")
+    parser.add_argument("--figures", default=str(ROOT / "docs" / "figures"), help="PNG output folder")
+    args = parser.parse_args(argv)
+    figs = Path(args.figures)
+
+    # The paper's experiments.
+    for name, title in (("paper_iris_1hidden", "Iris 4-8-3"), ("paper_iris_2hidden", "Iris 4-8-8-3"),
+                        ("paper_mnist_4hidden", "MNIST 784-256x4-10"),
+                        ("paper_mnist_distill", "MNIST distillation, student 784-32-10")):
+        ds = open_store(args.runs, name)
+        if ds is not None:
+            table(ds, title)
+    ds1, ds2 = open_store(args.runs, "paper_iris_1hidden"), open_store(args.runs, "paper_iris_2hidden")
+    if ds1 is not None and ds2 is not None:
+        both = [ds.test_acc.expand_dims(hidden=[label]) for ds, label in ((ds1, "1 hidden"), (ds2, "2 hidden"))]
+        import xarray as xr
+
+        merged = xr.concat(both, dim="hidden").to_dataset(name="test_acc")
+        merged = merged.assign_coords(sigma_d2d=[f"d2d {v:g}" for v in merged.sigma_d2d.values])
+        fig = plot.accuracy_categorical(merged, THRESHOLD)
+        fig.suptitle("Iris (30 test samples): test accuracy of 1000 networks per cell")
+        save(fig, figs / "paper_iris.png")
+    for name in ("paper_mnist_4hidden", "paper_mnist_distill"):
+        ds = open_store(args.runs, name)
+        if ds is not None:
+            fig = plot.training_curves(ds)
+            save(fig, figs / f"{name}.png")
+
+    # The extended studies.
+    ds = open_store(args.runs, "gradient_modes")
+    if ds is not None:
+        table(ds, "Gradient modes")
+        save(metric_vs_axis(ds, "sigma_d2d", "Gradient modes under rising device-to-device spread"),
+             figs / "gradient_modes.png")
+
+    ds = open_store(args.runs, "delta_i_tradeoff")
+    if ds is not None:
+        table(ds, "dI trade-off")
+        noise = as_category(ds, "read_noise", lambda v: f"noise {v * 1e3:g} mV")
+        for bits in ds.adc_bits.values:
+            sub = noise.sel(adc_bits=bits)
+            med = sub.test_acc.median("network")
+            for n in sub.read_noise.values:
+                m = med.sel(read_noise=n).values
+                print(f"adc_bits={bits} {n}: median acc by dI {np.round(100 * m, 1)}; best dI "
+                      f"{ds.delta_i.values[int(np.argmax(m))]:.3g} A")
+        fig = metric_vs_axis(noise.sel(adc_bits=ds.adc_bits.values[0]), "delta_i",
+                             f"dI trade-off, digits 64-16-10, fd_forward, adc_bits={ds.adc_bits.values[0]} (no ADC)")
+        save(fig, figs / "delta_i_tradeoff.png")
+        adc = as_category(ds, "adc_bits", lambda v: f"ADC {v:g} bits" if v else "no ADC")
+        fig = metric_vs_axis(adc.sel(read_noise=ds.read_noise.values[0]), "delta_i",
+                             f"dI trade-off against ADC resolution, read noise {ds.read_noise.values[0] * 1e3:g} mV")
+        save(fig, figs / "delta_i_adc.png")
+
+    ds = open_store(args.runs, "pair_mismatch")
+    if ds is not None:
+        rows = table(ds, "Pair mismatch")
+        cat = as_category(ds, "delta_i", lambda v: f"dI {v * 1e6:g} uA")
+        save(metric_vs_axis(cat, "sigma_pair", "Pair mismatch x dI, digits 64-16-10, fd_forward"),
+             figs / "pair_mismatch.png")
+
+    ds = open_store(args.runs, "variability_yield")
+    if ds is not None:
+        table(ds, "Yield")
+        fig = plot.heatmap(ds, "sigma_d2d", "sigma_chip", THRESHOLD)
+        fig.suptitle("Iris 4-8-3 with MTJ pairs: chip-to-chip x device-to-device spread, 500 chips per cell")
+        save(fig, figs / "variability_yield.png")
+
+    ds = open_store(args.runs, "macrospin")
+    if ds is not None:
+        table(ds, "Macrospin")
+        dims = [d for d in ds.test_acc.dims if d not in ("network", "epoch") and ds[d].dtype.kind not in "OUS"]
+        save(metric_vs_axis(ds, dims[0], "Macrospin (LLGS) junctions, Iris 4-8-3"), figs / "macrospin.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
