@@ -132,7 +132,7 @@ def pair_problem(rng, n, b, u, dtype):
 def check_pair(rng, device, sim):
     from spingpu.kernels import batched_cuda
     from spingpu.kernels.pair_layer import make_pair_layer
-    from spingpu.kernels.pair_neuron import FD_FORWARD, make_pair_neuron
+    from spingpu.kernels.pair_neuron import FD_FORWARD
     from spingpu.kernels.philox import split_seed
     from spingpu.training.batched_cuda_engine import pair_layer_cuda_kernel
 
@@ -140,7 +140,8 @@ def check_pair(rng, device, sim):
     model, junc, z, neuron, readout = pair_problem(rng, n, b, u, np.float64)
     seed, nets = np.uint64(rng.integers(1 << 62)), np.arange(n, dtype=np.int64)
     ref = [np.empty_like(z) for _ in range(3)]
-    make_pair_layer(make_pair_neuron(model.point))(z, junc, model.nominal, model.aux_table, FD_FORWARD, neuron,
+    junc = junc.reshape(-1, junc.shape[-1])  # (N U 2, P) rows
+    make_pair_layer(model.pair_neuron)(z, junc, model.nominal, model.aux_table, FD_FORWARD, neuron,
                                                    readout, seed, nets, 5, 0, 0, 17, True, *ref)
     outs = [device.put(np.full_like(z, SENTINEL)) for _ in range(3)]
     k0, k1 = split_seed(seed)
@@ -226,7 +227,7 @@ def time_bandwidth(rng, device, sim):
 
     n, bs, u = 512, 128, 256
     model, junc, z, neuron, readout = pair_problem(rng, n, bs, u, np.float32)
-    dz, dj = cupy.asarray(z), cupy.asarray(junc)
+    dz, dj = cupy.asarray(z), cupy.asarray(junc.reshape(-1, junc.shape[-1]))
     outs = [cupy.empty_like(dz) for _ in range(3)]
     args = (dz, dj, cupy.asarray(model.nominal), cupy.asarray(np.ascontiguousarray(model.aux_table)), FD_FORWARD,
             cupy.asarray(neuron), cupy.asarray(readout), *split_seed(np.uint64(7)), cupy.arange(n), 5, 0, 0, 0, True,

@@ -34,7 +34,8 @@ def blocks(n_elements):
 
 def make_pair_layer_cuda(pair_neuron):
     """``pair_layer[blocks(N * B * ceil(U / 2)), THREADS](z, junc, nominal, table, mode, neuron,
-    readout, k0, k1, networks, purpose, layer, slot0, row0, derivatives, h, used, exact)``."""
+    readout, k0, k1, networks, purpose, layer, slot0, row0, derivatives, h, used, exact)`` with
+    ``junc`` the layer's (N, U, 2, P) junction parameters as (N U 2, P) rows."""
 
     @cuda.jit
     def pair_layer(z, junc, nominal, table, mode, neuron, readout, k0, k1, networks, purpose, layer, slot0, row0,
@@ -55,14 +56,15 @@ def make_pair_layer_cuda(pair_neuron):
             xa0, xa1 = normal_pair(networks[n], stream_id(purpose, layer, slot0, 0), row0 + b, q, k0, k1)
             xb0, xb1 = normal_pair(networks[n], stream_id(purpose, layer, slot0 + 1, 0), row0 + b, q, k0, k1)
         u = 2 * q
-        hh, du, de = pair_neuron(mode, numba.float64(z[n, b, u]), junc[n, u, 0], junc[n, u, 1], nominal, table,
-                                 neuron, readout, xa0, xb0, derivatives)
+        r = 2 * (n * n_u + u)  # junction m of (network n, unit u) is row r + m of junc
+        hh, du, de = pair_neuron(mode, numba.float64(z[n, b, u]), junc, r, r + 1, nominal, table, neuron, readout,
+                                 xa0, xb0, derivatives)
         h[n, b, u] = hh
         used[n, b, u] = du
         exact[n, b, u] = de
         if u + 1 < n_u:
-            hh, du, de = pair_neuron(mode, numba.float64(z[n, b, u + 1]), junc[n, u + 1, 0], junc[n, u + 1, 1],
-                                     nominal, table, neuron, readout, xa1, xb1, derivatives)
+            hh, du, de = pair_neuron(mode, numba.float64(z[n, b, u + 1]), junc, r + 2, r + 3, nominal, table, neuron,
+                                     readout, xa1, xb1, derivatives)
             h[n, b, u + 1] = hh
             used[n, b, u + 1] = du
             exact[n, b, u + 1] = de
@@ -91,7 +93,7 @@ def softmax_xent_rows(logits, labels, teacher, use_teacher, dist_t, dist_alpha, 
     if t < n_net * n_b:
         n = t // n_b
         b = t % n_b
-        loss_rows[n, b] = softmax_xent(logits[n, b], labels[b], teacher[b if use_teacher else 0], use_teacher,
+        loss_rows[n, b] = softmax_xent(logits[n, b], labels[b], teacher, b if use_teacher else 0, use_teacher,
                                        dist_t, dist_alpha, dl[n, b])
         for c in range(n_c):
             dl[n, b, c] /= n_b

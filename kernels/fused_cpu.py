@@ -45,7 +45,7 @@ def make_fused_trainer(pair_neuron):
                   batch, orders, w_init, out_loss, out_acc, out_val, out_cos, out_derr, out_test, out_div):
         k0, k1 = split_seed(seed)
         network = networks[i]
-        junc = junctions[i]
+        junc = junctions[i].reshape((junctions.shape[1] * 2, junctions.shape[3]))  # rows 2 j + m
         n_w = w_init.shape[1]
         n_layers = sizes.shape[0] - 1
         n_hidden = n_layers - 1
@@ -97,7 +97,7 @@ def make_fused_trainer(pair_neuron):
                     forward(w, x_tr, idx, act, 0, du, de, 0, logits, sizes, w_off, b_off, u_off, junc, nominal,
                             table, mode, neuron, readout, network, PURPOSE_NOISE, 0, sample_counter + b, xi0, xi1,
                             k0, k1, True)
-                    batch_loss += softmax_xent(logits, y_tr[idx], teacher[idx if use_teacher else 0], use_teacher,
+                    batch_loss += softmax_xent(logits, y_tr[idx], teacher, idx if use_teacher else 0, use_teacher,
                                                dist_t, dist_alpha, dl)
                     if argmax(logits) == y_tr[idx]:
                         correct += 1

@@ -167,7 +167,7 @@ def make_fused_cuda(pair_neuron, layout: FusedLayout):
         w = cuda.shared.array(N_W, F64)
         gs = cuda.shared.array(N_W, F64)
         ges = cuda.shared.array(N_W, F64)
-        junc = cuda.shared.array((UNITS, 2, P), F64)
+        junc = cuda.shared.array((2 * UNITS, P), F64)  # junction m of hidden unit j: row 2 j + m
         act = cuda.shared.array((N_LAYERS, T, MAX_W), F64)
         D = cuda.shared.array((N_LAYERS, T, MAX_W), F64)
         lossb = cuda.shared.array(T, F64)
@@ -191,7 +191,7 @@ def make_fused_cuda(pair_neuron, layout: FusedLayout):
         for k in range(tid, N_W, T):
             w[k] = w_init[i, k]
         for q in range(tid, UNITS * 2 * P, T):
-            junc[q // (2 * P), (q // P) % 2, q % P] = junctions[i, q // (2 * P), (q // P) % 2, q % P]
+            junc[q // P, q % P] = junctions[i, q // (2 * P), (q // P) % 2, q % P]
         for j in range(KPT):
             m1[j] = 0.0
             m2[j] = 0.0
@@ -225,7 +225,7 @@ def make_fused_cuda(pair_neuron, layout: FusedLayout):
                         forward(w, x_tr, idx, act, tid, du, de, 0, logits, sizes, w_off, b_off, u_off, junc, nominal,
                                 table, mode, neuron, readout, network, PURPOSE_NOISE, 0, sample_counter + b, xi0,
                                 xi1, k0, k1, True)
-                        lossb[tid] = softmax_xent(logits, y_tr[idx], teacher[idx if use_teacher else 0],
+                        lossb[tid] = softmax_xent(logits, y_tr[idx], teacher, idx if use_teacher else 0,
                                                   use_teacher, dist_t, dist_alpha, dl)
                         if argmax(logits) == y_tr[idx]:
                             correct += 1

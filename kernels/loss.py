@@ -13,9 +13,10 @@ import math
 import numba
 import numpy as np
 
-@numba.njit(cache=True)
-def softmax_xent(logits, label, teacher_row, use_teacher, dist_t, dist_alpha, dl):
-    """Cross-entropy (optionally distilled) of one sample; dL/dlogits into ``dl``."""
+@numba.njit(inline="always", cache=True)
+def softmax_xent(logits, label, teacher, t_row, use_teacher, dist_t, dist_alpha, dl):
+    """Cross-entropy (optionally distilled) of one sample; dL/dlogits into ``dl``; the teacher's
+    logits are ``teacher[t_row]``."""
     n_out = logits.shape[0]
     mx = logits[0]
     for c in range(1, n_out):
@@ -29,19 +30,19 @@ def softmax_xent(logits, label, teacher_row, use_teacher, dist_t, dist_alpha, dl
         dl[c] = math.exp(logits[c] - lse)
     dl[label] -= 1.0
     if use_teacher:
-        tmx = teacher_row[0] / dist_t
+        tmx = teacher[t_row, 0] / dist_t
         smx = logits[0] / dist_t
         for c in range(1, n_out):
-            tmx = max(tmx, teacher_row[c] / dist_t)
+            tmx = max(tmx, teacher[t_row, c] / dist_t)
             smx = max(smx, logits[c] / dist_t)
         tsum = 0.0
         ssum = 0.0
         for c in range(n_out):
-            tsum += math.exp(teacher_row[c] / dist_t - tmx)
+            tsum += math.exp(teacher[t_row, c] / dist_t - tmx)
             ssum += math.exp(logits[c] / dist_t - smx)
         kl = 0.0
         for c in range(n_out):
-            q = math.exp(teacher_row[c] / dist_t - tmx) / tsum
+            q = math.exp(teacher[t_row, c] / dist_t - tmx) / tsum
             logp = logits[c] / dist_t - smx - math.log(ssum)
             if q > 0.0:
                 kl += q * (math.log(q) - logp)
@@ -59,7 +60,7 @@ def softmax_xent_batch(logits, labels, teacher, use_teacher, dist_t, dist_alpha,
     for n in numba.prange(n_net):
         total = 0.0
         for b in range(n_b):
-            total += softmax_xent(logits[n, b], labels[b], teacher[b if use_teacher else 0], use_teacher, dist_t,
+            total += softmax_xent(logits[n, b], labels[b], teacher, b if use_teacher else 0, use_teacher, dist_t,
                                   dist_alpha, dl[n, b])
         loss[n] = total / n_b
         for b in range(n_b):

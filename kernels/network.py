@@ -169,8 +169,9 @@ def make_forward(pair_neuron):
     def forward(w, x, sample, act, ab, du, de, bd, logits, sizes, w_off, b_off, u_off, junc, nominal, table, mode,
                 neuron, readout, network, purpose, slot0, row, xi0, xi1, k0, k1, derivatives):
         """Logits of sample ``x[sample]`` into ``logits``; layer inputs into act slot ``ab``,
-        derivatives into du/de slot ``bd``. Read noise: global sample index ``row`` of stream
-        (purpose, layer, slot0 + reading) (:mod:`spingpu.kernels.streams`)."""
+        derivatives into du/de slot ``bd``. ``junc`` (units x 2, P): junction m of hidden unit j is
+        row 2 j + m. Read noise: global sample index ``row`` of stream (purpose, layer, slot0 +
+        reading) (:mod:`spingpu.kernels.streams`)."""
         n_hidden = sizes.shape[0] - 2
         for f in range(sizes[0]):
             act[0, ab, f] = x[sample, f]
@@ -187,7 +188,7 @@ def make_forward(pair_neuron):
                     z += act[layer, ab, k] * w[w_off[layer] + k * fan_out + u]
                 z += w[b_off[layer] + u]
                 j = u_off[layer] + u
-                h, d_used, d_exact = pair_neuron(mode, z, junc[j, 0], junc[j, 1], nominal, table, neuron,
+                h, d_used, d_exact = pair_neuron(mode, z, junc, 2 * j, 2 * j + 1, nominal, table, neuron,
                                                  readout, xi0[u], xi1[u], derivatives)
                 act[layer + 1, ab, u] = h
                 du[layer, bd, u] = d_used

@@ -14,7 +14,8 @@ from .philox import normal_pair, split_seed, stream_id
 
 def make_pair_layer(pair_neuron):
     """``pair_layer(z, junc, nominal, table, mode, neuron, readout, seed, networks, purpose, layer,
-    slot0, row0, derivatives, h, used, exact)`` for one model's ``pair_neuron``."""
+    slot0, row0, derivatives, h, used, exact)`` for one model's ``pair_neuron``; ``junc`` holds
+    the layer's (N, U, 2, P) junction parameters as (N U 2, P) rows."""
 
     @numba.njit(parallel=True)
     def pair_layer(z, junc, nominal, table, mode, neuron, readout, seed, networks, purpose, layer, slot0, row0,
@@ -38,7 +39,8 @@ def make_pair_layer(pair_neuron):
                     xb0, xb1 = normal_pair(net, s1, row0 + b, u // 2, k0, k1)
                 xi0 = xa0 if u % 2 == 0 else xa1
                 xi1 = xb0 if u % 2 == 0 else xb1
-                hh, du, de = pair_neuron(mode, numba.float64(z[n, b, u]), junc[n, u, 0], junc[n, u, 1], nominal,
+                r = 2 * (n * n_u + u)  # junction m of (network n, unit u) is row r + m of junc
+                hh, du, de = pair_neuron(mode, numba.float64(z[n, b, u]), junc, r, r + 1, nominal,
                                          table, neuron, readout, xi0, xi1, derivatives)
                 h[n, b, u] = hh
                 used[n, b, u] = du

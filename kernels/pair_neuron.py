@@ -48,11 +48,13 @@ def read(v, current, r_bridge, readout, xi):
     return quantize(y, readout[5], readout[6], int(readout[4]))
 
 
-def make_pair_neuron(point):
-    """``pair_neuron(mode, z, p_a, p_b, nominal, table, neuron, readout, xi0, xi1, derivatives)``."""
+def make_pair_neuron(point, point_row):
+    """``pair_neuron(mode, z, params, row_a, row_b, nominal, table, neuron, readout, xi0, xi1,
+    derivatives)``: junctions A and B are rows ``row_a`` and ``row_b`` of ``params`` (rows, P),
+    the nominal junction the vector ``nominal`` (P,)."""
 
     @numba.njit(inline="always")
-    def pair_neuron(mode, z, p_a, p_b, nominal, table, neuron, readout, xi0, xi1, derivatives):
+    def pair_neuron(mode, z, params, row_a, row_b, nominal, table, neuron, readout, xi0, xi1, derivatives):
         if mode >= TANH:
             h, d = digital(mode, z)
             return h, d, d
@@ -66,20 +68,20 @@ def make_pair_neuron(point):
         else:
             i_a = quantize(i_req, dac_lo, dac_hi, dac_bits)
             i_b = quantize(i_req + delta_i, dac_lo, dac_hi, dac_bits)
-        v_a, d_a = point(i_a, p_a, table)
+        v_a, d_a = point_row(i_a, params, row_a, table)
         r_a = read(v_a, i_a, r_bridge, readout, xi0)
         if not derivatives and mode != FD_SYMMETRIC:
             return v_scale * r_a, 0.0, 0.0
         exact = gain * (d_a - r_bridge)
         if mode == FD_FORWARD or mode == FD_SYMMETRIC:
-            v_b, d_b = point(i_b, p_b, table)
+            v_b, d_b = point_row(i_b, params, row_b, table)
             r_b = read(v_b, i_b, r_bridge, readout, xi1)
             used = gain * (r_b - r_a) / delta_i
             if mode == FD_SYMMETRIC:
                 exact = gain * (0.5 * (d_a + d_b) - r_bridge)
                 r_a = 0.5 * (r_a + r_b)
         elif mode == FD_SINGLE:
-            v_a2, _ = point(i_b, p_a, table)
+            v_a2, _ = point_row(i_b, params, row_a, table)
             used = gain * (read(v_a2, i_b, r_bridge, readout, xi1) - r_a) / delta_i
         elif mode == MODEL:
             _, d_nom = point(i_a, nominal, table)

@@ -25,6 +25,15 @@ def make_point(scalar, n_params, uses_table):
     return numba.njit(_generate("point", source, {"scalar": scalar}))
 
 
+def make_point_row(scalar, n_params, uses_table):
+    """``point_row(current, params, row, table) -> (V, dV/dI)``: the junction whose parameters are
+    ``params[row, :]``. Reading elements instead of taking a row view keeps the training kernels
+    free of array views (and of their reference counting) in their innermost loops."""
+    args = "".join(f", params[row, {k}]" for k in range(n_params)) + (", table" if uses_table else "")
+    source = f"def point_row(current, params, row, table):\n    return scalar(current{args})\n"
+    return numba.njit(inline="always")(_generate("point_row", source, {"scalar": scalar}))
+
+
 def make_scalar(voltage, dvdi, n_params):
     """Join a user's ``voltage(I, *p)`` and optional ``dvdi(I, *p)`` into ``f(I, *p) -> (V, dV/dI)``.
 

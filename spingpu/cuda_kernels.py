@@ -61,7 +61,7 @@ def batched_specs(models):
     for dtype in ("float32", "float64"):
         z = np.zeros((2, 3, 4), dtype)
         for model in models:
-            junc = np.zeros((2, 4, 2, len(model.parameters)))
+            junc = np.zeros((2 * 4 * 2, len(model.parameters)))  # (N U 2, P) rows
             args = (z, junc, model.nominal, np.ascontiguousarray(model.aux_table), 0, np.zeros(5), np.zeros(10),
                     np.uint64(0), np.uint64(0), i64, 0, 0, 0, 0, True, z, z, z)
             specs.append(KernelSpec(f"pair_layer[{model.name}, {dtype}]", pair_layer_cuda_kernel(model), sig(*args)))

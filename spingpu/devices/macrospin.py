@@ -240,6 +240,10 @@ class MacrospinModel(DeviceModel):
         return TABLE_MODEL.point
 
     @property
+    def point_row(self):
+        return TABLE_MODEL.point_row
+
+    @property
     def kernel_width(self):
         return len(TABLE_MODEL.parameters)
 

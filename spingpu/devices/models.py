@@ -125,6 +125,23 @@ class DeviceModel:
         return self._compiled["point"]
 
     @property
+    def point_row(self):
+        """``point_row(current, params, row, table)``: :attr:`point` of junction ``params[row]``."""
+        if "point_row" not in self._compiled:
+            self._compiled["point_row"] = pointwise.make_point_row(self.scalar, len(self.parameters),
+                                                                   self.table is not None)
+        return self._compiled["point_row"]
+
+    @property
+    def pair_neuron(self):
+        """The training kernels' hidden neuron for this model (:mod:`spingpu.kernels.pair_neuron`)."""
+        from ..kernels.pair_neuron import make_pair_neuron
+
+        if "pair_neuron" not in self._compiled:
+            self._compiled["pair_neuron"] = make_pair_neuron(self.point, self.point_row)
+        return self._compiled["pair_neuron"]
+
+    @property
     def settings_values(self):
         """The model's fixed, non-parameter settings by name (none for closed-form models)."""
         return {}

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..kernels import batched_cuda as kern
 from ..kernels.network import ADAM, MOMENTUM, SGD
-from ..kernels.pair_neuron import MODE_CODES, make_pair_neuron
+from ..kernels.pair_neuron import MODE_CODES
 from ..kernels.philox import split_seed
 from .fused_engine import neuron_vector, readout_vector
 from .numpy_engine import NumpyEngine
@@ -27,7 +27,7 @@ OPTIMIZERS = {"sgd": SGD, "momentum": MOMENTUM, "adam": ADAM}
 
 def pair_layer_cuda_kernel(model):
     if "pair_layer_cuda" not in model._compiled:
-        model._compiled["pair_layer_cuda"] = kern.make_pair_layer_cuda(make_pair_neuron(model.point))
+        model._compiled["pair_layer_cuda"] = kern.make_pair_layer_cuda(model.pair_neuron)
     return model._compiled["pair_layer_cuda"]
 
 
@@ -61,7 +61,8 @@ class BatchedCudaEngine(NumpyEngine):
         # the optimiser updates the flat buffers: the per-layer arrays must be views into them
         assert all(xp.may_share_memory(v, self.flat) for v in self.weights)
         assert all(xp.may_share_memory(v, self.grad_flat) for v in self._grad_views)
-        self.junctions = [xp.asarray(np.ascontiguousarray(j)) for j in self.junctions]
+        # each layer's (N, U, 2, P) junctions as the (N U 2, P) rows the pair kernel reads
+        self.junctions = [xp.asarray(np.ascontiguousarray(j).reshape(-1, j.shape[-1])) for j in self.junctions]
         self._networks = xp.asarray(self.networks)
         self._kernel = pair_layer_cuda_kernel(self.model) if config.is_mtj else None
         self._mode = MODE_CODES[config.grad_mode]

@@ -8,14 +8,14 @@ from __future__ import annotations
 import numpy as np
 
 from ..kernels.pair_layer import make_pair_layer
-from ..kernels.pair_neuron import MODE_CODES, make_pair_neuron
+from ..kernels.pair_neuron import MODE_CODES
 from .fused_engine import neuron_vector, readout_vector
 from .numpy_engine import NumpyEngine
 
 
 def pair_layer_kernel(model):
     if "pair_layer" not in model._compiled:
-        model._compiled["pair_layer"] = make_pair_layer(make_pair_neuron(model.point))
+        model._compiled["pair_layer"] = make_pair_layer(model.pair_neuron)
     return model._compiled["pair_layer"]
 
 
@@ -28,7 +28,7 @@ class BatchedCpuEngine(NumpyEngine):
         self._mode = MODE_CODES[config.grad_mode]
         self._neuron = neuron_vector(config.neuron)
         self._readout = readout_vector(config.readout)
-        self._junctions = [np.ascontiguousarray(j) for j in self.junctions]
+        self._junctions = [np.ascontiguousarray(j).reshape(-1, j.shape[-1]) for j in self.junctions]  # rows
 
     def hidden(self, layer, z, noise):
         if self._kernel is None:

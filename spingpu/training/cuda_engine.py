@@ -14,7 +14,6 @@ import time
 import numpy as np
 
 from ..errors import ConfigError
-from ..kernels.pair_neuron import make_pair_neuron
 from .fused_engine import epoch_orders, fused_metrics, fused_outputs, fused_problem, pack
 
 LAUNCH_BLOCKS = 1 << 16  # networks per kernel launch: the progress bar moves between launches
@@ -57,7 +56,7 @@ def fused_cuda_kernel(model, layout):
 
     key = ("fused_cuda", layout)
     if key not in model._compiled:
-        model._compiled[key] = make_fused_cuda(make_pair_neuron(model.point), layout)
+        model._compiled[key] = make_fused_cuda(model.pair_neuron, layout)
     return model._compiled[key]
 
 

@@ -14,7 +14,7 @@ import numpy as np
 from ..kernels import streams
 from ..kernels.fused_cpu import make_fused_trainer
 from ..kernels.network import ADAM, MOMENTUM, SGD
-from ..kernels.pair_neuron import MODE_CODES, NOISE_GAUSSIAN, NOISE_JOHNSON_SHOT, NOISE_NONE, make_pair_neuron
+from ..kernels.pair_neuron import MODE_CODES, NOISE_GAUSSIAN, NOISE_JOHNSON_SHOT, NOISE_NONE
 from .numpy_engine import initial_weights, kernel_junctions
 
 OPTIMIZER_CODES = {"sgd": SGD, "momentum": MOMENTUM, "adam": ADAM}
@@ -39,7 +39,7 @@ def readout_vector(readout):
 def fused_trainer(model):
     """The compiled fused trainer of ``model`` (built once per model object)."""
     if "fused_cpu" not in model._compiled:
-        model._compiled["fused_cpu"] = make_fused_trainer(make_pair_neuron(model.point))
+        model._compiled["fused_cpu"] = make_fused_trainer(model.pair_neuron)
     return model._compiled["fused_cpu"]
 
 
