@@ -104,6 +104,7 @@ def make_fused_cuda(pair_neuron, layout: FusedLayout):
     N_OUT = sizes_t[-1]
     HIDDEN_UNITS = layout.hidden_units
     UNITS = max(HIDDEN_UNITS, 1)
+    JUNC_ROWS = 2 * UNITS
     P = layout.n_params
     KPT = (N_W + T - 1) // T  # weights per thread
     F64 = numba.float64
@@ -167,7 +168,7 @@ def make_fused_cuda(pair_neuron, layout: FusedLayout):
         w = cuda.shared.array(N_W, F64)
         gs = cuda.shared.array(N_W, F64)
         ges = cuda.shared.array(N_W, F64)
-        junc = cuda.shared.array((2 * UNITS, P), F64)  # junction m of hidden unit j: row 2 j + m
+        junc = cuda.shared.array((JUNC_ROWS, P), F64)  # junction m of hidden unit j: row 2 j + m
         act = cuda.shared.array((N_LAYERS, T, MAX_W), F64)
         D = cuda.shared.array((N_LAYERS, T, MAX_W), F64)
         lossb = cuda.shared.array(T, F64)
