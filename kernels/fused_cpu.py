@@ -47,7 +47,7 @@ def make_fused_trainer(pair_neuron):
         network = networks[i]
         junc = junctions[i].reshape((junctions.shape[1] * 2, junctions.shape[3]))  # rows 2 j + m
         n_w = w_init.shape[1]
-        n_layers = sizes.shape[0] - 1
+        n_layers = len(sizes) - 1
         n_hidden = n_layers - 1
         n_out = sizes[n_layers]
         max_w = 0

@@ -94,7 +94,7 @@ def mark_diverged(i, epoch, out_loss, out_acc, out_val, out_cos, out_derr, out_t
 def sample_deltas(w, dd, bd, dl, scale, sizes, w_off, D, db, delta, delta_prev):
     """Backpropagate one sample: ``D[l, db, :]`` for every weight layer, from dL/dlogits ``dl``
     times ``scale`` (1 / batch size) and the hidden derivatives ``dd[l, bd, :]`` (used or exact)."""
-    n_hidden = sizes.shape[0] - 2
+    n_hidden = len(sizes) - 2
     width = sizes[n_hidden + 1]
     for c in range(width):
         delta[c] = dl[c] * scale
@@ -120,7 +120,7 @@ def sample_deltas(w, dd, bd, dl, scale, sizes, w_off, D, db, delta, delta_prev):
 @numba.njit(inline="always", cache=True)
 def add_sample_gradient(g, act, ab, D, db, sizes, w_off, b_off):
     """``g += dL/dw`` of the sample in act slot ``ab`` and delta slot ``db`` (CPU order)."""
-    for layer in range(sizes.shape[0] - 2, -1, -1):
+    for layer in range(len(sizes) - 2, -1, -1):
         fan_in = sizes[layer]
         width = sizes[layer + 1]
         for k in range(fan_in):
@@ -172,7 +172,7 @@ def make_forward(pair_neuron):
         derivatives into du/de slot ``bd``. ``junc`` (units x 2, P): junction m of hidden unit j is
         row 2 j + m. Read noise: global sample index ``row`` of stream (purpose, layer, slot0 +
         reading) (:mod:`spingpu.kernels.streams`)."""
-        n_hidden = sizes.shape[0] - 2
+        n_hidden = len(sizes) - 2
         for f in range(sizes[0]):
             act[0, ab, f] = x[sample, f]
         noisy = readout[0] != NOISE_NONE and mode < TANH

@@ -14,7 +14,7 @@ import time
 import numpy as np
 
 from ..errors import ConfigError
-from .fused_engine import epoch_orders, fused_metrics, fused_outputs, fused_problem, pack
+from .fused_engine import as_tuples, epoch_orders, fused_metrics, fused_outputs, fused_problem, pack
 
 LAUNCH_BLOCKS = 1 << 16  # networks per kernel launch: the progress bar moves between launches
 MEMORY_FRACTION = 0.8  # of the free GPU memory a training run may take
@@ -75,7 +75,7 @@ class FusedCudaRun:
     def __init__(self, dataset, config, networks, model, teacher_logits, layout, device):
         self.device, self.layout, self.networks = device, layout, networks
         self.problem = problem = fused_problem(dataset, config, teacher_logits)
-        self.packed = packed = pack(config, model, networks, problem.sizes)
+        self.packed = packed = as_tuples(pack(config, model, networks, problem.sizes))
         self.common = {k: device.put(v) for k, v in packed.items()
                        if isinstance(v, np.ndarray) and k not in ("junctions", "w_init")}
         self.data = [device.put(a) for a in problem.data]
@@ -88,7 +88,8 @@ class FusedCudaRun:
     def arguments(self, lo, hi, out, data=None, lr_epoch=None, orders=None, batch=None):
         """Arguments of ``train_block`` for networks lo .. hi - 1 writing into ``out`` (device
         arrays of :func:`fused_outputs` shape); the other keywords replace the run's own."""
-        c, p, put = self.common, self.packed, self.device.put
+        p, put = self.packed, self.device.put
+        c = {**p, **self.common}  # tuples as they are, arrays on the device
         errs = self.device.xp.empty((hi - lo, self.layout.errs_len))
         return (*(self.data if data is None else data), self.teacher, self.problem.use_teacher,
                 put(self.networks[lo:hi]), self.seed, c["sizes"], c["w_off"], c["b_off"], c["u_off"],

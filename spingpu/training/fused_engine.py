@@ -70,6 +70,19 @@ def pack(config, model, networks, sizes):
                 opt_kind=OPTIMIZER_CODES[config.optimizer], hyper=hyper, w_init=w_init)
 
 
+SCALAR_TUPLES = ("sizes", "w_off", "b_off", "u_off", "nominal", "neuron", "readout", "hyper")
+
+
+def as_tuples(packed):
+    """``packed`` with its small vectors as tuples: the fused kernels index them like arrays, but
+    a tuple is passed by value, while every array handed to an inlined function costs atomic
+    reference-count updates on its shared buffer (measured: +12-50 % network-epochs/s)."""
+    out = dict(packed)
+    for key in SCALAR_TUPLES:
+        out[key] = tuple(v.item() for v in np.asarray(packed[key]))
+    return out
+
+
 def epoch_orders(config, n_train):
     """(epochs, n_train) sample order of every epoch (identity for full batch)."""
     if config.batch_size is None or config.batch_size >= n_train:
@@ -121,7 +134,7 @@ def train_fused(dataset, config, networks, model, teacher_logits, progress):
                out["val"], out["cos"], out["derr"], out["test"], out["div"])
 
     t0 = time.perf_counter()
-    packed = pack(config, model, networks, sizes)
+    packed = as_tuples(pack(config, model, networks, sizes))
     probe = fused_outputs(1, 1)
     # Compile: one step on two samples, with the argument types of the real run.
     few = [a[:2] for a in data]
