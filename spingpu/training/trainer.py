@@ -44,8 +44,9 @@ def train(dataset, config: TrainConfig, *, n_networks=None, networks=None, model
         raise ConfigError("distillation", "needs teacher_logits for the training split")
 
     if backend.name == "numpy":
-        metrics, timing, _ = _train_batched(NumpyEngine, dataset, config, networks, model, teacher_logits,
-                                            progress)
+        with _one_blas_thread():
+            metrics, timing, _ = _train_batched(NumpyEngine, dataset, config, networks, model, teacher_logits,
+                                                progress)
     elif backend.name == "cpu" and max(dataset.n_features, *config.hidden) <= FUSED_MAX_WIDTH:
         from .fused_engine import train_fused
 
@@ -53,8 +54,9 @@ def train(dataset, config: TrainConfig, *, n_networks=None, networks=None, model
     elif backend.name == "cpu":
         from .batched_engine import BatchedCpuEngine
 
-        metrics, timing, _ = _train_batched(BatchedCpuEngine, dataset, config, networks, model, teacher_logits,
-                                            progress)
+        with _one_blas_thread():
+            metrics, timing, _ = _train_batched(BatchedCpuEngine, dataset, config, networks, model,
+                                                teacher_logits, progress)
     elif backend.name == "cuda":
         metrics, timing, device_name = _train_cuda(dataset, config, networks, model, teacher_logits, progress,
                                                    backend)
@@ -225,6 +227,15 @@ def check_training_backend(backend):
         raise ConfigError("backend", f"the {backend.name!r} training engine is not built yet; "
                                      f"allowed: auto, {', '.join(TRAINING_BACKENDS)}")
     return backend
+
+
+def _one_blas_thread():
+    """The batched CPU engines run one small GEMM per network and Numba's parallel kernels in
+    between: BLAS threads would spin between the GEMMs and take the cores from Numba (measured:
+    26 % slower on 2 cores), so BLAS gets one thread."""
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=1, user_api="blas")
 
 
 def _check_count(n):
