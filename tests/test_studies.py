@@ -770,3 +770,46 @@ def test_one_worker_per_gpu_needs_dask_cuda(monkeypatch, tmp_path):
                                           r"pip install 'spingpu\[cluster-gpu\]'"):
         runner._connect(opts, 2, print, gpus=2)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("kind, expected", [
+    ("slurm", ["#SBATCH -p gpu", "#SBATCH -A proj", "#SBATCH -t 01:00:00", "#SBATCH --gres=gpu:1",
+               "#SBATCH --cpus-per-task=4"]),
+    ("pbs", ["#PBS -q gpu", "#PBS -A proj", "#PBS -l walltime=01:00:00", "#PBS -l select=1:ngpus=1"]),
+])
+def test_cluster_table_becomes_the_job_script(tmp_path, kind, expected):
+    # No SLURM or PBS here: the job script dask-jobqueue would submit is checked instead.
+    from spingpu.studies import runner
+
+    extra = ["--gres=gpu:1"] if kind == "slurm" else ["-l select=1:ngpus=1"]
+    table = dict(cores=4, memory="16GB", processes=1, queue="gpu", account="proj", walltime="01:00:00",
+                 job_extra_directives=extra, jobs=3)
+    opts = runner.RunOptions(out=str(tmp_path / "r.zarr"), cluster=kind, cluster_options=table)
+    cluster, jobs = runner.jobqueue_cluster(opts)
+    try:
+        script = cluster.job_script()
+    finally:
+        cluster.close()
+    assert jobs == 3
+    for line in expected:
+        assert line in script, script
+    assert "distributed.cli.dask_worker" in script and "--nthreads 4" in script
+
+
+def test_unknown_cluster_keyword_is_one_line(tmp_path):
+    from spingpu.studies import runner
+
+    opts = runner.RunOptions(out=str(tmp_path / "r.zarr"), cluster="slurm", cluster_options={"queu": "gpu"})
+    with pytest.raises(ConfigError, match=r"^cluster: slurm: .*queu"):
+        runner.jobqueue_cluster(opts)
+
+
+def test_bad_cluster_table_writes_nothing(tmp_path, monkeypatch, capsys):
+    study = tmp_path / "s.toml"
+    study.write_text('name = "s"\nnetworks = 2\n[dataset]\nname = "iris"\n[training]\nepochs = 1\n'
+                     '[cluster]\nqueu = "gpu"\n')
+    monkeypatch.chdir(tmp_path)
+    rc = main(["run", str(study), "--cluster", "slurm", "--out", str(tmp_path / "r.zarr")])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "cluster: slurm: " in err and "queu" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.toml"]

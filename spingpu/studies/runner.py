@@ -68,6 +68,8 @@ def run_study(study, options: RunOptions, progress=True, log=print):
     workers = options.workers or gpus or (os.cpu_count() or 1)
     npt = options.networks_per_task or default_networks_per_task(study, workers)
     npt = min(npt, study.networks)
+    if options.cluster in ("slurm", "pbs") and not options.scheduler:
+        jobqueue_cluster(options)[0].close()  # a bad [cluster] table fails here, before anything is written
     resuming = results_store.check_existing(options.out, study, npt, options.resume, options.overwrite,
                                             backend.name)
     if not resuming:
@@ -156,6 +158,22 @@ def _gpu_workers(backend, options):
     return len(cuda_gpus())
 
 
+def jobqueue_cluster(options):
+    """(dask-jobqueue SLURMCluster or PBSCluster from the study's ``[cluster]`` table, jobs to
+    start); the cluster's ``job_script()`` shows what would be submitted."""
+    try:
+        import dask_jobqueue
+    except ImportError:
+        raise ConfigError("cluster", f"{options.cluster} needs dask-jobqueue: pip install 'spingpu[cluster]'") from None
+    kwargs = dict(options.cluster_options)
+    jobs = kwargs.pop("jobs", 1)
+    kind = dask_jobqueue.SLURMCluster if options.cluster == "slurm" else dask_jobqueue.PBSCluster
+    try:
+        return kind(**kwargs), jobs
+    except (TypeError, ValueError) as err:  # unknown or bad keyword: say which, in one line
+        raise ConfigError("cluster", f"{options.cluster}: {str(err).splitlines()[0]}") from None
+
+
 def _connect(options, workers, log, gpus=0):
     """A Dask client: an existing scheduler, a dask-jobqueue cluster, a LocalCUDACluster (one
     worker per GPU, dask-cuda) or a LocalCluster."""
@@ -166,14 +184,7 @@ def _connect(options, workers, log, gpus=0):
         log(f"joined the Dask scheduler at {options.scheduler}")
         return client, None
     if options.cluster in ("slurm", "pbs"):
-        try:
-            import dask_jobqueue
-        except ImportError:
-            raise ConfigError("cluster", f"{options.cluster} needs dask-jobqueue: pip install 'spingpu[cluster]'") from None
-        kwargs = dict(options.cluster_options)
-        jobs = kwargs.pop("jobs", 1)
-        kind = dask_jobqueue.SLURMCluster if options.cluster == "slurm" else dask_jobqueue.PBSCluster
-        cluster = kind(**kwargs)
+        cluster, jobs = jobqueue_cluster(options)
         cluster.scale(jobs=jobs)
         log(f"started a {options.cluster} cluster of {jobs} jobs; dashboard {cluster.dashboard_link}")
         return Client(cluster), cluster
