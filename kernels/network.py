@@ -165,7 +165,9 @@ def make_forward(pair_neuron):
             if u + 1 < width:
                 xi[u + 1] = b
 
-    @numba.njit(inline="always")
+    # A plain call, not inlined into the trainers at Numba's level: measured 10-17 % faster, as
+    # Numba then does not incref and decref each array argument at every call site.
+    @numba.njit
     def forward(w, x, sample, act, ab, du, de, bd, logits, sizes, w_off, b_off, u_off, junc, nominal, table, mode,
                 neuron, readout, network, purpose, slot0, row, xi0, xi1, k0, k1, derivatives):
         """Logits of sample ``x[sample]`` into ``logits``; layer inputs into act slot ``ab``,
