@@ -18,20 +18,29 @@ def _generate(name, source, namespace):
     return namespace[name]
 
 
-def make_point(scalar, n_params, uses_table):
-    """``point(current, p, table) -> (V, dV/dI)`` calling ``scalar`` with the row unpacked."""
+def point_source(n_params, uses_table, decorator="@numba.njit"):
+    """Source of ``point(current, p, table) -> (V, dV/dI)`` calling a global ``scalar`` with the
+    row ``p`` unpacked."""
     args = "".join(f", p[{k}]" for k in range(n_params)) + (", table" if uses_table else "")
-    source = f"def point(current, p, table):\n    return scalar(current{args})\n"
-    return numba.njit(_generate("point", source, {"scalar": scalar}))
+    return f"{decorator}\ndef point(current, p, table):\n    return scalar(current{args})\n"
+
+
+def point_row_source(n_params, uses_table, decorator='@numba.njit(inline="always")'):
+    """Source of ``point_row(current, params, row, table) -> (V, dV/dI)``: the junction whose
+    parameters are ``params[row, :]``. Reading elements instead of taking a row view keeps the
+    training kernels free of array views (and of their reference counting) in their inner loops."""
+    args = "".join(f", params[row, {k}]" for k in range(n_params)) + (", table" if uses_table else "")
+    return f"{decorator}\ndef point_row(current, params, row, table):\n    return scalar(current{args})\n"
+
+
+def make_point(scalar, n_params, uses_table):
+    """``point(current, p, table)`` for ``scalar`` (see :func:`point_source`)."""
+    return _generate("point", point_source(n_params, uses_table), {"scalar": scalar, "numba": numba})
 
 
 def make_point_row(scalar, n_params, uses_table):
-    """``point_row(current, params, row, table) -> (V, dV/dI)``: the junction whose parameters are
-    ``params[row, :]``. Reading elements instead of taking a row view keeps the training kernels
-    free of array views (and of their reference counting) in their innermost loops."""
-    args = "".join(f", params[row, {k}]" for k in range(n_params)) + (", table" if uses_table else "")
-    source = f"def point_row(current, params, row, table):\n    return scalar(current{args})\n"
-    return numba.njit(inline="always")(_generate("point_row", source, {"scalar": scalar}))
+    """``point_row(current, params, row, table)`` for ``scalar`` (see :func:`point_row_source`)."""
+    return _generate("point_row", point_row_source(n_params, uses_table), {"scalar": scalar, "numba": numba})
 
 
 def make_scalar(voltage, dvdi, n_params):

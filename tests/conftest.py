@@ -8,6 +8,9 @@ numba.cuda is first imported). PTX compilation needs the real numba-cuda, so tho
 import os
 
 os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
+# Compiled kernels of this test session (and of its subprocesses and Dask workers) go to a fresh
+# folder, not the user's cache (spingpu.kernel_cache).
+os.environ["SPINGPU_CACHE_DIR"] = __import__("tempfile").mkdtemp(prefix="spingpu-test-kernels-")
 
 import numba  # noqa: E402
 

@@ -248,6 +248,10 @@ class MacrospinModel(DeviceModel):
         return len(TABLE_MODEL.parameters)
 
     @property
+    def kernel_model(self):
+        return TABLE_MODEL
+
+    @property
     def settings_values(self):
         return dataclasses.asdict(self.settings)
 

@@ -147,6 +147,12 @@ class DeviceModel:
         return {}
 
     @property
+    def kernel_model(self):
+        """The model whose scalar function the training kernels evaluate (itself, or for a model
+        tabulated per junction the table model :meth:`bind` returns)."""
+        return self
+
+    @property
     def kernel_width(self):
         """Length of the junction rows the kernels read (:meth:`bind`'s rows)."""
         return len(self.parameters)

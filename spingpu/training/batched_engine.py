@@ -14,6 +14,12 @@ from .numpy_engine import NumpyEngine
 
 
 def pair_layer_kernel(model):
+    """The pair-layer kernel of ``model`` (from the on-disk kernel cache for built-in models)."""
+    from ..kernel_cache import generated_kernels
+
+    generated = generated_kernels(model.kernel_model)
+    if generated is not None:
+        return generated.pair_layer
     if "pair_layer" not in model._compiled:
         model._compiled["pair_layer"] = make_pair_layer(model.pair_neuron)
     return model._compiled["pair_layer"]

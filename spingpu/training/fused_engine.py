@@ -37,7 +37,13 @@ def readout_vector(readout):
 
 
 def fused_trainer(model):
-    """The compiled fused trainer of ``model`` (built once per model object)."""
+    """The compiled fused trainer of ``model``: from the on-disk kernel cache for built-in models
+    (:mod:`spingpu.kernel_cache`), else built once per model object."""
+    from ..kernel_cache import generated_kernels
+
+    generated = generated_kernels(model.kernel_model)
+    if generated is not None:
+        return generated.train_networks
     if "fused_cpu" not in model._compiled:
         model._compiled["fused_cpu"] = make_fused_trainer(model.pair_neuron)
     return model._compiled["fused_cpu"]

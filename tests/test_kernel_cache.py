@@ -1,0 +1,86 @@
+"""Kernels compiled once per machine (spingpu.kernel_cache): same numbers as the per-process
+closures, loaded from disk by a second process, and a clean fallback where they cannot be."""
+
+import dataclasses
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+from spingpu import Readout, Variability, get_model, kernel_cache, register_model
+from spingpu.devices import models
+from spingpu.training import TrainConfig, train
+
+CFG = TrainConfig(hidden=(5,), epochs=2, lr=0.05, seed=3, batch_size=40, grad_mode="fd_forward",
+                  variability=Variability(sigma_d2d=0.1, sigma_pair=0.02), readout=Readout(read_noise=1e-3))
+
+
+def test_generated_kernels_equal_the_closures(make_blobs, monkeypatch):
+    data = make_blobs(8, 120, 4, 1)
+    model = get_model("stt_compact")
+    assert kernel_cache.generated_kernels(model) is not None
+    cached = train(data, CFG, n_networks=3, model=model, backend="cpu")
+    monkeypatch.setenv("SPINGPU_KERNEL_CACHE", "0")
+    fresh = dataclasses.replace(model, _compiled={})  # a model object that has compiled nothing yet
+    closures = train(data, CFG, n_networks=3, model=fresh, backend="cpu")
+    assert fresh._compiled.get("generated") is None and "fused_cpu" in fresh._compiled
+    for name in ("train_loss", "val_acc", "grad_cosine", "deriv_rel_err", "test_acc"):
+        np.testing.assert_array_equal(cached[name].values, closures[name].values, err_msg=name)
+
+
+SCRIPT = """
+from spingpu import Readout, Variability, from_arrays, get_model
+from spingpu.training import TrainConfig, train
+from spingpu.training.fused_engine import fused_trainer
+import numpy as np
+rng = np.random.default_rng(0)
+y = np.arange(60) % 3
+data = from_arrays(rng.normal(size=(60, 4)) + y[:, None], y, seed=0)
+train(data, TrainConfig(hidden=(4,), epochs=1), n_networks=2, backend="cpu")
+stats = fused_trainer(get_model("stt_compact")).stats
+print(sum(stats.cache_hits.values()), sum(stats.cache_misses.values()))
+"""
+
+
+def test_a_second_process_loads_the_compiled_trainer_from_disk(tmp_path):
+    env = dict(os.environ, SPINGPU_CACHE_DIR=str(tmp_path))
+    runs = [subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, env=env, timeout=600)
+            for _ in range(2)]
+    for run in runs:
+        assert run.returncode == 0, run.stderr[-2000:]
+    assert runs[0].stdout.split() == ["0", "1"]  # compiled, and written
+    assert runs[1].stdout.split() == ["1", "0"]  # loaded
+    assert len(list(tmp_path.glob("spingpu_kernels_stt_compact_*.py"))) == 1
+
+
+def test_models_without_an_importable_scalar_use_the_closures():
+    saved = dict(models._REGISTRY)
+    try:
+        def voltage(current, r):
+            return r * current
+
+        model = register_model("ohmic_cache_test", voltage,
+                               [models.Parameter("r", 1e3, "ohm", "", low=0.0, low_open=True)])
+        assert kernel_cache.module_source(model) is None
+        assert kernel_cache.generated_kernels(model) is None
+    finally:
+        models._REGISTRY.clear()
+        models._REGISTRY.update(saved)
+
+
+def test_an_unusable_cache_folder_falls_back_to_the_closures(tmp_path, monkeypatch):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("SPINGPU_CACHE_DIR", str(blocker / "cache"))
+    fresh = dataclasses.replace(get_model("stt_compact"), _compiled={})
+    assert kernel_cache.generated_kernels(fresh) is None
+
+
+def test_generated_module_text_names_every_kernel():
+    source = kernel_cache.module_source(get_model("stt_compact"))
+    for name in ("point", "point_row", "pair_neuron", "fill_noise", "forward", "accuracy", "train_one",
+                 "train_networks", "pair_layer"):
+        assert f"\ndef {name}(" in source
+    assert source.count("cache=True") == source.count("@numba.njit")
+    compile(source, "generated", "exec")
