@@ -60,8 +60,11 @@ def argmax(values):
 
 @numba.njit(inline="always", cache=True)
 def relative_error(used, exact):
-    """|used - exact| / |exact|, 0 where they are equal (the ``deriv_rel_err`` summand)."""
-    return 0.0 if used == exact else abs(used - exact) / abs(exact)
+    """|used - exact| / |exact|, 0 where they are equal, inf where only ``exact`` is 0 (as the
+    NumPy engine's division gives; the ``deriv_rel_err`` summand)."""
+    if used == exact:
+        return 0.0
+    return abs(used - exact) / abs(exact) if exact != 0.0 else math.inf
 
 
 @numba.njit(inline="always", cache=True)
