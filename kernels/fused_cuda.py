@@ -196,8 +196,7 @@ def make_fused_cuda(pair_neuron, layout: FusedLayout):
         for j in range(KPT):
             m1[j] = 0.0
             m2[j] = 0.0
-        momentum, beta1, beta2, eps, wd, dist_t, dist_alpha = (hyper[0], hyper[1], hyper[2], hyper[3], hyper[4],
-                                                                hyper[5], hyper[6])
+        momentum, beta1, beta2, eps, wd, dist_t, dist_alpha = hyper  # a tuple (fused_engine.as_tuples)
         n_train = y_tr.shape[0]
         epochs = lr_epoch.shape[0]
         steps = (n_train + batch - 1) // batch
