@@ -116,30 +116,30 @@ class DeviceModel:
         # Compiled kernels take parameter values as arrays at run time: the copy shares them.
         return dataclasses.replace(self, parameters=params, _compiled=self._compiled)
 
+    def compiled(self, key, build):
+        """``build()`` once per model (and its :meth:`with_nominal` copies), kept under ``key``."""
+        if key not in self._compiled:
+            self._compiled[key] = build()
+        return self._compiled[key]
+
     @property
     def point(self):
         """``point(current, p_row, table) -> (V, dV/dI)``, the kernels' calling convention."""
-        if "point" not in self._compiled:
-            self._compiled["point"] = pointwise.make_point(self.scalar, len(self.parameters),
-                                                           self.table is not None)
-        return self._compiled["point"]
+        return self.compiled("point", lambda: pointwise.make_point(self.scalar, len(self.parameters),
+                                                                   self.table is not None))
 
     @property
     def point_row(self):
         """``point_row(current, params, row, table)``: :attr:`point` of junction ``params[row]``."""
-        if "point_row" not in self._compiled:
-            self._compiled["point_row"] = pointwise.make_point_row(self.scalar, len(self.parameters),
-                                                                   self.table is not None)
-        return self._compiled["point_row"]
+        return self.compiled("point_row", lambda: pointwise.make_point_row(self.scalar, len(self.parameters),
+                                                                           self.table is not None))
 
     @property
     def pair_neuron(self):
         """The training kernels' hidden neuron for this model (:mod:`spingpu.kernels.pair_neuron`)."""
         from ..kernels.pair_neuron import make_pair_neuron
 
-        if "pair_neuron" not in self._compiled:
-            self._compiled["pair_neuron"] = make_pair_neuron(self.point, self.point_row)
-        return self._compiled["pair_neuron"]
+        return self.compiled("pair_neuron", lambda: make_pair_neuron(self.point, self.point_row))
 
     @property
     def settings_values(self):

@@ -26,9 +26,7 @@ OPTIMIZERS = {"sgd": SGD, "momentum": MOMENTUM, "adam": ADAM}
 
 
 def pair_layer_cuda_kernel(model):
-    if "pair_layer_cuda" not in model._compiled:
-        model._compiled["pair_layer_cuda"] = kern.make_pair_layer_cuda(model.pair_neuron)
-    return model._compiled["pair_layer_cuda"]
+    return model.compiled("pair_layer_cuda", lambda: kern.make_pair_layer_cuda(model.pair_neuron))
 
 
 def bytes_per_network(config, sizes, batch):

@@ -20,9 +20,7 @@ def pair_layer_kernel(model):
     generated = generated_kernels(model.kernel_model)
     if generated is not None:
         return generated.pair_layer
-    if "pair_layer" not in model._compiled:
-        model._compiled["pair_layer"] = make_pair_layer(model.pair_neuron)
-    return model._compiled["pair_layer"]
+    return model.compiled("pair_layer", lambda: make_pair_layer(model.pair_neuron))
 
 
 class BatchedCpuEngine(NumpyEngine):

@@ -44,9 +44,7 @@ def fused_trainer(model):
     generated = generated_kernels(model.kernel_model)
     if generated is not None:
         return generated.train_networks
-    if "fused_cpu" not in model._compiled:
-        model._compiled["fused_cpu"] = make_fused_trainer(model.pair_neuron)
-    return model._compiled["fused_cpu"]
+    return model.compiled("fused_cpu", lambda: make_fused_trainer(model.pair_neuron))
 
 
 def pack(config, model, networks, sizes):
