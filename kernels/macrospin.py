@@ -218,31 +218,44 @@ def run_junction(current, c, k0, k1, network, stream, unit):
     return acc / (n_total - n_settle), mx, my, mz
 
 
+LANES = 16  # deterministic runs the CPU kernel advances together (the lane loop is SIMD-vectorised)
+
+
+@numba.njit(cache=True, error_model="numpy", inline="always")
+def lane_row(rows, lane):
+    """Column ``lane`` of the (N_COEF, LANES) coefficient block as a tuple, as :func:`as_tuple`."""
+    return (rows[0, lane], rows[1, lane], rows[2, lane], rows[3, lane], rows[4, lane], rows[5, lane], rows[6, lane], rows[7, lane], rows[8, lane], rows[9, lane], rows[10, lane], rows[11, lane], rows[12, lane], rows[13, lane], rows[14, lane], rows[15, lane], rows[16, lane], rows[17, lane], rows[18, lane], rows[19, lane], rows[20, lane], rows[21, lane], rows[22, lane], rows[23, lane], rows[24, lane], rows[25, lane], rows[26, lane], rows[27, lane], rows[28, lane], rows[29, lane], rows[30, lane])
+
+
 @numba.njit(cache=True, error_model="numpy")
-def run_pair(current_a, ca, current_b, cb):
-    """:func:`run_junction` of two deterministic runs (T = 0, the same step counts) at once: the
-    two independent RK4 chains interleaved let the CPU overlap their latencies (about 1.4x). The
-    same operations in the same order as two calls of :func:`run_junction`, so the same numbers."""
-    ca = as_tuple(ca)
-    cb = as_tuple(cb)
-    ax, ay, az = ca[C_M0], ca[C_M0 + 1], ca[C_M0 + 2]
-    bx, by, bz = cb[C_M0], cb[C_M0 + 1], cb[C_M0 + 2]
-    n_settle = np.int64(ca[C_SETTLE])
-    n_total = n_settle + np.int64(ca[C_AVERAGE])
-    aj_a = ca[C_AJ] * current_a
-    aj_b = cb[C_AJ] * current_b
-    acc_a = 0.0
-    acc_b = 0.0
-    for s in range(n_settle):
-        ax, ay, az = rk4_step(ax, ay, az, aj_a, ca, ca[C_DT])
-        bx, by, bz = rk4_step(bx, by, bz, aj_b, cb, cb[C_DT])
-    for s in range(n_settle, n_total):
-        ax, ay, az = rk4_step(ax, ay, az, aj_a, ca, ca[C_DT])
-        bx, by, bz = rk4_step(bx, by, bz, aj_b, cb, cb[C_DT])
-        acc_a += resistance(current_a, ax * ca[C_P] + ay * ca[C_P + 1] + az * ca[C_P + 2], ca)
-        acc_b += resistance(current_b, bx * cb[C_P] + by * cb[C_P + 1] + bz * cb[C_P + 2], cb)
-    n = n_total - n_settle
-    return acc_a / n, ax, ay, az, acc_b / n, bx, by, bz
+def run_lanes(current, rows, out):
+    """:func:`run_junction` of ``LANES`` deterministic runs (T = 0, the same step counts) at once.
+
+    ``current[l]`` (A) and coefficient column ``rows[:, l]`` are run l; ``out[l]`` receives its mean
+    resistance and final m. Each step is a loop over the lanes without branches or calls, which the
+    compiler turns into vector instructions (about 3x on AVX-512). The arithmetic of every lane is
+    that of :func:`run_junction`, operation for operation, so the numbers are the same to the bit.
+    """
+    mx = rows[C_M0].copy()
+    my = rows[C_M0 + 1].copy()
+    mz = rows[C_M0 + 2].copy()
+    aj = rows[C_AJ] * current
+    acc = np.zeros(LANES)
+    n_settle = np.int64(rows[C_SETTLE, 0])
+    n_average = np.int64(rows[C_AVERAGE, 0])
+    for s in range(n_settle + n_average):
+        for lane in range(LANES):
+            c = lane_row(rows, lane)
+            mx[lane], my[lane], mz[lane] = rk4_step(mx[lane], my[lane], mz[lane], aj[lane], c, c[C_DT])
+        if s >= n_settle:
+            for lane in range(LANES):
+                c = lane_row(rows, lane)
+                acc[lane] += resistance(current[lane], mx[lane] * c[C_P] + my[lane] * c[C_P + 1] + mz[lane] * c[C_P + 2], c)
+    for lane in range(LANES):
+        out[lane, 0] = acc[lane] / n_average
+        out[lane, 1] = mx[lane]
+        out[lane, 2] = my[lane]
+        out[lane, 3] = mz[lane]
 
 
 @numba.njit(cache=True, error_model="numpy")
@@ -265,32 +278,38 @@ def mean_resistance(currents, coefs, keys, seed, out_r, out_m):
     ``keys[j]`` = (network, layer, unit, member)) at every current ``currents[k]`` (A).
 
     Writes the time-averaged resistance ``out_r[j, k]`` (ohm) and the final magnetisation
-    ``out_m[j, k, :]``; tasks (j, k) in pairs spread over threads, a deterministic pair interleaved
-    (:func:`run_pair`).
+    ``out_m[j, k, :]``. Tasks t = j n_k + k go to threads in blocks of ``LANES``; a block of
+    deterministic runs with equal step counts runs as one :func:`run_lanes` (a short last block is
+    padded with copies of its last task), any other block task by task (:func:`run_grid_point`).
     """
     k0, k1 = split_seed(seed)
     n_k = currents.shape[0]
     n_tasks = coefs.shape[0] * n_k
-    for pair in prange((n_tasks + 1) // 2):
-        ta = 2 * pair
-        tb = ta + 1
-        ca = coefs[ta // n_k]
-        if tb < n_tasks:
-            cb = coefs[tb // n_k]
-            if (ca[C_SIGMA] == 0.0 and cb[C_SIGMA] == 0.0 and ca[C_SETTLE] == cb[C_SETTLE]
-                    and ca[C_AVERAGE] == cb[C_AVERAGE]):
-                ra, ax, ay, az, rb, bx, by, bz = run_pair(currents[ta % n_k], ca, currents[tb % n_k], cb)
-                out_r[ta // n_k, ta % n_k] = ra
-                out_r[tb // n_k, tb % n_k] = rb
-                out_m[ta // n_k, ta % n_k, 0] = ax
-                out_m[ta // n_k, ta % n_k, 1] = ay
-                out_m[ta // n_k, ta % n_k, 2] = az
-                out_m[tb // n_k, tb % n_k, 0] = bx
-                out_m[tb // n_k, tb % n_k, 1] = by
-                out_m[tb // n_k, tb % n_k, 2] = bz
-                continue
-            run_grid_point(tb, currents, coefs, keys, k0, k1, out_r, out_m)
-        run_grid_point(ta, currents, coefs, keys, k0, k1, out_r, out_m)
+    for block in prange((n_tasks + LANES - 1) // LANES):
+        first = block * LANES
+        last = min(first + LANES, n_tasks)
+        c0 = coefs[first // n_k]
+        together = True
+        for t in range(first, last):
+            c = coefs[t // n_k]
+            if c[C_SIGMA] != 0.0 or c[C_SETTLE] != c0[C_SETTLE] or c[C_AVERAGE] != c0[C_AVERAGE]:
+                together = False
+        if not together:
+            for t in range(first, last):
+                run_grid_point(t, currents, coefs, keys, k0, k1, out_r, out_m)
+            continue
+        rows = np.empty((N_COEF, LANES))
+        current = np.empty(LANES)
+        for lane in range(LANES):
+            t = min(first + lane, last - 1)
+            rows[:, lane] = coefs[t // n_k]
+            current[lane] = currents[t % n_k]
+        out = np.empty((LANES, 4))
+        run_lanes(current, rows, out)
+        for t in range(first, last):
+            out_r[t // n_k, t % n_k] = out[t - first, 0]
+            for i in range(3):
+                out_m[t // n_k, t % n_k, i] = out[t - first, 1 + i]
 
 
 @numba.njit(cache=True, error_model="numpy")

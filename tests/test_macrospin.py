@@ -208,6 +208,29 @@ def test_results_are_a_pure_function_of_seed_junction_and_grid_point():
     assert not np.array_equal(r, r2)
 
 
+def test_vectorised_lane_blocks_equal_runs_one_at_a_time():
+    """The CPU kernel's blocks of ``k.LANES`` deterministic runs (and its padded last block, and a
+    block holding a thermal run, which goes task by task) give each run's numbers to the bit."""
+    model = get_model("macrospin", settle_time=12e-12, average_time=5e-12, v_h=0.4, h_ext=(0, 5e3, 1e3))
+    rng = np.random.default_rng()
+    n_junctions, currents = 2 * k.LANES + 3, rng.uniform(-4e-4, 4e-4, 2)  # 2 + 1 full blocks and a short one
+    params = model.nominal * np.exp(rng.normal(0, 0.1, (n_junctions, len(model.parameters))))
+    keys = rng.integers(0, 50, (n_junctions, 4))
+    seed = np.uint64(rng.integers(1 << 40))
+    coefs = coefficients(params, model.settings)
+    hot = k.LANES // 2 + 1  # a thermal run: its block goes task by task
+    coefs[hot] = coefficients(params[hot:hot + 1], model.with_nominal(temperature=300.0).settings)[0]
+    r, m = np.full((n_junctions, 2), np.nan), np.full((n_junctions, 2, 3), np.nan)
+    k.mean_resistance(currents, coefs, keys, seed, r, m)
+    k0, k1 = split_seed(seed)
+    r_one, m_one = np.full(r.shape, np.nan), np.full(m.shape, np.nan)
+    for t in range(r.size):
+        k.run_grid_point(t, currents, coefs, keys, k0, k1, r_one, m_one)
+    np.testing.assert_array_equal(r, r_one)
+    np.testing.assert_array_equal(m, m_one)
+    assert np.unique(r).size == r.size
+
+
 def test_cuda_kernel_in_simulator_equals_cpu():
     for temperature in (0.0, 300.0):
         model = get_model("macrospin", temperature=temperature, settle_time=10e-12, average_time=6e-12,
