@@ -132,6 +132,37 @@ def test_batched_cuda_engine_equals_numpy_reference(blobs, mode, dtype, rtol):
         np.testing.assert_allclose(gpu[name].values, ref[name].values, rtol=rtol, atol=rtol * 1e-2, err_msg=name)
 
 
+class RecordingNumpy:
+    """NumPy, recording the network count (leading extent of the 3-D operand) of every matmul."""
+
+    def __init__(self):
+        self.batches = []
+
+    def matmul(self, a, b, **kw):
+        self.batches.append(b.shape[0])
+        return np.matmul(a, b, **kw)
+
+    def __getattr__(self, name):
+        return getattr(np, name)
+
+
+@pytest.mark.parametrize("n", [1, 3, 8, 13, 24])
+def test_grouped_matmul_calls_gemm_on_exactly_group_networks_and_equals_per_network_products(n):
+    from spingpu.training.batched_cuda_engine import grouped_matmul
+
+    rng = np.random.default_rng()
+    shared, a, w = rng.normal(size=(5, 7)), rng.normal(size=(n, 5, 7)), rng.normal(size=(n, 7, 3))
+    for left, expect in [(shared, [shared @ w[i] for i in range(n)]), (a, [a[i] @ w[i] for i in range(n)]),
+                         (a.swapaxes(1, 2), [a[i].T @ a[i] for i in range(n)])]:
+        xp = RecordingNumpy()
+        right = a if left.shape[-1] == 5 else w
+        out = grouped_matmul(xp, left, right, group=8)
+        assert out.shape == (n,) + expect[0].shape
+        np.testing.assert_array_equal(out, np.stack(expect))
+        assert xp.batches and set(xp.batches) == {8}
+        assert len(xp.batches) == max(1, -(-n // 8))
+
+
 def test_wide_layers_take_the_batched_engine_in_memory_sized_chunks(blobs):
     cfg = TrainConfig(hidden=(66,), epochs=1, lr=0.05, seed=6, dtype="float64", batch_size=21, variability=VAR,
                       readout=Readout(read_noise=1e-3))

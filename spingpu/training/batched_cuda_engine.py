@@ -1,8 +1,10 @@
 """The batched CUDA engine for large layers (``--backend cuda`` when a network does not fit the
 fused kernel's block): the NumPy engine's arithmetic with every array on the GPU.
 
-* matrix products over networks with CuPy's ``matmul`` on (N, B, F) x (N, F, U) arrays, which
-  cuBLAS runs as one strided batched GEMM; the first layer's input (B, F) is shared by all networks;
+* matrix products over networks with CuPy's ``matmul`` on (G, B, F) x (G, F, U) arrays, which
+  cuBLAS runs as strided batched GEMMs of always ``GEMM_NETWORKS`` = G networks (:func:`grouped_matmul`,
+  so that a network's numbers do not depend on how many networks the engine holds); the first
+  layer's input (B, F) is shared by all networks;
 * each hidden layer's pair neurons, noise and ADC in one elementwise kernel, the loss in another,
   and the optimiser as one kernel over a flat (N, W) buffer that holds every weight of every
   network (the weight matrices are views into it) (:mod:`spingpu.kernels.batched_cuda`).
@@ -23,6 +25,33 @@ from .fused_engine import neuron_vector, readout_vector
 from .numpy_engine import NumpyEngine
 
 OPTIMIZERS = {"sgd": SGD, "momentum": MOMENTUM, "adam": ADAM}
+
+
+GEMM_NETWORKS = 32  # networks in every batched GEMM call
+
+
+def grouped_matmul(xp, a, b, group=GEMM_NETWORKS):
+    """``a @ b`` over networks, in batched GEMM calls of exactly ``group`` networks each.
+
+    ``b`` is (N, K, U); ``a`` is (N, M, K), or (M, K) shared by every network. cuBLAS chooses its
+    algorithm (tile shape, split-K) from the call's shape, batch count included, and another
+    algorithm rounds differently; with every call the same shape, a network's product does not
+    depend on N, i.e. on the memory chunking or a study's networks per task. N >= group: groups from
+    the front, the last one ending at N (overlapping its neighbour, whose overlap it recomputes to
+    the same bits); N < group: the operands padded with zeros to ``group`` networks.
+    """
+    n = b.shape[0]
+    if n < group:
+        def padded(x):
+            return x if x.ndim == 2 else xp.concatenate([x, xp.zeros((group - n,) + x.shape[1:], x.dtype)])
+
+        return xp.matmul(padded(a), padded(b))[:n]
+    out = xp.empty((n, a.shape[-2], b.shape[-1]), dtype=xp.result_type(a, b))
+    starts = list(range(0, n - group + 1, group)) + ([n - group] if n % group else [])
+    for lo in starts:
+        part = slice(lo, lo + group)
+        xp.matmul(a if a.ndim == 2 else a[part], b[part], out=out[part])
+    return out
 
 
 def pair_layer_cuda_kernel(model):
@@ -92,10 +121,10 @@ class BatchedCudaEngine(NumpyEngine):
         return self.xp.asarray(np.ascontiguousarray(x, dtype=self.dtype))  # (B, F), shared by every network
 
     def _matmul(self, a, w):
-        return self.xp.matmul(a, w)  # (B, F) or (N, B, F) x (N, F, U): one strided batched GEMM
+        return grouped_matmul(self.xp, a, w)  # (B, F) or (N, B, F) x (N, F, U)
 
     def _matmul_t(self, a, delta):
-        return self.xp.matmul(a.swapaxes(-1, -2), delta)
+        return grouped_matmul(self.xp, a.swapaxes(-1, -2), delta)
 
     def loss_and_dlogits(self, logits, y, teacher_logits=None):
         xp = self.xp
