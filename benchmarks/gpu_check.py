@@ -44,6 +44,9 @@ sys.path.insert(0, str(ROOT))
 
 SENTINEL = -12345.0
 IRIS_SIZES = (4, 8, 3)
+# under --simulate, where the simulator runs every CUDA thread as a Python thread: few rows, small blocks
+SIM_IRIS_ROWS = 40
+SIM_THREADS = 32
 MNIST_SIZES = (784, 256, 256, 256, 256, 10)
 
 
@@ -92,18 +95,18 @@ def check_fused(rng, device, sim):
     from spingpu.training import TrainConfig, train
     from spingpu.training.cuda_engine import FusedCudaRun, fused_cuda_kernel
 
-    n, epochs = (2, 2) if sim else (256, 20)
-    ds = blobs(rng, 150, 4, 3, "iris-shaped")
+    n, epochs = (2, 1) if sim else (256, 20)
+    ds = blobs(rng, SIM_IRIS_ROWS if sim else 150, 4, 3, "iris-shaped")
     cfg = TrainConfig(hidden=(8,), epochs=epochs, lr=0.02, seed=int(rng.integers(1 << 30)), grad_mode="fd_forward",
                       variability=Variability(sigma_d2d=0.1, sigma_pair=0.02), readout=Readout(read_noise=1e-3))
     cpu = train(ds, cfg, n_networks=n, backend="cpu")
-    gpu = train(ds, cfg, n_networks=n, backend=Backend("cuda", simulator=sim))
+    gpu = train(ds, cfg, n_networks=n, backend=Backend("cuda", simulator=sim, block_threads=SIM_THREADS if sim else None))
     loss_rel = float(np.nanmax(np.abs(gpu.train_loss.values - cpu.train_loss.values) /
                                np.abs(cpu.train_loss.values)))
     acc_diff = float(np.mean(gpu.test_acc.values != cpu.test_acc.values))
     # poisoned outputs: every element of a network that did not diverge must be written
     model = get_model("stt_compact")
-    layout = fused_cuda_layout(IRIS_SIZES, len(model.parameters), ds.y_train.size)
+    layout = fused_cuda_layout(IRIS_SIZES, len(model.parameters), ds.y_train.size, SIM_THREADS if sim else None)
     run = FusedCudaRun(ds, cfg, np.arange(n), model, None, layout, device)
     out = {k: device.put(np.full((n, epochs) if k not in ("test", "div") else n, SENTINEL)) for k in
            ("loss", "acc", "val", "cos", "derr", "test")}
@@ -180,16 +183,16 @@ def time_iris(rng, device, sim, budget):
     from spingpu.backends import Backend
     from spingpu.training import TrainConfig, train
 
-    ds = blobs(rng, 150, 4, 3, "iris-shaped")
-    epochs = 2 if sim else 200
+    ds = blobs(rng, SIM_IRIS_ROWS if sim else 150, 4, 3, "iris-shaped")
+    epochs = 1 if sim else 200
     cfg = TrainConfig(hidden=(8,), epochs=epochs, lr=0.05, seed=1, grad_mode="fd_forward",
                       variability=Variability(sigma_d2d=0.1, sigma_pair=0.02), readout=Readout(read_noise=1e-3))
     rows, rate = [], None
-    for n in ((2, 3) if sim else (10**4, 10**5, 10**6)):
+    for n in ((1,) if sim else (10**4, 10**5, 10**6)):
         if rate is not None and n * epochs / rate > budget:
             rows.append(dict(networks=n, skipped=f"predicted {n * epochs / rate:.0f} s > budget {budget:.0f} s"))
             continue
-        r = train(ds, cfg, n_networks=n, backend=Backend("cuda", simulator=sim))
+        r = train(ds, cfg, n_networks=n, backend=Backend("cuda", simulator=sim, block_threads=SIM_THREADS if sim else None))
         rate = r.attrs["network_epochs_per_second"]
         rows.append(dict(networks=n, epochs=epochs, seconds=r.attrs["train_seconds"], network_epochs_per_s=rate,
                          compile_s=r.attrs["compile_seconds"], median_test_acc=float(r.test_acc.median())))

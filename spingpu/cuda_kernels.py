@@ -98,27 +98,56 @@ def fused_train_spec(model):
     return KernelSpec(f"fused_train[{model.name}]", fused_cuda_kernel(model, layout), signature)
 
 
-def check_kernels(arch="sm_90", report=print):
-    """Compile every kernel to PTX for ``arch`` (e.g. ``sm_90``); return the number compiled.
-
-    Raises RuntimeError naming the first kernel that fails.
-    """
+def parse_arch(arch):
+    """Compute capability (major, minor) of ``sm_XY``."""
     from .errors import ConfigError
+
+    digits = arch.removeprefix("sm_")
+    if not arch.startswith("sm_") or len(digits) < 2 or not digits.isdigit():
+        raise ConfigError("arch", f"{arch!r}; expected sm_XY, e.g. sm_80, sm_90, sm_100")
+    return int(digits[:-1]), int(digits[-1])
+
+
+_WORKER_CATALOG = None
+
+
+def _compile(index, cc):
+    """(name, bytes of PTX, None) of catalog entry ``index``, or (name, None, error line)."""
+    global _WORKER_CATALOG
     from .kernels.ptx import compile_ptx
 
+    if _WORKER_CATALOG is None:
+        _WORKER_CATALOG = catalog()
+    spec = _WORKER_CATALOG[index]
     try:
-        cc = (int(arch.removeprefix("sm_")[:-1]), int(arch.removeprefix("sm_")[-1]))
-        if not arch.startswith("sm_"):
-            raise ValueError
-    except ValueError:
-        raise ConfigError("arch", f"{arch!r}; expected sm_XY, e.g. sm_80, sm_90, sm_100") from None
-    count = 0
-    for spec in catalog():
-        try:
-            ptx = compile_ptx(spec.kernel, spec.signature, cc)
-        except Exception as err:
-            raise RuntimeError(f"kernel {spec.name} failed to compile for {arch}: "
-                               f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}") from err
-        report(f"  {spec.name:<36} {len(ptx):>9,d} bytes of PTX")
-        count += 1
-    return count
+        return spec.name, len(compile_ptx(spec.kernel, spec.signature, cc)), None
+    except Exception as err:  # reported by name in the parent
+        return spec.name, None, f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+
+
+def check_kernels(arch="sm_90", report=print, jobs=1):
+    """Compile every kernel to PTX for ``arch`` (e.g. ``sm_90``) in ``jobs`` processes; return the
+    number compiled. Raises RuntimeError naming the first kernel (in catalogue order) that fails."""
+    import concurrent.futures
+    import multiprocessing
+
+    from .errors import ConfigError
+
+    cc = parse_arch(arch)
+    if not isinstance(jobs, int) or jobs < 1:
+        raise ConfigError("jobs", f"{jobs!r}; expected an integer >= 1")
+    n = len(catalog())
+    if jobs == 1:
+        results = (_compile(i, cc) for i in range(n))
+    else:
+        pool = concurrent.futures.ProcessPoolExecutor(min(jobs, n), mp_context=multiprocessing.get_context("spawn"))
+        results = pool.map(_compile, range(n), [cc] * n)
+    try:
+        for name, size, error in results:
+            if error is not None:
+                raise RuntimeError(f"kernel {name} failed to compile for {arch}: {error}")
+            report(f"  {name:<36} {size:>9,d} bytes of PTX")
+    finally:
+        if jobs > 1:
+            pool.shutdown(cancel_futures=True)
+    return n

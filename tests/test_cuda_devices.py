@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from numba import cuda
 
-from spingpu import Variability, get_model
+from spingpu import ConfigError, Variability, get_model
 from spingpu.cuda_kernels import catalog
 from spingpu.devices.tabulated import tabulated_model
 from spingpu.devices.variability import kernel_arguments, sample_layer
@@ -63,8 +63,21 @@ def test_catalog_names_every_kernel():
 def test_every_kernel_compiles_to_ptx_for_sm90():
     pytest.importorskip("numba_cuda")
     env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
-    proc = subprocess.run([sys.executable, "-m", "spingpu.cli.main", "info", "--check-kernels", "--arch", "sm_90"],
+    proc = subprocess.run([sys.executable, "-m", "spingpu.cli.main", "info", "--check-kernels", "--arch", "sm_90", "--jobs", "2"],
                           capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.strip().splitlines()
-    assert lines[-1] == f"{len(catalog())} kernels compiled"
+    names = [spec.name for spec in catalog()]
+    assert lines[-1] == f"{len(names)} kernels compiled"
+    assert [line.rsplit(maxsplit=4)[0].strip() for line in lines[-1 - len(names):-1]] == names  # in catalogue order, over 2 processes
+
+
+@pytest.mark.parametrize("arch, jobs, message", [("sm9", 1, "arch: 'sm9'; expected sm_XY"),
+                                                 ("90", 1, "arch: '90'; expected sm_XY"),
+                                                 ("sm_90", 0, "jobs: 0; expected an integer >= 1")])
+def test_check_kernels_bad_arch_or_jobs_is_a_one_line_error(arch, jobs, message):
+    from spingpu.cuda_kernels import check_kernels
+
+    with pytest.raises(ConfigError) as err:
+        check_kernels(arch, jobs=jobs)
+    assert str(err.value).startswith(message) and "\n" not in str(err.value)

@@ -1,5 +1,6 @@
 """``spingpu info``: version, backends and GPUs; ``--check-kernels`` compiles every CUDA kernel."""
 
+import os
 import platform
 import sys
 
@@ -9,6 +10,8 @@ def add_parser(sub):
     p.add_argument("--check-kernels", action="store_true",
                    help="compile every CUDA kernel to PTX (no GPU needed) and report")
     p.add_argument("--arch", default="sm_90", help="target architecture for --check-kernels (default sm_90)")
+    p.add_argument("--jobs", type=int, default=None,
+                   help="processes compiling kernels for --check-kernels (default: one per CPU core)")
     p.set_defaults(run=run)
 
 
@@ -38,7 +41,7 @@ def run(args):
 
     print(f"compiling CUDA kernels to PTX for {args.arch}:")
     try:
-        n = check_kernels(args.arch)
+        n = check_kernels(args.arch, jobs=args.jobs if args.jobs is not None else (os.cpu_count() or 1))
     except RuntimeError as err:
         print(f"spingpu info: error: {err}", file=sys.stderr)
         return 1
