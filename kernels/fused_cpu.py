@@ -118,7 +118,7 @@ def make_fused_trainer(pair_neuron):
                     mark_diverged(i, epoch, out_loss, out_acc, out_val, out_cos, out_derr, out_test, out_div)
                     return
                 if last:
-                    out_cos[i, epoch] = cosine(g, ge, n_w)
+                    out_cos[i, epoch] = cosine(g, ge, w_off[n_hidden])  # hidden layers' weights
                     out_derr[i, epoch] = np.median(errs[:n_err])
                 loss_sum += batch_loss
                 t += 1

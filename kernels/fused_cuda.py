@@ -98,6 +98,7 @@ def make_fused_cuda(pair_neuron, layout: FusedLayout):
     sizes_t = layout.sizes
     T = layout.threads
     N_W = layout.n_weights
+    N_HIDDEN_W = sum(a * b + b for a, b in zip(sizes_t[:-2], sizes_t[1:-1]))  # weights before the output layer
     N_LAYERS = len(sizes_t) - 1
     N_HIDDEN = max(N_LAYERS - 1, 1)
     MAX_W = max(sizes_t)
@@ -277,7 +278,7 @@ def make_fused_cuda(pair_neuron, layout: FusedLayout):
                     has_nan = cuda.syncthreads_or(bad)
                     _bitonic_sort(errs, i, n_err, tid)
                     if tid == 0:
-                        out_cos[i, epoch] = cosine(gs, ges, N_W)
+                        out_cos[i, epoch] = cosine(gs, ges, N_HIDDEN_W)  # hidden layers' weights
                         if has_nan or n_err == 0:
                             out_derr[i, epoch] = np.nan
                         elif n_err % 2 == 1:

@@ -130,3 +130,30 @@ def test_batched_cpu_engine_for_wide_layers_equals_numpy_reference(blobs, case, 
     ref = train(blobs, cfg, n_networks=3, backend="numpy")
     batched = train(blobs, cfg, n_networks=3, backend="cpu")  # 70 > FUSED_MAX_WIDTH: the batched engine
     assert_same(ref, batched, rtol=1e-6 if dtype == "float32" else 1e-12)
+
+
+def test_grad_cosine_is_over_the_hidden_layers_weights(blobs):
+    """``grad_cosine`` compares the hidden layers' gradients only: the output layer's is the same in
+    every mode. Expected value from the NumPy engine's own forward and backward passes."""
+    from spingpu.devices import get_model
+    from spingpu.kernels import streams
+    from spingpu.training.numpy_engine import NoiseSource, NumpyEngine
+
+    cfg = TrainConfig(hidden=(6,), epochs=1, seed=int(np.random.default_rng().integers(1 << 30)), dtype="float64",
+                      grad_mode="model", variability=Variability(sigma_d2d=0.8))  # full batch: one step
+    nets = np.array([1, 2, 6])
+    engine = NumpyEngine(get_model("stt_compact"), cfg, nets, blobs.n_features, blobs.n_classes)
+    logits, cache = engine.forward(blobs.x_train, NoiseSource(cfg.seed, nets, streams.PURPOSE_NOISE, 0, 0))
+    _, dlogits = engine.loss_and_dlogits(logits, blobs.y_train)
+    used, exact = engine.backward(dlogits, cache), engine.backward(dlogits, cache, "exact")
+
+    def cosine(a, b):
+        a = np.concatenate([g.reshape(nets.size, -1) for g in a], axis=1)
+        b = np.concatenate([g.reshape(nets.size, -1) for g in b], axis=1)
+        return (a * b).sum(1) / np.sqrt((a * a).sum(1) * (b * b).sum(1))
+
+    hidden = cosine(used[:2], exact[:2])  # W0 (F, 6) and b0
+    assert np.all(hidden < 0.999) and np.all(np.abs(cosine(used, exact) - hidden) > 1e-4)
+    for backend in ("numpy", "cpu"):
+        r = train(blobs, cfg, networks=nets, backend=backend)
+        np.testing.assert_allclose(r.grad_cosine.values[:, 0], hidden, rtol=1e-10, err_msg=backend)

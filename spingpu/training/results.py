@@ -12,7 +12,8 @@ VARIABLES = {
     "train_acc": (("network", "epoch"), "1", "training accuracy during the epoch"),
     "val_acc": (("network", "epoch"), "1", "validation accuracy after the epoch"),
     "grad_cosine": (("network", "epoch"), "1",
-                    "cosine similarity of the weight gradient used with the exact-derivative gradient (last batch)"),
+                    "cosine similarity of the hidden layers' weight gradient used with the exact-derivative one "
+                    "(last batch)"),
     "deriv_rel_err": (("network", "epoch"), "1",
                       "median relative error of the activation-derivative estimates (last batch)"),
     "test_acc": (("network",), "1", "test accuracy after training"),

@@ -163,7 +163,8 @@ def _train_batched(engine_class, dataset, config, networks, model, teacher_logit
                 finite &= np.isfinite(g.reshape(n, -1)).all(axis=1)
             engine.alive &= host(finite)
             if s == steps - 1:  # gradient fidelity on the epoch's last batch, before the update
-                metrics["grad_cosine"][:, epoch] = host(_cosine(grads, engine.backward(dlogits, cache, "exact")))
+                exact = engine.backward(dlogits, cache, "exact")
+                metrics["grad_cosine"][:, epoch] = host(_cosine(grads[:-2], exact[:-2]))  # hidden layers
                 metrics["deriv_rel_err"][:, epoch] = host(_deriv_rel_err(cache))
             engine.apply(grads, lr)
             loss_sum += host(loss) * idx.size
@@ -199,7 +200,9 @@ def evaluate(engine, x, y, epoch, split):
 
 
 def _cosine(grads_a, grads_b):
-    """Cosine similarity of two gradients per network; NumPy or CuPy arrays (NEP 18 dispatch)."""
+    """Cosine similarity of two gradients (lists of per-network arrays) per network; NumPy or CuPy
+    arrays (NEP 18 dispatch). ``grad_cosine`` passes the hidden layers' weights and biases: the
+    output layer's gradient is the same in every gradient mode (no junction derivative enters it)."""
     n = grads_a[0].shape[0]
     a = np.concatenate([g.reshape(n, -1).astype(np.float64) for g in grads_a], axis=1)
     b = np.concatenate([g.reshape(n, -1).astype(np.float64) for g in grads_b], axis=1)
