@@ -14,7 +14,7 @@ element required to be overwritten):
              read noise, Adam, float64 on both sides, so they differ by FMA contraction and libm ulps only
   pair       the batched engine's pair-neuron kernel against the CPU kernel, elementwise
   batched    the batched CUDA engine against the NumPy engine, float32, on a 784-64-64-10 problem, and
-             its last network trained alone against the same network among 40 (bit-identical)
+             its last network trained alone against the same network among 130 (bit-identical)
 
 Timings (CUDA events around the kernels; compilation excluded and reported):
 
@@ -165,7 +165,7 @@ def check_batched(rng, device, sim):
     from spingpu.backends import Backend
     from spingpu.training import TrainConfig, train
 
-    n, rows, hidden = (2, 24, (6, 5, 4)) if sim else (40, 600, (64, 64))  # 40: GEMM groups 0-31 and 8-39
+    n, rows, hidden = (2, 24, (6, 5, 4)) if sim else (130, 600, (64, 64))  # GEMM groups 0-127, 2-129
     features = 5 if sim else 784
     ds = blobs(rng, rows, features, 10 if not sim else 3, "mnist-shaped")
     cfg = TrainConfig(hidden=hidden, epochs=2, lr=0.01, batch_size=128 if not sim else 8, seed=3,

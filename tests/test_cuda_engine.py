@@ -163,13 +163,22 @@ def test_grouped_matmul_calls_gemm_on_exactly_group_networks_and_equals_per_netw
         assert len(xp.batches) == max(1, -(-n // 8))
 
 
-def test_wide_layers_take_the_batched_engine_in_memory_sized_chunks(blobs):
+def test_wide_layers_take_the_batched_engine_in_memory_sized_chunks(blobs, monkeypatch):
+    from spingpu.training import trainer
+    from spingpu.training.batched_cuda_engine import bytes_per_network, gemm_scratch_bytes
+
     cfg = TrainConfig(hidden=(66,), epochs=1, lr=0.05, seed=6, dtype="float64", batch_size=21, variability=VAR,
                       readout=Readout(read_noise=1e-3))
     nets = np.array([1, 4, 7])
     ref = train(blobs, cfg, networks=nets, backend="numpy")
-    # ~18 MB per network at the 4096-sample evaluation chunk: two networks per chunk, two chunks
-    gpu = train(blobs, cfg, networks=nets, backend=Backend("cuda", simulator=True, gpu_memory_bytes=40_000_000))
+    # room for the data, the padded GEMM call and 2.5 networks at the 4096-sample evaluation chunk: two chunks
+    sizes, rows = (blobs.n_features, 66, blobs.n_classes), trainer.EVAL_CHUNK
+    data = 8 * (blobs.x_train.size + blobs.x_val.size + blobs.x_test.size)
+    budget = data + gemm_scratch_bytes(cfg, sizes, rows) + int(2.5 * bytes_per_network(cfg, sizes, rows))
+    chunks, train_chunk = [], trainer._train_batched
+    monkeypatch.setattr(trainer, "_train_batched", lambda *a: chunks.append(a[3].tolist()) or train_chunk(*a))
+    gpu = train(blobs, cfg, networks=nets, backend=Backend("cuda", simulator=True, gpu_memory_bytes=budget))
+    assert chunks == [[1, 4], [7]]
     for name in METRICS:
         np.testing.assert_allclose(gpu[name].values, ref[name].values, rtol=1e-10, atol=1e-12, err_msg=name)
 

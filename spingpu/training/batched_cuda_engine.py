@@ -27,7 +27,7 @@ from .numpy_engine import NumpyEngine
 OPTIMIZERS = {"sgd": SGD, "momentum": MOMENTUM, "adam": ADAM}
 
 
-GEMM_NETWORKS = 32  # networks in every batched GEMM call
+GEMM_NETWORKS = 128  # networks in every batched GEMM call
 
 
 def grouped_matmul(xp, a, b, group=GEMM_NETWORKS):
@@ -43,7 +43,11 @@ def grouped_matmul(xp, a, b, group=GEMM_NETWORKS):
     n = b.shape[0]
     if n < group:
         def padded(x):
-            return x if x.ndim == 2 else xp.concatenate([x, xp.zeros((group - n,) + x.shape[1:], x.dtype)])
+            if x.ndim == 2:
+                return x
+            out = xp.zeros((group,) + x.shape[1:], x.dtype)
+            out[:n] = x
+            return out
 
         return xp.matmul(padded(a), padded(b))[:n]
     out = xp.empty((n, a.shape[-2], b.shape[-1]), dtype=xp.result_type(a, b))
@@ -66,6 +70,14 @@ def bytes_per_network(config, sizes, batch):
     params = 4 * n_w * item + 2 * sum(config.hidden) * 8 * 8
     per_sample = sum(sizes[1:]) * (5 * item + 3 * 8)
     return params + batch * per_sample
+
+
+def gemm_scratch_bytes(config, sizes, batch):
+    """GPU memory of the largest padded GEMM call of :func:`grouped_matmul` (fewer networks than
+    ``GEMM_NETWORKS``): both operands and the product, for ``GEMM_NETWORKS`` networks."""
+    item = np.dtype(config.dtype).itemsize
+    largest = max(batch * a + a * b + batch * b for a, b in zip(sizes[:-1], sizes[1:]))
+    return GEMM_NETWORKS * largest * item
 
 
 class BatchedCudaEngine(NumpyEngine):

@@ -103,11 +103,13 @@ def _train_cuda(dataset, config, networks, model, teacher_logits, progress, back
     if layout is not None:
         metrics, timing = train_fused_cuda(dataset, config, networks, model, teacher_logits, progress, layout, device)
         return metrics, timing, device.name
-    from .batched_cuda_engine import BatchedCudaEngine, bytes_per_network
+    from .batched_cuda_engine import BatchedCudaEngine, bytes_per_network, gemm_scratch_bytes
     from .cuda_engine import chunk_size
 
+    batch_rows = max(batch, EVAL_CHUNK)
     shared = 8 * (dataset.x_train.size + dataset.x_val.size + dataset.x_test.size)
-    chunk = chunk_size(device, bytes_per_network(config, sizes, max(batch, EVAL_CHUNK)), shared, networks.size)
+    shared += gemm_scratch_bytes(config, sizes, batch_rows)  # a chunk of fewer networks than a GEMM call holds
+    chunk = chunk_size(device, bytes_per_network(config, sizes, batch_rows), shared, networks.size)
     parts, timing = [], {"train": 0.0, "compile": 0.0}
 
     def engine(*args):
