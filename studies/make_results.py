@@ -111,7 +111,7 @@ def metric_vs_axis(ds, dim, title, acc_stat="median"):
         err = np.nanmedian(_pooled(lsub.deriv_rel_err, [dim]), axis=1)
         if np.any(err > 0):
             axes[0][2].plot(x, err, "o-", color=colour, label=label)
-    names = (f"{acc_stat} test accuracy (%), IQR band", "median cosine(gradient used, exact)",
+    names = (f"{acc_stat} test accuracy (%), IQR band", "median cosine(hidden-layer gradient used, exact)",
              "median relative error of dh/dz")
     for ax, name in zip(axes[0], names):
         ax.set_xlabel(axis_label(ds, dim))

@@ -184,7 +184,7 @@ def delta_i_tradeoff(ds, dim="delta_i"):
     ax_err.set_yscale("log")
     ax_err.set_ylabel("median relative error of dV/dI estimate")
     ax_err.set_title("derivative error (star: best dI)")
-    ax_cos.set_ylabel("median cosine(gradient used, exact gradient)")
+    ax_cos.set_ylabel("median cosine(hidden-layer gradient used, exact)")
     ax_cos.set_title("gradient fidelity (star: best dI)")
     if ax_err.get_legend_handles_labels()[0]:
         ax_err.legend(fontsize="small")
