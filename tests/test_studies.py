@@ -813,3 +813,10 @@ def test_bad_cluster_table_writes_nothing(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert rc == 2 and err.count("\n") == 1 and "cluster: slurm: " in err and "queu" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.toml"]
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parent.parent / "studies").glob("*.toml")),
+                         ids=lambda p: p.stem)
+def test_every_shipped_study_file_loads_and_builds_its_cells(path):
+    study = load_study(path)  # validates every key and builds every cell
+    assert study.n_cells >= 1 and study.name == path.stem
