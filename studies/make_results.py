@@ -159,6 +159,20 @@ def main(argv=None):
             fig.suptitle(f"{title}: median and IQR over {both.sizes['network']} networks per cell ({name})")
             save(fig, figs / f"{name.removesuffix('_cpu')}.png")
 
+    ds = open_store(args.runs, "distill_sweep")
+    if ds is not None:
+        table(ds, "Distillation: temperature x alpha (CPU cut)")
+        base = ds.test_acc.sel(alpha=0.0).isel(temperature=0).values
+        for t in ds.temperature.values:
+            for a in ds.alpha.values[1:]:
+                diff = ds.test_acc.sel(temperature=t, alpha=a).values - base
+                print(f"T={t:g} alpha={a:g}: test acc minus labels-only, same networks: mean {100 * diff.mean():+.2f} "
+                      f"points (min {100 * diff.min():+.2f}, max {100 * diff.max():+.2f})")
+        cat = as_category(ds, "alpha", lambda v: f"alpha {v:g}" if v else "labels only (alpha 0)")
+        save(metric_vs_axis(cat, "temperature", f"Distillation into the MTJ student 784-32-10 (4 epochs, teacher "
+                            f"784-512-512-10 tanh), {ds.sizes['network']} networks per cell"),
+             figs / "distill_sweep.png")
+
     # The extended studies.
     ds = open_store(args.runs, "gradient_modes")
     if ds is not None:
