@@ -187,7 +187,8 @@ pre {{ background: #f7f7f7; padding: 1em; overflow-x: auto; font-size: 0.85em; }
 <details><summary>Study file</summary><pre>{html.escape(attrs.get('study_text', ''))}</pre></details>
 <h2>Summary</h2>
 <p>Test accuracy over the networks (chips) of each cell; yield is the fraction at or above the
-threshold; gradient cosine and derivative error are medians over networks at the last epoch.
+threshold; gradient cosine (of the hidden layers' weight gradient used with the exact one) and
+derivative error are medians over networks at the last epoch.
 The same table: <code>{html.escape(csv_name)}</code>.</p>
 <table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>
 <h2>Figures</h2>
