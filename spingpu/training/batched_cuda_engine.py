@@ -49,7 +49,7 @@ def grouped_matmul(xp, a, b, group=GEMM_NETWORKS):
             out[:n] = x
             return out
 
-        return xp.matmul(padded(a), padded(b))[:n]
+        return xp.matmul(padded(a), padded(b))[:n].copy()  # a copy: the padded product is freed
     out = xp.empty((n, a.shape[-2], b.shape[-1]), dtype=xp.result_type(a, b))
     starts = list(range(0, n - group + 1, group)) + ([n - group] if n % group else [])
     for lo in starts:
