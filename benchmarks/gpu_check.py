@@ -48,6 +48,13 @@ IRIS_SIZES = (4, 8, 3)
 # under --simulate, where the simulator runs every CUDA thread as a Python thread: few rows, small blocks
 SIM_IRIS_ROWS = 40
 SIM_THREADS = 32
+
+
+def fused_backend(sim):
+    """The CUDA backend of the fused-kernel runs (small blocks in the simulator)."""
+    from spingpu.backends import Backend
+
+    return Backend("cuda", simulator=sim, block_threads=SIM_THREADS if sim else None)
 MNIST_SIZES = (784, 256, 256, 256, 256, 10)
 
 
@@ -90,7 +97,6 @@ class Timer:
 
 def check_fused(rng, device, sim):
     from spingpu import Readout, Variability
-    from spingpu.backends import Backend
     from spingpu.kernels.fused_cuda import fused_cuda_layout
     from spingpu.devices import get_model
     from spingpu.training import TrainConfig, train
@@ -101,13 +107,13 @@ def check_fused(rng, device, sim):
     cfg = TrainConfig(hidden=(8,), epochs=epochs, lr=0.02, seed=int(rng.integers(1 << 30)), grad_mode="fd_forward",
                       variability=Variability(sigma_d2d=0.1, sigma_pair=0.02), readout=Readout(read_noise=1e-3))
     cpu = train(ds, cfg, n_networks=n, backend="cpu")
-    gpu = train(ds, cfg, n_networks=n, backend=Backend("cuda", simulator=sim, block_threads=SIM_THREADS if sim else None))
+    gpu = train(ds, cfg, n_networks=n, backend=fused_backend(sim))
     loss_rel = float(np.nanmax(np.abs(gpu.train_loss.values - cpu.train_loss.values) /
                                np.abs(cpu.train_loss.values)))
     acc_diff = float(np.mean(gpu.test_acc.values != cpu.test_acc.values))
     # poisoned outputs: every element of a network that did not diverge must be written
     model = get_model("stt_compact")
-    layout = fused_cuda_layout(IRIS_SIZES, len(model.parameters), ds.y_train.size, SIM_THREADS if sim else None)
+    layout = fused_cuda_layout(IRIS_SIZES, len(model.parameters), ds.y_train.size, fused_backend(sim).block_threads)
     run = FusedCudaRun(ds, cfg, np.arange(n), model, None, layout, device)
     out = {k: device.put(np.full((n, epochs) if k not in ("test", "div") else n, SENTINEL)) for k in
            ("loss", "acc", "val", "cos", "derr", "test")}
@@ -187,7 +193,6 @@ def check_batched(rng, device, sim):
 
 def time_iris(rng, device, sim, budget):
     from spingpu import Readout, Variability
-    from spingpu.backends import Backend
     from spingpu.training import TrainConfig, train
 
     ds = blobs(rng, SIM_IRIS_ROWS if sim else 150, 4, 3, "iris-shaped")
@@ -199,7 +204,7 @@ def time_iris(rng, device, sim, budget):
         if rate is not None and n * epochs / rate > budget:
             rows.append(dict(networks=n, skipped=f"predicted {n * epochs / rate:.0f} s > budget {budget:.0f} s"))
             continue
-        r = train(ds, cfg, n_networks=n, backend=Backend("cuda", simulator=sim, block_threads=SIM_THREADS if sim else None))
+        r = train(ds, cfg, n_networks=n, backend=fused_backend(sim))
         rate = r.attrs["network_epochs_per_second"]
         rows.append(dict(networks=n, epochs=epochs, seconds=r.attrs["train_seconds"], network_epochs_per_s=rate,
                          compile_s=r.attrs["compile_seconds"], median_test_acc=float(r.test_acc.median())))

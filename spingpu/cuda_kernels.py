@@ -108,17 +108,17 @@ def parse_arch(arch):
     return int(digits[:-1]), int(digits[-1])
 
 
-_WORKER_CATALOG = None
+_CATALOG = None  # this process's catalog(), built once for _compile
 
 
 def _compile(index, cc):
     """(name, bytes of PTX, None) of catalog entry ``index``, or (name, None, error line)."""
-    global _WORKER_CATALOG
+    global _CATALOG
     from .kernels.ptx import compile_ptx
 
-    if _WORKER_CATALOG is None:
-        _WORKER_CATALOG = catalog()
-    spec = _WORKER_CATALOG[index]
+    if _CATALOG is None:
+        _CATALOG = catalog()
+    spec = _CATALOG[index]
     try:
         return spec.name, len(compile_ptx(spec.kernel, spec.signature, cc)), None
     except Exception as err:  # reported by name in the parent
@@ -133,10 +133,12 @@ def check_kernels(arch="sm_90", report=print, jobs=1):
 
     from .errors import ConfigError
 
+    global _CATALOG
     cc = parse_arch(arch)
     if not isinstance(jobs, int) or jobs < 1:
         raise ConfigError("jobs", f"{jobs!r}; expected an integer >= 1")
-    n = len(catalog())
+    _CATALOG = catalog()  # the spawned workers build their own
+    n = len(_CATALOG)
     if jobs == 1:
         results = (_compile(i, cc) for i in range(n))
     else:

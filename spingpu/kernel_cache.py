@@ -100,34 +100,33 @@ def generated_kernels(model):
     off, the model's scalar cannot be imported by name, or the cache folder is not writable."""
     if not enabled():
         return None
-    if "generated" in model._compiled:
-        return model._compiled["generated"]
-    module = None
+    return model.compiled("generated", lambda: _import_generated(model))
+
+
+def _import_generated(model):
     source = module_source(model)
-    if source is not None:
-        from . import __version__
+    if source is None:
+        return None
+    from . import __version__, kernels
 
-        # Numba's cache does not follow calls into other modules: hash every kernel source too,
-        # so that a change anywhere in spingpu.kernels (or the scalar's module) names a new module.
-        from . import kernels
-
-        sha = hashlib.sha256((__version__ + source).encode())
-        for file in sorted(Path(kernels.__file__).parent.glob("*.py")) + [Path(inspect.getfile(getattr(model.scalar, "py_func", model.scalar)))]:
-            sha.update(file.read_bytes())
-        digest = sha.hexdigest()[:16]
-        name = f"spingpu_kernels_{model.name}_{digest}"
-        path = cache_dir() / f"{name}.py"
-        try:
-            if not path.exists():
-                path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_suffix(f".{os.getpid()}.tmp")
-                tmp.write_text(source)
-                os.replace(tmp, path)  # atomic: concurrent workers write the same text
-            spec = importlib.util.spec_from_file_location(name, path)
-            module = importlib.util.module_from_spec(spec)
-            sys.modules[name] = module
-            spec.loader.exec_module(module)
-        except OSError:
-            module = None
-    model._compiled["generated"] = module
+    # Numba's cache does not follow calls into other modules: hash every kernel source too,
+    # so that a change anywhere in spingpu.kernels (or the scalar's module) names a new module.
+    sha = hashlib.sha256((__version__ + source).encode())
+    scalar_file = Path(inspect.getfile(getattr(model.scalar, "py_func", model.scalar)))
+    for file in sorted(Path(kernels.__file__).parent.glob("*.py")) + [scalar_file]:
+        sha.update(file.read_bytes())
+    name = f"spingpu_kernels_{model.name}_{sha.hexdigest()[:16]}"
+    path = cache_dir() / f"{name}.py"
+    try:
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(source)
+            os.replace(tmp, path)  # atomic: concurrent workers write the same text
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    except OSError:
+        return None
     return module

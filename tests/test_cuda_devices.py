@@ -81,3 +81,13 @@ def test_check_kernels_bad_arch_or_jobs_is_a_one_line_error(arch, jobs, message)
     with pytest.raises(ConfigError) as err:
         check_kernels(arch, jobs=jobs)
     assert str(err.value).startswith(message) and "\n" not in str(err.value)
+
+
+def test_a_kernel_that_fails_to_compile_is_named(monkeypatch):
+    from spingpu import cuda_kernels
+
+    broken = cuda_kernels.KernelSpec("broken_kernel", object(), "(float64[::1],)")
+    monkeypatch.setattr(cuda_kernels, "catalog", lambda: [broken])
+    with pytest.raises(RuntimeError, match=r"^kernel broken_kernel failed to compile for sm_90: \w+") as err:
+        cuda_kernels.check_kernels("sm_90", report=lambda line: None, jobs=1)
+    assert "\n" not in str(err.value)
