@@ -132,6 +132,68 @@ def test_batched_cuda_engine_equals_numpy_reference(blobs, mode, dtype, rtol):
         np.testing.assert_allclose(gpu[name].values, ref[name].values, rtol=rtol, atol=rtol * 1e-2, err_msg=name)
 
 
+def test_batched_loop_reads_the_device_back_once_per_epoch_not_per_step(blobs, monkeypatch):
+    """The data, batch order and running metrics stay on the device: the host-device transfers of
+    a run do not grow with the steps per epoch (42 training rows: 2 steps of 21, or 6 of 7)."""
+    from spingpu.training.cuda_engine import Device
+
+    transfers = {}
+
+    def counting(name):
+        original = getattr(Device, name)
+
+        def method(self, array):
+            transfers[name] = transfers.get(name, 0) + 1
+            return original(self, array)
+
+        return method
+
+    for name in ("put", "get"):
+        monkeypatch.setattr(Device, name, counting(name))
+    counts, results = [], []
+    for batch in (21, 7):
+        transfers.clear()
+        cfg = TrainConfig(hidden=(5,), epochs=3, lr=0.05, seed=4, batch_size=batch, variability=VAR,
+                          readout=Readout(read_noise=2e-3))
+        results.append(train(blobs, cfg, networks=np.array([1, 6]), backend=BATCHED))
+        counts.append(dict(transfers))
+    assert counts[0] == counts[1], counts
+    assert counts[0]["get"] == 6 * 3 + 1  # per epoch: loss, accuracy, cosine, derivative error, validation, alive; test
+    assert results[0].train_loss.values.tolist() != results[1].train_loss.values.tolist()  # the batches did differ
+
+
+@pytest.mark.parametrize("stream_ptr, stream", [(0, ("legacy default stream",)), (0x5A17, ("external", 0x5A17))])
+def test_device_launch_queues_on_cupys_stream_without_synchronising(monkeypatch, stream_ptr, stream):
+    """On a GPU, ``Device.launch`` hands CuPy arrays to Numba as unsynchronised views and launches on
+    CuPy's current stream (faked here: CI has no GPU); other arguments pass as they are."""
+    from types import SimpleNamespace
+
+    from numba import cuda
+
+    from spingpu.training.cuda_engine import Device
+
+    monkeypatch.setattr(cuda, "as_cuda_array", lambda a, sync=True: ("view", a.name, sync), raising=False)
+    monkeypatch.setattr(cuda, "external_stream", lambda ptr: ("external", ptr), raising=False)
+    monkeypatch.setattr(cuda, "legacy_default_stream", lambda: ("legacy default stream",), raising=False)
+
+    class CupyLike:
+        __cuda_array_interface__ = {"stream": 1}
+
+        def __init__(self, name):
+            self.name = name
+
+    class Kernel:
+        def __getitem__(self, config):
+            return lambda *args: launches.append((config, args))
+
+    launches = []
+    device = Device(simulator=True)
+    device.simulator = False
+    device.xp = SimpleNamespace(cuda=SimpleNamespace(get_current_stream=lambda: SimpleNamespace(ptr=stream_ptr)))
+    device.launch(Kernel(), 7, 128, CupyLike("z"), 3, np.uint64(5), CupyLike("h"))
+    assert launches == [((7, 128, stream), (("view", "z", False), 3, np.uint64(5), ("view", "h", False)))]
+
+
 class RecordingNumpy:
     """NumPy, recording the network count (leading extent of the 3-D operand) of every matmul."""
 
@@ -171,8 +233,8 @@ def test_wide_layers_take_the_batched_engine_in_memory_sized_chunks(blobs, monke
                       readout=Readout(read_noise=1e-3))
     nets = np.array([1, 4, 7])
     ref = train(blobs, cfg, networks=nets, backend="numpy")
-    # room for the data, the padded GEMM call and 2.5 networks at the 4096-sample evaluation chunk: two chunks
-    sizes, rows = (blobs.n_features, 66, blobs.n_classes), trainer.EVAL_CHUNK
+    # room for the data, the padded GEMM call and 2.5 networks at the batch of 21 (evaluation too): two chunks
+    sizes, rows = (blobs.n_features, 66, blobs.n_classes), 21
     data = 8 * (blobs.x_train.size + blobs.x_val.size + blobs.x_test.size)
     budget = data + gemm_scratch_bytes(cfg, sizes, rows) + int(2.5 * bytes_per_network(cfg, sizes, rows))
     chunks, train_chunk = [], trainer._train_batched

@@ -10,7 +10,9 @@ fused kernel's block): the NumPy engine's arithmetic with every array on the GPU
   network (the weight matrices are views into it) (:mod:`spingpu.kernels.batched_cuda`).
 
 Under ``NUMBA_ENABLE_CUDASIM=1`` the arrays are NumPy arrays and the kernels run in Numba's CUDA
-simulator. Metrics go to the host once per step (a few numbers per network).
+simulator. The training loop (:func:`spingpu.training.trainer._train_batched`) keeps the data and
+the running metrics on the device and reads them back once per epoch; kernels are launched on
+CuPy's stream without a host synchronisation (:meth:`spingpu.training.cuda_engine.Device.launch`).
 """
 
 from __future__ import annotations
@@ -83,8 +85,10 @@ def gemm_scratch_bytes(config, sizes, batch):
 class BatchedCudaEngine(NumpyEngine):
     """:class:`NumpyEngine` with its arrays on the GPU and its elementwise work in CUDA kernels."""
 
-    def __init__(self, model, config, networks, n_features, n_classes, device):
+    def __init__(self, model, config, networks, n_features, n_classes, device, eval_rows=None):
         super().__init__(model, config, networks, n_features, n_classes)
+        if eval_rows is not None:
+            self.eval_rows = eval_rows  # the memory sizing of _train_cuda counts this many samples per pass
         xp = self.xp = device.xp
         self.device = device
         n = self.networks.size
@@ -103,6 +107,7 @@ class BatchedCudaEngine(NumpyEngine):
         # each layer's (N, U, 2, P) junctions as the (N U 2, P) rows the pair kernel reads
         self.junctions = [xp.asarray(np.ascontiguousarray(j).reshape(-1, j.shape[-1])) for j in self.junctions]
         self._networks = xp.asarray(self.networks)
+        self.alive = xp.asarray(self.alive)
         self._kernel = pair_layer_cuda_kernel(self.model) if config.is_mtj else None
         self._mode = MODE_CODES[config.grad_mode]
         put = xp.asarray
@@ -111,6 +116,10 @@ class BatchedCudaEngine(NumpyEngine):
         self._nominal, self._table = put(self.model.nominal), put(np.ascontiguousarray(self.model.aux_table))
         b1, b2 = config.adam_betas
         self._hyper = put(np.array([config.momentum, b1, b2, config.adam_eps, config.weight_decay]))
+        self._no_teacher = put(np.zeros((1, n_classes)))
+
+    def put(self, array):
+        return self.device.put(array)
 
     def to_host(self, array):
         return self.device.get(array)
@@ -119,18 +128,20 @@ class BatchedCudaEngine(NumpyEngine):
         xp = self.xp
         z = xp.ascontiguousarray(z)
         h, used, exact = xp.empty_like(z), xp.empty_like(z), xp.empty_like(z)
+        launch = self.device.launch
         if self._kernel is None:
-            kern.digital_layer[kern.blocks(z.size), kern.THREADS](self._mode, z, h, used)
+            launch(kern.digital_layer, kern.blocks(z.size), kern.THREADS, self._mode, z, h, used)
             return h, used, used.copy()
         k0, k1 = split_seed(np.uint64(noise.seed))
         n, b, u = z.shape
-        self._kernel[kern.blocks(n * b * ((u + 1) // 2)), kern.THREADS](
-            z, self.junctions[layer], self._nominal, self._table, self._mode, self._neuron, self._readout, k0, k1,
-            self._networks, noise.purpose, layer, noise.slot0, noise.row0, noise.derivatives, h, used, exact)
+        launch(self._kernel, kern.blocks(n * b * ((u + 1) // 2)), kern.THREADS,
+               z, self.junctions[layer], self._nominal, self._table, self._mode, self._neuron, self._readout, k0, k1,
+               self._networks, noise.purpose, layer, noise.slot0, noise.row0, noise.derivatives, h, used, exact)
         return h, used, exact
 
     def _input(self, x):
-        return self.xp.asarray(np.ascontiguousarray(x, dtype=self.dtype))  # (B, F), shared by every network
+        """(B, F) rows shared by every network, host or device array."""
+        return self.xp.ascontiguousarray(self.xp.asarray(x, dtype=self.dtype))
 
     def _matmul(self, a, w):
         return grouped_matmul(self.xp, a, w)  # (B, F) or (N, B, F) x (N, F, U)
@@ -143,23 +154,23 @@ class BatchedCudaEngine(NumpyEngine):
         dist = self.config.distillation
         use_teacher = dist is not None and teacher_logits is not None
         n, b, c = logits.shape
-        teacher = xp.asarray(np.ascontiguousarray(teacher_logits if use_teacher else np.zeros((1, c)),
-                                                  dtype=np.float64))
+        teacher = (xp.ascontiguousarray(xp.asarray(teacher_logits, dtype=np.float64)) if use_teacher
+                   else self._no_teacher)
+        labels = xp.ascontiguousarray(xp.asarray(y, dtype=np.int64))
         logits64 = xp.ascontiguousarray(logits, dtype=np.float64)
         dl = xp.empty((n, b, c))
         rows = xp.empty((n, b))
         loss = xp.empty(n)
-        kern.softmax_xent_rows[kern.blocks(n * b), kern.THREADS](
-            logits64, xp.asarray(np.ascontiguousarray(y, dtype=np.int64)), teacher, use_teacher,
-            dist.temperature if dist else 1.0, dist.alpha if dist else 0.0, dl, rows)
-        kern.network_mean[kern.blocks(n), kern.THREADS](rows, loss)
+        launch = self.device.launch
+        launch(kern.softmax_xent_rows, kern.blocks(n * b), kern.THREADS, logits64, labels, teacher, use_teacher,
+               dist.temperature if dist else 1.0, dist.alpha if dist else 0.0, dl, rows)
+        launch(kern.network_mean, kern.blocks(n), kern.THREADS, rows, loss)
         return loss, dl.astype(self.dtype)
 
     def apply(self, grads, lr):
         self.t += 1
         for view, g in zip(self._grad_views, grads):
             view[...] = g
-        alive = self.xp.asarray(self.alive)
-        kern.optimizer_update[kern.blocks(self.flat.size), kern.THREADS](
-            self.flat, self.grad_flat, self.m1, self.m2, alive, OPTIMIZERS[self.config.optimizer], float(lr),
-            self.t, self._hyper)
+        self.device.launch(kern.optimizer_update, kern.blocks(self.flat.size), kern.THREADS,
+                           self.flat, self.grad_flat, self.m1, self.m2, self.alive, OPTIMIZERS[self.config.optimizer],
+                           float(lr), self.t, self._hyper)

@@ -49,6 +49,24 @@ class Device:
         if not self.simulator:
             self.xp.cuda.Device().synchronize()
 
+    def launch(self, kernel, blocks, threads, *args):
+        """``kernel[blocks, threads](*args)`` on the stream CuPy computes on.
+
+        By the CUDA Array Interface v3, Numba synchronises the host with the stream a CuPy array
+        names before every launch that takes it; a kernel on CuPy's own stream runs after CuPy's
+        earlier work anyway, so the arrays are handed over without that synchronisation, and the
+        host can queue the next launches while the GPU works.
+        """
+        if self.simulator:
+            kernel[blocks, threads](*args)
+            return
+        from numba import cuda
+
+        ptr = self.xp.cuda.get_current_stream().ptr
+        stream = cuda.legacy_default_stream() if ptr == 0 else cuda.external_stream(ptr)
+        kernel[blocks, threads, stream](*(cuda.as_cuda_array(a, sync=False) if hasattr(a, "__cuda_array_interface__")
+                                          else a for a in args))
+
 
 def fused_cuda_kernel(model, layout):
     """The compiled fused CUDA trainer of ``model`` for ``layout`` (built once per pair)."""
@@ -122,7 +140,7 @@ def train_fused_cuda(dataset, config, networks, model, teacher_logits, progress,
     t0 = time.perf_counter()
     kernel = fused_cuda_kernel(model, layout)
     run = FusedCudaRun(dataset, config, networks, model, teacher_logits, layout, device)
-    kernel[1, layout.threads](*run.probe_arguments())  # compiles
+    device.launch(kernel, 1, layout.threads, *run.probe_arguments())  # compiles
     device.synchronize()
     compile_seconds = time.perf_counter() - t0
 
@@ -133,7 +151,7 @@ def train_fused_cuda(dataset, config, networks, model, teacher_logits, progress,
     for lo in range(0, n, chunk):
         hi = min(lo + chunk, n)
         part = {k: device.put(v[lo:hi]) for k, v in out.items()}
-        kernel[hi - lo, layout.threads](*run.arguments(lo, hi, part))
+        device.launch(kernel, hi - lo, layout.threads, *run.arguments(lo, hi, part))
         for k, v in part.items():
             out[k][lo:hi] = device.get(v)
         if bar is not None:

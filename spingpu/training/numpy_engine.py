@@ -95,7 +95,23 @@ def _matmul_t(a, delta):
 
 
 class NumpyEngine:
-    """State and arithmetic of N networks (global indices ``networks``) of one architecture."""
+    """State and arithmetic of N networks (global indices ``networks``) of one architecture.
+
+    Arrays live in ``xp`` (NumPy here, CuPy in the GPU engine): ``put`` moves a host array there
+    and ``to_host`` back; the training loop keeps the data, the batch order and the per-network
+    metrics in ``xp`` so that a GPU engine reads results back once per epoch, not once per step.
+    """
+
+    xp = np
+    eval_rows = 4096  # samples per evaluation forward pass
+
+    def put(self, array):
+        """``array`` where this engine computes (a no-op here)."""
+        return array
+
+    def to_host(self, array):
+        """``array`` as a NumPy array."""
+        return np.asarray(array)
 
     def __init__(self, model, config: TrainConfig, networks, n_features, n_classes):
         self.model = model
@@ -169,7 +185,7 @@ class NumpyEngine:
 
     # matrix products (the batched CUDA engine replaces these three with CuPy's)
     def _input(self, x):
-        return x.astype(self.dtype)
+        return x.astype(self.dtype, copy=False)
 
     def _matmul(self, a, w):
         return _matmul(a, w)

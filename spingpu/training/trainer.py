@@ -19,7 +19,6 @@ from .config import TrainConfig
 from .numpy_engine import NoiseSource, NumpyEngine
 from .results import make_results
 
-EVAL_CHUNK = 4096  # samples per evaluation forward pass
 FUSED_MAX_WIDTH = 64  # the fused per-network CPU engine for layers (and inputs) up to this width
 
 
@@ -106,14 +105,14 @@ def _train_cuda(dataset, config, networks, model, teacher_logits, progress, back
     from .batched_cuda_engine import BatchedCudaEngine, bytes_per_network, gemm_scratch_bytes
     from .cuda_engine import chunk_size
 
-    batch_rows = max(batch, EVAL_CHUNK)
+    # evaluation runs in batches of the training batch's size: it takes no more memory than a step
     shared = 8 * (dataset.x_train.size + dataset.x_val.size + dataset.x_test.size)
-    shared += gemm_scratch_bytes(config, sizes, batch_rows)  # a chunk of fewer networks than a GEMM call holds
-    chunk = chunk_size(device, bytes_per_network(config, sizes, batch_rows), shared, networks.size)
+    shared += gemm_scratch_bytes(config, sizes, batch)  # a chunk of fewer networks than a GEMM call holds
+    chunk = chunk_size(device, bytes_per_network(config, sizes, batch), shared, networks.size)
     parts, timing = [], {"train": 0.0, "compile": 0.0}
 
     def engine(*args):
-        return BatchedCudaEngine(*args, device=device)
+        return BatchedCudaEngine(*args, device=device, eval_rows=batch)
 
     for lo in range(0, networks.size, chunk):
         part, seconds, _ = _train_batched(engine, dataset, config, networks[lo:lo + chunk], model, teacher_logits,
@@ -125,14 +124,22 @@ def _train_cuda(dataset, config, networks, model, teacher_logits, progress, back
 
 
 def _train_batched(engine_class, dataset, config, networks, model, teacher_logits, progress):
-    """The loop of the batched engines (NumPy reference, batched CPU): metrics, seconds spent and
-    the trained engine."""
+    """The loop of the batched engines (NumPy reference, batched CPU, batched CUDA): metrics, seconds
+    spent and the trained engine.
+
+    The data, each epoch's batch order and the running metrics live where the engine computes
+    (``engine.xp``): a GPU engine gathers its batches on the device, and nothing goes to the host
+    between the steps of an epoch (the per-network metrics are read back once per epoch).
+    """
     t0 = time.perf_counter()
     engine = engine_class(model, config, networks, dataset.n_features, dataset.n_classes)
     setup_seconds = time.perf_counter() - t0
+    xp, put = engine.xp, engine.put
 
-    x, y = dataset.x_train, dataset.y_train
-    n_train = y.size
+    x, y = put(np.ascontiguousarray(dataset.x_train, dtype=engine.dtype)), put(dataset.y_train.astype(np.int64))
+    teacher = None if teacher_logits is None else put(np.ascontiguousarray(teacher_logits, dtype=np.float64))
+    x_val, x_test = (put(np.ascontiguousarray(a, dtype=engine.dtype)) for a in (dataset.x_val, dataset.x_test))
+    n_train = dataset.y_train.size
     batch = n_train if config.batch_size is None else min(config.batch_size, n_train)
     steps = math.ceil(n_train / batch)
     n, epochs = networks.size, config.epochs
@@ -141,40 +148,43 @@ def _train_batched(engine_class, dataset, config, networks, model, teacher_logit
     diverged = np.zeros(n, dtype=bool)
     seed = config.seed
 
-    host = getattr(engine, "to_host", np.asarray)  # device arrays to NumPy (GPU engines)
     bar = _progress(progress, epochs * n, "network-epochs")
     t_train = time.perf_counter()
     sample_counter = 0
     for epoch in range(epochs):
-        order = np.arange(n_train) if batch == n_train else streams.epoch_order(seed, epoch, n_train)
+        order = None if batch == n_train else put(streams.epoch_order(seed, epoch, n_train))
         lr = config.lr * config.lr_schedule.factor(epoch, epochs)
-        loss_sum = np.zeros(n)
-        correct = np.zeros(n)
+        loss_sum = xp.zeros(n)
+        correct = xp.zeros(n)
         for s in range(steps):
-            idx = order[s * batch:(s + 1) * batch]
+            idx = slice(None) if order is None else order[s * batch:(s + 1) * batch]
+            rows = min(batch, n_train - s * batch)
             row0 = sample_counter
-            sample_counter += idx.size
+            sample_counter += rows
 
             noise = NoiseSource(seed, networks, streams.PURPOSE_NOISE, 0, row0)
             logits, cache = engine.forward(x[idx], noise)
-            teacher = None if teacher_logits is None else teacher_logits[idx]
-            loss, dlogits = engine.loss_and_dlogits(logits, y[idx], teacher)
+            y_batch = y[idx]
+            loss, dlogits = engine.loss_and_dlogits(logits, y_batch, None if teacher is None else teacher[idx])
             grads = engine.backward(dlogits, cache)
-            finite = np.isfinite(loss)
+            finite = xp.isfinite(loss)
             for g in grads:
-                finite &= np.isfinite(g.reshape(n, -1)).all(axis=1)
-            engine.alive &= host(finite)
+                finite &= xp.isfinite(g.reshape(n, -1)).all(axis=1)
+            engine.alive &= finite
             if s == steps - 1:  # gradient fidelity on the epoch's last batch, before the update
                 exact = engine.backward(dlogits, cache, "exact")
-                metrics["grad_cosine"][:, epoch] = host(_cosine(grads[:-2], exact[:-2]))  # hidden layers
-                metrics["deriv_rel_err"][:, epoch] = host(_deriv_rel_err(cache))
+                cosine = _cosine(grads[:-2], exact[:-2])  # hidden layers
+                deriv_err = _deriv_rel_err(cache)
             engine.apply(grads, lr)
-            loss_sum += host(loss) * idx.size
-            correct += (host(logits).argmax(axis=-1) == y[idx]).sum(axis=1)
-        metrics["train_loss"][:, epoch] = loss_sum / n_train
-        metrics["train_acc"][:, epoch] = correct / n_train
-        metrics["val_acc"][:, epoch] = evaluate(engine, dataset.x_val, dataset.y_val, epoch, split=0)
-        dead = ~engine.alive
+            loss_sum += loss * rows
+            correct += (logits.argmax(axis=-1) == y_batch).sum(axis=1)
+        host = engine.to_host
+        metrics["train_loss"][:, epoch] = host(loss_sum) / n_train
+        metrics["train_acc"][:, epoch] = host(correct) / n_train
+        metrics["grad_cosine"][:, epoch] = host(cosine)
+        metrics["deriv_rel_err"][:, epoch] = host(deriv_err)
+        metrics["val_acc"][:, epoch] = evaluate(engine, x_val, dataset.y_val, epoch, split=0)
+        dead = ~host(engine.alive)
         for name in metrics:
             metrics[name][dead, epoch] = np.nan
         diverged |= dead
@@ -183,22 +193,25 @@ def _train_batched(engine_class, dataset, config, networks, model, teacher_logit
     train_seconds = time.perf_counter() - t_train
     if bar is not None:
         bar.close()
-    test_acc = evaluate(engine, dataset.x_test, dataset.y_test, epochs, split=1)
+    test_acc = evaluate(engine, x_test, dataset.y_test, epochs, split=1)
     test_acc[diverged] = np.nan
     metrics.update(test_acc=test_acc, diverged=diverged)
     return metrics, {"train": train_seconds, "compile": setup_seconds}, engine
 
 
 def evaluate(engine, x, y, epoch, split):
-    """Accuracy (N,) of every network on (x, y), read noise drawn from the evaluation streams."""
+    """Accuracy (N,) of every network on (x, y), in forward passes of ``engine.eval_rows`` samples, read
+    noise drawn from the evaluation streams (by sample: the same whatever the passes' size); ``x`` may
+    already be where the engine computes (``engine.put``), ``y`` is a host array."""
     networks, seed = engine.networks, engine.config.seed
-    correct = np.zeros(networks.size)
-    for start in range(0, y.size, EVAL_CHUNK):
-        xb, yb = x[start:start + EVAL_CHUNK], y[start:start + EVAL_CHUNK]
+    y_dev = engine.put(np.asarray(y, dtype=np.int64))
+    correct = engine.xp.zeros(networks.size)
+    for start in range(0, y.size, engine.eval_rows):
+        part = slice(start, start + engine.eval_rows)
         noise = NoiseSource(seed, networks, streams.PURPOSE_EVAL_NOISE, 2 * split, epoch * y.size + start, False)
-        logits, _ = engine.forward(xb, noise)
-        correct += (getattr(engine, "to_host", np.asarray)(logits).argmax(axis=-1) == yb).sum(axis=1)
-    return correct / y.size
+        logits, _ = engine.forward(x[part], noise)
+        correct += (logits.argmax(axis=-1) == y_dev[part]).sum(axis=1)
+    return engine.to_host(correct) / y.size
 
 
 def _cosine(grads_a, grads_b):
