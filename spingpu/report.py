@@ -19,7 +19,7 @@ import numpy as np
 from .errors import ConfigError, check_range
 
 SUMMARY_COLUMNS = ("median_test_acc", "q25_test_acc", "q75_test_acc", "q05_test_acc", "q95_test_acc", "yield",
-                   "diverged", "networks", "median_grad_cosine", "median_deriv_rel_err")
+                   "diverged", "networks", "median_grad_cosine", "median_deriv_rel_err", "teacher_test_acc")
 
 
 def summary_rows(ds, threshold=0.9):
@@ -44,6 +44,7 @@ def summary_rows(ds, threshold=0.9):
         row["networks"] = int(a.size)
         row["median_grad_cosine"] = float(np.nanmedian(cos.isel(sel).values)) if np.isfinite(cos.isel(sel).values).any() else np.nan
         row["median_deriv_rel_err"] = float(np.nanmedian(err.isel(sel).values)) if np.isfinite(err.isel(sel).values).any() else np.nan
+        row["teacher_test_acc"] = float(ds.teacher_test_acc.isel(sel)) if "teacher_test_acc" in ds else np.nan
         rows.append(row)
     return rows
 
@@ -158,8 +159,9 @@ def _html(ds, rows, figures, threshold, csv_name):
         ("yield threshold", f"test accuracy >= {100 * threshold:.0f} %"),
     ]
     head = "".join(f"<th>{html.escape(str(d))}</th>" for d in axes)
+    teachers = any(np.isfinite(r["teacher_test_acc"]) for r in rows)
     head += ("<th>median</th><th>IQR</th><th>5-95 %</th><th>yield</th><th>diverged</th>"
-             "<th>grad cosine</th><th>dV/dI rel. error</th>")
+             "<th>grad cosine</th><th>dV/dI rel. error</th>") + ("<th>teacher</th>" if teachers else "")
     body = []
     for r in rows:
         cells = "".join(f"<td>{html.escape(_fmt(r[d]))}</td>" for d in axes)
@@ -167,6 +169,7 @@ def _html(ds, rows, figures, threshold, csv_name):
                   f"<td>{_pct(r['q05_test_acc'])}-{_pct(r['q95_test_acc'])}</td><td>{_pct(r['yield'])}</td>"
                   f"<td>{r['diverged']}</td><td>{r['median_grad_cosine']:.3f}</td>"
                   f"<td>{r['median_deriv_rel_err']:.3g}</td>")
+        cells += f"<td>{_pct(r['teacher_test_acc'])}</td>" if teachers else ""
         body.append(f"<tr>{cells}</tr>")
     figs = "".join(f'<figure><h3>{html.escape(title)}</h3><img alt="{html.escape(title)}" '
                    f'src="data:image/png;base64,{_png(fig)}"></figure>' for title, fig in figures)
@@ -188,7 +191,8 @@ pre {{ background: #f7f7f7; padding: 1em; overflow-x: auto; font-size: 0.85em; }
 <h2>Summary</h2>
 <p>Test accuracy over the networks (chips) of each cell; yield is the fraction at or above the
 threshold; gradient cosine (of the hidden layers' weight gradient used with the exact one) and
-derivative error are medians over networks at the last epoch.
+derivative error are medians over networks at the last epoch; teacher: the test accuracy of a
+distilled cell's digital teacher.
 The same table: <code>{html.escape(csv_name)}</code>.</p>
 <table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>
 <h2>Figures</h2>

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError
-from ..training.results import VARIABLES
+from ..training.results import CELL_VARIABLES, VARIABLES
 
 STORE_MARK = "spingpu_study_digest"
 
@@ -42,6 +42,9 @@ def create_store(path, study, networks_per_task, attrs):
         data_vars[name] = (dims + list(vdims), da.full(study.shape + extent, fill, dtype=dtype,
                                                           chunks=cell_chunks + chunks),
                            {"units": units, "long_name": long_name})
+    for name, (units, long_name) in CELL_VARIABLES.items():
+        data_vars[name] = (dims, da.full(study.shape, np.nan, chunks=cell_chunks),
+                           {"units": units, "long_name": long_name})
     data_vars["task_done"] = (dims + ["task"], da.zeros(study.shape + (task_count(study, networks_per_task),),
                                                         dtype=np.int8, chunks=cell_chunks + (1,)),
                               {"long_name": "1 once the task's networks are stored", "units": "1"})
@@ -59,7 +62,8 @@ def create_store(path, study, networks_per_task, attrs):
 
 
 def write_task(path, study, cell, lo, metrics):
-    """Write one task's metrics (arrays (n_task[, epochs]) named as VARIABLES) into its chunks."""
+    """Write one task's metrics (arrays (n_task[, epochs]) named as VARIABLES) into its chunks, and
+    its cell's CELL_VARIABLES it holds (every task of a cell gives the same values)."""
     import zarr
 
     group = zarr.open_group(str(path), mode="r+")
@@ -71,6 +75,9 @@ def write_task(path, study, cell, lo, metrics):
         if "epoch" in vdims and value.shape[1] < epochs:
             value = np.concatenate([value, np.full((value.shape[0], epochs - value.shape[1]), np.nan)], axis=1)
         group[name][index + (slice(lo, hi),)] = value
+    for name in CELL_VARIABLES:
+        if name in metrics and name in group:  # stores made before a variable existed lack it
+            group[name][index] = float(metrics[name])
 
 
 def mark_done(path, study, cell, task):

@@ -20,6 +20,12 @@ VARIABLES = {
     "diverged": (("network",), "1", "training was stopped because the loss became NaN or infinite"),
 }
 
+CELL_VARIABLES = {
+    # name: (units, long_name); one value per cell of a study (no network dimension)
+    "teacher_test_acc": ("1", "test accuracy of the digital teacher whose logits the students were distilled "
+                              "from (NaN: no distillation)"),
+}
+
 
 def make_results(metrics, networks, epochs, attrs):
     """An xarray Dataset from a dict of NumPy arrays named as in ``VARIABLES``."""
