@@ -225,6 +225,31 @@ def test_grouped_matmul_calls_gemm_on_exactly_group_networks_and_equals_per_netw
         assert len(xp.batches) == max(1, -(-n // 8))
 
 
+def test_every_matrix_product_of_a_batched_step_is_a_gemm_call_of_group_networks(blobs):
+    """Forward (L + 1 products), backward (L + 1 weight gradients, L deltas through the weights):
+    all through ``grouped_matmul``, so all GEMM calls hold GEMM_NETWORKS networks (3 padded to 128)."""
+    from spingpu.devices import get_model
+    from spingpu.kernels import streams
+    from spingpu.training.batched_cuda_engine import GEMM_NETWORKS, BatchedCudaEngine
+    from spingpu.training.cuda_engine import Device
+    from spingpu.training.numpy_engine import NoiseSource, NumpyEngine
+
+    cfg = TrainConfig(hidden=(5, 4, 6), epochs=1, lr=0.05, seed=4, variability=VAR)
+    nets = np.array([0, 5, 9])
+    engine = BatchedCudaEngine(get_model("stt_compact"), cfg, nets, blobs.n_features, blobs.n_classes, device=Device(True))
+    engine.xp = xp = RecordingNumpy()
+    x, y = blobs.x_train[:8], blobs.y_train[:8]
+    logits, cache = engine.forward(x, NoiseSource(cfg.seed, nets, streams.PURPOSE_NOISE, 0, 0))
+    _, dlogits = engine.loss_and_dlogits(logits, y)
+    grads = engine.backward(dlogits, cache)
+    layers = len(cfg.hidden)
+    assert xp.batches == [GEMM_NETWORKS] * (3 * layers + 2)
+    reference = NumpyEngine(get_model("stt_compact"), cfg, nets, blobs.n_features, blobs.n_classes)
+    ref_logits, ref_cache = reference.forward(x, NoiseSource(cfg.seed, nets, streams.PURPOSE_NOISE, 0, 0))
+    for g, r in zip(grads, reference.backward(reference.loss_and_dlogits(ref_logits, y)[1], ref_cache)):
+        np.testing.assert_allclose(g, r, rtol=1e-5, atol=1e-7)
+
+
 def test_wide_layers_take_the_batched_engine_in_memory_sized_chunks(blobs, monkeypatch):
     from spingpu.training import trainer
     from spingpu.training.batched_cuda_engine import bytes_per_network, gemm_scratch_bytes

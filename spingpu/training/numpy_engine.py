@@ -183,7 +183,7 @@ class NumpyEngine:
 
     # --- whole network -----------------------------------------------------------------------------
 
-    # matrix products (the batched CUDA engine replaces these three with CuPy's)
+    # matrix products, every one of them (the batched CUDA engine replaces these three with CuPy's)
     def _input(self, x):
         return x.astype(self.dtype, copy=False)
 
@@ -219,7 +219,7 @@ class NumpyEngine:
             grads[2 * layer] = self._matmul_t(a, delta)
             grads[2 * layer + 1] = delta.sum(axis=1)
             if layer > 0:
-                delta = delta @ self.weights[2 * layer].swapaxes(1, 2)
+                delta = self._matmul(delta, self.weights[2 * layer].swapaxes(1, 2))
         return grads
 
     def loss_and_dlogits(self, logits, y, teacher_logits=None):
