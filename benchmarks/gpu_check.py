@@ -16,7 +16,9 @@ element required to be overwritten):
   batched    the batched CUDA engine against the NumPy engine, float32, on a 784-64-64-10 problem, and
              its last network trained alone against the same network among 130 (bit-identical)
 
-Timings (CUDA events around the kernels; compilation excluded and reported):
+Timings (copy, pair kernel and SGEMM: CUDA events, best of 5; the rest: wall time with the GPU
+synchronised at both ends; compilation excluded and reported; Iris's "compile" also holds the
+host-side set-up, sampling every network's junctions and initial weights):
 
   iris       4-8-3 fd_forward, full batch of 90 samples, 200 epochs, at 1e4, 1e5, 1e6 networks:
              network-epochs/s (a run predicted to exceed --budget seconds is skipped and said so)
@@ -26,7 +28,8 @@ Timings (CUDA events around the kernels; compilation excluded and reported):
   sgemm      cuBLAS SGEMM 8192^3 through cupy.matmul: TFLOP/s
   mnist      batched training 784-256-256-256-256-10, batch 128, 128 and 1024 networks: network-steps/s,
              the host's time to queue a step against the step's time, and the
-             TFLOP/s of its matrix products (6 B sum(fan_in fan_out) flop per network-step) over SGEMM's
+             TFLOP/s of its matrix products over SGEMM's (2 B (3 sum(fan_in fan_out) - F_0 U_1) flop per
+             network-step: forward, weight gradients, and deltas through every layer but the first)
   macrospin  the LLGS kernel: junction-steps/s, and its resistances against the CPU kernel's
 """
 
@@ -279,7 +282,8 @@ def time_mnist(rng, device, sim, sgemm_tflops):
                       variability=Variability(sigma_d2d=0.1, sigma_pair=0.02), readout=Readout(read_noise=1e-3))
     x = rng.normal(0, 1, (batch * (steps + 1), sizes[0])).astype(np.float32)
     y = rng.integers(0, sizes[-1], batch * (steps + 1))
-    flops = 6 * batch * sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
+    # forward and weight-gradient products of every layer, delta products of all but the first
+    flops = 2 * batch * (3 * sum(a * b for a, b in zip(sizes[:-1], sizes[1:])) - sizes[0] * sizes[1])
     rows = []
     for n in ((2,) if sim else (128, 1024)):
         engine = BatchedCudaEngine(get_model("stt_compact"), cfg, np.arange(n), sizes[0], sizes[-1], device=device)

@@ -8,8 +8,9 @@ kernel's sizes): the elementwise passes between cuBLAS matrix products, one thre
 * ``digital_layer``: tanh / relu / sigmoid and their derivatives.
 * ``softmax_xent``: :func:`spingpu.kernels.loss.softmax_xent` per (network, sample), dL/dlogits
   divided by the batch size; ``network_mean`` then sums each network's losses in sample order.
-* ``optimizer_update``: :func:`spingpu.kernels.network.optimizer_step` over one flat (N, W)
-  parameter buffer, networks flagged dead left as they are.
+* ``optimizer_update``: :func:`spingpu.kernels.network.optimizer_step` over one flat parameter
+  buffer that holds each weight array of every network as one contiguous (N, ...) block, networks
+  flagged dead left as they are.
 """
 
 import numba
@@ -111,14 +112,17 @@ def network_mean(rows, out):
 
 
 @cuda.jit
-def optimizer_update(w, g, m1, m2, alive, opt_kind, lr, t, hyper):
-    """``[blocks(w.size), THREADS]``: one optimiser step of every parameter of the (N, W) buffer
-    ``w`` with gradient ``g``; ``hyper`` = (momentum, beta1, beta2, eps, weight_decay)."""
+def optimizer_update(w, g, m1, m2, alive, block_start, opt_kind, lr, t, hyper):
+    """``[blocks(w.size), THREADS]``: one optimiser step of every parameter of the flat buffer ``w``
+    with gradient ``g``. Block k, elements ``block_start[k]`` .. ``block_start[k + 1]`` - 1, is one
+    weight array of all N = ``alive.size`` networks, network after network; ``hyper`` = (momentum,
+    beta1, beta2, eps, weight_decay)."""
     e = cuda.grid(1)
-    n_net, n_w = w.shape
-    if e < n_net * n_w:
-        n = e // n_w
-        k = e % n_w
+    if e < w.size:
+        k = 0
+        while e >= block_start[k + 1]:
+            k += 1
+        n = (e - block_start[k]) // ((block_start[k + 1] - block_start[k]) // alive.size)
         if alive[n]:
-            w[n, k], m1[n, k], m2[n, k] = optimizer_step(w[n, k], g[n, k], m1[n, k], m2[n, k], opt_kind, lr, t,
-                                                         hyper[0], hyper[1], hyper[2], hyper[3], hyper[4])
+            w[e], m1[e], m2[e] = optimizer_step(w[e], g[e], m1[e], m2[e], opt_kind, lr, t,
+                                                hyper[0], hyper[1], hyper[2], hyper[3], hyper[4])

@@ -252,6 +252,10 @@ class MacrospinModel(DeviceModel):
         return TABLE_MODEL
 
     @property
+    def table_bytes_per_junction(self):
+        return 3 * 8 * self.settings.table_points  # (I, V, dV/dI) float64 at each knot
+
+    @property
     def settings_values(self):
         return dataclasses.asdict(self.settings)
 

@@ -157,6 +157,11 @@ class DeviceModel:
         """Length of the junction rows the kernels read (:meth:`bind`'s rows)."""
         return len(self.parameters)
 
+    @property
+    def table_bytes_per_junction(self):
+        """Bytes of the table :meth:`bind` adds for each junction (0: one shared table, if any)."""
+        return 0
+
     def bind(self, layers, seed=0, networks=None):
         """What the kernels evaluate for junctions with parameter rows ``layers`` [(N, U, 2, P), ...]
         of networks ``networks`` sampled with ``seed``: (model, per-layer rows). A closed-form model

@@ -6,8 +6,9 @@ fused kernel's block): the NumPy engine's arithmetic with every array on the GPU
   so that a network's numbers do not depend on how many networks the engine holds); the first
   layer's input (B, F) is shared by all networks;
 * each hidden layer's pair neurons, noise and ADC in one elementwise kernel, the loss in another,
-  and the optimiser as one kernel over a flat (N, W) buffer that holds every weight of every
-  network (the weight matrices are views into it) (:mod:`spingpu.kernels.batched_cuda`).
+  and the optimiser as one kernel over a flat buffer that holds every weight of every network,
+  each weight array of all networks as one contiguous (N, ...) block: the weight matrices are
+  C-contiguous views into it, which cuBLAS reads without a copy (:mod:`spingpu.kernels.batched_cuda`).
 
 Under ``NUMBA_ENABLE_CUDASIM=1`` the arrays are NumPy arrays and the kernels run in Numba's CUDA
 simulator. The training loop (:func:`spingpu.training.trainer._train_batched`) keeps the data and
@@ -22,9 +23,10 @@ import numpy as np
 from ..kernels import batched_cuda as kern
 from ..kernels.network import ADAM, MOMENTUM, SGD
 from ..kernels.pair_neuron import MODE_CODES
+from ..kernels import streams
 from ..kernels.philox import split_seed
 from .fused_engine import neuron_vector, readout_vector
-from .numpy_engine import NumpyEngine
+from .numpy_engine import NoiseSource, NumpyEngine
 
 OPTIMIZERS = {"sgd": SGD, "momentum": MOMENTUM, "adam": ADAM}
 
@@ -64,12 +66,16 @@ def pair_layer_cuda_kernel(model):
     return model.compiled("pair_layer_cuda", lambda: kern.make_pair_layer_cuda(model.pair_neuron))
 
 
-def bytes_per_network(config, sizes, batch):
-    """GPU memory one network takes in the batched engine (weights, gradient, two moments,
-    junctions, and each layer's activations, derivatives and deltas for a batch)."""
+def bytes_per_network(config, sizes, batch, model):
+    """GPU memory one network takes in the batched engine at its peak (an epoch's last step): the
+    flat weights, gradient and two moments; the step's gradients, used and exact; grad_cosine's
+    float64 copies of them (5 x 8 bytes per weight: two casts, two concatenations, a product); the
+    junctions (kernel row and per-junction table of ``model``); and each layer's activations,
+    derivatives and deltas for ``batch`` samples."""
     n_w = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
     item = np.dtype(config.dtype).itemsize
-    params = 4 * n_w * item + 2 * sum(config.hidden) * 8 * 8
+    junction = 8 * model.kernel_width + model.table_bytes_per_junction
+    params = (6 * item + 5 * 8) * n_w + 2 * sum(config.hidden) * junction
     per_sample = sum(sizes[1:]) * (5 * item + 3 * 8)
     return params + batch * per_sample
 
@@ -91,18 +97,19 @@ class BatchedCudaEngine(NumpyEngine):
             self.eval_rows = eval_rows  # the memory sizing of _train_cuda counts this many samples per pass
         xp = self.xp = device.xp
         self.device = device
-        n = self.networks.size
-        offsets = np.cumsum([0] + [w[0].size for w in self.weights])
-        self.flat = xp.asarray(np.concatenate([w.reshape(n, -1) for w in self.weights], axis=1))
+        # one block per weight array (all networks); cupy.matmul copies operands that are not C-contiguous
+        offsets = np.cumsum([0] + [w.size for w in self.weights])
+        self.flat = xp.asarray(np.concatenate([w.reshape(-1) for w in self.weights]))
         self.grad_flat = xp.zeros_like(self.flat)
         self.m1 = xp.zeros_like(self.flat)
         self.m2 = xp.zeros_like(self.flat)
-        self.weights = [self.flat[:, lo:hi].reshape(w.shape) for w, lo, hi in
+        self._block_start = xp.asarray(offsets.astype(np.int64))
+        self.weights = [self.flat[lo:hi].reshape(w.shape) for w, lo, hi in
                         zip(self.weights, offsets[:-1], offsets[1:])]
-        self._grad_views = [self.grad_flat[:, lo:hi].reshape(w.shape) for w, lo, hi in
+        self._grad_views = [self.grad_flat[lo:hi].reshape(w.shape) for w, lo, hi in
                             zip(self.weights, offsets[:-1], offsets[1:])]
-        # the optimiser updates the flat buffers: the per-layer arrays must be views into them
-        assert all(xp.may_share_memory(v, self.flat) for v in self.weights)
+        # the optimiser updates the flat buffers: the per-layer arrays must be contiguous views into them
+        assert all(xp.may_share_memory(v, self.flat) and v.flags.c_contiguous for v in self.weights)
         assert all(xp.may_share_memory(v, self.grad_flat) for v in self._grad_views)
         # each layer's (N, U, 2, P) junctions as the (N U 2, P) rows the pair kernel reads
         self.junctions = [xp.asarray(np.ascontiguousarray(j).reshape(-1, j.shape[-1])) for j in self.junctions]
@@ -120,6 +127,21 @@ class BatchedCudaEngine(NumpyEngine):
 
     def put(self, array):
         return self.device.put(array)
+
+    def compile_kernels(self, x, y):
+        """Compile a step's kernels (Numba's and CuPy's) by running a step's forward pass, loss and
+        backward pass on the first sample ``x[:1]``, ``y[:1]`` and the optimiser with every network
+        masked: no state changes (the noise is counter-based, nothing is written)."""
+        noise = NoiseSource(self.config.seed, self.networks, streams.PURPOSE_NOISE, 0, 0)
+        logits, cache = self.forward(x[:1], noise)
+        teacher = self._no_teacher if self.config.distillation is not None else None
+        _, dlogits = self.loss_and_dlogits(logits, y[:1], teacher)
+        self.backward(dlogits, cache)
+        nobody = self.xp.zeros(self.networks.size, dtype=bool)
+        self.device.launch(kern.optimizer_update, kern.blocks(self.flat.size), kern.THREADS,
+                           self.flat, self.grad_flat, self.m1, self.m2, nobody, self._block_start,
+                           OPTIMIZERS[self.config.optimizer], 0.0, 1, self._hyper)
+        self.device.synchronize()
 
     def to_host(self, array):
         return self.device.get(array)
@@ -172,5 +194,5 @@ class BatchedCudaEngine(NumpyEngine):
         for view, g in zip(self._grad_views, grads):
             view[...] = g
         self.device.launch(kern.optimizer_update, kern.blocks(self.flat.size), kern.THREADS,
-                           self.flat, self.grad_flat, self.m1, self.m2, self.alive, OPTIMIZERS[self.config.optimizer],
-                           float(lr), self.t, self._hyper)
+                           self.flat, self.grad_flat, self.m1, self.m2, self.alive, self._block_start,
+                           OPTIMIZERS[self.config.optimizer], float(lr), self.t, self._hyper)

@@ -117,7 +117,7 @@ class FusedCudaRun:
     def probe_arguments(self):
         """A one-network, one-step, two-sample launch with the argument types of the real run."""
         put = self.device.put
-        out = {k: put(v) for k, v in fused_outputs(1, 1).items()}
+        out = fused_outputs(1, 1, self.device.xp)
         return self.arguments(0, 1, out, data=[put(a[:2]) for a in self.problem.data],
                               lr_epoch=self.lr_epoch[:1], orders=put(np.arange(2)[None]), batch=2)
 
@@ -128,8 +128,11 @@ class FusedCudaRun:
 
     @property
     def shared_bytes(self):
+        """Device memory every chunk shares: the data, the teacher, the batch orders and the packed
+        arrays of the whole run (per-junction tables of a model tabulated per junction included)."""
         pr = self.problem
-        return sum(a.nbytes for a in pr.data) + pr.teacher.nbytes + 8 * self.epochs * (pr.n_train + 1)
+        return (sum(a.nbytes for a in pr.data) + pr.teacher.nbytes + 8 * self.epochs * (pr.n_train + 1)
+                + sum(a.nbytes for a in self.common.values()))
 
 
 def train_fused_cuda(dataset, config, networks, model, teacher_logits, progress, layout, device):
@@ -150,7 +153,7 @@ def train_fused_cuda(dataset, config, networks, model, teacher_logits, progress,
     t0 = time.perf_counter()
     for lo in range(0, n, chunk):
         hi = min(lo + chunk, n)
-        part = {k: device.put(v[lo:hi]) for k, v in out.items()}
+        part = fused_outputs(hi - lo, epochs, device.xp)  # made on the device: nothing to upload
         device.launch(kernel, hi - lo, layout.threads, *run.arguments(lo, hi, part))
         for k, v in part.items():
             out[k][lo:hi] = device.get(v)

@@ -168,8 +168,9 @@ def fused_metrics(out):
                 deriv_rel_err=out["derr"], test_acc=out["test"], diverged=out["div"])
 
 
-def fused_outputs(n, epochs):
-    """The fused kernels' output arrays, NaN until written (``div`` False)."""
-    return dict(loss=np.full((n, epochs), np.nan), acc=np.full((n, epochs), np.nan),
-                val=np.full((n, epochs), np.nan), cos=np.full((n, epochs), np.nan),
-                derr=np.full((n, epochs), np.nan), test=np.full(n, np.nan), div=np.zeros(n, dtype=np.bool_))
+def fused_outputs(n, epochs, xp=np):
+    """The fused kernels' output arrays in ``xp`` (NumPy, or CuPy to make them on the GPU), NaN
+    until written (``div`` False)."""
+    return dict(loss=xp.full((n, epochs), np.nan), acc=xp.full((n, epochs), np.nan),
+                val=xp.full((n, epochs), np.nan), cos=xp.full((n, epochs), np.nan),
+                derr=xp.full((n, epochs), np.nan), test=xp.full(n, np.nan), div=xp.zeros(n, dtype=np.bool_))

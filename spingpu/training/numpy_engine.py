@@ -113,6 +113,10 @@ class NumpyEngine:
         """``array`` as a NumPy array."""
         return np.asarray(array)
 
+    def compile_kernels(self, x, y):
+        """Compile what a training step runs before it is timed (nothing here: the CPU kernels are
+        compiled when first imported or read from the kernel cache)."""
+
     def __init__(self, model, config: TrainConfig, networks, n_features, n_classes):
         self.model = model
         self.config = config

@@ -108,15 +108,16 @@ def _train_cuda(dataset, config, networks, model, teacher_logits, progress, back
     # evaluation runs in batches of the training batch's size: it takes no more memory than a step
     shared = 8 * (dataset.x_train.size + dataset.x_val.size + dataset.x_test.size)
     shared += gemm_scratch_bytes(config, sizes, batch)  # a chunk of fewer networks than a GEMM call holds
-    chunk = chunk_size(device, bytes_per_network(config, sizes, batch), shared, networks.size)
+    chunk = chunk_size(device, bytes_per_network(config, sizes, batch, model), shared, networks.size)
     parts, timing = [], {"train": 0.0, "compile": 0.0}
 
     def engine(*args):
         return BatchedCudaEngine(*args, device=device, eval_rows=batch)
 
     for lo in range(0, networks.size, chunk):
-        part, seconds, _ = _train_batched(engine, dataset, config, networks[lo:lo + chunk], model, teacher_logits,
-                                          progress)
+        # [:2]: the chunk's engine (its GPU arrays) is dropped before the next chunk's is made
+        part, seconds = _train_batched(engine, dataset, config, networks[lo:lo + chunk], model, teacher_logits,
+                                       progress)[:2]
         parts.append(part)
         timing = {k: timing[k] + seconds[k] for k in timing}
     metrics = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
@@ -133,12 +134,12 @@ def _train_batched(engine_class, dataset, config, networks, model, teacher_logit
     """
     t0 = time.perf_counter()
     engine = engine_class(model, config, networks, dataset.n_features, dataset.n_classes)
-    setup_seconds = time.perf_counter() - t0
     xp, put = engine.xp, engine.put
-
     x, y = put(np.ascontiguousarray(dataset.x_train, dtype=engine.dtype)), put(dataset.y_train.astype(np.int64))
     teacher = None if teacher_logits is None else put(np.ascontiguousarray(teacher_logits, dtype=np.float64))
     x_val, x_test = (put(np.ascontiguousarray(a, dtype=engine.dtype)) for a in (dataset.x_val, dataset.x_test))
+    engine.compile_kernels(x, y)
+    setup_seconds = time.perf_counter() - t0
     n_train = dataset.y_train.size
     batch = n_train if config.batch_size is None else min(config.batch_size, n_train)
     steps = math.ceil(n_train / batch)
