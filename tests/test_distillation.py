@@ -31,3 +31,20 @@ def test_teacher_must_be_digital_and_students_need_its_logits():
         teacher_logits(ds, TrainConfig(grad_mode="fd_forward"))
     with pytest.raises(ConfigError, match="distillation"):
         train(ds, TrainConfig(epochs=1, distillation=Distillation()), n_networks=1)
+
+
+def test_teacher_does_not_depend_on_the_callers_blas_threads():
+    """MNIST-shaped products (784 inputs, 512 units) round differently with 1 and 2 OpenBLAS threads;
+    the teacher trains with one whatever the caller's setting (a Dask worker has 1, a shell more)."""
+    from threadpoolctl import threadpool_limits
+
+    from spingpu import from_arrays
+
+    rng = np.random.default_rng()
+    data = from_arrays(rng.random((600, 784)), np.arange(600) % 10, seed=1)
+    cfg = TrainConfig(hidden=(512,), grad_mode="tanh", epochs=1, lr=1e-3, optimizer="adam", batch_size=128)
+    runs = []
+    for threads in (1, 2):
+        with threadpool_limits(threads, user_api="blas"):
+            runs.append(teacher_logits(data, cfg))
+    assert np.array_equal(runs[0][0], runs[1][0]) and runs[0][1] == runs[1][1]
