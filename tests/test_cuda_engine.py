@@ -223,6 +223,9 @@ def test_grouped_matmul_calls_gemm_on_exactly_group_networks_and_equals_per_netw
         np.testing.assert_array_equal(out, np.stack(expect))
         assert xp.batches and set(xp.batches) == {8}
         assert len(xp.batches) == max(1, -(-n // 8))
+        given = np.full(out.shape, np.nan)
+        assert grouped_matmul(xp, left, right, group=8, out=given) is given
+        np.testing.assert_array_equal(given, out)
 
 
 def test_every_matrix_product_of_a_batched_step_is_a_gemm_call_of_group_networks(blobs):
@@ -244,6 +247,9 @@ def test_every_matrix_product_of_a_batched_step_is_a_gemm_call_of_group_networks
     grads = engine.backward(dlogits, cache)
     layers = len(cfg.hidden)
     assert xp.batches == [GEMM_NETWORKS] * (3 * layers + 2)
+    # the gradients used are the optimiser's flat buffer itself: apply() copies nothing
+    assert all(g is v for g, v in zip(grads, engine.gradient_buffers()))
+    assert np.array_equal(engine.grad_flat, np.concatenate([g.reshape(-1) for g in grads]))
     reference = NumpyEngine(get_model("stt_compact"), cfg, nets, blobs.n_features, blobs.n_classes)
     ref_logits, ref_cache = reference.forward(x, NoiseSource(cfg.seed, nets, streams.PURPOSE_NOISE, 0, 0))
     for g, r in zip(grads, reference.backward(reference.loss_and_dlogits(ref_logits, y)[1], ref_cache)):

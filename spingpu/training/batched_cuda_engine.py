@@ -34,7 +34,7 @@ OPTIMIZERS = {"sgd": SGD, "momentum": MOMENTUM, "adam": ADAM}
 GEMM_NETWORKS = 128  # networks in every batched GEMM call
 
 
-def grouped_matmul(xp, a, b, group=GEMM_NETWORKS):
+def grouped_matmul(xp, a, b, group=GEMM_NETWORKS, out=None):
     """``a @ b`` over networks, in batched GEMM calls of exactly ``group`` networks each.
 
     ``b`` is (N, K, U); ``a`` is (N, M, K), or (M, K) shared by every network. cuBLAS chooses its
@@ -42,7 +42,8 @@ def grouped_matmul(xp, a, b, group=GEMM_NETWORKS):
     algorithm rounds differently; with every call the same shape, a network's product does not
     depend on N, i.e. on the memory chunking or a study's networks per task. N >= group: groups from
     the front, the last one ending at N (overlapping its neighbour, whose overlap it recomputes to
-    the same bits); N < group: the operands padded with zeros to ``group`` networks.
+    the same bits); N < group: the operands padded with zeros to ``group`` networks. ``out``: a
+    C-contiguous (N, M, U) array the product is written into (else one is made).
     """
     n = b.shape[0]
     if n < group:
@@ -53,8 +54,13 @@ def grouped_matmul(xp, a, b, group=GEMM_NETWORKS):
             out[:n] = x
             return out
 
-        return xp.matmul(padded(a), padded(b))[:n].copy()  # a copy: the padded product is freed
-    out = xp.empty((n, a.shape[-2], b.shape[-1]), dtype=xp.result_type(a, b))
+        product = xp.matmul(padded(a), padded(b))[:n]
+        if out is None:
+            return product.copy()  # a copy: the padded product is freed
+        out[...] = product
+        return out
+    if out is None:
+        out = xp.empty((n, a.shape[-2], b.shape[-1]), dtype=xp.result_type(a, b))
     starts = list(range(0, n - group + 1, group)) + ([n - group] if n % group else [])
     for lo in starts:
         part = slice(lo, lo + group)
@@ -136,7 +142,7 @@ class BatchedCudaEngine(NumpyEngine):
         logits, cache = self.forward(x[:1], noise)
         teacher = self._no_teacher if self.config.distillation is not None else None
         _, dlogits = self.loss_and_dlogits(logits, y[:1], teacher)
-        self.backward(dlogits, cache)
+        self.backward(dlogits, cache, "exact")  # "used" would write into the gradient buffers
         nobody = self.xp.zeros(self.networks.size, dtype=bool)
         self.device.launch(kern.optimizer_update, kern.blocks(self.flat.size), kern.THREADS,
                            self.flat, self.grad_flat, self.m1, self.m2, nobody, self._block_start,
@@ -168,8 +174,11 @@ class BatchedCudaEngine(NumpyEngine):
     def _matmul(self, a, w):
         return grouped_matmul(self.xp, a, w)  # (B, F) or (N, B, F) x (N, F, U)
 
-    def _matmul_t(self, a, delta):
-        return grouped_matmul(self.xp, a.swapaxes(-1, -2), delta)
+    def _matmul_t(self, a, delta, out=None):
+        return grouped_matmul(self.xp, a.swapaxes(-1, -2), delta, out=out)
+
+    def gradient_buffers(self):
+        return self._grad_views  # the optimiser's flat gradient buffer: apply() copies nothing
 
     def loss_and_dlogits(self, logits, y, teacher_logits=None):
         xp = self.xp
@@ -192,7 +201,8 @@ class BatchedCudaEngine(NumpyEngine):
     def apply(self, grads, lr):
         self.t += 1
         for view, g in zip(self._grad_views, grads):
-            view[...] = g
+            if g is not view:  # backward() wrote the gradient used into its view already
+                view[...] = g
         self.device.launch(kern.optimizer_update, kern.blocks(self.flat.size), kern.THREADS,
                            self.flat, self.grad_flat, self.m1, self.m2, self.alive, self._block_start,
                            OPTIMIZERS[self.config.optimizer], float(lr), self.t, self._hyper)

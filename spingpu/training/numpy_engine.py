@@ -194,8 +194,18 @@ class NumpyEngine:
     def _matmul(self, a, w):
         return _matmul(a, w)
 
-    def _matmul_t(self, a, delta):
-        return _matmul_t(a, delta)
+    def _matmul_t(self, a, delta, out=None):
+        product = _matmul_t(a, delta)
+        if out is None:
+            return product
+        out[...] = product
+        return out
+
+    def gradient_buffers(self):
+        """Where :meth:`backward` writes the gradient it returns for the optimiser: per weight
+        array an array to fill, or None to allocate (here: None; the GPU engine's optimiser reads
+        its flat gradient buffer, so it has the gradients written straight into it)."""
+        return [None] * len(self.weights)
 
     def forward(self, x, noise):
         """Logits (N, B, C) and per-layer (input, derivative used, exact derivative)."""
@@ -213,15 +223,17 @@ class NumpyEngine:
         return logits, cache
 
     def backward(self, dlogits, cache, which="used"):
-        """Gradients of the loss with respect to every weight array, given dL/dlogits (N, B, C)."""
+        """Gradients of the loss with respect to every weight array, given dL/dlogits (N, B, C);
+        with the derivatives used, into :meth:`gradient_buffers`."""
         grads = [None] * len(self.weights)
+        out = self.gradient_buffers() if which == "used" else grads
         delta = dlogits
         for layer in range(len(cache) - 1, -1, -1):
             a, used, exact = cache[layer]
             if layer < len(cache) - 1:
                 delta = delta * (used if which == "used" else exact)
-            grads[2 * layer] = self._matmul_t(a, delta)
-            grads[2 * layer + 1] = delta.sum(axis=1)
+            grads[2 * layer] = self._matmul_t(a, delta, out[2 * layer])
+            grads[2 * layer + 1] = delta.sum(axis=1, out=out[2 * layer + 1])
             if layer > 0:
                 delta = self._matmul(delta, self.weights[2 * layer].swapaxes(1, 2))
         return grads
