@@ -14,7 +14,9 @@ element required to be overwritten):
              read noise, Adam, float64 on both sides, so they differ by FMA contraction and libm ulps only
   pair       the batched engine's pair-neuron kernel against the CPU kernel, elementwise
   batched    the batched CUDA engine against the NumPy engine, float32, on a 784-64-64-10 problem, and
-             its last network trained alone against the same network among 130 (bit-identical)
+             its last network trained alone against the same network among 130 (bit-identical); the
+             same for networks 1 and 129 of an odd-sized 7-66-3 problem, whose GEMM operands sit at
+             offsets that are not multiples of 256 bytes (grouped_matmul's aligned copies)
 
 Timings (copy, pair kernel and SGEMM: CUDA events, best of 5; the rest: wall time with the GPU
 synchronised at both ends; compilation excluded and reported; Iris's "compile" also holds the
@@ -184,12 +186,23 @@ def check_batched(rng, device, sim):
     ref = train(ds, cfg, n_networks=n, backend="numpy")
     gpu = train(ds, cfg, n_networks=n, backend=backend)
     rel = float(np.nanmax(np.abs(gpu.train_loss.values - ref.train_loss.values) / np.abs(ref.train_loss.values)))
+
+    def same_bits(a, b, k):
+        return all(np.array_equal(a[v].values[0], b[v].values[k], equal_nan=True)
+                   for v in ("train_loss", "val_acc", "grad_cosine", "test_acc"))
+
     # the last network trained alone: the same bits (every GEMM call holds the same number of networks)
-    alone = train(ds, cfg, networks=[n - 1], backend=backend)
-    same = all(np.array_equal(alone[k].values[0], gpu[k].values[-1], equal_nan=True)
-               for k in ("train_loss", "val_acc", "grad_cosine", "test_acc"))
-    return dict(name="batched vs numpy", ok=rel < 1e-3 and same, detail=f"float32, max rel loss diff {rel:.1e}; "
-                f"network {n - 1} alone {'bit-identical' if same else 'DIFFERS'}")
+    same = same_bits(train(ds, cfg, networks=[n - 1], backend=backend), gpu, -1)
+    # odd sizes, so that group and weight-block offsets are not multiples of 256 bytes (aligned copies)
+    odd_ds = blobs(rng, rows, 7, 3, "odd-sized")
+    odd_cfg = TrainConfig(hidden=(9,) if sim else (66,), epochs=1, lr=0.01, batch_size=21, seed=3,
+                          readout=Readout(read_noise=1e-3))
+    among = train(odd_ds, odd_cfg, n_networks=n, backend=backend)
+    odd_same = all(same_bits(train(odd_ds, odd_cfg, networks=[k], backend=backend), among, k) for k in {1, n - 1})
+    return dict(name="batched vs numpy", ok=rel < 1e-3 and same and odd_same,
+                detail=f"float32, max rel loss diff {rel:.1e}; network {n - 1} alone "
+                       f"{'bit-identical' if same else 'DIFFERS'}; odd sizes (7-{odd_cfg.hidden[0]}-3) networks 1, {n - 1} alone "
+                       f"{'bit-identical' if odd_same else 'DIFFER'}")
 
 
 # --- timings -------------------------------------------------------------------------------------

@@ -256,6 +256,27 @@ def test_every_matrix_product_of_a_batched_step_is_a_gemm_call_of_group_networks
         np.testing.assert_allclose(g, r, rtol=1e-5, atol=1e-7)
 
 
+def test_grouped_matmul_hands_cublas_only_aligned_or_fresh_operands():
+    """The last group of 130 networks starts at network 2, 240 bytes into a (130, 5, 3) float64
+    array: cuBLAS may pick another kernel for another alignment, so such operands are copied."""
+    from spingpu.training.batched_cuda_engine import GEMM_ALIGN_BYTES, _address, grouped_matmul
+
+    seen = []
+
+    class AddressNumpy(RecordingNumpy):
+        def matmul(self, a, b, **kw):
+            for x in (a, b, kw.get("out")):
+                if x is not None:
+                    seen.append(_address(x) % GEMM_ALIGN_BYTES == 0 or x.flags.owndata)
+            return super().matmul(a, b, **kw)
+
+    rng = np.random.default_rng()
+    a, w = rng.normal(size=(130, 4, 5)), rng.normal(size=(130, 5, 3))
+    out = grouped_matmul(AddressNumpy(), a, w)
+    np.testing.assert_array_equal(out, np.stack([a[i] @ w[i] for i in range(130)]))
+    assert len(seen) >= 4 and all(seen)
+
+
 def test_wide_layers_take_the_batched_engine_in_memory_sized_chunks(blobs, monkeypatch):
     from spingpu.training import trainer
     from spingpu.devices import get_model

@@ -33,7 +33,9 @@ def train_task(study, cell_number, lo, hi, backend, threads):
         if tkey not in _TEACHERS:
             _TEACHERS[tkey] = teacher_logits(dataset, cell.teacher)
         teacher, extra["teacher_test_acc"] = _TEACHERS[tkey]
-    with threadpool_limits(threads):
+    # OpenMP pools only: the engines that call BLAS run it with one thread, and a BLAS limit set here
+    # would reach into another task running concurrently in this worker (the limit is per process)
+    with threadpool_limits(threads, user_api="openmp"):
         results = train(dataset, cell.config, networks=np.arange(lo, hi), model=cell.model, backend=backend,
                         teacher_logits=teacher)
     return {**{name: results[name].values for name in VARIABLES}, **extra}

@@ -32,6 +32,18 @@ OPTIMIZERS = {"sgd": SGD, "momentum": MOMENTUM, "adam": ADAM}
 
 
 GEMM_NETWORKS = 128  # networks in every batched GEMM call
+GEMM_ALIGN_BYTES = 256  # cuBLAS chooses kernels by operand alignment (up to 256 B); CuPy allocates at 256 B
+
+
+def _address(x):
+    return (getattr(x, "__cuda_array_interface__", None) or x.__array_interface__)["data"][0]
+
+
+def _aligned(x):
+    """``x``, or a fresh copy of it when its address is not a multiple of GEMM_ALIGN_BYTES: a group's
+    operand starts at an offset that depends on N (the last, overlapping group, and the weight blocks
+    of the flat buffer), and must not change cuBLAS's choice of kernel."""
+    return x if _address(x) % GEMM_ALIGN_BYTES == 0 else x.copy()
 
 
 def grouped_matmul(xp, a, b, group=GEMM_NETWORKS, out=None):
@@ -42,8 +54,9 @@ def grouped_matmul(xp, a, b, group=GEMM_NETWORKS, out=None):
     algorithm rounds differently; with every call the same shape, a network's product does not
     depend on N, i.e. on the memory chunking or a study's networks per task. N >= group: groups from
     the front, the last one ending at N (overlapping its neighbour, whose overlap it recomputes to
-    the same bits); N < group: the operands padded with zeros to ``group`` networks. ``out``: a
-    C-contiguous (N, M, U) array the product is written into (else one is made).
+    the same bits); N < group: the operands padded with zeros to ``group`` networks. Operands and
+    products at addresses that are not multiples of GEMM_ALIGN_BYTES go through aligned copies.
+    ``out``: a C-contiguous (N, M, U) array the product is written into (else one is made).
     """
     n = b.shape[0]
     if n < group:
@@ -54,7 +67,7 @@ def grouped_matmul(xp, a, b, group=GEMM_NETWORKS, out=None):
             out[:n] = x
             return out
 
-        product = xp.matmul(padded(a), padded(b))[:n]
+        product = xp.matmul(_aligned(padded(a)), padded(b))[:n]
         if out is None:
             return product.copy()  # a copy: the padded product is freed
         out[...] = product
@@ -64,7 +77,11 @@ def grouped_matmul(xp, a, b, group=GEMM_NETWORKS, out=None):
     starts = list(range(0, n - group + 1, group)) + ([n - group] if n % group else [])
     for lo in starts:
         part = slice(lo, lo + group)
-        xp.matmul(a if a.ndim == 2 else a[part], b[part], out=out[part])
+        left, right, target = _aligned(a if a.ndim == 2 else a[part]), _aligned(b[part]), out[part]
+        if _address(target) % GEMM_ALIGN_BYTES:
+            target[...] = xp.matmul(left, right)
+        else:
+            xp.matmul(left, right, out=target)
     return out
 
 
