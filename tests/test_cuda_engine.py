@@ -300,7 +300,7 @@ def test_wide_layers_take_the_batched_engine_in_memory_sized_chunks(blobs, monke
 
 def test_memory_sizing_covers_what_a_batched_run_allocates_per_network():
     """The peak memory of a run (traced: in the simulator the device arrays are NumPy arrays) grows
-    by at most ``bytes_per_network`` per network (measured: ~52 % of it, the estimate being an upper
+    by at most ``bytes_per_network`` per network (measured: ~50 % of it, the estimate being an upper
     bound of what is alive at once), and by more than 40 % of it (not a gross overestimate). Wide
     layers and a batch of 3, so the weights' share (flat buffers, gradients, grad_cosine's float64
     copies) dominates, as at MNIST size."""

@@ -91,14 +91,14 @@ def pair_layer_cuda_kernel(model):
 
 def bytes_per_network(config, sizes, batch, model):
     """GPU memory one network takes in the batched engine at its peak (an epoch's last step): the
-    flat weights, gradient and two moments; the step's gradients, used and exact; grad_cosine's
-    float64 copies of them (5 x 8 bytes per weight: two casts, two concatenations, a product); the
-    junctions (kernel row and per-junction table of ``model``); and each layer's activations,
-    derivatives and deltas for ``batch`` samples."""
+    flat weights, gradient (which backward fills) and two moments; the exact gradient of the
+    epoch's last step; grad_cosine's float64 copies (5 x 8 bytes per weight: two casts, two
+    concatenations, a product); the junctions (kernel row and per-junction table of ``model``);
+    and each layer's activations, derivatives and deltas for ``batch`` samples."""
     n_w = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
     item = np.dtype(config.dtype).itemsize
     junction = 8 * model.kernel_width + model.table_bytes_per_junction
-    params = (6 * item + 5 * 8) * n_w + 2 * sum(config.hidden) * junction
+    params = (5 * item + 5 * 8) * n_w + 2 * sum(config.hidden) * junction
     per_sample = sum(sizes[1:]) * (5 * item + 3 * 8)
     return params + batch * per_sample
 
