@@ -106,7 +106,9 @@ def _train_cuda(dataset, config, networks, model, teacher_logits, progress, back
     from .cuda_engine import chunk_size
 
     # evaluation runs in batches of the training batch's size: it takes no more memory than a step
-    shared = 8 * (dataset.x_train.size + dataset.x_val.size + dataset.x_test.size)
+    splits = ((dataset.x_train, dataset.y_train), (dataset.x_val, dataset.y_val), (dataset.x_test, dataset.y_test))
+    shared = 8 * sum(x.size + y.size for x, y in splits) + 8 * n_train  # the data and an epoch's batch order
+    shared += 0 if teacher_logits is None else 8 * np.asarray(teacher_logits).size
     shared += gemm_scratch_bytes(config, sizes, batch)  # a chunk of fewer networks than a GEMM call holds
     chunk = chunk_size(device, bytes_per_network(config, sizes, batch, model), shared, networks.size)
     parts, timing = [], {"train": 0.0, "compile": 0.0}
