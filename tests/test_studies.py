@@ -246,52 +246,6 @@ def test_store_layout_units_attrs_and_open_results(det):
         spingpu.open_results(det["folder"] / "nothing.zarr")
 
 
-DISTILL = """\
-name = "distill"
-networks = 2
-seed = 5
-
-[dataset]
-name = "iris"
-
-[network]
-hidden = [3]
-
-[training]
-epochs = 2
-lr = 0.05
-
-[distillation]
-temperature = 2.0
-
-[distillation.teacher]
-hidden = [6]
-grad_mode = "tanh"
-epochs = 4
-lr = 0.05
-
-[sweep]
-"distillation.alpha" = [0.0, 0.5]
-"""
-
-
-def test_a_distilled_cell_stores_its_teachers_test_accuracy(tmp_path):
-    from spingpu.report import write_report
-    from spingpu.training import teacher_logits
-
-    study_path = write(tmp_path / "distill.toml", DISTILL)
-    run_ok(["run", str(study_path), "--out", str(tmp_path / "d.zarr"), "--workers", "1", *FAST])
-    ds, study = load(tmp_path / "d.zarr"), load_study(study_path)
-    for flat in range(study.n_cells):
-        cell = study.cell(flat)
-        kw = dict(cell.dataset)
-        _, expected = teacher_logits(spingpu.load_dataset(kw.pop("name"), seed=study.seed, **kw), cell.teacher)
-        got = float(ds.teacher_test_acc.sel(cell_selection(study, flat)))
-        assert got == expected and 0.3 < got <= 1.0, (flat, got, expected)
-    report = write_report(tmp_path / "d.zarr")
-    assert "<th>teacher</th>" in Path(report).read_text()
-
-
 ROW = re.compile(r"^(?P<label>\S.*?)\s+(?P<q50>[\d.]+) %\s+(?P<q25>[\d.]+)-\s*(?P<q75>[\d.]+) %\s+"
                  r"(?P<yield>[\d.]+) %\s+(?P<n>\d+)$")
 
@@ -619,6 +573,40 @@ hidden = [3]
 [training]
 epochs = 2
 """
+
+
+DISTILL = 'name = "distill"\nseed = 5\n' + BASE + """\
+lr = 0.05
+
+[distillation]
+temperature = 2.0
+
+[distillation.teacher]
+hidden = [6]
+grad_mode = "tanh"
+epochs = 4
+lr = 0.05
+
+[sweep]
+"distillation.alpha" = [0.0, 0.5]
+"""
+
+
+def test_a_distilled_cell_stores_its_teachers_test_accuracy(tmp_path):
+    from spingpu.report import write_report
+    from spingpu.training import teacher_logits
+
+    study_path = write(tmp_path / "distill.toml", DISTILL)
+    run_ok(["run", str(study_path), "--out", str(tmp_path / "d.zarr"), "--workers", "1", *FAST])
+    ds, study = load(tmp_path / "d.zarr"), load_study(study_path)
+    for flat in range(study.n_cells):
+        cell = study.cell(flat)
+        kw = dict(cell.dataset)
+        _, expected = teacher_logits(spingpu.load_dataset(kw.pop("name"), seed=study.seed, **kw), cell.teacher)
+        got = float(ds.teacher_test_acc.sel(cell_selection(study, flat)))
+        assert got == expected and 0.3 < got <= 1.0, (flat, got, expected)
+    report = write_report(tmp_path / "d.zarr")
+    assert "<th>teacher</th>" in Path(report).read_text()
 
 
 def with_line(section, line, text=BASE):

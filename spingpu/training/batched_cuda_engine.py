@@ -160,10 +160,7 @@ class BatchedCudaEngine(NumpyEngine):
         teacher = self._no_teacher if self.config.distillation is not None else None
         _, dlogits = self.loss_and_dlogits(logits, y[:1], teacher)
         self.backward(dlogits, cache, "exact")  # "used" would write into the gradient buffers
-        nobody = self.xp.zeros(self.networks.size, dtype=bool)
-        self.device.launch(kern.optimizer_update, kern.blocks(self.flat.size), kern.THREADS,
-                           self.flat, self.grad_flat, self.m1, self.m2, nobody, self._block_start,
-                           OPTIMIZERS[self.config.optimizer], 0.0, 1, self._hyper)
+        self._update(self.xp.zeros(self.networks.size, dtype=bool), 0.0, 1)
         self.device.synchronize()
 
     def to_host(self, array):
@@ -220,6 +217,10 @@ class BatchedCudaEngine(NumpyEngine):
         for view, g in zip(self._grad_views, grads):
             if g is not view:  # backward() wrote the gradient used into its view already
                 view[...] = g
+        self._update(self.alive, float(lr), self.t)
+
+    def _update(self, alive, lr, t):
+        """The optimiser kernel over the flat buffers, for the networks flagged in ``alive``."""
         self.device.launch(kern.optimizer_update, kern.blocks(self.flat.size), kern.THREADS,
-                           self.flat, self.grad_flat, self.m1, self.m2, self.alive, self._block_start,
-                           OPTIMIZERS[self.config.optimizer], float(lr), self.t, self._hyper)
+                           self.flat, self.grad_flat, self.m1, self.m2, alive, self._block_start,
+                           OPTIMIZERS[self.config.optimizer], lr, t, self._hyper)

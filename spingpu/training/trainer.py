@@ -140,6 +140,7 @@ def _train_batched(engine_class, dataset, config, networks, model, teacher_logit
     x, y = put(np.ascontiguousarray(dataset.x_train, dtype=engine.dtype)), put(dataset.y_train.astype(np.int64))
     teacher = None if teacher_logits is None else put(np.ascontiguousarray(teacher_logits, dtype=np.float64))
     x_val, x_test = (put(np.ascontiguousarray(a, dtype=engine.dtype)) for a in (dataset.x_val, dataset.x_test))
+    y_val, y_test = (put(a.astype(np.int64)) for a in (dataset.y_val, dataset.y_test))
     engine.compile_kernels(x, y)
     setup_seconds = time.perf_counter() - t0
     n_train = dataset.y_train.size
@@ -186,7 +187,7 @@ def _train_batched(engine_class, dataset, config, networks, model, teacher_logit
         metrics["train_acc"][:, epoch] = host(correct) / n_train
         metrics["grad_cosine"][:, epoch] = host(cosine)
         metrics["deriv_rel_err"][:, epoch] = host(deriv_err)
-        metrics["val_acc"][:, epoch] = evaluate(engine, x_val, dataset.y_val, epoch, split=0)
+        metrics["val_acc"][:, epoch] = evaluate(engine, x_val, y_val, epoch, split=0)
         dead = ~host(engine.alive)
         for name in metrics:
             metrics[name][dead, epoch] = np.nan
@@ -196,7 +197,7 @@ def _train_batched(engine_class, dataset, config, networks, model, teacher_logit
     train_seconds = time.perf_counter() - t_train
     if bar is not None:
         bar.close()
-    test_acc = evaluate(engine, x_test, dataset.y_test, epochs, split=1)
+    test_acc = evaluate(engine, x_test, y_test, epochs, split=1)
     test_acc[diverged] = np.nan
     metrics.update(test_acc=test_acc, diverged=diverged)
     return metrics, {"train": train_seconds, "compile": setup_seconds}, engine
@@ -204,16 +205,16 @@ def _train_batched(engine_class, dataset, config, networks, model, teacher_logit
 
 def evaluate(engine, x, y, epoch, split):
     """Accuracy (N,) of every network on (x, y), in forward passes of ``engine.eval_rows`` samples, read
-    noise drawn from the evaluation streams (by sample: the same whatever the passes' size); ``x`` may
-    already be where the engine computes (``engine.put``), ``y`` is a host array."""
+    noise drawn from the evaluation streams (by sample: the same whatever the passes' size); ``x`` and
+    ``y`` may already be where the engine computes (``engine.put``)."""
     networks, seed = engine.networks, engine.config.seed
-    y_dev = engine.put(np.asarray(y, dtype=np.int64))
+    y = engine.put(y)
     correct = engine.xp.zeros(networks.size)
     for start in range(0, y.size, engine.eval_rows):
         part = slice(start, start + engine.eval_rows)
         noise = NoiseSource(seed, networks, streams.PURPOSE_EVAL_NOISE, 2 * split, epoch * y.size + start, False)
         logits, _ = engine.forward(x[part], noise)
-        correct += (logits.argmax(axis=-1) == y_dev[part]).sum(axis=1)
+        correct += (logits.argmax(axis=-1) == y[part]).sum(axis=1)
     return engine.to_host(correct) / y.size
 
 
