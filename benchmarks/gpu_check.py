@@ -22,17 +22,25 @@ Timings (copy, pair kernel and SGEMM: CUDA events, best of 5; the rest: wall tim
 synchronised at both ends; compilation excluded and reported; Iris's "compile" also holds the
 host-side set-up, sampling every network's junctions and initial weights):
 
-  iris       4-8-3 fd_forward, full batch of 90 samples, 200 epochs, at 1e4, 1e5, 1e6 networks:
-             network-epochs/s (a run predicted to exceed --budget seconds is skipped and said so)
+  iris       4-8-3 fd_forward, full batch of 90 samples, 200 epochs, at 1e4 and 1e5 networks, 1e5 again
+             with the kernel compiled for >= 3 and >= 4 resident blocks per SM (launch bounds; the
+             numbers must equal the compiler's choice), and 1e6 with the fastest: network-epochs/s and
+             registers (a run predicted to exceed --budget seconds is skipped and said so)
   copy       device-to-device copy bandwidth of a 1 GiB buffer, (read + write bytes) / s
   pair       the pair kernel on (N, B, U) = (512, 128, 256) float32: bytes of z in, h / used / exact out,
              junction parameters in, over its time, and that over the copy bandwidth
   sgemm      cuBLAS SGEMM 8192^3 through cupy.matmul: TFLOP/s
+  launch     the host's time to queue one pair-kernel launch (numba-cuda, through Device.launch)
+             against a CuPy RawKernel (CUDA C) with the same 18 arguments: Numba's per-launch cost
   mnist      batched training 784-256-256-256-256-10, batch 128, 128 and 1024 networks: network-steps/s,
              the host's time to queue a step against the step's time, and the
              TFLOP/s of its matrix products over SGEMM's (2 B (3 sum(fan_in fan_out) - F_0 U_1) flop per
              network-step: forward, weight gradients, and deltas through every layer but the first)
   macrospin  the LLGS kernel: junction-steps/s, and its resistances against the CPU kernel's
+
+Each part runs on its own: one that raises is recorded under "errors" (traceback printed) and the
+others still run; the JSON is rewritten after every part. Exit status 1 if a check fails or a part
+raised.
 """
 
 from __future__ import annotations
@@ -42,6 +50,7 @@ import json
 import os
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import numpy as np
@@ -56,12 +65,14 @@ SIM_IRIS_ROWS = 40
 SIM_THREADS = 32
 
 
-def fused_backend(sim):
+MNIST_SIZES = (784, 256, 256, 256, 256, 10)
+
+
+def fused_backend(sim, min_blocks=None):
     """The CUDA backend of the fused-kernel runs (small blocks in the simulator)."""
     from spingpu.backends import Backend
 
-    return Backend("cuda", simulator=sim, block_threads=SIM_THREADS if sim else None)
-MNIST_SIZES = (784, 256, 256, 256, 256, 10)
+    return Backend("cuda", simulator=sim, block_threads=SIM_THREADS if sim else None, min_blocks_per_sm=min_blocks)
 
 
 def parse():
@@ -208,23 +219,66 @@ def check_batched(rng, device, sim):
 # --- timings -------------------------------------------------------------------------------------
 
 
+def kernel_registers(kernel):
+    """Registers per thread of a compiled Numba CUDA kernel on this GPU (None in the simulator)."""
+    try:
+        regs = kernel.get_regs_per_thread()
+    except AttributeError:
+        return None
+    return max(regs.values()) if isinstance(regs, dict) else regs
+
+
 def time_iris(rng, device, sim, budget):
+    """Network-epochs/s of the fused kernel: 1e4 and 1e5 networks with the compiler's register
+    choice, 1e5 with each launch bound of FUSED_MIN_BLOCKS (same numbers expected: only the register
+    allocation differs), then 1e6 with the fastest of them."""
     from spingpu import Readout, Variability
+    from spingpu.cuda_kernels import FUSED_MIN_BLOCKS
+    from spingpu.devices import get_model
+    from spingpu.kernels.fused_cuda import fused_cuda_layout
     from spingpu.training import TrainConfig, train
+    from spingpu.training.cuda_engine import fused_cuda_kernel
 
     ds = blobs(rng, SIM_IRIS_ROWS if sim else 150, 4, 3, "iris-shaped")
     epochs = 1 if sim else 200
     cfg = TrainConfig(hidden=(8,), epochs=epochs, lr=0.05, seed=1, grad_mode="fd_forward",
                       variability=Variability(sigma_d2d=0.1, sigma_pair=0.02), readout=Readout(read_noise=1e-3))
-    rows, rate = [], None
-    for n in ((1,) if sim else (10**4, 10**5, 10**6)):
-        if rate is not None and n * epochs / rate > budget:
-            rows.append(dict(networks=n, skipped=f"predicted {n * epochs / rate:.0f} s > budget {budget:.0f} s"))
-            continue
-        r = train(ds, cfg, n_networks=n, backend=fused_backend(sim))
-        rate = r.attrs["network_epochs_per_second"]
-        rows.append(dict(networks=n, epochs=epochs, seconds=r.attrs["train_seconds"], network_epochs_per_s=rate,
-                         compile_s=r.attrs["compile_seconds"], median_test_acc=float(r.test_acc.median())))
+    model = get_model("stt_compact")
+    small, large = (1, 2) if sim else (10**4, 10**5)
+    rows, runs = [], {}
+
+    def run(n, min_blocks):
+        backend = fused_backend(sim, min_blocks)
+        r = train(ds, cfg, n_networks=n, backend=backend)
+        layout = fused_cuda_layout(IRIS_SIZES, model.kernel_width, ds.y_train.size, backend.block_threads,
+                                   min_blocks)
+        row = dict(networks=n, epochs=epochs, min_blocks_per_sm=min_blocks, seconds=r.attrs["train_seconds"],
+                   network_epochs_per_s=r.attrs["network_epochs_per_second"], compile_s=r.attrs["compile_seconds"],
+                   registers=kernel_registers(fused_cuda_kernel(model, layout)),
+                   median_test_acc=float(r.test_acc.median()))
+        if n == large:
+            runs[min_blocks] = r
+            row["same_as_compiler_choice"] = bool(
+                np.array_equal(r.train_loss.values, runs[None].train_loss.values, equal_nan=True)
+                and np.array_equal(r.test_acc.values, runs[None].test_acc.values, equal_nan=True))
+        rows.append(row)
+        print(f"  iris {n:.0e} networks, min blocks/SM {min_blocks}: {row['network_epochs_per_s']:.3g} "
+              f"network-epochs/s, {row['registers']} registers", flush=True)
+        return row
+
+    run(small, None)
+    best = run(large, None)
+    for k in FUSED_MIN_BLOCKS:
+        row = run(large, k)
+        if row["network_epochs_per_s"] > best["network_epochs_per_s"]:
+            best = row
+    n = 1 if sim else 10**6
+    predicted = n * epochs / best["network_epochs_per_s"]
+    if predicted > budget:
+        rows.append(dict(networks=n, min_blocks_per_sm=best["min_blocks_per_sm"],
+                         skipped=f"predicted {predicted:.0f} s > budget {budget:.0f} s"))
+    else:
+        run(n, best["min_blocks_per_sm"])
     return rows
 
 
@@ -276,6 +330,63 @@ def time_bandwidth(rng, device, sim):
     sgemm_s = best_of(lambda: cupy.matmul(x, x, out=y))
     return dict(copy_GBps=copy_bw / 1e9, pair_GBps=pair_bw / 1e9, pair_over_copy=pair_bw / copy_bw,
                 pair_elements_per_s=dz.size / pair_s, sgemm_TFLOPs=2 * m**3 / sgemm_s / 1e12)
+
+
+LAUNCH_PEER = r"""
+extern "C" __global__ void pair_arguments(const float* z, const double* junc, const double* nominal,
+        const double* table, long long mode, const double* neuron, const double* readout, unsigned long long k0,
+        unsigned long long k1, const long long* networks, long long purpose, long long layer, long long slot0,
+        long long row0, bool derivatives, float* h, float* used, float* exact) {
+    if (blockIdx.x == 0 && threadIdx.x == 0) {
+        h[0] = z[0];
+        used[0] = (float)junc[0];
+        exact[0] = (float)(nominal[0] + table[0] + neuron[0] + readout[0] + networks[0] + mode + purpose + layer
+                           + slot0 + row0 + k0 + k1 + derivatives);
+    }
+}
+"""
+
+
+def time_launch(rng, device, sim, launches=2000):
+    """Host time to queue one launch of the pair kernel through Device.launch (18 arguments, 10 of
+    them arrays, which numba-cuda passes as several words each) against a CuPy RawKernel taking the
+    same arguments as plain pointers and scalars (CUDA C: the path the issue names for where Numba is
+    weak). Both launch one block on a one-element problem, so the GPU keeps up and the host's cost
+    per launch is what is timed. None in the simulator."""
+    if sim:
+        return None
+    import cupy
+
+    from spingpu.kernels import batched_cuda
+    from spingpu.kernels.pair_neuron import FD_FORWARD
+    from spingpu.kernels.philox import split_seed
+    from spingpu.training.batched_cuda_engine import pair_layer_cuda_kernel
+
+    model, junc, z, neuron, readout = pair_problem(rng, 1, 1, 2, np.float32)
+    k0, k1 = split_seed(np.uint64(7))
+    arrays = [cupy.asarray(a) for a in (z, junc.reshape(-1, junc.shape[-1]), model.nominal,
+                                        np.ascontiguousarray(model.aux_table), neuron, readout, np.arange(1))]
+    outs = [cupy.empty_like(arrays[0]) for _ in range(3)]
+    dz, dj, nominal, table, dneuron, dreadout, nets = arrays
+    numba_args = (dz, dj, nominal, table, FD_FORWARD, dneuron, dreadout, k0, k1, nets, 5, 0, 0, 0, True, *outs)
+    raw_args = (dz, dj, nominal, table, np.int64(FD_FORWARD), dneuron, dreadout, np.uint64(k0), np.uint64(k1), nets,
+                np.int64(5), np.int64(0), np.int64(0), np.int64(0), np.bool_(True), *outs)
+    kernel = pair_layer_cuda_kernel(model)
+    raw = cupy.RawKernel(LAUNCH_PEER, "pair_arguments")
+
+    def per_launch(launch):
+        launch()  # compiles
+        device.synchronize()
+        t0 = time.perf_counter()
+        for _ in range(launches):
+            launch()
+        queued = (time.perf_counter() - t0) / launches
+        device.synchronize()
+        return queued
+
+    numba_s = per_launch(lambda: device.launch(kernel, 1, batched_cuda.THREADS, *numba_args))
+    raw_s = per_launch(lambda: raw((1,), (batched_cuda.THREADS,), raw_args))
+    return dict(arguments=len(numba_args), numba_us=1e6 * numba_s, cupy_raw_us=1e6 * raw_s, ratio=numba_s / raw_s)
 
 
 def time_mnist(rng, device, sim, sgemm_tflops):
@@ -348,17 +459,48 @@ def main():
     print(f"spingpu {spingpu.__version__}, numba {numba.__version__}, numpy {np.__version__}; device: {device.name}; "
           f"random inputs seed {seed}", flush=True)
     t0 = time.perf_counter()
-    checks = []
-    for fn in (check_fused, check_pair, check_batched):
-        checks.append(fn(rng, device, args.simulate))
-        print(f"  check {checks[-1]['name']:<20} {'ok' if checks[-1]['ok'] else 'FAILED'}: {checks[-1]['detail']}",
-              flush=True)
-    iris = time_iris(rng, device, args.simulate, args.budget)
-    bandwidth = time_bandwidth(rng, device, args.simulate)
-    mnist = time_mnist(rng, device, args.simulate, bandwidth["sgemm_TFLOPs"])
-    macrospin = time_macrospin(device, args.simulate)
-    results = dict(device=device.name, seed=seed, checks=checks, iris=iris, bandwidth=bandwidth, mnist=mnist,
-                   macrospin=macrospin, seconds=time.perf_counter() - t0)
+    results = dict(device=device.name, seed=seed, checks=[], errors={})
+    out = Path(os.environ["OUT"]) / "gpu_check.json" if os.environ.get("OUT") else None
+
+    def save():
+        """The JSON so far: a section that crashes or a run cut short keeps what came before."""
+        results["seconds"] = time.perf_counter() - t0
+        if out is not None:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            part = out.with_suffix(".json.part")
+            part.write_text(json.dumps(results, indent=2, default=float))
+            part.replace(out)
+
+    def attempt(fn, *fn_args):
+        """(fn(*fn_args), None), or (None, the error in a line) with its traceback printed: one
+        failing part must not lose the others' numbers."""
+        try:
+            return fn(*fn_args), None
+        except Exception as err:
+            traceback.print_exc()
+            return None, f"{type(err).__name__}: {err}"
+
+    def section(key, fn, *fn_args):
+        results[key], error = attempt(fn, *fn_args)
+        if error is not None:
+            results["errors"][key] = error
+        save()
+        return results[key]
+
+    for key in ("fused", "pair", "batched"):
+        check, error = attempt(globals()[f"check_{key}"], rng, device, args.simulate)
+        if error is not None:
+            check = dict(name=key, ok=False, detail=f"error: {error}")
+        results["checks"].append(check)
+        save()
+        print(f"  check {check['name']:<20} {'ok' if check['ok'] else 'FAILED'}: {check['detail']}", flush=True)
+    checks = results["checks"]
+    iris = section("iris", time_iris, rng, device, args.simulate, args.budget) or []
+    none = dict(copy_GBps=None, pair_GBps=None, pair_over_copy=None, sgemm_TFLOPs=None)
+    bandwidth = section("bandwidth", time_bandwidth, rng, device, args.simulate) or none
+    launch = section("launch", time_launch, rng, device, args.simulate)
+    mnist = section("mnist", time_mnist, rng, device, args.simulate, bandwidth["sgemm_TFLOPs"]) or []
+    macrospin = section("macrospin", time_macrospin, device, args.simulate)
 
     def fmt(v, spec):
         return "n/a" if v is None else format(v, spec)
@@ -368,30 +510,36 @@ def main():
     for c in checks:
         print(f"| check: {c['name']} | {'ok' if c['ok'] else 'FAILED'}: {c['detail']} | pass |")
     for row in iris:
+        what = f"Iris 4-8-3, {row['networks']:.0e} networks, min blocks/SM {row['min_blocks_per_sm']}"
         if "skipped" in row:
-            print(f"| Iris 4-8-3, {row['networks']:.0e} networks | skipped: {row['skipped']} | |")
+            print(f"| {what} | skipped: {row['skipped']} | |")
         else:
-            print(f"| Iris 4-8-3, {row['networks']:.0e} networks x {row['epochs']} epochs | "
-                  f"{row['network_epochs_per_s']:.3g} network-epochs/s ({row['seconds']:.1f} s; compile "
-                  f"{row['compile_s']:.1f} s) | 1e6 x 200 in < 10 s |")
+            same = row.get("same_as_compiler_choice")
+            print(f"| {what} x {row['epochs']} epochs | {row['network_epochs_per_s']:.3g} network-epochs/s "
+                  f"({row['seconds']:.1f} s; compile {row['compile_s']:.1f} s; {row['registers']} registers"
+                  f"{'' if same is None else '; same numbers' if same else '; numbers DIFFER'}) | "
+                  f"1e6 x 200 in < 10 s |")
     print(f"| copy bandwidth | {fmt(bandwidth['copy_GBps'], '.0f')} GB/s | |")
     print(f"| pair kernel | {fmt(bandwidth['pair_GBps'], '.0f')} GB/s = {fmt(bandwidth['pair_over_copy'], '.0%')} "
           f"of copy | >= 70 % |")
     print(f"| SGEMM 8192^3 | {fmt(bandwidth['sgemm_TFLOPs'], '.1f')} TFLOP/s | |")
+    if launch is not None:
+        print(f"| host time per launch, {launch['arguments']} arguments | numba-cuda {launch['numba_us']:.1f} us, "
+              f"CuPy RawKernel {launch['cupy_raw_us']:.1f} us ({launch['ratio']:.1f}x) | |")
     for row in mnist:
         print(f"| MLP {row['sizes']}, batch {row['batch']}, {row['networks']} networks | "
               f"{row['network_steps_per_s']:.3g} network-steps/s, {row['matmul_TFLOPs']:.2f} TFLOP/s = "
               f"{fmt(row['over_sgemm'], '.0%')} of SGEMM; {1e3 * row['seconds_per_step']:.2f} ms per step, "
               f"{1e3 * row['host_queue_seconds_per_step']:.2f} ms to queue it | >= 50 % |")
-    print(f"| macrospin LLGS, {macrospin['runs']:,d} junctions x {macrospin['steps']} steps | "
-          f"{macrospin['junction_steps_per_s']:.3g} junction-steps/s (max |R - R_cpu| "
-          f"{macrospin['max_abs_diff_ohm']:.1e} ohm) | >= 1e10 |")
-    print(f"\ntotal {results['seconds']:.0f} s")
-    if os.environ.get("OUT"):
-        path = Path(os.environ["OUT"]) / "gpu_check.json"
-        path.write_text(json.dumps(results, indent=2, default=float))
-        print(f"wrote {path}")
-    return 0 if all(c["ok"] for c in checks) else 1
+    if macrospin is not None:
+        print(f"| macrospin LLGS, {macrospin['runs']:,d} junctions x {macrospin['steps']} steps | "
+              f"{macrospin['junction_steps_per_s']:.3g} junction-steps/s (max |R - R_cpu| "
+              f"{macrospin['max_abs_diff_ohm']:.1e} ohm) | >= 1e10 |")
+    for key, error in results["errors"].items():
+        print(f"| {key} | ERROR: {error} | |")
+    save()
+    print(f"\ntotal {results['seconds']:.0f} s" + (f"; wrote {out}" if out is not None else ""))
+    return 0 if all(c["ok"] for c in checks) and not results["errors"] else 1
 
 
 if __name__ == "__main__":

@@ -15,6 +15,8 @@ from .variability import MAX_PARAMETERS, sample_junction
 if numba.config.ENABLE_CUDASIM:
     simulator.install()
 
+THREADS = 128  # threads per block of these kernels' launches (one thread per element or task)
+
 
 def make_iv_kernel(point):
     """``iv(currents[M], params[M, P], table, v_out[M], dvdi_out[M])``, one thread per element."""

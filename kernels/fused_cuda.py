@@ -51,6 +51,12 @@ class FusedLayout:
     n_params: int  # junction parameters P
     threads: int  # threads per block T
     errs_len: int  # power of two >= batch x hidden units: the deriv_rel_err scratch row
+    min_blocks: int | None = None  # launch bounds: compile so that this many blocks fit a multiprocessor
+
+    @property
+    def launch_bounds(self):
+        """numba-cuda's ``launch_bounds``: (max threads per block, min resident blocks per SM)."""
+        return (self.threads,) if self.min_blocks is None else (self.threads, self.min_blocks)
 
     @property
     def n_weights(self):
@@ -73,9 +79,11 @@ def shared_words(sizes, n_params, threads):
     return 3 * n_w + 2 * units * n_params + (2 * n_layers) * threads * max(sizes) + threads + 2
 
 
-def fused_cuda_layout(sizes, n_params, batch, threads=None):
+def fused_cuda_layout(sizes, n_params, batch, threads=None, min_blocks=None):
     """The layout for this architecture, or None if one network's block does not fit in shared
-    memory (the batched engine then trains it). ``threads`` forces T (tests use small blocks)."""
+    memory (the batched engine then trains it). ``threads`` forces T (tests use small blocks);
+    ``min_blocks`` asks the compiler to fit that many blocks on a multiprocessor (fewer registers
+    per thread, perhaps spilled; default: the compiler's choice)."""
     sizes = tuple(int(s) for s in sizes)
     errs_len = 1
     while errs_len < batch * max(sum(sizes[1:-1]), 1):
@@ -83,7 +91,7 @@ def fused_cuda_layout(sizes, n_params, batch, threads=None):
     choices = (threads,) if threads else THREAD_CHOICES
     for t in choices:
         if 8 * shared_words(sizes, n_params, t) <= SHARED_BYTES:
-            return FusedLayout(sizes, int(n_params), int(t), errs_len)
+            return FusedLayout(sizes, int(n_params), int(t), errs_len, min_blocks)
     return None
 
 
@@ -158,7 +166,8 @@ def make_fused_cuda(pair_neuron, layout: FusedLayout):
                 j //= 2
             k *= 2
 
-    @cuda.jit
+    # launch bounds are a hint to the compiler, which Numba's CUDA simulator does not take
+    @cuda.jit(**({} if numba.config.ENABLE_CUDASIM else {"launch_bounds": layout.launch_bounds}))
     def train_block(x_tr, y_tr, x_va, y_va, x_te, y_te, teacher, use_teacher, networks, seed, sizes, w_off, b_off,
                     u_off, junctions, nominal, table, mode, neuron, readout, opt_kind, hyper, lr_epoch, batch,
                     orders, w_init, errs, out_loss, out_acc, out_val, out_cos, out_derr, out_test, out_div):

@@ -1,7 +1,14 @@
-"""Compile CUDA kernels to PTX for a chosen architecture without a GPU or driver."""
+"""Compile CUDA kernels to PTX, and assemble PTX to machine code, for a chosen architecture
+without a GPU or driver."""
 
 import contextlib
+import math
+import re
 from dataclasses import dataclass
+
+REGISTERS_PER_SM = 65536  # 32-bit registers per multiprocessor (and per block), every GPU since sm_50
+REGISTER_UNIT = 256  # registers are allocated per warp in units of 256
+WARP = 32
 
 
 @dataclass(frozen=True)
@@ -27,10 +34,70 @@ def fixed_compute_capability(cc):
 
 
 def compile_ptx(kernel, signature, cc=(9, 0)):
-    """PTX text of a ``numba.cuda.jit`` kernel (or its Python function) for ``signature``."""
+    """PTX text of a ``numba.cuda.jit`` kernel (or its Python function) for ``signature``, with the
+    kernel's ``launch_bounds`` if it has them."""
     from numba import cuda
 
     py_func = getattr(kernel, "py_func", kernel)
+    options = getattr(kernel, "targetoptions", {})
     with fixed_compute_capability(cc):
-        ptx, _ = cuda.compile_ptx(py_func, signature, cc=tuple(cc))
+        ptx, _ = cuda.compile_ptx(py_func, signature, cc=tuple(cc), launch_bounds=options.get("launch_bounds"))
     return ptx
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What the assembler (ptxas, run by nvJitLink) gives one kernel on one architecture."""
+
+    registers: int  # 32-bit registers per thread
+    stack_bytes: int  # per thread, in local memory: local arrays and call frames
+    shared_bytes: int  # static shared memory per block; on sm_90 it includes the 1 KiB the system reserves
+    spill_bytes: int  # register spill stores + loads, summed over the kernel and the functions it calls
+
+    def blocks_per_sm(self, threads):
+        """Resident blocks of ``threads`` threads per multiprocessor that the register file allows:
+        floor(65536 / (warps per block x registers per warp)), registers per warp = 32 x registers
+        rounded up to a multiple of 256 (the CUDA occupancy calculator's register limit for sm_50 and
+        later). 0 means a block of that size cannot launch."""
+        per_warp = math.ceil(WARP * self.registers / REGISTER_UNIT) * REGISTER_UNIT
+        return REGISTERS_PER_SM // (math.ceil(threads / WARP) * per_warp)
+
+
+_USED = re.compile(r"used (\d+) registers.*?(\d+) stack, (\d+) bytes smem")
+_SPILLS = re.compile(r"(\d+) bytes spill stores, (\d+) bytes spill loads")
+
+
+def assemble(ptx, cc=(9, 0)):
+    """:class:`Resources` of the one kernel in ``ptx`` assembled to SASS for ``cc`` by nvJitLink
+    (``cuda.bindings``, which numba-cuda's ``cu12``/``cu13`` extras install). Raises RuntimeError
+    with the assembler's first error line (e.g. ``uses too much shared data``)."""
+    from cuda.bindings import nvjitlink
+
+    arch = f"sm_{cc[0]}{cc[1]}"
+    handle = nvjitlink.create(2, [f"-arch={arch}", "-verbose"])
+
+    def log(size, get):
+        buf = bytearray(size(handle))
+        get(handle, buf)
+        return buf.decode(errors="replace")
+
+    try:
+        data = ptx.encode()
+        try:
+            nvjitlink.add_data(handle, nvjitlink.InputType.PTX, data, len(data), "kernel.ptx")
+            nvjitlink.complete(handle)
+        except nvjitlink.nvJitLinkError as err:
+            text = log(nvjitlink.get_error_log_size, nvjitlink.get_error_log).replace("\0", "")
+            lines = [" ".join(ln.split()) for ln in text.splitlines() if ln.strip()]
+            first = next((ln for ln in lines if "error" in ln.lower() or "fatal" in ln.lower()), str(err))
+            raise RuntimeError(f"assembling for {arch}: {first}") from None
+        info = log(nvjitlink.get_info_log_size, nvjitlink.get_info_log)
+    finally:
+        nvjitlink.destroy(handle)
+    used = _USED.findall(info)
+    if len(used) != 1:
+        raise RuntimeError(f"assembling for {arch}: expected one kernel's resource line in nvJitLink's log, "
+                           f"found {len(used)}")
+    registers, stack, shared = map(int, used[0])
+    spills = sum(int(s) + int(ld) for s, ld in _SPILLS.findall(info))
+    return Resources(registers, stack, shared, spills)

@@ -25,6 +25,10 @@ class Backend:
     CUDA settings: ``gpu_memory_bytes`` caps the GPU memory a run takes (default 80 % of the free
     memory; networks are trained in chunks that fit), ``block_threads`` forces the threads per
     block of the fused kernel (default: the most of 128, 64, 32 whose shared memory fits),
+    ``min_blocks_per_sm`` compiles the fused kernel so that at least that many blocks are resident
+    on a multiprocessor (CUDA launch bounds: fewer registers per thread, more blocks hiding each
+    other's latency, perhaps spilled registers; default: the compiler's choice; ``spingpu info
+    --check-kernels`` shows the registers and ``benchmarks/gpu_check.py`` times the choices),
     ``cuda_engine`` chooses between the fused block-per-network kernel and the batched engine
     (``auto``: fused when the network fits a block).
     """
@@ -34,6 +38,7 @@ class Backend:
     gpu_memory_bytes: int | None = None
     block_threads: int | None = None
     cuda_engine: str = "auto"
+    min_blocks_per_sm: int | None = None
 
     def __post_init__(self):
         if self.name not in BACKENDS:
@@ -42,6 +47,8 @@ class Backend:
             check_range("gpu_memory_bytes", self.gpu_memory_bytes, 1, None, integer=True)
         if self.block_threads is not None and self.block_threads not in (32, 64, 128, 256):
             raise ConfigError("block_threads", f"{self.block_threads!r}; allowed: 32, 64, 128, 256")
+        if self.min_blocks_per_sm is not None:
+            check_range("min_blocks_per_sm", self.min_blocks_per_sm, 1, 32, integer=True)
         if self.cuda_engine not in CUDA_ENGINES:
             raise ConfigError("cuda_engine", f"{self.cuda_engine!r}; allowed: {', '.join(CUDA_ENGINES)}")
 

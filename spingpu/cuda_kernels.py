@@ -1,8 +1,9 @@
-"""Every CUDA kernel spingpu launches, with the signatures it is launched with.
+"""Every CUDA kernel spingpu launches, with the signatures and block size it is launched with.
 
 Used by ``spingpu info --check-kernels`` to compile each one to PTX for a chosen architecture
-without a GPU, and by the tests. Building the list imports numba.cuda (not done by ``import
-spingpu``).
+without a GPU, then to assemble the PTX to machine code (nvJitLink) and report what the kernel
+needs per thread and block, and by the tests. Building the list imports numba.cuda (not done by
+``import spingpu``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ from dataclasses import dataclass
 class KernelSpec:
     name: str
     kernel: object  # a numba.cuda.jit dispatcher
-    signature: str
+    signature: object  # a signature string or a tuple of Numba types
+    threads: int  # threads per block of its launches
+    layout: object = None  # the FusedLayout a fused trainer is specialised to
 
 
 IV_SIGNATURE = "(float64[::1], float64[:, ::1], float64[:, ::1], float64[::1], float64[::1])"
@@ -22,6 +25,9 @@ MACROSPIN_SIGNATURE = ("(float64[::1], float64[:, ::1], int64[:, ::1], uint64, u
                        "float64[:, :, ::1])")
 SAMPLE_SIGNATURE = ("(uint64, uint64, int64[::1], int64, int64, float64[::1], boolean[::1], float64[::1], "
                     "float64[:, ::1], float64[:, ::1], float64[:, :, :, ::1])")
+
+
+FUSED_MIN_BLOCKS = (3, 4)  # launch bounds of the fused kernel's variants that gpu_check times
 
 
 def catalog():
@@ -33,14 +39,18 @@ def catalog():
     from .devices.tabulated import tabulated_model
     from .kernels import cuda_devices
 
-    specs = [KernelSpec("sample_layer", cuda_devices.sample_layer, SAMPLE_SIGNATURE),
-             KernelSpec("macrospin_mean_resistance", cuda_devices.macrospin_mean_resistance, MACROSPIN_SIGNATURE)]
+    threads = cuda_devices.THREADS
+    specs = [KernelSpec("sample_layer", cuda_devices.sample_layer, SAMPLE_SIGNATURE, threads),
+             KernelSpec("macrospin_mean_resistance", cuda_devices.macrospin_mean_resistance, MACROSPIN_SIGNATURE,
+                        threads)]
     x = np.linspace(-1e-3, 1e-3, 5)
     models = (get_model("stt_compact"), tabulated_model(table=(x, 1e3 * x)), TABLE_MODEL)
     for model in models:
-        specs.append(KernelSpec(f"iv[{model.name}]", cuda_devices.make_iv_kernel(model.point), IV_SIGNATURE))
+        specs.append(KernelSpec(f"iv[{model.name}]", cuda_devices.make_iv_kernel(model.point), IV_SIGNATURE,
+                                threads))
     for model in models:
         specs.append(fused_train_spec(model))
+    specs += [fused_train_spec(models[0], k) for k in FUSED_MIN_BLOCKS]
     specs += batched_specs(models)
     return specs
 
@@ -57,6 +67,7 @@ def batched_specs(models):
         return tuple(numba.typeof(a) for a in args)
 
     specs = []
+    threads = batched_cuda.THREADS
     i64, f64 = np.zeros(2, np.int64), np.zeros(2)
     for dtype in ("float32", "float64"):
         z = np.zeros((2, 3, 4), dtype)
@@ -64,22 +75,24 @@ def batched_specs(models):
             junc = np.zeros((2 * 4 * 2, len(model.parameters)))  # (N U 2, P) rows
             args = (z, junc, model.nominal, np.ascontiguousarray(model.aux_table), 0, np.zeros(5), np.zeros(10),
                     np.uint64(0), np.uint64(0), i64, 0, 0, 0, 0, True, z, z, z)
-            specs.append(KernelSpec(f"pair_layer[{model.name}, {dtype}]", pair_layer_cuda_kernel(model), sig(*args)))
-        specs.append(KernelSpec(f"digital_layer[{dtype}]", batched_cuda.digital_layer, sig(0, z, z, z)))
+            specs.append(KernelSpec(f"pair_layer[{model.name}, {dtype}]", pair_layer_cuda_kernel(model), sig(*args),
+                                    threads))
+        specs.append(KernelSpec(f"digital_layer[{dtype}]", batched_cuda.digital_layer, sig(0, z, z, z), threads))
         w = np.zeros(10, dtype)
         specs.append(KernelSpec(f"optimizer_update[{dtype}]", batched_cuda.optimizer_update,
-                                sig(w, w, w, w, np.zeros(2, np.bool_), i64, 0, 0.1, 1, f64)))
+                                sig(w, w, w, w, np.zeros(2, np.bool_), i64, 0, 0.1, 1, f64), threads))
     logits = np.zeros((2, 3, 4))
     specs.append(KernelSpec("softmax_xent_rows", batched_cuda.softmax_xent_rows,
-                            sig(logits, i64, np.zeros((1, 4)), False, 1.0, 0.0, logits, np.zeros((2, 3)))))
-    specs.append(KernelSpec("network_mean", batched_cuda.network_mean, sig(np.zeros((2, 3)), f64)))
+                            sig(logits, i64, np.zeros((1, 4)), False, 1.0, 0.0, logits, np.zeros((2, 3))), threads))
+    specs.append(KernelSpec("network_mean", batched_cuda.network_mean, sig(np.zeros((2, 3)), f64), threads))
     return specs
 
 
-def fused_train_spec(model):
+def fused_train_spec(model, min_blocks=None):
     """The fused CUDA trainer of ``model`` for Iris-sized 4-8-3 networks, typed by the arguments
-    of a real (tiny) run. Its layout is a compile-time constant, so other architectures compile
-    the same source with other array sizes."""
+    of a real (tiny) run, compiled for ``min_blocks`` resident blocks per SM (None: the compiler's
+    choice). Its layout is a compile-time constant, so other architectures compile the same source
+    with other array sizes."""
     import numba
     import numpy as np
 
@@ -92,10 +105,11 @@ def fused_train_spec(model):
     y = np.arange(20) % 3
     dataset = from_arrays(rng.normal(size=(20, 4)) + y[:, None], y, name="check", seed=0)
     config = TrainConfig(hidden=(8,), epochs=1)
-    layout = fused_cuda_layout((4, 8, 3), model.kernel_width, dataset.y_train.size)
+    layout = fused_cuda_layout((4, 8, 3), model.kernel_width, dataset.y_train.size, min_blocks=min_blocks)
     run = FusedCudaRun(dataset, config, np.arange(1), model, None, layout, Device(simulator=True))
     signature = tuple(numba.typeof(a) for a in run.probe_arguments())
-    return KernelSpec(f"fused_train[{model.name}]", fused_cuda_kernel(model, layout), signature)
+    name = model.name if min_blocks is None else f"{model.name}, {min_blocks} blocks/SM"
+    return KernelSpec(f"fused_train[{name}]", fused_cuda_kernel(model, layout), signature, layout.threads, layout)
 
 
 def parse_arch(arch):
@@ -111,44 +125,95 @@ def parse_arch(arch):
 _CATALOG = None  # this process's catalog(), built once for _compile
 
 
-def _compile(index, cc):
-    """(name, bytes of PTX, None) of catalog entry ``index``, or (name, None, error line)."""
+@dataclass(frozen=True)
+class Compiled:
+    """One kernel's outcome: PTX size, and its machine-code resources if it was assembled."""
+
+    name: str
+    threads: int
+    ptx_bytes: int | None = None
+    resources: object = None  # kernels.ptx.Resources
+    error: str | None = None
+
+    def line(self):
+        text = f"  {self.name:<38} {self.ptx_bytes:>9,d} bytes of PTX"
+        r = self.resources
+        if r is not None:
+            text += (f"; {r.registers:>3d} registers, {r.stack_bytes:>5,d} B stack, {r.shared_bytes:>6,d} B shared, "
+                     f"{r.spill_bytes:>5,d} B spill ld/st; {r.blocks_per_sm(self.threads):>2d} blocks of "
+                     f"{self.threads} threads per SM by registers")
+        return text
+
+
+def _compile(index, cc, assemble):
+    """:class:`Compiled` of catalogue entry ``index``: PTX for ``cc`` and, if ``assemble``, its
+    SASS resources; ``error`` is set instead when either step fails."""
     global _CATALOG
-    from .kernels.ptx import compile_ptx
+    from .kernels import ptx
 
     if _CATALOG is None:
         _CATALOG = catalog()
     spec = _CATALOG[index]
+    done = Compiled(spec.name, spec.threads)
     try:
-        return spec.name, len(compile_ptx(spec.kernel, spec.signature, cc)), None
+        text = ptx.compile_ptx(spec.kernel, spec.signature, cc)
+        done = Compiled(spec.name, spec.threads, len(text))
+        if assemble:
+            return Compiled(spec.name, spec.threads, len(text), ptx.assemble(text, cc))
+        return done
     except Exception as err:  # reported by name in the parent
-        return spec.name, None, f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+        step = "compile" if done.ptx_bytes is None else "assemble"
+        message = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+        return Compiled(spec.name, spec.threads, done.ptx_bytes, error=f"failed to {step} for sm_{cc[0]}{cc[1]}: "
+                        f"{message}")
 
 
-def check_kernels(arch="sm_90", report=print, jobs=1):
-    """Compile every kernel to PTX for ``arch`` (e.g. ``sm_90``) in ``jobs`` processes; return the
-    number compiled. Raises RuntimeError naming the first kernel (in catalogue order) that fails."""
+def nvjitlink_missing():
+    """None if nvJitLink (``cuda.bindings``) can be imported, else why not."""
+    try:
+        from cuda.bindings import nvjitlink  # noqa: F401
+    except ImportError as err:
+        return str(err)
+    return None
+
+
+def check_kernels(arch="sm_90", report=print, jobs=1, assemble=True):
+    """Compile every kernel to PTX for ``arch`` (e.g. ``sm_90``) in ``jobs`` processes and, if
+    ``assemble`` and nvJitLink is installed, assemble it to SASS; report one line per kernel (with
+    its registers, stack, shared memory and spills when assembled) and return the number compiled.
+
+    Raises RuntimeError naming the first kernel (in catalogue order) that fails to compile or to
+    assemble, or whose block of launch threads needs more than the 65,536 registers of a block.
+    """
     import concurrent.futures
     import multiprocessing
 
     from .errors import ConfigError
+    from .kernels.ptx import REGISTERS_PER_SM
 
     global _CATALOG
     cc = parse_arch(arch)
     if not isinstance(jobs, int) or jobs < 1:
         raise ConfigError("jobs", f"{jobs!r}; expected an integer >= 1")
+    if assemble and (why := nvjitlink_missing()) is not None:
+        report(f"  (PTX only, not assembled: nvJitLink is not importable: {why})")
+        assemble = False
     _CATALOG = catalog()  # the spawned workers build their own
     n = len(_CATALOG)
     if jobs == 1:
-        results = (_compile(i, cc) for i in range(n))
+        results = (_compile(i, cc, assemble) for i in range(n))
     else:
         pool = concurrent.futures.ProcessPoolExecutor(min(jobs, n), mp_context=multiprocessing.get_context("spawn"))
-        results = pool.map(_compile, range(n), [cc] * n)
+        results = pool.map(_compile, range(n), [cc] * n, [assemble] * n)
     try:
-        for name, size, error in results:
-            if error is not None:
-                raise RuntimeError(f"kernel {name} failed to compile for {arch}: {error}")
-            report(f"  {name:<36} {size:>9,d} bytes of PTX")
+        for done in results:
+            if done.error is not None:
+                raise RuntimeError(f"kernel {done.name} {done.error}")
+            if done.resources is not None and done.resources.blocks_per_sm(done.threads) == 0:
+                raise RuntimeError(f"kernel {done.name} cannot launch {done.threads} threads per block on {arch}: "
+                                   f"{done.resources.registers} registers per thread x {done.threads} threads need "
+                                   f"more than the {REGISTERS_PER_SM:,d} registers of a block")
+            report(done.line())
     finally:
         if jobs > 1:
             pool.shutdown(cancel_futures=True)

@@ -1,6 +1,7 @@
 """The device kernels' CUDA versions: equal to the CPU in the simulator, and compile to PTX."""
 
 import os
+import re
 import subprocess
 import sys
 
@@ -60,16 +61,33 @@ def test_catalog_names_every_kernel():
     assert len(set(names)) == len(names)
 
 
-def test_every_kernel_compiles_to_ptx_for_sm90():
+def test_every_kernel_compiles_to_ptx_and_assembles_for_sm90():
     pytest.importorskip("numba_cuda")
     env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
     proc = subprocess.run([sys.executable, "-m", "spingpu.cli.main", "info", "--check-kernels", "--arch", "sm_90", "--jobs", "2"],
                           capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.strip().splitlines()
-    names = [spec.name for spec in catalog()]
-    assert lines[-1] == f"{len(names)} kernels compiled"
-    assert [line.rsplit(maxsplit=4)[0].strip() for line in lines[-1 - len(names):-1]] == names  # in catalogue order, over 2 processes
+    specs = catalog()
+    assert lines[-1] == f"{len(specs)} kernels compiled"
+    rows = [KERNEL_LINE.fullmatch(line) for line in lines[-1 - len(specs):-1]]
+    assert all(rows), lines
+    assert [row["name"] for row in rows] == [spec.name for spec in specs]  # in catalogue order, over 2 processes
+    for row, spec in zip(rows, specs):
+        regs, shared = int(row["registers"]), int(row["shared"].replace(",", ""))
+        assert 1 <= regs <= 255 and int(row["blocks"]) >= 1 and int(row["threads"]) == spec.threads
+        layout = spec.layout
+        if layout is not None:  # a fused trainer: the module docstring's shared memory, + the 1 KiB sm_90 reserves
+            assert shared == 8 * layout.shared_words + 1024, spec.name
+            if layout.min_blocks is not None:  # launch bounds reach the compiler
+                assert int(row["blocks"]) >= layout.min_blocks and regs <= 65536 // (layout.min_blocks * spec.threads)
+        else:
+            assert shared == 0, spec.name
+
+
+KERNEL_LINE = re.compile(r"  (?P<name>.+?) +[\d,]+ bytes of PTX; +(?P<registers>\d+) registers, +[\d,]+ B stack, +"
+                         r"(?P<shared>[\d,]+) B shared, +[\d,]+ B spill ld/st; +(?P<blocks>\d+) blocks of "
+                         r"(?P<threads>\d+) threads per SM by registers")
 
 
 @pytest.mark.parametrize("arch, jobs, message", [("sm9", 1, "arch: 'sm9'; expected sm_XY"),
@@ -86,7 +104,7 @@ def test_check_kernels_bad_arch_or_jobs_is_a_one_line_error(arch, jobs, message)
 def test_a_kernel_that_fails_to_compile_is_named(monkeypatch):
     from spingpu import cuda_kernels
 
-    broken = cuda_kernels.KernelSpec("broken_kernel", object(), "(float64[::1],)")
+    broken = cuda_kernels.KernelSpec("broken_kernel", object(), "(float64[::1],)", 128)
     monkeypatch.setattr(cuda_kernels, "catalog", lambda: [broken])
     with pytest.raises(RuntimeError, match=r"^kernel broken_kernel failed to compile for sm_90: \w+") as err:
         cuda_kernels.check_kernels("sm_90", report=lambda line: None, jobs=1)

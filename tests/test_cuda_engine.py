@@ -108,6 +108,8 @@ def test_layout_fits_shared_memory_and_refuses_networks_that_do_not():
 @pytest.mark.parametrize("bad, message", [
     (dict(gpu_memory_bytes=0), "gpu_memory_bytes: 0 is out of range"),
     (dict(block_threads=48), "block_threads: 48; allowed: 32, 64, 128, 256"),
+    (dict(min_blocks_per_sm=0), "min_blocks_per_sm: 0 is out of range; allowed: 1 <= value <= 32"),
+    (dict(min_blocks_per_sm=2.5), "min_blocks_per_sm: expected an integer, got 2.5"),
 ])
 def test_bad_backend_settings(bad, message):
     with pytest.raises(ConfigError) as err:
@@ -363,6 +365,60 @@ def test_gpu_check_script_runs_in_the_simulator(tmp_path):
     assert [c["ok"] for c in report["checks"]] == [True, True, True]
     assert report["device"] == "Numba CUDA simulator" and report["seed"] == 5
     assert all(row["network_epochs_per_s"] > 0 for row in report["iris"])
+
+
+def test_gpu_check_keeps_the_other_numbers_when_a_part_fails(tmp_path, monkeypatch, capsys):
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "gpu_check.py"
+    spec = importlib.util.spec_from_file_location("gpu_check_under_test", path)
+    gpu_check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu_check)
+
+    def boom(*args):
+        raise RuntimeError("boom")
+
+    ok = dict(name="fused vs cpu", ok=True, detail="fine")
+    iris = [dict(networks=1, epochs=1, min_blocks_per_sm=None, seconds=1.0, network_epochs_per_s=1.0, compile_s=0.1,
+                 registers=None, median_test_acc=0.5)]
+    for name, fn in dict(check_fused=lambda *a: ok, check_pair=boom, check_batched=lambda *a: dict(ok, name="b"),
+                         time_iris=lambda *a: iris, time_bandwidth=boom, time_mnist=lambda *a: [],
+                         time_macrospin=boom).items():
+        monkeypatch.setattr(gpu_check, name, fn)
+    monkeypatch.setenv("OUT", str(tmp_path / "new"))
+    monkeypatch.setattr("sys.argv", ["gpu_check.py", "--simulate", "--seed", "3"])
+    assert gpu_check.main() == 1
+    report = json.loads((tmp_path / "new" / "gpu_check.json").read_text())
+    assert [c["ok"] for c in report["checks"]] == [True, False, True]
+    assert report["checks"][1] == dict(name="pair", ok=False, detail="error: RuntimeError: boom")
+    assert report["iris"] == iris and report["mnist"] == [] and report["bandwidth"] is None
+    assert report["errors"] == {"bandwidth": "RuntimeError: boom", "macrospin": "RuntimeError: boom"}
+    assert "| bandwidth | ERROR: RuntimeError: boom | |" in capsys.readouterr().out
+
+
+def test_gpu_check_launch_peer_compiles_with_nvrtc_and_assembles():
+    """The CUDA C peer of gpu_check's launch timing must build on the GPU node at the first try."""
+    import sys
+    from pathlib import Path
+
+    nvrtc = pytest.importorskip("cuda.bindings.nvrtc")
+    pytest.importorskip("cuda.bindings.nvjitlink")
+    from spingpu.kernels.ptx import assemble
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    from gpu_check import LAUNCH_PEER
+
+    err, prog = nvrtc.nvrtcCreateProgram(LAUNCH_PEER.encode(), b"peer.cu", 0, [], [])
+    assert err == nvrtc.nvrtcResult.NVRTC_SUCCESS
+    (err,) = nvrtc.nvrtcCompileProgram(prog, 1, [b"--gpu-architecture=compute_90"])
+    assert err == nvrtc.nvrtcResult.NVRTC_SUCCESS
+    err, size = nvrtc.nvrtcGetPTXSize(prog)
+    ptx = b" " * size
+    (err,) = nvrtc.nvrtcGetPTX(prog, ptx)
+    assert err == nvrtc.nvrtcResult.NVRTC_SUCCESS
+    assert assemble(ptx.decode().rstrip("\0"), (9, 0)).registers > 0
 
 
 def test_cuda_without_a_gpu_is_a_clear_error(blobs, monkeypatch):

@@ -92,7 +92,7 @@ def _train_cuda(dataset, config, networks, model, teacher_logits, progress, back
     n_train = dataset.y_train.size
     batch = n_train if config.batch_size is None else min(config.batch_size, n_train)
     sizes = (dataset.n_features, *config.hidden, dataset.n_classes)
-    layout = (fused_cuda_layout(sizes, model.kernel_width, batch, backend.block_threads)
+    layout = (fused_cuda_layout(sizes, model.kernel_width, batch, backend.block_threads, backend.min_blocks_per_sm)
               if max(dataset.n_features, *config.hidden) <= FUSED_MAX_WIDTH else None)
     if backend.cuda_engine == "fused" and layout is None:
         raise ConfigError("cuda_engine", f"'fused' needs layers of at most {FUSED_MAX_WIDTH} units whose block fits "

@@ -1,0 +1,96 @@
+"""Machine-code resources of CUDA kernels (spingpu.kernels.ptx): the assembler's report read from
+hand-written PTX, the register-file occupancy rule, and check_kernels' launch check."""
+
+import numpy as np
+import pytest
+
+from spingpu import cuda_kernels
+from spingpu.kernels.ptx import Resources, assemble
+
+PTX = """.version 8.0
+.target {target}
+.address_size 64
+
+.visible .entry big(.param .u64 out)
+{{
+\t.reg .b64 %rd<3>;
+\t.reg .f64 %fd<2>;
+\t.shared .align 8 .b8 buf[{shared}];
+\tld.param.u64 %rd1, [out];
+\tcvta.to.global.u64 %rd2, %rd1;
+\tld.shared.f64 %fd1, [buf+8];
+\t{store} [%rd2], %fd1;
+\tret;
+}}
+"""
+
+
+def ptx(shared, target="sm_90", store="st.global.f64"):
+    return PTX.format(target=target, shared=shared, store=store)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _nvjitlink():
+    pytest.importorskip("cuda.bindings.nvjitlink")
+
+
+def test_assemble_reads_the_shared_memory_of_handwritten_ptx():
+    shared = 8 * int(np.random.default_rng().integers(2, 6144))
+    on_80 = assemble(ptx(shared, "sm_80"), (8, 0))
+    assert on_80 == Resources(on_80.registers, 0, shared, 0) and 1 <= on_80.registers <= 16
+    assert assemble(ptx(shared), (9, 0)).shared_bytes == shared + 1024  # sm_90 reserves 1 KiB per block
+
+
+@pytest.mark.parametrize("text, cc, phrase", [
+    (ptx(49160), (9, 0), "Entry function 'big' uses too much shared data (0xc008 bytes, 0xc000 max)"),
+    (ptx(64, store="st.globl.f64"), (9, 0), "line 13; error : "),
+    (ptx(64), (8, 0), "SM version specified by .target is higher"),
+], ids=["shared", "typo", "target"])
+def test_an_assembler_error_is_one_line_with_its_message(text, cc, phrase):
+    with pytest.raises(RuntimeError) as err:
+        assemble(text, cc)
+    message = str(err.value)
+    assert message.startswith(f"assembling for sm_{cc[0]}{cc[1]}: ") and phrase in message and "\n" not in message
+
+
+@pytest.mark.parametrize("registers, threads, blocks", [
+    (182, 128, 2),  # 182 x 32 = 5,824 -> 5,888 per warp; 4 warps 23,552; 65,536 // 23,552
+    (168, 128, 3),  # 5,376 per warp, 21,504 per block
+    (169, 128, 2),  # 5,408 -> 5,632 per warp, 22,528 per block
+    (128, 128, 4),
+    (32, 128, 16),
+    (1, 32, 256),  # 32 -> 256 per warp: the register file's bound, above the 32 blocks an SM schedules
+    (64, 1024, 1),
+    (65, 1024, 0),  # 2,080 -> 2,304 per warp x 32 warps = 73,728
+    (255, 256, 1),
+    (40, 96, 17),  # 3 warps of 1,280
+])
+def test_blocks_per_sm_by_registers(registers, threads, blocks):
+    assert Resources(registers, 0, 0, 0).blocks_per_sm(threads) == blocks
+
+
+def test_a_block_too_big_for_the_register_file_is_named(monkeypatch):
+    monkeypatch.setattr(cuda_kernels, "catalog", lambda: [cuda_kernels.KernelSpec("greedy", None, "()", 1024)])
+    monkeypatch.setattr(cuda_kernels, "nvjitlink_missing", lambda: None)
+    monkeypatch.setattr(cuda_kernels, "_compile",
+                        lambda i, cc, asm: cuda_kernels.Compiled("greedy", 1024, 100, Resources(65, 0, 0, 0)))
+    with pytest.raises(RuntimeError) as err:
+        cuda_kernels.check_kernels("sm_90", report=lambda line: None)
+    assert str(err.value) == ("kernel greedy cannot launch 1024 threads per block on sm_90: 65 registers per thread "
+                              "x 1024 threads need more than the 65,536 registers of a block")
+
+
+def test_without_nvjitlink_the_check_says_so_and_compiles_ptx_only(monkeypatch):
+    seen, lines = [], []
+    monkeypatch.setattr(cuda_kernels, "catalog", lambda: [cuda_kernels.KernelSpec("k", None, "()", 128)])
+    monkeypatch.setattr(cuda_kernels, "nvjitlink_missing", lambda: "No module named 'cuda.bindings'")
+
+    def compile_only(i, cc, asm):
+        seen.append(asm)
+        return cuda_kernels.Compiled("k", 128, 1234)
+
+    monkeypatch.setattr(cuda_kernels, "_compile", compile_only)
+    assert cuda_kernels.check_kernels("sm_90", report=lines.append) == 1
+    assert seen == [False]
+    assert lines == ["  (PTX only, not assembled: nvJitLink is not importable: No module named 'cuda.bindings')",
+                     f"  {'k':<38}     1,234 bytes of PTX"]
