@@ -6,8 +6,11 @@ import math
 import re
 from dataclasses import dataclass
 
-REGISTERS_PER_SM = 65536  # 32-bit registers per multiprocessor (and per block), every GPU since sm_50
-REGISTER_UNIT = 256  # registers are allocated per warp in units of 256
+# The register file as CUDA's occupancy calculator (cuda_occupancy.h) models it for sm_70 to sm_12x
+REGISTERS_PER_SM = 65536  # 32-bit registers per multiprocessor, and the most one block may hold
+REGISTER_UNIT = 256  # registers are allocated per warp in multiples of 256
+SUB_PARTITIONS = 4  # each holds a quarter of the registers and its own warps
+MAX_REGISTERS_PER_THREAD = 256
 WARP = 32
 
 
@@ -35,14 +38,18 @@ def fixed_compute_capability(cc):
 
 def compile_ptx(kernel, signature, cc=(9, 0)):
     """PTX text of a ``numba.cuda.jit`` kernel (or its Python function) for ``signature``, with the
-    kernel's ``launch_bounds`` if it has them."""
+    kernel's own code-generation options (launch bounds, fastmath, optimisation, debug, line info)."""
     from numba import cuda
 
     py_func = getattr(kernel, "py_func", kernel)
     options = getattr(kernel, "targetoptions", {})
+    forwarded = {k: options[k] for k in PTX_OPTIONS if k in options}
     with fixed_compute_capability(cc):
-        ptx, _ = cuda.compile_ptx(py_func, signature, cc=tuple(cc), launch_bounds=options.get("launch_bounds"))
+        ptx, _ = cuda.compile_ptx(py_func, signature, cc=tuple(cc), **forwarded)
     return ptx
+
+
+PTX_OPTIONS = ("launch_bounds", "fastmath", "opt", "debug", "lineinfo", "forceinline")  # of cuda.jit and compile_ptx
 
 
 @dataclass(frozen=True)
@@ -55,12 +62,21 @@ class Resources:
     spill_bytes: int  # register spill stores + loads, summed over the kernel and the functions it calls
 
     def blocks_per_sm(self, threads):
-        """Resident blocks of ``threads`` threads per multiprocessor that the register file allows:
-        floor(65536 / (warps per block x registers per warp)), registers per warp = 32 x registers
-        rounded up to a multiple of 256 (the CUDA occupancy calculator's register limit for sm_50 and
-        later). 0 means a block of that size cannot launch."""
+        """Resident blocks of ``threads`` threads per multiprocessor that the register file allows
+        (``cudaOccMaxBlocksPerSMRegsLimit`` of CUDA's cuda_occupancy.h, sm_70 and later): a warp takes
+        32 x registers rounded up to a multiple of 256; each of the 4 sub-partitions holds
+        floor(16,384 / that) warps; blocks = floor(4 x that / warps per block). 0 means a block of that
+        size cannot launch: the hardware checks the block's registers with its warps rounded up to a
+        multiple of 4 against the 65,536 of a block."""
         per_warp = math.ceil(WARP * self.registers / REGISTER_UNIT) * REGISTER_UNIT
-        return REGISTERS_PER_SM // (math.ceil(threads / WARP) * per_warp)
+        warps = math.ceil(threads / WARP)
+        assumed = per_warp * math.ceil(warps / SUB_PARTITIONS) * SUB_PARTITIONS
+        if self.registers > MAX_REGISTERS_PER_THREAD or max(assumed, per_warp * warps) > REGISTERS_PER_SM:
+            return 0
+        if per_warp == 0:
+            return REGISTERS_PER_SM  # no registers: no register limit
+        warps_per_sub_partition = REGISTERS_PER_SM // SUB_PARTITIONS // per_warp
+        return warps_per_sub_partition * SUB_PARTITIONS // warps
 
 
 _USED = re.compile(r"used (\d+) registers.*?(\d+) stack, (\d+) bytes smem")

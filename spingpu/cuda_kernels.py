@@ -21,9 +21,10 @@ class KernelSpec:
 
 
 IV_SIGNATURE = "(float64[::1], float64[:, ::1], float64[:, ::1], float64[::1], float64[::1])"
-MACROSPIN_SIGNATURE = ("(float64[::1], float64[:, ::1], int64[:, ::1], uint64, uint64, float64[:, ::1], "
+# the Philox key (k0, k1) is launched as split_seed returns it: Python ints, which Numba types int64
+MACROSPIN_SIGNATURE = ("(float64[::1], float64[:, ::1], int64[:, ::1], int64, int64, float64[:, ::1], "
                        "float64[:, :, ::1])")
-SAMPLE_SIGNATURE = ("(uint64, uint64, int64[::1], int64, int64, float64[::1], boolean[::1], float64[::1], "
+SAMPLE_SIGNATURE = ("(int64, int64, int64[::1], int64, int64, float64[::1], boolean[::1], float64[::1], "
                     "float64[:, ::1], float64[:, ::1], float64[:, :, :, ::1])")
 
 
@@ -61,6 +62,7 @@ def batched_specs(models):
     import numpy as np
 
     from .kernels import batched_cuda
+    from .kernels.philox import split_seed
     from .training.batched_cuda_engine import pair_layer_cuda_kernel
 
     def sig(*args):
@@ -74,7 +76,7 @@ def batched_specs(models):
         for model in models:
             junc = np.zeros((2 * 4 * 2, len(model.parameters)))  # (N U 2, P) rows
             args = (z, junc, model.nominal, np.ascontiguousarray(model.aux_table), 0, np.zeros(5), np.zeros(10),
-                    np.uint64(0), np.uint64(0), i64, 0, 0, 0, 0, True, z, z, z)
+                    *split_seed(np.uint64(0)), i64, 0, 0, 0, 0, True, z, z, z)
             specs.append(KernelSpec(f"pair_layer[{model.name}, {dtype}]", pair_layer_cuda_kernel(model), sig(*args),
                                     threads))
         specs.append(KernelSpec(f"digital_layer[{dtype}]", batched_cuda.digital_layer, sig(0, z, z, z), threads))
@@ -169,11 +171,13 @@ def _compile(index, cc, assemble):
 
 
 def nvjitlink_missing():
-    """None if nvJitLink (``cuda.bindings``) can be imported, else why not."""
+    """None if nvJitLink (``cuda.bindings`` and its shared library) can be used, else why not."""
     try:
-        from cuda.bindings import nvjitlink  # noqa: F401
-    except ImportError as err:
-        return str(err)
+        from cuda.bindings import nvjitlink
+
+        nvjitlink.version()  # the shared library is loaded on the first call, not on import
+    except Exception as err:
+        return f"{type(err).__name__}: {err}"
     return None
 
 
@@ -196,7 +200,7 @@ def check_kernels(arch="sm_90", report=print, jobs=1, assemble=True):
     if not isinstance(jobs, int) or jobs < 1:
         raise ConfigError("jobs", f"{jobs!r}; expected an integer >= 1")
     if assemble and (why := nvjitlink_missing()) is not None:
-        report(f"  (PTX only, not assembled: nvJitLink is not importable: {why})")
+        report(f"  (PTX only, not assembled: nvJitLink is not usable: {why})")
         assemble = False
     _CATALOG = catalog()  # the spawned workers build their own
     n = len(_CATALOG)
@@ -212,7 +216,8 @@ def check_kernels(arch="sm_90", report=print, jobs=1, assemble=True):
             if done.resources is not None and done.resources.blocks_per_sm(done.threads) == 0:
                 raise RuntimeError(f"kernel {done.name} cannot launch {done.threads} threads per block on {arch}: "
                                    f"{done.resources.registers} registers per thread x {done.threads} threads need "
-                                   f"more than the {REGISTERS_PER_SM:,d} registers of a block")
+                                   f"more than the {REGISTERS_PER_SM:,d} registers of a block (warps rounded up to a "
+                                   f"multiple of 4)")
             report(done.line())
     finally:
         if jobs > 1:

@@ -53,17 +53,21 @@ def test_an_assembler_error_is_one_line_with_its_message(text, cc, phrase):
     assert message.startswith(f"assembling for sm_{cc[0]}{cc[1]}: ") and phrase in message and "\n" not in message
 
 
+# blocks by cudaOccMaxBlocksPerSMRegsLimit (cuda_occupancy.h), worked by hand: a warp takes 32 r rounded
+# up to 256; a sub-partition holds 16,384 // that warps; blocks = 4 x those // warps per block
 @pytest.mark.parametrize("registers, threads, blocks", [
-    (182, 128, 2),  # 182 x 32 = 5,824 -> 5,888 per warp; 4 warps 23,552; 65,536 // 23,552
-    (168, 128, 3),  # 5,376 per warp, 21,504 per block
-    (169, 128, 2),  # 5,408 -> 5,632 per warp, 22,528 per block
+    (182, 128, 2),  # 5,824 -> 5,888 per warp; 2 warps per sub-partition; 8 // 4
+    (168, 128, 3),  # 5,376 per warp; 3 per sub-partition; 12 // 4
+    (169, 128, 2),  # 5,408 -> 5,632 per warp; 2 per sub-partition
     (128, 128, 4),
     (32, 128, 16),
-    (1, 32, 256),  # 32 -> 256 per warp: the register file's bound, above the 32 blocks an SM schedules
+    (1, 32, 256),  # 256 per warp: the register file's bound, above the 32 blocks an SM schedules
+    (40, 96, 16),  # 1,280 per warp; 12 per sub-partition; 48 // 3
+    (182, 64, 4),  # 2 per sub-partition; 8 // 2 (one warp short of 3 blocks if the SM were one pool)
     (64, 1024, 1),
-    (65, 1024, 0),  # 2,080 -> 2,304 per warp x 32 warps = 73,728
+    (65, 1024, 0),  # 2,080 -> 2,304 per warp x 32 warps = 73,728 > 65,536
+    (120, 544, 0),  # 3,840 per warp x 17 warps fits, but the launch check rounds up to 20 warps
     (255, 256, 1),
-    (40, 96, 17),  # 3 warps of 1,280
 ])
 def test_blocks_per_sm_by_registers(registers, threads, blocks):
     assert Resources(registers, 0, 0, 0).blocks_per_sm(threads) == blocks
@@ -77,13 +81,14 @@ def test_a_block_too_big_for_the_register_file_is_named(monkeypatch):
     with pytest.raises(RuntimeError) as err:
         cuda_kernels.check_kernels("sm_90", report=lambda line: None)
     assert str(err.value) == ("kernel greedy cannot launch 1024 threads per block on sm_90: 65 registers per thread "
-                              "x 1024 threads need more than the 65,536 registers of a block")
+                              "x 1024 threads need more than the 65,536 registers of a block (warps rounded up to a "
+                              "multiple of 4)")
 
 
 def test_without_nvjitlink_the_check_says_so_and_compiles_ptx_only(monkeypatch):
     seen, lines = [], []
     monkeypatch.setattr(cuda_kernels, "catalog", lambda: [cuda_kernels.KernelSpec("k", None, "()", 128)])
-    monkeypatch.setattr(cuda_kernels, "nvjitlink_missing", lambda: "No module named 'cuda.bindings'")
+    monkeypatch.setattr(cuda_kernels, "nvjitlink_missing", lambda: "ModuleNotFoundError: No module named 'cuda.bindings'")
 
     def compile_only(i, cc, asm):
         seen.append(asm)
@@ -92,5 +97,18 @@ def test_without_nvjitlink_the_check_says_so_and_compiles_ptx_only(monkeypatch):
     monkeypatch.setattr(cuda_kernels, "_compile", compile_only)
     assert cuda_kernels.check_kernels("sm_90", report=lines.append) == 1
     assert seen == [False]
-    assert lines == ["  (PTX only, not assembled: nvJitLink is not importable: No module named 'cuda.bindings')",
+    assert lines == ["  (PTX only, not assembled: nvJitLink is not usable: ModuleNotFoundError: No module named "
+                     "'cuda.bindings')",
                      f"  {'k':<38}     1,234 bytes of PTX"]
+
+
+def test_nvjitlink_whose_library_does_not_load_counts_as_missing(monkeypatch):
+    from cuda.bindings import nvjitlink
+
+    assert cuda_kernels.nvjitlink_missing() is None
+
+    def no_library():
+        raise RuntimeError("libnvJitLink.so.13: cannot open shared object file")
+
+    monkeypatch.setattr(nvjitlink, "version", no_library)
+    assert cuda_kernels.nvjitlink_missing() == "RuntimeError: libnvJitLink.so.13: cannot open shared object file"
