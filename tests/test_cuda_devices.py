@@ -16,11 +16,32 @@ from spingpu.devices.variability import kernel_arguments, sample_layer
 from spingpu.kernels.philox import split_seed
 from spingpu.kernels import cuda_devices
 
+def stacked_tables():
+    """The macrospin kernels' model over two junctions' (I, V, dV/dI) tables of 9 and 13 knots stacked
+    side by side; each element's row (knot offset, knots) picks one."""
+    import dataclasses
+
+    from spingpu.devices.macrospin import TABLE_MODEL
+
+    parts = []
+    for knots, scale in ((9, 4e-4), (13, 3e-4)):
+        i = np.linspace(-1e-3, 1e-3, knots)
+        parts.append(np.stack([i, 0.4 * np.tanh(i / scale), 0.4 / scale / np.cosh(i / scale) ** 2]))
+    return dataclasses.replace(TABLE_MODEL, table=np.concatenate(parts, axis=1))
+
+
 MODELS = {
     "stt_compact": lambda: get_model("stt_compact"),
     "tabulated": lambda: tabulated_model(table=(np.linspace(-1e-3, 1e-3, 9),
                                                 np.tanh(np.linspace(-1e-3, 1e-3, 9) / 4e-4) * 0.4)),
+    "macrospin tables": stacked_tables,
 }
+
+
+def iv_parameters(name, model, rng, n):
+    if name == "macrospin tables":  # (knot offset, knots) of junction 0 or 1
+        return np.array([(0.0, 9.0), (9.0, 13.0)])[rng.integers(0, 2, n)]
+    return model.nominal * np.exp(rng.normal(0, 0.1, (n, len(model.parameters))))
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
@@ -29,7 +50,7 @@ def test_iv_kernel_in_simulator_equals_cpu(name):
     rng = np.random.default_rng(21)
     n = 64
     current = rng.uniform(-1.5e-3, 1.5e-3, n)
-    params = model.nominal * np.exp(rng.normal(0, 0.1, (n, len(model.parameters))))
+    params = iv_parameters(name, model, rng, n)
     v_ref, d_ref = model.iv(current, params)
     v = np.full(n, np.nan)  # poisoned: every element must be written
     d = np.full(n, np.nan)

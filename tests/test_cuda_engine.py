@@ -122,16 +122,36 @@ def test_bad_backend_settings(bad, message):
 BATCHED = Backend("cuda", simulator=True, cuda_engine="batched")
 
 
-@pytest.mark.parametrize("mode, dtype, rtol", [("fd_forward", "float64", 1e-10), ("fd_symmetric", "float64", 1e-10),
-                                               ("model", "float32", 2e-5), ("sigmoid", "float32", 2e-5)])
-def test_batched_cuda_engine_equals_numpy_reference(blobs, mode, dtype, rtol):
+@pytest.mark.parametrize("mode, dtype, rtol, optimizer", [
+    ("fd_forward", "float64", 1e-10, "adam"), ("fd_symmetric", "float64", 1e-10, "momentum"),
+    ("model", "float32", 2e-5, "sgd"), ("sigmoid", "float32", 2e-5, "adam")])
+def test_batched_cuda_engine_equals_numpy_reference(blobs, mode, dtype, rtol, optimizer):
     cfg = TrainConfig(hidden=(5, 4), epochs=2, lr=0.05, seed=4, grad_mode=mode, dtype=dtype, batch_size=20,
+                      optimizer=optimizer, weight_decay=1e-3 if optimizer != "adam" else 0.0,
                       variability=VAR, readout=Readout(read_noise=2e-3, adc_bits=12, adc_range=(-2.0, 2.0)))
     nets = np.array([2, 8])
     ref = train(blobs, cfg, networks=nets, backend="numpy")
     gpu = train(blobs, cfg, networks=nets, backend=BATCHED)
     for name in METRICS:
         np.testing.assert_allclose(gpu[name].values, ref[name].values, rtol=rtol, atol=rtol * 1e-2, err_msg=name)
+
+
+def test_both_cuda_engines_train_a_tabulated_model_as_the_cpu_engines(blobs):
+    from spingpu.devices.tabulated import tabulated_model
+
+    current = np.linspace(-1e-3, 1e-3, 17)
+    model = tabulated_model(table=(current, 0.4 * np.tanh(current / 4e-4) + 200.0 * current))
+    cfg = TrainConfig(hidden=(4,), epochs=2, lr=0.05, seed=9, dtype="float64", batch_size=16, variability=VAR,
+                      readout=Readout(read_noise=1e-3))
+    nets = np.array([1, 5])
+    ref = train(blobs, cfg, networks=nets, model=model, backend="numpy")
+    cpu = train(blobs, cfg, networks=nets, model=model, backend="cpu")
+    fused = train(blobs, cfg, networks=nets, model=model, backend=SIM)
+    batched = train(blobs, cfg, networks=nets, model=model, backend=BATCHED)
+    assert_same(cpu, fused)
+    for name in METRICS:
+        np.testing.assert_allclose(batched[name].values, ref[name].values, rtol=1e-10, atol=1e-13, err_msg=name)
+    assert np.all(np.isfinite(ref.train_loss.values)) and ref.attrs["device_model"] == "tabulated"
 
 
 def test_batched_loop_reads_the_device_back_once_per_epoch_not_per_step(blobs, monkeypatch):
