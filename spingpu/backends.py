@@ -58,8 +58,9 @@ def cuda_simulator_enabled():
 
 
 @cache
-def cuda_gpus():
-    """Descriptions of the CUDA GPUs visible to Numba (empty without a GPU or driver)."""
+def cuda_devices():
+    """(name, (major, minor) compute capability, total bytes) of each CUDA GPU visible to Numba
+    (empty without a GPU or driver, and under the simulator)."""
     if cuda_simulator_enabled():
         return ()
     try:
@@ -67,16 +68,20 @@ def cuda_gpus():
 
         if not cuda.is_available():
             return ()
-        gpus = []
+        devices = []
         for dev in cuda.list_devices():
             with dev:
                 free, total = cuda.current_context().get_memory_info()
             name = dev.name.decode() if isinstance(dev.name, bytes) else str(dev.name)
-            gpus.append(f"{name} (cc {dev.compute_capability[0]}.{dev.compute_capability[1]}, "
-                        f"{total / 2**30:.1f} GiB)")
-        return tuple(gpus)
+            devices.append((name, tuple(dev.compute_capability), int(total)))
+        return tuple(devices)
     except Exception:  # no numba-cuda, no driver, a broken install: no GPU for us
         return ()
+
+
+def cuda_gpus():
+    """Descriptions of the CUDA GPUs visible to Numba (empty without a GPU or driver)."""
+    return tuple(f"{name} (cc {cc[0]}.{cc[1]}, {total / 2**30:.1f} GiB)" for name, cc, total in cuda_devices())
 
 
 def available_backends():
@@ -92,10 +97,6 @@ def available_backends():
         ("cpu", True, f"Numba {numba.__version__}, {numba.config.NUMBA_NUM_THREADS} threads"),
         ("cuda", sim or bool(gpus), cuda_detail),
     ]
-
-
-TRAINING_BACKENDS = ("numpy", "cpu", "cuda")
-CUDA_ENGINES = ("auto", "fused", "batched")
 
 
 def get_backend(name="auto"):

@@ -1,15 +1,21 @@
-"""``spingpu info``: version, backends and GPUs; ``--check-kernels`` compiles every CUDA kernel."""
+"""``spingpu info``: version, backends and GPUs; ``--check-kernels`` compiles and assembles every CUDA
+kernel."""
 
 import os
 import platform
 import sys
 
 
+DEFAULT_ARCH = "sm_90"  # without a visible GPU: Hopper (H100, H200)
+
+
 def add_parser(sub):
     p = sub.add_parser("info", help="version, backends found and GPUs")
     p.add_argument("--check-kernels", action="store_true",
-                   help="compile every CUDA kernel to PTX (no GPU needed) and report")
-    p.add_argument("--arch", default="sm_90", help="target architecture for --check-kernels (default sm_90)")
+                   help="compile every CUDA kernel to PTX and assemble it to machine code (no GPU needed); "
+                        "report each kernel's registers, stack, shared memory and spills")
+    p.add_argument("--arch", default=None,
+                   help="target architecture for --check-kernels (default: the first visible GPU's, else sm_90)")
     p.add_argument("--jobs", type=int, default=None,
                    help="processes compiling kernels for --check-kernels (default: one per CPU core)")
     p.set_defaults(run=run)
@@ -37,11 +43,16 @@ def run(args):
         import numba.cuda  # noqa: F401
     except ImportError:
         raise ConfigError("check-kernels", "needs numba-cuda: pip install 'spingpu[gpu]'") from None
+    from ..backends import cuda_devices
     from ..cuda_kernels import check_kernels
 
-    print(f"compiling CUDA kernels to PTX for {args.arch}:")
+    arch = args.arch
+    if arch is None:
+        gpus = cuda_devices()
+        arch = f"sm_{gpus[0][1][0]}{gpus[0][1][1]}" if gpus else DEFAULT_ARCH
+    print(f"compiling CUDA kernels to PTX and assembling them for {arch}:")
     try:
-        n = check_kernels(args.arch, jobs=args.jobs if args.jobs is not None else (os.cpu_count() or 1))
+        n = check_kernels(arch, jobs=args.jobs if args.jobs is not None else (os.cpu_count() or 1))
     except RuntimeError as err:
         print(f"spingpu info: error: {err}", file=sys.stderr)
         return 1

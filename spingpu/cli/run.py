@@ -44,9 +44,8 @@ def run(args):
                          networks_per_task=args.networks_per_task, cluster_options=cluster_table)
     from ..backends import get_backend
     from ..studies.store import check_existing
-    from ..training.trainer import check_training_backend
 
-    check_training_backend(get_backend(options.backend))
+    get_backend(options.backend)  # a bad or unavailable backend fails before anything is written
     if options.resume:
         check_existing(out, study, None, True, False)
     if args.out is None:

@@ -68,7 +68,6 @@ def _build(args):
     from ..datasets import load_dataset
     from ..devices import Readout, Variability, get_model
     from ..training import PairNeuron, Schedule, TrainConfig
-    from ..training.trainer import check_training_backend
 
     check_range("networks", args.networks, 1, 10**9, integer=True)
     model = get_model(args.device_model, iv_csv=args.iv_csv, **params_dict(args.param))
@@ -86,7 +85,7 @@ def _build(args):
         readout=Readout(read_noise=args.read_noise, adc_bits=args.adc_bits, adc_range=tuple(args.adc_range)),
         seed=args.seed,
     )
-    backend = check_training_backend(get_backend(args.backend))
+    backend = get_backend(args.backend)
     dataset = load_dataset(args.dataset, seed=args.seed, data_dir=args.data_dir)
     return dataset, config, model, backend
 

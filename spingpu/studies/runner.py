@@ -61,9 +61,8 @@ def default_networks_per_task(study, workers):
 def run_study(study, options: RunOptions, progress=True, log=print):
     """Train every task of ``study`` not yet in the store; return the store's path."""
     from ..backends import cuda_gpus, get_backend
-    from ..training.trainer import check_training_backend
 
-    backend = check_training_backend(get_backend(options.backend))
+    backend = get_backend(options.backend)
     gpus = _gpu_workers(backend, options)
     workers = options.workers or gpus or (os.cpu_count() or 1)
     npt = options.networks_per_task or default_networks_per_task(study, workers)

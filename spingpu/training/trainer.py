@@ -38,7 +38,7 @@ def train(dataset, config: TrainConfig, *, n_networks=None, networks=None, model
         networks = np.arange(_check_count(n_networks))
     networks = np.asarray(networks, dtype=np.int64)
     model = get_model("stt_compact") if model is None else model
-    backend = check_training_backend(get_backend(backend) if isinstance(backend, str) else backend)
+    backend = get_backend(backend) if isinstance(backend, str) else backend
     if config.distillation is not None and teacher_logits is None:
         raise ConfigError("distillation", "needs teacher_logits for the training split")
 
@@ -239,16 +239,6 @@ def _deriv_rel_err(cache):
             rel = np.where(used == exact, 0.0, np.abs(used - exact) / np.abs(exact))
         errs.append(rel.reshape(n, -1))
     return np.median(np.concatenate(errs, axis=1), axis=1)
-
-
-def check_training_backend(backend):
-    """``backend`` if a training engine exists for it, else ConfigError."""
-    from ..backends import TRAINING_BACKENDS
-
-    if backend.name not in TRAINING_BACKENDS:
-        raise ConfigError("backend", f"the {backend.name!r} training engine is not built yet; "
-                                     f"allowed: auto, {', '.join(TRAINING_BACKENDS)}")
-    return backend
 
 
 def _one_blas_thread():
