@@ -40,6 +40,8 @@ CASES = {
                                       neuron=PairNeuron(readout="bridge", r_ref=1200.0, i_bias=-30e-6)),
     "oracle-exp": dict(grad_mode="oracle", lr_schedule=Schedule("exp", gamma=0.9), batch_size=30),
     "tanh": dict(grad_mode="tanh", hidden=(7,)),
+    "relu-momentum": dict(grad_mode="relu", optimizer="momentum", hidden=(5,)),
+    "sigmoid-sgd-minibatch": dict(grad_mode="sigmoid", optimizer="sgd", lr=0.5, batch_size=20),
 }
 
 
@@ -124,7 +126,7 @@ BATCHED = Backend("cuda", simulator=True, cuda_engine="batched")
 
 @pytest.mark.parametrize("mode, dtype, rtol, optimizer", [
     ("fd_forward", "float64", 1e-10, "adam"), ("fd_symmetric", "float64", 1e-10, "momentum"),
-    ("model", "float32", 2e-5, "sgd"), ("sigmoid", "float32", 2e-5, "adam")])
+    ("model", "float32", 2e-5, "sgd"), ("sigmoid", "float32", 2e-5, "adam"), ("relu", "float32", 2e-5, "momentum")])
 def test_batched_cuda_engine_equals_numpy_reference(blobs, mode, dtype, rtol, optimizer):
     cfg = TrainConfig(hidden=(5, 4), epochs=2, lr=0.05, seed=4, grad_mode=mode, dtype=dtype, batch_size=20,
                       optimizer=optimizer, weight_decay=1e-3 if optimizer != "adam" else 0.0,
