@@ -85,8 +85,10 @@ _SPILLS = re.compile(r"(\d+) bytes spill stores, (\d+) bytes spill loads")
 
 def assemble(ptx, cc=(9, 0)):
     """:class:`Resources` of the one kernel in ``ptx`` assembled to SASS for ``cc`` by nvJitLink
-    (``cuda.bindings``, which numba-cuda's ``cu12``/``cu13`` extras install). Raises RuntimeError
-    with the assembler's first error line (e.g. ``uses too much shared data``)."""
+    (``cuda.bindings``, which numba-cuda's ``cu12``/``cu13`` extras install), or None if it
+    assembled but its log holds no resource line we can read (``info : used N registers, ...
+    S stack, M bytes smem``, the format of nvJitLink 13). Raises RuntimeError with the
+    assembler's first error line (e.g. ``uses too much shared data``)."""
     from cuda.bindings import nvjitlink
 
     arch = f"sm_{cc[0]}{cc[1]}"
@@ -112,8 +114,7 @@ def assemble(ptx, cc=(9, 0)):
         nvjitlink.destroy(handle)
     used = _USED.findall(info)
     if len(used) != 1:
-        raise RuntimeError(f"assembling for {arch}: expected one kernel's resource line in nvJitLink's log, "
-                           f"found {len(used)}")
+        return None
     registers, stack, shared = map(int, used[0])
     spills = sum(int(s) + int(ld) for s, ld in _SPILLS.findall(info))
     return Resources(registers, stack, shared, spills)

@@ -136,11 +136,14 @@ class Compiled:
     ptx_bytes: int | None = None
     resources: object = None  # kernels.ptx.Resources
     error: str | None = None
+    assembled: bool = False
 
     def line(self):
         text = f"  {self.name:<38} {self.ptx_bytes:>9,d} bytes of PTX"
         r = self.resources
-        if r is not None:
+        if self.assembled and r is None:
+            text += "; assembled (nvJitLink's log gave no resource line to read)"
+        elif r is not None:
             text += (f"; {r.registers:>3d} registers, {r.stack_bytes:>5,d} B stack, {r.shared_bytes:>6,d} B shared, "
                      f"{r.spill_bytes:>5,d} B spill ld/st; {r.blocks_per_sm(self.threads):>2d} blocks of "
                      f"{self.threads} threads per SM by registers")
@@ -161,7 +164,7 @@ def _compile(index, cc, assemble):
         text = ptx.compile_ptx(spec.kernel, spec.signature, cc)
         done = Compiled(spec.name, spec.threads, len(text))
         if assemble:
-            return Compiled(spec.name, spec.threads, len(text), ptx.assemble(text, cc))
+            return Compiled(spec.name, spec.threads, len(text), ptx.assemble(text, cc), assembled=True)
         return done
     except Exception as err:  # reported by name in the parent
         step = "compile" if done.ptx_bytes is None else "assemble"

@@ -112,3 +112,17 @@ def test_nvjitlink_whose_library_does_not_load_counts_as_missing(monkeypatch):
 
     monkeypatch.setattr(nvjitlink, "version", no_library)
     assert cuda_kernels.nvjitlink_missing() == "RuntimeError: libnvJitLink.so.13: cannot open shared object file"
+
+
+def test_a_log_without_a_resource_line_still_counts_as_assembled(monkeypatch):
+    from cuda.bindings import nvjitlink
+
+    def old_style_log(handle, buf):  # an nvJitLink that words its log differently
+        text = b"ptxas info : Used 8 registers\n"
+        buf[:len(text)] = text
+
+    monkeypatch.setattr(nvjitlink, "get_info_log_size", lambda handle: 31)
+    monkeypatch.setattr(nvjitlink, "get_info_log", old_style_log)
+    assert assemble(ptx(64), (9, 0)) is None
+    done = cuda_kernels.Compiled("k", 128, 1234, None, assembled=True)
+    assert done.line() == f"  {'k':<38}     1,234 bytes of PTX; assembled (nvJitLink's log gave no resource line to read)"
