@@ -113,8 +113,10 @@ def assemble(ptx, cc=(9, 0)):
     finally:
         nvjitlink.destroy(handle)
     used = _USED.findall(info)
-    if len(used) != 1:
+    if not used:
         return None
+    if len(used) > 1:
+        raise RuntimeError(f"assembling for {arch}: {len(used)} resource lines in nvJitLink's log; expected one kernel")
     registers, stack, shared = map(int, used[0])
     spills = sum(int(s) + int(ld) for s, ld in _SPILLS.findall(info))
     return Resources(registers, stack, shared, spills)

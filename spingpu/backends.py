@@ -58,7 +58,7 @@ def cuda_simulator_enabled():
 
 
 @cache
-def cuda_devices():
+def gpu_devices():
     """(name, (major, minor) compute capability, total bytes) of each CUDA GPU visible to Numba
     (empty without a GPU or driver, and under the simulator)."""
     if cuda_simulator_enabled():
@@ -81,7 +81,7 @@ def cuda_devices():
 
 def cuda_gpus():
     """Descriptions of the CUDA GPUs visible to Numba (empty without a GPU or driver)."""
-    return tuple(f"{name} (cc {cc[0]}.{cc[1]}, {total / 2**30:.1f} GiB)" for name, cc, total in cuda_devices())
+    return tuple(f"{name} (cc {cc[0]}.{cc[1]}, {total / 2**30:.1f} GiB)" for name, cc, total in gpu_devices())
 
 
 def available_backends():

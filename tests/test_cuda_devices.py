@@ -132,14 +132,15 @@ def test_a_kernel_that_fails_to_compile_is_named(monkeypatch):
     assert "\n" not in str(err.value)
 
 
-@pytest.mark.parametrize("gpus, arch", [((), "sm_90"), ((("NVIDIA A100-SXM4-80GB", (8, 0), 80 << 30),), "sm_80")])
+@pytest.mark.parametrize("gpus, arch", [((), "sm_90"), ((("NVIDIA A100-SXM4-80GB", (8, 0), 80 << 30),), "sm_80"),
+                                        ((("NVIDIA B200", (10, 0), 180 << 30), ("NVIDIA A100", (8, 0), 1)), "sm_100")])
 def test_check_kernels_targets_the_visible_gpu_unless_told(monkeypatch, gpus, arch):
     from spingpu import backends, cuda_kernels
     from spingpu.cli.main import main
 
     seen = []
     monkeypatch.setattr(backends, "cuda_simulator_enabled", lambda: False)
-    monkeypatch.setattr(backends, "cuda_devices", lambda: gpus)
+    monkeypatch.setattr(backends, "gpu_devices", lambda: gpus)
     monkeypatch.setattr(cuda_kernels, "check_kernels", lambda target, jobs: seen.append(target) or 0)
     assert main(["info", "--check-kernels"]) == 0
     assert main(["info", "--check-kernels", "--arch", "sm_120"]) == 0

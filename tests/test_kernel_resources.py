@@ -126,3 +126,9 @@ def test_a_log_without_a_resource_line_still_counts_as_assembled(monkeypatch):
     assert assemble(ptx(64), (9, 0)) is None
     done = cuda_kernels.Compiled("k", 128, 1234, None, assembled=True)
     assert done.line() == f"  {'k':<38}     1,234 bytes of PTX; assembled (nvJitLink's log gave no resource line to read)"
+    lines = []
+    monkeypatch.setattr(cuda_kernels, "catalog", lambda: [cuda_kernels.KernelSpec("k", None, "()", 128)] * 2)
+    monkeypatch.setattr(cuda_kernels, "nvjitlink_missing", lambda: None)
+    monkeypatch.setattr(cuda_kernels, "_compile", lambda i, cc, asm: done)
+    assert cuda_kernels.check_kernels("sm_90", report=lines.append) == 2
+    assert lines[-1] == "  (2 kernels assembled without a register report: their launch check was skipped)"

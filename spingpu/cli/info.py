@@ -6,16 +6,14 @@ import platform
 import sys
 
 
-DEFAULT_ARCH = "sm_90"  # without a visible GPU: Hopper (H100, H200)
-
-
 def add_parser(sub):
     p = sub.add_parser("info", help="version, backends found and GPUs")
     p.add_argument("--check-kernels", action="store_true",
                    help="compile every CUDA kernel to PTX and assemble it to machine code (no GPU needed); "
                         "report each kernel's registers, stack, shared memory and spills")
     p.add_argument("--arch", default=None,
-                   help="target architecture for --check-kernels (default: the first visible GPU's, else sm_90)")
+                   help="target architecture for --check-kernels, e.g. sm_80, sm_90, sm_100 (default: the first "
+                        "visible GPU's, else sm_90)")
     p.add_argument("--jobs", type=int, default=None,
                    help="processes compiling kernels for --check-kernels (default: one per CPU core)")
     p.set_defaults(run=run)
@@ -43,14 +41,14 @@ def run(args):
         import numba.cuda  # noqa: F401
     except ImportError:
         raise ConfigError("check-kernels", "needs numba-cuda: pip install 'spingpu[gpu]'") from None
-    from ..backends import cuda_devices
-    from ..cuda_kernels import check_kernels
+    from ..backends import gpu_devices
+    from ..cuda_kernels import DEFAULT_ARCH, check_kernels
 
     arch = args.arch
     if arch is None:
-        gpus = cuda_devices()
+        gpus = gpu_devices()
         arch = f"sm_{gpus[0][1][0]}{gpus[0][1][1]}" if gpus else DEFAULT_ARCH
-    print(f"compiling CUDA kernels to PTX and assembling them for {arch}:")
+    print(f"compiling CUDA kernels for {arch}:")
     try:
         n = check_kernels(arch, jobs=args.jobs if args.jobs is not None else (os.cpu_count() or 1))
     except RuntimeError as err:
