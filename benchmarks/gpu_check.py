@@ -92,6 +92,16 @@ def blobs(rng, n, features, classes, name):
     return from_arrays(x, y, name=name, seed=int(rng.integers(1 << 30)))
 
 
+def attempt(fn, *fn_args, **fn_kwargs):
+    """(fn(...), None), or (None, the error in a line) with its traceback printed: one failing part
+    must not lose the others' numbers."""
+    try:
+        return fn(*fn_args, **fn_kwargs), None
+    except Exception as err:
+        traceback.print_exc()
+        return None, f"{type(err).__name__}: {err}"
+
+
 class Timer:
     """Wall time of a block, with the GPU synchronised at both ends."""
 
@@ -154,6 +164,24 @@ def pair_problem(rng, n, b, u, dtype):
                                              int(rng.integers(1 << 30)), np.arange(n), 0, u))
     z = rng.normal(0, 1, (n, b, u)).astype(dtype)
     return model, junc, z, neuron_vector(PairNeuron()), readout_vector(Readout(read_noise=1e-3))
+
+
+def pair_launch(rng, n, b, u):
+    """The stt_compact pair kernel and its 18 launch arguments on the GPU (CuPy arrays; float32 z of
+    shape (n, b, u), fd_forward, read noise, purpose 5, layer 0, slot 0, row 0, derivatives on)."""
+    import cupy
+
+    from spingpu.kernels.pair_neuron import FD_FORWARD
+    from spingpu.kernels.philox import split_seed
+    from spingpu.training.batched_cuda_engine import pair_layer_cuda_kernel
+
+    model, junc, z, neuron, readout = pair_problem(rng, n, b, u, np.float32)
+    dz = cupy.asarray(z)
+    args = (dz, cupy.asarray(junc.reshape(-1, junc.shape[-1])), cupy.asarray(model.nominal),
+            cupy.asarray(np.ascontiguousarray(model.aux_table)), FD_FORWARD, cupy.asarray(neuron),
+            cupy.asarray(readout), *split_seed(np.uint64(7)), cupy.arange(n), 5, 0, 0, 0, True,
+            *(cupy.empty_like(dz) for _ in range(3)))
+    return pair_layer_cuda_kernel(model), args
 
 
 def check_pair(rng, device, sim):
@@ -254,10 +282,9 @@ def time_iris(rng, device, sim, budget):
             rows.append(row)
             return row
         backend = fused_backend(sim, min_blocks)
-        try:
-            r = train(ds, cfg, n_networks=n, backend=backend)
-        except Exception as err:  # one variant failing must not lose the other rows
-            row["error"] = f"{type(err).__name__}: {err}"
+        r, error = attempt(train, ds, cfg, n_networks=n, backend=backend)
+        if error is not None:  # one variant failing must not lose the other rows
+            row["error"] = error
             rows.append(row)
             return row
         layout = fused_cuda_layout(IRIS_SIZES, model.kernel_width, ds.y_train.size, backend.block_threads,
@@ -295,9 +322,6 @@ def time_bandwidth(rng, device, sim):
     import cupy
 
     from spingpu.kernels import batched_cuda
-    from spingpu.kernels.pair_neuron import FD_FORWARD
-    from spingpu.kernels.philox import split_seed
-    from spingpu.training.batched_cuda_engine import pair_layer_cuda_kernel
 
     def best_of(fn, repeats=5):
         fn()
@@ -318,13 +342,8 @@ def time_bandwidth(rng, device, sim):
     del a, b
 
     n, bs, u = 512, 128, 256
-    model, junc, z, neuron, readout = pair_problem(rng, n, bs, u, np.float32)
-    dz, dj = cupy.asarray(z), cupy.asarray(junc.reshape(-1, junc.shape[-1]))
-    outs = [cupy.empty_like(dz) for _ in range(3)]
-    args = (dz, dj, cupy.asarray(model.nominal), cupy.asarray(np.ascontiguousarray(model.aux_table)), FD_FORWARD,
-            cupy.asarray(neuron), cupy.asarray(readout), *split_seed(np.uint64(7)), cupy.arange(n), 5, 0, 0, 0, True,
-            *outs)
-    kernel = pair_layer_cuda_kernel(model)
+    kernel, args = pair_launch(rng, n, bs, u)
+    dz, dj = args[:2]
     grid = batched_cuda.blocks(n * bs * ((u + 1) // 2))
     pair_s = best_of(lambda: [device.launch(kernel, grid, batched_cuda.THREADS, *args) for _ in range(10)]) / 10
     pair_bytes = 4 * dz.size * 4 + dj.nbytes
@@ -366,20 +385,14 @@ def time_launch(rng, device, sim, launches=200, rounds=5):
     import cupy
 
     from spingpu.kernels import batched_cuda
-    from spingpu.kernels.pair_neuron import FD_FORWARD
-    from spingpu.kernels.philox import split_seed
-    from spingpu.training.batched_cuda_engine import pair_layer_cuda_kernel
 
-    model, junc, z, neuron, readout = pair_problem(rng, 1, 1, 2, np.float32)
-    k0, k1 = split_seed(np.uint64(7))
-    arrays = [cupy.asarray(a) for a in (z, junc.reshape(-1, junc.shape[-1]), model.nominal,
-                                        np.ascontiguousarray(model.aux_table), neuron, readout, np.arange(1))]
-    outs = [cupy.empty_like(arrays[0]) for _ in range(3)]
-    dz, dj, nominal, table, dneuron, dreadout, nets = arrays
-    numba_args = (dz, dj, nominal, table, FD_FORWARD, dneuron, dreadout, k0, k1, nets, 5, 0, 0, 0, True, *outs)
-    raw_args = (dz, dj, nominal, table, np.int64(FD_FORWARD), dneuron, dreadout, np.uint64(k0), np.uint64(k1), nets,
-                np.int64(5), np.int64(0), np.int64(0), np.int64(0), np.bool_(True), *outs)
-    kernel = pair_layer_cuda_kernel(model)
+    kernel, numba_args = pair_launch(rng, 1, 1, 2)
+    dz, dj, nominal, table, mode, dneuron, dreadout, k0, k1, nets, purpose, layer, slot0, row0, derivatives = \
+        numba_args[:15]
+    outs = numba_args[15:]
+    # the same arguments with the C types of LAUNCH_PEER's parameters
+    raw_args = (dz, dj, nominal, table, np.int64(mode), dneuron, dreadout, np.uint64(k0), np.uint64(k1), nets,
+                *map(np.int64, (purpose, layer, slot0, row0)), np.bool_(derivatives), *outs)
     raw = cupy.RawKernel(LAUNCH_PEER, "pair_arguments")
 
     def per_launch(launch):
@@ -396,8 +409,8 @@ def time_launch(rng, device, sim, launches=200, rounds=5):
 
     numba_s = per_launch(lambda: device.launch(kernel, 1, batched_cuda.THREADS, *numba_args))
     raw_s = per_launch(lambda: raw((1,), (batched_cuda.THREADS,), raw_args))
-    scalars = (float(nominal[0] + table.ravel()[0] + dneuron[0] + dreadout[0]) + int(nets[0]) + FD_FORWARD + 5
-               + k0 + k1 + 1)
+    scalars = (float(nominal[0] + table.ravel()[0] + dneuron[0] + dreadout[0]) + int(nets[0]) + mode + purpose
+               + layer + slot0 + row0 + k0 + k1 + derivatives)
     arrived = bool(np.isclose(float(outs[2][0, 0, 0]), scalars, rtol=1e-6))
     return dict(arguments=len(numba_args), numba_us=1e6 * numba_s, cupy_raw_us=1e6 * raw_s, ratio=numba_s / raw_s,
                 peer_arguments_arrived=arrived)
@@ -484,15 +497,6 @@ def main():
             part = out.with_suffix(".json.part")
             part.write_text(json.dumps(results, indent=2, default=float))
             part.replace(out)
-
-    def attempt(fn, *fn_args):
-        """(fn(*fn_args), None), or (None, the error in a line) with its traceback printed: one
-        failing part must not lose the others' numbers."""
-        try:
-            return fn(*fn_args), None
-        except Exception as err:
-            traceback.print_exc()
-            return None, f"{type(err).__name__}: {err}"
 
     def section(key, fn, *fn_args):
         results[key], error = attempt(fn, *fn_args)

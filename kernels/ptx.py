@@ -14,6 +14,11 @@ MAX_REGISTERS_PER_THREAD = 256
 WARP = 32
 
 
+def arch_name(cc):
+    """``sm_XY`` of compute capability (X, Y)."""
+    return f"sm_{cc[0]}{cc[1]}"
+
+
 @dataclass(frozen=True)
 class _FixedDevice:
     compute_capability: tuple
@@ -91,7 +96,7 @@ def assemble(ptx, cc=(9, 0)):
     assembler's first error line (e.g. ``uses too much shared data``)."""
     from cuda.bindings import nvjitlink
 
-    arch = f"sm_{cc[0]}{cc[1]}"
+    arch = arch_name(cc)
     handle = nvjitlink.create(2, [f"-arch={arch}", "-verbose"])
 
     def log(size, get):

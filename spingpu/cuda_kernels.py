@@ -116,7 +116,7 @@ def fused_train_spec(model, min_blocks=None):
 
 
 def parse_arch(arch):
-    """Compute capability (major, minor) of ``sm_XY``."""
+    """Compute capability (major, minor) of ``sm_XY`` (the inverse of kernels.ptx.arch_name)."""
     from .errors import ConfigError
 
     digits = arch.removeprefix("sm_")
@@ -160,18 +160,16 @@ def _compile(index, cc, assemble):
     if _CATALOG is None:
         _CATALOG = catalog()
     spec = _CATALOG[index]
-    done = Compiled(spec.name, spec.threads)
+    ptx_bytes = None
     try:
         text = ptx.compile_ptx(spec.kernel, spec.signature, cc)
-        done = Compiled(spec.name, spec.threads, len(text))
-        if assemble:
-            return Compiled(spec.name, spec.threads, len(text), ptx.assemble(text, cc), assembled=True)
-        return done
+        ptx_bytes = len(text)
+        resources = ptx.assemble(text, cc) if assemble else None
+        return Compiled(spec.name, spec.threads, ptx_bytes, resources, assembled=assemble)
     except Exception as err:  # reported by name in the parent
-        step = "compile" if done.ptx_bytes is None else "assemble"
+        step = "compile" if ptx_bytes is None else "assemble"
         message = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
-        return Compiled(spec.name, spec.threads, done.ptx_bytes, error=f"failed to {step} for sm_{cc[0]}{cc[1]}: "
-                        f"{message}")
+        return Compiled(spec.name, spec.threads, ptx_bytes, error=f"failed to {step} for {ptx.arch_name(cc)}: {message}")
 
 
 def nvjitlink_missing():

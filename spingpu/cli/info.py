@@ -43,11 +43,12 @@ def run(args):
         raise ConfigError("check-kernels", "needs numba-cuda: pip install 'spingpu[gpu]'") from None
     from ..backends import gpu_devices
     from ..cuda_kernels import DEFAULT_ARCH, check_kernels
+    from ..kernels.ptx import arch_name
 
     arch = args.arch
     if arch is None:
         gpus = gpu_devices()
-        arch = f"sm_{gpus[0][1][0]}{gpus[0][1][1]}" if gpus else DEFAULT_ARCH
+        arch = arch_name(gpus[0][1]) if gpus else DEFAULT_ARCH
     print(f"compiling CUDA kernels for {arch}:")
     try:
         n = check_kernels(arch, jobs=args.jobs if args.jobs is not None else (os.cpu_count() or 1))
