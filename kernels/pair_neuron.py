@@ -37,14 +37,14 @@ def digital(mode, z):
 
 
 @numba.njit(cache=True)
-def read(v, current, r_bridge, readout, xi):
-    """ADC output of one reading of a junction at (V, I)."""
+def read(v, dv_di, current, r_bridge, readout, xi):
+    """ADC output of one reading of a junction at (V, I) with differential resistance ``dv_di``."""
     y = v - r_bridge * current
     kind = readout[0]
     if kind == NOISE_GAUSSIAN:
         y += readout[1] * xi
     elif kind == NOISE_JOHNSON_SHOT:
-        y += johnson_shot_std(v, current, readout[2], readout[3]) * xi
+        y += johnson_shot_std(v, current, dv_di, r_bridge, readout[2], readout[3]) * xi
     return quantize(y, readout[5], readout[6], int(readout[4]))
 
 
@@ -69,20 +69,20 @@ def make_pair_neuron(point, point_row):
             i_a = quantize(i_req, dac_lo, dac_hi, dac_bits)
             i_b = quantize(i_req + delta_i, dac_lo, dac_hi, dac_bits)
         v_a, d_a = point_row(i_a, params, row_a, table)
-        r_a = read(v_a, i_a, r_bridge, readout, xi0)
+        r_a = read(v_a, d_a, i_a, r_bridge, readout, xi0)
         if not derivatives and mode != FD_SYMMETRIC:
             return v_scale * r_a, 0.0, 0.0
         exact = gain * (d_a - r_bridge)
         if mode == FD_FORWARD or mode == FD_SYMMETRIC:
             v_b, d_b = point_row(i_b, params, row_b, table)
-            r_b = read(v_b, i_b, r_bridge, readout, xi1)
+            r_b = read(v_b, d_b, i_b, r_bridge, readout, xi1)
             used = gain * (r_b - r_a) / delta_i
             if mode == FD_SYMMETRIC:
                 exact = gain * (0.5 * (d_a + d_b) - r_bridge)
                 r_a = 0.5 * (r_a + r_b)
         elif mode == FD_SINGLE:
-            v_a2, _ = point_row(i_b, params, row_a, table)
-            used = gain * (read(v_a2, i_b, r_bridge, readout, xi1) - r_a) / delta_i
+            v_a2, d_a2 = point_row(i_b, params, row_a, table)
+            used = gain * (read(v_a2, d_a2, i_b, r_bridge, readout, xi1) - r_a) / delta_i
         elif mode == MODEL:
             _, d_nom = point(i_a, nominal, table)
             used = gain * (d_nom - r_bridge)

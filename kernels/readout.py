@@ -1,9 +1,17 @@
 """Reading a junction: read noise, ADC and DAC as scalar functions (DESIGN.md 4).
 
-Thermal (Johnson-Nyquist) and shot noise of a junction of resistance R = V / I carrying I, read
-over a bandwidth B, give the voltage noise standard deviation
+Thermal and shot noise of a tunnel junction read over a bandwidth B (``johnson_shot``). A tunnel
+barrier's current noise (one-sided spectral density, Fano factor 1) crosses over from Johnson-Nyquist
+to full shot noise with bias (Blanter & Buettiker, Phys. Rep. 336, 1 (2000); Spietz et al.,
+Science 300, 1929 (2003)):
 
-    sigma_V = sqrt(4 k_B T R B + 2 q |I| B R^2).
+    S_I = 2 q I coth(q V / (2 k_B T))       -> 4 k_B T I / V at |q V| << k_B T,  2 q |I| at T = 0.
+
+The junction is current-biased, so its noise current flows through its own differential resistance
+r_d = dV/dI: the voltage noise is r_d^2 S_I. A bridge readout's reference resistor r_bridge adds its
+own Johnson noise 4 k_B T r_bridge:
+
+    sigma_V = sqrt(B (r_d^2 S_I + 4 k_B T r_bridge)).
 
 A converter with ``bits`` bits and range [lo, hi] has 2**bits levels lo + c * lsb, c = 0 ..
 2**bits - 1, lsb = (hi - lo) / (2**bits - 1); a value is rounded to the nearest level and clipped
@@ -19,12 +27,18 @@ Q_E = 1.602176634e-19  # C, exact (SI 2019)
 
 
 @numba.njit(cache=True)
-def johnson_shot_std(voltage, current, temperature, bandwidth):
-    """Voltage noise std (V) of a junction at (V, I) at temperature (K) over bandwidth (Hz)."""
-    if current == 0.0:
-        return 0.0
-    r = abs(voltage / current)
-    return math.sqrt(4.0 * K_B * temperature * r * bandwidth + 2.0 * Q_E * abs(current) * bandwidth * r * r)
+def johnson_shot_std(voltage, current, dv_di, r_bridge, temperature, bandwidth):
+    """Voltage noise std (V) of a reading of a junction at (V, I) with differential resistance
+    ``dv_di`` (ohm), through a bridge resistor ``r_bridge`` (ohm, 0 for a direct read), at
+    ``temperature`` (K) over ``bandwidth`` (Hz)."""
+    kt = K_B * temperature
+    if kt == 0.0:
+        s_i = 2.0 * Q_E * abs(current)
+    elif voltage == 0.0:
+        s_i = 4.0 * kt / abs(dv_di) if dv_di != 0.0 else 0.0  # zero bias: Johnson noise of r_d
+    else:
+        s_i = 2.0 * Q_E * abs(current / math.tanh(Q_E * voltage / (2.0 * kt)))
+    return math.sqrt(bandwidth * (dv_di * dv_di * s_i + 4.0 * kt * r_bridge))
 
 
 @numba.njit(cache=True)

@@ -1,6 +1,6 @@
 """Readout chain (DESIGN.md 4): read noise, ADC on the voltage, DAC on the current.
 
-References are computed here independently: the noise formula with scipy.constants, the
+References are computed here independently: the noise formula with scipy.constants in mpmath, the
 converters by searching for the nearest of the 2**bits levels.
 """
 
@@ -38,14 +38,14 @@ def test_gaussian_noise_is_added_with_the_given_std():
     i = rng.uniform(-1e-3, 1e-3, n)
     normals = rng.standard_normal(n)
     r = Readout(read_noise=0.02)
-    out = r.read(v, i, normals)
+    out = r.read(v, i, rng.uniform(500, 2000, n), normals)
     np.testing.assert_allclose(out, v + 0.02 * normals, rtol=0, atol=1e-16)
     e = out - v
     assert abs(e.mean()) < Z * 0.02 / math.sqrt(n)
     assert abs(e.std(ddof=1) - 0.02) < std_bound(0.02, n)
     # The std does not depend on the operating point.
-    assert np.all(r.noise_std(v, i) == 0.02)
-    assert r.noise_std(v[:5, None], i[None, :3]).shape == (5, 3)
+    assert np.all(r.noise_std(v, i, 1e3) == 0.02)
+    assert r.noise_std(v[:5, None], i[None, :3], 1e3).shape == (5, 3)
 
 
 def test_no_noise_and_no_converters_is_ideal():
@@ -53,39 +53,65 @@ def test_no_noise_and_no_converters_is_ideal():
     v = rng.uniform(-3, 3, 1000)  # also beyond the (unused) ADC range
     r = Readout()
     assert r.is_ideal
-    assert np.array_equal(r.read(v, rng.uniform(-1e-3, 1e-3, 1000), rng.standard_normal(1000)), v)
+    assert np.array_equal(r.read(v, rng.uniform(-1e-3, 1e-3, 1000), 1e3, rng.standard_normal(1000)), v)
     assert not Readout(read_noise=1e-3).is_ideal
     assert not Readout(adc_bits=8).is_ideal and not Readout(dac_bits=8).is_ideal
     assert not Readout(noise_model="johnson_shot").is_ideal
 
 
-def johnson_shot_reference(v, i, temperature, bandwidth):
-    r = np.abs(v / i)
-    return np.sqrt(4 * constants.k * temperature * r * bandwidth
-                   + 2 * constants.e * np.abs(i) * bandwidth * r**2)
+def johnson_shot_reference(v, i, r_d, temperature, bandwidth, r_bridge=0.0):
+    """sigma_V = sqrt(B (r_d^2 2 q I coth(q V / 2 kB T) + 4 kB T r_bridge)) in 40-digit arithmetic,
+    with scipy's constants; coth written as cosh / sinh (not the kernel's 1 / tanh)."""
+    mp = pytest.importorskip("mpmath")
+    mp.mp.dps = 40
+    k, q = mp.mpf(constants.k), mp.mpf(constants.e)
+    out = []
+    for vv, ii, rr in zip(*np.broadcast_arrays(v, i, r_d)):
+        vv, ii, rr = mp.mpf(float(vv)), mp.mpf(float(ii)), mp.mpf(float(rr))
+        x = q * vv / (2 * k * temperature) if temperature > 0 else mp.inf
+        s_i = 2 * q * abs(ii * (mp.cosh(x) / mp.sinh(x) if temperature > 0 else 1))
+        out.append(float(mp.sqrt(bandwidth * (rr**2 * s_i + 4 * k * temperature * r_bridge))))
+    return np.array(out)
 
 
 @pytest.mark.parametrize("temperature, bandwidth", [(300.0, 1e6), (4.2, 1e9), (77.0, 1e3), (0.0, 1e7)])
 def test_johnson_shot_std_matches_formula(temperature, bandwidth):
     rng = np.random.default_rng(int(temperature * 10) + int(math.log10(bandwidth)))
-    n = 5000
-    i = rng.choice([-1, 1], n) * 10 ** rng.uniform(-7, -2.5, n)
-    v = i * rng.uniform(300, 5000, n) * rng.choice([1, -1], n, p=[0.9, 0.1])
+    n = 400
+    # biases from deep in the thermal regime (|qV| << kB T) to deep in the shot regime
+    i = rng.choice([-1, 1], n) * 10 ** rng.uniform(-10, -2.5, n)
+    v = i * rng.uniform(300, 5000, n)
+    r_d = rng.uniform(200, 4000, n) * rng.choice([1, -1], n, p=[0.9, 0.1])  # also negative dV/dI
+    r_bridge = rng.uniform(0, 3000)
     r = Readout(noise_model="johnson_shot", temperature=temperature, bandwidth=bandwidth)
-    np.testing.assert_allclose(r.noise_std(v, i), johnson_shot_reference(v, i, temperature, bandwidth),
-                               rtol=1e-12)
+    np.testing.assert_allclose(r.noise_std(v, i, r_d), johnson_shot_reference(v, i, r_d, temperature, bandwidth),
+                               rtol=1e-13)
+    np.testing.assert_allclose(r.noise_std(v, i, r_d, r_bridge),
+                               johnson_shot_reference(v, i, r_d, temperature, bandwidth, r_bridge), rtol=1e-13)
 
 
-def test_johnson_shot_known_values():
+def test_johnson_shot_limits():
+    kb, q = constants.k, constants.e
     r = Readout(noise_model="johnson_shot", temperature=300.0, bandwidth=1e6)
-    # 1 kOhm, vanishing current: the thermal noise sqrt(4 kB T R B) = 4.07 uV.
-    thermal = math.sqrt(4 * constants.k * 300 * 1e3 * 1e6)
-    assert r.noise_std(1e-12 * 1e3, 1e-12) == pytest.approx(math.sqrt(thermal**2 + 2 * constants.e * 1e-12 * 1e6 * 1e6),
-                                                          rel=1e-12)
+    # Zero bias: the Johnson-Nyquist noise sqrt(4 kB T R B) of R = dV/dI = 1 kOhm, 4.07 uV; also
+    # at exactly V = I = 0, and continuous into it.
+    thermal = math.sqrt(4 * kb * 300 * 1e3 * 1e6)
     assert thermal == pytest.approx(4.0704e-6, rel=1e-4)
-    # T = 0: shot noise only, sqrt(2 q I B) R.
+    assert r.noise_std(0.0, 0.0, 1e3) == pytest.approx(thermal, rel=1e-15)
+    assert r.noise_std(1e-9 * 1e3, 1e-9, 1e3) == pytest.approx(thermal, rel=1e-8)
+    assert r.noise_std(-1e-9 * 1e3, -1e-9, 1e3) == pytest.approx(thermal, rel=1e-8)
+    # At qV = 2 kB T the current noise is 2 q I coth(1).
+    v = 2 * kb * 300 / q
+    assert r.noise_std(v, v / 1e3, 1e3) == pytest.approx(
+        1e3 * math.sqrt(2 * q * v / 1e3 * (math.cosh(1) / math.sinh(1)) * 1e6), rel=1e-13)
+    # High bias, and T = 0: full shot noise sqrt(2 q |I| B) times r_d (not V / I).
+    assert r.noise_std(0.5, 2e-4, 800.0) == pytest.approx(800 * math.sqrt(2 * q * 2e-4 * 1e6), rel=1e-8)
     r0 = Readout(noise_model="johnson_shot", temperature=0.0, bandwidth=1e6)
-    assert r0.noise_std(0.1, 1e-4) == pytest.approx(math.sqrt(2 * constants.e * 1e-4 * 1e6) * 1e3, rel=1e-12)
+    assert r0.noise_std(-0.1, -1e-4, 1.5e3) == pytest.approx(math.sqrt(2 * q * 1e-4 * 1e6) * 1.5e3, rel=1e-15)
+    assert r0.noise_std(0.0, 0.0, 1e3) == 0.0
+    # A bridge resistor adds its Johnson noise in quadrature; none at T = 0.
+    assert r.noise_std(0.0, 0.0, 1e3, 3e3) == pytest.approx(math.sqrt(4 * kb * 300 * 4e3 * 1e6), rel=1e-14)
+    assert r0.noise_std(0.0, 0.0, 1e3, 3e3) == 0.0
 
 
 def test_johnson_shot_read_has_that_std():
@@ -93,10 +119,13 @@ def test_johnson_shot_read_has_that_std():
     n = 200_000
     i = rng.uniform(50e-6, 500e-6, n)
     v = i * rng.uniform(800, 2500, n)
+    r_d = rng.uniform(500, 2500, n)
     normals = rng.standard_normal(n)
     r = Readout(noise_model="johnson_shot", temperature=350.0, bandwidth=1e8)
-    sd = johnson_shot_reference(v, i, 350.0, 1e8)
-    out = r.read(v, i, normals)
+    sd = johnson_shot_reference(v[:50], i[:50], r_d[:50], 350.0, 1e8)
+    np.testing.assert_allclose(r.noise_std(v[:50], i[:50], r_d[:50]), sd, rtol=1e-13)
+    sd = r.noise_std(v, i, r_d)
+    out = r.read(v, i, r_d, normals)
     np.testing.assert_allclose(out - v, sd * normals, rtol=1e-9, atol=1e-3 * sd.min())
     w = (out - v) / sd
     assert abs(w.mean()) < Z / math.sqrt(n)
@@ -113,7 +142,7 @@ def test_adc_levels_rounding_and_clipping(bits, lo, hi):
     v = rng.uniform(lo - 0.5 * span, hi + 0.5 * span, 100_000)
     v = np.concatenate([v, [lo, hi]])
     r = Readout(adc_bits=bits, adc_range=(lo, hi))
-    out = r.read(v, np.full(v.shape, 1e-4), rng.standard_normal(v.size))  # read_noise = 0: normals unused
+    out = r.read(v, np.full(v.shape, 1e-4), 1e3, rng.standard_normal(v.size))  # read_noise = 0: normals unused
     lsb = span / (2**bits - 1)
     # Only the 2**bits levels occur, and all of them do.
     codes = (out - lo) / lsb
@@ -131,7 +160,7 @@ def test_adc_levels_rounding_and_clipping(bits, lo, hi):
 def test_adc_24_bits():
     rng = np.random.default_rng(24)
     v = rng.uniform(-1, 1, 50_000)
-    out = Readout(adc_bits=24).read(v, v, np.zeros_like(v))
+    out = Readout(adc_bits=24).read(v, v, 1e3, np.zeros_like(v))
     lsb = 2.0 / (2**24 - 1)
     assert np.max(np.abs(out - v)) <= lsb / 2 * (1 + 1e-6)
     codes = (out + 1) / lsb
@@ -144,7 +173,7 @@ def test_noise_is_added_before_the_adc():
     v = rng.uniform(-0.2, 0.2, n)
     normals = rng.standard_normal(n)
     r = Readout(read_noise=0.05, adc_bits=6, adc_range=(-0.25, 0.25))
-    out = r.read(v, np.full(n, 2e-4), normals)
+    out = r.read(v, np.full(n, 2e-4), 1e3, normals)
     np.testing.assert_allclose(out, nearest_level(v + 0.05 * normals, -0.25, 0.25, 6), rtol=0, atol=1e-14)
 
 
@@ -170,11 +199,11 @@ def test_zero_bits_pass_through():
     rng = np.random.default_rng(9)
     x = rng.uniform(-5, 5, 10_000)  # far outside both ranges
     r = Readout(adc_bits=0, dac_bits=0)
-    assert np.array_equal(r.read(x, x * 1e-3, np.zeros_like(x)), x)
+    assert np.array_equal(r.read(x, x * 1e-3, 1e3, np.zeros_like(x)), x)
     assert np.array_equal(r.drive(x * 1e-3), x * 1e-3)
     # An ADC alone leaves the drive ideal and vice versa.
     assert np.array_equal(Readout(adc_bits=4).drive(x * 1e-3), x * 1e-3)
-    assert np.array_equal(Readout(dac_bits=4).read(x, x, np.zeros_like(x)), x)
+    assert np.array_equal(Readout(dac_bits=4).read(x, x, 1e3, np.zeros_like(x)), x)
 
 
 # --- bad input ---------------------------------------------------------------------------------

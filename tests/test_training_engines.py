@@ -24,6 +24,8 @@ CASES = {
     "fd_forward-noise-adam-full": dict(grad_mode="fd_forward", readout=Readout(read_noise=2e-3)),
     "fd_single-johnson-momentum-batch": dict(grad_mode="fd_single", optimizer="momentum", batch_size=32, lr=0.02,
                                              readout=Readout(noise_model="johnson_shot", temperature=300, bandwidth=1e9)),
+    "fd_forward-johnson-bridge": dict(grad_mode="fd_forward", neuron=PairNeuron(readout="bridge", r_ref=900.0),
+                                      readout=Readout(noise_model="johnson_shot", temperature=350, bandwidth=3e9)),
     "fd_symmetric-adc-dac-sgd-step": dict(grad_mode="fd_symmetric", optimizer="sgd", lr=0.2,
                                           lr_schedule=Schedule("step", every=2, gamma=0.5),
                                           readout=Readout(adc_bits=10, adc_range=(-1.5, 1.5), dac_bits=12,

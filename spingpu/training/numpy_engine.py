@@ -134,13 +134,14 @@ class NumpyEngine:
 
     # --- one hidden layer ------------------------------------------------------------------------
 
-    def _read(self, v, current, normals_of):
-        """ADC output of the readings of junctions at voltages v and currents (N, B, U): the
-        voltage, less r_bridge I for a bridge, plus the junction's read noise (``normals_of()``)."""
-        ro = self.config.readout
-        y = v - self.config.neuron.r_bridge * current
+    def _read(self, v, d, current, normals_of):
+        """ADC output of the readings of junctions at voltages v, differential resistances d and
+        currents (N, B, U): the voltage, less r_bridge I for a bridge, plus the read noise
+        (``normals_of()``)."""
+        ro, r_bridge = self.config.readout, self.config.neuron.r_bridge
+        y = v - r_bridge * current
         if not ro.noise_std_is_zero:
-            y = y + ro.noise_std(v, current) * normals_of()
+            y = y + ro.noise_std(v, current, d, r_bridge) * normals_of()
         return ro.adc(y)
 
     def hidden(self, layer, z, noise):
@@ -164,18 +165,18 @@ class NumpyEngine:
         else:
             i_a, i_b = drive(i_req), drive(i_req + nc.delta_i)
         v_a, d_a = self.model.iv(i_a, params[..., 0, :])
-        r_a = self._read(v_a, i_a, lambda: noise.normals(layer, 0, z.shape))
+        r_a = self._read(v_a, d_a, i_a, lambda: noise.normals(layer, 0, z.shape))
         exact = gain * (d_a - nc.r_bridge)
         if mode == "fd_forward" or mode == "fd_symmetric":
             v_b, d_b = self.model.iv(i_b, params[..., 1, :])
-            r_b = self._read(v_b, i_b, lambda: noise.normals(layer, 1, z.shape))
+            r_b = self._read(v_b, d_b, i_b, lambda: noise.normals(layer, 1, z.shape))
             used = gain * (r_b - r_a) / nc.delta_i
             if mode == "fd_symmetric":
                 exact = gain * (0.5 * (d_a + d_b) - nc.r_bridge)
                 r_a = 0.5 * (r_a + r_b)
         elif mode == "fd_single":
-            v_a2, _ = self.model.iv(i_b, params[..., 0, :])
-            r_a2 = self._read(v_a2, i_b, lambda: noise.normals(layer, 1, z.shape))
+            v_a2, d_a2 = self.model.iv(i_b, params[..., 0, :])
+            r_a2 = self._read(v_a2, d_a2, i_b, lambda: noise.normals(layer, 1, z.shape))
             used = gain * (r_a2 - r_a) / nc.delta_i
         elif mode == "model":
             _, d_nom = self.model.iv(i_a)
