@@ -34,11 +34,23 @@ def pct(x):
     return "n/a" if not np.isfinite(x) else f"{100 * x:.1f} %"
 
 
-def open_store(runs, name):
+def open_store(runs, name, quiet=False):
+    """The results of study ``name``: the store ``NAME.zarr`` in ``runs``, else the newest store there
+    whose recorded ``study_name`` is ``name`` (a run written with ``--out OTHER.zarr``)."""
     path = Path(runs) / f"{name}.zarr"
     if not path.exists():
-        print(f"\n({name}: no store at {path}; skipped)")
-        return None
+        import zarr
+
+        found = []
+        for other in sorted(Path(runs).glob("*.zarr")):
+            attrs = zarr.open_group(str(other), mode="r").attrs
+            if attrs.get("study_name") == name:
+                found.append((attrs.get("created", ""), other))
+        if not found:
+            if not quiet:
+                print(f"\n({name}: no store of that study in {runs}; skipped)")
+            return None
+        path = max(found)[1]
     return spingpu.open_results(path)
 
 
@@ -144,11 +156,12 @@ def main(argv=None):
             table(ds, title)
     for name, title in (("paper_mnist_4hidden", "MNIST 784-256x4-10"),
                         ("paper_mnist_distill", "MNIST distillation, student 784-32-10")):
-        if not (Path(args.runs) / f"{name}.zarr").exists():
+        full = open_store(args.runs, name, quiet=True)
+        if full is None:
             name = f"{name}_cpu"
         variants = []
-        for store, label in ((name, "8-bit ADC over +-1 V"), (f"{name}_noadc", "no ADC")):
-            ds = open_store(args.runs, store)
+        for ds, label in ((full if full is not None else open_store(args.runs, name), "8-bit ADC over +-1 V"),
+                          (open_store(args.runs, f"{name}_noadc", quiet=True), "no ADC")):
             if ds is not None:
                 table(ds, f"{title}, {label}")
                 if "alpha" in ds.dims:  # one curve per distillation weight
