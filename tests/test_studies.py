@@ -684,8 +684,36 @@ MALFORMED = [
     ("sweep with one bad cell", with_line("sweep", '"variability.sigma_d2d" = [0.0, 0.1, -0.1]'),
      "variability.sigma_d2d", "allowed: 0.0 <= value <= 2.0 (in the cell variability.sigma_d2d=-0.1)"),
     ("sweep with one bad cell of two axes",
-     with_line("sweep", '"training.grad_mode" = ["model", "tanh"]\n"training.lr" = [0.1, "x"]'),
-     "training.lr", "expected a number, got 'x' (in the cell training.grad_mode=model, training.lr=x)"),
+     with_line("sweep", '"training.grad_mode" = ["model", "tanh"]\n"training.lr" = [0.1, -1.0]'),
+     "training.lr", "-1.0 is out of range; allowed: 0.0 < value <= 100.0 (in the cell training.grad_mode=model, "
+     "training.lr=-1.0)"),
+    # sweep values are checked against the key's type before anything runs
+    ("sweep of strings for a number", with_line("sweep", '"training.lr" = ["0.1", "0.2"]'), "sweep.training.lr",
+     "expected numbers, got '0.1'"),
+    ("sweep of strings for an integer", with_line("sweep", '"training.epochs" = ["1", "2"]'),
+     "sweep.training.epochs", "expected integers (whole numbers), got '1'"),
+    ("sweep of fractions for an integer", with_line("sweep", '"training.batch_size" = [8, 12.5]'),
+     "sweep.training.batch_size", "expected integers (whole numbers), got 12.5"),
+    ("sweep linspace of fractions for an integer", with_line("sweep", '"training.epochs" = {linspace = [1, 2, 3]}'),
+     "sweep.training.epochs", "expected integers (whole numbers), got 1.5"),
+    ("sweep of numbers for a string", with_line("sweep", '"training.grad_mode" = [1, 2]'),
+     "sweep.training.grad_mode", "expected strings, got 1"),
+    ("sweep linspace of 10**12 values", with_line("sweep", '"training.lr" = {linspace = [0.1, 0.2, 1000000000000]}'),
+     "sweep.training.lr", "linspace of 1000000000000 values; at most 100000 cells in a study"),
+    ("sweep logspace of 10**12 values", with_line("sweep", '"training.lr" = {logspace = [-3, -1, 1000000000000]}'),
+     "sweep.training.lr", "logspace of 1000000000000 values; at most 100000 cells in a study"),
+    # the name names the default store results/<name>.zarr: one plain component
+    ("name with a parent folder", 'name = "../escaped"\n' + BASE, "name",
+     "'../escaped' is not a plain name; allowed: 1-200 letters, digits, '.', '_' or '-', not starting with '.'"),
+    ("absolute name", 'name = "/tmp/abs"\n' + BASE, "name", "'/tmp/abs' is not a plain name"),
+    ("empty name", 'name = ""\n' + BASE, "name", "'' is not a plain name"),
+    ("hidden name", 'name = ".zarr"\n' + BASE, "name", "'.zarr' is not a plain name"),
+    ("name with a space", 'name = "my study"\n' + BASE, "name", "'my study' is not a plain name"),
+    # messages name the study's key and say what is expected
+    ("distillation alpha out of range", with_line("distillation", "alpha = 2"), "distillation.alpha",
+     "2 is out of range; allowed: 0.0 <= value <= 1.0"),
+    ("per_parameter of one number", with_line("variability.per_parameter", "r_p = 0.1"),
+     "variability.per_parameter.r_p", "expected three spreads (chip, d2d, pair), e.g. [0.0, 0.05, 0.01], got 0.1"),
 ]
 
 
@@ -721,7 +749,13 @@ def test_invalid_toml_and_missing_study_file(tmp_path, monkeypatch, capsys):
     assert main(["run", str(tmp_path / "absent.toml"), *FAST]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("spingpu run: error: study: file not found: "), err
-    assert sorted(os.listdir(tmp_path)) == ["study.toml"]
+    binary = tmp_path / "binary.toml"
+    binary.write_bytes(b'name = "b"\n\xff\xfe\x00\x01')
+    assert main(["run", str(binary), *FAST]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"spingpu run: error: {binary}: not a text file: byte 0xff at offset 11 is not UTF-8; "
+                   "a study file is UTF-8 TOML\n"), err
+    assert sorted(os.listdir(tmp_path)) == ["binary.toml", "study.toml"]
 
 
 @pytest.mark.parametrize("extra, message", [
@@ -780,7 +814,8 @@ def test_resume_with_another_backend_is_refused(tmp_path, monkeypatch, capsys):
     study = load_study(study_path)
     out = tmp_path / "results" / "tiny.zarr"
     out.parent.mkdir()
-    create_store(out, study, study.networks, {"backend": "numpy", "device": "CPU", "spingpu_version": "test"})
+    create_store(out, study, study.networks, {"backend": "numpy", "device": "CPU",
+                                              "spingpu_version": spingpu.__version__})
     rc = main(["run", str(study_path), "--resume", "--backend", "cpu", "--networks-per-task", str(study.networks),
                "--no-report"])
     err = capsys.readouterr().err
