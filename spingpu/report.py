@@ -21,8 +21,9 @@ from .errors import ConfigError, check_range
 SUMMARY_COLUMNS = ("median_test_acc", "q25_test_acc", "q75_test_acc", "q05_test_acc", "q95_test_acc", "yield",
                    "diverged", "networks", "networks_done", "median_grad_cosine", "median_deriv_rel_err",
                    "teacher_test_acc")
-REPORT_VARIABLES = ("test_acc", "diverged", "val_acc", "train_loss", "grad_cosine", "deriv_rel_err",
-                    "teacher_test_acc")  # what the report reads of a store
+SUMMARY_VARIABLES = ("test_acc", "diverged", "grad_cosine", "deriv_rel_err", "teacher_test_acc")
+LAST_EPOCH = ("grad_cosine", "deriv_rel_err")  # of these the summary and figures use the last epoch only
+REPORT_VARIABLES = SUMMARY_VARIABLES + ("val_acc", "train_loss")  # what the report reads of a store
 
 
 def summary_rows(ds, threshold=0.9):
@@ -36,7 +37,7 @@ def summary_rows(ds, threshold=0.9):
 
     axes = sweep_axes(ds)
     acc = ds.test_acc.load()
-    last = ds.isel(epoch=-1)
+    last = ds.isel(epoch=-1) if "epoch" in ds.dims else ds  # (load_results may have kept the last epoch only)
     cos, err, div = last.grad_cosine.load(), last.deriv_rel_err.load(), ds.diverged.load()
     done_all = finished(ds)
     rows = []
@@ -163,7 +164,7 @@ def write_report(store, out=None, threshold=0.9):
 
     threshold = check_range("threshold", threshold, 0.0, 1.0)
     out = Path(out) if out else default_report_path(store)
-    ds = load_results(store, REPORT_VARIABLES)
+    ds = load_results(store, REPORT_VARIABLES, LAST_EPOCH)
     out, csv_path = check_report_targets(out, store_inputs(ds))
     rows = summary_rows(ds, threshold)
     figures = study_figures(ds, threshold)

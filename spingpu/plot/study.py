@@ -187,7 +187,8 @@ def delta_i_tradeoff(ds, dim="delta_i"):
     for combo, colour in zip(combos, _colours(len(combos))):
         sel = dict(zip(split, combo))
         label = ", ".join(f"{d}={_fmt(v)}" for d, v in sel.items()) or "all"
-        sub = ds.isel(epoch=-1).sel(sel) if sel else ds.isel(epoch=-1)
+        last = ds.isel(epoch=-1) if "epoch" in ds.dims else ds
+        sub = last.sel(sel) if sel else last
         err = np.nanmedian(_pooled(sub.deriv_rel_err, [dim]), axis=1)
         cos = np.nanmedian(_pooled(sub.grad_cosine, [dim]), axis=1)
         if np.all(err == 0):  # exact derivatives (oracle, digital): nothing to trade off

@@ -250,9 +250,9 @@ def _join_scheduler(address, log):
 def summary_table(path, threshold=0.9):
     """Per cell: median and IQR of the test accuracy, the yield (fraction >= threshold) and the
     networks finished (statistics over those only), as text."""
-    from ..report import summary_rows
+    from ..report import LAST_EPOCH, SUMMARY_VARIABLES, summary_rows
 
-    ds = results_store.load_results(path)
+    ds = results_store.load_results(path, SUMMARY_VARIABLES, LAST_EPOCH)
     rows = summary_rows(ds, threshold)
     axes = [d for d in ds.test_acc.dims if d != "network"]
     labels = [", ".join(f"{d}={row[d]}" for d in axes) or "(single cell)" for row in rows]

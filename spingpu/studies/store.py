@@ -204,14 +204,17 @@ def open_results(path):
     return ds
 
 
-def load_results(path, variables=None):
-    """:func:`open_results` (only ``variables`` and task_done, where given) read into memory;
-    ConfigError where a chunk cannot be read."""
+def load_results(path, variables=None, last_epoch=()):
+    """:func:`open_results` (only ``variables`` and task_done, where given; of the variables named
+    in ``last_epoch``, only the last epoch, without the epoch dim) read into memory; ConfigError
+    where a chunk cannot be read."""
     ds = open_results(path)
     try:
-        if variables is not None:
-            return ds[[v for v in ds.data_vars if v in set(variables) | {"task_done"}]].load()
-        return ds.load()
+        sub = ds if variables is None else ds[[v for v in ds.data_vars if v in set(variables) | {"task_done"}]]
+        for name in last_epoch:
+            if name in sub and "epoch" in sub[name].dims:
+                sub = sub.assign({name: sub[name].isel(epoch=-1).drop_vars("epoch")})
+        return sub.load()
     except Exception as err:
         raise ConfigError("results", f"{path} is corrupt: its data cannot be read "
                                      f"({type(err).__name__}: {_first_line(err)})") from None
