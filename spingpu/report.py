@@ -19,31 +19,44 @@ import numpy as np
 from .errors import ConfigError, check_range
 
 SUMMARY_COLUMNS = ("median_test_acc", "q25_test_acc", "q75_test_acc", "q05_test_acc", "q95_test_acc", "yield",
-                   "diverged", "networks", "median_grad_cosine", "median_deriv_rel_err", "teacher_test_acc")
+                   "diverged", "networks", "networks_done", "median_grad_cosine", "median_deriv_rel_err",
+                   "teacher_test_acc")
+SUMMARY_VARIABLES = ("test_acc", "diverged", "grad_cosine", "deriv_rel_err", "teacher_test_acc")
+LAST_EPOCH = ("grad_cosine", "deriv_rel_err")  # of these the summary and figures use the last epoch only
+REPORT_VARIABLES = SUMMARY_VARIABLES + ("val_acc", "train_loss")  # what the report reads of a store
 
 
 def summary_rows(ds, threshold=0.9):
-    """One dict per cell: the sweep values and the SUMMARY_COLUMNS (accuracies as fractions)."""
-    from .plot.study import sweep_axes
+    """One dict per cell: the sweep values and the SUMMARY_COLUMNS (accuracies as fractions).
+
+    Statistics are over the networks of the cell's finished tasks (``networks_done`` of
+    ``networks``): in an interrupted store, networks never trained are left out, while diverged
+    networks (trained, metrics NaN) count as failed chips. A cell with no finished task has NaN
+    statistics."""
+    from .plot.study import finished, sweep_axes
 
     axes = sweep_axes(ds)
     acc = ds.test_acc.load()
-    last = ds.isel(epoch=-1)
+    last = ds.isel(epoch=-1) if "epoch" in ds.dims else ds  # (load_results may have kept the last epoch only)
     cos, err, div = last.grad_cosine.load(), last.deriv_rel_err.load(), ds.diverged.load()
+    done_all = finished(ds)
     rows = []
     for index in itertools.product(*[range(ds.sizes[d]) for d in axes]):
         sel = dict(zip(axes, index))
-        a = acc.isel(sel).values
+        done = done_all.isel(sel).values
+        a = acc.isel(sel).values[done]
         ok = a[np.isfinite(a)]
         q = np.quantile(ok, [0.5, 0.25, 0.75, 0.05, 0.95]) if ok.size else [np.nan] * 5
         row = {d: (ds[d].values[i].item() if hasattr(ds[d].values[i], "item") else ds[d].values[i])
                for d, i in sel.items()}
         row.update(zip(SUMMARY_COLUMNS[:5], (float(v) for v in q)))
-        row["yield"] = float(np.mean(np.nan_to_num(a, nan=0.0) >= threshold))
-        row["diverged"] = int(div.isel(sel).values.sum())
-        row["networks"] = int(a.size)
-        row["median_grad_cosine"] = float(np.nanmedian(cos.isel(sel).values)) if np.isfinite(cos.isel(sel).values).any() else np.nan
-        row["median_deriv_rel_err"] = float(np.nanmedian(err.isel(sel).values)) if np.isfinite(err.isel(sel).values).any() else np.nan
+        row["yield"] = float(np.mean(np.nan_to_num(a, nan=0.0) >= threshold)) if a.size else np.nan
+        row["diverged"] = int(div.isel(sel).values[done].sum())
+        row["networks"] = int(done.size)
+        row["networks_done"] = int(done.sum())
+        c, e = cos.isel(sel).values[done], err.isel(sel).values[done]
+        row["median_grad_cosine"] = float(np.nanmedian(c)) if np.isfinite(c).any() else np.nan
+        row["median_deriv_rel_err"] = float(np.nanmedian(e)) if np.isfinite(e).any() else np.nan
         row["teacher_test_acc"] = float(ds.teacher_test_acc.isel(sel)) if "teacher_test_acc" in ds else np.nan
         rows.append(row)
     return rows
@@ -98,18 +111,61 @@ def _devices_figure(ds):
     return iv_spread_figure(current, v_nom, d_nom, v, d, title=title)
 
 
+def summary_csv_path(html_path):
+    """The summary CSV written beside the report ``NAME.html``: ``NAME.summary.csv`` (a name of
+    its own, so that it is never a study's data file ``NAME.csv``)."""
+    html_path = Path(html_path)
+    return html_path.with_name(html_path.stem + ".summary.csv")
+
+
+def default_report_path(store):
+    return Path(str(store).rstrip("/")).with_suffix(".html")
+
+
+def check_report_targets(html_path, inputs=(), field="o", hint="choose another -o"):
+    """Refuse (ConfigError) to write the report or its CSV over a file the study reads, or over an
+    existing file that is not an earlier spingpu report (or summary) of that name."""
+    from .outputs import check_writable
+
+    html_path = check_writable(field, html_path)
+    if html_path.suffix.lower() not in (".html", ".htm"):
+        raise ConfigError(field, f"{html_path} must end in .html")
+    csv_path = summary_csv_path(html_path)
+    check_writable(field, csv_path)
+    inputs = {str(Path(p).resolve()) for p in inputs}
+    for path, mark in ((html_path, "<title>spingpu report:"), (csv_path, "median_test_acc,")):
+        if str(path.resolve()) in inputs:
+            raise ConfigError(field, f"{path} is a data file of the study; the report does not overwrite it: {hint}")
+        if path.exists() or path.is_symlink():
+            try:
+                with open(path, "rb") as handle:
+                    head = handle.read(4096).decode("utf-8", errors="replace")
+            except OSError:
+                head = ""
+            if not path.is_file() or mark not in head:
+                raise ConfigError(field, f"{path} exists and was not written by spingpu report; not overwritten: "
+                                         f"{hint}, or remove it")
+    return html_path, csv_path
+
+
+def store_inputs(ds):
+    """The data files (paths) the study of a store read, from its attributes."""
+    try:
+        return [p for p, _ in json.loads(ds.attrs.get("input_files", "[]"))]
+    except (TypeError, ValueError):
+        return []
+
+
 def write_report(store, out=None, threshold=0.9):
-    """Write ``<store>.html`` (or ``out``) and the summary CSV beside it; return the HTML path."""
-    from .outputs import check_writable, staged_files
-    from .studies.store import open_results
+    """Write ``<store>.html`` (or ``out``) and the summary ``<name>.summary.csv`` beside it;
+    return the HTML path. An existing file is replaced only if it is an earlier report (summary)."""
+    from .outputs import staged_files
+    from .studies.store import load_results
 
     threshold = check_range("threshold", threshold, 0.0, 1.0)
-    ds = open_results(store)
-    out = Path(out) if out else Path(str(store).rstrip("/")).with_suffix(".html")
-    check_writable("o", out)
-    if out.suffix.lower() not in (".html", ".htm"):
-        raise ConfigError("o", f"{out} must end in .html")
-    csv_path = out.with_suffix(".csv")
+    out = Path(out) if out else default_report_path(store)
+    ds = load_results(store, REPORT_VARIABLES, LAST_EPOCH)
+    out, csv_path = check_report_targets(out, store_inputs(ds))
     rows = summary_rows(ds, threshold)
     figures = study_figures(ds, threshold)
     with staged_files(out, csv_path) as (tmp_html, tmp_csv):
@@ -158,16 +214,26 @@ def _html(ds, rows, figures, threshold, csv_name):
         ("created", attrs.get("created", "?")),
         ("yield threshold", f"test accuracy >= {100 * threshold:.0f} %"),
     ]
+    from .studies.store import task_progress
+
+    done, tasks = task_progress(ds)
+    incomplete = "" if done == tasks else (
+        f'<p class="incomplete"><strong>Incomplete store: {done} of {tasks} tasks finished.</strong> '
+        "The statistics are over the networks of the finished tasks only (column &ldquo;done&rdquo;); "
+        "cells with none show n/a. Complete it with <code>spingpu run STUDY --out STORE --resume</code>.</p>")
+    if done < tasks:
+        facts.insert(1, ("tasks finished", f"{done} of {tasks} (incomplete)"))
     head = "".join(f"<th>{html.escape(str(d))}</th>" for d in axes)
     teachers = any(np.isfinite(r["teacher_test_acc"]) for r in rows)
-    head += ("<th>median</th><th>IQR</th><th>5-95 %</th><th>yield</th><th>diverged</th>"
+    head += ("<th>median</th><th>IQR</th><th>5-95 %</th><th>yield</th><th>diverged</th><th>done</th>"
              "<th>grad cosine</th><th>dV/dI rel. error</th>") + ("<th>teacher</th>" if teachers else "")
     body = []
     for r in rows:
         cells = "".join(f"<td>{html.escape(_fmt(r[d]))}</td>" for d in axes)
         cells += (f"<td>{_pct(r['median_test_acc'])}</td><td>{_pct(r['q25_test_acc'])}-{_pct(r['q75_test_acc'])}</td>"
                   f"<td>{_pct(r['q05_test_acc'])}-{_pct(r['q95_test_acc'])}</td><td>{_pct(r['yield'])}</td>"
-                  f"<td>{r['diverged']}</td><td>{r['median_grad_cosine']:.3f}</td>"
+                  f"<td>{r['diverged']}</td><td>{r['networks_done']} of {r['networks']}</td>"
+                  f"<td>{r['median_grad_cosine']:.3f}</td>"
                   f"<td>{r['median_deriv_rel_err']:.3g}</td>")
         cells += f"<td>{_pct(r['teacher_test_acc'])}</td>" if teachers else ""
         body.append(f"<tr>{cells}</tr>")
@@ -183,15 +249,18 @@ th, td {{ border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }}
 th {{ background: #f3f3f3; }} .facts th {{ text-align: left; }}
 figure {{ margin: 1.5em 0; }} img {{ max-width: 100%; }}
 pre {{ background: #f7f7f7; padding: 1em; overflow-x: auto; font-size: 0.85em; }}
+.incomplete {{ background: #fff3cd; border: 1px solid #e0b000; padding: 0.6em 1em; }}
 </style></head><body>
 <h1>spingpu report: {html.escape(name)}</h1>
+{incomplete}
 <h2>The study</h2>
 <table class="facts">{fact_rows}</table>
 <details><summary>Study file</summary><pre>{html.escape(attrs.get('study_text', ''))}</pre></details>
 <h2>Summary</h2>
 <p>Test accuracy over the networks (chips) of each cell; yield is the fraction at or above the
 threshold; gradient cosine (of the hidden layers' weight gradient used with the exact one) and
-derivative error are medians over networks at the last epoch; teacher: the test accuracy of a
+derivative error are medians over networks at the last epoch; done: the networks trained (of
+finished tasks) over which the statistics are taken; teacher: the test accuracy of a
 distilled cell's digital teacher.
 The same table: <code>{html.escape(csv_name)}</code>.</p>
 <table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>

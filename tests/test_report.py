@@ -62,7 +62,7 @@ def test_report_one_axis_self_contained_with_csv(tmp_path, capsys):
     path, _ = fake_store(tmp_path, {"neuron.delta_i": {"logspace": [-6, -4, 3]}}, diverge_cell=0)
     rc = main(["report", str(path), "--threshold", "0.85"])
     assert rc == 0
-    html_path, csv_path = tmp_path / "fake.html", tmp_path / "fake.csv"
+    html_path, csv_path = tmp_path / "fake.html", tmp_path / "fake.summary.csv"
     text = html_path.read_text()
     assert not re.search(r"(src|href)=\"(https?:)?//", text) and "http://" not in text and "https://" not in text
     # accuracy vs delta_i, the dI trade-off, training curves, the junctions, divergence
@@ -86,7 +86,7 @@ def test_report_three_axes_figure_count(tmp_path):
                       "sigma_d2d x read_noise", "Training curves", "The study's junctions"]
     assert len(summary_rows(ds)) == 12
     rc = main(["report", str(path), "-o", str(tmp_path / "r.html")])
-    assert rc == 0 and (tmp_path / "r.csv").exists()
+    assert rc == 0 and (tmp_path / "r.summary.csv").exists() and not (tmp_path / "r.csv").exists()
 
 
 def test_report_categorical_only(tmp_path):
@@ -126,3 +126,161 @@ def test_report_renders_in_headless_chromium(tmp_path):
     assert pixels.shape[:2] == (2000, 1200)
     dark = (pixels[..., :3].mean(axis=2) < 0.5).mean()
     assert 0.005 < dark < 0.5  # text and figures drawn, not a blank or black page
+
+
+# --- the summary CSV's name, and files the report did not write --------------------------------
+
+
+def test_the_summary_is_name_dot_summary_csv_and_a_second_report_replaces_both(tmp_path, capsys):
+    path, _ = fake_store(tmp_path, {"neuron.delta_i": [1e-6, 1e-5]})
+    assert main(["report", str(path)]) == 0
+    assert capsys.readouterr().out == f"wrote {tmp_path / 'fake.html'} and {tmp_path / 'fake.summary.csv'}\n"
+    first = (tmp_path / "fake.summary.csv").read_text()
+    assert first.splitlines()[0] == ("delta_i,median_test_acc,q25_test_acc,q75_test_acc,q05_test_acc,q95_test_acc,"
+                                     "yield,diverged,networks,networks_done,median_grad_cosine,median_deriv_rel_err,"
+                                     "teacher_test_acc")
+    assert main(["report", str(path), "--threshold", "0.5"]) == 0  # its own earlier report: replaced
+    assert (tmp_path / "fake.summary.csv").read_text() != first
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fake.html", "fake.summary.csv", "fake.zarr"]
+
+
+@pytest.mark.parametrize("name, text", [
+    ("mine.csv", "a,b\n1,2\n"),  # the old summary name: never touched now
+    ("mine.summary.csv", "a,b,label\n1,2,0\n"),  # a CSV of the user's at the summary's name
+    ("mine.html", "<html>my notes</html>\n"),  # an HTML file the report did not write
+])
+def test_report_never_replaces_a_file_it_did_not_write(tmp_path, capsys, name, text):
+    path, _ = fake_store(tmp_path, {"neuron.delta_i": [1e-6, 1e-5]})
+    mine = tmp_path / name
+    mine.write_text(text)
+    out = tmp_path / "mine.html"
+    rc = main(["report", str(path), "-o", str(out)])
+    err = capsys.readouterr().err
+    assert mine.read_text() == text
+    if name == "mine.csv":
+        assert rc == 0 and (tmp_path / "mine.summary.csv").exists()
+        return
+    assert rc == 2 and err == (f"spingpu report: error: o: {mine} exists and was not written by spingpu report; "
+                               "not overwritten: choose another -o, or remove it\n"), err
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["fake.zarr", name])
+
+
+def write_data_csv(path):
+    rng = np.random.default_rng(0)
+    label = np.repeat(np.arange(3), 10)
+    np.savetxt(path, np.column_stack([rng.normal(size=(30, 4)) + label[:, None], label]), delimiter=",",
+               header="a,b,c,d,label", comments="", fmt=["%.6f"] * 4 + ["%d"])
+    return path
+
+
+def test_report_refuses_to_write_over_the_studys_data_file(tmp_path, capsys):
+    data = write_data_csv(tmp_path / "mydata.summary.csv")
+    before = data.read_bytes()
+    study = parse_study({"name": "mydata", "networks": 2, "dataset": {"name": "csv:mydata.summary.csv"},
+                         "training": {"epochs": 1}}, tmp_path / "mydata.toml")
+    assert study.inputs == ((str(data), __import__("hashlib").sha256(before).hexdigest()),)
+    path = tmp_path / "mydata.zarr"
+    create_store(path, study, 2, {"backend": "cpu", "device": "CPU", "spingpu_version": "test"})
+    assert main(["report", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"spingpu report: error: o: {data} is a data file of the study; the report does not overwrite "
+                   "it: choose another -o\n"), err
+    assert data.read_bytes() == before and not (tmp_path / "mydata.html").exists()
+
+
+def test_run_refuses_before_running_when_its_report_would_replace_the_data_file(tmp_path, capsys):
+    data = write_data_csv(tmp_path / "mydata.summary.csv")
+    before = data.read_bytes()
+    study = tmp_path / "mydata.toml"
+    study.write_text('networks = 2\n[dataset]\nname = "csv:mydata.summary.csv"\n[training]\nepochs = 1\n')
+    rc = main(["run", str(study), "--out", str(tmp_path / "mydata.zarr"), "--backend", "numpy"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err == (f"spingpu run: error: out: {data} is a data file of the study; the report does not "
+                               "overwrite it: choose another --out, or pass --no-report\n"), err
+    assert data.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mydata.summary.csv", "mydata.toml"]
+
+
+# --- an interrupted store: statistics over the finished tasks' networks ------------------------
+
+
+def test_partial_store_statistics_over_finished_tasks_only(tmp_path, capsys):
+    # 2 cells x 4 tasks of 10 networks; cell 0 has 3 diverged networks in each task (those of its
+    # finished tasks 0 and 1 are failed chips); tasks 2 and 3 of cell 0 and every task of cell 1
+    # never ran (their numbers, written here, must be ignored).
+    path, study = fake_store(tmp_path, {"neuron.delta_i": [1e-6, 1e-5]}, npt=10, diverge_cell=0)
+    ds_full = open_results(path)
+    acc = ds_full.test_acc.isel(delta_i=0).values[:20]
+    import zarr
+
+    group = zarr.open_group(str(path), mode="r+")
+    group["task_done"][0, 2:] = 0
+    group["task_done"][1, :] = 0
+    rows = summary_rows(open_results(path), threshold=0.85)
+    ok = acc[np.isfinite(acc)]
+    assert np.isnan(acc[[0, 1, 2, 10, 11, 12]]).all() and ok.size == 14
+    assert rows[0]["networks"] == 40 and rows[0]["networks_done"] == 20 and rows[0]["diverged"] == 6
+    assert rows[0]["yield"] == np.sum(ok >= 0.85) / 20  # of the 20 trained; the 3 diverged failed
+    assert rows[0]["median_test_acc"] == np.median(ok)
+    assert rows[1]["networks_done"] == 0 and rows[1]["diverged"] == 0
+    assert all(np.isnan(rows[1][k]) for k in ("yield", "median_test_acc", "q05_test_acc", "median_grad_cosine"))
+
+    assert main(["report", str(path), "--threshold", "0.85"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == (f"spingpu report: warning: {path} is incomplete: 2 of 8 tasks finished; the statistics "
+                            "are over the networks of finished tasks only\n")
+    with open(tmp_path / "fake.summary.csv") as handle:
+        table = list(csv.DictReader(handle))
+    assert [r["networks_done"] for r in table] == ["20", "0"] and [r["networks"] for r in table] == ["40", "40"]
+    assert float(table[0]["yield"]) == rows[0]["yield"] and table[1]["yield"] == "nan"
+    text = (tmp_path / "fake.html").read_text()
+    assert "Incomplete store: 2 of 8 tasks finished." in text and "<td>20 of 40</td>" in text
+    assert "<td>0 of 40</td>" in text and "<td>n/a</td>" in text
+
+    from spingpu.studies.runner import summary_table
+
+    lines = summary_table(path, 0.85).splitlines()
+    assert lines[1].split()[-2:] == ["%", "20"] and lines[2].split() == ["delta_i=1e-05", "nan", "%", "nan-", "nan",
+                                                                          "%", "nan", "%", "0"]
+    assert lines[-1] == "incomplete store: 2 of 8 tasks finished; statistics over their networks only"
+
+
+def test_complete_store_says_nothing_of_incompleteness(tmp_path, capsys):
+    path, _ = fake_store(tmp_path, {"neuron.delta_i": [1e-6, 1e-5]})
+    assert main(["report", str(path)]) == 0
+    assert capsys.readouterr().err == ""
+    assert "Incomplete" not in (tmp_path / "fake.html").read_text()
+
+
+# --- what is not a good store: one line, exit 2 ---------------------------------------------------
+
+
+def test_report_on_what_is_not_a_store_or_is_corrupt(tmp_path, capsys):
+    import shutil
+
+    good, _ = fake_store(tmp_path, {"neuron.delta_i": [1e-6, 1e-5]})
+    (tmp_path / "plain.zarr").write_text("not a store\n")
+    (tmp_path / "empty.zarr").mkdir()
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("hello\n")
+    bad_meta = tmp_path / "badmeta.zarr"
+    shutil.copytree(good, bad_meta)
+    (bad_meta / ".zmetadata").write_text("{ not json")
+    bad_chunk = tmp_path / "badchunk.zarr"
+    shutil.copytree(good, bad_chunk)
+    (bad_chunk / "test_acc" / "0.0").write_bytes(b"\x00garbage" * 4)
+    cases = [
+        ("plain.zarr", "is not a spingpu results store (a file, not a zarr folder)"),
+        ("empty.zarr", "is not a spingpu results store (no zarr metadata)"),
+        ("other", "is not a spingpu results store (no zarr metadata)"),
+        ("badmeta.zarr", "is corrupt: its metadata cannot be read (JSONDecodeError: "),
+        ("badchunk.zarr", "is corrupt: its data cannot be read ("),
+    ]
+    for name, message in cases:
+        rc = main(["report", str(tmp_path / name)])
+        err = capsys.readouterr().err
+        assert rc == 2 and err.count("\n") == 1, (name, err)
+        assert err.startswith(f"spingpu report: error: results: {tmp_path / name} {message}"), (name, err)
+        assert not (tmp_path / f"{name.split('.')[0]}.html").exists()
+    with pytest.raises(Exception, match="not a spingpu results store"):
+        open_results(tmp_path / "other")

@@ -684,8 +684,36 @@ MALFORMED = [
     ("sweep with one bad cell", with_line("sweep", '"variability.sigma_d2d" = [0.0, 0.1, -0.1]'),
      "variability.sigma_d2d", "allowed: 0.0 <= value <= 2.0 (in the cell variability.sigma_d2d=-0.1)"),
     ("sweep with one bad cell of two axes",
-     with_line("sweep", '"training.grad_mode" = ["model", "tanh"]\n"training.lr" = [0.1, "x"]'),
-     "training.lr", "expected a number, got 'x' (in the cell training.grad_mode=model, training.lr=x)"),
+     with_line("sweep", '"training.grad_mode" = ["model", "tanh"]\n"training.lr" = [0.1, -1.0]'),
+     "training.lr", "-1.0 is out of range; allowed: 0.0 < value <= 100.0 (in the cell training.grad_mode=model, "
+     "training.lr=-1.0)"),
+    # sweep values are checked against the key's type before anything runs
+    ("sweep of strings for a number", with_line("sweep", '"training.lr" = ["0.1", "0.2"]'), "sweep.training.lr",
+     "expected numbers, got '0.1'"),
+    ("sweep of strings for an integer", with_line("sweep", '"training.epochs" = ["1", "2"]'),
+     "sweep.training.epochs", "expected integers (whole numbers), got '1'"),
+    ("sweep of fractions for an integer", with_line("sweep", '"training.batch_size" = [8, 12.5]'),
+     "sweep.training.batch_size", "expected integers (whole numbers), got 12.5"),
+    ("sweep linspace of fractions for an integer", with_line("sweep", '"training.epochs" = {linspace = [1, 2, 3]}'),
+     "sweep.training.epochs", "expected integers (whole numbers), got 1.5"),
+    ("sweep of numbers for a string", with_line("sweep", '"training.grad_mode" = [1, 2]'),
+     "sweep.training.grad_mode", "expected strings, got 1"),
+    ("sweep linspace of 10**12 values", with_line("sweep", '"training.lr" = {linspace = [0.1, 0.2, 1000000000000]}'),
+     "sweep.training.lr", "linspace of 1000000000000 values; at most 100000 cells in a study"),
+    ("sweep logspace of 10**12 values", with_line("sweep", '"training.lr" = {logspace = [-3, -1, 1000000000000]}'),
+     "sweep.training.lr", "logspace of 1000000000000 values; at most 100000 cells in a study"),
+    # the name names the default store results/<name>.zarr: one plain component
+    ("name with a parent folder", 'name = "../escaped"\n' + BASE, "name",
+     "'../escaped' is not a plain name; allowed: 1-200 letters, digits, '.', '_' or '-', not starting with '.'"),
+    ("absolute name", 'name = "/tmp/abs"\n' + BASE, "name", "'/tmp/abs' is not a plain name"),
+    ("empty name", 'name = ""\n' + BASE, "name", "'' is not a plain name"),
+    ("hidden name", 'name = ".zarr"\n' + BASE, "name", "'.zarr' is not a plain name"),
+    ("name with a space", 'name = "my study"\n' + BASE, "name", "'my study' is not a plain name"),
+    # messages name the study's key and say what is expected
+    ("distillation alpha out of range", with_line("distillation", "alpha = 2"), "distillation.alpha",
+     "2 is out of range; allowed: 0.0 <= value <= 1.0"),
+    ("per_parameter of one number", with_line("variability.per_parameter", "r_p = 0.1"),
+     "variability.per_parameter.r_p", "expected three spreads (chip, d2d, pair), e.g. [0.0, 0.05, 0.01], got 0.1"),
 ]
 
 
@@ -721,7 +749,13 @@ def test_invalid_toml_and_missing_study_file(tmp_path, monkeypatch, capsys):
     assert main(["run", str(tmp_path / "absent.toml"), *FAST]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("spingpu run: error: study: file not found: "), err
-    assert sorted(os.listdir(tmp_path)) == ["study.toml"]
+    binary = tmp_path / "binary.toml"
+    binary.write_bytes(b'name = "b"\n\xff\xfe\x00\x01')
+    assert main(["run", str(binary), *FAST]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"spingpu run: error: {binary}: not a text file: byte 0xff at offset 11 is not UTF-8; "
+                   "a study file is UTF-8 TOML\n"), err
+    assert sorted(os.listdir(tmp_path)) == ["binary.toml", "study.toml"]
 
 
 @pytest.mark.parametrize("extra, message", [
@@ -780,7 +814,8 @@ def test_resume_with_another_backend_is_refused(tmp_path, monkeypatch, capsys):
     study = load_study(study_path)
     out = tmp_path / "results" / "tiny.zarr"
     out.parent.mkdir()
-    create_store(out, study, study.networks, {"backend": "numpy", "device": "CPU", "spingpu_version": "test"})
+    create_store(out, study, study.networks, {"backend": "numpy", "device": "CPU",
+                                              "spingpu_version": spingpu.__version__})
     rc = main(["run", str(study_path), "--resume", "--backend", "cpu", "--networks-per-task", str(study.networks),
                "--no-report"])
     err = capsys.readouterr().err
@@ -867,3 +902,152 @@ def test_every_shipped_study_file_loads_and_builds_its_cells(path, tmp_path):
     copy.write_text(text)
     study = load_study(copy)
     assert study.n_cells >= 1 and study.name == path.stem
+
+
+# --- resume: the same inputs, the same spingpu, the store's own split; bad schedulers and links --
+
+
+CSV_STUDY = """\
+name = "csvdata"
+networks = 2
+
+[dataset]
+name = "csv:data.csv"
+
+[network]
+hidden = [3]
+
+[training]
+epochs = 1
+"""
+
+
+def made_store(tmp_path, text, npt=None, version=None, done=False, out="s.zarr"):
+    """A store of the study ``text`` created with the real store API (no task run; every task
+    marked done with ``done``), as a first run would have left it."""
+    from spingpu.studies.store import create_store, mark_done, task_count
+
+    study_path = write(tmp_path / "study.toml", text)
+    study = load_study(study_path)
+    npt = npt or study.networks
+    path = tmp_path / out
+    create_store(path, study, npt, {"backend": "numpy", "device": "CPU",
+                                    "spingpu_version": version or spingpu.__version__})
+    if done:
+        for cell in range(study.n_cells):
+            for task in range(task_count(study, npt)):
+                mark_done(path, study, cell, task)
+    return study_path, study, path
+
+
+def test_resume_is_refused_when_an_input_files_contents_changed(tmp_path):
+    data = write_csv(tmp_path / "data.csv")
+    study_path, study, out = made_store(tmp_path, CSV_STUDY)
+    assert [p for p, _ in study.inputs] == [str(data.resolve())]
+    assert json.loads(load(out).attrs["input_files"]) == [list(item) for item in study.inputs]
+    before = snapshot(out)
+    rows = data.read_text().splitlines()
+    relabelled = [r.rsplit(",", 1)[0] + f",{(int(r.rsplit(',', 1)[1]) + 1) % 3}" for r in rows[1:]]
+    data.write_text("\n".join(rows[:1] + relabelled) + "\n")  # the same features, other labels
+    changed = load_study(study_path)
+    assert changed.data == study.data and changed.digest != study.digest
+    rc, out_text, err = run_main(["run", str(study_path), "--out", str(out), "--resume", *FAST])
+    assert rc == 2 and out_text == "", err
+    assert err == (f"spingpu run: error: resume: {out} was made from other contents of {data.resolve()}: the input data "
+                   "changed since, and resuming would mix results of both; use another --out or --overwrite\n")
+    assert snapshot(out) == before
+
+
+def test_resume_is_refused_across_spingpu_versions(tmp_path):
+    study_path, _, out = made_store(tmp_path, BASE, version="0.0.1")
+    before = snapshot(out)
+    rc, _, err = run_main(["run", str(study_path), "--out", str(out), "--resume", *FAST])
+    assert rc == 2
+    assert err == (f"spingpu run: error: resume: {out} was written by spingpu 0.0.1, this is spingpu "
+                   f"{spingpu.__version__}: numbers may differ between versions; resume with spingpu 0.0.1, or use "
+                   "another --out or --overwrite\n")
+    assert snapshot(out) == before
+
+
+def test_resume_adopts_the_stores_networks_per_task_unless_another_is_given(tmp_path):
+    # 2 networks in tasks of 1: the default for 1 or 4 workers would be 2, so a recomputed default
+    # would not match the store's split
+    study_path, study, out = made_store(tmp_path, BASE, npt=1, done=True)
+    before = snapshot(out)
+    for workers in ("1", "4"):
+        printed = run_ok(["run", str(study_path), "--out", str(out), "--resume", "--workers", workers, *FAST])
+        assert f"study study: every task of {out} is stored; nothing to run" in printed
+    rc, _, err = run_main(["run", str(study_path), "--out", str(out), "--resume", "--networks-per-task", "2", *FAST])
+    assert rc == 2 and err == ("spingpu run: error: networks-per-task: 2 differs from the store's 1; resume with "
+                               "the same value\n")
+    assert snapshot(out) == before
+
+
+@pytest.mark.parametrize("scheduler, message", [
+    ("notaurl", "scheduler: 'notaurl' is not a scheduler address; expected e.g. tcp://HOST:PORT"),
+    ("tcp://", "scheduler: 'tcp://' is not a scheduler address; expected e.g. tcp://HOST:PORT"),
+    ("tcp://127.0.0.1:1", "scheduler: cannot connect to tcp://127.0.0.1:1 within 1s: "),
+])
+def test_a_bad_scheduler_writes_nothing_and_keeps_a_store_to_overwrite(tmp_path, monkeypatch, scheduler, message):
+    from spingpu.studies import runner
+
+    monkeypatch.setattr(runner, "SCHEDULER_TIMEOUT", "1s")
+    monkeypatch.chdir(tmp_path)
+    study = write(tmp_path / "study.toml", 'name = "tiny"\n' + BASE)
+    rc, _, err = run_main(["run", str(study), "--scheduler", scheduler, *FAST])
+    assert rc == 2 and err.count("\n") == 1 and err.startswith(f"spingpu run: error: {message}"), err
+    assert sorted(os.listdir(tmp_path)) == ["study.toml"]
+    _, _, out = made_store(tmp_path, 'name = "tiny"\n' + BASE, done=True)
+    before = snapshot(out)
+    rc, _, err = run_main(["run", str(study), "--out", str(out), "--overwrite", "--scheduler", scheduler, *FAST])
+    assert rc == 2 and err.startswith(f"spingpu run: error: {message}"), err
+    assert snapshot(out) == before
+
+
+def test_overwrite_of_a_symlinked_store_is_refused_and_deletes_nothing(tmp_path):
+    study_path, _, target = made_store(tmp_path, BASE, done=True)
+    link = tmp_path / "link.zarr"
+    link.symlink_to(target, target_is_directory=True)
+    before = snapshot(target)
+    rc, _, err = run_main(["run", str(study_path), "--out", str(link), "--overwrite", *FAST])
+    assert rc == 2 and err == (f"spingpu run: error: out: {link} is a symbolic link; --overwrite does not delete "
+                               "through a link: remove the link or choose another --out\n"), err
+    assert link.is_symlink() and snapshot(target) == before
+
+
+def test_whole_number_sweep_values_of_integer_keys_become_integers(tmp_path):
+    text = with_line("sweep", '"training.epochs" = {linspace = [1, 2, 2]}\n"training.batch_size" = [8.0, 16.0]')
+    study = load_study(write(tmp_path / "study.toml", text))
+    assert study.axes[0].values == (1, 2) and study.axes[1].values == (8, 16)
+    assert all(type(v) is int for axis in study.axes for v in axis.values)
+    config = study.cell(3).config
+    assert (config.epochs, config.batch_size) == (2, 16) and type(config.epochs) is int
+    _, _, out = made_store(tmp_path, text)
+    ds = load(out)
+    assert ds.epochs.dtype.kind == "i" and ds.batch_size.dtype.kind == "i" and ds.sizes["epoch"] == 2
+    assert json.loads(ds.attrs["study_data"])["sweep"]["training.batch_size"] == [8.0, 16.0]
+
+
+def test_the_digest_covers_the_contents_of_every_data_file_a_study_reads(tmp_path, monkeypatch):
+    """MNIST under data_dir (as the loader picks: mnist.npz here) and a tabulated model's iv_csv;
+    a file of data_dir the loader does not read is not part of it."""
+    monkeypatch.delenv("SPINGPU_DATA", raising=False)
+    rng = np.random.default_rng(1)
+    mnist = tmp_path / "mnist" / "mnist.npz"
+    mnist.parent.mkdir()
+    np.savez(mnist, x_train=rng.integers(0, 256, (60, 28, 28), dtype=np.uint8), y_train=np.arange(60) % 10,
+             x_test=rng.integers(0, 256, (20, 28, 28), dtype=np.uint8), y_test=np.arange(20) % 10)
+    write(tmp_path / "mnist" / "notes.txt", "not read\n")
+    current = [float(i) for i in np.linspace(-1e-4, 1e-4, 9)]
+    iv = write(tmp_path / "iv.csv", "current,voltage\n" + "".join(f"{i!r},{2e3 * i + 1e7 * i ** 3!r}\n"
+                                                                   for i in current))
+    text = BASE.replace('name = "iris"', 'name = "mnist"\ndata_dir = "mnist"') + \
+        '\n[model]\nname = "tabulated"\niv_csv = "iv.csv"\n'
+    path = write(tmp_path / "study.toml", text)
+    study = load_study(path)
+    assert [p for p, _ in study.inputs] == sorted([str(iv.resolve()), str(mnist.resolve())])
+    assert dict(study.inputs)[str(mnist.resolve())] == hashlib.sha256(mnist.read_bytes()).hexdigest()
+    write(tmp_path / "mnist" / "notes.txt", "changed\n")
+    assert load_study(path).digest == study.digest
+    iv.write_text(iv.read_text() + "# a comment changes the file\n")
+    assert load_study(path).digest != study.digest

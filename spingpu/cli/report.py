@@ -4,7 +4,8 @@
 def add_parser(sub):
     p = sub.add_parser("report", help="write the HTML report of a study's results",
                        description="Write a self-contained HTML report (figures embedded) of a results store, "
-                                   "and the summary table as CSV beside it.")
+                                   "and the summary table as CSV beside it (NAME.summary.csv for NAME.html). An existing "
+                                   "file is replaced only if it is an earlier report.")
     p.add_argument("results", help="results store (.zarr) written by spingpu run")
     p.add_argument("-o", "--out", help="HTML file (default: the store's name with .html)")
     p.add_argument("--threshold", type=float, default=0.9, help="accuracy counted as a trained chip (default 0.9)")
@@ -12,8 +13,16 @@ def add_parser(sub):
 
 
 def run(args):
-    from ..report import write_report
+    import sys
+
+    from ..report import summary_csv_path, write_report
+    from ..studies.store import open_results, task_progress
 
     path = write_report(args.results, args.out, args.threshold)
-    print(f"wrote {path} and {path.with_suffix('.csv')}")
+    with open_results(args.results) as ds:
+        done, tasks = task_progress(ds)
+    if done < tasks:
+        print(f"spingpu report: warning: {args.results} is incomplete: {done} of {tasks} tasks finished; the "
+              "statistics are over the networks of finished tasks only", file=sys.stderr)
+    print(f"wrote {path} and {summary_csv_path(path)}")
     return 0

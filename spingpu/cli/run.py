@@ -48,8 +48,11 @@ def run(args):
     get_backend(options.backend)  # a bad or unavailable backend fails before anything is written
     if options.resume:
         check_existing(out, study, None, True, False)
-    if args.out is None:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
+    if not args.no_report and Path(out).parent.is_dir():  # the report will not replace a file it did not write
+        from ..report import check_report_targets, default_report_path
+
+        check_report_targets(default_report_path(out), [p for p, _ in study.inputs], field="out",
+                             hint="choose another --out, or pass --no-report")
     try:
         run_study(study, options)
     except TaskFailed as err:
@@ -62,12 +65,14 @@ def run(args):
     if not args.no_report:
         report = _report(out, args.threshold)
         if report:
-            print(f"report: {report}")
+            from ..report import summary_csv_path
+
+            print(f"report: {report} (summary: {summary_csv_path(report)})")
     return 0
 
 
 def _report(out, threshold):
-    """The HTML report (and CSV summary) beside the store."""
+    """The HTML report (and its summary, NAME.summary.csv) beside the store."""
     from ..report import write_report
 
     return write_report(out, threshold=threshold)

@@ -21,6 +21,25 @@ def sweep_axes(ds):
     return [d for d in ds.test_acc.dims if d not in ("network", "epoch")]
 
 
+def finished(ds):
+    """Boolean DataArray like ``test_acc`` without epoch: True for the networks whose task finished
+    (all True for a Dataset without ``task_done``). Networks never trained are not failed chips."""
+    if "task_done" in ds and "networks_per_task" in ds.attrs:
+        from ..studies.store import finished_networks
+
+        return finished_networks(ds).transpose(*ds.test_acc.dims)
+    return ds.test_acc.notnull() | True
+
+
+def _yield_pct(vals, done, threshold, axis):
+    """Per cent of the finished networks (``done``) with accuracy (per cent) >= threshold; NaN
+    where none finished. Diverged networks (NaN accuracy) count as failed."""
+    hits = np.sum((np.nan_to_num(vals, nan=0.0) >= 100 * threshold) & done, axis=axis)
+    count = np.sum(done, axis=axis)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, 100 * hits / np.maximum(count, 1), np.nan)
+
+
 def categorical_axes(ds):
     return [d for d in sweep_axes(ds) if ds[d].dtype.kind in "OUS"]
 
@@ -74,16 +93,16 @@ def accuracy_vs_axis(ds, dim, threshold=0.9):
     ax_acc, ax_yield = axes[0]
     x = ds[dim].values.astype(float)
     colours = _colours(len(_groups(ds)))
+    done_all = finished(ds)
     for (label, sel), colour in zip(_groups(ds), colours):
         acc = ds.test_acc.sel(sel) if sel else ds.test_acc
-        vals = _pooled(acc, [dim]) * 100
-        med = np.nanmedian(vals, axis=1)
+        done = _pooled(done_all.sel(sel) if sel else done_all, [dim])
+        vals = np.where(done, _pooled(acc, [dim]) * 100, np.nan)
+        med = _nanquantile(vals, 0.5)
         for (lo, hi), alpha in ((BAND_90, 0.12), (BAND_IQR, 0.28)):
-            ax_acc.fill_between(x, np.nanquantile(vals, lo, axis=1), np.nanquantile(vals, hi, axis=1),
-                                color=colour, alpha=alpha, lw=0)
+            ax_acc.fill_between(x, _nanquantile(vals, lo), _nanquantile(vals, hi), color=colour, alpha=alpha, lw=0)
         ax_acc.plot(x, med, "o-", color=colour, label=label)
-        ax_yield.plot(x, 100 * np.mean(np.nan_to_num(vals, nan=0.0) >= 100 * threshold, axis=1), "o-",
-                      color=colour, label=label)
+        ax_yield.plot(x, _yield_pct(vals, done, threshold, axis=1), "o-", color=colour, label=label)
     for ax in (ax_acc, ax_yield):
         ax.set_xlabel(axis_label(ds, dim))
         ax.grid(True, alpha=0.3)
@@ -104,16 +123,19 @@ def accuracy_categorical(ds, threshold=0.9):
     fig, axes = _new_figure(ncols=2)
     ax_acc, ax_yield = axes[0]
     groups = _groups(ds)
-    data = []
+    done_all = finished(ds)
+    data, yields = [], []
     for _, sel in groups:
         vals = (ds.test_acc.sel(sel) if sel else ds.test_acc).values.ravel() * 100
-        data.append(vals[np.isfinite(vals)])
+        done = (done_all.sel(sel) if sel else done_all).values.ravel()
+        data.append(vals[np.isfinite(vals) & done])
+        yields.append(float(_yield_pct(vals, done, threshold, axis=0)))
     labels = [g[0] for g in groups]
     ax_acc.boxplot(data, whis=(5, 95), showfliers=False)
     ax_acc.set_xticks(range(1, len(labels) + 1), labels, rotation=20, ha="right")
     ax_acc.set_ylabel("test accuracy (%)")
     ax_acc.set_title("median, IQR box, 5-95 % whiskers")
-    ax_yield.bar(range(len(labels)), [100 * np.mean(d >= 100 * threshold) if d.size else 0 for d in data])
+    ax_yield.bar(range(len(labels)), np.nan_to_num(yields, nan=0.0))
     ax_yield.set_xticks(range(len(labels)), labels, rotation=20, ha="right")
     ax_yield.set_ylabel(f"yield: accuracy >= {100 * threshold:.0f} % (%)")
     for ax in (ax_acc, ax_yield):
@@ -126,11 +148,13 @@ def heatmap(ds, x_dim, y_dim, threshold=0.9):
     """Median test accuracy and yield over two numeric axes, one row per categorical value."""
     groups = _groups(ds)
     fig, axes = _new_figure(width=10.5, height=3.6 * len(groups), ncols=2, nrows=len(groups))
+    done_all = finished(ds)
     for row, (label, sel) in enumerate(groups):
         acc = ds.test_acc.sel(sel) if sel else ds.test_acc
-        vals = _pooled(acc, [y_dim, x_dim]) * 100
-        med = np.nanmedian(vals, axis=2)
-        yld = 100 * np.mean(np.nan_to_num(vals, nan=0.0) >= 100 * threshold, axis=2)
+        done = _pooled(done_all.sel(sel) if sel else done_all, [y_dim, x_dim])
+        vals = np.where(done, _pooled(acc, [y_dim, x_dim]) * 100, np.nan)
+        med = _nanquantile(vals, 0.5)
+        yld = _yield_pct(vals, done, threshold, axis=2)
         for col, (grid, name, cmap) in enumerate(((med, "median test accuracy (%)", "viridis"),
                                                   (yld, f"yield >= {100 * threshold:.0f} % (%)", "magma"))):
             ax = axes[row][col]
@@ -163,7 +187,8 @@ def delta_i_tradeoff(ds, dim="delta_i"):
     for combo, colour in zip(combos, _colours(len(combos))):
         sel = dict(zip(split, combo))
         label = ", ".join(f"{d}={_fmt(v)}" for d, v in sel.items()) or "all"
-        sub = ds.isel(epoch=-1).sel(sel) if sel else ds.isel(epoch=-1)
+        last = ds.isel(epoch=-1) if "epoch" in ds.dims else ds
+        sub = last.sel(sel) if sel else last
         err = np.nanmedian(_pooled(sub.deriv_rel_err, [dim]), axis=1)
         cos = np.nanmedian(_pooled(sub.grad_cosine, [dim]), axis=1)
         if np.all(err == 0):  # exact derivatives (oracle, digital): nothing to trade off
@@ -231,6 +256,15 @@ def divergence_counts(ds):
     ax.set_ylabel(f"networks diverged (of {ds.sizes['network']})")
     ax.set_title("Diverged networks per cell (loss or gradient became NaN or infinite)")
     return fig
+
+
+def _nanquantile(vals, q):
+    """np.nanquantile over the last axis, NaN (without a warning) where every value is NaN."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices: cells with nothing finished
+        return np.nanquantile(vals, q, axis=-1)
 
 
 def _cell_labels(ds):

@@ -13,6 +13,7 @@ import os
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -20,6 +21,7 @@ from ..errors import ConfigError, check_range
 from . import store as results_store
 
 IN_FLIGHT_PER_WORKER = 2  # tasks submitted ahead per worker: bounds the driver's memory
+SCHEDULER_TIMEOUT = "30s"  # how long --scheduler waits for the scheduler to answer
 
 
 class TaskFailed(RuntimeError):
@@ -59,40 +61,53 @@ def default_networks_per_task(study, workers):
 
 
 def run_study(study, options: RunOptions, progress=True, log=print):
-    """Train every task of ``study`` not yet in the store; return the store's path."""
+    """Train every task of ``study`` not yet in the store; return the store's path.
+
+    Everything that can fail is checked before the store is created or replaced: the existing
+    store, the cluster (a bad ``[cluster]`` table) and the Dask scheduler or local cluster."""
     from ..backends import cuda_gpus, get_backend
 
     backend = get_backend(options.backend)
     gpus = _gpu_workers(backend, options)
     workers = options.workers or gpus or (os.cpu_count() or 1)
-    npt = options.networks_per_task or default_networks_per_task(study, workers)
-    npt = min(npt, study.networks)
+    npt = options.networks_per_task
     if options.cluster in ("slurm", "pbs") and not options.scheduler:
         jobqueue_cluster(options)[0].close()  # a bad [cluster] table fails here, before anything is written
+    if options.resume and npt is None:  # not given: the store's own split (whatever the worker count now)
+        results_store.check_existing(options.out, study, None, True, False, backend.name)
+        npt = results_store.store_attrs(options.out).get("networks_per_task")
+    npt = min(npt or default_networks_per_task(study, workers), study.networks)
     resuming = results_store.check_existing(options.out, study, npt, options.resume, options.overwrite,
                                             backend.name)
-    if not resuming:
-        from .. import __version__
-
-        device = ("Numba CUDA simulator" if backend.simulator else "; ".join(cuda_gpus())) \
-            if backend.name == "cuda" else "CPU"
-        results_store.create_store(options.out, study, npt, {
-            "spingpu_version": __version__, "backend": backend.name, "device": device,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
     n_tasks = results_store.task_count(study, npt)
-    done = results_store.done_tasks(options.out)
+    if resuming:
+        done = results_store.done_tasks(options.out)
+    else:
+        done = np.zeros((study.n_cells, n_tasks), dtype=bool)
     todo = deque((cell, t) for cell in range(study.n_cells) for t in range(n_tasks) if not done[cell, t])
     total = study.n_cells * study.networks
     finished = total - sum(min(npt, study.networks - t * npt) for _, t in todo)
-    log(f"study {study.name}: {study.n_cells} cells x {study.networks} networks, {n_tasks} tasks of up to {npt} "
-        f"networks per cell; {len(todo)} tasks to run" + (" (resuming)" if resuming else ""))
-    if not todo:
+    if resuming and not todo:
+        log(f"study {study.name}: every task of {options.out} is stored; nothing to run")
         return options.out
 
-    client, cluster = _connect(options, workers, log, gpus)
+    client, cluster = _connect(options, workers, log, gpus)  # a bad scheduler fails before anything is written
     bar = None
     started = time.perf_counter()
     try:
+        if not resuming:
+            from .. import __version__
+
+            if options.overwrite and os.path.lexists(options.out):
+                results_store.remove_store(options.out)
+            Path(options.out).parent.mkdir(parents=True, exist_ok=True)
+            device = ("Numba CUDA simulator" if backend.simulator else "; ".join(cuda_gpus())) \
+                if backend.name == "cuda" else "CPU"
+            results_store.create_store(options.out, study, npt, {
+                "spingpu_version": __version__, "backend": backend.name, "device": device,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+        log(f"study {study.name}: {study.n_cells} cells x {study.networks} networks, {n_tasks} tasks of up to {npt} "
+            f"networks per cell; {len(todo)} tasks to run" + (" (resuming)" if resuming else ""))
         n_workers = max(1, len(client.scheduler_info().get("workers", {})) or workers)
         if progress:
             from tqdm import tqdm
@@ -179,9 +194,7 @@ def _connect(options, workers, log, gpus=0):
     from dask.distributed import Client, LocalCluster
 
     if options.scheduler:
-        client = Client(options.scheduler, timeout="30s")
-        log(f"joined the Dask scheduler at {options.scheduler}")
-        return client, None
+        return _join_scheduler(options.scheduler, log), None
     if options.cluster in ("slurm", "pbs"):
         cluster, jobs = jobqueue_cluster(options)
         cluster.scale(jobs=jobs)
@@ -209,25 +222,46 @@ def _connect(options, workers, log, gpus=0):
     return Client(cluster), cluster
 
 
+def _join_scheduler(address, log):
+    """A Client of the scheduler at ``address``; ConfigError where the address is malformed or
+    nothing answers there within SCHEDULER_TIMEOUT."""
+    from dask.distributed import Client
+    from distributed.comm import parse_address
+    from distributed.comm.addressing import parse_host_port
+
+    try:
+        scheme, location = parse_address(address)
+        if scheme in ("tcp", "tls", "ucx", "ws", "wss"):
+            host, _ = parse_host_port(location)  # a missing port raises
+            if not host:
+                raise ValueError("no host")
+    except (TypeError, ValueError):
+        raise ConfigError("scheduler", f"{address!r} is not a scheduler address; expected e.g. "
+                                       "tcp://HOST:PORT") from None
+    try:
+        client = Client(address, timeout=SCHEDULER_TIMEOUT)
+    except (OSError, ValueError, TimeoutError) as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError("scheduler", f"cannot connect to {address} within {SCHEDULER_TIMEOUT}: {reason}") from None
+    log(f"joined the Dask scheduler at {address}")
+    return client
+
+
 def summary_table(path, threshold=0.9):
-    """Per cell: median and IQR of the test accuracy and the yield (fraction >= threshold)."""
-    ds = results_store.open_results(path)
-    acc = ds.test_acc.load()
-    axes = [d for d in acc.dims if d != "network"]
-    rows = []
-    cells = np.ndindex(*[acc.sizes[d] for d in axes]) if axes else [()]
-    for index in cells:
-        sel = acc.isel({d: i for d, i in zip(axes, index)}).values
-        ok = sel[np.isfinite(sel)]
-        label = ", ".join(f"{d}={acc[d].values[i]}" for d, i in zip(axes, index)) or "(single cell)"
-        if ok.size:
-            q25, q50, q75 = np.quantile(ok, [0.25, 0.5, 0.75])
-            rows.append((label, q50, q25, q75, float(np.mean(np.nan_to_num(sel, nan=0.0) >= threshold)), sel.size))
-        else:
-            rows.append((label, np.nan, np.nan, np.nan, 0.0, sel.size))
-    width = max(len(r[0]) for r in rows)
+    """Per cell: median and IQR of the test accuracy, the yield (fraction >= threshold) and the
+    networks finished (statistics over those only), as text."""
+    from ..report import LAST_EPOCH, SUMMARY_VARIABLES, summary_rows
+
+    ds = results_store.load_results(path, SUMMARY_VARIABLES, LAST_EPOCH)
+    rows = summary_rows(ds, threshold)
+    axes = [d for d in ds.test_acc.dims if d != "network"]
+    labels = [", ".join(f"{d}={row[d]}" for d in axes) or "(single cell)" for row in rows]
+    width = max(len(label) for label in labels)
     lines = [f"{'cell':<{width}}  median    IQR              yield(>={100 * threshold:.0f}%)  networks"]
-    for label, q50, q25, q75, y, n in rows:
-        lines.append(f"{label:<{width}}  {100 * q50:6.2f} %  {100 * q25:6.2f}-{100 * q75:6.2f} %  {100 * y:9.1f} %"
-                     f"  {n:8d}")
+    for label, r in zip(labels, rows):
+        lines.append(f"{label:<{width}}  {100 * r['median_test_acc']:6.2f} %  {100 * r['q25_test_acc']:6.2f}-"
+                     f"{100 * r['q75_test_acc']:6.2f} %  {100 * r['yield']:9.1f} %  {r['networks_done']:8d}")
+    done, tasks = results_store.task_progress(ds)
+    if done < tasks:
+        lines.append(f"incomplete store: {done} of {tasks} tasks finished; statistics over their networks only")
     return "\n".join(lines)

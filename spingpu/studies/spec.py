@@ -36,8 +36,10 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import hashlib
+import itertools
 import json
 import math
+import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,8 +69,8 @@ SCHEMA = {
     "cluster": None,  # free keys, passed to dask-jobqueue
 }
 SWEEPABLE = {f"{section}.{key}" for section, keys in SCHEMA.items() if keys and section
-             and section not in ("distillation.teacher",) for key, kind in keys.items() if kind is not dict}
-SWEEPABLE |= {"model.name"}
+             and section not in ("distillation.teacher",) for key, kind in keys.items() if kind not in (dict, list)}
+SWEEPABLE |= {"model.name", "network.hidden"}
 UNITS = {"neuron.i_bias": "A", "neuron.i_gain": "A", "neuron.r_ref": "ohm", "neuron.v_scale": "1/V",
          "neuron.delta_i": "A", "readout.read_noise": "V", "readout.temperature": "K", "readout.bandwidth": "Hz"}
 MAX_CELLS = 100_000
@@ -103,6 +105,7 @@ class Study:
     axes: tuple[Axis, ...]
     networks: int
     seed: int
+    inputs: tuple = ()  # ((path, sha256 of its contents), ...) of every data file the study reads
 
     @property
     def shape(self):
@@ -118,8 +121,11 @@ class Study:
 
     @property
     def digest(self):
-        """sha256 of what determines the numbers (the parsed tables, paths resolved)."""
+        """sha256 of what determines the numbers: the parsed tables (paths resolved) and the
+        contents of the data files they name (``inputs``)."""
         blob = json.dumps(self.data, sort_keys=True, default=str).encode()
+        if self.inputs:
+            blob += json.dumps([list(item) for item in self.inputs]).encode()
         return hashlib.sha256(blob).hexdigest()
 
     def cell_index(self, flat):
@@ -153,7 +159,15 @@ def load_study(path):
     path = Path(path)
     if not path.is_file():
         raise ConfigError("study", f"file not found: {path}")
-    text = path.read_text()
+    try:
+        raw = path.read_bytes()
+    except OSError as err:
+        raise _err(path, "", f"cannot be read: {err.strerror or err}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise _err(path, "", f"not a text file: byte 0x{raw[err.start]:02x} at offset {err.start} is not "
+                             "UTF-8; a study file is UTF-8 TOML") from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
@@ -164,7 +178,7 @@ def load_study(path):
 def parse_study(data, path, text=""):
     path = Path(path)
     _check_keys(data, path)
-    name = data.get("name", path.stem)
+    name = _check_name(path, data.get("name", path.stem), "name" in data)
     if "dataset" not in data or "name" not in data["dataset"]:
         raise _err(path, "dataset.name", "missing; allowed: iris, digits, mnist, csv:PATH")
     resolve_paths(data, path.parent)
@@ -182,7 +196,77 @@ def parse_study(data, path, text=""):
             cell = ", ".join(f"{k}={v}" for k, v in study.cell_values(flat).items())
             raise _err(path, err.field, err.problem + (f" (in the cell {cell})" if cell else "")) from None
     _check_dataset(study, path)
-    return study
+    return dataclasses.replace(study, inputs=input_hashes(study))
+
+
+NAME_RE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}")
+
+
+def _check_name(path, name, given):
+    """The study's name, which names its default store ``results/<name>.zarr``: one plain path
+    component (no folders, not hidden, not empty)."""
+    if not NAME_RE.fullmatch(name):
+        where = "" if given else f" (the study file's name without .toml; set name = \"...\" in the file)"
+        raise _err(path, "name", f"{name!r}{where} is not a plain name; allowed: 1-200 letters, digits, '.', '_' "
+                                 "or '-', not starting with '.'")
+    return name
+
+
+def input_files(data):
+    """The data files a cell's tables (paths resolved) make the study read: a csv: dataset,
+    the MNIST files of data_dir (or SPINGPU_DATA), and model.iv_csv; those that exist."""
+    import os
+
+    from ..datasets import MNIST_FILES
+
+    files = []
+    dataset, model = data.get("dataset", {}), data.get("model", {})
+    name = dataset.get("name")
+    if isinstance(name, str) and name.startswith("csv:"):
+        files.append(name[4:])
+    if name == "mnist":
+        folder = dataset.get("data_dir") or os.environ.get("SPINGPU_DATA")
+        if folder:
+            folder = os.path.expanduser(str(folder))
+            if os.path.isfile(folder):
+                files.append(folder)
+            else:  # as the loader: the four IDX files (or their .gz) where all are there, else mnist.npz
+                found = []
+                for base in MNIST_FILES.values():
+                    found += [c for c in (os.path.join(folder, base), os.path.join(folder, base + ".gz"))
+                              if os.path.isfile(c)][:1]
+                files += found if len(found) == len(MNIST_FILES) else [os.path.join(folder, "mnist.npz")]
+    if isinstance(model.get("iv_csv"), str):
+        files.append(model["iv_csv"])
+    return [str(Path(f).resolve()) for f in files if Path(f).is_file()]
+
+
+def file_sha256(path, chunk=1 << 20):
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def input_hashes(study):
+    """((path, sha256), ...) of every data file any cell of ``study`` reads, sorted by path."""
+    swept = [a for a in study.axes if a.key.rsplit(".", 1)[0] in ("dataset", "model")]
+    paths = set()
+    for combo in itertools.product(*[a.values for a in swept]):
+        data = json.loads(json.dumps({k: study.data.get(k, {}) for k in ("dataset", "model")}))
+        for axis, value in zip(swept, combo):
+            section, name = axis.key.rsplit(".", 1)
+            data.setdefault(section, {})[name] = value
+        resolve_paths(data, Path(study.path).parent)
+        paths.update(input_files(data))
+    hashes = []
+    for path in sorted(paths):
+        try:
+            hashes.append((path, file_sha256(path)))
+        except OSError as err:
+            raise _err(study.path, "", f"cannot read the data file {path}: {err.strerror or err}") from None
+    return tuple(hashes)
 
 
 def resolve_paths(data, base):
@@ -259,18 +343,26 @@ def _parse_sweep(sweep, path):
         if key not in SWEEPABLE and not is_param:
             raise _err(path, field, f"not a sweepable key{_suggest(key, sorted(SWEEPABLE))}; allowed: "
                                     f"{', '.join(sorted(SWEEPABLE))} or model.params.NAME")
+        if key == "network.hidden" and not isinstance(spec, list):
+            raise _err(path, field, "values must be lists of widths, e.g. [[8], [8, 8]]")
         if isinstance(spec, dict):
             if len(spec) != 1 or next(iter(spec)) not in ("linspace", "logspace"):
                 raise _err(path, field, "a table must be {linspace = [start, stop, num]} or "
                                         "{logspace = [start_exponent, stop_exponent, num]}")
             kind, args = next(iter(spec.items()))
-            if (not isinstance(args, list) or len(args) != 3 or not all(isinstance(a, (int, float)) for a in args)
-                    or isinstance(args[2], bool) or not isinstance(args[2], int) or args[2] < 1):
+            if (not isinstance(args, list) or len(args) != 3
+                    or not all(isinstance(a, (int, float)) and not isinstance(a, bool) for a in args)
+                    or not isinstance(args[2], int) or args[2] < 1):
                 raise _err(path, field, f"{kind} takes [start, stop, num] with an integer num >= 1")
+            if args[2] > MAX_CELLS:  # before numpy allocates the values
+                raise _err(path, field, f"{kind} of {args[2]} values; at most {MAX_CELLS} cells in a study")
+            if not all(math.isfinite(a) for a in args[:2]):
+                raise _err(path, field, f"{kind} takes finite start and stop, got {args[:2]}")
             values = tuple(float(v) for v in getattr(np, kind)(args[0], args[1], args[2]))
         elif isinstance(spec, list) and spec:
             if key == "network.hidden":
-                if not all(isinstance(v, list) and v and all(isinstance(w, int) for w in v) for v in spec):
+                if not all(isinstance(v, list) and v and all(isinstance(w, int) and not isinstance(w, bool) for w in v)
+                           for v in spec):
                     raise _err(path, field, "values must be lists of widths, e.g. [[8], [8, 8]]")
                 values = tuple("-".join(map(str, v)) for v in spec)
             else:
@@ -279,6 +371,7 @@ def _parse_sweep(sweep, path):
                 values = tuple(spec)
         else:
             raise _err(path, field, "expected a non-empty array of values, or {linspace = ...} / {logspace = ...}")
+        values = _typed_values(path, field, key, values)
         if len(set(values)) != len(values):
             raise _err(path, field, f"repeated values in {list(values)}")
         axes.append(Axis(key=key, dim="", values=values, units=UNITS.get(key, "1")))
@@ -291,6 +384,32 @@ def _parse_sweep(sweep, path):
     return tuple(named)
 
 
+def _typed_values(path, field, key, values):
+    """The sweep's values checked against the key's type in SCHEMA: integers for an integer key
+    (whole numbers such as 2.0 become 2), numbers for a numeric key, strings for a string key.
+    Model parameters (numbers, or words for a model's options) are left to the model."""
+    if key == "network.hidden" or key.startswith("model.params."):
+        return values
+    section, name = key.rsplit(".", 1)
+    kind = SCHEMA[section][name]
+    if kind is int:
+        bad = [v for v in values if not (isinstance(v, int) or (isinstance(v, float) and v.is_integer()))]
+        if bad:
+            raise _err(path, field, f"expected integers (whole numbers), got {bad[0]!r}")
+        return tuple(int(v) for v in values)
+    if kind == _NUM:
+        bad = [v for v in values if not isinstance(v, (int, float))]
+        if bad:
+            raise _err(path, field, f"expected numbers, got {bad[0]!r}")
+        return values
+    if kind is str:
+        bad = [v for v in values if not isinstance(v, str)]
+        if bad:
+            raise _err(path, field, f"expected strings, got {bad[0]!r}")
+        return values
+    raise AssertionError(f"{key}: SWEEPABLE holds a key of type {kind}")
+
+
 def build_cell(path, data):
     """TrainConfig, device model, dataset and teacher arguments from a study's tables."""
     from ..devices import Readout, Variability, get_model
@@ -299,8 +418,9 @@ def build_cell(path, data):
     def section(name, build):
         try:
             return build(dict(data.get(name, {})))
-        except ConfigError as err:
-            raise ConfigError(f"{name}.{err.field}", err.problem) from None
+        except ConfigError as err:  # the library's field names ("distill alpha") as the study's keys
+            field = err.field.removeprefix(f"{name}.").removeprefix("distill ")
+            raise ConfigError(f"{name}.{field}", err.problem) from None
         except TypeError as err:  # a value of a type the dataclass cannot take
             raise ConfigError(name, str(err)) from None
 
@@ -322,7 +442,12 @@ def build_cell(path, data):
             if len(names) != 2:
                 raise ConfigError("correlation", f"key {k!r} must be 'NAME_A,NAME_B'")
             pairs[names] = rho
-        per = {k: tuple(v) for k, v in t.pop("per_parameter", {}).items()}
+        per = {}
+        for k, v in t.pop("per_parameter", {}).items():
+            if not isinstance(v, list):
+                raise ConfigError(f"per_parameter.{k}", f"expected three spreads (chip, d2d, pair), e.g. "
+                                                        f"[0.0, 0.05, 0.01], got {v!r}")
+            per[k] = tuple(v)
         var = Variability(per_parameter=per, correlation=pairs, **t)
         var.level_sigmas(model)
         var.cholesky(model)

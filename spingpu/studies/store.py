@@ -55,6 +55,7 @@ def create_store(path, study, networks_per_task, attrs):
         coords[axis.dim] = (axis.dim, values, {"units": axis.units, "long_name": axis.key, "sweep_key": axis.key})
     attrs = dict(attrs, **{STORE_MARK: study.digest, "networks_per_task": networks_per_task,
                            "study_name": study.name, "study_text": study.text,
+                           "input_files": json.dumps([list(item) for item in study.inputs]),
                            "study_data": json.dumps(study.data, sort_keys=True),
                            "sweep_axes": json.dumps([a.dim for a in study.axes])})
     ds = xr.Dataset(data_vars, coords=coords, attrs=attrs)
@@ -98,29 +99,38 @@ def done_tasks(path):
 
 
 def check_existing(path, study, networks_per_task, resume, overwrite, backend=None):
-    """Refuse to clobber or to mix studies (or engines); return True when resuming a store.
-    ``networks_per_task`` or ``backend`` None: not checked."""
-    import zarr
+    """Refuse to clobber or to mix studies, spingpu versions or engines; return True when resuming
+    a store. Nothing is removed here: with ``overwrite`` the caller replaces the store with
+    :func:`remove_store` once the run can start. ``networks_per_task`` or ``backend`` None: not checked."""
+    from .. import __version__
 
     path = Path(path)
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():
         if resume:
             raise ConfigError("resume", f"no store at {path} to resume")
         return False
-    try:
-        attrs = dict(zarr.open_group(str(path), mode="r").attrs)
-    except Exception:
-        attrs = {}
+    attrs = store_attrs(path)
     if STORE_MARK not in attrs:
         raise ConfigError("out", f"{path} exists and is not a spingpu results store; choose another --out")
     if overwrite:
-        shutil.rmtree(path)
+        if path.is_symlink():
+            raise ConfigError("out", f"{path} is a symbolic link; --overwrite does not delete through a link: "
+                                     "remove the link or choose another --out")
         return False
     if not resume:
         raise ConfigError("out", f"{path} exists; pass --resume to complete it or --overwrite to replace it")
     if attrs[STORE_MARK] != study.digest:
+        changed = _changed_inputs(attrs, study)
+        if changed:
+            raise ConfigError("resume", f"{path} was made from other contents of {changed}: the input data changed "
+                                        "since, and resuming would mix results of both; use another --out or "
+                                        "--overwrite")
         raise ConfigError("resume", f"{path} holds the results of a different study (or of a changed study file); "
                                     "use another --out or --overwrite")
+    if attrs.get("spingpu_version") != __version__:
+        raise ConfigError("resume", f"{path} was written by spingpu {attrs.get('spingpu_version')}, this is spingpu "
+                                    f"{__version__}: numbers may differ between versions; resume with spingpu "
+                                    f"{attrs.get('spingpu_version')}, or use another --out or --overwrite")
     if networks_per_task is not None and attrs.get("networks_per_task") != networks_per_task:
         raise ConfigError("networks-per-task", f"{networks_per_task} differs from the store's "
                                                f"{attrs.get('networks_per_task')}; resume with the same value")
@@ -128,6 +138,35 @@ def check_existing(path, study, networks_per_task, resume, overwrite, backend=No
         raise ConfigError("backend", f"{backend!r} differs from the store's {attrs.get('backend')!r}; "
                                      "resume with the same backend")
     return True
+
+
+def _changed_inputs(attrs, study):
+    """The first data file (path) the store and ``study`` both read whose contents differ, or None."""
+    try:
+        stored = dict(map(tuple, json.loads(attrs.get("input_files", "[]"))))
+    except (TypeError, ValueError):
+        return None
+    if json.loads(attrs.get("study_data", "null")) != json.loads(json.dumps(study.data, sort_keys=True)):
+        return None  # the study itself changed
+    return next((p for p, h in study.inputs if p in stored and stored[p] != h), None)
+
+
+def store_attrs(path):
+    """The attributes of the zarr group at ``path`` ({} where it is not one)."""
+    import zarr
+
+    try:
+        return dict(zarr.open_group(str(path), mode="r").attrs)
+    except Exception:  # not a zarr group (or not readable): not a store of ours
+        return {}
+
+
+def remove_store(path):
+    """Delete the spingpu store at ``path`` (checked by :func:`check_existing`), never through a link."""
+    path = Path(path)
+    if path.is_symlink() or STORE_MARK not in store_attrs(path):
+        raise ConfigError("out", f"{path} is not a spingpu results store; not removed")
+    shutil.rmtree(path)
 
 
 def update_attrs(path, **attrs):
@@ -139,10 +178,66 @@ def update_attrs(path, **attrs):
 
 
 def open_results(path):
-    """The results of a study as one xarray Dataset (lazily loaded from the zarr store)."""
+    """The results of a study as one xarray Dataset (lazily loaded from the zarr store); ConfigError
+    where ``path`` is not a spingpu results store or its metadata cannot be read."""
+    import warnings
+
     import xarray as xr
 
     path = Path(path)
     if not path.exists():
         raise ConfigError("results", f"no results store at {path}")
-    return xr.open_zarr(path)
+    if not path.is_dir():
+        raise ConfigError("results", f"{path} is not a spingpu results store (a file, not a zarr folder)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # no consolidated metadata: read it anyway
+            ds = xr.open_zarr(path)
+    except Exception as err:
+        if not any((path / name).exists() for name in (".zgroup", ".zmetadata", "zarr.json")):
+            raise ConfigError("results", f"{path} is not a spingpu results store (no zarr metadata)") from None
+        raise ConfigError("results", f"{path} is corrupt: its metadata cannot be read "
+                                     f"({type(err).__name__}: {_first_line(err)})") from None
+    if STORE_MARK not in ds.attrs or "test_acc" not in ds or "task_done" not in ds:
+        ds.close()
+        raise ConfigError("results", f"{path} is not a spingpu results store")
+    return ds
+
+
+def load_results(path, variables=None, last_epoch=()):
+    """:func:`open_results` (only ``variables`` and task_done, where given; of the variables named
+    in ``last_epoch``, only the last epoch, without the epoch dim) read into memory; ConfigError
+    where a chunk cannot be read."""
+    ds = open_results(path)
+    try:
+        sub = ds if variables is None else ds[[v for v in ds.data_vars if v in set(variables) | {"task_done"}]]
+        for name in last_epoch:
+            if name in sub and "epoch" in sub[name].dims:
+                sub = sub.assign({name: sub[name].isel(epoch=-1).drop_vars("epoch")})
+        return sub.load()
+    except Exception as err:
+        raise ConfigError("results", f"{path} is corrupt: its data cannot be read "
+                                     f"({type(err).__name__}: {_first_line(err)})") from None
+    finally:
+        ds.close()
+
+
+def _first_line(err):
+    lines = str(err).strip().splitlines()
+    return lines[0] if lines else "no message"
+
+
+def finished_networks(ds):
+    """Boolean DataArray (sweep axes..., network): True for the networks of finished tasks (by
+    ``task_done``). Networks of tasks that never ran are not failures: leave them out of statistics."""
+    import xarray as xr
+
+    npt = int(ds.attrs["networks_per_task"])
+    task = xr.DataArray(ds.network.values // npt, dims="network", coords={"network": ds.network})
+    return ds.task_done.isel(task=task).astype(bool).drop_vars("task", errors="ignore")
+
+
+def task_progress(ds):
+    """(finished tasks, tasks) of a store."""
+    done = np.asarray(ds.task_done.values)
+    return int((done != 0).sum()), int(done.size)
