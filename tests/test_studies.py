@@ -765,6 +765,7 @@ def test_invalid_toml_and_missing_study_file(tmp_path, monkeypatch, capsys):
     (["--cluster", "k8s"], "cluster: 'k8s'; allowed: local, slurm, pbs"),
     (["--backend", "tpu"], "backend: 'tpu'; allowed: auto, numpy, cpu, cuda"),
     (["--resume"], "resume: no store at results/tiny.zarr to resume"),
+    (["--out", "missing/s.zarr"], "out: folder missing does not exist"),
 ])
 def test_bad_run_options_are_refused_in_one_line(tmp_path, monkeypatch, capsys, extra, message):
     monkeypatch.chdir(tmp_path)
@@ -1051,3 +1052,13 @@ def test_the_digest_covers_the_contents_of_every_data_file_a_study_reads(tmp_pat
     assert load_study(path).digest == study.digest
     iv.write_text(iv.read_text() + "# a comment changes the file\n")
     assert load_study(path).digest != study.digest
+
+
+def test_a_swept_model_parameter_carries_the_parameters_unit(tmp_path):
+    text = with_line("sweep", '"model.params.r_p" = [800.0, 1200.0]\n"model.params.theta0" = [1.4, 1.6]\n'
+                              '"training.lr" = [0.01, 0.1]')
+    axes = {a.dim: a.units for a in load_study(write(tmp_path / "study.toml", text)).axes}
+    assert axes == {"r_p": "ohm", "theta0": "rad", "lr": "1"}
+    swept = with_line("sweep", '"model.name" = ["stt_compact", "macrospin"]\n"model.params.v_h" = [0.4, 0.6]')
+    axes = {a.dim: a.units for a in load_study(write(tmp_path / "swept.toml", swept)).axes}
+    assert axes == {"name": "1", "v_h": "V"}

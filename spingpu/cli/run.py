@@ -34,6 +34,8 @@ def run(args):
     study = load_study(args.study)
     check_range("threshold", args.threshold, 0.0, 1.0)
     out = args.out or str(Path("results") / f"{study.name}.zarr")
+    if args.out and not Path(args.out).parent.is_dir():  # results/ of the default is created
+        raise ConfigError("out", f"folder {Path(args.out).parent} does not exist")
     cluster_table = {}
     if args.cluster != "local":
         import tomllib

@@ -151,8 +151,9 @@ def _drive(client, study, options, backend, npt, todo, n_workers, bar):
         except Exception as err:
             for other in list(futures.futures):
                 other.cancel()
-            values = ", ".join(f"{k}={v}" for k, v in study.cell_values(cell).items()) or "the only cell"
-            raise TaskFailed(f"task {task} (networks {lo}-{hi - 1}) of cell {values} failed: "
+            values = ", ".join(f"{k}={v}" for k, v in study.cell_values(cell).items())
+            where = f"cell {values}" if values else "the study's only cell"
+            raise TaskFailed(f"task {task} (networks {lo}-{hi - 1}) of {where} failed: "
                              f"{type(err).__name__}: {err}") from err
         results_store.write_task(options.out, study, cell, lo, metrics)
         results_store.mark_done(options.out, study, cell, task)

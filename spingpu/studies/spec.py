@@ -184,7 +184,7 @@ def parse_study(data, path, text=""):
     resolve_paths(data, path.parent)
     networks = _ranged(path, "networks", data.get("networks", 100), 1, 10**9)
     seed = _ranged(path, "seed", data.get("seed", 0), 0, 2**64 - 1)
-    axes = _parse_sweep(data.get("sweep", {}), path)
+    axes = tuple(_with_parameter_unit(axis, data) for axis in _parse_sweep(data.get("sweep", {}), path))
     study = Study(name=name, path=str(path), text=text, data={k: v for k, v in data.items() if k != "cluster"},
                   axes=axes, networks=networks, seed=seed)
     if study.n_cells > MAX_CELLS:
@@ -197,6 +197,26 @@ def parse_study(data, path, text=""):
             raise _err(path, err.field, err.problem + (f" (in the cell {cell})" if cell else "")) from None
     _check_dataset(study, path)
     return dataclasses.replace(study, inputs=input_hashes(study))
+
+
+def _with_parameter_unit(axis, data):
+    """A ``model.params.NAME`` axis gets the SI unit of the parameter NAME of the study's model (of
+    the first model that has it, where ``model.name`` is swept too)."""
+    if not axis.key.startswith("model.params."):
+        return axis
+    from ..devices import get_model
+
+    name = axis.key.rsplit(".", 1)[1]
+    model_axis = next((a for a in data.get("sweep", {}) if a == "model.name"), None)
+    models = data["sweep"][model_axis] if model_axis else [data.get("model", {}).get("name", "stt_compact")]
+    for model_name in models if isinstance(models, list) else []:
+        try:
+            unit = next((p.unit for p in get_model(model_name).parameters if p.name == name), None)
+        except ConfigError:
+            unit = None
+        if unit is not None:
+            return dataclasses.replace(axis, units=unit)
+    return axis
 
 
 NAME_RE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}")
