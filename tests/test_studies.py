@@ -1062,3 +1062,16 @@ def test_a_swept_model_parameter_carries_the_parameters_unit(tmp_path):
     swept = with_line("sweep", '"model.name" = ["stt_compact", "macrospin"]\n"model.params.v_h" = [0.4, 0.6]')
     axes = {a.dim: a.units for a in load_study(write(tmp_path / "swept.toml", swept)).axes}
     assert axes == {"name": "1", "v_h": "V"}
+
+
+@pytest.mark.parametrize("table, message", [
+    ("", 'cluster: slurm: set cores and memory per job in the study\'s [cluster] table, e.g. cores = 8, memory = "24GB"'),
+    ('cores = 2\nmemory = "4GB"\njobs = 0\n', "cluster.jobs: 0 is out of range; allowed: 1 <= value <= 100000"),
+])
+def test_an_incomplete_cluster_table_is_one_whole_line(tmp_path, monkeypatch, capsys, table, message):
+    pytest.importorskip("dask_jobqueue")
+    study = write(tmp_path / "s.toml", 'name = "s"\n' + BASE + "[cluster]\n" + table)
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", str(study), "--cluster", "slurm", "--out", str(tmp_path / "r.zarr")]) == 2
+    assert capsys.readouterr().err == f"spingpu run: error: {message}\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.toml"]

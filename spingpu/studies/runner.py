@@ -181,12 +181,15 @@ def jobqueue_cluster(options):
     except ImportError:
         raise ConfigError("cluster", f"{options.cluster} needs dask-jobqueue: pip install 'spingpu[cluster]'") from None
     kwargs = dict(options.cluster_options)
-    jobs = kwargs.pop("jobs", 1)
+    jobs = check_range("cluster.jobs", kwargs.pop("jobs", 1), 1, 10**5, integer=True)
     kind = dask_jobqueue.SLURMCluster if options.cluster == "slurm" else dask_jobqueue.PBSCluster
     try:
         return kind(**kwargs), jobs
     except (TypeError, ValueError) as err:  # unknown or bad keyword: say which, in one line
-        raise ConfigError("cluster", f"{options.cluster}: {str(err).splitlines()[0]}") from None
+        message = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
+        if "cores and memory" in message:
+            message = "set cores and memory per job in the study's [cluster] table, e.g. cores = 8, memory = \"24GB\""
+        raise ConfigError("cluster", f"{options.cluster}: {message}") from None
 
 
 def _connect(options, workers, log, gpus=0):
