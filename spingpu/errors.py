@@ -49,7 +49,7 @@ def check_range(field, value, low=None, high=None, *, low_open=False, high_open=
         if math.isinf(number):
             if allow_inf and number > 0:
                 return number
-            raise ConfigError(field, f"expected a finite number, got {number}; allowed: "
+            raise ConfigError(field, f"expected a finite {'integer' if integer else 'number'}, got {number}; allowed: "
                                      f"{_describe(low, high, low_open, high_open, allow_inf)}")
         if integer:
             if not number.is_integer():
@@ -58,7 +58,8 @@ def check_range(field, value, low=None, high=None, *, low_open=False, high_open=
     lo_ok = low is None or (number > low if low_open else number >= low)
     hi_ok = high is None or (number < high if high_open else number <= high)
     if not (lo_ok and hi_ok):
-        raise ConfigError(field, f"{_plain(number)} is out of range; allowed: "
+        shown = int(value) if isinstance(value, numbers.Integral) else float(value)  # as given: 1e+30, not its digits
+        raise ConfigError(field, f"{_plain(shown)} is out of range; allowed: "
                                  f"{_describe(low, high, low_open, high_open, allow_inf)}")
     return number
 

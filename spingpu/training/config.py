@@ -14,6 +14,8 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 
+import numpy as np
+
 from ..devices import Readout, Variability
 from ..errors import ConfigError, _short, check_choice, check_range
 
@@ -116,7 +118,15 @@ class Distillation:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Architecture and training of N networks (all share it; each has its own junctions/weights)."""
+    """Architecture and training of N networks (all share it; each has its own junctions/weights).
+
+    ``hidden`` is a tuple of layer widths (an integer is one layer); ``lr_schedule`` a
+    :class:`Schedule` or its text (``constant``, ``step:EVERY:GAMMA``, ``exp:GAMMA``, ``cosine``,
+    parsed by :meth:`Schedule.parse`). Numbers are checked and stored converted (``epochs=2.0`` is
+    stored as 2; strings are refused), nested settings must be their classes (``neuron`` a
+    :class:`PairNeuron`, ``variability`` a Variability, ``readout`` a Readout, ``distillation`` a
+    :class:`Distillation` or None). Bad values raise ConfigError naming the field.
+    """
 
     hidden: tuple[int, ...] = (8,)
     grad_mode: str = "fd_forward"
@@ -139,8 +149,8 @@ class TrainConfig:
 
     def __post_init__(self):
         hidden = self.hidden
-        if isinstance(hidden, (int, float)) and not isinstance(hidden, bool):
-            hidden = (hidden,)  # one hidden layer
+        if np.isscalar(hidden) and not isinstance(hidden, (str, bytes)):
+            hidden = (hidden,)  # one hidden layer of that width
         if isinstance(hidden, (str, bytes)) or not hasattr(hidden, "__len__"):
             raise ConfigError("hidden", f"expected hidden layer widths (a tuple of integers), got {_short(hidden)}")
         hidden = tuple(hidden)
