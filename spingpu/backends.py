@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass
 from functools import cache
 
-from .errors import ConfigError, check_range
+from .errors import ConfigError, _short, check_choice, check_range
 
 BACKENDS = ("numpy", "cpu", "cuda")
 CUDA_ENGINES = ("auto", "fused", "batched")
@@ -41,16 +41,21 @@ class Backend:
     min_blocks_per_sm: int | None = None
 
     def __post_init__(self):
-        if self.name not in BACKENDS:
-            raise ConfigError("backend", f"{self.name!r}; allowed: auto, {', '.join(BACKENDS)}")
+        put = lambda key, value: object.__setattr__(self, key, value)  # noqa: E731 (frozen)
+        if not isinstance(self.name, str) or self.name not in BACKENDS:
+            raise ConfigError("backend", f"{_short(self.name)}; allowed: auto, {', '.join(BACKENDS)}")
+        if not isinstance(self.simulator, bool):
+            raise ConfigError("simulator", f"expected True or False, got {_short(self.simulator)}")
         if self.gpu_memory_bytes is not None:
-            check_range("gpu_memory_bytes", self.gpu_memory_bytes, 1, None, integer=True)
-        if self.block_threads is not None and self.block_threads not in (32, 64, 128, 256):
-            raise ConfigError("block_threads", f"{self.block_threads!r}; allowed: 32, 64, 128, 256")
+            put("gpu_memory_bytes", check_range("gpu_memory_bytes", self.gpu_memory_bytes, 1, 2**63 - 1, integer=True))
+        if self.block_threads is not None:
+            threads = self.block_threads
+            if isinstance(threads, (str, bytes, bool)) or threads not in (32, 64, 128, 256):
+                raise ConfigError("block_threads", f"{_short(threads)}; allowed: 32, 64, 128, 256")
+            put("block_threads", int(threads))
         if self.min_blocks_per_sm is not None:
-            check_range("min_blocks_per_sm", self.min_blocks_per_sm, 1, 32, integer=True)
-        if self.cuda_engine not in CUDA_ENGINES:
-            raise ConfigError("cuda_engine", f"{self.cuda_engine!r}; allowed: {', '.join(CUDA_ENGINES)}")
+            put("min_blocks_per_sm", check_range("min_blocks_per_sm", self.min_blocks_per_sm, 1, 32, integer=True))
+        check_choice("cuda_engine", self.cuda_engine, CUDA_ENGINES)
 
 
 def cuda_simulator_enabled():

@@ -411,6 +411,10 @@ def _read_csv(path):
     if header:
         columns = first
         rows = rows[1:]
+        if lowered.count("label") > 1:
+            where = ", ".join(str(j + 1) for j, c in enumerate(lowered) if c == "label")
+            raise ConfigError("dataset", f"CSV file {path!r} has {lowered.count('label')} columns named 'label' "
+                                         f"(columns {where}); exactly one label column is allowed")
         label_col = lowered.index("label") if "label" in lowered else len(columns) - 1
     else:
         columns = [f"column {j + 1}" for j in range(len(first))]
@@ -441,7 +445,12 @@ def _read_csv(path):
             raise ConfigError("dataset", f"CSV file {path!r} line {line}: empty label")
         labels.append(row[label_col])
     if all(_is_integer_text(s) for s in labels):
-        label_array = np.array([int(float(s)) for s in labels], dtype=np.int64)
+        values = [_integer_label(s) for s in labels]
+        for (line, _), value, text in zip(rows, values, labels):
+            if not _INT64_MIN <= value <= _INT64_MAX:
+                raise ConfigError("dataset", f"CSV file {path!r} line {line}: integer label {text} is beyond the "
+                                             "64-bit range; allowed: -2**63 .. 2**63 - 1 (or text labels)")
+        label_array = np.array(values, dtype=np.int64)
     else:
         label_array = np.array(labels, dtype=str)
     try:
@@ -449,6 +458,17 @@ def _read_csv(path):
     except ConfigError as err:
         raise ConfigError("dataset", f"CSV file {path!r}: {err.problem}") from None
     return x, codes, names
+
+
+_INT64_MIN, _INT64_MAX = -2**63, 2**63 - 1
+
+
+def _integer_label(text):
+    """The integer a whole-number label's text means (exact for long integers; ``3.0`` is 3)."""
+    try:
+        return int(text)
+    except ValueError:
+        return int(float(text))
 
 
 def _is_integer_text(text):

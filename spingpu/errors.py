@@ -1,5 +1,12 @@
 """The one exception type for bad configuration or input."""
 
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+
 
 class ConfigError(ValueError):
     """A bad value, named by its field, with what is allowed.
@@ -16,34 +23,72 @@ class ConfigError(ValueError):
         return (type(self), (self.field, self.problem))
 
 
-def check_range(field, value, low=None, high=None, *, low_open=False, high_open=False, integer=False):
-    """Return ``value`` as a float (or int) if it lies in the allowed range, else raise ConfigError."""
-    import math
+def check_range(field, value, low=None, high=None, *, low_open=False, high_open=False, integer=False,
+                allow_inf=False):
+    """Return ``value`` as a float (or int) if it lies in the allowed range, else raise ConfigError.
 
+    ``value`` must be a real number (an int, float or NumPy number; not a string, bytes or bool),
+    finite, and within [low, high] (either end open, either end None for no bound). With
+    ``integer`` it must be a whole number (a whole float such as ``2.0`` is accepted) and an int is
+    returned. ``allow_inf``: ``+inf`` is accepted as well (e.g. "no bias dependence"), whatever
+    ``high`` is.
+    """
     kind = "an integer" if integer else "a number"
+    if isinstance(value, (str, bytes, bool, np.bool_)) or value is None:
+        raise ConfigError(field, f"expected {kind}, got {value!r}")
     try:
-        if integer:
-            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-                raise TypeError
+        if integer and isinstance(value, numbers.Integral):
             number = int(value)
         else:
-            if isinstance(value, bool):
-                raise TypeError
             number = float(value)
-    except (TypeError, ValueError):
-        raise ConfigError(field, f"expected {kind}, got {value!r}") from None
-    if not integer and math.isnan(number):
-        raise ConfigError(field, f"expected {kind}, got NaN")
+    except (TypeError, ValueError, OverflowError):
+        raise ConfigError(field, f"expected {kind}, got {_short(value)}") from None
+    if isinstance(number, float):
+        if math.isnan(number):
+            raise ConfigError(field, f"expected {kind}, got NaN")
+        if math.isinf(number):
+            if allow_inf and number > 0:
+                return number
+            raise ConfigError(field, f"expected a finite {'integer' if integer else 'number'}, got {number}; allowed: "
+                                     f"{_describe(low, high, low_open, high_open, allow_inf)}")
+        if integer:
+            if not number.is_integer():
+                raise ConfigError(field, f"expected {kind}, got {_short(value)}")
+            number = int(number)
     lo_ok = low is None or (number > low if low_open else number >= low)
     hi_ok = high is None or (number < high if high_open else number <= high)
     if not (lo_ok and hi_ok):
-        raise ConfigError(field, f"{value!r} is out of range; allowed: {_describe(low, high, low_open, high_open)}")
+        shown = int(value) if isinstance(value, numbers.Integral) else float(value)  # as given: 1e+30, not its digits
+        raise ConfigError(field, f"{_plain(shown)} is out of range; allowed: "
+                                 f"{_describe(low, high, low_open, high_open, allow_inf)}")
     return number
 
 
-def _describe(low, high, low_open, high_open):
+def check_choice(field, value, allowed):
+    """``value`` if it is one of the strings ``allowed``, else ConfigError listing them."""
+    if not isinstance(value, str) or value not in allowed:
+        raise ConfigError(field, f"{_short(value)}; allowed: {', '.join(allowed)}")
+    return value
+
+
+def _plain(number):
+    """A number as plain text (``-0.536``, not ``np.float64(-0.536)``)."""
+    return repr(int(number)) if isinstance(number, int) else repr(float(number))
+
+
+def _short(value):
+    """``repr(value)`` cut to one short line."""
+    text = " ".join(repr(value).split())
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _describe(low, high, low_open=False, high_open=False, allow_inf=False):
     if low is not None and high is not None:
-        return f"{low} {'<' if low_open else '<='} value {'<' if high_open else '<='} {high}"
-    if low is not None:
-        return f"value {'>' if low_open else '>='} {low}"
-    return f"value {'<' if high_open else '<='} {high}"
+        text = f"{low} {'<' if low_open else '<='} value {'<' if high_open else '<='} {high}"
+    elif low is not None:
+        text = f"value {'>' if low_open else '>='} {low}"
+    elif high is not None:
+        text = f"value {'<' if high_open else '<='} {high}"
+    else:
+        text = "any finite number"
+    return text + (" or inf" if allow_inf else "")

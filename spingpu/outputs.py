@@ -2,54 +2,99 @@
 
 Each file is written to a temporary name beside its target and renamed into place only when
 every file of the command has been written (a rename within one directory is atomic on POSIX).
+:func:`check_writable`, called before the work that produces a file, tries that temporary file
+once (created and removed at once), so that an unwritable target fails in seconds, not after a
+long run; any error of the final write is still a one-line :class:`ConfigError` naming the option.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from pathlib import Path
 
 from .errors import ConfigError
 
+# errors of a write that name no file: they concern the output being written
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG}
+
 
 def check_writable(field, path):
-    """``path`` as a Path whose directory exists and is writable, else ConfigError."""
+    """``path`` as a Path whose folder exists and takes a new file, else ConfigError naming ``field``.
+
+    A temporary file is created beside the target and removed (the check :func:`staged_files`'s
+    own first step would make), so that permissions, read-only and special filesystems show
+    before the work that produces the file.
+    """
+    if path is None or str(path).strip() == "":
+        raise ConfigError(field, "expected a file name, got an empty one")
     path = Path(path)
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise ConfigError(field, f"folder {folder} does not exist")
-    if not os.access(folder, os.W_OK):
-        raise ConfigError(field, f"folder {folder} is not writable")
     if path.is_dir():
         raise ConfigError(field, f"{path} is a folder, expected a file name")
+    if not os.access(folder, os.W_OK):
+        raise ConfigError(field, f"folder {folder} is not writable")
+    try:
+        tmp = _temp_beside(path)
+    except OSError as err:
+        raise ConfigError(field, f"cannot write {path}: {_reason(err)}") from None
+    with contextlib.suppress(OSError):
+        tmp.unlink()
     return path
 
 
 @contextlib.contextmanager
-def staged_files(*targets):
+def staged_files(*targets, fields=None):
     """Yield one temporary path per target; on success rename each onto its target.
 
-    If the block raises, the temporaries are removed and no target is touched.
+    If the block raises, the temporaries are removed and no target is touched. An OSError of the
+    temporaries, the renames or (when it names a temporary or is a full or read-only disk) the
+    block becomes a one-line ConfigError naming the target and its option ``fields[k]`` (default
+    ``output``).
     """
+    targets = [Path(t) for t in targets]
+    fields = list(fields) if fields is not None else ["output"] * len(targets)
     temps = []
+    current = 0  # the target being worked on, for messages
     try:
-        for target in targets:
-            target = Path(target)
-            fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp" + target.suffix,
-                                       dir=target.parent if str(target.parent) else ".")
-            os.close(fd)
-            temps.append(Path(tmp))
-        yield temps
-        mode = 0o666 & ~_umask()  # what open() would have given; mkstemp makes 0600
-        for tmp, target in zip(temps, targets):
-            os.chmod(tmp, mode)
-            os.replace(tmp, target)
+        try:
+            for current, target in enumerate(targets):
+                temps.append(_temp_beside(target))
+            current = 0
+            yield temps
+            mode = 0o666 & ~_umask()  # what open() would have given; mkstemp makes 0600
+            for current, (tmp, target) in enumerate(zip(temps, targets)):
+                os.chmod(tmp, mode)
+                os.replace(tmp, target)
+        except OSError as err:
+            named = {str(t): k for k, t in enumerate(temps)} | {str(t): k for k, t in enumerate(targets)}
+            if err.filename is not None and str(err.filename) in named:
+                current = named[str(err.filename)]
+            elif err.filename is not None or err.errno not in _WRITE_ERRNOS:
+                raise  # not about our files: someone else's error
+            if not targets:
+                raise
+            raise ConfigError(fields[current], f"cannot write {targets[current]}: {_reason(err)}") from None
     finally:
         for tmp in temps:
-            with contextlib.suppress(FileNotFoundError):
+            with contextlib.suppress(OSError):
                 tmp.unlink()
+
+
+def _temp_beside(target):
+    """A new empty temporary file in ``target``'s folder (closed), as a Path."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp" + target.suffix,
+                               dir=target.parent if str(target.parent) else ".")
+    os.close(fd)
+    return Path(tmp)
+
+
+def _reason(err):
+    return err.strerror or type(err).__name__
 
 
 def _umask():

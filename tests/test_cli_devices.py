@@ -59,7 +59,19 @@ def test_devices_tabulated_from_csv(tmp_path):
 
 BAD = [
     (["--model", "nope"], "model: unknown device model 'nope'; allowed: macrospin, stt_compact, tabulated"),
-    (["--param", "r_p=-1"], "param r_p: -1.0 is out of range; allowed: value > 0.0"),
+    (["--param", "r_p=-1"], "param r_p: -1.0 is out of range; allowed: 1.0 <= value <= 10000000.0"),
+    (["--param", "r_p=inf"], "param r_p: expected a finite number, got inf; allowed: 1.0 <= value <= 10000000.0"),
+    (["--param", "v_h=1e-300"], "param v_h: 1e-300 is out of range; allowed: 0.001 <= value <= 1000.0 or inf"),
+    (["--param", "v_h=-inf"], "param v_h: expected a finite number, got -inf"),
+    (["--model", "macrospin", "--param", "k_u=1e300"],
+     "param k_u: 1e+300 is out of range; allowed: 0.0 < value <= 100000000.0"),
+    (["--model", "macrospin", "--param", "ms=inf"], "param ms: expected a finite number, got inf"),
+    (["--model", "macrospin", "--param", "alpha=inf"], "param alpha: expected a finite number, got inf"),
+    (["--i-max", "inf"], "i-max: expected a finite number, got inf"),
+    (["--i-min", "-inf"], "i-min: expected a finite number, got -inf"),
+    (["--i-max", "1e300"], "i-max: 1e+300 is out of range; allowed: -1.0 <= value <= 1.0"),
+    (["--csv", ""], "csv: expected a file name, got an empty one"),
+    (["--plot", ""], "plot: expected a file name, got an empty one"),
     (["--param", "r_q=5"], "param: unknown parameter 'r_q' for model 'stt_compact'"),
     (["--param", "r_p"], "param: 'r_p': expected NAME=VALUE"),
     (["--param", "tmr0=abc"], "param tmr0: 'abc' is not a number"),
@@ -81,6 +93,36 @@ def test_bad_input_one_line_exit_2_no_output(tmp_path, capsys, extra, message):
     assert rc == 2
     assert err.count("\n") == 1 and err.startswith("spingpu devices: error: ")
     assert message in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unwritable_csv_is_one_line_exit_2(tmp_path, capsys, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr("spingpu.outputs.tempfile.mkstemp", refuse)
+    rc = main(["devices", "--samples", "2", "--points", "5", "--csv", str(tmp_path / "a.csv")])
+    captured = capsys.readouterr()
+    assert rc == 2
+    assert captured.err == f"spingpu devices: error: csv: cannot write {tmp_path / 'a.csv'}: Permission denied\n"
+    assert captured.out == "" and list(tmp_path.iterdir()) == []
+
+
+def test_full_disk_while_writing_names_the_option_and_leaves_nothing(tmp_path, capsys, monkeypatch):
+    import errno
+
+    from spingpu.cli import devices
+
+    def full(path, *args):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(devices, "_write_plot", full)
+    rc = main(["devices", "--samples", "2", "--points", "5", "--csv", str(tmp_path / "a.csv"),
+               "--plot", str(tmp_path / "a.png")])
+    captured = capsys.readouterr()
+    assert rc == 2
+    assert captured.err.count("\n") == 1 and "No space left on device" in captured.err
+    assert captured.err.startswith("spingpu devices: error: csv: cannot write ")
     assert list(tmp_path.iterdir()) == []
 
 

@@ -151,19 +151,30 @@ BAD = [
     (["--delta-i", "0"], ["delta-i: 0.0 is out of range", "allowed: 0.0 < value <= 1.0"]),
     (["--adc-bits", "30"], ["adc-bits: 30 is out of range", "allowed: 0 <= value <= 24"]),
     (["--sigma-d2d", "-1"], ["sigma-d2d: -1.0 is out of range", "allowed: 0.0 <= value"]),
-    (["--param", "r_p=-5"], ["param r_p: -5.0 is out of range", "allowed: value > 0.0"]),
+    (["--param", "r_p=-5"], ["param r_p: -5.0 is out of range", "allowed: 1.0 <= value <= 10000000.0"]),
+    (["--param", "r_p=inf"], ["param r_p: expected a finite number, got inf", "allowed: 1.0 <= value <= 10000000.0"]),
+    (["--param", "v_h=1e-300"], ["param v_h: 1e-300 is out of range", "allowed: 0.001 <= value <= 1000.0 or inf"]),
+    (["--param", "i_c=nan"], ["param i_c: expected a number, got NaN"]),
+    (["--adc-range", "-inf", "1"], ["adc-range: expected a finite number, got -inf"]),
+    (["--adc-range", "-1e-3", "-2e-3"], ["adc-range: lower end -0.001 must be below upper end -0.002"]),
+    (["--read-noise", "-.5"], ["read-noise: -0.5 is out of range", "allowed: 0.0 <= value <= 1.0"]),
+    (["--out", ""], ["out: expected a file name, got an empty one"]),
+    (["--networks", "1000000000"], ["networks: 1000000000 networks need at least", "GiB of memory",
+                                    "allowed here: at most"]),
     (["--param", "r_q=5"], ["param: unknown parameter 'r_q'", "allowed: r_p, tmr0"]),
     (["--device-model", "foo"], ["device-model: unknown device model 'foo'", "allowed: macrospin, stt_compact, tabulated"]),
     (["--out", "{tmp}/out/no/r.nc"], ["out: folder", "does not exist"]),
     (["--out", "{tmp}/out/r.txt"], ["out:", "r.txt must end in .nc"]),
     (["--batch-size", "0"], ["batch-size: 0 is out of range", "allowed: 1 <= value"]),
-    (["--lr-schedule", "exp:1.5"], ["lr-schedule: 1.5 is out of range", "allowed: 0.0 < value <= 1.0"]),
-    (["--lr-schedule", "step:0:0.5"], ["lr-schedule: 0 is out of range", "allowed: 1 <= value"]),
+    (["--lr-schedule", "exp:1.5"], ["lr-schedule GAMMA: 1.5 is out of range", "allowed: 0.0 < value <= 1.0"]),
+    (["--lr-schedule", "step:0:0.5"], ["lr-schedule EVERY: 0 is out of range", "allowed: 1 <= value <= 1000000000"]),
+    (["--lr-schedule", "step:2:2"], ["lr-schedule GAMMA: 2.0 is out of range", "allowed: 0.0 < value <= 1.0"]),
+    (["--lr-schedule", "exp:inf"], ["lr-schedule GAMMA: expected a finite number, got inf"]),
 ]
 
 
 def _ids():
-    return [f"{b[0][0].lstrip('-')}={b[0][1].split('/')[-1]}" for b in BAD]
+    return [f"{b[0][0].lstrip('-')}={b[0][1].split('/')[-1]}" + ("-" + b[0][2] if len(b[0]) > 2 else "") for b in BAD]
 
 
 @pytest.mark.parametrize("extra, pieces", BAD, ids=_ids())
@@ -213,3 +224,47 @@ def test_existing_output_kept_when_run_fails(tmp_path, capsys, extra):
     assert capsys.readouterr().err.count("\n") == 1
     assert out.read_text() == "precious"
     assert [p.name for p in tmp_path.iterdir()] == ["r.nc"]
+
+
+# --- output files that cannot be written -----------------------------------------------------------
+
+
+def _refuse(*args, **kwargs):
+    raise PermissionError(13, "Permission denied")
+
+
+def test_unwritable_out_fails_before_the_run(tmp_path, capsys, monkeypatch):
+    # a folder that os.access calls writable but that refuses new files (root on /sys, a read-only mount)
+    monkeypatch.setattr("spingpu.outputs.tempfile.mkstemp", _refuse)
+    rc = main([*TINY, "--out", str(tmp_path / "r.nc")])
+    captured = capsys.readouterr()
+    assert rc == 2
+    assert captured.err == f"spingpu train: error: out: cannot write {tmp_path / 'r.nc'}: Permission denied\n"
+    assert captured.out == ""  # nothing trained
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_failed_rename_after_the_run_is_one_line_and_leaves_nothing(tmp_path, capsys, monkeypatch):
+    def refuse_replace(src, dst):
+        raise PermissionError(13, "Permission denied", str(dst))
+
+    monkeypatch.setattr("spingpu.outputs.os.replace", refuse_replace)
+    rc = main([*TINY, "--hidden", "2", "--out", str(tmp_path / "r.nc")])
+    err = capsys.readouterr().err
+    assert rc == 2
+    # the run's progress bar (rewritten with carriage returns) comes first; the error is one line after it
+    lines = err.replace("\r", "\n").strip().splitlines()
+    assert lines[-1] == f"spingpu train: error: out: cannot write {tmp_path / 'r.nc'}: Permission denied"
+    assert err.endswith("\n") and not any("spingpu" in line or "Error" in line for line in lines[:-1])
+    assert list(tmp_path.iterdir()) == []  # neither the target nor the temporary
+
+
+def test_negative_numbers_are_values_not_options(tmp_path):
+    from spingpu.cli.main import NEGATIVE_NUMBER
+
+    for text in ("-1", "-4e-4", "-.5", "-1E+3", "-inf", "-Infinity", "-nan"):
+        assert NEGATIVE_NUMBER.match(text), text
+    for text in ("-h", "--lr", "-o", "-e5", "-infinite"):
+        assert not NEGATIVE_NUMBER.match(text), text
+    ds = run_ok([*TINY, "--hidden", "2", "--adc-bits", "4", "--adc-range", "-1e-0", "-.5"], tmp_path / "r.nc")
+    assert json.loads(ds.attrs["config"])["readout"]["adc_range"] == [-1.0, -0.5]

@@ -583,3 +583,37 @@ def test_dataset_is_frozen():
     d = load_dataset("iris")
     with pytest.raises(AttributeError):
         d.n_classes = 4  # type: ignore[misc]
+
+
+def test_csv_two_label_columns_is_an_error(tmp_path):
+    text = "label,x,label\n" + "".join(f"{i % 3},{i},{i % 2}\n" for i in range(30))
+    with pytest.raises(ConfigError) as err:
+        load_dataset(_csv(tmp_path, text))
+    assert err.value.field == "dataset"
+    assert "has 2 columns named 'label' (columns 1, 3); exactly one label column is allowed" in str(err.value)
+
+
+def test_csv_integer_label_beyond_int64_is_an_error(tmp_path):
+    text = "x,label\n" + "".join(f"{i},{i % 3}\n" for i in range(30)) + "5,99999999999999999999999\n"
+    with pytest.raises(ConfigError) as err:
+        load_dataset(_csv(tmp_path, text))
+    assert err.value.field == "dataset"
+    msg = str(err.value)
+    assert "\n" not in msg and "line 32: integer label 99999999999999999999999 is beyond the 64-bit range" in msg
+
+
+def test_csv_long_integer_labels_stay_distinct(tmp_path):
+    # 2**53 and 2**53 + 1 are one float: labels are read as integers, not through float
+    text = "x,label\n" + "".join(f"{i},{2**53 + i % 3}\n" for i in range(30))
+    ds = load_dataset(_csv(tmp_path, text))
+    assert ds.class_names == tuple(str(2**53 + k) for k in range(3))
+
+
+@pytest.mark.parametrize("kwargs, field", [
+    (dict(seed="1"), "seed"), (dict(seed=1.5), "seed"), (dict(val_fraction="0.2"), "val_fraction"),
+    (dict(test_fraction=float("nan")), "test_fraction"), (dict(max_train=True), "max_train"),
+])
+def test_options_must_be_numbers(kwargs, field):
+    with pytest.raises(ConfigError) as err:
+        load_dataset("iris", **kwargs)
+    assert err.value.field == field

@@ -213,3 +213,54 @@ def test_unknown_model_raises():
         get_model("no_such_model")
     assert err.value.field == "model"
     assert "allowed: " in str(err.value) and "stt_compact" in str(err.value) and "tabulated" in str(err.value)
+
+
+@pytest.mark.parametrize("kwargs, field, problem", [
+    (dict(name="r0", nominal=1.0, low=0.0, high=math.inf, low_open=True), "r0.high", "expected a finite number"),
+    (dict(name="r0", nominal=1.0, low=2.0, high=1.0), "r0.low", "2.0 must be below high (1.0)"),
+    (dict(name="r0", nominal=math.inf, low=0.0, high=10.0, low_open=True), "r0", "expected a finite number, got inf"),
+    (dict(name="r0", nominal="1", low=0.0, low_open=True), "r0", "expected a number, got '1'"),
+    (dict(name="r0", nominal=1.0, low=0.0, low_open=True, spread_scale=0.0), "r0.spread_scale", "value > 0.0"),
+])
+def test_bad_parameter_bounds_raise(kwargs, field, problem):
+    with pytest.raises(ConfigError) as err:
+        Parameter(unit="1", description="", **kwargs)
+    assert err.value.field == field and problem in str(err.value)
+
+
+def test_allow_inf_accepts_only_plus_infinity():
+    p = Parameter("v_h", 0.5, "V", "", low=1e-3, high=1e3, allow_inf=True)
+    assert p.check(math.inf) == math.inf
+    for bad, words in ((-math.inf, "expected a finite number"), (1e4, "allowed: 0.001 <= value <= 1000.0 or inf")):
+        with pytest.raises(ConfigError, match=words):
+            p.check(bad)
+
+
+@pytest.mark.parametrize("name", ["stt_compact", "macrospin"])
+def test_builtin_parameters_have_finite_ranges(name):
+    for p in get_model(name).parameters:
+        assert p.low is not None and p.high is not None and math.isfinite(p.low) and math.isfinite(p.high), p.name
+        assert p.low <= p.nominal <= p.high
+        with pytest.raises(ConfigError) as err:
+            get_model(name, **{p.name: math.inf if not p.allow_inf else -math.inf})
+        assert err.value.field == f"param {p.name}" and "finite" in str(err.value)
+        with pytest.raises(ConfigError, match=f"param {p.name}: .* is out of range"):
+            get_model(name, **{p.name: 10 * p.high if p.high > 0 else p.high + 1.0})
+
+
+def test_stt_compact_is_finite_at_every_corner_of_its_ranges():
+    """The scalar kernel divides by r_p, v_h^2 and i_c: at the ends of their ranges (and far beyond,
+    where variability may take a junction) it must stay finite."""
+    model = get_model("stt_compact")
+    current = np.array([-1.0, -4e-4, 0.0, 1e-9, 4e-4, 1.0])
+    names = ("r_p", "tmr0", "v_h", "i_c")
+    ends = {p.name: (p.low if not p.low_open else p.low + 1e-9, p.high) for p in model.parameters if p.name in names}
+    ends["v_h"] += (math.inf,)
+    for r_p in ends["r_p"]:
+        for tmr0 in ends["tmr0"]:
+            for v_h in ends["v_h"]:
+                for i_c in ends["i_c"]:
+                    for spread in (1e-12, 1.0, 1e12):  # a lognormal draw many sigmas out
+                        row = np.array([r_p * spread, tmr0 * spread, v_h * spread, 0.1, 3.0, i_c * spread])
+                        v, d = model.iv(current, row)
+                        assert np.all(np.isfinite(v)) and np.all(np.isfinite(d)), (row, v, d)

@@ -272,3 +272,52 @@ def test_bom_comments_and_header_keep_every_point(tmp_path, prefix):
     model = get_model("tabulated", iv_csv=path)
     assert model.table.shape == (3, 5)
     np.testing.assert_array_equal(model.table[0], [-1e-3, -5e-4, 0.0, 5e-4, 1e-3])
+
+
+# --- bad input: files that are not text, tables that are not arrays, plain numbers in messages ---
+
+def test_binary_csv_is_one_line_error(tmp_path):
+    path = tmp_path / "binary.csv"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe\x00\x81,\x92\n")
+    with pytest.raises(ConfigError) as err:
+        get_model("tabulated", iv_csv=path)
+    assert err.value.field == "iv-csv"
+    assert str(err.value) == f"iv-csv: {path} is not a UTF-8 text file (byte 0): expected a CSV of current in A, voltage in V"
+
+
+def test_messages_show_plain_numbers(tmp_path):
+    path = tmp_path / "iv.csv"
+    path.write_text("current,voltage\n0.1,0\n0.64,1\n-0.536,2\n0.9,3\n")
+    with pytest.raises(ConfigError) as err:
+        get_model("tabulated", iv_csv=path)
+    assert "not sorted, current -0.536 (point 3) follows 0.64" in str(err.value)
+    assert "np.float64" not in str(err.value)
+    with pytest.raises(ConfigError) as err:
+        get_model("tabulated", iv_table=(np.array([0.0, 0.5, 0.5, 1.0]), np.arange(4.0)))
+    assert "duplicated current 0.5 (point 3)" in str(err.value)
+
+
+@pytest.mark.parametrize("table", [5, "iv.csv", (np.arange(4.0),), (np.arange(4.0), np.arange(4.0), np.arange(4.0))])
+def test_iv_table_must_be_two_arrays(table):
+    with pytest.raises(ConfigError) as err:
+        get_model("tabulated", iv_table=table)
+    assert err.value.field == "iv_table" and "expected two arrays (current in A, voltage in V)" in str(err.value)
+
+
+def test_iv_table_of_text_is_an_error():
+    with pytest.raises(ConfigError) as err:
+        get_model("tabulated", iv_table=(["0", "1", "2", "x"], np.arange(4.0)))
+    assert err.value.field == "iv_table" and "arrays of numbers" in str(err.value)
+
+
+@pytest.mark.parametrize("name, value, allowed", [
+    ("i_scale", 1e-6, "0.001 <= value <= 1000.0"),
+    ("v_scale", math.inf, "0.001 <= value <= 1000.0"),
+    ("v_offset", 1e4, "-1000.0 <= value <= 1000.0"),
+    ("v_offset", "0.1", None),
+])
+def test_parameter_ranges(tab, name, value, allowed):
+    with pytest.raises(ConfigError) as err:
+        get_model("tabulated", iv_csv=tab[4], **{name: value})
+    assert err.value.field == f"param {name}"
+    assert (allowed or "is not a number") in str(err.value)

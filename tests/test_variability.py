@@ -368,3 +368,36 @@ def test_bad_sampling_arguments_raise(args, field, allowed):
         sample_layer(MODEL, Variability(0.1), *args)
     assert err.value.field == field
     assert allowed in str(err.value)
+
+
+# --- bad input -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kwargs, field, words", [
+    (dict(per_parameter=None), "per_parameter", "expected a mapping of parameter name to (chip, d2d, pair)"),
+    (dict(per_parameter={"r_p": 0.1}), "per_parameter.r_p", "expected three spreads (chip, d2d, pair), got 0.1"),
+    (dict(per_parameter={"r_p": "abc"}), "per_parameter.r_p", "expected three spreads"),
+    (dict(per_parameter={"r_p": (0.1, "0.1", 0.0)}), "per_parameter.r_p.d2d", "expected a number, got '0.1'"),
+    (dict(correlation=None), "correlation", "expected a mapping"),
+    (dict(correlation={"ab": 0.5}), "correlation", "must be a pair (name, name)"),
+    (dict(correlation={("r_p", "tmr0"): math.inf}), "correlation.r_p.tmr0", "expected a finite number"),
+    (dict(sigma_d2d="0.1"), "sigma_d2d", "expected a number, got '0.1'"),
+    (dict(sigma_chip=True), "sigma_chip", "expected a number, got True"),
+    (dict(sigma_pair=math.inf), "sigma_pair", "expected a finite number"),
+])
+def test_bad_variability_raises(kwargs, field, words):
+    with pytest.raises(ConfigError) as err:
+        Variability(**kwargs)
+    assert err.value.field == field and words in str(err.value)
+
+
+def test_variability_stores_converted_values():
+    var = Variability(sigma_d2d=np.float32(0.5), per_parameter={"r_p": [0, 0.1, 0]}, correlation={("r_p", "v_h"): 0})
+    assert type(var.sigma_d2d) is float and var.per_parameter == {"r_p": (0.0, 0.1, 0.0)}
+    assert var.correlation == {("r_p", "v_h"): 0.0}
+
+
+@pytest.mark.parametrize("model, variability, field", [(MODEL, None, "variability"), ("stt_compact", Variability(), "model")])
+def test_sample_layer_checks_its_arguments(model, variability, field):
+    with pytest.raises(ConfigError) as err:
+        sample_layer(model, variability, 0, np.arange(2), 0, 1)
+    assert err.value.field == field

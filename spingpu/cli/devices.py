@@ -16,6 +16,7 @@ from .options import params_dict
 
 MAX_SAMPLES = 100_000
 MAX_POINTS = 1_000_000
+MAX_CURRENT = 1.0  # A: far beyond any junction's, and small enough for every model's arithmetic
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 
 
@@ -47,14 +48,14 @@ def run(args):
     # Validate everything before computing or writing anything.
     samples = check_range("samples", args.samples, 1, MAX_SAMPLES, integer=True)
     points = check_range("points", args.points, 2, MAX_POINTS, integer=True)
-    i_min = check_range("i-min", args.i_min)
-    i_max = check_range("i-max", args.i_max)
+    i_min = check_range("i-min", args.i_min, -MAX_CURRENT, MAX_CURRENT)
+    i_max = check_range("i-max", args.i_max, -MAX_CURRENT, MAX_CURRENT)
     if not i_min < i_max:
         raise ConfigError("i-min", f"{i_min} must be below i-max ({i_max})")
     variability = Variability(sigma_chip=args.sigma_chip, sigma_d2d=args.sigma_d2d, sigma_pair=args.sigma_pair)
     model = get_model(args.model, iv_csv=args.iv_csv, **params_dict(args.param))
-    csv_path = check_writable("csv", args.csv) if args.csv else None
-    png_path = check_writable("plot", args.plot) if args.plot else None
+    csv_path = check_writable("csv", args.csv) if args.csv is not None else None
+    png_path = check_writable("plot", args.plot) if args.plot is not None else None
     if png_path is not None and png_path.suffix.lower() != ".png":
         raise ConfigError("plot", f"{png_path} must end in .png")
 
@@ -67,7 +68,8 @@ def run(args):
         raise ConfigError("param", "the model gives non-finite voltages for these parameters and currents")
 
     targets = [p for p in (csv_path, png_path) if p is not None]
-    with staged_files(*targets) as temps:
+    fields = [name for name, p in (("csv", csv_path), ("plot", png_path)) if p is not None]
+    with staged_files(*targets, fields=fields) as temps:
         staged = dict(zip(targets, temps))
         if csv_path is not None:
             _write_csv(staged[csv_path], current, v_nom, d_nom, v, d)

@@ -13,17 +13,19 @@ import sys
 from ..errors import ConfigError
 
 EXIT_USAGE = 2
+NEGATIVE_NUMBER = re.compile(r"^-((\d+\.?\d*|\.\d+)([eE][-+]?\d+)?|inf|infinity|nan)$", re.IGNORECASE)
 
 
 class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors (no usage dump) and exit status 2.
 
-    Values such as ``-4e-4`` are read as negative numbers, not as options.
+    Values such as ``-4e-4``, ``-.5``, ``-1E+3`` and ``-inf`` are read as negative numbers, not as
+    options (a non-finite number is then refused by the option's range check, naming it).
     """
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self._negative_number_matcher = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
+        self._negative_number_matcher = NEGATIVE_NUMBER
 
     def error(self, message):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")

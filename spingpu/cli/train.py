@@ -47,7 +47,7 @@ def add_parser(sub):
 
 # Configuration fields named as the options that set them, for error messages.
 OPTION_OF_FIELD = {"grad_mode": "grad", "delta_i": "delta-i", "batch_size": "batch-size", "lr_schedule": "lr-schedule",
-                   "lr_schedule every": "lr-schedule", "lr_schedule gamma": "lr-schedule",
+                   "lr_schedule every": "lr-schedule EVERY", "lr_schedule gamma": "lr-schedule GAMMA",
                    "weight_decay": "weight-decay", "read_noise": "read-noise", "adc_bits": "adc-bits",
                    "adc_range": "adc-range", "adc_range[0]": "adc-range", "adc_range[1]": "adc-range",
                    "sigma_d2d": "sigma-d2d", "sigma_pair": "sigma-pair", "sigma_chip": "sigma-chip",
@@ -93,13 +93,15 @@ def _build(args):
 def run(args):
     from ..outputs import check_writable, staged_files
     from ..training import train
+    from ..training.trainer import check_inputs
 
     out = None
-    if args.out:
+    if args.out is not None:
         out = check_writable("out", args.out)
         if out.suffix != ".nc":
             raise ConfigError("out", f"{out} must end in .nc (netCDF)")
     dataset, config, model, backend = build(args)
+    check_inputs(dataset, config, n_networks=args.networks, model=model, backend=backend)  # memory, before the run
     print(f"{args.networks} networks {dataset.n_features}-{'-'.join(map(str, config.hidden))}-{dataset.n_classes} "
           f"on {dataset.name} ({dataset.y_train.size} train / {dataset.y_val.size} val / {dataset.y_test.size} test), "
           f"grad {config.grad_mode}, backend {backend.name}")
@@ -108,7 +110,7 @@ def run(args):
     seconds = time.perf_counter() - start
     print(summary(results, seconds))
     if out is not None:
-        with staged_files(out) as (tmp,):
+        with staged_files(out, fields=("out",)) as (tmp,):
             results.to_netcdf(tmp)
         print(f"wrote {out}")
     return 0

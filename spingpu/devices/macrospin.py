@@ -49,21 +49,23 @@ TORQUE_FORMS = {"gilbert": _k.TORQUE_GILBERT, "landau_lifshitz": _k.TORQUE_LL}
 MAX_TABLE_POINTS = 256  # the grid point is one byte of the thermal stream's counter
 MAX_STEPS = 10**9
 
-PARAMETERS = (
-    Parameter("ms", 1.0e6, "A/m", "free-layer saturation magnetisation Ms", low=0.0, low_open=True),
-    Parameter("t_free", 1.5e-9, "m", "free-layer thickness", low=0.0, low_open=True),
-    Parameter("area", 4.0e-15, "m^2", "junction area (current density J = I / area)", low=0.0, low_open=True),
-    Parameter("k_u", 2.0e4, "J/m^3", "uniaxial anisotropy energy density along easy_axis", low=0.0, low_open=True),
-    Parameter("alpha", 0.02, "1", "Gilbert damping", low=0.0, low_open=True),
+PARAMETERS = (  # allowed nominal values: generous, finite ranges (the README's parameter table)
+    Parameter("ms", 1.0e6, "A/m", "free-layer saturation magnetisation Ms", low=1e4, high=1e7),
+    Parameter("t_free", 1.5e-9, "m", "free-layer thickness", low=1e-11, high=1e-6),
+    Parameter("area", 4.0e-15, "m^2", "junction area (current density J = I / area)", low=1e-19, high=1e-9),
+    Parameter("k_u", 2.0e4, "J/m^3", "uniaxial anisotropy energy density along easy_axis", low=0.0, high=1e8,
+              low_open=True),
+    Parameter("alpha", 0.02, "1", "Gilbert damping", low=1e-5, high=10.0),
     Parameter("spin_polarization", 0.6, "1", "spin polarisation P of the tunnelling current",
               low=0.0, high=1.0, low_open=True),
-    Parameter("stt_lambda", 1.0, "1", "Slonczewski asymmetry Lambda (eta_form lambda)", low=0.0, low_open=True),
-    Parameter("beta_fl", 0.0, "1", "field-like over damping-like torque, b_J / a_J",
+    Parameter("stt_lambda", 1.0, "1", "Slonczewski asymmetry Lambda (eta_form lambda)", low=1e-3, high=100.0),
+    Parameter("beta_fl", 0.0, "1", "field-like over damping-like torque, b_J / a_J", low=-10.0, high=10.0,
               distribution="normal", spread_scale=0.1),
-    Parameter("r_p", 1.0e3, "ohm", "parallel-state resistance", low=0.0, low_open=True),
-    Parameter("tmr0", 1.5, "1", "zero-bias tunnel magnetoresistance ratio (1.5 = 150 %)", low=0.0, low_open=True),
+    Parameter("r_p", 1.0e3, "ohm", "parallel-state resistance", low=1.0, high=1e7),
+    Parameter("tmr0", 1.5, "1", "zero-bias tunnel magnetoresistance ratio (1.5 = 150 %)", low=0.0, high=100.0,
+              low_open=True),
     Parameter("v_h", 0.5, "V", "bias at which the TMR has halved (inf: no bias dependence)",
-              low=0.0, low_open=True),
+              low=1e-3, high=1e3, allow_inf=True),
 )
 
 
@@ -286,6 +288,9 @@ class MacrospinModel(DeviceModel):
 
         current = self.settings.table_currents
         r, _ = self.simulate(current, params, keys, seed)
+        if not np.all(np.isfinite(r)):
+            raise ConfigError("param", "the LLGS integration gives non-finite resistances for these parameters "
+                                       "(a stiffer system than dt resolves? try a smaller dt)")
         v = current * r
         out = np.empty((v.shape[0], 3, current.size))
         out[:, 0] = current

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import ConfigError, check_range
+from ..errors import ConfigError, _short, check_range
 from ..kernels import pointwise
 from ..kernels.stt_compact import stt_compact as _stt_compact_scalar
 
@@ -30,7 +30,9 @@ class Parameter:
     """One named model parameter.
 
     ``nominal`` is the nominal value in SI ``unit``; ``low``/``high`` bound the allowed values
-    (``low_open``: the lower bound itself is excluded). ``distribution`` says how variability acts
+    (``low_open``: the lower bound itself is excluded; bounds must be finite numbers or None, and
+    a value must always be finite, except ``+inf`` where ``allow_inf`` is set, e.g. for a limit
+    such as "no bias dependence"). ``distribution`` says how variability acts
     on it (:mod:`spingpu.devices.variability`): ``lognormal`` (positive quantities; a spread
     sigma is a relative spread, the nominal is the median) or ``normal`` (angles, offsets; a spread
     sigma means a standard deviation of sigma * ``spread_scale``, by default |nominal|).
@@ -45,20 +47,30 @@ class Parameter:
     low_open: bool = False
     distribution: str = "lognormal"
     spread_scale: float | None = None
+    allow_inf: bool = False
 
     def __post_init__(self):
-        if not self.name.isidentifier():
+        if not isinstance(self.name, str) or not self.name.isidentifier():
             raise ConfigError("parameter name", f"{self.name!r} is not a valid identifier")
         if self.distribution not in DISTRIBUTIONS:
             raise ConfigError(f"{self.name}.distribution", f"{self.distribution!r}; allowed: {', '.join(DISTRIBUTIONS)}")
         if self.distribution == "lognormal" and (self.low is None or self.low < 0 or
                                                  (self.low == 0 and not self.low_open)):
             raise ConfigError(f"{self.name}.low", "a lognormal parameter must be bounded to positive values (low=0, low_open=True)")
-        self.check(self.nominal)
+        for end in ("low", "high"):
+            if getattr(self, end) is not None:
+                object.__setattr__(self, end, check_range(f"{self.name}.{end}", getattr(self, end)))
+        if self.low is not None and self.high is not None and not self.low < self.high:
+            raise ConfigError(f"{self.name}.low", f"{self.low} must be below high ({self.high})")
+        if self.spread_scale is not None:
+            object.__setattr__(self, "spread_scale", check_range(f"{self.name}.spread_scale", self.spread_scale,
+                                                                 0.0, low_open=True))
+        object.__setattr__(self, "nominal", self.check(self.nominal))
 
     def check(self, value, field_name=None):
         """``value`` as float if allowed, else ConfigError naming the parameter and range."""
-        return check_range(field_name or self.name, value, self.low, self.high, low_open=self.low_open)
+        return check_range(field_name or self.name, value, self.low, self.high, low_open=self.low_open,
+                           allow_inf=self.allow_inf)
 
     @property
     def scale(self):
@@ -110,7 +122,7 @@ class DeviceModel:
         for name, value in values.items():
             p = self.parameter(name)
             if isinstance(value, str) or not np.isscalar(value):
-                raise ConfigError(f"param {name}", f"{value!r} is not a number")
+                raise ConfigError(f"param {name}", f"{_short(value)} is not a number")
             changed[name] = dataclasses.replace(p, nominal=p.check(value, f"param {name}"))
         params = tuple(changed.get(p.name, p) for p in self.parameters)
         # Compiled kernels take parameter values as arrays at run time: the copy shares them.
@@ -197,19 +209,23 @@ class DeviceModel:
 
 
 # --- the compact STT model ---------------------------------------------------------------------
+# Allowed nominal values: generous but finite ranges around the nominal (a few orders of magnitude
+# for positive quantities), so that no value reaches the scalar kernel as 0, inf or a number whose
+# square under- or overflows (variability then spreads them by at most a few factors e^sigma).
 
 STT_COMPACT = DeviceModel(
     name="stt_compact",
     parameters=(
-        Parameter("r_p", 1e3, "ohm", "parallel-state resistance", low=0.0, low_open=True),
+        Parameter("r_p", 1e3, "ohm", "parallel-state resistance", low=1.0, high=1e7),
         Parameter("tmr0", 1.5, "1", "zero-bias tunnel magnetoresistance ratio (1.5 = 150 %)",
-                  low=0.0, low_open=True),
-        Parameter("v_h", 0.5, "V", "bias voltage at which the TMR has halved", low=0.0, low_open=True),
+                  low=0.0, high=100.0, low_open=True),
+        Parameter("v_h", 0.5, "V", "bias voltage at which the TMR has halved (inf: no bias dependence)",
+                  low=1e-3, high=1e3, allow_inf=True),
         Parameter("theta0", math.pi / 2, "rad", "free-layer angle at zero current (set by the bias field)",
                   low=0.0, high=math.pi, distribution="normal"),
         Parameter("dtheta", 1.2, "rad", "largest spin-torque rotation of the free layer",
                   low=-math.pi, high=math.pi, distribution="normal"),
-        Parameter("i_c", 200e-6, "A", "current scale of the spin-torque rotation", low=0.0, low_open=True),
+        Parameter("i_c", 200e-6, "A", "current scale of the spin-torque rotation", low=1e-8, high=1.0),
     ),
     scalar=_stt_compact_scalar,
     description="theta(I) = theta0 - dtheta tanh(I/i_c); TMR(V) = tmr0/(1+(V/v_h)^2); "

@@ -6,13 +6,12 @@ configuration and NumPy ufuncs compiled from the same scalar functions.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from functools import cache
 
 import numpy as np
 
-from ..errors import ConfigError, check_range
+from ..errors import ConfigError, _short, check_choice, check_range
 from ..kernels import readout as _kernels
 
 NOISE_MODELS = ("gaussian", "johnson_shot")
@@ -52,16 +51,17 @@ class Readout:
     dac_range: tuple[float, float] = (-1e-3, 1e-3)
 
     def __post_init__(self):
-        if self.noise_model not in NOISE_MODELS:
-            raise ConfigError("noise_model", f"{self.noise_model!r}; allowed: {', '.join(NOISE_MODELS)}")
-        check_range("read_noise", self.read_noise, 0.0, 1.0)
-        check_range("temperature", self.temperature, 0.0, 1e4)
-        check_range("bandwidth", self.bandwidth, 0.0, 1e12, low_open=True)
+        put = lambda key, value: object.__setattr__(self, key, value)  # noqa: E731 (frozen)
+        check_choice("noise_model", self.noise_model, NOISE_MODELS)
+        put("read_noise", check_range("read_noise", self.read_noise, 0.0, 1.0))
+        put("temperature", check_range("temperature", self.temperature, 0.0, 1e4))
+        put("bandwidth", check_range("bandwidth", self.bandwidth, 0.0, 1e12, low_open=True))
         for name in ("adc", "dac"):
-            check_range(f"{name}_bits", getattr(self, f"{name}_bits"), 0, MAX_BITS, integer=True)
+            put(f"{name}_bits", check_range(f"{name}_bits", getattr(self, f"{name}_bits"), 0, MAX_BITS, integer=True))
             lo, hi = _pair(f"{name}_range", getattr(self, f"{name}_range"))
             if not lo < hi:
                 raise ConfigError(f"{name}_range", f"lower end {lo} must be below upper end {hi}")
+            put(f"{name}_range", (lo, hi))
 
     @property
     def is_ideal(self):
@@ -98,10 +98,9 @@ class Readout:
 
 def _pair(field_name, value):
     try:
+        if isinstance(value, (str, bytes)):
+            raise TypeError
         lo, hi = value
     except (TypeError, ValueError):
-        raise ConfigError(field_name, f"expected two numbers (low, high), got {value!r}") from None
-    lo, hi = check_range(f"{field_name}[0]", lo), check_range(f"{field_name}[1]", hi)
-    if not (math.isfinite(lo) and math.isfinite(hi)):
-        raise ConfigError(field_name, f"ends must be finite numbers, got ({lo}, {hi})")
-    return lo, hi
+        raise ConfigError(field_name, f"expected two numbers (low, high), got {_short(value)}") from None
+    return check_range(f"{field_name}[0]", lo), check_range(f"{field_name}[1]", hi)  # finite numbers

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..errors import ConfigError, _short
 from ..kernels.tabulated import tabulated as _tabulated_scalar
 from .models import DeviceModel, Parameter
 
@@ -27,33 +27,47 @@ def read_iv_csv(path, field="iv-csv"):
     path = Path(path)
     if not path.is_file():
         raise ConfigError(field, f"file not found: {path} (expected a CSV of current in A, voltage in V)")
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            return _parse_iv_csv(path, handle, field)
+    except UnicodeDecodeError as err:
+        raise ConfigError(field, f"{path} is not a UTF-8 text file (byte {err.start}): expected a CSV of "
+                                 "current in A, voltage in V") from None
+    except (OSError, csv.Error) as err:
+        raise ConfigError(field, f"cannot read {path}: {' '.join(str(err).split())}") from None
+
+
+def _parse_iv_csv(path, handle, field):
+    """:func:`read_iv_csv` of an open text file."""
     rows = []
     seen_header = False
-    with open(path, newline="", encoding="utf-8-sig") as handle:
-        for line_no, row in enumerate(csv.reader(handle), start=1):
-            cells = [c.strip() for c in row]
-            if not any(cells) or cells[0].startswith("#"):
-                continue
-            if len(cells) < 2:
-                raise ConfigError(field, f"{path} line {line_no}: expected 2 columns (current A, voltage V), got {len(cells)}")
-            try:
-                values = (float(cells[0]), float(cells[1]))
-            except ValueError:
-                if not rows and not seen_header:
-                    seen_header = True
-                    continue  # the first row that holds anything is a header
-                raise ConfigError(field, f"{path} line {line_no}: {cells[0]!r}, {cells[1]!r} is not a pair of numbers") from None
-            if not all(math.isfinite(v) for v in values):
-                raise ConfigError(field, f"{path} line {line_no}: current and voltage must be finite numbers, got {values}")
-            rows.append(values)
+    for line_no, row in enumerate(csv.reader(handle), start=1):
+        cells = [c.strip() for c in row]
+        if not any(cells) or cells[0].startswith("#"):
+            continue
+        if len(cells) < 2:
+            raise ConfigError(field, f"{path} line {line_no}: expected 2 columns (current A, voltage V), got {len(cells)}")
+        try:
+            values = (float(cells[0]), float(cells[1]))
+        except ValueError:
+            if not rows and not seen_header:
+                seen_header = True
+                continue  # the first row that holds anything is a header
+            raise ConfigError(field, f"{path} line {line_no}: {cells[0]!r}, {cells[1]!r} is not a pair of numbers") from None
+        if not all(math.isfinite(v) for v in values):
+            raise ConfigError(field, f"{path} line {line_no}: current and voltage must be finite numbers, got {values}")
+        rows.append(values)
     table = np.array(rows, dtype=np.float64).reshape(-1, 2)
     return check_iv_points(table[:, 0], table[:, 1], field, source=str(path))
 
 
 def check_iv_points(current, voltage, field="iv_table", source="table"):
     """Validated float64 copies of a measured curve's current (A) and voltage (V) arrays."""
-    current = np.asarray(current, dtype=np.float64).ravel()
-    voltage = np.asarray(voltage, dtype=np.float64).ravel()
+    try:
+        current = np.asarray(current, dtype=np.float64).ravel()
+        voltage = np.asarray(voltage, dtype=np.float64).ravel()
+    except (TypeError, ValueError):
+        raise ConfigError(field, f"{source}: current and voltage must be arrays of numbers") from None
     if current.shape != voltage.shape:
         raise ConfigError(field, f"{source}: current and voltage have different lengths ({current.size}, {voltage.size})")
     if current.size < MIN_POINTS:
@@ -63,10 +77,12 @@ def check_iv_points(current, voltage, field="iv_table", source="table"):
     steps = np.diff(current)
     if np.any(steps == 0):
         k = int(np.argmax(steps == 0)) + 1
-        raise ConfigError(field, f"{source}: duplicated current {current[k]!r} (point {k + 1}); currents must be strictly increasing")
+        raise ConfigError(field, f"{source}: duplicated current {float(current[k])!r} (point {k + 1}); "
+                                 "currents must be strictly increasing")
     if np.any(steps < 0):
         k = int(np.argmax(steps < 0)) + 1
-        raise ConfigError(field, f"{source}: not sorted, current {current[k]!r} (point {k + 1}) follows {current[k - 1]!r}; "
+        raise ConfigError(field, f"{source}: not sorted, current {float(current[k])!r} (point {k + 1}) follows "
+                                 f"{float(current[k - 1])!r}; "
                                  "currents must be strictly increasing")
     return current, voltage
 
@@ -86,6 +102,8 @@ def tabulated_model(csv_path=None, table=None):
     if csv_path is not None:
         current, voltage = read_iv_csv(csv_path)
     else:
+        if isinstance(table, (str, bytes)) or not hasattr(table, "__len__") or len(table) != 2:
+            raise ConfigError("iv_table", f"expected two arrays (current in A, voltage in V), got {_short(table)}")
         current, voltage = check_iv_points(*table)
     slopes = pchip_slopes(current, voltage)
     knots = np.ascontiguousarray(np.stack([current, voltage, slopes]))
@@ -94,10 +112,10 @@ def tabulated_model(csv_path=None, table=None):
         name="tabulated",
         parameters=(
             Parameter("i_scale", 1.0, "1", "current scale: V(I) = v_scale V0(I / i_scale) + v_offset",
-                      low=0.0, low_open=True),
-            Parameter("v_scale", 1.0, "1", "voltage scale", low=0.0, low_open=True),
+                      low=1e-3, high=1e3),
+            Parameter("v_scale", 1.0, "1", "voltage scale", low=1e-3, high=1e3),
             Parameter("v_offset", 0.0, "V", "voltage offset (a unit spread is the table's largest |V|)",
-                      distribution="normal", spread_scale=v_full_scale),
+                      low=-1e3, high=1e3, distribution="normal", spread_scale=v_full_scale),
         ),
         scalar=_tabulated_scalar,
         table=knots,

@@ -16,11 +16,11 @@ correlations between parameters act within every level. Every draw is a pure fun
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 
-from ..errors import ConfigError, check_range
+from ..errors import ConfigError, _short, check_range
 from ..kernels import variability as _kernels
 
 MAX_SIGMA = 2.0  # a log-spread of 2 already spans a factor 50 at one standard deviation
@@ -44,17 +44,32 @@ class Variability:
     correlation: Mapping[tuple[str, str], float] = field(default_factory=dict)
 
     def __post_init__(self):
+        put = lambda key, value: object.__setattr__(self, key, value)  # noqa: E731 (frozen)
         for level in LEVELS:
-            check_range(f"sigma_{level}", getattr(self, f"sigma_{level}"), 0.0, MAX_SIGMA)
+            put(f"sigma_{level}", check_range(f"sigma_{level}", getattr(self, f"sigma_{level}"), 0.0, MAX_SIGMA))
+        if not isinstance(self.per_parameter, Mapping):
+            raise ConfigError("per_parameter", "expected a mapping of parameter name to (chip, d2d, pair) spreads, "
+                                               f"got {_short(self.per_parameter)}")
+        per_parameter = {}
         for name, spreads in self.per_parameter.items():
-            if len(tuple(spreads)) != 3:
-                raise ConfigError(f"per_parameter.{name}", "expected three spreads (chip, d2d, pair)")
-            for level, s in zip(LEVELS, spreads):
-                check_range(f"per_parameter.{name}.{level}", s, 0.0, MAX_SIGMA)
+            if not isinstance(name, str):
+                raise ConfigError("per_parameter", f"key {_short(name)} must be a parameter name")
+            if isinstance(spreads, (str, bytes)) or not hasattr(spreads, "__len__") or len(spreads) != 3:
+                raise ConfigError(f"per_parameter.{name}", f"expected three spreads (chip, d2d, pair), got {_short(spreads)}")
+            per_parameter[name] = tuple(check_range(f"per_parameter.{name}.{level}", s, 0.0, MAX_SIGMA)
+                                        for level, s in zip(LEVELS, spreads))
+        put("per_parameter", per_parameter)
+        if not isinstance(self.correlation, Mapping):
+            raise ConfigError("correlation", "expected a mapping of (name, name) pairs to correlation coefficients, "
+                                             f"got {_short(self.correlation)}")
+        correlation = {}
         for pair, rho in self.correlation.items():
-            if len(tuple(pair)) != 2 or pair[0] == pair[1]:
-                raise ConfigError("correlation", f"key {pair!r} must name two different parameters")
-            check_range(f"correlation.{pair[0]}.{pair[1]}", rho, -1.0, 1.0, low_open=True, high_open=True)
+            if (not isinstance(pair, tuple) or len(pair) != 2 or not all(isinstance(n, str) for n in pair)
+                    or pair[0] == pair[1]):
+                raise ConfigError("correlation", f"key {_short(pair)} must be a pair (name, name) of two different parameters")
+            correlation[pair] = check_range(f"correlation.{pair[0]}.{pair[1]}", rho, -1.0, 1.0,
+                                            low_open=True, high_open=True)
+        put("correlation", correlation)
 
     @property
     def is_zero(self):
@@ -116,6 +131,12 @@ def sample_layer(model, variability, seed, networks, layer, n_units):
     as it would among all of them); ``layer`` in 0..255 is the hidden layer; member 0 is junction
     A of the pair, member 1 junction B.
     """
+    from .models import DeviceModel
+
+    if not isinstance(model, DeviceModel):
+        raise ConfigError("model", f"expected a device model (spingpu.get_model), got {_short(model)}")
+    if not isinstance(variability, Variability):
+        raise ConfigError("variability", f"expected a spingpu.Variability, got {_short(variability)}")
     seed = check_seed(seed)
     layer = check_range("layer", layer, 0, 255, integer=True)
     n_units = check_range("units", n_units, 1, 2**31 - 1, integer=True)

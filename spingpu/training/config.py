@@ -14,8 +14,10 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 
+import numpy as np
+
 from ..devices import Readout, Variability
-from ..errors import ConfigError, check_range
+from ..errors import ConfigError, _short, check_choice, check_range
 
 MTJ_MODES = ("fd_forward", "fd_single", "fd_symmetric", "model", "oracle")
 DIGITAL_MODES = ("tanh", "relu", "sigmoid")
@@ -43,13 +45,12 @@ class PairNeuron:
     delta_i: float = 20e-6
 
     def __post_init__(self):
-        check_range("i_bias", self.i_bias, -1.0, 1.0)
-        check_range("i_gain", self.i_gain, 0.0, 1.0, low_open=True)
-        if self.readout not in READOUTS:
-            raise ConfigError("readout", f"{self.readout!r}; allowed: {', '.join(READOUTS)}")
-        check_range("r_ref", self.r_ref, 0.0, 1e9)
-        check_range("v_scale", self.v_scale, 0.0, 1e9, low_open=True)
-        check_range("delta_i", self.delta_i, 0.0, 1.0, low_open=True)
+        _put(self, "i_bias", check_range("i_bias", self.i_bias, -1.0, 1.0))
+        _put(self, "i_gain", check_range("i_gain", self.i_gain, 0.0, 1.0, low_open=True))
+        check_choice("readout", self.readout, READOUTS)
+        _put(self, "r_ref", check_range("r_ref", self.r_ref, 0.0, 1e9))
+        _put(self, "v_scale", check_range("v_scale", self.v_scale, 0.0, 1e9, low_open=True))
+        _put(self, "delta_i", check_range("delta_i", self.delta_i, 0.0, 1.0, low_open=True))
 
     @property
     def r_bridge(self):
@@ -85,10 +86,9 @@ class Schedule:
         return cls(parts[0], every=every, gamma=gamma)  # range errors name every or gamma
 
     def __post_init__(self):
-        if self.kind not in ("constant", "step", "exp", "cosine"):
-            raise ConfigError("lr_schedule", f"{self.kind!r}; allowed: constant, step, exp, cosine")
-        check_range("lr_schedule every", self.every, 1, 10**9, integer=True)
-        check_range("lr_schedule gamma", self.gamma, 0.0, 1.0, low_open=True)
+        check_choice("lr_schedule", self.kind, ("constant", "step", "exp", "cosine"))
+        _put(self, "every", check_range("lr_schedule every", self.every, 1, 10**9, integer=True))
+        _put(self, "gamma", check_range("lr_schedule gamma", self.gamma, 0.0, 1.0, low_open=True))
 
     def factor(self, epoch, epochs):
         if self.kind == "step":
@@ -112,13 +112,21 @@ class Distillation:
     alpha: float = 0.7
 
     def __post_init__(self):
-        check_range("distill temperature", self.temperature, 0.0, 100.0, low_open=True)
-        check_range("distill alpha", self.alpha, 0.0, 1.0)
+        _put(self, "temperature", check_range("distill temperature", self.temperature, 0.0, 100.0, low_open=True))
+        _put(self, "alpha", check_range("distill alpha", self.alpha, 0.0, 1.0))
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Architecture and training of N networks (all share it; each has its own junctions/weights)."""
+    """Architecture and training of N networks (all share it; each has its own junctions/weights).
+
+    ``hidden`` is a tuple of layer widths (an integer is one layer); ``lr_schedule`` a
+    :class:`Schedule` or its text (``constant``, ``step:EVERY:GAMMA``, ``exp:GAMMA``, ``cosine``,
+    parsed by :meth:`Schedule.parse`). Numbers are checked and stored converted (``epochs=2.0`` is
+    stored as 2; strings are refused), nested settings must be their classes (``neuron`` a
+    :class:`PairNeuron`, ``variability`` a Variability, ``readout`` a Readout, ``distillation`` a
+    :class:`Distillation` or None). Bad values raise ConfigError naming the field.
+    """
 
     hidden: tuple[int, ...] = (8,)
     grad_mode: str = "fd_forward"
@@ -140,29 +148,41 @@ class TrainConfig:
     dtype: str = "float32"
 
     def __post_init__(self):
-        hidden = tuple(self.hidden)
+        hidden = self.hidden
+        if np.isscalar(hidden) and not isinstance(hidden, (str, bytes)):
+            hidden = (hidden,)  # one hidden layer of that width
+        if isinstance(hidden, (str, bytes)) or not hasattr(hidden, "__len__"):
+            raise ConfigError("hidden", f"expected hidden layer widths (a tuple of integers), got {_short(hidden)}")
+        hidden = tuple(hidden)
         if not 1 <= len(hidden) <= 16:
             raise ConfigError("hidden", f"{len(hidden)} hidden layers; allowed: 1 to 16")
-        for w in hidden:
-            check_range("hidden", w, 1, 65536, integer=True)
-        object.__setattr__(self, "hidden", tuple(int(w) for w in hidden))
-        if self.grad_mode not in GRAD_MODES:
-            raise ConfigError("grad_mode", f"{self.grad_mode!r}; allowed: {', '.join(GRAD_MODES)}")
-        check_range("epochs", self.epochs, 1, 10**6, integer=True)
+        _put(self, "hidden", tuple(check_range("hidden", w, 1, 65536, integer=True) for w in hidden))
+        check_choice("grad_mode", self.grad_mode, GRAD_MODES)
+        _put(self, "epochs", check_range("epochs", self.epochs, 1, 10**6, integer=True))
         if self.batch_size is not None:
-            check_range("batch_size", self.batch_size, 1, 10**7, integer=True)
-        if self.optimizer not in OPTIMIZERS:
-            raise ConfigError("optimizer", f"{self.optimizer!r}; allowed: {', '.join(OPTIMIZERS)}")
-        check_range("lr", self.lr, 0.0, 100.0, low_open=True)
-        check_range("weight_decay", self.weight_decay, 0.0, 10.0)
-        check_range("momentum", self.momentum, 0.0, 1.0, high_open=True)
-        for k, b in enumerate(self.adam_betas):
-            check_range(f"adam_betas[{k}]", b, 0.0, 1.0, high_open=True)
-        check_range("adam_eps", self.adam_eps, 0.0, 1.0, low_open=True)
-        check_range("init_gain", self.init_gain, 0.0, 100.0, low_open=True)
-        check_range("seed", self.seed, 0, 2**64 - 1, integer=True)
-        if self.dtype not in DTYPES:
-            raise ConfigError("dtype", f"{self.dtype!r}; allowed: {', '.join(DTYPES)}")
+            _put(self, "batch_size", check_range("batch_size", self.batch_size, 1, 10**7, integer=True))
+        check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        _put(self, "lr", check_range("lr", self.lr, 0.0, 100.0, low_open=True))
+        if isinstance(self.lr_schedule, str):
+            _put(self, "lr_schedule", Schedule.parse(self.lr_schedule))
+        _check_type("lr_schedule", self.lr_schedule, Schedule,
+                    "a Schedule or text: constant, step:EVERY:GAMMA, exp:GAMMA, cosine")
+        _put(self, "weight_decay", check_range("weight_decay", self.weight_decay, 0.0, 10.0))
+        _put(self, "momentum", check_range("momentum", self.momentum, 0.0, 1.0, high_open=True))
+        betas = self.adam_betas
+        if isinstance(betas, (str, bytes)) or not hasattr(betas, "__len__") or len(betas) != 2:
+            raise ConfigError("adam_betas", f"expected two numbers (beta1, beta2), got {_short(betas)}")
+        _put(self, "adam_betas", tuple(check_range(f"adam_betas[{k}]", b, 0.0, 1.0, high_open=True)
+                                       for k, b in enumerate(betas)))
+        _put(self, "adam_eps", check_range("adam_eps", self.adam_eps, 0.0, 1.0, low_open=True))
+        _put(self, "init_gain", check_range("init_gain", self.init_gain, 0.0, 100.0, low_open=True))
+        _check_type("neuron", self.neuron, PairNeuron, "a spingpu.PairNeuron")
+        _check_type("variability", self.variability, Variability, "a spingpu.Variability")
+        _check_type("readout", self.readout, Readout, "a spingpu.Readout")
+        if self.distillation is not None:
+            _check_type("distillation", self.distillation, Distillation, "a Distillation or None")
+        _put(self, "seed", check_range("seed", self.seed, 0, 2**64 - 1, integer=True))
+        check_choice("dtype", self.dtype, DTYPES)
 
     @property
     def is_mtj(self):
@@ -174,3 +194,13 @@ class TrainConfig:
         out["lr_schedule"] = str(self.lr_schedule)
         out["variability"]["correlation"] = {f"{a},{b}": r for (a, b), r in self.variability.correlation.items()}
         return out
+
+
+def _put(obj, name, value):
+    """Store a validated (converted) value on a frozen dataclass."""
+    object.__setattr__(obj, name, value)
+
+
+def _check_type(field_name, value, kind, expected):
+    if not isinstance(value, kind):
+        raise ConfigError(field_name, f"expected {expected}, got {type(value).__name__} {_short(value)}")

@@ -26,21 +26,16 @@ def train(dataset, config: TrainConfig, *, n_networks=None, networks=None, model
           teacher_logits=None, progress=False):
     """Train networks on ``dataset`` (a :class:`spingpu.datasets.Dataset`); return an xarray Dataset.
 
-    ``networks`` are global network indices (default ``range(n_networks)``); ``model`` the device
-    model (default stt_compact); ``teacher_logits`` (n_train, n_classes) the soft targets used when
-    ``config.distillation`` is set.
+    ``networks`` are global network indices (distinct integers in 0 .. 2**32 - 1; default
+    ``range(n_networks)``); ``model`` the device model or its name (default stt_compact);
+    ``backend`` a name or a :class:`spingpu.Backend`; ``teacher_logits`` (n_train, n_classes)
+    finite soft targets, given exactly when ``config.distillation`` is set. Bad arguments raise
+    :class:`spingpu.errors.ConfigError` naming the argument, before anything is computed.
     """
     from .. import __version__
 
-    if networks is None:
-        if n_networks is None:
-            raise ConfigError("networks", "give n_networks or networks")
-        networks = np.arange(_check_count(n_networks))
-    networks = np.asarray(networks, dtype=np.int64)
-    model = get_model("stt_compact") if model is None else model
-    backend = get_backend(backend) if isinstance(backend, str) else backend
-    if config.distillation is not None and teacher_logits is None:
-        raise ConfigError("distillation", "needs teacher_logits for the training split")
+    dataset, config, networks, model, backend, teacher_logits = check_inputs(
+        dataset, config, n_networks, networks, model, backend, teacher_logits)
 
     if backend.name == "numpy":
         with _one_blas_thread():
@@ -76,6 +71,172 @@ def train(dataset, config: TrainConfig, *, n_networks=None, networks=None, model
         "network_epochs_per_second": n * epochs / timing["train"],
     }
     return make_results(metrics, networks, epochs, attrs)
+
+
+def check_inputs(dataset, config, n_networks=None, networks=None, model=None, backend="numpy",
+                 teacher_logits=None):
+    """:func:`train`'s arguments validated and converted: (dataset, config, networks as int64
+    array, model, backend, teacher logits as float64 array or None); ConfigError naming the
+    argument otherwise."""
+    from ..backends import Backend
+    from ..datasets import Dataset
+    from ..devices.models import DeviceModel
+    from ..errors import _short
+
+    if not isinstance(dataset, Dataset) and not all(hasattr(dataset, a) for a in DATASET_ATTRIBUTES):
+        hint = f" (load it with spingpu.load_dataset({dataset!r}))" if isinstance(dataset, str) else ""
+        raise ConfigError("dataset", f"expected a spingpu Dataset{hint}, got {type(dataset).__name__} "
+                                     f"{_short(dataset)}")
+    if not isinstance(config, TrainConfig):
+        hint = " (TrainConfig(**values))" if isinstance(config, dict) else ""
+        raise ConfigError("config", f"expected a spingpu.TrainConfig{hint}, got {type(config).__name__} "
+                                    f"{_short(config)}")
+    count = _check_count(n_networks) if networks is None and n_networks is not None else None
+    if model is None:
+        model = get_model("stt_compact")
+    elif isinstance(model, str):
+        model = get_model(model)
+    elif not isinstance(model, DeviceModel):
+        raise ConfigError("model", f"expected a device model or its name (spingpu.get_model), got "
+                                   f"{type(model).__name__} {_short(model)}")
+    if isinstance(backend, str):
+        backend = get_backend(backend)
+    elif not isinstance(backend, Backend):
+        raise ConfigError("backend", f"expected a backend name (auto, numpy, cpu, cuda) or a spingpu.Backend, got "
+                                     f"{type(backend).__name__} {_short(backend)}")
+    if count is not None:  # before np.arange(count): a huge count must not be allocated first
+        _check_host_memory(count, dataset, config, model, backend)
+    networks = _check_networks(n_networks, networks)
+    if count is None:
+        _check_host_memory(networks.size, dataset, config, model, backend)
+    if config.distillation is not None and teacher_logits is None:
+        raise ConfigError("distillation", "needs teacher_logits for the training split")
+    if teacher_logits is not None:
+        if config.distillation is None:
+            raise ConfigError("teacher_logits", "given, but config.distillation is None; set "
+                                                "TrainConfig(distillation=Distillation()) to distil")
+        teacher_logits = _check_teacher(teacher_logits, dataset)
+    return dataset, config, networks, model, backend, teacher_logits
+
+
+DATASET_ATTRIBUTES = ("name", "x_train", "y_train", "x_val", "y_val", "x_test", "y_test", "n_features", "n_classes")
+MAX_NETWORK_INDEX = 2**32 - 1  # the variability streams' network counter (spingpu.sample_layer)
+
+
+def _check_networks(n_networks, networks):
+    """The global network indices: ``range(n_networks)`` or ``networks`` (distinct integers)."""
+    if networks is None:
+        if n_networks is None:
+            raise ConfigError("networks", "give n_networks or networks")
+        return np.arange(_check_count(n_networks), dtype=np.int64)
+    if isinstance(networks, (str, bytes)):
+        raise ConfigError("networks", f"expected a sequence of network indices, got {networks!r}")
+    try:
+        array = np.asarray(networks)
+    except (TypeError, ValueError):  # ragged
+        array = np.asarray(networks, dtype=object)
+    if array.ndim != 1:
+        raise ConfigError("networks", f"expected a 1-D sequence of network indices, got shape {array.shape}")
+    if array.size == 0:
+        raise ConfigError("networks", "is empty; give at least one network index")
+    if array.dtype.kind == "f" and np.all(np.isfinite(array)) and np.all(array == np.round(array)):
+        array = array.astype(np.int64)
+    if array.dtype.kind not in "iu":
+        raise ConfigError("networks", f"expected integer network indices, got dtype {array.dtype}")
+    if array.size > 10**9:
+        raise ConfigError("networks", f"{array.size} networks; allowed: at most 1000000000")
+    if array.min() < 0 or array.max() > MAX_NETWORK_INDEX:
+        bad = array[(array < 0) | (array > MAX_NETWORK_INDEX)][0]
+        raise ConfigError("networks", f"index {int(bad)} is out of range; allowed: 0 <= index <= {MAX_NETWORK_INDEX}")
+    array = array.astype(np.int64)
+    unique, counts = np.unique(array, return_counts=True)
+    if unique.size != array.size:
+        raise ConfigError("networks", f"index {int(unique[counts > 1][0])} is given more than once; "
+                                      "each network is trained once")
+    if n_networks is not None and _check_count(n_networks) != array.size:
+        raise ConfigError("n_networks", f"{n_networks} does not match the {array.size} networks given; give one of them")
+    return array
+
+
+def host_bytes_per_network(dataset, config, model, backend_name):
+    """A lower bound of the host memory one network takes in a run (bytes): its index and metrics
+    and, on the CPU engines, its weights (float64 once) and junction rows (and tables). The GPU
+    engines keep weights and junctions on the device, in chunks that fit."""
+    sizes = (dataset.n_features, *config.hidden, dataset.n_classes)
+    need = 8 + 8 * (5 * config.epochs + 2)
+    if backend_name != "cuda":
+        n_w = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
+        need += 8 * n_w
+        if config.is_mtj:
+            need += 2 * sum(config.hidden) * (8 * model.kernel_width + model.table_bytes_per_junction)
+    return need
+
+
+def available_memory():
+    """Bytes of host memory available to this process: /proc/meminfo's MemAvailable (else the
+    physical memory), capped by a cgroup v2 memory limit; None if unknown."""
+    import os
+
+    free = None
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    free = int(line.split()[1]) * 1024
+                    break
+    except (OSError, ValueError, IndexError):
+        pass
+    if free is None:
+        try:
+            free = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (AttributeError, ValueError, OSError):
+            return None
+    try:
+        with open("/sys/fs/cgroup/memory.max") as handle:
+            limit = handle.read().strip()
+        with open("/sys/fs/cgroup/memory.current") as handle:
+            used = int(handle.read().strip())
+        if limit != "max":
+            free = min(free, max(0, int(limit) - used))
+    except (OSError, ValueError):
+        pass
+    return free
+
+
+def _check_host_memory(count, dataset, config, model, backend):
+    """ConfigError naming ``networks`` when ``count`` networks cannot fit in the host memory."""
+    per_network = host_bytes_per_network(dataset, config, model, backend.name)
+    free = available_memory()
+    if free is None or count * per_network <= free:
+        return
+    fits = max(free // per_network, 0)
+    raise ConfigError("networks", f"{count} networks need at least {_gib(count * per_network)} of memory in this run, "
+                                  f"and {_gib(free)} is available; allowed here: at most {fits} networks "
+                                  "(train the others in further runs)")
+
+
+def _gib(n_bytes):
+    return f"{n_bytes / 2**30:.1f} GiB"
+
+
+def _check_teacher(teacher_logits, dataset):
+    """Teacher logits as a C-contiguous float64 (n_train, n_classes) array of finite numbers."""
+    expected = (dataset.y_train.size, dataset.n_classes)
+    try:
+        array = np.asarray(teacher_logits)
+    except (TypeError, ValueError):  # ragged
+        raise ConfigError("teacher_logits", f"expected a float array of shape {expected} (training rows, classes)") from None
+    if array.shape != expected:
+        raise ConfigError("teacher_logits", f"shape {array.shape}; expected {expected} (training rows, classes of "
+                                            f"{dataset.name})")
+    if array.dtype.kind not in "biuf":
+        raise ConfigError("teacher_logits", f"expected real numbers, got dtype {array.dtype}")
+    array = np.ascontiguousarray(array, dtype=np.float64)
+    if not np.all(np.isfinite(array)):
+        row = int(np.argwhere(~np.isfinite(array))[0][0])
+        raise ConfigError("teacher_logits", f"expected finite numbers, found {array[row][~np.isfinite(array[row])][0]} "
+                                            f"in row {row}")
+    return array
 
 
 def _train_cuda(dataset, config, networks, model, teacher_logits, progress, backend):

@@ -1,0 +1,252 @@
+"""Bad input to the Python API: one-line ConfigErrors naming the field, raised before anything runs.
+
+Nearly every check here is at the configuration level (nothing is trained); the few runs are
+iris, 2 networks, 1 epoch.
+"""
+
+import math
+
+import numpy as np
+import pytest
+
+from spingpu import Backend, ConfigError, Readout, TrainConfig, Variability, get_model, load_dataset, train
+from spingpu.errors import check_range
+from spingpu.training import Distillation, PairNeuron, Schedule
+from spingpu.training import trainer
+
+
+@pytest.fixture(scope="module")
+def iris():
+    return load_dataset("iris")  # 90 training rows, 4 features, 3 classes
+
+
+CONFIG = TrainConfig(hidden=(2,), epochs=1)
+
+
+def raises(field, *words):
+    """Context manager: a ConfigError on ``field`` whose one-line message holds every word."""
+    class _Check:
+        def __enter__(self):
+            self.ctx = pytest.raises(ConfigError)
+            self.info = self.ctx.__enter__()
+            return self.info
+
+        def __exit__(self, *exc):
+            handled = self.ctx.__exit__(*exc)
+            err = self.info.value
+            assert err.field == field, str(err)
+            assert "\n" not in str(err) and str(err).startswith(f"{field}: ")
+            for word in words:
+                assert word in str(err), str(err)
+            return handled
+    return _Check()
+
+
+# --- check_range ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("value, words", [
+    ("0.1", "expected a number, got '0.1'"),
+    (b"0.1", "expected a number, got b'0.1'"),
+    (True, "expected a number, got True"),
+    (np.bool_(False), "expected a number, got"),
+    (None, "expected a number, got None"),
+    ([0.1], "expected a number, got [0.1]"),
+    (math.nan, "expected a number, got NaN"),
+    (math.inf, "expected a finite number, got inf"),
+    (-math.inf, "expected a finite number, got -inf"),
+])
+def test_check_range_accepts_only_finite_real_numbers(value, words):
+    with raises("x", words):
+        check_range("x", value)
+
+
+def test_check_range_integers():
+    assert check_range("n", 2.0, integer=True) == 2 and type(check_range("n", 2.0, integer=True)) is int
+    assert check_range("n", np.int64(7), integer=True) == 7
+    assert check_range("n", 2**64 - 1, 0, 2**64 - 1, integer=True) == 2**64 - 1  # exact, not through float
+    for bad in (2.5, np.float32(2.5), "4", True, None):
+        with raises("n", "expected an integer, got"):
+            check_range("n", bad, integer=True)
+    with raises("n", "expected a finite integer, got inf"):
+        check_range("n", math.inf, integer=True)
+    with raises("n", "1e+30 is out of range", "allowed: 1 <= value <= 1000"):
+        check_range("n", 1e30, 1, 1000, integer=True)
+
+
+def test_check_range_allow_inf():
+    assert check_range("v", math.inf, 0.0, 1.0, allow_inf=True) == math.inf
+    with raises("v", "expected a finite number, got -inf", "allowed: 0.0 <= value <= 1.0 or inf"):
+        check_range("v", -math.inf, 0.0, 1.0, allow_inf=True)
+
+
+# --- the configuration dataclasses ---------------------------------------------------------------
+
+@pytest.mark.parametrize("kwargs, field, words", [
+    (dict(epochs=2.5), "epochs", ["expected an integer, got 2.5"]),
+    (dict(lr="0.1"), "lr", ["expected a number, got '0.1'"]),
+    (dict(batch_size="4"), "batch_size", ["expected an integer, got '4'"]),
+    (dict(adam_betas=(0.9,)), "adam_betas", ["expected two numbers (beta1, beta2)"]),
+    (dict(adam_betas=0.9), "adam_betas", ["expected two numbers"]),
+    (dict(adam_betas=(0.9, 1.0)), "adam_betas[1]", ["allowed: 0.0 <= value < 1.0"]),
+    (dict(neuron=None), "neuron", ["expected a spingpu.PairNeuron, got NoneType None"]),
+    (dict(variability=None), "variability", ["expected a spingpu.Variability"]),
+    (dict(readout="x"), "readout", ["expected a spingpu.Readout, got str 'x'"]),
+    (dict(distillation=0.5), "distillation", ["expected a Distillation or None"]),
+    (dict(lr_schedule=None), "lr_schedule", ["expected a Schedule or text"]),
+    (dict(lr_schedule="linear"), "lr_schedule", ["'linear'", "allowed: constant, step:EVERY:GAMMA"]),
+    (dict(lr_schedule="step:0:0.5"), "lr_schedule every", ["0 is out of range", "allowed: 1 <= value"]),
+    (dict(hidden="8"), "hidden", ["expected hidden layer widths"]),
+    (dict(hidden=()), "hidden", ["0 hidden layers; allowed: 1 to 16"]),
+    (dict(hidden=(8, 2.5)), "hidden", ["expected an integer, got 2.5"]),
+    (dict(grad_mode=None), "grad_mode", ["None", "allowed: fd_forward"]),
+    (dict(optimizer=["adam"]), "optimizer", ["['adam']", "allowed: sgd, momentum, adam"]),
+    (dict(seed=-1), "seed", ["-1 is out of range"]),
+    (dict(momentum=math.nan), "momentum", ["NaN"]),
+    (dict(weight_decay=math.inf), "weight_decay", ["expected a finite number, got inf"]),
+])
+def test_bad_train_config(kwargs, field, words):
+    with raises(field, *words):
+        TrainConfig(**kwargs)
+
+
+def test_train_config_stores_converted_values():
+    cfg = TrainConfig(hidden=8, epochs=2.0, batch_size=np.int64(4), lr=np.float32(0.5), adam_betas=[0.5, 0.75],
+                      lr_schedule="step:2:0.5", seed=3.0)
+    assert cfg.hidden == (8,) and type(cfg.epochs) is int and cfg.epochs == 2
+    assert type(cfg.batch_size) is int and type(cfg.lr) is float and type(cfg.seed) is int
+    assert cfg.adam_betas == (0.5, 0.75) and cfg.lr_schedule == Schedule("step", every=2, gamma=0.5)
+    assert cfg.as_dict()["lr_schedule"] == "step:2:0.5"
+    assert TrainConfig(lr_schedule="cosine").lr_schedule == Schedule("cosine")
+    assert TrainConfig(hidden=np.int64(5)).hidden == (5,) and TrainConfig(hidden=np.array([3, 2])).hidden == (3, 2)
+    with raises("hidden", "expected an integer, got True"):
+        TrainConfig(hidden=True)
+
+
+@pytest.mark.parametrize("make, field, words", [
+    (lambda: PairNeuron(i_gain="1e-4"), "i_gain", ["expected a number, got '1e-4'"]),
+    (lambda: PairNeuron(readout=None), "readout", ["None", "allowed: direct, bridge"]),
+    (lambda: PairNeuron(delta_i=math.inf), "delta_i", ["finite"]),
+    (lambda: Schedule("step", every=1.5), "lr_schedule every", ["expected an integer, got 1.5"]),
+    (lambda: Schedule("exp", gamma="0.5"), "lr_schedule gamma", ["expected a number"]),
+    (lambda: Distillation(temperature=None), "distill temperature", ["expected a number, got None"]),
+    (lambda: Readout(adc_bits=4.5), "adc_bits", ["expected an integer, got 4.5"]),
+    (lambda: Readout(adc_range="01"), "adc_range", ["expected two numbers (low, high), got '01'"]),
+    (lambda: Readout(adc_range=(-math.inf, 1.0)), "adc_range[0]", ["expected a finite number, got -inf"]),
+    (lambda: Readout(dac_range=(1.0,)), "dac_range", ["expected two numbers"]),
+    (lambda: Readout(noise_model=1), "noise_model", ["1", "allowed: gaussian, johnson_shot"]),
+    (lambda: Backend("cpu", gpu_memory_bytes=math.inf), "gpu_memory_bytes", ["expected a finite integer, got inf"]),
+    (lambda: Backend("cpu", gpu_memory_bytes="1e9"), "gpu_memory_bytes", ["expected an integer"]),
+    (lambda: Backend("cpu", block_threads=True), "block_threads", ["True", "allowed: 32, 64, 128, 256"]),
+    (lambda: Backend("cpu", min_blocks_per_sm=2.5), "min_blocks_per_sm", ["expected an integer"]),
+    (lambda: Backend(None), "backend", ["None", "allowed: auto, numpy, cpu, cuda"]),
+    (lambda: Backend("cpu", simulator="yes"), "simulator", ["expected True or False"]),
+])
+def test_bad_nested_configuration(make, field, words):
+    with raises(field, *words):
+        make()
+
+
+def test_nested_configuration_stores_converted_values():
+    ro = Readout(adc_bits=4.0, adc_range=[-1, 1], temperature=np.float32(77))
+    assert ro.adc_bits == 4 and type(ro.adc_bits) is int and ro.adc_range == (-1.0, 1.0)
+    assert type(ro.temperature) is float
+    be = Backend("cpu", gpu_memory_bytes=1e9, block_threads=64.0, min_blocks_per_sm=2.0)
+    assert (be.gpu_memory_bytes, be.block_threads, be.min_blocks_per_sm) == (10**9, 64, 2)
+    assert all(type(v) is int for v in (be.gpu_memory_bytes, be.block_threads, be.min_blocks_per_sm))
+    assert type(PairNeuron(i_gain=1).i_gain) is float and Schedule("step", every=2.0).every == 2
+
+
+# --- train()'s arguments -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kwargs, field, words", [
+    (dict(networks=[]), "networks", ["is empty"]),
+    (dict(networks=[[1, 2]]), "networks", ["expected a 1-D sequence of network indices, got shape (1, 2)"]),
+    (dict(networks=[0, -1]), "networks", ["index -1 is out of range; allowed: 0 <= index <= 4294967295"]),
+    (dict(networks=[2**32]), "networks", ["index 4294967296 is out of range"]),
+    (dict(networks=[3, 1, 3]), "networks", ["index 3 is given more than once"]),
+    (dict(networks=[0.5, 1]), "networks", ["expected integer network indices, got dtype float64"]),
+    (dict(networks=[True, False]), "networks", ["expected integer network indices, got dtype bool"]),
+    (dict(networks="01"), "networks", ["expected a sequence of network indices"]),
+    (dict(networks=[1, [2]]), "networks", ["expected integer network indices, got dtype object"]),
+    (dict(n_networks=2, networks=[0, 1, 2]), "n_networks", ["2 does not match the 3 networks given"]),
+    (dict(), "networks", ["give n_networks or networks"]),
+    (dict(n_networks=0), "networks", ["0 is out of range"]),
+    (dict(n_networks=2.5), "networks", ["expected an integer"]),
+    (dict(n_networks=2, model=5), "model", ["expected a device model or its name", "got int 5"]),
+    (dict(n_networks=2, model="nope"), "model", ["unknown device model 'nope'"]),
+    (dict(n_networks=2, backend=3), "backend", ["expected a backend name", "got int 3"]),
+    (dict(n_networks=2, backend="tpu"), "backend", ["'tpu'; allowed: auto, numpy, cpu, cuda"]),
+])
+def test_bad_train_arguments(iris, kwargs, field, words):
+    with raises(field, *words):
+        train(iris, CONFIG, **kwargs)
+
+
+@pytest.mark.parametrize("dataset, config, field, words", [
+    ("iris", CONFIG, "dataset", ["expected a spingpu Dataset (load it with spingpu.load_dataset('iris'))"]),
+    (None, CONFIG, "dataset", ["expected a spingpu Dataset, got NoneType None"]),
+    ("ds", None, "config", ["expected a spingpu.TrainConfig, got NoneType None"]),
+    ("ds", {"epochs": 1}, "config", ["expected a spingpu.TrainConfig (TrainConfig(**values)), got dict"]),
+])
+def test_train_needs_a_dataset_and_a_config(iris, dataset, config, field, words):
+    with raises(field, *words):
+        train(iris if dataset == "ds" else dataset, config, n_networks=2)
+
+
+DISTILLED = TrainConfig(hidden=(2,), epochs=1, distillation=Distillation())
+
+
+@pytest.mark.parametrize("logits, words", [
+    (np.ones((3, 3)), ["shape (3, 3); expected (90, 3) (training rows, classes of iris)"]),
+    (np.ones(1), ["shape (1,); expected (90, 3)"]),
+    (np.ones((90, 4)), ["shape (90, 4); expected (90, 3)"]),
+    (np.full((90, 3), np.nan), ["expected finite numbers, found nan in row 0"]),
+    (np.where(np.arange(270).reshape(90, 3) == 250, np.inf, 0.0), ["expected finite numbers, found inf in row 83"]),
+    (np.full((90, 3), "1"), ["expected real numbers, got dtype <U1"]),
+    ([[1.0, 2.0], [3.0]], ["expected a float array of shape (90, 3)"]),
+])
+def test_bad_teacher_logits(iris, logits, words):
+    for backend in ("cpu", "numpy"):
+        with raises("teacher_logits", *words):
+            train(iris, DISTILLED, n_networks=2, backend=Backend(backend), teacher_logits=logits)
+
+
+def test_teacher_logits_without_distillation_is_an_error(iris):
+    with raises("teacher_logits", "given, but config.distillation is None"):
+        train(iris, CONFIG, n_networks=2, teacher_logits=np.zeros((90, 3)))
+    with raises("distillation", "needs teacher_logits"):
+        train(iris, DISTILLED, n_networks=2)
+
+
+def test_validated_arguments_are_converted(iris):
+    _, _, networks, model, backend, logits = trainer.check_inputs(
+        iris, DISTILLED, networks=[4.0, 2], model="stt_compact", backend="numpy",
+        teacher_logits=np.zeros((90, 3), dtype=np.float32))
+    assert networks.dtype == np.int64 and networks.tolist() == [4, 2]
+    assert model.name == "stt_compact" and backend == Backend("numpy")
+    assert logits.dtype == np.float64 and logits.flags.c_contiguous
+
+
+def test_too_many_networks_for_the_memory_is_one_line(iris, monkeypatch):
+    monkeypatch.setattr(trainer, "available_memory", lambda: 10**6)
+    per_network = trainer.host_bytes_per_network(iris, CONFIG, get_model("stt_compact"), "cpu")
+    fits = 10**6 // per_network
+    with raises("networks", f"{10**9} networks need at least", "of memory in this run",
+                f"allowed here: at most {fits} networks"):
+        train(iris, CONFIG, n_networks=10**9, backend="cpu")
+    with raises("networks", f"allowed here: at most {fits} networks"):
+        train(iris, CONFIG, networks=np.arange(fits + 1), backend="cpu")
+    trainer.check_inputs(iris, CONFIG, n_networks=fits, backend="cpu")  # what fits is accepted
+
+
+def test_model_by_name_and_extreme_parameters_train_without_error(iris):
+    """Parameters at the ends of their ranges, spread far by variability, reach the scalar kernels
+    of both CPU engines without a division by zero (the networks may diverge; that is a result)."""
+    cfg = TrainConfig(hidden=(2,), epochs=1, variability=Variability(sigma_chip=2.0, sigma_d2d=2.0, sigma_pair=2.0))
+    for values in (dict(r_p=1.0, v_h=1e-3, i_c=1e-8, tmr0=100.0), dict(r_p=1e7, v_h=1e3, i_c=1.0, tmr0=1e-9),
+                   dict(v_h=math.inf)):
+        model = get_model("stt_compact", **values)
+        for backend in ("cpu", "numpy"):
+            result = train(iris, cfg, networks=[0, 7], model=model, backend=backend)
+            assert result.test_acc.shape == (2,)
+    assert train(iris, CONFIG, n_networks=1, model="stt_compact", backend="cpu").attrs["device_model"] == "stt_compact"
