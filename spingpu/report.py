@@ -168,7 +168,7 @@ def write_report(store, out=None, threshold=0.9):
     out, csv_path = check_report_targets(out, store_inputs(ds))
     rows = summary_rows(ds, threshold)
     figures = study_figures(ds, threshold)
-    with staged_files(out, csv_path) as (tmp_html, tmp_csv):
+    with staged_files(out, csv_path, fields=("o", "o")) as (tmp_html, tmp_csv):
         _write_csv(tmp_csv, rows)
         tmp_html.write_text(_html(ds, rows, figures, threshold, csv_path.name))
     return out

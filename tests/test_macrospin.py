@@ -331,7 +331,7 @@ BAD = [
     (dict(h_ext=(1.0, 2.0)), "param h_ext: (1.0, 2.0) is not a vector of 3 finite numbers x,y,z"),
     (dict(m0="a,b,c"), "param m0: ['a', 'b', 'c'] is not a vector of 3 numbers x,y,z"),
     (dict(ms=(1, 2, 3)), "param ms: (1, 2, 3) is not a number"),
-    (dict(ms=-1.0), "param ms: -1.0 is out of range; allowed: value > 0.0"),
+    (dict(ms=-1.0), "param ms: -1.0 is out of range; allowed: 10000.0 <= value <= 10000000.0"),
     (dict(spin_polarization=1.5), "param spin_polarization: 1.5 is out of range; allowed: 0.0 < value <= 1.0"),
     (dict(temperature=-1), "param temperature: -1 is out of range; allowed: 0.0 <= value <= 10000.0"),
     (dict(dt=0.0), "param dt: 0.0 is out of range; allowed: 0.0 < value <= 1e-09"),

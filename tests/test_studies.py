@@ -650,7 +650,7 @@ MALFORMED = [
      "allowed: sgd, momentum, adam"),
     ("zero hidden width", BASE.replace("hidden = [3]", "hidden = [0]"), "network.hidden",
      "allowed: 1 <= value <= 65536"),
-    ("bad model param value", with_line("model.params", "r_p = -5.0"), "model.params.r_p", "allowed: value > 0.0"),
+    ("bad model param value", with_line("model.params", "r_p = -5.0"), "model.params.r_p", "allowed: 1.0 <= value <= 10000000.0"),
     ("unknown model", with_line("model", 'name = "stt_compakt"'), "model.name", "allowed: macrospin, stt_compact, tabulated"),
     ("unknown model param", with_line("model.params", "r_q = 5.0"), "model.params",
      "unknown parameter 'r_q' for model 'stt_compact'; allowed: r_p, tmr0"),
