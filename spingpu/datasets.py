@@ -486,7 +486,7 @@ def _mnist_folder(data_dir):
     if data_dir is None or str(data_dir) == "":
         data_dir = os.environ.get("SPINGPU_DATA") or None
         if data_dir is None:
-            raise ConfigError("data_dir", "no MNIST folder given: pass data_dir or set the "
+            raise ConfigError("data_dir", "no MNIST folder given: pass data_dir (--data-dir on the command line) or set the "
                                           "environment variable SPINGPU_DATA to a folder holding "
                                           "the four MNIST IDX files (.gz or not) or mnist.npz")
     path = os.path.expanduser(os.fspath(data_dir))

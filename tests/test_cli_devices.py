@@ -154,3 +154,42 @@ def test_info_and_console_script():
     assert proc.stdout.startswith("spingpu ") and "numpy" in proc.stdout and "cpu" in proc.stdout
     proc = subprocess.run([exe, "devices", "--points", "1"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["info", "--arch", "sm_80"], "spingpu info: error: arch: is only used with --check-kernels\n"),
+    (["info", "--jobs", "2"], "spingpu info: error: jobs: is only used with --check-kernels\n"),
+])
+def test_info_options_of_check_kernels_alone_are_refused(capsys, argv, message):
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.err == message and captured.out == ""
+
+
+def test_macrospin_samples_carry_their_own_thermal_field(tmp_path, capsys):
+    """At T > 0 and without any spread, each junction's curve differs by its thermal field alone,
+    drawn from its own stream (network k, layer 0, unit 0, member m) under --seed, as in training:
+    at the table's knots the CSV's voltage is I times the junction's simulated mean resistance."""
+    settings = ["--param", "temperature=300", "--param", "table_points=9", "--param", "settle_time=1e-9",
+                "--param", "average_time=1e-9"]
+    out = tmp_path / "iv.csv"
+    assert main(["devices", "--model", "macrospin", *settings, "--samples", "3", "--seed", "5",
+                 "--i-min", "-6e-4", "--i-max", "6e-4", "--points", "9", "--csv", str(out)]) == 0
+    capsys.readouterr()
+    rows = read_rows(out)
+    model = get_model("macrospin", temperature=300, table_points=9, settle_time=1e-9, average_time=1e-9)
+    current = model.settings.table_currents
+    volts = {(int(r["sample"]), r["member"]): [] for r in rows}
+    for r in rows:
+        volts[(int(r["sample"]), r["member"])].append(float(r["voltage"]))
+    members = sorted({m for s, m in volts if s >= 0})
+    keys = np.array([[k, 0, 0, j] for k in range(3) for j in range(2)])
+    resistance, _ = model.simulate(current, np.tile(model.nominal, (6, 1)), keys, seed=5)
+    for (k, _, _, j), r in zip(keys, resistance):  # the CSV holds 10 significant digits
+        np.testing.assert_allclose(volts[(k, members[j])], current * r, rtol=1e-9, atol=1e-15)
+    sampled = np.array([volts[(k, m)] for k in range(3) for m in members])
+    assert np.all(np.ptp(sampled, axis=0)[current != 0] > 1e-6)  # every junction differs from the others
+    assert main(["devices", "--model", "macrospin", *settings, "--samples", "3", "--seed", "6",
+                 "--i-min", "-6e-4", "--i-max", "6e-4", "--points", "9", "--csv", str(tmp_path / "b.csv")]) == 0
+    other = read_rows(tmp_path / "b.csv")
+    assert any(a["voltage"] != b["voltage"] for a, b in zip(rows, other) if int(a["sample"]) >= 0)

@@ -638,7 +638,7 @@ MALFORMED = [
     ("missing dataset", BASE.replace('[dataset]\nname = "iris"\n', ""), "dataset.name",
      "missing; allowed: iris, digits, mnist, csv:PATH"),
     ("mnist without data_dir", BASE.replace('"iris"', '"mnist"'), "dataset.data_dir",
-     "pass data_dir or set the environment variable SPINGPU_DATA"),
+     "pass data_dir (--data-dir on the command line) or set the environment variable SPINGPU_DATA"),
     ("csv file missing", BASE.replace('"iris"', '"csv:nothere.csv"'), "dataset.name", "nothere.csv' not found"),
     ("fractions leave no training rows", with_line("dataset", "val_fraction = 0.9"), "dataset.val_fraction",
      "allowed: a sum below 1"),

@@ -62,8 +62,9 @@ def run(args):
     start = time.perf_counter()
     current = np.linspace(i_min, i_max, points)
     params = sample_layer(model, variability, args.seed, np.arange(samples), layer=0, n_units=1)[:, 0]
+    curves = _junction_curves(model, params, args.seed)
     v_nom, d_nom = model.iv(current)
-    v, d = model.iv(current, params[:, :, None, :])  # (samples, 2, points)
+    v, d = curves(current)  # (samples, 2, points)
     if not (np.all(np.isfinite(v)) and np.all(np.isfinite(d))):
         raise ConfigError("param", "the model gives non-finite voltages for these parameters and currents")
 
@@ -83,7 +84,7 @@ def run(args):
         print("settings: " + ", ".join(f"{k}={v}" for k, v in model.settings_values.items()))
     print(f"{samples} pairs, spreads chip {variability.sigma_chip:g}, d2d {variability.sigma_d2d:g}, "
           f"pair {variability.sigma_pair:g}, seed {args.seed}; {points} currents from {i_min:g} A to {i_max:g} A")
-    _print_spread(model, params, i_min, i_max)
+    _print_spread(model, curves, i_min, i_max)
     for label, path in (("csv", csv_path), ("plot", png_path)):
         if path is not None:
             print(f"wrote {label}: {path}")
@@ -112,10 +113,24 @@ def _write_plot(path, model, variability, current, v_nom, d_nom, v, d):
     fig.savefig(path, dpi=120, format="png")
 
 
-def _print_spread(model, params, i_min, i_max):
+def _junction_curves(model, params, seed):
+    """``curves(current)``: V and dV/dI (samples, 2, currents) of the sampled junctions
+    ``params`` (samples, 2, P) as training evaluates them, i.e. ``model.bind`` of sample k as
+    network k, layer 0, unit 0 under ``seed`` (``macrospin``: each junction's own table, its
+    thermal field from its own stream)."""
+    kernel_model, (rows,) = model.bind([params[:, None]], seed, np.arange(params.shape[0]))
+    rows = rows[:, 0, :, None, :]  # (samples, 2, 1, row)
+
+    def curves(current):
+        return kernel_model.iv(current, rows)
+
+    return curves
+
+
+def _print_spread(model, curves, i_min, i_max):
     probe = np.linspace(i_min, i_max, 5)
     _, d_nom = model.iv(probe)
-    _, d = model.iv(probe, params[:, :, None, :])  # (samples, 2, 5)
+    _, d = curves(probe)  # (samples, 2, 5)
     q = np.quantile(d.reshape(-1, probe.size), QUANTILES, axis=0)
     mismatch = np.median(np.abs(d[:, 1] - d[:, 0]) / np.abs(d[:, 0]), axis=0)
     header = "current (uA)  nominal   " + "  ".join(f"q{int(100 * x):02d}".rjust(7) for x in QUANTILES)

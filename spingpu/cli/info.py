@@ -25,6 +25,11 @@ def run(args):
 
     from .. import __version__
     from ..backends import available_backends, cuda_simulator_enabled
+    from ..errors import ConfigError
+
+    for option in ("arch", "jobs"):
+        if getattr(args, option) is not None and not args.check_kernels:
+            raise ConfigError(option, "is only used with --check-kernels")
 
     print(f"spingpu {__version__} (Python {platform.python_version()}, NumPy {numpy.__version__}, "
           f"Numba {numba.__version__})")
@@ -33,8 +38,6 @@ def run(args):
         print(f"  {name:<6} {'yes' if usable else 'no ':<4} {detail}")
     if not args.check_kernels:
         return 0
-    from ..errors import ConfigError
-
     if cuda_simulator_enabled():
         raise ConfigError("check-kernels", "PTX compilation needs the real numba-cuda: unset NUMBA_ENABLE_CUDASIM")
     try:

@@ -328,7 +328,9 @@ class MacrospinModel(DeviceModel):
 
     def iv(self, current, params=None):
         """Voltage (V) and dV/dI (ohm) at ``current`` (A), broadcasting like :meth:`DeviceModel.iv`;
-        each distinct parameter row gets its table (thermal field: the nominal stream, seed 0)."""
+        each distinct parameter row gets its table. At T > 0 identical rows share one table and
+        the thermal fields are not those of training (rows are keyed by their rank, seed 0); for
+        the junctions of networks as training sees them use :meth:`bind`."""
         current, params, shape = self._broadcast(current, params)
         unique, inverse = np.unique(params.reshape(-1, params.shape[-1]), axis=0, return_inverse=True)
         key = (self.settings, unique.tobytes())

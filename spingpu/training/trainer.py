@@ -22,7 +22,7 @@ from .results import make_results
 FUSED_MAX_WIDTH = 64  # the fused per-network CPU engine for layers (and inputs) up to this width
 
 
-def train(dataset, config: TrainConfig, *, n_networks=None, networks=None, model=None, backend="numpy",
+def train(dataset, config: TrainConfig, *, n_networks=None, networks=None, model=None, backend="auto",
           teacher_logits=None, progress=False):
     """Train networks on ``dataset`` (a :class:`spingpu.datasets.Dataset`); return an xarray Dataset.
 
@@ -73,7 +73,7 @@ def train(dataset, config: TrainConfig, *, n_networks=None, networks=None, model
     return make_results(metrics, networks, epochs, attrs)
 
 
-def check_inputs(dataset, config, n_networks=None, networks=None, model=None, backend="numpy",
+def check_inputs(dataset, config, n_networks=None, networks=None, model=None, backend="auto",
                  teacher_logits=None):
     """:func:`train`'s arguments validated and converted: (dataset, config, networks as int64
     array, model, backend, teacher logits as float64 array or None); ConfigError naming the
