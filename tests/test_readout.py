@@ -6,6 +6,7 @@ converters by searching for the nearest of the 2**bits levels.
 
 import math
 
+import mpmath as mp
 import numpy as np
 import pytest
 from scipy import constants
@@ -62,7 +63,6 @@ def test_no_noise_and_no_converters_is_ideal():
 def johnson_shot_reference(v, i, r_d, temperature, bandwidth, r_bridge=0.0):
     """sigma_V = sqrt(B (r_d^2 2 q I coth(q V / 2 kB T) + 4 kB T r_bridge)) in 40-digit arithmetic,
     with scipy's constants; coth written as cosh / sinh (not the kernel's 1 / tanh)."""
-    mp = pytest.importorskip("mpmath")
     mp.mp.dps = 40
     k, q = mp.mpf(constants.k), mp.mpf(constants.e)
     out = []
