@@ -44,7 +44,7 @@ def read(v, dv_di, current, r_bridge, readout, xi):
     if kind == NOISE_GAUSSIAN:
         y += readout[1] * xi
     elif kind == NOISE_JOHNSON_SHOT:
-        y += johnson_shot_std(v, current, dv_di, r_bridge, readout[2], readout[3]) * xi
+        y += johnson_shot_std(current, dv_di, r_bridge, readout[2], readout[3]) * xi
     return quantize(y, readout[5], readout[6], int(readout[4]))
 
 

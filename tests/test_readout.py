@@ -45,8 +45,8 @@ def test_gaussian_noise_is_added_with_the_given_std():
     assert abs(e.mean()) < Z * 0.02 / math.sqrt(n)
     assert abs(e.std(ddof=1) - 0.02) < std_bound(0.02, n)
     # The std does not depend on the operating point.
-    assert np.all(r.noise_std(v, i, 1e3) == 0.02)
-    assert r.noise_std(v[:5, None], i[None, :3], 1e3).shape == (5, 3)
+    assert np.all(r.noise_std(i, 1e3) == 0.02)
+    assert r.noise_std(i[:5, None], np.full(3, 1e3)).shape == (5, 3)
 
 
 def test_no_noise_and_no_converters_is_ideal():
@@ -60,16 +60,23 @@ def test_no_noise_and_no_converters_is_ideal():
     assert not Readout(noise_model="johnson_shot").is_ideal
 
 
-def johnson_shot_reference(v, i, r_d, temperature, bandwidth, r_bridge=0.0):
-    """sigma_V = sqrt(B (r_d^2 2 q I coth(q V / 2 kB T) + 4 kB T r_bridge)) in 40-digit arithmetic,
-    with scipy's constants; coth written as cosh / sinh (not the kernel's 1 / tanh)."""
+def johnson_shot_reference(i, r_d, temperature, bandwidth, r_bridge=0.0, v=None):
+    """sigma_V = sqrt(B (r_d^2 2 q |I| coth(q V_b / 2 kB T) + 4 kB T r_bridge)), V_b = |I r_d| (or
+    the junction's |V| when ``v`` is given), in 40-digit arithmetic with scipy's constants; coth as
+    cosh / sinh, the zero-bias limit 4 kB T / r_d taken analytically."""
     mp.mp.dps = 40
     k, q = mp.mpf(constants.k), mp.mpf(constants.e)
+    bias = np.abs(np.asarray(i) * np.asarray(r_d)) if v is None else np.abs(v)
     out = []
-    for vv, ii, rr in zip(*np.broadcast_arrays(v, i, r_d)):
-        vv, ii, rr = mp.mpf(float(vv)), mp.mpf(float(ii)), mp.mpf(float(rr))
-        x = q * vv / (2 * k * temperature) if temperature > 0 else mp.inf
-        s_i = 2 * q * abs(ii * (mp.cosh(x) / mp.sinh(x) if temperature > 0 else 1))
+    for ii, rr, vb in zip(*np.broadcast_arrays(i, r_d, bias)):
+        ii, rr, vb = abs(mp.mpf(float(ii))), abs(mp.mpf(float(rr))), mp.mpf(float(vb))
+        if temperature == 0:
+            s_i = 2 * q * ii
+        elif vb == 0:
+            s_i = 4 * k * temperature / rr
+        else:
+            x = q * vb / (2 * k * temperature)
+            s_i = 2 * q * ii * mp.cosh(x) / mp.sinh(x)
         out.append(float(mp.sqrt(bandwidth * (rr**2 * s_i + 4 * k * temperature * r_bridge))))
     return np.array(out)
 
@@ -78,40 +85,58 @@ def johnson_shot_reference(v, i, r_d, temperature, bandwidth, r_bridge=0.0):
 def test_johnson_shot_std_matches_formula(temperature, bandwidth):
     rng = np.random.default_rng(int(temperature * 10) + int(math.log10(bandwidth)))
     n = 400
-    # biases from deep in the thermal regime (|qV| << kB T) to deep in the shot regime
-    i = rng.choice([-1, 1], n) * 10 ** rng.uniform(-10, -2.5, n)
-    v = i * rng.uniform(300, 5000, n)
+    # biases from deep in the thermal regime (|q I r_d| << kB T) to deep in the shot regime
+    i = rng.choice([-1, 1], n) * 10 ** rng.uniform(-12, -2.5, n)
     r_d = rng.uniform(200, 4000, n) * rng.choice([1, -1], n, p=[0.9, 0.1])  # also negative dV/dI
     r_bridge = rng.uniform(0, 3000)
     r = Readout(noise_model="johnson_shot", temperature=temperature, bandwidth=bandwidth)
-    np.testing.assert_allclose(r.noise_std(v, i, r_d), johnson_shot_reference(v, i, r_d, temperature, bandwidth),
+    np.testing.assert_allclose(r.noise_std(i, r_d), johnson_shot_reference(i, r_d, temperature, bandwidth),
                                rtol=1e-13)
-    np.testing.assert_allclose(r.noise_std(v, i, r_d, r_bridge),
-                               johnson_shot_reference(v, i, r_d, temperature, bandwidth, r_bridge), rtol=1e-13)
+    np.testing.assert_allclose(r.noise_std(i, r_d, r_bridge),
+                               johnson_shot_reference(i, r_d, temperature, bandwidth, r_bridge), rtol=1e-13)
+    # Between its two limits: max(2 q |I|, 4 kB T / r_d) <= S_I <= 2 q |I| + 4 kB T / r_d.
+    s_i = r.noise_std(i, r_d) ** 2 / (bandwidth * r_d**2)
+    shot, thermal = 2 * constants.e * np.abs(i), 4 * constants.k * temperature / np.abs(r_d)
+    assert np.all(s_i >= np.maximum(shot, thermal) * (1 - 1e-12))
+    assert np.all(s_i <= (shot + thermal) * (1 + 1e-12))
 
 
 def test_johnson_shot_limits():
     kb, q = constants.k, constants.e
     r = Readout(noise_model="johnson_shot", temperature=300.0, bandwidth=1e6)
     # Zero bias: the Johnson-Nyquist noise sqrt(4 kB T R B) of R = dV/dI = 1 kOhm, 4.07 uV; also
-    # at exactly V = I = 0, and continuous into it.
+    # at exactly I = 0, and continuous into it from both sides.
     thermal = math.sqrt(4 * kb * 300 * 1e3 * 1e6)
     assert thermal == pytest.approx(4.0704e-6, rel=1e-4)
-    assert r.noise_std(0.0, 0.0, 1e3) == pytest.approx(thermal, rel=1e-15)
-    assert r.noise_std(1e-9 * 1e3, 1e-9, 1e3) == pytest.approx(thermal, rel=1e-8)
-    assert r.noise_std(-1e-9 * 1e3, -1e-9, 1e3) == pytest.approx(thermal, rel=1e-8)
-    # At qV = 2 kB T the current noise is 2 q I coth(1).
-    v = 2 * kb * 300 / q
-    assert r.noise_std(v, v / 1e3, 1e3) == pytest.approx(
-        1e3 * math.sqrt(2 * q * v / 1e3 * (math.cosh(1) / math.sinh(1)) * 1e6), rel=1e-13)
+    assert r.noise_std(0.0, 1e3) == pytest.approx(thermal, rel=1e-15)
+    assert r.noise_std(1e-12, 1e3) == pytest.approx(thermal, rel=1e-8)
+    assert r.noise_std(-1e-12, -1e3) == pytest.approx(thermal, rel=1e-8)
+    # At q I r_d = 2 kB T the current noise is 2 q I coth(1).
+    i = 2 * kb * 300 / q / 1e3
+    assert r.noise_std(i, 1e3) == pytest.approx(1e3 * math.sqrt(2 * q * i * (math.cosh(1) / math.sinh(1)) * 1e6),
+                                                rel=1e-13)
     # High bias, and T = 0: full shot noise sqrt(2 q |I| B) times r_d (not V / I).
-    assert r.noise_std(0.5, 2e-4, 800.0) == pytest.approx(800 * math.sqrt(2 * q * 2e-4 * 1e6), rel=1e-8)
+    assert r.noise_std(1e-3, 2e3) == pytest.approx(2e3 * math.sqrt(2 * q * 1e-3 * 1e6), rel=1e-14)  # q V_b = 77 kB T
     r0 = Readout(noise_model="johnson_shot", temperature=0.0, bandwidth=1e6)
-    assert r0.noise_std(-0.1, -1e-4, 1.5e3) == pytest.approx(math.sqrt(2 * q * 1e-4 * 1e6) * 1.5e3, rel=1e-15)
-    assert r0.noise_std(0.0, 0.0, 1e3) == 0.0
+    assert r0.noise_std(-1e-4, 1.5e3) == pytest.approx(math.sqrt(2 * q * 1e-4 * 1e6) * 1.5e3, rel=1e-15)
+    assert r0.noise_std(0.0, 1e3) == 0.0
     # A bridge resistor adds its Johnson noise in quadrature; none at T = 0.
-    assert r.noise_std(0.0, 0.0, 1e3, 3e3) == pytest.approx(math.sqrt(4 * kb * 300 * 4e3 * 1e6), rel=1e-14)
-    assert r0.noise_std(0.0, 0.0, 1e3, 3e3) == 0.0
+    assert r.noise_std(0.0, 1e3, 3e3) == pytest.approx(math.sqrt(4 * kb * 300 * 4e3 * 1e6), rel=1e-14)
+    assert r0.noise_std(0.0, 1e3, 3e3) == 0.0
+
+
+@pytest.mark.parametrize("temperature, bound", [(300.0, 0.028), (77.0, 0.007)])
+def test_johnson_shot_bias_from_dvdi_is_close_to_the_junctions_voltage(temperature, bound):
+    """The stt_compact junction's own (V, I): taking the barrier bias as I dV/dI instead of V changes
+    sigma_V by less than ``bound`` anywhere (V / I and dV/dI differ by the TMR's bias dependence)."""
+    from spingpu import get_model
+
+    i = np.concatenate([-np.logspace(-9, -3.2, 60), np.logspace(-9, -3.2, 60)])
+    v, r_d = get_model("stt_compact").iv(i)
+    r = Readout(noise_model="johnson_shot", temperature=temperature, bandwidth=1e6)
+    ratio = r.noise_std(i, r_d) / johnson_shot_reference(i, r_d, temperature, 1e6, v=v)
+    assert np.max(np.abs(ratio - 1)) < bound
+    assert np.max(np.abs(ratio - 1)) > bound / 10  # the two do differ in the crossover
 
 
 def test_johnson_shot_read_has_that_std():
@@ -122,9 +147,9 @@ def test_johnson_shot_read_has_that_std():
     r_d = rng.uniform(500, 2500, n)
     normals = rng.standard_normal(n)
     r = Readout(noise_model="johnson_shot", temperature=350.0, bandwidth=1e8)
-    sd = johnson_shot_reference(v[:50], i[:50], r_d[:50], 350.0, 1e8)
-    np.testing.assert_allclose(r.noise_std(v[:50], i[:50], r_d[:50]), sd, rtol=1e-13)
-    sd = r.noise_std(v, i, r_d)
+    np.testing.assert_allclose(r.noise_std(i[:50], r_d[:50]), johnson_shot_reference(i[:50], r_d[:50], 350.0, 1e8),
+                               rtol=1e-13)
+    sd = r.noise_std(i, r_d)
     out = r.read(v, i, r_d, normals)
     np.testing.assert_allclose(out - v, sd * normals, rtol=1e-9, atol=1e-3 * sd.min())
     w = (out - v) / sd

@@ -23,7 +23,7 @@ def _ufuncs():
     import numba
 
     quantize = numba.vectorize(["float64(float64, float64, float64, int64)"])(_kernels.quantize.py_func)
-    johnson = numba.vectorize(["float64(float64, float64, float64, float64, float64, float64)"])(
+    johnson = numba.vectorize(["float64(float64, float64, float64, float64, float64)"])(
         _kernels.johnson_shot_std.py_func)
     return quantize, johnson
 
@@ -34,8 +34,8 @@ class Readout:
 
     noise_model   ``gaussian``: additive noise of std ``read_noise`` (V);
                   ``johnson_shot``: thermal and shot noise of the tunnel junction at ``temperature``
-                  (K) over ``bandwidth`` (Hz), sigma_V = r_d sqrt(2 q I coth(q V / 2 kB T) B) with
-                  r_d = dV/dI, plus a bridge resistor's sqrt(4 kB T r_bridge B)
+                  (K) over ``bandwidth`` (Hz), sigma_V = r_d sqrt(2 q |I| coth(q |I| r_d / 2 kB T) B)
+                  with r_d = dV/dI, plus a bridge resistor's sqrt(4 kB T r_bridge B)
                   (:mod:`spingpu.kernels.readout`).
     adc_bits      0 for an ideal read, else the ADC's bits over ``adc_range`` = (lo, hi) in V.
     dac_bits      0 for an ideal drive, else the current DAC's bits over ``dac_range`` in A.
@@ -71,19 +71,18 @@ class Readout:
     def noise_std_is_zero(self):
         return (self.read_noise == 0.0) if self.noise_model == "gaussian" else False
 
-    def noise_std(self, voltage, current, dv_di, r_bridge=0.0):
-        """Read-noise standard deviation (V) of a junction at ``voltage`` (V) and ``current`` (A)
-        with differential resistance ``dv_di`` (ohm), read through a bridge resistor ``r_bridge``
+    def noise_std(self, current, dv_di, r_bridge=0.0):
+        """Read-noise standard deviation (V) of a junction carrying ``current`` (A) with
+        differential resistance ``dv_di`` (ohm), read through a bridge resistor ``r_bridge``
         (ohm; 0 for a direct read)."""
         if self.noise_model == "gaussian":
-            shape = np.broadcast_shapes(np.shape(voltage), np.shape(current), np.shape(dv_di))
-            return np.broadcast_to(np.float64(self.read_noise), shape)
-        return _ufuncs()[1](voltage, current, dv_di, float(r_bridge), float(self.temperature), float(self.bandwidth))
+            return np.broadcast_to(np.float64(self.read_noise), np.broadcast_shapes(np.shape(current), np.shape(dv_di)))
+        return _ufuncs()[1](current, dv_di, float(r_bridge), float(self.temperature), float(self.bandwidth))
 
     def read(self, voltage, current, dv_di, normals):
         """The ADC's output for a direct read of a junction at ``voltage`` (V), ``current`` (A) and
         differential resistance ``dv_di`` (ohm), with standard normals ``normals``."""
-        return self.adc(voltage + self.noise_std(voltage, current, dv_di) * normals)
+        return self.adc(voltage + self.noise_std(current, dv_di) * normals)
 
     def adc(self, value):
         """The ADC's output (V) for an analog input ``value`` (V)."""

@@ -141,7 +141,7 @@ class NumpyEngine:
         ro, r_bridge = self.config.readout, self.config.neuron.r_bridge
         y = v - r_bridge * current
         if not ro.noise_std_is_zero:
-            y = y + ro.noise_std(v, current, d, r_bridge) * normals_of()
+            y = y + ro.noise_std(current, d, r_bridge) * normals_of()
         return ro.adc(y)
 
     def hidden(self, layer, z, noise):
