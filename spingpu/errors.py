@@ -64,6 +64,18 @@ def check_range(field, value, low=None, high=None, *, low_open=False, high_open=
     return number
 
 
+def check_items(field, value, length, expected):
+    """``value`` as a tuple of its items (a sequence or an array; not a string, mapping, set or
+    scalar), ``length`` of them unless ``length`` is None; else ConfigError "expected <expected>,
+    got ..."."""
+    from collections.abc import Mapping, Set
+
+    if (isinstance(value, (str, bytes, Mapping, Set)) or (isinstance(value, np.ndarray) and value.ndim == 0)
+            or not hasattr(value, "__len__") or (length is not None and len(value) != length)):
+        raise ConfigError(field, f"expected {expected}, got {_short(value)}")
+    return tuple(value)
+
+
 def check_choice(field, value, allowed):
     """``value`` if it is one of the strings ``allowed``, else ConfigError listing them."""
     if not isinstance(value, str) or value not in allowed:

@@ -64,7 +64,7 @@ def staged_files(*targets, fields=None):
         try:
             for current, target in enumerate(targets):
                 temps.append(_temp_beside(target))
-            current = 0
+            current = None  # the block writes them all: an error without a file name names every target
             yield temps
             mode = 0o666 & ~_umask()  # what open() would have given; mkstemp makes 0600
             for current, (tmp, target) in enumerate(zip(temps, targets)):
@@ -78,6 +78,9 @@ def staged_files(*targets, fields=None):
                 raise  # not about our files: someone else's error
             if not targets:
                 raise
+            if current is None:
+                raise ConfigError("/".join(fields), f"cannot write {' or '.join(map(str, targets))}: "
+                                                    f"{_reason(err)}") from None
             raise ConfigError(fields[current], f"cannot write {targets[current]}: {_reason(err)}") from None
     finally:
         for tmp in temps:

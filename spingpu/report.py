@@ -90,7 +90,7 @@ def study_figures(ds, threshold=0.9):
 
 def _devices_figure(ds):
     """I-V and dV/dI of the study's nominal junction and 12 sampled pairs (its first cell)."""
-    from .devices import sample_layer
+    from .devices import junction_curves, sample_layer
     from .plot import iv_spread_figure
     from .studies.spec import build_cell
 
@@ -104,7 +104,7 @@ def _devices_figure(ds):
     current = np.linspace(nc.i_bias - 2.5 * nc.i_gain, nc.i_bias + 2.5 * nc.i_gain, 201)
     params = sample_layer(model, cell.config.variability, cell.config.seed, np.arange(12), 0, 1)[:, 0]
     v_nom, d_nom = model.iv(current)
-    v, d = model.iv(current, params[:, :, None, :])
+    v, d = junction_curves(model, params, cell.config.seed)(current)
     var = cell.config.variability
     title = (f"{model.name}: 12 sampled pairs of the first cell (spread chip {var.sigma_chip:g}, "
              f"d2d {var.sigma_d2d:g}, pair {var.sigma_pair:g})")

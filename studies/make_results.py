@@ -43,14 +43,19 @@ def open_store(runs, name, quiet=False):
 
         found = []
         for other in sorted(Path(runs).glob("*.zarr")):
-            attrs = zarr.open_group(str(other), mode="r").attrs
+            if other.stem.endswith("_noadc"):  # the same study run without its ADC: a variant, not the study
+                continue
+            try:
+                attrs = dict(zarr.open_group(str(other), mode="r").attrs)
+            except Exception:  # not a zarr group (or unreadable): not a store of ours
+                continue
             if attrs.get("study_name") == name:
-                found.append((attrs.get("created", ""), other))
+                found.append((attrs.get("created", ""), str(other)))
         if not found:
             if not quiet:
                 print(f"\n({name}: no store of that study in {runs}; skipped)")
             return None
-        path = max(found)[1]
+        path = Path(max(found)[1])
     return spingpu.open_results(path)
 
 

@@ -87,6 +87,10 @@ def test_check_range_allow_inf():
     (dict(batch_size="4"), "batch_size", ["expected an integer, got '4'"]),
     (dict(adam_betas=(0.9,)), "adam_betas", ["expected two numbers (beta1, beta2)"]),
     (dict(adam_betas=0.9), "adam_betas", ["expected two numbers"]),
+    (dict(adam_betas=np.array(0.9)), "adam_betas", ["expected two numbers"]),
+    (dict(adam_betas={0.9: 0.99, 0.5: 0.1}), "adam_betas", ["expected two numbers"]),
+    (dict(hidden={8: 1}), "hidden", ["expected hidden layer widths"]),
+    (dict(hidden=[[8]]), "hidden", ["expected an integer, got [8]"]),
     (dict(adam_betas=(0.9, 1.0)), "adam_betas[1]", ["allowed: 0.0 <= value < 1.0"]),
     (dict(neuron=None), "neuron", ["expected a spingpu.PairNeuron, got NoneType None"]),
     (dict(variability=None), "variability", ["expected a spingpu.Variability"]),
@@ -110,6 +114,7 @@ def test_bad_train_config(kwargs, field, words):
 
 
 def test_train_config_stores_converted_values():
+    assert TrainConfig(hidden=np.array(5)).hidden == (5,) and TrainConfig(hidden=np.array([5, 3])).hidden == (5, 3)
     cfg = TrainConfig(hidden=8, epochs=2.0, batch_size=np.int64(4), lr=np.float32(0.5), adam_betas=[0.5, 0.75],
                       lr_schedule="step:2:0.5", seed=3.0)
     assert cfg.hidden == (8,) and type(cfg.epochs) is int and cfg.epochs == 2

@@ -704,11 +704,13 @@ MALFORMED = [
      "sweep.training.lr", "logspace of 1000000000000 values; at most 100000 cells in a study"),
     # the name names the default store results/<name>.zarr: one plain component
     ("name with a parent folder", 'name = "../escaped"\n' + BASE, "name",
-     "'../escaped' is not a plain name; allowed: 1-200 letters, digits, '.', '_' or '-', not starting with '.'"),
+     "'../escaped' is not a plain name; allowed: 1-200 characters without '/', '\\' or control characters, "
+     "not starting with '.' or a space"),
     ("absolute name", 'name = "/tmp/abs"\n' + BASE, "name", "'/tmp/abs' is not a plain name"),
     ("empty name", 'name = ""\n' + BASE, "name", "'' is not a plain name"),
     ("hidden name", 'name = ".zarr"\n' + BASE, "name", "'.zarr' is not a plain name"),
-    ("name with a space", 'name = "my study"\n' + BASE, "name", "'my study' is not a plain name"),
+    ("name with a leading space", 'name = " study"\n' + BASE, "name", "' study' is not a plain name"),
+    ("name with a backslash", 'name = "a\\\\b"\n' + BASE, "name", "'a\\\\b' is not a plain name"),
     # messages name the study's key and say what is expected
     ("distillation alpha out of range", with_line("distillation", "alpha = 2"), "distillation.alpha",
      "2 is out of range; allowed: 0.0 <= value <= 1.0"),
@@ -959,6 +961,24 @@ def test_resume_is_refused_when_an_input_files_contents_changed(tmp_path):
     assert snapshot(out) == before
 
 
+def test_resume_of_a_store_from_before_input_hashing_says_so(tmp_path):
+    import zarr
+
+    write_csv(tmp_path / "data.csv")
+    study_path, study, out = made_store(tmp_path, CSV_STUDY)
+    group = zarr.open_group(str(out), mode="r+")
+    del group.attrs["input_files"]
+    group.attrs["spingpu_study_digest"] = "an older digest, without the data files' contents"
+    zarr.consolidate_metadata(str(out))
+    before = snapshot(out)
+    rc, out_text, err = run_main(["run", str(study_path), "--out", str(out), "--resume", *FAST])
+    assert rc == 2 and out_text == "", err
+    assert err == (f"spingpu run: error: resume: {out} was written before spingpu recorded the contents of a study's "
+                   "data files, so it cannot be checked against them; rerun it with --overwrite or use another "
+                   "--out\n")
+    assert snapshot(out) == before
+
+
 def test_resume_is_refused_across_spingpu_versions(tmp_path):
     study_path, _, out = made_store(tmp_path, BASE, version="0.0.1")
     before = snapshot(out)
@@ -1075,3 +1095,8 @@ def test_an_incomplete_cluster_table_is_one_whole_line(tmp_path, monkeypatch, ca
     assert main(["run", str(study), "--cluster", "slurm", "--out", str(tmp_path / "r.zarr")]) == 2
     assert capsys.readouterr().err == f"spingpu run: error: {message}\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.toml"]
+
+
+def test_a_study_file_name_with_spaces_or_accents_is_a_valid_default_name(tmp_path):
+    study = load_study(write(tmp_path / "my étude 2.toml", BASE))
+    assert study.name == "my étude 2"

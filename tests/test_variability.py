@@ -376,6 +376,7 @@ def test_bad_sampling_arguments_raise(args, field, allowed):
     (dict(per_parameter=None), "per_parameter", "expected a mapping of parameter name to (chip, d2d, pair)"),
     (dict(per_parameter={"r_p": 0.1}), "per_parameter.r_p", "expected three spreads (chip, d2d, pair), got 0.1"),
     (dict(per_parameter={"r_p": "abc"}), "per_parameter.r_p", "expected three spreads"),
+    (dict(per_parameter={"r_p": np.array(0.1)}), "per_parameter.r_p", "expected three spreads"),
     (dict(per_parameter={"r_p": (0.1, "0.1", 0.0)}), "per_parameter.r_p.d2d", "expected a number, got '0.1'"),
     (dict(correlation=None), "correlation", "expected a mapping"),
     (dict(correlation={"ab": 0.5}), "correlation", "must be a pair (name, name)"),

@@ -42,7 +42,7 @@ def add_parser(sub):
 
 
 def run(args):
-    from ..devices import Variability, get_model, sample_layer
+    from ..devices import Variability, get_model, junction_curves, sample_layer
     from ..outputs import check_writable, staged_files
 
     # Validate everything before computing or writing anything.
@@ -62,7 +62,7 @@ def run(args):
     start = time.perf_counter()
     current = np.linspace(i_min, i_max, points)
     params = sample_layer(model, variability, args.seed, np.arange(samples), layer=0, n_units=1)[:, 0]
-    curves = _junction_curves(model, params, args.seed)
+    curves = junction_curves(model, params, args.seed)
     v_nom, d_nom = model.iv(current)
     v, d = curves(current)  # (samples, 2, points)
     if not (np.all(np.isfinite(v)) and np.all(np.isfinite(d))):
@@ -111,20 +111,6 @@ def _write_plot(path, model, variability, current, v_nom, d_nom, v, d):
              f"(spread chip {variability.sigma_chip:g}, d2d {variability.sigma_d2d:g}, pair {variability.sigma_pair:g})")
     fig = iv_spread_figure(current, v_nom, d_nom, v, d, title=title)
     fig.savefig(path, dpi=120, format="png")
-
-
-def _junction_curves(model, params, seed):
-    """``curves(current)``: V and dV/dI (samples, 2, currents) of the sampled junctions
-    ``params`` (samples, 2, P) as training evaluates them, i.e. ``model.bind`` of sample k as
-    network k, layer 0, unit 0 under ``seed`` (``macrospin``: each junction's own table, its
-    thermal field from its own stream)."""
-    kernel_model, (rows,) = model.bind([params[:, None]], seed, np.arange(params.shape[0]))
-    rows = rows[:, 0, :, None, :]  # (samples, 2, 1, row)
-
-    def curves(current):
-        return kernel_model.iv(current, rows)
-
-    return curves
 
 
 def _print_spread(model, curves, i_min, i_max):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConfigError, _short
+from ..errors import ConfigError, _short, check_items
 from ..kernels.tabulated import tabulated as _tabulated_scalar
 from .models import DeviceModel, Parameter
 
@@ -102,9 +102,7 @@ def tabulated_model(csv_path=None, table=None):
     if csv_path is not None:
         current, voltage = read_iv_csv(csv_path)
     else:
-        if isinstance(table, (str, bytes)) or not hasattr(table, "__len__") or len(table) != 2:
-            raise ConfigError("iv_table", f"expected two arrays (current in A, voltage in V), got {_short(table)}")
-        current, voltage = check_iv_points(*table)
+        current, voltage = check_iv_points(*check_items("iv_table", table, 2, "two arrays (current in A, voltage in V)"))
     slopes = pchip_slopes(current, voltage)
     knots = np.ascontiguousarray(np.stack([current, voltage, slopes]))
     v_full_scale = float(np.max(np.abs(voltage))) or 1.0

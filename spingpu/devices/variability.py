@@ -20,7 +20,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from ..errors import ConfigError, _short, check_range
+from ..errors import ConfigError, _short, check_items, check_range
 from ..kernels import variability as _kernels
 
 MAX_SIGMA = 2.0  # a log-spread of 2 already spans a factor 50 at one standard deviation
@@ -54,8 +54,7 @@ class Variability:
         for name, spreads in self.per_parameter.items():
             if not isinstance(name, str):
                 raise ConfigError("per_parameter", f"key {_short(name)} must be a parameter name")
-            if isinstance(spreads, (str, bytes)) or not hasattr(spreads, "__len__") or len(spreads) != 3:
-                raise ConfigError(f"per_parameter.{name}", f"expected three spreads (chip, d2d, pair), got {_short(spreads)}")
+            spreads = check_items(f"per_parameter.{name}", spreads, 3, "three spreads (chip, d2d, pair)")
             per_parameter[name] = tuple(check_range(f"per_parameter.{name}.{level}", s, 0.0, MAX_SIGMA)
                                         for level, s in zip(LEVELS, spreads))
         put("per_parameter", per_parameter)
@@ -147,3 +146,17 @@ def sample_layer(model, variability, seed, networks, layer, n_units):
     _kernels.sample_layer(np.uint64(seed), networks, layer, n_units, *kernel_arguments(model, variability), out)
     return out
 
+
+
+def junction_curves(model, params, seed):
+    """``curves(current)``: V (V) and dV/dI (ohm) of sampled pairs ``params`` (samples, 2, P) at
+    ``current`` (A), shape (samples, 2, currents), as training evaluates them: ``model.bind`` of
+    sample k as network k, layer 0, unit 0 under ``seed`` (``macrospin``: each junction's own
+    table, its thermal field drawn from its own stream)."""
+    kernel_model, (rows,) = model.bind([params[:, None]], seed, np.arange(params.shape[0]))
+    rows = rows[:, 0, :, None, :]  # (samples, 2, 1, row)
+
+    def curves(current):
+        return kernel_model.iv(current, rows)
+
+    return curves

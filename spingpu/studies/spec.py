@@ -219,16 +219,16 @@ def _with_parameter_unit(axis, data):
     return axis
 
 
-NAME_RE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}")
+NAME_RE = re.compile(r"[^./\\\x00-\x1f\x7f][^/\\\x00-\x1f\x7f]{0,199}")
 
 
 def _check_name(path, name, given):
     """The study's name, which names its default store ``results/<name>.zarr``: one plain path
-    component (no folders, not hidden, not empty)."""
-    if not NAME_RE.fullmatch(name):
+    component (no folders, not hidden, not empty, no control characters)."""
+    if not NAME_RE.fullmatch(name) or name.strip() != name:
         where = "" if given else f" (the study file's name without .toml; set name = \"...\" in the file)"
-        raise _err(path, "name", f"{name!r}{where} is not a plain name; allowed: 1-200 letters, digits, '.', '_' "
-                                 "or '-', not starting with '.'")
+        raise _err(path, "name", f"{name!r}{where} is not a plain name; allowed: 1-200 characters without '/', "
+                                 "'\\' or control characters, not starting with '.' or a space")
     return name
 
 

@@ -125,6 +125,10 @@ def check_existing(path, study, networks_per_task, resume, overwrite, backend=No
             raise ConfigError("resume", f"{path} was made from other contents of {changed}: the input data changed "
                                         "since, and resuming would mix results of both; use another --out or "
                                         "--overwrite")
+        if study.inputs and "input_files" not in attrs:
+            raise ConfigError("resume", f"{path} was written before spingpu recorded the contents of a study's data "
+                                        "files, so it cannot be checked against them; rerun it with --overwrite "
+                                        "or use another --out")
         raise ConfigError("resume", f"{path} holds the results of a different study (or of a changed study file); "
                                     "use another --out or --overwrite")
     if attrs.get("spingpu_version") != __version__:

@@ -14,10 +14,12 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 
+import numbers
+
 import numpy as np
 
 from ..devices import Readout, Variability
-from ..errors import ConfigError, _short, check_choice, check_range
+from ..errors import ConfigError, _short, check_choice, check_items, check_range
 
 MTJ_MODES = ("fd_forward", "fd_single", "fd_symmetric", "model", "oracle")
 DIGITAL_MODES = ("tanh", "relu", "sigmoid")
@@ -149,11 +151,9 @@ class TrainConfig:
 
     def __post_init__(self):
         hidden = self.hidden
-        if np.isscalar(hidden) and not isinstance(hidden, (str, bytes)):
+        if isinstance(hidden, (numbers.Integral, np.ndarray)) and np.ndim(hidden) == 0:
             hidden = (hidden,)  # one hidden layer of that width
-        if isinstance(hidden, (str, bytes)) or not hasattr(hidden, "__len__"):
-            raise ConfigError("hidden", f"expected hidden layer widths (a tuple of integers), got {_short(hidden)}")
-        hidden = tuple(hidden)
+        hidden = check_items("hidden", hidden, None, "hidden layer widths (a tuple of integers)")
         if not 1 <= len(hidden) <= 16:
             raise ConfigError("hidden", f"{len(hidden)} hidden layers; allowed: 1 to 16")
         _put(self, "hidden", tuple(check_range("hidden", w, 1, 65536, integer=True) for w in hidden))
@@ -169,9 +169,7 @@ class TrainConfig:
                     "a Schedule or text: constant, step:EVERY:GAMMA, exp:GAMMA, cosine")
         _put(self, "weight_decay", check_range("weight_decay", self.weight_decay, 0.0, 10.0))
         _put(self, "momentum", check_range("momentum", self.momentum, 0.0, 1.0, high_open=True))
-        betas = self.adam_betas
-        if isinstance(betas, (str, bytes)) or not hasattr(betas, "__len__") or len(betas) != 2:
-            raise ConfigError("adam_betas", f"expected two numbers (beta1, beta2), got {_short(betas)}")
+        betas = check_items("adam_betas", self.adam_betas, 2, "two numbers (beta1, beta2)")
         _put(self, "adam_betas", tuple(check_range(f"adam_betas[{k}]", b, 0.0, 1.0, high_open=True)
                                        for k, b in enumerate(betas)))
         _put(self, "adam_eps", check_range("adam_eps", self.adam_eps, 0.0, 1.0, low_open=True))
