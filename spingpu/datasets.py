@@ -498,26 +498,41 @@ def _mnist_folder(data_dir):
     return path
 
 
+def _idx_files(folder):
+    """{key: path} of the MNIST IDX files (each plain, else gzipped) present in ``folder``."""
+    found = {}
+    for key, base in MNIST_FILES.items():
+        for candidate in (base, base + ".gz"):
+            if os.path.isfile(os.path.join(folder, candidate)):
+                found[key] = os.path.join(folder, candidate)
+                break
+    return found
+
+
+def mnist_files(path):
+    """The files the MNIST loader reads from ``path`` (a folder, or an .npz named directly): the
+    four IDX files where all are there ({key: path}), else mnist.npz ({"npz": path}); {} if
+    neither is there."""
+    if os.path.isfile(path):
+        return {"npz": path}
+    found = _idx_files(path) if os.path.isdir(path) else {}
+    if len(found) == len(MNIST_FILES):
+        return found
+    npz = os.path.join(path, "mnist.npz")
+    return {"npz": npz} if os.path.isfile(npz) else {}
+
+
 def _load_mnist(data_dir, *, seed, val_fraction, max_train):
     folder = _mnist_folder(data_dir)
-    if os.path.isfile(folder):  # data_dir named the .npz itself
-        arrays = _read_mnist_npz(folder)
+    files = mnist_files(folder)
+    if "npz" in files:
+        arrays = _read_mnist_npz(files["npz"])
+    elif files:
+        arrays = {key: _read_idx(files[key], images=key.startswith("x")) for key in MNIST_FILES}
     else:
-        found = {}
-        for key, base in MNIST_FILES.items():
-            for candidate in (base, base + ".gz"):
-                if os.path.isfile(os.path.join(folder, candidate)):
-                    found[key] = os.path.join(folder, candidate)
-                    break
-        npz = os.path.join(folder, "mnist.npz")
-        if len(found) == len(MNIST_FILES):
-            arrays = {key: _read_idx(found[key], images=key.startswith("x")) for key in MNIST_FILES}
-        elif os.path.isfile(npz):
-            arrays = _read_mnist_npz(npz)
-        else:
-            missing = [MNIST_FILES[k] + "[.gz]" for k in MNIST_FILES if k not in found]
-            raise ConfigError("data_dir", f"no MNIST data in {folder!r}: expected the four IDX files "
-                                          f"or mnist.npz; missing {', '.join(missing)} and mnist.npz")
+        missing = [MNIST_FILES[k] + "[.gz]" for k in MNIST_FILES if k not in _idx_files(folder)]
+        raise ConfigError("data_dir", f"no MNIST data in {folder!r}: expected the four IDX files "
+                                      f"or mnist.npz; missing {', '.join(missing)} and mnist.npz")
     x_train, y_train = arrays["x_train"], arrays["y_train"]
     x_test, y_test = arrays["x_test"], arrays["y_test"]
     for split, xs, ys in (("training", x_train, y_train), ("test", x_test, y_test)):

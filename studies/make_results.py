@@ -39,16 +39,13 @@ def open_store(runs, name, quiet=False):
     whose recorded ``study_name`` is ``name`` (a run written with ``--out OTHER.zarr``)."""
     path = Path(runs) / f"{name}.zarr"
     if not path.exists():
-        import zarr
+        from spingpu.studies.store import store_attrs
 
         found = []
         for other in sorted(Path(runs).glob("*.zarr")):
             if other.stem.endswith("_noadc"):  # the same study run without its ADC: a variant, not the study
                 continue
-            try:
-                attrs = dict(zarr.open_group(str(other), mode="r").attrs)
-            except Exception:  # not a zarr group (or unreadable): not a store of ours
-                continue
+            attrs = store_attrs(other)  # {} where it is not a zarr group
             if attrs.get("study_name") == name:
                 found.append((attrs.get("created", ""), str(other)))
         if not found:

@@ -237,7 +237,7 @@ def input_files(data):
     the MNIST files of data_dir (or SPINGPU_DATA), and model.iv_csv; those that exist."""
     import os
 
-    from ..datasets import MNIST_FILES
+    from ..datasets import mnist_files
 
     files = []
     dataset, model = data.get("dataset", {}), data.get("model", {})
@@ -247,26 +247,10 @@ def input_files(data):
     if name == "mnist":
         folder = dataset.get("data_dir") or os.environ.get("SPINGPU_DATA")
         if folder:
-            folder = os.path.expanduser(str(folder))
-            if os.path.isfile(folder):
-                files.append(folder)
-            else:  # as the loader: the four IDX files (or their .gz) where all are there, else mnist.npz
-                found = []
-                for base in MNIST_FILES.values():
-                    found += [c for c in (os.path.join(folder, base), os.path.join(folder, base + ".gz"))
-                              if os.path.isfile(c)][:1]
-                files += found if len(found) == len(MNIST_FILES) else [os.path.join(folder, "mnist.npz")]
+            files += mnist_files(os.path.expanduser(str(folder))).values()
     if isinstance(model.get("iv_csv"), str):
         files.append(model["iv_csv"])
     return [str(Path(f).resolve()) for f in files if Path(f).is_file()]
-
-
-def file_sha256(path, chunk=1 << 20):
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def input_hashes(study):
@@ -283,7 +267,8 @@ def input_hashes(study):
     hashes = []
     for path in sorted(paths):
         try:
-            hashes.append((path, file_sha256(path)))
+            with open(path, "rb") as handle:
+                hashes.append((path, hashlib.file_digest(handle, "sha256").hexdigest()))
         except OSError as err:
             raise _err(study.path, "", f"cannot read the data file {path}: {err.strerror or err}") from None
     return tuple(hashes)
