@@ -1,9 +1,10 @@
 """One script for a GPU node: the CUDA engines checked against the CPU engines, then timed.
 
-Needs NumPy, Numba, numba-cuda, CuPy and xarray; no Dask, no scikit-learn, no network, installs
-nothing. From a source checkout (the repository root is put on sys.path):
+Needs NumPy, Numba, numba-cuda, CuPy and xarray; no Dask, no scikit-learn, no SciPy, no threadpoolctl,
+no network, installs nothing (a test runs it with those hidden). From a source checkout (the
+repository root is put on sys.path):
 
-    python benchmarks/gpu_check.py                 # about 2-4 minutes on an H100/H200-class GPU
+    python benchmarks/gpu_check.py                 # about 3-4 minutes on an H100/H200-class GPU
     OUT=/some/dir python benchmarks/gpu_check.py   # also writes /some/dir/gpu_check.json
     python benchmarks/gpu_check.py --simulate      # tiny sizes in Numba's CUDA simulator (CI's smoke test)
 
@@ -18,14 +19,13 @@ element required to be overwritten):
              same for networks 1 and 129 of an odd-sized 7-66-3 problem, whose GEMM operands sit at
              offsets that are not multiples of 256 bytes (grouped_matmul's aligned copies)
 
+First a preflight of a few seconds (one Numba kernel on CuPy arrays through Device.launch, one CuPy
+matmul): if the GPU stack does not work, the script says so and stops at once.
+
 Timings (copy, pair kernel and SGEMM: CUDA events, best of 5; the rest: wall time with the GPU
 synchronised at both ends; compilation excluded and reported; Iris's "compile" also holds the
 host-side set-up, sampling every network's junctions and initial weights):
 
-  iris       4-8-3 fd_forward, full batch of 90 samples, 200 epochs, at 1e4 and 1e5 networks, 1e5 again
-             with the kernel compiled for >= 3 and >= 4 resident blocks per SM (launch bounds; the
-             numbers must equal the compiler's choice), and 1e6 with the fastest: network-epochs/s and
-             registers (a run predicted to exceed --budget seconds is skipped and said so)
   copy       device-to-device copy bandwidth of a 1 GiB buffer, (read + write bytes) / s
   pair       the pair kernel on (N, B, U) = (512, 128, 256) float32: bytes of z in, h / used / exact out,
              junction parameters in, over its time, and that over the copy bandwidth
@@ -37,10 +37,20 @@ host-side set-up, sampling every network's junctions and initial weights):
              TFLOP/s of its matrix products over SGEMM's (2 B (3 sum(fan_in fan_out) - F_0 U_1) flop per
              network-step: forward, weight gradients, and deltas through every layer but the first)
   macrospin  the LLGS kernel: junction-steps/s, and its resistances against the CPU kernel's
+  iris       4-8-3 fd_forward, full batch of 90 samples, 200 epochs, at 1e4, 1e5 and 1e6 networks, 1e5
+             again with the kernel compiled for >= 3 and >= 4 resident blocks per SM (launch bounds;
+             the numbers must equal the compiler's choice), and 1e6 again with the fastest if that is
+             a launch bound: network-epochs/s and registers (a run predicted to exceed --budget
+             seconds or the time left before --deadline is skipped and said so)
 
-Each part runs on its own: one that raises is recorded under "errors" (traceback printed) and the
-others still run; the JSON is rewritten after every part. Exit status 1 if a check fails or a part
-raised.
+The parts run in the order above (checks, then timings), iris last: it is the longest, and each of its runs is sized to the
+time left. Each part runs on its own: one that raises is recorded under "errors" (traceback printed)
+and the others still run, unless the CUDA context no longer works after it (the preflight is run
+again to see), when the later parts are skipped and said to be; the GPU is synchronised at the end
+of each part, so that an asynchronous kernel error is charged to the part that caused it. No part
+starts after --deadline seconds (skipped, and said so), and a hang ends the script with every
+thread's stack after --hang-after seconds. The JSON is rewritten after every part. Exit status 1 if
+a check fails, a part raised or was skipped.
 """
 
 from __future__ import annotations
@@ -79,17 +89,66 @@ def parse():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--simulate", action="store_true", help="tiny sizes in Numba's CUDA simulator")
     p.add_argument("--budget", type=float, default=90.0, help="skip an Iris run predicted to take longer (s)")
+    p.add_argument("--deadline", type=float, default=270.0,
+                   help="seconds after the start past which no further part or Iris run starts (default 270)")
+    p.add_argument("--hang-after", type=float, default=None,
+                   help="print every thread's stack and exit with status 70 after this many seconds "
+                        "(a kernel that never ends; default: the deadline + 150)")
     p.add_argument("--seed", type=int, default=None, help="seed of the random inputs (default: from the clock)")
     return p.parse_args()
 
 
 def blobs(rng, n, features, classes, name):
-    from spingpu import from_arrays
+    """Gaussian blobs, one centre per class, split 60 / 20 / 20 (Iris's 90 / 30 / 30 at n = 150) as
+    drawn: ``from_splits`` needs no scikit-learn, which a bare GPU node may lack."""
+    from spingpu import from_splits
 
     centres = rng.normal(0, 1.5, (classes, features))
-    y = np.arange(n) % classes
-    x = centres[y] + rng.normal(0, 1.0, (n, features))
-    return from_arrays(x, y, name=name, seed=int(rng.integers(1 << 30)))
+    parts = []
+    for rows in (n - 2 * (n // 5), n // 5, n // 5):
+        y = np.arange(rows) % classes
+        parts += [centres[y] + rng.normal(0, 1.0, (rows, features)), y]
+    return from_splits(*parts, name=name)
+
+
+def versions():
+    """The versions of what the GPU code runs on (None where a package is missing)."""
+    import platform
+    from importlib import metadata
+
+    out = dict(python=platform.python_version())
+    for name in ("numpy", "numba", "numba-cuda", "cupy-cuda13x", "cupy-cuda12x", "xarray"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    try:
+        import cupy
+
+        out["cupy"] = cupy.__version__
+        out["cuda_driver"] = cupy.cuda.runtime.driverGetVersion()
+        out["cuda_runtime"] = cupy.cuda.runtime.runtimeGetVersion()
+    except Exception as err:  # no CuPy, or no driver: said, not fatal here
+        out["cupy"] = f"unavailable ({type(err).__name__}: {err})"
+    return out
+
+
+def preflight(device, sim):
+    """A few seconds' proof that kernels run at all before the long parts: a Numba kernel of the
+    batched engine (``network_mean``) launched on CuPy arrays through ``Device.launch``, and a CuPy
+    ``matmul``, both checked against NumPy."""
+    from spingpu.kernels import batched_cuda
+
+    xp = device.xp
+    rows = np.arange(3000.0).reshape(300, 10)
+    means = xp.full(300, np.nan)
+    device.launch(batched_cuda.network_mean, batched_cuda.blocks(300), batched_cuda.THREADS, device.put(rows), means)
+    m = np.arange(6.0).reshape(2, 3)
+    prod = device.get(xp.matmul(device.put(m), device.put(m.T.copy())))
+    device.synchronize()
+    if not (np.array_equal(device.get(means), rows.mean(axis=1)) and np.array_equal(prod, m @ m.T)):
+        raise RuntimeError("a Numba kernel or a CuPy matmul gave wrong numbers")
+    return dict(ok=True)
 
 
 def attempt(fn, *fn_args, **fn_kwargs):
@@ -256,11 +315,13 @@ def kernel_registers(kernel):
     return max(regs.values(), default=None) if isinstance(regs, dict) else regs
 
 
-def time_iris(rng, device, sim, budget):
-    """Network-epochs/s of the fused kernel: 1e4 and 1e5 networks with the compiler's register
-    choice, 1e5 with each launch bound of FUSED_MIN_BLOCKS (same numbers expected: only the register
-    allocation differs), then 1e6 with the fastest of them. A run predicted (from the last rate) to
-    exceed ``budget`` seconds is skipped, and a run that raises is recorded as an error row."""
+def time_iris(rng, device, sim, budget, remaining):
+    """Network-epochs/s of the fused kernel: 1e4, 1e5 and 1e6 networks with the compiler's register
+    choice (the target's row first), then 1e5 with each launch bound of FUSED_MIN_BLOCKS (same
+    numbers expected: only the register allocation differs), and 1e6 again with the fastest of them
+    if that is not the compiler's choice. A run predicted (from the last rate) to exceed ``budget``
+    seconds or the ``remaining()`` time is skipped, and a run that raises is recorded as an error
+    row."""
     from spingpu import Readout, Variability
     from spingpu.cuda_kernels import FUSED_MIN_BLOCKS
     from spingpu.devices import get_model
@@ -277,8 +338,11 @@ def time_iris(rng, device, sim, budget):
 
     def run(n, min_blocks):
         row = dict(networks=n, epochs=epochs, min_blocks_per_sm=min_blocks)
-        if state["rate"] is not None and n * epochs / state["rate"] > budget:
-            row["skipped"] = f"predicted {n * epochs / state['rate']:.0f} s > budget {budget:.0f} s"
+        left = remaining()
+        predicted = None if state["rate"] is None else n * epochs / state["rate"]
+        if left <= 0 or (predicted is not None and predicted > min(budget, left)):
+            row["skipped"] = (f"past the deadline" if left <= 0 else f"predicted {predicted:.0f} s > "
+                              f"{'budget' if budget <= left else 'time left'} {min(budget, left):.0f} s")
             rows.append(row)
             return row
         backend = fused_backend(sim, min_blocks)
@@ -306,12 +370,16 @@ def time_iris(rng, device, sim, budget):
 
     small, large, full = (1, 2, 3) if sim else (10**4, 10**5, 10**6)
     run(small, None)
-    timed = [run(large, k) for k in (None, *FUSED_MIN_BLOCKS)]
+    timed = [run(large, None)]
+    run(full, None)
+    state["rate"] = timed[0].get("network_epochs_per_s")
+    timed += [run(large, k) for k in FUSED_MIN_BLOCKS]
     timed = [row for row in timed if "network_epochs_per_s" in row]
     if timed:
         best = max(timed, key=lambda row: row["network_epochs_per_s"])
-        state["rate"] = best["network_epochs_per_s"]
-        run(full, best["min_blocks_per_sm"])
+        if best["min_blocks_per_sm"] is not None:
+            state["rate"] = best["network_epochs_per_s"]
+            run(full, best["min_blocks_per_sm"])
     return rows
 
 
@@ -475,19 +543,28 @@ def main():
     args = parse()
     if args.simulate:
         os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
-    import numba
+    import faulthandler
 
     import spingpu
     from spingpu.training.cuda_engine import Device
 
+    # a kernel that never ends: every thread's stack, and an exit well inside the device's per-command limit
+    faulthandler.dump_traceback_later(args.hang_after or args.deadline + 150, exit=True, file=sys.__stderr__)
+    try:
+        return checked_and_timed(args, spingpu, Device)
+    finally:
+        faulthandler.cancel_dump_traceback_later()
+
+
+def checked_and_timed(args, spingpu, Device):
+    """The checks and timings; the exit status."""
     seed = args.seed if args.seed is not None else int(time.time_ns() % (1 << 31))
     rng = np.random.default_rng(seed)
-    device = Device(simulator=args.simulate)
-    print(f"spingpu {spingpu.__version__}, numba {numba.__version__}, numpy {np.__version__}; device: {device.name}; "
-          f"random inputs seed {seed}", flush=True)
     t0 = time.perf_counter()
-    results = dict(device=device.name, seed=seed, checks=[], errors={})
+    results = dict(spingpu=spingpu.__version__, versions=versions(), device=None, seed=seed, checks=[], errors={},
+                   skipped={})
     out = Path(os.environ["OUT"]) / "gpu_check.json" if os.environ.get("OUT") else None
+    print(f"spingpu {spingpu.__version__}; {results['versions']}; random inputs seed {seed}", flush=True)
 
     def save():
         """The JSON so far: a section that crashes or a run cut short keeps what came before."""
@@ -498,27 +575,67 @@ def main():
             part.write_text(json.dumps(results, indent=2, default=float))
             part.replace(out)
 
+    def remaining():
+        return args.deadline - (time.perf_counter() - t0)
+
+    device, error = attempt(Device, simulator=args.simulate)
+    if error is None:
+        results["device"] = device.name
+        print(f"device: {device.name}", flush=True)
+        _, error = attempt(preflight, device, args.simulate)
+    if error is not None:  # nothing else can run: say so at once, without spending the device's time
+        results["errors"]["preflight"] = error
+        save()
+        print(f"preflight FAILED: {error}")
+        return 1
+    state = dict(lost=None)  # the part after which the CUDA context no longer works
+
+    def healthy(key):
+        """False once a part has left the device unusable (an illegal address or a launch failure is
+        sticky: every later CUDA call fails with it), so that later parts are not blamed for it."""
+        if state["lost"] is None:
+            _, error = attempt(preflight, device, args.simulate)
+            if error is not None:
+                state["lost"] = key
+        return state["lost"] is None
+
     def section(key, fn, *fn_args):
-        results[key], error = attempt(fn, *fn_args)
+        if state["lost"] is not None or remaining() <= 0:
+            results["skipped"][key] = (f"the CUDA context was lost in '{state['lost']}'" if state["lost"]
+                                       else f"past the deadline of {args.deadline:.0f} s")
+            print(f"  {key}: skipped, {results['skipped'][key]}", flush=True)
+            save()
+            return None
+
+        def run():
+            value = fn(*fn_args)
+            device.synchronize()  # an asynchronous kernel error belongs to this part, not the next
+            return value
+
+        value, error = attempt(run)
         if error is not None:
             results["errors"][key] = error
+            healthy(key)
+        results[key] = value
         save()
-        return results[key]
+        return value
 
     for key in ("fused", "pair", "batched"):
-        check, error = attempt(globals()[f"check_{key}"], rng, device, args.simulate)
-        if error is not None:
+        check = section(f"check_{key}", globals()[f"check_{key}"], rng, device, args.simulate)
+        if check is None:
+            error = results["errors"].get(f"check_{key}") or results["skipped"].get(f"check_{key}")
             check = dict(name=key, ok=False, detail=f"error: {error}")
+        results.pop(f"check_{key}", None)
         results["checks"].append(check)
         save()
         print(f"  check {check['name']:<20} {'ok' if check['ok'] else 'FAILED'}: {check['detail']}", flush=True)
     checks = results["checks"]
-    iris = section("iris", time_iris, rng, device, args.simulate, args.budget) or []
     none = dict(copy_GBps=None, pair_GBps=None, pair_over_copy=None, sgemm_TFLOPs=None)
     bandwidth = section("bandwidth", time_bandwidth, rng, device, args.simulate) or none
     launch = section("launch", time_launch, rng, device, args.simulate)
     mnist = section("mnist", time_mnist, rng, device, args.simulate, bandwidth["sgemm_TFLOPs"]) or []
     macrospin = section("macrospin", time_macrospin, device, args.simulate)
+    iris = section("iris", time_iris, rng, device, args.simulate, args.budget, remaining) or []
 
     def fmt(v, spec):
         return "n/a" if v is None else format(v, spec)
@@ -556,9 +673,11 @@ def main():
               f"{macrospin['max_abs_diff_ohm']:.1e} ohm) | >= 1e10 |")
     for key, error in results["errors"].items():
         print(f"| {key} | ERROR: {error} | |")
+    for key, why in results["skipped"].items():
+        print(f"| {key} | skipped: {why} | |")
     save()
     print(f"\ntotal {results['seconds']:.0f} s" + (f"; wrote {out}" if out is not None else ""))
-    return 0 if all(c["ok"] for c in checks) and not results["errors"] else 1
+    return 0 if all(c["ok"] for c in checks) and not results["errors"] and not results["skipped"] else 1
 
 
 if __name__ == "__main__":

@@ -16,9 +16,11 @@ broadcast loads). Random numbers come from the same Philox streams as on the CPU
 ``grad_cosine`` and ``deriv_rel_err`` (median by a bitonic sort of the last batch's relative errors
 in a global scratch row per block) are computed as on the CPU.
 
-Shared memory per block, in float64 words: 3 W + 2 U P + (H + 1 + L) T M + T, with W weights,
-U hidden units, P junction parameters, H hidden layers, L = H + 1 weight layers and M the widest
-layer; :func:`fused_cuda_layout` picks the largest T in (128, 64, 32) that fits the 48 KiB a
+Shared memory per block, in float64 words: 3 W + 2 U P + 2 L T M + T + 2, with W weights,
+U hidden units, P junction parameters, L weight layers and M the widest layer rounded up to an odd
+number: thread t's row of activations or deltas starts M words after thread t - 1's, and with M
+odd the 16 threads of a half-warp read 8-byte words in 16 different pairs of the 32 four-byte
+banks (with M = 8, as for Iris, eight threads would share each pair); :func:`fused_cuda_layout` picks the largest T in (128, 64, 32) that fits the 48 KiB a
 kernel may use without opting in to more, or says that the network does not fit.
 """
 
@@ -71,12 +73,18 @@ class FusedLayout:
         return shared_words(self.sizes, self.n_params, self.threads)
 
 
+def row_words(sizes):
+    """Words from one thread's row of activations or deltas to the next: the widest layer, rounded
+    up to an odd number (no shared-memory bank conflicts, see the module docstring)."""
+    return max(sizes) | 1
+
+
 def shared_words(sizes, n_params, threads):
     """float64 words of shared memory a block uses (see the module docstring)."""
     n_w = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
     n_layers = len(sizes) - 1
     units = max(sum(sizes[1:-1]), 1)
-    return 3 * n_w + 2 * units * n_params + (2 * n_layers) * threads * max(sizes) + threads + 2
+    return 3 * n_w + 2 * units * n_params + (2 * n_layers) * threads * row_words(sizes) + threads + 2
 
 
 def fused_cuda_layout(sizes, n_params, batch, threads=None, min_blocks=None):
@@ -110,6 +118,7 @@ def make_fused_cuda(pair_neuron, layout: FusedLayout):
     N_LAYERS = len(sizes_t) - 1
     N_HIDDEN = max(N_LAYERS - 1, 1)
     MAX_W = max(sizes_t)
+    ROW = row_words(sizes_t)
     N_OUT = sizes_t[-1]
     HIDDEN_UNITS = layout.hidden_units
     UNITS = max(HIDDEN_UNITS, 1)
@@ -179,8 +188,8 @@ def make_fused_cuda(pair_neuron, layout: FusedLayout):
         gs = cuda.shared.array(N_W, F64)
         ges = cuda.shared.array(N_W, F64)
         junc = cuda.shared.array((JUNC_ROWS, P), F64)  # junction m of hidden unit j: row 2 j + m
-        act = cuda.shared.array((N_LAYERS, T, MAX_W), F64)
-        D = cuda.shared.array((N_LAYERS, T, MAX_W), F64)
+        act = cuda.shared.array((N_LAYERS, T, ROW), F64)
+        D = cuda.shared.array((N_LAYERS, T, ROW), F64)
         lossb = cuda.shared.array(T, F64)
         count = cuda.shared.array(2, numba.int64)
 

@@ -62,6 +62,30 @@ def cuda_simulator_enabled():
     return os.environ.get("NUMBA_ENABLE_CUDASIM", "0") not in ("", "0")
 
 
+def missing_cuda_packages(need_cupy=True):
+    """The packages the GPU backend needs and this environment lacks: numba-cuda (Numba's own
+    ``numba.cuda`` lacks what the kernels use, e.g. launch bounds) and, to run on a GPU, CuPy."""
+    from importlib.util import find_spec
+
+    missing = [] if find_spec("numba_cuda") is not None else ["numba-cuda"]
+    if need_cupy and find_spec("cupy") is None:
+        missing.append("cupy")
+    return missing
+
+
+def _cuda_unavailable():
+    """Why ``cuda`` cannot run here, as a ConfigError for the field ``backend``; None if it can."""
+    if cuda_simulator_enabled():
+        return None
+    missing = missing_cuda_packages()
+    if missing:
+        return ConfigError("backend", f"'cuda' needs {' and '.join(missing)}: pip install 'spingpu[gpu]' (or "
+                                      "'spingpu[gpu-cuda12]' for a CUDA 12 driver); allowed here: auto, numpy, cpu")
+    if not cuda_gpus():
+        return ConfigError("backend", "'cuda' needs a CUDA GPU, and none is visible; allowed here: auto, numpy, cpu")
+    return None
+
+
 @cache
 def gpu_devices():
     """(name, (major, minor) compute capability, total bytes) of each CUDA GPU visible to Numba
@@ -75,18 +99,29 @@ def gpu_devices():
             return ()
         devices = []
         for dev in cuda.list_devices():
-            with dev:
-                free, total = cuda.current_context().get_memory_info()
             name = dev.name.decode() if isinstance(dev.name, bytes) else str(dev.name)
-            devices.append((name, tuple(dev.compute_capability), int(total)))
+            devices.append((name, tuple(dev.compute_capability), _total_memory(dev)))
         return tuple(devices)
     except Exception:  # no numba-cuda, no driver, a broken install: no GPU for us
         return ()
 
 
+def _total_memory(dev):
+    """Total bytes of a Numba CUDA device, None if its context cannot be entered here (Numba
+    refuses to switch a thread's context to a second GPU once it has used one)."""
+    from numba import cuda
+
+    try:
+        with dev:
+            return int(cuda.current_context().get_memory_info()[1])
+    except Exception:
+        return None
+
+
 def cuda_gpus():
     """Descriptions of the CUDA GPUs visible to Numba (empty without a GPU or driver)."""
-    return tuple(f"{name} (cc {cc[0]}.{cc[1]}, {total / 2**30:.1f} GiB)" for name, cc, total in gpu_devices())
+    return tuple(f"{name} (cc {cc[0]}.{cc[1]}" + ("" if total is None else f", {total / 2**30:.1f} GiB") + ")"
+                 for name, cc, total in gpu_devices())
 
 
 def available_backends():
@@ -95,23 +130,27 @@ def available_backends():
 
     sim = cuda_simulator_enabled()
     gpus = cuda_gpus()
+    missing = missing_cuda_packages()
     cuda_detail = ("Numba CUDA simulator (NUMBA_ENABLE_CUDASIM=1)" if sim else
-                   "; ".join(gpus) if gpus else "no CUDA GPU found")
+                   ("; ".join(gpus) if gpus else "no CUDA GPU found") +
+                   (f"; {' and '.join(missing)} not installed" if missing else ""))
     return [
         ("numpy", True, "NumPy reference engine"),
         ("cpu", True, f"Numba {numba.__version__}, {numba.config.NUMBA_NUM_THREADS} threads"),
-        ("cuda", sim or bool(gpus), cuda_detail),
+        ("cuda", sim or (bool(gpus) and not missing), cuda_detail),
     ]
 
 
 def get_backend(name="auto"):
-    """The backend called ``name``; ``auto`` is ``cuda`` when a CUDA GPU is visible, else ``cpu``."""
+    """The backend called ``name``; ``auto`` is ``cuda`` when a CUDA GPU is visible and the GPU
+    packages (numba-cuda, CuPy) are installed, else ``cpu``."""
     if name == "auto":
-        return Backend("cuda") if cuda_gpus() else Backend("cpu")
+        return Backend("cuda") if not missing_cuda_packages() and cuda_gpus() else Backend("cpu")
     backend = Backend(name)
     if name == "cuda":
         if cuda_simulator_enabled():
             return Backend("cuda", simulator=True)
-        if not cuda_gpus():
-            raise ConfigError("backend", "'cuda' needs a CUDA GPU, and none is visible; allowed here: auto, numpy, cpu")
+        unavailable = _cuda_unavailable()
+        if unavailable is not None:
+            raise unavailable
     return backend

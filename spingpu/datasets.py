@@ -39,7 +39,9 @@ Datasets (``load_dataset(name)``):
   strings; they are mapped to ``0 .. K-1`` in sorted order (numeric order for integers) and the
   original values are kept in ``Dataset.class_names``.
 
-``from_arrays(x, y)`` does the same splitting and standardisation for arrays from Python.
+``from_arrays(x, y)`` does the same splitting and standardisation for arrays from Python;
+``from_splits(x_train, y_train, x_val, y_val, x_test, y_test)`` takes splits made by the user as
+they are and standardises them (no scikit-learn needed).
 
 Bad input raises :class:`spingpu.errors.ConfigError` naming the field (``dataset``, ``data_dir``,
 ``mnist``, ``x``, ``y``, ``seed``, ``val_fraction``, ...).
@@ -166,29 +168,36 @@ def from_arrays(x, y, *, name="arrays", seed=0, val_fraction=0.2, test_fraction=
     """
     seed = _check_seed(seed)
     val_fraction, test_fraction = _check_fractions(val_fraction, test_fraction)
-    try:
-        xa = np.asarray(x)
-    except (TypeError, ValueError) as err:  # ragged lists
-        raise ConfigError("x", f"expected a 2-D numeric array (rows, features): {_one_line(err)}") from None
-    if xa.ndim != 2:
-        raise ConfigError("x", f"expected a 2-D array (rows, features), got shape {xa.shape}")
-    if xa.dtype.kind not in "biuf":
-        raise ConfigError("x", f"expected real numbers, got dtype {xa.dtype}")
-    xa = xa.astype(np.float64)
-    if xa.shape[0] == 0 or xa.shape[1] == 0:
-        raise ConfigError("x", f"expected at least one row and one feature, got shape {xa.shape}")
-    if not np.all(np.isfinite(xa)):
-        bad = np.argwhere(~np.isfinite(xa))[0]
-        raise ConfigError("x", f"expected finite values, found {xa[bad[0], bad[1]]} at row {bad[0]}, "
-                               f"column {bad[1]}")
-    ya = np.asarray(y)
-    if ya.ndim != 1:
-        raise ConfigError("y", f"expected a 1-D array of labels, got shape {ya.shape}")
-    if len(ya) != len(xa):
-        raise ConfigError("y", f"has {len(ya)} labels but x has {len(xa)} rows")
+    xa, ya = _check_table(x, y, "x", "y")
     codes, names = _encode_labels(ya, "y")
     return _build(str(name), xa, codes, names, seed=seed, val_fraction=val_fraction,
                   test_fraction=test_fraction, max_train=None, field="y")
+
+
+def from_splits(x_train, y_train, x_val, y_val, x_test, y_test, *, name="arrays") -> Dataset:
+    """A :class:`Dataset` from splits the user made: features (rows, features) and labels (rows,)
+    of the training, validation and test sets, used as given (no shuffling, no stratification).
+
+    Labels are mapped to ``0 .. K-1`` in sorted order over all three splits (originals in
+    ``class_names``); the standardisation is fitted on ``x_train`` as in :func:`load_dataset`.
+    Raises ConfigError naming the argument (``x_val``, ``y_test``, ...) for wrong shapes, non-finite
+    or non-numeric features, a split without rows, feature counts that differ from ``x_train``'s,
+    or fewer than 2 classes.
+    """
+    splits = [_check_table(x, y, f"x_{part}", f"y_{part}")
+              for part, x, y in (("train", x_train, y_train), ("val", x_val, y_val), ("test", x_test, y_test))]
+    for part, (xa, _) in zip(("val", "test"), splits[1:]):
+        if xa.shape[1] != splits[0][0].shape[1]:
+            raise ConfigError(f"x_{part}", f"has {xa.shape[1]} features and x_train {splits[0][0].shape[1]}; "
+                                           "the splits must have the same features")
+    labels = [ya for _, ya in splits]
+    if len({ya.dtype.kind in "biuf" for ya in labels}) > 1:
+        raise ConfigError("y_train", "the labels of the splits must all be numbers or all be strings")
+    codes, names = _encode_labels(np.concatenate(labels), "y_train")
+    ends = np.cumsum([len(ya) for ya in labels])
+    c_tr, c_va, c_te = np.split(codes, ends[:-1])
+    (x_tr, _), (x_va, _), (x_te, _) = splits
+    return _finish(str(name), x_tr, c_tr, x_va, c_va, x_te, c_te, len(names), names)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -197,6 +206,31 @@ def from_arrays(x, y, *, name="arrays", seed=0, val_fraction=0.2, test_fraction=
 
 def _allowed():
     return ", ".join(DATASETS) + ", csv:PATH"
+
+
+def _check_table(x, y, field_x, field_y):
+    """(float64 features, labels) of one table after the checks of :func:`from_arrays`."""
+    try:
+        xa = np.asarray(x)
+    except (TypeError, ValueError) as err:  # ragged lists
+        raise ConfigError(field_x, f"expected a 2-D numeric array (rows, features): {_one_line(err)}") from None
+    if xa.ndim != 2:
+        raise ConfigError(field_x, f"expected a 2-D array (rows, features), got shape {xa.shape}")
+    if xa.dtype.kind not in "biuf":
+        raise ConfigError(field_x, f"expected real numbers, got dtype {xa.dtype}")
+    xa = xa.astype(np.float64)
+    if xa.shape[0] == 0 or xa.shape[1] == 0:
+        raise ConfigError(field_x, f"expected at least one row and one feature, got shape {xa.shape}")
+    if not np.all(np.isfinite(xa)):
+        bad = np.argwhere(~np.isfinite(xa))[0]
+        raise ConfigError(field_x, f"expected finite values, found {xa[bad[0], bad[1]]} at row {bad[0]}, "
+                                   f"column {bad[1]}")
+    ya = np.asarray(y)
+    if ya.ndim != 1:
+        raise ConfigError(field_y, f"expected a 1-D array of labels, got shape {ya.shape}")
+    if len(ya) != len(xa):
+        raise ConfigError(field_y, f"has {len(ya)} labels but {field_x} has {len(xa)} rows")
+    return xa, ya
 
 
 def _one_line(err):

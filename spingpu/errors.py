@@ -76,6 +76,14 @@ def check_items(field, value, length, expected):
     return tuple(value)
 
 
+def did_you_mean(word, options):
+    """`` (did you mean 'x'?)`` for the closest of ``options`` to a misspelt ``word``, else ``""``."""
+    import difflib
+
+    close = difflib.get_close_matches(str(word), [str(o) for o in options], n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
 def check_choice(field, value, allowed):
     """``value`` if it is one of the strings ``allowed``, else ConfigError listing them."""
     if not isinstance(value, str) or value not in allowed:

@@ -122,7 +122,7 @@ def default_report_path(store):
     return Path(str(store).rstrip("/")).with_suffix(".html")
 
 
-def check_report_targets(html_path, inputs=(), field="o", hint="choose another -o"):
+def check_report_targets(html_path, inputs=(), field="out", hint="choose another -o"):
     """Refuse (ConfigError) to write the report or its CSV over a file the study reads, or over an
     existing file that is not an earlier spingpu report (or summary) of that name."""
     from .outputs import check_writable
@@ -168,7 +168,7 @@ def write_report(store, out=None, threshold=0.9):
     out, csv_path = check_report_targets(out, store_inputs(ds))
     rows = summary_rows(ds, threshold)
     figures = study_figures(ds, threshold)
-    with staged_files(out, csv_path, fields=("o", "o")) as (tmp_html, tmp_csv):
+    with staged_files(out, csv_path, fields=("out", "out")) as (tmp_html, tmp_csv):
         _write_csv(tmp_csv, rows)
         tmp_html.write_text(_html(ds, rows, figures, threshold, csv_path.name))
     return out

@@ -80,15 +80,22 @@ def test_divergence_is_isolated_on_the_gpu(blobs, fragile_model):
     assert_same(cpu.sel(network=nets), gpu)
 
 
-def test_chunks_that_fit_a_tiny_memory_budget_change_nothing(blobs):
+def test_chunks_that_fit_a_tiny_memory_budget_change_nothing(blobs, monkeypatch):
+    from spingpu.training import cuda_engine
+
     cfg = TrainConfig(hidden=(3,), epochs=1, lr=0.05, seed=9, variability=VAR, readout=Readout(read_noise=1e-3))
     nets = np.arange(5)
     whole = train(blobs, cfg, networks=nets, backend=SIM)
-    # the data take ~3.2 kB, a network's arrays ~1.6 kB: one network per chunk
+    # the data take ~3.2 kB, a network's arrays ~1.6 kB: one network per chunk, each read back before
+    # the next is launched (two would not fit)
     tiny = Backend("cuda", simulator=True, block_threads=32, gpu_memory_bytes=5_000)
     chunked = train(blobs, cfg, networks=nets, backend=tiny)
+    # chunks of two networks, each read back while the next trains (the last chunk holds one)
+    monkeypatch.setattr(cuda_engine, "LAUNCH_BLOCKS", 2)
+    overlapped = train(blobs, cfg, networks=nets, backend=Backend("cuda", simulator=True, block_threads=32))
     for name in METRICS:
         np.testing.assert_array_equal(whole[name].values, chunked[name].values, err_msg=name)
+        np.testing.assert_array_equal(whole[name].values, overlapped[name].values, err_msg=name)
 
 
 def test_one_network_too_big_for_the_memory_is_a_clear_error(blobs):
@@ -380,12 +387,20 @@ def test_gpu_check_script_runs_in_the_simulator(tmp_path):
 
     script = Path(__file__).resolve().parent.parent / "benchmarks" / "gpu_check.py"
     env = dict(os.environ, OUT=str(tmp_path))
-    proc = subprocess.run([sys.executable, str(script), "--simulate", "--seed", "5"], capture_output=True, text=True,
-                          env=env, timeout=600)
+    # a bare GPU node has NumPy, Numba, numba-cuda, CuPy and xarray: the others are hidden
+    hide = ("sklearn", "scipy", "threadpoolctl", "dask", "distributed", "zarr", "matplotlib", "tqdm", "mpmath")
+    # (None in sys.modules: an import raises ImportError, importlib.util.find_spec says not installed)
+    runner = (f"import sys, runpy\n"
+              f"sys.modules.update(dict.fromkeys({hide!r}))\n"
+              f"sys.argv = [{str(script)!r}, '--simulate', '--seed', '5']\n"
+              f"runpy.run_path(sys.argv[0], run_name='__main__')\n")
+    proc = subprocess.run([sys.executable, "-c", runner], capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     report = json.loads((tmp_path / "gpu_check.json").read_text())
     assert [c["ok"] for c in report["checks"]] == [True, True, True]
     assert report["device"] == "Numba CUDA simulator" and report["seed"] == 5
+    assert report["errors"] == {} and report["skipped"] == {}
+    assert report["versions"]["numba"] and report["versions"]["numpy"] == np.__version__
     assert all(row["network_epochs_per_s"] > 0 for row in report["iris"])
 
 
@@ -416,8 +431,70 @@ def test_gpu_check_keeps_the_other_numbers_when_a_part_fails(tmp_path, monkeypat
     assert [c["ok"] for c in report["checks"]] == [True, False, True]
     assert report["checks"][1] == dict(name="pair", ok=False, detail="error: RuntimeError: boom")
     assert report["iris"] == iris and report["mnist"] == [] and report["bandwidth"] is None
-    assert report["errors"] == {"bandwidth": "RuntimeError: boom", "macrospin": "RuntimeError: boom"}
+    assert report["errors"] == {"check_pair": "RuntimeError: boom", "bandwidth": "RuntimeError: boom",
+                                "macrospin": "RuntimeError: boom"}
+    assert report["skipped"] == {}
     assert "| bandwidth | ERROR: RuntimeError: boom | |" in capsys.readouterr().out
+
+
+def _gpu_check_module():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "gpu_check.py"
+    spec = importlib.util.spec_from_file_location("gpu_check_under_test", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_gpu_check_skips_what_follows_a_lost_cuda_context(tmp_path, monkeypatch, capsys):
+    """After a part that leaves the device unusable (the preflight, run again, fails), the later parts
+    are skipped and said to be, instead of each failing with the first part's error."""
+    import json
+
+    gpu_check = _gpu_check_module()
+    calls = []
+
+    def preflight(device, sim):  # works at the start, fails once check_pair has run
+        calls.append(1)
+        if len(calls) > 1:
+            raise RuntimeError("CUDA_ERROR_ILLEGAL_ADDRESS")
+        return dict(ok=True)
+
+    def illegal(*args):
+        raise RuntimeError("CUDA_ERROR_ILLEGAL_ADDRESS")
+
+    ok = dict(name="fused vs cpu", ok=True, detail="fine")
+    for name, fn in dict(preflight=preflight, check_fused=lambda *a: ok, check_pair=illegal).items():
+        monkeypatch.setattr(gpu_check, name, fn)
+    monkeypatch.setenv("OUT", str(tmp_path))
+    monkeypatch.setattr("sys.argv", ["gpu_check.py", "--simulate"])
+    assert gpu_check.main() == 1
+    report = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert report["errors"] == {"check_pair": "RuntimeError: CUDA_ERROR_ILLEGAL_ADDRESS"}
+    lost = "the CUDA context was lost in 'check_pair'"
+    assert report["skipped"] == {k: lost for k in ("check_batched", "bandwidth", "launch", "mnist", "macrospin", "iris")}
+    assert [c["ok"] for c in report["checks"]] == [True, False, False] and len(calls) == 2
+    assert f"| iris | skipped: {lost} | |" in capsys.readouterr().out
+
+
+def test_gpu_check_stops_at_a_failed_preflight_and_at_its_deadline(tmp_path, monkeypatch):
+    import json
+
+    gpu_check = _gpu_check_module()
+    monkeypatch.setenv("OUT", str(tmp_path))
+    monkeypatch.setattr("sys.argv", ["gpu_check.py", "--simulate", "--deadline", "0"])
+    monkeypatch.setattr(gpu_check, "preflight", lambda *a: {}.pop("no GPU"))
+    assert gpu_check.main() == 1
+    report = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert report["errors"] == {"preflight": "KeyError: 'no GPU'"} and report["checks"] == []
+    monkeypatch.setattr(gpu_check, "preflight", lambda *a: dict(ok=True))
+    assert gpu_check.main() == 1
+    report = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert report["errors"] == {} and set(report["skipped"]) == {"check_fused", "check_pair", "check_batched",
+                                                                  "bandwidth", "launch", "mnist", "macrospin", "iris"}
+    assert set(report["skipped"].values()) == {"past the deadline of 0 s"}
 
 
 def test_gpu_check_launch_peer_compiles_with_nvrtc_and_assembles():
@@ -452,3 +529,28 @@ def test_cuda_without_a_gpu_is_a_clear_error(blobs, monkeypatch):
     with pytest.raises(ConfigError, match=r"^backend: 'cuda' needs a CUDA GPU, and none is visible; "
                                           r"allowed here: auto, numpy, cpu$"):
         train(blobs, cfg, n_networks=1, backend=Backend("cuda"))
+
+
+def test_cuda_without_the_gpu_packages_is_a_clear_error_and_auto_takes_the_cpu(blobs, monkeypatch, capsys):
+    """A GPU is visible but numba-cuda is missing (Numba's own numba.cuda lacks launch bounds) or
+    CuPy is: ``cuda`` says which to install, ``auto`` takes the CPU, ``info`` says why."""
+    from spingpu import backends
+    from spingpu.cli.main import main
+
+    monkeypatch.setattr(backends, "cuda_simulator_enabled", lambda: False)
+    monkeypatch.setattr(backends, "cuda_gpus", lambda: ("NVIDIA H200 (cc 9.0, 139.8 GiB)",))
+    for missing in (["numba-cuda"], ["cupy"], ["numba-cuda", "cupy"]):
+        monkeypatch.setattr(backends, "missing_cuda_packages", lambda need_cupy=True, m=missing: m)
+        needs = " and ".join(missing)
+        with pytest.raises(ConfigError, match=rf"^backend: 'cuda' needs {needs}: pip install 'spingpu\[gpu\]' "):
+            backends.get_backend("cuda")
+        with pytest.raises(ConfigError, match=rf"^backend: 'cuda' needs {needs}: "):
+            train(blobs, TrainConfig(hidden=(3,), epochs=1), n_networks=1, backend=Backend("cuda"))
+        assert backends.get_backend("auto") == Backend("cpu")
+        cuda_row = [row for row in backends.available_backends() if row[0] == "cuda"][0]
+        assert cuda_row[1] is False and cuda_row[2].endswith(f"; {needs} not installed")
+    monkeypatch.setattr(backends, "missing_cuda_packages", lambda need_cupy=True: ["numba-cuda"])
+    assert main(["info", "--check-kernels"]) == 2
+    assert capsys.readouterr().err.strip().endswith(
+        "spingpu info: error: check-kernels: needs numba-cuda and nvJitLink: pip install 'spingpu[gpu]' "
+        "(or 'spingpu[test]')")

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from spingpu.datasets import DATASETS, MNIST_FILES, Dataset, from_arrays, load_dataset
+from spingpu.datasets import DATASETS, MNIST_FILES, Dataset, from_arrays, from_splits, load_dataset
 from spingpu.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -574,6 +574,47 @@ def test_from_arrays_accepts_string_and_whole_float_labels():
 def test_from_arrays_validation(x, y, field, words):
     with pytest.raises(ConfigError) as err:
         from_arrays(x, y)
+    assert err.value.field == field
+    for word in words:
+        assert word in str(err.value), str(err.value)
+
+
+def test_from_splits_keeps_the_splits_and_standardises_on_the_training_rows():
+    rng = np.random.default_rng()
+    parts = [(rng.normal(2.0, 3.0, (n, 4)), rng.choice(np.array(["b", "a", "c"]), n)) for n in (40, 11, 13)]
+    parts[0][0][:, 1] = -4.0  # constant on the training rows
+    d = from_splits(*parts[0], *parts[1], *parts[2], name="given")
+    assert d.name == "given" and d.class_names == ("a", "b", "c") and d.n_classes == 3
+    mean, std = parts[0][0].mean(axis=0), parts[0][0].std(axis=0)
+    std[1] = 1.0
+    for (x, y), xs, ys in zip(parts, (d.x_train, d.x_val, d.x_test), (d.y_train, d.y_val, d.y_test)):
+        assert xs.dtype == np.float32 and ys.dtype == np.int64
+        np.testing.assert_allclose(xs, (x - mean) / std, rtol=1e-6, atol=1e-6)  # rows in the order given
+        np.testing.assert_array_equal(ys, np.searchsorted(["a", "b", "c"], y))
+
+
+def test_from_splits_codes_labels_over_all_splits():
+    x = np.random.default_rng().normal(size=(6, 2))
+    d = from_splits(x, [3, 7, 3, 7, 3, 7], x[:2], [9, 3], x[:1], [7])  # class 9 only in validation
+    assert d.class_names == ("3", "7", "9")
+    np.testing.assert_array_equal(d.y_val, [2, 0])
+    np.testing.assert_array_equal(d.y_test, [1])
+
+
+@pytest.mark.parametrize("change, field, words", [
+    (dict(x_val=np.zeros((2, 3))), "x_val", ["3 features", "x_train 2"]),
+    (dict(y_test=np.zeros(2)), "y_test", ["2 labels", "x_test has 1 rows"]),
+    (dict(x_test=np.zeros((0, 2)), y_test=np.zeros(0)), "x_test", ["at least one row"]),
+    (dict(x_train=np.full((4, 2), np.inf)), "x_train", ["finite"]),
+    (dict(y_val=np.array(["a", "b"])), "y_train", ["all be numbers or all be strings"]),
+    (dict(y_train=np.zeros(4), y_val=np.zeros(2), y_test=np.zeros(1)), "y_train", ["at least 2 classes"]),
+])
+def test_from_splits_validation(change, field, words):
+    args = dict(x_train=np.ones((4, 2)), y_train=[0, 1, 0, 1], x_val=np.ones((2, 2)), y_val=[0, 1],
+                x_test=np.ones((1, 2)), y_test=[1])
+    args.update(change)
+    with pytest.raises(ConfigError) as err:
+        from_splits(**args)
     assert err.value.field == field
     for word in words:
         assert word in str(err.value), str(err.value)

@@ -321,6 +321,9 @@ def test_settings_and_parameters_from_text_lists_and_numbers():
     assert get_model("macrospin", v_h=math.inf).nominal[-1] == math.inf
 
 
+SETTABLE = ("allowed: ms, t_free, area, k_u, alpha, spin_polarization, stt_lambda, beta_fl, r_p, tmr0, v_h, "
+            "easy_axis, demag, h_ext, reference, m0, eta_form, resistance_form, torque_form, temperature, dt, "
+            "settle_time, average_time, table_i_min, table_i_max, table_points")
 BAD = [
     (dict(eta_form="slon"), "param eta_form: 'slon'; allowed: constant, slonczewski, lambda"),
     (dict(resistance_form="ohmic"), "param resistance_form: 'ohmic'; allowed: conductance, resistance"),
@@ -339,8 +342,9 @@ BAD = [
     (dict(table_i_min=1e-3), "param table_i_min: 0.001 must be below table_i_max (0.0006)"),
     (dict(settle_time=1e-3, dt=1e-15), "param dt: 1000001000000 steps per run is too many; "
                                        "allowed: (settle_time + average_time) / dt <= 1000000000"),
-    (dict(r_q=1.0), "param: unknown parameter 'r_q' for model 'macrospin'; allowed: ms, t_free, area, k_u, alpha, "
-                    "spin_polarization, stt_lambda, beta_fl, r_p, tmr0, v_h"),
+    (dict(r_q=1.0), "param: unknown parameter 'r_q' for model 'macrospin' (did you mean 'r_p'?); " + SETTABLE),
+    (dict(hext=(0.0, 1.0, 0.0)), "param: unknown parameter 'hext' for model 'macrospin' (did you mean 'h_ext'?); "
+                                 + SETTABLE),
 ]
 
 

@@ -160,7 +160,7 @@ def test_report_never_replaces_a_file_it_did_not_write(tmp_path, capsys, name, t
     if name == "mine.csv":
         assert rc == 0 and (tmp_path / "mine.summary.csv").exists()
         return
-    assert rc == 2 and err == (f"spingpu report: error: o: {mine} exists and was not written by spingpu report; "
+    assert rc == 2 and err == (f"spingpu report: error: out: {mine} exists and was not written by spingpu report; "
                                "not overwritten: choose another -o, or remove it\n"), err
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["fake.zarr", name])
 
@@ -183,7 +183,7 @@ def test_report_refuses_to_write_over_the_studys_data_file(tmp_path, capsys):
     create_store(path, study, 2, {"backend": "cpu", "device": "CPU", "spingpu_version": "test"})
     assert main(["report", str(path)]) == 2
     err = capsys.readouterr().err
-    assert err == (f"spingpu report: error: o: {data} is a data file of the study; the report does not overwrite "
+    assert err == (f"spingpu report: error: out: {data} is a data file of the study; the report does not overwrite "
                    "it: choose another -o\n"), err
     assert data.read_bytes() == before and not (tmp_path / "mydata.html").exists()
 
@@ -225,7 +225,12 @@ def test_partial_store_statistics_over_finished_tasks_only(tmp_path, capsys):
     assert rows[1]["networks_done"] == 0 and rows[1]["diverged"] == 0
     assert all(np.isnan(rows[1][k]) for k in ("yield", "median_test_acc", "q05_test_acc", "median_grad_cosine"))
 
-    assert main(["report", str(path), "--threshold", "0.85"]) == 0
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:  # no "Mean of empty slice" from the empty cell
+        warnings.simplefilter("always")
+        assert main(["report", str(path), "--threshold", "0.85"]) == 0
+    assert [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)] == []
     captured = capsys.readouterr()
     assert captured.err == (f"spingpu report: warning: {path} is incomplete: 2 of 8 tasks finished; the statistics "
                             "are over the networks of finished tasks only\n")
@@ -243,6 +248,22 @@ def test_partial_store_statistics_over_finished_tasks_only(tmp_path, capsys):
     assert lines[1].split()[-2:] == ["%", "20"] and lines[2].split() == ["delta_i=1e-05", "nan", "%", "nan-", "nan",
                                                                           "%", "nan", "%", "0"]
     assert lines[-1] == "incomplete store: 2 of 8 tasks finished; statistics over their networks only"
+
+
+def test_a_store_with_whole_groups_unfinished_reports_without_numpy_warnings(tmp_path):
+    """Only the first cell finished: heatmaps, curves and the dI figure meet cells and groups with no
+    finished network, which are blank, not warnings ("Mean of empty slice", "All-NaN slice")."""
+    import warnings
+
+    import zarr
+
+    path, _ = fake_store(tmp_path, {"training.grad_mode": ["fd_forward", "model"], "neuron.delta_i": [1e-6, 1e-5],
+                                    "readout.read_noise": [0.0, 1e-3]}, npt=10)
+    zarr.open_group(str(path), mode="r+")["task_done"][1:, :] = 0
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main(["report", str(path)]) == 0
+    assert [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)] == []
 
 
 def test_complete_store_says_nothing_of_incompleteness(tmp_path, capsys):

@@ -653,7 +653,7 @@ MALFORMED = [
     ("bad model param value", with_line("model.params", "r_p = -5.0"), "model.params.r_p", "allowed: 1.0 <= value <= 10000000.0"),
     ("unknown model", with_line("model", 'name = "stt_compakt"'), "model.name", "allowed: macrospin, stt_compact, tabulated"),
     ("unknown model param", with_line("model.params", "r_q = 5.0"), "model.params",
-     "unknown parameter 'r_q' for model 'stt_compact'; allowed: r_p, tmr0"),
+     "unknown parameter 'r_q' for model 'stt_compact' (did you mean 'r_p'?); allowed: r_p, tmr0"),
     ("correlation key malformed", with_line("variability.correlation", '"r_p" = 0.5'), "variability.correlation",
      "key 'r_p' must be 'NAME_A,NAME_B'"),
     ("correlation out of range", with_line("variability.correlation", '"r_p,tmr0" = 1.5'),
@@ -1094,6 +1094,21 @@ def test_an_incomplete_cluster_table_is_one_whole_line(tmp_path, monkeypatch, ca
     monkeypatch.chdir(tmp_path)
     assert main(["run", str(study), "--cluster", "slurm", "--out", str(tmp_path / "r.zarr")]) == 2
     assert capsys.readouterr().err == f"spingpu run: error: {message}\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.toml"]
+
+
+@pytest.mark.parametrize("kind, command", [("slurm", "sbatch"), ("pbs", "qsub")])
+def test_a_batch_cluster_without_its_submit_command_is_refused_before_anything_is_written(
+        tmp_path, monkeypatch, capsys, kind, command):
+    """Without sbatch / qsub the jobs never start and the run would wait for workers forever."""
+    pytest.importorskip("dask_jobqueue")
+    study = write(tmp_path / "s.toml", 'name = "s"\n' + BASE + '[cluster]\ncores = 2\nmemory = "4GB"\n')
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PATH", str(tmp_path))  # no batch system here
+    assert main(["run", str(study), "--cluster", kind, "--out", str(tmp_path / "r.zarr")]) == 2
+    assert capsys.readouterr().err == (f"spingpu run: error: cluster: {kind} submits jobs with {command}, which is not "
+                                       f"on the PATH here; run where {command} works (a login node), or join a "
+                                       "running scheduler with --scheduler\n")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.toml"]
 
 

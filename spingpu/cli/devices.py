@@ -12,7 +12,7 @@ import time
 import numpy as np
 
 from ..errors import ConfigError, check_range
-from .options import params_dict
+from .options import integer, params_dict
 
 MAX_SAMPLES = 100_000
 MAX_POINTS = 1_000_000
@@ -28,14 +28,14 @@ def add_parser(sub):
     p.add_argument("--param", action="append", metavar="NAME=VALUE",
                    help="nominal parameter value in SI units (repeatable; vectors as x,y,z)")
     p.add_argument("--iv-csv", metavar="FILE", help="measured curve for the tabulated model (current A, voltage V)")
-    p.add_argument("--samples", type=int, default=16, help="neurons (pairs) to sample (default 16)")
+    p.add_argument("--samples", type=integer, default=16, help="neurons (pairs) to sample (default 16)")
     p.add_argument("--sigma-d2d", type=float, default=0.0, help="device-to-device (neuron) spread (default 0)")
     p.add_argument("--sigma-pair", type=float, default=0.0, help="mismatch within a pair (default 0)")
     p.add_argument("--sigma-chip", type=float, default=0.0, help="chip-to-chip spread (default 0)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--seed", type=integer, default=0, help="random seed (default 0)")
     p.add_argument("--i-min", type=float, default=-400e-6, help="lowest current in A (default -400e-6)")
     p.add_argument("--i-max", type=float, default=400e-6, help="highest current in A (default 400e-6)")
-    p.add_argument("--points", type=int, default=201, help="currents on the grid (default 201)")
+    p.add_argument("--points", type=integer, default=201, help="currents on the grid (default 201)")
     p.add_argument("--csv", metavar="OUT.csv", help="write sample,member,current,voltage,dvdi (SI units)")
     p.add_argument("--plot", metavar="OUT.png", help="plot V(I) and dV/dI of the nominal and sampled devices")
     p.set_defaults(run=run)

@@ -5,6 +5,8 @@ import os
 import platform
 import sys
 
+from .options import integer
+
 
 def add_parser(sub):
     p = sub.add_parser("info", help="version, backends found and GPUs")
@@ -14,7 +16,7 @@ def add_parser(sub):
     p.add_argument("--arch", default=None,
                    help="target architecture for --check-kernels, e.g. sm_80, sm_90, sm_100 (default: the first "
                         "visible GPU's, else sm_90)")
-    p.add_argument("--jobs", type=int, default=None,
+    p.add_argument("--jobs", type=integer, default=None,
                    help="processes compiling kernels for --check-kernels (default: one per CPU core)")
     p.set_defaults(run=run)
 
@@ -40,11 +42,11 @@ def run(args):
         return 0
     if cuda_simulator_enabled():
         raise ConfigError("check-kernels", "PTX compilation needs the real numba-cuda: unset NUMBA_ENABLE_CUDASIM")
-    try:
-        import numba.cuda  # noqa: F401
-    except ImportError:
-        raise ConfigError("check-kernels", "needs numba-cuda: pip install 'spingpu[gpu]'") from None
-    from ..backends import gpu_devices
+    from ..backends import gpu_devices, missing_cuda_packages
+
+    if missing_cuda_packages(need_cupy=False):  # Numba's own numba.cuda lacks what the kernels use
+        raise ConfigError("check-kernels", "needs numba-cuda and nvJitLink: pip install 'spingpu[gpu]' "
+                                           "(or 'spingpu[test]')")
     from ..cuda_kernels import DEFAULT_ARCH, check_kernels
     from ..kernels.ptx import arch_name
 

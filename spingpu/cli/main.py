@@ -28,7 +28,33 @@ class _Parser(argparse.ArgumentParser):
         self._negative_number_matcher = NEGATIVE_NUMBER
 
     def error(self, message):
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {field_message(message)}\n")
+
+
+_ARGPARSE_PROBLEMS = (  # argparse's wording -> ours (a problem after the field's name)
+    (re.compile(r"^invalid integer value: (.*)$"), r"expected a whole number, got \1"),
+    (re.compile(r"^invalid float value: (.*)$"), r"expected a number, got \1"),
+    (re.compile(r"^invalid choice: (.*?) \(choose from (.*)\)$"), r"\1; allowed: \2"),
+    (re.compile(r"^expected one argument$"), "expects a value"),
+    (re.compile(r"^expected (\d+) arguments$"), r"expects \1 values"),
+)
+
+
+def field_message(message):
+    """argparse's ``argument --out/-o: problem`` as ``out: problem`` (the field first, as every
+    other error of the CLI); ``the following arguments are required: X`` as ``X: required``."""
+    m = re.match(r"^argument ([^:]+): (.*)$", message, re.DOTALL)
+    if m:
+        names = [n.strip() for n in m.group(1).split("/")]
+        field = max(names, key=len).lstrip("-")
+        problem = m.group(2)
+        for pattern, wording in _ARGPARSE_PROBLEMS:
+            problem = pattern.sub(wording, problem)
+        return f"{field}: {problem}"
+    m = re.match(r"^the following arguments are required: (.*)$", message)
+    if m:
+        return f"{m.group(1)}: required"
+    return message
 
 
 def build_parser():
@@ -43,7 +69,11 @@ def build_parser():
 
 def main(argv=None):
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # named with the command, like every other error (argparse would say "spingpu: error")
+        print(f"spingpu {args.command}: error: {extra[0]}: not an option or argument of spingpu {args.command} "
+              f"(spingpu {args.command} --help lists them)", file=sys.stderr)
+        return EXIT_USAGE
     try:
         return args.run(args) or 0
     except ConfigError as err:

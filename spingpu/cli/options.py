@@ -2,7 +2,27 @@
 
 from __future__ import annotations
 
+import math
+
 from ..errors import ConfigError
+
+
+def integer(text):
+    """argparse type of a count: ``100``, or a whole number written as ``1e6`` or ``2.0``."""
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(text) from None
+    if not math.isfinite(value) or value != math.floor(value):
+        raise ValueError(text)
+    return int(value)
+
+
+integer.__name__ = "integer"  # argparse names the type in its message: "invalid integer value"
 
 
 def parse_param(text):

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from ..errors import ConfigError
+from .options import integer
 
 
 def add_parser(sub):
@@ -17,10 +18,10 @@ def add_parser(sub):
     p.add_argument("--resume", action="store_true", help="complete an existing store of the same study")
     p.add_argument("--overwrite", action="store_true", help="replace an existing store")
     p.add_argument("--scheduler", metavar="ADDRESS", help="join an existing Dask scheduler (tcp://host:port)")
-    p.add_argument("--workers", type=int, help="worker processes of the local cluster (default: one per core)")
+    p.add_argument("--workers", type=integer, help="worker processes of the local cluster (default: one per core)")
     p.add_argument("--cluster", default="local", help="local, slurm or pbs (from the study's [cluster] table)")
     p.add_argument("--backend", default="auto", help="auto, cpu, numpy or cuda (default auto)")
-    p.add_argument("--networks-per-task", type=int, help="networks trained per task (default: sized to the workers)")
+    p.add_argument("--networks-per-task", type=integer, help="networks trained per task (default: sized to the workers)")
     p.add_argument("--no-report", action="store_true", help="do not write the HTML report at the end")
     p.add_argument("--threshold", type=float, default=0.9, help="accuracy counted as a trained chip (default 0.9)")
     p.set_defaults(run=run)

@@ -7,7 +7,7 @@ import time
 import numpy as np
 
 from ..errors import ConfigError, check_range
-from .options import params_dict
+from .options import integer, params_dict
 
 YIELD_THRESHOLD = 0.9
 
@@ -18,10 +18,10 @@ def add_parser(sub):
                                    "weights, and summarise the spread of their test accuracy.")
     p.add_argument("--dataset", default="iris", help="iris, digits, mnist or csv:PATH (default iris)")
     p.add_argument("--data-dir", help="folder holding MNIST (IDX files or mnist.npz); default $SPINGPU_DATA")
-    p.add_argument("--hidden", type=int, action="append", metavar="W", help="hidden layer width (repeat per layer; default 8)")
-    p.add_argument("--networks", type=int, default=100, help="networks to train (default 100)")
-    p.add_argument("--epochs", type=int, default=100, help="epochs (default 100)")
-    p.add_argument("--batch-size", type=int, help="mini-batch size (default: full batch)")
+    p.add_argument("--hidden", type=integer, action="append", metavar="W", help="hidden layer width (repeat per layer; default 8)")
+    p.add_argument("--networks", type=integer, default=100, help="networks to train (default 100)")
+    p.add_argument("--epochs", type=integer, default=100, help="epochs (default 100)")
+    p.add_argument("--batch-size", type=integer, help="mini-batch size (default: full batch)")
     p.add_argument("--grad", default="fd_forward", metavar="MODE",
                    help="fd_forward, fd_single, fd_symmetric, model, oracle, tanh, relu or sigmoid (default fd_forward)")
     p.add_argument("--delta-i", type=float, default=20e-6, help="finite-difference step dI in A (default 20e-6)")
@@ -29,7 +29,7 @@ def add_parser(sub):
     p.add_argument("--sigma-pair", type=float, default=0.0, help="pair mismatch (default 0)")
     p.add_argument("--sigma-chip", type=float, default=0.0, help="chip-to-chip spread (default 0)")
     p.add_argument("--read-noise", type=float, default=0.0, help="read noise std in V (default 0)")
-    p.add_argument("--adc-bits", type=int, default=0, help="ADC bits over --adc-range (default 0: ideal)")
+    p.add_argument("--adc-bits", type=integer, default=0, help="ADC bits over --adc-range (default 0: ideal)")
     p.add_argument("--adc-range", type=float, nargs=2, default=(-1.0, 1.0), metavar=("LO", "HI"),
                    help="ADC input range in V (default -1 1)")
     p.add_argument("--optimizer", default="adam", help="sgd, momentum or adam (default adam)")
@@ -40,7 +40,7 @@ def add_parser(sub):
     p.add_argument("--param", action="append", metavar="NAME=VALUE", help="nominal device parameter (SI units)")
     p.add_argument("--iv-csv", metavar="FILE", help="measured curve for the tabulated model")
     p.add_argument("--backend", default="auto", help="auto, cpu, numpy or cuda (default auto)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--seed", type=integer, default=0, help="random seed (default 0)")
     p.add_argument("--out", metavar="FILE.nc", help="write the results (xarray Dataset) as netCDF")
     p.set_defaults(run=run)
 

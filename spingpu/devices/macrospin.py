@@ -238,6 +238,10 @@ class MacrospinModel(DeviceModel):
         return model
 
     @property
+    def settable_names(self):
+        return self.parameter_names + SETTING_NAMES
+
+    @property
     def point(self):
         return TABLE_MODEL.point
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import ConfigError, _short, check_range
+from ..errors import ConfigError, _short, check_range, did_you_mean
 from ..kernels import pointwise
 from ..kernels.stt_compact import stt_compact as _stt_compact_scalar
 
@@ -109,12 +109,19 @@ class DeviceModel:
         """The table handed to kernels: the measured curve, or a (3, 1) placeholder."""
         return pointwise.EMPTY_TABLE if self.table is None else self.table
 
+    @property
+    def settable_names(self):
+        """Names ``with_nominal`` (``--param``, ``[model.params]``) takes: the parameters, and a
+        model's fixed settings where it has some."""
+        return self.parameter_names
+
     def parameter(self, name):
         for p in self.parameters:
             if p.name == name:
                 return p
-        raise ConfigError("param", f"unknown parameter {name!r} for model {self.name!r}; "
-                                   f"allowed: {', '.join(self.parameter_names)}")
+        raise ConfigError("param", f"unknown parameter {name!r} for model {self.name!r}"
+                                   f"{did_you_mean(name, self.settable_names)}; "
+                                   f"allowed: {', '.join(self.settable_names)}")
 
     def with_nominal(self, **values):
         """A copy whose nominal values are replaced (each validated against its range)."""

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from ..errors import ConfigError, _short, check_items, check_range
+from ..errors import ConfigError, _short, check_items, check_range, did_you_mean
 from ..kernels import variability as _kernels
 
 MAX_SIGMA = 2.0  # a log-spread of 2 already spans a factor 50 at one standard deviation
@@ -102,7 +102,8 @@ def _index(model, name, field_name):
     try:
         return model.parameter_names.index(name)
     except ValueError:
-        raise ConfigError(field_name, f"unknown parameter {name!r} for model {model.name!r}; "
+        raise ConfigError(field_name, f"unknown parameter {name!r} for model {model.name!r}"
+                                      f"{did_you_mean(name, model.parameter_names)}; "
                                       f"allowed: {', '.join(model.parameter_names)}") from None
 
 

@@ -167,9 +167,10 @@ def heatmap(ds, x_dim, y_dim, threshold=0.9):
             ax.set_xlabel(axis_label(ds, x_dim))
             ax.set_ylabel(axis_label(ds, y_dim))
             ax.set_title(f"{name}" + (f" - {label}" if sel else ""), fontsize="medium")
+            mid = np.nanmean(grid) if np.isfinite(grid).any() else np.nan  # text colour: white on the darker half
             for (i, j), value in np.ndenumerate(grid):
                 ax.text(j, i, f"{value:.0f}", ha="center", va="center", fontsize="x-small",
-                        color="white" if (value < np.nanmean(grid)) else "black")
+                        color="white" if (value < mid) else "black")
             fig.colorbar(im, ax=ax, shrink=0.85)
     fig.suptitle(f"{y_dim} x {x_dim}{_pooled_note(ds, [x_dim, y_dim] + categorical_axes(ds))}")
     return fig
@@ -191,8 +192,8 @@ def delta_i_tradeoff(ds, dim="delta_i"):
         label = ", ".join(f"{d}={_fmt(v)}" for d, v in sel.items()) or "all"
         last = ds.isel(epoch=-1) if "epoch" in ds.dims else ds
         sub = last.sel(sel) if sel else last
-        err = np.nanmedian(_pooled(sub.deriv_rel_err, [dim]), axis=1)
-        cos = np.nanmedian(_pooled(sub.grad_cosine, [dim]), axis=1)
+        err = _nanquantile(_pooled(sub.deriv_rel_err, [dim]), 0.5)
+        cos = _nanquantile(_pooled(sub.grad_cosine, [dim]), 0.5)
         if np.all(err == 0):  # exact derivatives (oracle, digital): nothing to trade off
             continue
         ax_err.plot(x, err, "o-", color=colour, label=label)
@@ -230,9 +231,8 @@ def training_curves(ds):
         sub = ds.sel(sel) if sel else ds
         for ax, var, scale in ((ax_acc, sub.val_acc, 100), (ax_loss, sub.train_loss, 1)):
             vals = _pooled(var, ["epoch"]) * scale
-            ax.fill_between(epoch, np.nanquantile(vals, 0.25, axis=1), np.nanquantile(vals, 0.75, axis=1),
-                            color=colour, alpha=0.25, lw=0)
-            ax.plot(epoch, np.nanmedian(vals, axis=1), color=colour, label=label)
+            ax.fill_between(epoch, _nanquantile(vals, 0.25), _nanquantile(vals, 0.75), color=colour, alpha=0.25, lw=0)
+            ax.plot(epoch, _nanquantile(vals, 0.5), color=colour, label=label)
     ax_acc.set_ylabel("validation accuracy (%)")
     ax_loss.set_ylabel("training loss")
     ax_loss.set_yscale("log")

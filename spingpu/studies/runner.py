@@ -73,6 +73,7 @@ def run_study(study, options: RunOptions, progress=True, log=print):
     npt = options.networks_per_task
     if options.cluster in ("slurm", "pbs") and not options.scheduler:
         jobqueue_cluster(options)[0].close()  # a bad [cluster] table fails here, before anything is written
+        _check_submit_command(options.cluster)
     if options.resume and npt is None:  # not given: the store's own split (whatever the worker count now)
         results_store.check_existing(options.out, study, None, True, False, backend.name)
         npt = results_store.store_attrs(options.out).get("networks_per_task")
@@ -190,6 +191,21 @@ def jobqueue_cluster(options):
         if "cores and memory" in message:
             message = "set cores and memory per job in the study's [cluster] table, e.g. cores = 8, memory = \"24GB\""
         raise ConfigError("cluster", f"{options.cluster}: {message}") from None
+
+
+SUBMIT_COMMANDS = {"slurm": "sbatch", "pbs": "qsub"}
+
+
+def _check_submit_command(kind):
+    """ConfigError unless the batch system's submit command is on the PATH: without it
+    dask-jobqueue's jobs fail to start and the run would wait for workers forever."""
+    import shutil
+
+    command = SUBMIT_COMMANDS[kind]
+    if shutil.which(command) is None:
+        raise ConfigError("cluster", f"{kind} submits jobs with {command}, which is not on the PATH here; run "
+                                     f"where {command} works (a login node), or join a running scheduler with "
+                                     "--scheduler")
 
 
 def _connect(options, workers, log, gpus=0):

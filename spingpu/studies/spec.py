@@ -34,7 +34,6 @@ draws, initial weights and noise streams in every cell).
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import hashlib
 import itertools
 import json
@@ -46,7 +45,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..errors import ConfigError, did_you_mean
 
 # section -> {key: (type check, description)}
 _NUM = (int, float)
@@ -299,7 +298,7 @@ def _check_keys(data, path):
                 raise _err(path, key, f"expected a table [{key}]")
             _check_section(value, key, path)
         elif key not in SCHEMA[""] and key not in SCHEMA:
-            raise _err(path, key, f"unknown key{_suggest(key, list(SCHEMA[''])+[s for s in SCHEMA if s])}")
+            raise _err(path, key, f"unknown key{did_you_mean(key, list(SCHEMA[''])+[s for s in SCHEMA if s])}")
         elif key in SCHEMA[""]:
             _check_type(value, SCHEMA[""][key], path, key)
         elif SCHEMA[key] is None and not isinstance(value, dict):
@@ -311,7 +310,7 @@ def _check_section(table, section, path):
     for key, value in table.items():
         full = f"{section}.{key}"
         if key not in allowed:
-            raise _err(path, full, f"unknown key{_suggest(key, list(allowed))}; allowed in [{section}]: "
+            raise _err(path, full, f"unknown key{did_you_mean(key, list(allowed))}; allowed in [{section}]: "
                                    f"{', '.join(allowed)}")
         if allowed[key] is dict and f"{section}.{key}" in SCHEMA:
             if not isinstance(value, dict):
@@ -329,11 +328,6 @@ def _check_type(value, kind, path, key):
         raise _err(path, key, f"expected {names}, got {value!r}")
 
 
-def _suggest(word, options):
-    close = difflib.get_close_matches(word, options, n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
 def _ranged(path, key, value, lo, hi):
     if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
         raise _err(path, key, f"{value!r}; allowed: an integer, {lo} <= value <= {hi}")
@@ -346,7 +340,7 @@ def _parse_sweep(sweep, path):
         field = f"sweep.{key}"
         is_param = key.startswith("model.params.")
         if key not in SWEEPABLE and not is_param:
-            raise _err(path, field, f"not a sweepable key{_suggest(key, sorted(SWEEPABLE))}; allowed: "
+            raise _err(path, field, f"not a sweepable key{did_you_mean(key, sorted(SWEEPABLE))}; allowed: "
                                     f"{', '.join(sorted(SWEEPABLE))} or model.params.NAME")
         if key == "network.hidden" and not isinstance(spec, list):
             raise _err(path, field, "values must be lists of widths, e.g. [[8], [8, 8]]")

@@ -34,6 +34,7 @@ class Device:
 
             self.xp = cupy
             free, _ = cupy.cuda.runtime.memGetInfo()
+            free += cupy.get_default_memory_pool().free_bytes()  # held by CuPy's pool from earlier runs, reusable
             props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
             name = props["name"]
             self.name = name.decode() if isinstance(name, bytes) else str(name)
@@ -44,6 +45,27 @@ class Device:
 
     def get(self, array):
         return array if self.simulator else self.xp.asnumpy(array)
+
+    def mark(self):
+        """An event recorded on the computing stream now (None in the simulator)."""
+        return None if self.simulator else self.xp.cuda.get_current_stream().record()
+
+    def copy_to_host(self, pairs, after):
+        """Copy each device array of ``pairs`` (source, destination) into its NumPy destination once
+        the work queued before ``after`` (:meth:`mark`) is done, on a stream of its own: kernels
+        queued since keep the GPU busy while the host waits for the copies. Returns when they are
+        complete."""
+        if self.simulator:
+            for src, dst in pairs:
+                dst[...] = src
+            return
+        if getattr(self, "_copy_stream", None) is None:
+            self._copy_stream = self.xp.cuda.Stream(non_blocking=True)
+        stream = self._copy_stream
+        stream.wait_event(after)
+        for src, dst in pairs:
+            src.get(stream=stream, out=dst)
+        stream.synchronize()
 
     def synchronize(self):
         if not self.simulator:
@@ -75,13 +97,14 @@ def fused_cuda_kernel(model, layout):
     return model.compiled(("fused_cuda", layout), lambda: make_fused_cuda(model.pair_neuron, layout))
 
 
-def chunk_size(device, per_network_bytes, shared_bytes, n):
-    """Networks per chunk so that a chunk's arrays fit ``device.memory_bytes``."""
+def chunk_size(device, per_network_bytes, shared_bytes, n, in_flight=1):
+    """Networks per chunk so that ``in_flight`` chunks' arrays fit ``device.memory_bytes`` beside
+    the ``shared_bytes`` (at least one network: a chunk of one is then alone on the device)."""
     room = device.memory_bytes - shared_bytes
     if room < per_network_bytes:
         raise ConfigError("networks", f"one network needs {per_network_bytes + shared_bytes:,d} bytes of GPU "
                                       f"memory with the dataset, and {device.memory_bytes:,d} are available")
-    return int(min(n, room // per_network_bytes))
+    return int(min(n, max(1, room // (in_flight * per_network_bytes))))
 
 
 class FusedCudaRun:
@@ -147,18 +170,32 @@ def train_fused_cuda(dataset, config, networks, model, teacher_logits, progress,
     device.synchronize()
     compile_seconds = time.perf_counter() - t0
 
-    chunk = min(chunk_size(device, run.bytes_per_network, run.shared_bytes, n), LAUNCH_BLOCKS)
+    # two chunks on the device at once, where they fit: one trains while the other's outputs are read back
+    chunk = min(chunk_size(device, run.bytes_per_network, run.shared_bytes, n, in_flight=2), LAUNCH_BLOCKS)
+    overlap = 2 * chunk * run.bytes_per_network <= device.memory_bytes - run.shared_bytes
     out = fused_outputs(n, epochs)
     bar = _progress(progress, n * epochs, "network-epochs")
     t0 = time.perf_counter()
+    pending = None  # (lo, hi, outputs, event) of the chunk launched last, not yet read back
+
+    def read_back(lo, hi, part, done):
+        device.copy_to_host([(v, out[k][lo:hi]) for k, v in part.items()], after=done)
+        if bar is not None:
+            bar.update((hi - lo) * epochs)
+
     for lo in range(0, n, chunk):
         hi = min(lo + chunk, n)
         part = fused_outputs(hi - lo, epochs, device.xp)  # made on the device: nothing to upload
         device.launch(kernel, hi - lo, layout.threads, *run.arguments(lo, hi, part))
-        for k, v in part.items():
-            out[k][lo:hi] = device.get(v)
-        if bar is not None:
-            bar.update((hi - lo) * epochs)
+        launched = (lo, hi, part, device.mark())
+        if not overlap:
+            read_back(*launched)
+            continue
+        if pending is not None:
+            read_back(*pending)  # the chunk before, while this one trains
+        pending = launched
+    if pending is not None:
+        read_back(*pending)
     device.synchronize()
     train_seconds = time.perf_counter() - t0
     if bar is not None:

@@ -160,11 +160,12 @@ def _check_networks(n_networks, networks):
 
 def host_bytes_per_network(dataset, config, model, backend_name):
     """A lower bound of the host memory one network takes in a run (bytes): its index and metrics
-    and, on the CPU engines, its weights (float64 once) and junction rows (and tables). The GPU
-    engines keep weights and junctions on the device, in chunks that fit."""
+    and, on the CPU engines and the fused CUDA engine (which packs every network's on the host
+    before it uploads them chunk by chunk), its weights (float64 once) and junction rows (and
+    tables). The batched CUDA engine makes weights and junctions chunk by chunk."""
     sizes = (dataset.n_features, *config.hidden, dataset.n_classes)
     need = 8 + 8 * (5 * config.epochs + 2)
-    if backend_name != "cuda":
+    if backend_name != "cuda" or max(sizes[:-1]) <= FUSED_MAX_WIDTH:
         n_w = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
         need += 8 * n_w
         if config.is_mtj:
@@ -242,13 +243,14 @@ def _check_teacher(teacher_logits, dataset):
 def _train_cuda(dataset, config, networks, model, teacher_logits, progress, backend):
     """The CUDA engines: the fused block-per-network kernel when a network fits a block's shared
     memory, else the batched engine. Returns (metrics, seconds, device name)."""
-    from ..backends import cuda_gpus, cuda_simulator_enabled
-    from ..kernels.fused_cuda import fused_cuda_layout
-    from .cuda_engine import Device, train_fused_cuda
+    from ..backends import _cuda_unavailable, cuda_simulator_enabled
 
     simulator = backend.simulator or cuda_simulator_enabled()
-    if not simulator and not cuda_gpus():
-        raise ConfigError("backend", "'cuda' needs a CUDA GPU, and none is visible; allowed here: auto, numpy, cpu")
+    unavailable = None if simulator else _cuda_unavailable()
+    if unavailable is not None:
+        raise unavailable
+    from ..kernels.fused_cuda import fused_cuda_layout
+    from .cuda_engine import Device, train_fused_cuda
     device = Device(simulator, backend.gpu_memory_bytes)
     n_train = dataset.y_train.size
     batch = n_train if config.batch_size is None else min(config.batch_size, n_train)
@@ -405,9 +407,14 @@ def _deriv_rel_err(cache):
 def _one_blas_thread():
     """The batched CPU engines run one small GEMM per network and Numba's parallel kernels in
     between: BLAS threads would spin between the GEMMs and take the cores from Numba (measured:
-    26 % slower on 2 cores), so BLAS gets one thread."""
-    from threadpoolctl import threadpool_limits
+    26 % slower on 2 cores), so BLAS gets one thread (where threadpoolctl is installed: a bare GPU
+    node may lack it, and the numbers do not depend on it)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        import contextlib
 
+        return contextlib.nullcontext()
     return threadpool_limits(limits=1, user_api="blas")
 
 
