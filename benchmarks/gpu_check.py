@@ -92,10 +92,17 @@ def parse():
     p.add_argument("--deadline", type=float, default=270.0,
                    help="seconds after the start past which no further part or Iris run starts (default 270)")
     p.add_argument("--hang-after", type=float, default=None,
-                   help="print every thread's stack and exit with status 70 after this many seconds "
-                        "(a kernel that never ends; default: the deadline + 150)")
+                   help="print every thread's stack and exit (status 1) after this many seconds: a kernel "
+                        "that never ends (default: the deadline + 150)")
     p.add_argument("--seed", type=int, default=None, help="seed of the random inputs (default: from the clock)")
-    return p.parse_args()
+    args = p.parse_args()
+    if not args.deadline >= 0:
+        p.error(f"--deadline: {args.deadline} must be >= 0")
+    if args.hang_after is None:
+        args.hang_after = args.deadline + 150
+    if not args.hang_after > 0:
+        p.error(f"--hang-after: {args.hang_after} must be > 0")
+    return args
 
 
 def blobs(rng, n, features, classes, name):
@@ -315,13 +322,15 @@ def kernel_registers(kernel):
     return max(regs.values(), default=None) if isinstance(regs, dict) else regs
 
 
-def time_iris(rng, device, sim, budget, remaining):
+def time_iris(rng, device, sim, budget, remaining, on_row=lambda rows: None):
     """Network-epochs/s of the fused kernel: 1e4, 1e5 and 1e6 networks with the compiler's register
     choice (the target's row first), then 1e5 with each launch bound of FUSED_MIN_BLOCKS (same
-    numbers expected: only the register allocation differs), and 1e6 again with the fastest of them
-    if that is not the compiler's choice. A run predicted (from the last rate) to exceed ``budget``
-    seconds or the ``remaining()`` time is skipped, and a run that raises is recorded as an error
-    row."""
+    numbers expected: only the register allocation differs; an informational comparison, since
+    ptxas may contract multiplies and adds differently), and 1e6 again with the fastest of them if
+    that is not the compiler's choice. A run predicted to exceed ``budget`` seconds or the
+    ``remaining()`` time is skipped (predicted: its network-epochs at the latest rate measured, plus the
+    largest compile-and-set-up time so far scaled to its networks), and a run that raises is
+    recorded as an error row. ``on_row(rows)`` is called after every run (the script saves there)."""
     from spingpu import Readout, Variability
     from spingpu.cuda_kernels import FUSED_MIN_BLOCKS
     from spingpu.devices import get_model
@@ -334,27 +343,36 @@ def time_iris(rng, device, sim, budget, remaining):
     cfg = TrainConfig(hidden=(8,), epochs=epochs, lr=0.05, seed=1, grad_mode="fd_forward",
                       variability=Variability(sigma_d2d=0.1, sigma_pair=0.02), readout=Readout(read_noise=1e-3))
     model = get_model("stt_compact")
-    rows, state = [], dict(rate=None, reference=None)
+    rows, state = [], dict(rate=None, reference=None, fixed=[])
+
+    def predicted_seconds(n):
+        if state["rate"] is None:
+            return None
+        fixed = max((s * max(1.0, n / m) for s, m in state["fixed"]), default=0.0)
+        return n * epochs / state["rate"] + fixed
 
     def run(n, min_blocks):
         row = dict(networks=n, epochs=epochs, min_blocks_per_sm=min_blocks)
         left = remaining()
-        predicted = None if state["rate"] is None else n * epochs / state["rate"]
+        predicted = predicted_seconds(n)
         if left <= 0 or (predicted is not None and predicted > min(budget, left)):
             row["skipped"] = (f"past the deadline" if left <= 0 else f"predicted {predicted:.0f} s > "
                               f"{'budget' if budget <= left else 'time left'} {min(budget, left):.0f} s")
             rows.append(row)
+            on_row(rows)
             return row
         backend = fused_backend(sim, min_blocks)
         r, error = attempt(train, ds, cfg, n_networks=n, backend=backend)
         if error is not None:  # one variant failing must not lose the other rows
             row["error"] = error
             rows.append(row)
+            on_row(rows)
             return row
         layout = fused_cuda_layout(IRIS_SIZES, model.kernel_width, ds.y_train.size, backend.block_threads,
                                    min_blocks)
-        state["rate"] = r.attrs["network_epochs_per_second"]
-        row.update(seconds=r.attrs["train_seconds"], network_epochs_per_s=state["rate"],
+        state["rate"] = r.attrs["network_epochs_per_second"]  # the latest: the one nearest what comes next
+        state["fixed"].append((r.attrs["compile_seconds"], n))
+        row.update(seconds=r.attrs["train_seconds"], network_epochs_per_s=r.attrs["network_epochs_per_second"],
                    compile_s=r.attrs["compile_seconds"], registers=kernel_registers(fused_cuda_kernel(model, layout)),
                    median_test_acc=float(r.test_acc.median()))
         numbers = (r.train_loss.values, r.test_acc.values)
@@ -364,6 +382,7 @@ def time_iris(rng, device, sim, budget, remaining):
             row["same_as_compiler_choice"] = all(np.array_equal(a, b, equal_nan=True)
                                                  for a, b in zip(numbers, state["reference"]))
         rows.append(row)
+        on_row(rows)
         print(f"  iris {n:.0e} networks, min blocks/SM {min_blocks}: {row['network_epochs_per_s']:.3g} "
               f"network-epochs/s, {row['registers']} registers", flush=True)
         return row
@@ -372,13 +391,11 @@ def time_iris(rng, device, sim, budget, remaining):
     run(small, None)
     timed = [run(large, None)]
     run(full, None)
-    state["rate"] = timed[0].get("network_epochs_per_s")
     timed += [run(large, k) for k in FUSED_MIN_BLOCKS]
     timed = [row for row in timed if "network_epochs_per_s" in row]
     if timed:
         best = max(timed, key=lambda row: row["network_epochs_per_s"])
         if best["min_blocks_per_sm"] is not None:
-            state["rate"] = best["network_epochs_per_s"]
             run(full, best["min_blocks_per_sm"])
     return rows
 
@@ -549,7 +566,7 @@ def main():
     from spingpu.training.cuda_engine import Device
 
     # a kernel that never ends: every thread's stack, and an exit well inside the device's per-command limit
-    faulthandler.dump_traceback_later(args.hang_after or args.deadline + 150, exit=True, file=sys.__stderr__)
+    faulthandler.dump_traceback_later(args.hang_after, exit=True, file=sys.__stderr__)
     try:
         return checked_and_timed(args, spingpu, Device)
     finally:
@@ -599,24 +616,23 @@ def checked_and_timed(args, spingpu, Device):
                 state["lost"] = key
         return state["lost"] is None
 
-    def section(key, fn, *fn_args):
+    def section(key, fn, *fn_args, **fn_kwargs):
         if state["lost"] is not None or remaining() <= 0:
             results["skipped"][key] = (f"the CUDA context was lost in '{state['lost']}'" if state["lost"]
                                        else f"past the deadline of {args.deadline:.0f} s")
             print(f"  {key}: skipped, {results['skipped'][key]}", flush=True)
             save()
             return None
-
-        def run():
-            value = fn(*fn_args)
-            device.synchronize()  # an asynchronous kernel error belongs to this part, not the next
-            return value
-
-        value, error = attempt(run)
+        results["running"] = key  # what a JSON left by a hang was doing
+        save()
+        value, error = attempt(fn, *fn_args, **fn_kwargs)
+        results[key] = value  # kept even if the synchronisation below fails
+        if error is None:  # an asynchronous kernel error belongs to this part, not the next
+            _, error = attempt(device.synchronize)
         if error is not None:
             results["errors"][key] = error
             healthy(key)
-        results[key] = value
+        del results["running"]
         save()
         return value
 
@@ -635,7 +651,18 @@ def checked_and_timed(args, spingpu, Device):
     launch = section("launch", time_launch, rng, device, args.simulate)
     mnist = section("mnist", time_mnist, rng, device, args.simulate, bandwidth["sgemm_TFLOPs"]) or []
     macrospin = section("macrospin", time_macrospin, device, args.simulate)
-    iris = section("iris", time_iris, rng, device, args.simulate, args.budget, remaining) or []
+
+    def iris_rows(rows):
+        results["iris"] = list(rows)
+        save()
+
+    iris = section("iris", time_iris, rng, device, args.simulate, args.budget, remaining, on_row=iris_rows) or []
+    for row in iris:  # a run that raised or was skipped is said in the exit status too
+        what = f"iris {row['networks']:.0e}, min blocks/SM {row['min_blocks_per_sm']}"
+        if "error" in row:
+            results["errors"][what] = row["error"]
+        if "skipped" in row:
+            results["skipped"][what] = row["skipped"]
 
     def fmt(v, spec):
         return "n/a" if v is None else format(v, spec)
@@ -672,9 +699,11 @@ def checked_and_timed(args, spingpu, Device):
               f"{macrospin['junction_steps_per_s']:.3g} junction-steps/s (max |R - R_cpu| "
               f"{macrospin['max_abs_diff_ohm']:.1e} ohm) | >= 1e10 |")
     for key, error in results["errors"].items():
-        print(f"| {key} | ERROR: {error} | |")
+        if not key.startswith("iris "):  # those have their rows above
+            print(f"| {key} | ERROR: {error} | |")
     for key, why in results["skipped"].items():
-        print(f"| {key} | skipped: {why} | |")
+        if not key.startswith("iris "):
+            print(f"| {key} | skipped: {why} | |")
     save()
     print(f"\ntotal {results['seconds']:.0f} s" + (f"; wrote {out}" if out is not None else ""))
     return 0 if all(c["ok"] for c in checks) and not results["errors"] and not results["skipped"] else 1

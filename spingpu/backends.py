@@ -77,19 +77,19 @@ def _cuda_unavailable():
     """Why ``cuda`` cannot run here, as a ConfigError for the field ``backend``; None if it can."""
     if cuda_simulator_enabled():
         return None
+    if not cuda_gpus():
+        return ConfigError("backend", "'cuda' needs a CUDA GPU, and none is visible; allowed here: auto, numpy, cpu")
     missing = missing_cuda_packages()
     if missing:
         return ConfigError("backend", f"'cuda' needs {' and '.join(missing)}: pip install 'spingpu[gpu]' (or "
                                       "'spingpu[gpu-cuda12]' for a CUDA 12 driver); allowed here: auto, numpy, cpu")
-    if not cuda_gpus():
-        return ConfigError("backend", "'cuda' needs a CUDA GPU, and none is visible; allowed here: auto, numpy, cpu")
     return None
 
 
 @cache
 def gpu_devices():
-    """(name, (major, minor) compute capability, total bytes) of each CUDA GPU visible to Numba
-    (empty without a GPU or driver, and under the simulator)."""
+    """(name, (major, minor) compute capability, total bytes or None without CuPy) of each CUDA GPU
+    visible to Numba (empty without a GPU or driver, and under the simulator)."""
     if cuda_simulator_enabled():
         return ()
     try:
@@ -98,22 +98,22 @@ def gpu_devices():
         if not cuda.is_available():
             return ()
         devices = []
-        for dev in cuda.list_devices():
+        for index, dev in enumerate(cuda.list_devices()):  # name and capability need no context
             name = dev.name.decode() if isinstance(dev.name, bytes) else str(dev.name)
-            devices.append((name, tuple(dev.compute_capability), _total_memory(dev)))
+            devices.append((name, tuple(dev.compute_capability), _total_memory(index)))
         return tuple(devices)
     except Exception:  # no numba-cuda, no driver, a broken install: no GPU for us
         return ()
 
 
-def _total_memory(dev):
-    """Total bytes of a Numba CUDA device, None if its context cannot be entered here (Numba
-    refuses to switch a thread's context to a second GPU once it has used one)."""
-    from numba import cuda
-
+def _total_memory(index):
+    """Total bytes of CUDA device ``index`` as CuPy reads it from the device's properties (no CUDA
+    context is created: a context on every visible GPU would cost each process, each Dask worker
+    of a multi-GPU node included, a few hundred MiB on every GPU); None without CuPy."""
     try:
-        with dev:
-            return int(cuda.current_context().get_memory_info()[1])
+        import cupy
+
+        return int(cupy.cuda.runtime.getDeviceProperties(index)["totalGlobalMem"])
     except Exception:
         return None
 

@@ -182,7 +182,8 @@ def from_splits(x_train, y_train, x_val, y_val, x_test, y_test, *, name="arrays"
     ``class_names``); the standardisation is fitted on ``x_train`` as in :func:`load_dataset`.
     Raises ConfigError naming the argument (``x_val``, ``y_test``, ...) for wrong shapes, non-finite
     or non-numeric features, a split without rows, feature counts that differ from ``x_train``'s,
-    or fewer than 2 classes.
+    labels that are numbers in one split and strings in another, fewer than 2 classes in
+    ``y_train``, or a validation or test class that ``y_train`` lacks.
     """
     splits = [_check_table(x, y, f"x_{part}", f"y_{part}")
               for part, x, y in (("train", x_train, y_train), ("val", x_val, y_val), ("test", x_test, y_test))]
@@ -190,12 +191,23 @@ def from_splits(x_train, y_train, x_val, y_val, x_test, y_test, *, name="arrays"
         if xa.shape[1] != splits[0][0].shape[1]:
             raise ConfigError(f"x_{part}", f"has {xa.shape[1]} features and x_train {splits[0][0].shape[1]}; "
                                            "the splits must have the same features")
-    labels = [ya for _, ya in splits]
-    if len({ya.dtype.kind in "biuf" for ya in labels}) > 1:
-        raise ConfigError("y_train", "the labels of the splits must all be numbers or all be strings")
-    codes, names = _encode_labels(np.concatenate(labels), "y_train")
+    labels = [_normalise_labels(ya, f"y_{part}") for part, (_, ya) in zip(("train", "val", "test"), splits)]
+    for part, ya in zip(("val", "test"), labels[1:]):
+        if (ya.dtype.kind in "biu") != (labels[0].dtype.kind in "biu"):
+            raise ConfigError(f"y_{part}", f"labels are {'numbers' if ya.dtype.kind in 'biu' else 'strings'} and "
+                                           f"y_train's are not; the splits must label the classes alike")
+    classes, codes = np.unique(np.concatenate(labels), return_inverse=True)
+    names = tuple(str(c) for c in classes)
     ends = np.cumsum([len(ya) for ya in labels])
-    c_tr, c_va, c_te = np.split(codes, ends[:-1])
+    c_tr, c_va, c_te = np.split(codes.astype(np.int64).reshape(-1), ends[:-1])
+    trained = np.unique(c_tr)
+    if trained.size < 2:
+        raise ConfigError("y_train", f"need at least 2 classes, found {trained.size}")
+    for part, c in (("val", c_va), ("test", c_te)):
+        unseen = np.setdiff1d(c, trained)
+        if unseen.size:
+            raise ConfigError(f"y_{part}", f"class {names[unseen[0]]!r} is not in y_train; a network cannot "
+                                           "learn a class it never trains on")
     (x_tr, _), (x_va, _), (x_te, _) = splits
     return _finish(str(name), x_tr, c_tr, x_va, c_va, x_te, c_te, len(names), names)
 
@@ -256,9 +268,13 @@ def _check_fractions(val_fraction, test_fraction):
     return val, test
 
 
-def _encode_labels(labels, field):
-    """Map labels to int64 codes 0..K-1 in sorted order; return (codes, class names)."""
+def _normalise_labels(labels, field):
+    """Labels as integers (whole-number floats, and object arrays of numbers, included) or strings;
+    ConfigError naming ``field`` otherwise."""
     labels = np.asarray(labels)
+    if labels.dtype.kind == "O":  # e.g. from pandas: numbers stay numbers, anything else is text
+        as_list = np.asarray(labels.tolist())
+        labels = as_list if as_list.dtype.kind in "biufUS" else labels.astype(str)
     if labels.dtype.kind == "f":
         if not np.all(np.isfinite(labels)):
             raise ConfigError(field, "labels must be finite")
@@ -266,10 +282,14 @@ def _encode_labels(labels, field):
             raise ConfigError(field, "float labels must be whole numbers (class labels, not a "
                                      "regression target)")
         labels = labels.astype(np.int64)
-    elif labels.dtype.kind not in "biuUSO":
+    elif labels.dtype.kind not in "biuUS":
         raise ConfigError(field, f"expected integer or string labels, got dtype {labels.dtype}")
-    if labels.dtype.kind == "O":
-        labels = labels.astype(str)
+    return labels
+
+
+def _encode_labels(labels, field):
+    """Map labels to int64 codes 0..K-1 in sorted order; return (codes, class names)."""
+    labels = _normalise_labels(labels, field)
     classes, codes = np.unique(labels, return_inverse=True)
     if len(classes) < 2:
         raise ConfigError(field, f"need at least 2 classes, found {len(classes)}")

@@ -237,7 +237,8 @@ def test_counts_may_be_written_in_exponent_notation():
     from spingpu.cli.options import integer
 
     assert integer("1e6") == 10**6 and integer("300") == 300 and integer("2.0") == 2 and integer("-1") == -1
-    for bad in ("1.5", "inf", "nan", "1e400", "ten", ""):
+    assert integer(" +3 ") == 3 and integer("1e23") == 10**23 and integer("9007199254740993.0") == 2**53 + 1
+    for bad in ("1.5", "inf", "nan", "-inf", "ten", "", "0x10", "1e-3"):
         with pytest.raises(ValueError):
             integer(bad)
 

@@ -421,7 +421,7 @@ def test_gpu_check_keeps_the_other_numbers_when_a_part_fails(tmp_path, monkeypat
     iris = [dict(networks=1, epochs=1, min_blocks_per_sm=None, seconds=1.0, network_epochs_per_s=1.0, compile_s=0.1,
                  registers=None, median_test_acc=0.5)]
     for name, fn in dict(check_fused=lambda *a: ok, check_pair=boom, check_batched=lambda *a: dict(ok, name="b"),
-                         time_iris=lambda *a: iris, time_bandwidth=boom, time_mnist=lambda *a: [],
+                         time_iris=lambda *a, **k: iris, time_bandwidth=boom, time_mnist=lambda *a: [],
                          time_macrospin=boom).items():
         monkeypatch.setattr(gpu_check, name, fn)
     monkeypatch.setenv("OUT", str(tmp_path / "new"))
@@ -435,6 +435,44 @@ def test_gpu_check_keeps_the_other_numbers_when_a_part_fails(tmp_path, monkeypat
                                 "macrospin": "RuntimeError: boom"}
     assert report["skipped"] == {}
     assert "| bandwidth | ERROR: RuntimeError: boom | |" in capsys.readouterr().out
+
+
+def test_gpu_check_counts_iris_runs_that_raised_or_were_skipped_and_keeps_the_others(tmp_path, monkeypatch):
+    """Each Iris run is saved as it ends; one that raised or was skipped makes the exit status 1."""
+    import json
+
+    gpu_check = _gpu_check_module()
+    rates = iter([1.0, None, 3.0, 2.0, 2.5, 2.5])  # 1, 2 (raises), 3 networks; 2 at 3 and 4 blocks/SM; 3 at 4
+
+    class Result:
+        def __init__(self, rate):
+            self.attrs = dict(network_epochs_per_second=rate, train_seconds=1.0, compile_seconds=0.5)
+            import xarray as xr
+
+            self.train_loss = self.test_acc = xr.DataArray(np.zeros(1))
+
+    def train(ds, cfg, n_networks, backend):
+        rate = next(rates)
+        if rate is None:
+            raise MemoryError("out of memory")
+        return Result(rate)
+
+    import spingpu.training
+
+    ok = dict(name="c", ok=True, detail="fine")
+    for name, fn in dict(check_fused=lambda *a: ok, check_pair=lambda *a: ok, check_batched=lambda *a: ok,
+                         time_bandwidth=lambda *a: None, time_launch=lambda *a: None, time_mnist=lambda *a: [],
+                         time_macrospin=lambda *a: None).items():
+        monkeypatch.setattr(gpu_check, name, fn)
+    monkeypatch.setattr(spingpu.training, "train", train)
+    monkeypatch.setattr(gpu_check, "kernel_registers", lambda kernel: None)
+    monkeypatch.setenv("OUT", str(tmp_path))
+    monkeypatch.setattr("sys.argv", ["gpu_check.py", "--simulate", "--budget", "1e9"])
+    assert gpu_check.main() == 1
+    report = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert [row.get("network_epochs_per_s") for row in report["iris"]] == [1.0, None, 3.0, 2.0, 2.5, 2.5]
+    assert report["errors"] == {"iris 2e+00, min blocks/SM None": "MemoryError: out of memory"}
+    assert report["skipped"] == {} and "running" not in report
 
 
 def _gpu_check_module():

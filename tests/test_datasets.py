@@ -595,10 +595,12 @@ def test_from_splits_keeps_the_splits_and_standardises_on_the_training_rows():
 
 def test_from_splits_codes_labels_over_all_splits():
     x = np.random.default_rng().normal(size=(6, 2))
-    d = from_splits(x, [3, 7, 3, 7, 3, 7], x[:2], [9, 3], x[:1], [7])  # class 9 only in validation
-    assert d.class_names == ("3", "7", "9")
+    d = from_splits(x, [3, 7, 9, 7, 3, 7], x[:2], [9, 3], x[:1], np.array([7.0]))  # no class 3 in test
+    assert d.class_names == ("3", "7", "9") and d.n_classes == 3
     np.testing.assert_array_equal(d.y_val, [2, 0])
     np.testing.assert_array_equal(d.y_test, [1])
+    pandas_like = np.array([3, 7, 10, 7, 3, 7], dtype=object)  # numbers in an object array stay numbers
+    assert from_splits(x, pandas_like, x[:2], [10, 3], x[:1], [7]).class_names == ("3", "7", "10")
 
 
 @pytest.mark.parametrize("change, field, words", [
@@ -606,8 +608,12 @@ def test_from_splits_codes_labels_over_all_splits():
     (dict(y_test=np.zeros(2)), "y_test", ["2 labels", "x_test has 1 rows"]),
     (dict(x_test=np.zeros((0, 2)), y_test=np.zeros(0)), "x_test", ["at least one row"]),
     (dict(x_train=np.full((4, 2), np.inf)), "x_train", ["finite"]),
-    (dict(y_val=np.array(["a", "b"])), "y_train", ["all be numbers or all be strings"]),
-    (dict(y_train=np.zeros(4), y_val=np.zeros(2), y_test=np.zeros(1)), "y_train", ["at least 2 classes"]),
+    (dict(y_val=np.array(["a", "b"])), "y_val", ["labels are strings and y_train's are not"]),
+    (dict(y_train=np.zeros(4), y_val=np.zeros(2), y_test=np.zeros(1)), "y_train", ["at least 2 classes, found 1"]),
+    (dict(y_train=[0, 0, 0, 0]), "y_train", ["at least 2 classes, found 1"]),
+    (dict(y_test=[2]), "y_test", ["class '2' is not in y_train"]),
+    (dict(y_test=[np.nan]), "y_test", ["labels must be finite"]),
+    (dict(y_val=[0.5, 1]), "y_val", ["whole numbers"]),
 ])
 def test_from_splits_validation(change, field, words):
     args = dict(x_train=np.ones((4, 2)), y_train=[0, 1, 0, 1], x_val=np.ones((2, 2)), y_val=[0, 1],

@@ -878,7 +878,18 @@ def test_unknown_cluster_keyword_is_one_line(tmp_path):
         runner.jobqueue_cluster(opts)
 
 
+def _fake_batch_system(tmp_path, monkeypatch):
+    """sbatch and qsub on the PATH (scripts that fail), so that a run reaches its [cluster] table."""
+    bin_dir = tmp_path.parent / f"{tmp_path.name}-bin"
+    bin_dir.mkdir()
+    for command in ("sbatch", "qsub"):
+        (bin_dir / command).write_text("#!/bin/sh\nexit 1\n")
+        (bin_dir / command).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
+
+
 def test_bad_cluster_table_writes_nothing(tmp_path, monkeypatch, capsys):
+    _fake_batch_system(tmp_path, monkeypatch)
     study = tmp_path / "s.toml"
     study.write_text('name = "s"\nnetworks = 2\n[dataset]\nname = "iris"\n[training]\nepochs = 1\n'
                      '[cluster]\nqueu = "gpu"\n')
@@ -1090,6 +1101,7 @@ def test_a_swept_model_parameter_carries_the_parameters_unit(tmp_path):
 ])
 def test_an_incomplete_cluster_table_is_one_whole_line(tmp_path, monkeypatch, capsys, table, message):
     pytest.importorskip("dask_jobqueue")
+    _fake_batch_system(tmp_path, monkeypatch)
     study = write(tmp_path / "s.toml", 'name = "s"\n' + BASE + "[cluster]\n" + table)
     monkeypatch.chdir(tmp_path)
     assert main(["run", str(study), "--cluster", "slurm", "--out", str(tmp_path / "r.zarr")]) == 2

@@ -70,6 +70,7 @@ def build_parser():
 def main(argv=None):
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
+    extra = [word for word in extra if word != "--"]
     if extra:  # named with the command, like every other error (argparse would say "spingpu: error")
         print(f"spingpu {args.command}: error: {extra[0]}: not an option or argument of spingpu {args.command} "
               f"(spingpu {args.command} --help lists them)", file=sys.stderr)

@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-import math
+from decimal import Decimal, InvalidOperation
 
 from ..errors import ConfigError
 
 
 def integer(text):
-    """argparse type of a count: ``100``, or a whole number written as ``1e6`` or ``2.0``."""
+    """argparse type of a count: ``100``, or a whole number written as ``1e6`` or ``2.0`` (read
+    exactly, as a decimal: ``1e23`` is 10**23, not the nearest float)."""
     try:
-        return int(text)
-    except ValueError:
-        pass
-    try:
-        value = float(text)
-    except ValueError:
+        value = Decimal(str(text).strip())
+    except InvalidOperation:
         raise ValueError(text) from None
-    if not math.isfinite(value) or value != math.floor(value):
+    if not value.is_finite() or value != value.to_integral_value():
         raise ValueError(text)
     return int(value)
 

@@ -72,8 +72,8 @@ def run_study(study, options: RunOptions, progress=True, log=print):
     workers = options.workers or gpus or (os.cpu_count() or 1)
     npt = options.networks_per_task
     if options.cluster in ("slurm", "pbs") and not options.scheduler:
-        jobqueue_cluster(options)[0].close()  # a bad [cluster] table fails here, before anything is written
         _check_submit_command(options.cluster)
+        jobqueue_cluster(options)[0].close()  # a bad [cluster] table fails here, before anything is written
     if options.resume and npt is None:  # not given: the store's own split (whatever the worker count now)
         results_store.check_existing(options.out, study, None, True, False, backend.name)
         npt = results_store.store_attrs(options.out).get("networks_per_task")

@@ -97,14 +97,15 @@ def fused_cuda_kernel(model, layout):
     return model.compiled(("fused_cuda", layout), lambda: make_fused_cuda(model.pair_neuron, layout))
 
 
-def chunk_size(device, per_network_bytes, shared_bytes, n, in_flight=1):
-    """Networks per chunk so that ``in_flight`` chunks' arrays fit ``device.memory_bytes`` beside
-    the ``shared_bytes`` (at least one network: a chunk of one is then alone on the device)."""
+def chunk_size(device, per_network_bytes, shared_bytes, n, held_bytes=0):
+    """Networks per chunk so that a chunk's arrays, and ``held_bytes`` per network of the chunk
+    before it, fit ``device.memory_bytes`` beside the ``shared_bytes`` (at least one network: a
+    chunk of one is then alone on the device)."""
     room = device.memory_bytes - shared_bytes
     if room < per_network_bytes:
         raise ConfigError("networks", f"one network needs {per_network_bytes + shared_bytes:,d} bytes of GPU "
                                       f"memory with the dataset, and {device.memory_bytes:,d} are available")
-    return int(min(n, max(1, room // (in_flight * per_network_bytes))))
+    return int(min(n, max(1, room // (per_network_bytes + held_bytes))))
 
 
 class FusedCudaRun:
@@ -150,6 +151,12 @@ class FusedCudaRun:
         return 8 * (p["junctions"][0].size + p["w_init"].shape[1] + self.layout.errs_len + 5 * self.epochs + 3)
 
     @property
+    def output_bytes_per_network(self):
+        """The outputs of one network (:func:`fused_outputs`): five float64 metrics per epoch, the
+        test accuracy and the diverged flag."""
+        return 8 * (5 * self.epochs + 1) + 1
+
+    @property
     def shared_bytes(self):
         """Device memory every chunk shares: the data, the teacher, the batch orders and the packed
         arrays of the whole run (per-junction tables of a model tabulated per junction included)."""
@@ -170,9 +177,11 @@ def train_fused_cuda(dataset, config, networks, model, teacher_logits, progress,
     device.synchronize()
     compile_seconds = time.perf_counter() - t0
 
-    # two chunks on the device at once, where they fit: one trains while the other's outputs are read back
-    chunk = min(chunk_size(device, run.bytes_per_network, run.shared_bytes, n, in_flight=2), LAUNCH_BLOCKS)
-    overlap = 2 * chunk * run.bytes_per_network <= device.memory_bytes - run.shared_bytes
+    # a chunk trains while the outputs of the one before are read back (its other arrays are freed by
+    # then), where both fit; else each chunk is read back before the next starts
+    per, held = run.bytes_per_network, run.output_bytes_per_network
+    chunk = min(chunk_size(device, per, run.shared_bytes, n, held_bytes=held), LAUNCH_BLOCKS)
+    overlap = chunk * (per + held) <= device.memory_bytes - run.shared_bytes
     out = fused_outputs(n, epochs)
     bar = _progress(progress, n * epochs, "network-epochs")
     t0 = time.perf_counter()

@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 
-from ..backends import get_backend
+from ..backends import Backend, get_backend
 from ..devices import get_model
 from ..errors import ConfigError
 from ..kernels import streams
@@ -78,7 +78,6 @@ def check_inputs(dataset, config, n_networks=None, networks=None, model=None, ba
     """:func:`train`'s arguments validated and converted: (dataset, config, networks as int64
     array, model, backend, teacher logits as float64 array or None); ConfigError naming the
     argument otherwise."""
-    from ..backends import Backend
     from ..datasets import Dataset
     from ..devices.models import DeviceModel
     from ..errors import _short
@@ -104,6 +103,12 @@ def check_inputs(dataset, config, n_networks=None, networks=None, model=None, ba
     elif not isinstance(backend, Backend):
         raise ConfigError("backend", f"expected a backend name (auto, numpy, cpu, cuda) or a spingpu.Backend, got "
                                      f"{type(backend).__name__} {_short(backend)}")
+    if backend.name == "cuda" and not backend.simulator:
+        from ..backends import _cuda_unavailable, cuda_simulator_enabled
+
+        unavailable = None if cuda_simulator_enabled() else _cuda_unavailable()
+        if unavailable is not None:
+            raise unavailable
     if count is not None:  # before np.arange(count): a huge count must not be allocated first
         _check_host_memory(count, dataset, config, model, backend)
     networks = _check_networks(n_networks, networks)
@@ -158,14 +163,16 @@ def _check_networks(n_networks, networks):
     return array
 
 
-def host_bytes_per_network(dataset, config, model, backend_name):
+def host_bytes_per_network(dataset, config, model, backend):
     """A lower bound of the host memory one network takes in a run (bytes): its index and metrics
     and, on the CPU engines and the fused CUDA engine (which packs every network's on the host
     before it uploads them chunk by chunk), its weights (float64 once) and junction rows (and
-    tables). The batched CUDA engine makes weights and junctions chunk by chunk."""
+    tables). The batched CUDA engine makes weights and junctions chunk by chunk. ``backend`` is a
+    :class:`~spingpu.backends.Backend` or its name."""
+    backend = Backend(backend) if isinstance(backend, str) else backend
     sizes = (dataset.n_features, *config.hidden, dataset.n_classes)
     need = 8 + 8 * (5 * config.epochs + 2)
-    if backend_name != "cuda" or max(sizes[:-1]) <= FUSED_MAX_WIDTH:
+    if backend.name != "cuda" or fused_cuda_layout_for(dataset, config, model, backend) is not None:
         n_w = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
         need += 8 * n_w
         if config.is_mtj:
@@ -206,7 +213,7 @@ def available_memory():
 
 def _check_host_memory(count, dataset, config, model, backend):
     """ConfigError naming ``networks`` when ``count`` networks cannot fit in the host memory."""
-    per_network = host_bytes_per_network(dataset, config, model, backend.name)
+    per_network = host_bytes_per_network(dataset, config, model, backend)
     free = available_memory()
     if free is None or count * per_network <= free:
         return
@@ -240,6 +247,23 @@ def _check_teacher(teacher_logits, dataset):
     return array
 
 
+def fused_cuda_layout_for(dataset, config, model, backend):
+    """The fused CUDA kernel's layout when ``backend`` trains this problem with it, else None (the
+    batched CUDA engine); ConfigError when ``cuda_engine='fused'`` is asked of a network it cannot
+    hold."""
+    from ..kernels.fused_cuda import fused_cuda_layout
+
+    n_train = dataset.y_train.size
+    batch = n_train if config.batch_size is None else min(config.batch_size, n_train)
+    sizes = (dataset.n_features, *config.hidden, dataset.n_classes)
+    layout = (fused_cuda_layout(sizes, model.kernel_width, batch, backend.block_threads, backend.min_blocks_per_sm)
+              if max(sizes[:-1]) <= FUSED_MAX_WIDTH else None)
+    if backend.cuda_engine == "fused" and layout is None:
+        raise ConfigError("cuda_engine", f"'fused' needs layers of at most {FUSED_MAX_WIDTH} units whose block fits "
+                                         f"in shared memory; allowed here: auto, batched")
+    return None if backend.cuda_engine == "batched" else layout
+
+
 def _train_cuda(dataset, config, networks, model, teacher_logits, progress, backend):
     """The CUDA engines: the fused block-per-network kernel when a network fits a block's shared
     memory, else the batched engine. Returns (metrics, seconds, device name)."""
@@ -249,19 +273,13 @@ def _train_cuda(dataset, config, networks, model, teacher_logits, progress, back
     unavailable = None if simulator else _cuda_unavailable()
     if unavailable is not None:
         raise unavailable
-    from ..kernels.fused_cuda import fused_cuda_layout
     from .cuda_engine import Device, train_fused_cuda
+
     device = Device(simulator, backend.gpu_memory_bytes)
     n_train = dataset.y_train.size
     batch = n_train if config.batch_size is None else min(config.batch_size, n_train)
     sizes = (dataset.n_features, *config.hidden, dataset.n_classes)
-    layout = (fused_cuda_layout(sizes, model.kernel_width, batch, backend.block_threads, backend.min_blocks_per_sm)
-              if max(dataset.n_features, *config.hidden) <= FUSED_MAX_WIDTH else None)
-    if backend.cuda_engine == "fused" and layout is None:
-        raise ConfigError("cuda_engine", f"'fused' needs layers of at most {FUSED_MAX_WIDTH} units whose block fits "
-                                         f"in shared memory; allowed here: auto, batched")
-    if backend.cuda_engine == "batched":
-        layout = None
+    layout = fused_cuda_layout_for(dataset, config, model, backend)
     if layout is not None:
         metrics, timing = train_fused_cuda(dataset, config, networks, model, teacher_logits, progress, layout, device)
         return metrics, timing, device.name
