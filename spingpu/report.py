@@ -20,7 +20,7 @@ from .errors import ConfigError, check_range
 
 SUMMARY_COLUMNS = ("median_test_acc", "q25_test_acc", "q75_test_acc", "q05_test_acc", "q95_test_acc", "yield",
                    "diverged", "networks", "networks_done", "median_grad_cosine", "median_deriv_rel_err",
-                   "teacher_test_acc")
+                   "teacher_test_acc", "median_test_acc_lo95", "median_test_acc_hi95", "yield_lo95", "yield_hi95")
 SUMMARY_VARIABLES = ("test_acc", "diverged", "grad_cosine", "deriv_rel_err", "teacher_test_acc")
 LAST_EPOCH = ("grad_cosine", "deriv_rel_err")  # of these the summary and figures use the last epoch only
 REPORT_VARIABLES = SUMMARY_VARIABLES + ("val_acc", "train_loss")  # what the report reads of a store
@@ -32,8 +32,10 @@ def summary_rows(ds, threshold=0.9):
     Statistics are over the networks of the cell's finished tasks (``networks_done`` of
     ``networks``): in an interrupted store, networks never trained are left out, while diverged
     networks (trained, metrics NaN) count as failed chips. A cell with no finished task has NaN
-    statistics."""
+    statistics. ``*_lo95`` / ``*_hi95``: 95 % confidence intervals of the median accuracy (of the
+    networks that did not diverge) and of the yield (:mod:`spingpu.stats`)."""
     from .plot.study import finished, sweep_axes
+    from .stats import median_interval, yield_interval
 
     axes = sweep_axes(ds)
     acc = ds.test_acc.load()
@@ -50,7 +52,8 @@ def summary_rows(ds, threshold=0.9):
         row = {d: (ds[d].values[i].item() if hasattr(ds[d].values[i], "item") else ds[d].values[i])
                for d, i in sel.items()}
         row.update(zip(SUMMARY_COLUMNS[:5], (float(v) for v in q)))
-        row["yield"] = float(np.mean(np.nan_to_num(a, nan=0.0) >= threshold)) if a.size else np.nan
+        hits = int(np.sum(np.nan_to_num(a, nan=0.0) >= threshold))
+        row["yield"] = hits / a.size if a.size else np.nan
         row["diverged"] = int(div.isel(sel).values[done].sum())
         row["networks"] = int(done.size)
         row["networks_done"] = int(done.sum())
@@ -58,6 +61,8 @@ def summary_rows(ds, threshold=0.9):
         row["median_grad_cosine"] = float(np.nanmedian(c)) if np.isfinite(c).any() else np.nan
         row["median_deriv_rel_err"] = float(np.nanmedian(e)) if np.isfinite(e).any() else np.nan
         row["teacher_test_acc"] = float(ds.teacher_test_acc.isel(sel)) if "teacher_test_acc" in ds else np.nan
+        row["median_test_acc_lo95"], row["median_test_acc_hi95"] = median_interval(ok)
+        row["yield_lo95"], row["yield_hi95"] = yield_interval(hits, a.size)
         rows.append(row)
     return rows
 
@@ -225,13 +230,17 @@ def _html(ds, rows, figures, threshold, csv_name):
         facts.insert(1, ("tasks finished", f"{done} of {tasks} (incomplete)"))
     head = "".join(f"<th>{html.escape(str(d))}</th>" for d in axes)
     teachers = any(np.isfinite(r["teacher_test_acc"]) for r in rows)
-    head += ("<th>median</th><th>IQR</th><th>5-95 %</th><th>yield</th><th>diverged</th><th>done</th>"
-             "<th>grad cosine</th><th>dV/dI rel. error</th>") + ("<th>teacher</th>" if teachers else "")
+    head += ("<th>median</th><th>its 95 % CI</th><th>IQR</th><th>5-95 %</th><th>yield</th><th>its 95 % CI</th>"
+             "<th>diverged</th><th>done</th><th>grad cosine</th><th>dV/dI rel. error</th>") + \
+        ("<th>teacher</th>" if teachers else "")
     body = []
     for r in rows:
         cells = "".join(f"<td>{html.escape(_fmt(r[d]))}</td>" for d in axes)
-        cells += (f"<td>{_pct(r['median_test_acc'])}</td><td>{_pct(r['q25_test_acc'])}-{_pct(r['q75_test_acc'])}</td>"
+        cells += (f"<td>{_pct(r['median_test_acc'])}</td>"
+                  f"<td>{_pct(r['median_test_acc_lo95'])}-{_pct(r['median_test_acc_hi95'])}</td>"
+                  f"<td>{_pct(r['q25_test_acc'])}-{_pct(r['q75_test_acc'])}</td>"
                   f"<td>{_pct(r['q05_test_acc'])}-{_pct(r['q95_test_acc'])}</td><td>{_pct(r['yield'])}</td>"
+                  f"<td>{_pct(r['yield_lo95'])}-{_pct(r['yield_hi95'])}</td>"
                   f"<td>{r['diverged']}</td><td>{r['networks_done']} of {r['networks']}</td>"
                   f"<td>{r['median_grad_cosine']:.3f}</td>"
                   f"<td>{r['median_deriv_rel_err']:.3g}</td>")
@@ -258,7 +267,9 @@ pre {{ background: #f7f7f7; padding: 1em; overflow-x: auto; font-size: 0.85em; }
 <details><summary>Study file</summary><pre>{html.escape(attrs.get('study_text', ''))}</pre></details>
 <h2>Summary</h2>
 <p>Test accuracy over the networks (chips) of each cell; yield is the fraction at or above the
-threshold; gradient cosine (of the hidden layers' weight gradient used with the exact one) and
+threshold; the 95 % confidence intervals say how well the cell's networks pin down the median and
+the yield of the population of chips the variability describes (median: distribution-free, between
+two order statistics, n/a under 6 networks; yield: Wilson score interval); gradient cosine (of the hidden layers' weight gradient used with the exact one) and
 derivative error are medians over networks at the last epoch; done: the networks trained (of
 finished tasks) over which the statistics are taken; teacher: the test accuracy of a
 distilled cell's digital teacher.

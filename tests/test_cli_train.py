@@ -16,7 +16,8 @@ TINY = ["train", "--dataset", "iris", "--networks", "2", "--epochs", "1", "--bac
 SUMMARY = re.compile(
     r"test accuracy: median (?P<q50>[\d.]+) %, IQR (?P<q25>[\d.]+)-(?P<q75>[\d.]+) %, "
     r"5-95 % (?P<q05>[\d.]+)-(?P<q95>[\d.]+) %\n"
-    r"yield \(test accuracy >= 90 %\): (?P<yield>[\d.]+) % of (?P<n>\d+) networks; diverged: (?P<div>\d+)\n"
+    r"yield \(test accuracy >= 90 %\): (?P<yield>[\d.]+) % of (?P<n>\d+) networks "
+    r"\(95 % CI (?P<ylo>[\d.]+)-(?P<yhi>[\d.]+) %\); diverged: (?P<div>\d+)\n"
     r"time: (?P<sec>[\d.]+) s \((?P<setup>[\d.]+) s set-up and compilation\); "
     r"(?P<rate>[\d.e+]+) network-epochs/s in the training loop")
 
@@ -73,6 +74,10 @@ def test_small_numpy_run_summary_and_file(tmp_path, capsys):
     for key, value in (("q05", q05), ("q25", q25), ("q50", q50), ("q75", q75), ("q95", q95)):
         assert float(match[key]) == pytest.approx(value, abs=0.006), key
     assert float(match["yield"]) == pytest.approx(100 * np.mean(acc >= 0.9), abs=0.06)
+    from spingpu.stats import yield_interval
+
+    lo, hi = yield_interval(int(np.sum(acc >= 0.9)), acc.size)
+    assert (float(match["ylo"]), float(match["yhi"])) == pytest.approx((100 * lo, 100 * hi), abs=0.06)
     assert int(match["n"]) == 6 and int(match["div"]) == diverged.sum() == 0
     assert float(match["sec"]) >= float(match["setup"]) >= 0
     assert float(match["rate"]) == pytest.approx(rate, rel=1e-3)

@@ -41,6 +41,8 @@ def fake_store(tmp_path, sweep, name="fake", npt=20, diverge_cell=None):
 
 
 def test_summary_equals_reductions_of_the_dataset(tmp_path):
+    from spingpu.stats import yield_interval
+
     path, study = fake_store(tmp_path, {"neuron.delta_i": [1e-6, 1e-5, 1e-4]}, diverge_cell=1)
     ds = open_results(path)
     rows = summary_rows(ds, threshold=0.85)
@@ -54,6 +56,11 @@ def test_summary_equals_reductions_of_the_dataset(tmp_path):
         assert row["q95_test_acc"] == pytest.approx(np.quantile(ok, 0.95), abs=0)
         assert row["yield"] == pytest.approx(np.sum(ok >= 0.85) / acc.size)  # diverged chips did not train
         assert row["diverged"] == (6 if k == 1 else 0)  # 3 in each of the 2 tasks
+        # the 95 % intervals: order statistics of the finite accuracies; Wilson over every network
+        s = np.sort(ok)
+        lo, hi = row["median_test_acc_lo95"], row["median_test_acc_hi95"]
+        assert lo in s and hi in s and lo <= row["median_test_acc"] <= hi
+        assert (row["yield_lo95"], row["yield_hi95"]) == yield_interval(int(np.sum(ok >= 0.85)), acc.size)
         last = ds.isel(epoch=-1, delta_i=k)
         assert row["median_grad_cosine"] == pytest.approx(np.median(last.grad_cosine.values))
 
@@ -138,7 +145,8 @@ def test_the_summary_is_name_dot_summary_csv_and_a_second_report_replaces_both(t
     first = (tmp_path / "fake.summary.csv").read_text()
     assert first.splitlines()[0] == ("delta_i,median_test_acc,q25_test_acc,q75_test_acc,q05_test_acc,q95_test_acc,"
                                      "yield,diverged,networks,networks_done,median_grad_cosine,median_deriv_rel_err,"
-                                     "teacher_test_acc")
+                                     "teacher_test_acc,median_test_acc_lo95,median_test_acc_hi95,yield_lo95,"
+                                     "yield_hi95")
     assert main(["report", str(path), "--threshold", "0.5"]) == 0  # its own earlier report: replaced
     assert (tmp_path / "fake.summary.csv").read_text() != first
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fake.html", "fake.summary.csv", "fake.zarr"]
@@ -245,8 +253,9 @@ def test_partial_store_statistics_over_finished_tasks_only(tmp_path, capsys):
     from spingpu.studies.runner import summary_table
 
     lines = summary_table(path, 0.85).splitlines()
-    assert lines[1].split()[-2:] == ["%", "20"] and lines[2].split() == ["delta_i=1e-05", "nan", "%", "nan-", "nan",
-                                                                          "%", "nan", "%", "0"]
+    assert lines[1].split()[-1] == "20"
+    assert f"[{100 * rows[0]['yield_lo95']:5.1f}-{100 * rows[0]['yield_hi95']:5.1f}]" in lines[1]
+    assert lines[2].split() == ["delta_i=1e-05", "nan", "%", "nan-", "nan", "%", "nan", "%", "[", "nan-", "nan]", "0"]
     assert lines[-1] == "incomplete store: 2 of 8 tasks finished; statistics over their networks only"
 
 

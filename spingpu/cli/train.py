@@ -117,7 +117,10 @@ def run(args):
 
 
 def summary(results, seconds):
-    """Median, IQR and 5-95 % of test accuracy, yield, divergences, time and speed."""
+    """Median, IQR and 5-95 % of test accuracy, yield with its 95 % Wilson interval, divergences,
+    time and speed."""
+    from ..stats import yield_interval
+
     acc = results.test_acc.values
     ok = acc[np.isfinite(acc)]
     lines = []
@@ -127,9 +130,11 @@ def summary(results, seconds):
                      f"5-95 % {100 * q05:.2f}-{100 * q95:.2f} %")
     else:
         lines.append("test accuracy: every network diverged")
-    yield_ = np.mean(np.nan_to_num(acc, nan=0.0) >= YIELD_THRESHOLD)
-    lines.append(f"yield (test accuracy >= {100 * YIELD_THRESHOLD:.0f} %): {100 * yield_:.1f} % of "
-                 f"{acc.size} networks; diverged: {int(results.diverged.sum())}")
+    hits = int(np.sum(np.nan_to_num(acc, nan=0.0) >= YIELD_THRESHOLD))
+    lo, hi = yield_interval(hits, acc.size)
+    lines.append(f"yield (test accuracy >= {100 * YIELD_THRESHOLD:.0f} %): {100 * hits / acc.size:.1f} % of "
+                 f"{acc.size} networks (95 % CI {100 * lo:.1f}-{100 * hi:.1f} %); diverged: "
+                 f"{int(results.diverged.sum())}")
     lines.append(f"time: {seconds:.1f} s ({results.attrs['compile_seconds']:.1f} s set-up and compilation); "
                  f"{results.attrs['network_epochs_per_second']:.4g} network-epochs/s in the training loop")
     return "\n".join(lines)

@@ -42,6 +42,17 @@ def _yield_pct(vals, done, threshold, axis):
         return np.where(count > 0, 100 * hits / np.maximum(count, 1), np.nan)
 
 
+def _yield_interval_pct(vals, done, threshold, axis):
+    """(low, high) per cent: the 95 % Wilson interval of :func:`_yield_pct` (spingpu.stats)."""
+    from ..stats import yield_interval
+
+    hits = np.sum((np.nan_to_num(vals, nan=0.0) >= 100 * threshold) & done, axis=axis)
+    count = np.sum(done, axis=axis)
+    pairs = [yield_interval(k, n) for k, n in zip(np.ravel(hits), np.ravel(count))]
+    lo, hi = (100 * np.reshape([p[i] for p in pairs], np.shape(hits)) for i in (0, 1))
+    return lo, hi
+
+
 def categorical_axes(ds):
     return [d for d in sweep_axes(ds) if ds[d].dtype.kind in "OUS"]
 
@@ -104,6 +115,7 @@ def accuracy_vs_axis(ds, dim, threshold=0.9):
         for (lo, hi), alpha in ((BAND_90, 0.12), (BAND_IQR, 0.28)):
             ax_acc.fill_between(x, _nanquantile(vals, lo), _nanquantile(vals, hi), color=colour, alpha=alpha, lw=0)
         ax_acc.plot(x, med, "o-", color=colour, label=label)
+        ax_yield.fill_between(x, *_yield_interval_pct(vals, done, threshold, axis=1), color=colour, alpha=0.12, lw=0)
         ax_yield.plot(x, _yield_pct(vals, done, threshold, axis=1), "o-", color=colour, label=label)
     for ax in (ax_acc, ax_yield):
         ax.set_xlabel(axis_label(ds, dim))
@@ -114,7 +126,7 @@ def accuracy_vs_axis(ds, dim, threshold=0.9):
     ax_acc.set_title("median, IQR (dark) and 5-95 % (light) band")
     ax_yield.set_ylabel(f"yield: chips with accuracy >= {100 * threshold:.0f} % (%)")
     ax_yield.set_ylim(-3, 103)
-    ax_yield.set_title("yield")
+    ax_yield.set_title("yield and its 95 % confidence interval (Wilson)")
     ax_acc.legend(fontsize="small", loc="best")
     fig.suptitle(f"Test accuracy against {dim}{_pooled_note(ds, [dim] + categorical_axes(ds))}")
     return fig
@@ -126,18 +138,22 @@ def accuracy_categorical(ds, threshold=0.9):
     ax_acc, ax_yield = axes[0]
     groups = _groups(ds)
     done_all = finished(ds)
-    data, yields = [], []
+    data, yields, intervals = [], [], []
     for _, sel in groups:
         vals = (ds.test_acc.sel(sel) if sel else ds.test_acc).values.ravel() * 100
         done = (done_all.sel(sel) if sel else done_all).values.ravel()
         data.append(vals[np.isfinite(vals) & done])
         yields.append(float(_yield_pct(vals, done, threshold, axis=0)))
+        intervals.append([float(v) for v in _yield_interval_pct(vals, done, threshold, axis=0)])
     labels = [g[0] for g in groups]
     ax_acc.boxplot(data, whis=(5, 95), showfliers=False)
     ax_acc.set_xticks(range(1, len(labels) + 1), labels, rotation=20, ha="right")
     ax_acc.set_ylabel("test accuracy (%)")
     ax_acc.set_title("median, IQR box, 5-95 % whiskers")
-    ax_yield.bar(range(len(labels)), np.nan_to_num(yields, nan=0.0))
+    heights = np.nan_to_num(yields, nan=0.0)
+    errors = np.nan_to_num(np.abs(np.transpose(intervals) - np.asarray(yields)), nan=0.0)  # (2, cells)
+    ax_yield.bar(range(len(labels)), heights, yerr=errors, capsize=4, error_kw=dict(lw=1))
+    ax_yield.set_title("yield and its 95 % confidence interval (Wilson)")
     ax_yield.set_xticks(range(len(labels)), labels, rotation=20, ha="right")
     ax_yield.set_ylabel(f"yield: accuracy >= {100 * threshold:.0f} % (%)")
     for ax in (ax_acc, ax_yield):

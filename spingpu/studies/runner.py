@@ -268,8 +268,8 @@ def _join_scheduler(address, log):
 
 
 def summary_table(path, threshold=0.9):
-    """Per cell: median and IQR of the test accuracy, the yield (fraction >= threshold) and the
-    networks finished (statistics over those only), as text."""
+    """Per cell: median and IQR of the test accuracy, the yield (fraction >= threshold) with its
+    95 % Wilson interval and the networks finished (statistics over those only), as text."""
     from ..report import LAST_EPOCH, SUMMARY_VARIABLES, summary_rows
 
     ds = results_store.load_results(path, SUMMARY_VARIABLES, LAST_EPOCH)
@@ -277,10 +277,12 @@ def summary_table(path, threshold=0.9):
     axes = [d for d in ds.test_acc.dims if d != "network"]
     labels = [", ".join(f"{d}={row[d]}" for d in axes) or "(single cell)" for row in rows]
     width = max(len(label) for label in labels)
-    lines = [f"{'cell':<{width}}  median    IQR              yield(>={100 * threshold:.0f}%)  networks"]
+    lines = [f"{'cell':<{width}}  median    IQR              yield(>={100 * threshold:.0f}%) [95 % CI]      "
+             f"networks"]
     for label, r in zip(labels, rows):
         lines.append(f"{label:<{width}}  {100 * r['median_test_acc']:6.2f} %  {100 * r['q25_test_acc']:6.2f}-"
-                     f"{100 * r['q75_test_acc']:6.2f} %  {100 * r['yield']:9.1f} %  {r['networks_done']:8d}")
+                     f"{100 * r['q75_test_acc']:6.2f} %  {100 * r['yield']:9.1f} % [{100 * r['yield_lo95']:5.1f}-"
+                     f"{100 * r['yield_hi95']:5.1f}]  {r['networks_done']:8d}")
     done, tasks = results_store.task_progress(ds)
     if done < tasks:
         lines.append(f"incomplete store: {done} of {tasks} tasks finished; statistics over their networks only")
