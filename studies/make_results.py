@@ -4,7 +4,7 @@
 
 Reads every store ``<runs>/<study>.zarr`` that exists (as written by ``spingpu run studies/<study>.toml
 --out <runs>/<study>.zarr``), prints a Markdown table per study (median, IQR, 5-95 %, mean, yield at
-90 % test accuracy, networks, wall time) and the numbers quoted in the README's findings, and saves
+90 % test accuracy with its 95 % Wilson interval, networks, wall time) and the numbers quoted in the README's findings, and saves
 the figures as PNG into ``docs/figures/``. Stores that are missing are skipped with a note. Figures
 come from ``spingpu.plot`` where one fits; a string-valued sweep coordinate is drawn as one curve per
 value, so numeric axes are turned into labelled categories where a figure needs curves per value.
@@ -71,7 +71,7 @@ def table(ds, title):
     val = ds.val_acc.isel(epoch=-1).load()
     print(f"\n### {title}: {ds.attrs.get('study_name')}, {ds.sizes['network']} networks x "
           f"{ds.sizes['epoch']} epochs per cell, wall time {wall_time(ds)} ({ds.attrs.get('backend')})")
-    print("| " + " | ".join(axes) + " | median | IQR | 5-95 % | mean | yield >= 90 % | final val. acc. (median) "
+    print("| " + " | ".join(axes) + " | median | IQR | 5-95 % | mean | yield >= 90 % (95 % CI) | final val. acc. (median) "
           "| grad cosine | dV/dI rel. err. | diverged |")
     print("|" + " --- |" * (len(axes) + 9))
     for r in rows:
@@ -82,7 +82,8 @@ def table(ds, title):
         cells = [f"{r[d]:g}" if isinstance(r[d], float) else str(r[d]) for d in axes]
         cells += [pct(r["median_test_acc"]), f"{pct(r['q25_test_acc'])}-{pct(r['q75_test_acc'])}",
                   f"{pct(r['q05_test_acc'])}-{pct(r['q95_test_acc'])}", f"{100 * r['mean_test_acc']:.2f} %",
-                  pct(r["yield"]), pct(r["median_val_acc"]), f"{r['median_grad_cosine']:.3f}",
+                  f"{pct(r['yield'])} ({pct(r['yield_lo95'])}-{pct(r['yield_hi95'])})", pct(r["median_val_acc"]),
+                  f"{r['median_grad_cosine']:.3f}",
                   f"{r['median_deriv_rel_err']:.3g}", str(r["diverged"])]
         print("| " + " | ".join(cells) + " |")
     return rows
