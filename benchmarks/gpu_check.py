@@ -39,7 +39,8 @@ host-side set-up, sampling every network's junctions and initial weights):
   macrospin  the LLGS kernel: junction-steps/s, and its resistances against the CPU kernel's
   iris       4-8-3 fd_forward, full batch of 90 samples, 200 epochs, at 1e4, 1e5 and 1e6 networks, 1e5
              again with the kernel compiled for >= 3 and >= 4 resident blocks per SM (launch bounds;
-             the numbers must equal the compiler's choice), and 1e6 again with the fastest if that is
+             whether the numbers equal the compiler's choice is shown, not required: ptxas may contract
+             multiplies and adds differently), and 1e6 again with the fastest if that is
              a launch bound: network-epochs/s and registers (a run predicted to exceed --budget
              seconds or the time left before --deadline is skipped and said so)
 
