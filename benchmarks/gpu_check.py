@@ -30,28 +30,29 @@ host-side set-up, sampling every network's junctions and initial weights):
   pair       the pair kernel on (N, B, U) = (512, 128, 256) float32: bytes of z in, h / used / exact out,
              junction parameters in, over its time, and that over the copy bandwidth
   sgemm      cuBLAS SGEMM 8192^3 through cupy.matmul: TFLOP/s
-  launch     the host's time to queue one pair-kernel launch (numba-cuda, through Device.launch)
-             against a CuPy RawKernel (CUDA C) with the same 18 arguments: Numba's per-launch cost
   mnist      batched training 784-256-256-256-256-10, batch 128, 128 and 1024 networks: network-steps/s,
              the host's time to queue a step against the step's time, and the
              TFLOP/s of its matrix products over SGEMM's (2 B (3 sum(fan_in fan_out) - F_0 U_1) flop per
              network-step: forward, weight gradients, and deltas through every layer but the first)
-  macrospin  the LLGS kernel: junction-steps/s, and its resistances against the CPU kernel's
   iris       4-8-3 fd_forward, full batch of 90 samples, 200 epochs, at 1e4, 1e5 and 1e6 networks, 1e5
              again with the kernel compiled for >= 3 and >= 4 resident blocks per SM (launch bounds;
              whether the numbers equal the compiler's choice is shown, not required: ptxas may contract
              multiplies and adds differently), and 1e6 again with the fastest if that is
              a launch bound: network-epochs/s and registers (a run predicted to exceed --budget
              seconds or the time left before --deadline is skipped and said so)
+  launch     the host's time to queue one pair-kernel launch (numba-cuda, through Device.launch)
+             against a CuPy RawKernel (CUDA C) with the same 18 arguments: Numba's per-launch cost
+  macrospin  the LLGS kernel: junction-steps/s, and its resistances against the CPU kernel's
 
-The parts run in the order above (checks, then timings), iris last: it is the longest, and each of its runs is sized to the
-time left. Each part runs on its own: one that raises is recorded under "errors" (traceback printed)
-and the others still run, unless the CUDA context no longer works after it (the preflight is run
-again to see), when the later parts are skipped and said to be; the GPU is synchronised at the end
-of each part, so that an asynchronous kernel error is charged to the part that caused it. No part
-starts after --deadline seconds (skipped, and said so), and a hang ends the script with every
-thread's stack after --hang-after seconds. The JSON is rewritten after every part. Exit status 1 if
-a check fails, a part raised or was skipped.
+The parts run in the order above (checks, then timings): the three targets (pair kernel, MNIST
+GEMMs, Iris) first, and each Iris run is sized to the time left. Each part runs on its own: one
+that raises is recorded under "errors" (traceback printed) and the others still run, unless the
+CUDA context no longer works after it (the preflight is run again to see), when the later parts
+are skipped and said to be; the GPU is synchronised at the end of each part, so that an
+asynchronous kernel error is charged to the part that caused it. No part starts after --deadline
+seconds (skipped, and said so), and a hang ends the script with every thread's stack after
+--hang-after seconds. The JSON is rewritten after every part and every Iris run. Exit status 1 if
+a check fails, a part or an Iris run raised or was skipped.
 """
 
 from __future__ import annotations
@@ -649,9 +650,7 @@ def checked_and_timed(args, spingpu, Device):
     checks = results["checks"]
     none = dict(copy_GBps=None, pair_GBps=None, pair_over_copy=None, sgemm_TFLOPs=None)
     bandwidth = section("bandwidth", time_bandwidth, rng, device, args.simulate) or none
-    launch = section("launch", time_launch, rng, device, args.simulate)
     mnist = section("mnist", time_mnist, rng, device, args.simulate, bandwidth["sgemm_TFLOPs"]) or []
-    macrospin = section("macrospin", time_macrospin, device, args.simulate)
 
     def iris_rows(rows):
         results["iris"] = list(rows)
@@ -664,6 +663,8 @@ def checked_and_timed(args, spingpu, Device):
             results["errors"][what] = row["error"]
         if "skipped" in row:
             results["skipped"][what] = row["skipped"]
+    launch = section("launch", time_launch, rng, device, args.simulate)
+    macrospin = section("macrospin", time_macrospin, device, args.simulate)
 
     def fmt(v, spec):
         return "n/a" if v is None else format(v, spec)
