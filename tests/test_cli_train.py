@@ -14,7 +14,8 @@ SMALL = ["train", "--dataset", "iris", "--hidden", "4", "--networks", "6", "--ep
 TINY = ["train", "--dataset", "iris", "--networks", "2", "--epochs", "1", "--backend", "numpy"]
 
 SUMMARY = re.compile(
-    r"test accuracy: median (?P<q50>[\d.]+) %, IQR (?P<q25>[\d.]+)-(?P<q75>[\d.]+) %, "
+    r"test accuracy: median (?P<q50>[\d.]+) % \(95 % CI (?:(?P<mlo>[\d.]+)-(?P<mhi>[\d.]+) %|n/a under 6 networks)\), "
+    r"IQR (?P<q25>[\d.]+)-(?P<q75>[\d.]+) %, "
     r"5-95 % (?P<q05>[\d.]+)-(?P<q95>[\d.]+) %\n"
     r"yield \(test accuracy >= 90 %\): (?P<yield>[\d.]+) % of (?P<n>\d+) networks "
     r"\(95 % CI (?P<ylo>[\d.]+)-(?P<yhi>[\d.]+) %\); diverged: (?P<div>\d+)\n"
@@ -78,6 +79,8 @@ def test_small_numpy_run_summary_and_file(tmp_path, capsys):
 
     lo, hi = yield_interval(int(np.sum(acc >= 0.9)), acc.size)
     assert (float(match["ylo"]), float(match["yhi"])) == pytest.approx((100 * lo, 100 * hi), abs=0.06)
+    s = np.sort(acc)  # 6 networks: the median's 95 % interval is the whole range (1 - 2 / 64 >= 0.95)
+    assert (float(match["mlo"]), float(match["mhi"])) == pytest.approx((100 * s[0], 100 * s[-1]), abs=0.006)
     assert int(match["n"]) == 6 and int(match["div"]) == diverged.sum() == 0
     assert float(match["sec"]) >= float(match["setup"]) >= 0
     assert float(match["rate"]) == pytest.approx(rate, rel=1e-3)

@@ -117,16 +117,18 @@ def run(args):
 
 
 def summary(results, seconds):
-    """Median, IQR and 5-95 % of test accuracy, yield with its 95 % Wilson interval, divergences,
-    time and speed."""
-    from ..stats import yield_interval
+    """Median (with its 95 % confidence interval), IQR and 5-95 % of test accuracy, yield with its
+    95 % Wilson interval, divergences, time and speed."""
+    from ..stats import median_interval, yield_interval
 
     acc = results.test_acc.values
     ok = acc[np.isfinite(acc)]
     lines = []
     if ok.size:
         q05, q25, q50, q75, q95 = np.quantile(ok, [0.05, 0.25, 0.5, 0.75, 0.95])
-        lines.append(f"test accuracy: median {100 * q50:.2f} %, IQR {100 * q25:.2f}-{100 * q75:.2f} %, "
+        lo, hi = median_interval(ok)
+        ci = "n/a under 6 networks" if np.isnan(lo) else f"{100 * lo:.2f}-{100 * hi:.2f} %"
+        lines.append(f"test accuracy: median {100 * q50:.2f} % (95 % CI {ci}), IQR {100 * q25:.2f}-{100 * q75:.2f} %, "
                      f"5-95 % {100 * q05:.2f}-{100 * q95:.2f} %")
     else:
         lines.append("test accuracy: every network diverged")
