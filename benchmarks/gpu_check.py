@@ -609,14 +609,14 @@ def checked_and_timed(args, spingpu, Device):
         return 1
     state = dict(lost=None)  # the part after which the CUDA context no longer works
 
-    def healthy(key):
-        """False once a part has left the device unusable (an illegal address or a launch failure is
-        sticky: every later CUDA call fails with it), so that later parts are not blamed for it."""
+    def note_if_lost(key):
+        """After part ``key`` raised: if the device is now unusable (an illegal address or a launch
+        failure is sticky: every later CUDA call fails with it), the later parts are skipped, not
+        blamed for it."""
         if state["lost"] is None:
             _, error = attempt(preflight, device, args.simulate)
             if error is not None:
                 state["lost"] = key
-        return state["lost"] is None
 
     def section(key, fn, *fn_args, **fn_kwargs):
         if state["lost"] is not None or remaining() <= 0:
@@ -633,7 +633,7 @@ def checked_and_timed(args, spingpu, Device):
             _, error = attempt(device.synchronize)
         if error is not None:
             results["errors"][key] = error
-            healthy(key)
+            note_if_lost(key)
         del results["running"]
         save()
         return value

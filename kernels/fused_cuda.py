@@ -20,8 +20,9 @@ Shared memory per block, in float64 words: 3 W + 2 U P + 2 L T M + T + 2, with W
 U hidden units, P junction parameters, L weight layers and M the widest layer rounded up to an odd
 number: thread t's row of activations or deltas starts M words after thread t - 1's, and with M
 odd the 16 threads of a half-warp read 8-byte words in 16 different pairs of the 32 four-byte
-banks (with M = 8, as for Iris, eight threads would share each pair); :func:`fused_cuda_layout` picks the largest T in (128, 64, 32) that fits the 48 KiB a
-kernel may use without opting in to more, or says that the network does not fit.
+banks (with M = 8, as for Iris, eight threads would share each pair). :func:`fused_cuda_layout`
+picks the largest T in (128, 64, 32) that fits the 48 KiB a kernel may use without opting in to
+more, or says that the network does not fit.
 """
 
 import math

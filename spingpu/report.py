@@ -35,7 +35,7 @@ def summary_rows(ds, threshold=0.9):
     statistics. ``*_lo95`` / ``*_hi95``: 95 % confidence intervals of the median accuracy (of the
     networks that did not diverge) and of the yield (:mod:`spingpu.stats`)."""
     from .plot.study import finished, sweep_axes
-    from .stats import median_interval, yield_interval
+    from .stats import median_interval, yield_hits, yield_interval
 
     axes = sweep_axes(ds)
     acc = ds.test_acc.load()
@@ -52,7 +52,7 @@ def summary_rows(ds, threshold=0.9):
         row = {d: (ds[d].values[i].item() if hasattr(ds[d].values[i], "item") else ds[d].values[i])
                for d, i in sel.items()}
         row.update(zip(SUMMARY_COLUMNS[:5], (float(v) for v in q)))
-        hits = int(np.sum(np.nan_to_num(a, nan=0.0) >= threshold))
+        hits = int(yield_hits(a, threshold))
         row["yield"] = hits / a.size if a.size else np.nan
         row["diverged"] = int(div.isel(sel).values[done].sum())
         row["networks"] = int(done.size)
@@ -269,7 +269,8 @@ pre {{ background: #f7f7f7; padding: 1em; overflow-x: auto; font-size: 0.85em; }
 <p>Test accuracy over the networks (chips) of each cell; yield is the fraction at or above the
 threshold; the 95 % confidence intervals say how well the cell's networks pin down the median and
 the yield of the population of chips the variability describes (median: distribution-free, between
-two order statistics, n/a under 6 networks; yield: Wilson score interval); gradient cosine (of the hidden layers' weight gradient used with the exact one) and
+two order statistics, n/a under 6 networks; yield: Wilson score interval); gradient cosine (of the
+hidden layers' weight gradient used with the exact one) and
 derivative error are medians over networks at the last epoch; done: the networks trained (of
 finished tasks) over which the statistics are taken; teacher: the test accuracy of a
 distilled cell's digital teacher.

@@ -24,6 +24,12 @@ import numpy as np
 CONFIDENCE = 0.95
 
 
+def yield_hits(accuracy, threshold, where=True, axis=None):
+    """Chips with ``accuracy`` >= ``threshold`` (among those ``where`` is True, along ``axis``); a
+    diverged chip (accuracy NaN) counts as one that failed."""
+    return np.sum((np.nan_to_num(accuracy, nan=0.0) >= threshold) & where, axis=axis)
+
+
 def yield_interval(hits, n, confidence=CONFIDENCE):
     """(low, high) Wilson score interval of a yield of ``hits`` out of ``n`` chips, as fractions;
     (NaN, NaN) for n = 0."""

@@ -119,7 +119,7 @@ def run(args):
 def summary(results, seconds):
     """Median (with its 95 % confidence interval), IQR and 5-95 % of test accuracy, yield with its
     95 % Wilson interval, divergences, time and speed."""
-    from ..stats import median_interval, yield_interval
+    from ..stats import median_interval, yield_hits, yield_interval
 
     acc = results.test_acc.values
     ok = acc[np.isfinite(acc)]
@@ -132,7 +132,7 @@ def summary(results, seconds):
                      f"5-95 % {100 * q05:.2f}-{100 * q95:.2f} %")
     else:
         lines.append("test accuracy: every network diverged")
-    hits = int(np.sum(np.nan_to_num(acc, nan=0.0) >= YIELD_THRESHOLD))
+    hits = int(yield_hits(acc, YIELD_THRESHOLD))
     lo, hi = yield_interval(hits, acc.size)
     lines.append(f"yield (test accuracy >= {100 * YIELD_THRESHOLD:.0f} %): {100 * hits / acc.size:.1f} % of "
                  f"{acc.size} networks (95 % CI {100 * lo:.1f}-{100 * hi:.1f} %); diverged: "

@@ -36,18 +36,18 @@ def finished(ds):
 def _yield_pct(vals, done, threshold, axis):
     """Per cent of the finished networks (``done``) with accuracy (per cent) >= threshold; NaN
     where none finished. Diverged networks (NaN accuracy) count as failed."""
-    hits = np.sum((np.nan_to_num(vals, nan=0.0) >= 100 * threshold) & done, axis=axis)
-    count = np.sum(done, axis=axis)
+    from ..stats import yield_hits
+
+    hits, count = yield_hits(vals, 100 * threshold, done, axis), np.sum(done, axis=axis)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(count > 0, 100 * hits / np.maximum(count, 1), np.nan)
 
 
 def _yield_interval_pct(vals, done, threshold, axis):
     """(low, high) per cent: the 95 % Wilson interval of :func:`_yield_pct` (spingpu.stats)."""
-    from ..stats import yield_interval
+    from ..stats import yield_hits, yield_interval
 
-    hits = np.sum((np.nan_to_num(vals, nan=0.0) >= 100 * threshold) & done, axis=axis)
-    count = np.sum(done, axis=axis)
+    hits, count = yield_hits(vals, 100 * threshold, done, axis), np.sum(done, axis=axis)
     pairs = [yield_interval(k, n) for k, n in zip(np.ravel(hits), np.ravel(count))]
     lo, hi = (100 * np.reshape([p[i] for p in pairs], np.shape(hits)) for i in (0, 1))
     return lo, hi

@@ -39,6 +39,7 @@ class Device:
             name = props["name"]
             self.name = name.decode() if isinstance(name, bytes) else str(name)
         self.memory_bytes = int(free * MEMORY_FRACTION) if memory_bytes is None else int(memory_bytes)
+        self._copy_stream = None  # made at the first copy_to_host
 
     def put(self, array):
         return array if self.simulator else self.xp.asarray(array)
@@ -59,7 +60,7 @@ class Device:
             for src, dst in pairs:
                 dst[...] = src
             return
-        if getattr(self, "_copy_stream", None) is None:
+        if self._copy_stream is None:
             self._copy_stream = self.xp.cuda.Stream(non_blocking=True)
         stream = self._copy_stream
         stream.wait_event(after)

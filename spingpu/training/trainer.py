@@ -103,10 +103,10 @@ def check_inputs(dataset, config, n_networks=None, networks=None, model=None, ba
     elif not isinstance(backend, Backend):
         raise ConfigError("backend", f"expected a backend name (auto, numpy, cpu, cuda) or a spingpu.Backend, got "
                                      f"{type(backend).__name__} {_short(backend)}")
-    if backend.name == "cuda" and not backend.simulator:
-        from ..backends import _cuda_unavailable, cuda_simulator_enabled
+    if backend.name == "cuda" and not backend.simulator:  # before the memory checks, which look at the engine
+        from ..backends import _cuda_unavailable
 
-        unavailable = None if cuda_simulator_enabled() else _cuda_unavailable()
+        unavailable = _cuda_unavailable()  # None under NUMBA_ENABLE_CUDASIM
         if unavailable is not None:
             raise unavailable
     if count is not None:  # before np.arange(count): a huge count must not be allocated first
@@ -267,13 +267,10 @@ def fused_cuda_layout_for(dataset, config, model, backend):
 def _train_cuda(dataset, config, networks, model, teacher_logits, progress, backend):
     """The CUDA engines: the fused block-per-network kernel when a network fits a block's shared
     memory, else the batched engine. Returns (metrics, seconds, device name)."""
-    from ..backends import _cuda_unavailable, cuda_simulator_enabled
-
-    simulator = backend.simulator or cuda_simulator_enabled()
-    unavailable = None if simulator else _cuda_unavailable()
-    if unavailable is not None:
-        raise unavailable
+    from ..backends import cuda_simulator_enabled
     from .cuda_engine import Device, train_fused_cuda
+
+    simulator = backend.simulator or cuda_simulator_enabled()  # a missing GPU or package: check_inputs said so
 
     device = Device(simulator, backend.gpu_memory_bytes)
     n_train = dataset.y_train.size
