@@ -32,7 +32,7 @@ def make_iv_kernel(point):
 
 
 @cuda.jit
-def sample_layer(k0, k1, networks, layer, n_units, nominal, is_log, scale, sigmas, chol, out):
+def sample_layer(k0, k1, networks, layer, n_units, nominal, is_log, scale, bounds, sigmas, chol, out):
     """:func:`spingpu.kernels.variability.sample_layer` with the seed split into the Philox key
     (k0, k1); one thread per (network, unit, member)."""
     t = cuda.grid(1)
@@ -42,7 +42,7 @@ def sample_layer(k0, k1, networks, layer, n_units, nominal, is_log, scale, sigma
         m = t % 2
         z = cuda.local.array(MAX_PARAMETERS, numba.float64)
         x = cuda.local.array(MAX_PARAMETERS, numba.float64)
-        sample_junction(k0, k1, networks[i], layer, u, m, nominal, is_log, scale, sigmas, chol, z, x,
+        sample_junction(k0, k1, networks[i], layer, u, m, nominal, is_log, scale, bounds, sigmas, chol, z, x,
                         out[i, u, m])
 
 

@@ -62,12 +62,13 @@ def make_pair_neuron(point, point_row):
         dac_bits, dac_lo, dac_hi = int(readout[7]), readout[8], readout[9]
         gain = v_scale * i_gain
         i_req = i_bias + i_gain * z
+        i_dac = quantize(i_req, dac_lo, dac_hi, dac_bits)  # the DAC sets I; dI is added after it, exactly
         if mode == FD_SYMMETRIC:
-            i_a = quantize(i_req - 0.5 * delta_i, dac_lo, dac_hi, dac_bits)
-            i_b = quantize(i_req + 0.5 * delta_i, dac_lo, dac_hi, dac_bits)
+            i_a = i_dac - 0.5 * delta_i
+            i_b = i_dac + 0.5 * delta_i
         else:
-            i_a = quantize(i_req, dac_lo, dac_hi, dac_bits)
-            i_b = quantize(i_req + delta_i, dac_lo, dac_hi, dac_bits)
+            i_a = i_dac
+            i_b = i_dac + delta_i
         v_a, d_a = point_row(i_a, params, row_a, table)
         r_a = read(v_a, d_a, i_a, r_bridge, readout, xi0)
         if not derivatives and mode != FD_SYMMETRIC:

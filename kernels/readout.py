@@ -16,8 +16,9 @@ r_d^2 S_I. A bridge readout's reference resistor r_bridge adds its own Johnson n
     sigma_V = sqrt(B (r_d^2 S_I + 4 k_B T r_bridge)).
 
 A converter with ``bits`` bits and range [lo, hi] has 2**bits levels lo + c * lsb, c = 0 ..
-2**bits - 1, lsb = (hi - lo) / (2**bits - 1); a value is rounded to the nearest level and clipped
-to the range (mid-tread quantiser, no dither).
+2**bits - 1, lsb = (hi - lo) / (2**bits - 1): both ends of the range are levels. A value is rounded
+to the nearest level (a tie goes up) and clipped to the range; no dither. For a range symmetric
+about 0 (the defaults) 0 is not a level: the converter is mid-rise there, and 0 reads as +lsb / 2.
 """
 
 import math
@@ -47,14 +48,15 @@ def johnson_shot_std(current, dv_di, r_bridge, temperature, bandwidth):
 
 @numba.njit(cache=True)
 def quantize(value, lo, hi, bits):
-    """Nearest of the 2**bits levels spanning [lo, hi]; ``bits <= 0`` passes ``value`` through."""
+    """Nearest of the 2**bits levels spanning [lo, hi], values beyond the range clipped to its
+    end levels and NaN kept NaN; ``bits <= 0`` passes ``value`` through."""
     if bits <= 0:
         return value
     n_steps = (1 << bits) - 1
     lsb = (hi - lo) / n_steps
-    code = math.floor((value - lo) / lsb + 0.5)
-    if code < 0.0:
-        code = 0.0
-    elif code > n_steps:
-        code = float(n_steps)
+    t = (value - lo) / lsb
+    if t != t:  # NaN: a diverged reading stays visible
+        return value
+    # Clip in floating point: converting an out-of-range t (1e30, inf) to an integer would overflow.
+    code = 0.0 if t <= 0.0 else (float(n_steps) if t >= n_steps else float(math.floor(t + 0.5)))
     return lo + code * lsb

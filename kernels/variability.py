@@ -3,8 +3,9 @@
 For parameter k of junction (network n, layer l, unit u, member m), DESIGN.md 4:
 
     y_k = s_chip,k x_chip,k(n) + s_d2d,k x_neuron,k(n, l, u) + s_pair,k x_member,k(n, l, u, m)
-    p_k = p_nominal,k * exp(y_k)             lognormal parameters (the nominal is the median)
-    p_k = p_nominal,k + scale_k * y_k        normal parameters (angles, offsets)
+    p_k = p_nominal,k * exp(y_k)             lognormal parameters (the nominal is the median),
+                                             clipped to the parameter's range [low_k, high_k]
+    p_k = p_nominal,k + scale_k * y_k        normal parameters (angles, offsets), not clipped
 
 Each level's vector x = L z has unit variances and correlation L L^T (L the Cholesky factor of
 the parameters' correlation matrix); z are independent standard normals drawn by Philox from
@@ -39,9 +40,10 @@ def _level_normals(k0, k1, network, purpose, layer, unit, member, n_params, chol
 
 
 @numba.njit(cache=True)
-def sample_junction(k0, k1, network, layer, unit, member, nominal, is_log, scale, sigmas, chol,
+def sample_junction(k0, k1, network, layer, unit, member, nominal, is_log, scale, bounds, sigmas, chol,
                     z, x, out):
-    """Parameters of one junction into ``out``; ``sigmas`` is (3, P): chip, d2d, pair rows.
+    """Parameters of one junction into ``out``; ``sigmas`` is (3, P): chip, d2d, pair rows;
+    ``bounds`` (2, P) the (low, high) a lognormal parameter is clipped to.
 
     ``z`` and ``x`` are scratch arrays of length >= P (CUDA threads pass local arrays).
     """
@@ -59,13 +61,13 @@ def sample_junction(k0, k1, network, layer, unit, member, nominal, is_log, scale
             out[k] += sigmas[level, k] * x[k]
     for k in range(n_params):
         if is_log[k]:
-            out[k] = nominal[k] * math.exp(out[k])
+            out[k] = min(max(nominal[k] * math.exp(out[k]), bounds[0, k]), bounds[1, k])
         else:
             out[k] = nominal[k] + scale[k] * out[k]
 
 
 @numba.njit(parallel=True, cache=True)
-def sample_layer(seed, networks, layer, n_units, nominal, is_log, scale, sigmas, chol, out):
+def sample_layer(seed, networks, layer, n_units, nominal, is_log, scale, bounds, sigmas, chol, out):
     """Junction parameters of one layer: ``out[i, u, m, :]`` for network ``networks[i]``,
     unit u < n_units and member m in (0 = A, 1 = B)."""
     k0, k1 = split_seed(seed)
@@ -75,5 +77,5 @@ def sample_layer(seed, networks, layer, n_units, nominal, is_log, scale, sigmas,
         x = np.empty(n_params)
         for u in range(n_units):
             for m in range(2):
-                sample_junction(k0, k1, networks[i], layer, u, m, nominal, is_log, scale, sigmas,
+                sample_junction(k0, k1, networks[i], layer, u, m, nominal, is_log, scale, bounds, sigmas,
                                 chol, z, x, out[i, u, m])

@@ -25,7 +25,7 @@ IV_SIGNATURE = "(float64[::1], float64[:, ::1], float64[:, ::1], float64[::1], f
 MACROSPIN_SIGNATURE = ("(float64[::1], float64[:, ::1], int64[:, ::1], int64, int64, float64[:, ::1], "
                        "float64[:, :, ::1])")
 SAMPLE_SIGNATURE = ("(int64, int64, int64[::1], int64, int64, float64[::1], boolean[::1], float64[::1], "
-                    "float64[:, ::1], float64[:, ::1], float64[:, :, :, ::1])")
+                    "float64[:, ::1], float64[:, ::1], float64[:, ::1], float64[:, :, :, ::1])")
 
 
 DEFAULT_ARCH = "sm_90"  # Hopper (H100, H200): the target when no GPU says otherwise

@@ -342,6 +342,9 @@ BAD = [
     (dict(table_i_min=1e-3), "param table_i_min: 0.001 must be below table_i_max (0.0006)"),
     (dict(settle_time=1e-3, dt=1e-15), "param dt: 1000001000000 steps per run is too many; "
                                        "allowed: (settle_time + average_time) / dt <= 1000000000"),
+    # gamma0 (H_k + 0.8 Ms) dt / (1 + alpha^2) = 2.211e5 (3.18e3 + 8e6) 2e-12 / 1.0004 = 3.54 rad per step
+    (dict(ms=1e7), "param dt: 2e-12 s turns the nominal junction's fastest precession by 3.54 rad per step; "
+                   "allowed: at most 1 rad, dt <= 5.65e-13 s"),
     (dict(r_q=1.0), "param: unknown parameter 'r_q' for model 'macrospin' (did you mean 'r_p'?); " + SETTABLE),
     (dict(hext=(0.0, 1.0, 0.0)), "param: unknown parameter 'hext' for model 'macrospin' (did you mean 'h_ext'?); "
                                  + SETTABLE),
@@ -353,6 +356,14 @@ def test_bad_settings_are_one_line_errors(values, message):
     with pytest.raises(ConfigError) as err:
         get_model("macrospin", **values)
     assert str(err.value) == message
+
+
+def test_a_time_step_too_coarse_for_a_sampled_junction_is_refused_before_integrating():
+    model = get_model("macrospin", ms=1e7, dt=5.6e-13)  # the nominal turns 0.99 rad per step: allowed
+    fast = model.nominal.copy()
+    fast[model.parameter_names.index("ms")] = 2.6e7  # 2.57 rad per step
+    with pytest.raises(ConfigError, match=r"^param dt: 5.6e-13 s turns a junction's fastest precession by 2.57 rad"):
+        model.tables(np.stack([model.nominal, fast]))
 
 
 def test_devices_cli_writes_macrospin_curves(tmp_path, capsys):

@@ -220,6 +220,29 @@ def test_dac_levels_rounding_and_clipping(bits):
     np.testing.assert_allclose(out[i > hi], hi, rtol=0, atol=1e-12 * (hi - lo))
 
 
+@pytest.mark.parametrize("bits", [1, 8, 24])
+def test_converters_clip_huge_and_infinite_inputs_and_keep_nan(bits):
+    """Beyond the range a value goes to the nearer end, however large (an integer conversion of
+    (value - lo) / lsb would overflow for 1e30 or inf); NaN stays NaN, so divergence stays visible."""
+    r = Readout(adc_bits=bits, adc_range=(-0.7, 1.3), dac_bits=bits, dac_range=(-2e-3, 1e-3))
+    x = np.array([1e17, 1e30, np.inf, -1e17, -1e30, -np.inf, np.nan])
+    out = r.adc(x)
+    np.testing.assert_allclose(out[:3], 1.3, rtol=1e-12)
+    assert np.all(out[3:6] == -0.7) and np.isnan(out[6])
+    out = r.drive(x * 1e-3)
+    np.testing.assert_allclose(out[:3], 1e-3, rtol=1e-12)
+    assert np.all(out[3:6] == -2e-3) and np.isnan(out[6])
+
+
+def test_a_symmetric_range_has_no_level_at_zero():
+    """Levels lo + c (hi - lo) / (2**bits - 1) include both ends; about 0 the converter is mid-rise
+    and 0 goes up to +lsb / 2 (the tie rounds up)."""
+    lsb = 2e-3 / 255
+    assert Readout(dac_bits=8).drive(np.array([0.0]))[0] == pytest.approx(lsb / 2, rel=1e-9)
+    assert Readout(adc_bits=8).adc(np.array([-1e-9]))[0] == pytest.approx(-1 / 255, rel=1e-9)
+    assert Readout(adc_bits=1).adc(np.array([0.0, -1e-12]))[:].tolist() == [1.0, -1.0]
+
+
 def test_zero_bits_pass_through():
     rng = np.random.default_rng(9)
     x = rng.uniform(-5, 5, 10_000)  # far outside both ranges

@@ -154,6 +154,32 @@ def test_adc_quantises_activations_to_its_levels():
     np.testing.assert_allclose(steps, np.round(steps), atol=1e-6)
 
 
+@pytest.mark.parametrize("mode", ["fd_forward", "fd_symmetric", "fd_single"])
+def test_dac_sets_the_current_and_the_step_is_added_after_it(mode):
+    """With an 8-bit DAC over +-1 mA (lsb 7.8 uA) and dI = 2 uA, below one lsb: the junctions are
+    read at I = DAC(i_bias + i_gain z) and I + dI (fd_symmetric I -+ dI/2), and the finite
+    difference divides by that dI, so its error is the O(dI) of an ideal drive, not a step of 0 or
+    of one lsb divided by 2 uA."""
+    rng = np.random.default_rng(41)
+    ro, nc = Readout(dac_bits=8), PairNeuron(delta_i=2e-6)
+    eng = engine(mode, hidden=(9,), neuron=nc, readout=ro, variability=Variability(sigma_d2d=0.1))  # A = B
+    z = rng.normal(0, 1, (3, 40, 9))
+    h, used, exact = eng.hidden(0, z, NO_NOISE)
+    i_dac = ro.drive(nc.i_bias + nc.i_gain * z)
+    assert np.unique(i_dac).size < 256 < z.size  # the DAC's levels only
+    lo, hi = (i_dac - 0.5 * nc.delta_i, i_dac + 0.5 * nc.delta_i) if mode == "fd_symmetric" else (i_dac, i_dac + nc.delta_i)
+    junc = eng.junctions[0][:, None]
+    v_lo, d_lo = MODEL.iv(lo, junc[..., 0, :])
+    v_hi, d_hi = MODEL.iv(hi, junc[..., 0 if mode == "fd_single" else 1, :])
+    gain = nc.v_scale * nc.i_gain
+    np.testing.assert_allclose(used, gain * (v_hi - v_lo) / nc.delta_i, rtol=1e-9)
+    np.testing.assert_allclose(h, nc.v_scale * (0.5 * (v_lo + v_hi) if mode == "fd_symmetric" else v_lo), rtol=1e-12)
+    _, d_dac = MODEL.iv(i_dac, junc[..., 0, :])
+    rel = np.abs(used / (gain * d_dac) - 1)
+    assert rel.max() < (2e-4 if mode == "fd_symmetric" else 1e-2), rel.max()
+    np.testing.assert_allclose(exact, gain * (0.5 * (d_lo + d_hi) if mode == "fd_symmetric" else d_lo), rtol=1e-12)
+
+
 def test_distillation_loss_gradient_matches_finite_difference():
     from spingpu.training import Distillation
 

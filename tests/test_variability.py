@@ -67,7 +67,7 @@ def test_lognormal_parameter_log_mean_and_std(hier, name):
 def test_normal_parameter_mean_nominal_and_std_sigma_times_nominal(hier, name):
     p = MODEL.parameter(name)
     x = hier[0][:, 1, 1, K[name]]
-    s = math.sqrt(S_TOT2) * abs(p.nominal)  # spread_scale defaults to |nominal|
+    s = math.sqrt(S_TOT2) * {"theta0": math.pi / 2, "dtheta": 1.2}[name]  # their spread_scale, in rad
     assert abs(x.mean() - p.nominal) < Z * s / math.sqrt(x.size)
     assert abs(x.std(ddof=1) - s) < Z * s / math.sqrt(2 * (x.size - 1))
     assert stats.kstest((x - p.nominal) / s, "norm").pvalue > 1e-3
@@ -402,3 +402,42 @@ def test_sample_layer_checks_its_arguments(model, variability, field):
     with pytest.raises(ConfigError) as err:
         sample_layer(model, variability, 0, np.arange(2), 0, 1)
     assert err.value.field == field
+
+
+# --- spreads that do not follow a swept nominal; bounded positive parameters ------------------
+
+def test_an_angles_spread_does_not_follow_its_swept_nominal():
+    """theta0's spread is sigma * pi/2 rad whatever its nominal: sweeping the bias angle must not
+    sweep the device spread with it."""
+    var, n = Variability(sigma_d2d=0.1), 20_000
+    for theta0 in (0.3, math.pi / 2, 2.8):
+        x = sample_layer(MODEL.with_nominal(theta0=theta0), var, 5, np.arange(n), 0, 1)[:, 0, 0, K["theta0"]]
+        s = 0.1 * math.pi / 2
+        assert abs(x.mean() - theta0) < Z * s / math.sqrt(n)
+        assert abs(x.std(ddof=1) - s) < Z * s / math.sqrt(2 * (n - 1)), theta0
+
+
+def test_a_declared_parameters_spread_scale_is_fixed_at_declaration():
+    from dataclasses import replace
+
+    from spingpu import Parameter
+
+    p = Parameter("offset", -0.25, "V", "an offset", low=-1.0, high=1.0, distribution="normal")
+    assert p.scale == 0.25 and replace(p, nominal=0.8).scale == 0.25
+    assert Parameter("phase", 0.0, "rad", "a phase", distribution="normal").scale == 1.0
+
+
+def test_lognormal_samples_are_clipped_to_the_parameters_range():
+    """spin_polarization (nominal 0.6, at most 1) at sigma_d2d = 0.3: P(lognormal > 1) =
+    1 - Phi(ln(1 / 0.6) / 0.3) of the junctions sit at exactly 1, none above; below 1 the draws are
+    untouched (their log-spread matches the unclipped distribution's quantiles)."""
+    model = get_model("macrospin")
+    k = model.parameter_names.index("spin_polarization")
+    n = 40_000
+    p = sample_layer(model, Variability(sigma_d2d=0.3), 8, np.arange(n), 0, 1)[:, 0, 0, k]
+    assert p.max() == 1.0
+    expected = stats.norm.sf(math.log(1 / 0.6) / 0.3)
+    frac = np.mean(p == 1.0)
+    assert abs(frac - expected) < Z * math.sqrt(expected * (1 - expected) / n), (frac, expected)
+    below = np.log(p[p < 1.0] / 0.6) / 0.3
+    assert stats.kstest(below, stats.truncnorm(-np.inf, math.log(1 / 0.6) / 0.3).cdf).pvalue > 1e-3

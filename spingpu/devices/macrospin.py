@@ -48,6 +48,11 @@ RESISTANCE_FORMS = {"conductance": _k.R_CONDUCTANCE, "resistance": _k.R_RESISTAN
 TORQUE_FORMS = {"gilbert": _k.TORQUE_GILBERT, "landau_lifshitz": _k.TORQUE_LL}
 MAX_TABLE_POINTS = 256  # the grid point is one byte of the thermal stream's counter
 MAX_STEPS = 10**9
+# Largest angle (rad) the fastest precession may turn in one time step: for the nominal junction
+# (a model's settings and nominal values), and for any sampled junction, whose table would be
+# meaningless near RK4's stability limit on the imaginary axis, 2 sqrt(2).
+MAX_NOMINAL_PRECESSION_PER_STEP = 1.0
+MAX_PRECESSION_PER_STEP = 2.5
 
 PARAMETERS = (  # allowed nominal values: generous, finite ranges (the README's parameter table)
     Parameter("ms", 1.0e6, "A/m", "free-layer saturation magnetisation Ms", low=1e4, high=1e7),
@@ -161,6 +166,25 @@ class MacrospinSettings:
 SETTING_NAMES = tuple(f.name for f in dataclasses.fields(MacrospinSettings))
 
 
+def precession_per_step(params, settings):
+    """Angle (rad) the fastest free precession turns in one step ``dt`` of junctions ``params``
+    (J, P): gamma0 |H|max dt / (1 + alpha^2), |H|max = H_k + Ms max(N) + |H_ext| bounding the
+    field the magnetisation sees (the Landau-Lifshitz precession rate, DESIGN.md 3.2). Unit
+    renormalisation keeps a too-coarse step finite, so it has to be checked, not noticed."""
+    params = np.atleast_2d(np.asarray(params, dtype=np.float64))
+    col = {p.name: params[:, k] for k, p in enumerate(PARAMETERS)}
+    ms, alpha = col["ms"], col["alpha"]
+    h_max = 2.0 * col["k_u"] / (_k.MU0 * ms) + ms * max(settings.demag) + math.hypot(*settings.h_ext)
+    return _k.G0 * h_max * settings.dt / (1.0 + alpha * alpha)
+
+
+def _check_time_step(params, settings, limit, which):
+    angle = float(np.max(precession_per_step(params, settings)))
+    if not angle <= limit:
+        raise ConfigError("param dt", f"{settings.dt:.3g} s turns {which} fastest precession by {angle:.3g} rad per "
+                                      f"step; allowed: at most {limit:g} rad, dt <= {settings.dt * limit / angle:.3g} s")
+
+
 def coefficients(params, settings):
     """(J, N_COEF) coefficient rows of :mod:`spingpu.kernels.macrospin` for parameter rows
     ``params`` (J, P) in the order of ``PARAMETERS`` and :class:`MacrospinSettings` ``settings``."""
@@ -235,6 +259,7 @@ class MacrospinModel(DeviceModel):
         if fixed:
             model = dataclasses.replace(model, settings=dataclasses.replace(self.settings, **fixed),
                                         _compiled=self._compiled)
+        _check_time_step(model.nominal, model.settings, MAX_NOMINAL_PRECESSION_PER_STEP, "the nominal junction's")
         return model
 
     @property
@@ -291,6 +316,8 @@ class MacrospinModel(DeviceModel):
         from .tabulated import pchip_slopes
 
         current = self.settings.table_currents
+        if params is not None:
+            _check_time_step(params, self.settings, MAX_PRECESSION_PER_STEP, "a junction's")
         r, _ = self.simulate(current, params, keys, seed)
         if not np.all(np.isfinite(r)):
             raise ConfigError("param", "the LLGS integration gives non-finite resistances for these parameters "

@@ -34,8 +34,12 @@ class Parameter:
     a value must always be finite, except ``+inf`` where ``allow_inf`` is set, e.g. for a limit
     such as "no bias dependence"). ``distribution`` says how variability acts
     on it (:mod:`spingpu.devices.variability`): ``lognormal`` (positive quantities; a spread
-    sigma is a relative spread, the nominal is the median) or ``normal`` (angles, offsets; a spread
-    sigma means a standard deviation of sigma * ``spread_scale``, by default |nominal|).
+    sigma is the standard deviation of ln p, about the relative spread for sigma << 1, and the
+    nominal is the median) or ``normal`` (angles, offsets; a spread sigma means a standard deviation
+    of sigma * ``spread_scale`` in ``unit``). ``spread_scale`` defaults to the declared |nominal|
+    (1 for a nominal of 0) and is fixed when the parameter is declared: a new nominal
+    (:meth:`DeviceModel.with_nominal`, a sweep) does not change the spread. A sampled lognormal
+    value is clipped to [low, high]; a normal one is not.
     """
 
     name: str
@@ -62,10 +66,11 @@ class Parameter:
                 object.__setattr__(self, end, check_range(f"{self.name}.{end}", getattr(self, end)))
         if self.low is not None and self.high is not None and not self.low < self.high:
             raise ConfigError(f"{self.name}.low", f"{self.low} must be below high ({self.high})")
-        if self.spread_scale is not None:
-            object.__setattr__(self, "spread_scale", check_range(f"{self.name}.spread_scale", self.spread_scale,
-                                                                 0.0, low_open=True))
         object.__setattr__(self, "nominal", self.check(self.nominal))
+        if self.spread_scale is None:  # fixed now, so that copies with another nominal keep it
+            object.__setattr__(self, "spread_scale", abs(self.nominal) if self.nominal != 0 else 1.0)
+        object.__setattr__(self, "spread_scale", check_range(f"{self.name}.spread_scale", self.spread_scale,
+                                                             0.0, low_open=True))
 
     def check(self, value, field_name=None):
         """``value`` as float if allowed, else ConfigError naming the parameter and range."""
@@ -75,9 +80,7 @@ class Parameter:
     @property
     def scale(self):
         """Absolute size of a unit spread for a normal parameter (ignored for lognormal ones)."""
-        if self.spread_scale is not None:
-            return float(self.spread_scale)
-        return abs(self.nominal) if self.nominal != 0 else 1.0
+        return float(self.spread_scale)
 
 
 @dataclass(frozen=True, eq=False)
@@ -229,9 +232,9 @@ STT_COMPACT = DeviceModel(
         Parameter("v_h", 0.5, "V", "bias voltage at which the TMR has halved (inf: no bias dependence)",
                   low=1e-3, high=1e3, allow_inf=True),
         Parameter("theta0", math.pi / 2, "rad", "free-layer angle at zero current (set by the bias field)",
-                  low=0.0, high=math.pi, distribution="normal"),
+                  low=0.0, high=math.pi, distribution="normal", spread_scale=math.pi / 2),
         Parameter("dtheta", 1.2, "rad", "largest spin-torque rotation of the free layer",
-                  low=-math.pi, high=math.pi, distribution="normal"),
+                  low=-math.pi, high=math.pi, distribution="normal", spread_scale=1.2),
         Parameter("i_c", 200e-6, "A", "current scale of the spin-torque rotation", low=1e-8, high=1.0),
     ),
     scalar=_stt_compact_scalar,

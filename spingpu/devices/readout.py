@@ -38,7 +38,12 @@ class Readout:
                   with r_d = dV/dI, plus a bridge resistor's sqrt(4 kB T r_bridge B)
                   (:mod:`spingpu.kernels.readout`).
     adc_bits      0 for an ideal read, else the ADC's bits over ``adc_range`` = (lo, hi) in V.
-    dac_bits      0 for an ideal drive, else the current DAC's bits over ``dac_range`` in A.
+    dac_bits      0 for an ideal drive, else the current DAC's bits over ``dac_range`` in A. The
+                  DAC sets a pair's current I; the finite-difference step dI is added after it.
+
+    A converter has 2**bits levels from lo to hi inclusive, step (hi - lo) / (2**bits - 1); values
+    go to the nearest level, beyond the range to its ends, NaN stays NaN
+    (:func:`spingpu.kernels.readout.quantize`).
     """
 
     noise_model: str = "gaussian"

@@ -2,7 +2,8 @@
 
 For parameter k of a junction, with independent unit-variance draws per level,
 
-    log p_k = log p_nominal,k + s_chip x_chip + s_d2d x_neuron + s_pair x_member   (lognormal)
+    log p_k = log p_nominal,k + s_chip x_chip + s_d2d x_neuron + s_pair x_member   (lognormal; then
+                                                         clipped to the parameter's [low, high])
     p_k     = p_nominal,k + scale_k (s_chip x_chip + s_d2d x_neuron + s_pair x_member)  (normal)
 
 x_chip is shared by every junction of one network (one chip), x_neuron by the two junctions of one
@@ -31,8 +32,9 @@ LEVELS = ("chip", "d2d", "pair")
 class Variability:
     """Spreads of every junction parameter, per level, and correlations between parameters.
 
-    ``sigma_chip``, ``sigma_d2d`` and ``sigma_pair`` apply to every parameter (relative spreads
-    for lognormal parameters, multiples of the parameter's ``spread_scale`` for normal ones).
+    ``sigma_chip``, ``sigma_d2d`` and ``sigma_pair`` apply to every parameter (standard deviations
+    of ln p for lognormal parameters, about the relative spread while small; multiples of the
+    parameter's ``spread_scale`` for normal ones).
     ``per_parameter`` maps a parameter name to its own ``(chip, d2d, pair)`` spreads.
     ``correlation`` maps a pair of parameter names to their correlation coefficient in (-1, 1).
     """
@@ -108,13 +110,16 @@ def _index(model, name, field_name):
 
 
 def kernel_arguments(model, variability):
-    """The arrays the sampling kernels take: nominal, is_log, scale, sigmas (3, P), cholesky."""
+    """The arrays the sampling kernels take: nominal, is_log, scale, bounds (2, P: the low and high
+    a lognormal parameter is clipped to, -+inf where it has none), sigmas (3, P), cholesky."""
     if len(model.parameters) > _kernels.MAX_PARAMETERS:
         raise ConfigError("model", f"{len(model.parameters)} parameters; at most {_kernels.MAX_PARAMETERS} are supported")
     return (
         model.nominal,
         np.array([p.distribution == "lognormal" for p in model.parameters]),
         np.array([p.scale for p in model.parameters], dtype=np.float64),
+        np.array([[-np.inf if p.low is None else p.low for p in model.parameters],
+                  [np.inf if p.high is None else p.high for p in model.parameters]], dtype=np.float64),
         np.ascontiguousarray(variability.level_sigmas(model)),
         np.ascontiguousarray(variability.cholesky(model)),
     )

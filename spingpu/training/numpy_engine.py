@@ -3,7 +3,7 @@
 Written to be read; the fused engines must give the same numbers. Shapes: activations (N, B, U),
 weights (N, fan_in, fan_out), biases (N, fan_out). Hidden layer l of network n:
 
-    z = a_{l-1} W_l + b_l,  I_A = DAC(i_bias + i_gain z)
+    z = a_{l-1} W_l + b_l,  I = DAC(i_bias + i_gain z),  I_A = I, I_B = I + dI  (fd_symmetric: I -+ dI/2)
     reading r of a junction at I:  R = ADC(V(I) - r_bridge I + sigma_read(V, I) * xi_r)
     h = v_scale R_A(I_A)                   (fd_symmetric: v_scale (R_A(I - dI/2) + R_B(I + dI/2)) / 2)
     dh/dz used in backprop, per mode:
@@ -13,6 +13,8 @@ weights (N, fan_in, fan_out), biases (N, fan_out). Hidden layer l of network n:
         model         v_scale i_gain (dV/dI_nominal(I) - r_bridge)   blind to variability
         oracle        v_scale i_gain (dV/dI_A(I) - r_bridge)         exact for junction A
 
+The DAC sets the pair's current I; the step dI is added to it after the DAC (its own source), so
+I_B - I_A is dI exactly and the finite differences divide by the step the junctions received.
 The forward reading R_A(I) is the one the finite difference uses (a pair is read once per step);
 the second reading (B, or A again) has its own noise. The "exact" derivative against which
 ``grad_cosine`` and ``deriv_rel_err`` are measured is the oracle's (for fd_symmetric, the mean of
@@ -159,11 +161,11 @@ class NumpyEngine:
         params = self.junctions[layer][:, None]  # (N, 1, U, 2, P)
         gain = nc.v_scale * nc.i_gain
         i_req = nc.i_bias + nc.i_gain * z64
-        drive = cfg.readout.drive
+        i_dac = cfg.readout.drive(i_req)
         if mode == "fd_symmetric":
-            i_a, i_b = drive(i_req - 0.5 * nc.delta_i), drive(i_req + 0.5 * nc.delta_i)
+            i_a, i_b = i_dac - 0.5 * nc.delta_i, i_dac + 0.5 * nc.delta_i
         else:
-            i_a, i_b = drive(i_req), drive(i_req + nc.delta_i)
+            i_a, i_b = i_dac, i_dac + nc.delta_i
         v_a, d_a = self.model.iv(i_a, params[..., 0, :])
         r_a = self._read(v_a, d_a, i_a, lambda: noise.normals(layer, 0, z.shape))
         exact = gain * (d_a - nc.r_bridge)
