@@ -51,6 +51,7 @@ Only NumPy is imported at module level; scikit-learn is imported when a split is
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 
@@ -345,11 +346,35 @@ def _check_class_sizes(y, n_classes, names, parts, field):
                                      f"least {need} to be stratified into {' / '.join(parts)} splits")
 
 
-def _check_split_sizes(sizes, n_classes, field):
-    for what, n in sizes.items():
-        if n < n_classes:
-            raise ConfigError(field, f"the {what} split would have {n} row(s), fewer than the "
-                                     f"{n_classes} classes; use more data or a larger fraction")
+def _split_sizes(n, n_classes, val_fraction, test_fraction=None):
+    """(test rows, validation rows) of ``n`` rows, after checking that every split has at least one
+    row per class; else ConfigError naming the fraction that is too small (``val_fraction`` where
+    the training split is: the fractions take too much). ``test_fraction`` None: no test split is
+    taken (MNIST's test set is separate)."""
+    n_test = 0 if test_fraction is None else _n_rows(test_fraction, n)
+    n_val = _n_rows(val_fraction, n)
+    for field, what, fraction, rows in (("test_fraction", "test", test_fraction, n_test),
+                                        ("val_fraction", "validation", val_fraction, n_val)):
+        if fraction is not None and rows < n_classes:
+            raise ConfigError(field, f"{fraction:g} of {n} rows is a {what} split of {rows} row(s), fewer than "
+                                     f"the {n_classes} classes; allowed: {field} >= "
+                                     f"{_min_fraction(n_classes, n):g} (at least {n_classes} rows)")
+    n_train = n - n_test - n_val
+    if n_train < n_classes:
+        given = (f"val_fraction = {val_fraction:g}" if test_fraction is None
+                 else f"val_fraction + test_fraction = {val_fraction + test_fraction:g}")
+        raise ConfigError("val_fraction", f"{given} of {n} rows leaves a training split of {n_train} row(s), fewer "
+                                          f"than the {n_classes} classes; allowed: fractions that leave at least "
+                                          f"{n_classes} training rows")
+    return n_test, n_val
+
+
+def _min_fraction(rows, n):
+    """The smallest fraction of ``n`` rows that :func:`_n_rows` makes at least ``rows`` rows,
+    rounded up to 3 significant digits."""
+    exact = (rows - 0.5) / n
+    scale = 10.0 ** (2 - math.floor(math.log10(exact)))
+    return math.ceil(round(exact * scale, 6)) / scale
 
 
 def _fit_standardiser(x_train, divisor=1.0, pooled=False):
@@ -421,10 +446,7 @@ def _build(name, x, y, names, *, seed, val_fraction, test_fraction, max_train, f
     n = len(y)
     n_classes = len(names)
     _check_class_sizes(y, n_classes, names, ("train", "validation", "test"), field)
-    n_test = _n_rows(test_fraction, n)
-    n_val = _n_rows(val_fraction, n)
-    _check_split_sizes({"test": n_test, "validation": n_val, "training": n - n_test - n_val},
-                       n_classes, field)
+    n_test, n_val = _split_sizes(n, n_classes, val_fraction, test_fraction)
     rest, idx_test = _stratified_holdout(y, n_test, seed, field, "test")
     kept, taken = _stratified_holdout(y[rest], n_val, seed, field, "validation")
     idx_train, idx_val = rest[kept], rest[taken]
@@ -449,6 +471,8 @@ def _read_csv(path):
     """(x float64, codes int64, class names) from a CSV table; ConfigError field 'dataset'."""
     import csv
 
+    if os.path.isdir(path):
+        raise ConfigError("dataset", f"{path!r} is a folder, expected a CSV file")
     if not os.path.isfile(path):
         raise ConfigError("dataset", f"CSV file {path!r} not found")
     try:
@@ -604,9 +628,7 @@ def _load_mnist(data_dir, *, seed, val_fraction, max_train):
     n_classes = int(max(y_train.max(), y_test.max())) + 1
     names = tuple(str(c) for c in range(n_classes))
     _check_class_sizes(y_train, n_classes, names, ("train", "validation"), "mnist")
-    n = len(y_train)
-    n_val = _n_rows(val_fraction, n)
-    _check_split_sizes({"validation": n_val, "training": n - n_val}, n_classes, "mnist")
+    _, n_val = _split_sizes(len(y_train), n_classes, val_fraction)
     idx_train, idx_val = _stratified_holdout(y_train, n_val, seed, "mnist", "validation")
     idx_train = _limit_train(idx_train, y_train, max_train, n_classes, seed, "mnist")
     divisor = 255.0 if x_train.dtype == np.uint8 else 1.0

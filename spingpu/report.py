@@ -22,7 +22,8 @@ SUMMARY_COLUMNS = ("median_test_acc", "q25_test_acc", "q75_test_acc", "q05_test_
                    "diverged", "networks", "networks_done", "median_grad_cosine", "median_deriv_rel_err",
                    "teacher_test_acc", "median_test_acc_lo95", "median_test_acc_hi95", "yield_lo95", "yield_hi95")
 SUMMARY_VARIABLES = ("test_acc", "diverged", "grad_cosine", "deriv_rel_err", "teacher_test_acc")
-LAST_EPOCH = ("grad_cosine", "deriv_rel_err")  # of these the summary and figures use the last epoch only
+LAST_EPOCH = ("grad_cosine", "deriv_rel_err")  # of these the summary and figures use each network's last trained
+# epoch only (studies.store.last_epoch_values)
 REPORT_VARIABLES = SUMMARY_VARIABLES + ("val_acc", "train_loss")  # what the report reads of a store
 
 
@@ -36,11 +37,12 @@ def summary_rows(ds, threshold=0.9):
     networks that did not diverge) and of the yield (:mod:`spingpu.stats`)."""
     from .plot.study import finished, sweep_axes
     from .stats import median_interval, yield_hits, yield_interval
+    from .studies.store import last_epoch_values
 
     axes = sweep_axes(ds)
     acc = ds.test_acc.load()
-    last = ds.isel(epoch=-1) if "epoch" in ds.dims else ds  # (load_results may have kept the last epoch only)
-    cos, err, div = last.grad_cosine.load(), last.deriv_rel_err.load(), ds.diverged.load()
+    cos, err = (last_epoch_values(ds, name).load() for name in LAST_EPOCH)  # each network's last trained epoch
+    div = ds.diverged.load()
     done_all = finished(ds)
     rows = []
     for index in itertools.product(*[range(ds.sizes[d]) for d in axes]):
@@ -67,8 +69,11 @@ def summary_rows(ds, threshold=0.9):
     return rows
 
 
-def study_figures(ds, threshold=0.9):
-    """(title, Figure) pairs of the report, in order."""
+def study_figures(ds, threshold=0.9, notes=None):
+    """(title, Figure) pairs of the report, in order. With a list ``notes``, the junction figure is
+    left out where the study's cell cannot be rebuilt here (a data file moved, a model not
+    registered in this process), and the reason is appended to ``notes``; without, that error
+    propagates."""
     from . import plot
     from .plot.study import numeric_axes
 
@@ -84,7 +89,13 @@ def study_figures(ds, threshold=0.9):
     if tradeoff is not None:
         figures.append(("The dI trade-off", tradeoff))
     figures.append(("Training curves", plot.training_curves(ds)))
-    devices = _devices_figure(ds)
+    try:
+        devices = _devices_figure(ds)
+    except ConfigError as err:
+        if notes is None:
+            raise
+        notes.append(f"the figure of the study's junctions is left out: {err}")
+        devices = None
     if devices is not None:
         figures.append(("The study's junctions", devices))
     div = plot.divergence_counts(ds)
@@ -161,9 +172,11 @@ def store_inputs(ds):
         return []
 
 
-def write_report(store, out=None, threshold=0.9):
+def write_report(store, out=None, threshold=0.9, log=None):
     """Write ``<store>.html`` (or ``out``) and the summary ``<name>.summary.csv`` beside it;
-    return the HTML path. An existing file is replaced only if it is an earlier report (summary)."""
+    return the HTML path. An existing file is replaced only if it is an earlier report (summary).
+    A figure left out (:func:`study_figures`) is noted in the HTML and passed to ``log`` as one
+    line (default: printed on stderr as ``spingpu report: note: ...``)."""
     from .outputs import staged_files
     from .studies.store import load_results
 
@@ -172,11 +185,20 @@ def write_report(store, out=None, threshold=0.9):
     ds = load_results(store, REPORT_VARIABLES, LAST_EPOCH)
     out, csv_path = check_report_targets(out, store_inputs(ds))
     rows = summary_rows(ds, threshold)
-    figures = study_figures(ds, threshold)
+    notes = []
+    figures = study_figures(ds, threshold, notes)
+    for note in notes:
+        (log or _note_on_stderr)(note)
     with staged_files(out, csv_path, fields=("out", "out")) as (tmp_html, tmp_csv):
         _write_csv(tmp_csv, rows)
-        tmp_html.write_text(_html(ds, rows, figures, threshold, csv_path.name))
+        tmp_html.write_text(_html(ds, rows, figures, threshold, csv_path.name, notes))
     return out
+
+
+def _note_on_stderr(note):
+    import sys
+
+    print(f"spingpu report: note: {note}", file=sys.stderr)
 
 
 def _write_csv(path, rows):
@@ -200,7 +222,7 @@ def _png(fig):
     return base64.b64encode(buf.getvalue()).decode()
 
 
-def _html(ds, rows, figures, threshold, csv_name):
+def _html(ds, rows, figures, threshold, csv_name, notes=()):
     from .plot.study import axis_label, sweep_axes
 
     attrs = ds.attrs
@@ -248,6 +270,7 @@ def _html(ds, rows, figures, threshold, csv_name):
         body.append(f"<tr>{cells}</tr>")
     figs = "".join(f'<figure><h3>{html.escape(title)}</h3><img alt="{html.escape(title)}" '
                    f'src="data:image/png;base64,{_png(fig)}"></figure>' for title, fig in figures)
+    figs += "".join(f'<p class="note">Note: {html.escape(note)}</p>' for note in notes)
     fact_rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in facts)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>spingpu report: {html.escape(name)}</title>
@@ -259,6 +282,7 @@ th {{ background: #f3f3f3; }} .facts th {{ text-align: left; }}
 figure {{ margin: 1.5em 0; }} img {{ max-width: 100%; }}
 pre {{ background: #f7f7f7; padding: 1em; overflow-x: auto; font-size: 0.85em; }}
 .incomplete {{ background: #fff3cd; border: 1px solid #e0b000; padding: 0.6em 1em; }}
+.note {{ color: #555; font-style: italic; }}
 </style></head><body>
 <h1>spingpu report: {html.escape(name)}</h1>
 {incomplete}
@@ -270,9 +294,9 @@ pre {{ background: #f7f7f7; padding: 1em; overflow-x: auto; font-size: 0.85em; }
 threshold; the 95 % confidence intervals say how well the cell's networks pin down the median and
 the yield of the population of chips the variability describes (median: distribution-free, between
 two order statistics, n/a under 6 networks; yield: Wilson score interval); gradient cosine (of the
-hidden layers' weight gradient used with the exact one) and
-derivative error are medians over networks at the last epoch; done: the networks trained (of
-finished tasks) over which the statistics are taken; teacher: the test accuracy of a
+hidden layers' weight gradient used with the exact one) and derivative error are medians over
+the networks that did not diverge, at the last epoch their cell trained; done: the networks
+trained (of finished tasks) over which the statistics are taken; teacher: the test accuracy of a
 distilled cell's digital teacher.
 The same table: <code>{html.escape(csv_name)}</code>.</p>
 <table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>

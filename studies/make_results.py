@@ -24,6 +24,7 @@ from scipy.stats import mannwhitneyu
 import spingpu
 from spingpu import plot
 from spingpu.report import summary_rows
+from spingpu.studies.store import last_epoch_values
 
 ROOT = Path(__file__).resolve().parent.parent
 THRESHOLD = 0.9
@@ -68,7 +69,7 @@ def table(ds, title):
     rows = summary_rows(ds, THRESHOLD)
     axes = [d for d in ds.test_acc.dims if d not in ("network", "epoch")]
     acc = ds.test_acc.load()
-    val = ds.val_acc.isel(epoch=-1).load()
+    val = last_epoch_values(ds, "val_acc").load()
     print(f"\n### {title}: {ds.attrs.get('study_name')}, {ds.sizes['network']} networks x "
           f"{ds.sizes['epoch']} epochs per cell, wall time {wall_time(ds)} ({ds.attrs.get('backend')})")
     print("| " + " | ".join(axes) + " | median | IQR | 5-95 % | mean | yield >= 90 % (95 % CI) | final val. acc. (median) "
@@ -113,7 +114,8 @@ def metric_vs_axis(ds, dim, title, acc_stat="median"):
 
     fig, axes = _new_figure(width=13, height=4.2, ncols=3)
     x = ds[dim].values.astype(float)
-    last = ds.isel(epoch=-1)
+    last = ds[[]].assign(grad_cosine=last_epoch_values(ds, "grad_cosine"),
+                         deriv_rel_err=last_epoch_values(ds, "deriv_rel_err"))
     groups = _groups(ds)
     for (label, sel), colour in zip(groups, _colours(len(groups))):
         sub = ds.sel(sel) if sel else ds

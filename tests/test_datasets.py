@@ -512,17 +512,69 @@ def test_csv_bad_files(tmp_path, text, words):
 def test_csv_missing_file_and_empty_path(tmp_path):
     with pytest.raises(ConfigError) as err:
         load_dataset(f"csv:{tmp_path / 'absent.csv'}")
-    assert err.value.field == "dataset" and "absent.csv" in str(err.value) and "not found" in str(err.value)
+    assert str(err.value) == f"dataset: CSV file {str(tmp_path / 'absent.csv')!r} not found"
+    for name in ("csv:", "csv:   ", " CSV: "):
+        with pytest.raises(ConfigError) as err:
+            load_dataset(name)
+        assert str(err.value) == "dataset: csv: needs a file path, as in csv:PATH"
+
+
+def test_csv_path_that_is_a_folder_says_so(tmp_path):
     with pytest.raises(ConfigError) as err:
-        load_dataset("csv:")
-    assert err.value.field == "dataset"
+        load_dataset(f"csv:{tmp_path}")
+    assert str(err.value) == f"dataset: {str(tmp_path)!r} is a folder, expected a CSV file"
 
 
 def test_csv_too_small_for_splits(tmp_path):
     text = "".join(f"{i},{i % 3}\n" for i in range(9))  # 3 per class, but 20 % of 9 rows = 2 < 3 classes
     with pytest.raises(ConfigError) as err:
         load_dataset(_csv(tmp_path, text))
-    assert err.value.field == "dataset" and "fewer than the 3 classes" in str(err.value)
+    assert str(err.value) == ("test_fraction: 0.2 of 9 rows is a test split of 2 row(s), fewer than the 3 classes; "
+                              "allowed: test_fraction >= 0.278 (at least 3 rows)")
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"test_fraction": 0.01}, "test_fraction: 0.01 of 150 rows is a test split of 2 row(s), fewer than the 3 classes; "
+                              "allowed: test_fraction >= 0.0167 (at least 3 rows)"),
+    ({"val_fraction": 0.01, "test_fraction": 0.01},
+     "test_fraction: 0.01 of 150 rows is a test split of 2 row(s), fewer than the 3 classes; allowed: test_fraction "
+     ">= 0.0167 (at least 3 rows)"),
+    ({"val_fraction": 0.005}, "val_fraction: 0.005 of 150 rows is a validation split of 1 row(s), fewer than the 3 "
+                              "classes; allowed: val_fraction >= 0.0167 (at least 3 rows)"),
+    ({"val_fraction": 0.49, "test_fraction": 0.49},
+     "val_fraction: val_fraction + test_fraction = 0.98 of 150 rows leaves a training split of 2 row(s), fewer than "
+     "the 3 classes; allowed: fractions that leave at least 3 training rows"),
+])
+def test_a_split_too_small_names_its_fraction_and_the_smallest_allowed(kwargs, message):
+    with pytest.raises(ConfigError) as err:
+        load_dataset("iris", **kwargs)
+    assert str(err.value) == message
+
+
+@pytest.mark.parametrize("n_per_class, n_classes", [(3, 3), (7, 2), (5, 4), (40, 3), (13, 10)])
+def test_the_smallest_fraction_named_is_enough_and_just_below_it_is_not(n_per_class, n_classes):
+    rng = np.random.default_rng()
+    n = n_per_class * n_classes
+    x, y = rng.normal(size=(n, 3)), rng.permutation(np.repeat(np.arange(n_classes), n_per_class))
+    with pytest.raises(ConfigError) as err:
+        from_arrays(x, y, test_fraction=0.5 / n)  # rounds to 0 or 1 rows: too few for >= 2 classes
+    minimum = float(str(err.value).split("test_fraction >= ")[1].split(" ")[0])
+    assert err.value.field == "test_fraction" and n_rows(minimum, n) == n_classes
+    assert n_rows(minimum * (1 - 1e-2), n) < n_classes  # 3 significant digits: within 1 % of the least
+    d = from_arrays(x, y, test_fraction=minimum, val_fraction=minimum)  # every class has >= 3 rows
+    assert len(d.y_test) == len(d.y_val) == n_classes and len(d.y_train) == n - 2 * n_classes
+
+
+def test_mnist_validation_split_too_small_names_val_fraction(tmp_path):
+    folder = _write_idx(tmp_path / "m", _tiny_mnist(), gz=False)  # 60 training images of 3 classes
+    with pytest.raises(ConfigError) as err:
+        load_dataset("mnist", data_dir=folder, val_fraction=0.02)
+    assert str(err.value) == ("val_fraction: 0.02 of 60 rows is a validation split of 1 row(s), fewer than the 3 "
+                              "classes; allowed: val_fraction >= 0.0417 (at least 3 rows)")
+    with pytest.raises(ConfigError) as err:
+        load_dataset("mnist", data_dir=folder, val_fraction=0.98)
+    assert str(err.value) == ("val_fraction: val_fraction = 0.98 of 60 rows leaves a training split of 1 row(s), "
+                              "fewer than the 3 classes; allowed: fractions that leave at least 3 training rows")
 
 
 # ----------------------------------------------------------------------------------------------

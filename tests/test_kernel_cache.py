@@ -77,6 +77,36 @@ def test_an_unusable_cache_folder_falls_back_to_the_closures(tmp_path, monkeypat
     assert kernel_cache.generated_kernels(fresh) is None
 
 
+def test_threads_asking_at_once_build_the_kernels_once(tmp_path, monkeypatch):
+    """A Dask worker runs tasks in threads: the first tasks of a fresh worker ask for the same
+    model's kernels together. They must get one module, built once (two builds at a time crashed
+    in CPython's ast.parse: "AST constructor recursion depth mismatch")."""
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    monkeypatch.setenv("SPINGPU_CACHE_DIR", str(tmp_path))
+    builds, source = [], kernel_cache.module_source
+
+    def slow_source(model):  # widen the window in which a second thread could start a build
+        builds.append(threading.get_ident())
+        time.sleep(0.3)
+        return source(model)
+
+    monkeypatch.setattr(kernel_cache, "module_source", slow_source)
+    fresh = dataclasses.replace(get_model("stt_compact"), _compiled={})
+    start = threading.Barrier(4)
+
+    def ask(_):
+        start.wait()
+        return kernel_cache.generated_kernels(fresh.with_nominal(r_p=900.0))  # copies share the kernels
+
+    with ThreadPoolExecutor(4) as pool:
+        modules = list(pool.map(ask, range(4)))
+    assert len(builds) == 1
+    assert modules[0] is not None and all(m is modules[0] for m in modules)
+
+
 def test_generated_module_text_names_every_kernel():
     source = kernel_cache.module_source(get_model("stt_compact"))
     for name in ("point", "point_row", "pair_neuron", "fill_noise", "forward", "accuracy", "train_one",

@@ -15,10 +15,11 @@ from spingpu.studies.store import create_store, mark_done, task_count, write_tas
 N_NET, EPOCHS = 40, 5
 
 
-def fake_store(tmp_path, sweep, name="fake", npt=20, diverge_cell=None):
-    """A store whose metrics are drawn at random (fixed seed), written through the real store API."""
+def fake_store(tmp_path, sweep, name="fake", npt=20, diverge_cell=None, tables=None):
+    """A store whose metrics are drawn at random (fixed seed), written through the real store API;
+    ``tables``: more of the study's tables (e.g. its model)."""
     data = {"name": name, "networks": N_NET, "seed": 1, "dataset": {"name": "iris"}, "network": {"hidden": [3]},
-            "training": {"epochs": EPOCHS}, "sweep": sweep}
+            "training": {"epochs": EPOCHS}, "sweep": sweep, **(tables or {})}
     study = parse_study(data, tmp_path / f"{name}.toml", text="# fake study\n")
     path = tmp_path / f"{name}.zarr"
     create_store(path, study, npt, {"backend": "cpu", "device": "CPU", "spingpu_version": "test"})
@@ -35,6 +36,8 @@ def fake_store(tmp_path, sweep, name="fake", npt=20, diverge_cell=None):
             metrics = dict(train_loss=rng.uniform(0.1, 1, (n, EPOCHS)), train_acc=rng.uniform(0.5, 1, (n, EPOCHS)),
                            val_acc=rng.uniform(0.5, 1, (n, EPOCHS)), grad_cosine=rng.uniform(0.3, 1, (n, EPOCHS)),
                            deriv_rel_err=rng.uniform(0.01, 1, (n, EPOCHS)), test_acc=acc, diverged=diverged)
+            for name in ("train_loss", "train_acc", "val_acc", "grad_cosine", "deriv_rel_err"):
+                metrics[name][diverged, 2:] = np.nan  # as training leaves them: NaN from the epoch they diverged
             write_task(path, study, cell, lo, metrics)
             mark_done(path, study, cell, task)
     return path, study
@@ -62,7 +65,10 @@ def test_summary_equals_reductions_of_the_dataset(tmp_path):
         assert lo in s and hi in s and lo <= row["median_test_acc"] <= hi
         assert (row["yield_lo95"], row["yield_hi95"]) == yield_interval(int(np.sum(ok >= 0.85)), acc.size)
         last = ds.isel(epoch=-1, delta_i=k)
-        assert row["median_grad_cosine"] == pytest.approx(np.median(last.grad_cosine.values))
+        trained = ~last.diverged.values  # a diverged network's metrics are NaN at the last epoch
+        assert np.isnan(last.grad_cosine.values[~trained]).all()
+        assert row["median_grad_cosine"] == np.median(last.grad_cosine.values[trained])
+        assert row["median_deriv_rel_err"] == np.median(last.deriv_rel_err.values[trained])
 
 
 def test_report_one_axis_self_contained_with_csv(tmp_path, capsys):
@@ -314,3 +320,109 @@ def test_report_on_what_is_not_a_store_or_is_corrupt(tmp_path, capsys):
         assert not (tmp_path / f"{name.split('.')[0]}.html").exists()
     with pytest.raises(Exception, match="not a spingpu results store"):
         open_results(tmp_path / "other")
+
+
+# --- cells that train for different numbers of epochs ------------------------------------------------
+
+
+def trained_store(tmp_path, sweep, networks=4, name="trained"):
+    """A store of a tiny real study (iris, numpy engine), each cell trained in this process by the
+    runner's own task function and written through the store API, as ``spingpu run`` does."""
+    from spingpu.studies.tasks import train_task
+
+    data = {"name": name, "networks": networks, "seed": 2, "dataset": {"name": "iris"}, "network": {"hidden": [3]},
+            "training": {"epochs": 2, "lr": 0.05}, "variability": {"sigma_pair": 0.02}, "sweep": sweep}
+    study = parse_study(data, tmp_path / f"{name}.toml", text="# trained study\n")
+    path = tmp_path / f"{name}.zarr"
+    create_store(path, study, networks, {"backend": "numpy", "device": "CPU", "spingpu_version": "test"})
+    for cell in range(study.n_cells):
+        write_task(path, study, cell, 0, train_task(study, cell, 0, networks, "numpy", 1))
+        mark_done(path, study, cell, 0)
+    return path, study
+
+
+def last_trained_by_hand(path, study):
+    """{(epochs, delta_i): {variable: values of the networks that did not diverge at the cell's own
+    last epoch}}, read from the raw zarr arrays with each cell's epochs from its configuration."""
+    import zarr
+
+    group = zarr.open_group(str(path), mode="r")
+    raw = {name: np.asarray(group[name][:]) for name in ("grad_cosine", "deriv_rel_err", "diverged", "train_loss")}
+    cells = {}
+    for flat in range(study.n_cells):
+        index = tuple(study.cell_index(flat))
+        epochs = study.cell(flat).config.epochs
+        loss = raw["train_loss"][index]
+        assert np.isfinite(loss[:, :epochs]).all() and np.isnan(loss[:, epochs:]).all()  # padded with NaN
+        ok = ~raw["diverged"][index]
+        assert ok.any()
+        values = tuple(study.cell_values(flat).values())
+        cells[values] = {name: raw[name][index][ok, epochs - 1] for name in ("grad_cosine", "deriv_rel_err")}
+    return cells
+
+
+def test_cells_of_fewer_epochs_are_summarised_at_their_own_last_epoch(tmp_path, capsys):
+    from spingpu.plot import delta_i_tradeoff
+    from spingpu.report import LAST_EPOCH, SUMMARY_VARIABLES
+    from spingpu.studies.store import load_results
+
+    path, study = trained_store(tmp_path, {"training.epochs": [2, 4], "neuron.delta_i": [5e-6, 2e-5]})
+    assert [a.dim for a in study.axes] == ["epochs", "delta_i"]
+    expected = last_trained_by_hand(path, study)
+    summaries = [summary_rows(open_results(path)), summary_rows(load_results(path, SUMMARY_VARIABLES, LAST_EPOCH))]
+    assert main(["report", str(path)]) == 0
+    with open(tmp_path / "trained.summary.csv") as handle:
+        summaries.append([{k: float(v) for k, v in row.items()} for row in csv.DictReader(handle)])
+    for rows in summaries:
+        assert sorted((row["epochs"], row["delta_i"]) for row in rows) == sorted(expected)
+        for row in rows:
+            cell = expected[(row["epochs"], row["delta_i"])]
+            assert row["median_grad_cosine"] == np.median(cell["grad_cosine"])
+            assert row["median_deriv_rel_err"] == np.median(cell["deriv_rel_err"])
+            assert np.isfinite(row["median_grad_cosine"]) and np.isfinite(row["median_deriv_rel_err"])
+    # the dI trade-off: medians over the pooled networks of both epochs cells at each delta_i
+    for ds in (open_results(path), load_results(path, ("test_acc", "grad_cosine", "deriv_rel_err"), LAST_EPOCH)):
+        ax_err, ax_cos = delta_i_tradeoff(ds).axes[:2]
+        for ax, name in ((ax_err, "deriv_rel_err"), (ax_cos, "grad_cosine")):
+            pooled = [np.concatenate([expected[(e, d)][name] for e in (2, 4)]) for d in (5e-6, 2e-5)]
+            np.testing.assert_array_equal(ax.lines[0].get_ydata(), [np.quantile(p, 0.5) for p in pooled])
+
+
+# --- a study whose data files moved: the report without the junction figure -------------------------
+
+
+def test_report_without_the_junction_figure_when_the_models_csv_moved(tmp_path, capsys):
+    import html
+    import json
+
+    from spingpu.errors import ConfigError
+    from spingpu.studies.spec import build_cell
+
+    table = tmp_path / "measured.csv"
+    i = np.linspace(-5e-4, 5e-4, 21)
+    np.savetxt(table, np.column_stack([i, 800 * i + 0.1 * np.tanh(i / 2e-4)]), delimiter=",",
+               header="current_A,voltage_V", comments="")
+    path, _ = fake_store(tmp_path, {"neuron.delta_i": [1e-6, 1e-5]}, name="tab",
+                         tables={"model": {"name": "tabulated", "iv_csv": str(table)}})
+    assert main(["report", str(path), "-o", str(tmp_path / "before.html")]) == 0
+    capsys.readouterr()
+    before = (tmp_path / "before.summary.csv").read_text()
+    table.rename(tmp_path / "moved.csv")
+    with pytest.raises(ConfigError) as info:
+        build_cell("", json.loads(open_results(path).attrs["study_data"]))
+    reason = str(info.value)
+    assert reason.startswith(f"model.iv_csv: file not found: {table}") and "\n" not in reason
+    note = f"the figure of the study's junctions is left out: {reason}"
+
+    assert main(["report", str(path)]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == f"spingpu report: note: {note}\n"
+    assert captured.out == f"wrote {tmp_path / 'tab.html'} and {tmp_path / 'tab.summary.csv'}\n"
+    assert (tmp_path / "tab.summary.csv").read_text() == before
+    text = (tmp_path / "tab.html").read_text()
+    assert f'<p class="note">Note: {html.escape(note)}</p>' in text
+    assert "<h3>The study&#x27;s junctions</h3>" not in text
+    assert "<h3>The study&#x27;s junctions</h3>" in (tmp_path / "before.html").read_text()
+    assert text.count("<figure>") == (tmp_path / "before.html").read_text().count("<figure>") - 1 == 3
+    with pytest.raises(ConfigError, match="^model.iv_csv: file not found"):  # without notes it propagates
+        study_figures(open_results(path))

@@ -7,9 +7,7 @@ model's compilation in each worker), so the runs are shared between tests by mod
 The slowest tests are marked ``# slow``.
 """
 
-import contextlib
 import hashlib
-import io
 import json
 import os
 import re
@@ -31,6 +29,7 @@ from spingpu.errors import ConfigError
 from spingpu.studies import load_study
 from spingpu.studies.store import STORE_MARK
 from spingpu.training.results import VARIABLES
+from studyutil import run_main, run_ok, write
 
 FAST = ["--backend", "numpy", "--no-report"]
 CLI = [sys.executable, "-m", "spingpu.cli.main", "run"]
@@ -87,27 +86,6 @@ sigma_pair = 0.02
 [sweep]
 "training.grad_mode" = ["fd_forward", "model"]
 """
-
-
-def write(path, text):
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-    return path
-
-
-def run_main(argv):
-    """``spingpu`` in this process: (exit status, stdout, stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        rc = main(argv)
-    return rc, out.getvalue(), err.getvalue()
-
-
-def run_ok(argv):
-    rc, out, err = run_main(argv)
-    assert rc == 0, err[-3000:]
-    return out
 
 
 def load(path):
@@ -377,6 +355,31 @@ def test_sigkill_leaves_no_worker_behind_and_resume_gives_the_uninterrupted_numb
     assert_same_numbers(out, ref)
 
 
+def test_ctrl_c_stops_the_run_with_one_line_and_keeps_the_finished_tasks(long_ref, tmp_path):
+    """Ctrl-C reaches the whole foreground process group: the Dask workers ignore it (the driver
+    stops the run and closes them), so the terminal gets one line, not a traceback per worker."""
+    study, ref = long_ref
+    out = tmp_path / "interrupted.zarr"
+    proc = subprocess.Popen([*CLI, str(study), "--out", str(out), "--networks-per-task", "1", "--workers", "2",
+                             *FAST], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        wait_part_done(out, proc)
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=90)
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+    lines = [ln for ln in err.replace("\r", "\n").splitlines() if ln.strip() and "networks" not in ln.split("|")[-1]]  # not the progress bar
+    assert proc.returncode == 130
+    assert lines == [f"spingpu run: interrupted; the finished tasks are kept in {out}: rerun with --resume to "
+                     "complete it"], lines
+    assert 1 <= task_done(out).sum()
+    from spingpu.studies.store import store_attrs
+
+    assert store_attrs(out)["run_seconds"] > 0  # the interrupted session's time is kept for the report
+
+
 def test_existing_store_is_refused_untouched_without_resume_or_overwrite(long_ref, tmp_path, det):
     study, ref = long_ref
     before = snapshot(ref)
@@ -529,16 +532,16 @@ epochs = 2
 [sweep]
 "dataset.name" = ["iris", "csv:{data}"]
 """)
-    from spingpu.studies import spec
+    from spingpu.studies import runner
 
-    validate = spec.load_study
+    size = runner.networks_fitting_a_worker
 
-    def validate_then_delete(path):  # the data file disappears after validation, before the run
-        loaded = validate(path)
+    def size_then_delete(*args):  # the data file disappears after validation and sizing, before the tasks run
+        fits = size(*args)
         data.unlink()
-        return loaded
+        return fits
 
-    monkeypatch.setattr(spec, "load_study", validate_then_delete)
+    monkeypatch.setattr(runner, "networks_fitting_a_worker", size_then_delete)
     out = tmp_path / "fails.zarr"
     rc = main(["run", str(study), "--out", str(out), "--networks-per-task", "1", "--workers", "1", *FAST])
     err = capsys.readouterr().err
@@ -551,7 +554,7 @@ epochs = 2
     assert np.isfinite(ds.test_acc.sel(name="iris").values).all()
     assert np.isnan(ds.test_acc.sel(name=f"csv:{data}").values).all()
 
-    monkeypatch.setattr(spec, "load_study", validate)
+    monkeypatch.setattr(runner, "networks_fitting_a_worker", size)
     write_csv(data)  # fix the cause, then --resume as the message says
     rc = main(["run", str(study), "--out", str(out), "--resume", "--networks-per-task", "1", "--workers", "1",
                *FAST])
@@ -813,21 +816,70 @@ def test_config_error_survives_pickling():
     assert isinstance(err, ConfigError) and err.field == "training.lr" and str(err) == "training.lr: -1 is out of range"
 
 
-def test_resume_with_another_backend_is_refused(tmp_path, monkeypatch, capsys):
+def tiny_study_and_store(folder, backend):
+    """The study BASE as ``folder``/study.toml and an empty store of it at results/tiny.zarr
+    (relative: the caller has changed to ``folder``), written with ``backend``."""
     from spingpu.studies.store import create_store
 
-    monkeypatch.chdir(tmp_path)
-    study_path = write(tmp_path / "study.toml", 'name = "tiny"\n' + BASE)
+    study_path = write(folder / "study.toml", 'name = "tiny"\n' + BASE)
     study = load_study(study_path)
-    out = tmp_path / "results" / "tiny.zarr"
+    out = Path("results") / "tiny.zarr"
     out.parent.mkdir()
-    create_store(out, study, study.networks, {"backend": "numpy", "device": "CPU",
+    create_store(out, study, study.networks, {"backend": backend, "device": "CPU",
                                               "spingpu_version": spingpu.__version__})
+    return study_path, study, out
+
+
+def test_resume_with_another_backend_is_refused(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    study_path, study, _ = tiny_study_and_store(tmp_path, "numpy")
     rc = main(["run", str(study_path), "--resume", "--backend", "cpu", "--networks-per-task", str(study.networks),
                "--no-report"])
     err = capsys.readouterr().err
     assert rc == 2 and err == ("spingpu run: error: backend: 'cpu' differs from the store's 'numpy'; "
                                "resume with the same backend\n")
+
+
+def test_resume_takes_the_stores_backend_when_none_is_given(tmp_path, monkeypatch):
+    """As with --networks-per-task, --resume without --backend continues with the store's own."""
+    from spingpu.studies.store import store_attrs
+
+    monkeypatch.chdir(tmp_path)
+    study_path, _, out = tiny_study_and_store(tmp_path, "numpy")
+    run_ok(["run", str(study_path), "--resume", "--workers", "1", "--no-report"])
+    assert store_attrs(out)["backend"] == "numpy"
+    assert np.isfinite(load(out).test_acc.values).all()
+
+
+def test_resume_of_a_store_whose_backend_cannot_run_here_says_so(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    study_path, _, _ = tiny_study_and_store(tmp_path, "tpu")
+    rc, _, err = run_main(["run", str(study_path), "--resume", "--no-report"])
+    assert rc == 2 and err == ("spingpu run: error: backend: results/tiny.zarr was written with the 'tpu' backend, "
+                               "which cannot run here (backend: 'tpu'; allowed: auto, numpy, cpu, cuda); resume it "
+                               "where it can, or start a new store\n"), err
+
+
+def test_tasks_are_sized_to_the_memory_of_the_local_workers(tmp_path, monkeypatch):
+    """The default split is capped to what one worker's share of the memory holds; a split given
+    that does not fit is refused before anything is written."""
+    from spingpu.backends import get_backend
+    from spingpu.datasets import load_dataset
+    from spingpu.studies.store import store_attrs
+    from spingpu.training import trainer
+
+    monkeypatch.chdir(tmp_path)
+    study_path = write(tmp_path / "study.toml", 'name = "tiny"\n' + BASE.replace("networks = 2", "networks = 5"))
+    cell = load_study(study_path).cell(0)
+    need = trainer.host_bytes_per_network(load_dataset("iris"), cell.config, cell.model, get_backend("numpy"))
+    monkeypatch.setattr(trainer, "available_memory", lambda: int(2 * 2.5 * need))  # 2 workers, 2 networks each
+    rc, _, err = run_main(["run", str(study_path), "--workers", "2", "--networks-per-task", "3", *FAST])
+    assert rc == 2 and err == ("spingpu run: error: networks-per-task: 3 networks per task do not fit in the memory "
+                               "each of 2 workers has here; allowed here: at most 2\n"), err
+    assert not Path("results").exists()
+    run_ok(["run", str(study_path), "--workers", "2", *FAST])
+    assert store_attrs("results/tiny.zarr")["networks_per_task"] == 2
+    assert np.isfinite(load("results/tiny.zarr").test_acc.values).all()
 
 
 def test_one_worker_per_gpu_needs_dask_cuda(monkeypatch, tmp_path):

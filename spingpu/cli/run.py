@@ -20,7 +20,7 @@ def add_parser(sub):
     p.add_argument("--scheduler", metavar="ADDRESS", help="join an existing Dask scheduler (tcp://host:port)")
     p.add_argument("--workers", type=integer, help="worker processes of the local cluster (default: one per core)")
     p.add_argument("--cluster", default="local", help="local, slurm or pbs (from the study's [cluster] table)")
-    p.add_argument("--backend", default="auto", help="auto, cpu, numpy or cuda (default auto)")
+    p.add_argument("--backend", help="auto, cpu, numpy or cuda (default auto; with --resume the store's own)")
     p.add_argument("--networks-per-task", type=integer, help="networks trained per task (default: sized to the workers)")
     p.add_argument("--no-report", action="store_true", help="do not write the HTML report at the end")
     p.add_argument("--threshold", type=float, default=0.9, help="accuracy counted as a trained chip (default 0.9)")
@@ -29,6 +29,7 @@ def add_parser(sub):
 
 def run(args):
     from ..errors import check_range
+    from ..studies import store as results_store
     from ..studies.runner import RunOptions, TaskFailed, run_study, summary_table
     from ..studies.spec import load_study
 
@@ -37,20 +38,22 @@ def run(args):
     out = args.out or str(Path("results") / f"{study.name}.zarr")
     if args.out and not Path(args.out).parent.is_dir():  # results/ of the default is created
         raise ConfigError("out", f"folder {Path(args.out).parent} does not exist")
+    if args.resume:  # the store must be this study's before anything else is read from it
+        from ..studies.store import check_existing
+
+        check_existing(out, study, None, True, False)
+    backend = args.backend or (_store_backend(out) if args.resume else None) or "auto"
     cluster_table = {}
     if args.cluster != "local":
         import tomllib
 
         cluster_table = tomllib.loads(study.text).get("cluster", {})
     options = RunOptions(out=out, resume=args.resume, overwrite=args.overwrite, scheduler=args.scheduler,
-                         workers=args.workers, cluster=args.cluster, backend=args.backend,
+                         workers=args.workers, cluster=args.cluster, backend=backend,
                          networks_per_task=args.networks_per_task, cluster_options=cluster_table)
     from ..backends import get_backend
-    from ..studies.store import check_existing
 
     get_backend(options.backend)  # a bad or unavailable backend fails before anything is written
-    if options.resume:
-        check_existing(out, study, None, True, False)
     if not args.no_report and Path(out).parent.is_dir():  # the report will not replace a file it did not write
         from ..report import check_report_targets, default_report_path
 
@@ -63,6 +66,11 @@ def run(args):
         print(f"spingpu run: the finished tasks are kept in {out}; fix the cause and rerun with --resume",
               file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        kept = f"; the finished tasks are kept in {out}: rerun with --resume to complete it" \
+            if results_store.store_attrs(out) else ""
+        print(f"spingpu run: interrupted{kept}", file=sys.stderr)
+        return 130
     print(summary_table(out, args.threshold))
     print(f"results: {out}")
     if not args.no_report:
@@ -72,6 +80,24 @@ def run(args):
 
             print(f"report: {report} (summary: {summary_csv_path(report)})")
     return 0
+
+
+def _store_backend(out):
+    """The backend a store was written with, which ``--resume`` keeps unless told otherwise;
+    a ConfigError if it cannot run here (results differ between backends by float rounding, so
+    one store holds one backend's)."""
+    from ..backends import get_backend
+    from ..studies.store import store_attrs
+
+    backend = store_attrs(out).get("backend")
+    if backend is None:
+        return None
+    try:
+        get_backend(backend)
+    except ConfigError as err:
+        raise ConfigError("backend", f"{out} was written with the {backend!r} backend, which cannot run here "
+                                     f"({err}); resume it where it can, or start a new store") from None
+    return backend
 
 
 def _report(out, threshold):

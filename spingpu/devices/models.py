@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import math
+import threading
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -23,6 +24,7 @@ from ..kernels import pointwise
 from ..kernels.stt_compact import stt_compact as _stt_compact_scalar
 
 DISTRIBUTIONS = ("lognormal", "normal")
+_BUILD_LOCK = threading.RLock()  # re-entrant: a build may ask for the model's other kernels
 
 
 @dataclass(frozen=True)
@@ -139,10 +141,17 @@ class DeviceModel:
         return dataclasses.replace(self, parameters=params, _compiled=self._compiled)
 
     def compiled(self, key, build):
-        """``build()`` once per model (and its :meth:`with_nominal` copies), kept under ``key``."""
-        if key not in self._compiled:
-            self._compiled[key] = build()
-        return self._compiled[key]
+        """``build()`` once per model (and its :meth:`with_nominal` copies), kept under ``key``;
+        once per process also when threads ask at the same time (a Dask worker runs tasks in
+        threads: CPython's ``ast.parse``, which the kernel cache calls, is not thread-safe)."""
+        try:
+            return self._compiled[key]
+        except KeyError:
+            pass
+        with _BUILD_LOCK:
+            if key not in self._compiled:
+                self._compiled[key] = build()
+            return self._compiled[key]
 
     @property
     def point(self):

@@ -193,10 +193,14 @@ def heatmap(ds, x_dim, y_dim, threshold=0.9):
 
 
 def delta_i_tradeoff(ds, dim="delta_i"):
-    """Derivative error and gradient cosine (last epoch, median over networks) against dI, one
-    curve per read-noise level (or other categorical/numeric axis value), the best dI marked."""
+    """Derivative error and gradient cosine (each network's last trained epoch, median over networks)
+    against dI, one curve per read-noise level (or other categorical/numeric axis value), the best dI
+    marked."""
+    from ..studies.store import last_epoch_values
+
     if dim not in numeric_axes(ds):
         return None
+    last = ds.assign({name: last_epoch_values(ds, name) for name in ("grad_cosine", "deriv_rel_err")})
     noise_dims = [d for d in numeric_axes(ds) if d != dim and "noise" in d]
     split = noise_dims[:1] + [d for d in categorical_axes(ds)]
     combos = list(itertools.product(*[list(ds[d].values) for d in split])) if split else [()]
@@ -206,7 +210,6 @@ def delta_i_tradeoff(ds, dim="delta_i"):
     for combo, colour in zip(combos, _colours(len(combos))):
         sel = dict(zip(split, combo))
         label = ", ".join(f"{d}={_fmt(v)}" for d, v in sel.items()) or "all"
-        last = ds.isel(epoch=-1) if "epoch" in ds.dims else ds
         sub = last.sel(sel) if sel else last
         err = _nanquantile(_pooled(sub.deriv_rel_err, [dim]), 0.5)
         cos = _nanquantile(_pooled(sub.grad_cosine, [dim]), 0.5)

@@ -8,6 +8,7 @@ network's numbers independently of the others sharing its call.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -78,6 +79,16 @@ def run_study(study, options: RunOptions, progress=True, log=print):
         results_store.check_existing(options.out, study, None, True, False, backend.name)
         npt = results_store.store_attrs(options.out).get("networks_per_task")
     npt = min(npt or default_networks_per_task(study, workers), study.networks)
+    if options.cluster == "local" and not options.scheduler:  # the workers share this machine's memory
+        fits = networks_fitting_a_worker(study, workers, backend)
+        if fits is not None and npt > fits:
+            if options.networks_per_task is None and not options.resume:
+                npt = fits
+            else:
+                raise ConfigError("networks-per-task", f"{npt} networks per task do not fit in the memory each of "
+                                                       f"{workers} workers has here; allowed here: at most {fits}"
+                                                       + (" (--resume keeps the store's split; run it with fewer "
+                                                          "--workers)" if options.resume else ""))
     resuming = results_store.check_existing(options.out, study, npt, options.resume, options.overwrite,
                                             backend.name)
     n_tasks = results_store.task_count(study, npt)
@@ -95,6 +106,7 @@ def run_study(study, options: RunOptions, progress=True, log=print):
     client, cluster = _connect(options, workers, log, gpus)  # a bad scheduler fails before anything is written
     bar = None
     started = time.perf_counter()
+    ours = resuming  # the store at options.out is this run's to update
     try:
         if not resuming:
             from .. import __version__
@@ -107,6 +119,7 @@ def run_study(study, options: RunOptions, progress=True, log=print):
             results_store.create_store(options.out, study, npt, {
                 "spingpu_version": __version__, "backend": backend.name, "device": device,
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+            ours = True
         log(f"study {study.name}: {study.n_cells} cells x {study.networks} networks, {n_tasks} tasks of up to {npt} "
             f"networks per cell; {len(todo)} tasks to run" + (" (resuming)" if resuming else ""))
         n_workers = max(1, len(client.scheduler_info().get("workers", {})) or workers)
@@ -121,7 +134,9 @@ def run_study(study, options: RunOptions, progress=True, log=print):
         client.close()
         if cluster is not None:
             cluster.close()
-    results_store.update_attrs(options.out, run_seconds=time.perf_counter() - started)
+        if ours:  # also when stopped by Ctrl-C or a failed task: the time of every session that ended
+            earlier = results_store.store_attrs(options.out).get("run_seconds", 0.0)
+            results_store.update_attrs(options.out, run_seconds=earlier + time.perf_counter() - started)
     return options.out
 
 
@@ -163,6 +178,29 @@ def _drive(client, study, options, backend, npt, todo, n_workers, bar):
             bar.update(hi - lo)
         if todo:
             submit()
+
+
+def networks_fitting_a_worker(study, workers, backend):
+    """How many networks of the study's most demanding cell one of ``workers`` local worker
+    processes can train at a time in its share of the memory available now
+    (:func:`spingpu.training.trainer.host_bytes_per_network`); None where it is not known."""
+    import json
+
+    from ..datasets import load_dataset
+    from ..training.trainer import available_memory, host_bytes_per_network
+
+    free = available_memory()
+    if free is None:
+        return None
+    need, datasets = 0, {}  # loaded here for their sizes, dropped on return
+    for flat in range(study.n_cells):
+        cell = study.cell(flat)
+        key = json.dumps(cell.dataset, sort_keys=True)
+        if key not in datasets:
+            kw = dict(cell.dataset)
+            datasets[key] = load_dataset(kw.pop("name"), seed=study.seed, **kw)
+        need = max(need, host_bytes_per_network(datasets[key], cell.config, cell.model, backend))
+    return max(1, int(free // workers // need))
 
 
 def _gpu_workers(backend, options):
@@ -226,20 +264,41 @@ def _connect(options, workers, log, gpus=0):
         except ImportError:
             raise ConfigError("backend", "one Dask worker per GPU needs dask-cuda: pip install 'spingpu[cluster-gpu]'; "
                                          "or run on the CPU with --backend cpu") from None
-        cluster = LocalCUDACluster(n_workers=min(workers, gpus), threads_per_worker=1,
-                                   dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR, death_timeout="30s")
+        with _workers_ignore_ctrl_c():
+            cluster = LocalCUDACluster(n_workers=min(workers, gpus), threads_per_worker=1,
+                                       dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR,
+                                       death_timeout="30s")
         log(f"Dask LocalCUDACluster: one worker on each of {min(workers, gpus)} GPUs; "
             f"dashboard {cluster.dashboard_link}")
         return Client(cluster), cluster
-    cluster = LocalCluster(n_workers=workers, threads_per_worker=options.threads_per_worker, processes=True,
-                           dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR,
-                           death_timeout="30s")
+    with _workers_ignore_ctrl_c():
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=options.threads_per_worker, processes=True,
+                               dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR,
+                               death_timeout="30s")
     try:
         link = cluster.dashboard_link
     except Exception:  # no bokeh: no dashboard
         link = "unavailable (install bokeh for the dashboard)"
     log(f"Dask LocalCluster: {workers} worker processes; dashboard {link}")
     return Client(cluster), cluster
+
+
+@contextlib.contextmanager
+def _workers_ignore_ctrl_c():
+    """Start local worker processes with SIGINT ignored (a Python started with SIGINT ignored keeps
+    ignoring it): Ctrl-C then reaches the driver alone, which stops the run and closes the cluster,
+    instead of every worker also printing its own KeyboardInterrupt traceback."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    saved = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, saved)
 
 
 def _join_scheduler(address, log):

@@ -38,6 +38,7 @@ import hashlib
 import itertools
 import json
 import math
+import os
 import re
 import tomllib
 from dataclasses import dataclass
@@ -120,12 +121,30 @@ class Study:
 
     @property
     def digest(self):
-        """sha256 of what determines the numbers: the parsed tables (paths resolved) and the
-        contents of the data files they name (``inputs``)."""
+        """sha256 of what determines the numbers: the parsed tables and the contents of the data
+        files they name (``inputs``), not where the files are. Each data file path of the tables
+        (``csv:PATH``, ``data_dir``, ``model.iv_csv``) counts as the sha256 of what it names, so a
+        study folder moved or copied elsewhere keeps its digest; swept paths count as written
+        (they label the store's coordinates) and by the contents they name. A study that reads no
+        data file has the digest of its tables alone, as before data files were hashed."""
+        hashes = dict(self.inputs)
+        swept_keys = {a.key for a in self.axes}
+        blob = json.dumps(_portable_tables(self.data, hashes, swept_keys), sort_keys=True, default=str).encode()
+        if self.inputs:
+            swept = {a.key: [_file_token(a.key, v, Path(self.path).parent, hashes) for v in a.values]
+                     for a in self.axes if a.key in FILE_KEYS}
+            blob += json.dumps({"inputs": sorted(hashes.values()), "swept": swept}, sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()
+
+    @property
+    def digests(self):
+        """Every digest a store of this study may carry: :attr:`digest`, and the one of spingpu
+        before moved folders kept theirs (resolved paths and inputs hashed as they stand), which
+        a store written then from this very folder carries."""
         blob = json.dumps(self.data, sort_keys=True, default=str).encode()
         if self.inputs:
             blob += json.dumps([list(item) for item in self.inputs]).encode()
-        return hashlib.sha256(blob).hexdigest()
+        return self.digest, hashlib.sha256(blob).hexdigest()
 
     def cell_index(self, flat):
         return np.unravel_index(flat, self.shape) if self.axes else ()
@@ -156,6 +175,8 @@ class Cell:
 def load_study(path):
     """Parse and validate a study file; raise ConfigError naming the file and key."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError("study", f"{path} is a folder, expected a study .toml file")
     if not path.is_file():
         raise ConfigError("study", f"file not found: {path}")
     try:
@@ -231,19 +252,29 @@ def _check_name(path, name, given):
     return name
 
 
+FILE_KEYS = ("dataset.name", "dataset.data_dir", "model.iv_csv")
+"""The study keys that name data files (dataset.name only as ``csv:PATH``)."""
+
+
+def csv_path(name):
+    """The PATH of a dataset name ``csv:PATH`` as load_dataset reads it (any case, spaces
+    around), "" for ``csv:`` without one, None for a name that is not ``csv:``."""
+    if isinstance(name, str) and name.strip()[:4].lower() == "csv:":
+        return name.strip()[4:].strip()
+    return None
+
+
 def input_files(data):
     """The data files a cell's tables (paths resolved) make the study read: a csv: dataset,
     the MNIST files of data_dir (or SPINGPU_DATA), and model.iv_csv; those that exist."""
-    import os
-
     from ..datasets import mnist_files
 
     files = []
     dataset, model = data.get("dataset", {}), data.get("model", {})
     name = dataset.get("name")
-    if isinstance(name, str) and name.startswith("csv:"):
-        files.append(name[4:])
-    if name == "mnist":
+    if csv_path(name):
+        files.append(csv_path(name))
+    if isinstance(name, str) and name.strip().lower() == "mnist":
         folder = dataset.get("data_dir") or os.environ.get("SPINGPU_DATA")
         if folder:
             files += mnist_files(os.path.expanduser(str(folder))).values()
@@ -273,21 +304,62 @@ def input_hashes(study):
     return tuple(hashes)
 
 
+def _absolute(value, base):
+    """A study's path ``value`` (``~`` expanded) as an absolute path, a relative one taken from
+    ``base``; "" stays "" (the loaders' "none given")."""
+    if not value.strip():
+        return value
+    path = Path(os.path.expanduser(value))  # unchanged where there is no home folder
+    return str(path) if path.is_absolute() else str((Path(base) / path).resolve())
+
+
 def resolve_paths(data, base):
     """Make the study's file paths (dataset.data_dir, csv: datasets, model.iv_csv) absolute,
     taking relative ones from ``base`` (the study file's folder). Changes ``data`` in place."""
-    base = Path(base)
-
-    def absolute(value):
-        return value if Path(value).is_absolute() else str((base / value).resolve())
-
     dataset, model = data.get("dataset", {}), data.get("model", {})
     if isinstance(dataset.get("data_dir"), str):
-        dataset["data_dir"] = absolute(dataset["data_dir"])
-    if isinstance(dataset.get("name"), str) and dataset["name"].startswith("csv:"):
-        dataset["name"] = "csv:" + absolute(dataset["name"][4:])
+        dataset["data_dir"] = _absolute(dataset["data_dir"], base)
+    if csv_path(dataset.get("name")):
+        dataset["name"] = "csv:" + _absolute(csv_path(dataset["name"]), base)
     if isinstance(model.get("iv_csv"), str):
-        model["iv_csv"] = absolute(model["iv_csv"])
+        model["iv_csv"] = _absolute(model["iv_csv"], base)
+    return data
+
+
+def _file_token(key, value, base, hashes):
+    """What the value of a FILE_KEYS ``key`` stands for in the digest: ``sha256:HASH`` of the
+    contents of the file it names (for data_dir, of the files the loader reads in it) where
+    ``hashes`` ({resolved path: sha256}, the study's inputs) has them, else the value unchanged."""
+    if not isinstance(value, str):
+        return value
+    if key == "dataset.name":
+        path = csv_path(value)
+        return "csv:" + _file_token("model.iv_csv", path, base, hashes) if path else value
+    if not value.strip():
+        return value
+    path = Path(_absolute(value, base)).resolve()
+    if key == "dataset.data_dir":  # the MNIST files in the folder, or an .npz named directly
+        found = sorted(h for p, h in hashes.items() if Path(p) == path or Path(p).parent == path)
+        return "sha256:" + hashlib.sha256(json.dumps(found).encode()).hexdigest() if found else value
+    return f"sha256:{hashes[str(path)]}" if str(path) in hashes else value
+
+
+def _portable_tables(data, hashes, swept_keys):
+    """A copy of a study's tables (paths resolved) with the data file paths of [dataset] and
+    [model] replaced by their :func:`_file_token` (by a mark where a sweep of the key replaces the
+    path in every cell: no cell reads it); the [sweep] table as written."""
+    data = json.loads(json.dumps(data))
+    for key in FILE_KEYS:
+        section, name = key.split(".")
+        table = data.get(section)
+        if not isinstance(table, dict) or not isinstance(table.get(name), str):
+            continue
+        value = table[name]
+        names_file = csv_path(value) if key == "dataset.name" else value.strip()
+        if key in swept_keys and names_file:
+            table[name] = "(swept)"
+        else:
+            table[name] = _file_token(key, value, "/", hashes)
     return data
 
 
@@ -323,8 +395,9 @@ def _check_section(table, section, path):
 def _check_type(value, kind, path, key):
     kinds = kind if isinstance(kind, tuple) else (kind,)
     if isinstance(value, bool) or not isinstance(value, kinds):
-        names = " or ".join({int: "an integer", float: "a number", str: "a string", list: "an array",
-                             dict: "a table"}[k] for k in kinds)
+        names = "a number" if kind == _NUM else " or ".join(
+            {int: "an integer", float: "a number", str: "a string", list: "an array", dict: "a table"}[k]
+            for k in kinds)
         raise _err(path, key, f"expected {names}, got {value!r}")
 
 
@@ -357,7 +430,7 @@ def _parse_sweep(sweep, path):
                 raise _err(path, field, f"{kind} of {args[2]} values; at most {MAX_CELLS} cells in a study")
             if not all(math.isfinite(a) for a in args[:2]):
                 raise _err(path, field, f"{kind} takes finite start and stop, got {args[:2]}")
-            values = tuple(float(v) for v in getattr(np, kind)(args[0], args[1], args[2]))
+            values = _spaced(path, field, kind, args)
         elif isinstance(spec, list) and spec:
             if key == "network.hidden":
                 if not all(isinstance(v, list) and v and all(isinstance(w, int) and not isinstance(w, bool) for w in v)
@@ -381,6 +454,18 @@ def _parse_sweep(sweep, path):
         dim = short if last.count(short) == 1 and short not in ("network", "epoch") else axis.key.replace(".", "__")
         named.append(dataclasses.replace(axis, dim=dim))
     return tuple(named)
+
+
+def _spaced(path, field, kind, args):
+    """The values of {linspace|logspace = [start, stop, num]}, all finite (numpy's overflow
+    warning silenced: the one-line error says it)."""
+    with np.errstate(all="ignore"):
+        values = getattr(np, kind)(args[0], args[1], args[2])
+    if not np.all(np.isfinite(values)):
+        problem = (f"10**{max(args[:2])} is beyond the largest float (about 1.8e308); allowed: exponents up to 308"
+                   if kind == "logspace" else "stop - start is beyond the largest float (about 1.8e308)")
+        raise _err(path, field, f"{kind} = {list(args)} overflows: {problem}")
+    return tuple(float(v) for v in values)
 
 
 def _typed_values(path, field, key, values):
@@ -491,16 +576,16 @@ def build_cell(path, data):
 
 
 def _check_dataset(study, path):
-    """Every cell's dataset is known and its files exist (each distinct one is loaded once)."""
+    """Every cell's dataset is known and its files exist (each distinct one is loaded once), and
+    a data_dir is read by some cell (by mnist)."""
     from ..datasets import load_dataset
 
-    seen = set()
+    first = {}  # each distinct dataset table -> the first cell that has it
     for flat in range(study.n_cells):
-        kw = dict(study.cell(flat).dataset)
-        key = json.dumps(kw, sort_keys=True)
-        if key in seen:
-            continue
-        seen.add(key)
+        first.setdefault(json.dumps(study.cell(flat).dataset, sort_keys=True), flat)
+    _check_data_dir(path, [json.loads(key) for key in first])
+    for key, flat in first.items():
+        kw = json.loads(key)
         name = kw.pop("name")
         try:
             load_dataset(name, seed=study.seed, **kw)
@@ -509,3 +594,10 @@ def _check_dataset(study, path):
             raise _err(path, f"dataset.{err.field}" if err.field != "dataset" else "dataset.name",
                        err.problem + (f" (in the cell {cell})" if cell else "")) from None
 
+
+def _check_data_dir(path, tables):
+    """Refuse a data_dir that no cell reads: only mnist reads one (load_dataset ignores it)."""
+    if any(t.get("data_dir") for t in tables) and not any(t["name"].strip().lower() == "mnist" for t in tables):
+        names = ", ".join(sorted({repr(t["name"]) for t in tables}))
+        raise _err(path, "dataset.data_dir", f"only mnist reads data_dir, and this study trains on {names}; "
+                                             "remove data_dir")

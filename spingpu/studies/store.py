@@ -5,13 +5,21 @@ Variables have dims (sweep axes..., network[, epoch]) and are chunked one cell b
 rewritten. ``task_done`` (sweep axes..., task) marks the tasks whose numbers are in the store; a
 task is marked only after its numbers are written, so a killed run loses at most the tasks in
 flight. Attributes hold the study text, its digest, versions, backend and device.
+
+A store is created whole: it is written under a hidden temporary name beside ``path``
+(``.NAME.partial-HOST-PID-TOKEN``, never a valid ``--out``) and renamed into place, so a store at
+``path`` always has all its arrays and metadata. A killed creation leaves only such a temporary
+folder, which the next creation in that folder removes (when its process is gone).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
+import secrets
 import shutil
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +28,7 @@ from ..errors import ConfigError
 from ..training.results import CELL_VARIABLES, VARIABLES
 
 STORE_MARK = "spingpu_study_digest"
+PARTIAL = ".partial-"  # in the name of a store being created: .NAME.partial-HOST-PID-TOKEN
 
 
 def task_count(study, networks_per_task):
@@ -27,7 +36,60 @@ def task_count(study, networks_per_task):
 
 
 def create_store(path, study, networks_per_task, attrs):
-    """Write the store's metadata (every value missing, no task done)."""
+    """Write the store's metadata (every value missing, no task done) at ``path``, which must not
+    exist: built under a temporary name in the same folder and renamed into place, so that an
+    interrupted creation never leaves a store at ``path``."""
+    path = Path(path)
+    remove_stale_partials(path)
+    tmp = path.with_name(f".{path.name}{PARTIAL}{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}")
+    try:
+        _store_dataset(study, networks_per_task, attrs).to_zarr(tmp, mode="w-", compute=False, consolidated=True,
+                                                                zarr_format=2)
+        _move_into_place(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _move_into_place(tmp, path):
+    """Rename the finished store ``tmp`` to ``path``; ConfigError where something is at ``path``
+    (a rename would replace an empty folder there)."""
+    if os.path.lexists(path):
+        raise ConfigError("out", f"{path} appeared while the store was being created; not replaced: choose "
+                                 "another --out, or remove it and rerun")
+    try:
+        os.rename(tmp, path)
+    except OSError as err:  # a folder made at path meanwhile
+        raise ConfigError("out", f"{path} cannot be created: {err.strerror or err}") from None
+
+
+def remove_stale_partials(path):
+    """Remove the temporary folders of creations of ``path`` killed on this host (their process is
+    gone); those of running or other hosts' creations are left alone."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        return
+    host, prefix = socket.gethostname(), f".{path.name}{PARTIAL}"
+    for item in path.parent.iterdir():
+        if not item.name.startswith(prefix) or item.is_symlink() or not item.is_dir():
+            continue
+        owner, _, pid = item.name[len(prefix):].rpartition("-")[0].rpartition("-")
+        if owner == host and pid.isdigit() and not _process_alive(int(pid)):
+            shutil.rmtree(item, ignore_errors=True)
+
+
+def _process_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process
+        return True
+    return True
+
+
+def _store_dataset(study, networks_per_task, attrs):
+    """The store's lazy xarray Dataset: dask arrays of missing values, no task done."""
     import dask.array as da
     import xarray as xr
 
@@ -58,8 +120,7 @@ def create_store(path, study, networks_per_task, attrs):
                            "input_files": json.dumps([list(item) for item in study.inputs]),
                            "study_data": json.dumps(study.data, sort_keys=True),
                            "sweep_axes": json.dumps([a.dim for a in study.axes])})
-    ds = xr.Dataset(data_vars, coords=coords, attrs=attrs)
-    ds.to_zarr(path, mode="w-", compute=False, consolidated=True, zarr_format=2)
+    return xr.Dataset(data_vars, coords=coords, attrs=attrs)
 
 
 def write_task(path, study, cell, lo, metrics):
@@ -101,7 +162,8 @@ def done_tasks(path):
 def check_existing(path, study, networks_per_task, resume, overwrite, backend=None):
     """Refuse to clobber or to mix studies, spingpu versions or engines; return True when resuming
     a store. Nothing is removed here: with ``overwrite`` the caller replaces the store with
-    :func:`remove_store` once the run can start. ``networks_per_task`` or ``backend`` None: not checked."""
+    :func:`remove_store` once the run can start (an incomplete store too: see :func:`incomplete`).
+    ``networks_per_task`` or ``backend`` None: not checked."""
     from .. import __version__
 
     path = Path(path)
@@ -117,9 +179,13 @@ def check_existing(path, study, networks_per_task, resume, overwrite, backend=No
             raise ConfigError("out", f"{path} is a symbolic link; --overwrite does not delete through a link: "
                                      "remove the link or choose another --out")
         return False
+    missing = incomplete(path)
+    if missing:
+        raise ConfigError("out", f"{path} is an incomplete spingpu results store ({missing}: its creation was "
+                                 "interrupted, or it was damaged); replace it with --overwrite or choose another --out")
     if not resume:
         raise ConfigError("out", f"{path} exists; pass --resume to complete it or --overwrite to replace it")
-    if attrs[STORE_MARK] != study.digest:
+    if attrs[STORE_MARK] not in study.digests:
         changed = _changed_inputs(attrs, study)
         if changed:
             raise ConfigError("resume", f"{path} was made from other contents of {changed}: the input data changed "
@@ -155,14 +221,39 @@ def _changed_inputs(attrs, study):
     return next((p for p, h in study.inputs if p in stored and stored[p] != h), None)
 
 
+def incomplete(path):
+    """What the store at ``path`` lacks, or None where it is whole: its consolidated metadata (written
+    last) and the metadata of every variable and of ``task_done``. (Chunks are not checked: a chunk
+    never written reads as missing values, which a new store is.)"""
+    path = Path(path)
+    try:
+        listed = json.loads((path / ".zmetadata").read_text())["metadata"]
+    except FileNotFoundError:
+        return "no consolidated metadata"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "unreadable consolidated metadata"
+    if not all((path / f).is_file() for f in (".zgroup", ".zattrs")):
+        return "no group metadata"
+    names = [*VARIABLES, "task_done"]
+    missing = [n for n in names if not all(f"{n}/{f}" in listed and (path / n / f).is_file()
+                                           for f in (".zarray", ".zattrs"))]
+    return f"missing {', '.join(missing)}" if missing else None
+
+
 def store_attrs(path):
-    """The attributes of the zarr group at ``path`` ({} where it is not one)."""
+    """The attributes of the zarr group at ``path`` ({} where it is not one). Where the group cannot
+    be opened (an incomplete or damaged store), its ``.zattrs`` file is read as it is."""
     import zarr
 
     try:
         return dict(zarr.open_group(str(path), mode="r").attrs)
-    except Exception:  # not a zarr group (or not readable): not a store of ours
+    except Exception:  # not a zarr group (or not readable): perhaps its attributes are there
+        pass
+    try:
+        attrs = json.loads((Path(path) / ".zattrs").read_text())
+    except (OSError, ValueError):
         return {}
+    return attrs if isinstance(attrs, dict) else {}
 
 
 def remove_store(path):
@@ -210,20 +301,40 @@ def open_results(path):
 
 def load_results(path, variables=None, last_epoch=()):
     """:func:`open_results` (only ``variables`` and task_done, where given; of the variables named
-    in ``last_epoch``, only the last epoch, without the epoch dim) read into memory; ConfigError
-    where a chunk cannot be read."""
+    in ``last_epoch``, only the value at each network's last trained epoch, without the epoch dim:
+    :func:`last_epoch_values`) read into memory; ConfigError where a chunk cannot be read."""
     ds = open_results(path)
     try:
         sub = ds if variables is None else ds[[v for v in ds.data_vars if v in set(variables) | {"task_done"}]]
         for name in last_epoch:
             if name in sub and "epoch" in sub[name].dims:
-                sub = sub.assign({name: sub[name].isel(epoch=-1).drop_vars("epoch")})
+                sub = sub.assign({name: last_epoch_values(ds, name)})
         return sub.load()
     except Exception as err:
         raise ConfigError("results", f"{path} is corrupt: its data cannot be read "
                                      f"({type(err).__name__}: {_first_line(err)})") from None
     finally:
         ds.close()
+
+
+def last_epoch_values(ds, name):
+    """``ds[name]`` at each network's last trained epoch, without the epoch dim (as it is where it
+    has none). A cell that trains fewer epochs than the study's longest is padded with NaN in the
+    store, so the last trained epoch is a network's last with a finite ``train_loss`` (the
+    variable's own last finite value where ``ds`` lacks train_loss). A diverged network (its metrics
+    are NaN from the epoch it diverged) and a network never trained give NaN, as at the last epoch."""
+    import xarray as xr
+
+    var = ds[name]
+    if "epoch" not in var.dims:
+        return var
+    ref = ds["train_loss"] if "train_loss" in ds and "epoch" in ds["train_loss"].dims else var
+    position = xr.DataArray(np.arange(1, ref.sizes["epoch"] + 1), dims="epoch")  # 1, 2, ... along epoch
+    last = position.where(np.isfinite(ref), 0).max("epoch")  # 0: no trained epoch
+    value = var.where((position == last) & (last > 0)).sum("epoch", min_count=1)
+    if "diverged" in ds:
+        value = value.where(~ds["diverged"].astype(bool))
+    return value.drop_vars("epoch", errors="ignore")
 
 
 def _first_line(err):

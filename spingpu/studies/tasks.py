@@ -22,7 +22,7 @@ def train_task(study, cell_number, lo, hi, backend, threads):
     from ..training import teacher_logits, train
 
     numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
-    key = (study.digest, cell_number)
+    key = (study.digest, study.path, cell_number)  # a moved copy has the digest, not the paths
     if key not in _CELLS:  # the cell's model keeps its compiled kernels between tasks
         _CELLS[key] = study.cell(cell_number)
     cell = _CELLS[key]

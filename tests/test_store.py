@@ -1,0 +1,250 @@
+"""The results store: whole creation (a killed creation leaves no store), incomplete stores refused
+in one line and replaced by --overwrite, and each network's last trained epoch."""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import zarr
+
+import spingpu
+from spingpu.errors import ConfigError
+from spingpu.studies import load_study, open_results
+from spingpu.studies.spec import parse_study
+from spingpu.studies.store import (STORE_MARK, check_existing, create_store, incomplete, last_epoch_values,
+                                   load_results, mark_done, store_attrs, task_count, write_task)
+from spingpu.training.results import VARIABLES
+from studyutil import run_main
+
+FAST = ["--backend", "numpy", "--no-report", "--workers", "1"]
+STUDY = """\
+name = "s"
+networks = 3
+seed = 4
+
+[dataset]
+name = "iris"
+
+[network]
+hidden = [3]
+
+[training]
+epochs = 2
+
+[sweep]
+"training.grad_mode" = ["fd_forward", "model"]
+"""
+
+
+def attrs():
+    return {"backend": "numpy", "device": "CPU", "spingpu_version": spingpu.__version__}
+
+
+def study_file(tmp_path):
+    path = tmp_path / "study.toml"
+    path.write_text(STUDY)
+    return path, load_study(path)
+
+
+def files(folder):
+    """{relative path: bytes} of every file under ``folder``."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+# --- creation is whole or nothing ----------------------------------------------------------------
+
+
+def partial_to_zarr(real):
+    """A Dataset.to_zarr that writes the group (its attributes hold the store mark) and one array,
+    as an interrupted creation had, and then stops."""
+    def to_zarr(self, store, *args, **kwargs):
+        real(self[["test_acc"]], store, mode="w-", compute=False, consolidated=False, zarr_format=2)
+        raise KeyboardInterrupt("interrupted while creating the store")
+    return to_zarr
+
+
+def test_an_interrupted_creation_leaves_nothing_at_out_nor_beside_it(tmp_path, monkeypatch):
+    import xarray as xr
+
+    study_path, study = study_file(tmp_path)
+    out = tmp_path / "s.zarr"
+    monkeypatch.setattr(xr.Dataset, "to_zarr", partial_to_zarr(xr.Dataset.to_zarr))
+    with pytest.raises(KeyboardInterrupt, match="interrupted while creating"):
+        create_store(out, study, 2, attrs())
+    assert sorted(os.listdir(tmp_path)) == ["study.toml"]
+    with pytest.raises(ConfigError, match=f"^resume: no store at {out} to resume$"):
+        check_existing(out, study, 2, True, False)
+    monkeypatch.undo()
+    create_store(out, study, 2, attrs())
+    assert incomplete(out) is None and sorted(os.listdir(tmp_path)) == ["s.zarr", "study.toml"]
+
+
+KILLED = """\
+import sys, time
+import xarray as xr
+sys.path.insert(0, {tests!r})
+from test_store import attrs, partial_to_zarr
+from spingpu.studies import load_study
+from spingpu.studies.store import create_store
+
+real = xr.Dataset.to_zarr
+def stall(self, store, *args, **kwargs):
+    try:
+        partial_to_zarr(real)(self, store)
+    except KeyboardInterrupt:
+        print("partly written", flush=True)
+        time.sleep(600)
+xr.Dataset.to_zarr = stall
+create_store({out!r}, load_study({study!r}), 2, attrs())
+"""
+
+
+def test_a_killed_creation_leaves_a_hidden_folder_that_the_next_creation_removes(tmp_path):
+    study_path, study = study_file(tmp_path)
+    out = tmp_path / "s.zarr"
+    code = KILLED.format(tests=os.path.dirname(__file__), out=str(out), study=str(study_path))
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline() == "partly written\n"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    left = sorted(os.listdir(tmp_path))
+    partial = f".s.zarr.partial-{socket.gethostname()}-{proc.pid}-"
+    assert len(left) == 2 and left[0].startswith(partial) and left[1] == "study.toml", left
+    assert STORE_MARK in store_attrs(tmp_path / left[0])  # the mark was written, but not at --out
+    rc, printed, err = run_main(["run", str(study_path), "--out", str(out), "--resume", *FAST])
+    assert (rc, printed, err) == (2, "", f"spingpu run: error: resume: no store at {out} to resume\n")
+    create_store(out, study, 2, attrs())  # the killed creation's folder goes: its process is gone
+    assert sorted(os.listdir(tmp_path)) == ["s.zarr", "study.toml"] and incomplete(out) is None
+
+
+def test_the_partial_folders_of_running_or_other_hosts_creations_are_left_alone(tmp_path):
+    _, study = study_file(tmp_path)
+    mine = tmp_path / f".s.zarr.partial-{socket.gethostname()}-{os.getpid()}-0a1b2c3d"
+    other_host = tmp_path / f".s.zarr.partial-not-{socket.gethostname()}-1-0a1b2c3d"
+    other_name = tmp_path / f".t.zarr.partial-{socket.gethostname()}-999999999-0a1b2c3d"
+    for folder in (mine, other_host, other_name):
+        folder.mkdir()
+        (folder / ".zgroup").write_text('{"zarr_format": 2}')
+    create_store(tmp_path / "s.zarr", study, 2, attrs())
+    assert sorted(os.listdir(tmp_path)) == sorted([mine.name, other_host.name, other_name.name, "s.zarr",
+                                                   "study.toml"])
+
+
+def test_creation_never_replaces_what_is_at_out(tmp_path):
+    _, study = study_file(tmp_path)
+    out = tmp_path / "s.zarr"
+    out.mkdir()  # an empty folder: a rename would silently replace it
+    with pytest.raises(ConfigError, match=f"^out: {out} appeared while the store was being created; not replaced"):
+        create_store(out, study, 2, attrs())
+    assert sorted(os.listdir(tmp_path)) == ["s.zarr", "study.toml"] and os.listdir(out) == []
+
+
+# --- an incomplete store: refused in one line, replaced by --overwrite -------------------------------
+
+
+def remove(path):
+    shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
+DAMAGE = {  # what is removed from a whole store, and what the error says is missing
+    "consolidated metadata": ([".zmetadata"], "no consolidated metadata"),
+    "an array": (["task_done"], "missing task_done"),
+    "array metadata": (["test_acc/.zarray", "val_acc/.zattrs"], "missing val_acc, test_acc"),
+    "the group": ([".zgroup", ".zmetadata"], "no consolidated metadata"),  # zarr cannot open it
+}
+
+
+@pytest.mark.parametrize("damage", list(DAMAGE))
+def test_an_incomplete_store_is_refused_in_one_line_and_left_untouched(tmp_path, damage):
+    study_path, study = study_file(tmp_path)
+    out = tmp_path / "s.zarr"
+    create_store(out, study, 2, attrs())
+    removed, missing = DAMAGE[damage]
+    for name in removed:
+        remove(out / name)
+    before = files(tmp_path)
+    message = (f"out: {out} is an incomplete spingpu results store ({missing}: its creation was interrupted, or it "
+               "was damaged); replace it with --overwrite or choose another --out")
+    for extra in (["--resume"], []):
+        rc, printed, err = run_main(["run", str(study_path), "--out", str(out), *extra, *FAST])
+        assert (rc, printed, err) == (2, "", f"spingpu run: error: {message}\n")
+    assert files(tmp_path) == before
+    assert STORE_MARK in store_attrs(out)
+    assert check_existing(out, study, 2, False, True) is False  # --overwrite may replace it
+
+
+def test_overwrite_replaces_an_incomplete_store_zarr_cannot_open(tmp_path):
+    study_path, study = study_file(tmp_path)
+    out = tmp_path / "s.zarr"
+    create_store(out, study, 2, attrs())
+    for name in (".zgroup", ".zmetadata", "task_done", "train_loss"):
+        remove(out / name)
+    with pytest.raises(Exception):
+        zarr.open_group(str(out), mode="r")
+    rc, printed, err = run_main(["run", str(study_path), "--out", str(out), "--overwrite", "--networks-per-task", "2",
+                                 *FAST])
+    assert rc == 0, err
+    assert "2 cells x 3 networks, 2 tasks of up to 2 networks per cell; 4 tasks to run\n" in printed
+    assert incomplete(out) is None and sorted(os.listdir(tmp_path)) == ["s.zarr", "study.toml"]
+    with open_results(out) as ds:
+        assert (ds.task_done.values == 1).all() and np.isfinite(ds.test_acc.values).all()
+
+
+# --- each network's last trained epoch ---------------------------------------------------------------
+
+
+def test_last_epoch_values_are_at_each_networks_last_trained_epoch(tmp_path):
+    """Cells of 2 and 4 epochs (the 2-epoch one padded with NaN). In the short cell: network 0 trained;
+    network 1 diverged in its 2nd epoch (NaN, as at the last epoch before); network 2 trained but its
+    cosine is NaN at its last epoch (NaN, not an earlier epoch's value); network 3 never trained (its
+    task did not run)."""
+    data = {"name": "ep", "networks": 4, "seed": 1, "dataset": {"name": "iris"}, "network": {"hidden": [3]},
+            "sweep": {"training.epochs": [2, 4]}}
+    study = parse_study(data, tmp_path / "ep.toml")
+    path = tmp_path / "ep.zarr"
+    create_store(path, study, 3, attrs())
+    rng = np.random.default_rng(3)
+    written = []
+    for cell, epochs in enumerate((2, 4)):
+        metrics = {name: rng.uniform(0.1, 1.0, (3, epochs) if "epoch" in dims else 3)
+                   for name, (dims, _, _) in VARIABLES.items()}
+        metrics["diverged"] = np.zeros(3, dtype=bool)
+        if epochs == 2:
+            for name, (dims, _, _) in VARIABLES.items():
+                if "epoch" in dims:
+                    metrics[name][1, 1:] = np.nan
+            metrics["test_acc"][1], metrics["diverged"][1] = np.nan, True
+            metrics["grad_cosine"][2, 1] = np.nan
+        write_task(path, study, cell, 0, metrics)
+        mark_done(path, study, cell, 0)
+        if epochs == 4:
+            write_task(path, study, cell, 3, {k: v[:1] for k, v in metrics.items()})
+            mark_done(path, study, cell, 1)
+        written.append(metrics)
+    short, long = written
+    expected = {
+        "grad_cosine": [[short["grad_cosine"][0, 1], np.nan, np.nan, np.nan],
+                        list(long["grad_cosine"][:, 3]) + [long["grad_cosine"][0, 3]]],
+        "deriv_rel_err": [[short["deriv_rel_err"][0, 1], np.nan, short["deriv_rel_err"][2, 1], np.nan],
+                          list(long["deriv_rel_err"][:, 3]) + [long["deriv_rel_err"][0, 3]]],
+    }
+    with open_results(path) as ds:
+        assert task_count(study, 3) == 2 and ds.sizes["epoch"] == 4
+        for name, values in expected.items():
+            got = last_epoch_values(ds, name)
+            assert got.dims == ("epochs", "network")
+            np.testing.assert_array_equal(got.values, np.array(values))
+            assert last_epoch_values(ds, "test_acc") is ds["test_acc"] or \
+                last_epoch_values(ds, "test_acc").identical(ds["test_acc"])
+    loaded = load_results(path, ("grad_cosine", "deriv_rel_err", "test_acc"), ("grad_cosine", "deriv_rel_err"))
+    for name, values in expected.items():
+        assert loaded[name].dims == ("epochs", "network")
+        np.testing.assert_array_equal(loaded[name].values, np.array(values))
+    assert "train_loss" not in loaded and "diverged" not in loaded  # used, not loaded

@@ -1,0 +1,316 @@
+"""Study files (spingpu.studies.spec): the digest depends on what determines the numbers, not on
+where the study folder is; validation messages are one line naming the key and what is allowed.
+
+No study is run here: a store is made with the store API (as a first run leaves it), so these tests
+take a few seconds.
+"""
+
+import hashlib
+import json
+import os
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import spingpu
+from spingpu.cli.main import main
+from spingpu.errors import ConfigError
+from spingpu.studies import load_study
+from studyutil import run_main, write
+
+FAST = ["--backend", "numpy", "--no-report"]
+
+BASE = """\
+networks = 2
+
+[dataset]
+name = "iris"
+
+[network]
+hidden = [3]
+
+[training]
+epochs = 2
+"""
+
+# a csv: dataset and a tabulated model's measured curve, both relative to the study's folder
+FILES_STUDY = """\
+name = "files"
+networks = 2
+
+[dataset]
+name = "csv:data/table.csv"
+
+[model]
+name = "tabulated"
+iv_csv = "iv.csv"
+
+[network]
+hidden = [3]
+
+[training]
+epochs = 1
+"""
+
+
+def write_table(path, rng, rows=45):
+    """A fresh random CSV table: 2 features, 3 classes (labelled by the first feature's sign and
+    size, so every class has rows)."""
+    x = rng.normal(size=(rows, 2))
+    labels = np.arange(rows) % 3
+    return write(path, "a,b,label\n" + "".join(f"{a!r},{b!r},{c}\n" for (a, b), c in zip(x.tolist(), labels)))
+
+
+def write_iv(path, rng):
+    """A fresh random measured V(I) curve: linear plus cubic, increasing."""
+    current = np.linspace(-1e-4, 1e-4, 9)
+    r, k = rng.uniform(800.0, 3000.0), rng.uniform(1e6, 1e7)
+    return write(path, "current,voltage\n" + "".join(f"{i!r},{r * i + k * i ** 3!r}\n" for i in current.tolist()))
+
+
+def files_folder(folder, rng):
+    write_table(folder / "data" / "table.csv", rng)
+    write_iv(folder / "iv.csv", rng)
+    return write(folder / "study.toml", FILES_STUDY)
+
+
+# --- the digest: contents, not places ------------------------------------------------------------
+
+
+def test_a_copied_or_moved_study_folder_keeps_its_digest_and_changed_contents_change_it(tmp_path):
+    rng = np.random.default_rng()
+    study_path = files_folder(tmp_path / "a", rng)
+    study = load_study(study_path)
+    assert len(study.inputs) == 2
+    shutil.copytree(tmp_path / "a", tmp_path / "elsewhere" / "deeper" / "b")
+    copy_path = tmp_path / "elsewhere" / "deeper" / "b" / "study.toml"
+    copy = load_study(copy_path)
+    assert copy.data != study.data  # its paths are other ones ...
+    assert copy.digest == study.digest  # ... and its numbers the same
+    shutil.move(tmp_path / "a", tmp_path / "moved")
+    assert load_study(tmp_path / "moved" / "study.toml").digest == study.digest
+
+    table = tmp_path / "elsewhere" / "deeper" / "b" / "data" / "table.csv"
+    table.write_text(table.read_text().replace(",0\n", ",1\n", 1))  # one label changed
+    assert load_study(copy_path).digest != study.digest
+    shutil.copy(tmp_path / "moved" / "data" / "table.csv", table)
+    assert load_study(copy_path).digest == study.digest
+    write_iv(tmp_path / "elsewhere" / "deeper" / "b" / "iv.csv", rng)
+    assert load_study(copy_path).digest != study.digest
+
+
+def test_two_data_files_that_swap_contents_change_the_digest(tmp_path):
+    """The digest knows which file holds which contents (csv dataset vs a swept csv), not just the
+    set of contents."""
+    rng = np.random.default_rng()
+    write_table(tmp_path / "a.csv", rng)
+    write_table(tmp_path / "b.csv", rng)
+    study_path = write(tmp_path / "study.toml", BASE + '\n[sweep]\n"dataset.name" = ["csv:a.csv", "csv:b.csv"]\n')
+    study = load_study(study_path)
+    shutil.copytree(tmp_path, tmp_path.parent / (tmp_path.name + "-copy"))
+    assert load_study(tmp_path.parent / (tmp_path.name + "-copy") / "study.toml").digest == study.digest
+    a, b = (tmp_path / "a.csv").read_text(), (tmp_path / "b.csv").read_text()
+    (tmp_path / "a.csv").write_text(b)
+    (tmp_path / "b.csv").write_text(a)
+    swapped = load_study(study_path)
+    assert sorted(h for _, h in swapped.inputs) == sorted(h for _, h in study.inputs)
+    assert swapped.digest != study.digest
+
+
+def test_an_mnist_folder_elsewhere_with_the_same_files_gives_the_same_digest(tmp_path, monkeypatch):
+    monkeypatch.delenv("SPINGPU_DATA", raising=False)
+    rng = np.random.default_rng()
+    arrays = dict(x_train=rng.integers(0, 256, (60, 28, 28), dtype=np.uint8), y_train=np.arange(60) % 10,
+                  x_test=rng.integers(0, 256, (20, 28, 28), dtype=np.uint8), y_test=np.arange(20) % 10)
+    for where in ("one", "two"):
+        (tmp_path / where).mkdir()
+        np.savez(tmp_path / where / "mnist.npz", **arrays)
+    text = BASE.replace('name = "iris"', 'name = "mnist"\ndata_dir = {}')
+    one = load_study(write(tmp_path / "s1.toml", text.format(json.dumps(str(tmp_path / "one")))))
+    two = load_study(write(tmp_path / "s2.toml", text.format(json.dumps(str(tmp_path / "two")))))
+    assert one.digest == two.digest
+    arrays["y_train"] = (arrays["y_train"] + 1) % 10
+    np.savez(tmp_path / "two" / "mnist.npz", **arrays)
+    assert load_study(tmp_path / "s2.toml").digest != one.digest
+
+
+def test_a_study_without_data_files_keeps_the_digest_of_its_tables_alone(tmp_path):
+    """Stores written before the digest left out paths can still be resumed: a study that reads no
+    data file has the same digest as then, sha256 of its parsed tables."""
+    text = BASE + '\n[sweep]\n"training.grad_mode" = ["model", "tanh"]\n"dataset.name" = ["iris", "digits"]\n'
+    study = load_study(write(tmp_path / "study.toml", text))
+    assert study.inputs == ()
+    assert study.digest == hashlib.sha256(json.dumps(study.data, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def test_a_store_resumes_from_a_moved_study_folder(tmp_path):
+    from spingpu.studies.store import create_store, mark_done, task_count
+
+    study_path = files_folder(tmp_path / "first", np.random.default_rng())
+    study = load_study(study_path)
+    out = tmp_path / "r.zarr"
+    create_store(out, study, study.networks, {"backend": "numpy", "device": "CPU",
+                                              "spingpu_version": spingpu.__version__})
+    for cell in range(study.n_cells):
+        for task in range(task_count(study, study.networks)):
+            mark_done(out, study, cell, task)
+    shutil.move(tmp_path / "first", tmp_path / "second")
+    rc, printed, err = run_main(["run", str(tmp_path / "second" / "study.toml"), "--out", str(out), "--resume", *FAST])
+    assert rc == 0, err
+    assert f"every task of {out} is stored; nothing to run" in printed
+
+
+def test_a_store_written_before_portable_digests_still_resumes_from_its_own_folder(tmp_path):
+    """Stores carry the digest they were created with: one written by the earlier formula (resolved
+    paths and the inputs as recorded) is still this study's where nothing moved; moved, it is not."""
+    import zarr
+
+    from spingpu.studies.store import STORE_MARK, create_store, mark_done, task_count
+
+    study_path = files_folder(tmp_path / "first", np.random.default_rng())
+    study = load_study(study_path)
+    legacy = hashlib.sha256(json.dumps(study.data, sort_keys=True, default=str).encode()
+                            + json.dumps([list(item) for item in study.inputs]).encode()).hexdigest()
+    assert study.digests == (study.digest, legacy) and legacy != study.digest
+    out = tmp_path / "r.zarr"
+    create_store(out, study, study.networks, {"backend": "numpy", "device": "CPU",
+                                              "spingpu_version": spingpu.__version__})
+    zarr.open_group(str(out), mode="r+").attrs[STORE_MARK] = legacy
+    zarr.consolidate_metadata(str(out))
+    for cell in range(study.n_cells):
+        for task in range(task_count(study, study.networks)):
+            mark_done(out, study, cell, task)
+    rc, printed, err = run_main(["run", str(study_path), "--out", str(out), "--resume", *FAST])
+    assert rc == 0 and f"every task of {out} is stored; nothing to run" in printed, err
+    shutil.move(tmp_path / "first", tmp_path / "second")
+    rc, _, err = run_main(["run", str(tmp_path / "second" / "study.toml"), "--out", str(out), "--resume", *FAST])
+    assert rc == 2 and "resume: " in err, err
+
+
+# --- one-line messages ---------------------------------------------------------------------------
+
+
+def with_line(section, line, text=BASE):
+    header = f"[{section}]\n"
+    if header in text:
+        return text.replace(header, header + line + "\n")
+    return text + f"\n{header}{line}\n"
+
+
+MESSAGES = [
+    # (id, study text, key, problem): the whole line after "<file>: <key>: "
+    ("test fraction too small", with_line("dataset", "val_fraction = 0.01\ntest_fraction = 0.01"),
+     "dataset.test_fraction", "0.01 of 150 rows is a test split of 2 row(s), fewer than the 3 classes; allowed: "
+     "test_fraction >= 0.0167 (at least 3 rows)"),
+    ("val fraction too small", with_line("dataset", "val_fraction = 0.005"), "dataset.val_fraction",
+     "0.005 of 150 rows is a validation split of 1 row(s), fewer than the 3 classes; allowed: val_fraction >= "
+     "0.0167 (at least 3 rows)"),
+    ("fractions leave too few training rows", with_line("dataset", "val_fraction = 0.49\ntest_fraction = 0.49"),
+     "dataset.val_fraction", "val_fraction + test_fraction = 0.98 of 150 rows leaves a training split of 2 row(s), "
+     "fewer than the 3 classes; allowed: fractions that leave at least 3 training rows"),
+    ("swept fraction too small", with_line("sweep", '"dataset.test_fraction" = [0.2, 0.01]'), "dataset.test_fraction",
+     "0.01 of 150 rows is a test split of 2 row(s), fewer than the 3 classes; allowed: test_fraction >= 0.0167 "
+     "(at least 3 rows) (in the cell dataset.test_fraction=0.01)"),
+    ("csv: of a folder", BASE.replace('"iris"', '"csv:."'), "dataset.name",
+     "{folder!r} is a folder, expected a CSV file"),
+    ("csv: of a subfolder", BASE.replace('"iris"', '"csv:sub"'), "dataset.name",
+     "{sub!r} is a folder, expected a CSV file"),
+    ("csv: without a path", BASE.replace('"iris"', '"csv:"'), "dataset.name",
+     "csv: needs a file path, as in csv:PATH"),
+    ("csv: with spaces only", BASE.replace('"iris"', '"csv:   "'), "dataset.name",
+     "csv: needs a file path, as in csv:PATH"),
+    ("logspace beyond the float range", with_line("sweep", '"neuron.delta_i" = {logspace = [-6, 400, 3]}'),
+     "sweep.neuron.delta_i", "logspace = [-6, 400, 3] overflows: 10**400 is beyond the largest float (about "
+     "1.8e308); allowed: exponents up to 308"),
+    ("linspace beyond the float range", with_line("sweep", '"training.lr" = {linspace = [-1.7e308, 1.7e308, 3]}'),
+     "sweep.training.lr", "linspace = [-1.7e+308, 1.7e+308, 3] overflows: stop - start is beyond the largest float "
+     "(about 1.8e308)"),
+    ("string for a number", with_line("variability", 'sigma_pair = "0.1"'), "variability.sigma_pair",
+     "expected a number, got '0.1'"),
+    ("string for a top-level integer", 'seed = "1"\n' + BASE, "seed", "expected an integer, got '1'"),
+    ("bool for a number", with_line("neuron", "delta_i = true"), "neuron.delta_i", "expected a number, got True"),
+    ("data_dir for iris", with_line("dataset", 'data_dir = "mnist"'), "dataset.data_dir",
+     "only mnist reads data_dir, and this study trains on 'iris'; remove data_dir"),
+    ("data_dir for a sweep without mnist", with_line("dataset", 'data_dir = "."', BASE + '\n[sweep]\n'
+                                                     '"dataset.name" = ["iris", "digits"]\n'),
+     "dataset.data_dir", "only mnist reads data_dir, and this study trains on 'digits', 'iris'; remove data_dir"),
+]
+
+
+@pytest.mark.parametrize("text, key, problem", [pytest.param(*case[1:], id=case[0]) for case in MESSAGES])
+def test_bad_study_is_one_exact_line_exit_2_and_writes_nothing(tmp_path, monkeypatch, capsys, text, key, problem):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("SPINGPU_DATA", raising=False)
+    (tmp_path / "sub").mkdir()
+    study = write(tmp_path / "study.toml", text)
+    before = sorted(os.listdir(tmp_path))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # e.g. numpy's overflow warning: not printed before the error
+        rc = main(["run", str(study), "--workers", "1", *FAST])
+    captured = capsys.readouterr()
+    problem = problem.format(folder=str(tmp_path), sub=str(tmp_path / "sub"))
+    assert rc == 2 and captured.out == ""
+    assert captured.err == f"spingpu run: error: {study}: {key}: {problem}\n"
+    assert sorted(os.listdir(tmp_path)) == before
+
+
+def test_a_study_path_that_is_a_folder_says_so(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "adir.toml").mkdir()
+    assert main(["run", "adir.toml", *FAST]) == 2
+    captured = capsys.readouterr()
+    assert captured.err == "spingpu run: error: study: adir.toml is a folder, expected a study .toml file\n"
+    assert captured.out == "" and os.listdir(tmp_path) == ["adir.toml"]
+    with pytest.raises(ConfigError) as err:
+        load_study(tmp_path / "absent.toml")
+    assert str(err.value) == f"study: file not found: {tmp_path / 'absent.toml'}"
+
+
+def test_data_dir_is_accepted_where_some_cell_trains_on_mnist(tmp_path, monkeypatch):
+    monkeypatch.delenv("SPINGPU_DATA", raising=False)
+    rng = np.random.default_rng()
+    (tmp_path / "mnist").mkdir()
+    np.savez(tmp_path / "mnist" / "mnist.npz", x_train=rng.integers(0, 256, (60, 28, 28), dtype=np.uint8),
+             y_train=np.arange(60) % 10, x_test=rng.integers(0, 256, (20, 28, 28), dtype=np.uint8),
+             y_test=np.arange(20) % 10)
+    text = with_line("dataset", 'data_dir = "mnist"', BASE + '\n[sweep]\n"dataset.name" = ["mnist", "iris"]\n')
+    study = load_study(write(tmp_path / "study.toml", text))
+    assert [study.cell(flat).dataset["name"] for flat in range(2)] == ["mnist", "iris"]
+    assert [p for p, _ in study.inputs] == [str((tmp_path / "mnist" / "mnist.npz").resolve())]
+
+
+def test_a_csv_name_in_capitals_or_with_spaces_is_taken_from_the_study_folder(tmp_path, monkeypatch):
+    """load_dataset reads ' CSV: PATH ' as csv:PATH, so the study resolves and hashes it alike."""
+    rng = np.random.default_rng()
+    table = write_table(tmp_path / "study" / "t.csv", rng)
+    monkeypatch.chdir(tmp_path)  # not the study's folder
+    study = load_study(write(tmp_path / "study" / "s.toml", BASE.replace('"iris"', '" CSV: t.csv "')))
+    assert study.data["dataset"]["name"] == f"csv:{table.resolve()}"
+    assert [p for p, _ in study.inputs] == [str(table.resolve())]
+
+
+def test_a_home_relative_path_is_the_users_home(tmp_path, monkeypatch):
+    rng = np.random.default_rng()
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    table = write_table(tmp_path / "home" / "t.csv", rng)
+    study = load_study(write(tmp_path / "study" / "s.toml", BASE.replace('"iris"', '"csv:~/t.csv"')))
+    assert study.data["dataset"]["name"] == f"csv:{table}"
+    assert [p for p, _ in study.inputs] == [str(table.resolve())]
+
+
+def test_a_data_file_path_that_a_sweep_replaces_does_not_tie_the_digest_to_the_folder(tmp_path):
+    """iv_csv in [model] is replaced by the swept iv_csv in every cell, so no cell reads it: its
+    place is not part of the digest either."""
+    rng = np.random.default_rng()
+    for name in ("iv.csv", "a.csv", "b.csv"):
+        write_iv(tmp_path / "a" / name, rng)
+    text = BASE + '\n[model]\nname = "tabulated"\niv_csv = "iv.csv"\n\n[sweep]\n"model.iv_csv" = ["a.csv", "b.csv"]\n'
+    study = load_study(write(tmp_path / "a" / "study.toml", text))
+    assert [Path(p).name for p, _ in study.inputs] == ["a.csv", "b.csv"]
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    assert load_study(tmp_path / "b" / "study.toml").digest == study.digest
+    write_iv(tmp_path / "b" / "b.csv", rng)
+    assert load_study(tmp_path / "b" / "study.toml").digest != study.digest
