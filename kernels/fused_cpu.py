@@ -12,14 +12,13 @@ give the same numbers.
 Hyper-parameters: ``hyper`` = (momentum, beta1, beta2, eps, weight_decay, distill_t, distill_alpha).
 """
 
-import math
 
 import numba
 import numpy as np
 
 from .loss import softmax_xent
 from .network import (add_sample_gradient, argmax, cosine, make_forward, mark_diverged, optimizer_step,
-                      relative_error, sample_deltas)
+                      out_of_range, relative_error, sample_deltas)
 from .philox import split_seed
 from .streams import PURPOSE_EVAL_NOISE, PURPOSE_NOISE
 
@@ -110,9 +109,9 @@ def make_fused_trainer(pair_neuron):
                                 errs[n_err] = relative_error(du[layer, 0, u], de[layer, 0, u])
                                 n_err += 1
                 sample_counter += bsz
-                finite = math.isfinite(batch_loss)
+                finite = not out_of_range(batch_loss)
                 for k in range(n_w):
-                    if not math.isfinite(g[k]):
+                    if out_of_range(g[k]):
                         finite = False
                 if not finite:
                     mark_diverged(i, epoch, out_loss, out_acc, out_val, out_cos, out_derr, out_test, out_div)

@@ -34,8 +34,8 @@ from numba import cuda
 
 from . import simulator
 from .loss import softmax_xent
-from .network import (argmax, cosine, make_forward, mark_diverged, optimizer_step, relative_error, sample_deltas,
-                      weight_gradient)
+from .network import (argmax, cosine, make_forward, mark_diverged, optimizer_step, out_of_range, relative_error,
+                      sample_deltas, weight_gradient)
 from .philox import split_seed
 from .streams import PURPOSE_EVAL_NOISE, PURPOSE_NOISE
 
@@ -277,11 +277,11 @@ def make_fused_cuda(pair_neuron, layout: FusedLayout):
                         cuda.syncthreads()
                 sample_counter += bsz
                 nonfinite = 0
-                if tid == 0 and not math.isfinite(batch_loss):
+                if tid == 0 and out_of_range(batch_loss):
                     nonfinite = 1
                 for j in range(KPT):
                     k = tid + j * T
-                    if k < N_W and not math.isfinite(gl[j]):
+                    if k < N_W and out_of_range(gl[j]):
                         nonfinite = 1
                 if cuda.syncthreads_or(nonfinite):
                     if tid == 0:

@@ -80,6 +80,18 @@ def cosine(g, ge, n):
     return dot / math.sqrt(na * nb) if na * nb > 0.0 else math.nan
 
 
+# A network has diverged when its batch loss or a weight gradient is NaN or beyond float32's range
+# (3.4e38): the same test in every engine, whatever precision it trains in (a float32 engine's
+# gradient overflows there, a float64 engine's would go on to 1e300).
+DIVERGED_ABOVE = 3.4028234663852886e38
+
+
+@numba.njit(inline="always", cache=True)
+def out_of_range(x):
+    """True where ``x`` is NaN or beyond +-:data:`DIVERGED_ABOVE` (the divergence test)."""
+    return not abs(x) <= DIVERGED_ABOVE
+
+
 @numba.njit(inline="always", cache=True)
 def mark_diverged(i, epoch, out_loss, out_acc, out_val, out_cos, out_derr, out_test, out_div):
     """Network i diverged in ``epoch``: its metrics from there on are NaN, its flag is set."""

@@ -10,7 +10,9 @@ Conventions (all datasets):
   test split has ``test_fraction * n`` rows and the validation split ``val_fraction * n`` rows,
   each rounded to the nearest row (halves up), the training split the rest. The test split is drawn first with
   ``sklearn.model_selection.train_test_split(..., stratify=y, random_state=seed)``, then the
-  validation split from what remains, with the same seed. The same seed gives the same splits.
+  validation split from what remains, with the same seed (taken modulo 2**32, scikit-learn's
+  range, so that every training seed, 0 .. 2**64 - 1, is a split seed). The same seed gives the
+  same splits.
 - **Standardisation** (z-score) is fitted on the training split only and applied to all three:
   ``x' = (x - feature_mean) / feature_std``, with the population standard deviation (ddof = 0)
   computed in float64; a feature that is constant on the training split gets ``feature_std = 1``
@@ -251,7 +253,8 @@ def _one_line(err):
 
 
 def _check_seed(seed):
-    return check_range("seed", seed, 0, 2**32 - 1, integer=True)
+    """The split seed: any training seed (0 .. 2**64 - 1), taken modulo 2**32 (scikit-learn's range)."""
+    return check_range("seed", seed, 0, 2**64 - 1, integer=True) % 2**32
 
 
 def _check_max_train(max_train):
@@ -386,15 +389,20 @@ def _fit_standardiser(x_train, divisor=1.0, pooled=False):
         mean, std = x.mean(), x.std()
         return np.full(x_train.shape[1], mean), np.full(x_train.shape[1], std if std > 0 else 1.0)
     n = len(x_train)
+    # Features whose squares would overflow or underflow (|x| beyond 1e100 or below 1e-100) are
+    # scaled by their largest |x| first; the others by exactly 1, so their numbers are unchanged.
+    largest = np.abs(x_train).max(axis=0).astype(np.float64) / divisor
+    scale = np.where((largest > 1e100) | ((largest > 0) & (largest < 1e-100)), largest, 1.0)
     mean = np.zeros(x_train.shape[1])
     for start in range(0, n, _CHUNK_ROWS):
-        mean += (x_train[start:start + _CHUNK_ROWS].astype(np.float64) / divisor).sum(axis=0)
+        mean += (x_train[start:start + _CHUNK_ROWS].astype(np.float64) / divisor / scale).sum(axis=0)
     mean /= n
     var = np.zeros(x_train.shape[1])
     for start in range(0, n, _CHUNK_ROWS):
-        chunk = x_train[start:start + _CHUNK_ROWS].astype(np.float64) / divisor
+        chunk = x_train[start:start + _CHUNK_ROWS].astype(np.float64) / divisor / scale
         var += ((chunk - mean) ** 2).sum(axis=0)
-    std = np.sqrt(var / n)
+    std = np.sqrt(var / n) * scale
+    mean *= scale
     constant = np.ptp(x_train, axis=0) == 0
     std[constant] = 1.0
     return mean, std

@@ -47,6 +47,23 @@ def check_writable(field, path):
     return path
 
 
+def check_not_inputs(outputs, inputs):
+    """ConfigError where one of ``outputs`` ({field: path}) is one of the files ``inputs`` reads or
+    another output (the same file by resolved path, links followed): a run never writes over its
+    own data or one of its outputs over another."""
+    seen = {}
+    read = {str(Path(p).resolve()) for p in inputs if p is not None}
+    for field, path in outputs.items():
+        if path is None:
+            continue
+        key = str(Path(path).resolve())
+        if key in read:
+            raise ConfigError(field, f"{path} is an input of this run; not overwritten: choose another file name")
+        if key in seen:
+            raise ConfigError(field, f"{path} is also the {seen[key]} output; choose another file name")
+        seen[key] = field
+
+
 @contextlib.contextmanager
 def staged_files(*targets, fields=None):
     """Yield one temporary path per target; on success rename each onto its target.

@@ -255,3 +255,39 @@ def test_model_by_name_and_extreme_parameters_train_without_error(iris):
             result = train(iris, cfg, networks=[0, 7], model=model, backend=backend)
             assert result.test_acc.shape == (2,)
     assert train(iris, CONFIG, n_networks=1, model="stt_compact", backend="cpu").attrs["device_model"] == "stt_compact"
+
+
+def test_api_calls_with_wrong_kinds_of_argument_are_config_errors():
+    import numpy as np
+
+    from spingpu import ConfigError, Parameter, Variability, get_model, open_results, register_model, sample_layer
+
+    model = get_model("stt_compact")
+    cases = [
+        (lambda: register_model("x_model", voltage=5, parameters=[Parameter("r", 1.0, "ohm", "", low=0.0,
+                                                                             low_open=True)]),
+         "voltage: expected a function of (current, r), got 5"),
+        (lambda: register_model("x_model", voltage=lambda current, a, b: a * current,
+                                parameters=[Parameter("a", 1.0, "ohm", "", low=0.0, low_open=True)] * 2),
+         "parameters: 'a' is named twice; the parameters need distinct names"),
+        (lambda: open_results(42), "results: expected the path of a results store, got 42"),
+        (lambda: model.iv("x"), "current: expected numbers, got 'x'"),
+        (lambda: model.iv(np.zeros(3), np.tile(model.nominal, (2, 1))),
+         "current: shape (3,) does not broadcast against the parameters' (2,)"),
+        (lambda: sample_layer(model, Variability(), 0, "abc", 0, 2),
+         "networks: expected a sequence of network indices, got 'abc'"),
+        (lambda: sample_layer(model, Variability(), 0, [1.5], 0, 2),
+         "networks: expected integer network indices, got dtype float64"),
+        (lambda: sample_layer(model, Variability(), 0, [[0, 1], [2, 3]], 0, 2),
+         "networks: expected a 1-D sequence of network indices, got shape (2, 2)"),
+    ]
+    for call, message in cases:
+        try:
+            call()
+        except ConfigError as err:
+            assert str(err) == message
+        else:
+            raise AssertionError(f"no error: {message}")
+    # sampling a network twice is allowed (a network is trained once, but may be looked at twice)
+    twice = sample_layer(model, Variability(sigma_d2d=0.1), 0, [4, 4], 0, 1)
+    assert np.array_equal(twice[0], twice[1])

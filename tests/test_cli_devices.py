@@ -78,7 +78,7 @@ BAD = [
     (["--points", "1"], "points: 1 is out of range; allowed: 2 <= value <= 1000000"),
     (["--samples", "0"], "samples: 0 is out of range; allowed: 1 <= value <= 100000"),
     (["--i-min", "1e-4", "--i-max", "1e-4"], "i-min: 0.0001 must be below i-max (0.0001)"),
-    (["--sigma-d2d", "-0.1"], "sigma_d2d: -0.1 is out of range; allowed: 0.0 <= value <= 2.0"),
+    (["--sigma-d2d", "-0.1"], "sigma-d2d: -0.1 is out of range; allowed: 0.0 <= value <= 2.0"),
     (["--model", "tabulated"], "iv-csv: the tabulated model needs exactly one measured curve"),
     (["--iv-csv", "x.csv"], "iv-csv: a measured curve is only used by the 'tabulated' model"),
     (["--seed", "-3"], "seed: -3 is out of range"),
@@ -138,6 +138,26 @@ def test_bad_tabulated_csv_exit_2_and_existing_output_kept(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("spingpu devices: error: iv-csv: ") and "not sorted" in err
     assert out.read_text() == "precious\n"
+
+
+def test_outputs_never_overwrite_the_measured_curve_or_each_other(tmp_path, capsys, monkeypatch):
+    rng = np.random.default_rng()
+    i = np.sort(rng.uniform(-4e-4, 4e-4, 30))
+    measured = tmp_path / "meas.csv"
+    measured.write_text("current,voltage\n" + "".join(f"{a:.17g},{1e3 * a + 2e5 * a**3:.17g}\n" for a in i))
+    before = measured.read_bytes()
+    monkeypatch.chdir(tmp_path)
+    cases = [(["--model", "tabulated", "--iv-csv", str(measured), "--csv", "meas.csv"],
+              "csv: meas.csv is an input of this run; not overwritten: choose another file name"),
+             (["--csv", "same.png", "--plot", "same.png"],
+              "plot: same.png is also the csv output; choose another file name")]
+    for extra, message in cases:
+        assert main(["devices", "--samples", "2", "--points", "5", *extra]) == 2
+        assert capsys.readouterr().err == f"spingpu devices: error: {message}\n"
+    assert measured.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["meas.csv"]
+    assert main(["train", "--dataset", "csv:meas.nc", "--out", "meas.nc", "--networks", "2", "--epochs", "1"]) == 2
+    assert capsys.readouterr().err == ("spingpu train: error: out: meas.nc is an input of this run; not overwritten: "
+                                       "choose another file name\n")
 
 
 def test_argparse_errors_are_one_line_exit_2(capsys):

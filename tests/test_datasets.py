@@ -716,3 +716,23 @@ def test_options_must_be_numbers(kwargs, field):
     with pytest.raises(ConfigError) as err:
         load_dataset("iris", **kwargs)
     assert err.value.field == field
+
+
+@pytest.mark.parametrize("factor", [1e-310, 1e-300, 1e-120, 1e160, 1e300])
+def test_features_of_any_magnitude_standardise_like_unit_ones(factor):
+    """A feature of order 1e-300 or 1e300 (units of a measurement) standardises to what the same
+    numbers of order 1 give: its variance is not allowed to underflow to 0 or overflow to inf."""
+    import warnings
+
+    rng = np.random.default_rng()
+    x = rng.normal(size=(90, 3))
+    y = np.repeat(np.arange(3), 30)
+    scaled = x.copy()
+    scaled[:, 1] *= factor
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ref = from_arrays(x, y, seed=2)
+        got = from_arrays(scaled, y, seed=2)
+    for split in ("x_train", "x_val", "x_test"):
+        np.testing.assert_allclose(getattr(got, split), getattr(ref, split), rtol=1e-5, atol=1e-6 if factor > 1e-308
+                                   else 1e-4)  # 1e-310 is subnormal: about 14 bits of precision left

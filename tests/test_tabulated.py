@@ -321,3 +321,20 @@ def test_parameter_ranges(tab, name, value, allowed):
         get_model("tabulated", iv_csv=tab[4], **{name: value})
     assert err.value.field == f"param {name}"
     assert (allowed or "is not a number") in str(err.value)
+
+
+def test_a_training_run_records_which_measured_curve_it_used(tab, tmp_path, make_blobs):
+    import hashlib
+
+    import xarray as xr
+
+    from spingpu.training import TrainConfig, train
+
+    model, _, i, v, path = tab
+    results = train(make_blobs(3, 60, 4, 1), TrainConfig(hidden=(3,), epochs=1), n_networks=2, model=model,
+                    backend="numpy")
+    knots = np.stack([i, v, model.table[2]])
+    assert results.attrs["device_table_sha256"] == hashlib.sha256(knots.astype(np.float64).tobytes()).hexdigest()
+    assert f"from {path.resolve()}" in results.attrs["device_description"]
+    results.to_netcdf(tmp_path / "r.nc")
+    assert xr.open_dataset(tmp_path / "r.nc").attrs["device_table_sha256"] == results.attrs["device_table_sha256"]

@@ -92,6 +92,25 @@ def test_divergence_is_isolated(blobs, fragile_model, backend):
         np.testing.assert_array_equal(a[~div], b[~div], err_msg=name)
 
 
+@pytest.mark.parametrize("width", [8, 70], ids=["fused", "batched"])
+def test_a_runaway_network_is_flagged_alike_by_float64_and_float32_engines(blobs, width):
+    """Plain SGD at lr 50 with spread junctions: the loss runs away. The fused engine (float64)
+    would go on to 1e300 where the float32 engines overflow, so every engine flags a network once
+    its loss or a gradient leaves float32's range; none of it reaches stderr as a warning."""
+    import warnings
+
+    cfg = TrainConfig(hidden=(width,), epochs=12, grad_mode="model", optimizer="sgd", lr=50.0, seed=4,
+                      variability=Variability(sigma_d2d=2.0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fast = train(blobs, cfg, n_networks=5, backend="cpu")
+        ref = train(blobs, cfg, n_networks=5, backend="numpy")
+    assert fast.attrs["engine"] == ("fused" if width == 8 else "batched") and ref.attrs["engine"] == "numpy"
+    assert fast.attrs["weights_dtype"] == ("float64" if width == 8 else "float32")
+    assert ref.diverged.values.sum() >= 3
+    np.testing.assert_array_equal(fast.diverged.values, ref.diverged.values)
+
+
 def test_results_schema(blobs):
     cfg = TrainConfig(hidden=(4,), epochs=3)
     r = train(blobs, cfg, n_networks=3, backend="cpu")

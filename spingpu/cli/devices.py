@@ -12,7 +12,7 @@ import time
 import numpy as np
 
 from ..errors import ConfigError, check_range
-from .options import integer, params_dict
+from .options import integer, named_as_options, params_dict
 
 MAX_SAMPLES = 100_000
 MAX_POINTS = 1_000_000
@@ -43,7 +43,7 @@ def add_parser(sub):
 
 def run(args):
     from ..devices import Variability, get_model, junction_curves, sample_layer
-    from ..outputs import check_writable, staged_files
+    from ..outputs import check_not_inputs, check_writable, staged_files
 
     # Validate everything before computing or writing anything.
     samples = check_range("samples", args.samples, 1, MAX_SAMPLES, integer=True)
@@ -52,12 +52,14 @@ def run(args):
     i_max = check_range("i-max", args.i_max, -MAX_CURRENT, MAX_CURRENT)
     if not i_min < i_max:
         raise ConfigError("i-min", f"{i_min} must be below i-max ({i_max})")
-    variability = Variability(sigma_chip=args.sigma_chip, sigma_d2d=args.sigma_d2d, sigma_pair=args.sigma_pair)
+    with named_as_options():
+        variability = Variability(sigma_chip=args.sigma_chip, sigma_d2d=args.sigma_d2d, sigma_pair=args.sigma_pair)
     model = get_model(args.model, iv_csv=args.iv_csv, **params_dict(args.param))
     csv_path = check_writable("csv", args.csv) if args.csv is not None else None
     png_path = check_writable("plot", args.plot) if args.plot is not None else None
     if png_path is not None and png_path.suffix.lower() != ".png":
         raise ConfigError("plot", f"{png_path} must end in .png")
+    check_not_inputs({"csv": csv_path, "plot": png_path}, [args.iv_csv])
 
     start = time.perf_counter()
     current = np.linspace(i_min, i_max, points)

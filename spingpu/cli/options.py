@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from decimal import Decimal, InvalidOperation
 
 from ..errors import ConfigError
@@ -48,3 +49,21 @@ def params_dict(texts, model_name=None):
             raise ConfigError(f"param {name}", "given more than once")
         out[name] = value
     return out
+
+
+# Configuration fields named as the options that set them, for error messages.
+OPTION_OF_FIELD = {"grad_mode": "grad", "delta_i": "delta-i", "batch_size": "batch-size", "lr_schedule": "lr-schedule",
+                   "lr_schedule every": "lr-schedule EVERY", "lr_schedule gamma": "lr-schedule GAMMA",
+                   "weight_decay": "weight-decay", "read_noise": "read-noise", "adc_bits": "adc-bits",
+                   "adc_range": "adc-range", "adc_range[0]": "adc-range", "adc_range[1]": "adc-range",
+                   "sigma_d2d": "sigma-d2d", "sigma_pair": "sigma-pair", "sigma_chip": "sigma-chip",
+                   "model": "device-model", "data_dir": "data-dir"}
+
+
+@contextlib.contextmanager
+def named_as_options():
+    """ConfigErrors of configuration fields re-raised under the command-line option that sets them."""
+    try:
+        yield
+    except ConfigError as err:
+        raise ConfigError(OPTION_OF_FIELD.get(err.field, err.field), err.problem) from None

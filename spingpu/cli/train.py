@@ -7,7 +7,7 @@ import time
 import numpy as np
 
 from ..errors import ConfigError, check_range
-from .options import integer, params_dict
+from .options import integer, named_as_options, params_dict
 
 YIELD_THRESHOLD = 0.9
 
@@ -30,7 +30,7 @@ def add_parser(sub):
     p.add_argument("--sigma-chip", type=float, default=0.0, help="chip-to-chip spread (default 0)")
     p.add_argument("--read-noise", type=float, default=0.0, help="read noise std in V (default 0)")
     p.add_argument("--adc-bits", type=integer, default=0, help="ADC bits over --adc-range (default 0: ideal)")
-    p.add_argument("--adc-range", type=float, nargs=2, default=(-1.0, 1.0), metavar=("LO", "HI"),
+    p.add_argument("--adc-range", type=float, nargs=2, metavar=("LO", "HI"),
                    help="ADC input range in V (default -1 1)")
     p.add_argument("--optimizer", default="adam", help="sgd, momentum or adam (default adam)")
     p.add_argument("--lr", type=float, default=0.01, help="learning rate (default 0.01)")
@@ -45,22 +45,10 @@ def add_parser(sub):
     p.set_defaults(run=run)
 
 
-# Configuration fields named as the options that set them, for error messages.
-OPTION_OF_FIELD = {"grad_mode": "grad", "delta_i": "delta-i", "batch_size": "batch-size", "lr_schedule": "lr-schedule",
-                   "lr_schedule every": "lr-schedule EVERY", "lr_schedule gamma": "lr-schedule GAMMA",
-                   "weight_decay": "weight-decay", "read_noise": "read-noise", "adc_bits": "adc-bits",
-                   "adc_range": "adc-range", "adc_range[0]": "adc-range", "adc_range[1]": "adc-range",
-                   "sigma_d2d": "sigma-d2d", "sigma_pair": "sigma-pair", "sigma_chip": "sigma-chip",
-                   "model": "device-model", "data_dir": "data-dir"}
-
-
 def build(args):
     """Dataset, TrainConfig, model and backend from parsed arguments (validated, nothing run)."""
-    try:
+    with named_as_options():
         return _build(args)
-    except ConfigError as err:
-        field = OPTION_OF_FIELD.get(err.field, err.field)
-        raise ConfigError(field, err.problem) from None
 
 
 def _build(args):
@@ -70,6 +58,11 @@ def _build(args):
     from ..training import PairNeuron, Schedule, TrainConfig
 
     check_range("networks", args.networks, 1, 10**9, integer=True)
+    if args.data_dir is not None and args.dataset.strip().lower() != "mnist":
+        raise ConfigError("data-dir", f"only mnist reads --data-dir, and this run trains on {args.dataset!r}; "
+                                      "remove --data-dir")
+    if args.adc_range is not None and not args.adc_bits:
+        raise ConfigError("adc-range", "has no effect without an ADC; give --adc-bits N too, or remove --adc-range")
     model = get_model(args.device_model, iv_csv=args.iv_csv, **params_dict(args.param))
     config = TrainConfig(
         hidden=tuple(args.hidden or (8,)),
@@ -82,7 +75,7 @@ def _build(args):
         weight_decay=args.weight_decay,
         neuron=PairNeuron(delta_i=args.delta_i),
         variability=Variability(sigma_chip=args.sigma_chip, sigma_d2d=args.sigma_d2d, sigma_pair=args.sigma_pair),
-        readout=Readout(read_noise=args.read_noise, adc_bits=args.adc_bits, adc_range=tuple(args.adc_range)),
+        readout=Readout(read_noise=args.read_noise, adc_bits=args.adc_bits, adc_range=tuple(args.adc_range or (-1.0, 1.0))),
         seed=args.seed,
     )
     backend = get_backend(args.backend)
@@ -91,7 +84,7 @@ def _build(args):
 
 
 def run(args):
-    from ..outputs import check_writable, staged_files
+    from ..outputs import check_not_inputs, check_writable, staged_files
     from ..training import train
     from ..training.trainer import check_inputs
 
@@ -100,6 +93,8 @@ def run(args):
         out = check_writable("out", args.out)
         if out.suffix != ".nc":
             raise ConfigError("out", f"{out} must end in .nc (netCDF)")
+        data_csv = args.dataset.strip()[4:].strip() if args.dataset.strip().lower().startswith("csv:") else None
+        check_not_inputs({"out": out}, [args.iv_csv, data_csv or None])
     dataset, config, model, backend = build(args)
     check_inputs(dataset, config, n_networks=args.networks, model=model, backend=backend)  # memory, before the run
     print(f"{args.networks} networks {dataset.n_features}-{'-'.join(map(str, config.hidden))}-{dataset.n_classes} "
@@ -128,8 +123,9 @@ def summary(results, seconds):
         q05, q25, q50, q75, q95 = np.quantile(ok, [0.05, 0.25, 0.5, 0.75, 0.95])
         lo, hi = median_interval(ok)
         ci = "n/a under 6 networks" if np.isnan(lo) else f"{100 * lo:.2f}-{100 * hi:.2f} %"
-        lines.append(f"test accuracy: median {100 * q50:.2f} % (95 % CI {ci}), IQR {100 * q25:.2f}-{100 * q75:.2f} %, "
-                     f"5-95 % {100 * q05:.2f}-{100 * q95:.2f} %")
+        over = "" if ok.size == acc.size else f" of the {ok.size} networks that did not diverge"
+        lines.append(f"test accuracy{over}: median {100 * q50:.2f} % (95 % CI {ci}), IQR {100 * q25:.2f}-"
+                     f"{100 * q75:.2f} %, 5-95 % {100 * q05:.2f}-{100 * q95:.2f} %")
     else:
         lines.append("test accuracy: every network diverged")
     hits = int(yield_hits(acc, YIELD_THRESHOLD))

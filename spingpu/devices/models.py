@@ -202,12 +202,16 @@ class DeviceModel:
 
     def _broadcast(self, current, params):
         """float64 ``current``, ``params`` (default the nominal) and their broadcast shape."""
-        current = np.asarray(current, dtype=np.float64)
-        params = self.nominal if params is None else np.asarray(params, dtype=np.float64)
+        current = _numbers("current", current)
+        params = self.nominal if params is None else _numbers("params", params)
         if params.shape[-1:] != (len(self.parameters),):
             raise ConfigError("params", f"last axis must hold the {len(self.parameters)} parameters "
                                         f"{self.parameter_names}, got shape {params.shape}")
-        return current, params, np.broadcast_shapes(current.shape, params.shape[:-1])
+        try:
+            return current, params, np.broadcast_shapes(current.shape, params.shape[:-1])
+        except ValueError:
+            raise ConfigError("current", f"shape {current.shape} does not broadcast against the parameters' "
+                                         f"{params.shape[:-1]}") from None
 
     def iv(self, current, params=None):
         """Voltage (V) and dV/dI (ohm) at ``current`` (A) for devices with parameters ``params``.
@@ -221,10 +225,16 @@ class DeviceModel:
         flat_p = flat_p.reshape(flat_i.size, len(self.parameters))
         v = np.empty(flat_i.shape)
         d = np.empty(flat_i.shape)
-        if "iv" not in self._compiled:
-            self._compiled["iv"] = pointwise.make_iv_kernel(self.point)
-        self._compiled["iv"](flat_i, flat_p, self.aux_table, v, d)
+        self.compiled("iv", lambda: pointwise.make_iv_kernel(self.point))(flat_i, flat_p, self.aux_table, v, d)
         return v.reshape(shape), d.reshape(shape)
+
+
+def _numbers(field_name, value):
+    """``value`` as a float64 array, else ConfigError naming ``field_name``."""
+    try:
+        return np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ConfigError(field_name, f"expected numbers, got {_short(value)}") from None
 
 
 # --- the compact STT model ---------------------------------------------------------------------
@@ -307,12 +317,21 @@ def register_model(name, voltage, parameters, *, dvdi=None, description="", repl
     parameters = tuple(parameters)
     if not all(isinstance(p, Parameter) for p in parameters):
         raise ConfigError("parameters", "expected a sequence of spingpu.Parameter")
-    expected = ["current", *[p.name for p in parameters]]
+    names = [p.name for p in parameters]
+    twice = next((n for n in names if names.count(n) > 1), None)
+    if twice is not None:
+        raise ConfigError("parameters", f"{twice!r} is named twice; the parameters need distinct names")
+    expected = ["current", *names]
     for role, fn in (("voltage", voltage), ("dvdi", dvdi)):
         if fn is None:
             continue
         py = getattr(fn, "py_func", fn)
-        got = list(inspect.signature(py).parameters)
+        if not callable(py):
+            raise ConfigError(role, f"expected a function of (current, {', '.join(names)}), got {_short(fn)}")
+        try:
+            got = list(inspect.signature(py).parameters)
+        except (TypeError, ValueError):  # a builtin without a signature
+            raise ConfigError(role, f"the signature of {_short(fn)} cannot be read; give a Python function") from None
         if len(got) != len(expected) or got[1:] != expected[1:]:
             raise ConfigError(role, f"signature ({', '.join(got)}) must be (current, "
                                     f"{', '.join(expected[1:])}) to match the parameters")

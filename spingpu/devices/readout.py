@@ -6,6 +6,8 @@ configuration and NumPy ufuncs compiled from the same scalar functions.
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 from functools import cache
 
@@ -66,6 +68,9 @@ class Readout:
             lo, hi = _pair(f"{name}_range", getattr(self, f"{name}_range"))
             if not lo < hi:
                 raise ConfigError(f"{name}_range", f"lower end {lo} must be below upper end {hi}")
+            if not math.isfinite(hi - lo):  # the step (hi - lo) / (2**bits - 1) would be inf
+                raise ConfigError(f"{name}_range", f"({lo}, {hi}) is wider than a float holds; allowed: "
+                                                   "hi - lo <= 1.7e308")
             put(f"{name}_range", (lo, hi))
 
     @property

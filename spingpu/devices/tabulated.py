@@ -117,7 +117,8 @@ def tabulated_model(csv_path=None, table=None):
         ),
         scalar=_tabulated_scalar,
         table=knots,
-        description=f"measured curve, {current.size} points, {current[0]:.3g} A to {current[-1]:.3g} A (PCHIP)",
+        description=(f"measured curve{'' if csv_path is None else f' from {Path(csv_path).resolve()}'}, "
+                     f"{current.size} points, {current[0]:.3g} A to {current[-1]:.3g} A (PCHIP)"),
     )
 
 

@@ -119,10 +119,46 @@ def kernel_arguments(model, variability):
         np.array([p.distribution == "lognormal" for p in model.parameters]),
         np.array([p.scale for p in model.parameters], dtype=np.float64),
         np.array([[-np.inf if p.low is None else p.low for p in model.parameters],
-                  [np.inf if p.high is None else p.high for p in model.parameters]], dtype=np.float64),
+                  [np.inf if p.high is None or p.allow_inf else p.high for p in model.parameters]],
+                 dtype=np.float64),  # an allowed inf (v_h: no bias dependence) stays inf
         np.ascontiguousarray(variability.level_sigmas(model)),
         np.ascontiguousarray(variability.cholesky(model)),
     )
+
+
+MAX_NETWORK_INDEX = 2**32 - 1  # the streams' network counter
+
+
+def check_network_indices(networks, distinct=True):
+    """``networks`` as a 1-D int64 array of global network indices in 0 .. 2**32 - 1 (integral
+    floats accepted), else ConfigError naming ``networks``; ``distinct``: each index at most once
+    (a network is trained once)."""
+    if isinstance(networks, (str, bytes)):
+        raise ConfigError("networks", f"expected a sequence of network indices, got {networks!r}")
+    try:
+        array = np.asarray(networks)
+    except (TypeError, ValueError):  # ragged
+        array = np.asarray(networks, dtype=object)
+    if array.ndim != 1:
+        raise ConfigError("networks", f"expected a 1-D sequence of network indices, got shape {array.shape}")
+    if array.size == 0:
+        raise ConfigError("networks", "is empty; give at least one network index")
+    if array.dtype.kind == "f" and np.all(np.isfinite(array)) and np.all(array == np.round(array)):
+        array = array.astype(np.int64)
+    if array.dtype.kind not in "iu":
+        raise ConfigError("networks", f"expected integer network indices, got dtype {array.dtype}")
+    if array.size > 10**9:
+        raise ConfigError("networks", f"{array.size} networks; allowed: at most 1000000000")
+    if array.min() < 0 or array.max() > MAX_NETWORK_INDEX:
+        bad = array[(array < 0) | (array > MAX_NETWORK_INDEX)][0]
+        raise ConfigError("networks", f"index {int(bad)} is out of range; allowed: 0 <= index <= {MAX_NETWORK_INDEX}")
+    array = array.astype(np.int64)
+    if distinct:
+        unique, counts = np.unique(array, return_counts=True)
+        if unique.size != array.size:
+            raise ConfigError("networks", f"index {int(unique[counts > 1][0])} is given more than once; "
+                                          "each network is trained once")
+    return array
 
 
 def check_seed(seed):
@@ -145,9 +181,7 @@ def sample_layer(model, variability, seed, networks, layer, n_units):
     seed = check_seed(seed)
     layer = check_range("layer", layer, 0, 255, integer=True)
     n_units = check_range("units", n_units, 1, 2**31 - 1, integer=True)
-    networks = np.ascontiguousarray(networks, dtype=np.int64).ravel()
-    if networks.size and (networks.min() < 0 or networks.max() > 2**32 - 1):
-        raise ConfigError("networks", "network indices must lie in 0 .. 2**32 - 1")
+    networks = np.ascontiguousarray(check_network_indices(networks, distinct=False))
     out = np.empty((networks.size, n_units, 2, len(model.parameters)))
     _kernels.sample_layer(np.uint64(seed), networks, layer, n_units, *kernel_arguments(model, variability), out)
     return out

@@ -279,6 +279,8 @@ def open_results(path):
 
     import xarray as xr
 
+    if not isinstance(path, (str, os.PathLike)):
+        raise ConfigError("results", f"expected the path of a results store, got {path!r}")
     path = Path(path)
     if not path.exists():
         raise ConfigError("results", f"no results store at {path}")

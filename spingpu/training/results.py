@@ -17,7 +17,7 @@ VARIABLES = {
     "deriv_rel_err": (("network", "epoch"), "1",
                       "median relative error of the activation-derivative estimates (last batch)"),
     "test_acc": (("network",), "1", "test accuracy after training"),
-    "diverged": (("network",), "1", "training was stopped because the loss became NaN or infinite"),
+    "diverged": (("network",), "1", "training was stopped because the loss or a weight gradient became NaN or beyond 3.4e38 (float32's range)"),
 }
 
 CELL_VARIABLES = {

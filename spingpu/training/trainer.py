@@ -6,6 +6,7 @@ trained alone equals network k trained among many (batch order is shared by all 
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 
@@ -13,8 +14,10 @@ import numpy as np
 
 from ..backends import Backend, get_backend
 from ..devices import get_model
+from ..devices.variability import check_network_indices
 from ..errors import ConfigError
 from ..kernels import streams
+from ..kernels.network import DIVERGED_ABOVE
 from .config import TrainConfig
 from .numpy_engine import NoiseSource, NumpyEngine
 from .results import make_results
@@ -37,18 +40,20 @@ def train(dataset, config: TrainConfig, *, n_networks=None, networks=None, model
     dataset, config, networks, model, backend, teacher_logits = check_inputs(
         dataset, config, n_networks, networks, model, backend, teacher_logits)
 
+    fused = (backend.name == "cpu" and max(dataset.n_features, *config.hidden) <= FUSED_MAX_WIDTH) or \
+        (backend.name == "cuda" and fused_cuda_layout_for(dataset, config, model, backend) is not None)
     if backend.name == "numpy":
-        with _one_blas_thread():
+        with _one_blas_thread(), _runaway_networks_are_flagged():
             metrics, timing, _ = _train_batched(NumpyEngine, dataset, config, networks, model, teacher_logits,
                                                 progress)
-    elif backend.name == "cpu" and max(dataset.n_features, *config.hidden) <= FUSED_MAX_WIDTH:
+    elif backend.name == "cpu" and fused:
         from .fused_engine import train_fused
 
         metrics, timing = train_fused(dataset, config, networks, model, teacher_logits, progress)
     elif backend.name == "cpu":
         from .batched_engine import BatchedCpuEngine
 
-        with _one_blas_thread():
+        with _one_blas_thread(), _runaway_networks_are_flagged():
             metrics, timing, _ = _train_batched(BatchedCpuEngine, dataset, config, networks, model,
                                                 teacher_logits, progress)
     elif backend.name == "cuda":
@@ -60,16 +65,22 @@ def train(dataset, config: TrainConfig, *, n_networks=None, networks=None, model
     attrs = {
         "spingpu_version": __version__,
         "backend": backend.name,
+        "engine": ("fused" if fused else "batched") if backend.name != "numpy" else "numpy",
+        # the fused engines keep every network's state in float64 whatever config.dtype says
+        "weights_dtype": "float64" if fused else config.dtype,
         "device": device_name if backend.name == "cuda" else "CPU",
         "dataset": dataset.name,
         "device_model": model.name,
         "device_parameters": {p.name: p.nominal for p in model.parameters},
         "device_settings": model.settings_values,
+        "device_description": model.description,
         "config": config.as_dict(),
         "train_seconds": timing["train"],
         "compile_seconds": timing["compile"],
         "network_epochs_per_second": n * epochs / timing["train"],
     }
+    if model.table is not None:  # which measured curve a tabulated model ran: sha256 of its (I, V, dV/dI) knots
+        attrs["device_table_sha256"] = hashlib.sha256(np.ascontiguousarray(model.table, np.float64).tobytes()).hexdigest()
     return make_results(metrics, networks, epochs, attrs)
 
 
@@ -125,7 +136,6 @@ def check_inputs(dataset, config, n_networks=None, networks=None, model=None, ba
 
 
 DATASET_ATTRIBUTES = ("name", "x_train", "y_train", "x_val", "y_val", "x_test", "y_test", "n_features", "n_classes")
-MAX_NETWORK_INDEX = 2**32 - 1  # the variability streams' network counter (spingpu.sample_layer)
 
 
 def _check_networks(n_networks, networks):
@@ -134,33 +144,16 @@ def _check_networks(n_networks, networks):
         if n_networks is None:
             raise ConfigError("networks", "give n_networks or networks")
         return np.arange(_check_count(n_networks), dtype=np.int64)
-    if isinstance(networks, (str, bytes)):
-        raise ConfigError("networks", f"expected a sequence of network indices, got {networks!r}")
-    try:
-        array = np.asarray(networks)
-    except (TypeError, ValueError):  # ragged
-        array = np.asarray(networks, dtype=object)
-    if array.ndim != 1:
-        raise ConfigError("networks", f"expected a 1-D sequence of network indices, got shape {array.shape}")
-    if array.size == 0:
-        raise ConfigError("networks", "is empty; give at least one network index")
-    if array.dtype.kind == "f" and np.all(np.isfinite(array)) and np.all(array == np.round(array)):
-        array = array.astype(np.int64)
-    if array.dtype.kind not in "iu":
-        raise ConfigError("networks", f"expected integer network indices, got dtype {array.dtype}")
-    if array.size > 10**9:
-        raise ConfigError("networks", f"{array.size} networks; allowed: at most 1000000000")
-    if array.min() < 0 or array.max() > MAX_NETWORK_INDEX:
-        bad = array[(array < 0) | (array > MAX_NETWORK_INDEX)][0]
-        raise ConfigError("networks", f"index {int(bad)} is out of range; allowed: 0 <= index <= {MAX_NETWORK_INDEX}")
-    array = array.astype(np.int64)
-    unique, counts = np.unique(array, return_counts=True)
-    if unique.size != array.size:
-        raise ConfigError("networks", f"index {int(unique[counts > 1][0])} is given more than once; "
-                                      "each network is trained once")
+    array = check_network_indices(networks)
     if n_networks is not None and _check_count(n_networks) != array.size:
         raise ConfigError("n_networks", f"{n_networks} does not match the {array.size} networks given; give one of them")
     return array
+
+
+def _runaway_networks_are_flagged():
+    """NumPy's overflow and invalid-value warnings silenced: a network whose numbers run away is
+    flagged ``diverged`` (:data:`~spingpu.kernels.network.DIVERGED_ABOVE`), which says it once."""
+    return np.errstate(over="ignore", invalid="ignore")
 
 
 def host_bytes_per_network(dataset, config, model, backend):
@@ -349,9 +342,9 @@ def _train_batched(engine_class, dataset, config, networks, model, teacher_logit
             y_batch = y[idx]
             loss, dlogits = engine.loss_and_dlogits(logits, y_batch, None if teacher is None else teacher[idx])
             grads = engine.backward(dlogits, cache)
-            finite = xp.isfinite(loss)
+            finite = xp.abs(loss) <= DIVERGED_ABOVE  # NaN compares False
             for g in grads:
-                finite &= xp.isfinite(g.reshape(n, -1)).all(axis=1)
+                finite &= (xp.abs(g.reshape(n, -1)) <= DIVERGED_ABOVE).all(axis=1)
             engine.alive &= finite
             if s == steps - 1:  # gradient fidelity on the epoch's last batch, before the update
                 exact = engine.backward(dlogits, cache, "exact")
