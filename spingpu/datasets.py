@@ -377,7 +377,10 @@ def _min_fraction(rows, n):
     rounded up to 3 significant digits."""
     exact = (rows - 0.5) / n
     scale = 10.0 ** (2 - math.floor(math.log10(exact)))
-    return math.ceil(round(exact * scale, 6)) / scale
+    steps = math.ceil(round(exact * scale, 6))
+    while _n_rows(steps / scale, n) < rows:  # the rounded fraction itself must give the rows
+        steps += 1
+    return steps / scale
 
 
 def _fit_standardiser(x_train, divisor=1.0, pooled=False):

@@ -52,11 +52,11 @@ def check_not_inputs(outputs, inputs):
     another output (the same file by resolved path, links followed): a run never writes over its
     own data or one of its outputs over another."""
     seen = {}
-    read = {str(Path(p).resolve()) for p in inputs if p is not None}
+    read = {str(Path(p).expanduser().resolve()) for p in inputs if p is not None}
     for field, path in outputs.items():
         if path is None:
             continue
-        key = str(Path(path).resolve())
+        key = str(Path(path).expanduser().resolve())
         if key in read:
             raise ConfigError(field, f"{path} is an input of this run; not overwritten: choose another file name")
         if key in seen:

@@ -127,7 +127,7 @@ def test_a_killed_creation_leaves_a_hidden_folder_that_the_next_creation_removes
 def test_the_partial_folders_of_running_or_other_hosts_creations_are_left_alone(tmp_path):
     _, study = study_file(tmp_path)
     mine = tmp_path / f".s.zarr.partial-{socket.gethostname()}-{os.getpid()}-0a1b2c3d"
-    other_host = tmp_path / f".s.zarr.partial-not-{socket.gethostname()}-1-0a1b2c3d"
+    other_host = tmp_path / f".s.zarr.partial-not-{socket.gethostname()}-999999999-0a1b2c3d"  # a dead pid
     other_name = tmp_path / f".t.zarr.partial-{socket.gethostname()}-999999999-0a1b2c3d"
     for folder in (mine, other_host, other_name):
         folder.mkdir()

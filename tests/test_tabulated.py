@@ -324,17 +324,26 @@ def test_parameter_ranges(tab, name, value, allowed):
 
 
 def test_a_training_run_records_which_measured_curve_it_used(tab, tmp_path, make_blobs):
-    import hashlib
-
+    """The same curve from another file gives the same sha256, a curve with one voltage changed
+    another one; the description names the file; the attributes survive netCDF."""
     import xarray as xr
 
     from spingpu.training import TrainConfig, train
 
     model, _, i, v, path = tab
-    results = train(make_blobs(3, 60, 4, 1), TrainConfig(hidden=(3,), epochs=1), n_networks=2, model=model,
-                    backend="numpy")
-    knots = np.stack([i, v, model.table[2]])
-    assert results.attrs["device_table_sha256"] == hashlib.sha256(knots.astype(np.float64).tobytes()).hexdigest()
-    assert f"from {path.resolve()}" in results.attrs["device_description"]
-    results.to_netcdf(tmp_path / "r.nc")
-    assert xr.open_dataset(tmp_path / "r.nc").attrs["device_table_sha256"] == results.attrs["device_table_sha256"]
+    data, cfg = make_blobs(3, 60, 4, 1), TrainConfig(hidden=(3,), epochs=1)
+
+    def run(m):
+        return train(data, cfg, n_networks=2, model=m, backend="numpy")
+
+    copy = write_csv(tmp_path / "copy.csv", zip(i, v))
+    changed_v = v.copy()
+    changed_v[7] *= 1.001
+    changed = write_csv(tmp_path / "changed.csv", zip(i, changed_v))
+    first, same, other = (run(get_model("tabulated", iv_csv=p)) for p in (path, copy, changed))
+    assert first.attrs["device_table_sha256"] == same.attrs["device_table_sha256"]
+    assert first.attrs["device_table_sha256"] != other.attrs["device_table_sha256"]
+    assert len(first.attrs["device_table_sha256"]) == 64
+    assert f"from {path.resolve()}" in first.attrs["device_description"]
+    first.to_netcdf(tmp_path / "r.nc")
+    assert xr.open_dataset(tmp_path / "r.nc").attrs["device_table_sha256"] == first.attrs["device_table_sha256"]

@@ -85,6 +85,7 @@ def _build(args):
 
 def run(args):
     from ..outputs import check_not_inputs, check_writable, staged_files
+    from ..studies.spec import csv_path
     from ..training import train
     from ..training.trainer import check_inputs
 
@@ -93,8 +94,7 @@ def run(args):
         out = check_writable("out", args.out)
         if out.suffix != ".nc":
             raise ConfigError("out", f"{out} must end in .nc (netCDF)")
-        data_csv = args.dataset.strip()[4:].strip() if args.dataset.strip().lower().startswith("csv:") else None
-        check_not_inputs({"out": out}, [args.iv_csv, data_csv or None])
+        check_not_inputs({"out": out}, [args.iv_csv, csv_path(args.dataset) or None])
     dataset, config, model, backend = build(args)
     check_inputs(dataset, config, n_networks=args.networks, model=model, backend=backend)  # memory, before the run
     print(f"{args.networks} networks {dataset.n_features}-{'-'.join(map(str, config.hidden))}-{dataset.n_classes} "

@@ -70,7 +70,8 @@ class Parameter:
             raise ConfigError(f"{self.name}.low", f"{self.low} must be below high ({self.high})")
         object.__setattr__(self, "nominal", self.check(self.nominal))
         if self.spread_scale is None:  # fixed now, so that copies with another nominal keep it
-            object.__setattr__(self, "spread_scale", abs(self.nominal) if self.nominal != 0 else 1.0)
+            finite = math.isfinite(self.nominal) and self.nominal != 0
+            object.__setattr__(self, "spread_scale", abs(self.nominal) if finite else 1.0)
         object.__setattr__(self, "spread_scale", check_range(f"{self.name}.spread_scale", self.spread_scale,
                                                              0.0, low_open=True))
 

@@ -129,10 +129,10 @@ def kernel_arguments(model, variability):
 MAX_NETWORK_INDEX = 2**32 - 1  # the streams' network counter
 
 
-def check_network_indices(networks, distinct=True):
+def check_network_indices(networks, distinct=True, allow_empty=False):
     """``networks`` as a 1-D int64 array of global network indices in 0 .. 2**32 - 1 (integral
     floats accepted), else ConfigError naming ``networks``; ``distinct``: each index at most once
-    (a network is trained once)."""
+    (a network is trained once); ``allow_empty``: no index is an answer too."""
     if isinstance(networks, (str, bytes)):
         raise ConfigError("networks", f"expected a sequence of network indices, got {networks!r}")
     try:
@@ -142,6 +142,8 @@ def check_network_indices(networks, distinct=True):
     if array.ndim != 1:
         raise ConfigError("networks", f"expected a 1-D sequence of network indices, got shape {array.shape}")
     if array.size == 0:
+        if allow_empty:
+            return np.zeros(0, dtype=np.int64)
         raise ConfigError("networks", "is empty; give at least one network index")
     if array.dtype.kind == "f" and np.all(np.isfinite(array)) and np.all(array == np.round(array)):
         array = array.astype(np.int64)
@@ -181,7 +183,7 @@ def sample_layer(model, variability, seed, networks, layer, n_units):
     seed = check_seed(seed)
     layer = check_range("layer", layer, 0, 255, integer=True)
     n_units = check_range("units", n_units, 1, 2**31 - 1, integer=True)
-    networks = np.ascontiguousarray(check_network_indices(networks, distinct=False))
+    networks = np.ascontiguousarray(check_network_indices(networks, distinct=False, allow_empty=True))
     out = np.empty((networks.size, n_units, 2, len(model.parameters)))
     _kernels.sample_layer(np.uint64(seed), networks, layer, n_units, *kernel_arguments(model, variability), out)
     return out

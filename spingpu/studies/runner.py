@@ -9,6 +9,8 @@ network's numbers independently of the others sharing its call.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import logging
 import os
 import time
@@ -135,8 +137,9 @@ def run_study(study, options: RunOptions, progress=True, log=print):
         if cluster is not None:
             cluster.close()
         if ours:  # also when stopped by Ctrl-C or a failed task: the time of every session that ended
-            earlier = results_store.store_attrs(options.out).get("run_seconds", 0.0)
-            results_store.update_attrs(options.out, run_seconds=earlier + time.perf_counter() - started)
+            with contextlib.suppress(Exception):  # best effort: never in place of the run's own error
+                earlier = results_store.store_attrs(options.out).get("run_seconds", 0.0)
+                results_store.update_attrs(options.out, run_seconds=earlier + time.perf_counter() - started)
     return options.out
 
 
@@ -146,6 +149,10 @@ def _drive(client, study, options, backend, npt, todo, n_workers, bar):
     from .tasks import train_task
 
     limit = IN_FLIGHT_PER_WORKER * n_workers
+    # A task's key names its run (study, store, split, backend): two runs sharing a scheduler, even
+    # of one study (copies of a folder share its digest), never receive each other's results.
+    run_key = hashlib.sha256(json.dumps([study.digest, str(Path(options.out).resolve()), npt, backend])
+                             .encode()).hexdigest()[:16]
     futures = as_completed()
     pending = {}
 
@@ -154,7 +161,7 @@ def _drive(client, study, options, backend, npt, todo, n_workers, bar):
         lo = task * npt
         hi = min(lo + npt, study.networks)
         fut = client.submit(train_task, study, cell, lo, hi, backend, options.threads_per_worker,
-                            key=f"train-{study.digest[:12]}-{cell}-{task}", pure=False)
+                            key=f"train-{run_key}-{cell}-{task}", pure=False)
         pending[fut.key] = (cell, task, lo, hi)
         futures.add(fut)
 
@@ -184,8 +191,6 @@ def networks_fitting_a_worker(study, workers, backend):
     """How many networks of the study's most demanding cell one of ``workers`` local worker
     processes can train at a time in its share of the memory available now
     (:func:`spingpu.training.trainer.host_bytes_per_network`); None where it is not known."""
-    import json
-
     from ..datasets import load_dataset
     from ..training.trainer import available_memory, host_bytes_per_network
 
