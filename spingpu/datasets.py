@@ -151,8 +151,8 @@ def load_dataset(name, *, seed=0, val_fraction=0.2, test_fraction=0.2, data_dir=
         names = tuple(str(t) for t in bunch.target_names)
         return _build(key.lower(), x, y, names, seed=seed, val_fraction=val_fraction,
                       test_fraction=test_fraction, max_train=max_train, field="dataset")
-    if key[:4].lower() == "csv:":
-        path = key[4:].strip()
+    path = csv_path(key)
+    if path is not None:
         if not path:
             raise ConfigError("dataset", "csv: needs a file path, as in csv:PATH")
         x, y, names = _read_csv(os.path.expanduser(path))
@@ -250,6 +250,14 @@ def _check_table(x, y, field_x, field_y):
 
 def _one_line(err):
     return " ".join(str(err).split())
+
+
+def csv_path(name):
+    """The PATH of a dataset name ``csv:PATH`` as load_dataset reads it (any case, spaces
+    around), "" for ``csv:`` without one, None for a name that is not ``csv:``."""
+    if isinstance(name, str) and name.strip()[:4].lower() == "csv:":
+        return name.strip()[4:].strip()
+    return None
 
 
 def _check_seed(seed):

@@ -6,6 +6,22 @@ from pathlib import Path
 
 from spingpu.cli.main import main
 
+FAST = ["--backend", "numpy", "--no-report"]  # the quickest engine, no report
+
+# A tiny study: 2 networks of iris 4-3-3, 2 epochs.
+BASE = """\
+networks = 2
+
+[dataset]
+name = "iris"
+
+[network]
+hidden = [3]
+
+[training]
+epochs = 2
+"""
+
 
 def write(path, text):
     """Write ``text`` to ``path`` (making its folder); return the path."""

@@ -29,9 +29,8 @@ from spingpu.errors import ConfigError
 from spingpu.studies import load_study
 from spingpu.studies.store import STORE_MARK
 from spingpu.training.results import VARIABLES
-from studyutil import run_main, run_ok, write
+from studyutil import BASE, FAST, run_main, run_ok, write
 
-FAST = ["--backend", "numpy", "--no-report"]
 CLI = [sys.executable, "-m", "spingpu.cli.main", "run"]
 
 # A 2 x 2 sweep: a categorical axis and a numeric (linspace) axis; 3 networks per cell so that
@@ -567,19 +566,6 @@ epochs = 2
 
 
 # --- malformed study files: one line, exit 2, nothing written -------------------------------------
-
-BASE = """\
-networks = 2
-
-[dataset]
-name = "iris"
-
-[network]
-hidden = [3]
-
-[training]
-epochs = 2
-"""
 
 
 DISTILL = 'name = "distill"\nseed = 5\n' + BASE + """\

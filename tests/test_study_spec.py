@@ -19,22 +19,8 @@ import spingpu
 from spingpu.cli.main import main
 from spingpu.errors import ConfigError
 from spingpu.studies import load_study
-from studyutil import run_main, write
+from studyutil import BASE, FAST, run_main, write
 
-FAST = ["--backend", "numpy", "--no-report"]
-
-BASE = """\
-networks = 2
-
-[dataset]
-name = "iris"
-
-[network]
-hidden = [3]
-
-[training]
-epochs = 2
-"""
 
 # a csv: dataset and a tabulated model's measured curve, both relative to the study's folder
 FILES_STUDY = """\

@@ -85,7 +85,7 @@ def _build(args):
 
 def run(args):
     from ..outputs import check_not_inputs, check_writable, staged_files
-    from ..studies.spec import csv_path
+    from ..datasets import csv_path
     from ..training import train
     from ..training.trainer import check_inputs
 

@@ -169,14 +169,13 @@ def precession_per_step(params, settings):
     """Angle (rad) the fastest motion turns in one step ``dt`` of junctions ``params`` (J, P):
     gamma0 (|H|max + a_J eta (1 + |beta_fl|)) dt / (1 + alpha^2), with |H|max = H_k + Ms max(N) +
     |H_ext| bounding the field and a_J eta the spin torque at the table's largest |I| (eta at
-    m.p = 0: P, or 2 P L^2 / (L^2 + 1) for the lambda form), the Landau-Lifshitz rates of DESIGN.md
+    m.p = 0, :func:`spingpu.kernels.macrospin.efficiency`), the Landau-Lifshitz rates of DESIGN.md
     3.2. Unit renormalisation keeps a too-coarse step finite, so it has to be checked, not noticed."""
     params = np.atleast_2d(np.asarray(params, dtype=np.float64))
     col = {p.name: params[:, k] for k, p in enumerate(PARAMETERS)}
     ms, alpha = col["ms"], col["alpha"]
     h_max = 2.0 * col["k_u"] / (_k.MU0 * ms) + ms * max(settings.demag) + math.hypot(*settings.h_ext)
-    pol, lam2 = col["spin_polarization"], col["stt_lambda"] ** 2
-    eta = 2.0 * pol * lam2 / (lam2 + 1.0) if settings.eta_form == "lambda" else pol
+    eta = _k.efficiency.py_func(0.0, ETA_FORMS[settings.eta_form], col["spin_polarization"], col["stt_lambda"] ** 2)
     i_max = max(abs(settings.table_i_min), abs(settings.table_i_max))
     a_j = _k.HBAR * i_max / (2.0 * _k.E_CHARGE * _k.MU0 * ms * col["t_free"] * col["area"])
     return _k.G0 * (h_max + a_j * eta * (1.0 + np.abs(col["beta_fl"]))) * settings.dt / (1.0 + alpha * alpha)

@@ -46,6 +46,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..datasets import csv_path
 from ..errors import ConfigError, did_you_mean
 
 # section -> {key: (type check, description)}
@@ -254,14 +255,6 @@ def _check_name(path, name, given):
 
 FILE_KEYS = ("dataset.name", "dataset.data_dir", "model.iv_csv")
 """The study keys that name data files (dataset.name only as ``csv:PATH``)."""
-
-
-def csv_path(name):
-    """The PATH of a dataset name ``csv:PATH`` as load_dataset reads it (any case, spaces
-    around), "" for ``csv:`` without one, None for a name that is not ``csv:``."""
-    if isinstance(name, str) and name.strip()[:4].lower() == "csv:":
-        return name.strip()[4:].strip()
-    return None
 
 
 def input_files(data):

@@ -40,8 +40,8 @@ def train(dataset, config: TrainConfig, *, n_networks=None, networks=None, model
     dataset, config, networks, model, backend, teacher_logits = check_inputs(
         dataset, config, n_networks, networks, model, backend, teacher_logits)
 
-    fused = (backend.name == "cpu" and max(dataset.n_features, *config.hidden) <= FUSED_MAX_WIDTH) or \
-        (backend.name == "cuda" and fused_cuda_layout_for(dataset, config, model, backend) is not None)
+    layout = fused_cuda_layout_for(dataset, config, model, backend) if backend.name == "cuda" else None
+    fused = layout is not None or (backend.name == "cpu" and max(dataset.n_features, *config.hidden) <= FUSED_MAX_WIDTH)
     if backend.name == "numpy":
         with _one_blas_thread(), _runaway_networks_are_flagged():
             metrics, timing, _ = _train_batched(NumpyEngine, dataset, config, networks, model, teacher_logits,
@@ -58,7 +58,7 @@ def train(dataset, config: TrainConfig, *, n_networks=None, networks=None, model
                                                 teacher_logits, progress)
     elif backend.name == "cuda":
         metrics, timing, device_name = _train_cuda(dataset, config, networks, model, teacher_logits, progress,
-                                                   backend)
+                                                   backend, layout)
     else:
         raise AssertionError(backend)
     n, epochs = networks.size, config.epochs
@@ -257,9 +257,10 @@ def fused_cuda_layout_for(dataset, config, model, backend):
     return None if backend.cuda_engine == "batched" else layout
 
 
-def _train_cuda(dataset, config, networks, model, teacher_logits, progress, backend):
-    """The CUDA engines: the fused block-per-network kernel when a network fits a block's shared
-    memory, else the batched engine. Returns (metrics, seconds, device name)."""
+def _train_cuda(dataset, config, networks, model, teacher_logits, progress, backend, layout):
+    """The CUDA engines: the fused block-per-network kernel with ``layout`` (from
+    :func:`fused_cuda_layout_for`) when a network fits a block's shared memory, else (None) the
+    batched engine. Returns (metrics, seconds, device name)."""
     from ..backends import cuda_simulator_enabled
     from .cuda_engine import Device, train_fused_cuda
 
@@ -269,7 +270,6 @@ def _train_cuda(dataset, config, networks, model, teacher_logits, progress, back
     n_train = dataset.y_train.size
     batch = n_train if config.batch_size is None else min(config.batch_size, n_train)
     sizes = (dataset.n_features, *config.hidden, dataset.n_classes)
-    layout = fused_cuda_layout_for(dataset, config, model, backend)
     if layout is not None:
         metrics, timing = train_fused_cuda(dataset, config, networks, model, teacher_logits, progress, layout, device)
         return metrics, timing, device.name
