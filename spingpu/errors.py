@@ -1,4 +1,5 @@
-"""The one exception type for bad configuration or input."""
+"""The one exception type for bad configuration or input, and the warning type of results computed
+less accurately than asked."""
 
 from __future__ import annotations
 
@@ -21,6 +22,11 @@ class ConfigError(ValueError):
 
     def __reduce__(self):  # picklable, so that errors raised on Dask workers travel back intact
         return (type(self), (self.field, self.problem))
+
+
+class SpingpuWarning(UserWarning):
+    """A result computed, but less accurately than asked; ``str`` is one line "<field>: <what>"
+    (``spingpu`` commands print it as ``spingpu <command>: warning: ...``)."""
 
 
 def check_range(field, value, low=None, high=None, *, low_open=False, high_open=False, integer=False,

@@ -214,3 +214,26 @@ def test_macrospin_samples_carry_their_own_thermal_field(tmp_path, capsys):
                  "--i-min", "-6e-4", "--i-max", "6e-4", "--points", "9", "--csv", str(tmp_path / "b.csv")]) == 0
     other = read_rows(tmp_path / "b.csv")
     assert any(a["voltage"] != b["voltage"] for a, b in zip(rows, other) if int(a["sample"]) >= 0)
+
+
+def test_warnings_of_spingpu_are_one_line_and_others_keep_their_form(tmp_path, capsys):
+    """Sampled macrospin junctions too fast for dt: the curves are written, with one warning line."""
+    import warnings
+
+    from spingpu.cli.main import _one_line_warnings
+
+    out = tmp_path / "iv.csv"
+    before = warnings.showwarning
+    rc = main(["devices", "--model", "macrospin", "--samples", "8", "--sigma-d2d", "0.3", "--points", "5",
+               "--param", "ms=2.5e6", "--param", "table_points=5", "--param", "settle_time=0.1e-9",
+               "--param", "average_time=0.05e-9", "--csv", str(out)])
+    assert rc == 0 and len(read_rows(out)) == 5 + 8 * 2 * 5
+    assert warnings.showwarning is before  # main() puts the process's warning display back
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("spingpu devices: warning: param dt: ")
+    assert "junctions turn by more than 1 rad per step of 2e-12 s" in err[0]
+
+    seen = []
+    show = _one_line_warnings("x", lambda *a: seen.append(a[:2]))
+    show(DeprecationWarning("old"), DeprecationWarning, "f.py", 3)
+    assert [(str(m), c) for m, c in seen] == [("old", DeprecationWarning)]

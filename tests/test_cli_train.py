@@ -111,6 +111,32 @@ def test_repeated_hidden_makes_a_multilayer_network(tmp_path, capsys):
     assert np.isfinite(ds.test_acc).all()
 
 
+def test_neuron_noise_converter_and_dtype_options_reach_the_training(tmp_path):
+    """Every physical option of the command line ends in the run: the file equals spingpu.train
+    given the same configuration directly, and differs from a run without the options."""
+    from spingpu import PairNeuron, Readout, TrainConfig, Variability, get_model, load_dataset, train
+
+    options = ["--readout", "bridge", "--r-ref", "700", "--i-bias", "1e-5", "--i-gain", "1.5e-4", "--v-scale", "4",
+               "--delta-i", "1e-5", "--noise-model", "johnson_shot", "--noise-temperature", "350",
+               "--noise-bandwidth", "2e8", "--dac-bits", "6", "--dac-range", "-5e-4", "5e-4", "--adc-bits", "10",
+               "--adc-range", "-2", "2", "--optimizer", "momentum", "--momentum", "0.8", "--dtype", "float64",
+               "--sigma-d2d", "0.05", "--seed", "3"]
+    ds = run_ok([*TINY, "--hidden", "4", "--epochs", "2", *options], tmp_path / "r.nc")
+    config = TrainConfig(hidden=(4,), epochs=2, optimizer="momentum", momentum=0.8, dtype="float64", seed=3,
+                         neuron=PairNeuron(i_bias=1e-5, i_gain=1.5e-4, readout="bridge", r_ref=700.0, v_scale=4.0,
+                                           delta_i=1e-5),
+                         variability=Variability(sigma_d2d=0.05),
+                         readout=Readout(noise_model="johnson_shot", temperature=350.0, bandwidth=2e8, dac_bits=6,
+                                         dac_range=(-5e-4, 5e-4), adc_bits=10, adc_range=(-2.0, 2.0)))
+    ref = train(load_dataset("iris", seed=3), config, n_networks=2, model=get_model("stt_compact"), backend="numpy")
+    assert json.loads(ds.attrs["config"]) == json.loads(ref.attrs["config"])
+    for name in VARIABLES:
+        np.testing.assert_array_equal(ds[name].values, ref[name].values, err_msg=name)
+    plain = run_ok([*TINY, "--hidden", "4", "--epochs", "2", "--sigma-d2d", "0.05", "--seed", "3"],
+                   tmp_path / "plain.nc")
+    assert not np.array_equal(plain.train_loss.values, ds.train_loss.values)
+
+
 @pytest.mark.parametrize("schedule", ["exp:0.9", "step:2:0.5", "cosine"])
 def test_lr_schedules_accepted(tmp_path, schedule):
     ds = run_ok([*TINY, "--hidden", "4", "--epochs", "3", "--lr-schedule", schedule], tmp_path / "r.nc")
@@ -185,6 +211,30 @@ BAD = [
     (["--lr-schedule", "step:0:0.5"], ["lr-schedule EVERY: 0 is out of range", "allowed: 1 <= value <= 1000000000"]),
     (["--lr-schedule", "step:2:2"], ["lr-schedule GAMMA: 2.0 is out of range", "allowed: 0.0 < value <= 1.0"]),
     (["--lr-schedule", "exp:inf"], ["lr-schedule GAMMA: expected a finite number, got inf"]),
+    (["--readout", "mirror"], ["readout: 'mirror'", "allowed: direct, bridge"]),
+    (["--r-ref", "100"], ["r-ref: has no effect without --readout bridge, or remove --r-ref"]),
+    (["--readout", "bridge", "--r-ref", "-1"], ["r-ref: -1.0 is out of range", "allowed: 0.0 <= value <= 1000000000.0"]),
+    (["--i-gain", "0"], ["i-gain: 0.0 is out of range", "allowed: 0.0 < value <= 1.0"]),
+    (["--i-bias", "2"], ["i-bias: 2.0 is out of range", "allowed: -1.0 <= value <= 1.0"]),
+    (["--v-scale", "-1"], ["v-scale: -1.0 is out of range", "allowed: 0.0 < value <= 1000000000.0"]),
+    (["--noise-model", "pink"], ["noise-model: 'pink'", "allowed: gaussian, johnson_shot"]),
+    (["--noise-temperature", "300"], ["noise-temperature: has no effect without --noise-model johnson_shot, or "
+                                      "remove --noise-temperature"]),
+    (["--noise-bandwidth", "1e6"], ["noise-bandwidth: has no effect without --noise-model johnson_shot"]),
+    (["--noise-model", "johnson_shot", "--noise-temperature", "-1"], ["noise-temperature: -1.0 is out of range",
+                                                                      "allowed: 0.0 <= value <= 10000.0"]),
+    (["--noise-model", "johnson_shot", "--noise-bandwidth", "0"], ["noise-bandwidth: 0.0 is out of range",
+                                                                   "allowed: 0.0 < value <= 1000000000000.0"]),
+    (["--noise-model", "johnson_shot", "--read-noise", "1e-3"], ["read-noise: has no effect without --noise-model "
+                                                                 "gaussian (johnson_shot sets its own)"]),
+    (["--dac-range", "-1e-3", "1e-3"], ["dac-range: has no effect without a DAC; give --dac-bits N too, or remove "
+                                        "--dac-range"]),
+    (["--dac-bits", "4", "--dac-range", "1e-3", "-1e-3"], ["dac-range: lower end 0.001 must be below upper end "
+                                                           "-0.001"]),
+    (["--dac-bits", "99"], ["dac-bits: 99 is out of range", "allowed: 0 <= value <= 24"]),
+    (["--momentum", "0.5"], ["momentum: has no effect without --optimizer momentum, or remove --momentum"]),
+    (["--optimizer", "momentum", "--momentum", "1.5"], ["momentum: 1.5 is out of range"]),
+    (["--dtype", "float16"], ["dtype: 'float16'", "allowed: float32, float64"]),
 ]
 
 

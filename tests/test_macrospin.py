@@ -6,6 +6,7 @@ is computed in the test, from cmtj or from a formula.
 
 import json
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -422,3 +423,32 @@ def test_devices_cli_writes_macrospin_curves(tmp_path, capsys):
     assert len(rows) == 7 * 5
     assert main(["devices", "--model", "macrospin", "--param", "eta_form=slon"]) == 2
     assert capsys.readouterr().err.strip().endswith("param eta_form: 'slon'; allowed: constant, slonczewski, lambda")
+
+
+def test_sampled_junctions_too_fast_for_dt_are_warned_of_not_refused():
+    """Nominal 0.89 rad per step is allowed; rows with 1.2 and 3.5 times its Ms turn faster than
+    1 rad (one beyond RK4's 2.83) and get tables with a one-line warning naming the dt that fits."""
+    from spingpu.devices.macrospin import CoarseTimeStepWarning
+
+    model = get_model("macrospin", ms=2.5e6, table_points=5, settle_time=0.1e-9, average_time=0.05e-9)
+    rows = np.repeat(model.nominal[None], 4, axis=0)
+    rows[1, 0] *= 1.2
+    rows[2, 0] *= 3.5
+    # gamma0 (H_k + 0.8 Ms + a_J eta (1 + |beta|)) dt / (1 + alpha^2), by hand from the defaults
+    col = dict(zip(model.parameter_names, rows.T))
+    h_k = 2 * col["k_u"] / (k.MU0 * col["ms"])
+    a_j = k.HBAR * 0.6e-3 / (2 * k.E_CHARGE * k.MU0 * col["ms"] * col["t_free"] * col["area"])
+    angle = k.G0 * (h_k + 0.8 * col["ms"] + a_j * col["spin_polarization"] * (1 + abs(col["beta_fl"]))) * 2e-12 \
+        / (1 + col["alpha"] ** 2)
+    assert angle[0] < 1.0 < angle[1] < 2.83 < angle[2]
+    with pytest.warns(CoarseTimeStepWarning) as record:
+        tables = model.tables(rows)
+    assert len(record) == 1
+    assert str(record[0].message) == (
+        f"param dt: 2 of 4 junctions turn by more than 1 rad per step of 2e-12 s (largest {angle[2]:.3g} rad, "
+        f"1 beyond RK4's stability limit of 2.83 rad); their I-V tables are less accurate; "
+        f"dt <= {2e-12 / angle[2]:.3g} s resolves them all")
+    assert np.all(np.isfinite(tables))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model.tables(rows[[0, 3]])  # the nominal rows alone: no warning

@@ -9,8 +9,9 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+import warnings
 
-from ..errors import ConfigError
+from ..errors import ConfigError, SpingpuWarning
 
 EXIT_USAGE = 2
 NEGATIVE_NUMBER = re.compile(r"^-((\d+\.?\d*|\.\d+)([eE][-+]?\d+)?|inf|infinity|nan)$", re.IGNORECASE)
@@ -67,6 +68,19 @@ def build_parser():
     return parser
 
 
+def _one_line_warnings(command, show_other):
+    """``warnings.showwarning`` printing spingpu's own warnings as ``spingpu <command>: warning:
+    <field>: <what>``, and any other warning as ``show_other`` does."""
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, SpingpuWarning):
+            print(f"spingpu {command}: warning: {message}", file=sys.stderr if file is None else file)
+        else:
+            show_other(message, category, filename, lineno, file, line)
+
+    return show
+
+
 def main(argv=None):
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
@@ -76,7 +90,9 @@ def main(argv=None):
               f"(spingpu {args.command} --help lists them)", file=sys.stderr)
         return EXIT_USAGE
     try:
-        return args.run(args) or 0
+        with warnings.catch_warnings():
+            warnings.showwarning = _one_line_warnings(args.command, warnings.showwarning)
+            return args.run(args) or 0
     except ConfigError as err:
         print(f"spingpu {args.command}: error: {err}", file=sys.stderr)
         return EXIT_USAGE

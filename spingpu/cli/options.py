@@ -57,7 +57,10 @@ OPTION_OF_FIELD = {"grad_mode": "grad", "delta_i": "delta-i", "batch_size": "bat
                    "weight_decay": "weight-decay", "read_noise": "read-noise", "adc_bits": "adc-bits",
                    "adc_range": "adc-range", "adc_range[0]": "adc-range", "adc_range[1]": "adc-range",
                    "sigma_d2d": "sigma-d2d", "sigma_pair": "sigma-pair", "sigma_chip": "sigma-chip",
-                   "model": "device-model", "data_dir": "data-dir"}
+                   "model": "device-model", "data_dir": "data-dir", "i_bias": "i-bias", "i_gain": "i-gain",
+                   "r_ref": "r-ref", "v_scale": "v-scale", "noise_model": "noise-model",
+                   "temperature": "noise-temperature", "bandwidth": "noise-bandwidth", "dac_bits": "dac-bits",
+                   "dac_range": "dac-range", "dac_range[0]": "dac-range", "dac_range[1]": "dac-range"}
 
 
 @contextlib.contextmanager

@@ -13,6 +13,10 @@ YIELD_THRESHOLD = 0.9
 
 
 def add_parser(sub):
+    from ..devices import Readout
+    from ..training import PairNeuron, TrainConfig
+
+    N, R, C = PairNeuron, Readout, TrainConfig  # defaults shown in --help are the classes' own
     p = sub.add_parser("train", help="train many MTJ-pair networks at once",
                        description="Train N networks of one architecture, each with its own junctions and "
                                    "weights, and summarise the spread of their test accuracy.")
@@ -24,18 +28,43 @@ def add_parser(sub):
     p.add_argument("--batch-size", type=integer, help="mini-batch size (default: full batch)")
     p.add_argument("--grad", default="fd_forward", metavar="MODE",
                    help="fd_forward, fd_single, fd_symmetric, model, oracle, tanh, relu or sigmoid (default fd_forward)")
-    p.add_argument("--delta-i", type=float, default=20e-6, help="finite-difference step dI in A (default 20e-6)")
-    p.add_argument("--sigma-d2d", type=float, default=0.0, help="device-to-device spread (default 0)")
-    p.add_argument("--sigma-pair", type=float, default=0.0, help="pair mismatch (default 0)")
-    p.add_argument("--sigma-chip", type=float, default=0.0, help="chip-to-chip spread (default 0)")
-    p.add_argument("--read-noise", type=float, default=0.0, help="read noise std in V (default 0)")
-    p.add_argument("--adc-bits", type=integer, default=0, help="ADC bits over --adc-range (default 0: ideal)")
+    p.add_argument("--delta-i", type=float, default=N.delta_i, help=f"finite-difference step dI in A (default {N.delta_i:g})")
+    p.add_argument("--i-bias", type=float, default=N.i_bias, help=f"bias current in A (default {N.i_bias:g})")
+    p.add_argument("--i-gain", type=float, default=N.i_gain,
+                   help=f"current per unit of pre-activation in A, I = i_bias + i_gain z (default {N.i_gain:g})")
+    p.add_argument("--readout", default=N.readout,
+                   help=f"direct (V) or bridge (V - r_ref I) (default {N.readout})")
+    p.add_argument("--r-ref", type=float, help=f"bridge reference resistance in ohm (default {N.r_ref:g})")
+    p.add_argument("--v-scale", type=float, default=N.v_scale,
+                   help=f"activation per volt read, in 1/V (default {N.v_scale:g})")
+    spread = "std of ln p of every lognormal device parameter p (about its relative spread)"
+    p.add_argument("--sigma-d2d", type=float, default=0.0, help=f"device-to-device spread: {spread} (default 0)")
+    p.add_argument("--sigma-pair", type=float, default=0.0,
+                   help="mismatch of the two junctions of a pair, on top of --sigma-d2d, same units (default 0)")
+    p.add_argument("--sigma-chip", type=float, default=0.0,
+                   help="chip-to-chip spread, shared by every junction of a network, same units (default 0)")
+    p.add_argument("--noise-model", default=R.noise_model,
+                   help=f"gaussian (std --read-noise) or johnson_shot (thermal and shot noise of the junction and "
+                        f"bridge at --noise-temperature over --noise-bandwidth) (default {R.noise_model})")
+    p.add_argument("--read-noise", type=float, help="gaussian read noise std in V (default 0)")
+    p.add_argument("--noise-temperature", type=float,
+                   help=f"temperature of the johnson_shot noise in K (default {R.temperature:g})")
+    p.add_argument("--noise-bandwidth", type=float,
+                   help=f"bandwidth of the johnson_shot noise in Hz (default {R.bandwidth:g})")
+    p.add_argument("--adc-bits", type=integer, default=R.adc_bits, help="ADC bits over --adc-range (default 0: ideal)")
     p.add_argument("--adc-range", type=float, nargs=2, metavar=("LO", "HI"),
-                   help="ADC input range in V (default -1 1)")
+                   help="ADC input range in V (default {:g} {:g})".format(*R.adc_range))
+    p.add_argument("--dac-bits", type=integer, default=R.dac_bits,
+                   help="bits of the DAC that sets each pair's current I, over --dac-range (default 0: ideal)")
+    p.add_argument("--dac-range", type=float, nargs=2, metavar=("LO", "HI"),
+                   help="DAC output range in A (default {:g} {:g})".format(*R.dac_range))
     p.add_argument("--optimizer", default="adam", help="sgd, momentum or adam (default adam)")
     p.add_argument("--lr", type=float, default=0.01, help="learning rate (default 0.01)")
     p.add_argument("--lr-schedule", default="constant", help="constant, step:EVERY:GAMMA, exp:GAMMA or cosine")
+    p.add_argument("--momentum", type=float,
+                   help=f"momentum coefficient of --optimizer momentum (default {C.momentum:g})")
     p.add_argument("--weight-decay", type=float, default=0.0, help="L2 weight decay (default 0)")
+    p.add_argument("--dtype", default=C.dtype, help=f"float32 or float64 weights and activations (default {C.dtype})")
     p.add_argument("--device-model", default="stt_compact", help="device model (default stt_compact)")
     p.add_argument("--param", action="append", metavar="NAME=VALUE", help="nominal device parameter (SI units)")
     p.add_argument("--iv-csv", metavar="FILE", help="measured curve for the tabulated model")
@@ -61,8 +90,17 @@ def _build(args):
     if args.data_dir is not None and args.dataset.strip().lower() != "mnist":
         raise ConfigError("data-dir", f"only mnist reads --data-dir, and this run trains on {args.dataset!r}; "
                                       "remove --data-dir")
-    if args.adc_range is not None and not args.adc_bits:
-        raise ConfigError("adc-range", "has no effect without an ADC; give --adc-bits N too, or remove --adc-range")
+    johnson = args.noise_model.strip().lower() == "johnson_shot"
+    for option, given, applies, needed in (
+            ("adc-range", args.adc_range, args.adc_bits, "an ADC; give --adc-bits N too"),
+            ("dac-range", args.dac_range, args.dac_bits, "a DAC; give --dac-bits N too"),
+            ("r-ref", args.r_ref, args.readout.strip().lower() == "bridge", "--readout bridge"),
+            ("read-noise", args.read_noise, not johnson, "--noise-model gaussian (johnson_shot sets its own)"),
+            ("noise-temperature", args.noise_temperature, johnson, "--noise-model johnson_shot"),
+            ("noise-bandwidth", args.noise_bandwidth, johnson, "--noise-model johnson_shot"),
+            ("momentum", args.momentum, args.optimizer.strip().lower() == "momentum", "--optimizer momentum")):
+        if given is not None and not applies:
+            raise ConfigError(option, f"has no effect without {needed}, or remove --{option}")
     model = get_model(args.device_model, iv_csv=args.iv_csv, **params_dict(args.param))
     config = TrainConfig(
         hidden=tuple(args.hidden or (8,)),
@@ -73,10 +111,19 @@ def _build(args):
         lr=args.lr,
         lr_schedule=Schedule.parse(args.lr_schedule),
         weight_decay=args.weight_decay,
-        neuron=PairNeuron(delta_i=args.delta_i),
+        momentum=TrainConfig.momentum if args.momentum is None else args.momentum,
+        neuron=PairNeuron(i_bias=args.i_bias, i_gain=args.i_gain, readout=args.readout,
+                          r_ref=PairNeuron.r_ref if args.r_ref is None else args.r_ref,
+                          v_scale=args.v_scale, delta_i=args.delta_i),
         variability=Variability(sigma_chip=args.sigma_chip, sigma_d2d=args.sigma_d2d, sigma_pair=args.sigma_pair),
-        readout=Readout(read_noise=args.read_noise, adc_bits=args.adc_bits, adc_range=tuple(args.adc_range or (-1.0, 1.0))),
+        readout=Readout(noise_model=args.noise_model, read_noise=args.read_noise or 0.0,
+                        temperature=Readout.temperature if args.noise_temperature is None else args.noise_temperature,
+                        bandwidth=Readout.bandwidth if args.noise_bandwidth is None else args.noise_bandwidth,
+                        adc_bits=args.adc_bits,
+                        adc_range=tuple(args.adc_range or Readout.adc_range), dac_bits=args.dac_bits,
+                        dac_range=tuple(args.dac_range or Readout.dac_range)),
         seed=args.seed,
+        dtype=args.dtype,
     )
     backend = get_backend(args.backend)
     dataset = load_dataset(args.dataset, seed=args.seed, data_dir=args.data_dir)

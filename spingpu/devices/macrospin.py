@@ -34,11 +34,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import ConfigError, check_range
+from ..errors import ConfigError, SpingpuWarning, check_range
 from ..kernels import macrospin as _k
 from ..kernels.tabulated import stacked_tabulated
 from .models import DeviceModel, Parameter
@@ -49,9 +50,11 @@ TORQUE_FORMS = {"gilbert": _k.TORQUE_GILBERT, "landau_lifshitz": _k.TORQUE_LL}
 MAX_TABLE_POINTS = 256  # the grid point is one byte of the thermal stream's counter
 MAX_STEPS = 10**9
 # Largest angle (rad) the nominal junction's fastest precession may turn in one time step (0.37 with
-# the defaults; RK4 is unstable on the imaginary axis beyond 2 sqrt(2)). Sampled junctions are not
-# refused: one extreme draw in a million must not stop a study.
+# the defaults; RK4 is unstable on the imaginary axis beyond 2 sqrt(2)). Sampled junctions beyond it
+# are not refused, one extreme draw in a million must not stop a study, but warned of
+# (:class:`CoarseTimeStepWarning`).
 MAX_NOMINAL_PRECESSION_PER_STEP = 1.0
+RK4_STABLE_PRECESSION_PER_STEP = 2.0 * math.sqrt(2.0)
 
 PARAMETERS = (  # allowed nominal values: generous, finite ranges (the README's parameter table)
     Parameter("ms", 1.0e6, "A/m", "free-layer saturation magnetisation Ms", low=1e4, high=1e7),
@@ -190,6 +193,27 @@ def _check_time_step(nominal, settings):
                                       f"dt <= {settings.dt * limit / angle:.3g} s")
 
 
+class CoarseTimeStepWarning(SpingpuWarning):
+    """Some junctions' tables were integrated with a step too coarse for their precession."""
+
+
+def _warn_coarse_time_step(params, settings):
+    """Warn (once per call) when sampled junctions ``params`` (J, P) turn faster per step than the
+    nominal junction is allowed to: their tables are computed, less accurately."""
+    angle = precession_per_step(params, settings)
+    over = angle > MAX_NOMINAL_PRECESSION_PER_STEP
+    if not over.any():
+        return
+    worst = float(angle.max())
+    unstable = int(np.count_nonzero(angle > RK4_STABLE_PRECESSION_PER_STEP))
+    beyond = f", {unstable} beyond RK4's stability limit of 2.83 rad" if unstable else ""
+    warnings.warn(f"param dt: {int(over.sum())} of {angle.size} junctions turn by more than "
+                  f"{MAX_NOMINAL_PRECESSION_PER_STEP:g} rad per step of {settings.dt:.3g} s (largest {worst:.3g} "
+                  f"rad{beyond}); their I-V tables are less accurate; dt <= "
+                  f"{settings.dt * MAX_NOMINAL_PRECESSION_PER_STEP / worst:.3g} s resolves them all",
+                  CoarseTimeStepWarning, stacklevel=3)
+
+
 def coefficients(params, settings):
     """(J, N_COEF) coefficient rows of :mod:`spingpu.kernels.macrospin` for parameter rows
     ``params`` (J, P) in the order of ``PARAMETERS`` and :class:`MacrospinSettings` ``settings``."""
@@ -321,6 +345,8 @@ class MacrospinModel(DeviceModel):
         from .tabulated import pchip_slopes
 
         current = self.settings.table_currents
+        if params is not None:
+            _warn_coarse_time_step(params, self.settings)
         r, _ = self.simulate(current, params, keys, seed)
         if not np.all(np.isfinite(r)):
             raise ConfigError("param", "the LLGS integration gives non-finite resistances for these parameters "
