@@ -220,30 +220,41 @@ def check_fused(rng, device, sim):
                 f"{100 * acc_diff:.1f} % of {n}, unwritten outputs {unwritten}")
 
 
-def pair_problem(rng, n, b, u, dtype):
+def tabulated_stt_compact(knots=64):
+    """The ``tabulated`` model of the nominal stt_compact curve at ``knots`` currents over +-1 mA
+    with its exact dV/dI as the slopes (no SciPy on the GPU node): the pair kernel with a cheap
+    junction (a cubic Hermite evaluation), for its memory-bound rate."""
+    from spingpu.devices import get_model
+
+    current = np.linspace(-1e-3, 1e-3, knots)
+    return get_model("tabulated", iv_table=(current, *get_model("stt_compact").iv(current)))
+
+
+def pair_problem(rng, n, b, u, dtype, model=None):
     from spingpu import Readout, Variability
     from spingpu.devices import get_model
     from spingpu.devices.variability import sample_layer
     from spingpu.training import PairNeuron
     from spingpu.training.fused_engine import neuron_vector, readout_vector
 
-    model = get_model("stt_compact")
+    model = model or get_model("stt_compact")
     junc = np.ascontiguousarray(sample_layer(model, Variability(sigma_d2d=0.1, sigma_pair=0.02),
                                              int(rng.integers(1 << 30)), np.arange(n), 0, u))
     z = rng.normal(0, 1, (n, b, u)).astype(dtype)
     return model, junc, z, neuron_vector(PairNeuron()), readout_vector(Readout(read_noise=1e-3))
 
 
-def pair_launch(rng, n, b, u):
-    """The stt_compact pair kernel and its 18 launch arguments on the GPU (CuPy arrays; float32 z of
-    shape (n, b, u), fd_forward, read noise, purpose 5, layer 0, slot 0, row 0, derivatives on)."""
+def pair_launch(rng, n, b, u, model=None):
+    """The pair kernel of ``model`` (default stt_compact) and its 18 launch arguments on the GPU
+    (CuPy arrays; float32 z of shape (n, b, u), fd_forward, read noise, purpose 5, layer 0, slot 0,
+    row 0, derivatives on)."""
     import cupy
 
     from spingpu.kernels.pair_neuron import FD_FORWARD
     from spingpu.kernels.philox import split_seed
     from spingpu.training.batched_cuda_engine import pair_layer_cuda_kernel
 
-    model, junc, z, neuron, readout = pair_problem(rng, n, b, u, np.float32)
+    model, junc, z, neuron, readout = pair_problem(rng, n, b, u, np.float32, model)
     dz = cupy.asarray(z)
     args = (dz, cupy.asarray(junc.reshape(-1, junc.shape[-1])), cupy.asarray(model.nominal),
             cupy.asarray(np.ascontiguousarray(model.aux_table)), FD_FORWARD, cupy.asarray(neuron),
@@ -260,23 +271,34 @@ def check_pair(rng, device, sim):
     from spingpu.training.batched_cuda_engine import pair_layer_cuda_kernel
 
     n, b, u = (2, 3, 5) if sim else (64, 128, 256)
-    model, junc, z, neuron, readout = pair_problem(rng, n, b, u, np.float64)
-    seed, nets = np.uint64(rng.integers(1 << 62)), np.arange(n, dtype=np.int64)
-    ref = [np.empty_like(z) for _ in range(3)]
-    junc = junc.reshape(-1, junc.shape[-1])  # (N U 2, P) rows
-    make_pair_layer(model.pair_neuron)(z, junc, model.nominal, model.aux_table, FD_FORWARD, neuron,
-                                                   readout, seed, nets, 5, 0, 0, 17, True, *ref)
-    outs = [device.put(np.full_like(z, SENTINEL)) for _ in range(3)]
-    k0, k1 = split_seed(seed)
-    pair_layer_cuda_kernel(model)[batched_cuda.blocks(n * b * ((u + 1) // 2)), batched_cuda.THREADS](
-        device.put(z), device.put(junc), device.put(model.nominal), device.put(np.ascontiguousarray(model.aux_table)),
-        FD_FORWARD, device.put(neuron), device.put(readout), k0, k1, device.put(nets), 5, 0, 0, 17, True, *outs)
-    got = [device.get(o) for o in outs]
-    unwritten = sum(int((g == SENTINEL).sum()) for g in got)
-    rel = max(float(np.max(np.abs(g - r) / (1e-12 + np.abs(r)))) for g, r in zip(got, ref))
-    ok = unwritten == 0 and rel < 1e-9
-    return dict(name="pair kernel vs cpu", ok=ok, detail=f"{3 * z.size:,d} values (no ADC): max rel diff "
-                f"{rel:.1e}, unwritten {unwritten}")
+
+    def compare(model):
+        """(max |diff| / max |value| over h, used, exact; elements left unwritten)."""
+        model, junc, z, neuron, readout = pair_problem(rng, n, b, u, np.float64, model)
+        seed, nets = np.uint64(rng.integers(1 << 62)), np.arange(n, dtype=np.int64)
+        ref = [np.empty_like(z) for _ in range(3)]
+        junc = junc.reshape(-1, junc.shape[-1])  # (N U 2, P) rows
+        make_pair_layer(model.pair_neuron)(z, junc, model.nominal, model.aux_table, FD_FORWARD, neuron,
+                                           readout, seed, nets, 5, 0, 0, 17, True, *ref)
+        outs = [device.put(np.full_like(z, SENTINEL)) for _ in range(3)]
+        k0, k1 = split_seed(seed)
+        pair_layer_cuda_kernel(model)[batched_cuda.blocks(n * b * ((u + 1) // 2)), batched_cuda.THREADS](
+            device.put(z), device.put(junc), device.put(model.nominal),
+            device.put(np.ascontiguousarray(model.aux_table)), FD_FORWARD, device.put(neuron), device.put(readout),
+            k0, k1, device.put(nets), 5, 0, 0, 17, True, *outs)
+        got = [device.get(o) for o in outs]
+        # normwise: used = gain (r_b - r_a) / dI is a difference of two readings of ~0.2 V, and the
+        # GPU's FMA contraction and libdevice's tanh/cos/sin/log differ from the CPU's by an ulp or
+        # two, which makes small elements of used differ by ~1e-9 relatively (the CPU kernel with its
+        # inputs moved by 1 ulp: 4e-9 elementwise, 9e-15 normwise); a wrong row, stream or element
+        # differs by O(1)
+        rel = max(float(np.max(np.abs(g - r)) / np.max(np.abs(r))) for g, r in zip(got, ref))
+        return rel, sum(int((g == SENTINEL).sum()) for g in got)
+
+    (rel, unwritten), (rel_tab, unwritten_tab) = compare(None), compare(tabulated_stt_compact())
+    ok = unwritten == unwritten_tab == 0 and rel < 1e-12 and rel_tab < 1e-12
+    return dict(name="pair kernel vs cpu", ok=ok, detail=f"{3 * n * b * u:,d} values per model (no ADC): max |diff| "
+                f"/ max |value| {rel:.1e} stt_compact, {rel_tab:.1e} tabulated; unwritten {unwritten + unwritten_tab}")
 
 
 def check_batched(rng, device, sim):
@@ -324,15 +346,36 @@ def kernel_registers(kernel):
     return max(regs.values(), default=None) if isinstance(regs, dict) else regs
 
 
+def predicted_seconds(runs, n, epochs, min_blocks):
+    """Seconds a fused Iris run of ``n`` networks with launch bound ``min_blocks`` should take, from
+    the earlier ``runs`` (dicts of networks, min_blocks, fixed_s = the run's compile_seconds, rate);
+    None before the first. Its network-epochs at that variant's rate (else the latest), plus set-up
+    per network times n, plus a compilation if the variant is new: a variant's first run pays its
+    kernel's compilation (constant), later runs only the set-up (sampling and packing, ~ n). Until a
+    variant has run twice the set-up is taken as 0 and the first run's fixed time as compilation:
+    scaling a compilation by n would skip the 1e6 row the target is about.
+    """
+    if not runs:
+        return None
+    variant_rates = [r["rate"] for r in runs if r["min_blocks"] == min_blocks]
+    rate = (variant_rates or [runs[-1]["rate"]])[-1]
+    seen, firsts, later = set(), [], []
+    for r in runs:
+        (later if r["min_blocks"] in seen else firsts).append(r)
+        seen.add(r["min_blocks"])
+    setup_per_network = max((r["fixed_s"] / r["networks"] for r in later), default=0.0)
+    compile_s = max(max(r["fixed_s"] - setup_per_network * r["networks"], 0.0) for r in firsts)
+    return n * epochs / rate + setup_per_network * n + (0.0 if min_blocks in seen else compile_s)
+
+
 def time_iris(rng, device, sim, budget, remaining, on_row=lambda rows: None):
     """Network-epochs/s of the fused kernel: 1e4, 1e5 and 1e6 networks with the compiler's register
     choice (the target's row first), then 1e5 with each launch bound of FUSED_MIN_BLOCKS (same
     numbers expected: only the register allocation differs; an informational comparison, since
     ptxas may contract multiplies and adds differently), and 1e6 again with the fastest of them if
-    that is not the compiler's choice. A run predicted to exceed ``budget`` seconds or the
-    ``remaining()`` time is skipped (predicted: its network-epochs at the latest rate measured, plus the
-    largest compile-and-set-up time so far scaled to its networks), and a run that raises is
-    recorded as an error row. ``on_row(rows)`` is called after every run (the script saves there)."""
+    that is not the compiler's choice. A run predicted (:func:`predicted_seconds`) to exceed
+    ``budget`` seconds or the ``remaining()`` time is skipped, and a run that raises is recorded as
+    an error row. ``on_row(rows)`` is called after every run (the script saves there)."""
     from spingpu import Readout, Variability
     from spingpu.cuda_kernels import FUSED_MIN_BLOCKS
     from spingpu.devices import get_model
@@ -345,18 +388,12 @@ def time_iris(rng, device, sim, budget, remaining, on_row=lambda rows: None):
     cfg = TrainConfig(hidden=(8,), epochs=epochs, lr=0.05, seed=1, grad_mode="fd_forward",
                       variability=Variability(sigma_d2d=0.1, sigma_pair=0.02), readout=Readout(read_noise=1e-3))
     model = get_model("stt_compact")
-    rows, state = [], dict(rate=None, reference=None, fixed=[])
-
-    def predicted_seconds(n):
-        if state["rate"] is None:
-            return None
-        fixed = max((s * max(1.0, n / m) for s, m in state["fixed"]), default=0.0)
-        return n * epochs / state["rate"] + fixed
+    rows, state = [], dict(reference=None, runs=[])
 
     def run(n, min_blocks):
         row = dict(networks=n, epochs=epochs, min_blocks_per_sm=min_blocks)
         left = remaining()
-        predicted = predicted_seconds(n)
+        predicted = predicted_seconds(state["runs"], n, epochs, min_blocks)
         if left <= 0 or (predicted is not None and predicted > min(budget, left)):
             row["skipped"] = (f"past the deadline" if left <= 0 else f"predicted {predicted:.0f} s > "
                               f"{'budget' if budget <= left else 'time left'} {min(budget, left):.0f} s")
@@ -372,8 +409,8 @@ def time_iris(rng, device, sim, budget, remaining, on_row=lambda rows: None):
             return row
         layout = fused_cuda_layout(IRIS_SIZES, model.kernel_width, ds.y_train.size, backend.block_threads,
                                    min_blocks)
-        state["rate"] = r.attrs["network_epochs_per_second"]  # the latest: the one nearest what comes next
-        state["fixed"].append((r.attrs["compile_seconds"], n))
+        state["runs"].append(dict(networks=n, min_blocks=min_blocks, fixed_s=r.attrs["compile_seconds"],
+                                  rate=r.attrs["network_epochs_per_second"]))
         row.update(seconds=r.attrs["train_seconds"], network_epochs_per_s=r.attrs["network_epochs_per_second"],
                    compile_s=r.attrs["compile_seconds"], registers=kernel_registers(fused_cuda_kernel(model, layout)),
                    median_test_acc=float(r.test_acc.median()))
@@ -403,7 +440,8 @@ def time_iris(rng, device, sim, budget, remaining, on_row=lambda rows: None):
 
 
 def time_bandwidth(rng, device, sim):
-    """Copy bandwidth, the pair kernel's achieved bandwidth and SGEMM; None in the simulator."""
+    """Copy bandwidth, the pair kernel's achieved bandwidth (stt_compact, and a tabulated junction
+    for the kernel's memory-bound rate) and SGEMM; None in the simulator."""
     if sim:
         return dict(copy_GBps=None, pair_GBps=None, pair_over_copy=None, sgemm_TFLOPs=None)
     import cupy
@@ -429,19 +467,25 @@ def time_bandwidth(rng, device, sim):
     del a, b
 
     n, bs, u = 512, 128, 256
-    kernel, args = pair_launch(rng, n, bs, u)
-    dz, dj = args[:2]
     grid = batched_cuda.blocks(n * bs * ((u + 1) // 2))
-    pair_s = best_of(lambda: [device.launch(kernel, grid, batched_cuda.THREADS, *args) for _ in range(10)]) / 10
-    pair_bytes = 4 * dz.size * 4 + dj.nbytes
-    pair_bw = pair_bytes / pair_s
+
+    def pair_rate(model=None):
+        """(bytes/s, elements/s): z read, h / used / exact written, the junction rows read once."""
+        kernel, args = pair_launch(rng, n, bs, u, model)
+        dz, dj = args[:2]
+        seconds = best_of(lambda: [device.launch(kernel, grid, batched_cuda.THREADS, *args) for _ in range(10)]) / 10
+        return (4 * dz.size * 4 + dj.nbytes) / seconds, dz.size / seconds
+
+    pair_bw, pair_elements = pair_rate()
+    tabulated_bw, _ = pair_rate(tabulated_stt_compact())
 
     m = 8192
     x = cupy.asarray(rng.standard_normal((m, m), dtype=np.float32))
     y = cupy.empty_like(x)
     sgemm_s = best_of(lambda: cupy.matmul(x, x, out=y))
     return dict(copy_GBps=copy_bw / 1e9, pair_GBps=pair_bw / 1e9, pair_over_copy=pair_bw / copy_bw,
-                pair_elements_per_s=dz.size / pair_s, sgemm_TFLOPs=2 * m**3 / sgemm_s / 1e12)
+                pair_elements_per_s=pair_elements, tabulated_pair_GBps=tabulated_bw / 1e9,
+                tabulated_pair_over_copy=tabulated_bw / copy_bw, sgemm_TFLOPs=2 * m**3 / sgemm_s / 1e12)
 
 
 LAUNCH_PEER = r"""
@@ -562,6 +606,9 @@ def main():
     args = parse()
     if args.simulate:
         os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
+    # numba-cuda warns (and pays for the warning) at every launch of fewer than 128 blocks: the
+    # preflight, the probes and the one-block launches timed against CuPy
+    os.environ.setdefault("NUMBA_CUDA_LOW_OCCUPANCY_WARNINGS", "0")
     import faulthandler
 
     import spingpu
@@ -686,6 +733,8 @@ def checked_and_timed(args, spingpu, Device):
     print(f"| copy bandwidth | {fmt(bandwidth['copy_GBps'], '.0f')} GB/s | |")
     print(f"| pair kernel | {fmt(bandwidth['pair_GBps'], '.0f')} GB/s = {fmt(bandwidth['pair_over_copy'], '.0%')} "
           f"of copy | >= 70 % |")
+    print(f"| pair kernel, tabulated junction (memory-bound peer) | {fmt(bandwidth.get('tabulated_pair_GBps'), '.0f')} "
+          f"GB/s = {fmt(bandwidth.get('tabulated_pair_over_copy'), '.0%')} of copy | |")
     print(f"| SGEMM 8192^3 | {fmt(bandwidth['sgemm_TFLOPs'], '.1f')} TFLOP/s | |")
     if launch is not None:
         print(f"| host time per launch, {launch['arguments']} arguments | numba-cuda {launch['numba_us']:.1f} us, "

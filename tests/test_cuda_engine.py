@@ -592,3 +592,22 @@ def test_cuda_without_the_gpu_packages_is_a_clear_error_and_auto_takes_the_cpu(b
     assert capsys.readouterr().err.strip().endswith(
         "spingpu info: error: check-kernels: needs numba-cuda and nvJitLink: pip install 'spingpu[gpu]' "
         "(or 'spingpu[test]')")
+
+
+def test_gpu_check_predicts_a_rerun_without_scaling_its_compilation():
+    """A variant's first run pays its compilation once; later runs pay set-up per network. The 1e6
+    rerun with the fastest launch bound is predicted from that variant's rate, not skipped."""
+    gpu_check = _gpu_check_module()
+    predict = gpu_check.predicted_seconds
+    assert predict([], 10**6, 200, None) is None
+    runs = [dict(networks=10**4, min_blocks=None, fixed_s=16.2, rate=2e7)]
+    assert predict(runs, 10**5, 200, None) == pytest.approx(1e5 * 200 / 2e7)  # compiled: no set-up known yet
+    assert predict(runs, 10**5, 200, 3) == pytest.approx(1e5 * 200 / 2e7 + 16.2)  # a new variant compiles
+    runs += [dict(networks=10**5, min_blocks=None, fixed_s=2.0, rate=2e7),
+             dict(networks=10**6, min_blocks=None, fixed_s=20.0, rate=2e7),
+             dict(networks=10**5, min_blocks=3, fixed_s=18.0, rate=2.5e7),
+             dict(networks=10**5, min_blocks=4, fixed_s=18.1, rate=2.2e7)]
+    setup = 2e-5  # s per network, from the second and third runs of the compiler's choice
+    assert predict(runs, 10**6, 200, 3) == pytest.approx(1e6 * 200 / 2.5e7 + setup * 1e6)  # 28 s, not 190
+    compile_s = 18.1 - setup * 1e5  # the largest first-run time less its set-up
+    assert predict(runs, 10**5, 200, 5) == pytest.approx(1e5 * 200 / 2.2e7 + setup * 1e5 + compile_s)

@@ -297,11 +297,12 @@ def test_messages_show_plain_numbers(tmp_path):
     assert "duplicated current 0.5 (point 3)" in str(err.value)
 
 
-@pytest.mark.parametrize("table", [5, "iv.csv", (np.arange(4.0),), (np.arange(4.0), np.arange(4.0), np.arange(4.0))])
-def test_iv_table_must_be_two_arrays(table):
+@pytest.mark.parametrize("table", [5, "iv.csv", (np.arange(4.0),), (np.arange(4.0),) * 4])
+def test_iv_table_must_be_two_or_three_arrays(table):
     with pytest.raises(ConfigError) as err:
         get_model("tabulated", iv_table=table)
-    assert err.value.field == "iv_table" and "expected two arrays (current in A, voltage in V)" in str(err.value)
+    assert err.value.field == "iv_table"
+    assert "expected two or three arrays (current in A, voltage in V, optionally dV/dI in ohm), got" in str(err.value)
 
 
 def test_iv_table_of_text_is_an_error():
@@ -347,3 +348,34 @@ def test_a_training_run_records_which_measured_curve_it_used(tab, tmp_path, make
     assert f"from {path.resolve()}" in first.attrs["device_description"]
     first.to_netcdf(tmp_path / "r.nc")
     assert xr.open_dataset(tmp_path / "r.nc").attrs["device_table_sha256"] == first.attrs["device_table_sha256"]
+
+
+def test_measured_slopes_are_the_knots_slopes_and_reproduce_a_cubic_exactly():
+    """With V and dV/dI of a cubic at the knots, cubic Hermite interpolation is exact between them
+    (PCHIP's estimated slopes are not): the given slopes are used as they are."""
+    rng = np.random.default_rng()
+    i = np.sort(rng.uniform(-1e-3, 1e-3, 9))
+    c0, c1, c2, c3 = rng.uniform(-0.05, 0.05), rng.uniform(800, 1200), rng.uniform(-1e4, 1e4), rng.uniform(1e7, 5e7)
+    cubic = lambda x: c0 + c1 * x + c2 * x**2 + c3 * x**3  # noqa: E731 (dV/dI > 0 on +-1 mA)
+    slope = lambda x: c1 + 2 * c2 * x + 3 * c3 * x**2  # noqa: E731
+    measured = get_model("tabulated", iv_table=(i, cubic(i), slope(i)))
+    np.testing.assert_array_equal(measured.aux_table[2], slope(i))
+    x = rng.uniform(i[0], i[-1], 50)
+    v, d = measured.iv(x)
+    np.testing.assert_allclose(v, cubic(x), rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(d, slope(x), rtol=1e-10)
+    v_pchip, _ = get_model("tabulated", iv_table=(i, cubic(i))).iv(x)
+    assert np.max(np.abs(v_pchip - cubic(x))) > 1e3 * np.max(np.abs(v - cubic(x)))
+
+
+@pytest.mark.parametrize("extra, message", [
+    ([np.ones(3)], "iv_table: dV/dI must be 4 finite numbers, one per current; got 3"),
+    ([np.array([1.0, np.nan, 1.0, 1.0])], "iv_table: dV/dI must be 4 finite numbers, one per current; got 4 with NaN "
+                                          "or inf"),
+    ([np.ones(4), np.ones(4)], "iv_table: expected two or three arrays (current in A, voltage in V, optionally dV/dI "
+                               "in ohm), got 4 arrays"),
+])
+def test_bad_measured_slopes_are_one_line_errors(extra, message):
+    with pytest.raises(ConfigError) as err:
+        get_model("tabulated", iv_table=(np.arange(4.0) * 1e-4, np.arange(4.0) * 0.1, *extra))
+    assert str(err.value) == message

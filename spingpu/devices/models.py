@@ -276,7 +276,7 @@ def get_model(name, *, iv_csv=None, iv_table=None, **nominal):
     """The model called ``name``, with nominal values replaced by ``nominal``.
 
     ``tabulated`` needs a measured curve: ``iv_csv`` (a CSV path) or ``iv_table`` (two arrays,
-    current in A and voltage in V).
+    current in A and voltage in V, and optionally a third, the measured dV/dI in ohm).
     """
     if name == "tabulated":
         from .tabulated import tabulated_model_from_csv, tabulated_model

@@ -87,6 +87,17 @@ def check_iv_points(current, voltage, field="iv_table", source="table"):
     return current, voltage
 
 
+def _check_slopes(slopes, points):
+    try:
+        slopes = np.asarray(slopes, dtype=np.float64).ravel()
+    except (TypeError, ValueError):
+        raise ConfigError("iv_table", "dV/dI must be an array of numbers") from None
+    if slopes.size != points or not np.all(np.isfinite(slopes)):
+        raise ConfigError("iv_table", f"dV/dI must be {points} finite numbers, one per current; got {slopes.size}"
+                                      f"{'' if np.all(np.isfinite(slopes)) else ' with NaN or inf'}")
+    return slopes
+
+
 def pchip_slopes(x, y):
     """Knot slopes dy/dx of the shape-preserving PCHIP interpolant (Fritsch-Carlson, scipy's
     end conditions) of y over the last axis, at the knots ``x`` (strictly increasing)."""
@@ -96,14 +107,25 @@ def pchip_slopes(x, y):
 
 
 def tabulated_model(csv_path=None, table=None):
-    """The ``tabulated`` model for a measured curve from ``csv_path`` or ``table = (I, V)``."""
+    """The ``tabulated`` model for a measured curve from ``csv_path`` or ``table = (I, V)``, the
+    knots' slopes those of PCHIP; or ``table = (I, V, dV/dI)`` with measured differential
+    resistances (ohm) as the slopes (a lock-in measurement; SciPy is then not needed)."""
     if (csv_path is None) == (table is None):
         raise ConfigError("iv-csv", "the tabulated model needs exactly one measured curve (a CSV file of current A, voltage V)")
+    slopes = None
     if csv_path is not None:
         current, voltage = read_iv_csv(csv_path)
     else:
-        current, voltage = check_iv_points(*check_items("iv_table", table, 2, "two arrays (current in A, voltage in V)"))
-    slopes = pchip_slopes(current, voltage)
+        items = check_items("iv_table", table, None, "two or three arrays (current in A, voltage in V, optionally "
+                                                      "dV/dI in ohm)")
+        if len(items) not in (2, 3):
+            raise ConfigError("iv_table", f"expected two or three arrays (current in A, voltage in V, optionally dV/dI "
+                                          f"in ohm), got {len(items)} arrays")
+        current, voltage = check_iv_points(*items[:2])
+        if len(items) == 3:
+            slopes = _check_slopes(items[2], current.size)
+    if slopes is None:
+        slopes = pchip_slopes(current, voltage)
     knots = np.ascontiguousarray(np.stack([current, voltage, slopes]))
     v_full_scale = float(np.max(np.abs(voltage))) or 1.0
     return DeviceModel(
