@@ -21,12 +21,13 @@ from .errors import ConfigError
 _WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG}
 
 
-def check_writable(field, path):
+def check_writable(field, path, overwrite=True):
     """``path`` as a Path whose folder exists and takes a new file, else ConfigError naming ``field``.
 
     A temporary file is created beside the target and removed (the check :func:`staged_files`'s
     own first step would make), so that permissions, read-only and special filesystems show
-    before the work that produces the file.
+    before the work that produces the file. ``overwrite`` False: an existing ``path`` is refused
+    (the command's ``--overwrite`` replaces it), so that nothing already written is lost.
     """
     if path is None or str(path).strip() == "":
         raise ConfigError(field, "expected a file name, got an empty one")
@@ -36,6 +37,9 @@ def check_writable(field, path):
         raise ConfigError(field, f"folder {folder} does not exist")
     if path.is_dir():
         raise ConfigError(field, f"{path} is a folder, expected a file name")
+    if not overwrite and os.path.lexists(path):
+        raise ConfigError(field, f"{path} exists; not overwritten: pass --overwrite to replace it, or choose "
+                                 "another file name")
     if not os.access(folder, os.W_OK):
         raise ConfigError(field, f"folder {folder} is not writable")
     try:

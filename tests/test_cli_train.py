@@ -312,11 +312,28 @@ def test_counts_may_be_written_in_exponent_notation():
 def test_existing_output_kept_when_run_fails(tmp_path, capsys, extra):
     out = tmp_path / "r.nc"
     out.write_text("precious")
-    rc = main([*TINY, "--hidden", "2", "--networks", "1", "--out", str(out), *extra])
+    rc = main([*TINY, "--hidden", "2", "--networks", "1", "--out", str(out), "--overwrite", *extra])
     assert rc == 2
     assert capsys.readouterr().err.count("\n") == 1
     assert out.read_text() == "precious"
     assert [p.name for p in tmp_path.iterdir()] == ["r.nc"]
+
+
+def test_existing_output_refused_without_overwrite_and_replaced_with_it(tmp_path, capsys):
+    out = tmp_path / "r.nc"
+    out.write_text("precious")
+    argv = [*TINY, "--hidden", "2", "--networks", "1", "--out", str(out)]
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.err == (f"spingpu train: error: out: {out} exists; not overwritten: pass --overwrite to replace "
+                            "it, or choose another file name\n")
+    assert captured.out == "" and out.read_text() == "precious"
+    ds = run_ok([*TINY, "--hidden", "2", "--networks", "1", "--overwrite"], out)
+    assert dict(ds.sizes) == {"network": 1, "epoch": 1}
+    capsys.readouterr()
+    assert main([*TINY, "--overwrite"]) == 2
+    assert capsys.readouterr().err == ("spingpu train: error: overwrite: has no effect without --out FILE.nc, or "
+                                       "remove --overwrite\n")
 
 
 # --- output files that cannot be written -----------------------------------------------------------

@@ -223,7 +223,31 @@ MESSAGES = [
     ("data_dir for a sweep without mnist", with_line("dataset", 'data_dir = "."', BASE + '\n[sweep]\n'
                                                      '"dataset.name" = ["iris", "digits"]\n'),
      "dataset.data_dir", "only mnist reads data_dir, and this study trains on 'digits', 'iris'; remove data_dir"),
+    ("read_noise with johnson_shot noise", with_line("readout", 'noise_model = "johnson_shot"\nread_noise = 1e-3'),
+     "readout.read_noise", 'has no effect in any cell: it needs noise_model = "gaussian" (johnson_shot sets its '
+     'own); remove it'),
+    ("adc_range without an ADC", with_line("readout", "adc_range = [-1.0, 1.0]"), "readout.adc_range",
+     "has no effect in any cell: it needs adc_bits > 0; remove it"),
+    ("dac_range without a DAC", with_line("readout", "dac_range = [-2e-3, 2e-3]"),
+     "readout.dac_range", "has no effect in any cell: it needs dac_bits > 0; remove it"),
+    ("swept r_ref with a direct read", with_line("sweep", '"neuron.r_ref" = [1000.0, 2000.0]'),
+     "neuron.r_ref", 'has no effect in any cell: it needs readout = "bridge"; remove it'),
+    ("r_ref with a direct read", with_line("neuron", "r_ref = 1500.0"), "neuron.r_ref",
+     'has no effect in any cell: it needs readout = "bridge"; remove it'),
+    ("noise temperature with gaussian noise", with_line("readout", "temperature = 77.0"), "readout.temperature",
+     'has no effect in any cell: it needs noise_model = "johnson_shot"; remove it'),
+    ("momentum with adam", with_line("training", "momentum = 0.5"), "training.momentum",
+     'has no effect in any cell: it needs optimizer = "momentum"; remove it'),
 ]
+
+
+def test_a_setting_some_cell_uses_is_accepted(tmp_path):
+    """read_noise with noise_model swept over both models, r_ref with the readout swept: each is
+    used by some cell (the CLI's "no effect" rule holds study-wide, not per cell)."""
+    text = (with_line("readout", "read_noise = 1e-3") + with_line("neuron", "r_ref = 1500.0", "")
+            + '\n[sweep]\n"readout.noise_model" = ["gaussian", "johnson_shot"]\n"neuron.readout" = ["direct", "bridge"]\n')
+    study = load_study(write(tmp_path / "s.toml", text))
+    assert study.n_cells == 4
 
 
 @pytest.mark.parametrize("text, key, problem", [pytest.param(*case[1:], id=case[0]) for case in MESSAGES])

@@ -71,6 +71,7 @@ def add_parser(sub):
     p.add_argument("--backend", default="auto", help="auto, cpu, numpy or cuda (default auto)")
     p.add_argument("--seed", type=integer, default=0, help="random seed (default 0)")
     p.add_argument("--out", metavar="FILE.nc", help="write the results (xarray Dataset) as netCDF")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.set_defaults(run=run)
 
 
@@ -98,7 +99,8 @@ def _build(args):
             ("read-noise", args.read_noise, not johnson, "--noise-model gaussian (johnson_shot sets its own)"),
             ("noise-temperature", args.noise_temperature, johnson, "--noise-model johnson_shot"),
             ("noise-bandwidth", args.noise_bandwidth, johnson, "--noise-model johnson_shot"),
-            ("momentum", args.momentum, args.optimizer.strip().lower() == "momentum", "--optimizer momentum")):
+            ("momentum", args.momentum, args.optimizer.strip().lower() == "momentum", "--optimizer momentum"),
+            ("overwrite", args.overwrite or None, args.out is not None, "--out FILE.nc")):
         if given is not None and not applies:
             raise ConfigError(option, f"has no effect without {needed}, or remove --{option}")
     model = get_model(args.device_model, iv_csv=args.iv_csv, **params_dict(args.param))
@@ -138,7 +140,7 @@ def run(args):
 
     out = None
     if args.out is not None:
-        out = check_writable("out", args.out)
+        out = check_writable("out", args.out, overwrite=args.overwrite)
         if out.suffix != ".nc":
             raise ConfigError("out", f"{out} must end in .nc (netCDF)")
         check_not_inputs({"out": out}, [args.iv_csv, csv_path(args.dataset) or None])

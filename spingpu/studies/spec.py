@@ -210,12 +210,14 @@ def parse_study(data, path, text=""):
                   axes=axes, networks=networks, seed=seed)
     if study.n_cells > MAX_CELLS:
         raise _err(path, "sweep", f"{study.n_cells} cells; at most {MAX_CELLS}")
+    configs = []
     for flat in range(study.n_cells):  # every cell must build
         try:
-            study.cell(flat)
+            configs.append(study.cell(flat).config)
         except ConfigError as err:
             cell = ", ".join(f"{k}={v}" for k, v in study.cell_values(flat).items())
             raise _err(path, err.field, err.problem + (f" (in the cell {cell})" if cell else "")) from None
+    _check_settings_used(study, configs, path)
     _check_dataset(study, path)
     return dataclasses.replace(study, inputs=input_hashes(study))
 
@@ -566,6 +568,30 @@ def build_cell(path, data):
             raise ConfigError("distillation.teacher.grad_mode", f"{teacher.grad_mode!r}; allowed: tanh, relu, sigmoid")
     dataset = dict(data["dataset"])
     return Cell(config=config, model=model, dataset=dataset, teacher=teacher)
+
+
+# A setting that acts only with another: key -> (whether a cell's TrainConfig uses it, what it needs)
+CONDITIONAL_SETTINGS = {
+    "readout.read_noise": (lambda c: c.readout.noise_model == "gaussian",
+                           'noise_model = "gaussian" (johnson_shot sets its own)'),
+    "readout.temperature": (lambda c: c.readout.noise_model == "johnson_shot", 'noise_model = "johnson_shot"'),
+    "readout.bandwidth": (lambda c: c.readout.noise_model == "johnson_shot", 'noise_model = "johnson_shot"'),
+    "readout.adc_range": (lambda c: c.readout.adc_bits > 0, "adc_bits > 0"),
+    "readout.dac_range": (lambda c: c.readout.dac_bits > 0, "dac_bits > 0"),
+    "neuron.r_ref": (lambda c: c.neuron.readout == "bridge", 'readout = "bridge"'),
+    "training.momentum": (lambda c: c.optimizer == "momentum", 'optimizer = "momentum"'),
+}
+
+
+def _check_settings_used(study, configs, path):
+    """Refuse a setting, given or swept, that no cell uses (as the command line refuses an option
+    that would do nothing): a cell that needs it, e.g. a gaussian-noise cell for read_noise, uses it."""
+    swept = {a.key for a in study.axes}
+    for key, (uses, needs) in CONDITIONAL_SETTINGS.items():
+        section, name = key.split(".")
+        given = key in swept or name in study.data.get(section, {})
+        if given and not any(uses(c) for c in configs):
+            raise _err(path, key, f"has no effect in any cell: it needs {needs}; remove it")
 
 
 def _check_dataset(study, path):
