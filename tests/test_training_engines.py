@@ -178,3 +178,47 @@ def test_grad_cosine_is_over_the_hidden_layers_weights(blobs):
     for backend in ("numpy", "cpu"):
         r = train(blobs, cfg, networks=nets, backend=backend)
         np.testing.assert_allclose(r.grad_cosine.values[:, 0], hidden, rtol=1e-10, err_msg=backend)
+
+
+def test_fused_chunks_last_about_a_second_and_ctrl_c_cancels_the_queued_ones(blobs, monkeypatch):
+    """Chunk sizes from the cost model (5 ns x n_train x (weights + 100 hidden units) per network-epoch
+    on one thread); Ctrl-C while waiting starts no further chunk (before, every queued chunk ran)."""
+    import threading
+    import time
+
+    from spingpu.training import fused_engine, trainer
+
+    per_network_epoch = 5e-9 * 90 * (4 * 8 + 8 + 8 * 3 + 3 + 100 * 8)  # Iris 4-8-3, 90 training rows
+    assert fused_engine.networks_per_chunk(4096, 100, 2, (4, 8, 3), 90) == int(1.0 / (100 * per_network_epoch)) == 25
+    assert fused_engine.networks_per_chunk(50, 5000, 2, (4, 8, 3), 90) == 1  # 2 s per network: one at a time
+    assert fused_engine.networks_per_chunk(40, 10, 2, (4, 8, 3), 90) == 5  # a quarter of each thread's share
+    assert fused_engine.networks_per_chunk(10**6, 1, 2, (4, 8, 3), 90) == 64
+
+    calls, lock = [], threading.Lock()
+    real = fused_engine.fused_trainer
+
+    def slow_trainer(model):
+        kernel = real(model)
+
+        def run(lo, hi, *args):
+            with lock:
+                calls.append((lo, hi))
+            time.sleep(0.05)
+            return kernel(lo, hi, *args)
+        return run
+
+    class InterruptingBar:
+        def update(self, count):
+            raise KeyboardInterrupt
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(fused_engine, "fused_trainer", slow_trainer)
+    monkeypatch.setattr(trainer, "_progress", lambda enabled, total, unit: InterruptingBar())
+    monkeypatch.setattr(fused_engine, "CHUNK_SECONDS", 1e-9)  # one network per chunk: 64 chunks
+    cfg = TrainConfig(hidden=(3,), epochs=1)
+    with pytest.raises(KeyboardInterrupt):
+        train(blobs, cfg, n_networks=64, backend="cpu", progress=True)
+    chunks = [c for c in calls if c[1] - c[0] == 1]
+    assert 1 <= len(chunks) - 1 <= 2 * fused_engine.numba.get_num_threads()  # the probe, and those running
