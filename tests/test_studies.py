@@ -28,7 +28,7 @@ from spingpu.cli.main import main
 from spingpu.errors import ConfigError
 from spingpu.studies import load_study
 from spingpu.studies.store import STORE_MARK
-from spingpu.training.results import VARIABLES
+from spingpu.training.results import ENGINES, VARIABLES
 from studyutil import BASE, FAST, run_main, run_ok, write
 
 CLI = [sys.executable, "-m", "spingpu.cli.main", "run"]
@@ -215,6 +215,9 @@ def test_store_layout_units_attrs_and_open_results(det):
         assert json.loads(ds.attrs["sweep_axes"]) == ["grad_mode", "sigma_d2d"]
         assert ds.teacher_test_acc.dims == ("grad_mode", "sigma_d2d")  # a cell variable: no teacher here
         assert np.isnan(ds.teacher_test_acc.values).all() and ds.teacher_test_acc.attrs["units"] == "1"
+        assert ds.engine.dims == ("grad_mode", "sigma_d2d") and (ds.engine.values == 0).all()  # numpy
+        assert ds.engine.attrs["flag_meanings"].split() == list(ENGINES)
+        assert list(ds.engine.attrs["flag_values"]) == list(range(len(ENGINES)))
         acc = ds.test_acc.values
     opened = spingpu.open_results(det["a"])
     assert isinstance(opened, xr.Dataset)
@@ -1169,3 +1172,16 @@ def test_a_batch_cluster_without_its_submit_command_is_refused_before_anything_i
 def test_a_study_file_name_with_spaces_or_accents_is_a_valid_default_name(tmp_path):
     study = load_study(write(tmp_path / "my étude 2.toml", BASE))
     assert study.name == "my étude 2"
+
+
+def test_store_records_the_engine_of_each_cell(tmp_path):
+    """Widths up to 64 train in the fused CPU engine (float64), wider in the batched one (float32):
+    the store says which, per cell, as `spingpu train`'s attributes do."""
+    study = write(tmp_path / "e.toml", BASE.replace("hidden = [3]", "hidden = [3]\n") +
+                  '\n[sweep]\n"network.hidden" = [[3], [70]]\n')
+    rc, out, err = run_main(["run", str(study), "--out", str(tmp_path / "e.zarr"), "--backend", "cpu", "--no-report"])
+    assert rc == 0, err
+    ds = spingpu.open_results(tmp_path / "e.zarr")
+    assert [ENGINES[int(code)] for code in ds.engine.values] == ["fused_cpu", "batched_cpu"]
+    alone = spingpu.train(spingpu.load_dataset("iris"), load_study(study).cell(1).config, n_networks=1, backend="cpu")
+    assert (alone.attrs["engine"], alone.attrs["backend"], alone.attrs["weights_dtype"]) == ("batched", "cpu", "float32")

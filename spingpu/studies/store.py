@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError
-from ..training.results import CELL_VARIABLES, VARIABLES
+from ..training.results import CELL_VARIABLES, ENGINE_ATTRS, VARIABLES
 
 STORE_MARK = "spingpu_study_digest"
 PARTIAL = ".partial-"  # in the name of a store being created: .NAME.partial-HOST-PID-TOKEN
@@ -107,6 +107,7 @@ def _store_dataset(study, networks_per_task, attrs):
     for name, (units, long_name) in CELL_VARIABLES.items():
         data_vars[name] = (dims, da.full(study.shape, np.nan, chunks=cell_chunks),
                            {"units": units, "long_name": long_name})
+    data_vars["engine"] = (dims, da.full(study.shape, -1, dtype=np.int8, chunks=cell_chunks), dict(ENGINE_ATTRS))
     data_vars["task_done"] = (dims + ["task"], da.zeros(study.shape + (task_count(study, networks_per_task),),
                                                         dtype=np.int8, chunks=cell_chunks + (1,)),
                               {"long_name": "1 once the task's networks are stored", "units": "1"})
@@ -125,7 +126,8 @@ def _store_dataset(study, networks_per_task, attrs):
 
 def write_task(path, study, cell, lo, metrics):
     """Write one task's metrics (arrays (n_task[, epochs]) named as VARIABLES) into its chunks, and
-    its cell's CELL_VARIABLES it holds (every task of a cell gives the same values)."""
+    its cell's CELL_VARIABLES it holds and its ``engine`` code (every task of a cell gives the same
+    values)."""
     import zarr
 
     group = zarr.open_group(str(path), mode="r+")
@@ -140,6 +142,8 @@ def write_task(path, study, cell, lo, metrics):
     for name in CELL_VARIABLES:
         if name in metrics and name in group:  # stores made before a variable existed lack it
             group[name][index] = float(metrics[name])
+    if "engine" in metrics and "engine" in group:
+        group["engine"][index] = int(metrics["engine"])
 
 
 def mark_done(path, study, cell, task):

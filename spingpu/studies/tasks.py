@@ -7,7 +7,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from ..training.results import VARIABLES
+from ..training.results import VARIABLES, engine_code
 
 _CELLS = {}  # per worker process: built cells and teachers' logits, reused by later tasks
 _TEACHERS = {}
@@ -15,7 +15,7 @@ _TEACHERS = {}
 
 def train_task(study, cell_number, lo, hi, backend, threads):
     """Metrics (dict of arrays, VARIABLES' names) of networks lo .. hi - 1 of one cell, with
-    ``teacher_test_acc`` (CELL_VARIABLES) for a distilled cell."""
+    ``teacher_test_acc`` (CELL_VARIABLES) for a distilled cell and the ``engine`` code."""
     import numba
     from threadpoolctl import threadpool_limits
 
@@ -38,7 +38,7 @@ def train_task(study, cell_number, lo, hi, backend, threads):
     with threadpool_limits(threads, user_api="openmp"):
         results = train(dataset, cell.config, networks=np.arange(lo, hi), model=cell.model, backend=backend,
                         teacher_logits=teacher)
-    return {**{name: results[name].values for name in VARIABLES}, **extra}
+    return {**{name: results[name].values for name in VARIABLES}, **extra, "engine": engine_code(results.attrs)}
 
 
 @lru_cache(maxsize=4)

@@ -26,6 +26,18 @@ CELL_VARIABLES = {
                               "from (NaN: no distillation)"),
 }
 
+# The engine that trained a cell's networks, a CF flag variable of a study's store (int8, -1: not run
+# yet); the fused engines keep every network in float64, the others in training.dtype.
+ENGINES = ("numpy", "fused_cpu", "batched_cpu", "fused_cuda", "batched_cuda")
+ENGINE_ATTRS = {"long_name": "engine that trained the cell's networks (-1: not run yet); fused engines train in "
+                             "float64, the others in training.dtype",
+                "units": "1", "flag_values": list(range(len(ENGINES))), "flag_meanings": " ".join(ENGINES)}
+
+
+def engine_code(attrs):
+    """The :data:`ENGINES` index of a result's ``engine`` and ``backend`` attributes."""
+    return ENGINES.index("numpy" if attrs["engine"] == "numpy" else f"{attrs['engine']}_{attrs['backend']}")
+
 
 def make_results(metrics, networks, epochs, attrs):
     """An xarray Dataset from a dict of NumPy arrays named as in ``VARIABLES``."""
