@@ -114,6 +114,10 @@ def test_report_bad_input(tmp_path, capsys):
     path, _ = fake_store(tmp_path, {"neuron.delta_i": [1e-6, 1e-5]})
     assert main(["report", str(path), "-o", str(tmp_path / "r.txt")]) == 2
     assert main(["report", str(path), "--threshold", "1.5"]) == 2
+    capsys.readouterr()
+    assert main(["report", str(path), "-o", ""]) == 2
+    assert capsys.readouterr().err == ("spingpu report: error: out: expected a file name, got an empty one (leave -o "
+                                       "out for the store's name with .html)\n")
     assert not (tmp_path / "r.txt").exists() and not (tmp_path / "fake.html").exists()
 
 

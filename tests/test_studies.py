@@ -764,6 +764,7 @@ def test_invalid_toml_and_missing_study_file(tmp_path, monkeypatch, capsys):
     (["--backend", "tpu"], "backend: 'tpu'; allowed: auto, numpy, cpu, cuda"),
     (["--resume"], "resume: no store at results/tiny.zarr to resume"),
     (["--out", "missing/s.zarr"], "out: folder missing does not exist"),
+    (["--out", " "], "out: expected a store name, got an empty one (leave --out out for results/<study name>.zarr)"),
 ])
 def test_bad_run_options_are_refused_in_one_line(tmp_path, monkeypatch, capsys, extra, message):
     monkeypatch.chdir(tmp_path)
@@ -775,7 +776,7 @@ def test_bad_run_options_are_refused_in_one_line(tmp_path, monkeypatch, capsys, 
     assert not (tmp_path / "results" / "tiny.zarr").exists()
 
 
-@pytest.mark.parametrize("extra", [["--workers", "0"], ["--backend", "tpu"], ["--resume"]])
+@pytest.mark.parametrize("extra", [["--workers", "0"], ["--backend", "tpu"], ["--resume"], ["--out", ""]])
 def test_bad_run_options_write_nothing(tmp_path, monkeypatch, extra):
     monkeypatch.chdir(tmp_path)
     study = write(tmp_path / "study.toml", BASE)

@@ -15,8 +15,13 @@ def add_parser(sub):
 def run(args):
     import sys
 
+    from ..errors import ConfigError
     from ..report import summary_csv_path, write_report
     from ..studies.store import open_results, task_progress
+
+    if args.out is not None and not args.out.strip():  # not the default NAME.html
+        raise ConfigError("out", "expected a file name, got an empty one (leave -o out for the store's name "
+                                 "with .html)")
 
     path = write_report(args.results, args.out, args.threshold)
     with open_results(args.results) as ds:

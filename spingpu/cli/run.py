@@ -33,6 +33,9 @@ def run(args):
     from ..studies.runner import RunOptions, TaskFailed, run_study, summary_table
     from ..studies.spec import load_study
 
+    if args.out is not None and not args.out.strip():  # not the default's results/NAME.zarr
+        raise ConfigError("out", "expected a store name, got an empty one (leave --out out for "
+                                 "results/<study name>.zarr)")
     study = load_study(args.study)
     check_range("threshold", args.threshold, 0.0, 1.0)
     out = args.out or str(Path("results") / f"{study.name}.zarr")
