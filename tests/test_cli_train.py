@@ -378,3 +378,27 @@ def test_negative_numbers_are_values_not_options(tmp_path):
         assert not NEGATIVE_NUMBER.match(text), text
     ds = run_ok([*TINY, "--hidden", "2", "--adc-bits", "4", "--adc-range", "-1e-0", "-.5"], tmp_path / "r.nc")
     assert json.loads(ds.attrs["config"])["readout"]["adc_range"] == [-1.0, -0.5]
+
+
+def test_sigterm_ends_train_in_one_line_exit_143_and_writes_nothing(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "r.nc"
+    proc = subprocess.Popen([sys.executable, "-m", "spingpu.cli.main", "train", "--networks", "8", "--epochs", "1e5",
+                             "--backend", "cpu", "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        assert "8 networks 4-8-3 on iris" in proc.stdout.readline()  # printed as training starts (~200 s of it)
+        time.sleep(3)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+    assert proc.returncode == 143
+    assert err.replace("\r", "\n").strip().splitlines()[-1] == "spingpu train: terminated"
+    assert list(tmp_path.iterdir()) == []

@@ -382,6 +382,29 @@ def test_ctrl_c_stops_the_run_with_one_line_and_keeps_the_finished_tasks(long_re
     assert store_attrs(out)["run_seconds"] > 0  # the interrupted session's time is kept for the report
 
 
+def test_sigterm_stops_the_run_like_ctrl_c_and_leaves_no_temporary(long_ref, tmp_path):
+    """A batch system's time limit (SIGTERM to the driver) runs the Ctrl-C clean-up: one line, exit
+    143, the finished tasks kept for --resume, the workers closed."""
+    study, ref = long_ref
+    out = tmp_path / "terminated.zarr"
+    proc = subprocess.Popen([*CLI, str(study), "--out", str(out), "--networks-per-task", "1", "--workers", "1",
+                             *FAST], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        wait_part_done(out, proc)
+        proc.terminate()
+        _, err = proc.communicate(timeout=90)
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+    lines = [ln for ln in err.replace("\r", "\n").splitlines() if ln.strip() and "networks" not in ln.split("|")[-1]]
+    assert proc.returncode == 143
+    assert lines == [f"spingpu run: terminated; the finished tasks are kept in {out}: rerun with --resume to "
+                     "complete it"], lines
+    assert 1 <= task_done(out).sum()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["terminated.zarr"]
+
+
 def test_existing_store_is_refused_untouched_without_resume_or_overwrite(long_ref, tmp_path, det):
     study, ref = long_ref
     before = snapshot(ref)

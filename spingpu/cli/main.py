@@ -12,6 +12,7 @@ import sys
 import warnings
 
 from ..errors import ConfigError, SpingpuWarning
+from .signals import sigterm_as_interrupt, stopped
 
 EXIT_USAGE = 2
 NEGATIVE_NUMBER = re.compile(r"^-((\d+\.?\d*|\.\d+)([eE][-+]?\d+)?|inf|infinity|nan)$", re.IGNORECASE)
@@ -90,15 +91,16 @@ def main(argv=None):
               f"(spingpu {args.command} --help lists them)", file=sys.stderr)
         return EXIT_USAGE
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), sigterm_as_interrupt():
             warnings.showwarning = _one_line_warnings(args.command, warnings.showwarning)
             return args.run(args) or 0
     except ConfigError as err:
         print(f"spingpu {args.command}: error: {err}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        print(f"spingpu {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as err:
+        what, status = stopped(err)
+        print(f"spingpu {args.command}: {what}", file=sys.stderr)
+        return status
 
 
 if __name__ == "__main__":

@@ -69,11 +69,14 @@ def run(args):
         print(f"spingpu run: the finished tasks are kept in {out}; fix the cause and rerun with --resume",
               file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM (spingpu.cli.main.Terminated)
+        from .signals import stopped
+
+        what, status = stopped(err)
         kept = f"; the finished tasks are kept in {out}: rerun with --resume to complete it" \
             if results_store.store_attrs(out) else ""
-        print(f"spingpu run: interrupted{kept}", file=sys.stderr)
-        return 130
+        print(f"spingpu run: {what}{kept}", file=sys.stderr)
+        return status
     print(summary_table(out, args.threshold))
     print(f"results: {out}")
     if not args.no_report:
