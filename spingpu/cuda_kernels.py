@@ -125,6 +125,39 @@ def parse_arch(arch):
     return int(digits[:-1]), int(digits[-1])
 
 
+def nvrtc_archs():
+    """(NVRTC version, compute capabilities it compiles for) as numba-cuda asks them
+    (``nvrtcGetSupportedArchs`` of ``cuda.bindings``), or None where NVRTC cannot be asked."""
+    try:
+        from cuda.bindings import nvrtc
+
+        result, major, minor = nvrtc.nvrtcVersion()
+        result_archs, archs = nvrtc.nvrtcGetSupportedArchs()
+        if result != nvrtc.nvrtcResult.NVRTC_SUCCESS or result_archs != nvrtc.nvrtcResult.NVRTC_SUCCESS:
+            return None
+    except Exception:  # no cuda.bindings, no NVRTC library: compiling reports it
+        return None
+    return (major, minor), tuple(sorted((a // 10, a % 10) for a in archs))
+
+
+def check_arch(arch):
+    """Compute capability (major, minor) of ``arch`` (``sm_XY``) if numba-cuda's NVRTC compiles
+    for it, else ConfigError listing those it does (numba-cuda refuses a lower one with
+    CCSupportError, compiles one between or above them for the nearest lower, which nvJitLink then
+    does not assemble). Not checked where NVRTC cannot be asked."""
+    from .errors import ConfigError
+    from .kernels.ptx import arch_name
+
+    cc = parse_arch(arch)
+    known = nvrtc_archs()
+    if known is None or cc in known[1]:
+        return cc
+    (major, minor), archs = known
+    names = [arch_name(a) for a in archs]
+    raise ConfigError("arch", f"{arch} is not an architecture numba-cuda compiles for (NVRTC {major}.{minor}); "
+                              f"allowed: {names[0]} to {names[-1]}, namely {', '.join(names)}")
+
+
 _CATALOG = None  # this process's catalog(), built once for _compile
 
 
@@ -199,7 +232,7 @@ def check_kernels(arch=DEFAULT_ARCH, report=print, jobs=1, assemble=True):
     from .kernels.ptx import REGISTERS_PER_SM
 
     global _CATALOG
-    cc = parse_arch(arch)
+    cc = check_arch(arch)
     if not isinstance(jobs, int) or jobs < 1:
         raise ConfigError("jobs", f"{jobs!r}; expected an integer >= 1")
     if assemble and (why := nvjitlink_missing()) is not None:

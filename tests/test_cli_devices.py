@@ -1,13 +1,15 @@
 """``spingpu devices`` and ``spingpu info`` end to end: outputs, numbers, and bad input."""
 
 import csv
+import os
 import shutil
 import subprocess
+import sys
 
 import numpy as np
 import pytest
 
-from spingpu import Variability, get_model, sample_layer
+from spingpu import ConfigError, Variability, get_model, sample_layer
 from spingpu.cli.main import main
 
 
@@ -237,3 +239,251 @@ def test_warnings_of_spingpu_are_one_line_and_others_keep_their_form(tmp_path, c
     show = _one_line_warnings("x", lambda *a: seen.append(a[:2]))
     show(DeprecationWarning("old"), DeprecationWarning, "f.py", 3)
     assert [(str(m), c) for m, c in seen] == [("old", DeprecationWarning)]
+
+
+# --- memory: refused up front, the estimate against what the command allocates -----------------
+
+def test_more_samples_x_points_than_memory_holds_is_refused_up_front(tmp_path, capsys, monkeypatch):
+    from spingpu.cli import devices
+    from spingpu.training import trainer
+
+    monkeypatch.setattr(trainer, "available_memory", lambda: 16 * 2**30)  # the same on every machine
+    monkeypatch.setattr("spingpu.devices.sample_layer", lambda *a, **k: pytest.fail("computed before refusing"))
+    out = tmp_path / "iv.csv"
+    rc = main(["devices", "--samples", "100000", "--points", "1000000", "--csv", str(out)])
+    captured = capsys.readouterr()
+    assert rc == 2 and captured.out == "" and list(tmp_path.iterdir()) == []
+    # stt_compact, counted by hand: per sample and current, evaluating the pair's curves takes
+    # currents (2 x 8 B), parameter rows (2 x 6 x 8 B), V and dV/dI (2 x 2 x 8 B) = 144 B (writing
+    # the CSV takes less: the kept curves 32 B and the columns 72 B); per sample 2 x 3 x 6 x 8 B of
+    # parameter rows = 288 B; per current the grid and the nominal curve, 24 B. Needed:
+    # 1e5 x 1e6 x 144 + 1e5 x 288 + 1e6 x 24 B = 13411.1 GiB. Largest that fit:
+    # (16 GiB - 1e5 x 288) // (24 + 1e5 x 144) = 1191 points, (16 GiB - 1e6 x 24) // (288 + 1e6 x 144)
+    # = 119 samples.
+    assert captured.err == ("spingpu devices: error: samples/points: 100000 samples x 1000000 points need at least "
+                            "13411.1 GiB of memory, and 16.0 GiB is available; allowed here: at most 1191 points "
+                            "with 100000 samples or at most 119 samples with 1000000 points\n")
+    model = get_model("stt_compact")
+    devices.check_memory(model, 100000, 1191, csv=True)  # the largest values given fit
+    devices.check_memory(model, 119, 1000000, csv=True)
+    for samples, points in ((100000, 1192), (120, 1000000)):
+        with pytest.raises(ConfigError, match="^samples/points: "):
+            devices.check_memory(model, samples, points, csv=True)
+    monkeypatch.setattr(trainer, "available_memory", lambda: 10_000)
+    with pytest.raises(ConfigError) as err:
+        devices.check_memory(model, 1, 1000)
+    # 144 x 1000 + 288 + 24 x 1000 = 168288 B; (10000 - 288) // (24 + 144) = 57 points;
+    # (10000 - 24000) < 0: no samples at 1000 points
+    assert str(err.value) == ("samples/points: 1 sample x 1000 points need at least 168288 bytes of memory, and "
+                              "10000 bytes is available; allowed here: at most 57 points with 1 sample")
+    monkeypatch.setattr(trainer, "available_memory", lambda: 500)  # 1 x 2 x 144 + 288 + 2 x 24 = 624 B
+    with pytest.raises(ConfigError, match=r"allowed here: nothing \(1 sample at 2 points needs 624 bytes\)$"):
+        devices.check_memory(model, 1, 1000)
+
+
+@pytest.mark.parametrize("model, samples, points, outputs", [
+    ({"name": "stt_compact"}, 100, 10000, ()),
+    ({"name": "tabulated", "iv_csv": "m.csv"}, 100, 10000, ()),
+    ({"name": "tabulated", "iv_csv": "m.csv"}, 40, 500, ("csv",)),
+    ({"name": "stt_compact"}, 40, 4000, ("plot",)),
+    ({"name": "macrospin", "table_points": 256, "settle_time": 0.1e-9, "average_time": 0.05e-9}, 200, 2, ()),
+], ids=["stt", "tabulated", "csv", "plot", "macrospin-tables"])
+def test_the_memory_estimate_is_what_the_command_allocates(tmp_path, capsys, model, samples, points, outputs):
+    """tracemalloc (which sees NumPy's and matplotlib's arrays) measures the command's peak: the
+    estimate is at most that (the message says "at least") and not far below it."""
+    import tracemalloc
+
+    from spingpu.cli import devices
+
+    i = np.linspace(-5e-4, 5e-4, 21)
+    np.savetxt(tmp_path / "m.csv", np.column_stack([i, 800 * i]), delimiter=",")
+    model = dict(model)
+    name = model.pop("name")
+    if "iv_csv" in model:
+        model["iv_csv"] = tmp_path / model["iv_csv"]
+    argv = ["devices", "--model", name, "--samples", str(samples), "--points", str(points)]
+    argv += ["--iv-csv", str(model["iv_csv"])] if "iv_csv" in model else []
+    argv += [a for k, v in model.items() if k != "iv_csv" for a in ("--param", f"{k}={v}")]
+    suffix = {"csv": ".csv", "plot": ".png"}
+
+    def outs(stem):
+        return [a for o in outputs for a in (f"--{o}", str(tmp_path / (stem + suffix[o])))]
+
+    assert main([*argv, "--samples", "2", *outs("warm")]) == 0  # compiled and imported before measuring
+    tracemalloc.start()
+    try:
+        assert main([*argv, *outs("out")]) == 0
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    capsys.readouterr()
+    estimate = devices.memory_needed(get_model(name, **model), samples, points,
+                                     csv="csv" in outputs, plot="plot" in outputs)[0]
+    assert 0.9 * peak <= estimate <= peak, (estimate, peak)
+
+
+# --- currents beyond a table: one warning line -------------------------------------------------
+
+TINY_MACROSPIN = ["--model", "macrospin", "--param", "table_points=5", "--param", "settle_time=0.1e-9",
+                  "--param", "average_time=0.05e-9", "--samples", "1", "--points", "5"]
+LINEAR = ("there V(I) is the end tangent continued linearly (dV/dI constant)")
+
+
+@pytest.mark.parametrize("currents, warning", [
+    (["--i-min", "-1e-3", "--i-max", "1e-3"],
+     "i-min/i-max: currents from -0.001 A to 0.001 A go beyond the macrospin table's range, -0.0006 A to 0.0006 A; "
+     f"{LINEAR}; widen it with --param table_i_min=... --param table_i_max=..."),
+    (["--i-min", "-4e-4", "--i-max", "7e-4"],
+     "i-max: currents up to 0.0007 A go beyond the macrospin table's range, -0.0006 A to 0.0006 A; "
+     f"{LINEAR}; widen it with --param table_i_min=... --param table_i_max=..."),
+    (["--i-min", "-4e-4", "--i-max", "7e-4", "--param", "table_i_max=8e-4"], None),
+    (["--i-min", "-6e-4", "--i-max", "6e-4"], None),  # the table's own ends
+])
+def test_macrospin_currents_beyond_its_table_are_warned_of(tmp_path, capsys, currents, warning):
+    out = tmp_path / "iv.csv"
+    assert main(["devices", *TINY_MACROSPIN, *currents, "--csv", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == ("" if warning is None else f"spingpu devices: warning: {warning}\n")
+    assert len(read_rows(out)) == 5 + 2 * 5  # the curves are still written
+    if warning is not None:  # and beyond the table, dV/dI is indeed the end knot's, constant
+        rows = [r for r in read_rows(out) if r["sample"] == "-1"]
+        i = np.array([float(r["current"]) for r in rows])
+        d = np.array([float(r["dvdi"]) for r in rows])
+        beyond = i > 6e-4
+        assert beyond.any() and np.all(d[beyond] == d[beyond][0])
+
+
+def test_tabulated_currents_beyond_the_measured_curve_are_warned_of(tmp_path, capsys):
+    table = tmp_path / "measured.csv"
+    i = np.linspace(-5e-4, 5e-4, 11)
+    np.savetxt(table, np.column_stack([i, 800 * i + 0.1 * np.tanh(i / 2e-4)]), delimiter=",")
+    base = ["devices", "--model", "tabulated", "--iv-csv", str(table), "--samples", "2", "--points", "9"]
+    assert main([*base, "--i-min", "-1e-3"]) == 0  # --i-max stays 4e-4, inside
+    assert capsys.readouterr().err == (
+        "spingpu devices: warning: i-min: currents down to -0.001 A go beyond the measured curve's range, "
+        f"-0.0005 A to 0.0005 A; {LINEAR}\n")
+    assert main([*base, "--i-min", "-1e-3", "--param", "i_scale=2"]) == 0  # the nominal curve reaches twice as far
+    assert capsys.readouterr().err == ""
+    assert main([*base, "--i-min", "-5e-4", "--i-max", "5e-4"]) == 0
+    assert capsys.readouterr().err == ""
+
+
+def test_closed_form_models_never_warn_of_extrapolation(capsys):
+    assert main(["devices", "--model", "stt_compact", "--samples", "2", "--points", "5", "--i-min", "-0.01",
+                 "--i-max", "0.01"]) == 0
+    assert capsys.readouterr().err == ""
+
+
+# --- existing outputs: kept unless --overwrite ---------------------------------------------------
+
+def test_existing_outputs_are_refused_unless_overwrite(tmp_path, capsys):
+    out_csv, out_png = tmp_path / "iv.csv", tmp_path / "iv.png"
+    out_csv.write_bytes(b"precious,csv\n\x00")
+    argv = ["devices", "--samples", "2", "--points", "5"]
+    assert main([*argv, "--csv", str(out_csv), "--plot", str(out_png)]) == 2
+    captured = capsys.readouterr()
+    assert captured.err == (f"spingpu devices: error: csv: {out_csv} exists; not overwritten: pass --overwrite to "
+                            "replace it, or choose another file name\n")
+    assert captured.out == "" and sorted(p.name for p in tmp_path.iterdir()) == ["iv.csv"]
+    assert out_csv.read_bytes() == b"precious,csv\n\x00"
+
+    out_png.write_bytes(b"precious png")
+    assert main([*argv, "--csv", str(tmp_path / "new.csv"), "--plot", str(out_png)]) == 2
+    captured = capsys.readouterr()
+    assert captured.err == (f"spingpu devices: error: plot: {out_png} exists; not overwritten: pass --overwrite to "
+                            "replace it, or choose another file name\n")
+    assert captured.out == "" and sorted(p.name for p in tmp_path.iterdir()) == ["iv.csv", "iv.png"]
+    assert out_png.read_bytes() == b"precious png" and out_csv.read_bytes() == b"precious,csv\n\x00"
+
+    assert main([*argv, "--csv", str(out_csv), "--plot", str(out_png), "--overwrite"]) == 0
+    assert len(read_rows(out_csv)) == 5 + 2 * 2 * 5
+    assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert f"wrote csv: {out_csv}" in capsys.readouterr().out
+
+
+def test_overwrite_without_an_output_is_refused(capsys):
+    assert main(["devices", "--overwrite"]) == 2
+    assert capsys.readouterr().err == ("spingpu devices: error: overwrite: has no effect without --csv or --plot, or "
+                                       "remove --overwrite\n")
+
+
+def test_an_input_is_not_overwritten_even_with_overwrite(tmp_path, capsys):
+    measured = tmp_path / "meas.csv"
+    i = np.linspace(-5e-4, 5e-4, 11)
+    np.savetxt(measured, np.column_stack([i, 800 * i]), delimiter=",")
+    before = measured.read_bytes()
+    assert main(["devices", "--model", "tabulated", "--iv-csv", str(measured), "--csv", str(measured),
+                 "--overwrite"]) == 2
+    assert capsys.readouterr().err == (f"spingpu devices: error: csv: {measured} is an input of this run; not "
+                                       "overwritten: choose another file name\n")
+    assert measured.read_bytes() == before
+
+
+# --- spingpu info --check-kernels: an architecture numba-cuda cannot compile for ------------------
+
+def _nvrtc_archs():
+    """What NVRTC (cuda.bindings, as numba-cuda asks it) compiles for, as sm_XY names."""
+    nvrtc = pytest.importorskip("cuda.bindings.nvrtc")
+    result, archs = nvrtc.nvrtcGetSupportedArchs()
+    if result != nvrtc.nvrtcResult.NVRTC_SUCCESS:
+        pytest.skip("NVRTC is not usable here")
+    _, major, minor = nvrtc.nvrtcVersion()
+    return f"{major}.{minor}", [f"sm_{a}" for a in sorted(archs)]
+
+
+def test_check_kernels_refuses_an_arch_below_numba_cudas_at_once():
+    """In a process of its own with the real numba-cuda: sm_10 is refused in about a second (it
+    compiled for 39 s and failed with numba-cuda's CCSupportError), before anything is printed."""
+    pytest.importorskip("numba_cuda")
+    version, names = _nvrtc_archs()
+    assert names[0] == "sm_75" or int(names[0][3:]) > 10
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
+    proc = subprocess.run([sys.executable, "-m", "spingpu.cli.main", "info", "--check-kernels", "--arch", "sm_10"],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr == (f"spingpu info: error: arch: sm_10 is not an architecture numba-cuda compiles for (NVRTC "
+                           f"{version}); allowed: {names[0]} to {names[-1]}, namely {', '.join(names)}\n")
+
+
+@pytest.mark.parametrize("argv, gpus, arch", [
+    (["--arch", "sm_70"], (), "sm_70"),  # below the lowest
+    (["--arch", "sm_85"], (), "sm_85"),  # between two: numba-cuda would compile sm_80, nvJitLink not assemble it
+    (["--arch", "sm_100"], (), "sm_100"),  # above the highest
+])
+def test_check_kernels_allows_what_nvrtc_lists(monkeypatch, capsys, argv, gpus, arch):
+    from spingpu import backends, cuda_kernels
+
+    monkeypatch.setattr(backends, "cuda_simulator_enabled", lambda: False)
+    monkeypatch.setattr(backends, "missing_cuda_packages", lambda need_cupy=True: [])
+    monkeypatch.setattr(backends, "gpu_devices", lambda: gpus)
+    monkeypatch.setattr(cuda_kernels, "nvrtc_archs", lambda: ((12, 4), ((7, 5), (8, 0), (8, 6), (9, 0))))
+    monkeypatch.setattr(cuda_kernels, "check_kernels", lambda target, jobs: pytest.fail("compiled"))
+    assert main(["info", "--check-kernels", *argv]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == (f"spingpu info: error: arch: {arch} is not an architecture numba-cuda compiles for "
+                            "(NVRTC 12.4); allowed: sm_75 to sm_90, namely sm_75, sm_80, sm_86, sm_90\n")
+    with pytest.raises(ConfigError, match=f"^arch: {arch} is not an architecture"):  # the API refuses it too
+        cuda_kernels.check_arch(arch)
+    seen = []
+    monkeypatch.setattr(cuda_kernels, "check_kernels", lambda target, jobs: seen.append(target) or 0)
+    assert main(["info", "--check-kernels", "--arch", "sm_86"]) == 0
+    monkeypatch.setattr(cuda_kernels, "nvrtc_archs", lambda: None)  # NVRTC cannot be asked: compiling will say
+    assert main(["info", "--check-kernels", "--arch", arch]) == 0
+    assert seen == ["sm_86", arch]
+
+
+def test_check_kernels_refuses_a_visible_gpu_that_nvrtc_does_not_list(monkeypatch, capsys):
+    from spingpu import backends, cuda_kernels
+
+    monkeypatch.setattr(backends, "cuda_simulator_enabled", lambda: False)
+    monkeypatch.setattr(backends, "missing_cuda_packages", lambda need_cupy=True: [])
+    monkeypatch.setattr(backends, "gpu_devices", lambda: (("Tesla V100", (7, 0), 16 << 30),))
+    monkeypatch.setattr(cuda_kernels, "nvrtc_archs", lambda: ((13, 0), ((7, 5), (8, 0), (9, 0))))
+    monkeypatch.setattr(cuda_kernels, "check_kernels", lambda target, jobs: pytest.fail("compiled"))
+    assert main(["info", "--check-kernels"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == ("spingpu info: error: arch: the visible GPU's sm_70 is not an architecture numba-cuda "
+                            "compiles for (NVRTC 13.0); allowed: sm_75 to sm_90, namely sm_75, sm_80, sm_90; give "
+                            "--arch to compile for another\n")

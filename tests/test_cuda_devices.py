@@ -142,6 +142,9 @@ def test_check_kernels_targets_the_visible_gpu_unless_told(monkeypatch, gpus, ar
     monkeypatch.setattr(backends, "cuda_simulator_enabled", lambda: False)
     monkeypatch.setattr(backends, "gpu_devices", lambda: gpus)
     monkeypatch.setattr(cuda_kernels, "check_kernels", lambda target, jobs: seen.append(target) or 0)
+    # the architectures of NVRTC 13 (an older NVRTC, such as CUDA 12's, lacks sm_100 and sm_120)
+    monkeypatch.setattr(cuda_kernels, "nvrtc_archs", lambda: ((13, 0), ((7, 5), (8, 0), (8, 6), (8, 9), (9, 0),
+                                                                        (10, 0), (12, 0))))
     assert main(["info", "--check-kernels"]) == 0
     assert main(["info", "--check-kernels", "--arch", "sm_120"]) == 0
     assert seen == [arch, "sm_120"]

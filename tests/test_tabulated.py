@@ -379,3 +379,48 @@ def test_bad_measured_slopes_are_one_line_errors(extra, message):
     with pytest.raises(ConfigError) as err:
         get_model("tabulated", iv_table=(np.arange(4.0) * 1e-4, np.arange(4.0) * 0.1, *extra))
     assert str(err.value) == message
+
+
+# --- columns beyond current and voltage; the range the table covers ---------------------------
+
+@pytest.mark.parametrize("columns, header", [(3, ""), (4, "# measured\n\n"), (3, "current_A,voltage_V\n")])
+def test_a_csv_of_three_or_more_columns_is_refused(tmp_path, columns, header):
+    """The extra columns (a measured dV/dI, a temperature) are not dropped silently: the file is
+    refused at its first row of them, naming the Python route for measured slopes."""
+    path = tmp_path / "iv3.csv"
+    line = header.count("\n") + 1
+    path.write_text(header + "".join(
+        ",".join([f"{a:.17g}", f"{b:.17g}"] + ["800"] * (columns - 2)) + "\n" for a, b in zip(*make_points(n=6))))
+    with pytest.raises(ConfigError) as err:
+        get_model("tabulated", iv_csv=path)
+    assert err.value.field == "iv-csv"
+    assert str(err.value) == (f"iv-csv: {path} line {line}: expected 2 columns (current A, voltage V), got {columns}; "
+                              "measured dV/dI (ohm) can be given from Python as "
+                              "get_model(\"tabulated\", iv_table=(I, V, dVdI))")
+
+
+def test_a_one_column_csv_is_refused_without_the_slope_hint(tmp_path):
+    path = tmp_path / "iv1.csv"
+    path.write_text("0\n1e-4\n2e-4\n3e-4\n")
+    with pytest.raises(ConfigError) as err:
+        get_model("tabulated", iv_csv=path)
+    assert str(err.value) == f"iv-csv: {path} line 1: expected 2 columns (current A, voltage V), got 1"
+
+
+def test_a_trailing_separator_is_not_a_column(tmp_path):
+    i, v = make_points(n=6)
+    path = tmp_path / "trailing.csv"
+    path.write_text("current_A,voltage_V,\n" + "".join(f"{a:.17g},{b:.17g},\n" for a, b in zip(i, v)))
+    np.testing.assert_array_equal(get_model("tabulated", iv_csv=path).table[:2], [i, v])
+
+
+def test_table_current_range_of_each_model(tab):
+    from spingpu.devices.tabulated import table_current_range
+
+    model, _, i, _, path = tab
+    assert table_current_range(model) == (i[0], i[-1]) == (-I_MAX, I_MAX)
+    # V(I) = V0(I / i_scale): the nominal device's table reaches i_scale times further
+    assert table_current_range(get_model("tabulated", iv_csv=path, i_scale=2.0)) == (-2 * I_MAX, 2 * I_MAX)
+    assert table_current_range(get_model("macrospin")) == (-600e-6, 600e-6)
+    assert table_current_range(get_model("macrospin", table_i_min=-1e-4, table_i_max=3e-4)) == (-1e-4, 3e-4)
+    assert table_current_range(get_model("stt_compact")) is None  # closed form: no table

@@ -3,6 +3,12 @@
 Each sample is one neuron (a pair of junctions A and B) on a chip of its own, so chip, neuron and
 pair spreads all show: sample k is network k, layer 0, unit 0 of the seeded hierarchy, exactly as
 training samples it.
+
+Before anything is computed: an existing ``--csv`` or ``--plot`` file is refused unless
+``--overwrite``; samples x points that do not fit in the available memory are refused with the
+largest counts that do (:func:`memory_needed`); currents beyond a tabulated model's table (the
+``tabulated`` curve's, ``macrospin``'s ``table_i_min`` to ``table_i_max``) are warned of once
+(:class:`~spingpu.devices.tabulated.ExtrapolationWarning`): there the curve is continued linearly.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ def add_parser(sub):
     p.add_argument("--points", type=integer, default=201, help="currents on the grid (default 201)")
     p.add_argument("--csv", metavar="OUT.csv", help="write sample,member,current,voltage,dvdi (SI units)")
     p.add_argument("--plot", metavar="OUT.png", help="plot V(I) and dV/dI of the nominal and sampled devices")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --csv or --plot file")
     p.set_defaults(run=run)
 
 
@@ -55,11 +62,18 @@ def run(args):
     with named_as_options():
         variability = Variability(sigma_chip=args.sigma_chip, sigma_d2d=args.sigma_d2d, sigma_pair=args.sigma_pair)
     model = get_model(args.model, iv_csv=args.iv_csv, **params_dict(args.param))
+    if args.overwrite and args.csv is None and args.plot is None:
+        raise ConfigError("overwrite", "has no effect without --csv or --plot, or remove --overwrite")
     csv_path = check_writable("csv", args.csv) if args.csv is not None else None
     png_path = check_writable("plot", args.plot) if args.plot is not None else None
     if png_path is not None and png_path.suffix.lower() != ".png":
         raise ConfigError("plot", f"{png_path} must end in .png")
     check_not_inputs({"csv": csv_path, "plot": png_path}, [args.iv_csv])
+    for field, path in (("csv", csv_path), ("plot", png_path)):
+        if path is not None:  # after check_not_inputs: an input is never overwritten, --overwrite or not
+            check_writable(field, path, overwrite=args.overwrite)
+    check_memory(model, samples, points, csv=csv_path is not None, plot=png_path is not None)
+    _warn_extrapolation(model, i_min, i_max)
 
     start = time.perf_counter()
     current = np.linspace(i_min, i_max, points)
@@ -91,6 +105,91 @@ def run(args):
         if path is not None:
             print(f"wrote {label}: {path}")
     print(f"done in {seconds:.2f} s")
+
+
+# Bytes the command holds per (sample, current), counted from the arrays it allocates (a sample is
+# a pair of junctions; tracemalloc agrees to within 1 %):
+CURVE_BYTES = 32  # the pair's V and dV/dI, float64: kept from their evaluation to the end
+CSV_BYTES = 72  # _write_csv's columns: 2 x (sample int64, member <U1, current, voltage, dvdi float64)
+PLOT_BYTES = 176  # _write_plot: 2 x (the V line's (M, 2) points and their transformed copy, the dV/dI
+# line's scaled copy, points and transformed copy), and 32 more while drawing
+
+
+def memory_needed(model, samples, points, csv=False, plot=False):
+    """(total, per sample, per current, per sample and current) bytes that ``spingpu devices``
+    needs for ``samples`` pairs at ``points`` currents, at the largest of its stages: evaluating
+    the curves (:meth:`DeviceModel.iv` makes the pairs' currents and kernel parameter rows, then V
+    and dV/dI: 16 (3 + kernel width) bytes per sample and current), writing the CSV (``csv``),
+    drawing the plot (``plot``)."""
+    per_both = max(16 * (3 + model.kernel_width), CURVE_BYTES + (CSV_BYTES if csv else 0),
+                   CURVE_BYTES + (PLOT_BYTES if plot else 0))
+    # per junction: its parameter rows (drawn, bound) and, for a model tabulated per junction
+    # (macrospin), per knot of its table: the LLGS resistance and magnetisation (4 float64), V and
+    # the (I, V, dV/dI) table (4), PCHIP's coefficients and its derivative's (7) and at least 3 of
+    # its working arrays: 18 float64 = 6 times the table's 3
+    per_sample = 2 * (3 * 8 * len(model.parameters) + 6 * model.table_bytes_per_junction)
+    per_point = 3 * 8  # the grid, the nominal V and dV/dI
+    return samples * per_sample + points * per_point + samples * points * per_both, per_sample, per_point, per_both
+
+
+def check_memory(model, samples, points, csv=False, plot=False):
+    """ConfigError naming ``samples/points`` when the command cannot fit in the available memory
+    (:func:`spingpu.training.trainer.available_memory`), with the largest counts that fit."""
+    from ..training import trainer
+
+    need, per_sample, per_point, per_both = memory_needed(model, samples, points, csv, plot)
+    free = trainer.available_memory()
+    if free is None or need <= free:
+        return
+    fits = []
+    max_points = (free - samples * per_sample) // (per_point + samples * per_both)
+    if max_points >= 2:
+        fits.append(f"at most {max_points} points with {_count(samples, 'sample')}")
+    max_samples = (free - points * per_point) // (per_sample + points * per_both)
+    if max_samples >= 1:
+        fits.append(f"at most {_count(max_samples, 'sample')} with {points} points")
+    smallest = memory_needed(model, 1, 2, csv, plot)[0]
+    allowed = " or ".join(fits) if fits else f"nothing (1 sample at 2 points needs {_size(smallest)})"
+    raise ConfigError("samples/points", f"{_count(samples, 'sample')} x {points} points need at least {_size(need)} "
+                                        f"of memory, and {_size(free)} is available; allowed here: {allowed}")
+
+
+def _count(n, word):
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def _size(n_bytes):
+    """Bytes as GiB (one decimal, as ``spingpu train`` says them), MiB or bytes."""
+    if n_bytes >= 2**30:
+        return f"{n_bytes / 2**30:.1f} GiB"
+    return f"{n_bytes / 2**20:.1f} MiB" if n_bytes >= 2**20 else f"{n_bytes} bytes"
+
+
+def _warn_extrapolation(model, i_min, i_max):
+    """ExtrapolationWarning (once) when the currents asked for go beyond the model's table."""
+    import warnings
+
+    from ..devices.tabulated import ExtrapolationWarning, table_current_range
+
+    table = table_current_range(model)
+    if table is None:
+        return
+    lo, hi = table
+    below, above = i_min < lo, i_max > hi
+    if not (below or above):
+        return
+    if below and above:
+        field, asked = "i-min/i-max", f"currents from {i_min:g} A to {i_max:g} A"
+    elif below:
+        field, asked = "i-min", f"currents down to {i_min:g} A"
+    else:
+        field, asked = "i-max", f"currents up to {i_max:g} A"
+    if model.table is None:
+        whose, hint = f"the {model.name} table's", "; widen it with --param table_i_min=... --param table_i_max=..."
+    else:
+        whose, hint = "the measured curve's", ""
+    warnings.warn(f"{field}: {asked} go beyond {whose} range, {lo:g} A to {hi:g} A; there V(I) is the end "
+                  f"tangent continued linearly (dV/dI constant){hint}", ExtrapolationWarning, stacklevel=3)
 
 
 def _write_csv(path, current, v_nom, d_nom, v, d):

@@ -14,8 +14,8 @@ def add_parser(sub):
                    help="compile every CUDA kernel to PTX and assemble it to machine code (no GPU needed); "
                         "report each kernel's registers, stack, shared memory and spills")
     p.add_argument("--arch", default=None,
-                   help="target architecture for --check-kernels, e.g. sm_80, sm_90, sm_100 (default: the first "
-                        "visible GPU's, else sm_90)")
+                   help="target architecture for --check-kernels, e.g. sm_80, sm_90, sm_100, one that numba-cuda's "
+                        "NVRTC lists (default: the first visible GPU's, else sm_90)")
     p.add_argument("--jobs", type=integer, default=None,
                    help="processes compiling kernels for --check-kernels (default: one per CPU core)")
     p.set_defaults(run=run)
@@ -26,12 +26,13 @@ def run(args):
     import numpy
 
     from .. import __version__
-    from ..backends import available_backends, cuda_simulator_enabled
+    from ..backends import available_backends
     from ..errors import ConfigError
 
     for option in ("arch", "jobs"):
         if getattr(args, option) is not None and not args.check_kernels:
             raise ConfigError(option, "is only used with --check-kernels")
+    arch = _kernel_arch(args.arch) if args.check_kernels else None  # refused before anything is printed
 
     print(f"spingpu {__version__} (Python {platform.python_version()}, NumPy {numpy.__version__}, "
           f"Numba {numba.__version__})")
@@ -40,20 +41,8 @@ def run(args):
         print(f"  {name:<6} {'yes' if usable else 'no ':<4} {detail}")
     if not args.check_kernels:
         return 0
-    if cuda_simulator_enabled():
-        raise ConfigError("check-kernels", "PTX compilation needs the real numba-cuda: unset NUMBA_ENABLE_CUDASIM")
-    from ..backends import gpu_devices, missing_cuda_packages
+    from ..cuda_kernels import check_kernels
 
-    if missing_cuda_packages(need_cupy=False):  # Numba's own numba.cuda lacks what the kernels use
-        raise ConfigError("check-kernels", "needs numba-cuda and nvJitLink: pip install 'spingpu[gpu]' "
-                                           "(or 'spingpu[test]')")
-    from ..cuda_kernels import DEFAULT_ARCH, check_kernels
-    from ..kernels.ptx import arch_name
-
-    arch = args.arch
-    if arch is None:
-        gpus = gpu_devices()
-        arch = arch_name(gpus[0][1]) if gpus else DEFAULT_ARCH
     print(f"compiling CUDA kernels for {arch}:")
     try:
         n = check_kernels(arch, jobs=args.jobs if args.jobs is not None else (os.cpu_count() or 1))
@@ -62,3 +51,30 @@ def run(args):
         return 1
     print(f"{n} kernels compiled")
     return 0
+
+
+def _kernel_arch(arch):
+    """The architecture ``--check-kernels`` compiles for (``--arch``, else the first visible GPU's,
+    else the default), checked against what numba-cuda compiles for; ConfigError otherwise."""
+    from ..backends import cuda_simulator_enabled, gpu_devices, missing_cuda_packages
+    from ..cuda_kernels import DEFAULT_ARCH, check_arch
+    from ..errors import ConfigError
+    from ..kernels.ptx import arch_name
+
+    if cuda_simulator_enabled():
+        raise ConfigError("check-kernels", "PTX compilation needs the real numba-cuda: unset NUMBA_ENABLE_CUDASIM")
+    if missing_cuda_packages(need_cupy=False):  # Numba's own numba.cuda lacks what the kernels use
+        raise ConfigError("check-kernels", "needs numba-cuda and nvJitLink: pip install 'spingpu[gpu]' "
+                                           "(or 'spingpu[test]')")
+    if arch is not None:
+        check_arch(arch)
+        return arch
+    gpus = gpu_devices()
+    if not gpus:
+        return DEFAULT_ARCH
+    arch = arch_name(gpus[0][1])
+    try:
+        check_arch(arch)
+    except ConfigError as err:
+        raise ConfigError("arch", f"the visible GPU's {err.problem}; give --arch to compile for another") from None
+    return arch

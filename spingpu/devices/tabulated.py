@@ -1,7 +1,8 @@
 """The ``tabulated`` model: a measured I-V curve as the nominal device (DESIGN.md 3.3).
 
 The CSV holds two columns, current in A and voltage in V, one point per row, currents strictly
-increasing; a first row that is not numeric is taken as a header. The nominal curve is the
+increasing; a first row that is not numeric is taken as a header. A row of more columns is refused
+(measured dV/dI is given from Python: ``iv_table=(I, V, dVdI)``). The nominal curve is the
 shape-preserving PCHIP interpolant of the points (scipy's slopes, evaluated by
 :func:`spingpu.kernels.hermite.hermite_eval`), continued linearly outside the table. Variability
 acts through ``i_scale``, ``v_scale`` and ``v_offset`` (:mod:`spingpu.kernels.tabulated`).
@@ -15,11 +16,30 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConfigError, _short, check_items
+from ..errors import ConfigError, SpingpuWarning, _short, check_items
 from ..kernels.tabulated import tabulated as _tabulated_scalar
 from .models import DeviceModel, Parameter
 
 MIN_POINTS = 4
+
+
+class ExtrapolationWarning(SpingpuWarning):
+    """Currents asked for beyond a tabulated curve's range, where V(I) is the table's end tangent
+    continued linearly (dV/dI constant), not a measured or simulated value."""
+
+
+def table_current_range(model):
+    """(lowest, highest) current in A that the nominal device's table covers, beyond which its
+    curve is continued linearly: the ``tabulated`` model's first and last knot (times its nominal
+    ``i_scale``), the ``macrospin`` model's ``table_i_min``, ``table_i_max``; None for a
+    closed-form model (``stt_compact``, registered models), which is evaluated anywhere."""
+    settings = getattr(model, "settings", None)
+    if settings is not None and hasattr(settings, "table_i_min"):
+        return float(settings.table_i_min), float(settings.table_i_max)
+    if model.table is None:
+        return None
+    scale = model.parameter("i_scale").nominal if "i_scale" in model.parameter_names else 1.0
+    return float(model.table[0, 0]) * scale, float(model.table[0, -1]) * scale
 
 
 def read_iv_csv(path, field="iv-csv"):
@@ -45,8 +65,13 @@ def _parse_iv_csv(path, handle, field):
         cells = [c.strip() for c in row]
         if not any(cells) or cells[0].startswith("#"):
             continue
-        if len(cells) < 2:
-            raise ConfigError(field, f"{path} line {line_no}: expected 2 columns (current A, voltage V), got {len(cells)}")
+        while len(cells) > 2 and not cells[-1]:
+            cells.pop()  # a trailing separator ("1e-4,0.1,") holds no column
+        if len(cells) != 2:
+            hint = ("; measured dV/dI (ohm) can be given from Python as get_model(\"tabulated\", "
+                    "iv_table=(I, V, dVdI))" if len(cells) > 2 else "")
+            raise ConfigError(field, f"{path} line {line_no}: expected 2 columns (current A, voltage V), "
+                                     f"got {len(cells)}{hint}")
         try:
             values = (float(cells[0]), float(cells[1]))
         except ValueError:
