@@ -183,6 +183,7 @@ def test_grad_cosine_is_over_the_hidden_layers_weights(blobs):
 def test_fused_chunks_last_about_a_second_and_ctrl_c_cancels_the_queued_ones(blobs, monkeypatch):
     """Chunk sizes from the cost model (5 ns x n_train x (weights + 100 hidden units) per network-epoch
     on one thread); Ctrl-C while waiting starts no further chunk (before, every queued chunk ran)."""
+    import contextlib
     import threading
     import time
 
@@ -215,10 +216,27 @@ def test_fused_chunks_last_about_a_second_and_ctrl_c_cancels_the_queued_ones(blo
             pass
 
     monkeypatch.setattr(fused_engine, "fused_trainer", slow_trainer)
-    monkeypatch.setattr(trainer, "_progress", lambda enabled, total, unit: InterruptingBar())
+    monkeypatch.setattr(trainer, "_progress", lambda enabled, total, unit: contextlib.nullcontext(InterruptingBar()))
     monkeypatch.setattr(fused_engine, "CHUNK_SECONDS", 1e-9)  # one network per chunk: 64 chunks
     cfg = TrainConfig(hidden=(3,), epochs=1)
     with pytest.raises(KeyboardInterrupt):
         train(blobs, cfg, n_networks=64, backend="cpu", progress=True)
     chunks = [c for c in calls if c[1] - c[0] == 1]
     assert 1 <= len(chunks) - 1 <= 2 * fused_engine.numba.get_num_threads()  # the probe, and those running
+
+
+def test_config_units_name_real_fields_and_every_physical_field_has_one(blobs):
+    """The results' config_units attribute: each key is a field of the config attribute, and each
+    field of the neuron and readout (the physical ones) has a unit or is a word or a count."""
+    import json
+
+    r = train(blobs, TrainConfig(hidden=(3,), epochs=1), n_networks=1, backend="numpy")
+    config, units = json.loads(r.attrs["config"]), json.loads(r.attrs["config_units"])
+    assert units["neuron.delta_i"] == "A" and units["readout.read_noise"] == "V" and units["neuron.r_ref"] == "ohm"
+    for key in units:
+        section, name = key.split(".")
+        assert name in config[section], key
+    words_and_counts = {"neuron.readout", "readout.noise_model", "readout.adc_bits", "readout.dac_bits"}
+    for section in ("neuron", "readout"):
+        for name in config[section]:
+            assert f"{section}.{name}" in units or f"{section}.{name}" in words_and_counts, name

@@ -48,6 +48,7 @@ import numpy as np
 
 from ..datasets import csv_path
 from ..errors import ConfigError, did_you_mean
+from ..training.config import CONFIG_UNITS
 
 # section -> {key: (type check, description)}
 _NUM = (int, float)
@@ -72,8 +73,6 @@ SCHEMA = {
 SWEEPABLE = {f"{section}.{key}" for section, keys in SCHEMA.items() if keys and section
              and section not in ("distillation.teacher",) for key, kind in keys.items() if kind not in (dict, list)}
 SWEEPABLE |= {"model.name", "network.hidden"}
-UNITS = {"neuron.i_bias": "A", "neuron.i_gain": "A", "neuron.r_ref": "ohm", "neuron.v_scale": "1/V",
-         "neuron.delta_i": "A", "readout.read_noise": "V", "readout.temperature": "K", "readout.bandwidth": "Hz"}
 MAX_CELLS = 100_000
 
 
@@ -441,7 +440,7 @@ def _parse_sweep(sweep, path):
         values = _typed_values(path, field, key, values)
         if len(set(values)) != len(values):
             raise _err(path, field, f"repeated values in {list(values)}")
-        axes.append(Axis(key=key, dim="", values=values, units=UNITS.get(key, "1")))
+        axes.append(Axis(key=key, dim="", values=values, units=CONFIG_UNITS.get(key, "1")))
     # dimension names: the last part of the key where unique, else the key with dots as '__'
     last = [a.key.rsplit(".", 1)[1] for a in axes]
     named = []

@@ -27,6 +27,11 @@ GRAD_MODES = MTJ_MODES + DIGITAL_MODES
 OPTIMIZERS = ("sgd", "momentum", "adam")
 READOUTS = ("direct", "bridge")
 DTYPES = ("float32", "float64")
+# Units of the fields of TrainConfig.as_dict() (and of a study's tables) that have one, by dotted key;
+# every other field is a number of the dimension 1, a count or a word.
+CONFIG_UNITS = {"neuron.i_bias": "A", "neuron.i_gain": "A", "neuron.r_ref": "ohm", "neuron.v_scale": "1/V",
+                "neuron.delta_i": "A", "readout.read_noise": "V", "readout.temperature": "K",
+                "readout.bandwidth": "Hz", "readout.adc_range": "V", "readout.dac_range": "A"}
 
 
 @dataclass(frozen=True)

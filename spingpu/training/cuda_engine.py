@@ -184,30 +184,28 @@ def train_fused_cuda(dataset, config, networks, model, teacher_logits, progress,
     chunk = min(chunk_size(device, per, run.shared_bytes, n, held_bytes=held), LAUNCH_BLOCKS)
     overlap = chunk * (per + held) <= device.memory_bytes - run.shared_bytes
     out = fused_outputs(n, epochs)
-    bar = _progress(progress, n * epochs, "network-epochs")
-    t0 = time.perf_counter()
-    pending = None  # (lo, hi, outputs, event) of the chunk launched last, not yet read back
+    with _progress(progress, n * epochs, "network-epochs") as bar:
+        t0 = time.perf_counter()
+        pending = None  # (lo, hi, outputs, event) of the chunk launched last, not yet read back
 
-    def read_back(lo, hi, part, done):
-        device.copy_to_host([(v, out[k][lo:hi]) for k, v in part.items()], after=done)
-        if bar is not None:
-            bar.update((hi - lo) * epochs)
+        def read_back(lo, hi, part, done):
+            device.copy_to_host([(v, out[k][lo:hi]) for k, v in part.items()], after=done)
+            if bar is not None:
+                bar.update((hi - lo) * epochs)
 
-    for lo in range(0, n, chunk):
-        hi = min(lo + chunk, n)
-        part = fused_outputs(hi - lo, epochs, device.xp)  # made on the device: nothing to upload
-        device.launch(kernel, hi - lo, layout.threads, *run.arguments(lo, hi, part))
-        launched = (lo, hi, part, device.mark())
-        if not overlap:
-            read_back(*launched)
-            continue
+        for lo in range(0, n, chunk):
+            hi = min(lo + chunk, n)
+            part = fused_outputs(hi - lo, epochs, device.xp)  # made on the device: nothing to upload
+            device.launch(kernel, hi - lo, layout.threads, *run.arguments(lo, hi, part))
+            launched = (lo, hi, part, device.mark())
+            if not overlap:
+                read_back(*launched)
+                continue
+            if pending is not None:
+                read_back(*pending)  # the chunk before, while this one trains
+            pending = launched
         if pending is not None:
-            read_back(*pending)  # the chunk before, while this one trains
-        pending = launched
-    if pending is not None:
-        read_back(*pending)
-    device.synchronize()
-    train_seconds = time.perf_counter() - t0
-    if bar is not None:
-        bar.close()
+            read_back(*pending)
+        device.synchronize()
+        train_seconds = time.perf_counter() - t0
     return fused_metrics(out), {"train": train_seconds, "compile": compile_seconds}

@@ -163,22 +163,21 @@ def train_fused(dataset, config, networks, model, teacher_logits, progress):
     out = fused_outputs(n, epochs)
     threads = numba.get_num_threads()
     chunk = networks_per_chunk(n, epochs, threads, sizes, problem.n_train)
-    bar = _progress(progress, n * epochs, "network-epochs")
-    t0 = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=threads) as pool:
-        jobs = [pool.submit(run, lo, min(lo + chunk, n), packed, out, lr_epoch, orders) for lo in range(0, n, chunk)]
-        try:
-            for job, lo in zip(jobs, range(0, n, chunk)):
-                job.result()
-                if bar is not None:
-                    bar.update((min(lo + chunk, n) - lo) * epochs)
-        except BaseException:  # Ctrl-C or a failed chunk: the running chunks end, the queued never start
-            for job in jobs:
-                job.cancel()
-            raise
-    train_seconds = time.perf_counter() - t0
-    if bar is not None:
-        bar.close()
+    with _progress(progress, n * epochs, "network-epochs") as bar:
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            jobs = [pool.submit(run, lo, min(lo + chunk, n), packed, out, lr_epoch, orders)
+                    for lo in range(0, n, chunk)]
+            try:
+                for job, lo in zip(jobs, range(0, n, chunk)):
+                    job.result()
+                    if bar is not None:
+                        bar.update((min(lo + chunk, n) - lo) * epochs)
+            except BaseException:  # Ctrl-C or a failed chunk: the running chunks end, the queued never start
+                for job in jobs:
+                    job.cancel()
+                raise
+        train_seconds = time.perf_counter() - t0
     return fused_metrics(out), {"train": train_seconds, "compile": compile_seconds}
 
 

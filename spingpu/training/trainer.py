@@ -6,6 +6,7 @@ trained alone equals network k trained among many (batch order is shared by all 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import time
@@ -18,7 +19,7 @@ from ..devices.variability import check_network_indices
 from ..errors import ConfigError
 from ..kernels import streams
 from ..kernels.network import DIVERGED_ABOVE
-from .config import TrainConfig
+from .config import CONFIG_UNITS, TrainConfig
 from .numpy_engine import NoiseSource, NumpyEngine
 from .results import make_results
 
@@ -75,6 +76,7 @@ def train(dataset, config: TrainConfig, *, n_networks=None, networks=None, model
         "device_settings": model.settings_values,
         "device_description": model.description,
         "config": config.as_dict(),
+        "config_units": CONFIG_UNITS,  # of config's fields that have one; the others are of dimension 1
         "train_seconds": timing["train"],
         "compile_seconds": timing["compile"],
         "network_epochs_per_second": n * epochs / timing["train"],
@@ -323,51 +325,49 @@ def _train_batched(engine_class, dataset, config, networks, model, teacher_logit
     diverged = np.zeros(n, dtype=bool)
     seed = config.seed
 
-    bar = _progress(progress, epochs * n, "network-epochs")
-    t_train = time.perf_counter()
-    sample_counter = 0
-    for epoch in range(epochs):
-        order = None if batch == n_train else put(streams.epoch_order(seed, epoch, n_train))
-        lr = config.lr * config.lr_schedule.factor(epoch, epochs)
-        loss_sum = xp.zeros(n)
-        correct = xp.zeros(n)
-        for s in range(steps):
-            idx = slice(None) if order is None else order[s * batch:(s + 1) * batch]
-            rows = min(batch, n_train - s * batch)
-            row0 = sample_counter
-            sample_counter += rows
+    with _progress(progress, epochs * n, "network-epochs") as bar:
+        t_train = time.perf_counter()
+        sample_counter = 0
+        for epoch in range(epochs):
+            order = None if batch == n_train else put(streams.epoch_order(seed, epoch, n_train))
+            lr = config.lr * config.lr_schedule.factor(epoch, epochs)
+            loss_sum = xp.zeros(n)
+            correct = xp.zeros(n)
+            for s in range(steps):
+                idx = slice(None) if order is None else order[s * batch:(s + 1) * batch]
+                rows = min(batch, n_train - s * batch)
+                row0 = sample_counter
+                sample_counter += rows
 
-            noise = NoiseSource(seed, networks, streams.PURPOSE_NOISE, 0, row0)
-            logits, cache = engine.forward(x[idx], noise)
-            y_batch = y[idx]
-            loss, dlogits = engine.loss_and_dlogits(logits, y_batch, None if teacher is None else teacher[idx])
-            grads = engine.backward(dlogits, cache)
-            finite = xp.abs(loss) <= DIVERGED_ABOVE  # NaN compares False
-            for g in grads:
-                finite &= (xp.abs(g.reshape(n, -1)) <= DIVERGED_ABOVE).all(axis=1)
-            engine.alive &= finite
-            if s == steps - 1:  # gradient fidelity on the epoch's last batch, before the update
-                exact = engine.backward(dlogits, cache, "exact")
-                cosine = _cosine(grads[:-2], exact[:-2])  # hidden layers
-                deriv_err = _deriv_rel_err(cache)
-            engine.apply(grads, lr)
-            loss_sum += loss * rows
-            correct += (logits.argmax(axis=-1) == y_batch).sum(axis=1)
-        host = engine.to_host
-        metrics["train_loss"][:, epoch] = host(loss_sum) / n_train
-        metrics["train_acc"][:, epoch] = host(correct) / n_train
-        metrics["grad_cosine"][:, epoch] = host(cosine)
-        metrics["deriv_rel_err"][:, epoch] = host(deriv_err)
-        metrics["val_acc"][:, epoch] = evaluate(engine, x_val, y_val, epoch, split=0)
-        dead = ~host(engine.alive)
-        for name in metrics:
-            metrics[name][dead, epoch] = np.nan
-        diverged |= dead
-        if bar is not None:
-            bar.update(n)
-    train_seconds = time.perf_counter() - t_train
-    if bar is not None:
-        bar.close()
+                noise = NoiseSource(seed, networks, streams.PURPOSE_NOISE, 0, row0)
+                logits, cache = engine.forward(x[idx], noise)
+                y_batch = y[idx]
+                loss, dlogits = engine.loss_and_dlogits(logits, y_batch, None if teacher is None else teacher[idx])
+                grads = engine.backward(dlogits, cache)
+                finite = xp.abs(loss) <= DIVERGED_ABOVE  # NaN compares False
+                for g in grads:
+                    finite &= (xp.abs(g.reshape(n, -1)) <= DIVERGED_ABOVE).all(axis=1)
+                engine.alive &= finite
+                if s == steps - 1:  # gradient fidelity on the epoch's last batch, before the update
+                    exact = engine.backward(dlogits, cache, "exact")
+                    cosine = _cosine(grads[:-2], exact[:-2])  # hidden layers
+                    deriv_err = _deriv_rel_err(cache)
+                engine.apply(grads, lr)
+                loss_sum += loss * rows
+                correct += (logits.argmax(axis=-1) == y_batch).sum(axis=1)
+            host = engine.to_host
+            metrics["train_loss"][:, epoch] = host(loss_sum) / n_train
+            metrics["train_acc"][:, epoch] = host(correct) / n_train
+            metrics["grad_cosine"][:, epoch] = host(cosine)
+            metrics["deriv_rel_err"][:, epoch] = host(deriv_err)
+            metrics["val_acc"][:, epoch] = evaluate(engine, x_val, y_val, epoch, split=0)
+            dead = ~host(engine.alive)
+            for name in metrics:
+                metrics[name][dead, epoch] = np.nan
+            diverged |= dead
+            if bar is not None:
+                bar.update(n)
+        train_seconds = time.perf_counter() - t_train
     test_acc = evaluate(engine, x_test, y_test, epochs, split=1)
     test_acc[diverged] = np.nan
     metrics.update(test_acc=test_acc, diverged=diverged)
@@ -432,9 +432,17 @@ def _check_count(n):
     return check_range("networks", n, 1, 10**9, integer=True)
 
 
+@contextlib.contextmanager
 def _progress(enabled, total, unit):
+    """A progress bar (None when not ``enabled``), cleared however the work ends: a message after
+    Ctrl-C or an error starts a line of its own."""
     if not enabled:
-        return None
+        yield None
+        return
     from tqdm import tqdm
 
-    return tqdm(total=total, unit=unit, unit_scale=True, dynamic_ncols=True, leave=False)
+    bar = tqdm(total=total, unit=unit, unit_scale=True, dynamic_ncols=True, leave=False)
+    try:
+        yield bar
+    finally:
+        bar.close()
