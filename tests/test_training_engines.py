@@ -174,7 +174,9 @@ def test_grad_cosine_is_over_the_hidden_layers_weights(blobs):
         return (a * b).sum(1) / np.sqrt((a * a).sum(1) * (b * b).sum(1))
 
     hidden = cosine(used[:2], exact[:2])  # W0 (F, 6) and b0
-    assert np.all(hidden < 0.999) and np.all(np.abs(cosine(used, exact) - hidden) > 1e-4)
+    # the cosine over every layer differs from it (by 1.6e-5 to 0.1 for random seeds), far beyond
+    # the rtol 1e-10 below, so the comparison tells the two apart
+    assert np.all(hidden < 0.999) and np.all(np.abs(cosine(used, exact) - hidden) > 1e-8)
     for backend in ("numpy", "cpu"):
         r = train(blobs, cfg, networks=nets, backend=backend)
         np.testing.assert_allclose(r.grad_cosine.values[:, 0], hidden, rtol=1e-10, err_msg=backend)
