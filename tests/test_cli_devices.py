@@ -231,8 +231,12 @@ def test_warnings_of_spingpu_are_one_line_and_others_keep_their_form(tmp_path, c
                "--param", "average_time=0.05e-9", "--csv", str(out)])
     assert rc == 0 and len(read_rows(out)) == 5 + 8 * 2 * 5
     assert warnings.showwarning is before  # main() puts the process's warning display back
-    err = capsys.readouterr().err.splitlines()
+    captured = capsys.readouterr()
+    err = captured.err.splitlines()
     assert len(err) == 1 and err[0].startswith("spingpu devices: warning: param dt: ")
+    # settings and parameters printed with their units; dimensionless ones bare
+    assert "h_ext=(0.0, 0.0, 0.0) A/m, " in captured.out and ", dt=2e-12 s, " in captured.out
+    assert ", alpha=0.02, " in captured.out and ", table_points=5\n" in captured.out
     assert "junctions turn by more than 1 rad per step of 2e-12 s" in err[0]
 
     seen = []

@@ -95,9 +95,12 @@ def run(args):
     seconds = time.perf_counter() - start
 
     print(f"model {model.name}: " + ", ".join(
-        f"{p.name}={p.nominal:.4g} {p.unit}" for p in model.parameters))
+        f"{p.name}={p.nominal:.4g}{'' if p.unit == '1' else ' ' + p.unit}" for p in model.parameters))
     if model.settings_values:
-        print("settings: " + ", ".join(f"{k}={v}" for k, v in model.settings_values.items()))
+        from ..devices.macrospin import SETTING_UNITS
+
+        print("settings: " + ", ".join(f"{k}={v}{' ' + SETTING_UNITS[k] if k in SETTING_UNITS else ''}"
+                                       for k, v in model.settings_values.items()))
     print(f"{samples} pairs, spreads chip {variability.sigma_chip:g}, d2d {variability.sigma_d2d:g}, "
           f"pair {variability.sigma_pair:g}, seed {args.seed}; {points} currents from {i_min:g} A to {i_max:g} A")
     _print_spread(model, curves, i_min, i_max)

@@ -166,6 +166,8 @@ class MacrospinSettings:
 
 
 SETTING_NAMES = tuple(f.name for f in dataclasses.fields(MacrospinSettings))
+SETTING_UNITS = {"h_ext": "A/m", "temperature": "K", "dt": "s", "settle_time": "s", "average_time": "s",
+                 "table_i_min": "A", "table_i_max": "A"}  # the others: unit vectors, factors, words, counts
 
 
 def precession_per_step(params, settings):
