@@ -291,3 +291,34 @@ def test_api_calls_with_wrong_kinds_of_argument_are_config_errors():
     # sampling a network twice is allowed (a network is trained once, but may be looked at twice)
     twice = sample_layer(model, Variability(sigma_d2d=0.1), 0, [4, 4], 0, 1)
     assert np.array_equal(twice[0], twice[1])
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(readout=Readout(noise_model="johnson_shot", read_noise=1e-3)),
+     'readout.read_noise: 0.001 has no effect: it needs noise_model = "gaussian" (johnson_shot sets its own)'),
+    (dict(readout=Readout(temperature=77.0)), 'readout.temperature: 77.0 has no effect: it needs noise_model = '
+                                              '"johnson_shot"'),
+    (dict(readout=Readout(bandwidth=1e9)), 'readout.bandwidth: 1000000000.0 has no effect: it needs noise_model = '
+                                           '"johnson_shot"'),
+    (dict(readout=Readout(adc_range=(-2.0, 2.0))), "readout.adc_range: (-2.0, 2.0) has no effect: it needs "
+                                                   "adc_bits > 0"),
+    (dict(readout=Readout(dac_range=(-2e-3, 2e-3))), "readout.dac_range: (-0.002, 0.002) has no effect: it needs "
+                                                     "dac_bits > 0"),
+    (dict(neuron=PairNeuron(r_ref=1500.0)), 'neuron.r_ref: 1500.0 has no effect: it needs readout = "bridge"'),
+    (dict(momentum=0.5), 'training.momentum: 0.5 has no effect: it needs optimizer = "momentum"'),
+])
+def test_a_setting_that_does_nothing_is_warned_of_in_one_line(iris, change, message):
+    import dataclasses
+
+    from spingpu.training.config import UnusedSettingWarning, unused_settings
+
+    config = dataclasses.replace(CONFIG, **change)
+    with pytest.warns(UnusedSettingWarning) as record:
+        train(iris, config, n_networks=1, backend="numpy")
+    assert [str(w.message) for w in record if w.category is UnusedSettingWarning] == [message]
+    assert record[0].filename == __file__  # points at the caller's line
+    used = dict(readout=Readout(noise_model="johnson_shot", temperature=77.0, bandwidth=1e9, adc_bits=4,
+                                adc_range=(-2.0, 2.0), dac_bits=4, dac_range=(-2e-3, 2e-3)),
+                neuron=PairNeuron(readout="bridge", r_ref=1500.0), optimizer="momentum", momentum=0.5)
+    assert unused_settings(dataclasses.replace(CONFIG, **used)) == []
+    assert unused_settings(CONFIG) == []  # defaults are never unused settings

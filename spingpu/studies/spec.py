@@ -48,7 +48,7 @@ import numpy as np
 
 from ..datasets import csv_path
 from ..errors import ConfigError, did_you_mean
-from ..training.config import CONFIG_UNITS
+from ..training.config import CONDITIONAL_SETTINGS, CONFIG_UNITS
 
 # section -> {key: (type check, description)}
 _NUM = (int, float)
@@ -567,19 +567,6 @@ def build_cell(path, data):
             raise ConfigError("distillation.teacher.grad_mode", f"{teacher.grad_mode!r}; allowed: tanh, relu, sigmoid")
     dataset = dict(data["dataset"])
     return Cell(config=config, model=model, dataset=dataset, teacher=teacher)
-
-
-# A setting that acts only with another: key -> (whether a cell's TrainConfig uses it, what it needs)
-CONDITIONAL_SETTINGS = {
-    "readout.read_noise": (lambda c: c.readout.noise_model == "gaussian",
-                           'noise_model = "gaussian" (johnson_shot sets its own)'),
-    "readout.temperature": (lambda c: c.readout.noise_model == "johnson_shot", 'noise_model = "johnson_shot"'),
-    "readout.bandwidth": (lambda c: c.readout.noise_model == "johnson_shot", 'noise_model = "johnson_shot"'),
-    "readout.adc_range": (lambda c: c.readout.adc_bits > 0, "adc_bits > 0"),
-    "readout.dac_range": (lambda c: c.readout.dac_bits > 0, "dac_bits > 0"),
-    "neuron.r_ref": (lambda c: c.neuron.readout == "bridge", 'readout = "bridge"'),
-    "training.momentum": (lambda c: c.optimizer == "momentum", 'optimizer = "momentum"'),
-}
 
 
 def _check_settings_used(study, configs, path):

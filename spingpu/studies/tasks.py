@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import warnings
 from functools import lru_cache
 
 import numpy as np
 
+from ..training.config import UnusedSettingWarning
 from ..training.results import VARIABLES, engine_code
 
 _CELLS = {}  # per worker process: built cells and teachers' logits, reused by later tasks
@@ -22,6 +24,8 @@ def train_task(study, cell_number, lo, hi, backend, threads):
     from ..training import teacher_logits, train
 
     numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
+    # a cell may not use a setting other cells of its sweep use (the study checks it study-wide)
+    warnings.filterwarnings("ignore", category=UnusedSettingWarning)
     key = (study.digest, study.path, cell_number)  # a moved copy has the digest, not the paths
     if key not in _CELLS:  # the cell's model keeps its compiled kernels between tasks
         _CELLS[key] = study.cell(cell_number)

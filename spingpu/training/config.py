@@ -12,14 +12,14 @@ backpropagation uses (``GRAD_MODES``); the output layer is a digital softmax.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 import numbers
 
 import numpy as np
 
 from ..devices import Readout, Variability
-from ..errors import ConfigError, _short, check_choice, check_items, check_range
+from ..errors import ConfigError, SpingpuWarning, _short, check_choice, check_items, check_range
 
 MTJ_MODES = ("fd_forward", "fd_single", "fd_symmetric", "model", "oracle")
 DIGITAL_MODES = ("tanh", "relu", "sigmoid")
@@ -197,6 +197,38 @@ class TrainConfig:
         out["lr_schedule"] = str(self.lr_schedule)
         out["variability"]["correlation"] = {f"{a},{b}": r for (a, b), r in self.variability.correlation.items()}
         return out
+
+
+# A setting that acts only with another: dotted key -> (whether a TrainConfig uses it, what it needs)
+CONDITIONAL_SETTINGS = {
+    "readout.read_noise": (lambda c: c.readout.noise_model == "gaussian",
+                           'noise_model = "gaussian" (johnson_shot sets its own)'),
+    "readout.temperature": (lambda c: c.readout.noise_model == "johnson_shot", 'noise_model = "johnson_shot"'),
+    "readout.bandwidth": (lambda c: c.readout.noise_model == "johnson_shot", 'noise_model = "johnson_shot"'),
+    "readout.adc_range": (lambda c: c.readout.adc_bits > 0, "adc_bits > 0"),
+    "readout.dac_range": (lambda c: c.readout.dac_bits > 0, "dac_bits > 0"),
+    "neuron.r_ref": (lambda c: c.neuron.readout == "bridge", 'readout = "bridge"'),
+    "training.momentum": (lambda c: c.optimizer == "momentum", 'optimizer = "momentum"'),
+}
+
+
+class UnusedSettingWarning(SpingpuWarning):
+    """A setting given a value other than its default has no effect in this configuration."""
+
+
+def unused_settings(config):
+    """[(dotted key, value, what it needs)] of the settings of ``config`` that differ from their
+    defaults and do nothing in it (:data:`CONDITIONAL_SETTINGS`), e.g. a read_noise with
+    johnson_shot noise."""
+    out = []
+    for key, (uses, needs) in CONDITIONAL_SETTINGS.items():
+        section, name = key.split(".")
+        holder = config if section == "training" else getattr(config, section)
+        default = next(f.default for f in fields(holder) if f.name == name)
+        value = getattr(holder, name)
+        if value != default and not uses(config):
+            out.append((key, value, needs))
+    return out
 
 
 def _put(obj, name, value):

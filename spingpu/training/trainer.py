@@ -10,6 +10,7 @@ import contextlib
 import hashlib
 import math
 import time
+import warnings
 
 import numpy as np
 
@@ -19,7 +20,7 @@ from ..devices.variability import check_network_indices
 from ..errors import ConfigError
 from ..kernels import streams
 from ..kernels.network import DIVERGED_ABOVE
-from .config import CONFIG_UNITS, TrainConfig
+from .config import CONFIG_UNITS, TrainConfig, UnusedSettingWarning, unused_settings
 from .numpy_engine import NoiseSource, NumpyEngine
 from .results import make_results
 
@@ -40,6 +41,8 @@ def train(dataset, config: TrainConfig, *, n_networks=None, networks=None, model
 
     dataset, config, networks, model, backend, teacher_logits = check_inputs(
         dataset, config, n_networks, networks, model, backend, teacher_logits)
+    for key, value, needs in unused_settings(config):
+        warnings.warn(f"{key}: {value} has no effect: it needs {needs}", UnusedSettingWarning, stacklevel=2)
 
     layout = fused_cuda_layout_for(dataset, config, model, backend) if backend.name == "cuda" else None
     fused = layout is not None or (backend.name == "cpu" and max(dataset.n_features, *config.hidden) <= FUSED_MAX_WIDTH)
