@@ -18,7 +18,7 @@ import time
 import numpy as np
 
 from ..errors import ConfigError, check_range
-from .options import integer, named_as_options, params_dict
+from .options import add_spread_options, integer, named_as_options, params_dict
 
 MAX_SAMPLES = 100_000
 MAX_POINTS = 1_000_000
@@ -35,9 +35,7 @@ def add_parser(sub):
                    help="nominal parameter value in SI units (repeatable; vectors as x,y,z)")
     p.add_argument("--iv-csv", metavar="FILE", help="measured curve for the tabulated model (current A, voltage V)")
     p.add_argument("--samples", type=integer, default=16, help="neurons (pairs) to sample (default 16)")
-    p.add_argument("--sigma-d2d", type=float, default=0.0, help="device-to-device (neuron) spread (default 0)")
-    p.add_argument("--sigma-pair", type=float, default=0.0, help="mismatch within a pair (default 0)")
-    p.add_argument("--sigma-chip", type=float, default=0.0, help="chip-to-chip spread (default 0)")
+    add_spread_options(p)
     p.add_argument("--seed", type=integer, default=0, help="random seed (default 0)")
     p.add_argument("--i-min", type=float, default=-400e-6, help="lowest current in A (default -400e-6)")
     p.add_argument("--i-max", type=float, default=400e-6, help="highest current in A (default 400e-6)")

@@ -51,6 +51,20 @@ def params_dict(texts, model_name=None):
     return out
 
 
+SPREAD_HELP = {  # --sigma-* of the commands that sample junctions
+    "d2d": "device-to-device spread: the std of ln p of every lognormal device parameter p (about its "
+           "relative spread), in units of spread_scale for the normal ones (angles, offsets) (default 0)",
+    "pair": "mismatch of the two junctions of a pair, on top of --sigma-d2d, same units (default 0)",
+    "chip": "chip-to-chip spread, shared by every junction of a network (chip), same units (default 0)",
+}
+
+
+def add_spread_options(parser):
+    """--sigma-d2d, --sigma-pair and --sigma-chip (floats, default 0)."""
+    for level in ("d2d", "pair", "chip"):
+        parser.add_argument(f"--sigma-{level}", type=float, default=0.0, help=SPREAD_HELP[level])
+
+
 # Configuration fields named as the options that set them, for error messages.
 OPTION_OF_FIELD = {"grad_mode": "grad", "delta_i": "delta-i", "batch_size": "batch-size", "lr_schedule": "lr-schedule",
                    "lr_schedule every": "lr-schedule EVERY", "lr_schedule gamma": "lr-schedule GAMMA",

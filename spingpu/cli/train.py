@@ -7,7 +7,7 @@ import time
 import numpy as np
 
 from ..errors import ConfigError, check_range
-from .options import integer, named_as_options, params_dict
+from .options import add_spread_options, integer, named_as_options, params_dict
 
 YIELD_THRESHOLD = 0.9
 
@@ -37,12 +37,7 @@ def add_parser(sub):
     p.add_argument("--r-ref", type=float, help=f"bridge reference resistance in ohm (default {N.r_ref:g})")
     p.add_argument("--v-scale", type=float, default=N.v_scale,
                    help=f"activation per volt read, in 1/V (default {N.v_scale:g})")
-    spread = "std of ln p of every lognormal device parameter p (about its relative spread)"
-    p.add_argument("--sigma-d2d", type=float, default=0.0, help=f"device-to-device spread: {spread} (default 0)")
-    p.add_argument("--sigma-pair", type=float, default=0.0,
-                   help="mismatch of the two junctions of a pair, on top of --sigma-d2d, same units (default 0)")
-    p.add_argument("--sigma-chip", type=float, default=0.0,
-                   help="chip-to-chip spread, shared by every junction of a network, same units (default 0)")
+    add_spread_options(p)
     p.add_argument("--noise-model", default=R.noise_model,
                    help=f"gaussian (std --read-noise) or johnson_shot (thermal and shot noise of the junction and "
                         f"bridge at --noise-temperature over --noise-bandwidth) (default {R.noise_model})")
