@@ -215,7 +215,7 @@ def test_store_layout_units_attrs_and_open_results(det):
         assert json.loads(ds.attrs["sweep_axes"]) == ["grad_mode", "sigma_d2d"]
         assert ds.teacher_test_acc.dims == ("grad_mode", "sigma_d2d")  # a cell variable: no teacher here
         assert np.isnan(ds.teacher_test_acc.values).all() and ds.teacher_test_acc.attrs["units"] == "1"
-        assert ds.engine.dims == ("grad_mode", "sigma_d2d") and (ds.engine.values == 0).all()  # numpy
+        assert ds.engine.dims == ("grad_mode", "sigma_d2d") and (ds.engine.values == ENGINES.index("numpy")).all()
         assert ds.engine.attrs["flag_meanings"].split() == list(ENGINES)
         assert list(ds.engine.attrs["flag_values"]) == list(range(len(ENGINES)))
         acc = ds.test_acc.values
@@ -1207,5 +1207,25 @@ def test_store_records_the_engine_of_each_cell(tmp_path):
     assert rc == 0, err
     ds = spingpu.open_results(tmp_path / "e.zarr")
     assert [ENGINES[int(code)] for code in ds.engine.values] == ["fused_cpu", "batched_cpu"]
+    # a store as its creation leaves it (no task run): every cell's engine reads "not_run"
+    from spingpu.studies.store import create_store
+
+    create_store(tmp_path / "fresh.zarr", load_study(study), 3, {})
+    fresh = spingpu.open_results(tmp_path / "fresh.zarr")
+    assert [ENGINES[int(code)] for code in fresh.engine.values] == ["not_run", "not_run"]
     alone = spingpu.train(spingpu.load_dataset("iris"), load_study(study).cell(1).config, n_networks=1, backend="cpu")
     assert (alone.attrs["engine"], alone.attrs["backend"], alone.attrs["weights_dtype"]) == ("batched", "cpu", "float32")
+
+
+def test_deferred_interrupts_hold_ctrl_c_and_sigterm_until_the_store_write_ends():
+    from spingpu.signals import Terminated, deferred_interrupts, sigterm_as_interrupt
+
+    for sig, expected in ((signal.SIGINT, KeyboardInterrupt), (signal.SIGTERM, Terminated)):
+        done = []
+        with pytest.raises(expected), sigterm_as_interrupt():
+            with deferred_interrupts():
+                os.kill(os.getpid(), sig)
+                time.sleep(0.05)  # a handler would have run by now
+                done.append("written")
+        assert done == ["written"]
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # put back

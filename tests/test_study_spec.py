@@ -226,7 +226,7 @@ MESSAGES = [
     ("read_noise with johnson_shot noise", with_line("readout", 'noise_model = "johnson_shot"\nread_noise = 1e-3'),
      "readout.read_noise", 'has no effect in any cell: it needs noise_model = "gaussian" (johnson_shot sets its '
      'own); remove it'),
-    ("adc_range without an ADC", with_line("readout", "adc_range = [-1.0, 1.0]"), "readout.adc_range",
+    ("adc_range without an ADC", with_line("readout", "adc_range = [-2.0, 2.0]"), "readout.adc_range",
      "has no effect in any cell: it needs adc_bits > 0; remove it"),
     ("dac_range without a DAC", with_line("readout", "dac_range = [-2e-3, 2e-3]"),
      "readout.dac_range", "has no effect in any cell: it needs dac_bits > 0; remove it"),
@@ -239,6 +239,13 @@ MESSAGES = [
     ("momentum with adam", with_line("training", "momentum = 0.5"), "training.momentum",
      'has no effect in any cell: it needs optimizer = "momentum"; remove it'),
 ]
+
+
+def test_a_setting_at_its_default_is_accepted_where_no_cell_uses_it(tmp_path):
+    """momentum = 0.9 with adam, adc_range = [-1, 1] without an ADC: written at their defaults, they
+    change nothing, and study files of earlier versions (whose stores must resume) may hold them."""
+    text = with_line("training", "momentum = 0.9") + with_line("readout", "adc_range = [-1.0, 1.0]", "")
+    assert load_study(write(tmp_path / "s.toml", text)).n_cells == 1
 
 
 def test_a_setting_some_cell_uses_is_accepted(tmp_path):

@@ -12,7 +12,7 @@ import sys
 import warnings
 
 from ..errors import ConfigError, SpingpuWarning
-from .signals import sigterm_as_interrupt, stopped
+from ..signals import sigterm_as_interrupt, stopped
 
 EXIT_USAGE = 2
 NEGATIVE_NUMBER = re.compile(r"^-((\d+\.?\d*|\.\d+)([eE][-+]?\d+)?|inf|infinity|nan)$", re.IGNORECASE)

@@ -70,7 +70,7 @@ def run(args):
               file=sys.stderr)
         return 1
     except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM (spingpu.cli.main.Terminated)
-        from .signals import stopped
+        from ..signals import stopped
 
         what, status = stopped(err)
         kept = f"; the finished tasks are kept in {out}: rerun with --resume to complete it" \

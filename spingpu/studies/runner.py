@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError, check_range
+from ..signals import deferred_interrupts
 from . import store as results_store
 
 IN_FLIGHT_PER_WORKER = 2  # tasks submitted ahead per worker: bounds the driver's memory
@@ -178,8 +179,9 @@ def _drive(client, study, options, backend, npt, todo, n_workers, bar):
             where = f"cell {values}" if values else "the study's only cell"
             raise TaskFailed(f"task {task} (networks {lo}-{hi - 1}) of {where} failed: "
                              f"{type(err).__name__}: {err}") from err
-        results_store.write_task(options.out, study, cell, lo, metrics)
-        results_store.mark_done(options.out, study, cell, task)
+        with deferred_interrupts():  # Ctrl-C or SIGTERM acts after the task is stored and marked
+            results_store.write_task(options.out, study, cell, lo, metrics)
+            results_store.mark_done(options.out, study, cell, task)
         del metrics
         if bar is not None:
             bar.update(hi - lo)

@@ -48,7 +48,7 @@ import numpy as np
 
 from ..datasets import csv_path
 from ..errors import ConfigError, did_you_mean
-from ..training.config import CONDITIONAL_SETTINGS, CONFIG_UNITS
+from ..training.config import CONDITIONAL_SETTINGS, CONFIG_UNITS, setting_value
 
 # section -> {key: (type check, description)}
 _NUM = (int, float)
@@ -571,12 +571,15 @@ def build_cell(path, data):
 
 def _check_settings_used(study, configs, path):
     """Refuse a setting, given or swept, that no cell uses (as the command line refuses an option
-    that would do nothing): a cell that needs it, e.g. a gaussian-noise cell for read_noise, uses it."""
+    that would do nothing): a cell that needs it, e.g. a gaussian-noise cell for read_noise, uses it.
+    A setting written at its default value is allowed (it changes nothing, and older study files,
+    whose stores must stay resumable, may hold one)."""
     swept = {a.key for a in study.axes}
     for key, (uses, needs) in CONDITIONAL_SETTINGS.items():
         section, name = key.split(".")
         given = key in swept or name in study.data.get(section, {})
-        if given and not any(uses(c) for c in configs):
+        changed = any(value != default for value, default in (setting_value(c, key) for c in configs))
+        if given and changed and not any(uses(c) for c in configs):
             raise _err(path, key, f"has no effect in any cell: it needs {needs}; remove it")
 
 

@@ -107,7 +107,7 @@ def _store_dataset(study, networks_per_task, attrs):
     for name, (units, long_name) in CELL_VARIABLES.items():
         data_vars[name] = (dims, da.full(study.shape, np.nan, chunks=cell_chunks),
                            {"units": units, "long_name": long_name})
-    data_vars["engine"] = (dims, da.full(study.shape, -1, dtype=np.int8, chunks=cell_chunks), dict(ENGINE_ATTRS))
+    data_vars["engine"] = (dims, da.zeros(study.shape, dtype=np.int8, chunks=cell_chunks), dict(ENGINE_ATTRS))
     data_vars["task_done"] = (dims + ["task"], da.zeros(study.shape + (task_count(study, networks_per_task),),
                                                         dtype=np.int8, chunks=cell_chunks + (1,)),
                               {"long_name": "1 once the task's networks are stored", "units": "1"})

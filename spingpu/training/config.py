@@ -216,16 +216,21 @@ class UnusedSettingWarning(SpingpuWarning):
     """A setting given a value other than its default has no effect in this configuration."""
 
 
+def setting_value(config, key):
+    """(value, default) of the setting ``key`` ("section.name", section training for the
+    TrainConfig's own fields) of ``config``."""
+    section, name = key.split(".")
+    holder = config if section == "training" else getattr(config, section)
+    return getattr(holder, name), next(f.default for f in fields(holder) if f.name == name)
+
+
 def unused_settings(config):
     """[(dotted key, value, what it needs)] of the settings of ``config`` that differ from their
     defaults and do nothing in it (:data:`CONDITIONAL_SETTINGS`), e.g. a read_noise with
     johnson_shot noise."""
     out = []
     for key, (uses, needs) in CONDITIONAL_SETTINGS.items():
-        section, name = key.split(".")
-        holder = config if section == "training" else getattr(config, section)
-        default = next(f.default for f in fields(holder) if f.name == name)
-        value = getattr(holder, name)
+        value, default = setting_value(config, key)
         if value != default and not uses(config):
             out.append((key, value, needs))
     return out

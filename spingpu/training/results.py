@@ -26,11 +26,12 @@ CELL_VARIABLES = {
                               "from (NaN: no distillation)"),
 }
 
-# The engine that trained a cell's networks, a CF flag variable of a study's store (int8, -1: not run
-# yet); the fused engines keep every network in float64, the others in training.dtype.
-ENGINES = ("numpy", "fused_cpu", "batched_cpu", "fused_cuda", "batched_cuda")
-ENGINE_ATTRS = {"long_name": "engine that trained the cell's networks (-1: not run yet); fused engines train in "
-                             "float64, the others in training.dtype",
+# The engine that trained a cell's networks, a CF flag variable of a study's store (int8; 0, what an
+# unwritten zarr chunk reads as: not run yet); the fused engines keep every network in float64, the
+# others in training.dtype.
+ENGINES = ("not_run", "numpy", "fused_cpu", "batched_cpu", "fused_cuda", "batched_cuda")
+ENGINE_ATTRS = {"long_name": "engine that trained the cell's networks; fused engines train in float64, the others "
+                             "in training.dtype",
                 "units": "1", "flag_values": list(range(len(ENGINES))), "flag_meanings": " ".join(ENGINES)}
 
 
