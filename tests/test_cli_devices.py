@@ -237,7 +237,7 @@ def test_warnings_of_spingpu_are_one_line_and_others_keep_their_form(tmp_path, c
     # settings and parameters printed with their units; dimensionless ones bare
     assert "h_ext=(0.0, 0.0, 0.0) A/m, " in captured.out and ", dt=2e-12 s, " in captured.out
     assert ", alpha=0.02, " in captured.out and ", table_points=5\n" in captured.out
-    assert "junctions turn by more than 1 rad per step of 2e-12 s" in err[0]
+    assert "param dt: 8 of 16 junctions turn by more than 1 rad per step of 2e-12 s" in err[0]  # 8 pairs
 
     seen = []
     show = _one_line_warnings("x", lambda *a: seen.append(a[:2]))

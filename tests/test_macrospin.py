@@ -391,7 +391,7 @@ BAD = [
                                        "allowed: (settle_time + average_time) / dt <= 1000000000"),
     # gamma0 (H_k + 0.8 Ms) dt / (1 + alpha^2) = 2.211e5 (3.18e3 + 8e6) 2e-12 / 1.0004 = 3.54 rad per step
     (dict(ms=1e7), "param dt: 2e-12 s turns the nominal junction's fastest precession by 3.54 rad per step; "
-                   "allowed: at most 1 rad, dt <= 5.65e-13 s"),
+                   "allowed: at most 1 rad, dt <= 5.65e-13 s"),  # rounded down: the value shown suffices
     (dict(r_q=1.0), "param: unknown parameter 'r_q' for model 'macrospin' (did you mean 'r_p'?); " + SETTABLE),
     (dict(hext=(0.0, 1.0, 0.0)), "param: unknown parameter 'hext' for model 'macrospin' (did you mean 'h_ext'?); "
                                  + SETTABLE),
@@ -445,9 +445,9 @@ def test_sampled_junctions_too_fast_for_dt_are_warned_of_not_refused():
         tables = model.tables(rows)
     assert len(record) == 1
     assert str(record[0].message) == (
-        f"param dt: 2 of 4 junctions turn by more than 1 rad per step of 2e-12 s (largest {angle[2]:.3g} rad, "
+        f"param dt: 2 of 4 junctions turn by more than 1 rad per step of 2e-12 s (largest {angle[2]:.4g} rad, "
         f"1 beyond RK4's stability limit of 2.83 rad); their I-V tables are less accurate; "
-        f"dt <= {2e-12 / angle[2]:.3g} s resolves them all")
+        f"dt <= {math.floor(2e-12 / angle[2] * 1e15) / 1e15:.3g} s resolves them all")  # rounded down (6.4e-13)
     assert np.all(np.isfinite(tables))
     with warnings.catch_warnings():
         warnings.simplefilter("error")

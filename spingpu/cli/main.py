@@ -75,7 +75,13 @@ def _one_line_warnings(command, show_other):
 
     def show(message, category, filename, lineno, file=None, line=None):
         if issubclass(category, SpingpuWarning):
-            print(f"spingpu {command}: warning: {message}", file=sys.stderr if file is None else file)
+            line = f"spingpu {command}: warning: {message}"
+            try:  # above a progress bar, which tqdm then draws again
+                from tqdm import tqdm
+
+                tqdm.write(line, file=sys.stderr if file is None else file)
+            except ImportError:
+                print(line, file=sys.stderr if file is None else file)
         else:
             show_other(message, category, filename, lineno, file, line)
 

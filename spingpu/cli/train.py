@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -135,9 +136,9 @@ def run(args):
 
     out = None
     if args.out is not None:
+        if args.out.strip() and Path(args.out).suffix != ".nc":  # before "exists": an empty name says so there
+            raise ConfigError("out", f"{args.out} must end in .nc (netCDF)")
         out = check_writable("out", args.out, overwrite=args.overwrite)
-        if out.suffix != ".nc":
-            raise ConfigError("out", f"{out} must end in .nc (netCDF)")
         check_not_inputs({"out": out}, [args.iv_csv, csv_path(args.dataset) or None])
     dataset, config, model, backend = build(args)
     check_inputs(dataset, config, n_networks=args.networks, model=model, backend=backend)  # memory, before the run

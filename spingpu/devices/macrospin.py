@@ -186,13 +186,21 @@ def precession_per_step(params, settings):
     return _k.G0 * (h_max + a_j * eta * (1.0 + np.abs(col["beta_fl"]))) * settings.dt / (1.0 + alpha * alpha)
 
 
+def _fitting_dt(dt, angle):
+    """The time step that turns ``angle`` (rad per step of ``dt``) by at most the allowed angle,
+    rounded down to 3 significant digits (so that the value printed suffices)."""
+    bound = dt * MAX_NOMINAL_PRECESSION_PER_STEP / angle
+    unit = 10.0 ** (math.floor(math.log10(bound)) - 2)
+    return math.floor(bound / unit) * unit
+
+
 def _check_time_step(nominal, settings):
     angle = float(precession_per_step(nominal, settings)[0])
     limit = MAX_NOMINAL_PRECESSION_PER_STEP
     if not angle <= limit:
         raise ConfigError("param dt", f"{settings.dt:.3g} s turns the nominal junction's fastest precession by "
                                       f"{angle:.3g} rad per step; allowed: at most {limit:g} rad, "
-                                      f"dt <= {settings.dt * limit / angle:.3g} s")
+                                      f"dt <= {_fitting_dt(settings.dt, angle):.3g} s")
 
 
 class CoarseTimeStepWarning(SpingpuWarning):
@@ -210,10 +218,9 @@ def _warn_coarse_time_step(params, settings):
     unstable = int(np.count_nonzero(angle > RK4_STABLE_PRECESSION_PER_STEP))
     beyond = f", {unstable} beyond RK4's stability limit of 2.83 rad" if unstable else ""
     warnings.warn(f"param dt: {int(over.sum())} of {angle.size} junctions turn by more than "
-                  f"{MAX_NOMINAL_PRECESSION_PER_STEP:g} rad per step of {settings.dt:.3g} s (largest {worst:.3g} "
+                  f"{MAX_NOMINAL_PRECESSION_PER_STEP:g} rad per step of {settings.dt:.3g} s (largest {worst:.4g} "
                   f"rad{beyond}); their I-V tables are less accurate; dt <= "
-                  f"{settings.dt * MAX_NOMINAL_PRECESSION_PER_STEP / worst:.3g} s resolves them all",
-                  CoarseTimeStepWarning, stacklevel=3)
+                  f"{_fitting_dt(settings.dt, worst):.3g} s resolves them all", CoarseTimeStepWarning, stacklevel=3)
 
 
 def coefficients(params, settings):
@@ -341,13 +348,13 @@ class MacrospinModel(DeviceModel):
         _k.mean_resistance(current, coefs, np.ascontiguousarray(keys, dtype=np.int64), np.uint64(seed), out_r, out_m)
         return out_r, out_m
 
-    def tables(self, params=None, keys=None, seed=0):
+    def tables(self, params=None, keys=None, seed=0, warn=True):
         """(J, 3, K) tables (I, V, dV/dI) of junctions ``params`` on the settings' current grid:
         V = I times the mean resistance, dV/dI the PCHIP slopes of V."""
         from .tabulated import pchip_slopes
 
         current = self.settings.table_currents
-        if params is not None:
+        if params is not None and warn:
             _warn_coarse_time_step(params, self.settings)
         r, _ = self.simulate(current, params, keys, seed)
         if not np.all(np.isfinite(r)):
@@ -376,7 +383,9 @@ class MacrospinModel(DeviceModel):
             keys.append(grid.reshape(-1, 4))
             rows.append(params.reshape(-1, params.shape[-1]))
         nominal_key = np.array([[0, 0, 0, _k.NOMINAL_MEMBER]])
-        tables = self.tables(np.concatenate(rows + [self.nominal[None]]), np.concatenate(keys + [nominal_key]), seed)
+        _warn_coarse_time_step(np.concatenate(rows), self.settings)  # the sampled junctions, not the nominal
+        tables = self.tables(np.concatenate(rows + [self.nominal[None]]), np.concatenate(keys + [nominal_key]), seed,
+                             warn=False)
         n_knots = tables.shape[2]
         stacked = np.ascontiguousarray(tables.transpose(1, 0, 2).reshape(3, -1))
         bound, start = [], 0

@@ -149,6 +149,7 @@ def tabulated_model(csv_path=None, table=None):
         current, voltage = check_iv_points(*items[:2])
         if len(items) == 3:
             slopes = _check_slopes(items[2], current.size)
+    measured_slopes = slopes
     if slopes is None:
         slopes = pchip_slopes(current, voltage)
     knots = np.ascontiguousarray(np.stack([current, voltage, slopes]))
@@ -165,7 +166,8 @@ def tabulated_model(csv_path=None, table=None):
         scalar=_tabulated_scalar,
         table=knots,
         description=(f"measured curve{'' if csv_path is None else f' from {Path(csv_path).resolve()}'}, "
-                     f"{current.size} points, {current[0]:.3g} A to {current[-1]:.3g} A (PCHIP)"),
+                     f"{current.size} points, {current[0]:.3g} A to {current[-1]:.3g} A "
+                     f"({'PCHIP' if measured_slopes is None else 'measured dV/dI'})"),
     )
 
 

@@ -14,13 +14,14 @@ import json
 import logging
 import os
 import time
+import warnings
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConfigError, check_range
+from ..errors import ConfigError, SpingpuWarning, check_range
 from ..signals import deferred_interrupts
 from . import store as results_store
 
@@ -166,6 +167,14 @@ def _drive(client, study, options, backend, npt, todo, n_workers, bar):
         pending[fut.key] = (cell, task, lo, hi)
         futures.add(fut)
 
+    said = set()  # (field) of the warnings said: each once per run, not at every task
+
+    def say(text):
+        field = text.split(":")[0]
+        if field not in said:
+            said.add(field)
+            warnings.warn(f"{text} (said once, for the first task that gave it)", SpingpuWarning, stacklevel=2)
+
     while todo and len(pending) < limit:
         submit()
     for fut in futures:
@@ -179,6 +188,8 @@ def _drive(client, study, options, backend, npt, todo, n_workers, bar):
             where = f"cell {values}" if values else "the study's only cell"
             raise TaskFailed(f"task {task} (networks {lo}-{hi - 1}) of {where} failed: "
                              f"{type(err).__name__}: {err}") from err
+        for text in metrics.pop("warnings", ()):
+            say(text)
         with deferred_interrupts():  # Ctrl-C or SIGTERM acts after the task is stored and marked
             results_store.write_task(options.out, study, cell, lo, metrics)
             results_store.mark_done(options.out, study, cell, task)

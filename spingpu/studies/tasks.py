@@ -8,6 +8,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from ..errors import SpingpuWarning
 from ..training.config import UnusedSettingWarning
 from ..training.results import VARIABLES, engine_code
 
@@ -17,15 +18,14 @@ _TEACHERS = {}
 
 def train_task(study, cell_number, lo, hi, backend, threads):
     """Metrics (dict of arrays, VARIABLES' names) of networks lo .. hi - 1 of one cell, with
-    ``teacher_test_acc`` (CELL_VARIABLES) for a distilled cell and the ``engine`` code."""
+    ``teacher_test_acc`` (CELL_VARIABLES) for a distilled cell, the ``engine`` code, and the
+    ``warnings`` (one-line texts of the SpingpuWarnings) the training gave."""
     import numba
     from threadpoolctl import threadpool_limits
 
     from ..training import teacher_logits, train
 
     numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
-    # a cell may not use a setting other cells of its sweep use (the study checks it study-wide)
-    warnings.filterwarnings("ignore", category=UnusedSettingWarning)
     key = (study.digest, study.path, cell_number)  # a moved copy has the digest, not the paths
     if key not in _CELLS:  # the cell's model keeps its compiled kernels between tasks
         _CELLS[key] = study.cell(cell_number)
@@ -39,10 +39,21 @@ def train_task(study, cell_number, lo, hi, backend, threads):
         teacher, extra["teacher_test_acc"] = _TEACHERS[tkey]
     # OpenMP pools only: the engines that call BLAS run it with one thread, and a BLAS limit set here
     # would reach into another task running concurrently in this worker (the limit is per process)
-    with threadpool_limits(threads, user_api="openmp"):
-        results = train(dataset, cell.config, networks=np.arange(lo, hi), model=cell.model, backend=backend,
-                        teacher_logits=teacher)
-    return {**{name: results[name].values for name in VARIABLES}, **extra, "engine": engine_code(results.attrs)}
+    # spingpu's warnings go back with the metrics, for the driver to say once (a worker's own stderr
+    # would print them in Python's two-line form, over the progress bar, at every task); a cell may
+    # not use a setting other cells of its sweep use, which the study checks study-wide
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", SpingpuWarning)
+        warnings.simplefilter("ignore", UnusedSettingWarning)
+        with threadpool_limits(threads, user_api="openmp"):
+            results = train(dataset, cell.config, networks=np.arange(lo, hi), model=cell.model, backend=backend,
+                            teacher_logits=teacher)
+    for w in caught:
+        if not issubclass(w.category, SpingpuWarning):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    said = [str(w.message) for w in caught if issubclass(w.category, SpingpuWarning)]
+    return {**{name: results[name].values for name in VARIABLES}, **extra, "engine": engine_code(results.attrs),
+            "warnings": said}
 
 
 @lru_cache(maxsize=4)
