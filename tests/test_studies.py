@@ -1229,3 +1229,28 @@ def test_deferred_interrupts_hold_ctrl_c_and_sigterm_until_the_store_write_ends(
                 done.append("written")
         assert done == ["written"]
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # put back
+
+
+def test_warnings_of_the_workers_are_said_once_in_one_line(tmp_path):
+    """Sampled macrospin junctions too fast for dt, in both tasks of a cell: one warning line from the
+    driver, not a two-line Python warning from the worker at every task."""
+    study = write(tmp_path / "m.toml", BASE.replace("networks = 2", "networks = 4") + """
+[model]
+name = "macrospin"
+
+[model.params]
+ms = 2.5e6
+table_points = 5
+settle_time = 0.1e-9
+average_time = 0.05e-9
+
+[variability]
+sigma_d2d = 0.3
+""")
+    rc, out, err = run_main(["run", str(study), "--out", str(tmp_path / "m.zarr"), "--networks-per-task", "2",
+                             "--workers", "1", *FAST])
+    assert rc == 0, err
+    lines = [ln for ln in err.replace("\r", "\n").splitlines() if "warning" in ln.lower()]
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("spingpu run: warning: param dt: ") and lines[0].endswith(
+        "resolves them all (said once, for the first task that gave it)")
