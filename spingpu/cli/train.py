@@ -60,7 +60,9 @@ def add_parser(sub):
     p.add_argument("--momentum", type=float,
                    help=f"momentum coefficient of --optimizer momentum (default {C.momentum:g})")
     p.add_argument("--weight-decay", type=float, default=0.0, help="L2 weight decay (default 0)")
-    p.add_argument("--dtype", default=C.dtype, help=f"float32 or float64 weights and activations (default {C.dtype})")
+    p.add_argument("--dtype", default=C.dtype,
+                   help=f"float32 or float64 weights and activations of the batched and numpy engines; the fused "
+                        f"engines (layers up to 64 wide) train in float64 whatever it says (default {C.dtype})")
     p.add_argument("--device-model", default="stt_compact", help="device model (default stt_compact)")
     p.add_argument("--param", action="append", metavar="NAME=VALUE", help="nominal device parameter (SI units)")
     p.add_argument("--iv-csv", metavar="FILE", help="measured curve for the tabulated model")
