@@ -357,23 +357,30 @@ def test_sigkill_leaves_no_worker_behind_and_resume_gives_the_uninterrupted_numb
     assert_same_numbers(out, ref)
 
 
+def _stopped_midway(study, out, workers, stop):
+    """Run the study one network per task, ``stop(proc)`` once some tasks are stored: (exit status,
+    stderr lines other than the progress bar)."""
+    proc = subprocess.Popen([*CLI, str(study), "--out", str(out), "--networks-per-task", "1", "--workers",
+                             str(workers), *FAST], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        wait_part_done(out, proc)
+        stop(proc)
+        _, err = proc.communicate(timeout=90)
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+    return proc.returncode, [ln for ln in err.replace("\r", "\n").splitlines()
+                             if ln.strip() and "networks" not in ln.split("|")[-1]]
+
+
 def test_ctrl_c_stops_the_run_with_one_line_and_keeps_the_finished_tasks(long_ref, tmp_path):
     """Ctrl-C reaches the whole foreground process group: the Dask workers ignore it (the driver
     stops the run and closes them), so the terminal gets one line, not a traceback per worker."""
     study, ref = long_ref
     out = tmp_path / "interrupted.zarr"
-    proc = subprocess.Popen([*CLI, str(study), "--out", str(out), "--networks-per-task", "1", "--workers", "2",
-                             *FAST], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
-    try:
-        wait_part_done(out, proc)
-        os.killpg(proc.pid, signal.SIGINT)
-        _, err = proc.communicate(timeout=90)
-    finally:
-        proc.kill()
-        proc.wait(timeout=30)
-    lines = [ln for ln in err.replace("\r", "\n").splitlines() if ln.strip() and "networks" not in ln.split("|")[-1]]  # not the progress bar
-    assert proc.returncode == 130
+    returncode, lines = _stopped_midway(study, out, 2, lambda proc: os.killpg(proc.pid, signal.SIGINT))
+    assert returncode == 130
     assert lines == [f"spingpu run: interrupted; the finished tasks are kept in {out}: rerun with --resume to "
                      "complete it"], lines
     assert 1 <= task_done(out).sum()
@@ -387,18 +394,8 @@ def test_sigterm_stops_the_run_like_ctrl_c_and_leaves_no_temporary(long_ref, tmp
     143, the finished tasks kept for --resume, the workers closed."""
     study, ref = long_ref
     out = tmp_path / "terminated.zarr"
-    proc = subprocess.Popen([*CLI, str(study), "--out", str(out), "--networks-per-task", "1", "--workers", "1",
-                             *FAST], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
-    try:
-        wait_part_done(out, proc)
-        proc.terminate()
-        _, err = proc.communicate(timeout=90)
-    finally:
-        proc.kill()
-        proc.wait(timeout=30)
-    lines = [ln for ln in err.replace("\r", "\n").splitlines() if ln.strip() and "networks" not in ln.split("|")[-1]]
-    assert proc.returncode == 143
+    returncode, lines = _stopped_midway(study, out, 1, lambda proc: proc.terminate())
+    assert returncode == 143
     assert lines == [f"spingpu run: terminated; the finished tasks are kept in {out}: rerun with --resume to "
                      "complete it"], lines
     assert 1 <= task_done(out).sum()

@@ -14,6 +14,7 @@ largest counts that do (:func:`memory_needed`); currents beyond a tabulated mode
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -62,14 +63,11 @@ def run(args):
     model = get_model(args.model, iv_csv=args.iv_csv, **params_dict(args.param))
     if args.overwrite and args.csv is None and args.plot is None:
         raise ConfigError("overwrite", "has no effect without --csv or --plot, or remove --overwrite")
-    csv_path = check_writable("csv", args.csv) if args.csv is not None else None
-    png_path = check_writable("plot", args.plot) if args.plot is not None else None
-    if png_path is not None and png_path.suffix.lower() != ".png":
-        raise ConfigError("plot", f"{png_path} must end in .png")
-    check_not_inputs({"csv": csv_path, "plot": png_path}, [args.iv_csv])
-    for field, path in (("csv", csv_path), ("plot", png_path)):
-        if path is not None:  # after check_not_inputs: an input is never overwritten, --overwrite or not
-            check_writable(field, path, overwrite=args.overwrite)
+    check_not_inputs({"csv": args.csv, "plot": args.plot}, [args.iv_csv])  # first: never an input, --overwrite or not
+    if args.plot is not None and args.plot.strip() and Path(args.plot).suffix.lower() != ".png":
+        raise ConfigError("plot", f"{args.plot} must end in .png")
+    csv_path = check_writable("csv", args.csv, overwrite=args.overwrite) if args.csv is not None else None
+    png_path = check_writable("plot", args.plot, overwrite=args.overwrite) if args.plot is not None else None
     check_memory(model, samples, points, csv=csv_path is not None, plot=png_path is not None)
     _warn_extrapolation(model, i_min, i_max)
 

@@ -84,23 +84,14 @@ def _build(args):
     from ..datasets import load_dataset
     from ..devices import Readout, Variability, get_model
     from ..training import PairNeuron, Schedule, TrainConfig
+    from ..training.config import CONDITIONAL_SETTINGS
 
     check_range("networks", args.networks, 1, 10**9, integer=True)
     if args.data_dir is not None and args.dataset.strip().lower() != "mnist":
         raise ConfigError("data-dir", f"only mnist reads --data-dir, and this run trains on {args.dataset!r}; "
                                       "remove --data-dir")
-    johnson = args.noise_model.strip().lower() == "johnson_shot"
-    for option, given, applies, needed in (
-            ("adc-range", args.adc_range, args.adc_bits, "an ADC; give --adc-bits N too"),
-            ("dac-range", args.dac_range, args.dac_bits, "a DAC; give --dac-bits N too"),
-            ("r-ref", args.r_ref, args.readout.strip().lower() == "bridge", "--readout bridge"),
-            ("read-noise", args.read_noise, not johnson, "--noise-model gaussian (johnson_shot sets its own)"),
-            ("noise-temperature", args.noise_temperature, johnson, "--noise-model johnson_shot"),
-            ("noise-bandwidth", args.noise_bandwidth, johnson, "--noise-model johnson_shot"),
-            ("momentum", args.momentum, args.optimizer.strip().lower() == "momentum", "--optimizer momentum"),
-            ("overwrite", args.overwrite or None, args.out is not None, "--out FILE.nc")):
-        if given is not None and not applies:
-            raise ConfigError(option, f"has no effect without {needed}, or remove --{option}")
+    if args.overwrite and args.out is None:
+        raise ConfigError("overwrite", "has no effect without --out FILE.nc, or remove --overwrite")
     model = get_model(args.device_model, iv_csv=args.iv_csv, **params_dict(args.param))
     config = TrainConfig(
         hidden=tuple(args.hidden or (8,)),
@@ -125,9 +116,25 @@ def _build(args):
         seed=args.seed,
         dtype=args.dtype,
     )
+    for option, (key, needed) in SETTING_OF_OPTION.items():  # the rule is training.config's, worded for options
+        if getattr(args, option.replace("-", "_")) is not None and not CONDITIONAL_SETTINGS[key][0](config):
+            raise ConfigError(option, f"has no effect without {needed}, or remove --{option}")
     backend = get_backend(args.backend)
     dataset = load_dataset(args.dataset, seed=args.seed, data_dir=args.data_dir)
     return dataset, config, model, backend
+
+
+# Options that act only with another (default None: given or not), their setting of
+# training.config.CONDITIONAL_SETTINGS and what they need, in options' words
+SETTING_OF_OPTION = {
+    "adc-range": ("readout.adc_range", "an ADC; give --adc-bits N too"),
+    "dac-range": ("readout.dac_range", "a DAC; give --dac-bits N too"),
+    "r-ref": ("neuron.r_ref", "--readout bridge"),
+    "read-noise": ("readout.read_noise", "--noise-model gaussian (johnson_shot sets its own)"),
+    "noise-temperature": ("readout.temperature", "--noise-model johnson_shot"),
+    "noise-bandwidth": ("readout.bandwidth", "--noise-model johnson_shot"),
+    "momentum": ("training.momentum", "--optimizer momentum"),
+}
 
 
 def run(args):
