@@ -4,6 +4,7 @@ Nearly every check here is at the configuration level (nothing is trained); the 
 iris, 2 networks, 1 epoch.
 """
 
+import dataclasses
 import math
 
 import numpy as np
@@ -306,10 +307,14 @@ def test_api_calls_with_wrong_kinds_of_argument_are_config_errors():
                                                      "dac_bits > 0"),
     (dict(neuron=PairNeuron(r_ref=1500.0)), 'neuron.r_ref: 1500.0 has no effect: it needs readout = "bridge"'),
     (dict(momentum=0.5), 'training.momentum: 0.5 has no effect: it needs optimizer = "momentum"'),
+    (dict(grad_mode="tanh", variability=Variability(sigma_d2d=0.1)),
+     "variability.sigma_d2d: 0.1 has no effect: it needs an MTJ grad_mode (fd_forward, fd_single, fd_symmetric, "
+     "model, oracle; tanh, relu, sigmoid networks have no junctions)"),
+    (dict(grad_mode="model", neuron=PairNeuron(delta_i=1e-5)), "neuron.delta_i: 1e-05 has no effect: it needs a "
+                                                               "finite-difference grad_mode (fd_forward, fd_single, "
+                                                               "fd_symmetric)"),
 ])
 def test_a_setting_that_does_nothing_is_warned_of_in_one_line(iris, change, message):
-    import dataclasses
-
     from spingpu.training.config import UnusedSettingWarning, unused_settings
 
     config = dataclasses.replace(CONFIG, **change)
@@ -322,3 +327,55 @@ def test_a_setting_that_does_nothing_is_warned_of_in_one_line(iris, change, mess
                 neuron=PairNeuron(readout="bridge", r_ref=1500.0), optimizer="momentum", momentum=0.5)
     assert unused_settings(dataclasses.replace(CONFIG, **used)) == []
     assert unused_settings(CONFIG) == []  # defaults are never unused settings
+
+
+# A non-default value of every conditional setting, in the configurations (below) that lack what it needs
+UNUSED_VALUES = {
+    "neuron.i_bias": 1e-4, "neuron.i_gain": 1e-4, "neuron.readout": "bridge", "neuron.v_scale": 2.0,
+    "neuron.r_ref": 1500.0, "neuron.delta_i": 1e-5, "variability.sigma_chip": 0.1, "variability.sigma_d2d": 0.1,
+    "variability.sigma_pair": 0.1, "variability.per_parameter": {"r_p": (0.0, 0.1, 0.0)},
+    "variability.correlation": {("r_p", "tmr0"): 0.5}, "readout.noise_model": "johnson_shot",
+    "readout.read_noise": 1e-2, "readout.temperature": 77.0, "readout.bandwidth": 1e9, "readout.adc_bits": 6,
+    "readout.adc_range": (-2.0, 2.0), "readout.dac_bits": 6, "readout.dac_range": (-2e-3, 2e-3),
+    "training.momentum": 0.5,
+}
+
+
+def with_setting(config, key, value):
+    section, name = key.split(".")
+    if section == "training":
+        return dataclasses.replace(config, **{name: value})
+    return dataclasses.replace(config, **{section: dataclasses.replace(getattr(config, section), **{name: value})})
+
+
+@pytest.mark.parametrize("base", [
+    TrainConfig(hidden=(3,), epochs=2, grad_mode="tanh"),
+    TrainConfig(hidden=(3,), epochs=2, grad_mode="model", variability=Variability(sigma_d2d=0.05),
+                readout=Readout(read_noise=1e-3)),
+    TrainConfig(hidden=(3,), epochs=2, grad_mode="oracle", readout=Readout(noise_model="johnson_shot")),
+    TrainConfig(hidden=(3,), epochs=2, variability=Variability(sigma_d2d=0.05, sigma_pair=0.02),
+                readout=Readout(noise_model="johnson_shot", bandwidth=1e10)),
+    TrainConfig(hidden=(3,), epochs=2, grad_mode="fd_single", readout=Readout(read_noise=1e-3)),
+], ids=["tanh", "model", "oracle", "fd_forward", "fd_single"])
+def test_a_setting_said_to_do_nothing_changes_no_number(iris, base):
+    """The rules of CONDITIONAL_SETTINGS checked against training itself: each setting whose needs
+    ``base`` lacks, set to another value, leaves every result of the run unchanged; and with what
+    it needs, some of them (a check that the runs can differ at all) change the results."""
+    from spingpu.training.config import CONDITIONAL_SETTINGS, unmet_needs
+
+    assert set(UNUSED_VALUES) == set(CONDITIONAL_SETTINGS)
+    reference = train(iris, base, n_networks=2, backend="numpy")
+    unused = [key for key in CONDITIONAL_SETTINGS if unmet_needs(base, key)]
+    assert unused
+    for key in unused:
+        changed = with_setting(base, key, UNUSED_VALUES[key])
+        with pytest.warns(trainer.UnusedSettingWarning, match=key):
+            results = train(iris, changed, n_networks=2, backend="numpy")
+        for name, values in reference.data_vars.items():
+            assert np.array_equal(values, results[name], equal_nan=True), (key, name)
+    if base.is_mtj:  # a setting that acts does change them
+        results = train(iris, with_setting(base, "neuron.i_gain", 1e-4), n_networks=2, backend="numpy")
+        assert not np.array_equal(reference.train_loss, results.train_loss)
+    else:  # and so would a digital network's
+        results = train(iris, dataclasses.replace(base, grad_mode="relu"), n_networks=2, backend="numpy")
+        assert not np.array_equal(reference.train_loss, results.train_loss)

@@ -233,6 +233,15 @@ BAD = [
                                                            "-0.001"]),
     (["--dac-bits", "99"], ["dac-bits: 99 is out of range", "allowed: 0 <= value <= 24"]),
     (["--momentum", "0.5"], ["momentum: has no effect without --optimizer momentum, or remove --momentum"]),
+    (["--grad", "tanh", "--read-noise", "1e-3"], ["read-noise: has no effect with --grad tanh (a digital baseline has "
+                                                   "no junctions), or remove --read-noise"]),
+    (["--grad", "relu", "--sigma-pair", "0.02"], ["sigma-pair: has no effect with --grad relu (a digital baseline"]),
+    (["--grad", "sigmoid", "--readout", "direct"], ["readout: has no effect with --grad sigmoid (a digital baseline"]),
+    (["--grad", "tanh", "--device-model", "macrospin"], ["device-model: has no effect with --grad tanh (a digital"]),
+    (["--grad", "tanh", "--param", "r_p=2000"], ["param: has no effect with --grad tanh (a digital baseline has no "
+                                                 "junctions), or remove --param"]),
+    (["--grad", "oracle", "--delta-i", "1e-5"], ["delta-i: has no effect with --grad oracle (only fd_forward, "
+                                                 "fd_single and fd_symmetric take a step dI), or remove --delta-i"]),
     (["--optimizer", "momentum", "--momentum", "1.5"], ["momentum: 1.5 is out of range"]),
     (["--dtype", "float16"], ["dtype: 'float16'", "allowed: float32, float64"]),
 ]

@@ -45,6 +45,7 @@ CASES = {
 }
 
 
+@pytest.mark.filterwarnings("ignore::spingpu.training.config.UnusedSettingWarning")  # digital cases share MTJ settings
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_fused_cuda_kernel_equals_fused_cpu_engine(blobs, case):
     kw = dict(hidden=(6,), epochs=2, lr=0.05, seed=7, variability=VAR)
@@ -131,6 +132,7 @@ def test_bad_backend_settings(bad, message):
 BATCHED = Backend("cuda", simulator=True, cuda_engine="batched")
 
 
+@pytest.mark.filterwarnings("ignore::spingpu.training.config.UnusedSettingWarning")  # digital cases share MTJ settings
 @pytest.mark.parametrize("mode, dtype, rtol, optimizer", [
     ("fd_forward", "float64", 1e-10, "adam"), ("fd_symmetric", "float64", 1e-10, "momentum"),
     ("model", "float32", 2e-5, "sgd"), ("sigmoid", "float32", 2e-5, "adam"), ("relu", "float32", 2e-5, "momentum")])

@@ -238,6 +238,23 @@ MESSAGES = [
      'has no effect in any cell: it needs noise_model = "johnson_shot"; remove it'),
     ("momentum with adam", with_line("training", "momentum = 0.5"), "training.momentum",
      'has no effect in any cell: it needs optimizer = "momentum"; remove it'),
+    ("spreads of digital networks", with_line("variability", "sigma_d2d = 0.1", with_line("training", 'grad_mode = "relu"')),
+     "variability.sigma_d2d", "has no effect in any cell: it needs an MTJ grad_mode (fd_forward, fd_single, "
+     "fd_symmetric, model, oracle; tanh, relu, sigmoid networks have no junctions); remove it"),
+    ("read noise with johnson_shot or digital cells",
+     with_line("readout", 'read_noise = 1e-3', with_line("sweep", '"training.grad_mode" = ["oracle", "tanh"]\n'
+                                                          '"readout.noise_model" = ["johnson_shot"]')),
+     "readout.read_noise", "has no effect in any cell: it needs an MTJ grad_mode (fd_forward, fd_single, fd_symmetric, "
+     'model, oracle; tanh, relu, sigmoid networks have no junctions) and noise_model = "gaussian" (johnson_shot sets '
+     "its own); remove it"),
+    ("swept dI without a finite difference", with_line("sweep", '"neuron.delta_i" = [1e-5, 4e-5]\n'
+                                                                '"training.grad_mode" = ["model", "oracle"]'),
+     "neuron.delta_i", "has no effect in any cell: it needs a finite-difference grad_mode (fd_forward, fd_single, "
+     "fd_symmetric); remove it"),
+    ("a device model of digital networks", with_line("model", 'name = "stt_compact"\nparams = { r_p = 2000.0 }',
+                                                     with_line("training", 'grad_mode = "sigmoid"')),
+     "model", "has no effect in any cell: it needs an MTJ grad_mode (fd_forward, fd_single, fd_symmetric, model, "
+     "oracle; tanh, relu, sigmoid networks have no junctions); remove it"),
 ]
 
 

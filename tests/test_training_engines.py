@@ -40,6 +40,7 @@ CASES = {
 }
 
 
+@pytest.mark.filterwarnings("ignore::spingpu.training.config.UnusedSettingWarning")  # digital cases share MTJ settings
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_fused_engine_equals_numpy_reference_in_float64(blobs, case):
     kw = dict(hidden=(6,), epochs=4, lr=0.05, seed=7, dtype="float64",
@@ -140,6 +141,7 @@ def test_bad_config_names_the_field():
         PairNeuron(delta_i=0)
 
 
+@pytest.mark.filterwarnings("ignore::spingpu.training.config.UnusedSettingWarning")  # digital cases share MTJ settings
 @pytest.mark.parametrize("case", ["fd_forward-noise-adam-full", "fd_single-johnson-momentum-batch",
                                   "fd_symmetric-adc-dac-sgd-step", "model-bridge-cosine-decay", "tanh"])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])

@@ -59,10 +59,11 @@ SPREAD_HELP = {  # --sigma-* of the commands that sample junctions
 }
 
 
-def add_spread_options(parser):
-    """--sigma-d2d, --sigma-pair and --sigma-chip (floats, default 0)."""
+def add_spread_options(parser, default=0.0):
+    """--sigma-d2d, --sigma-pair and --sigma-chip (floats; unset, they hold ``default``; their
+    help says 0, Variability's default)."""
     for level in ("d2d", "pair", "chip"):
-        parser.add_argument(f"--sigma-{level}", type=float, default=0.0, help=SPREAD_HELP[level])
+        parser.add_argument(f"--sigma-{level}", type=float, default=default, help=SPREAD_HELP[level])
 
 
 # Configuration fields named as the options that set them, for error messages.

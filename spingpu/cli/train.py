@@ -29,17 +29,17 @@ def add_parser(sub):
     p.add_argument("--batch-size", type=integer, help="mini-batch size (default: full batch)")
     p.add_argument("--grad", default="fd_forward", metavar="MODE",
                    help="fd_forward, fd_single, fd_symmetric, model, oracle, tanh, relu or sigmoid (default fd_forward)")
-    p.add_argument("--delta-i", type=float, default=N.delta_i, help=f"finite-difference step dI in A (default {N.delta_i:g})")
-    p.add_argument("--i-bias", type=float, default=N.i_bias, help=f"bias current in A (default {N.i_bias:g})")
-    p.add_argument("--i-gain", type=float, default=N.i_gain,
+    p.add_argument("--delta-i", type=float, help=f"finite-difference step dI in A (default {N.delta_i:g})")
+    p.add_argument("--i-bias", type=float, help=f"bias current in A (default {N.i_bias:g})")
+    p.add_argument("--i-gain", type=float,
                    help=f"current per unit of pre-activation in A, I = i_bias + i_gain z (default {N.i_gain:g})")
-    p.add_argument("--readout", default=N.readout,
+    p.add_argument("--readout",
                    help=f"direct (V) or bridge (V - r_ref I) (default {N.readout})")
     p.add_argument("--r-ref", type=float, help=f"bridge reference resistance in ohm (default {N.r_ref:g})")
-    p.add_argument("--v-scale", type=float, default=N.v_scale,
+    p.add_argument("--v-scale", type=float,
                    help=f"activation per volt read, in 1/V (default {N.v_scale:g})")
-    add_spread_options(p)
-    p.add_argument("--noise-model", default=R.noise_model,
+    add_spread_options(p, default=None)  # None: not given (CONDITIONAL_OPTIONS)
+    p.add_argument("--noise-model",
                    help=f"gaussian (std --read-noise) or johnson_shot (thermal and shot noise of the junction and "
                         f"bridge at --noise-temperature over --noise-bandwidth) (default {R.noise_model})")
     p.add_argument("--read-noise", type=float, help="gaussian read noise std in V (default 0)")
@@ -47,10 +47,10 @@ def add_parser(sub):
                    help=f"temperature of the johnson_shot noise in K (default {R.temperature:g})")
     p.add_argument("--noise-bandwidth", type=float,
                    help=f"bandwidth of the johnson_shot noise in Hz (default {R.bandwidth:g})")
-    p.add_argument("--adc-bits", type=integer, default=R.adc_bits, help="ADC bits over --adc-range (default 0: ideal)")
+    p.add_argument("--adc-bits", type=integer, help="ADC bits over --adc-range (default 0: ideal)")
     p.add_argument("--adc-range", type=float, nargs=2, metavar=("LO", "HI"),
                    help="ADC input range in V (default {:g} {:g})".format(*R.adc_range))
-    p.add_argument("--dac-bits", type=integer, default=R.dac_bits,
+    p.add_argument("--dac-bits", type=integer,
                    help="bits of the DAC that sets each pair's current I, over --dac-range (default 0: ideal)")
     p.add_argument("--dac-range", type=float, nargs=2, metavar=("LO", "HI"),
                    help="DAC output range in A (default {:g} {:g})".format(*R.dac_range))
@@ -63,7 +63,7 @@ def add_parser(sub):
     p.add_argument("--dtype", default=C.dtype,
                    help=f"float32 or float64 weights and activations of the batched and numpy engines; the fused "
                         f"engines (layers up to 64 wide) train in float64 whatever it says (default {C.dtype})")
-    p.add_argument("--device-model", default="stt_compact", help="device model (default stt_compact)")
+    p.add_argument("--device-model", help="device model (default stt_compact)")
     p.add_argument("--param", action="append", metavar="NAME=VALUE", help="nominal device parameter (SI units)")
     p.add_argument("--iv-csv", metavar="FILE", help="measured curve for the tabulated model")
     p.add_argument("--backend", default="auto", help="auto, cpu, numpy or cuda (default auto)")
@@ -84,7 +84,7 @@ def _build(args):
     from ..datasets import load_dataset
     from ..devices import Readout, Variability, get_model
     from ..training import PairNeuron, Schedule, TrainConfig
-    from ..training.config import CONDITIONAL_SETTINGS
+    from ..training.config import unmet_needs
 
     check_range("networks", args.networks, 1, 10**9, integer=True)
     if args.data_dir is not None and args.dataset.strip().lower() != "mnist":
@@ -92,7 +92,13 @@ def _build(args):
                                       "remove --data-dir")
     if args.overwrite and args.out is None:
         raise ConfigError("overwrite", "has no effect without --out FILE.nc, or remove --overwrite")
-    model = get_model(args.device_model, iv_csv=args.iv_csv, **params_dict(args.param))
+    model = get_model(args.device_model or "stt_compact", iv_csv=args.iv_csv, **params_dict(args.param))
+    readout = _given(args, noise_model="noise_model", read_noise="read_noise", temperature="noise_temperature",
+                     bandwidth="noise_bandwidth", adc_bits="adc_bits", adc_range="adc_range", dac_bits="dac_bits",
+                     dac_range="dac_range")
+    for name in ("adc_range", "dac_range"):
+        if name in readout:
+            readout[name] = tuple(readout[name])
     config = TrainConfig(
         hidden=tuple(args.hidden or (8,)),
         grad_mode=args.grad,
@@ -102,39 +108,56 @@ def _build(args):
         lr=args.lr,
         lr_schedule=Schedule.parse(args.lr_schedule),
         weight_decay=args.weight_decay,
-        momentum=TrainConfig.momentum if args.momentum is None else args.momentum,
-        neuron=PairNeuron(i_bias=args.i_bias, i_gain=args.i_gain, readout=args.readout,
-                          r_ref=PairNeuron.r_ref if args.r_ref is None else args.r_ref,
-                          v_scale=args.v_scale, delta_i=args.delta_i),
-        variability=Variability(sigma_chip=args.sigma_chip, sigma_d2d=args.sigma_d2d, sigma_pair=args.sigma_pair),
-        readout=Readout(noise_model=args.noise_model, read_noise=args.read_noise or 0.0,
-                        temperature=Readout.temperature if args.noise_temperature is None else args.noise_temperature,
-                        bandwidth=Readout.bandwidth if args.noise_bandwidth is None else args.noise_bandwidth,
-                        adc_bits=args.adc_bits,
-                        adc_range=tuple(args.adc_range or Readout.adc_range), dac_bits=args.dac_bits,
-                        dac_range=tuple(args.dac_range or Readout.dac_range)),
+        **_given(args, momentum="momentum"),
+        neuron=PairNeuron(**_given(args, i_bias="i_bias", i_gain="i_gain", readout="readout", r_ref="r_ref",
+                                   v_scale="v_scale", delta_i="delta_i")),
+        variability=Variability(**_given(args, sigma_chip="sigma_chip", sigma_d2d="sigma_d2d",
+                                         sigma_pair="sigma_pair")),
+        readout=Readout(**readout),
         seed=args.seed,
         dtype=args.dtype,
     )
-    for option, (key, needed) in SETTING_OF_OPTION.items():  # the rule is training.config's, worded for options
-        if getattr(args, option.replace("-", "_")) is not None and not CONDITIONAL_SETTINGS[key][0](config):
-            raise ConfigError(option, f"has no effect without {needed}, or remove --{option}")
+    for option, key in CONDITIONAL_OPTIONS.items():  # the rules are training.config's, worded for options
+        unmet = unmet_needs(config, key) if key is not None else ("mtj",) * (not config.is_mtj)
+        if getattr(args, option.replace("-", "_")) is not None and unmet:
+            raise ConfigError(option, f"has no effect {_need_in_options(unmet[0], config)}, or remove --{option}")
     backend = get_backend(args.backend)
     dataset = load_dataset(args.dataset, seed=args.seed, data_dir=args.data_dir)
     return dataset, config, model, backend
 
 
-# Options that act only with another (default None: given or not), their setting of
-# training.config.CONDITIONAL_SETTINGS and what they need, in options' words
-SETTING_OF_OPTION = {
-    "adc-range": ("readout.adc_range", "an ADC; give --adc-bits N too"),
-    "dac-range": ("readout.dac_range", "a DAC; give --dac-bits N too"),
-    "r-ref": ("neuron.r_ref", "--readout bridge"),
-    "read-noise": ("readout.read_noise", "--noise-model gaussian (johnson_shot sets its own)"),
-    "noise-temperature": ("readout.temperature", "--noise-model johnson_shot"),
-    "noise-bandwidth": ("readout.bandwidth", "--noise-model johnson_shot"),
-    "momentum": ("training.momentum", "--optimizer momentum"),
+def _given(args, **option_of_field):
+    """{field: value} of the options given (not None), keyed by the field each sets."""
+    return {field: getattr(args, dest) for field, dest in option_of_field.items() if getattr(args, dest) is not None}
+
+
+# Options that act only in some configurations (default None: given or not): those of the junctions,
+# their drive and readout, and momentum, by the setting of training.config.CONDITIONAL_SETTINGS each
+# sets; None for the device model's, which need junctions (an MTJ --grad)
+CONDITIONAL_OPTIONS = {
+    "delta-i": "neuron.delta_i", "i-bias": "neuron.i_bias", "i-gain": "neuron.i_gain", "readout": "neuron.readout",
+    "r-ref": "neuron.r_ref", "v-scale": "neuron.v_scale", "sigma-d2d": "variability.sigma_d2d",
+    "sigma-pair": "variability.sigma_pair", "sigma-chip": "variability.sigma_chip",
+    "noise-model": "readout.noise_model", "read-noise": "readout.read_noise",
+    "noise-temperature": "readout.temperature", "noise-bandwidth": "readout.bandwidth",
+    "adc-bits": "readout.adc_bits", "adc-range": "readout.adc_range", "dac-bits": "readout.dac_bits",
+    "dac-range": "readout.dac_range", "momentum": "training.momentum",
+    "device-model": None, "param": None, "iv-csv": None,
 }
+
+
+def _need_in_options(need, config):
+    """training.config's NEEDS[need], worded for the options of spingpu train."""
+    return {
+        "mtj": f"with --grad {config.grad_mode} (a digital baseline has no junctions)",
+        "dI": f"with --grad {config.grad_mode} (only fd_forward, fd_single and fd_symmetric take a step dI)",
+        "gaussian": "without --noise-model gaussian (johnson_shot sets its own)",
+        "johnson_shot": "without --noise-model johnson_shot",
+        "adc": "without an ADC; give --adc-bits N too",
+        "dac": "without a DAC; give --dac-bits N too",
+        "bridge": "without --readout bridge",
+        "momentum": "without --optimizer momentum",
+    }[need]
 
 
 def run(args):

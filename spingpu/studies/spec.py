@@ -48,7 +48,7 @@ import numpy as np
 
 from ..datasets import csv_path
 from ..errors import ConfigError, did_you_mean
-from ..training.config import CONDITIONAL_SETTINGS, CONFIG_UNITS, setting_value
+from ..training.config import CONDITIONAL_SETTINGS, CONFIG_UNITS, needs_text, setting_value, unmet_needs
 
 # section -> {key: (type check, description)}
 _NUM = (int, float)
@@ -573,14 +573,18 @@ def _check_settings_used(study, configs, path):
     """Refuse a setting, given or swept, that no cell uses (as the command line refuses an option
     that would do nothing): a cell that needs it, e.g. a gaussian-noise cell for read_noise, uses it.
     A setting written at its default value is allowed (it changes nothing, and older study files,
-    whose stores must stay resumable, may hold one)."""
+    whose stores must stay resumable, may hold one). The message names what the cells lack."""
     swept = {a.key for a in study.axes}
-    for key, (uses, needs) in CONDITIONAL_SETTINGS.items():
+    for key in CONDITIONAL_SETTINGS:
         section, name = key.split(".")
         given = key in swept or name in study.data.get(section, {})
         changed = any(value != default for value, default in (setting_value(c, key) for c in configs))
-        if given and changed and not any(uses(c) for c in configs):
-            raise _err(path, key, f"has no effect in any cell: it needs {needs}; remove it")
+        unmet = [unmet_needs(c, key) for c in configs]
+        if given and changed and all(unmet):
+            lacking = [need for need in CONDITIONAL_SETTINGS[key] if any(need in u for u in unmet)]
+            raise _err(path, key, f"has no effect in any cell: it needs {needs_text(lacking)}; remove it")
+    if ("model" in study.data or any(k.startswith("model.") for k in swept)) and not any(c.is_mtj for c in configs):
+        raise _err(path, "model", f"has no effect in any cell: it needs {needs_text(['mtj'])}; remove it")
 
 
 def _check_dataset(study, path):

@@ -12,7 +12,7 @@ backpropagation uses (``GRAD_MODES``); the output layer is a digital softmax.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 
 import numbers
 
@@ -21,7 +21,8 @@ import numpy as np
 from ..devices import Readout, Variability
 from ..errors import ConfigError, SpingpuWarning, _short, check_choice, check_items, check_range
 
-MTJ_MODES = ("fd_forward", "fd_single", "fd_symmetric", "model", "oracle")
+FD_MODES = ("fd_forward", "fd_single", "fd_symmetric")  # the finite-difference ones, which take a step dI
+MTJ_MODES = FD_MODES + ("model", "oracle")
 DIGITAL_MODES = ("tanh", "relu", "sigmoid")
 GRAD_MODES = MTJ_MODES + DIGITAL_MODES
 OPTIMIZERS = ("sgd", "momentum", "adam")
@@ -199,17 +200,45 @@ class TrainConfig:
         return out
 
 
-# A setting that acts only with another: dotted key -> (whether a TrainConfig uses it, what it needs)
-CONDITIONAL_SETTINGS = {
-    "readout.read_noise": (lambda c: c.readout.noise_model == "gaussian",
-                           'noise_model = "gaussian" (johnson_shot sets its own)'),
-    "readout.temperature": (lambda c: c.readout.noise_model == "johnson_shot", 'noise_model = "johnson_shot"'),
-    "readout.bandwidth": (lambda c: c.readout.noise_model == "johnson_shot", 'noise_model = "johnson_shot"'),
-    "readout.adc_range": (lambda c: c.readout.adc_bits > 0, "adc_bits > 0"),
-    "readout.dac_range": (lambda c: c.readout.dac_bits > 0, "dac_bits > 0"),
-    "neuron.r_ref": (lambda c: c.neuron.readout == "bridge", 'readout = "bridge"'),
-    "training.momentum": (lambda c: c.optimizer == "momentum", 'optimizer = "momentum"'),
+# What a conditional setting can need: name -> (whether a TrainConfig meets it, the need in words)
+NEEDS = {
+    "mtj": (lambda c: c.is_mtj, f"an MTJ grad_mode ({', '.join(MTJ_MODES)}; {', '.join(DIGITAL_MODES)} "
+                                "networks have no junctions)"),
+    "dI": (lambda c: c.grad_mode in FD_MODES, f"a finite-difference grad_mode ({', '.join(FD_MODES)})"),
+    "gaussian": (lambda c: c.readout.noise_model == "gaussian", 'noise_model = "gaussian" (johnson_shot sets its own)'),
+    "johnson_shot": (lambda c: c.readout.noise_model == "johnson_shot", 'noise_model = "johnson_shot"'),
+    "adc": (lambda c: c.readout.adc_bits > 0, "adc_bits > 0"),
+    "dac": (lambda c: c.readout.dac_bits > 0, "dac_bits > 0"),
+    "bridge": (lambda c: c.neuron.readout == "bridge", 'readout = "bridge"'),
+    "momentum": (lambda c: c.optimizer == "momentum", 'optimizer = "momentum"'),
 }
+# A setting that acts only in some configurations: dotted key -> the NEEDS it has (all of them).
+# Every junction, drive and readout setting needs junctions: a digital baseline has none.
+CONDITIONAL_SETTINGS = {
+    **{f"neuron.{name}": ("mtj",) for name in ("i_bias", "i_gain", "readout", "v_scale")},
+    "neuron.r_ref": ("mtj", "bridge"),
+    "neuron.delta_i": ("mtj", "dI"),
+    **{f"variability.{name}": ("mtj",) for name in ("sigma_chip", "sigma_d2d", "sigma_pair", "per_parameter",
+                                                     "correlation")},
+    **{f"readout.{name}": ("mtj",) for name in ("noise_model", "adc_bits", "dac_bits")},
+    "readout.read_noise": ("mtj", "gaussian"),
+    "readout.temperature": ("mtj", "johnson_shot"),
+    "readout.bandwidth": ("mtj", "johnson_shot"),
+    "readout.adc_range": ("mtj", "adc"),
+    "readout.dac_range": ("mtj", "dac"),
+    "training.momentum": ("momentum",),
+}
+
+
+def unmet_needs(config, key):
+    """Names (:data:`NEEDS`) of what the setting ``key`` needs and ``config`` lacks; empty where
+    the setting acts (or is not conditional)."""
+    return tuple(need for need in CONDITIONAL_SETTINGS.get(key, ()) if not NEEDS[need][0](config))
+
+
+def needs_text(names):
+    """The needs ``names`` in words, joined by "and"."""
+    return " and ".join(NEEDS[name][1] for name in names)
 
 
 class UnusedSettingWarning(SpingpuWarning):
@@ -221,18 +250,20 @@ def setting_value(config, key):
     TrainConfig's own fields) of ``config``."""
     section, name = key.split(".")
     holder = config if section == "training" else getattr(config, section)
-    return getattr(holder, name), next(f.default for f in fields(holder) if f.name == name)
+    spec = next(f for f in fields(holder) if f.name == name)
+    return getattr(holder, name), spec.default if spec.default is not MISSING else spec.default_factory()
 
 
 def unused_settings(config):
     """[(dotted key, value, what it needs)] of the settings of ``config`` that differ from their
     defaults and do nothing in it (:data:`CONDITIONAL_SETTINGS`), e.g. a read_noise with
-    johnson_shot noise."""
+    johnson_shot noise or in a tanh network."""
     out = []
-    for key, (uses, needs) in CONDITIONAL_SETTINGS.items():
+    for key in CONDITIONAL_SETTINGS:
         value, default = setting_value(config, key)
-        if value != default and not uses(config):
-            out.append((key, value, needs))
+        unmet = unmet_needs(config, key)
+        if value != default and unmet:
+            out.append((key, value, needs_text(unmet)))
     return out
 
 
