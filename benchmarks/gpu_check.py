@@ -34,7 +34,9 @@ host-side set-up, sampling every network's junctions and initial weights):
   mnist      batched training 784-256-256-256-256-10, batch 128, 128 and 1024 networks: network-steps/s,
              the host's time to queue a step against the step's time, and the
              TFLOP/s of its matrix products over SGEMM's (2 B (3 sum(fan_in fan_out) - F_0 U_1) flop per
-             network-step: forward, weight gradients, and deltas through every layer but the first)
+             network-step: forward, weight gradients, and deltas through every layer but the first);
+             each with the engine's direct strided batched GEMM (transposed and shared operands read
+             in place) and again with cupy.matmul (which copies them) as its peer
   iris       4-8-3 fd_forward, full batch of 90 samples, 200 epochs, at 1e4, 1e5 and 1e6 networks, 1e5
              again with the kernel compiled for >= 3 and >= 4 resident blocks per SM (launch bounds;
              whether the numbers equal the compiler's choice is shown, not required: ptxas may contract
@@ -556,6 +558,7 @@ def time_mnist(rng, device, sim, sgemm_tflops):
     from spingpu.kernels import streams
     from spingpu.training import TrainConfig
     from spingpu.training.batched_cuda_engine import BatchedCudaEngine
+    from spingpu.training.cuda_engine import CUPY_MATMUL, DIRECT_GEMM
     from spingpu.training.numpy_engine import NoiseSource
     from spingpu.devices import get_model
 
@@ -568,7 +571,11 @@ def time_mnist(rng, device, sim, sgemm_tflops):
     # forward and weight-gradient products of every layer, delta products of all but the first
     flops = 2 * batch * (3 * sum(a * b for a, b in zip(sizes[:-1], sizes[1:])) - sizes[0] * sizes[1])
     rows = []
-    for n in ((2,) if sim else (128, 1024)):
+    checked = device.gemm_path  # the direct cuBLAS call, unless it failed its check; cupy.matmul is its peer
+    runs = [(n, path) for n in ((2,) if sim else (128, 1024))
+            for path in (checked,) + ((CUPY_MATMUL,) if checked == DIRECT_GEMM else ())]
+    for n, path in runs:
+        device.gemm_path = path
         engine = BatchedCudaEngine(get_model("stt_compact"), cfg, np.arange(n), sizes[0], sizes[-1], device=device)
         xd, yd = engine.put(x), engine.put(y)
 
@@ -587,11 +594,12 @@ def time_mnist(rng, device, sim, sgemm_tflops):
             queued = time.perf_counter() - t.t0
         rate = n * steps / t.seconds
         tflops = rate * flops / 1e12
-        rows.append(dict(sizes="-".join(map(str, sizes)), networks=n, batch=batch, network_steps_per_s=rate,
+        rows.append(dict(sizes="-".join(map(str, sizes)), networks=n, batch=batch, gemm=path, network_steps_per_s=rate,
                          seconds_per_step=t.seconds / steps, host_queue_seconds_per_step=queued / steps,
                          matmul_TFLOPs=tflops, over_sgemm=None if not sgemm_tflops else tflops / sgemm_tflops,
                          first_step_s=t_first.seconds))
         del engine, xd, yd
+    device.gemm_path = checked
     return rows
 
 
@@ -655,6 +663,8 @@ def checked_and_timed(args, spingpu, Device):
         save()
         print(f"preflight FAILED: {error}")
         return 1
+    results["gemm_path"] = device.gemm_path  # the direct cuBLAS call checked against cupy.matmul (a warning if not)
+    print(f"batched GEMMs: {results['gemm_path']}", flush=True)
     state = dict(lost=None)  # the part after which the CUDA context no longer works
 
     def note_if_lost(key):
@@ -742,7 +752,7 @@ def checked_and_timed(args, spingpu, Device):
               f"CuPy RawKernel {launch['cupy_raw_us']:.1f} us ({launch['ratio']:.1f}x)"
               f"{'' if launch['peer_arguments_arrived'] else '; the RawKernel MISREAD its arguments'} | |")
     for row in mnist:
-        print(f"| MLP {row['sizes']}, batch {row['batch']}, {row['networks']} networks | "
+        print(f"| MLP {row['sizes']}, batch {row['batch']}, {row['networks']} networks, {row['gemm']} | "
               f"{row['network_steps_per_s']:.3g} network-steps/s, {row['matmul_TFLOPs']:.2f} TFLOP/s = "
               f"{fmt(row['over_sgemm'], '.0%')} of SGEMM; {1e3 * row['seconds_per_step']:.2f} ms per step, "
               f"{1e3 * row['host_queue_seconds_per_step']:.2f} ms to queue it | >= 50 % |")

@@ -227,18 +227,28 @@ def test_device_launch_queues_on_cupys_stream_without_synchronising(monkeypatch,
     assert launches == [((7, 128, stream), (("view", "z", False), 3, np.uint64(5), ("view", "h", False)))]
 
 
-class RecordingNumpy:
-    """NumPy, recording the network count (leading extent of the 3-D operand) of every matmul."""
+class RecordingDevice:
+    """The simulator's device, recording of every GEMM call its network count, whether cuBLAS can
+    read each operand in place (no copy), and whether the operands and product sit at 256-byte
+    multiples or are arrays of their own."""
 
     def __init__(self):
-        self.batches = []
+        from spingpu.training.cuda_engine import Device
 
-    def matmul(self, a, b, **kw):
-        self.batches.append(b.shape[0])
-        return np.matmul(a, b, **kw)
+        self.device = Device(True)
+        self.batches, self.in_place, self.aligned = [], [], []
+
+    def gemm(self, a, b, out):
+        from spingpu.training.batched_cuda_engine import GEMM_ALIGN_BYTES, _address
+        from spingpu.training.gemm import _reading
+
+        self.batches.append(out.shape[0])
+        self.in_place += [_reading(x) is not None for x in (a, b)]
+        self.aligned += [_address(x) % GEMM_ALIGN_BYTES == 0 or x.flags.owndata for x in (a, b, out)]
+        self.device.gemm(a, b, out)
 
     def __getattr__(self, name):
-        return getattr(np, name)
+        return getattr(self.device, name)
 
 
 @pytest.mark.parametrize("n", [1, 3, 8, 13, 24])
@@ -247,67 +257,106 @@ def test_grouped_matmul_calls_gemm_on_exactly_group_networks_and_equals_per_netw
 
     rng = np.random.default_rng()
     shared, a, w = rng.normal(size=(5, 7)), rng.normal(size=(n, 5, 7)), rng.normal(size=(n, 7, 3))
-    for left, expect in [(shared, [shared @ w[i] for i in range(n)]), (a, [a[i] @ w[i] for i in range(n)]),
-                         (a.swapaxes(1, 2), [a[i].T @ a[i] for i in range(n)])]:
-        xp = RecordingNumpy()
-        right = a if left.shape[-1] == 5 else w
-        out = grouped_matmul(xp, left, right, group=8)
+    for left, right, expect in [(shared, w, [shared @ w[i] for i in range(n)]), (a, w, [a[i] @ w[i] for i in range(n)]),
+                                (a.swapaxes(1, 2), a, [a[i].T @ a[i] for i in range(n)]),
+                                (shared.T, a, [shared.T @ a[i] for i in range(n)]),
+                                (a, a.swapaxes(1, 2), [a[i] @ a[i].T for i in range(n)])]:
+        device = RecordingDevice()
+        out = grouped_matmul(device, left, right, group=8)
         assert out.shape == (n,) + expect[0].shape
-        np.testing.assert_array_equal(out, np.stack(expect))
-        assert xp.batches and set(xp.batches) == {8}
-        assert len(xp.batches) == max(1, -(-n // 8))
+        np.testing.assert_allclose(out, np.stack(expect), rtol=1e-13, atol=1e-13)
+        assert device.batches and set(device.batches) == {8}
+        assert len(device.batches) == max(1, -(-n // 8))
         given = np.full(out.shape, np.nan)
-        assert grouped_matmul(xp, left, right, group=8, out=given) is given
+        assert grouped_matmul(device, left, right, group=8, out=given) is given
         np.testing.assert_array_equal(given, out)
 
 
 def test_every_matrix_product_of_a_batched_step_is_a_gemm_call_of_group_networks(blobs):
     """Forward (L + 1 products), backward (L + 1 weight gradients, L deltas through the weights):
-    all through ``grouped_matmul``, so all GEMM calls hold GEMM_NETWORKS networks (3 padded to 128)."""
+    all through ``grouped_matmul``, so all GEMM calls hold GEMM_NETWORKS networks (3 padded to 128);
+    and with more than GEMM_NETWORKS networks, every operand, transposed ones included, is read in
+    place."""
     from spingpu.devices import get_model
     from spingpu.kernels import streams
     from spingpu.training.batched_cuda_engine import GEMM_NETWORKS, BatchedCudaEngine
-    from spingpu.training.cuda_engine import Device
     from spingpu.training.numpy_engine import NoiseSource, NumpyEngine
 
     cfg = TrainConfig(hidden=(5, 4, 6), epochs=1, lr=0.05, seed=4, variability=VAR)
-    nets = np.array([0, 5, 9])
-    engine = BatchedCudaEngine(get_model("stt_compact"), cfg, nets, blobs.n_features, blobs.n_classes, device=Device(True))
-    engine.xp = xp = RecordingNumpy()
-    x, y = blobs.x_train[:8], blobs.y_train[:8]
-    logits, cache = engine.forward(x, NoiseSource(cfg.seed, nets, streams.PURPOSE_NOISE, 0, 0))
-    _, dlogits = engine.loss_and_dlogits(logits, y)
-    grads = engine.backward(dlogits, cache)
     layers = len(cfg.hidden)
-    assert xp.batches == [GEMM_NETWORKS] * (3 * layers + 2)
-    # the gradients used are the optimiser's flat buffer itself: apply() copies nothing
-    assert all(g is v for g, v in zip(grads, engine.gradient_buffers()))
-    assert np.array_equal(engine.grad_flat, np.concatenate([g.reshape(-1) for g in grads]))
-    reference = NumpyEngine(get_model("stt_compact"), cfg, nets, blobs.n_features, blobs.n_classes)
-    ref_logits, ref_cache = reference.forward(x, NoiseSource(cfg.seed, nets, streams.PURPOSE_NOISE, 0, 0))
-    for g, r in zip(grads, reference.backward(reference.loss_and_dlogits(ref_logits, y)[1], ref_cache)):
-        np.testing.assert_allclose(g, r, rtol=1e-5, atol=1e-7)
+    x, y = blobs.x_train[:8], blobs.y_train[:8]
+    for nets in (np.array([0, 5, 9]), np.arange(GEMM_NETWORKS + 2)):
+        device = RecordingDevice()
+        engine = BatchedCudaEngine(get_model("stt_compact"), cfg, nets, blobs.n_features, blobs.n_classes,
+                                   device=device)
+        noise = NoiseSource(cfg.seed, nets, streams.PURPOSE_NOISE, 0, 0)
+        logits, cache = engine.forward(x, noise)
+        _, dlogits = engine.loss_and_dlogits(logits, y)
+        grads = engine.backward(dlogits, cache)
+        groups = 1 if nets.size <= GEMM_NETWORKS else 2
+        assert device.batches == [GEMM_NETWORKS] * (groups * (3 * layers + 2))
+        if groups > 1:
+            assert all(device.in_place)
+        # the gradients used are the optimiser's flat buffer itself: apply() copies nothing
+        assert all(g is v for g, v in zip(grads, engine.gradient_buffers()))
+        assert np.array_equal(engine.grad_flat, np.concatenate([g.reshape(-1) for g in grads]))
+        reference = NumpyEngine(get_model("stt_compact"), cfg, nets, blobs.n_features, blobs.n_classes)
+        ref_logits, ref_cache = reference.forward(x, NoiseSource(cfg.seed, nets, streams.PURPOSE_NOISE, 0, 0))
+        for g, r in zip(grads, reference.backward(reference.loss_and_dlogits(ref_logits, y)[1], ref_cache)):
+            np.testing.assert_allclose(g, r, rtol=1e-5, atol=1e-7)
+
+
+def test_the_direct_gemm_is_used_only_once_it_equals_cupy_matmul(monkeypatch):
+    """On a GPU the first GEMM checks the direct cuBLAS call against cupy.matmul (here: NumPy in
+    CuPy's place, the emulation in cuBLAS's); a wrong or failing call is said in one warning and
+    cupy.matmul multiplies instead, to the same numbers."""
+    import warnings
+
+    from spingpu import SpingpuWarning
+    from spingpu.training import cuda_engine, gemm
+
+    monkeypatch.setattr(gemm, "run_cublas", gemm.emulate)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert cuda_engine._checked_gemm_path(np) == cuda_engine.DIRECT_GEMM
+
+    def off_by_one(call):
+        gemm.emulate(call)
+        call.out[0, 0, 0] += 1.0
+
+    def unsupported(call):
+        raise RuntimeError("CUBLAS_STATUS_NOT_SUPPORTED")
+
+    for broken, why in ((off_by_one, "ArithmeticError: float32 (3, 5, 7) @ (3, 7, 4): largest difference 1"),
+                        (unsupported, "RuntimeError: CUBLAS_STATUS_NOT_SUPPORTED")):
+        monkeypatch.setattr(gemm, "run_cublas", broken)
+        with pytest.warns(SpingpuWarning) as record:
+            assert cuda_engine._checked_gemm_path(np) == cuda_engine.CUPY_MATMUL
+        assert len(record) == 1 and str(record[0].message) == (
+            f"the direct strided batched GEMM failed its check ({why}); the batched CUDA engine multiplies "
+            "with cupy.matmul instead")
+    device = cuda_engine.Device(True)
+    rng = np.random.default_rng()
+    a, b = rng.normal(size=(4, 6, 5)).swapaxes(1, 2), rng.normal(size=(6, 3))
+    expect = np.empty((4, 5, 3))
+    device.gemm(a, np.broadcast_to(b, (4, 6, 3)), expect)
+    device.gemm_path = cuda_engine.CUPY_MATMUL
+    out = np.empty((4, 5, 3))
+    device.gemm(a, np.broadcast_to(b, (4, 6, 3)), out)
+    np.testing.assert_allclose(out, expect, rtol=1e-13)
 
 
 def test_grouped_matmul_hands_cublas_only_aligned_or_fresh_operands():
     """The last group of 130 networks starts at network 2, 240 bytes into a (130, 5, 3) float64
     array: cuBLAS may pick another kernel for another alignment, so such operands are copied."""
-    from spingpu.training.batched_cuda_engine import GEMM_ALIGN_BYTES, _address, grouped_matmul
-
-    seen = []
-
-    class AddressNumpy(RecordingNumpy):
-        def matmul(self, a, b, **kw):
-            for x in (a, b, kw.get("out")):
-                if x is not None:
-                    seen.append(_address(x) % GEMM_ALIGN_BYTES == 0 or x.flags.owndata)
-            return super().matmul(a, b, **kw)
+    from spingpu.training.batched_cuda_engine import grouped_matmul
 
     rng = np.random.default_rng()
     a, w = rng.normal(size=(130, 4, 5)), rng.normal(size=(130, 5, 3))
-    out = grouped_matmul(AddressNumpy(), a, w)
-    np.testing.assert_array_equal(out, np.stack([a[i] @ w[i] for i in range(130)]))
-    assert len(seen) >= 4 and all(seen)
+    device = RecordingDevice()
+    out = grouped_matmul(device, a, w)
+    np.testing.assert_allclose(out, np.stack([a[i] @ w[i] for i in range(130)]), rtol=1e-13, atol=1e-13)
+    assert len(device.aligned) >= 6 and all(device.aligned)
 
 
 def test_wide_layers_take_the_batched_engine_in_memory_sized_chunks(blobs, monkeypatch):
@@ -404,6 +453,8 @@ def test_gpu_check_script_runs_in_the_simulator(tmp_path):
     assert report["errors"] == {} and report["skipped"] == {}
     assert report["versions"]["numba"] and report["versions"]["numpy"] == np.__version__
     assert all(row["network_epochs_per_s"] > 0 for row in report["iris"])
+    assert report["gemm_path"] == "NumPy emulation of cublasGemmStridedBatchedEx"
+    assert [row["gemm"] for row in report["mnist"]] == [report["gemm_path"]]
 
 
 def test_gpu_check_keeps_the_other_numbers_when_a_part_fails(tmp_path, monkeypatch, capsys):

@@ -1,10 +1,11 @@
 """The batched CUDA engine for large layers (``--backend cuda`` when a network does not fit the
 fused kernel's block): the NumPy engine's arithmetic with every array on the GPU.
 
-* matrix products over networks with CuPy's ``matmul`` on (G, B, F) x (G, F, U) arrays, which
-  cuBLAS runs as strided batched GEMMs of always ``GEMM_NETWORKS`` = G networks (:func:`grouped_matmul`,
-  so that a network's numbers do not depend on how many networks the engine holds); the first
-  layer's input (B, F) is shared by all networks;
+* matrix products over networks as cuBLAS strided batched GEMMs (:mod:`spingpu.training.gemm`)
+  of always ``GEMM_NETWORKS`` = G networks (:func:`grouped_matmul`, so that a network's numbers do
+  not depend on how many networks the engine holds), the transposed operands of backpropagation
+  (a^T delta, delta W^T) read in place and the first layer's input (B, F), shared by all networks,
+  with a batch stride of 0;
 * each hidden layer's pair neurons, noise and ADC in one elementwise kernel, the loss in another,
   and the optimiser as one kernel over a flat buffer that holds every weight of every network,
   each weight array of all networks as one contiguous (N, ...) block: the weight matrices are
@@ -46,42 +47,47 @@ def _aligned(x):
     return x if _address(x) % GEMM_ALIGN_BYTES == 0 else x.copy()
 
 
-def grouped_matmul(xp, a, b, group=GEMM_NETWORKS, out=None):
-    """``a @ b`` over networks, in batched GEMM calls of exactly ``group`` networks each.
+def grouped_matmul(device, a, b, group=GEMM_NETWORKS, out=None):
+    """``a @ b`` over networks, in strided batched GEMM calls (:meth:`Device.gemm`) of exactly
+    ``group`` networks each.
 
-    ``b`` is (N, K, U); ``a`` is (N, M, K), or (M, K) shared by every network. cuBLAS chooses its
-    algorithm (tile shape, split-K) from the call's shape, batch count included, and another
-    algorithm rounds differently; with every call the same shape, a network's product does not
-    depend on N, i.e. on the memory chunking or a study's networks per task. N >= group: groups from
-    the front, the last one ending at N (overlapping its neighbour, whose overlap it recomputes to
-    the same bits); N < group: the operands padded with zeros to ``group`` networks. Operands and
-    products at addresses that are not multiples of GEMM_ALIGN_BYTES go through aligned copies.
-    ``out``: a C-contiguous (N, M, U) array the product is written into (else one is made).
+    ``b`` is (N, K, U); ``a`` is (N, M, K), or (M, K) shared by every network; either may be a
+    transposed view, which the call reads in place. cuBLAS chooses its algorithm (tile shape,
+    split-K) from the call's shape, batch count included, and another algorithm rounds differently;
+    with every call the same shape, a network's product does not depend on N, i.e. on the memory
+    chunking or a study's networks per task. N >= group: groups from the front, the last one ending
+    at N (overlapping its neighbour, whose overlap it recomputes to the same bits); N < group: the
+    operands padded with zeros to ``group`` networks. Operands and products at addresses that are
+    not multiples of GEMM_ALIGN_BYTES go through aligned copies. ``out``: a C-contiguous (N, M, U)
+    array the product is written into (else one is made).
     """
+    xp = device.xp
     n = b.shape[0]
+    shape = (a.shape[-2], b.shape[-1])
+    if out is None:
+        out = xp.empty((n,) + shape, dtype=xp.result_type(a, b))
     if n < group:
         def padded(x):
             if x.ndim == 2:
                 return x
-            out = xp.zeros((group,) + x.shape[1:], x.dtype)
-            out[:n] = x
-            return out
+            full = xp.zeros((group,) + x.shape[1:], x.dtype)
+            full[:n] = x
+            return full
 
-        product = xp.matmul(_aligned(padded(a)), padded(b))[:n]
-        if out is None:
-            return product.copy()  # a copy: the padded product is freed
-        out[...] = product
+        product = xp.empty((group,) + shape, dtype=out.dtype)
+        device.gemm(_aligned(padded(a)), padded(b), product)
+        out[...] = product[:n]
         return out
-    if out is None:
-        out = xp.empty((n, a.shape[-2], b.shape[-1]), dtype=xp.result_type(a, b))
     starts = list(range(0, n - group + 1, group)) + ([n - group] if n % group else [])
     for lo in starts:
         part = slice(lo, lo + group)
         left, right, target = _aligned(a if a.ndim == 2 else a[part]), _aligned(b[part]), out[part]
         if _address(target) % GEMM_ALIGN_BYTES:
-            target[...] = xp.matmul(left, right)
+            product = xp.empty(target.shape, dtype=target.dtype)
+            device.gemm(left, right, product)
+            target[...] = product
         else:
-            xp.matmul(left, right, out=target)
+            device.gemm(left, right, target)
     return out
 
 
@@ -120,7 +126,7 @@ class BatchedCudaEngine(NumpyEngine):
             self.eval_rows = eval_rows  # the memory sizing of _train_cuda counts this many samples per pass
         xp = self.xp = device.xp
         self.device = device
-        # one block per weight array (all networks); cupy.matmul copies operands that are not C-contiguous
+        # one block per weight array (all networks): each weight matrix a view that cuBLAS reads in place
         offsets = np.cumsum([0] + [w.size for w in self.weights])
         self.flat = xp.asarray(np.concatenate([w.reshape(-1) for w in self.weights]))
         self.grad_flat = xp.zeros_like(self.flat)
@@ -186,10 +192,10 @@ class BatchedCudaEngine(NumpyEngine):
         return self.xp.ascontiguousarray(self.xp.asarray(x, dtype=self.dtype))
 
     def _matmul(self, a, w):
-        return grouped_matmul(self.xp, a, w)  # (B, F) or (N, B, F) x (N, F, U)
+        return grouped_matmul(self.device, a, w)  # (B, F) or (N, B, F) x (N, F, U), or x (N, U, F)^T in backward
 
     def _matmul_t(self, a, delta, out=None):
-        return grouped_matmul(self.xp, a.swapaxes(-1, -2), delta, out=out)
+        return grouped_matmul(self.device, a.swapaxes(-1, -2), delta, out=out)  # a^T read in place
 
     def gradient_buffers(self):
         return self._grad_views  # the optimiser's flat gradient buffer: apply() copies nothing

@@ -40,6 +40,7 @@ class Device:
             self.name = name.decode() if isinstance(name, bytes) else str(name)
         self.memory_bytes = int(free * MEMORY_FRACTION) if memory_bytes is None else int(memory_bytes)
         self._copy_stream = None  # made at the first copy_to_host
+        self._gemm_path = None  # how gemm() multiplies: found at its first use
 
     def put(self, array):
         return array if self.simulator else self.xp.asarray(array)
@@ -72,6 +73,34 @@ class Device:
         if not self.simulator:
             self.xp.cuda.Device().synchronize()
 
+    @property
+    def gemm_path(self):
+        """How :meth:`gemm` multiplies: DIRECT_GEMM, CUPY_MATMUL (a benchmark may set it, to time
+        the peer) or EMULATED_GEMM (the simulator); checked at the first use on a GPU."""
+        if self._gemm_path is None:
+            self._gemm_path = EMULATED_GEMM if self.simulator else _checked_gemm_path(self.xp)
+        return self._gemm_path
+
+    @gemm_path.setter
+    def gemm_path(self, path):
+        self._gemm_path = path
+
+    def gemm(self, a, b, out):
+        """``out[...] = a @ b`` over networks (``out`` C-contiguous (G, M, N); ``a`` (G, M, K) or
+        (M, K) shared, ``b`` (G, K, N), transposed views read in place) as one strided batched
+        GEMM (:mod:`spingpu.training.gemm`): cuBLAS on the GPU, its NumPy emulation in the
+        simulator. On the GPU the direct call is first checked against ``cupy.matmul`` on small
+        random products of every operand layout; if it fails, a SpingpuWarning says so and
+        ``cupy.matmul`` (which copies transposed operands) does the products instead."""
+        from . import gemm
+
+        if self.gemm_path == CUPY_MATMUL:
+            self.xp.matmul(a, b, out=out)
+            return
+        call = gemm.gemm_call(self.xp, a, b, out)
+        gemm.emulate(call) if self.simulator else gemm.run_cublas(call)
+
+
     def launch(self, kernel, blocks, threads, *args):
         """``kernel[blocks, threads](*args)`` on the stream CuPy computes on.
 
@@ -89,6 +118,41 @@ class Device:
         stream = cuda.legacy_default_stream() if ptr == 0 else cuda.external_stream(ptr)
         kernel[blocks, threads, stream](*(cuda.as_cuda_array(a, sync=False) if hasattr(a, "__cuda_array_interface__")
                                           else a for a in args))
+
+
+DIRECT_GEMM = "cublasGemmStridedBatchedEx"
+CUPY_MATMUL = "cupy.matmul"
+EMULATED_GEMM = "NumPy emulation of cublasGemmStridedBatchedEx"
+
+
+def _checked_gemm_path(cupy):
+    """DIRECT_GEMM if :func:`spingpu.training.gemm.run_cublas` equals ``cupy.matmul`` on small
+    random products (float32 and float64; plain, shared, and transposed operands), else
+    CUPY_MATMUL with a warning that says why."""
+    import warnings
+
+    from ..errors import SpingpuWarning
+    from . import gemm
+
+    rng = np.random.default_rng()
+    g, m, k, n = 3, 5, 7, 4
+    try:
+        for dtype, rtol in ((np.float32, 1e-5), (np.float64, 1e-12)):
+            put = lambda *shape: cupy.asarray(rng.normal(size=shape).astype(dtype))  # noqa: E731
+            cases = [(put(g, m, k), put(g, k, n)), (put(m, k), put(g, k, n)),
+                     (put(g, k, m).swapaxes(1, 2), put(g, n, k).swapaxes(1, 2)), (put(k, m).T, put(g, k, n))]
+            for a, b in cases:
+                out = cupy.full((g, m, n), np.nan, dtype=dtype)
+                gemm.run_cublas(gemm.gemm_call(cupy, a, b, out))
+                expect = cupy.matmul(a, b)
+                if not bool(cupy.allclose(out, expect, rtol=rtol, atol=rtol)):
+                    raise ArithmeticError(f"{dtype.__name__} {a.shape} @ {b.shape}: largest difference "
+                                          f"{float(cupy.abs(out - expect).max()):.3g}")
+        return DIRECT_GEMM
+    except Exception as err:  # a wrong call is a bug of spingpu's, not the user's: train on, said once
+        warnings.warn(f"the direct strided batched GEMM failed its check ({type(err).__name__}: {err}); "
+                      "the batched CUDA engine multiplies with cupy.matmul instead", SpingpuWarning, stacklevel=3)
+        return CUPY_MATMUL
 
 
 def fused_cuda_kernel(model, layout):
