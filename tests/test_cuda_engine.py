@@ -239,12 +239,12 @@ class RecordingDevice:
         self.batches, self.in_place, self.aligned = [], [], []
 
     def gemm(self, a, b, out):
-        from spingpu.training.batched_cuda_engine import GEMM_ALIGN_BYTES, _address
-        from spingpu.training.gemm import _reading
+        from spingpu.training.batched_cuda_engine import GEMM_ALIGN_BYTES
+        from spingpu.training.gemm import _reading, address
 
         self.batches.append(out.shape[0])
         self.in_place += [_reading(x) is not None for x in (a, b)]
-        self.aligned += [_address(x) % GEMM_ALIGN_BYTES == 0 or x.flags.owndata for x in (a, b, out)]
+        self.aligned += [address(x) % GEMM_ALIGN_BYTES == 0 or x.flags.owndata for x in (a, b, out)]
         self.device.gemm(a, b, out)
 
     def __getattr__(self, name):

@@ -27,6 +27,7 @@ from ..kernels.pair_neuron import MODE_CODES
 from ..kernels import streams
 from ..kernels.philox import split_seed
 from .fused_engine import neuron_vector, readout_vector
+from .gemm import address
 from .numpy_engine import NoiseSource, NumpyEngine
 
 OPTIMIZERS = {"sgd": SGD, "momentum": MOMENTUM, "adam": ADAM}
@@ -36,15 +37,11 @@ GEMM_NETWORKS = 128  # networks in every batched GEMM call
 GEMM_ALIGN_BYTES = 256  # cuBLAS chooses kernels by operand alignment (up to 256 B); CuPy allocates at 256 B
 
 
-def _address(x):
-    return (getattr(x, "__cuda_array_interface__", None) or x.__array_interface__)["data"][0]
-
-
 def _aligned(x):
     """``x``, or a fresh copy of it when its address is not a multiple of GEMM_ALIGN_BYTES: a group's
     operand starts at an offset that depends on N (the last, overlapping group, and the weight blocks
     of the flat buffer), and must not change cuBLAS's choice of kernel."""
-    return x if _address(x) % GEMM_ALIGN_BYTES == 0 else x.copy()
+    return x if address(x) % GEMM_ALIGN_BYTES == 0 else x.copy()
 
 
 def grouped_matmul(device, a, b, group=GEMM_NETWORKS, out=None):
@@ -82,7 +79,7 @@ def grouped_matmul(device, a, b, group=GEMM_NETWORKS, out=None):
     for lo in starts:
         part = slice(lo, lo + group)
         left, right, target = _aligned(a if a.ndim == 2 else a[part]), _aligned(b[part]), out[part]
-        if _address(target) % GEMM_ALIGN_BYTES:
+        if address(target) % GEMM_ALIGN_BYTES:
             product = xp.empty(target.shape, dtype=target.dtype)
             device.gemm(left, right, product)
             target[...] = product

@@ -94,6 +94,9 @@ class Device:
         ``cupy.matmul`` (which copies transposed operands) does the products instead."""
         from . import gemm
 
+        if out.size == 0 or a.shape[-1] == 0:  # nothing to multiply: not a GEMM call
+            out[...] = 0
+            return
         if self.gemm_path == CUPY_MATMUL:
             self.xp.matmul(a, b, out=out)
             return
@@ -127,7 +130,8 @@ EMULATED_GEMM = "NumPy emulation of cublasGemmStridedBatchedEx"
 
 def _checked_gemm_path(cupy):
     """DIRECT_GEMM if :func:`spingpu.training.gemm.run_cublas` equals ``cupy.matmul`` on small
-    random products (float32 and float64; plain, shared, and transposed operands), else
+    random products (float32 and float64; every layout of the engine's products, and extents of
+    1), else
     CUPY_MATMUL with a warning that says why."""
     import warnings
 
@@ -139,10 +143,12 @@ def _checked_gemm_path(cupy):
     try:
         for dtype, rtol in ((np.float32, 1e-5), (np.float64, 1e-12)):
             put = lambda *shape: cupy.asarray(rng.normal(size=shape).astype(dtype))  # noqa: E731
-            cases = [(put(g, m, k), put(g, k, n)), (put(m, k), put(g, k, n)),
-                     (put(g, k, m).swapaxes(1, 2), put(g, n, k).swapaxes(1, 2)), (put(k, m).T, put(g, k, n))]
+            cases = [(put(g, m, k), put(g, k, n)), (put(m, k), put(g, k, n)),  # forward
+                     (put(g, k, m).swapaxes(1, 2), put(g, k, n)), (put(k, m).T, put(g, k, n)),  # a^T delta
+                     (put(g, m, k), put(g, n, k).swapaxes(1, 2)),  # delta W^T
+                     (put(g, k, m).swapaxes(1, 2), put(g, n, k).swapaxes(1, 2)), (put(g, 1, k), put(g, k, 1))]
             for a, b in cases:
-                out = cupy.full((g, m, n), np.nan, dtype=dtype)
+                out = cupy.full((g, a.shape[-2], b.shape[-1]), np.nan, dtype=dtype)
                 gemm.run_cublas(gemm.gemm_call(cupy, a, b, out))
                 expect = cupy.matmul(a, b)
                 if not bool(cupy.allclose(out, expect, rtol=rtol, atol=rtol)):

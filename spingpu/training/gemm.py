@@ -16,7 +16,8 @@ CuPy's ``matmul`` makes both operands contiguous (a copy of every transposed one
 :func:`gemm_call` works out the call; :func:`run_cublas` makes it on the GPU and :func:`emulate`
 does the same call in NumPy, reading the operands only through the call's pointers, leading
 dimensions, strides and transposition flags: the simulator trains with it, so the call's
-arguments are tested on any machine. Both refuse a call that would read beyond an operand.
+arguments are tested on any machine. Both refuse (:func:`validate`) a call that cuBLAS would
+refuse or misread, or that would read beyond an operand.
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ def _reading(x):
     *_, r, c = x.shape
     sr, sc = (s // item for s in x.strides[-2:])
     if (c == 1 or sc == 1) and (r == 1 or sr >= c):  # C-order rows: X^T column-major, as it is
-        return False, sr if r > 1 else c
+        return False, sr if r > 1 else max(c, 1)
     if (r == 1 or sr == 1) and (c == 1 or sc >= r):  # contiguous columns: X column-major, transposed
         return True, sc if c > 1 else r
     return None
@@ -81,27 +82,29 @@ def _operand(xp, x, batch):
 
 
 def gemm_call(xp, a, b, out):
-    """The call that writes ``a @ b`` into ``out`` (C-order (G, M, N)), operands as in the module
-    doc and of ``out``'s dtype (others are cast, layouts that cuBLAS cannot read are copied)."""
+    """The call that writes ``a @ b`` into ``out`` (C-order (G, M, N), every extent > 0),
+    operands as in the module doc and of ``out``'s dtype (others are cast, layouts that cuBLAS
+    cannot read are copied)."""
+    if out.ndim != 3 or a.ndim not in (2, 3) or b.ndim not in (2, 3):
+        raise ValueError(f"shapes {a.shape} @ {b.shape} -> {out.shape}: operands of 2 or 3 axes, a product of 3")
     batch, m, n = out.shape
     if a.shape[-2:] != (m, a.shape[-1]) or b.shape[-2:] != (a.shape[-1], n):
         raise ValueError(f"shapes {a.shape} @ {b.shape} -> {out.shape} do not match")
     if not out.flags.c_contiguous:
         raise ValueError("the product must be a C-contiguous array")
+    if min(out.shape) == 0 or a.shape[-1] == 0:
+        raise ValueError(f"shapes {a.shape} @ {b.shape} -> {out.shape}: an empty product, not a GEMM")
     a, b = (xp.asarray(x, dtype=out.dtype) for x in (a, b))
     first, second = _operand(xp, b, batch), _operand(xp, a, batch)
-    return GemmCall(m=n, n=m, k=a.shape[-1], batch=batch, first=first, second=second, out=out,
-                    ldc=max(n, 1), stride_c=m * n)
+    call = GemmCall(m=n, n=m, k=a.shape[-1], batch=batch, first=first, second=second, out=out, ldc=n,
+                    stride_c=m * n)
+    validate(call)
+    return call
 
 
-def _check_reach(x, rows, cols, ld, stride, batch):
-    """Refuse a reading of (batch, rows, cols) column-major matrices at ``x``'s first element
-    (element (g, i, j) at i + j ld + g stride) that goes beyond ``x``'s own elements: on a GPU it
-    would read other memory, or fault."""
-    last = (rows - 1) + (cols - 1) * ld + (batch - 1) * stride  # elements past the first
-    extent = sum((size - 1) * s for size, s in zip(x.shape, x.strides) if s > 0) // x.itemsize
-    if min(rows, cols, batch) > 0 and (last > extent or min(ld, stride) < 0):
-        raise ValueError(f"the call reads element {last} of an operand that ends at {extent}")
+def address(x):
+    """Address of the first element of a NumPy or CuPy array."""
+    return (getattr(x, "__cuda_array_interface__", None) or x.__array_interface__)["data"][0]
 
 
 def _readings(call):
@@ -112,12 +115,40 @@ def _readings(call):
             (call.out, call.m, call.n, call.ldc, call.stride_c)]
 
 
+def validate(call):
+    """Refuse a call that cuBLAS would refuse (a leading dimension below the rows stored, a size
+    beyond int32), misread (an operand of another dtype than the product's) or race on (a
+    product that overlaps an operand), or that would read beyond an operand (element (g, i, j) of
+    a column-major operand is at i + j ld + g stride past its first: on a GPU, other memory or a
+    fault)."""
+    dtype = call.out.dtype
+    if dtype not in (np.float32, np.float64):
+        raise TypeError(f"a GEMM of {dtype}; float32 or float64 only")
+    sizes = (call.m, call.n, call.k, call.batch)
+    if min(sizes) < 1 or max(sizes) >= 2**31:
+        raise ValueError(f"sizes (m, n, k, batch) = {sizes}; allowed: 1 to 2**31 - 1")
+    ranges = []
+    for x, rows, cols, ld, stride in _readings(call):
+        if x.dtype != dtype:
+            raise TypeError(f"an operand of {x.dtype} in a GEMM of {dtype}")
+        if not rows <= ld < 2**31 or stride < 0:
+            raise ValueError(f"leading dimension {ld} for {rows} rows stored, batch stride {stride}")
+        last = (rows - 1) + (cols - 1) * ld + (call.batch - 1) * stride
+        extent = sum((size - 1) * s for size, s in zip(x.shape, x.strides) if s > 0) // x.itemsize
+        if last > extent:
+            raise ValueError(f"the call reads element {last} of an operand that ends at {extent}")
+        ranges.append((address(x), address(x) + (extent + 1) * x.itemsize))
+    (a_lo, a_hi), (b_lo, b_hi), (c_lo, c_hi) = ranges
+    if (c_lo < a_hi and a_lo < c_hi) or (c_lo < b_hi and b_lo < c_hi):
+        raise ValueError("the product overlaps an operand")
+
+
 def emulate(call):
     """``call`` done in NumPy, reading and writing memory only as cuBLAS does (for the simulator
     and the tests)."""
+    validate(call)
     stored = []
     for x, rows, cols, ld, stride in _readings(call):
-        _check_reach(x, rows, cols, ld, stride, call.batch)
         item = x.itemsize
         stored.append(np.lib.stride_tricks.as_strided(x, shape=(call.batch, rows, cols), writeable=x is call.out,
                                                       strides=(stride * item, item, ld * item)))
@@ -133,15 +164,10 @@ def run_cublas(call):
     from cupy_backends.cuda.api import runtime
     from cupy_backends.cuda.libs import cublas
 
+    validate(call)
     dtype = np.dtype(call.out.dtype)
-    if dtype == np.float32:
-        data, compute = runtime.CUDA_R_32F, cublas.CUBLAS_COMPUTE_32F
-    elif dtype == np.float64:
-        data, compute = runtime.CUDA_R_64F, cublas.CUBLAS_COMPUTE_64F
-    else:
-        raise TypeError(f"a GEMM of {dtype}; float32 or float64 only")
-    for x, rows, cols, ld, stride in _readings(call):
-        _check_reach(x, rows, cols, ld, stride, call.batch)
+    data, compute = ((runtime.CUDA_R_32F, cublas.CUBLAS_COMPUTE_32F) if dtype == np.float32
+                     else (runtime.CUDA_R_64F, cublas.CUBLAS_COMPUTE_64F))
     one, zero = np.ones((), dtype), np.zeros((), dtype)  # host scalars, read when the call is queued
     op = {False: cublas.CUBLAS_OP_N, True: cublas.CUBLAS_OP_T}
     f, s = call.first, call.second
