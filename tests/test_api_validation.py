@@ -357,25 +357,28 @@ def with_setting(config, key, value):
                 readout=Readout(noise_model="johnson_shot", bandwidth=1e10)),
     TrainConfig(hidden=(3,), epochs=2, grad_mode="fd_single", readout=Readout(read_noise=1e-3)),
 ], ids=["tanh", "model", "oracle", "fd_forward", "fd_single"])
-def test_a_setting_said_to_do_nothing_changes_no_number(iris, base):
-    """The rules of CONDITIONAL_SETTINGS checked against training itself: each setting whose needs
-    ``base`` lacks, set to another value, leaves every result of the run unchanged; and with what
-    it needs, some of them (a check that the runs can differ at all) change the results."""
-    from spingpu.training.config import CONDITIONAL_SETTINGS, unmet_needs
+@pytest.mark.parametrize("backend", ["numpy", "cpu"])
+def test_a_setting_said_to_do_nothing_changes_no_number(iris, base, backend):
+    """The rules of CONDITIONAL_SETTINGS checked against training itself (the NumPy and the fused
+    engine): each setting whose needs ``base`` lacks, set to another value, leaves every result
+    of the run unchanged, and effective_config (by which a study trains such cells once) resets
+    it; with what it needs, a setting (a check that the runs can differ at all) changes them."""
+    from spingpu.training.config import CONDITIONAL_SETTINGS, effective_config, unmet_needs
 
     assert set(UNUSED_VALUES) == set(CONDITIONAL_SETTINGS)
-    reference = train(iris, base, n_networks=2, backend="numpy")
+    reference = train(iris, base, n_networks=2, backend=backend)
     unused = [key for key in CONDITIONAL_SETTINGS if unmet_needs(base, key)]
     assert unused
     for key in unused:
         changed = with_setting(base, key, UNUSED_VALUES[key])
+        assert changed != base and effective_config(changed) == effective_config(base) == base
         with pytest.warns(trainer.UnusedSettingWarning, match=key):
-            results = train(iris, changed, n_networks=2, backend="numpy")
+            results = train(iris, changed, n_networks=2, backend=backend)
         for name, values in reference.data_vars.items():
             assert np.array_equal(values, results[name], equal_nan=True), (key, name)
     if base.is_mtj:  # a setting that acts does change them
-        results = train(iris, with_setting(base, "neuron.i_gain", 1e-4), n_networks=2, backend="numpy")
+        results = train(iris, with_setting(base, "neuron.i_gain", 1e-4), n_networks=2, backend=backend)
         assert not np.array_equal(reference.train_loss, results.train_loss)
     else:  # and so would a digital network's
-        results = train(iris, dataclasses.replace(base, grad_mode="relu"), n_networks=2, backend="numpy")
+        results = train(iris, dataclasses.replace(base, grad_mode="relu"), n_networks=2, backend=backend)
         assert not np.array_equal(reference.train_loss, results.train_loss)

@@ -193,6 +193,45 @@ def test_store_equals_spingpu_train_of_each_cell(det):
                                   equal_nan=expected[name].dtype.kind == "f"), (sel, name)
 
 
+@pytest.mark.filterwarnings("ignore::spingpu.training.config.UnusedSettingWarning")  # train_cell of the copied cells
+def test_cells_that_train_alike_are_trained_once_and_stored_as_what_training_gives(tmp_path):
+    """model and tanh cells ignore delta_i: of the 6 cells, 2 repeat another's training and are
+    stored as copies of it, equal bit for bit to spingpu.train of each cell on its own."""
+    from spingpu.studies.spec import same_training
+
+    path = write(tmp_path / "alike.toml", BASE + '\n[readout]\nread_noise = 1e-3\n\n[sweep]\n'
+                                                  '"training.grad_mode" = ["model", "fd_forward", "tanh"]\n'
+                                                  '"neuron.delta_i" = [1e-5, 3e-5]\n')
+    study = load_study(path)
+    assert same_training(study) == [0, 0, 2, 3, 4, 4]
+    printed = run_ok(["run", str(path), "--out", str(tmp_path / "alike.zarr"), "--workers", "1", *FAST])
+    assert "4 tasks to run, and 2 stored as copies of them" in printed
+    ds = load(tmp_path / "alike.zarr")
+    assert (ds.task_done.values == 1).all()
+    for flat in range(study.n_cells):
+        expected, got = train_cell(study, flat), ds.sel(cell_selection(study, flat))
+        for name in VARIABLES:
+            assert np.array_equal(got[name].values, expected[name].values,
+                                  equal_nan=expected[name].dtype.kind == "f"), (flat, name)
+    loss = ds.train_loss.sel(delta_i=1e-5)  # the cells that are trained differ
+    assert not np.array_equal(loss.sel(grad_mode="model").values, loss.sel(grad_mode="fd_forward").values)
+
+
+def test_a_copy_whose_original_is_stored_already_is_trained_itself(monkeypatch):
+    """A run stopped between storing a task and its copies (which one deferred interrupt keeps
+    together, so only a hard kill) leaves copies to make: the original is not run again, the
+    copy's cell is trained on its own (the same numbers)."""
+    from types import SimpleNamespace
+
+    from spingpu.studies.runner import _plan
+
+    monkeypatch.setattr("spingpu.studies.spec.same_training", lambda study: [0, 0, 2, 2])  # 1 as 0, 3 as 2
+    done = np.array([[True, False], [False, False], [False, False], [True, True]])
+    todo, copies = _plan(SimpleNamespace(n_cells=4), done)
+    assert list(todo) == [(0, 1), (1, 0), (2, 0), (2, 1)]
+    assert copies == {(0, 1): [1]}
+
+
 def test_store_layout_units_attrs_and_open_results(det):
     text = det["study"].read_text()
     with xr.open_zarr(det["a"]) as ds:  # plain xarray, no spingpu involved

@@ -100,9 +100,10 @@ def run_study(study, options: RunOptions, progress=True, log=print):
         done = results_store.done_tasks(options.out)
     else:
         done = np.zeros((study.n_cells, n_tasks), dtype=bool)
-    todo = deque((cell, t) for cell in range(study.n_cells) for t in range(n_tasks) if not done[cell, t])
+    todo, copies = _plan(study, done)
     total = study.n_cells * study.networks
-    finished = total - sum(min(npt, study.networks - t * npt) for _, t in todo)
+    finished = total - sum(min(npt, study.networks - t * npt) * (1 + len(copies.get((cell, t), ())))
+                           for cell, t in todo)
     if resuming and not todo:
         log(f"study {study.name}: every task of {options.out} is stored; nothing to run")
         return options.out
@@ -124,14 +125,17 @@ def run_study(study, options: RunOptions, progress=True, log=print):
                 "spingpu_version": __version__, "backend": backend.name, "device": device,
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
             ours = True
+        n_copies = sum(map(len, copies.values()))
         log(f"study {study.name}: {study.n_cells} cells x {study.networks} networks, {n_tasks} tasks of up to {npt} "
-            f"networks per cell; {len(todo)} tasks to run" + (" (resuming)" if resuming else ""))
+            f"networks per cell; {len(todo)} tasks to run" + (" (resuming)" if resuming else "")
+            + (f", and {n_copies} stored as copies of them (cells that train as another: they differ only in "
+               f"settings that act in neither)" if n_copies else ""))
         n_workers = max(1, len(client.scheduler_info().get("workers", {})) or workers)
         if progress:
             from tqdm import tqdm
 
             bar = tqdm(total=total, initial=finished, unit="networks", dynamic_ncols=True)
-        _drive(client, study, options, backend.name, npt, todo, n_workers, bar)
+        _drive(client, study, options, backend.name, npt, todo, copies, n_workers, bar)
     finally:
         if bar is not None:
             bar.close()
@@ -145,7 +149,25 @@ def run_study(study, options: RunOptions, progress=True, log=print):
     return options.out
 
 
-def _drive(client, study, options, backend, npt, todo, n_workers, bar):
+def _plan(study, done):
+    """(tasks to train, {task trained: [cells that store a copy of it]}) of the tasks not ``done``
+    (cells, tasks). A cell that trains as an earlier one does (:func:`spec.same_training`) takes
+    a copy of that cell's task; where that task is already stored (a run stopped between the
+    two) it is trained again, which gives the same numbers."""
+    from .spec import same_training
+
+    first = same_training(study)
+    todo, copies = deque(), {}
+    for cell in range(study.n_cells):
+        for t in np.flatnonzero(~done[cell]).tolist():
+            if first[cell] != cell and not done[first[cell], t]:
+                copies.setdefault((first[cell], t), []).append(cell)
+            else:
+                todo.append((cell, t))
+    return todo, copies
+
+
+def _drive(client, study, options, backend, npt, todo, copies, n_workers, bar):
     from dask.distributed import as_completed
 
     from .tasks import train_task
@@ -190,12 +212,14 @@ def _drive(client, study, options, backend, npt, todo, n_workers, bar):
                              f"{type(err).__name__}: {err}") from err
         for text in metrics.pop("warnings", ()):
             say(text)
-        with deferred_interrupts():  # Ctrl-C or SIGTERM acts after the task is stored and marked
-            results_store.write_task(options.out, study, cell, lo, metrics)
-            results_store.mark_done(options.out, study, cell, task)
+        same = copies.get((cell, task), [])
+        with deferred_interrupts():  # Ctrl-C or SIGTERM acts after the task (and its copies) are stored and marked
+            for target in [cell] + same:
+                results_store.write_task(options.out, study, target, lo, metrics)
+                results_store.mark_done(options.out, study, target, task)
         del metrics
         if bar is not None:
-            bar.update(hi - lo)
+            bar.update((hi - lo) * (1 + len(same)))
         if todo:
             submit()
 

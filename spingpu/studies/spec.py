@@ -48,7 +48,8 @@ import numpy as np
 
 from ..datasets import csv_path
 from ..errors import ConfigError, did_you_mean
-from ..training.config import CONDITIONAL_SETTINGS, CONFIG_UNITS, needs_text, setting_value, unmet_needs
+from ..training.config import (CONDITIONAL_SETTINGS, CONFIG_UNITS, effective_config, needs_text, setting_value,
+                               unmet_needs)
 
 # section -> {key: (type check, description)}
 _NUM = (int, float)
@@ -567,6 +568,22 @@ def build_cell(path, data):
             raise ConfigError("distillation.teacher.grad_mode", f"{teacher.grad_mode!r}; allowed: tanh, relu, sigmoid")
     dataset = dict(data["dataset"])
     return Cell(config=config, model=model, dataset=dataset, teacher=teacher)
+
+
+def same_training(study):
+    """For every cell, the first cell that trains the same networks to the same numbers (itself
+    if none): cells that differ only in settings that act in neither, e.g. delta_i between two
+    cells of the ``model`` gradient, or the spreads and device model between two ``tanh``
+    baseline cells (:func:`spingpu.training.config.effective_config`)."""
+    first, out = {}, []
+    for flat in range(study.n_cells):
+        cell = study.cell(flat)
+        model = ({k: v for k, v in study.cell_values(flat).items() if k.startswith("model.")}
+                 if cell.config.is_mtj else None)  # the [model] table itself is the same in every cell
+        key = json.dumps([effective_config(cell.config).as_dict(), model, cell.dataset,
+                          cell.teacher.as_dict() if cell.teacher is not None else None], sort_keys=True, default=str)
+        out.append(first.setdefault(key, flat))
+    return out
 
 
 def _check_settings_used(study, configs, path):

@@ -267,6 +267,23 @@ def unused_settings(config):
     return out
 
 
+def effective_config(config):
+    """``config`` with every setting that does nothing in it (:func:`unmet_needs`) at its
+    default: two configurations with the same effective configuration train the same networks
+    to the same numbers."""
+    import dataclasses
+
+    changes, nested = {}, {}
+    for key in CONDITIONAL_SETTINGS:
+        value, default = setting_value(config, key)
+        if value != default and unmet_needs(config, key):
+            section, name = key.split(".")
+            (changes if section == "training" else nested.setdefault(section, {}))[name] = default
+    for section, values in nested.items():
+        changes[section] = dataclasses.replace(getattr(config, section), **values)
+    return dataclasses.replace(config, **changes) if changes else config
+
+
 def _put(obj, name, value):
     """Store a validated (converted) value on a frozen dataclass."""
     object.__setattr__(obj, name, value)
