@@ -198,10 +198,9 @@ def _write_csv(path, current, v_nom, d_nom, v, d):
     cur = np.concatenate([current, np.tile(current, 2 * n)])
     volt = np.concatenate([v_nom, v.reshape(-1)])
     dvdi = np.concatenate([d_nom, d.reshape(-1)])
-    with open(path, "w") as handle:
+    with open(path, "w") as handle:  # floats as NumPy's str: the shortest text that reads back exactly
         handle.write("sample,member,current,voltage,dvdi\n")
-        for row in zip(sample, member, cur, volt, dvdi):
-            handle.write("%d,%s,%.17g,%.17g,%.17g\n" % row)
+        handle.writelines(f"{s},{m},{i},{v},{d}\n" for s, m, i, v, d in zip(sample, member, cur, volt, dvdi))
 
 
 def _write_plot(path, model, variability, current, v_nom, d_nom, v, d):
