@@ -122,6 +122,8 @@ def test_train_config_stores_converted_values():
     assert type(cfg.batch_size) is int and type(cfg.lr) is float and type(cfg.seed) is int
     assert cfg.adam_betas == (0.5, 0.75) and cfg.lr_schedule == Schedule("step", every=2, gamma=0.5)
     assert cfg.as_dict()["lr_schedule"] == "step:2:0.5"
+    for text in ("exp:0.9999995", "step:3:0.123456789", "cosine", "constant"):  # every digit kept
+        assert str(Schedule.parse(text)) == text and Schedule.parse(str(Schedule.parse(text))) == Schedule.parse(text)
     assert TrainConfig(lr_schedule="cosine").lr_schedule == Schedule("cosine")
     assert TrainConfig(hidden=np.int64(5)).hidden == (5,) and TrainConfig(hidden=np.array([3, 2])).hidden == (3, 2)
     with raises("hidden", "expected an integer, got True"):
@@ -337,7 +339,7 @@ UNUSED_VALUES = {
     "variability.correlation": {("r_p", "tmr0"): 0.5}, "readout.noise_model": "johnson_shot",
     "readout.read_noise": 1e-2, "readout.temperature": 77.0, "readout.bandwidth": 1e9, "readout.adc_bits": 6,
     "readout.adc_range": (-2.0, 2.0), "readout.dac_bits": 6, "readout.dac_range": (-2e-3, 2e-3),
-    "training.momentum": 0.5,
+    "training.momentum": 0.5, "training.adam_betas": (0.5, 0.9), "training.adam_eps": 1e-3,
 }
 
 
@@ -355,8 +357,9 @@ def with_setting(config, key, value):
     TrainConfig(hidden=(3,), epochs=2, grad_mode="oracle", readout=Readout(noise_model="johnson_shot")),
     TrainConfig(hidden=(3,), epochs=2, variability=Variability(sigma_d2d=0.05, sigma_pair=0.02),
                 readout=Readout(noise_model="johnson_shot", bandwidth=1e10)),
-    TrainConfig(hidden=(3,), epochs=2, grad_mode="fd_single", readout=Readout(read_noise=1e-3)),
-], ids=["tanh", "model", "oracle", "fd_forward", "fd_single"])
+    TrainConfig(hidden=(3,), epochs=2, grad_mode="fd_single", readout=Readout(read_noise=1e-3), optimizer="sgd",
+                lr=0.1),
+], ids=["tanh", "model", "oracle", "fd_forward", "fd_single-sgd"])
 @pytest.mark.parametrize("backend", ["numpy", "cpu"])
 def test_a_setting_said_to_do_nothing_changes_no_number(iris, base, backend):
     """The rules of CONDITIONAL_SETTINGS checked against training itself (the NumPy and the fused

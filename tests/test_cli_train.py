@@ -240,6 +240,8 @@ BAD = [
     (["--grad", "tanh", "--device-model", "macrospin"], ["device-model: has no effect with --grad tanh (a digital"]),
     (["--grad", "tanh", "--param", "r_p=2000"], ["param: has no effect with --grad tanh (a digital baseline has no "
                                                  "junctions), or remove --param"]),
+    (["--grad", "relu", "--iv-csv", "{tmp}/missing.csv"], ["iv-csv: has no effect with --grad relu (a digital "
+                                                           "baseline has no junctions), or remove --iv-csv"]),
     (["--grad", "oracle", "--delta-i", "1e-5"], ["delta-i: has no effect with --grad oracle (only fd_forward, "
                                                  "fd_single and fd_symmetric take a step dI), or remove --delta-i"]),
     (["--optimizer", "momentum", "--momentum", "1.5"], ["momentum: 1.5 is out of range"]),

@@ -263,6 +263,20 @@ def test_a_setting_at_its_default_is_accepted_where_no_cell_uses_it(tmp_path):
     change nothing, and study files of earlier versions (whose stores must resume) may hold them."""
     text = with_line("training", "momentum = 0.9") + with_line("readout", "adc_range = [-1.0, 1.0]", "")
     assert load_study(write(tmp_path / "s.toml", text)).n_cells == 1
+    digital = with_line("training", 'grad_mode = "tanh"') + with_line("model", 'name = "stt_compact"', "")
+    assert load_study(write(tmp_path / "d.toml", digital)).n_cells == 1  # the default device model's table
+
+
+def test_cells_of_other_device_models_are_never_trained_as_one(tmp_path):
+    """Two tanh cells of different device models train alike on a CPU, but on a GPU the model's
+    parameter count picks the engine (fused float64 or batched float32): they stay apart, while
+    tanh cells that differ in spread only are one."""
+    from spingpu.studies.spec import same_training
+
+    text = with_line("sweep", '"model.name" = ["stt_compact", "macrospin"]\n"training.grad_mode" = ["fd_forward", "tanh"]')
+    assert same_training(load_study(write(tmp_path / "m.toml", text))) == [0, 1, 2, 3]
+    text = with_line("sweep", '"variability.sigma_d2d" = [0.0, 0.1]\n"training.grad_mode" = ["fd_forward", "tanh"]')
+    assert same_training(load_study(write(tmp_path / "s.toml", text))) == [0, 1, 2, 1]
 
 
 def test_a_setting_some_cell_uses_is_accepted(tmp_path):

@@ -84,7 +84,7 @@ def _build(args):
     from ..datasets import load_dataset
     from ..devices import Readout, Variability, get_model
     from ..training import PairNeuron, Schedule, TrainConfig
-    from ..training.config import unmet_needs
+    from ..training.config import DIGITAL_MODES, unmet_needs
 
     check_range("networks", args.networks, 1, 10**9, integer=True)
     if args.data_dir is not None and args.dataset.strip().lower() != "mnist":
@@ -92,6 +92,10 @@ def _build(args):
                                       "remove --data-dir")
     if args.overwrite and args.out is None:
         raise ConfigError("overwrite", "has no effect without --out FILE.nc, or remove --overwrite")
+    if args.grad in DIGITAL_MODES:  # before the model is built: its own errors would say less
+        for option in (o for o, key in CONDITIONAL_OPTIONS.items() if key is None):
+            if getattr(args, option.replace("-", "_")) is not None:
+                raise ConfigError(option, f"has no effect {_need_in_options('mtj', args)}, or remove --{option}")
     model = get_model(args.device_model or "stt_compact", iv_csv=args.iv_csv, **params_dict(args.param))
     readout = _given(args, noise_model="noise_model", read_noise="read_noise", temperature="noise_temperature",
                      bandwidth="noise_bandwidth", adc_bits="adc_bits", adc_range="adc_range", dac_bits="dac_bits",
@@ -118,9 +122,9 @@ def _build(args):
         dtype=args.dtype,
     )
     for option, key in CONDITIONAL_OPTIONS.items():  # the rules are training.config's, worded for options
-        unmet = unmet_needs(config, key) if key is not None else ("mtj",) * (not config.is_mtj)
+        unmet = unmet_needs(config, key) if key is not None else ()
         if getattr(args, option.replace("-", "_")) is not None and unmet:
-            raise ConfigError(option, f"has no effect {_need_in_options(unmet[0], config)}, or remove --{option}")
+            raise ConfigError(option, f"has no effect {_need_in_options(unmet[0], args)}, or remove --{option}")
     backend = get_backend(args.backend)
     dataset = load_dataset(args.dataset, seed=args.seed, data_dir=args.data_dir)
     return dataset, config, model, backend
@@ -146,11 +150,11 @@ CONDITIONAL_OPTIONS = {
 }
 
 
-def _need_in_options(need, config):
+def _need_in_options(need, args):
     """training.config's NEEDS[need], worded for the options of spingpu train."""
     return {
-        "mtj": f"with --grad {config.grad_mode} (a digital baseline has no junctions)",
-        "dI": f"with --grad {config.grad_mode} (only fd_forward, fd_single and fd_symmetric take a step dI)",
+        "mtj": f"with --grad {args.grad} (a digital baseline has no junctions)",
+        "dI": f"with --grad {args.grad} (only fd_forward, fd_single and fd_symmetric take a step dI)",
         "gaussian": "without --noise-model gaussian (johnson_shot sets its own)",
         "johnson_shot": "without --noise-model johnson_shot",
         "adc": "without an ADC; give --adc-bits N too",

@@ -128,8 +128,8 @@ def run_study(study, options: RunOptions, progress=True, log=print):
         n_copies = sum(map(len, copies.values()))
         log(f"study {study.name}: {study.n_cells} cells x {study.networks} networks, {n_tasks} tasks of up to {npt} "
             f"networks per cell; {len(todo)} tasks to run" + (" (resuming)" if resuming else "")
-            + (f", and {n_copies} stored as copies of them (cells that train as another: they differ only in "
-               f"settings that act in neither)" if n_copies else ""))
+            + (f", and {n_copies} stored as {'a copy' if n_copies == 1 else 'copies'} of them (cells that train "
+               f"as another: they differ only in settings that act in neither)" if n_copies else ""))
         n_workers = max(1, len(client.scheduler_info().get("workers", {})) or workers)
         if progress:
             from tqdm import tqdm

@@ -573,13 +573,15 @@ def build_cell(path, data):
 def same_training(study):
     """For every cell, the first cell that trains the same networks to the same numbers (itself
     if none): cells that differ only in settings that act in neither, e.g. delta_i between two
-    cells of the ``model`` gradient, or the spreads and device model between two ``tanh``
-    baseline cells (:func:`spingpu.training.config.effective_config`)."""
+    cells of the ``model`` gradient, or the spreads between two ``tanh`` baseline cells
+    (:func:`spingpu.training.config.effective_config`). Cells of different device models are
+    never merged."""
     first, out = {}, []
     for flat in range(study.n_cells):
         cell = study.cell(flat)
-        model = ({k: v for k, v in study.cell_values(flat).items() if k.startswith("model.")}
-                 if cell.config.is_mtj else None)  # the [model] table itself is the same in every cell
+        # the swept model values (the [model] table is the same in every cell), for digital cells too:
+        # on a GPU the model's parameter count decides their engine (fused float64 or batched float32)
+        model = {k: v for k, v in study.cell_values(flat).items() if k.startswith("model.")}
         key = json.dumps([effective_config(cell.config).as_dict(), model, cell.dataset,
                           cell.teacher.as_dict() if cell.teacher is not None else None], sort_keys=True, default=str)
         out.append(first.setdefault(key, flat))
@@ -600,7 +602,9 @@ def _check_settings_used(study, configs, path):
         if given and changed and all(unmet):
             lacking = [need for need in CONDITIONAL_SETTINGS[key] if any(need in u for u in unmet)]
             raise _err(path, key, f"has no effect in any cell: it needs {needs_text(lacking)}; remove it")
-    if ("model" in study.data or any(k.startswith("model.") for k in swept)) and not any(c.is_mtj for c in configs):
+    model_changed = (any(k.startswith("model.") for k in swept)
+                     or study.data.get("model", {}) not in ({}, {"name": "stt_compact"}))  # a default table is allowed
+    if model_changed and not any(c.is_mtj for c in configs):
         raise _err(path, "model", f"has no effect in any cell: it needs {needs_text(['mtj'])}; remove it")
 
 

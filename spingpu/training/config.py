@@ -108,8 +108,10 @@ class Schedule:
         return 1.0
 
     def __str__(self):
-        return {"constant": "constant", "cosine": "cosine", "exp": f"exp:{self.gamma:g}",
-                "step": f"step:{self.every}:{self.gamma:g}"}[self.kind]
+        """The text :meth:`parse` reads back to this schedule (gamma to its last digit)."""
+        gamma = repr(float(self.gamma))
+        return {"constant": "constant", "cosine": "cosine", "exp": f"exp:{gamma}",
+                "step": f"step:{self.every}:{gamma}"}[self.kind]
 
 
 @dataclass(frozen=True)
@@ -211,13 +213,14 @@ NEEDS = {
     "dac": (lambda c: c.readout.dac_bits > 0, "dac_bits > 0"),
     "bridge": (lambda c: c.neuron.readout == "bridge", 'readout = "bridge"'),
     "momentum": (lambda c: c.optimizer == "momentum", 'optimizer = "momentum"'),
+    "adam": (lambda c: c.optimizer == "adam", 'optimizer = "adam"'),
 }
 # A setting that acts only in some configurations: dotted key -> the NEEDS it has (all of them).
 # Every junction, drive and readout setting needs junctions: a digital baseline has none.
 CONDITIONAL_SETTINGS = {
     **{f"neuron.{name}": ("mtj",) for name in ("i_bias", "i_gain", "readout", "v_scale")},
     "neuron.r_ref": ("mtj", "bridge"),
-    "neuron.delta_i": ("mtj", "dI"),
+    "neuron.delta_i": ("dI",),  # a finite-difference grad_mode is an MTJ one
     **{f"variability.{name}": ("mtj",) for name in ("sigma_chip", "sigma_d2d", "sigma_pair", "per_parameter",
                                                      "correlation")},
     **{f"readout.{name}": ("mtj",) for name in ("noise_model", "adc_bits", "dac_bits")},
@@ -227,6 +230,8 @@ CONDITIONAL_SETTINGS = {
     "readout.adc_range": ("mtj", "adc"),
     "readout.dac_range": ("mtj", "dac"),
     "training.momentum": ("momentum",),
+    "training.adam_betas": ("adam",),
+    "training.adam_eps": ("adam",),
 }
 
 
