@@ -1,0 +1,138 @@
+"""Nanoseconds per stt_compact junction evaluation (V and dV/dI) on this CPU: spingpu's kernel
+against the arithmetic that a float32 engine vectorised across networks would do, side by side.
+
+Data for issue 3's open decision (the fused CPU engine's goal of 20x a batched PyTorch model on
+Iris needs about 4 ns per junction evaluation on 2 cores; benchmarks/README.md):
+
+  spingpu f64     kernels/stt_compact.stt_compact, the scalar float64 device function every engine
+                  calls (Newton to a relative step of 1e-15), in a numba.prange loop over junctions
+  numba f32 x6    the same equations in float32 with a fixed 6 Newton steps (no convergence test,
+                  no branches: the loop LLVM can vectorise), numba.njit(fastmath, parallel); Numba
+                  vectorises tanh/cos/sin only with Intel SVML, which it says whether it has
+  torch f32 x6    benchmarks/torch_mtj.stt_compact_iv (the PyTorch peer's V(I), vectorised by torch
+                  with its own SIMD transcendental functions), if torch is installed
+
+All three evaluate the same junctions (nominal stt_compact with 10 % lognormal spreads) at the same
+currents (+-600 uA), N = 2^22 by default; the largest differences from the float64 kernel are
+printed with the times (best of 5, after a warm-up). Run from a source checkout:
+
+    python benchmarks/junction_throughput.py [--n 4194304] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+
+import numba
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from spingpu import get_model  # noqa: E402
+from spingpu.kernels.stt_compact import stt_compact  # noqa: E402
+
+
+@numba.njit(parallel=True)
+def spingpu_f64(current, params, v, d):
+    for i in numba.prange(current.size):
+        p = params[i]
+        v[i], d[i] = stt_compact(current[i], p[0], p[1], p[2], p[3], p[4], p[5])
+
+
+@numba.njit(parallel=True, fastmath=True)
+def fixed_steps_f32(current, inv_rp, tmr0, inv_vh2, theta0, dtheta, inv_ic, v_out, d_out):
+    one, half = np.float32(1.0), np.float32(0.5)
+    for i in numba.prange(current.size):
+        cur = current[i]
+        th = math.tanh(cur * inv_ic[i])
+        theta = theta0[i] - dtheta[i] * th
+        c = math.cos(theta)
+        a = (one + c) * (half * inv_rp[i])
+        b = (one - c) * (half * inv_rp[i])
+        c3 = (a + b) * inv_vh2[i]
+        c2 = -cur * inv_vh2[i]
+        c1 = a * (one + tmr0[i]) + b
+        c0 = -cur * (one + tmr0[i])
+        v = -c0 / c1
+        for _ in range(6):
+            p = ((c3 * v + c2) * v + c1) * v + c0
+            dp = (np.float32(3.0) * c3 * v + np.float32(2.0) * c2) * v + c1
+            v = v - p / dp
+        x2 = v * v * inv_vh2[i]
+        den = one + tmr0[i] + x2
+        ap = (one + x2) / den
+        g = a + b * ap
+        dg_dv = b * (np.float32(2.0) * tmr0[i]) * v * inv_vh2[i] / (den * den)
+        dg_dtheta = -math.sin(theta) * (half * inv_rp[i]) * (one - ap)
+        dtheta_di = -dtheta[i] * (one - th * th) * inv_ic[i]
+        v_out[i] = v
+        d_out[i] = (one - v * dg_dtheta * dtheta_di) / (g + v * dg_dv)
+
+
+def best_of(fn, repeats=5):
+    fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, default=1 << 22, help="junctions (default 2^22)")
+    parser.add_argument("--threads", type=int, default=numba.config.NUMBA_NUM_THREADS,
+                        help="Numba and torch threads (default: all cores)")
+    args = parser.parse_args(argv)
+    numba.set_num_threads(args.threads)
+    rng = np.random.default_rng(0)
+    model = get_model("stt_compact")
+    params = model.nominal * np.exp(rng.normal(0.0, 0.1, (args.n, len(model.nominal))))
+    params[:, 3] = model.nominal[3] + 0.1 * rng.normal(size=args.n)  # theta0 is a normal parameter
+    current = rng.uniform(-600e-6, 600e-6, args.n)
+    v64, d64 = np.empty(args.n), np.empty(args.n)
+    rows = [("spingpu f64", best_of(lambda: spingpu_f64(current, params, v64, d64)), 0.0, 0.0)]
+
+    f32 = lambda x: np.ascontiguousarray(x, dtype=np.float32)  # noqa: E731
+    cols = [f32(1.0 / params[:, 0]), f32(params[:, 1]), f32(1.0 / params[:, 2] ** 2), f32(params[:, 3]),
+            f32(params[:, 4]), f32(1.0 / params[:, 5])]
+    cur32, v32, d32 = f32(current), np.empty(args.n, np.float32), np.empty(args.n, np.float32)
+    seconds = best_of(lambda: fixed_steps_f32(cur32, *cols, v32, d32))
+    rows.append(("numba f32 x6" + ("" if numba.config.USING_SVML else " (no SVML)"), seconds,
+                 np.abs(v32 - v64).max(), np.abs(d32 / d64 - 1).max()))
+    try:
+        import torch
+
+        sys.path.insert(0, str(ROOT / "benchmarks"))
+        from torch_mtj import Junctions, stt_compact_iv
+
+        torch.set_num_threads(args.threads)
+        junctions = Junctions(params[None])  # (1, N, P): one "network" of N units
+        cur_t = torch.as_tensor(cur32)[None, None]
+        with torch.no_grad():
+            seconds = best_of(lambda: stt_compact_iv(cur_t, junctions))
+            vt, dt = (x.numpy().ravel() for x in stt_compact_iv(cur_t, junctions))
+        rows.append((f"torch f32 x6 ({torch.__version__})", seconds, np.abs(vt - v64).max(), np.abs(dt / d64 - 1).max()))
+    except ImportError:
+        rows.append(("torch f32 x6", None, None, None))
+
+    print(f"{args.n:,d} junctions, {args.threads} threads, numba {numba.__version__}, SVML "
+          f"{'on' if numba.config.USING_SVML else 'off'}")
+    print(f"| evaluation | ns per junction | vs spingpu f64 | max abs dV (V) | max rel d(dV/dI) |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    base = rows[0][1]
+    for name, seconds, dv, dd in rows:
+        if seconds is None:
+            print(f"| {name} | not installed | | | |")
+            continue
+        print(f"| {name} | {1e9 * seconds / args.n:.1f} | {base / seconds:.1f}x | {dv:.1e} | {dd:.1e} |")
+
+
+if __name__ == "__main__":
+    main()
