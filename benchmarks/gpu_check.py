@@ -573,34 +573,36 @@ def time_mnist(rng, device, sim, sgemm_tflops):
     rows = []
     checked = device.gemm_path  # the direct cuBLAS call, unless it failed its check; cupy.matmul is its peer
     paths = (checked,) + ((CUPY_MATMUL,) if checked == DIRECT_GEMM else ())
-    for n in ((2,) if sim else (128, 1024)):
-        engine = BatchedCudaEngine(get_model("stt_compact"), cfg, np.arange(n), sizes[0], sizes[-1], device=device)
-        xd, yd = engine.put(x), engine.put(y)
+    try:
+        for n in ((2,) if sim else (128, 1024)):
+            engine = BatchedCudaEngine(get_model("stt_compact"), cfg, np.arange(n), sizes[0], sizes[-1], device=device)
+            xd, yd = engine.put(x), engine.put(y)
 
-        def step(s):
-            idx = slice(s * batch, (s + 1) * batch)
-            noise = NoiseSource(cfg.seed, engine.networks, streams.PURPOSE_NOISE, 0, s * batch)
-            logits, cache = engine.forward(xd[idx], noise)
-            loss, dl = engine.loss_and_dlogits(logits, yd[idx])
-            engine.apply(engine.backward(dl, cache), cfg.lr)
+            def step(s):
+                idx = slice(s * batch, (s + 1) * batch)
+                noise = NoiseSource(cfg.seed, engine.networks, streams.PURPOSE_NOISE, 0, s * batch)
+                logits, cache = engine.forward(xd[idx], noise)
+                loss, dl = engine.loss_and_dlogits(logits, yd[idx])
+                engine.apply(engine.backward(dl, cache), cfg.lr)
 
-        for path in paths:  # one engine, timed with each path (its weights train on: same work per step)
-            device.gemm_path = path  # restored below, and by main() should this part raise
-            with Timer(device) as t_first:
-                step(steps)  # compiles the kernels (the first path), warms the other
-            with Timer(device) as t:
-                for s in range(steps):
-                    step(s)
-                queued = time.perf_counter() - t.t0
-            rate = n * steps / t.seconds
-            tflops = rate * flops / 1e12
-            rows.append(dict(sizes="-".join(map(str, sizes)), networks=n, batch=batch, gemm=path,
-                             network_steps_per_s=rate, seconds_per_step=t.seconds / steps,
-                             host_queue_seconds_per_step=queued / steps, matmul_TFLOPs=tflops,
-                             over_sgemm=None if not sgemm_tflops else tflops / sgemm_tflops,
-                             first_step_s=t_first.seconds))
-        del engine, xd, yd
-    device.gemm_path = checked
+            for path in paths:  # one engine, timed with each path (its weights train on: same work per step)
+                device.gemm_path = path
+                with Timer(device) as t_first:
+                    step(steps)  # compiles the kernels (the first path), warms the other
+                with Timer(device) as t:
+                    for s in range(steps):
+                        step(s)
+                    queued = time.perf_counter() - t.t0
+                rate = n * steps / t.seconds
+                tflops = rate * flops / 1e12
+                rows.append(dict(sizes="-".join(map(str, sizes)), networks=n, batch=batch, gemm=path,
+                                 network_steps_per_s=rate, seconds_per_step=t.seconds / steps,
+                                 host_queue_seconds_per_step=queued / steps, matmul_TFLOPs=tflops,
+                                 over_sgemm=None if not sgemm_tflops else tflops / sgemm_tflops,
+                                 first_step_s=t_first.seconds))
+            del engine, xd, yd
+    finally:  # the checked path again, whatever happened
+        device.gemm_path = checked
     return rows
 
 
@@ -710,7 +712,6 @@ def checked_and_timed(args, spingpu, Device):
     none = dict(copy_GBps=None, pair_GBps=None, pair_over_copy=None, sgemm_TFLOPs=None)
     bandwidth = section("bandwidth", time_bandwidth, rng, device, args.simulate) or none
     mnist = section("mnist", time_mnist, rng, device, args.simulate, bandwidth["sgemm_TFLOPs"]) or []
-    device.gemm_path = results["gemm_path"]
 
     def iris_rows(rows):
         results["iris"] = list(rows)

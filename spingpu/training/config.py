@@ -12,7 +12,7 @@ backpropagation uses (``GRAD_MODES``); the output layer is a digital softmax.
 from __future__ import annotations
 
 import math
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 
 import numbers
 
@@ -273,20 +273,16 @@ def unused_settings(config):
 
 
 def effective_config(config):
-    """``config`` with every setting that does nothing in it (:func:`unmet_needs`) at its
+    """``config`` with every setting that does nothing in it (:func:`unused_settings`) at its
     default: two configurations with the same effective configuration train the same networks
     to the same numbers."""
-    import dataclasses
-
     changes, nested = {}, {}
-    for key in CONDITIONAL_SETTINGS:
-        value, default = setting_value(config, key)
-        if value != default and unmet_needs(config, key):
-            section, name = key.split(".")
-            (changes if section == "training" else nested.setdefault(section, {}))[name] = default
+    for key, _, _ in unused_settings(config):
+        section, name = key.split(".")
+        (changes if section == "training" else nested.setdefault(section, {}))[name] = setting_value(config, key)[1]
     for section, values in nested.items():
-        changes[section] = dataclasses.replace(getattr(config, section), **values)
-    return dataclasses.replace(config, **changes) if changes else config
+        changes[section] = replace(getattr(config, section), **values)
+    return replace(config, **changes) if changes else config
 
 
 def _put(obj, name, value):

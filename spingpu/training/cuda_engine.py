@@ -103,7 +103,6 @@ class Device:
         call = gemm.gemm_call(self.xp, a, b, out)
         gemm.emulate(call) if self.simulator else gemm.run_cublas(call)
 
-
     def launch(self, kernel, blocks, threads, *args):
         """``kernel[blocks, threads](*args)`` on the stream CuPy computes on.
 
@@ -131,8 +130,7 @@ EMULATED_GEMM = "NumPy emulation of cublasGemmStridedBatchedEx"
 def _checked_gemm_path(cupy):
     """DIRECT_GEMM if :func:`spingpu.training.gemm.run_cublas` equals ``cupy.matmul`` on small
     random products (float32 and float64; every layout of the engine's products, and extents of
-    1), else
-    CUPY_MATMUL with a warning that says why."""
+    1), else CUPY_MATMUL with a warning that says why."""
     import warnings
 
     from ..errors import SpingpuWarning
