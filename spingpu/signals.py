@@ -5,12 +5,19 @@ SIGTERM (a batch system's time limit or ``scancel``, ``timeout``, ``kill``) is r
 finished tasks kept, workers closed. :func:`deferred_interrupts` holds both back while something
 must not be cut in the middle. (Not in ``spingpu.cli.main``, which also runs as ``__main__``, whose
 copy of a class would not be the one other modules catch.)
+
+A signal's handler runs between any two bytecodes of the main thread, also inside a ``__del__``
+method or a weakref or garbage-collector callback (a Dask future the task loop lets go of), where
+Python cannot raise: it prints "Exception ignored in ..." and carries on, and the stop would be
+lost. So the handlers of :func:`stop_signals_raise` also record the stop, long loops call
+:func:`raise_if_stopped` between their steps, and a stop lost that way is not printed.
 """
 
 from __future__ import annotations
 
 import contextlib
 import signal
+import sys
 import threading
 
 EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143  # 128 + SIGINT, 128 + SIGTERM
@@ -20,23 +27,52 @@ class Terminated(KeyboardInterrupt):
     """The process received SIGTERM."""
 
 
-def _raise_terminated(signum, frame):
-    raise Terminated()
+_STOPS = {signal.SIGINT: KeyboardInterrupt, signal.SIGTERM: Terminated}
+_received = []  # the stop signals that reached the handlers of stop_signals_raise(), in order
+
+
+def _raise_stop(signum, frame):
+    _received.append(signum)
+    raise _STOPS[signum]()
+
+
+def raise_if_stopped():
+    """Raise the stop (KeyboardInterrupt or :class:`Terminated`) of the first stop signal received
+    within :func:`stop_signals_raise`, if any: a loop calls it between steps, so that a stop whose
+    exception Python could not raise (module doc) still ends the loop. Does nothing elsewhere."""
+    if _received:
+        raise _STOPS[_received[0]]()
 
 
 @contextlib.contextmanager
-def sigterm_as_interrupt():
-    """Within: SIGTERM raises :class:`Terminated` in the main thread, where its handler is the
-    default (a process that set its own keeps it)."""
-    if threading.current_thread() is not threading.main_thread() or \
-            signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+def stop_signals_raise():
+    """Within: SIGINT raises KeyboardInterrupt and SIGTERM :class:`Terminated` in the main thread,
+    each where its handler is Python's default (a process that set its own keeps it), and an
+    exception of theirs that Python could only report as unraisable is not printed
+    (:func:`raise_if_stopped` raises it again)."""
+    defaults = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
-    signal.signal(signal.SIGTERM, _raise_terminated)
+    previous = {sig: signal.getsignal(sig) for sig in defaults}
+    ours = [sig for sig, handler in previous.items() if handler is defaults[sig]]
+    unraisable = sys.unraisablehook
+
+    def hook(info):
+        if not (_received and isinstance(info.exc_value, KeyboardInterrupt)):
+            unraisable(info)
+
+    _received.clear()
+    for sig in ours:
+        signal.signal(sig, _raise_stop)
+    sys.unraisablehook = hook
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        sys.unraisablehook = unraisable
+        for sig in ours:
+            signal.signal(sig, previous[sig])
+        _received.clear()
 
 
 def stopped(err):

@@ -1253,26 +1253,6 @@ def test_store_records_the_engine_of_each_cell(tmp_path):
     assert (alone.attrs["engine"], alone.attrs["backend"], alone.attrs["weights_dtype"]) == ("batched", "cpu", "float32")
 
 
-def test_deferred_interrupts_hold_ctrl_c_and_sigterm_until_the_store_write_ends():
-    from spingpu.signals import Terminated, deferred_interrupts, sigterm_as_interrupt
-
-    # as in a command-line process (a test runner's worker may have its own SIGTERM handler)
-    saved = signal.signal(signal.SIGTERM, signal.SIG_DFL), signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        for sig, expected in ((signal.SIGINT, KeyboardInterrupt), (signal.SIGTERM, Terminated)):
-            done = []
-            with pytest.raises(expected) as raised, sigterm_as_interrupt():
-                with deferred_interrupts():
-                    os.kill(os.getpid(), sig)
-                    time.sleep(0.05)  # a handler would have run by now
-                    done.append("written")
-            assert done == ["written"] and type(raised.value) is expected
-        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # put back
-    finally:
-        signal.signal(signal.SIGTERM, saved[0])
-        signal.signal(signal.SIGINT, saved[1])
-
-
 def test_warnings_of_the_workers_are_said_once_in_one_line(tmp_path):
     """Sampled macrospin junctions too fast for dt, in both tasks of a cell: one warning line from the
     driver, not a two-line Python warning from the worker at every task."""

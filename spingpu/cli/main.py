@@ -12,7 +12,7 @@ import sys
 import warnings
 
 from ..errors import ConfigError, SpingpuWarning
-from ..signals import sigterm_as_interrupt, stopped
+from ..signals import stop_signals_raise, stopped
 
 EXIT_USAGE = 2
 NEGATIVE_NUMBER = re.compile(r"^-((\d+\.?\d*|\.\d+)([eE][-+]?\d+)?|inf|infinity|nan)$", re.IGNORECASE)
@@ -97,7 +97,7 @@ def main(argv=None):
               f"(spingpu {args.command} --help lists them)", file=sys.stderr)
         return EXIT_USAGE
     try:
-        with warnings.catch_warnings(), sigterm_as_interrupt():
+        with warnings.catch_warnings(), stop_signals_raise():
             warnings.showwarning = _one_line_warnings(args.command, warnings.showwarning)
             return args.run(args) or 0
     except ConfigError as err:

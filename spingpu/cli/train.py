@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError, check_range
+from ..signals import raise_if_stopped
 from .options import add_spread_options, integer, named_as_options, params_dict
 
 YIELD_THRESHOLD = 0.9
@@ -184,6 +185,7 @@ def run(args):
     start = time.perf_counter()
     results = train(dataset, config, n_networks=args.networks, model=model, backend=backend, progress=True)
     seconds = time.perf_counter() - start
+    raise_if_stopped()  # a Ctrl-C or SIGTERM during training writes nothing, even one Python could not raise
     print(summary(results, seconds))
     if out is not None:
         with staged_files(out, fields=("out",)) as (tmp,):

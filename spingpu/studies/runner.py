@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError, SpingpuWarning, check_range
-from ..signals import deferred_interrupts
+from ..signals import deferred_interrupts, raise_if_stopped
 from . import store as results_store
 
 IN_FLIGHT_PER_WORKER = 2  # tasks submitted ahead per worker: bounds the driver's memory
@@ -218,10 +218,12 @@ def _drive(client, study, options, backend, npt, todo, copies, n_workers, bar):
                 results_store.write_task(options.out, study, target, lo, metrics)
                 results_store.mark_done(options.out, study, target, task)
         del metrics
+        raise_if_stopped()  # a stop whose exception was lost in a dropped future's __del__ (spingpu.signals)
         if bar is not None:
             bar.update((hi - lo) * (1 + len(same)))
         if todo:
             submit()
+    raise_if_stopped()
 
 
 def networks_fitting_a_worker(study, workers, backend):
