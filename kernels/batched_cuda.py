@@ -2,7 +2,8 @@
 kernel's sizes): the elementwise passes between cuBLAS matrix products, one thread per element.
 
 * ``pair_layer``: read noise of both readings (Philox), then :mod:`spingpu.kernels.pair_neuron`:
-  activation, derivative used and exact derivative of a hidden layer's z (N, B, U) in one pass;
+  activation, derivative used, exact derivative and readings beyond the device's table of a hidden
+  layer's z (N, B, U) in one pass;
   one thread per (network, sample, pair of units), since one Philox call gives the normals of two
   units (the CPU kernel :mod:`spingpu.kernels.pair_layer` draws the same numbers).
 * ``digital_layer``: tanh / relu / sigmoid and their derivatives.
@@ -35,12 +36,12 @@ def blocks(n_elements):
 
 def make_pair_layer_cuda(pair_neuron):
     """``pair_layer[blocks(N * B * ceil(U / 2)), THREADS](z, junc, nominal, table, mode, neuron,
-    readout, k0, k1, networks, purpose, layer, slot0, row0, derivatives, h, used, exact)`` with
+    readout, k0, k1, networks, purpose, layer, slot0, row0, derivatives, h, used, exact, beyond)`` with
     ``junc`` the layer's (N, U, 2, P) junction parameters as (N U 2, P) rows."""
 
     @cuda.jit
     def pair_layer(z, junc, nominal, table, mode, neuron, readout, k0, k1, networks, purpose, layer, slot0, row0,
-                   derivatives, h, used, exact):
+                   derivatives, h, used, exact, beyond):
         t = cuda.grid(1)
         n_net, n_b, n_u = z.shape
         n_pairs = (n_u + 1) // 2
@@ -58,17 +59,19 @@ def make_pair_layer_cuda(pair_neuron):
             xb0, xb1 = normal_pair(networks[n], stream_id(purpose, layer, slot0 + 1, 0), row0 + b, q, k0, k1)
         u = 2 * q
         r = 2 * (n * n_u + u)  # junction m of (network n, unit u) is row r + m of junc
-        hh, du, de = pair_neuron(mode, numba.float64(z[n, b, u]), junc, r, r + 1, nominal, table, neuron, readout,
-                                 xa0, xb0, derivatives)
+        hh, du, de, nb = pair_neuron(mode, numba.float64(z[n, b, u]), junc, r, r + 1, nominal, table, neuron,
+                                     readout, xa0, xb0, derivatives)
         h[n, b, u] = hh
         used[n, b, u] = du
         exact[n, b, u] = de
+        beyond[n, b, u] = nb
         if u + 1 < n_u:
-            hh, du, de = pair_neuron(mode, numba.float64(z[n, b, u + 1]), junc, r + 2, r + 3, nominal, table, neuron,
-                                     readout, xa1, xb1, derivatives)
+            hh, du, de, nb = pair_neuron(mode, numba.float64(z[n, b, u + 1]), junc, r + 2, r + 3, nominal, table,
+                                         neuron, readout, xa1, xb1, derivatives)
             h[n, b, u + 1] = hh
             used[n, b, u + 1] = du
             exact[n, b, u + 1] = de
+            beyond[n, b, u + 1] = nb
 
     return pair_layer
 

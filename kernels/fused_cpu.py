@@ -31,17 +31,18 @@ def make_fused_trainer(pair_neuron):
     def accuracy(w, x, y, purpose, slot0, row0, act, du, de, logits, sizes, w_off, b_off, u_off, junc, nominal,
                  table, mode, neuron, readout, network, xi0, xi1, k0, k1):
         correct = 0
+        beyond = 0
         for s in range(y.shape[0]):
-            forward(w, x, s, act, 0, du, de, 0, logits, sizes, w_off, b_off, u_off, junc, nominal, table, mode,
-                    neuron, readout, network, purpose, slot0, row0 + s, xi0, xi1, k0, k1, False)
+            beyond += forward(w, x, s, act, 0, du, de, 0, logits, sizes, w_off, b_off, u_off, junc, nominal, table,
+                              mode, neuron, readout, network, purpose, slot0, row0 + s, xi0, xi1, k0, k1, False)
             if argmax(logits) == y[s]:
                 correct += 1
-        return correct / y.shape[0]
+        return correct / y.shape[0], beyond
 
     @numba.njit
     def train_one(i, x_tr, y_tr, x_va, y_va, x_te, y_te, teacher, use_teacher, networks, seed, sizes, w_off,
                   b_off, u_off, junctions, nominal, table, mode, neuron, readout, opt_kind, hyper, lr_epoch,
-                  batch, orders, w_init, out_loss, out_acc, out_val, out_cos, out_derr, out_test, out_div):
+                  batch, orders, w_init, out_loss, out_acc, out_val, out_cos, out_derr, out_test, out_div, out_beyond):
         k0, k1 = split_seed(seed)
         network = networks[i]
         junc = junctions[i].reshape((junctions.shape[1] * 2, junctions.shape[3]))  # rows 2 j + m
@@ -77,6 +78,7 @@ def make_fused_trainer(pair_neuron):
         steps = (n_train + batch - 1) // batch
         sample_counter = 0
         t = 0
+        beyond = 0  # junction readings beyond the device's table
         for epoch in range(epochs):
             lr = lr_epoch[epoch]
             loss_sum = 0.0
@@ -92,9 +94,9 @@ def make_fused_trainer(pair_neuron):
                 n_err = 0
                 for b in range(bsz):
                     idx = orders[epoch, start + b]
-                    forward(w, x_tr, idx, act, 0, du, de, 0, logits, sizes, w_off, b_off, u_off, junc, nominal,
-                            table, mode, neuron, readout, network, PURPOSE_NOISE, 0, sample_counter + b, xi0, xi1,
-                            k0, k1, True)
+                    beyond += forward(w, x_tr, idx, act, 0, du, de, 0, logits, sizes, w_off, b_off, u_off, junc,
+                                      nominal, table, mode, neuron, readout, network, PURPOSE_NOISE, 0,
+                                      sample_counter + b, xi0, xi1, k0, k1, True)
                     batch_loss += softmax_xent(logits, y_tr[idx], teacher, idx if use_teacher else 0, use_teacher,
                                                dist_t, dist_alpha, dl)
                     if argmax(logits) == y_tr[idx]:
@@ -126,23 +128,26 @@ def make_fused_trainer(pair_neuron):
                                                         beta2, eps, wd)
             out_loss[i, epoch] = loss_sum / n_train
             out_acc[i, epoch] = correct / n_train
-            out_val[i, epoch] = accuracy(w, x_va, y_va, PURPOSE_EVAL_NOISE, 0, epoch * y_va.shape[0], act, du, de,
+            out_val[i, epoch], n_beyond = accuracy(w, x_va, y_va, PURPOSE_EVAL_NOISE, 0, epoch * y_va.shape[0], act,
+                                                   du, de, logits, sizes, w_off, b_off, u_off, junc, nominal, table,
+                                                   mode, neuron, readout, network, xi0, xi1, k0, k1)
+            beyond += n_beyond
+        out_test[i], n_beyond = accuracy(w, x_te, y_te, PURPOSE_EVAL_NOISE, 2, epochs * y_te.shape[0], act, du, de,
                                          logits, sizes, w_off, b_off, u_off, junc, nominal, table, mode, neuron,
                                          readout, network, xi0, xi1, k0, k1)
-        out_test[i] = accuracy(w, x_te, y_te, PURPOSE_EVAL_NOISE, 2, epochs * y_te.shape[0], act, du, de, logits,
-                               sizes, w_off, b_off, u_off, junc, nominal, table, mode, neuron, readout, network,
-                               xi0, xi1, k0, k1)
+        out_beyond[i] = beyond + n_beyond
 
     @numba.njit(nogil=True)
     def train_networks(lo, hi, x_tr, y_tr, x_va, y_va, x_te, y_te, teacher, use_teacher, networks, seed, sizes,
                        w_off, b_off, u_off, junctions, nominal, table, mode, neuron, readout, opt_kind, hyper,
                        lr_epoch, batch, orders, w_init, out_loss, out_acc, out_val, out_cos, out_derr, out_test,
-                       out_div):
+                       out_div, out_beyond):
         """Train networks lo .. hi - 1 (indices into ``networks``); releases the GIL, so threads
         running disjoint ranges train in parallel."""
         for i in range(lo, hi):
             train_one(i, x_tr, y_tr, x_va, y_va, x_te, y_te, teacher, use_teacher, networks, seed, sizes, w_off,
                       b_off, u_off, junctions, nominal, table, mode, neuron, readout, opt_kind, hyper, lr_epoch,
-                      batch, orders, w_init, out_loss, out_acc, out_val, out_cos, out_derr, out_test, out_div)
+                      batch, orders, w_init, out_loss, out_acc, out_val, out_cos, out_derr, out_test, out_div,
+                      out_beyond)
 
     return train_networks

@@ -143,13 +143,15 @@ def make_fused_cuda(pair_neuron, layout: FusedLayout):
     @cuda.jit(device=True)
     def _accuracy(w, x, y, purpose, slot0, row0, act, du, de, logits, sizes, w_off, b_off, u_off, junc, nominal,
                   table, mode, neuron, readout, network, xi0, xi1, k0, k1, count, tid):
+        """(correct samples of the block, junction readings beyond the table of this thread's samples)"""
         correct = 0
+        beyond = 0
         for s in range(tid, y.shape[0], T):
-            forward(w, x, s, act, tid, du, de, 0, logits, sizes, w_off, b_off, u_off, junc, nominal, table, mode,
-                    neuron, readout, network, purpose, slot0, row0 + s, xi0, xi1, k0, k1, False)
+            beyond += forward(w, x, s, act, tid, du, de, 0, logits, sizes, w_off, b_off, u_off, junc, nominal, table,
+                              mode, neuron, readout, network, purpose, slot0, row0 + s, xi0, xi1, k0, k1, False)
             if argmax(logits) == y[s]:
                 correct += 1
-        return _block_sum(count, correct, tid)
+        return _block_sum(count, correct, tid), beyond
 
     @cuda.jit(device=True)
     def _bitonic_sort(errs, i, n, tid):
@@ -180,7 +182,8 @@ def make_fused_cuda(pair_neuron, layout: FusedLayout):
     @cuda.jit(**({} if numba.config.ENABLE_CUDASIM else {"launch_bounds": layout.launch_bounds}))
     def train_block(x_tr, y_tr, x_va, y_va, x_te, y_te, teacher, use_teacher, networks, seed, sizes, w_off, b_off,
                     u_off, junctions, nominal, table, mode, neuron, readout, opt_kind, hyper, lr_epoch, batch,
-                    orders, w_init, errs, out_loss, out_acc, out_val, out_cos, out_derr, out_test, out_div):
+                    orders, w_init, errs, out_loss, out_acc, out_val, out_cos, out_derr, out_test, out_div,
+                    out_beyond):
         i = cuda.blockIdx.x
         tid = cuda.threadIdx.x
         if i >= networks.shape[0]:
@@ -222,6 +225,7 @@ def make_fused_cuda(pair_neuron, layout: FusedLayout):
         steps = (n_train + batch - 1) // batch
         sample_counter = 0
         t = 0
+        beyond = 0  # junction readings beyond the device's table, of this thread's samples
         cuda.syncthreads()
         for epoch in range(epochs):
             lr = lr_epoch[epoch]
@@ -242,9 +246,9 @@ def make_fused_cuda(pair_neuron, layout: FusedLayout):
                     b = sub + tid
                     if tid < n_sub:
                         idx = orders[epoch, start + b]
-                        forward(w, x_tr, idx, act, tid, du, de, 0, logits, sizes, w_off, b_off, u_off, junc, nominal,
-                                table, mode, neuron, readout, network, PURPOSE_NOISE, 0, sample_counter + b, xi0,
-                                xi1, k0, k1, True)
+                        beyond += forward(w, x_tr, idx, act, tid, du, de, 0, logits, sizes, w_off, b_off, u_off,
+                                          junc, nominal, table, mode, neuron, readout, network, PURPOSE_NOISE, 0,
+                                          sample_counter + b, xi0, xi1, k0, k1, True)
                         lossb[tid] = softmax_xent(logits, y_tr[idx], teacher, idx if use_teacher else 0,
                                                   use_teacher, dist_t, dist_alpha, dl)
                         if argmax(logits) == y_tr[idx]:
@@ -316,15 +320,18 @@ def make_fused_cuda(pair_neuron, layout: FusedLayout):
             if tid == 0:
                 out_loss[i, epoch] = loss_sum / n_train
                 out_acc[i, epoch] = n_correct / n_train
-            n_val = _accuracy(w, x_va, y_va, PURPOSE_EVAL_NOISE, 0, epoch * y_va.shape[0], act, du, de, logits,
-                              sizes, w_off, b_off, u_off, junc, nominal, table, mode, neuron, readout, network, xi0,
-                              xi1, k0, k1, count, tid)
+            n_val, n_beyond = _accuracy(w, x_va, y_va, PURPOSE_EVAL_NOISE, 0, epoch * y_va.shape[0], act, du, de,
+                                        logits, sizes, w_off, b_off, u_off, junc, nominal, table, mode, neuron,
+                                        readout, network, xi0, xi1, k0, k1, count, tid)
+            beyond += n_beyond
             if tid == 0:
                 out_val[i, epoch] = n_val / y_va.shape[0]
-        n_test = _accuracy(w, x_te, y_te, PURPOSE_EVAL_NOISE, 2, epochs * y_te.shape[0], act, du, de, logits, sizes,
-                           w_off, b_off, u_off, junc, nominal, table, mode, neuron, readout, network, xi0, xi1, k0,
-                           k1, count, tid)
+        n_test, n_beyond = _accuracy(w, x_te, y_te, PURPOSE_EVAL_NOISE, 2, epochs * y_te.shape[0], act, du, de,
+                                     logits, sizes, w_off, b_off, u_off, junc, nominal, table, mode, neuron, readout,
+                                     network, xi0, xi1, k0, k1, count, tid)
+        total_beyond = _block_sum(count, beyond + n_beyond, tid)
         if tid == 0:
             out_test[i] = n_test / y_te.shape[0]
+            out_beyond[i] = total_beyond
 
     return train_block

@@ -188,11 +188,13 @@ def make_forward(pair_neuron):
         """Logits of sample ``x[sample]`` into ``logits``; layer inputs into act slot ``ab``,
         derivatives into du/de slot ``bd``. ``junc`` (units x 2, P): junction m of hidden unit j is
         row 2 j + m. Read noise: global sample index ``row`` of stream (purpose, layer, slot0 +
-        reading) (:mod:`spingpu.kernels.streams`)."""
+        reading) (:mod:`spingpu.kernels.streams`). Returns the number of junction readings beyond
+        the device's table."""
         n_hidden = len(sizes) - 2
         for f in range(sizes[0]):
             act[0, ab, f] = x[sample, f]
         noisy = readout[0] != NOISE_NONE and mode < TANH
+        beyond = 0
         for layer in range(n_hidden):
             fan_in = sizes[layer]
             fan_out = sizes[layer + 1]
@@ -205,8 +207,9 @@ def make_forward(pair_neuron):
                     z += act[layer, ab, k] * w[w_off[layer] + k * fan_out + u]
                 z += w[b_off[layer] + u]
                 j = u_off[layer] + u
-                h, d_used, d_exact = pair_neuron(mode, z, junc, 2 * j, 2 * j + 1, nominal, table, neuron,
-                                                 readout, xi0[u], xi1[u], derivatives)
+                h, d_used, d_exact, n_beyond = pair_neuron(mode, z, junc, 2 * j, 2 * j + 1, nominal, table, neuron,
+                                                           readout, xi0[u], xi1[u], derivatives)
+                beyond += n_beyond
                 act[layer + 1, ab, u] = h
                 du[layer, bd, u] = d_used
                 de[layer, bd, u] = d_exact
@@ -217,5 +220,6 @@ def make_forward(pair_neuron):
             for k in range(fan_in):
                 s += act[n_hidden, ab, k] * w[w_off[n_hidden] + k * n_out + c]
             logits[c] = s + w[b_off[n_hidden] + c]
+        return beyond
 
     return forward

@@ -2,8 +2,8 @@
 
 For every network n, sample b and unit u: draws the read noise of both readings from the Philox
 streams (:mod:`spingpu.kernels.streams`), then evaluates :mod:`spingpu.kernels.pair_neuron` once:
-activation, derivative used and exact derivative in one pass over z (N, B, U). Parallel over
-(network, sample).
+activation, derivative used, exact derivative and the readings beyond the device's table in one
+pass over z (N, B, U). Parallel over (network, sample).
 """
 
 import numba
@@ -14,12 +14,12 @@ from .philox import normal_pair, split_seed, stream_id
 
 def make_pair_layer(pair_neuron):
     """``pair_layer(z, junc, nominal, table, mode, neuron, readout, seed, networks, purpose, layer,
-    slot0, row0, derivatives, h, used, exact)`` for one model's ``pair_neuron``; ``junc`` holds
-    the layer's (N, U, 2, P) junction parameters as (N U 2, P) rows."""
+    slot0, row0, derivatives, h, used, exact, beyond)`` for one model's ``pair_neuron``; ``junc``
+    holds the layer's (N, U, 2, P) junction parameters as (N U 2, P) rows."""
 
     @numba.njit(parallel=True)
     def pair_layer(z, junc, nominal, table, mode, neuron, readout, seed, networks, purpose, layer, slot0, row0,
-                   derivatives, h, used, exact):
+                   derivatives, h, used, exact, beyond):
         k0, k1 = split_seed(seed)
         n_net, n_b, n_u = z.shape
         noisy = readout[0] != NOISE_NONE
@@ -40,11 +40,12 @@ def make_pair_layer(pair_neuron):
                 xi0 = xa0 if u % 2 == 0 else xa1
                 xi1 = xb0 if u % 2 == 0 else xb1
                 r = 2 * (n * n_u + u)  # junction m of (network n, unit u) is row r + m of junc
-                hh, du, de = pair_neuron(mode, numba.float64(z[n, b, u]), junc, r, r + 1, nominal,
-                                         table, neuron, readout, xi0, xi1, derivatives)
+                hh, du, de, nb = pair_neuron(mode, numba.float64(z[n, b, u]), junc, r, r + 1, nominal,
+                                             table, neuron, readout, xi0, xi1, derivatives)
                 h[n, b, u] = hh
                 used[n, b, u] = du
                 exact[n, b, u] = de
+                beyond[n, b, u] = nb
 
     return pair_layer
 

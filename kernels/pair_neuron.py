@@ -10,6 +10,9 @@ arrays so that one signature serves every mode:
 
 ``xi0`` and ``xi1`` are the standard normals of the first and second reading. With
 ``derivatives`` False (evaluation) only the activation is computed; the derivatives returned are 0.
+The fourth value returned counts the neuron's junction readings beyond the device's table
+(``beyond_row``), where V(I) is the table's end tangent continued linearly; :func:`readings` the
+readings taken.
 """
 
 import math
@@ -36,6 +39,16 @@ def digital(mode, z):
     return h, h * (1.0 - h)
 
 
+def readings(mode, derivatives):
+    """Junction readings of one pair neuron's evaluation (the nominal model's in mode ``model`` is
+    not a junction's): A, and B (or A again at I + dI) where a finite difference is taken."""
+    if mode >= TANH:
+        return 0
+    if mode == FD_SYMMETRIC or (derivatives and mode in (FD_FORWARD, FD_SINGLE)):
+        return 2
+    return 1
+
+
 @numba.njit(cache=True)
 def read(v, dv_di, current, r_bridge, readout, xi):
     """ADC output of one reading of a junction at (V, I) with differential resistance ``dv_di``."""
@@ -48,16 +61,17 @@ def read(v, dv_di, current, r_bridge, readout, xi):
     return quantize(y, readout[5], readout[6], int(readout[4]))
 
 
-def make_pair_neuron(point, point_row):
+def make_pair_neuron(point, point_row, beyond_row):
     """``pair_neuron(mode, z, params, row_a, row_b, nominal, table, neuron, readout, xi0, xi1,
-    derivatives)``: junctions A and B are rows ``row_a`` and ``row_b`` of ``params`` (rows, P),
-    the nominal junction the vector ``nominal`` (P,)."""
+    derivatives) -> (activation, derivative used, exact derivative, readings beyond the table)``:
+    junctions A and B are rows ``row_a`` and ``row_b`` of ``params`` (rows, P), the nominal junction
+    the vector ``nominal`` (P,)."""
 
     @numba.njit(inline="always")
     def pair_neuron(mode, z, params, row_a, row_b, nominal, table, neuron, readout, xi0, xi1, derivatives):
         if mode >= TANH:
             h, d = digital(mode, z)
-            return h, d, d
+            return h, d, d, 0
         i_bias, i_gain, r_bridge, v_scale, delta_i = neuron[0], neuron[1], neuron[2], neuron[3], neuron[4]
         dac_bits, dac_lo, dac_hi = int(readout[7]), readout[8], readout[9]
         gain = v_scale * i_gain
@@ -71,25 +85,27 @@ def make_pair_neuron(point, point_row):
             i_b = i_dac + delta_i
         v_a, d_a = point_row(i_a, params, row_a, table)
         r_a = read(v_a, d_a, i_a, r_bridge, readout, xi0)
+        beyond = 1 if beyond_row(i_a, params, row_a, table) else 0
         if not derivatives and mode != FD_SYMMETRIC:
-            return v_scale * r_a, 0.0, 0.0
+            return v_scale * r_a, 0.0, 0.0, beyond
         exact = gain * (d_a - r_bridge)
         if mode == FD_FORWARD or mode == FD_SYMMETRIC:
             v_b, d_b = point_row(i_b, params, row_b, table)
             r_b = read(v_b, d_b, i_b, r_bridge, readout, xi1)
+            beyond += 1 if beyond_row(i_b, params, row_b, table) else 0
             used = gain * (r_b - r_a) / delta_i
             if mode == FD_SYMMETRIC:
                 exact = gain * (0.5 * (d_a + d_b) - r_bridge)
                 r_a = 0.5 * (r_a + r_b)
         elif mode == FD_SINGLE:
             v_a2, d_a2 = point_row(i_b, params, row_a, table)
+            beyond += 1 if beyond_row(i_b, params, row_a, table) else 0
             used = gain * (read(v_a2, d_a2, i_b, r_bridge, readout, xi1) - r_a) / delta_i
         elif mode == MODEL:
             _, d_nom = point(i_a, nominal, table)
             used = gain * (d_nom - r_bridge)
         else:
             used = exact
-        return v_scale * r_a, used, exact
+        return v_scale * r_a, used, exact, beyond
 
     return pair_neuron
-

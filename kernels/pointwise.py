@@ -33,6 +33,16 @@ def point_row_source(n_params, uses_table, decorator='@numba.njit(inline="always
     return f"{decorator}\ndef point_row(current, params, row, table):\n    return scalar(current{args})\n"
 
 
+def beyond_row_source(n_params, uses_table, has_table_end, decorator='@numba.njit(inline="always")'):
+    """Source of ``beyond_row(current, params, row, table) -> bool``: whether junction
+    ``params[row, :]`` is read beyond its table at ``current`` (a global ``beyond`` with the scalar's
+    arguments); constantly False for a model without ``has_table_end`` (closed form)."""
+    if not has_table_end:
+        return f"{decorator}\ndef beyond_row(current, params, row, table):\n    return False\n"
+    args = "".join(f", params[row, {k}]" for k in range(n_params)) + (", table" if uses_table else "")
+    return f"{decorator}\ndef beyond_row(current, params, row, table):\n    return beyond(current{args})\n"
+
+
 def make_point(scalar, n_params, uses_table):
     """``point(current, p, table)`` for ``scalar`` (see :func:`point_source`)."""
     return _generate("point", point_source(n_params, uses_table), {"scalar": scalar, "numba": numba})
@@ -41,6 +51,12 @@ def make_point(scalar, n_params, uses_table):
 def make_point_row(scalar, n_params, uses_table):
     """``point_row(current, params, row, table)`` for ``scalar`` (see :func:`point_row_source`)."""
     return _generate("point_row", point_row_source(n_params, uses_table), {"scalar": scalar, "numba": numba})
+
+
+def make_beyond_row(beyond, n_params, uses_table):
+    """``beyond_row(current, params, row, table)`` for ``beyond`` (see :func:`beyond_row_source`)."""
+    return _generate("beyond_row", beyond_row_source(n_params, uses_table, beyond is not None),
+                     {"beyond": beyond, "numba": numba})
 
 
 def make_scalar(voltage, dvdi, n_params):
@@ -75,6 +91,17 @@ def make_iv_kernel(point):
             dvdi_out[m] = d
 
     return iv
+
+
+def make_beyond_kernel(beyond_row):
+    """CPU kernel ``beyond(currents[M], params[M, P], table, out[M])``, parallel over M."""
+
+    @numba.njit(parallel=True)
+    def beyond(currents, params, table, out):
+        for m in numba.prange(currents.shape[0]):
+            out[m] = beyond_row(currents[m], params, m, table)
+
+    return beyond
 
 
 EMPTY_TABLE = np.zeros((3, 1))

@@ -5,6 +5,10 @@ junction varies from it through a current scale s_i, a voltage scale s_v and an 
 
     V(I)  = s_v * V_0(I / s_i) + v_0
     dV/dI = (s_v / s_i) * V_0'(I / s_i)
+
+Beyond the table's first and last current V_0 is the end tangent continued linearly
+(:mod:`spingpu.kernels.hermite`); ``beyond_*`` say whether a current lies there, with the same
+comparisons as the interpolation, so that the training kernels can count such readings.
 """
 
 import numba
@@ -26,3 +30,18 @@ def stacked_tabulated(current, offset, knots, table):
     ``table`` = (I, V, dV/dI) rows from column ``offset`` on (many junctions' tables side by side)."""
     lo = np.int64(offset)
     return hermite_eval(current, table[:, lo:lo + np.int64(knots)])
+
+
+@numba.njit(cache=True)
+def beyond_tabulated(current, i_scale, v_scale, v_offset, table):
+    """True where ``tabulated`` continues the curve linearly: I / i_scale outside the table's
+    currents."""
+    x = current / i_scale
+    return x < table[0, 0] or x > table[0, table.shape[1] - 1]
+
+
+@numba.njit(cache=True)
+def beyond_stacked(current, offset, knots, table):
+    """True where ``stacked_tabulated`` continues the junction's curve linearly."""
+    lo = np.int64(offset)
+    return current < table[0, lo] or current > table[0, lo + np.int64(knots) - 1]

@@ -77,7 +77,7 @@ def batched_specs(models):
         for model in models:
             junc = np.zeros((2 * 4 * 2, len(model.parameters)))  # (N U 2, P) rows
             args = (z, junc, model.nominal, np.ascontiguousarray(model.aux_table), 0, np.zeros(5), np.zeros(10),
-                    *split_seed(np.uint64(0)), i64, 0, 0, 0, 0, True, z, z, z)
+                    *split_seed(np.uint64(0)), i64, 0, 0, 0, 0, True, z, z, z, np.zeros(z.shape, np.uint8))
             specs.append(KernelSpec(f"pair_layer[{model.name}, {dtype}]", pair_layer_cuda_kernel(model), sig(*args),
                                     threads))
         specs.append(KernelSpec(f"digital_layer[{dtype}]", batched_cuda.digital_layer, sig(0, z, z, z), threads))

@@ -20,8 +20,10 @@ from .errors import ConfigError, check_range
 
 SUMMARY_COLUMNS = ("median_test_acc", "q25_test_acc", "q75_test_acc", "q05_test_acc", "q95_test_acc", "yield",
                    "diverged", "networks", "networks_done", "median_grad_cosine", "median_deriv_rel_err",
-                   "teacher_test_acc", "median_test_acc_lo95", "median_test_acc_hi95", "yield_lo95", "yield_hi95")
-SUMMARY_VARIABLES = ("test_acc", "diverged", "grad_cosine", "deriv_rel_err", "teacher_test_acc")
+                   "teacher_test_acc", "median_test_acc_lo95", "median_test_acc_hi95", "yield_lo95", "yield_hi95",
+                   "max_extrapolated_readings")
+SUMMARY_VARIABLES = ("test_acc", "diverged", "grad_cosine", "deriv_rel_err", "teacher_test_acc",
+                     "extrapolated_readings")
 LAST_EPOCH = ("grad_cosine", "deriv_rel_err")  # of these the summary and figures use each network's last trained
 # epoch only (studies.store.last_epoch_values)
 REPORT_VARIABLES = SUMMARY_VARIABLES + ("val_acc", "train_loss")  # what the report reads of a store
@@ -34,7 +36,9 @@ def summary_rows(ds, threshold=0.9):
     ``networks``): in an interrupted store, networks never trained are left out, while diverged
     networks (trained, metrics NaN) count as failed chips. A cell with no finished task has NaN
     statistics. ``*_lo95`` / ``*_hi95``: 95 % confidence intervals of the median accuracy (of the
-    networks that did not diverge) and of the yield (:mod:`spingpu.stats`)."""
+    networks that did not diverge) and of the yield (:mod:`spingpu.stats`).
+    ``max_extrapolated_readings``: the largest fraction of a network's junction readings beyond its
+    device's table (NaN where none was counted: digital cells, stores made before the count)."""
     from .plot.study import finished, sweep_axes
     from .stats import median_interval, yield_hits, yield_interval
     from .studies.store import last_epoch_values
@@ -65,6 +69,8 @@ def summary_rows(ds, threshold=0.9):
         row["teacher_test_acc"] = float(ds.teacher_test_acc.isel(sel)) if "teacher_test_acc" in ds else np.nan
         row["median_test_acc_lo95"], row["median_test_acc_hi95"] = median_interval(ok)
         row["yield_lo95"], row["yield_hi95"] = yield_interval(hits, a.size)
+        beyond = ds.extrapolated_readings.isel(sel).values[done] if "extrapolated_readings" in ds else np.array([])
+        row["max_extrapolated_readings"] = float(np.nanmax(beyond)) if np.isfinite(beyond).any() else np.nan
         rows.append(row)
     return rows
 
@@ -252,9 +258,12 @@ def _html(ds, rows, figures, threshold, csv_name, notes=()):
         facts.insert(1, ("tasks finished", f"{done} of {tasks} (incomplete)"))
     head = "".join(f"<th>{html.escape(str(d))}</th>" for d in axes)
     teachers = any(np.isfinite(r["teacher_test_acc"]) for r in rows)
+    beyond = any(r["max_extrapolated_readings"] > 0 for r in rows)  # NaN: False
     head += ("<th>median</th><th>its 95 % CI</th><th>IQR</th><th>5-95 %</th><th>yield</th><th>its 95 % CI</th>"
              "<th>diverged</th><th>done</th><th>grad cosine</th><th>dV/dI rel. error</th>") + \
-        ("<th>teacher</th>" if teachers else "")
+        ("<th>teacher</th>" if teachers else "") + \
+        ('<th title="largest fraction of a network\'s junction readings beyond the device\'s table, where V(I) '
+         'is continued linearly">beyond table (max)</th>' if beyond else "")
     body = []
     for r in rows:
         cells = "".join(f"<td>{html.escape(_fmt(r[d]))}</td>" for d in axes)
@@ -267,6 +276,7 @@ def _html(ds, rows, figures, threshold, csv_name, notes=()):
                   f"<td>{r['median_grad_cosine']:.3f}</td>"
                   f"<td>{r['median_deriv_rel_err']:.3g}</td>")
         cells += f"<td>{_pct(r['teacher_test_acc'])}</td>" if teachers else ""
+        cells += f"<td>{_pct(r['max_extrapolated_readings'])}</td>" if beyond else ""
         body.append(f"<tr>{cells}</tr>")
     figs = "".join(f'<figure><h3>{html.escape(title)}</h3><img alt="{html.escape(title)}" '
                    f'src="data:image/png;base64,{_png(fig)}"></figure>' for title, fig in figures)

@@ -10,7 +10,7 @@ from spingpu.backends import Backend
 from spingpu.kernels.fused_cuda import SHARED_BYTES, fused_cuda_layout
 from spingpu.training import Distillation, PairNeuron, Schedule, TrainConfig, teacher_logits, train
 
-METRICS = ("train_loss", "train_acc", "val_acc", "grad_cosine", "deriv_rel_err", "test_acc")
+METRICS = ("train_loss", "train_acc", "val_acc", "grad_cosine", "deriv_rel_err", "test_acc", "extrapolated_readings")
 SIM = Backend("cuda", simulator=True, block_threads=32)
 
 
@@ -147,10 +147,11 @@ def test_batched_cuda_engine_equals_numpy_reference(blobs, mode, dtype, rtol, op
         np.testing.assert_allclose(gpu[name].values, ref[name].values, rtol=rtol, atol=rtol * 1e-2, err_msg=name)
 
 
+@pytest.mark.filterwarnings("ignore::spingpu.devices.tabulated.ExtrapolationWarning")  # counted, and compared
 def test_both_cuda_engines_train_a_tabulated_model_as_the_cpu_engines(blobs):
     from spingpu.devices.tabulated import tabulated_model
 
-    current = np.linspace(-1e-3, 1e-3, 17)
+    current = np.linspace(-2e-4, 2e-4, 17)  # some of the readings beyond it: counted alike
     model = tabulated_model(table=(current, 0.4 * np.tanh(current / 4e-4) + 200.0 * current))
     cfg = TrainConfig(hidden=(4,), epochs=2, lr=0.05, seed=9, dtype="float64", batch_size=16, variability=VAR,
                       readout=Readout(read_noise=1e-3))
@@ -163,6 +164,7 @@ def test_both_cuda_engines_train_a_tabulated_model_as_the_cpu_engines(blobs):
     for name in METRICS:
         np.testing.assert_allclose(batched[name].values, ref[name].values, rtol=1e-10, atol=1e-13, err_msg=name)
     assert np.all(np.isfinite(ref.train_loss.values)) and ref.attrs["device_model"] == "tabulated"
+    assert np.all((0.05 < ref.extrapolated_readings) & (ref.extrapolated_readings < 0.95))
 
 
 def test_batched_loop_reads_the_device_back_once_per_epoch_not_per_step(blobs, monkeypatch):
@@ -191,7 +193,8 @@ def test_batched_loop_reads_the_device_back_once_per_epoch_not_per_step(blobs, m
         results.append(train(blobs, cfg, networks=np.array([1, 6]), backend=BATCHED))
         counts.append(dict(transfers))
     assert counts[0] == counts[1], counts
-    assert counts[0]["get"] == 6 * 3 + 1  # per epoch: loss, accuracy, cosine, derivative error, validation, alive; test
+    # per epoch: loss, accuracy, cosine, derivative error, validation, alive; at the end: test, readings beyond the table
+    assert counts[0]["get"] == 6 * 3 + 2
     assert results[0].train_loss.values.tolist() != results[1].train_loss.values.tolist()  # the batches did differ
 
 
@@ -236,12 +239,14 @@ class RecordingDevice:
         from spingpu.training.cuda_engine import Device
 
         self.device = Device(True)
-        self.batches, self.in_place, self.aligned = [], [], []
+        self.batches, self.in_place, self.aligned, self.layouts = [], [], [], []
 
     def gemm(self, a, b, out):
         from spingpu.training.batched_cuda_engine import GEMM_ALIGN_BYTES
-        from spingpu.training.gemm import _reading, address
+        from spingpu.training.gemm import _reading, address, gemm_call
 
+        call = gemm_call(np, a, b, out)
+        self.layouts.append(tuple((op.transposed, op.ld) for op in (call.first, call.second)) + (call.ldc,))
         self.batches.append(out.shape[0])
         self.in_place += [_reading(x) is not None for x in (a, b)]
         self.aligned += [address(x) % GEMM_ALIGN_BYTES == 0 or x.flags.owndata for x in (a, b, out)]
@@ -297,6 +302,10 @@ def test_every_matrix_product_of_a_batched_step_is_a_gemm_call_of_group_networks
         assert device.batches == [GEMM_NETWORKS] * (groups * (3 * layers + 2))
         if groups > 1:
             assert all(device.in_place)
+            # every call as cuBLAS reads it (ops, leading dimensions) is that of the padded group of 3
+            # networks: a network's products do not depend on how many it is trained among
+            assert device.layouts[::2] == device.layouts[1::2] == layouts
+        layouts = device.layouts
         # the gradients used are the optimiser's flat buffer itself: apply() copies nothing
         assert all(g is v for g, v in zip(grads, engine.gradient_buffers()))
         assert np.array_equal(engine.grad_flat, np.concatenate([g.reshape(-1) for g in grads]))

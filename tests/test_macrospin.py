@@ -329,12 +329,13 @@ def blobs(make_blobs):
     return make_blobs(41, 60, 4, 2)
 
 
+@pytest.mark.filterwarnings("ignore::spingpu.devices.tabulated.ExtrapolationWarning")  # counted, and compared
 @pytest.mark.parametrize("grad_mode", ["fd_forward", "model"])
 def test_engines_train_macrospin_identically(blobs, grad_mode):
     from spingpu.training.batched_engine import BatchedCpuEngine
-    from spingpu.training.trainer import _train_batched
+    from spingpu.training.trainer import _train_batched, extrapolated_fraction
 
-    model = quick()
+    model = quick(table_i_min=-2e-4, table_i_max=3e-4)  # some readings beyond the tables: counted alike
     cfg = TrainConfig(hidden=(3,), epochs=2, lr=0.05, seed=7, dtype="float64", grad_mode=grad_mode,
                       variability=Variability(sigma_d2d=0.1, sigma_pair=0.02))
     nets = np.array([0, 4])
@@ -346,12 +347,15 @@ def test_engines_train_macrospin_identically(blobs, grad_mode):
                                                                               block_threads=32))
     gpu_batched = train(blobs, cfg, networks=nets, model=model,
                         backend=Backend("cuda", simulator=True, cuda_engine="batched"))
-    for name in ("train_loss", "grad_cosine", "test_acc"):
+    batched["extrapolated_readings"] = extrapolated_fraction(batched["readings_beyond_table"], batched["diverged"],
+                                                             cfg, blobs)
+    for name in ("train_loss", "grad_cosine", "test_acc", "extrapolated_readings"):
         np.testing.assert_allclose(fused[name].values, ref[name].values, rtol=1e-9, atol=1e-12)
         np.testing.assert_allclose(batched[name], ref[name].values, rtol=1e-12, atol=1e-12)
         np.testing.assert_allclose(gpu_fused[name].values, fused[name].values, rtol=1e-12, atol=1e-12)
         np.testing.assert_allclose(gpu_batched[name].values, ref[name].values, rtol=1e-12, atol=1e-12)
     assert np.all(np.isfinite(ref.train_loss.values)) and ref.attrs["device_model"] == "macrospin"
+    assert np.all((0.05 < ref.extrapolated_readings) & (ref.extrapolated_readings < 0.95))
     assert json.loads(ref.attrs["device_settings"])["table_points"] == 9
 
 

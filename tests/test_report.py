@@ -35,7 +35,8 @@ def fake_store(tmp_path, sweep, name="fake", npt=20, diverge_cell=None, tables=N
                 acc[:3] = np.nan
             metrics = dict(train_loss=rng.uniform(0.1, 1, (n, EPOCHS)), train_acc=rng.uniform(0.5, 1, (n, EPOCHS)),
                            val_acc=rng.uniform(0.5, 1, (n, EPOCHS)), grad_cosine=rng.uniform(0.3, 1, (n, EPOCHS)),
-                           deriv_rel_err=rng.uniform(0.01, 1, (n, EPOCHS)), test_acc=acc, diverged=diverged)
+                           deriv_rel_err=rng.uniform(0.01, 1, (n, EPOCHS)), test_acc=acc, diverged=diverged,
+                           extrapolated_readings=np.where(diverged, np.nan, rng.uniform(0, 0.2 * cell, n)))
             for name in ("train_loss", "train_acc", "val_acc", "grad_cosine", "deriv_rel_err"):
                 metrics[name][diverged, 2:] = np.nan  # as training leaves them: NaN from the epoch they diverged
             write_task(path, study, cell, lo, metrics)
@@ -69,6 +70,8 @@ def test_summary_equals_reductions_of_the_dataset(tmp_path):
         assert np.isnan(last.grad_cosine.values[~trained]).all()
         assert row["median_grad_cosine"] == np.median(last.grad_cosine.values[trained])
         assert row["median_deriv_rel_err"] == np.median(last.deriv_rel_err.values[trained])
+        assert row["max_extrapolated_readings"] == np.max(ds.extrapolated_readings.isel(delta_i=k).values[trained])
+    assert rows[0]["max_extrapolated_readings"] == 0  # cell 0: every network read within the table
 
 
 def test_report_one_axis_self_contained_with_csv(tmp_path, capsys):
@@ -86,6 +89,7 @@ def test_report_one_axis_self_contained_with_csv(tmp_path, capsys):
     assert len(rows) == 3 and float(rows[0]["median_test_acc"]) == pytest.approx(
         summary_rows(open_results(path), 0.85)[0]["median_test_acc"])
     assert "fake study" in text and "delta_i (A)" in text
+    assert text.count("beyond table (max)") == 1 and "<td>0.0 %</td>" in text  # cells 1, 2 read beyond, cell 0 not
 
 
 def test_report_three_axes_figure_count(tmp_path):
@@ -156,7 +160,7 @@ def test_the_summary_is_name_dot_summary_csv_and_a_second_report_replaces_both(t
     assert first.splitlines()[0] == ("delta_i,median_test_acc,q25_test_acc,q75_test_acc,q05_test_acc,q95_test_acc,"
                                      "yield,diverged,networks,networks_done,median_grad_cosine,median_deriv_rel_err,"
                                      "teacher_test_acc,median_test_acc_lo95,median_test_acc_hi95,yield_lo95,"
-                                     "yield_hi95")
+                                     "yield_hi95,max_extrapolated_readings")
     assert main(["report", str(path), "--threshold", "0.5"]) == 0  # its own earlier report: replaced
     assert (tmp_path / "fake.summary.csv").read_text() != first
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fake.html", "fake.summary.csv", "fake.zarr"]
@@ -430,3 +434,28 @@ def test_report_without_the_junction_figure_when_the_models_csv_moved(tmp_path, 
     assert text.count("<figure>") == (tmp_path / "before.html").read_text().count("<figure>") - 1 == 3
     with pytest.raises(ConfigError, match="^model.iv_csv: file not found"):  # without notes it propagates
         study_figures(open_results(path))
+
+
+def test_a_store_made_before_extrapolated_readings_existed_is_resumed_and_reported_without_it(tmp_path):
+    """Stores written before the count of readings beyond the table lack the variable: still
+    complete, still written to (the new variable left out) and reported (no such column)."""
+    import shutil
+
+    import zarr
+
+    from spingpu.studies.store import incomplete
+
+    path, study = fake_store(tmp_path, {"neuron.delta_i": [1e-6, 1e-5]})
+    shutil.rmtree(path / "extrapolated_readings")
+    zarr.consolidate_metadata(str(path))
+    assert incomplete(path) is None
+    n = 20
+    write_task(path, study, 1, 0, dict(train_loss=np.ones((n, EPOCHS)), train_acc=np.ones((n, EPOCHS)),
+                                       val_acc=np.ones((n, EPOCHS)), grad_cosine=np.ones((n, EPOCHS)),
+                                       deriv_rel_err=np.ones((n, EPOCHS)), test_acc=np.full(n, 0.5),
+                                       diverged=np.zeros(n, dtype=bool), extrapolated_readings=np.full(n, 0.1)))
+    ds = open_results(path)
+    assert "extrapolated_readings" not in ds and (ds.test_acc.isel(delta_i=1).values[:n] == 0.5).all()
+    assert all(np.isnan(row["max_extrapolated_readings"]) for row in summary_rows(ds))
+    assert main(["report", str(path)]) == 0
+    assert "beyond table" not in (tmp_path / "fake.html").read_text()

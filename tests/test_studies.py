@@ -1254,8 +1254,9 @@ def test_store_records_the_engine_of_each_cell(tmp_path):
 
 
 def test_warnings_of_the_workers_are_said_once_in_one_line(tmp_path):
-    """Sampled macrospin junctions too fast for dt, in both tasks of a cell: one warning line from the
-    driver, not a two-line Python warning from the worker at every task."""
+    """Sampled macrospin junctions too fast for dt, and readings beyond their tables, in both tasks
+    of a cell: one warning line each from the driver, not a two-line Python warning from the worker
+    at every task."""
     study = write(tmp_path / "m.toml", BASE.replace("networks = 2", "networks = 4") + """
 [model]
 name = "macrospin"
@@ -1273,6 +1274,9 @@ sigma_d2d = 0.3
                              "--workers", "1", *FAST])
     assert rc == 0, err
     lines = [ln for ln in err.replace("\r", "\n").splitlines() if "warning" in ln.lower()]
-    assert len(lines) == 1, lines
+    assert len(lines) == 2, lines
     assert lines[0].startswith("spingpu run: warning: param dt: ") and lines[0].endswith(
         "resolves them all (said once, for the first task that gave it)")
+    assert lines[1].startswith("spingpu run: warning: extrapolated_readings: ") and (
+        "of 2 networks read junctions beyond their macrospin tables' current range" in lines[1]) and lines[1].endswith(
+        "(i_bias, i_gain, dac_range) (said once, for the first task that gave it)"), lines

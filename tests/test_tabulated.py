@@ -424,3 +424,67 @@ def test_table_current_range_of_each_model(tab):
     assert table_current_range(get_model("macrospin")) == (-600e-6, 600e-6)
     assert table_current_range(get_model("macrospin", table_i_min=-1e-4, table_i_max=3e-4)) == (-1e-4, 3e-4)
     assert table_current_range(get_model("stt_compact")) is None  # closed form: no table
+
+
+def test_beyond_table_is_where_the_curve_is_the_end_tangent(tab):
+    """``beyond_table`` is True exactly where V(I) leaves the PCHIP curve for its end tangent
+    (scipy reference), for junctions with their own current scale."""
+    model, ref, i, _, _ = tab
+    rng = np.random.default_rng()
+    scale = rng.uniform(0.5, 2.0, 200)
+    current = rng.uniform(-2.5 * I_MAX, 2.5 * I_MAX, 200)
+    params = np.stack([scale, np.ones(200), np.zeros(200)], axis=-1)
+    x = current / scale
+    expected = (x < i[0]) | (x > i[-1])
+    np.testing.assert_array_equal(model.beyond_table(current, params), expected)
+    assert 20 < expected.sum() < 180  # both kinds drawn
+    np.testing.assert_array_equal(model.beyond_table([i[0], i[-1]]), [False, False])  # the end knots are measured
+    assert not get_model("stt_compact").beyond_table(rng.uniform(-1, 1, 50)).any()  # closed form
+
+
+@pytest.mark.filterwarnings("ignore::spingpu.training.config.UnusedSettingWarning")  # the tanh case
+@pytest.mark.parametrize("grad_mode", ["fd_forward", "fd_single", "fd_symmetric", "model", "oracle", "tanh"])
+def test_training_counts_the_readings_beyond_the_table(grad_mode, make_blobs):
+    """``extrapolated_readings``: 0 with a table that holds every current, exactly 1 with one that
+    holds none (which checks the count of readings taken, mode by mode), NaN for a digital
+    network, and the same fraction from the NumPy reference, the fused and the batched CPU engine
+    with a table that holds some."""
+    import warnings
+
+    from spingpu import Readout
+    from spingpu.devices.tabulated import ExtrapolationWarning
+    from spingpu.training import TrainConfig, train
+    from spingpu.training.batched_engine import BatchedCpuEngine
+    from spingpu.training.trainer import _train_batched, extrapolated_fraction
+
+    data = make_blobs(5, 40, 3, 1)
+    cfg = TrainConfig(hidden=(4, 3), epochs=2, lr=0.05, seed=3, dtype="float64", batch_size=12, grad_mode=grad_mode,
+                      variability=Variability(sigma_d2d=0.1, sigma_pair=0.02), readout=Readout(read_noise=1e-3))
+    nets = np.array([2, 6, 7])
+
+    def model(lo, hi):
+        i = np.linspace(lo, hi, 12)
+        return get_model("tabulated", iv_table=(i, curve(i)))
+
+    for lo, hi, expected in ((-1.0, 1.0, 0.0), (0.5, 1.0, 1.0)):
+        with warnings.catch_warnings(record=True) as said:
+            warnings.simplefilter("always")
+            fraction = train(data, cfg, networks=nets, model=model(lo, hi), backend="cpu").extrapolated_readings.values
+        np.testing.assert_array_equal(fraction, np.nan if grad_mode == "tanh" else expected)
+        said = [str(w.message) for w in said if w.category is ExtrapolationWarning]
+        assert said == ([] if expected == 0 or grad_mode == "tanh" else [
+            "extrapolated_readings: 3 of 3 networks read junctions beyond the measured curve's current range, up to "
+            "100 % of a network's readings; there V(I) is the end tangent continued linearly (dV/dI constant): keep "
+            "the drive within it (i_bias, i_gain, dac_range)"])
+    if grad_mode == "tanh":
+        return
+    some = model(-1.5e-4, 2e-4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExtrapolationWarning)
+        ref = train(data, cfg, networks=nets, model=some, backend="numpy").extrapolated_readings.values
+        fused = train(data, cfg, networks=nets, model=some, backend="cpu").extrapolated_readings.values
+        metrics, _, _ = _train_batched(BatchedCpuEngine, data, cfg, nets, some, None, False)
+    batched = extrapolated_fraction(metrics["readings_beyond_table"], metrics["diverged"], cfg, data)
+    assert np.all((0.05 < ref) & (ref < 0.95)), ref
+    np.testing.assert_array_equal(fused, ref)
+    np.testing.assert_array_equal(batched, ref)

@@ -6,7 +6,7 @@ import pytest
 from spingpu import Readout, Variability
 from spingpu.training import PairNeuron, Schedule, TrainConfig, train
 
-METRICS = ("train_loss", "train_acc", "val_acc", "grad_cosine", "deriv_rel_err", "test_acc")
+METRICS = ("train_loss", "train_acc", "val_acc", "grad_cosine", "deriv_rel_err", "test_acc", "extrapolated_readings")
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +116,8 @@ def test_results_schema(blobs):
     cfg = TrainConfig(hidden=(4,), epochs=3)
     r = train(blobs, cfg, n_networks=3, backend="cpu")
     assert set(r.data_vars) == {"train_loss", "train_acc", "val_acc", "grad_cosine", "deriv_rel_err", "test_acc",
-                                "diverged"}
+                                "diverged", "extrapolated_readings"}
+    np.testing.assert_array_equal(r.extrapolated_readings.values, 0.0)  # stt_compact: a closed form
     assert r.train_loss.dims == ("network", "epoch") and r.test_acc.dims == ("network",)
     for v in r.data_vars.values():
         assert "units" in v.attrs and "long_name" in v.attrs

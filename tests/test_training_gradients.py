@@ -11,7 +11,7 @@ from spingpu.training import PairNeuron, TrainConfig
 from spingpu.training.numpy_engine import NumpyEngine
 
 MODEL = get_model("stt_compact")
-NO_NOISE = SimpleNamespace(normals=lambda layer, reading, shape: np.zeros(shape))
+NO_NOISE = SimpleNamespace(normals=lambda layer, reading, shape: np.zeros(shape), derivatives=True)
 
 
 def engine(mode, hidden=(5, 4), n=3, neuron=PairNeuron(), variability=Variability(sigma_d2d=0.15, sigma_pair=0.05,
@@ -59,7 +59,8 @@ def derivative_errors(mode, delta_i, readout=Readout(), sigma_pair=0.0, n=4):
     eng = engine(mode, hidden=(64,), n=n, neuron=PairNeuron(delta_i=delta_i), readout=readout,
                  variability=Variability(sigma_d2d=0.1, sigma_pair=sigma_pair))
     z = rng.normal(0, 1, (n, 50, 64))
-    noise = SimpleNamespace(normals=lambda layer, reading, shape: np.random.default_rng(100 + reading).normal(size=shape))
+    noise = SimpleNamespace(normals=lambda layer, reading, shape: np.random.default_rng(100 + reading).normal(size=shape),
+                            derivatives=True)
     _, used, exact = eng.hidden(0, z, noise)
     _, _, oracle = engine("oracle", hidden=(64,), n=n, variability=Variability(sigma_d2d=0.1,
                           sigma_pair=sigma_pair)).hidden(0, z, NO_NOISE)

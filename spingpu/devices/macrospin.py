@@ -41,7 +41,7 @@ import numpy as np
 
 from ..errors import ConfigError, SpingpuWarning, check_range
 from ..kernels import macrospin as _k
-from ..kernels.tabulated import stacked_tabulated
+from ..kernels.tabulated import beyond_stacked, stacked_tabulated
 from .models import DeviceModel, Parameter
 
 ETA_FORMS = {"constant": _k.ETA_CONSTANT, "slonczewski": _k.ETA_SLONCZEWSKI, "lambda": _k.ETA_LAMBDA}
@@ -266,6 +266,7 @@ TABLE_MODEL = DeviceModel(
         Parameter("knots", 2.0, "1", "number of the junction's knots", low=0.0, low_open=True),
     ),
     scalar=stacked_tabulated,
+    beyond=beyond_stacked,
     table=np.array([[-1.0, 1.0], [0.0, 0.0], [0.0, 0.0]]),  # a placeholder; bind() gives the real one
     description="per-junction LLGS tables (I, V, dV/dI), cubic Hermite",
 )
@@ -311,6 +312,10 @@ class MacrospinModel(DeviceModel):
     @property
     def point_row(self):
         return TABLE_MODEL.point_row
+
+    @property
+    def beyond_row(self):
+        return TABLE_MODEL.beyond_row
 
     @property
     def kernel_width(self):
@@ -402,6 +407,17 @@ class MacrospinModel(DeviceModel):
         each distinct parameter row gets its table. At T > 0 identical rows share one table and
         the thermal fields are not those of training (rows are keyed by their rank, seed 0); for
         the junctions of networks as training sees them use :meth:`bind`."""
+        table_model, current, rows = self._bound(current, params)
+        return table_model.iv(current, rows)
+
+    def beyond_table(self, current, params=None):
+        """True where :meth:`iv` at ``current`` (A) lies beyond the junction's table
+        (``table_i_min`` to ``table_i_max``), where its curve is continued linearly."""
+        table_model, current, rows = self._bound(current, params)
+        return table_model.beyond_table(current, rows)
+
+    def _bound(self, current, params):
+        """(table model, currents, table rows) of :meth:`iv`'s arguments, broadcast."""
         current, params, shape = self._broadcast(current, params)
         unique, inverse = np.unique(params.reshape(-1, params.shape[-1]), axis=0, return_inverse=True)
         key = (self.settings, unique.tobytes())
@@ -411,7 +427,7 @@ class MacrospinModel(DeviceModel):
             _IV_TABLES[key] = self.bind([unique[None, :, None, :]])
         table_model, (rows,) = _IV_TABLES[key]
         rows = rows[0, inverse.reshape(params.shape[:-1]), 0]
-        return table_model.iv(np.broadcast_to(current, shape), np.broadcast_to(rows, shape + (2,)))
+        return table_model, np.broadcast_to(current, shape), np.broadcast_to(rows, shape + (2,))
 
 
 MACROSPIN = MacrospinModel(

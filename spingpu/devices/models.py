@@ -91,7 +91,9 @@ class DeviceModel:
     """A junction model: parameters, compiled scalar function and, for measured curves, a table.
 
     ``scalar(current, *params[, table]) -> (V, dV/dI)`` is a ``numba.njit`` function; ``table`` is
-    a (3, K) float64 array of (I, V, dV/dI) knots or None.
+    a (3, K) float64 array of (I, V, dV/dI) knots or None. ``beyond(current, *params[, table]) ->
+    bool``, also ``numba.njit``, is True where ``scalar`` is not the measured or simulated curve but
+    its table's end tangent continued linearly (None: a closed form, valid at every current).
     """
 
     name: str
@@ -99,6 +101,7 @@ class DeviceModel:
     scalar: object
     table: np.ndarray | None = None
     description: str = ""
+    beyond: object = None
     _compiled: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -167,11 +170,18 @@ class DeviceModel:
                                                                            self.table is not None))
 
     @property
+    def beyond_row(self):
+        """``beyond_row(current, params, row, table) -> bool``: ``beyond`` of junction ``params[row]``
+        (constantly False for a closed-form model)."""
+        return self.compiled("beyond_row", lambda: pointwise.make_beyond_row(self.beyond, len(self.parameters),
+                                                                             self.table is not None))
+
+    @property
     def pair_neuron(self):
         """The training kernels' hidden neuron for this model (:mod:`spingpu.kernels.pair_neuron`)."""
         from ..kernels.pair_neuron import make_pair_neuron
 
-        return self.compiled("pair_neuron", lambda: make_pair_neuron(self.point, self.point_row))
+        return self.compiled("pair_neuron", lambda: make_pair_neuron(self.point, self.point_row, self.beyond_row))
 
     @property
     def settings_values(self):
@@ -220,14 +230,29 @@ class DeviceModel:
         ``current`` (shape ``S``) and ``params`` (shape ``T + (P,)``, default the nominal vector)
         broadcast against each other like NumPy arrays; results have the broadcast shape, float64.
         """
-        current, params, shape = self._broadcast(current, params)
-        flat_i = np.ascontiguousarray(np.broadcast_to(current, shape)).reshape(-1)
-        flat_p = np.ascontiguousarray(np.broadcast_to(params, shape + params.shape[-1:]))
-        flat_p = flat_p.reshape(flat_i.size, len(self.parameters))
+        flat_i, flat_p, shape = self._flat(current, params)
         v = np.empty(flat_i.shape)
         d = np.empty(flat_i.shape)
         self.compiled("iv", lambda: pointwise.make_iv_kernel(self.point))(flat_i, flat_p, self.aux_table, v, d)
         return v.reshape(shape), d.reshape(shape)
+
+    def beyond_table(self, current, params=None):
+        """Boolean array, True where :meth:`iv` at ``current`` (A) for ``params`` (broadcast as in
+        :meth:`iv`) is not the model's table but its end tangent continued linearly; all False
+        for a closed-form model."""
+        flat_i, flat_p, shape = self._flat(current, params)
+        out = np.zeros(flat_i.shape, dtype=np.bool_)
+        if self.beyond is not None:
+            kernel = self.compiled("beyond_kernel", lambda: pointwise.make_beyond_kernel(self.beyond_row))
+            kernel(flat_i, flat_p, self.aux_table, out)
+        return out.reshape(shape)
+
+    def _flat(self, current, params):
+        """(currents (M,), parameter rows (M, P), broadcast shape) of :meth:`iv`'s arguments."""
+        current, params, shape = self._broadcast(current, params)
+        flat_i = np.ascontiguousarray(np.broadcast_to(current, shape)).reshape(-1)
+        flat_p = np.ascontiguousarray(np.broadcast_to(params, shape + params.shape[-1:]))
+        return flat_i, flat_p.reshape(flat_i.size, len(self.parameters)), shape
 
 
 def _numbers(field_name, value):

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError, SpingpuWarning, _short, check_items
+from ..kernels.tabulated import beyond_tabulated
 from ..kernels.tabulated import tabulated as _tabulated_scalar
 from .models import DeviceModel, Parameter
 
@@ -164,6 +165,7 @@ def tabulated_model(csv_path=None, table=None):
                       low=-1e3, high=1e3, distribution="normal", spread_scale=v_full_scale),
         ),
         scalar=_tabulated_scalar,
+        beyond=beyond_tabulated,
         table=knots,
         description=(f"measured curve{'' if csv_path is None else f' from {Path(csv_path).resolve()}'}, "
                      f"{current.size} points, {current[0]:.3g} A to {current[-1]:.3g} A "

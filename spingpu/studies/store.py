@@ -124,6 +124,11 @@ def _store_dataset(study, networks_per_task, attrs):
     return xr.Dataset(data_vars, coords=coords, attrs=attrs)
 
 
+# per-network variables added since the first stores: a store made before lacks them (its
+# completed tasks cannot be given them), and is resumed without them
+ADDED_VARIABLES = ("extrapolated_readings",)
+
+
 def write_task(path, study, cell, lo, metrics):
     """Write one task's metrics (arrays (n_task[, epochs]) named as VARIABLES) into its chunks, and
     its cell's CELL_VARIABLES it holds and its ``engine`` code (every task of a cell gives the same
@@ -135,6 +140,8 @@ def write_task(path, study, cell, lo, metrics):
     hi = lo + len(metrics["test_acc"])
     epochs = group["train_loss"].shape[-1]  # the store's epoch axis (the study's longest training)
     for name, (vdims, _, _) in VARIABLES.items():
+        if name in ADDED_VARIABLES and name not in group:  # a store made before the variable existed
+            continue
         value = np.asarray(metrics[name])
         if "epoch" in vdims and value.shape[1] < epochs:
             value = np.concatenate([value, np.full((value.shape[0], epochs - value.shape[1]), np.nan)], axis=1)
@@ -238,7 +245,7 @@ def incomplete(path):
         return "unreadable consolidated metadata"
     if not all((path / f).is_file() for f in (".zgroup", ".zattrs")):
         return "no group metadata"
-    names = [*VARIABLES, "task_done"]
+    names = [*(n for n in VARIABLES if n not in ADDED_VARIABLES), "task_done"]
     missing = [n for n in names if not all(f"{n}/{f}" in listed and (path / n / f).is_file()
                                            for f in (".zarray", ".zattrs"))]
     return f"missing {', '.join(missing)}" if missing else None

@@ -40,8 +40,23 @@ GEMM_ALIGN_BYTES = 256  # cuBLAS chooses kernels by operand alignment (up to 256
 def _aligned(x):
     """``x``, or a fresh copy of it when its address is not a multiple of GEMM_ALIGN_BYTES: a group's
     operand starts at an offset that depends on N (the last, overlapping group, and the weight blocks
-    of the flat buffer), and must not change cuBLAS's choice of kernel."""
-    return x if address(x) % GEMM_ALIGN_BYTES == 0 else x.copy()
+    of the flat buffer), and must not change cuBLAS's choice of kernel. The copy keeps the order of
+    the axes in memory, so that a transposed view stays one (the same op and leading dimension)."""
+    return x if address(x) % GEMM_ALIGN_BYTES == 0 else x.copy(order="K")
+
+
+def _padded(xp, x, group):
+    """A 3-axis operand of n < ``group`` networks, zero-padded to ``group``, with the memory order
+    of its last two axes kept (a transposed view is padded as one), so that cuBLAS reads it as it
+    reads the operand of a full group: the same op, leading dimension and so kernel."""
+    if x.ndim == 2:
+        return x
+    if x.shape[-2] > 1 and x.strides[-2] < x.strides[-1]:  # a transposed view: pad its transpose
+        full = xp.zeros((group, x.shape[2], x.shape[1]), x.dtype).swapaxes(1, 2)
+    else:
+        full = xp.zeros((group,) + x.shape[1:], x.dtype)
+    full[:x.shape[0]] = x
+    return full
 
 
 def grouped_matmul(device, a, b, group=GEMM_NETWORKS, out=None):
@@ -64,15 +79,8 @@ def grouped_matmul(device, a, b, group=GEMM_NETWORKS, out=None):
     if out is None:
         out = xp.empty((n,) + shape, dtype=xp.result_type(a, b))
     if n < group:
-        def padded(x):
-            if x.ndim == 2:
-                return x
-            full = xp.zeros((group,) + x.shape[1:], x.dtype)
-            full[:n] = x
-            return full
-
         product = xp.empty((group,) + shape, dtype=out.dtype)
-        device.gemm(_aligned(padded(a)), padded(b), product)
+        device.gemm(_aligned(_padded(xp, a, group)), _padded(xp, b, group), product)
         out[...] = product[:n]
         return out
     starts = list(range(0, n - group + 1, group)) + ([n - group] if n % group else [])
@@ -141,6 +149,7 @@ class BatchedCudaEngine(NumpyEngine):
         self.junctions = [xp.asarray(np.ascontiguousarray(j).reshape(-1, j.shape[-1])) for j in self.junctions]
         self._networks = xp.asarray(self.networks)
         self.alive = xp.asarray(self.alive)
+        self.readings_beyond = xp.asarray(self.readings_beyond)
         self._kernel = pair_layer_cuda_kernel(self.model) if config.is_mtj else None
         self._mode = MODE_CODES[config.grad_mode]
         put = xp.asarray
@@ -179,9 +188,12 @@ class BatchedCudaEngine(NumpyEngine):
             return h, used, used.copy()
         k0, k1 = split_seed(np.uint64(noise.seed))
         n, b, u = z.shape
+        beyond = xp.empty(z.shape, dtype=np.uint8)
         launch(self._kernel, kern.blocks(n * b * ((u + 1) // 2)), kern.THREADS,
                z, self.junctions[layer], self._nominal, self._table, self._mode, self._neuron, self._readout, k0, k1,
-               self._networks, noise.purpose, layer, noise.slot0, noise.row0, noise.derivatives, h, used, exact)
+               self._networks, noise.purpose, layer, noise.slot0, noise.row0, noise.derivatives, h, used, exact,
+               beyond)
+        self.readings_beyond += beyond.sum(axis=(1, 2), dtype=np.int64)
         return h, used, exact
 
     def _input(self, x):

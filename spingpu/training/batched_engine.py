@@ -39,7 +39,9 @@ class BatchedCpuEngine(NumpyEngine):
             return super().hidden(layer, z, noise)
         z = np.ascontiguousarray(z)
         h, used, exact = np.empty_like(z), np.empty_like(z), np.empty_like(z)
+        beyond = np.empty(z.shape, dtype=np.uint8)
         self._kernel(z, self._junctions[layer], self.model.nominal, self.model.aux_table, self._mode, self._neuron,
                      self._readout, np.uint64(noise.seed), self.networks, noise.purpose, layer, noise.slot0,
-                     noise.row0, noise.derivatives, h, used, exact)
+                     noise.row0, noise.derivatives, h, used, exact, beyond)
+        self.readings_beyond += beyond.sum(axis=(1, 2), dtype=np.int64)
         return h, used, exact

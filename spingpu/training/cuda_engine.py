@@ -129,8 +129,9 @@ EMULATED_GEMM = "NumPy emulation of cublasGemmStridedBatchedEx"
 
 def _checked_gemm_path(cupy):
     """DIRECT_GEMM if :func:`spingpu.training.gemm.run_cublas` equals ``cupy.matmul`` on small
-    random products (float32 and float64; every layout of the engine's products, and extents of
-    1), else CUPY_MATMUL with a warning that says why."""
+    random products (float32 and float64; every layout of the engine's products, extents of 1,
+    and leading dimensions and batch strides that differ from the extents), else CUPY_MATMUL with
+    a warning that says why."""
     import warnings
 
     from ..errors import SpingpuWarning
@@ -144,7 +145,10 @@ def _checked_gemm_path(cupy):
             cases = [(put(g, m, k), put(g, k, n)), (put(m, k), put(g, k, n)),  # forward
                      (put(g, k, m).swapaxes(1, 2), put(g, k, n)), (put(k, m).T, put(g, k, n)),  # a^T delta
                      (put(g, m, k), put(g, n, k).swapaxes(1, 2)),  # delta W^T
-                     (put(g, k, m).swapaxes(1, 2), put(g, n, k).swapaxes(1, 2)), (put(g, 1, k), put(g, k, 1))]
+                     (put(g, k, m).swapaxes(1, 2), put(g, n, k).swapaxes(1, 2)), (put(g, 1, k), put(g, k, 1)),
+                     # leading dimensions beyond the rows, a batch stride beyond rows x ld, one matrix for all
+                     (put(g, m, k + 3)[:, :, 1:k + 1], put(g, k, n + 2)[:, :, :n]),
+                     (put(2 * g, m, k)[::2], put(g, n, k).swapaxes(1, 2)), (put(1, m, k), put(g, k, n))]
             for a, b in cases:
                 out = cupy.full((g, a.shape[-2], b.shape[-1]), np.nan, dtype=dtype)
                 gemm.run_cublas(gemm.gemm_call(cupy, a, b, out))
@@ -205,7 +209,7 @@ class FusedCudaRun:
                 p["opt_kind"], c["hyper"], self.lr_epoch if lr_epoch is None else lr_epoch,
                 self.problem.batch if batch is None else batch, self.orders if orders is None else orders,
                 put(p["w_init"][lo:hi]), errs, out["loss"], out["acc"], out["val"], out["cos"], out["derr"],
-                out["test"], out["div"])
+                out["test"], out["div"], out["beyond"])
 
     def probe_arguments(self):
         """A one-network, one-step, two-sample launch with the argument types of the real run."""
@@ -217,13 +221,13 @@ class FusedCudaRun:
     @property
     def bytes_per_network(self):
         p = self.packed
-        return 8 * (p["junctions"][0].size + p["w_init"].shape[1] + self.layout.errs_len + 5 * self.epochs + 3)
+        return 8 * (p["junctions"][0].size + p["w_init"].shape[1] + self.layout.errs_len + 5 * self.epochs + 4)
 
     @property
     def output_bytes_per_network(self):
         """The outputs of one network (:func:`fused_outputs`): five float64 metrics per epoch, the
-        test accuracy and the diverged flag."""
-        return 8 * (5 * self.epochs + 1) + 1
+        test accuracy, the diverged flag and the count of readings beyond the table."""
+        return 8 * (5 * self.epochs + 2) + 1
 
     @property
     def shared_bytes(self):

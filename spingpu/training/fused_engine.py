@@ -150,7 +150,7 @@ def train_fused(dataset, config, networks, model, teacher_logits, progress):
         kernel(lo, hi, *arrays, teacher, use_teacher, networks, np.uint64(config.seed), p["sizes"], p["w_off"],
                p["b_off"], p["u_off"], p["junctions"], p["nominal"], p["table"], p["mode"], p["neuron"],
                p["readout"], p["opt_kind"], p["hyper"], lr, size, order, p["w_init"], out["loss"], out["acc"],
-               out["val"], out["cos"], out["derr"], out["test"], out["div"])
+               out["val"], out["cos"], out["derr"], out["test"], out["div"], out["beyond"])
 
     t0 = time.perf_counter()
     packed = as_tuples(pack(config, model, networks, sizes))
@@ -184,12 +184,14 @@ def train_fused(dataset, config, networks, model, teacher_logits, progress):
 def fused_metrics(out):
     """The results' variables from the fused kernels' outputs."""
     return dict(train_loss=out["loss"], train_acc=out["acc"], val_acc=out["val"], grad_cosine=out["cos"],
-                deriv_rel_err=out["derr"], test_acc=out["test"], diverged=out["div"])
+                deriv_rel_err=out["derr"], test_acc=out["test"], diverged=out["div"],
+                readings_beyond_table=out["beyond"])
 
 
 def fused_outputs(n, epochs, xp=np):
     """The fused kernels' output arrays in ``xp`` (NumPy, or CuPy to make them on the GPU), NaN
-    until written (``div`` False)."""
+    until written (``div`` False; ``beyond``, the junction readings beyond the device's table, -1)."""
     return dict(loss=xp.full((n, epochs), np.nan), acc=xp.full((n, epochs), np.nan),
                 val=xp.full((n, epochs), np.nan), cos=xp.full((n, epochs), np.nan),
-                derr=xp.full((n, epochs), np.nan), test=xp.full(n, np.nan), div=xp.zeros(n, dtype=np.bool_))
+                derr=xp.full((n, epochs), np.nan), test=xp.full(n, np.nan), div=xp.zeros(n, dtype=np.bool_),
+                beyond=xp.full(n, -1, dtype=np.int64))

@@ -133,6 +133,7 @@ class NumpyEngine:
         self.state = [np.zeros_like(p) for _ in range(n_moments) for p in self.weights]
         self.t = 0
         self.alive = np.ones(n, dtype=bool)
+        self.readings_beyond = self.xp.zeros(n, dtype=np.int64)  # junction readings beyond the device's table
 
     # --- one hidden layer ------------------------------------------------------------------------
 
@@ -168,6 +169,9 @@ class NumpyEngine:
             i_a, i_b = i_dac, i_dac + nc.delta_i
         v_a, d_a = self.model.iv(i_a, params[..., 0, :])
         r_a = self._read(v_a, d_a, i_a, lambda: noise.normals(layer, 0, z.shape))
+        self._count_beyond(i_a, params[..., 0, :])
+        if mode == "fd_symmetric" or (noise.derivatives and mode in ("fd_forward", "fd_single")):
+            self._count_beyond(i_b, params[..., 1 if mode != "fd_single" else 0, :])
         exact = gain * (d_a - nc.r_bridge)
         if mode == "fd_forward" or mode == "fd_symmetric":
             v_b, d_b = self.model.iv(i_b, params[..., 1, :])
@@ -187,6 +191,11 @@ class NumpyEngine:
             used = exact
         dt = self.dtype
         return (nc.v_scale * r_a).astype(dt), used.astype(dt), exact.astype(dt)
+
+    def _count_beyond(self, current, params):
+        """Add each network's readings at ``current`` (N, B, U) beyond its junctions' tables."""
+        if self.model.beyond is not None:
+            self.readings_beyond += self.model.beyond_table(current, params).sum(axis=(1, 2))
 
     # --- whole network -----------------------------------------------------------------------------
 

@@ -18,6 +18,10 @@ VARIABLES = {
                       "median relative error of the activation-derivative estimates (last batch)"),
     "test_acc": (("network",), "1", "test accuracy after training"),
     "diverged": (("network",), "1", "training was stopped because the loss or a weight gradient became NaN or beyond 3.4e38 (float32's range)"),
+    "extrapolated_readings": (("network",), "1",
+                              "fraction of the junction readings (training and evaluation) at currents beyond the "
+                              "device model's table, where V(I) is the table's end tangent continued linearly (0 for "
+                              "a closed-form model; NaN: diverged, or no junctions)"),
 }
 
 CELL_VARIABLES = {

@@ -65,6 +65,9 @@ def train(dataset, config: TrainConfig, *, n_networks=None, networks=None, model
                                                    backend, layout)
     else:
         raise AssertionError(backend)
+    metrics["extrapolated_readings"] = extrapolated_fraction(metrics.pop("readings_beyond_table"),
+                                                             metrics["diverged"], config, dataset)
+    _warn_extrapolated(metrics["extrapolated_readings"], model)
     n, epochs = networks.size, config.epochs
     attrs = {
         "spingpu_version": __version__,
@@ -87,6 +90,42 @@ def train(dataset, config: TrainConfig, *, n_networks=None, networks=None, model
     if model.table is not None:  # which measured curve a tabulated model ran: sha256 of its (I, V, dV/dI) knots
         attrs["device_table_sha256"] = hashlib.sha256(np.ascontiguousarray(model.table, np.float64).tobytes()).hexdigest()
     return make_results(metrics, networks, epochs, attrs)
+
+
+def extrapolated_fraction(beyond, diverged, config, dataset):
+    """Each network's junction readings beyond its device's table (``beyond``, counted by the
+    engines) as a fraction of the readings it took: hidden units x (epochs x n_train training
+    readings + (epochs x n_val + n_test) evaluation readings) x the pair's readings of each
+    (:func:`spingpu.kernels.pair_neuron.readings`). NaN for a diverged network (its training
+    stopped early) and where no junction is read (a digital baseline)."""
+    from ..kernels.pair_neuron import MODE_CODES, readings
+
+    mode = MODE_CODES[config.grad_mode]
+    units = sum(config.hidden)
+    n_train, n_val, n_test = dataset.y_train.size, dataset.y_val.size, dataset.y_test.size
+    taken = units * (config.epochs * n_train * readings(mode, True)
+                     + (config.epochs * n_val + n_test) * readings(mode, False))
+    fraction = np.full(diverged.shape, np.nan)
+    if taken:
+        fraction[~diverged] = np.asarray(beyond, dtype=np.float64)[~diverged] / taken
+    return fraction
+
+
+def _warn_extrapolated(fraction, model):
+    """ExtrapolationWarning, one line, where networks read junctions beyond their tables."""
+    from ..devices.tabulated import ExtrapolationWarning
+
+    hit = fraction > 0  # NaN: False
+    if not hit.any():
+        return
+    if model.table is None:  # a model tabulated per junction (macrospin)
+        whose, hint = f"their {model.name} tables'", "widen them (table_i_min, table_i_max) or "
+    else:
+        whose, hint = "the measured curve's", ""
+    warnings.warn(f"extrapolated_readings: {hit.sum()} of {fraction.size} networks read junctions beyond {whose} "
+                  f"current range, up to {100 * fraction[hit].max():.3g} % of a network's readings; there V(I) is "
+                  f"the end tangent continued linearly (dV/dI constant): {hint}keep the drive within it "
+                  "(i_bias, i_gain, dac_range)", ExtrapolationWarning, stacklevel=3)
 
 
 def check_inputs(dataset, config, n_networks=None, networks=None, model=None, backend="auto",
@@ -318,6 +357,7 @@ def _train_batched(engine_class, dataset, config, networks, model, teacher_logit
     x_val, x_test = (put(np.ascontiguousarray(a, dtype=engine.dtype)) for a in (dataset.x_val, dataset.x_test))
     y_val, y_test = (put(a.astype(np.int64)) for a in (dataset.y_val, dataset.y_test))
     engine.compile_kernels(x, y)
+    engine.readings_beyond[...] = 0  # count the run's readings, not the compilation's
     setup_seconds = time.perf_counter() - t0
     n_train = dataset.y_train.size
     batch = n_train if config.batch_size is None else min(config.batch_size, n_train)
@@ -373,7 +413,7 @@ def _train_batched(engine_class, dataset, config, networks, model, teacher_logit
         train_seconds = time.perf_counter() - t_train
     test_acc = evaluate(engine, x_test, y_test, epochs, split=1)
     test_acc[diverged] = np.nan
-    metrics.update(test_acc=test_acc, diverged=diverged)
+    metrics.update(test_acc=test_acc, diverged=diverged, readings_beyond_table=engine.to_host(engine.readings_beyond))
     return metrics, {"train": train_seconds, "compile": setup_seconds}, engine
 
 
