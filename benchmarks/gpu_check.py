@@ -12,9 +12,11 @@ Checks (fresh random inputs, seed printed; outputs poisoned with a sentinel befo
 element required to be overwritten):
 
   fused      the fused block-per-network kernel against the fused CPU engine: 4-8-3 networks, fd_forward,
-             read noise, Adam, float64 on both sides, so they differ by FMA contraction and libm ulps only
+             read noise, Adam, float64 on both sides, so they differ by FMA contraction and libm ulps only;
+             and the fraction of readings beyond a narrow tabulated curve (extrapolated_readings)
   pair       the batched engine's pair-neuron kernel against the CPU kernel, stt_compact and a
-             tabulated junction, normwise (max |diff| / max |value| < 1e-12)
+             tabulated junction, normwise (max |diff| / max |value| < 1e-12), and its count of readings
+             beyond the table element by element
   batched    the batched CUDA engine against the NumPy engine, float32, on a 784-64-64-10 problem, and
              its last network trained alone against the same network among 130 (bit-identical); the
              same for networks 1 and 129 of an odd-sized 7-66-3 problem, whose GEMM operands sit at

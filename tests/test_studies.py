@@ -419,7 +419,7 @@ def test_ctrl_c_stops_the_run_with_one_line_and_keeps_the_finished_tasks(long_re
     study, ref = long_ref
     out = tmp_path / "interrupted.zarr"
     returncode, lines = _stopped_midway(study, out, 2, lambda proc: os.killpg(proc.pid, signal.SIGINT))
-    assert returncode == 130
+    assert returncode == 130, lines
     assert lines == [f"spingpu run: interrupted; the finished tasks are kept in {out}: rerun with --resume to "
                      "complete it"], lines
     assert 1 <= task_done(out).sum()
@@ -434,7 +434,7 @@ def test_sigterm_stops_the_run_like_ctrl_c_and_leaves_no_temporary(long_ref, tmp
     study, ref = long_ref
     out = tmp_path / "terminated.zarr"
     returncode, lines = _stopped_midway(study, out, 1, lambda proc: proc.terminate())
-    assert returncode == 143
+    assert returncode == 143, lines
     assert lines == [f"spingpu run: terminated; the finished tasks are kept in {out}: rerun with --resume to "
                      "complete it"], lines
     assert 1 <= task_done(out).sum()
