@@ -83,9 +83,11 @@ def stopped(err):
 @contextlib.contextmanager
 def deferred_interrupts():
     """Within: SIGINT and SIGTERM are held back and delivered, to the handlers in place before,
-    on leaving (e.g. while a task's results are written and marked done, so that a Ctrl-C never
-    leaves a store write half-run; zarr's writes are coroutines, and one cut off warns that it was
-    never awaited). Outside the main thread it does nothing."""
+    on leaving. For what must not be cut in the middle: a task's results written and marked done
+    (zarr's writes are coroutines, and one cut off warns that it was never awaited), and Numba
+    compiling the kernels (an exception raised in LLVM's callback into Numba is lost, and Numba
+    then fails with "no compiled object yet": an error, not a stop). Outside the main thread it
+    does nothing."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return

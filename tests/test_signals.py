@@ -88,3 +88,28 @@ def test_handlers_set_by_the_process_are_kept(default_handlers):
         time.sleep(0.05)
         raise_if_stopped()
     assert calls == [signal.SIGTERM]
+
+
+def test_a_stop_waits_for_the_kernels_to_compile(default_handlers, make_blobs):
+    """SIGTERM while Numba compiles (cut there, Numba was left without the object code of a function
+    and the run ended in a RuntimeError, exit 1): the compilation finishes, then the stop acts."""
+    import numpy as np
+
+    from spingpu import get_model
+    from spingpu.training import TrainConfig
+    from spingpu.training.numpy_engine import NumpyEngine
+    from spingpu.training.trainer import _train_batched
+
+    done = []
+
+    class Engine(NumpyEngine):
+        def compile_kernels(self, x, y):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.05)  # a handler would have run by now
+            super().compile_kernels(x, y)
+            done.append("compiled")
+
+    with pytest.raises(Terminated), stop_signals_raise():
+        _train_batched(Engine, make_blobs(1, 30, 3, 1), TrainConfig(hidden=(3,), epochs=2), np.arange(2),
+                       get_model("stt_compact"), None, False)
+    assert done == ["compiled"]

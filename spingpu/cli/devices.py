@@ -50,6 +50,7 @@ def add_parser(sub):
 def run(args):
     from ..devices import Variability, get_model, junction_curves, sample_layer
     from ..outputs import check_not_inputs, check_writable, staged_files
+    from ..signals import deferred_interrupts
 
     # Validate everything before computing or writing anything.
     samples = check_range("samples", args.samples, 1, MAX_SAMPLES, integer=True)
@@ -73,10 +74,11 @@ def run(args):
 
     start = time.perf_counter()
     current = np.linspace(i_min, i_max, points)
-    params = sample_layer(model, variability, args.seed, np.arange(samples), layer=0, n_units=1)[:, 0]
-    curves = junction_curves(model, params, args.seed)
-    v_nom, d_nom = model.iv(current)
-    v, d = curves(current)  # (samples, 2, points)
+    with deferred_interrupts():  # a stop inside Numba's compiler breaks it (spingpu.signals): after, then
+        params = sample_layer(model, variability, args.seed, np.arange(samples), layer=0, n_units=1)[:, 0]
+        curves = junction_curves(model, params, args.seed)
+        v_nom, d_nom = model.iv(current)
+        v, d = curves(current)  # (samples, 2, points)
     if not (np.all(np.isfinite(v)) and np.all(np.isfinite(d))):
         raise ConfigError("param", "the model gives non-finite voltages for these parameters and currents")
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConfigError, SpingpuWarning, _short, check_items
+from ..errors import ConfigError, SpingpuWarning, check_items
 from ..kernels.tabulated import beyond_tabulated
 from ..kernels.tabulated import tabulated as _tabulated_scalar
 from .models import DeviceModel, Parameter

@@ -249,7 +249,7 @@ def _check_name(path, name, given):
     """The study's name, which names its default store ``results/<name>.zarr``: one plain path
     component (no folders, not hidden, not empty, no control characters)."""
     if not NAME_RE.fullmatch(name) or name.strip() != name:
-        where = "" if given else f" (the study file's name without .toml; set name = \"...\" in the file)"
+        where = "" if given else " (the study file's name without .toml; set name = \"...\" in the file)"
         raise _err(path, "name", f"{name!r}{where} is not a plain name; allowed: 1-200 characters without '/', "
                                  "'\\' or control characters, not starting with '.' or a space")
     return name

@@ -24,11 +24,10 @@ import numpy as np
 from ..kernels import batched_cuda as kern
 from ..kernels.network import ADAM, MOMENTUM, SGD
 from ..kernels.pair_neuron import MODE_CODES
-from ..kernels import streams
 from ..kernels.philox import split_seed
 from .fused_engine import neuron_vector, readout_vector
 from .gemm import address
-from .numpy_engine import NoiseSource, NumpyEngine
+from .numpy_engine import NumpyEngine
 
 OPTIMIZERS = {"sgd": SGD, "momentum": MOMENTUM, "adam": ADAM}
 
@@ -164,14 +163,9 @@ class BatchedCudaEngine(NumpyEngine):
         return self.device.put(array)
 
     def compile_kernels(self, x, y):
-        """Compile a step's kernels (Numba's and CuPy's) by running a step's forward pass, loss and
-        backward pass on the first sample ``x[:1]``, ``y[:1]`` and the optimiser with every network
-        masked: no state changes (the noise is counter-based, nothing is written)."""
-        noise = NoiseSource(self.config.seed, self.networks, streams.PURPOSE_NOISE, 0, 0)
-        logits, cache = self.forward(x[:1], noise)
-        teacher = self._no_teacher if self.config.distillation is not None else None
-        _, dlogits = self.loss_and_dlogits(logits, y[:1], teacher)
-        self.backward(dlogits, cache, "exact")  # "used" would write into the gradient buffers
+        """:meth:`NumpyEngine.compile_kernels` (Numba's and CuPy's kernels), and the optimiser with
+        every network masked: no state changes."""
+        super().compile_kernels(x, y)
         self._update(self.xp.zeros(self.networks.size, dtype=bool), 0.0, 1)
         self.device.synchronize()
 

@@ -14,6 +14,7 @@ import time
 import numpy as np
 
 from ..errors import ConfigError
+from ..signals import deferred_interrupts
 from .fused_engine import as_tuples, epoch_orders, fused_metrics, fused_outputs, fused_problem, pack
 
 LAUNCH_BLOCKS = 1 << 16  # networks per kernel launch: the progress bar moves between launches
@@ -244,10 +245,11 @@ def train_fused_cuda(dataset, config, networks, model, teacher_logits, progress,
 
     n, epochs = networks.size, config.epochs
     t0 = time.perf_counter()
-    kernel = fused_cuda_kernel(model, layout)
-    run = FusedCudaRun(dataset, config, networks, model, teacher_logits, layout, device)
-    device.launch(kernel, 1, layout.threads, *run.probe_arguments())  # compiles
-    device.synchronize()
+    with deferred_interrupts():  # set-up and compilation: a stop inside Numba's compiler breaks it (spingpu.signals)
+        kernel = fused_cuda_kernel(model, layout)
+        run = FusedCudaRun(dataset, config, networks, model, teacher_logits, layout, device)
+        device.launch(kernel, 1, layout.threads, *run.probe_arguments())  # compiles
+        device.synchronize()
     compile_seconds = time.perf_counter() - t0
 
     # a chunk trains while the outputs of the one before are read back (its other arrays are freed by

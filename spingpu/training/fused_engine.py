@@ -15,6 +15,7 @@ from ..kernels import streams
 from ..kernels.fused_cpu import make_fused_trainer
 from ..kernels.network import ADAM, MOMENTUM, SGD
 from ..kernels.pair_neuron import MODE_CODES, NOISE_GAUSSIAN, NOISE_JOHNSON_SHOT, NOISE_NONE
+from ..signals import deferred_interrupts
 from .numpy_engine import initial_weights, kernel_junctions
 
 OPTIMIZER_CODES = {"sgd": SGD, "momentum": MOMENTUM, "adam": ADAM}
@@ -142,8 +143,6 @@ def train_fused(dataset, config, networks, model, teacher_logits, progress):
     problem = fused_problem(dataset, config, teacher_logits)
     sizes, batch, lr_epoch, teacher, data = problem.sizes, problem.batch, problem.lr_epoch, problem.teacher, problem.data
     use_teacher = problem.use_teacher
-    orders = epoch_orders(config, problem.n_train)
-    kernel = fused_trainer(model)
     n, epochs = networks.size, config.epochs
 
     def run(lo, hi, p, out, lr, order, arrays=data, size=batch):
@@ -153,11 +152,14 @@ def train_fused(dataset, config, networks, model, teacher_logits, progress):
                out["val"], out["cos"], out["derr"], out["test"], out["div"], out["beyond"])
 
     t0 = time.perf_counter()
-    packed = as_tuples(pack(config, model, networks, sizes))
-    probe = fused_outputs(1, 1)
-    # Compile: one step on two samples, with the argument types of the real run.
-    few = [a[:2] for a in data]
-    run(0, 1, packed, probe, lr_epoch[:1], np.ascontiguousarray(np.arange(2)[None]), arrays=few, size=2)
+    with deferred_interrupts():  # set-up and compilation: a stop inside Numba's compiler breaks it (spingpu.signals)
+        orders = epoch_orders(config, problem.n_train)
+        kernel = fused_trainer(model)
+        packed = as_tuples(pack(config, model, networks, sizes))
+        probe = fused_outputs(1, 1)
+        # Compile: one step on two samples, with the argument types of the real run.
+        few = [a[:2] for a in data]
+        run(0, 1, packed, probe, lr_epoch[:1], np.ascontiguousarray(np.arange(2)[None]), arrays=few, size=2)
     compile_seconds = time.perf_counter() - t0
 
     out = fused_outputs(n, epochs)

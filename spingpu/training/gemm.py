@@ -159,8 +159,9 @@ def emulate(call):
 
 def run_cublas(call):
     """``call`` on CuPy's current stream (float32 or float64, FP32/FP64 arithmetic: no TF32, as
-    CuPy's default)."""
-    from cupy.cuda import device
+    CuPy's default). The handle's stream and host pointer mode (alpha and beta are host scalars)
+    are set here rather than assumed from CuPy's binding and its other callers."""
+    from cupy.cuda import device, stream
     from cupy_backends.cuda.api import runtime
     from cupy_backends.cuda.libs import cublas
 
@@ -171,7 +172,10 @@ def run_cublas(call):
     one, zero = np.ones((), dtype), np.zeros((), dtype)  # host scalars, read when the call is queued
     op = {False: cublas.CUBLAS_OP_N, True: cublas.CUBLAS_OP_T}
     f, s = call.first, call.second
+    handle = device.get_cublas_handle()
+    cublas.setStream(handle, stream.get_current_stream().ptr)
+    cublas.setPointerMode(handle, cublas.CUBLAS_POINTER_MODE_HOST)
     cublas.gemmStridedBatchedEx(
-        device.get_cublas_handle(), op[f.transposed], op[s.transposed], call.m, call.n, call.k, one.ctypes.data,
+        handle, op[f.transposed], op[s.transposed], call.m, call.n, call.k, one.ctypes.data,
         f.array.data.ptr, data, f.ld, f.stride, s.array.data.ptr, data, s.ld, s.stride, zero.ctypes.data,
         call.out.data.ptr, data, call.ldc, call.stride_c, call.batch, compute, cublas.CUBLAS_GEMM_DEFAULT)

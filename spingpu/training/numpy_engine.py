@@ -116,8 +116,16 @@ class NumpyEngine:
         return np.asarray(array)
 
     def compile_kernels(self, x, y):
-        """Compile what a training step runs before it is timed (nothing here: the CPU kernels are
-        compiled when first imported or read from the kernel cache)."""
+        """Compile what a training step runs (Numba compiles a kernel at its first call, or reads it
+        from its cache) before the step is timed: a forward pass, the loss and the exact backward
+        pass of the first sample ``x[:1]``, ``y[:1]``. No state changes (the noise is
+        counter-based; the exact gradient is written nowhere the optimiser reads). The trainer runs
+        it with Ctrl-C and SIGTERM held back (:func:`spingpu.signals.deferred_interrupts`)."""
+        noise = NoiseSource(self.config.seed, self.networks, streams.PURPOSE_NOISE, 0, 0)
+        logits, cache = self.forward(x[:1], noise)
+        teacher = self._no_teacher if self.config.distillation is not None else None
+        _, dlogits = self.loss_and_dlogits(logits, y[:1], teacher)
+        self.backward(dlogits, cache, "exact")  # "used" would write into the gradient buffers
 
     def __init__(self, model, config: TrainConfig, networks, n_features, n_classes):
         self.model = model
@@ -134,6 +142,7 @@ class NumpyEngine:
         self.t = 0
         self.alive = np.ones(n, dtype=bool)
         self.readings_beyond = self.xp.zeros(n, dtype=np.int64)  # junction readings beyond the device's table
+        self._no_teacher = np.zeros((1, n_classes))  # teacher logits of compile_kernels' sample, when distilling
 
     # --- one hidden layer ------------------------------------------------------------------------
 

@@ -20,6 +20,7 @@ from ..devices.variability import check_network_indices
 from ..errors import ConfigError
 from ..kernels import streams
 from ..kernels.network import DIVERGED_ABOVE
+from ..signals import deferred_interrupts
 from .config import CONFIG_UNITS, TrainConfig, UnusedSettingWarning, unused_settings
 from .numpy_engine import NoiseSource, NumpyEngine
 from .results import make_results
@@ -350,13 +351,14 @@ def _train_batched(engine_class, dataset, config, networks, model, teacher_logit
     between the steps of an epoch (the per-network metrics are read back once per epoch).
     """
     t0 = time.perf_counter()
-    engine = engine_class(model, config, networks, dataset.n_features, dataset.n_classes)
-    xp, put = engine.xp, engine.put
-    x, y = put(np.ascontiguousarray(dataset.x_train, dtype=engine.dtype)), put(dataset.y_train.astype(np.int64))
-    teacher = None if teacher_logits is None else put(np.ascontiguousarray(teacher_logits, dtype=np.float64))
-    x_val, x_test = (put(np.ascontiguousarray(a, dtype=engine.dtype)) for a in (dataset.x_val, dataset.x_test))
-    y_val, y_test = (put(a.astype(np.int64)) for a in (dataset.y_val, dataset.y_test))
-    engine.compile_kernels(x, y)
+    with deferred_interrupts():  # set-up and compilation: a stop inside Numba's compiler breaks it (spingpu.signals)
+        engine = engine_class(model, config, networks, dataset.n_features, dataset.n_classes)
+        xp, put = engine.xp, engine.put
+        x, y = put(np.ascontiguousarray(dataset.x_train, dtype=engine.dtype)), put(dataset.y_train.astype(np.int64))
+        teacher = None if teacher_logits is None else put(np.ascontiguousarray(teacher_logits, dtype=np.float64))
+        x_val, x_test = (put(np.ascontiguousarray(a, dtype=engine.dtype)) for a in (dataset.x_val, dataset.x_test))
+        y_val, y_test = (put(a.astype(np.int64)) for a in (dataset.y_val, dataset.y_test))
+        engine.compile_kernels(x, y)
     engine.readings_beyond[...] = 0  # count the run's readings, not the compilation's
     setup_seconds = time.perf_counter() - t0
     n_train = dataset.y_train.size
