@@ -74,7 +74,7 @@ def run(args):
 
     start = time.perf_counter()
     current = np.linspace(i_min, i_max, points)
-    with deferred_interrupts():  # a stop inside Numba's compiler breaks it (spingpu.signals): after, then
+    with deferred_interrupts():  # sampling compiles: a stop inside Numba's compiler breaks it (spingpu.signals)
         params = sample_layer(model, variability, args.seed, np.arange(samples), layer=0, n_units=1)[:, 0]
         curves = junction_curves(model, params, args.seed)
         v_nom, d_nom = model.iv(current)

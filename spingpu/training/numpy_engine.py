@@ -31,7 +31,7 @@ from ..devices.variability import sample_layer
 from ..kernels import streams
 from ..kernels.loss import softmax_xent_batch
 from ..kernels.pair_layer import digital_layer
-from ..kernels.pair_neuron import MODE_CODES
+from ..kernels.pair_neuron import MODE_CODES, readings
 from .config import TrainConfig
 
 
@@ -141,7 +141,7 @@ class NumpyEngine:
         self.state = [np.zeros_like(p) for _ in range(n_moments) for p in self.weights]
         self.t = 0
         self.alive = np.ones(n, dtype=bool)
-        self.readings_beyond = self.xp.zeros(n, dtype=np.int64)  # junction readings beyond the device's table
+        self.readings_beyond = np.zeros(n, dtype=np.int64)  # junction readings beyond the device's table
         self._no_teacher = np.zeros((1, n_classes))  # teacher logits of compile_kernels' sample, when distilling
 
     # --- one hidden layer ------------------------------------------------------------------------
@@ -179,8 +179,8 @@ class NumpyEngine:
         v_a, d_a = self.model.iv(i_a, params[..., 0, :])
         r_a = self._read(v_a, d_a, i_a, lambda: noise.normals(layer, 0, z.shape))
         self._count_beyond(i_a, params[..., 0, :])
-        if mode == "fd_symmetric" or (noise.derivatives and mode in ("fd_forward", "fd_single")):
-            self._count_beyond(i_b, params[..., 1 if mode != "fd_single" else 0, :])
+        if readings(MODE_CODES[mode], noise.derivatives) == 2:  # B, or A again at I + dI (fd_single)
+            self._count_beyond(i_b, params[..., 0 if mode == "fd_single" else 1, :])
         exact = gain * (d_a - nc.r_bridge)
         if mode == "fd_forward" or mode == "fd_symmetric":
             v_b, d_b = self.model.iv(i_b, params[..., 1, :])
