@@ -231,7 +231,7 @@ def check_fused(rng, device, sim):
            ("loss", "acc", "val", "cos", "derr", "test")}
     out["div"] = device.put(np.zeros(n, dtype=bool))
     out["beyond"] = device.put(np.full(n, -1, dtype=np.int64))
-    fused_cuda_kernel(model, layout)[n, layout.threads](*run.arguments(0, n, out))
+    device.launch(fused_cuda_kernel(model, layout), n, layout.threads, *run.arguments(0, n, out))  # as the engine
     unwritten = sum(int((device.get(v) == SENTINEL).sum()) for k, v in out.items() if k not in ("div", "beyond"))
     unwritten += int((device.get(out["beyond"]) < 0).sum())
     ok = loss_rel < 1e-6 and acc_diff <= 0.02 and unwritten == 0 and beyond_diff < 1e-3 and beyond_cpu.min() > 0
@@ -303,7 +303,7 @@ def check_pair(rng, device, sim):
                                            readout, seed, nets, 5, 0, 0, 17, True, *ref)
         outs = [device.put(np.full_like(z, SENTINEL)) for _ in range(3)] + [device.put(np.full(z.shape, 255, np.uint8))]
         k0, k1 = split_seed(seed)
-        pair_layer_cuda_kernel(model)[batched_cuda.blocks(n * b * ((u + 1) // 2)), batched_cuda.THREADS](
+        device.launch(pair_layer_cuda_kernel(model), batched_cuda.blocks(n * b * ((u + 1) // 2)), batched_cuda.THREADS,
             device.put(z), device.put(junc), device.put(model.nominal),
             device.put(np.ascontiguousarray(model.aux_table)), FD_FORWARD, device.put(neuron), device.put(readout),
             k0, k1, device.put(nets), 5, 0, 0, 17, True, *outs)
@@ -421,7 +421,7 @@ def time_iris(rng, device, sim, budget, remaining, on_row=lambda rows: None):
         left = remaining()
         predicted = predicted_seconds(state["runs"], n, epochs, min_blocks)
         if left <= 0 or (predicted is not None and predicted > min(budget, left)):
-            row["skipped"] = (f"past the deadline" if left <= 0 else f"predicted {predicted:.0f} s > "
+            row["skipped"] = ("past the deadline" if left <= 0 else f"predicted {predicted:.0f} s > "
                               f"{'budget' if budget <= left else 'time left'} {min(budget, left):.0f} s")
             rows.append(row)
             on_row(rows)
@@ -490,7 +490,7 @@ def time_bandwidth(rng, device, sim):
     b = cupy.empty_like(a)
     copy_s = best_of(lambda: b.__setitem__(Ellipsis, a))
     copy_bw = 2 * a.nbytes / copy_s
-    del a, b
+    a = b = None  # 2 GiB back to CuPy's pool
 
     n, bs, u = 512, 128, 256
     grid = batched_cuda.blocks(n * bs * ((u + 1) // 2))
@@ -624,7 +624,7 @@ def time_mnist(rng, device, sim, sgemm_tflops):
                                  host_queue_seconds_per_step=queued / steps, matmul_TFLOPs=tflops,
                                  over_sgemm=None if not sgemm_tflops else tflops / sgemm_tflops,
                                  first_step_s=t_first.seconds))
-            del engine, xd, yd
+            engine = xd = yd = None  # its arrays back to CuPy's pool before the next size
     finally:  # the checked path again, whatever happened
         device.gemm_path = checked
     return rows

@@ -124,7 +124,7 @@ def main(argv=None):
 
     print(f"{args.n:,d} junctions, {args.threads} threads, numba {numba.__version__}, SVML "
           f"{'on' if numba.config.USING_SVML else 'off'}")
-    print(f"| evaluation | ns per junction | vs spingpu f64 | max abs dV (V) | max rel d(dV/dI) |")
+    print("| evaluation | ns per junction | vs spingpu f64 | max abs dV (V) | max rel d(dV/dI) |")
     print("| --- | ---: | ---: | ---: | ---: |")
     base = rows[0][1]
     for name, seconds, dv, dd in rows:

@@ -25,7 +25,6 @@ picks the largest T in (128, 64, 32) that fits the 48 KiB a kernel may use witho
 more, or says that the network does not fit.
 """
 
-import math
 from dataclasses import dataclass
 
 import numba

@@ -11,7 +11,6 @@ differently in an array's body and tail).
 import math
 
 import numba
-import numpy as np
 
 @numba.njit(inline="always", cache=True)
 def softmax_xent(logits, label, teacher, t_row, use_teacher, dist_t, dist_alpha, dl):

@@ -64,13 +64,29 @@ def cuda_simulator_enabled():
 
 def missing_cuda_packages(need_cupy=True):
     """The packages the GPU backend needs and this environment lacks: numba-cuda (Numba's own
-    ``numba.cuda`` lacks what the kernels use, e.g. launch bounds) and, to run on a GPU, CuPy."""
+    ``numba.cuda`` lacks what the kernels use, e.g. launch bounds) and, to run on a GPU, CuPy and
+    the cuBLAS library it loads for the matrix products (the CuPy wheels do not bring it; the
+    ``gpu`` extras do, as ``cuda-toolkit[cublas]``). cuBLAS is looked for only where a GPU is
+    visible: loading it is CuPy's first touch of the CUDA libraries."""
     from importlib.util import find_spec
 
     missing = [] if find_spec("numba_cuda") is not None else ["numba-cuda"]
     if need_cupy and find_spec("cupy") is None:
         missing.append("cupy")
+    elif need_cupy and gpu_devices() and not _cublas_loads():
+        missing.append("cuBLAS (libcublas)")
     return missing
+
+
+@cache
+def _cublas_loads():
+    """Whether CuPy can load cuBLAS (the library it multiplies with)."""
+    try:  # this form, as CuPy's own code imports it: the package's __getattr__ first finds the
+        # library among the pip-installed NVIDIA wheels (cuda.pathfinder); "import ...cublas" would not
+        from cupy_backends.cuda.libs import cublas
+    except ImportError:  # e.g. "libcublas.so.13: cannot open shared object file"
+        return False
+    return cublas is not None
 
 
 def _cuda_unavailable():

@@ -335,11 +335,13 @@ LINEAR = ("there V(I) is the end tangent continued linearly (dV/dI constant)")
 
 @pytest.mark.parametrize("currents, warning", [
     (["--i-min", "-1e-3", "--i-max", "1e-3"],
-     "i-min/i-max: currents from -0.001 A to 0.001 A go beyond the macrospin table's range, -0.0006 A to 0.0006 A; "
-     f"{LINEAR}; widen it with --param table_i_min=... --param table_i_max=..."),
+     "i-min/i-max: currents from -0.001 A to 0.001 A go beyond the macrospin table's range, -0.0006 A to 0.0006 A "
+     f"(4 of 10 points of the sampled junctions' curves lie beyond their own); {LINEAR}; "
+     "widen it with --param table_i_min=... --param table_i_max=..."),
     (["--i-min", "-4e-4", "--i-max", "7e-4"],
-     "i-max: currents up to 0.0007 A go beyond the macrospin table's range, -0.0006 A to 0.0006 A; "
-     f"{LINEAR}; widen it with --param table_i_min=... --param table_i_max=..."),
+     "i-max: currents up to 0.0007 A go beyond the macrospin table's range, -0.0006 A to 0.0006 A "
+     f"(2 of 10 points of the sampled junctions' curves lie beyond their own); {LINEAR}; "
+     "widen it with --param table_i_min=... --param table_i_max=..."),
     (["--i-min", "-4e-4", "--i-max", "7e-4", "--param", "table_i_max=8e-4"], None),
     (["--i-min", "-6e-4", "--i-max", "6e-4"], None),  # the table's own ends
 ])
@@ -365,11 +367,33 @@ def test_tabulated_currents_beyond_the_measured_curve_are_warned_of(tmp_path, ca
     assert main([*base, "--i-min", "-1e-3"]) == 0  # --i-max stays 4e-4, inside
     assert capsys.readouterr().err == (
         "spingpu devices: warning: i-min: currents down to -0.001 A go beyond the measured curve's range, "
-        f"-0.0005 A to 0.0005 A; {LINEAR}\n")
+        f"-0.0005 A to 0.0005 A (12 of 36 points of the sampled junctions' curves lie beyond their own); {LINEAR}\n")
     assert main([*base, "--i-min", "-1e-3", "--param", "i_scale=2"]) == 0  # the nominal curve reaches twice as far
     assert capsys.readouterr().err == ""
     assert main([*base, "--i-min", "-5e-4", "--i-max", "5e-4"]) == 0
     assert capsys.readouterr().err == ""
+
+
+def test_sampled_tables_narrower_than_the_nominal_one_are_counted(tmp_path, capsys):
+    """A tabulated junction's table reaches i_scale times the measured currents: with a spread of
+    i_scale, currents within the nominal table lie beyond some sampled junctions' tables. The count
+    is that of an independent reference, |I| > 5e-4 A x the junction's drawn i_scale."""
+    table = tmp_path / "measured.csv"
+    i = np.linspace(-5e-4, 5e-4, 11)
+    np.savetxt(table, np.column_stack([i, 800 * i + 0.1 * np.tanh(i / 2e-4)]), delimiter=",")
+    seed = int(np.random.default_rng().integers(2**32))
+    assert main(["devices", "--model", "tabulated", "--iv-csv", str(table), "--samples", "6", "--points", "41",
+                 "--i-min", "-5e-4", "--i-max", "5e-4", "--sigma-d2d", "0.05", "--seed", str(seed)]) == 0
+    model = get_model("tabulated", iv_csv=str(table))
+    params = sample_layer(model, Variability(sigma_d2d=0.05), seed, np.arange(6), 0, 1)[:, 0]  # (6, 2, P)
+    i_scale = params[..., model.parameter_names.index("i_scale")]
+    grid = np.linspace(-5e-4, 5e-4, 41)
+    expected = int(np.sum(np.abs(grid / i_scale[..., None]) > 5e-4))  # as the kernel compares
+    assert 0 < expected < 6 * 2 * 41
+    assert capsys.readouterr().err == (
+        "spingpu devices: warning: i-min/i-max: currents from -0.0005 A to 0.0005 A lie within the measured curve's "
+        f"range, -0.0005 A to 0.0005 A, but {expected} of 492 points of the sampled junctions' curves lie beyond "
+        f"their own tables (each reaches i_scale times its currents); {LINEAR}\n")
 
 
 def test_closed_form_models_never_warn_of_extrapolation(capsys):

@@ -47,6 +47,7 @@ def test_small_numpy_run_summary_and_file(tmp_path, capsys):
     match = SUMMARY.search(printed)
     assert match, printed
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.nc"]  # no temporary left behind
+    assert out.read_bytes()[:8] == b"\x89HDF\r\n\x1a\n"  # netCDF4: no netCDF3 limit of 2 GiB per variable
 
     with xr.open_dataset(out) as ds:
         assert dict(ds.sizes) == {"network": 6, "epoch": 3}

@@ -2,6 +2,8 @@
 engine: the simulator executes the kernel's arithmetic on the CPU, so the numbers must agree to
 rounding. On a GPU, ``benchmarks/gpu_check.py`` compares the same engines."""
 
+import sys
+
 import numpy as np
 import pytest
 
@@ -290,6 +292,7 @@ def test_every_matrix_product_of_a_batched_step_is_a_gemm_call_of_group_networks
     cfg = TrainConfig(hidden=(5, 4, 6), epochs=1, lr=0.05, seed=4, variability=VAR)
     layers = len(cfg.hidden)
     x, y = blobs.x_train[:8], blobs.y_train[:8]
+    layouts = None  # the calls of the group of 3 networks (the first case), for the second to equal
     for nets in (np.array([0, 5, 9]), np.arange(GEMM_NETWORKS + 2)):
         device = RecordingDevice()
         engine = BatchedCudaEngine(get_model("stt_compact"), cfg, nets, blobs.n_features, blobs.n_classes,
@@ -304,7 +307,7 @@ def test_every_matrix_product_of_a_batched_step_is_a_gemm_call_of_group_networks
             assert all(device.in_place)
             # every call as cuBLAS reads it (ops, leading dimensions) is that of the padded group of 3
             # networks: a network's products do not depend on how many it is trained among
-            assert device.layouts[::2] == device.layouts[1::2] == layouts
+            assert layouts is not None and device.layouts[::2] == device.layouts[1::2] == layouts
         layouts = device.layouts
         # the gradients used are the optimiser's flat buffer itself: apply() copies nothing
         assert all(g is v for g, v in zip(grads, engine.gradient_buffers()))
@@ -654,6 +657,37 @@ def test_cuda_without_the_gpu_packages_is_a_clear_error_and_auto_takes_the_cpu(b
     assert capsys.readouterr().err.strip().endswith(
         "spingpu info: error: check-kernels: needs numba-cuda and nvJitLink: pip install 'spingpu[gpu]' "
         "(or 'spingpu[test]')")
+
+
+def test_a_gpu_whose_cupy_cannot_load_cublas_names_it(monkeypatch):
+    """CuPy's wheels load cuBLAS but do not bring it: where a GPU is visible and CuPy is installed
+    but ``cupy_backends.cuda.libs.cublas`` cannot be imported (CuPy raises ImportError naming
+    libcublas), ``cuda`` says so in one line, before any kernel is compiled; without a GPU
+    nothing is loaded."""
+    import importlib.util
+
+    from spingpu import backends
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *args: object() if name == "cupy" else real_find_spec(name, *args))
+    monkeypatch.setitem(sys.modules, "cupy_backends", None)  # its import raises ImportError, as a missing library does
+    monkeypatch.setattr(backends, "cuda_simulator_enabled", lambda: False)
+    backends._cublas_loads.cache_clear()
+    try:
+        monkeypatch.setattr(backends, "gpu_devices", lambda: ())
+        assert "cuBLAS (libcublas)" not in backends.missing_cuda_packages()
+        assert backends._cublas_loads.cache_info().currsize == 0  # not even tried
+        monkeypatch.setattr(backends, "gpu_devices", lambda: (("NVIDIA H200", (9, 0), 150 * 2**30),))
+        monkeypatch.setattr(backends, "cuda_gpus", lambda: ("NVIDIA H200 (cc 9.0, 150.0 GiB)",))
+        assert backends.missing_cuda_packages()[-1] == "cuBLAS (libcublas)"
+        with pytest.raises(ConfigError, match=r"^backend: 'cuda' needs (numba-cuda and )?cuBLAS \(libcublas\): pip "
+                                              r"install 'spingpu\[gpu\]' \(or 'spingpu\[gpu-cuda12\]' for a CUDA 12 "
+                                              r"driver\); allowed here: auto, numpy, cpu$"):
+            backends.get_backend("cuda")
+        assert backends.get_backend("auto") == Backend("cpu")
+    finally:
+        backends._cublas_loads.cache_clear()
 
 
 def test_gpu_check_predicts_a_rerun_without_scaling_its_compilation():

@@ -77,6 +77,23 @@ def test_network_alone_equals_network_among_1000(blobs, backend, width):
     assert np.unique(many.train_loss.values[:, -1]).size > 900
 
 
+def test_results_of_networks_beyond_2_to_the_31_round_trip_through_netcdf(blobs, tmp_path):
+    """Network indices reach 2**32 - 1; ``to_netcdf`` with the default engine (netCDF4, a
+    dependency: netCDF3 has no 64-bit integers) keeps them and every number."""
+    import xarray as xr
+
+    k = int(np.random.default_rng().integers(2**31, 2**32))
+    cfg = TrainConfig(hidden=(3,), epochs=2, seed=int(np.random.default_rng().integers(2**63)))
+    results = train(blobs, cfg, networks=[k, 5], backend="cpu")
+    results.to_netcdf(tmp_path / "r.nc")
+    with xr.open_dataset(tmp_path / "r.nc") as back:
+        assert back.network.values.tolist() == [k, 5]
+        for name in METRICS:
+            np.testing.assert_array_equal(back[name].values, results[name].values, err_msg=name)
+    alone = train(blobs, cfg, networks=[k], backend="cpu")  # and network k is itself among others
+    np.testing.assert_array_equal(alone.train_loss.values[0], results.train_loss.sel(network=k).values)
+
+
 @pytest.mark.parametrize("backend", ["cpu", "numpy"])
 def test_divergence_is_isolated(blobs, fragile_model, backend):
     var = Variability(per_parameter={"r": (0.0, 0.3, 0.0), "r_max": (0.0, 0.0, 0.0)})

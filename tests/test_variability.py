@@ -385,7 +385,7 @@ def test_bad_sampling_arguments_raise(args, field, allowed):
     (dict(sigma_chip=True), "sigma_chip", "expected a number, got True"),
     (dict(sigma_pair=math.inf), "sigma_pair", "expected a finite number"),
 ])
-def test_bad_variability_raises(kwargs, field, words):
+def test_badly_typed_variability_raises(kwargs, field, words):
     with pytest.raises(ConfigError) as err:
         Variability(**kwargs)
     assert err.value.field == field and words in str(err.value)

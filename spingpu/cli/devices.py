@@ -6,8 +6,9 @@ training samples it.
 
 Before anything is computed: an existing ``--csv`` or ``--plot`` file is refused unless
 ``--overwrite``; samples x points that do not fit in the available memory are refused with the
-largest counts that do (:func:`memory_needed`); currents beyond a tabulated model's table (the
-``tabulated`` curve's, ``macrospin``'s ``table_i_min`` to ``table_i_max``) are warned of once
+largest counts that do (:func:`memory_needed`). After the curves are computed, points beyond a
+junction's own table (the ``tabulated`` curve's currents times the junction's i_scale,
+``macrospin``'s ``table_i_min`` to ``table_i_max``) are warned of once, with their count
 (:class:`~spingpu.devices.tabulated.ExtrapolationWarning`): there the curve is continued linearly.
 """
 
@@ -70,7 +71,6 @@ def run(args):
     csv_path = check_writable("csv", args.csv, overwrite=args.overwrite) if args.csv is not None else None
     png_path = check_writable("plot", args.plot, overwrite=args.overwrite) if args.plot is not None else None
     check_memory(model, samples, points, csv=csv_path is not None, plot=png_path is not None)
-    _warn_extrapolation(model, i_min, i_max)
 
     start = time.perf_counter()
     current = np.linspace(i_min, i_max, points)
@@ -79,6 +79,7 @@ def run(args):
         curves = junction_curves(model, params, args.seed)
         v_nom, d_nom = model.iv(current)
         v, d = curves(current)  # (samples, 2, points)
+        _warn_extrapolation(model, current, model.beyond_table(current), curves.beyond_table(current))
     if not (np.all(np.isfinite(v)) and np.all(np.isfinite(d))):
         raise ConfigError("param", "the model gives non-finite voltages for these parameters and currents")
 
@@ -166,31 +167,37 @@ def _size(n_bytes):
     return f"{n_bytes / 2**20:.1f} MiB" if n_bytes >= 2**20 else f"{n_bytes} bytes"
 
 
-def _warn_extrapolation(model, i_min, i_max):
-    """ExtrapolationWarning (once) when the currents asked for go beyond the model's table."""
+def _warn_extrapolation(model, current, nominal_beyond, sampled_beyond):
+    """ExtrapolationWarning (once) when some of the curves' ``current`` (A) points lie beyond
+    their junction's table: ``nominal_beyond`` (points,) of the nominal junction,
+    ``sampled_beyond`` (samples, 2, points) of the sampled ones, each beyond its own table."""
     import warnings
 
     from ..devices.tabulated import ExtrapolationWarning, table_current_range
 
     table = table_current_range(model)
-    if table is None:
+    if table is None or not (nominal_beyond.any() or sampled_beyond.any()):
         return
     lo, hi = table
-    below, above = i_min < lo, i_max > hi
-    if not (below or above):
-        return
+    beyond_at = current[nominal_beyond | sampled_beyond.any(axis=(0, 1))]
+    below, above = beyond_at.min() < 0.5 * (lo + hi), beyond_at.max() > 0.5 * (lo + hi)
+    i_min, i_max = current[0], current[-1]
     if below and above:
         field, asked = "i-min/i-max", f"currents from {i_min:g} A to {i_max:g} A"
     elif below:
         field, asked = "i-min", f"currents down to {i_min:g} A"
     else:
         field, asked = "i-max", f"currents up to {i_max:g} A"
-    if model.table is None:
-        whose, hint = f"the {model.name} table's", "; widen it with --param table_i_min=... --param table_i_max=..."
-    else:
-        whose, hint = "the measured curve's", ""
-    warnings.warn(f"{field}: {asked} go beyond {whose} range, {lo:g} A to {hi:g} A; there V(I) is the end "
-                  f"tangent continued linearly (dV/dI constant){hint}", ExtrapolationWarning, stacklevel=3)
+    whose = f"the {model.name} table's" if model.table is None else "the measured curve's"
+    hint = "; widen it with --param table_i_min=... --param table_i_max=..." if model.table is None else ""
+    count = f"{int(sampled_beyond.sum())} of {sampled_beyond.size} points of the sampled junctions' curves"
+    if nominal_beyond.any():
+        where = f"go beyond {whose} range, {lo:g} A to {hi:g} A ({count} lie beyond their own)"
+    else:  # the sampled tables reach i_scale times the nominal one's currents: some end earlier
+        where = (f"lie within {whose} range, {lo:g} A to {hi:g} A, but {count} lie beyond their own tables "
+                 "(each reaches i_scale times its currents)")
+    warnings.warn(f"{field}: {asked} {where}; there V(I) is the end tangent continued linearly (dV/dI constant)"
+                  f"{hint}", ExtrapolationWarning, stacklevel=3)
 
 
 def _write_csv(path, current, v_nom, d_nom, v, d):

@@ -189,7 +189,7 @@ def run(args):
     print(summary(results, seconds))
     if out is not None:
         with staged_files(out, fields=("out",)) as (tmp,):
-            results.to_netcdf(tmp)
+            results.to_netcdf(tmp, engine="netcdf4", format="NETCDF4")  # no 2 GiB per variable, as in netCDF3
         print(f"wrote {out}")
     return 0
 

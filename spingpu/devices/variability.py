@@ -194,11 +194,15 @@ def junction_curves(model, params, seed):
     """``curves(current)``: V (V) and dV/dI (ohm) of sampled pairs ``params`` (samples, 2, P) at
     ``current`` (A), shape (samples, 2, currents), as training evaluates them: ``model.bind`` of
     sample k as network k, layer 0, unit 0 under ``seed`` (``macrospin``: each junction's own
-    table, its thermal field drawn from its own stream)."""
+    table, its thermal field drawn from its own stream). ``curves.beyond_table(current)``: True
+    where that junction's curve is its own table's end tangent continued linearly (a ``tabulated``
+    junction's table reaches i_scale times the measured currents), as training counts readings
+    beyond the table; all False for a closed-form model."""
     kernel_model, (rows,) = model.bind([params[:, None]], seed, np.arange(params.shape[0]))
     rows = rows[:, 0, :, None, :]  # (samples, 2, 1, row)
 
     def curves(current):
         return kernel_model.iv(current, rows)
 
+    curves.beyond_table = lambda current: kernel_model.beyond_table(current, rows)
     return curves

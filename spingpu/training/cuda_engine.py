@@ -107,10 +107,13 @@ class Device:
     def launch(self, kernel, blocks, threads, *args):
         """``kernel[blocks, threads](*args)`` on the stream CuPy computes on.
 
-        By the CUDA Array Interface v3, Numba synchronises the host with the stream a CuPy array
-        names before every launch that takes it; a kernel on CuPy's own stream runs after CuPy's
-        earlier work anyway, so the arrays are handed over without that synchronisation, and the
-        host can queue the next launches while the GPU works.
+        A kernel on CuPy's own stream runs after CuPy's earlier work, so the host need not wait
+        for it: the arrays are handed over as Numba device arrays made without synchronisation.
+        Passed as they are, numba-cuda releases that read them through the CUDA Array Interface
+        (v3) would synchronise the host with CuPy's stream before every launch that takes one,
+        i.e. wait for the step's GEMMs before queueing the next kernel (0.30 takes CuPy arrays by
+        DLPack, on the launch stream, without that wait; the wrapping is kept for the releases
+        ``numba-cuda>=0.20`` allows).
         """
         if self.simulator:
             kernel[blocks, threads](*args)
