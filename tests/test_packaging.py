@@ -21,3 +21,17 @@ def test_import_spingpu_is_light():
             "'xarray', 'sklearn', 'numba.cuda') if m in sys.modules]; print(heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_sources_pass_pyflakes():
+    """No unused import or variable, undefined name, or test shadowed by a later one of its name
+    (pytest would silently run only the last)."""
+    import io
+
+    from pyflakes.api import checkRecursive
+    from pyflakes.reporter import Reporter
+
+    out, err = io.StringIO(), io.StringIO()
+    paths = [str(ROOT / d) for d in ("spingpu", "kernels", "tests", "benchmarks")]
+    checkRecursive(paths, Reporter(out, err))
+    assert (out.getvalue(), err.getvalue()) == ("", "")
