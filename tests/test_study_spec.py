@@ -330,6 +330,37 @@ def test_data_dir_is_accepted_where_some_cell_trains_on_mnist(tmp_path, monkeypa
     assert [p for p, _ in study.inputs] == [str((tmp_path / "mnist" / "mnist.npz").resolve())]
 
 
+@pytest.mark.parametrize("model, key, unit", [
+    ("stt_compact", "r_p", "ohm"), ("macrospin", "temperature", "K"), ("macrospin", "h_ext", "A/m"),
+    ("macrospin", "table_points", "1"), ("macrospin", "eta_form", "1")])
+def test_a_swept_model_parameter_or_setting_carries_its_unit(tmp_path, model, key, unit):
+    values = {"r_p": "[800.0, 1200.0]", "temperature": "[0.0, 300.0]", "h_ext": '["0,8e3,0", "0,9e3,0"]',
+              "table_points": "[16, 24]", "eta_form": '["constant", "slonczewski"]'}[key]
+    text = BASE + f'\n[model]\nname = "{model}"\n\n[sweep]\n"model.params.{key}" = {values}\n'
+    (axis,) = load_study(write(tmp_path / "s.toml", text)).axes
+    assert axis.key == f"model.params.{key}" and axis.units == unit
+
+
+def test_test_fraction_is_refused_where_every_cell_trains_on_mnist(tmp_path, monkeypatch):
+    """mnist's test split is the official test set: a test_fraction other than the default does
+    nothing there and is refused (the default, which older study files may spell out, is not);
+    a sweep where another dataset reads it takes it."""
+    monkeypatch.delenv("SPINGPU_DATA", raising=False)
+    rng = np.random.default_rng()
+    (tmp_path / "mnist").mkdir()
+    np.savez(tmp_path / "mnist" / "mnist.npz", x_train=rng.integers(0, 256, (60, 28, 28), dtype=np.uint8),
+             y_train=np.arange(60) % 10, x_test=rng.integers(0, 256, (20, 28, 28), dtype=np.uint8),
+             y_test=np.arange(20) % 10)
+    mnist = BASE.replace('name = "iris"', 'name = "mnist"\ndata_dir = "mnist"')
+    with pytest.raises(ConfigError) as err:
+        load_study(write(tmp_path / "a.toml", with_line("dataset", "test_fraction = 0.5", mnist)))
+    assert str(err.value) == (f"{tmp_path / 'a.toml'}: dataset.test_fraction: mnist's test split is its official "
+                              "10,000 images, so test_fraction has no effect; remove it")
+    load_study(write(tmp_path / "b.toml", with_line("dataset", "test_fraction = 0.2", mnist)))
+    swept = with_line("dataset", "test_fraction = 0.5", mnist + '\n[sweep]\n"dataset.name" = ["mnist", "iris"]\n')
+    assert load_study(write(tmp_path / "c.toml", swept)).n_cells == 2
+
+
 def test_a_csv_name_in_capitals_or_with_spaces_is_taken_from_the_study_folder(tmp_path, monkeypatch):
     """load_dataset reads ' CSV: PATH ' as csv:PATH, so the study resolves and hashes it alike."""
     rng = np.random.default_rng()

@@ -18,7 +18,8 @@ def add_parser(sub):
     p.add_argument("--resume", action="store_true", help="complete an existing store of the same study")
     p.add_argument("--overwrite", action="store_true", help="replace an existing store")
     p.add_argument("--scheduler", metavar="ADDRESS", help="join an existing Dask scheduler (tcp://host:port)")
-    p.add_argument("--workers", type=integer, help="worker processes of the local cluster (default: one per core)")
+    p.add_argument("--workers", type=integer, help="worker processes of the local cluster (default: one per core; "
+                                                   "with the cuda backend one per GPU, and at most that)")
     p.add_argument("--cluster", default="local", help="local, slurm or pbs (from the study's [cluster] table)")
     p.add_argument("--backend", help="auto, cpu, numpy or cuda (default auto; with --resume the store's own)")
     p.add_argument("--networks-per-task", type=integer, help="networks trained per task (default: sized to the workers)")

@@ -57,7 +57,7 @@ def add_parser(sub):
                    help="DAC output range in A (default {:g} {:g})".format(*R.dac_range))
     p.add_argument("--optimizer", default="adam", help="sgd, momentum or adam (default adam)")
     p.add_argument("--lr", type=float, default=0.01, help="learning rate (default 0.01)")
-    p.add_argument("--lr-schedule", default="constant", help="constant, step:EVERY:GAMMA, exp:GAMMA or cosine")
+    p.add_argument("--lr-schedule", default="constant", help="constant, step:EVERY:GAMMA, exp:GAMMA or cosine (default constant)")
     p.add_argument("--momentum", type=float,
                    help=f"momentum coefficient of --optimizer momentum (default {C.momentum:g})")
     p.add_argument("--weight-decay", type=float, default=0.0, help="L2 weight decay (default 0)")

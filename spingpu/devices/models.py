@@ -325,9 +325,10 @@ def register_model(name, voltage, parameters, *, dvdi=None, description="", repl
 
     ``voltage(current, p_1, ..., p_P)`` returns the voltage (V) at ``current`` (A); its argument
     names after the current must be the names of ``parameters`` (a sequence of :class:`Parameter`)
-    in order. It must be compilable by ``numba.njit`` (plain arithmetic and ``math`` functions).
-    ``dvdi`` with the same signature gives dV/dI in ohm; without it the complex-step derivative is
-    used, which needs ``voltage`` to accept a complex current (true of analytic expressions).
+    in order. It must be compilable by ``numba.njit``. ``dvdi`` with the same signature gives
+    dV/dI in ohm (then ``math`` functions may be used); without it the complex-step derivative is
+    used, which evaluates ``voltage`` at a complex current: write it with arithmetic, powers and
+    ``cmath`` functions, not ``math.*``.
     The model is compiled for the CPU and, as a CUDA device function, for the GPU like a built-in.
     """
     import numba

@@ -36,9 +36,9 @@ class Readout:
 
     noise_model   ``gaussian``: additive noise of std ``read_noise`` (V);
                   ``johnson_shot``: thermal and shot noise of the tunnel junction at ``temperature``
-                  (K) over ``bandwidth`` (Hz), sigma_V = r_d sqrt(2 q |I| coth(q |I| r_d / 2 kB T) B)
-                  with r_d = dV/dI, plus a bridge resistor's sqrt(4 kB T r_bridge B)
-                  (:mod:`spingpu.kernels.readout`).
+                  (K) over ``bandwidth`` (Hz), sigma_V = sqrt(B (r_d^2 S_I + 4 kB T r_bridge))
+                  with S_I = 2 q |I| coth(q |I| r_d / 2 kB T) and r_d = dV/dI: the bridge
+                  resistor's Johnson noise adds in quadrature (:mod:`spingpu.kernels.readout`).
     adc_bits      0 for an ideal read, else the ADC's bits over ``adc_range`` = (lo, hi) in V.
     dac_bits      0 for an ideal drive, else the current DAC's bits over ``dac_range`` in A. The
                   DAC sets a pair's current I; the finite-difference step dI is added after it.

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import inspect
 import itertools
 import json
 import math
@@ -46,7 +47,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..datasets import csv_path
+from ..datasets import csv_path, load_dataset
 from ..errors import ConfigError, did_you_mean
 from ..training.config import (CONDITIONAL_SETTINGS, CONFIG_UNITS, effective_config, needs_text, setting_value,
                                unmet_needs)
@@ -223,11 +224,13 @@ def parse_study(data, path, text=""):
 
 
 def _with_parameter_unit(axis, data):
-    """A ``model.params.NAME`` axis gets the SI unit of the parameter NAME of the study's model (of
-    the first model that has it, where ``model.name`` is swept too)."""
+    """A ``model.params.NAME`` axis gets the SI unit of the parameter or setting (``macrospin``'s
+    temperature, dt, ...) NAME of the study's model (of the first model that has it, where
+    ``model.name`` is swept too)."""
     if not axis.key.startswith("model.params."):
         return axis
     from ..devices import get_model
+    from ..devices.macrospin import SETTING_UNITS
 
     name = axis.key.rsplit(".", 1)[1]
     model_axis = next((a for a in data.get("sweep", {}) if a == "model.name"), None)
@@ -237,6 +240,8 @@ def _with_parameter_unit(axis, data):
             unit = next((p.unit for p in get_model(model_name).parameters if p.name == name), None)
         except ConfigError:
             unit = None
+        if unit is None and model_name == "macrospin":
+            unit = SETTING_UNITS.get(name)
         if unit is not None:
             return dataclasses.replace(axis, units=unit)
     return axis
@@ -611,7 +616,6 @@ def _check_settings_used(study, configs, path):
 def _check_dataset(study, path):
     """Every cell's dataset is known and its files exist (each distinct one is loaded once), and
     a data_dir is read by some cell (by mnist)."""
-    from ..datasets import load_dataset
 
     first = {}  # each distinct dataset table -> the first cell that has it
     for flat in range(study.n_cells):
@@ -629,8 +633,15 @@ def _check_dataset(study, path):
 
 
 def _check_data_dir(path, tables):
-    """Refuse a data_dir that no cell reads: only mnist reads one (load_dataset ignores it)."""
-    if any(t.get("data_dir") for t in tables) and not any(t["name"].strip().lower() == "mnist" for t in tables):
-        names = ", ".join(sorted({repr(t["name"]) for t in tables}))
+    """Refuse a data_dir that no cell reads: only mnist reads one (load_dataset ignores it); and
+    a test_fraction other than the default where every cell is mnist, whose test split is the
+    official 10,000 images."""
+    mnist = [t["name"].strip().lower() == "mnist" for t in tables]
+    names = ", ".join(sorted({repr(t["name"]) for t in tables}))
+    if any(t.get("data_dir") for t in tables) and not any(mnist):
         raise _err(path, "dataset.data_dir", f"only mnist reads data_dir, and this study trains on {names}; "
                                              "remove data_dir")
+    default = inspect.signature(load_dataset).parameters["test_fraction"].default
+    if all(mnist) and any(t.get("test_fraction", default) != default for t in tables):
+        raise _err(path, "dataset.test_fraction", "mnist's test split is its official 10,000 images, so "
+                                                  "test_fraction has no effect; remove it")
