@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -49,6 +50,25 @@ def check_writable(field, path, overwrite=True):
     with contextlib.suppress(OSError):
         tmp.unlink()
     return path
+
+
+def check_free_space(field, path, n_bytes):
+    """ConfigError naming ``field`` when the folder of ``path`` has less than ``n_bytes`` free:
+    called before a long run whose output is written at its end, so that a full disk shows then,
+    not after the run (the file is staged beside its target, so an existing one frees nothing
+    until the new one is written)."""
+    folder = Path(path).parent if str(Path(path).parent) else Path(".")
+    free = shutil.disk_usage(folder).free
+    if n_bytes > free:
+        raise ConfigError(field, f"{path} needs about {size_text(n_bytes)} and {folder} has {size_text(free)} free; "
+                                 "free some space or choose another folder")
+
+
+def size_text(n_bytes):
+    """Bytes as GiB (one decimal, as ``spingpu train`` says them), MiB or bytes."""
+    if n_bytes >= 2**30:
+        return f"{n_bytes / 2**30:.1f} GiB"
+    return f"{n_bytes / 2**20:.1f} MiB" if n_bytes >= 2**20 else f"{n_bytes} bytes"
 
 
 def check_not_inputs(outputs, inputs):

@@ -351,6 +351,41 @@ def test_existing_output_refused_without_overwrite_and_replaced_with_it(tmp_path
 # --- output files that cannot be written -----------------------------------------------------------
 
 
+def test_a_disk_too_full_for_the_results_fails_before_the_run(tmp_path, capsys, monkeypatch):
+    """The results are written when training ends: a folder without room for them is refused at
+    the start, with the estimate of :func:`netcdf_nbytes`, and an existing file is kept."""
+    import shutil
+    from collections import namedtuple
+
+    from spingpu.training.results import netcdf_nbytes
+
+    out = tmp_path / "r.nc"
+    out.write_text("precious")
+    usage = namedtuple("usage", "total used free")
+    free, real_disk_usage = netcdf_nbytes(6, 3) // 2, shutil.disk_usage
+    monkeypatch.setattr("spingpu.outputs.shutil.disk_usage", lambda path: usage(2**40, 2**40 - free, free))
+    assert main([*SMALL, "--backend", "numpy", "--out", str(out), "--overwrite"]) == 2
+    captured = capsys.readouterr()
+    assert captured.err == (f"spingpu train: error: out: {out} needs about 1.0 MiB and {tmp_path} has {free} "
+                            "bytes free; free some space or choose another folder\n")
+    assert "networks 4-4-3" not in captured.out  # refused before training
+    assert out.read_text() == "precious" and [p.name for p in tmp_path.iterdir()] == ["r.nc"]
+    monkeypatch.setattr("spingpu.outputs.shutil.disk_usage", real_disk_usage)
+    assert main([*SMALL, "--backend", "numpy", "--out", str(out), "--overwrite"]) == 0
+
+
+def test_the_results_file_size_bound_holds(tmp_path, capsys):
+    """netcdf_nbytes bounds the file written (and is not far above it: the data dominate)."""
+    from spingpu.training.results import netcdf_nbytes
+
+    out = tmp_path / "r.nc"
+    assert main(["train", "--dataset", "iris", "--hidden", "3", "--networks", "3000", "--epochs", "20", "--grad",
+                 "tanh", "--backend", "cpu", "--out", str(out)]) == 0
+    size, bound = out.stat().st_size, netcdf_nbytes(3000, 20)
+    assert size <= bound <= 1.1 * size + 2**20, (size, bound)
+
+
+
 def _refuse(*args, **kwargs):
     raise PermissionError(13, "Permission denied")
 

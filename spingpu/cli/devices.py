@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError, check_range
+from ..outputs import size_text
 from .options import add_spread_options, integer, named_as_options, params_dict
 
 MAX_SAMPLES = 100_000
@@ -151,20 +152,13 @@ def check_memory(model, samples, points, csv=False, plot=False):
     if max_samples >= 1:
         fits.append(f"at most {_count(max_samples, 'sample')} with {points} points")
     smallest = memory_needed(model, 1, 2, csv, plot)[0]
-    allowed = " or ".join(fits) if fits else f"nothing (1 sample at 2 points needs {_size(smallest)})"
-    raise ConfigError("samples/points", f"{_count(samples, 'sample')} x {points} points need at least {_size(need)} "
-                                        f"of memory, and {_size(free)} is available; allowed here: {allowed}")
+    allowed = " or ".join(fits) if fits else f"nothing (1 sample at 2 points needs {size_text(smallest)})"
+    raise ConfigError("samples/points", f"{_count(samples, 'sample')} x {points} points need at least {size_text(need)} "
+                                        f"of memory, and {size_text(free)} is available; allowed here: {allowed}")
 
 
 def _count(n, word):
     return f"{n} {word}{'' if n == 1 else 's'}"
-
-
-def _size(n_bytes):
-    """Bytes as GiB (one decimal, as ``spingpu train`` says them), MiB or bytes."""
-    if n_bytes >= 2**30:
-        return f"{n_bytes / 2**30:.1f} GiB"
-    return f"{n_bytes / 2**20:.1f} MiB" if n_bytes >= 2**20 else f"{n_bytes} bytes"
 
 
 def _warn_extrapolation(model, current, nominal_beyond, sampled_beyond):

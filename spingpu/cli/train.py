@@ -166,7 +166,7 @@ def _need_in_options(need, args):
 
 
 def run(args):
-    from ..outputs import check_not_inputs, check_writable, staged_files
+    from ..outputs import check_free_space, check_not_inputs, check_writable, staged_files
     from ..datasets import csv_path
     from ..training import train
     from ..training.trainer import check_inputs
@@ -179,6 +179,10 @@ def run(args):
         check_not_inputs({"out": out}, [args.iv_csv, csv_path(args.dataset) or None])
     dataset, config, model, backend = build(args)
     check_inputs(dataset, config, n_networks=args.networks, model=model, backend=backend)  # memory, before the run
+    if out is not None:
+        from ..training.results import netcdf_nbytes
+
+        check_free_space("out", out, netcdf_nbytes(args.networks, config.epochs))  # written at the end
     print(f"{args.networks} networks {dataset.n_features}-{'-'.join(map(str, config.hidden))}-{dataset.n_classes} "
           f"on {dataset.name} ({dataset.y_train.size} train / {dataset.y_val.size} val / {dataset.y_test.size} test), "
           f"grad {config.grad_mode}, backend {backend.name}")

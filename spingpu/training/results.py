@@ -44,6 +44,14 @@ def engine_code(attrs):
     return ENGINES.index("numpy" if attrs["engine"] == "numpy" else f"{attrs['engine']}_{attrs['backend']}")
 
 
+def netcdf_nbytes(n_networks, epochs):
+    """An upper bound of the bytes of the netCDF4 file of ``n_networks`` x ``epochs`` results:
+    8 bytes for every value of every variable and coordinate (bool ``diverged`` takes 1), and
+    1 MiB for the attributes (the configuration) and HDF5's own records."""
+    per_network = sum(8 * (epochs if dims == ("network", "epoch") else 1) for dims, _, _ in VARIABLES.values())
+    return n_networks * (per_network + 8) + 8 * epochs + 2**20
+
+
 def make_results(metrics, networks, epochs, attrs):
     """An xarray Dataset from a dict of NumPy arrays named as in ``VARIABLES``."""
     import xarray as xr
