@@ -269,7 +269,9 @@ def test_partial_store_statistics_over_finished_tasks_only(tmp_path, capsys):
     lines = summary_table(path, 0.85).splitlines()
     assert lines[1].split()[-1] == "20"
     assert f"[{100 * rows[0]['yield_lo95']:5.1f}-{100 * rows[0]['yield_hi95']:5.1f}]" in lines[1]
-    assert lines[2].split() == ["delta_i=1e-05", "nan", "%", "nan-", "nan", "%", "nan", "%", "[", "nan-", "nan]", "0"]
+    assert lines[1].split()[-2] == f"{rows[0]['median_grad_cosine']:.3f}"
+    assert lines[2].split() == ["delta_i=1e-05", "nan", "%", "nan-", "nan", "%", "nan", "%", "[", "nan-", "nan]", "nan",
+                                "0"]
     assert lines[-1] == "incomplete store: 2 of 8 tasks finished; statistics over their networks only"
 
 

@@ -266,7 +266,7 @@ def test_store_layout_units_attrs_and_open_results(det):
 
 
 ROW = re.compile(r"^(?P<label>\S.*?)\s+(?P<q50>[\d.]+) %\s+(?P<q25>[\d.]+)-\s*(?P<q75>[\d.]+) %\s+"
-                 r"(?P<yield>[\d.]+) % \[\s*(?P<ylo>[\d.]+)-\s*(?P<yhi>[\d.]+)\]\s+(?P<n>\d+)$")
+                 r"(?P<yield>[\d.]+) % \[\s*(?P<ylo>[\d.]+)-\s*(?P<yhi>[\d.]+)\]\s+(?P<cos>-?[\d.]+|nan)\s+(?P<n>\d+)$")
 
 
 def test_summary_table_one_row_per_cell_with_the_stores_medians(det):
@@ -292,6 +292,8 @@ def test_summary_table_one_row_per_cell_with_the_stores_medians(det):
         lo, hi = yield_interval(int(np.sum(acc >= 0.9)), acc.size)
         assert (row["ylo"], row["yhi"]) == (f"{100 * lo:.1f}", f"{100 * hi:.1f}")
         assert int(row["n"]) == 3
+        cos = ds.grad_cosine.sel(grad_mode=values["grad_mode"], sigma_d2d=float(values["sigma_d2d"])).values[:, -1]
+        assert row["cos"] == f"{np.median(cos):.3f}"  # the last epoch's (every network trained all epochs)
     assert seen == {(g, s) for g in ("fd_forward", "model") for s in (0.0, 0.2)}
 
 

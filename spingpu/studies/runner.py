@@ -372,7 +372,9 @@ def _join_scheduler(address, log):
 
 def summary_table(path, threshold=0.9):
     """Per cell: median and IQR of the test accuracy, the yield (fraction >= threshold) with its
-    95 % Wilson interval and the networks finished (statistics over those only), as text."""
+    95 % Wilson interval, the median cosine of the gradient used with the exact one (last epoch:
+    the derivative's quality, which shows where the accuracy saturates) and the networks
+    finished (statistics over those only), as text."""
     from ..report import LAST_EPOCH, SUMMARY_VARIABLES, summary_rows
 
     ds = results_store.load_results(path, SUMMARY_VARIABLES, LAST_EPOCH)
@@ -381,11 +383,11 @@ def summary_table(path, threshold=0.9):
     labels = [", ".join(f"{d}={row[d]}" for d in axes) or "(single cell)" for row in rows]
     width = max(len(label) for label in labels)
     lines = [f"{'cell':<{width}}  median    IQR              yield(>={100 * threshold:.0f}%) [95 % CI]      "
-             f"networks"]
+             f"grad cos  networks"]
     for label, r in zip(labels, rows):
         lines.append(f"{label:<{width}}  {100 * r['median_test_acc']:6.2f} %  {100 * r['q25_test_acc']:6.2f}-"
                      f"{100 * r['q75_test_acc']:6.2f} %  {100 * r['yield']:9.1f} % [{100 * r['yield_lo95']:5.1f}-"
-                     f"{100 * r['yield_hi95']:5.1f}]  {r['networks_done']:8d}")
+                     f"{100 * r['yield_hi95']:5.1f}]  {r['median_grad_cosine']:8.3f}  {r['networks_done']:8d}")
     done, tasks = results_store.task_progress(ds)
     if done < tasks:
         lines.append(f"incomplete store: {done} of {tasks} tasks finished; statistics over their networks only")
