@@ -29,6 +29,7 @@ class Terminated(KeyboardInterrupt):
 
 _STOPS = {signal.SIGINT: KeyboardInterrupt, signal.SIGTERM: Terminated}
 _received = []  # the stop signals that reached the handlers of stop_signals_raise(), in order
+_deferrals = []  # (signals held, handlers before, holding handler) of each deferred_interrupts, innermost last
 
 
 def _raise_stop(signum, frame):
@@ -92,12 +93,36 @@ def deferred_interrupts():
         yield
         return
     held = []
-    previous = {sig: signal.signal(sig, lambda signum, frame: held.append(signum))
-                for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def hold(signum, frame):
+        held.append(signum)
+
+    previous = {sig: signal.signal(sig, hold) for sig in (signal.SIGINT, signal.SIGTERM)}
+    _deferrals.append((held, previous, hold))
     try:
         yield
     finally:
+        _deferrals.pop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         for sig in dict.fromkeys(held):
             signal.raise_signal(sig)
+
+
+def stop_point():
+    """Within :func:`deferred_interrupts`, between two pieces of long work where a stop may act
+    (no compiler or write in progress): deliver the stops held so far, as leaving would (a
+    Ctrl-C during minutes of junction tables stops them within a chunk, not after the last).
+    The holding goes on for the rest of the block. Elsewhere it does nothing."""
+    if not _deferrals or not _deferrals[-1][0]:
+        return
+    held, previous, hold = _deferrals[-1]
+    signals = list(dict.fromkeys(held))
+    held.clear()
+    try:
+        for sig in signals:
+            signal.signal(sig, previous[sig])
+            signal.raise_signal(sig)  # the handler before runs now, and raises if it is one that stops
+    finally:
+        for sig in signals:
+            signal.signal(sig, hold)

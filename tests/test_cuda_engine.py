@@ -420,8 +420,8 @@ def test_memory_sizing_covers_what_a_batched_run_allocates_per_network():
     model = get_model("stt_compact")
     cfg = TrainConfig(hidden=(66, 66), epochs=1, lr=0.05, seed=6, optimizer="adam", batch_size=3, variability=VAR)
 
-    def engine(*args):
-        return BatchedCudaEngine(*args, device=NoOptimizerDevice(True), eval_rows=3)
+    def engine(*args, **kwargs):
+        return BatchedCudaEngine(*args, device=NoOptimizerDevice(True), eval_rows=3, **kwargs)
 
     _train_batched(engine, data, cfg, np.arange(1), model, None, False)  # compiles (allocations of its own)
     peaks = {}

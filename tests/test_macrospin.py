@@ -329,6 +329,126 @@ def blobs(make_blobs):
     return make_blobs(41, 60, 4, 2)
 
 
+def tiny_runs(n, seed):
+    """A model of short runs at T = 300 K, ``n`` junction rows spread 10 %, their stream keys."""
+    model = get_model("macrospin", temperature=300.0, table_points=5, settle_time=10e-12, average_time=6e-12)
+    rng = np.random.default_rng(seed)
+    params = model.nominal * np.exp(rng.normal(0, 0.1, (n, len(model.parameters))))
+    keys = np.stack([np.arange(n), np.zeros(n, int), np.arange(n) % 3, np.arange(n) % 2], axis=1)
+    return model, params, keys
+
+
+def test_tables_in_chunks_with_progress_equal_one_call(monkeypatch, capsys):
+    """The runs go in calls of CPU_RUNS_PER_THREAD per thread (a progress bar of junctions between
+    them): any split gives the numbers of one call, bit for bit (each run has its own stream)."""
+    from spingpu.devices import macrospin
+
+    seed = int(np.random.default_rng().integers(2**63))
+    model, params, keys = tiny_runs(23, seed % 1000)
+    currents = model.settings.table_currents
+    r_one, m_one = np.full((23, 5), np.nan), np.full((23, 5, 3), np.nan)
+    k.mean_resistance(currents, coefficients(params, model.settings), keys, np.uint64(seed), r_one, m_one)
+    calls = []
+    real = k.mean_resistance
+    monkeypatch.setattr(macrospin._k, "mean_resistance", lambda *a: calls.append(a[1].shape[0]) or real(*a))
+    monkeypatch.setattr(macrospin, "CPU_RUNS_PER_THREAD", 3)  # 3 x threads / 5 currents: a few junctions a call
+    r, m = model.simulate(currents, params, keys, seed, progress=True)
+    per_call = max(1, 3 * macrospin.numba.get_num_threads() // 5)
+    assert calls == [min(per_call, 23 - lo) for lo in range(0, 23, per_call)] and len(calls) > 1
+    np.testing.assert_array_equal(r, r_one)
+    np.testing.assert_array_equal(m, m_one)
+    assert "junction tables" in capsys.readouterr().err  # the bar, cleared at the end
+
+
+def test_tables_on_a_gpu_device_run_the_cuda_kernel_with_the_cpu_numbers(monkeypatch):
+    """On a GPU engine's device the runs go to the CUDA kernel (one thread per run), here in Numba's
+    simulator at a tiny size, which equals the CPU kernel bit for bit; a simulator device itself
+    keeps the CPU kernel (the simulator would take hours for real tables)."""
+    from spingpu.devices import macrospin
+    from spingpu.training.cuda_engine import Device
+
+    seed = int(np.random.default_rng().integers(2**63))
+    model, params, keys = tiny_runs(3, seed % 1000)
+    currents = np.array([-3e-4, 1e-4])
+    r_ref, m_ref = model.simulate(currents, params, keys, seed)
+    r, m = np.full(r_ref.shape, np.nan), np.full(m_ref.shape, np.nan)
+    macrospin.simulate_on_gpu(Device(simulator=True), currents, coefficients(params, model.settings), keys, seed, r, m)
+    np.testing.assert_array_equal(r, r_ref)
+    np.testing.assert_array_equal(m, m_ref)
+
+    class Gpu:  # what simulate asks of a GPU engine's device
+        simulator = False
+
+    launched = []
+
+    def on_gpu(device, current, coefs, keys_part, seed_, out_r, out_m):
+        launched.append((device, coefs.shape[0]))
+        k.mean_resistance(current, coefs, keys_part, np.uint64(seed_), out_r, out_m)
+
+    monkeypatch.setattr(macrospin, "simulate_on_gpu", on_gpu)
+    monkeypatch.setattr(macrospin, "GPU_RUNS_PER_LAUNCH", 4)  # two junctions of 2 currents a launch
+    gpu = Gpu()
+    r2, m2 = model.simulate(currents, params, keys, seed, device=gpu)
+    assert launched == [(gpu, 2), (gpu, 1)]
+    np.testing.assert_array_equal(r2, r_ref)
+    launched.clear()
+    model.simulate(currents, params, keys, seed, device=Device(simulator=True))
+    assert launched == []
+
+
+def test_the_cuda_engines_tabulate_on_their_device(blobs, monkeypatch):
+    """Both CUDA engines hand their device to the junction tables (MacrospinModel.bind); the CPU
+    engines compute them on the CPU."""
+    from spingpu.devices.macrospin import MacrospinModel
+
+    seen = []
+    real = MacrospinModel.bind
+
+    def bind(self, layers, seed=0, networks=None, *, device=None, progress=False):
+        seen.append(None if device is None else type(device).__name__)
+        return real(self, layers, seed, networks, device=device, progress=progress)
+
+    monkeypatch.setattr(MacrospinModel, "bind", bind)
+    cfg = TrainConfig(hidden=(2,), epochs=1, lr=0.05, seed=3)
+    for backend in (Backend("cuda", simulator=True, block_threads=32),
+                    Backend("cuda", simulator=True, cuda_engine="batched"), "cpu", "numpy"):
+        seen.clear()
+        train(blobs, cfg, networks=[1], model=quick(), backend=backend)
+        assert seen and set(seen) == ({"Device"} if isinstance(backend, Backend) else {None}), (backend, seen)
+
+
+def test_a_stop_during_the_tables_acts_after_the_running_call(monkeypatch):
+    """Training computes the tables with Ctrl-C and SIGTERM held back (the first call may compile):
+    a stop during a call acts when it returns, and the next calls never start."""
+    import os
+    import signal
+    import time
+
+    from spingpu.devices import macrospin
+    from spingpu.signals import deferred_interrupts, stop_signals_raise
+
+    model, params, keys = tiny_runs(12, 5)
+    calls = []
+    real = k.mean_resistance
+
+    def call(*args):
+        calls.append(args[1].shape[0])
+        real(*args)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)
+
+    monkeypatch.setattr(macrospin._k, "mean_resistance", call)
+    monkeypatch.setattr(macrospin, "CPU_RUNS_PER_THREAD", 1)
+    saved = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt), stop_signals_raise(), deferred_interrupts():
+            model.tables(params, keys, seed=1)
+    finally:
+        signal.signal(signal.SIGINT, saved)
+    assert len(calls) == 2  # of 12 / (threads / 5 currents, at least 1) calls
+
+
 @pytest.mark.filterwarnings("ignore::spingpu.devices.tabulated.ExtrapolationWarning")  # counted, and compared
 @pytest.mark.parametrize("grad_mode", ["fd_forward", "model"])
 def test_engines_train_macrospin_identically(blobs, grad_mode):

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from spingpu.signals import Terminated, deferred_interrupts, raise_if_stopped, stop_signals_raise
+from spingpu.signals import Terminated, deferred_interrupts, raise_if_stopped, stop_point, stop_signals_raise
 
 STOPS = ((signal.SIGINT, KeyboardInterrupt), (signal.SIGTERM, Terminated))
 
@@ -35,6 +35,37 @@ def test_deferred_interrupts_hold_ctrl_c_and_sigterm_until_the_store_write_ends(
         assert done == ["written"] and type(raised.value) is expected
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # put back
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_stop_point_delivers_a_held_stop_between_pieces_of_deferred_work(default_handlers):
+    """Long deferred work (junction tables in chunks) calls stop_point between chunks: a stop
+    held during a chunk acts there, the next chunks never start; with no stop it does nothing,
+    and the holding goes on after it (a stop inside the next chunk still waits for its end)."""
+    for sig, expected in STOPS:
+        chunks = []
+        with pytest.raises(expected), stop_signals_raise():
+            with deferred_interrupts():
+                for chunk in range(5):
+                    stop_point()  # nothing held: nothing happens
+                    chunks.append(chunk)
+                    if chunk == 1:
+                        os.kill(os.getpid(), sig)
+                        time.sleep(0.05)
+                        chunks.append("chunk 1 ends")  # held: the chunk runs to its end
+                    stop_point()
+        assert chunks == [0, 1, "chunk 1 ends"]
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # all put back
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    # a stop point with nothing held leaves the holding in place
+    done = []
+    with pytest.raises(KeyboardInterrupt), stop_signals_raise():
+        with deferred_interrupts():
+            stop_point()
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)
+            done.append("after")
+    assert done == ["after"]
+    stop_point()  # outside any deferral: nothing
 
 
 class _SignalledWhileCollected:

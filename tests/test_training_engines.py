@@ -209,7 +209,8 @@ def test_fused_chunks_last_about_a_second_and_ctrl_c_cancels_the_queued_ones(blo
     import threading
     import time
 
-    from spingpu.training import fused_engine, trainer
+    from spingpu import progress
+    from spingpu.training import fused_engine
 
     per_network_epoch = 5e-9 * 90 * (4 * 8 + 8 + 8 * 3 + 3 + 100 * 8)  # Iris 4-8-3, 90 training rows
     assert fused_engine.networks_per_chunk(4096, 100, 2, (4, 8, 3), 90) == int(1.0 / (100 * per_network_epoch)) == 25
@@ -238,7 +239,7 @@ def test_fused_chunks_last_about_a_second_and_ctrl_c_cancels_the_queued_ones(blo
             pass
 
     monkeypatch.setattr(fused_engine, "fused_trainer", slow_trainer)
-    monkeypatch.setattr(trainer, "_progress", lambda enabled, total, unit: contextlib.nullcontext(InterruptingBar()))
+    monkeypatch.setattr(progress, "progress_bar", lambda enabled, total, unit: contextlib.nullcontext(InterruptingBar()))
     monkeypatch.setattr(fused_engine, "CHUNK_SECONDS", 1e-9)  # one network per chunk: 64 chunks
     cfg = TrainConfig(hidden=(3,), epochs=1)
     with pytest.raises(KeyboardInterrupt):

@@ -77,7 +77,7 @@ def run(args):
     current = np.linspace(i_min, i_max, points)
     with deferred_interrupts():  # sampling compiles: a stop inside Numba's compiler breaks it (spingpu.signals)
         params = sample_layer(model, variability, args.seed, np.arange(samples), layer=0, n_units=1)[:, 0]
-        curves = junction_curves(model, params, args.seed)
+        curves = junction_curves(model, params, args.seed, progress=True)
         v_nom, d_nom = model.iv(current)
         v, d = curves(current)  # (samples, 2, points)
         _warn_extrapolation(model, current, model.beyond_table(current), curves.beyond_table(current))

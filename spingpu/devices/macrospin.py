@@ -37,9 +37,12 @@ import math
 import warnings
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 
 from ..errors import ConfigError, SpingpuWarning, check_range
+from ..progress import progress_bar
+from ..signals import stop_point
 from ..kernels import macrospin as _k
 from ..kernels.tabulated import beyond_stacked, stacked_tabulated
 from .models import DeviceModel, Parameter
@@ -48,6 +51,10 @@ ETA_FORMS = {"constant": _k.ETA_CONSTANT, "slonczewski": _k.ETA_SLONCZEWSKI, "la
 RESISTANCE_FORMS = {"conductance": _k.R_CONDUCTANCE, "resistance": _k.R_RESISTANCE}
 TORQUE_FORMS = {"gilbert": _k.TORQUE_GILBERT, "landau_lifshitz": _k.TORQUE_LL}
 MAX_TABLE_POINTS = 256  # the grid point is one byte of the thermal stream's counter
+# (junction, current) runs per call of the LLGS kernel, so that progress shows and a stop acts
+# between calls (a second or a few on 2 cores): per CPU thread, and per GPU launch
+CPU_RUNS_PER_THREAD = 4096
+GPU_RUNS_PER_LAUNCH = 1 << 22
 MAX_STEPS = 10**9
 # Largest angle (rad) the nominal junction's fastest precession may turn in one time step (0.37 with
 # the defaults; RK4 is unstable on the imaginary axis beyond 2 sqrt(2)). Sampled junctions beyond it
@@ -333,12 +340,17 @@ class MacrospinModel(DeviceModel):
     def settings_values(self):
         return dataclasses.asdict(self.settings)
 
-    def simulate(self, current, params=None, keys=None, seed=0):
+    def simulate(self, current, params=None, keys=None, seed=0, *, device=None, progress=False):
         """Mean resistance (J, K) in ohm and final magnetisation (J, K, 3) of junctions with
         parameter rows ``params`` (J, P; default the nominal) at currents ``current`` (K,) in A.
 
         ``keys`` (J, 4) = (network, layer, unit, member) name each junction's thermal-field stream
-        (default: every junction the nominal stream); ``seed`` is the Philox seed.
+        (default: every junction the nominal stream); ``seed`` is the Philox seed. The runs go in
+        calls of a few seconds, with a progress bar of junctions when ``progress`` and more than
+        one call, and a held Ctrl-C or SIGTERM acts between calls
+        (:func:`spingpu.signals.stop_point`). ``device``: a GPU
+        (:class:`spingpu.training.cuda_engine.Device`) runs them with the CUDA kernel, one thread
+        per run (in Numba's simulator, the CPU kernel runs them: the simulator would take hours).
         """
         params = np.atleast_2d(self.nominal if params is None else np.asarray(params, dtype=np.float64))
         current = np.ascontiguousarray(np.atleast_1d(current), dtype=np.float64)
@@ -348,20 +360,35 @@ class MacrospinModel(DeviceModel):
             keys = np.zeros((params.shape[0], 4), dtype=np.int64)
             keys[:, 3] = _k.NOMINAL_MEMBER
         coefs = coefficients(params, self.settings)
-        out_r = np.empty((params.shape[0], current.size))
-        out_m = np.empty((params.shape[0], current.size, 3))
-        _k.mean_resistance(current, coefs, np.ascontiguousarray(keys, dtype=np.int64), np.uint64(seed), out_r, out_m)
+        keys = np.ascontiguousarray(keys, dtype=np.int64)
+        n = params.shape[0]
+        out_r = np.empty((n, current.size))
+        out_m = np.empty((n, current.size, 3))
+        on_gpu = device is not None and not device.simulator
+        runs = GPU_RUNS_PER_LAUNCH if on_gpu else CPU_RUNS_PER_THREAD * numba.get_num_threads()
+        per_call = max(1, runs // current.size)
+        with progress_bar(progress and n > per_call, n, "junction tables") as bar:
+            for lo in range(0, n, per_call):
+                part = slice(lo, min(lo + per_call, n))
+                if on_gpu:
+                    simulate_on_gpu(device, current, coefs[part], keys[part], seed, out_r[part], out_m[part])
+                else:
+                    _k.mean_resistance(current, coefs[part], keys[part], np.uint64(seed), out_r[part], out_m[part])
+                stop_point()
+                if bar is not None:
+                    bar.update(part.stop - lo)
         return out_r, out_m
 
-    def tables(self, params=None, keys=None, seed=0, warn=True):
+    def tables(self, params=None, keys=None, seed=0, warn=True, *, device=None, progress=False):
         """(J, 3, K) tables (I, V, dV/dI) of junctions ``params`` on the settings' current grid:
-        V = I times the mean resistance, dV/dI the PCHIP slopes of V."""
+        V = I times the mean resistance, dV/dI the PCHIP slopes of V (``device``, ``progress``:
+        as :meth:`simulate`)."""
         from .tabulated import pchip_slopes
 
         current = self.settings.table_currents
         if params is not None and warn:
             _warn_coarse_time_step(params, self.settings)
-        r, _ = self.simulate(current, params, keys, seed)
+        r, _ = self.simulate(current, params, keys, seed, device=device, progress=progress)
         if not np.all(np.isfinite(r)):
             raise ConfigError("param", "the LLGS integration gives non-finite resistances for these parameters "
                                        "(a stiffer system than dt resolves? try a smaller dt)")
@@ -372,12 +399,14 @@ class MacrospinModel(DeviceModel):
         out[:, 2] = pchip_slopes(current, v)
         return out
 
-    def bind(self, layers, seed=0, networks=None):
+    def bind(self, layers, seed=0, networks=None, *, device=None, progress=False):
         """The table model the kernels evaluate and, per layer, the (N, U, 2, 2) table rows of
         the junctions whose physical parameters are ``layers`` [(N, U, 2, P), ...].
 
         Junction (n, u, m) of layer l gets its own table, its thermal field drawn from stream
         (networks[n], l, u, m) under ``seed``; the nominal junction's table comes last.
+        ``device``, ``progress``: where the tables are computed, and a progress bar
+        (:meth:`simulate`).
         """
         rows, keys = [], []
         for layer, params in enumerate(layers):
@@ -390,7 +419,7 @@ class MacrospinModel(DeviceModel):
         nominal_key = np.array([[0, 0, 0, _k.NOMINAL_MEMBER]])
         _warn_coarse_time_step(np.concatenate(rows), self.settings)  # the sampled junctions, not the nominal
         tables = self.tables(np.concatenate(rows + [self.nominal[None]]), np.concatenate(keys + [nominal_key]), seed,
-                             warn=False)
+                             warn=False, device=device, progress=progress)
         n_knots = tables.shape[2]
         stacked = np.ascontiguousarray(tables.transpose(1, 0, 2).reshape(3, -1))
         bound, start = [], 0
@@ -428,6 +457,25 @@ class MacrospinModel(DeviceModel):
         table_model, (rows,) = _IV_TABLES[key]
         rows = rows[0, inverse.reshape(params.shape[:-1]), 0]
         return table_model, np.broadcast_to(current, shape), np.broadcast_to(rows, shape + (2,))
+
+
+def simulate_on_gpu(device, current, coefs, keys, seed, out_r, out_m):
+    """:func:`spingpu.kernels.macrospin.mean_resistance` of junctions ``coefs`` (J, N_COEF) at
+    ``current`` (K,) by the CUDA kernel ``macrospin_mean_resistance`` on ``device`` (one thread
+    per (junction, current) run, from the same scalar code), into the host arrays ``out_r``
+    (J, K) and ``out_m`` (J, K, 3)."""
+    from ..kernels import cuda_devices
+    from ..kernels.philox import split_seed
+
+    xp = device.xp
+    k0, k1 = split_seed(np.uint64(seed))
+    r = xp.full(out_r.shape, np.nan)
+    m = xp.full(out_m.shape, np.nan)
+    blocks = -(-out_r.size // cuda_devices.THREADS)
+    device.launch(cuda_devices.macrospin_mean_resistance, blocks, cuda_devices.THREADS, device.put(current),
+                  device.put(np.ascontiguousarray(coefs)), device.put(np.ascontiguousarray(keys)), k0, k1, r, m)
+    out_r[...] = device.get(r)
+    out_m[...] = device.get(m)
 
 
 MACROSPIN = MacrospinModel(

@@ -204,11 +204,12 @@ class DeviceModel:
         """Bytes of the table :meth:`bind` adds for each junction (0: one shared table, if any)."""
         return 0
 
-    def bind(self, layers, seed=0, networks=None):
+    def bind(self, layers, seed=0, networks=None, *, device=None, progress=False):
         """What the kernels evaluate for junctions with parameter rows ``layers`` [(N, U, 2, P), ...]
         of networks ``networks`` sampled with ``seed``: (model, per-layer rows). A closed-form model
         is its own kernel model; a model tabulated per junction (``macrospin``) returns a table
-        model and each junction's row into it."""
+        model and each junction's row into it, its tables computed on ``device`` (a GPU, else
+        the CPU) with a progress bar when ``progress``."""
         return self, layers
 
     def _broadcast(self, current, params):

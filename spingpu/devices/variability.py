@@ -190,15 +190,16 @@ def sample_layer(model, variability, seed, networks, layer, n_units):
 
 
 
-def junction_curves(model, params, seed):
+def junction_curves(model, params, seed, *, progress=False):
     """``curves(current)``: V (V) and dV/dI (ohm) of sampled pairs ``params`` (samples, 2, P) at
     ``current`` (A), shape (samples, 2, currents), as training evaluates them: ``model.bind`` of
     sample k as network k, layer 0, unit 0 under ``seed`` (``macrospin``: each junction's own
     table, its thermal field drawn from its own stream). ``curves.beyond_table(current)``: True
     where that junction's curve is its own table's end tangent continued linearly (a ``tabulated``
     junction's table reaches i_scale times the measured currents), as training counts readings
-    beyond the table; all False for a closed-form model."""
-    kernel_model, (rows,) = model.bind([params[:, None]], seed, np.arange(params.shape[0]))
+    beyond the table; all False for a closed-form model. ``progress``: a progress bar while
+    per-junction tables are computed."""
+    kernel_model, (rows,) = model.bind([params[:, None]], seed, np.arange(params.shape[0]), progress=progress)
     rows = rows[:, 0, :, None, :]  # (samples, 2, 1, row)
 
     def curves(current):

@@ -124,8 +124,8 @@ def gemm_scratch_bytes(config, sizes, batch):
 class BatchedCudaEngine(NumpyEngine):
     """:class:`NumpyEngine` with its arrays on the GPU and its elementwise work in CUDA kernels."""
 
-    def __init__(self, model, config, networks, n_features, n_classes, device, eval_rows=None):
-        super().__init__(model, config, networks, n_features, n_classes)
+    def __init__(self, model, config, networks, n_features, n_classes, device, eval_rows=None, progress=False):
+        super().__init__(model, config, networks, n_features, n_classes, progress=progress, table_device=device)
         if eval_rows is not None:
             self.eval_rows = eval_rows  # the memory sizing of _train_cuda counts this many samples per pass
         xp = self.xp = device.xp

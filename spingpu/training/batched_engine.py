@@ -26,8 +26,8 @@ def pair_layer_kernel(model):
 class BatchedCpuEngine(NumpyEngine):
     """NumpyEngine whose MTJ hidden layers run the fused elementwise kernel."""
 
-    def __init__(self, model, config, networks, n_features, n_classes):
-        super().__init__(model, config, networks, n_features, n_classes)
+    def __init__(self, model, config, networks, n_features, n_classes, **kwargs):
+        super().__init__(model, config, networks, n_features, n_classes, **kwargs)
         self._kernel = pair_layer_kernel(model) if config.is_mtj else None
         self._mode = MODE_CODES[config.grad_mode]
         self._neuron = neuron_vector(config.neuron)

@@ -188,10 +188,11 @@ def chunk_size(device, per_network_bytes, shared_bytes, n, held_bytes=0):
 class FusedCudaRun:
     """One run's arrays on the device and the argument list of each launch of the fused kernel."""
 
-    def __init__(self, dataset, config, networks, model, teacher_logits, layout, device):
+    def __init__(self, dataset, config, networks, model, teacher_logits, layout, device, progress=False):
         self.device, self.layout, self.networks = device, layout, networks
         self.problem = problem = fused_problem(dataset, config, teacher_logits)
-        self.packed = packed = as_tuples(pack(config, model, networks, problem.sizes))
+        self.packed = packed = as_tuples(pack(config, model, networks, problem.sizes, device=device,
+                                              progress=progress))
         self.common = {k: device.put(v) for k, v in packed.items()
                        if isinstance(v, np.ndarray) and k not in ("junctions", "w_init")}
         self.data = [device.put(a) for a in problem.data]
@@ -244,13 +245,13 @@ class FusedCudaRun:
 
 def train_fused_cuda(dataset, config, networks, model, teacher_logits, progress, layout, device):
     """Train with the fused CUDA kernel; returns (metrics, {"train": s, "compile": s})."""
-    from .trainer import _progress
+    from ..progress import progress_bar
 
     n, epochs = networks.size, config.epochs
     t0 = time.perf_counter()
     with deferred_interrupts():  # set-up and compilation: a stop inside Numba's compiler breaks it (spingpu.signals)
         kernel = fused_cuda_kernel(model, layout)
-        run = FusedCudaRun(dataset, config, networks, model, teacher_logits, layout, device)
+        run = FusedCudaRun(dataset, config, networks, model, teacher_logits, layout, device, progress)
         device.launch(kernel, 1, layout.threads, *run.probe_arguments())  # compiles
         device.synchronize()
     compile_seconds = time.perf_counter() - t0
@@ -261,7 +262,7 @@ def train_fused_cuda(dataset, config, networks, model, teacher_logits, progress,
     chunk = min(chunk_size(device, per, run.shared_bytes, n, held_bytes=held), LAUNCH_BLOCKS)
     overlap = chunk * (per + held) <= device.memory_bytes - run.shared_bytes
     out = fused_outputs(n, epochs)
-    with _progress(progress, n * epochs, "network-epochs") as bar:
+    with progress_bar(progress, n * epochs, "network-epochs") as bar:
         t0 = time.perf_counter()
         pending = None  # (lo, hi, outputs, event) of the chunk launched last, not yet read back
 

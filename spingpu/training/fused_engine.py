@@ -63,8 +63,9 @@ def fused_trainer(model):
     return model.compiled("fused_cpu", lambda: make_fused_trainer(model.pair_neuron))
 
 
-def pack(config, model, networks, sizes):
-    """Everything but the data and outputs, as the arrays the fused kernels take."""
+def pack(config, model, networks, sizes, *, device=None, progress=False):
+    """Everything but the data and outputs, as the arrays the fused kernels take (``device``,
+    ``progress``: of the junction tables, :func:`kernel_junctions`)."""
     n = networks.size
     weights = initial_weights(config, networks, sizes)
     w_init = np.ascontiguousarray(np.concatenate([w.reshape(n, -1) for w in weights], axis=1))
@@ -75,7 +76,7 @@ def pack(config, model, networks, sizes):
         offset += fan_in * fan_out + fan_out
     u_off = np.concatenate([[0], np.cumsum(config.hidden)[:-1]]).astype(np.int64)
     if config.is_mtj:
-        model, layers = kernel_junctions(model, config, networks)
+        model, layers = kernel_junctions(model, config, networks, device=device, progress=progress)
         junctions = np.ascontiguousarray(np.concatenate(layers, axis=1))
     else:
         junctions = np.zeros((n, sum(config.hidden), 2, model.kernel_width))
@@ -138,7 +139,7 @@ def fused_problem(dataset, config, teacher_logits):
 
 def train_fused(dataset, config, networks, model, teacher_logits, progress):
     """Train with the fused CPU kernel; returns (metrics, {"train": s, "compile": s})."""
-    from .trainer import _progress
+    from ..progress import progress_bar
 
     problem = fused_problem(dataset, config, teacher_logits)
     sizes, batch, lr_epoch, teacher, data = problem.sizes, problem.batch, problem.lr_epoch, problem.teacher, problem.data
@@ -155,7 +156,7 @@ def train_fused(dataset, config, networks, model, teacher_logits, progress):
     with deferred_interrupts():  # set-up and compilation: a stop inside Numba's compiler breaks it (spingpu.signals)
         orders = epoch_orders(config, problem.n_train)
         kernel = fused_trainer(model)
-        packed = as_tuples(pack(config, model, networks, sizes))
+        packed = as_tuples(pack(config, model, networks, sizes, progress=progress))
         probe = fused_outputs(1, 1)
         # Compile: one step on two samples, with the argument types of the real run.
         few = [a[:2] for a in data]
@@ -165,7 +166,7 @@ def train_fused(dataset, config, networks, model, teacher_logits, progress):
     out = fused_outputs(n, epochs)
     threads = numba.get_num_threads()
     chunk = networks_per_chunk(n, epochs, threads, sizes, problem.n_train)
-    with _progress(progress, n * epochs, "network-epochs") as bar:
+    with progress_bar(progress, n * epochs, "network-epochs") as bar:
         t0 = time.perf_counter()
         with ThreadPoolExecutor(max_workers=threads) as pool:
             jobs = [pool.submit(run, lo, min(lo + chunk, n), packed, out, lr_epoch, orders)

@@ -69,10 +69,12 @@ def junction_parameters(model, config, networks):
             for layer, width in enumerate(config.hidden)]
 
 
-def kernel_junctions(model, config, networks):
+def kernel_junctions(model, config, networks, *, device=None, progress=False):
     """What every engine's kernels evaluate: (model, per hidden layer the junction rows), i.e.
-    ``model.bind`` of :func:`junction_parameters` (per-junction tables for ``macrospin``)."""
-    return model.bind(junction_parameters(model, config, networks), config.seed, networks)
+    ``model.bind`` of :func:`junction_parameters` (per-junction tables for ``macrospin``,
+    computed on ``device``, a GPU engine's, else on the CPU; a progress bar when ``progress``)."""
+    return model.bind(junction_parameters(model, config, networks), config.seed, networks, device=device,
+                      progress=progress)
 
 
 def _matmul(a, w):
@@ -127,15 +129,18 @@ class NumpyEngine:
         _, dlogits = self.loss_and_dlogits(logits, y[:1], teacher)
         self.backward(dlogits, cache, "exact")  # "used" would write into the gradient buffers
 
-    def __init__(self, model, config: TrainConfig, networks, n_features, n_classes):
+    def __init__(self, model, config: TrainConfig, networks, n_features, n_classes, *, progress=False,
+                 table_device=None):
+        """``progress``: a progress bar while per-junction tables are computed; ``table_device``:
+        the GPU that computes them (:func:`kernel_junctions`)."""
         self.model = model
         self.config = config
         self.networks = np.ascontiguousarray(networks, dtype=np.int64)
         self.dtype = np.dtype(config.dtype)
         self.sizes = (n_features, *config.hidden, n_classes)
         n = self.networks.size
-        self.model, self.junctions = (kernel_junctions(model, config, self.networks) if config.is_mtj
-                                      else (model, []))
+        self.model, self.junctions = (kernel_junctions(model, config, self.networks, device=table_device,
+                                                       progress=progress) if config.is_mtj else (model, []))
         self.weights = [w.astype(self.dtype) for w in initial_weights(config, self.networks, self.sizes)]
         n_moments = 2 if config.optimizer == "adam" else 1
         self.state = [np.zeros_like(p) for _ in range(n_moments) for p in self.weights]

@@ -6,7 +6,6 @@ trained alone equals network k trained among many (batch order is shared by all 
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import math
 import time
@@ -20,6 +19,7 @@ from ..devices.variability import check_network_indices
 from ..errors import ConfigError
 from ..kernels import streams
 from ..kernels.network import DIVERGED_ABOVE
+from ..progress import progress_bar
 from ..signals import deferred_interrupts
 from .config import CONFIG_UNITS, TrainConfig, UnusedSettingWarning, unused_settings
 from .numpy_engine import NoiseSource, NumpyEngine
@@ -329,8 +329,8 @@ def _train_cuda(dataset, config, networks, model, teacher_logits, progress, back
     chunk = chunk_size(device, bytes_per_network(config, sizes, batch, model), shared, networks.size)
     parts, timing = [], {"train": 0.0, "compile": 0.0}
 
-    def engine(*args):
-        return BatchedCudaEngine(*args, device=device, eval_rows=batch)
+    def engine(*args, **kwargs):
+        return BatchedCudaEngine(*args, device=device, eval_rows=batch, **kwargs)
 
     for lo in range(0, networks.size, chunk):
         # [:2]: the chunk's engine (its GPU arrays) is dropped before the next chunk's is made
@@ -352,7 +352,7 @@ def _train_batched(engine_class, dataset, config, networks, model, teacher_logit
     """
     t0 = time.perf_counter()
     with deferred_interrupts():  # set-up and compilation: a stop inside Numba's compiler breaks it (spingpu.signals)
-        engine = engine_class(model, config, networks, dataset.n_features, dataset.n_classes)
+        engine = engine_class(model, config, networks, dataset.n_features, dataset.n_classes, progress=progress)
         xp, put = engine.xp, engine.put
         x, y = put(np.ascontiguousarray(dataset.x_train, dtype=engine.dtype)), put(dataset.y_train.astype(np.int64))
         teacher = None if teacher_logits is None else put(np.ascontiguousarray(teacher_logits, dtype=np.float64))
@@ -370,7 +370,7 @@ def _train_batched(engine_class, dataset, config, networks, model, teacher_logit
     diverged = np.zeros(n, dtype=bool)
     seed = config.seed
 
-    with _progress(progress, epochs * n, "network-epochs") as bar:
+    with progress_bar(progress, epochs * n, "network-epochs") as bar:
         t_train = time.perf_counter()
         sample_counter = 0
         for epoch in range(epochs):
@@ -477,17 +477,3 @@ def _check_count(n):
     return check_range("networks", n, 1, 10**9, integer=True)
 
 
-@contextlib.contextmanager
-def _progress(enabled, total, unit):
-    """A progress bar (None when not ``enabled``), cleared however the work ends: a message after
-    Ctrl-C or an error starts a line of its own."""
-    if not enabled:
-        yield None
-        return
-    from tqdm import tqdm
-
-    bar = tqdm(total=total, unit=unit, unit_scale=True, dynamic_ncols=True, leave=False)
-    try:
-        yield bar
-    finally:
-        bar.close()
