@@ -48,7 +48,8 @@ host-side set-up, sampling every network's junctions and initial weights):
              seconds or the time left before --deadline is skipped and said so)
   launch     the host's time to queue one pair-kernel launch (numba-cuda, through Device.launch)
              against a CuPy RawKernel (CUDA C) with the same 19 arguments: Numba's per-launch cost
-  macrospin  the LLGS kernel: junction-steps/s, and its resistances against the CPU kernel's
+  macrospin  the LLGS kernel: junction-steps/s, and its resistances against the CPU kernel's; the
+             junction tables of training as the CUDA engines compute them, against the CPU's
 
 The parts run in the order above (checks, then timings): the three targets (pair kernel, MNIST
 GEMMs, Iris) first, and each Iris run is sized to the time left. Each part runs on its own: one
@@ -631,11 +632,32 @@ def time_mnist(rng, device, sim, sgemm_tflops):
 
 
 def time_macrospin(device, sim):
-    """The macrospin LLGS kernel (benchmarks/macrospin_vs_cmtj.py): 2^20 junctions x 2000 steps."""
+    """The macrospin LLGS kernel (benchmarks/macrospin_vs_cmtj.py): 2^20 junctions x 2000 steps;
+    and the junction tables of training as the CUDA engines compute them (MacrospinModel.simulate
+    on the device, in launches of GPU_RUNS_PER_LAUNCH runs) against the CPU's, at 300 K (thermal
+    field, Heun): ``tables_max_rel_diff`` (max |R - R_cpu| / max |R_cpu|), ``tables_ok`` below 1e-9."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from macrospin_vs_cmtj import time_macrospin_gpu
 
-    return time_macrospin_gpu(junctions=4, steps=3, repeats=1, threads_per_block=4) if sim else time_macrospin_gpu()
+    from spingpu.devices import get_model
+    from spingpu.devices.macrospin import coefficients, simulate_on_gpu
+
+    timing = time_macrospin_gpu(junctions=4, steps=3, repeats=1, threads_per_block=4) if sim else time_macrospin_gpu()
+    model = get_model("macrospin", temperature=300.0, table_points=3 if sim else 9,
+                      settle_time=10e-12 if sim else 0.2e-9, average_time=6e-12 if sim else 0.1e-9)
+    n = 2 if sim else 256
+    rng = np.random.default_rng(17)
+    params = model.nominal * np.exp(rng.normal(0, 0.05, (n, len(model.parameters))))
+    keys = np.stack([np.arange(n), np.zeros(n, int), np.arange(n) % 8, np.arange(n) % 2], axis=1)
+    currents, seed = model.settings.table_currents, 5
+    cpu_r, _ = model.simulate(currents, params, keys, seed)
+    if sim:  # the simulator device keeps the CPU kernel in simulate: launch the CUDA kernel directly
+        gpu_r, gpu_m = np.full(cpu_r.shape, np.nan), np.full(cpu_r.shape + (3,), np.nan)
+        simulate_on_gpu(device, currents, coefficients(params, model.settings), keys, seed, gpu_r, gpu_m)
+    else:
+        gpu_r, _ = model.simulate(currents, params, keys, seed, device=device)
+    rel = float(np.max(np.abs(gpu_r - cpu_r)) / np.max(np.abs(cpu_r)))
+    return dict(timing, tables_runs=int(cpu_r.size), tables_max_rel_diff=rel, tables_ok=bool(rel < 1e-9))
 
 
 def main():
@@ -750,6 +772,9 @@ def checked_and_timed(args, spingpu, Device):
             results["skipped"][what] = row["skipped"]
     launch = section("launch", time_launch, rng, device, args.simulate)
     macrospin = section("macrospin", time_macrospin, device, args.simulate)
+    if macrospin is not None and not macrospin["tables_ok"]:
+        results["errors"]["macrospin tables"] = (f"junction tables on the GPU differ from the CPU's by "
+                                                 f"{macrospin['tables_max_rel_diff']:.1e} relative")
 
     def fmt(v, spec):
         return "n/a" if v is None else format(v, spec)
@@ -787,6 +812,8 @@ def checked_and_timed(args, spingpu, Device):
         print(f"| macrospin LLGS, {macrospin['runs']:,d} junctions x {macrospin['steps']} steps | "
               f"{macrospin['junction_steps_per_s']:.3g} junction-steps/s (max |R - R_cpu| "
               f"{macrospin['max_abs_diff_ohm']:.1e} ohm) | >= 1e10 |")
+        print(f"| macrospin junction tables on the GPU, {macrospin['tables_runs']} runs at 300 K | max relative "
+              f"difference from the CPU's {macrospin['tables_max_rel_diff']:.1e} | < 1e-9 |")
     for key, error in results["errors"].items():
         if not key.startswith("iris "):  # those have their rows above
             print(f"| {key} | ERROR: {error} | |")
