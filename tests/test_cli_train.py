@@ -300,6 +300,9 @@ def test_argparse_type_error_one_line_exit_2(tmp_path, capsys):
     (["--adc-range", "1"], "adc-range: expects 2 values"),
     (["--lr", "fast"], "lr: expected a number, got 'fast'"),
     (["--epochs", "2.5"], "epochs: expected a whole number, got '2.5'"),
+    (["--epochs", "1e999999999"], "epochs: 1e999999999 is out of range: more than 30 digits"),  # not built
+    (["--networks", "-1e31"], "networks: -1e31 is out of range: more than 30 digits"),
+    (["--epochs", "1e29"], "epochs: 100000000000000000000000000000 is out of range; allowed: 1 <= value <= 1000000"),
 ])
 def test_argparse_errors_name_the_field_like_every_other_error(tmp_path, capsys, argv, message):
     try:
@@ -315,6 +318,7 @@ def test_counts_may_be_written_in_exponent_notation():
 
     assert integer("1e6") == 10**6 and integer("300") == 300 and integer("2.0") == 2 and integer("-1") == -1
     assert integer(" +3 ") == 3 and integer("1e23") == 10**23 and integer("9007199254740993.0") == 2**53 + 1
+    assert integer("18446744073709551615") == 2**64 - 1  # the largest seed
     for bad in ("1.5", "inf", "nan", "-inf", "ten", "", "0x10", "1e-3"):
         with pytest.raises(ValueError):
             integer(bad)
@@ -372,6 +376,14 @@ def test_a_disk_too_full_for_the_results_fails_before_the_run(tmp_path, capsys, 
     assert out.read_text() == "precious" and [p.name for p in tmp_path.iterdir()] == ["r.nc"]
     monkeypatch.setattr("spingpu.outputs.shutil.disk_usage", real_disk_usage)
     assert main([*SMALL, "--backend", "numpy", "--out", str(out), "--overwrite"]) == 0
+
+
+def test_a_name_too_long_for_the_file_system_is_one_line(tmp_path, capsys):
+    long = tmp_path / ("x" * 300 + ".nc")
+    assert main([*SMALL, "--backend", "numpy", "--out", str(long)]) == 2
+    assert capsys.readouterr().err == (f"spingpu train: error: {long}: a name in this path is too long for the file "
+                                       "system (most allow 255 bytes per name)\n")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_the_results_file_size_bound_holds(tmp_path, capsys):

@@ -761,8 +761,9 @@ MALFORMED = [
      "sweep.training.lr", "logspace of 1000000000000 values; at most 100000 cells in a study"),
     # the name names the default store results/<name>.zarr: one plain component
     ("name with a parent folder", 'name = "../escaped"\n' + BASE, "name",
-     "'../escaped' is not a plain name; allowed: 1-200 characters without '/', '\\' or control characters, "
-     "not starting with '.' or a space"),
+     "'../escaped' is not a plain name; allowed: 1-200 characters (bytes in UTF-8) without '/', '\\' or control "
+     "characters, not starting with '.' or a space"),
+    ("name of 270 bytes", 'name = "' + "\u2603" * 90 + '"\n' + BASE, "name", "is not a plain name; allowed: 1-200"),
     ("absolute name", 'name = "/tmp/abs"\n' + BASE, "name", "'/tmp/abs' is not a plain name"),
     ("empty name", 'name = ""\n' + BASE, "name", "'' is not a plain name"),
     ("hidden name", 'name = ".zarr"\n' + BASE, "name", "'.zarr' is not a plain name"),

@@ -341,6 +341,19 @@ def test_a_swept_model_parameter_or_setting_carries_its_unit(tmp_path, model, ke
     assert axis.key == f"model.params.{key}" and axis.units == unit
 
 
+def test_a_byte_order_mark_is_read_past_and_a_huge_integer_is_one_line(tmp_path):
+    """Some editors start a UTF-8 file with a byte-order mark: the study reads as without it. An
+    integer of more digits than Python reads from text is a one-line error, not a traceback."""
+    plain = load_study(write(tmp_path / "plain.toml", BASE))
+    marked = tmp_path / "marked.toml"
+    marked.write_bytes(b"\xef\xbb\xbf" + BASE.encode())
+    assert load_study(marked).digest == plain.digest
+    huge = write(tmp_path / "huge.toml", BASE.replace("networks = 2", "networks = " + "9" * 5000))
+    with pytest.raises(ConfigError) as err:
+        load_study(huge)
+    assert str(err.value) == f"{huge}: not valid TOML: an integer of more than 4300 digits"
+
+
 def test_test_fraction_is_refused_where_every_cell_trains_on_mnist(tmp_path, monkeypatch):
     """mnist's test split is the official test set: a test_fraction other than the default does
     nothing there and is refused (the default, which older study files may spell out, is not);

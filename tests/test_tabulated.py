@@ -238,6 +238,9 @@ def test_missing_csv_raises(tmp_path):
     ((np.array([0.0, 1.0, 0.5, 2.0]), np.arange(4.0)), "not sorted"),
     ((np.arange(5.0), np.arange(4.0)), "different lengths"),
     ((np.array([0.0, 1.0, 2.0, np.nan]), np.arange(4.0)), "finite"),
+    ((np.array([-1e300, 0.0, 1e300, 2e300]), np.arange(4.0)), r"current -1e\+300 \(point 1\) is beyond \+-1 A"),
+    ((np.array([-1e-300, 0.0, 1e-300, 2e-300]), np.arange(4.0)),  # slopes of 1e300 ohm, PCHIP's overflow
+     r"^iv_table: the curve's slopes dV/dI overflow float64: currents too close together"),
 ])
 def test_bad_table_raises(table, problem):
     with pytest.raises(ConfigError, match=problem):

@@ -331,6 +331,8 @@ def test_normal_pair_statistics():
     (dict(correlation={("r_p", "tmr0"): 1.0}), "correlation.r_p.tmr0", "-1.0 < value < 1.0"),
     (dict(correlation={("r_p", "tmr0"): -1.0}), "correlation.r_p.tmr0", "-1.0 < value < 1.0"),
     (dict(correlation={("r_p", "r_p"): 0.5}), "correlation", "two different parameters"),
+    (dict(correlation={("r_p", "tmr0"): 0.5, ("tmr0", "r_p"): -0.5}), "correlation.tmr0.r_p",
+     "given twice, also as ('r_p', 'tmr0'); give the pair once"),
 ])
 def test_bad_variability_raises(kwargs, field, allowed):
     with pytest.raises(ConfigError) as err:

@@ -220,10 +220,12 @@ def _print_spread(model, curves, i_min, i_max):
     _, d_nom = model.iv(probe)
     _, d = curves(probe)  # (samples, 2, 5)
     q = np.quantile(d.reshape(-1, probe.size), QUANTILES, axis=0)
-    mismatch = np.median(np.abs(d[:, 1] - d[:, 0]) / np.abs(d[:, 0]), axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):  # a junction of dV/dI = 0 has no relative mismatch: n/a
+        mismatch = np.median(np.abs(d[:, 1] - d[:, 0]) / np.abs(d[:, 0]), axis=0)
     header = "current (uA)  nominal   " + "  ".join(f"q{int(100 * x):02d}".rjust(7) for x in QUANTILES)
     print("dV/dI spread over all junctions (ohm); pair mismatch = median |dV/dI_B - dV/dI_A| / |dV/dI_A|")
     print(header + "  pair mismatch")
     for k, i in enumerate(probe):
         cells = "  ".join(f"{x:7.1f}" for x in q[:, k])
-        print(f"{i * 1e6:12.1f}  {d_nom[k]:7.1f}   {cells}  {100 * mismatch[k]:9.2f} %")
+        pair = f"{100 * mismatch[k]:9.2f} %" if np.isfinite(mismatch[k]) else f"{'n/a':>11}"
+        print(f"{i * 1e6:12.1f}  {d_nom[k]:7.1f}   {cells}  {pair}")

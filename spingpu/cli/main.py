@@ -7,6 +7,7 @@ on stderr and exit status 2, before any output file is written.
 from __future__ import annotations
 
 import argparse
+import errno
 import re
 import sys
 import warnings
@@ -102,6 +103,14 @@ def main(argv=None):
             return args.run(args) or 0
     except ConfigError as err:
         print(f"spingpu {args.command}: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as err:
+        if err.errno != errno.ENAMETOOLONG:
+            raise
+        # any path the command was given or derives (a store named after its study): the file system's
+        # limit is per name in a path, 255 bytes on most
+        print(f"spingpu {args.command}: error: {err.filename}: a name in this path is too long for the file "
+              "system (most allow 255 bytes per name)", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt as err:
         what, status = stopped(err)

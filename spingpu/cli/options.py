@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 from decimal import Decimal, InvalidOperation
 
 from ..errors import ConfigError
 
 
+MAX_INTEGER_DIGITS = 30  # far beyond every count and seed (64 bits) spingpu takes
+
+
 def integer(text):
     """argparse type of a count: ``100``, or a whole number written as ``1e6`` or ``2.0`` (read
-    exactly, as a decimal: ``1e23`` is 10**23, not the nearest float)."""
+    exactly, as a decimal: ``1e23`` is 10**23, not the nearest float). One of more than
+    MAX_INTEGER_DIGITS digits is refused as such (``1e999999999`` would take minutes to build)."""
     try:
         value = Decimal(str(text).strip())
     except InvalidOperation:
         raise ValueError(text) from None
+    if value.is_finite() and value.adjusted() >= MAX_INTEGER_DIGITS:
+        raise argparse.ArgumentTypeError(f"{text.strip()} is out of range: more than {MAX_INTEGER_DIGITS} digits")
     if not value.is_finite() or value != value.to_integral_value():
         raise ValueError(text)
     return int(value)

@@ -396,7 +396,7 @@ class MacrospinModel(DeviceModel):
         out = np.empty((v.shape[0], 3, current.size))
         out[:, 0] = current
         out[:, 1] = v
-        out[:, 2] = pchip_slopes(current, v)
+        out[:, 2] = pchip_slopes(current, v, "param")
         return out
 
     def bind(self, layers, seed=0, networks=None, *, device=None, progress=False):

@@ -22,6 +22,7 @@ from ..kernels.tabulated import tabulated as _tabulated_scalar
 from .models import DeviceModel, Parameter
 
 MIN_POINTS = 4
+MAX_ABS_CURRENT = 1.0  # A: far beyond any junction's (a table in other units is said to be)
 
 
 class ExtrapolationWarning(SpingpuWarning):
@@ -110,6 +111,10 @@ def check_iv_points(current, voltage, field="iv_table", source="table"):
         raise ConfigError(field, f"{source}: not sorted, current {float(current[k])!r} (point {k + 1}) follows "
                                  f"{float(current[k - 1])!r}; "
                                  "currents must be strictly increasing")
+    if np.max(np.abs(current)) > MAX_ABS_CURRENT:
+        k = int(np.argmax(np.abs(current) > MAX_ABS_CURRENT))
+        raise ConfigError(field, f"{source}: current {float(current[k])!r} (point {k + 1}) is beyond "
+                                 f"+-{MAX_ABS_CURRENT:g} A; currents are in amperes")
     return current, voltage
 
 
@@ -124,12 +129,21 @@ def _check_slopes(slopes, points):
     return slopes
 
 
-def pchip_slopes(x, y):
+def pchip_slopes(x, y, field="iv-csv"):
     """Knot slopes dy/dx of the shape-preserving PCHIP interpolant (Fritsch-Carlson, scipy's
-    end conditions) of y over the last axis, at the knots ``x`` (strictly increasing)."""
+    end conditions) of y over the last axis, at the knots ``x`` (strictly increasing); a
+    ConfigError naming ``field`` where they overflow float64."""
     from scipy.interpolate import PchipInterpolator
 
-    return PchipInterpolator(x, y, axis=-1).derivative()(x)
+    with np.errstate(all="ignore"):  # overflowing slopes are refused below, not warned of
+        try:
+            slopes = PchipInterpolator(x, y, axis=-1).derivative()(x)
+        except ValueError:  # scipy refuses its own non-finite intermediate slopes
+            slopes = np.full(np.shape(y), np.nan)
+    if not np.all(np.isfinite(slopes)):
+        raise ConfigError(field, "the curve's slopes dV/dI overflow float64: currents too close together for "
+                                 "the voltages' steps")
+    return slopes
 
 
 def tabulated_model(csv_path=None, table=None):
@@ -152,7 +166,7 @@ def tabulated_model(csv_path=None, table=None):
             slopes = _check_slopes(items[2], current.size)
     measured_slopes = slopes
     if slopes is None:
-        slopes = pchip_slopes(current, voltage)
+        slopes = pchip_slopes(current, voltage, "iv-csv" if csv_path is not None else "iv_table")
     knots = np.ascontiguousarray(np.stack([current, voltage, slopes]))
     v_full_scale = float(np.max(np.abs(voltage))) or 1.0
     return DeviceModel(

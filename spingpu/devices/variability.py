@@ -68,6 +68,9 @@ class Variability:
             if (not isinstance(pair, tuple) or len(pair) != 2 or not all(isinstance(n, str) for n in pair)
                     or pair[0] == pair[1]):
                 raise ConfigError("correlation", f"key {_short(pair)} must be a pair (name, name) of two different parameters")
+            if pair[::-1] in correlation:  # one coefficient per pair: which of two would hold is not for us to guess
+                raise ConfigError(f"correlation.{pair[0]}.{pair[1]}", f"given twice, also as {pair[::-1]}; give the "
+                                                                      "pair once")
             correlation[pair] = check_range(f"correlation.{pair[0]}.{pair[1]}", rho, -1.0, 1.0,
                                             low_open=True, high_open=True)
         put("correlation", correlation)

@@ -41,6 +41,7 @@ import json
 import math
 import os
 import re
+import sys
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -186,7 +187,7 @@ def load_study(path):
     except OSError as err:
         raise _err(path, "", f"cannot be read: {err.strerror or err}") from None
     try:
-        text = raw.decode("utf-8")
+        text = raw.decode("utf-8-sig")  # a byte-order mark, as some editors write, is not TOML's
     except UnicodeDecodeError as err:
         raise _err(path, "", f"not a text file: byte 0x{raw[err.start]:02x} at offset {err.start} is not "
                              "UTF-8; a study file is UTF-8 TOML") from None
@@ -194,6 +195,9 @@ def load_study(path):
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise _err(path, "", f"not valid TOML: {err}") from None
+    except ValueError:  # Python's limit on the digits of an integer read from text
+        raise _err(path, "", f"not valid TOML: an integer of more than {sys.get_int_max_str_digits()} "
+                             "digits") from None
     return parse_study(data, path, text)
 
 
@@ -252,11 +256,12 @@ NAME_RE = re.compile(r"[^./\\\x00-\x1f\x7f][^/\\\x00-\x1f\x7f]{0,199}")
 
 def _check_name(path, name, given):
     """The study's name, which names its default store ``results/<name>.zarr``: one plain path
-    component (no folders, not hidden, not empty, no control characters)."""
-    if not NAME_RE.fullmatch(name) or name.strip() != name:
+    component (no folders, not hidden, not empty, no control characters) of at most 200 bytes in
+    UTF-8, so that ``<name>.summary.csv`` fits the 255 bytes most file systems allow a name."""
+    if not NAME_RE.fullmatch(name) or name.strip() != name or len(name.encode("utf-8", "surrogatepass")) > 200:
         where = "" if given else " (the study file's name without .toml; set name = \"...\" in the file)"
-        raise _err(path, "name", f"{name!r}{where} is not a plain name; allowed: 1-200 characters without '/', "
-                                 "'\\' or control characters, not starting with '.' or a space")
+        raise _err(path, "name", f"{name!r}{where} is not a plain name; allowed: 1-200 characters (bytes in UTF-8) "
+                                 "without '/', '\\' or control characters, not starting with '.' or a space")
     return name
 
 
