@@ -245,6 +245,9 @@ def test_too_many_networks_for_the_memory_is_one_line(iris, monkeypatch):
     with raises("networks", f"allowed here: at most {fits} networks"):
         train(iris, CONFIG, networks=np.arange(fits + 1), backend="cpu")
     trainer.check_inputs(iris, CONFIG, n_networks=fits, backend="cpu")  # what fits is accepted
+    monkeypatch.setattr(trainer, "available_memory", lambda: per_network - 1)  # not even one network
+    with raises("networks", "allowed here: none: one network alone needs"):
+        train(iris, CONFIG, n_networks=1, backend="cpu")
 
 
 def test_model_by_name_and_extreme_parameters_train_without_error(iris):

@@ -256,9 +256,10 @@ def _check_host_memory(count, dataset, config, model, backend):
     if free is None or count * per_network <= free:
         return
     fits = max(free // per_network, 0)
+    allowed = (f"at most {fits} networks (train the others in further runs)" if fits else
+               f"none: one network alone needs {_gib(per_network)} (narrower layers, or a machine with more memory)")
     raise ConfigError("networks", f"{count} networks need at least {_gib(count * per_network)} of memory in this run, "
-                                  f"and {_gib(free)} is available; allowed here: at most {fits} networks "
-                                  "(train the others in further runs)")
+                                  f"and {_gib(free)} is available; allowed here: {allowed}")
 
 
 def _gib(n_bytes):
