@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from spingpu.cli.main import main
+from spingpu.errors import SpingpuWarning
 from spingpu.report import study_figures, summary_rows
 from spingpu.studies import open_results
 from spingpu.studies.spec import parse_study
@@ -42,6 +43,35 @@ def fake_store(tmp_path, sweep, name="fake", npt=20, diverge_cell=None, tables=N
             write_task(path, study, cell, lo, metrics)
             mark_done(path, study, cell, task)
     return path, study
+
+
+def test_a_store_that_lost_a_tasks_numbers_is_refused_and_resume_trains_it_again(tmp_path, capsys):
+    """A chunk of test_acc deleted (it reads as its fill value, NaN) under a task marked done: the
+    report refuses the store in one line instead of reporting NaN accuracies of finished chips,
+    and resuming counts the task as not done (with a warning). Diverged networks (NaN by right)
+    are no loss."""
+    import shutil
+
+    from spingpu.studies.store import done_tasks, lost_tasks
+
+    path, _ = fake_store(tmp_path, {"neuron.delta_i": [1e-5, 2e-5]}, npt=20, diverge_cell=1)
+    ds = open_results(path)
+    assert not lost_tasks(ds).any()  # the diverged networks of cell 1 are not lost numbers
+    ds.close()
+    chunks = sorted(p for p in (path / "test_acc").iterdir() if not p.name.startswith("."))
+    victim = chunks[0]
+    (victim.unlink() if victim.is_file() else shutil.rmtree(victim))
+    ds = open_results(path)
+    lost = lost_tasks(ds)
+    ds.close()
+    assert lost.sum() >= 1 and lost.shape == (2, 2)
+    assert main(["report", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is damaged: " in err and "--resume trains them again" in err
+    assert not (tmp_path / "fake.html").exists()
+    with pytest.warns(SpingpuWarning, match="of the tasks marked done have lost their numbers"):
+        done = done_tasks(path)
+    np.testing.assert_array_equal(done, ~lost.reshape(-1, 2))
 
 
 def test_summary_equals_reductions_of_the_dataset(tmp_path):

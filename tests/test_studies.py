@@ -1045,9 +1045,10 @@ epochs = 1
 
 
 def made_store(tmp_path, text, npt=None, version=None, done=False, out="s.zarr"):
-    """A store of the study ``text`` created with the real store API (no task run; every task
-    marked done with ``done``), as a first run would have left it."""
-    from spingpu.studies.store import create_store, mark_done, task_count
+    """A store of the study ``text`` created with the real store API (no task run; with ``done``,
+    every task written with made-up numbers and marked done), as a first run would have left it."""
+    from spingpu.studies.store import create_store, mark_done, task_count, write_task
+    from spingpu.training.results import VARIABLES
 
     study_path = write(tmp_path / "study.toml", text)
     study = load_study(study_path)
@@ -1057,7 +1058,13 @@ def made_store(tmp_path, text, npt=None, version=None, done=False, out="s.zarr")
                                     "spingpu_version": version or spingpu.__version__})
     if done:
         for cell in range(study.n_cells):
+            epochs = study.cell(cell).config.epochs
             for task in range(task_count(study, npt)):
+                n = min(npt, study.networks - task * npt)
+                metrics = {name: np.full((n, epochs) if "epoch" in dims else n, 0.5) for name, (dims, _, _) in
+                           VARIABLES.items()}
+                metrics["diverged"] = np.zeros(n, dtype=bool)
+                write_task(path, study, cell, task * npt, metrics)
                 mark_done(path, study, cell, task)
     return study_path, study, path
 

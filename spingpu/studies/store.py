@@ -162,12 +162,34 @@ def mark_done(path, study, cell, task):
 
 
 def done_tasks(path):
-    """Boolean array (cells flattened, tasks) of the tasks already stored."""
+    """Boolean array (cells flattened, tasks) of the tasks already stored; a task marked done whose
+    numbers the store lost (:func:`lost_tasks`) is not, with a warning: resuming trains it again."""
+    import warnings
+
     import xarray as xr
 
+    from ..errors import SpingpuWarning
+
     ds = xr.open_zarr(path)
-    done = ds.task_done.values
-    return done.reshape(-1, done.shape[-1]).astype(bool)
+    done = ds.task_done.transpose(..., "task").values.astype(bool)
+    lost = lost_tasks(ds)
+    if lost.any():
+        warnings.warn(f"{path}: {int(lost.sum())} of the tasks marked done have lost their numbers (a damaged "
+                      "store: a chunk deleted?); they are trained again", SpingpuWarning, stacklevel=2)
+    return (done & ~lost).reshape(-1, done.shape[-1])
+
+
+def lost_tasks(ds):
+    """Boolean array (sweep axes..., task) of the tasks marked done in which a network that did
+    not diverge has no test accuracy: numbers the store lost (a chunk deleted or emptied reads as
+    its fill value, NaN), since a trained network has one unless it diverged."""
+    npt = int(ds.attrs["networks_per_task"])
+    done = ds.task_done.transpose(..., "task").values.astype(bool)
+    acc = ds.test_acc.transpose(..., "network").values
+    missing = np.isnan(acc) & ~ds.diverged.transpose(..., "network").values.astype(bool)
+    pad = done.shape[-1] * npt - missing.shape[-1]
+    missing = np.concatenate([missing, np.zeros(missing.shape[:-1] + (pad,), dtype=bool)], axis=-1)
+    return done & missing.reshape(missing.shape[:-1] + (done.shape[-1], npt)).any(axis=-1)
 
 
 def check_existing(path, study, networks_per_task, resume, overwrite, backend=None):
@@ -315,19 +337,26 @@ def open_results(path):
 def load_results(path, variables=None, last_epoch=()):
     """:func:`open_results` (only ``variables`` and task_done, where given; of the variables named
     in ``last_epoch``, only the value at each network's last trained epoch, without the epoch dim:
-    :func:`last_epoch_values`) read into memory; ConfigError where a chunk cannot be read."""
+    :func:`last_epoch_values`) read into memory; ConfigError where a chunk cannot be read or
+    tasks marked done lost their numbers (:func:`lost_tasks`)."""
     ds = open_results(path)
     try:
+        lost = lost_tasks(ds)
         sub = ds if variables is None else ds[[v for v in ds.data_vars if v in set(variables) | {"task_done"}]]
         for name in last_epoch:
             if name in sub and "epoch" in sub[name].dims:
                 sub = sub.assign({name: last_epoch_values(ds, name)})
-        return sub.load()
+        loaded = sub.load()
     except Exception as err:
         raise ConfigError("results", f"{path} is corrupt: its data cannot be read "
                                      f"({type(err).__name__}: {_first_line(err)})") from None
     finally:
         ds.close()
+    if lost.any():
+        raise ConfigError("results", f"{path} is damaged: {int(lost.sum())} of the tasks marked done have lost their "
+                                     "numbers (a chunk deleted?); spingpu run STUDY.toml --out STORE --resume trains "
+                                     "them again")
+    return loaded
 
 
 def last_epoch_values(ds, name):
