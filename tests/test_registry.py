@@ -192,6 +192,10 @@ def test_parameters_must_be_parameters():
     with pytest.raises(ConfigError) as err:
         register_model("diode_p", diode_v, ("r0", "v_t", "i_s"))
     assert err.value.field == "parameters"
+    with pytest.raises(ConfigError, match=r"^parameters: expected a sequence of spingpu.Parameter, got one Parameter"):
+        register_model("diode_p", lambda current, r0: r0 * current, PARAMS[0])
+    with pytest.raises(ConfigError, match=r"^parameters: expected a sequence of spingpu.Parameter, got 5$"):
+        register_model("diode_p", diode_v, 5)
 
 
 @pytest.mark.parametrize("kwargs, field, problem", [

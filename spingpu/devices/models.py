@@ -342,7 +342,13 @@ def register_model(name, voltage, parameters, *, dvdi=None, description="", repl
         raise ConfigError("model name", f"{name!r} is built in; choose another name")
     if name in _REGISTRY and not replace:
         raise ConfigError("model name", f"{name!r} is already registered (pass replace=True to replace it)")
-    parameters = tuple(parameters)
+    if isinstance(parameters, Parameter):
+        raise ConfigError("parameters", "expected a sequence of spingpu.Parameter, got one Parameter: give "
+                                        "[Parameter(...)]")
+    try:
+        parameters = tuple(parameters)
+    except TypeError:
+        raise ConfigError("parameters", f"expected a sequence of spingpu.Parameter, got {_short(parameters)}") from None
     if not all(isinstance(p, Parameter) for p in parameters):
         raise ConfigError("parameters", "expected a sequence of spingpu.Parameter")
     names = [p.name for p in parameters]

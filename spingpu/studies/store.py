@@ -321,7 +321,7 @@ def open_results(path):
         raise ConfigError("results", f"{path} is not a spingpu results store (a file, not a zarr folder)")
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # no consolidated metadata: read it anyway
+            warnings.simplefilter("ignore")  # no consolidated metadata, or not a store at all: said below
             ds = xr.open_zarr(path)
     except Exception as err:
         if not any((path / name).exists() for name in (".zgroup", ".zmetadata", "zarr.json")):
