@@ -29,7 +29,7 @@ from spingpu.errors import ConfigError
 from spingpu.studies import load_study
 from spingpu.studies.store import STORE_MARK
 from spingpu.training.results import ENGINES, VARIABLES
-from studyutil import BASE, FAST, run_main, run_ok, write
+from studyutil import BASE, FAST, run_main, run_ok, store_every_task, write
 
 CLI = [sys.executable, "-m", "spingpu.cli.main", "run"]
 
@@ -1047,8 +1047,7 @@ epochs = 1
 def made_store(tmp_path, text, npt=None, version=None, done=False, out="s.zarr"):
     """A store of the study ``text`` created with the real store API (no task run; with ``done``,
     every task written with made-up numbers and marked done), as a first run would have left it."""
-    from spingpu.studies.store import create_store, mark_done, task_count, write_task
-    from spingpu.training.results import VARIABLES
+    from spingpu.studies.store import create_store
 
     study_path = write(tmp_path / "study.toml", text)
     study = load_study(study_path)
@@ -1057,15 +1056,7 @@ def made_store(tmp_path, text, npt=None, version=None, done=False, out="s.zarr")
     create_store(path, study, npt, {"backend": "numpy", "device": "CPU",
                                     "spingpu_version": version or spingpu.__version__})
     if done:
-        for cell in range(study.n_cells):
-            epochs = study.cell(cell).config.epochs
-            for task in range(task_count(study, npt)):
-                n = min(npt, study.networks - task * npt)
-                metrics = {name: np.full((n, epochs) if "epoch" in dims else n, 0.5) for name, (dims, _, _) in
-                           VARIABLES.items()}
-                metrics["diverged"] = np.zeros(n, dtype=bool)
-                write_task(path, study, cell, task * npt, metrics)
-                mark_done(path, study, cell, task)
+        store_every_task(path, study, npt)
     return study_path, study, path
 
 

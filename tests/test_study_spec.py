@@ -19,7 +19,7 @@ import spingpu
 from spingpu.cli.main import main
 from spingpu.errors import ConfigError
 from spingpu.studies import load_study
-from studyutil import BASE, FAST, run_main, write
+from studyutil import BASE, FAST, run_main, store_every_task, write
 
 
 # a csv: dataset and a tabulated model's measured curve, both relative to the study's folder
@@ -133,16 +133,14 @@ def test_a_study_without_data_files_keeps_the_digest_of_its_tables_alone(tmp_pat
 
 
 def test_a_store_resumes_from_a_moved_study_folder(tmp_path):
-    from spingpu.studies.store import create_store, mark_done, task_count
+    from spingpu.studies.store import create_store
 
     study_path = files_folder(tmp_path / "first", np.random.default_rng())
     study = load_study(study_path)
     out = tmp_path / "r.zarr"
     create_store(out, study, study.networks, {"backend": "numpy", "device": "CPU",
                                               "spingpu_version": spingpu.__version__})
-    for cell in range(study.n_cells):
-        for task in range(task_count(study, study.networks)):
-            mark_done(out, study, cell, task)
+    store_every_task(out, study, study.networks)
     shutil.move(tmp_path / "first", tmp_path / "second")
     rc, printed, err = run_main(["run", str(tmp_path / "second" / "study.toml"), "--out", str(out), "--resume", *FAST])
     assert rc == 0, err
@@ -154,7 +152,7 @@ def test_a_store_written_before_portable_digests_still_resumes_from_its_own_fold
     paths and the inputs as recorded) is still this study's where nothing moved; moved, it is not."""
     import zarr
 
-    from spingpu.studies.store import STORE_MARK, create_store, mark_done, task_count
+    from spingpu.studies.store import STORE_MARK, create_store
 
     study_path = files_folder(tmp_path / "first", np.random.default_rng())
     study = load_study(study_path)
@@ -166,9 +164,7 @@ def test_a_store_written_before_portable_digests_still_resumes_from_its_own_fold
                                               "spingpu_version": spingpu.__version__})
     zarr.open_group(str(out), mode="r+").attrs[STORE_MARK] = legacy
     zarr.consolidate_metadata(str(out))
-    for cell in range(study.n_cells):
-        for task in range(task_count(study, study.networks)):
-            mark_done(out, study, cell, task)
+    store_every_task(out, study, study.networks)
     rc, printed, err = run_main(["run", str(study_path), "--out", str(out), "--resume", *FAST])
     assert rc == 0 and f"every task of {out} is stored; nothing to run" in printed, err
     shutil.move(tmp_path / "first", tmp_path / "second")
