@@ -313,13 +313,18 @@ def test_a_study_path_that_is_a_folder_says_so(tmp_path, monkeypatch, capsys):
     assert str(err.value) == f"study: file not found: {tmp_path / 'absent.toml'}"
 
 
-def test_data_dir_is_accepted_where_some_cell_trains_on_mnist(tmp_path, monkeypatch):
-    monkeypatch.delenv("SPINGPU_DATA", raising=False)
+def tiny_mnist(folder):
+    """A folder holding an mnist.npz of 60 training and 20 test images of random pixels."""
     rng = np.random.default_rng()
-    (tmp_path / "mnist").mkdir()
-    np.savez(tmp_path / "mnist" / "mnist.npz", x_train=rng.integers(0, 256, (60, 28, 28), dtype=np.uint8),
+    folder.mkdir()
+    np.savez(folder / "mnist.npz", x_train=rng.integers(0, 256, (60, 28, 28), dtype=np.uint8),
              y_train=np.arange(60) % 10, x_test=rng.integers(0, 256, (20, 28, 28), dtype=np.uint8),
              y_test=np.arange(20) % 10)
+
+
+def test_data_dir_is_accepted_where_some_cell_trains_on_mnist(tmp_path, monkeypatch):
+    monkeypatch.delenv("SPINGPU_DATA", raising=False)
+    tiny_mnist(tmp_path / "mnist")
     text = with_line("dataset", 'data_dir = "mnist"', BASE + '\n[sweep]\n"dataset.name" = ["mnist", "iris"]\n')
     study = load_study(write(tmp_path / "study.toml", text))
     assert [study.cell(flat).dataset["name"] for flat in range(2)] == ["mnist", "iris"]
@@ -355,11 +360,7 @@ def test_test_fraction_is_refused_where_every_cell_trains_on_mnist(tmp_path, mon
     nothing there and is refused (the default, which older study files may spell out, is not);
     a sweep where another dataset reads it takes it."""
     monkeypatch.delenv("SPINGPU_DATA", raising=False)
-    rng = np.random.default_rng()
-    (tmp_path / "mnist").mkdir()
-    np.savez(tmp_path / "mnist" / "mnist.npz", x_train=rng.integers(0, 256, (60, 28, 28), dtype=np.uint8),
-             y_train=np.arange(60) % 10, x_test=rng.integers(0, 256, (20, 28, 28), dtype=np.uint8),
-             y_test=np.arange(20) % 10)
+    tiny_mnist(tmp_path / "mnist")
     mnist = BASE.replace('name = "iris"', 'name = "mnist"\ndata_dir = "mnist"')
     with pytest.raises(ConfigError) as err:
         load_study(write(tmp_path / "a.toml", with_line("dataset", "test_fraction = 0.5", mnist)))
