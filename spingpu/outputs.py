@@ -57,7 +57,7 @@ def check_free_space(field, path, n_bytes):
     called before a long run whose output is written at its end, so that a full disk shows then,
     not after the run (the file is staged beside its target, so an existing one frees nothing
     until the new one is written)."""
-    folder = Path(path).parent if str(Path(path).parent) else Path(".")
+    folder = Path(path).parent
     free = shutil.disk_usage(folder).free
     if n_bytes > free:
         raise ConfigError(field, f"{path} needs about {size_text(n_bytes)} and {folder} has {size_text(free)} free; "

@@ -362,6 +362,21 @@ def test_report_on_what_is_not_a_store_or_is_corrupt(tmp_path, capsys):
         open_results(tmp_path / "other")
 
 
+def test_a_zarr_group_that_is_not_a_store_is_one_line_without_zarrs_warning(tmp_path):
+    """zarr warns as it opens an empty group's metadata: the command says only its own line (in a
+    process of its own, where no test runner captures the warning)."""
+    import subprocess
+    import sys
+
+    group = tmp_path / "group.zarr"
+    group.mkdir()
+    (group / ".zgroup").write_text("{}")
+    proc = subprocess.run([sys.executable, "-m", "spingpu.cli.main", "report", str(group)], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr == f"spingpu report: error: results: {group} is not a spingpu results store\n"
+
+
 # --- cells that train for different numbers of epochs ------------------------------------------------
 
 

@@ -97,9 +97,8 @@ def run(args):
     print(f"model {model.name}: " + ", ".join(
         f"{p.name}={p.nominal:.4g}{'' if p.unit == '1' else ' ' + p.unit}" for p in model.parameters))
     if model.settings_values:
-        from ..devices.macrospin import SETTING_UNITS
-
-        print("settings: " + ", ".join(f"{k}={v}{' ' + SETTING_UNITS[k] if k in SETTING_UNITS else ''}"
+        units = model.settings_units
+        print("settings: " + ", ".join(f"{k}={v}{' ' + units[k] if k in units else ''}"
                                        for k, v in model.settings_values.items()))
     print(f"{samples} pairs, spreads chip {variability.sigma_chip:g}, d2d {variability.sigma_d2d:g}, "
           f"pair {variability.sigma_pair:g}, seed {args.seed}; {points} currents from {i_min:g} A to {i_max:g} A")

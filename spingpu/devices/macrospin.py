@@ -340,6 +340,10 @@ class MacrospinModel(DeviceModel):
     def settings_values(self):
         return dataclasses.asdict(self.settings)
 
+    @property
+    def settings_units(self):
+        return SETTING_UNITS
+
     def simulate(self, current, params=None, keys=None, seed=0, *, device=None, progress=False):
         """Mean resistance (J, K) in ohm and final magnetisation (J, K, 3) of junctions with
         parameter rows ``params`` (J, P; default the nominal) at currents ``current`` (K,) in A.

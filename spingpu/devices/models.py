@@ -189,6 +189,11 @@ class DeviceModel:
         return {}
 
     @property
+    def settings_units(self):
+        """SI units of the settings that have one, by name (the others are words, counts, factors)."""
+        return {}
+
+    @property
     def kernel_model(self):
         """The model whose scalar function the training kernels evaluate (itself, or for a model
         tabulated per junction the table model :meth:`bind` returns)."""

@@ -234,18 +234,16 @@ def _with_parameter_unit(axis, data):
     if not axis.key.startswith("model.params."):
         return axis
     from ..devices import get_model
-    from ..devices.macrospin import SETTING_UNITS
 
     name = axis.key.rsplit(".", 1)[1]
     model_axis = next((a for a in data.get("sweep", {}) if a == "model.name"), None)
     models = data["sweep"][model_axis] if model_axis else [data.get("model", {}).get("name", "stt_compact")]
     for model_name in models if isinstance(models, list) else []:
         try:
-            unit = next((p.unit for p in get_model(model_name).parameters if p.name == name), None)
+            model = get_model(model_name)
         except ConfigError:
-            unit = None
-        if unit is None and model_name == "macrospin":
-            unit = SETTING_UNITS.get(name)
+            continue
+        unit = next((p.unit for p in model.parameters if p.name == name), model.settings_units.get(name))
         if unit is not None:
             return dataclasses.replace(axis, units=unit)
     return axis
@@ -620,12 +618,12 @@ def _check_settings_used(study, configs, path):
 
 def _check_dataset(study, path):
     """Every cell's dataset is known and its files exist (each distinct one is loaded once), and
-    a data_dir is read by some cell (by mnist)."""
+    its data_dir and test_fraction are read by some cell."""
 
     first = {}  # each distinct dataset table -> the first cell that has it
     for flat in range(study.n_cells):
         first.setdefault(json.dumps(study.cell(flat).dataset, sort_keys=True), flat)
-    _check_data_dir(path, [json.loads(key) for key in first])
+    _check_dataset_keys_read(path, [json.loads(key) for key in first])
     for key, flat in first.items():
         kw = json.loads(key)
         name = kw.pop("name")
@@ -637,7 +635,7 @@ def _check_dataset(study, path):
                        err.problem + (f" (in the cell {cell})" if cell else "")) from None
 
 
-def _check_data_dir(path, tables):
+def _check_dataset_keys_read(path, tables):
     """Refuse a data_dir that no cell reads: only mnist reads one (load_dataset ignores it); and
     a test_fraction other than the default where every cell is mnist, whose test split is the
     official 10,000 images."""

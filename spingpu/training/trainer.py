@@ -476,5 +476,3 @@ def _check_count(n):
     from ..errors import check_range
 
     return check_range("networks", n, 1, 10**9, integer=True)
-
-
