@@ -252,6 +252,15 @@ def _one_line(err):
     return " ".join(str(err).split())
 
 
+def dataset_key(name):
+    """The dataset ``name`` loads, as one string: a built-in name in lower case, ``csv:PATH``
+    with the path as :func:`csv_path` reads it, any other name stripped."""
+    path = csv_path(name)
+    if path is not None:
+        return f"csv:{path}"
+    return name.strip().lower() if name.strip().lower() in DATASETS else name.strip()
+
+
 def csv_path(name):
     """The PATH of a dataset name ``csv:PATH`` as load_dataset reads it (any case, spaces
     around), "" for ``csv:`` without one, None for a name that is not ``csv:``."""

@@ -736,6 +736,9 @@ MALFORMED = [
      "values must be numbers or strings"),
     ("sweep repeated values", with_line("sweep", '"training.grad_mode" = ["model", "fd_forward", "model"]'),
      "sweep.training.grad_mode", "repeated values in ['model', 'fd_forward', 'model']"),
+    ("sweep of one dataset named twice", with_line("sweep", '"dataset.name" = ["iris", " Iris", "digits"]'),
+     "sweep.dataset.name", "repeated values in ['iris', ' Iris', 'digits']: the names of the built-in datasets "
+                           "are read in any case and without surrounding spaces"),
     ("sweep of hidden not lists", with_line("sweep", '"network.hidden" = [3, 4]'), "sweep.network.hidden",
      "values must be lists of widths, e.g. [[8], [8, 8]]"),
     ("sweep with one bad cell", with_line("sweep", '"variability.sigma_d2d" = [0.0, 0.1, -0.1]'),

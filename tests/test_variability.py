@@ -450,3 +450,15 @@ def test_an_infinite_nominal_stays_infinite_under_spread():
     model = MODEL.with_nominal(v_h=math.inf)
     v_h = sample_layer(model, Variability(sigma_d2d=0.3, sigma_pair=0.1), 2, np.arange(50), 0, 3)[..., K["v_h"]]
     assert np.all(v_h == math.inf)
+
+
+def test_sampling_more_than_the_memory_holds_is_a_clear_error(monkeypatch):
+    from spingpu.training import trainer
+
+    p = len(MODEL.parameters)
+    monkeypatch.setattr(trainer, "available_memory", lambda: 3 * 5 * 2 * p * 8)  # 3 networks x 5 units
+    assert sample_layer(MODEL, Variability(), 1, np.arange(3), 0, 5).shape == (3, 5, 2, p)
+    with pytest.raises(ConfigError) as err:
+        sample_layer(MODEL, Variability(), 1, np.arange(4), 0, 5)
+    assert str(err.value) == (f"units: 4 networks x 5 units of junction pairs need {4 * 5 * 2 * p * 8} bytes of "
+                              f"memory and {3 * 5 * 2 * p * 8} bytes is available; sample fewer at a time")

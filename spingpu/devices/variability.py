@@ -187,10 +187,22 @@ def sample_layer(model, variability, seed, networks, layer, n_units):
     layer = check_range("layer", layer, 0, 255, integer=True)
     n_units = check_range("units", n_units, 1, 2**31 - 1, integer=True)
     networks = np.ascontiguousarray(check_network_indices(networks, distinct=False, allow_empty=True))
+    _check_memory(networks.size * n_units * 2 * len(model.parameters) * 8, networks.size, n_units)
     out = np.empty((networks.size, n_units, 2, len(model.parameters)))
     _kernels.sample_layer(np.uint64(seed), networks, layer, n_units, *kernel_arguments(model, variability), out)
     return out
 
+
+def _check_memory(n_bytes, networks, n_units):
+    """ConfigError where the sampled parameters would not fit in the memory available: NumPy may
+    hand out more than there is (the kernel's writes would then end the process), not refuse."""
+    from ..outputs import size_text
+    from ..training.trainer import available_memory
+
+    free = available_memory()
+    if free is not None and n_bytes > free:
+        raise ConfigError("units", f"{networks} networks x {n_units} units of junction pairs need {size_text(n_bytes)} "
+                                   f"of memory and {size_text(free)} is available; sample fewer at a time")
 
 
 def junction_curves(model, params, seed, *, progress=False):

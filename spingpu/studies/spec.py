@@ -48,7 +48,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..datasets import csv_path, load_dataset
+from ..datasets import csv_path, dataset_key, load_dataset
 from ..errors import ConfigError, did_you_mean
 from ..training.config import (CONDITIONAL_SETTINGS, CONFIG_UNITS, effective_config, needs_text, setting_value,
                                unmet_needs)
@@ -449,6 +449,9 @@ def _parse_sweep(sweep, path):
         values = _typed_values(path, field, key, values)
         if len(set(values)) != len(values):
             raise _err(path, field, f"repeated values in {list(values)}")
+        if key == "dataset.name" and len(set(map(dataset_key, values))) != len(values):
+            raise _err(path, field, f"repeated values in {list(values)}: the names of the built-in datasets "
+                                    "are read in any case and without surrounding spaces")
         axes.append(Axis(key=key, dim="", values=values, units=CONFIG_UNITS.get(key, "1")))
     # dimension names: the last part of the key where unique, else the key with dots as '__'
     last = [a.key.rsplit(".", 1)[1] for a in axes]
