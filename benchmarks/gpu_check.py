@@ -81,7 +81,7 @@ sys.path.insert(0, str(ROOT))
 SENTINEL = -12345.0
 IRIS_SIZES = (4, 8, 3)
 # under --simulate, where the simulator runs every CUDA thread as a Python thread: few rows, small blocks
-SIM_IRIS_ROWS = 40
+SIM_IRIS_ROWS = 24
 SIM_THREADS = 32
 
 
@@ -286,10 +286,10 @@ def pair_launch(rng, n, b, u, model=None):
 
 def check_pair(rng, device, sim):
     from spingpu.kernels import batched_cuda
-    from spingpu.kernels.pair_layer import make_pair_layer
     from spingpu.kernels.pair_neuron import FD_FORWARD
     from spingpu.kernels.philox import split_seed
     from spingpu.training.batched_cuda_engine import pair_layer_cuda_kernel
+    from spingpu.training.batched_engine import pair_layer_kernel
 
     n, b, u = (2, 3, 5) if sim else (64, 128, 256)
 
@@ -300,8 +300,8 @@ def check_pair(rng, device, sim):
         seed, nets = np.uint64(rng.integers(1 << 62)), np.arange(n, dtype=np.int64)
         ref = [np.empty_like(z) for _ in range(3)] + [np.empty(z.shape, dtype=np.uint8)]
         junc = junc.reshape(-1, junc.shape[-1])  # (N U 2, P) rows
-        make_pair_layer(model.pair_neuron)(z, junc, model.nominal, model.aux_table, FD_FORWARD, neuron,
-                                           readout, seed, nets, 5, 0, 0, 17, True, *ref)
+        pair_layer_kernel(model)(z, junc, model.nominal, model.aux_table, FD_FORWARD, neuron,
+                                 readout, seed, nets, 5, 0, 0, 17, True, *ref)
         outs = [device.put(np.full_like(z, SENTINEL)) for _ in range(3)] + [device.put(np.full(z.shape, 255, np.uint8))]
         k0, k1 = split_seed(seed)
         device.launch(pair_layer_cuda_kernel(model), batched_cuda.blocks(n * b * ((u + 1) // 2)), batched_cuda.THREADS,

@@ -33,7 +33,7 @@ from numba import cuda
 
 from . import simulator
 from .loss import softmax_xent
-from .network import (argmax, cosine, make_forward, mark_diverged, optimizer_step, out_of_range, relative_error,
+from .network import (argmax, cosine, mark_diverged, optimizer_step, out_of_range, relative_error,
                       sample_deltas, weight_gradient)
 from .philox import split_seed
 from .streams import PURPOSE_EVAL_NOISE, PURPOSE_NOISE
@@ -103,14 +103,14 @@ def fused_cuda_layout(sizes, n_params, batch, threads=None, min_blocks=None):
     return None
 
 
-def make_fused_cuda(pair_neuron, layout: FusedLayout):
-    """The CUDA kernel ``train_block[n_networks, T](...)`` for one model and layout.
+def make_fused_cuda(forward, layout: FusedLayout):
+    """The CUDA kernel ``train_block[n_networks, T](...)`` for one model and layout; ``forward``:
+    the model's :func:`spingpu.kernels.network.make_forward` (``DeviceModel.forward``).
 
     Arguments are those of :func:`spingpu.kernels.fused_cpu.make_fused_trainer`'s
     ``train_networks`` without (lo, hi), plus ``errs`` (n_networks, errs_len) scratch; block b
     trains network b of the arrays given.
     """
-    forward = make_forward(pair_neuron)
     sizes_t = layout.sizes
     T = layout.threads
     N_W = layout.n_weights

@@ -81,27 +81,28 @@ def make_scalar(voltage, dvdi, n_params):
 
 
 def make_iv_kernel(point):
-    """CPU kernel ``iv(currents[M], params[M, P], table, v_out[M], dvdi_out[M])``, parallel over M."""
+    """CPU kernel ``iv_kernel(currents[M], params[M, P], table, v_out[M], dvdi_out[M])``, parallel
+    over M."""
 
     @numba.njit(parallel=True)
-    def iv(currents, params, table, v_out, dvdi_out):
+    def iv_kernel(currents, params, table, v_out, dvdi_out):
         for m in numba.prange(currents.shape[0]):
             v, d = point(currents[m], params[m], table)
             v_out[m] = v
             dvdi_out[m] = d
 
-    return iv
+    return iv_kernel
 
 
 def make_beyond_kernel(beyond_row):
-    """CPU kernel ``beyond(currents[M], params[M, P], table, out[M])``, parallel over M."""
+    """CPU kernel ``beyond_kernel(currents[M], params[M, P], table, out[M])``, parallel over M."""
 
     @numba.njit(parallel=True)
-    def beyond(currents, params, table, out):
+    def beyond_kernel(currents, params, table, out):
         for m in numba.prange(currents.shape[0]):
             out[m] = beyond_row(currents[m], params, m, table)
 
-    return beyond
+    return beyond_kernel
 
 
 EMPTY_TABLE = np.zeros((3, 1))

@@ -8,9 +8,13 @@ numba.cuda is first imported). PTX compilation needs the real numba-cuda, so tho
 import os
 
 os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
-# Compiled kernels of this test session (and of its subprocesses and Dask workers) go to a fresh
-# folder, not the user's cache (spingpu.kernel_cache).
-os.environ["SPINGPU_CACHE_DIR"] = __import__("tempfile").mkdtemp(prefix="spingpu-test-kernels-")
+# Compiled kernels of this test session go to a fresh folder, not the user's cache
+# (spingpu.kernel_cache): one folder for the whole session, made by pytest-xdist's controller (or
+# the single process) and inherited by its worker processes, their subprocesses and Dask workers,
+# so that a model's kernels compiled by one worker are loaded by the others (a fused trainer takes
+# 20-40 s to compile, ~1 s to load).
+if "PYTEST_XDIST_WORKER" not in os.environ:
+    os.environ["SPINGPU_CACHE_DIR"] = __import__("tempfile").mkdtemp(prefix="spingpu-test-kernels-")
 
 import numba  # noqa: E402
 

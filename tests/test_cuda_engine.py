@@ -155,7 +155,8 @@ def test_both_cuda_engines_train_a_tabulated_model_as_the_cpu_engines(blobs):
 
     current = np.linspace(-2e-4, 2e-4, 17)  # some of the readings beyond it: counted alike
     model = tabulated_model(table=(current, 0.4 * np.tanh(current / 4e-4) + 200.0 * current))
-    cfg = TrainConfig(hidden=(4,), epochs=2, lr=0.05, seed=9, dtype="float64", batch_size=16, variability=VAR,
+    # two hidden layers, as test_tabulated's engine comparison: one compiled fused CPU trainer for both
+    cfg = TrainConfig(hidden=(4, 3), epochs=2, lr=0.05, seed=9, dtype="float64", batch_size=16, variability=VAR,
                       readout=Readout(read_noise=1e-3))
     nets = np.array([1, 5])
     ref = train(blobs, cfg, networks=nets, model=model, backend="numpy")

@@ -24,34 +24,42 @@ def test_generated_kernels_equal_the_closures(make_blobs, monkeypatch):
     monkeypatch.setenv("SPINGPU_KERNEL_CACHE", "0")
     fresh = dataclasses.replace(model, _compiled={})  # a model object that has compiled nothing yet
     closures = train(data, CFG, n_networks=3, model=fresh, backend="cpu")
-    assert fresh._compiled.get("generated") is None and "fused_cpu" in fresh._compiled
+    assert fresh._compiled.get("generated") is None and "train_networks" in fresh._compiled
     for name in ("train_loss", "val_acc", "grad_cosine", "deriv_rel_err", "test_acc"):
         np.testing.assert_array_equal(cached[name].values, closures[name].values, err_msg=name)
 
 
-SCRIPT = """
-from spingpu import Readout, Variability, from_arrays, get_model
+TRAIN = """
+from spingpu import from_arrays
 from spingpu.training import TrainConfig, train
-from spingpu.training.fused_engine import fused_trainer
 import numpy as np
 rng = np.random.default_rng(0)
 y = np.arange(60) % 3
 data = from_arrays(rng.normal(size=(60, 4)) + y[:, None], y, seed=0)
 train(data, TrainConfig(hidden=(4,), epochs=1), n_networks=2, backend="cpu")
+"""
+COUNT = """
+from spingpu import get_model
+from spingpu.training.fused_engine import fused_trainer
 stats = fused_trainer(get_model("stt_compact")).stats
 print(sum(stats.cache_hits.values()), sum(stats.cache_misses.values()))
 """
 
 
 def test_a_second_process_loads_the_compiled_trainer_from_disk(tmp_path):
-    env = dict(os.environ, SPINGPU_CACHE_DIR=str(tmp_path))
-    runs = [subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, env=env, timeout=600)
-            for _ in range(2)]
-    for run in runs:
-        assert run.returncode == 0, run.stderr[-2000:]
-    assert runs[0].stdout.split() == ["0", "1"]  # compiled, and written
-    assert runs[1].stdout.split() == ["1", "0"]  # loaded
-    assert len(list(tmp_path.glob("spingpu_kernels_stt_compact_*.py"))) == 1
+    """A process that trains (this one) leaves the compiled trainer in the cache folder; a second
+    process, given a copy of that folder, loads it instead of compiling."""
+    import shutil
+
+    exec(TRAIN, {})  # this test session's cache folder (tests/conftest.py): compiled here or by another test
+    folder = tmp_path / "cache"
+    shutil.copytree(kernel_cache.cache_dir(), folder)
+    assert len(list(folder.glob("spingpu_kernels_stt_compact_*.py"))) == 1
+    assert list(folder.glob("__pycache__/spingpu_kernels_stt_compact_*.train_networks-*.nbi"))
+    env = dict(os.environ, SPINGPU_CACHE_DIR=str(folder))
+    run = subprocess.run([sys.executable, "-c", TRAIN + COUNT], capture_output=True, text=True, env=env, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.split() == ["1", "0"]  # loaded, not compiled
 
 
 def test_models_without_an_importable_scalar_use_the_closures():
@@ -70,11 +78,17 @@ def test_models_without_an_importable_scalar_use_the_closures():
 
 
 def test_an_unusable_cache_folder_falls_back_to_the_closures(tmp_path, monkeypatch):
+    currents = np.linspace(-3e-4, 3e-4, 7)
+    generated = get_model("stt_compact").iv(currents)  # through the generated module of the session's cache
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")
     monkeypatch.setenv("SPINGPU_CACHE_DIR", str(blocker / "cache"))
+    for name in [n for n in sys.modules if n.startswith("spingpu_kernels_")]:  # as in a fresh process
+        monkeypatch.delitem(sys.modules, name)
     fresh = dataclasses.replace(get_model("stt_compact"), _compiled={})
     assert kernel_cache.generated_kernels(fresh) is None
+    np.testing.assert_array_equal(fresh.iv(currents), generated)  # the closures give the same numbers
+    assert "iv_kernel" in fresh._compiled
 
 
 def test_threads_asking_at_once_build_the_kernels_once(tmp_path, monkeypatch):

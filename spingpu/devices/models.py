@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import ConfigError, _short, check_range, did_you_mean
+from ..kernel_cache import cached_kernel
 from ..kernels import pointwise
 from ..kernels.stt_compact import stt_compact as _stt_compact_scalar
 
@@ -184,6 +185,15 @@ class DeviceModel:
         return self.compiled("pair_neuron", lambda: make_pair_neuron(self.point, self.point_row, self.beyond_row))
 
     @property
+    def forward(self):
+        """One sample through a network of :attr:`pair_neuron` layers
+        (:func:`spingpu.kernels.network.make_forward`): one function for the fused CUDA kernels of
+        every layout (compiled once per signature where the simulator runs it on the CPU)."""
+        from ..kernels.network import make_forward
+
+        return self.compiled("forward", lambda: make_forward(self.pair_neuron))
+
+    @property
     def settings_values(self):
         """The model's fixed, non-parameter settings by name (none for closed-form models)."""
         return {}
@@ -239,7 +249,7 @@ class DeviceModel:
         flat_i, flat_p, shape = self._flat(current, params)
         v = np.empty(flat_i.shape)
         d = np.empty(flat_i.shape)
-        self.compiled("iv", lambda: pointwise.make_iv_kernel(self.point))(flat_i, flat_p, self.aux_table, v, d)
+        cached_kernel(self, "iv_kernel", lambda: pointwise.make_iv_kernel(self.point))(flat_i, flat_p, self.aux_table, v, d)
         return v.reshape(shape), d.reshape(shape)
 
     def beyond_table(self, current, params=None):
@@ -249,7 +259,7 @@ class DeviceModel:
         flat_i, flat_p, shape = self._flat(current, params)
         out = np.zeros(flat_i.shape, dtype=np.bool_)
         if self.beyond is not None:
-            kernel = self.compiled("beyond_kernel", lambda: pointwise.make_beyond_kernel(self.beyond_row))
+            kernel = cached_kernel(self, "beyond_kernel", lambda: pointwise.make_beyond_kernel(self.beyond_row))
             kernel(flat_i, flat_p, self.aux_table, out)
         return out.reshape(shape)
 

@@ -15,12 +15,9 @@ from .numpy_engine import NumpyEngine
 
 def pair_layer_kernel(model):
     """The pair-layer kernel of ``model`` (from the on-disk kernel cache for built-in models)."""
-    from ..kernel_cache import generated_kernels
+    from ..kernel_cache import cached_kernel
 
-    generated = generated_kernels(model.kernel_model)
-    if generated is not None:
-        return generated.pair_layer
-    return model.compiled("pair_layer", lambda: make_pair_layer(model.pair_neuron))
+    return cached_kernel(model.kernel_model, "pair_layer", lambda: make_pair_layer(model.pair_neuron))
 
 
 class BatchedCpuEngine(NumpyEngine):

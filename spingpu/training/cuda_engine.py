@@ -171,7 +171,7 @@ def fused_cuda_kernel(model, layout):
     """The compiled fused CUDA trainer of ``model`` for ``layout`` (built once per pair)."""
     from ..kernels.fused_cuda import make_fused_cuda
 
-    return model.compiled(("fused_cuda", layout), lambda: make_fused_cuda(model.pair_neuron, layout))
+    return model.compiled(("fused_cuda", layout), lambda: make_fused_cuda(model.forward, layout))
 
 
 def chunk_size(device, per_network_bytes, shared_bytes, n, held_bytes=0):

@@ -55,12 +55,9 @@ def readout_vector(readout):
 def fused_trainer(model):
     """The compiled fused trainer of ``model``: from the on-disk kernel cache for built-in models
     (:mod:`spingpu.kernel_cache`), else built once per model object."""
-    from ..kernel_cache import generated_kernels
+    from ..kernel_cache import cached_kernel
 
-    generated = generated_kernels(model.kernel_model)
-    if generated is not None:
-        return generated.train_networks
-    return model.compiled("fused_cpu", lambda: make_fused_trainer(model.pair_neuron))
+    return cached_kernel(model.kernel_model, "train_networks", lambda: make_fused_trainer(model.pair_neuron))
 
 
 def pack(config, model, networks, sizes, *, device=None, progress=False):
