@@ -258,7 +258,8 @@ def dataset_key(name):
     path = csv_path(name)
     if path is not None:
         return f"csv:{path}"
-    return name.strip().lower() if name.strip().lower() in DATASETS else name.strip()
+    name = name.strip()
+    return name.lower() if name.lower() in DATASETS else name
 
 
 def csv_path(name):

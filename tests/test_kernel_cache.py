@@ -128,3 +128,14 @@ def test_generated_module_text_names_every_kernel():
         assert f"\ndef {name}(" in source
     assert source.count("cache=True") == source.count("@numba.njit")
     compile(source, "generated", "exec")
+
+
+def test_models_of_one_kind_share_the_generated_module():
+    """Two measured curves are two objects of the tabulated model: one generated module (the
+    curve is an argument at run time), imported once in the process."""
+    current = np.linspace(-1e-4, 1e-4, 6)
+    a = get_model("tabulated", iv_table=(current, 900.0 * current))
+    b = get_model("tabulated", iv_table=(current, 1100.0 * current + 1e6 * current**3))
+    assert a._compiled is not b._compiled
+    assert kernel_cache.generated_kernels(a) is not None
+    assert kernel_cache.generated_kernels(a) is kernel_cache.generated_kernels(b)

@@ -249,7 +249,8 @@ class DeviceModel:
         flat_i, flat_p, shape = self._flat(current, params)
         v = np.empty(flat_i.shape)
         d = np.empty(flat_i.shape)
-        cached_kernel(self, "iv_kernel", lambda: pointwise.make_iv_kernel(self.point))(flat_i, flat_p, self.aux_table, v, d)
+        kernel = cached_kernel(self, "iv_kernel", lambda: pointwise.make_iv_kernel(self.point))
+        kernel(flat_i, flat_p, self.aux_table, v, d)
         return v.reshape(shape), d.reshape(shape)
 
     def beyond_table(self, current, params=None):

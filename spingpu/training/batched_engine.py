@@ -17,7 +17,8 @@ def pair_layer_kernel(model):
     """The pair-layer kernel of ``model`` (from the on-disk kernel cache for built-in models)."""
     from ..kernel_cache import cached_kernel
 
-    return cached_kernel(model.kernel_model, "pair_layer", lambda: make_pair_layer(model.pair_neuron))
+    kernel_model = model.kernel_model
+    return cached_kernel(kernel_model, "pair_layer", lambda: make_pair_layer(kernel_model.pair_neuron))
 
 
 class BatchedCpuEngine(NumpyEngine):

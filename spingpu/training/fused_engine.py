@@ -57,7 +57,8 @@ def fused_trainer(model):
     (:mod:`spingpu.kernel_cache`), else built once per model object."""
     from ..kernel_cache import cached_kernel
 
-    return cached_kernel(model.kernel_model, "train_networks", lambda: make_fused_trainer(model.pair_neuron))
+    kernel_model = model.kernel_model
+    return cached_kernel(kernel_model, "train_networks", lambda: make_fused_trainer(kernel_model.pair_neuron))
 
 
 def pack(config, model, networks, sizes, *, device=None, progress=False):
