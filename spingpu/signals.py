@@ -50,7 +50,8 @@ def stop_signals_raise():
     """Within: SIGINT raises KeyboardInterrupt and SIGTERM :class:`Terminated` in the main thread,
     each where its handler is Python's default (a process that set its own keeps it), and an
     exception of theirs that Python could only report as unraisable is not printed
-    (:func:`raise_if_stopped` raises it again)."""
+    (:func:`raise_if_stopped` raises it again, at the latest on leaving the block: a stop received
+    within it is never lost)."""
     defaults = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -69,6 +70,7 @@ def stop_signals_raise():
     sys.unraisablehook = hook
     try:
         yield
+        raise_if_stopped()  # a stop lost after the block's last check (closing a cluster) still ends it
     finally:
         sys.unraisablehook = unraisable
         for sig in ours:
@@ -77,7 +79,9 @@ def stop_signals_raise():
 
 
 def stopped(err):
-    """(what happened, exit status) of a KeyboardInterrupt: Ctrl-C or SIGTERM."""
+    """(what happened, exit status) of a KeyboardInterrupt: Ctrl-C or SIGTERM. The caller reports
+    the stop: it is not raised again (:func:`raise_if_stopped`)."""
+    _received.clear()
     return ("terminated", EXIT_TERMINATED) if isinstance(err, Terminated) else ("interrupted", EXIT_INTERRUPTED)
 
 

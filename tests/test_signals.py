@@ -109,6 +109,21 @@ def test_a_stop_raised_inside_a_finaliser_is_not_lost_nor_reported(default_handl
     assert sys.unraisablehook.__name__ == "<lambda>"  # the test's own hook, put back
 
 
+def test_a_stop_lost_after_the_last_check_still_ends_the_block(default_handlers, monkeypatch):
+    """A run that went on to exit 0 after Ctrl-C: the stop was swallowed in a finaliser while the
+    cluster closed, after the task loop's last raise_if_stopped(). Leaving the block raises it."""
+    monkeypatch.setattr(sys, "unraisablehook", lambda info: None)
+    for sig, expected in STOPS:
+        went_on = []
+        with pytest.raises(expected) as raised, stop_signals_raise():
+            _SignalledWhileCollected(sig)
+            gc.collect()
+            went_on.append(True)
+        assert went_on == [True] and type(raised.value) is expected
+    with stop_signals_raise():  # no stop: leaves quietly
+        went_on.append(False)
+
+
 def test_handlers_set_by_the_process_are_kept(default_handlers):
     """A process (or test runner) with its own handlers keeps them; nothing is recorded."""
     calls = []

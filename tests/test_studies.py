@@ -398,9 +398,12 @@ def test_sigkill_leaves_no_worker_behind_and_resume_gives_the_uninterrupted_numb
     assert_same_numbers(out, ref)
 
 
-def _stopped_midway(study, out, workers, stop):
-    """Run the study one network per task, ``stop(proc)`` once some tasks are stored: (exit status,
-    stderr lines other than the progress bar)."""
+def _stopped_midway(folder, out, workers, stop):
+    """Run LONG at 1000 epochs, one network per task, and ``stop(proc)`` once a task is stored:
+    (exit status, stderr lines other than the progress bar). A task then takes ~2 s, the run ~25 s,
+    so that the stop arrives before the last task even on a loaded machine (at 5 epochs the run
+    ended within ~1.5 s of its first task)."""
+    study = write(folder / "stoppable.toml", LONG.replace("epochs = 5", "epochs = 1000"))
     proc = subprocess.Popen([*CLI, str(study), "--out", str(out), "--networks-per-task", "1", "--workers",
                              str(workers), *FAST], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
@@ -415,32 +418,52 @@ def _stopped_midway(study, out, workers, stop):
                              if ln.strip() and "networks" not in ln.split("|")[-1]]
 
 
-def test_ctrl_c_stops_the_run_with_one_line_and_keeps_the_finished_tasks(long_ref, tmp_path):
+def test_ctrl_c_stops_the_run_with_one_line_and_keeps_the_finished_tasks(tmp_path):
     """Ctrl-C reaches the whole foreground process group: the Dask workers ignore it (the driver
     stops the run and closes them), so the terminal gets one line, not a traceback per worker."""
-    study, ref = long_ref
     out = tmp_path / "interrupted.zarr"
-    returncode, lines = _stopped_midway(study, out, 2, lambda proc: os.killpg(proc.pid, signal.SIGINT))
+    returncode, lines = _stopped_midway(tmp_path, out, 2, lambda proc: os.killpg(proc.pid, signal.SIGINT))
     assert returncode == 130, lines
     assert lines == [f"spingpu run: interrupted; the finished tasks are kept in {out}: rerun with --resume to "
                      "complete it"], lines
-    assert 1 <= task_done(out).sum()
+    assert 1 <= task_done(out).sum() < task_done(out).size
     from spingpu.studies.store import store_attrs
 
     assert store_attrs(out)["run_seconds"] > 0  # the interrupted session's time is kept for the report
 
 
-def test_sigterm_stops_the_run_like_ctrl_c_and_leaves_no_temporary(long_ref, tmp_path):
+def test_sigterm_stops_the_run_like_ctrl_c_and_leaves_no_temporary(tmp_path):
     """A batch system's time limit (SIGTERM to the driver) runs the Ctrl-C clean-up: one line, exit
     143, the finished tasks kept for --resume, the workers closed."""
-    study, ref = long_ref
     out = tmp_path / "terminated.zarr"
-    returncode, lines = _stopped_midway(study, out, 1, lambda proc: proc.terminate())
+    returncode, lines = _stopped_midway(tmp_path, out, 1, lambda proc: proc.terminate())
     assert returncode == 143, lines
     assert lines == [f"spingpu run: terminated; the finished tasks are kept in {out}: rerun with --resume to "
                      "complete it"], lines
-    assert 1 <= task_done(out).sum()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["terminated.zarr"]
+    assert 1 <= task_done(out).sum() < task_done(out).size
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["stoppable.toml", "terminated.zarr"]
+
+
+def test_a_stop_after_the_last_task_says_every_task_is_stored(tmp_path, monkeypatch):
+    """Ctrl-C while the workers close, after the last task was stored: exit 130, and the line says
+    the store is complete (not "rerun with --resume"), without the summary or report."""
+    from spingpu.studies import runner
+    from spingpu.studies.store import create_store
+
+    study_file = write(tmp_path / "s.toml", BASE)
+    out = tmp_path / "s.zarr"
+
+    def finished_then_stopped(study, options):
+        create_store(options.out, study, 1, {"backend": "numpy", "device": "CPU", "spingpu_version": "test"})
+        store_every_task(options.out, study, 1)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "run_study", finished_then_stopped)
+    rc, stdout, err = run_main(["run", str(study_file), "--out", str(out), "--workers", "1", "--backend", "numpy"])
+    assert rc == 130 and stdout == "", (stdout, err)
+    assert err == f"spingpu run: interrupted; every task is stored in {out} (spingpu report {out} makes its report)\n"
+    assert task_done(out).all()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.toml", "s.zarr"]  # no report
 
 
 def test_existing_store_is_refused_untouched_without_resume_or_overwrite(long_ref, tmp_path, det):

@@ -74,9 +74,7 @@ def run(args):
         from ..signals import stopped
 
         what, status = stopped(err)
-        kept = f"; the finished tasks are kept in {out}: rerun with --resume to complete it" \
-            if results_store.store_attrs(out) else ""
-        print(f"spingpu run: {what}{kept}", file=sys.stderr)
+        print(f"spingpu run: {what}{_kept(out)}", file=sys.stderr)
         return status
     print(summary_table(out, args.threshold))
     print(f"results: {out}")
@@ -87,6 +85,17 @@ def run(args):
 
             print(f"report: {report} (summary: {summary_csv_path(report)})")
     return 0
+
+
+def _kept(out):
+    """What a stopped run leaves in its store ``out``, as the end of its one line."""
+    from ..studies import store as results_store
+
+    if not results_store.store_attrs(out):
+        return ""
+    if results_store.done_tasks(out).all():  # stopped after the last task, while the workers closed
+        return f"; every task is stored in {out} (spingpu report {out} makes its report)"
+    return f"; the finished tasks are kept in {out}: rerun with --resume to complete it"
 
 
 def _store_backend(out):

@@ -146,6 +146,7 @@ def run_study(study, options: RunOptions, progress=True, log=print):
             with contextlib.suppress(Exception):  # best effort: never in place of the run's own error
                 earlier = results_store.store_attrs(options.out).get("run_seconds", 0.0)
                 results_store.update_attrs(options.out, run_seconds=earlier + time.perf_counter() - started)
+    raise_if_stopped()  # a stop lost in a finaliser while the cluster closed (spingpu.signals)
     return options.out
 
 
