@@ -62,7 +62,9 @@ read_noise = 1e-3
 "variability.sigma_d2d" = {linspace = [0.0, 0.2, 2]}
 """
 
-# Enough tasks (2 cells x 12 networks, one network per task) to kill a run part-way.
+# Enough tasks (2 cells x 12 networks, one network per task) to kill a run part-way: at one
+# network per task the last task is stored ~2.5-3 s after the first, on one worker or two (at 5
+# epochs ~1.5 s, a window a loaded machine could miss).
 LONG = """\
 name = "long"
 networks = 12
@@ -75,7 +77,7 @@ name = "iris"
 hidden = [4]
 
 [training]
-epochs = 5
+epochs = 40
 lr = 0.05
 
 [variability]
@@ -403,7 +405,7 @@ def _stopped_midway(folder, out, workers, stop):
     (exit status, stderr lines other than the progress bar). A task then takes ~2 s, the run ~25 s,
     so that the stop arrives before the last task even on a loaded machine (at 5 epochs the run
     ended within ~1.5 s of its first task)."""
-    study = write(folder / "stoppable.toml", LONG.replace("epochs = 5", "epochs = 1000"))
+    study = write(folder / "stoppable.toml", LONG.replace("epochs = 40", "epochs = 1000"))
     proc = subprocess.Popen([*CLI, str(study), "--out", str(out), "--networks-per-task", "1", "--workers",
                              str(workers), *FAST], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)

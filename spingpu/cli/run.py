@@ -30,7 +30,6 @@ def add_parser(sub):
 
 def run(args):
     from ..errors import check_range
-    from ..studies import store as results_store
     from ..studies.runner import RunOptions, TaskFailed, run_study, summary_table
     from ..studies.spec import load_study
 
