@@ -25,6 +25,7 @@ from .pair_neuron import NOISE_NONE, TANH
 from .philox import normal_pair, stream_id
 
 SGD, MOMENTUM, ADAM = 0, 1, 2
+OPTIMIZER_CODES = {"sgd": SGD, "momentum": MOMENTUM, "adam": ADAM}
 
 
 @numba.njit(inline="always", cache=True)

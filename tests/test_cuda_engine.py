@@ -149,6 +149,24 @@ def test_batched_cuda_engine_equals_numpy_reference(blobs, mode, dtype, rtol, op
         np.testing.assert_allclose(gpu[name].values, ref[name].values, rtol=rtol, atol=rtol * 1e-2, err_msg=name)
 
 
+@pytest.mark.parametrize("optimizer, weight_decay", [("adam", 0.0), ("momentum", 1e-3)])
+def test_the_batched_cpu_and_cuda_engines_take_the_same_steps(blobs, monkeypatch, optimizer, weight_decay):
+    """Both batched engines evaluate the pair neurons, the loss and the optimiser's step with the
+    same scalar functions (kernels/batched_cpu is batched_cuda's update): in the simulator, where
+    both take their matrix products from NumPy, a float32 run of one equals the other's bit for bit."""
+    from spingpu.training import trainer
+
+    monkeypatch.setattr(trainer, "FUSED_MAX_WIDTH", 0)  # the batched CPU engine for narrow layers too
+    cfg = TrainConfig(hidden=(5, 4), epochs=2, lr=0.05, seed=4, dtype="float32", batch_size=20, optimizer=optimizer,
+                      weight_decay=weight_decay, variability=VAR, readout=Readout(read_noise=2e-3))
+    nets = np.array([2, 8])
+    cpu = train(blobs, cfg, networks=nets, backend="cpu")
+    gpu = train(blobs, cfg, networks=nets, backend=BATCHED)
+    assert cpu.attrs["engine"] == gpu.attrs["engine"] == "batched"
+    for name in METRICS:
+        np.testing.assert_array_equal(cpu[name].values, gpu[name].values, err_msg=name)
+
+
 @pytest.mark.filterwarnings("ignore::spingpu.devices.tabulated.ExtrapolationWarning")  # counted, and compared
 def test_both_cuda_engines_train_a_tabulated_model_as_the_cpu_engines(blobs):
     from spingpu.devices.tabulated import tabulated_model

@@ -22,15 +22,12 @@ from __future__ import annotations
 import numpy as np
 
 from ..kernels import batched_cuda as kern
-from ..kernels.network import ADAM, MOMENTUM, SGD
+from ..kernels.network import OPTIMIZER_CODES
 from ..kernels.pair_neuron import MODE_CODES
 from ..kernels.philox import split_seed
 from .fused_engine import neuron_vector, readout_vector
 from .gemm import address
 from .numpy_engine import NumpyEngine
-
-OPTIMIZERS = {"sgd": SGD, "momentum": MOMENTUM, "adam": ADAM}
-
 
 GEMM_NETWORKS = 128  # networks in every batched GEMM call
 GEMM_ALIGN_BYTES = 256  # cuBLAS chooses kernels by operand alignment (up to 256 B); CuPy allocates at 256 B
@@ -232,4 +229,4 @@ class BatchedCudaEngine(NumpyEngine):
         """The optimiser kernel over the flat buffers, for the networks flagged in ``alive``."""
         self.device.launch(kern.optimizer_update, kern.blocks(self.flat.size), kern.THREADS,
                            self.flat, self.grad_flat, self.m1, self.m2, alive, self._block_start,
-                           OPTIMIZERS[self.config.optimizer], lr, t, self._hyper)
+                           OPTIMIZER_CODES[self.config.optimizer], lr, t, self._hyper)

@@ -1,12 +1,17 @@
 """The batched CPU engine for large layers (``--backend cpu`` when a layer is wider than
 ``trainer.FUSED_MAX_WIDTH``): the NumPy engine's batched matrix products over networks (BLAS) with each
 hidden layer's pair neurons, noise and ADC in one fused Numba pass
-(:mod:`spingpu.kernels.pair_layer`). Same numbers as the NumPy reference."""
+(:mod:`spingpu.kernels.pair_layer`), and the optimiser's step in one parallel pass per weight array
+(:mod:`spingpu.kernels.batched_cpu`, the batched CUDA engine's step). Same numbers as the NumPy
+reference: equal in float64, to float32 rounding in float32 (the NumPy engine's optimiser
+computes in the weights' dtype, this one in float64)."""
 
 from __future__ import annotations
 
 import numpy as np
 
+from ..kernels.batched_cpu import optimizer_update
+from ..kernels.network import OPTIMIZER_CODES
 from ..kernels.pair_layer import make_pair_layer
 from ..kernels.pair_neuron import MODE_CODES
 from .fused_engine import neuron_vector, readout_vector
@@ -43,3 +48,17 @@ class BatchedCpuEngine(NumpyEngine):
                      noise.row0, noise.derivatives, h, used, exact, beyond)
         self.readings_beyond += beyond.sum(axis=(1, 2), dtype=np.int64)
         return h, used, exact
+
+    def apply(self, grads, lr):
+        """One optimiser step of the networks still alive, in place (NumpyEngine.apply's step, by
+        :func:`spingpu.kernels.network.optimizer_step`)."""
+        cfg = self.config
+        self.t += 1
+        n_p, n = len(self.weights), self.networks.size
+        b1, b2 = cfg.adam_betas
+        for k, (w, g) in enumerate(zip(self.weights, grads)):
+            m1 = self.state[k]
+            m2 = self.state[n_p + k] if len(self.state) > n_p else m1  # read only, where not Adam
+            optimizer_update(w.reshape(n, -1), np.ascontiguousarray(g, dtype=w.dtype).reshape(n, -1),
+                             m1.reshape(n, -1), m2.reshape(n, -1), self.alive, OPTIMIZER_CODES[cfg.optimizer],
+                             float(lr), self.t, cfg.momentum, b1, b2, cfg.adam_eps, cfg.weight_decay)

@@ -13,12 +13,11 @@ import numpy as np
 
 from ..kernels import streams
 from ..kernels.fused_cpu import make_fused_trainer
-from ..kernels.network import ADAM, MOMENTUM, SGD
+from ..kernels.network import OPTIMIZER_CODES
 from ..kernels.pair_neuron import MODE_CODES, NOISE_GAUSSIAN, NOISE_JOHNSON_SHOT, NOISE_NONE
 from ..signals import deferred_interrupts
 from .numpy_engine import initial_weights, kernel_junctions
 
-OPTIMIZER_CODES = {"sgd": SGD, "momentum": MOMENTUM, "adam": ADAM}
 
 # One thread's time per network-epoch is about NS_PER_UNIT x n_train x (weights + 100 hidden units)
 # (measured on one core: 5.1 ns for Iris 4-8-3 and 4-64-3, 4.9 ns for digits 64-32-10; a junction
