@@ -3,7 +3,8 @@
 
 Each weight is updated by :func:`spingpu.kernels.network.optimizer_step`, the function the fused
 engines and the batched CUDA engine call, so the batched CPU and CUDA engines take the same step
-(computed in float64, stored in the weights' dtype). The NumPy engine's step, written with array
+(computed in float64, stored in the weights' dtype; on a GPU the compiler may fuse a multiply
+and an add, a difference of float64 rounding). The NumPy engine's step, written with array
 operations in the weights' dtype, agrees to that dtype's rounding.
 """
 

@@ -29,6 +29,7 @@ class Terminated(KeyboardInterrupt):
 
 _STOPS = {signal.SIGINT: KeyboardInterrupt, signal.SIGTERM: Terminated}
 _received = []  # the stop signals that reached the handlers of stop_signals_raise(), in order
+_open_blocks = []  # one entry per stop_signals_raise block open in the main thread
 _deferrals = []  # (signals held, handlers before, holding handler) of each deferred_interrupts, innermost last
 
 
@@ -51,7 +52,8 @@ def stop_signals_raise():
     each where its handler is Python's default (a process that set its own keeps it), and an
     exception of theirs that Python could only report as unraisable is not printed
     (:func:`raise_if_stopped` raises it again, at the latest on leaving the block: a stop received
-    within it is never lost)."""
+    within it and not reported (:func:`stopped`) or set aside (:func:`discard_stop`) is never
+    lost; another exception leaving the block with one recorded becomes that stop, raised from it)."""
     defaults = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -64,18 +66,33 @@ def stop_signals_raise():
         if not (_received and isinstance(info.exc_value, KeyboardInterrupt)):
             unraisable(info)
 
-    _received.clear()
+    outermost = not _open_blocks  # a nested block keeps the record of the one around it
+    if outermost:
+        _received.clear()
+    _open_blocks.append(None)
     for sig in ours:
         signal.signal(sig, _raise_stop)
     sys.unraisablehook = hook
     try:
         yield
         raise_if_stopped()  # a stop lost after the block's last check (closing a cluster) still ends it
+    except BaseException as err:
+        if _received and not isinstance(err, KeyboardInterrupt):  # the stop came first, or caused this error
+            raise _STOPS[_received[0]]() from err
+        raise
     finally:
         sys.unraisablehook = unraisable
         for sig in ours:
             signal.signal(sig, previous[sig])
-        _received.clear()
+        _open_blocks.pop()
+        if outermost:
+            _received.clear()
+
+
+def discard_stop():
+    """Set aside the stops received so far: the command ends reporting something that came first
+    (a task that failed, while its workers closed), so they are not raised again."""
+    _received.clear()
 
 
 def stopped(err):

@@ -9,7 +9,8 @@ import time
 
 import pytest
 
-from spingpu.signals import Terminated, deferred_interrupts, raise_if_stopped, stop_point, stop_signals_raise
+from spingpu.signals import (Terminated, deferred_interrupts, discard_stop, raise_if_stopped, stop_point,
+                             stop_signals_raise)
 
 STOPS = ((signal.SIGINT, KeyboardInterrupt), (signal.SIGTERM, Terminated))
 
@@ -122,6 +123,31 @@ def test_a_stop_lost_after_the_last_check_still_ends_the_block(default_handlers,
         assert went_on == [True] and type(raised.value) is expected
     with stop_signals_raise():  # no stop: leaves quietly
         went_on.append(False)
+
+
+def test_a_recorded_stop_outlives_another_error_and_nested_blocks_unless_set_aside(default_handlers, monkeypatch):
+    """A stop swallowed by a finaliser is not lost when another exception leaves the block (it may be
+    what the lost stop caused: the stop is raised from it), nor when a nested block opens and
+    closes; discard_stop() sets it aside (a command reporting a failure that came first)."""
+    monkeypatch.setattr(sys, "unraisablehook", lambda info: None)
+    with pytest.raises(KeyboardInterrupt) as raised, stop_signals_raise():
+        _SignalledWhileCollected(signal.SIGINT)
+        gc.collect()
+        raise ValueError("what the lost stop caused")
+    assert type(raised.value) is KeyboardInterrupt and isinstance(raised.value.__cause__, ValueError)
+    steps = []
+    with pytest.raises(Terminated), stop_signals_raise():
+        _SignalledWhileCollected(signal.SIGTERM)
+        gc.collect()
+        with stop_signals_raise():
+            steps.append("inner")
+        steps.append("after the inner block")
+    assert steps == ["inner"]  # the inner block's end raised the outer block's stop
+    with stop_signals_raise():
+        _SignalledWhileCollected(signal.SIGINT)
+        gc.collect()
+        discard_stop()
+    raise_if_stopped()  # nothing recorded
 
 
 def test_handlers_set_by_the_process_are_kept(default_handlers):

@@ -446,26 +446,98 @@ def test_sigterm_stops_the_run_like_ctrl_c_and_leaves_no_temporary(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["stoppable.toml", "terminated.zarr"]
 
 
-def test_a_stop_after_the_last_task_says_every_task_is_stored(tmp_path, monkeypatch):
-    """Ctrl-C while the workers close, after the last task was stored: exit 130, and the line says
-    the store is complete (not "rerun with --resume"), without the summary or report."""
+class _StopSwallowedByAFinaliser:
+    """An object whose __del__ receives SIGINT: the handler's KeyboardInterrupt is raised inside
+    __del__, where Python can only report it as unraisable (spingpu.signals), and is lost there."""
+
+    def __del__(self):
+        signal.raise_signal(signal.SIGINT)
+        sum(range(10))  # bytecodes after the signal: its handler runs here
+
+
+class _FakeClient:
+    """Stands in for the Dask client of run_study: closing it swallows a Ctrl-C in a finaliser."""
+
+    def scheduler_info(self):
+        return {"workers": {}}
+
+    def close(self):
+        import gc
+
+        _StopSwallowedByAFinaliser()
+        gc.collect()
+
+
+def _run_without_dask(monkeypatch, argv, drive, connect=lambda *args: (_FakeClient(), None)):
+    """``spingpu`` in this process with run_study's cluster and task loop replaced, and Python's
+    default SIGINT handler (a test runner's process may have its own): (status, stdout, stderr
+    lines other than the progress bar)."""
     from spingpu.studies import runner
-    from spingpu.studies.store import create_store
+
+    monkeypatch.setattr(runner, "_connect", connect)
+    monkeypatch.setattr(runner, "_drive", drive)
+    saved = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        rc, stdout, err = run_main(argv)
+    finally:
+        signal.signal(signal.SIGINT, saved)
+    return rc, stdout, [ln for ln in err.replace("\r", "\n").splitlines() if ln.strip() and "networks/s" not in ln]
+
+
+def test_a_ctrl_c_lost_while_the_workers_close_still_stops_the_run_after_its_last_task(tmp_path, monkeypatch):
+    """The cause of runs that exited 0 after Ctrl-C: its exception was swallowed in a finaliser
+    while the cluster closed, after the task loop's last check. run_study raises it once the
+    cluster is closed: exit 130, no summary or report, and the line says the store is complete."""
+    study_file = write(tmp_path / "s.toml", BASE)
+    out = tmp_path / "s.zarr"
+
+    def drive(client, study, options, backend, npt, todo, copies, n_workers, bar):
+        store_every_task(options.out, study, npt)
+
+    rc, stdout, err = _run_without_dask(monkeypatch, ["run", str(study_file), "--out", str(out), "--backend", "numpy",
+                                                      "--networks-per-task", "1"], drive)
+    assert rc == 130 and "results:" not in stdout, (stdout, err)
+    assert err == [f"spingpu run: interrupted; every task is stored in {out} (spingpu report {out} makes its report)"]
+    assert task_done(out).all()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.toml", "s.zarr"]  # no report
+
+
+def test_a_failed_task_is_what_is_said_when_a_ctrl_c_follows_it(tmp_path, monkeypatch):
+    """A task fails, and a Ctrl-C arrives while the workers close: the failure's two lines and exit
+    status 1, not a third line for the stop."""
+    from spingpu.studies.runner import TaskFailed
 
     study_file = write(tmp_path / "s.toml", BASE)
     out = tmp_path / "s.zarr"
 
-    def finished_then_stopped(study, options):
-        create_store(options.out, study, 1, {"backend": "numpy", "device": "CPU", "spingpu_version": "test"})
-        store_every_task(options.out, study, 1)
+    def drive(*args):
+        raise TaskFailed("task 0 (networks 0-0) of the study's only cell failed: ValueError: bad")
+
+    rc, _, err = _run_without_dask(monkeypatch, ["run", str(study_file), "--out", str(out), "--backend", "numpy"],
+                                   drive)
+    assert rc == 1 and err == [
+        "spingpu run: error: task 0 (networks 0-0) of the study's only cell failed: ValueError: bad",
+        f"spingpu run: the finished tasks are kept in {out}; fix the cause and rerun with --resume"], err
+
+
+def test_a_stop_before_an_overwrite_says_nothing_of_the_store_it_did_not_write(tmp_path, monkeypatch):
+    """Ctrl-C while the cluster starts, with --overwrite of a complete store: that store is another
+    run's (here, untouched), so the line does not describe it."""
+    from spingpu.studies.store import create_store
+
+    study_file = write(tmp_path / "s.toml", BASE)
+    out = tmp_path / "s.zarr"
+    create_store(out, load_study(study_file), 1, {"backend": "numpy", "device": "CPU", "spingpu_version": "test"})
+    store_every_task(out, load_study(study_file), 1)
+    before = snapshot(out)
+
+    def connect(*args):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(runner, "run_study", finished_then_stopped)
-    rc, stdout, err = run_main(["run", str(study_file), "--out", str(out), "--workers", "1", "--backend", "numpy"])
-    assert rc == 130 and stdout == "", (stdout, err)
-    assert err == f"spingpu run: interrupted; every task is stored in {out} (spingpu report {out} makes its report)\n"
-    assert task_done(out).all()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.toml", "s.zarr"]  # no report
+    rc, _, err = _run_without_dask(monkeypatch, ["run", str(study_file), "--out", str(out), "--backend", "numpy",
+                                                 "--overwrite", "--networks-per-task", "1"], None, connect)
+    assert rc == 130 and err == ["spingpu run: interrupted"], err
+    assert snapshot(out) == before
 
 
 def test_existing_store_is_refused_untouched_without_resume_or_overwrite(long_ref, tmp_path, det):

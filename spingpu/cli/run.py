@@ -65,6 +65,9 @@ def run(args):
     try:
         run_study(study, options)
     except TaskFailed as err:
+        from ..signals import discard_stop
+
+        discard_stop()  # a Ctrl-C while the workers closed after the failure: the failure is what is said
         print(f"spingpu run: error: {err}", file=sys.stderr)
         print(f"spingpu run: the finished tasks are kept in {out}; fix the cause and rerun with --resume",
               file=sys.stderr)
@@ -73,7 +76,8 @@ def run(args):
         from ..signals import stopped
 
         what, status = stopped(err)
-        print(f"spingpu run: {what}{_kept(out)}", file=sys.stderr)
+        print(f"spingpu run: {what}{_kept(out) if getattr(err, 'store_is_ours', args.resume) else ''}",
+              file=sys.stderr)
         return status
     print(summary_table(out, args.threshold))
     print(f"results: {out}")
@@ -87,14 +91,19 @@ def run(args):
 
 
 def _kept(out):
-    """What a stopped run leaves in its store ``out``, as the end of its one line."""
+    """What a stopped run leaves in its store ``out`` (the run's own: created or resumed by it), as
+    the end of its one line; nothing where the store cannot be read."""
+    import contextlib
+    import warnings
+
     from ..studies import store as results_store
 
-    if not results_store.store_attrs(out):
-        return ""
-    if results_store.done_tasks(out).all():  # stopped after the last task, while the workers closed
-        return f"; every task is stored in {out} (spingpu report {out} makes its report)"
-    return f"; the finished tasks are kept in {out}: rerun with --resume to complete it"
+    with contextlib.suppress(Exception), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # done_tasks' warning of lost tasks: --resume says it
+        if results_store.done_tasks(out).all():  # stopped after the last task, while the workers closed
+            return f"; every task is stored in {out} (spingpu report {out} makes its report)"
+        return f"; the finished tasks are kept in {out}: rerun with --resume to complete it"
+    return ""
 
 
 def _store_backend(out):

@@ -113,40 +113,44 @@ def run_study(study, options: RunOptions, progress=True, log=print):
     started = time.perf_counter()
     ours = resuming  # the store at options.out is this run's to update
     try:
-        if not resuming:
-            from .. import __version__
+        try:
+            if not resuming:
+                from .. import __version__
 
-            if options.overwrite and os.path.lexists(options.out):
-                results_store.remove_store(options.out)
-            Path(options.out).parent.mkdir(parents=True, exist_ok=True)
-            device = ("Numba CUDA simulator" if backend.simulator else "; ".join(cuda_gpus())) \
-                if backend.name == "cuda" else "CPU"
-            results_store.create_store(options.out, study, npt, {
-                "spingpu_version": __version__, "backend": backend.name, "device": device,
-                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
-            ours = True
-        n_copies = sum(map(len, copies.values()))
-        log(f"study {study.name}: {study.n_cells} cells x {study.networks} networks, {n_tasks} tasks of up to {npt} "
-            f"networks per cell; {len(todo)} tasks to run" + (" (resuming)" if resuming else "")
-            + (f", and {n_copies} stored as {'a copy' if n_copies == 1 else 'copies'} of them (cells that train "
-               f"as another: they differ only in settings that act in neither)" if n_copies else ""))
-        n_workers = max(1, len(client.scheduler_info().get("workers", {})) or workers)
-        if progress:
-            from tqdm import tqdm
+                if options.overwrite and os.path.lexists(options.out):
+                    results_store.remove_store(options.out)
+                Path(options.out).parent.mkdir(parents=True, exist_ok=True)
+                device = ("Numba CUDA simulator" if backend.simulator else "; ".join(cuda_gpus())) \
+                    if backend.name == "cuda" else "CPU"
+                results_store.create_store(options.out, study, npt, {
+                    "spingpu_version": __version__, "backend": backend.name, "device": device,
+                    "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+                ours = True
+            n_copies = sum(map(len, copies.values()))
+            log(f"study {study.name}: {study.n_cells} cells x {study.networks} networks, {n_tasks} tasks of up to "
+                f"{npt} networks per cell; {len(todo)} tasks to run" + (" (resuming)" if resuming else "")
+                + (f", and {n_copies} stored as {'a copy' if n_copies == 1 else 'copies'} of them (cells that train "
+                   f"as another: they differ only in settings that act in neither)" if n_copies else ""))
+            n_workers = max(1, len(client.scheduler_info().get("workers", {})) or workers)
+            if progress:
+                from tqdm import tqdm
 
-            bar = tqdm(total=total, initial=finished, unit="networks", dynamic_ncols=True)
-        _drive(client, study, options, backend.name, npt, todo, copies, n_workers, bar)
-    finally:
-        if bar is not None:
-            bar.close()
-        client.close()
-        if cluster is not None:
-            cluster.close()
-        if ours:  # also when stopped by Ctrl-C or a failed task: the time of every session that ended
-            with contextlib.suppress(Exception):  # best effort: never in place of the run's own error
-                earlier = results_store.store_attrs(options.out).get("run_seconds", 0.0)
-                results_store.update_attrs(options.out, run_seconds=earlier + time.perf_counter() - started)
-    raise_if_stopped()  # a stop lost in a finaliser while the cluster closed (spingpu.signals)
+                bar = tqdm(total=total, initial=finished, unit="networks", dynamic_ncols=True)
+            _drive(client, study, options, backend.name, npt, todo, copies, n_workers, bar)
+        finally:
+            if bar is not None:
+                bar.close()
+            client.close()
+            if cluster is not None:
+                cluster.close()
+            if ours:  # also when stopped by Ctrl-C or a failed task: the time of every session that ended
+                with contextlib.suppress(Exception):  # best effort: never in place of the run's own error
+                    earlier = results_store.store_attrs(options.out).get("run_seconds", 0.0)
+                    results_store.update_attrs(options.out, run_seconds=earlier + time.perf_counter() - started)
+        raise_if_stopped()  # a stop lost in a finaliser while the cluster closed (spingpu.signals)
+    except KeyboardInterrupt as stop:
+        stop.store_is_ours = ours  # `spingpu run` describes the store only where it is this run's
+        raise
     return options.out
 
 

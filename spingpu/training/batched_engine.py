@@ -49,16 +49,28 @@ class BatchedCpuEngine(NumpyEngine):
         self.readings_beyond += beyond.sum(axis=(1, 2), dtype=np.int64)
         return h, used, exact
 
+    def compile_kernels(self, x, y):
+        """:meth:`NumpyEngine.compile_kernels`, and the optimiser's kernel with every network
+        masked: no state changes."""
+        super().compile_kernels(x, y)
+        self._update([np.zeros_like(w) for w in self.weights], np.zeros(self.networks.size, dtype=bool), 0.0, 1)
+
     def apply(self, grads, lr):
         """One optimiser step of the networks still alive, in place (NumpyEngine.apply's step, by
         :func:`spingpu.kernels.network.optimizer_step`)."""
-        cfg = self.config
         self.t += 1
+        self._update(grads, self.alive, float(lr), self.t)
+
+    def _update(self, grads, alive, lr, t):
+        """The optimiser kernel over each weight array (N, ...) as rows (N, K), in place: the
+        weights and moments are C-contiguous (NumpyEngine makes them so), so their rows are views."""
+        cfg = self.config
         n_p, n = len(self.weights), self.networks.size
         b1, b2 = cfg.adam_betas
         for k, (w, g) in enumerate(zip(self.weights, grads)):
             m1 = self.state[k]
             m2 = self.state[n_p + k] if len(self.state) > n_p else m1  # read only, where not Adam
+            assert w.flags.c_contiguous and m1.flags.c_contiguous and m2.flags.c_contiguous
             optimizer_update(w.reshape(n, -1), np.ascontiguousarray(g, dtype=w.dtype).reshape(n, -1),
-                             m1.reshape(n, -1), m2.reshape(n, -1), self.alive, OPTIMIZER_CODES[cfg.optimizer],
-                             float(lr), self.t, cfg.momentum, b1, b2, cfg.adam_eps, cfg.weight_decay)
+                             m1.reshape(n, -1), m2.reshape(n, -1), alive, OPTIMIZER_CODES[cfg.optimizer], lr, t,
+                             float(cfg.momentum), float(b1), float(b2), float(cfg.adam_eps), float(cfg.weight_decay))
