@@ -31,6 +31,7 @@ import os
 import re
 import sys
 import textwrap
+import uuid
 from pathlib import Path
 
 # (module, factory) whose inner functions make up the generated module, in dependency order
@@ -146,9 +147,11 @@ def _import_generated(model):
     try:
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            # a name of its own (workers on several nodes may share the folder, and their pids), then
+            # atomic: concurrent workers write the same text
+            tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex}.tmp")
             tmp.write_text(source)
-            os.replace(tmp, path)  # atomic: concurrent workers write the same text
+            os.replace(tmp, path)
         spec = importlib.util.spec_from_file_location(name, path)
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module
