@@ -16,6 +16,7 @@ correlations between parameters act within every level. Every draw is a pure fun
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from collections.abc import Mapping
 
@@ -187,8 +188,9 @@ def sample_layer(model, variability, seed, networks, layer, n_units):
     layer = check_range("layer", layer, 0, 255, integer=True)
     n_units = check_range("units", n_units, 1, 2**31 - 1, integer=True)
     networks = np.ascontiguousarray(check_network_indices(networks, distinct=False, allow_empty=True))
-    _check_memory(networks.size * n_units * 2 * len(model.parameters) * 8, networks.size, n_units)
-    out = np.empty((networks.size, n_units, 2, len(model.parameters)))
+    shape = (networks.size, n_units, 2, len(model.parameters))
+    _check_memory(8 * math.prod(shape), networks.size, n_units)
+    out = np.empty(shape)
     _kernels.sample_layer(np.uint64(seed), networks, layer, n_units, *kernel_arguments(model, variability), out)
     return out
 

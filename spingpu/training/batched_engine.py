@@ -53,7 +53,7 @@ class BatchedCpuEngine(NumpyEngine):
         """:meth:`NumpyEngine.compile_kernels`, and the optimiser's kernel with every network
         masked: no state changes."""
         super().compile_kernels(x, y)
-        self._update([np.zeros_like(w) for w in self.weights], np.zeros(self.networks.size, dtype=bool), 0.0, 1)
+        self._update(self.weights, np.zeros(self.networks.size, dtype=bool), 0.0, 1)  # no network: nothing read
 
     def apply(self, grads, lr):
         """One optimiser step of the networks still alive, in place (NumpyEngine.apply's step, by
