@@ -5,7 +5,7 @@ Data for issue 3's open decision (the fused CPU engine's goal of 20x a batched P
 Iris needs about 4 ns per junction evaluation on 2 cores; benchmarks/README.md):
 
   spingpu f64     kernels/stt_compact.stt_compact, the scalar float64 device function every engine
-                  calls (Newton to a relative step of 1e-15), in a numba.prange loop over junctions
+                  calls (Newton to float64 rounding), in a numba.prange loop over junctions
   numba f32 x6    the same equations in float32 with a fixed 6 Newton steps (no convergence test,
                   no branches: the loop LLVM can vectorise), numba.njit(fastmath, parallel); Numba
                   vectorises tanh/cos/sin only with Intel SVML, which it says whether it has

@@ -94,3 +94,69 @@ def test_float32_currents_are_computed_in_float64():
     v32, d32 = MODEL.iv(current)
     v64, d64 = MODEL.iv(np.float64(current))
     assert v32 == v64 and d32 == d64
+
+
+def stt_cubic(current, r_p, tmr0, v_h, theta0, dtheta, i_c):
+    """The coefficients and starting point of stt_compact's cubic, as the kernel forms them."""
+    cos_t = math.cos(theta0 - dtheta * math.tanh(current / i_c))
+    a, b = 0.5 * (1 + cos_t) / r_p, 0.5 * (1 - cos_t) / r_p
+    c1 = a * (1 + tmr0) + b
+    coefs = ((a + b) / v_h**2, -current / v_h**2, c1, -current * (1 + tmr0))
+    return coefs, current * (1 + tmr0) / c1
+
+
+def resistance_cubic(current, r_p, tmr0, v_h, cos_t):
+    """The macrospin module's resistance form, V = I r_p (1 + tmr0 (1 - cos) / 2 / (1 + V^2 / v_h^2)),
+    as a cubic (kernels.macrospin.resistance), and its starting point I R(0)."""
+    b = 0.5 * (1 - cos_t)
+    r0 = r_p * (1 + tmr0 * b)
+    return (1 / (v_h**2 * r_p), -current / v_h**2, 1 / r_p, -current * (1 + tmr0 * b)), current * r0
+
+
+@pytest.mark.parametrize("form", ["stt_compact", "resistance"])
+def test_newton_stops_within_four_ulp_of_the_exact_root_of_its_cubic(form):
+    """The early stop (a step below 1e-9 relative, module doc) returns the float64 root: the cubic,
+    evaluated exactly in rationals, changes sign within four ulp of it (two at most over 20,000
+    draws: the rounding of p near its root). A looser stop (1e-6) leaves ~1e-12 relative and fails."""
+    from fractions import Fraction
+
+    from spingpu.kernels.stt_compact import cubic_root
+
+    rng = np.random.default_rng()
+    params = random_params(rng, 300)
+    current = rng.normal(0, 1e-3, 300)
+    for i, p in zip(current, params):
+        coefs, start = (stt_cubic(i, *p) if form == "stt_compact"
+                        else resistance_cubic(i, p[0], p[1], p[2], rng.uniform(-1, 1)))
+        v = cubic_root(*coefs, start)
+        exact = [Fraction(c) for c in coefs]
+
+        def sign(x):
+            x = Fraction(x)
+            return np.sign(((exact[0] * x + exact[1]) * x + exact[2]) * x + exact[3])
+
+        lo, hi = v, v
+        for _ in range(4):
+            lo, hi = math.nextafter(lo, -math.inf), math.nextafter(hi, math.inf)
+        assert sign(lo) * sign(hi) <= 0, (i, p, v)
+
+
+def test_newton_error_constant_is_below_the_bound_of_the_module_doc():
+    """K = V p''(V) / (2 p'(V)) at the root, over spreads and currents beyond any study, stays below
+    the 3.5 the early stop relies on (an error of K s^2 after a step of relative size s)."""
+    from spingpu.kernels.stt_compact import cubic_root
+
+    rng = np.random.default_rng()
+    params = random_params(rng, 20000)
+    params[:, 1] *= np.exp(rng.normal(0, 1, 20000))  # tmr0 from ~0.2 to ~10
+    current = rng.normal(0, 5e-3, 20000)
+    largest = {}
+    for form in ("stt_compact", "resistance"):
+        k_abs = []
+        for i, p in zip(current, params):
+            (c3, c2, c1, c0), start = (stt_cubic(i, *p) if form == "stt_compact"
+                                       else resistance_cubic(i, p[0], p[1], p[2], math.cos(p[3])))
+            v = cubic_root(c3, c2, c1, c0, start)
+            k_abs.append(abs(v * (6 * c3 * v + 2 * c2) / (2 * ((3 * c3 * v + 2 * c2) * v + c1))))
+        largest[form] = max(k_abs)
+    assert all(0.5 < k < 3.5 for k in largest.values()), largest
