@@ -25,8 +25,10 @@ element required to be overwritten):
 First a preflight of a few seconds (one Numba kernel on CuPy arrays through Device.launch, one CuPy
 matmul): if the GPU stack does not work, the script says so and stops at once.
 
-Timings (copy, pair kernel and SGEMM: CUDA events, best of 5; the rest: wall time with the GPU
-synchronised at both ends; compilation excluded and reported; Iris's "compile" also holds the
+Timings (copy, pair kernel and SGEMM: CUDA events, best of 5, each behind a ~50 ms spinning
+kernel, so the host has queued every launch before the GPU reaches them and the time is the GPU's
+alone (a timing whose launches were still being queued when the spin ended is counted in the JSON's
+"timings_queued_late" and flagged in the table); the rest: wall time with the GPU synchronised at both ends; compilation excluded and reported; Iris's "compile" also holds the
 host-side set-up, sampling every network's junctions and initial weights):
 
   copy       device-to-device copy bandwidth of a 1 GiB buffer, (read + write bytes) / s
@@ -46,8 +48,9 @@ host-side set-up, sampling every network's junctions and initial weights):
              multiplies and adds differently), and 1e6 again with the fastest if that is
              a launch bound: network-epochs/s and registers (a run predicted to exceed --budget
              seconds or the time left before --deadline is skipped and said so)
-  launch     the host's time to queue one pair-kernel launch (numba-cuda, through Device.launch)
-             against a CuPy RawKernel (CUDA C) with the same 19 arguments: Numba's per-launch cost
+  launch     the host's time to queue one pair-kernel launch (numba-cuda, through Device.launch, which
+             also wraps each CuPy array for numba-cuda: the cost the engine pays) against a CuPy
+             RawKernel (CUDA C) with the same 19 arguments
   macrospin  the LLGS kernel: junction-steps/s, and its resistances against the CPU kernel's; the
              junction tables of training as the CUDA engines compute them, against the CPU's
 
@@ -65,6 +68,7 @@ a check fails, a part or an Iris run raised or was skipped.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
@@ -153,7 +157,9 @@ def versions():
 def preflight(device, sim):
     """A few seconds' proof that kernels run at all before the long parts: a Numba kernel of the
     batched engine (``network_mean``) launched on CuPy arrays through ``Device.launch``, and a CuPy
-    ``matmul``, both checked against NumPy."""
+    ``matmul``, both checked against NumPy; and xarray, which every ``train`` returns its results in."""
+    importlib.import_module("xarray")  # an ImportError here stops the script before any part needs it
+
     from spingpu.kernels import batched_cuda
 
     xp = device.xp
@@ -235,7 +241,7 @@ def check_fused(rng, device, sim):
     device.launch(fused_cuda_kernel(model, layout), n, layout.threads, *run.arguments(0, n, out))  # as the engine
     unwritten = sum(int((device.get(v) == SENTINEL).sum()) for k, v in out.items() if k not in ("div", "beyond"))
     unwritten += int((device.get(out["beyond"]) < 0).sum())
-    ok = loss_rel < 1e-6 and acc_diff <= 0.02 and unwritten == 0 and beyond_diff < 1e-3 and beyond_cpu.min() > 0
+    ok = bool(loss_rel < 1e-6 and acc_diff <= 0.02 and unwritten == 0 and beyond_diff < 1e-3 and beyond_cpu.min() > 0)
     return dict(name="fused vs cpu", ok=ok, detail=f"max rel loss diff {loss_rel:.1e}, test acc differs for "
                 f"{100 * acc_diff:.1f} % of {n}, unwritten outputs {unwritten}; readings beyond a narrow table: "
                 f"{100 * beyond_cpu.mean():.1f} % on the cpu, largest difference {beyond_diff:.1e}")
@@ -322,7 +328,7 @@ def check_pair(rng, device, sim):
 
     (rel, unwritten, _, _), (rel_tab, unwritten_tab, differ, beyond) = compare(None), \
         compare(tabulated_stt_compact(span=2e-4))  # some readings beyond the table
-    ok = unwritten == unwritten_tab == differ == 0 and beyond > 0 and rel < 1e-12 and rel_tab < 1e-12
+    ok = bool(unwritten == unwritten_tab == differ == 0 and beyond > 0 and rel < 1e-12 and rel_tab < 1e-12)
     return dict(name="pair kernel vs cpu", ok=ok, detail=f"{3 * n * b * u:,d} values per model (no ADC): max |diff| "
                 f"/ max |value| {rel:.1e} stt_compact, {rel_tab:.1e} tabulated; unwritten {unwritten + unwritten_tab}; "
                 f"readings beyond the table {beyond:,d}, counted differently {differ}")
@@ -355,7 +361,7 @@ def check_batched(rng, device, sim):
                           readout=Readout(read_noise=1e-3))
     among = train(odd_ds, odd_cfg, n_networks=n, backend=backend)
     odd_same = all(same_bits(train(odd_ds, odd_cfg, networks=[k], backend=backend), among, k) for k in {1, n - 1})
-    return dict(name="batched vs numpy", ok=rel < 1e-3 and same and odd_same,
+    return dict(name="batched vs numpy", ok=bool(rel < 1e-3 and same and odd_same),
                 detail=f"float32, max rel loss diff {rel:.1e}; network {n - 1} alone "
                        f"{'bit-identical' if same else 'DIFFERS'}; odd sizes (7-{odd_cfg.hidden[0]}-3) networks 1, {n - 1} alone "
                        f"{'bit-identical' if odd_same else 'DIFFER'}")
@@ -475,16 +481,28 @@ def time_bandwidth(rng, device, sim):
 
     from spingpu.kernels import batched_cuda
 
+    hold = cupy.RawKernel(HOLD_KERNEL, "hold")
+    queued_late = []  # timings whose launches were not all queued before the GPU reached them
+
     def best_of(fn, repeats=5):
+        """Best GPU time of ``fn``'s work, between two events. A kernel that spins for ~50 ms runs
+        first, so the host queues all of ``fn``'s launches while it spins and the time is the
+        GPU's alone, not the host's time to launch them (Device.launch wraps and types its
+        arguments on every call). If the spin had ended when the host finished queuing, the
+        timing may include host time and is flagged."""
         fn()
         times = []
         for _ in range(repeats):
             start, stop = cupy.cuda.Event(), cupy.cuda.Event()
+            hold((1,), (1,), (np.int64(HOLD_CYCLES),))
             start.record()
             fn()
+            late = start.done
             stop.record()
             stop.synchronize()
             times.append(cupy.cuda.get_elapsed_time(start, stop) / 1e3)
+            if late:
+                queued_late.append(fn)
         return min(times)
 
     a = cupy.empty(1 << 28, dtype=cupy.float32)
@@ -513,7 +531,17 @@ def time_bandwidth(rng, device, sim):
     sgemm_s = best_of(lambda: cupy.matmul(x, x, out=y))
     return dict(copy_GBps=copy_bw / 1e9, pair_GBps=pair_bw / 1e9, pair_over_copy=pair_bw / copy_bw,
                 pair_elements_per_s=pair_elements, tabulated_pair_GBps=tabulated_bw / 1e9,
-                tabulated_pair_over_copy=tabulated_bw / copy_bw, sgemm_TFLOPs=2 * m**3 / sgemm_s / 1e12)
+                tabulated_pair_over_copy=tabulated_bw / copy_bw, sgemm_TFLOPs=2 * m**3 / sgemm_s / 1e12,
+                timings_queued_late=len(queued_late))
+
+
+HOLD_KERNEL = r"""
+extern "C" __global__ void hold(long long cycles) {
+    long long t0 = clock64();
+    while (clock64() - t0 < cycles) { }
+}
+"""
+HOLD_CYCLES = 100_000_000  # ~50 ms at the ~2 GHz of an H100/H200's SMs
 
 
 LAUNCH_PEER = r"""
@@ -799,8 +827,12 @@ def checked_and_timed(args, spingpu, Device):
     print(f"| pair kernel, tabulated junction (memory-bound peer) | {fmt(bandwidth.get('tabulated_pair_GBps'), '.0f')} "
           f"GB/s = {fmt(bandwidth.get('tabulated_pair_over_copy'), '.0%')} of copy | |")
     print(f"| SGEMM 8192^3 | {fmt(bandwidth['sgemm_TFLOPs'], '.1f')} TFLOP/s | |")
+    if bandwidth.get("timings_queued_late"):
+        print(f"| (the event timings above) | {bandwidth['timings_queued_late']} of them were still being queued "
+              f"when the GPU reached them: they may include host time | |")
     if launch is not None:
-        print(f"| host time per launch, {launch['arguments']} arguments | numba-cuda {launch['numba_us']:.1f} us, "
+        print(f"| host time per launch, {launch['arguments']} arguments | Device.launch (numba-cuda) "
+              f"{launch['numba_us']:.1f} us, "
               f"CuPy RawKernel {launch['cupy_raw_us']:.1f} us ({launch['ratio']:.1f}x)"
               f"{'' if launch['peer_arguments_arrived'] else '; the RawKernel MISREAD its arguments'} | |")
     for row in mnist:

@@ -66,15 +66,17 @@ def missing_cuda_packages(need_cupy=True):
     """The packages the GPU backend needs and this environment lacks: numba-cuda (Numba's own
     ``numba.cuda`` lacks what the kernels use, e.g. launch bounds) and, to run on a GPU, CuPy and
     the cuBLAS library it loads for the matrix products (the CuPy wheels do not bring it; the
-    ``gpu`` extras do, as ``cuda-toolkit[cublas]``). cuBLAS is looked for only where a GPU is
-    visible: loading it is CuPy's first touch of the CUDA libraries."""
+    ``gpu`` extras do, as ``cuda-toolkit[cublas]``) and the NVRTC library it compiles its
+    elementwise kernels with (numba-cuda's ``cu13``/``cu12`` extras bring it). The libraries are
+    looked for only where a GPU is visible: loading them is CuPy's first touch of CUDA."""
     from importlib.util import find_spec
 
     missing = [] if find_spec("numba_cuda") is not None else ["numba-cuda"]
     if need_cupy and find_spec("cupy") is None:
         missing.append("cupy")
-    elif need_cupy and gpu_devices() and not _cublas_loads():
-        missing.append("cuBLAS (libcublas)")
+    elif need_cupy and gpu_devices():
+        missing += [name for name, loads in (("cuBLAS (libcublas)", _cublas_loads), ("NVRTC (libnvrtc)", _nvrtc_loads))
+                    if not loads()]
     return missing
 
 
@@ -87,6 +89,18 @@ def _cublas_loads():
     except ImportError:  # e.g. "libcublas.so.13: cannot open shared object file"
         return False
     return cublas is not None
+
+
+@cache
+def _nvrtc_loads():
+    """Whether CuPy can load NVRTC (CuPy links it at its first use, so ask its version)."""
+    try:
+        from cupy_backends.cuda.libs import nvrtc
+
+        nvrtc.getVersion()
+    except Exception:  # ImportError, or CuPy's RuntimeError naming the library it could not load
+        return False
+    return True
 
 
 def _cuda_unavailable():

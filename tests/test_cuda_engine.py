@@ -488,6 +488,45 @@ def test_gpu_check_script_runs_in_the_simulator(tmp_path):
     assert [row["gemm"] for row in report["mnist"]] == [report["gemm_path"]]
 
 
+def nvrtc_ptx(source, name, arch="compute_90"):
+    """PTX of CUDA C ``source`` from NVRTC (cuda.bindings, as numba-cuda's cu13 wheels install it);
+    AssertionError with NVRTC's log if it does not compile."""
+    nvrtc = pytest.importorskip("cuda.bindings.nvrtc")
+    err, prog = nvrtc.nvrtcCreateProgram(source.encode(), f"{name}.cu".encode(), 0, [], [])
+    assert err == nvrtc.nvrtcResult.NVRTC_SUCCESS, err
+    options = [f"--gpu-architecture={arch}".encode()]
+    (compiled,) = nvrtc.nvrtcCompileProgram(prog, len(options), options)
+    _, size = nvrtc.nvrtcGetProgramLogSize(prog)
+    log = b" " * size
+    nvrtc.nvrtcGetProgramLog(prog, log)
+    assert compiled == nvrtc.nvrtcResult.NVRTC_SUCCESS, log.decode(errors="replace")
+    _, size = nvrtc.nvrtcGetPTXSize(prog)
+    ptx = b" " * size
+    nvrtc.nvrtcGetPTX(prog, ptx)
+    nvrtc.nvrtcDestroyProgram(prog)
+    return ptx.decode().rstrip("\x00")
+
+
+def test_gpu_check_cuda_c_sources_compile_for_sm90_with_the_parameters_it_passes():
+    """The script's CuPy RawKernels (the launch-cost peer and the spin that holds the GPU while
+    timed launches are queued) compile with NVRTC, and the peer takes as many parameters as the
+    arguments the script gives it (a RawKernel does not check them)."""
+    import importlib.util
+    import re
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "gpu_check.py"
+    spec = importlib.util.spec_from_file_location("gpu_check_sources", path)
+    gpu_check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu_check)
+    for source, name, params in ((gpu_check.LAUNCH_PEER, "pair_arguments", 19), (gpu_check.HOLD_KERNEL, "hold", 1)):
+        ptx = nvrtc_ptx(source, name)
+        entry = re.search(rf"\.entry {name}\((.*?)\)", ptx, re.S)
+        assert entry is not None, ptx[:500]
+        assert entry.group(1).count(".param") == params, entry.group(1)
+    assert "%clock64" in nvrtc_ptx(gpu_check.HOLD_KERNEL, "hold")  # the spin reads the clock, it is not optimised away
+
+
 def test_gpu_check_keeps_the_other_numbers_when_a_part_fails(tmp_path, monkeypatch, capsys):
     import importlib.util
     import json
@@ -693,20 +732,64 @@ def test_a_gpu_whose_cupy_cannot_load_cublas_names_it(monkeypatch):
     monkeypatch.setitem(sys.modules, "cupy_backends", None)  # its import raises ImportError, as a missing library does
     monkeypatch.setattr(backends, "cuda_simulator_enabled", lambda: False)
     backends._cublas_loads.cache_clear()
+    backends._nvrtc_loads.cache_clear()
     try:
         monkeypatch.setattr(backends, "gpu_devices", lambda: ())
         assert "cuBLAS (libcublas)" not in backends.missing_cuda_packages()
         assert backends._cublas_loads.cache_info().currsize == 0  # not even tried
         monkeypatch.setattr(backends, "gpu_devices", lambda: (("NVIDIA H200", (9, 0), 150 * 2**30),))
         monkeypatch.setattr(backends, "cuda_gpus", lambda: ("NVIDIA H200 (cc 9.0, 150.0 GiB)",))
-        assert backends.missing_cuda_packages()[-1] == "cuBLAS (libcublas)"
-        with pytest.raises(ConfigError, match=r"^backend: 'cuda' needs (numba-cuda and )?cuBLAS \(libcublas\): pip "
+        # (cupy_backends cannot be imported at all here, so NVRTC cannot be loaded either)
+        assert backends.missing_cuda_packages()[-2:] == ["cuBLAS (libcublas)", "NVRTC (libnvrtc)"]
+        with pytest.raises(ConfigError, match=r"^backend: 'cuda' needs (numba-cuda and )?cuBLAS \(libcublas\) and "
+                                              r"NVRTC \(libnvrtc\): pip "
                                               r"install 'spingpu\[gpu\]' \(or 'spingpu\[gpu-cuda12\]' for a CUDA 12 "
                                               r"driver\); allowed here: auto, numpy, cpu$"):
             backends.get_backend("cuda")
         assert backends.get_backend("auto") == Backend("cpu")
     finally:
         backends._cublas_loads.cache_clear()
+        backends._nvrtc_loads.cache_clear()
+
+
+def test_a_gpu_whose_cupy_cannot_load_nvrtc_names_it(monkeypatch):
+    """CuPy links NVRTC at its first use: where cuBLAS loads but NVRTC's version cannot be read
+    (CuPy raises naming the library), ``cuda`` names NVRTC in one line and ``auto`` takes the CPU."""
+    import importlib.util
+    import types
+
+    from spingpu import backends
+
+    def unloadable():
+        raise RuntimeError("CuPy failed to load libnvrtc.so.13")
+
+    libs = types.ModuleType("cupy_backends.cuda.libs")
+    libs.cublas = types.ModuleType("cublas")
+    libs.nvrtc = types.SimpleNamespace(getVersion=unloadable)
+    for name, module in (("cupy_backends", types.ModuleType("cupy_backends")),
+                         ("cupy_backends.cuda", types.ModuleType("cupy_backends.cuda")), ("cupy_backends.cuda.libs", libs)):
+        monkeypatch.setitem(sys.modules, name, module)
+    sys.modules["cupy_backends"].cuda = sys.modules["cupy_backends.cuda"]
+    sys.modules["cupy_backends.cuda"].libs = libs
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *args: object() if name == "cupy" else real_find_spec(name, *args))
+    monkeypatch.setattr(backends, "cuda_simulator_enabled", lambda: False)
+    monkeypatch.setattr(backends, "gpu_devices", lambda: (("NVIDIA H200", (9, 0), 150 * 2**30),))
+    monkeypatch.setattr(backends, "cuda_gpus", lambda: ("NVIDIA H200 (cc 9.0, 150.0 GiB)",))
+    backends._cublas_loads.cache_clear()
+    backends._nvrtc_loads.cache_clear()
+    try:
+        assert backends.missing_cuda_packages()[-1:] == ["NVRTC (libnvrtc)"]
+        with pytest.raises(ConfigError, match=r"^backend: 'cuda' needs (numba-cuda and )?NVRTC \(libnvrtc\): pip "):
+            backends.get_backend("cuda")
+        assert backends.get_backend("auto") == Backend("cpu")
+        backends._nvrtc_loads.cache_clear()
+        libs.nvrtc = types.SimpleNamespace(getVersion=lambda: (13, 0))  # loads: nothing missing
+        assert backends.missing_cuda_packages() == []
+    finally:
+        backends._cublas_loads.cache_clear()
+        backends._nvrtc_loads.cache_clear()
 
 
 def test_gpu_check_predicts_a_rerun_without_scaling_its_compilation():
