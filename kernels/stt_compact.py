@@ -52,7 +52,8 @@ def cubic_root(c3, c2, c1, c0, v):
 @numba.njit(cache=True)
 def stt_compact(current, r_p, tmr0, v_h, theta0, dtheta, i_c):
     """Voltage (V) and differential resistance dV/dI (ohm) of the compact STT junction."""
-    th = math.tanh(current / i_c)
+    inv_ic = 1.0 / i_c  # once: I / i_c and d theta / dI both need it
+    th = math.tanh(current * inv_ic)
     theta = theta0 - dtheta * th
     cos_t = math.cos(theta)
     sin_t = math.sin(theta)
@@ -73,5 +74,5 @@ def stt_compact(current, r_p, tmr0, v_h, theta0, dtheta, i_c):
     dap_dv = 2.0 * v * inv_vh2 * tmr0 * inv_d * inv_d
     dg_dv = b * dap_dv
     dg_dtheta = -0.5 * sin_t * g_p * (1.0 - ap)
-    dtheta_di = -dtheta * (1.0 - th * th) / i_c
+    dtheta_di = -dtheta * (1.0 - th * th) * inv_ic
     return v, (1.0 - v * dg_dtheta * dtheta_di) / (g + v * dg_dv)
