@@ -455,11 +455,18 @@ class _StopSwallowedByAFinaliser:
         sum(range(10))  # bytecodes after the signal: its handler runs here
 
 
-class _FakeClient:
-    """Stands in for the Dask client of run_study: closing it swallows a Ctrl-C in a finaliser."""
+class _QuietClient:
+    """Stands in for the Dask client of run_study."""
 
     def scheduler_info(self):
         return {"workers": {}}
+
+    def close(self):
+        pass
+
+
+class _FakeClient(_QuietClient):
+    """A stand-in Dask client whose closing swallows a Ctrl-C in a finaliser."""
 
     def close(self):
         import gc
@@ -500,6 +507,29 @@ def test_a_ctrl_c_lost_while_the_workers_close_still_stops_the_run_after_its_las
     assert err == [f"spingpu run: interrupted; every task is stored in {out} (spingpu report {out} makes its report)"]
     assert task_done(out).all()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.toml", "s.zarr"]  # no report
+
+
+def test_a_ctrl_c_while_the_report_is_made_says_the_store_is_complete(tmp_path, monkeypatch):
+    """Every task stored, then Ctrl-C while the summary is printed or the report written: exit 130
+    and the line of a stop after the last task (every task is stored, how to make the report)."""
+    from spingpu.cli import run as cli_run
+
+    study_file = write(tmp_path / "s.toml", BASE)
+    out = tmp_path / "s.zarr"
+
+    def drive(client, study, options, backend, npt, todo, copies, n_workers, bar):
+        store_every_task(options.out, study, npt)
+
+    def report(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli_run, "_report", report)
+    rc, stdout, err = _run_without_dask(monkeypatch, ["run", str(study_file), "--out", str(out), "--backend", "numpy",
+                                                      "--networks-per-task", "1"], drive,
+                                        lambda *args: (_QuietClient(), None))
+    assert rc == 130 and f"results: {out}" in stdout, (stdout, err)
+    assert err == [f"spingpu run: interrupted; every task is stored in {out} (spingpu report {out} makes its report)"]
+    assert task_done(out).all()
 
 
 def test_a_failed_task_is_what_is_said_when_a_ctrl_c_follows_it(tmp_path, monkeypatch):

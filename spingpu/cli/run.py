@@ -79,14 +79,21 @@ def run(args):
         print(f"spingpu run: {what}{_kept(out) if getattr(err, 'store_is_ours', args.resume) else ''}",
               file=sys.stderr)
         return status
-    print(summary_table(out, args.threshold))
-    print(f"results: {out}")
-    if not args.no_report:
-        report = _report(out, args.threshold)
-        if report:
-            from ..report import summary_csv_path
+    try:
+        print(summary_table(out, args.threshold))
+        print(f"results: {out}")
+        if not args.no_report:
+            report = _report(out, args.threshold)
+            if report:
+                from ..report import summary_csv_path
 
-            print(f"report: {report} (summary: {summary_csv_path(report)})")
+                print(f"report: {report} (summary: {summary_csv_path(report)})")
+    except KeyboardInterrupt as err:  # every task is stored: the line says so, and how to make the report
+        from ..signals import stopped
+
+        what, status = stopped(err)
+        print(f"spingpu run: {what}{_kept(out)}", file=sys.stderr)
+        return status
     return 0
 
 
