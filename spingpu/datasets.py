@@ -590,8 +590,10 @@ def _is_integer_text(text):
 
 
 def _mnist_folder(data_dir):
+    source = ""
     if data_dir is None or str(data_dir) == "":
         data_dir = os.environ.get("SPINGPU_DATA") or None
+        source = " (from the environment variable SPINGPU_DATA)"
         if data_dir is None:
             raise ConfigError("data_dir", "no MNIST folder given: pass data_dir (--data-dir on the command line) or set the "
                                           "environment variable SPINGPU_DATA to a folder holding "
@@ -600,7 +602,7 @@ def _mnist_folder(data_dir):
     if os.path.isfile(path) and path.endswith(".npz"):
         return path
     if not os.path.isdir(path):
-        raise ConfigError("data_dir", f"MNIST folder {path!r} does not exist; expected a folder "
+        raise ConfigError("data_dir", f"MNIST folder {path!r}{source} does not exist; expected a folder "
                                       "holding the four MNIST IDX files (.gz or not) or mnist.npz")
     return path
 

@@ -328,10 +328,18 @@ def test_mnist_no_folder(monkeypatch):
     assert err.value.field == "data_dir" and "SPINGPU_DATA" in str(err.value)
 
 
+def test_mnist_folder_of_the_environment_that_does_not_exist_is_said_to_come_from_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("SPINGPU_DATA", str(tmp_path / "nope"))
+    with pytest.raises(ConfigError) as err:
+        load_dataset("mnist")
+    assert str(err.value).startswith(f"data_dir: MNIST folder {str(tmp_path / 'nope')!r} (from the environment "
+                                     "variable SPINGPU_DATA) does not exist"), str(err.value)
+
+
 def test_mnist_missing_folder_and_files(tmp_path):
     with pytest.raises(ConfigError) as err:
         load_dataset("mnist", data_dir=tmp_path / "nowhere")
-    assert err.value.field == "data_dir" and "nowhere" in str(err.value)
+    assert err.value.field == "data_dir" and "nowhere" in str(err.value) and "SPINGPU_DATA" not in str(err.value)
     folder = _write_idx(tmp_path / "m", _tiny_mnist(), gz=False)
     (folder / MNIST_FILES["y_test"]).unlink()
     with pytest.raises(ConfigError) as err:
