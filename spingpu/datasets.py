@@ -285,8 +285,8 @@ def _check_fractions(val_fraction, test_fraction):
     val = check_range("val_fraction", val_fraction, 0.0, 1.0, low_open=True, high_open=True)
     test = check_range("test_fraction", test_fraction, 0.0, 1.0, low_open=True, high_open=True)
     if val + test >= 1.0:
-        raise ConfigError("val_fraction", f"val_fraction + test_fraction = {val + test:g} leaves no "
-                                          "training rows; allowed: a sum below 1")
+        raise ConfigError(_larger_fraction(val, test), f"val_fraction + test_fraction = {val + test:g} leaves no "
+                                                       "training rows; allowed: a sum below 1")
     return val, test
 
 
@@ -370,7 +370,7 @@ def _check_class_sizes(y, n_classes, names, parts, field):
 def _split_sizes(n, n_classes, val_fraction, test_fraction=None):
     """(test rows, validation rows) of ``n`` rows, after checking that every split has at least one
     row per class; else ConfigError naming the fraction that is too small (``val_fraction`` where
-    the training split is: the fractions take too much). ``test_fraction`` None: no test split is
+    the training split is, or ``test_fraction`` where it is the larger: the fractions take too much). ``test_fraction`` None: no test split is
     taken (MNIST's test set is separate)."""
     n_test = 0 if test_fraction is None else _n_rows(test_fraction, n)
     n_val = _n_rows(val_fraction, n)
@@ -384,10 +384,16 @@ def _split_sizes(n, n_classes, val_fraction, test_fraction=None):
     if n_train < n_classes:
         given = (f"val_fraction = {val_fraction:g}" if test_fraction is None
                  else f"val_fraction + test_fraction = {val_fraction + test_fraction:g}")
-        raise ConfigError("val_fraction", f"{given} of {n} rows leaves a training split of {n_train} row(s), fewer "
-                                          f"than the {n_classes} classes; allowed: fractions that leave at least "
-                                          f"{n_classes} training rows")
+        raise ConfigError(_larger_fraction(val_fraction, test_fraction),
+                          f"{given} of {n} rows leaves a training split of {n_train} row(s), fewer than the "
+                          f"{n_classes} classes; allowed: fractions that leave at least {n_classes} training rows")
     return n_test, n_val
+
+
+def _larger_fraction(val_fraction, test_fraction):
+    """The field an error of fractions that take every training row names: the larger of the two
+    (``val_fraction`` on a tie, or without a test split), the likelier to have been set too high."""
+    return "test_fraction" if test_fraction is not None and test_fraction > val_fraction else "val_fraction"
 
 
 def _min_fraction(rows, n):

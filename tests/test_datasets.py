@@ -552,6 +552,11 @@ def test_csv_too_small_for_splits(tmp_path):
     ({"val_fraction": 0.49, "test_fraction": 0.49},
      "val_fraction: val_fraction + test_fraction = 0.98 of 150 rows leaves a training split of 2 row(s), fewer than "
      "the 3 classes; allowed: fractions that leave at least 3 training rows"),
+    ({"val_fraction": 0.1, "test_fraction": 0.89},  # the larger of the two is named
+     "test_fraction: val_fraction + test_fraction = 0.99 of 150 rows leaves a training split of 1 row(s), fewer than "
+     "the 3 classes; allowed: fractions that leave at least 3 training rows"),
+    ({"val_fraction": 0.2, "test_fraction": 0.99},
+     "test_fraction: val_fraction + test_fraction = 1.19 leaves no training rows; allowed: a sum below 1"),
 ])
 def test_a_split_too_small_names_its_fraction_and_the_smallest_allowed(kwargs, message):
     with pytest.raises(ConfigError) as err:
