@@ -515,3 +515,21 @@ def test_check_kernels_refuses_a_visible_gpu_that_nvrtc_does_not_list(monkeypatc
     assert captured.err == ("spingpu info: error: arch: the visible GPU's sm_70 is not an architecture numba-cuda "
                             "compiles for (NVRTC 13.0); allowed: sm_75 to sm_90, namely sm_75, sm_80, sm_90; give "
                             "--arch to compile for another\n")
+
+
+def test_the_current_grid_is_written_as_its_decimal_values(tmp_path):
+    """linspace alone gives -5.4e-20 for the 0 of a symmetric grid and -0.00039600000000000003 for
+    -396 uA: the CSV holds 0 and -0.000396 (12 significant digits of the larger end)."""
+    from spingpu.cli.devices import current_grid
+
+    grid = current_grid(-6e-4, 6e-4, 51)
+    assert grid[25] == 0.0 and not np.signbit(grid[25]) and str(grid[1]) == "-0.000576"
+    np.testing.assert_allclose(grid, np.linspace(-6e-4, 6e-4, 51), rtol=0, atol=1e-15)
+    tiny = current_grid(-3e-12, 3e-12, 7)  # picoamperes keep their digits
+    np.testing.assert_allclose(tiny, np.linspace(-3e-12, 3e-12, 7), rtol=1e-12, atol=0)
+    out_csv = tmp_path / "iv.csv"
+    assert main(["devices", "--samples", "1", "--points", "51", "--i-min", "-6e-4", "--i-max", "6e-4",
+                 "--csv", str(out_csv)]) == 0
+    currents = sorted({r["current"] for r in read_rows(out_csv)}, key=float)
+    assert "0.0" in currents and not any("e-2" in c for c in currents), currents[20:30]
+    assert not any("0000000" in c or "9999999" in c for c in currents), currents  # no rounding noise

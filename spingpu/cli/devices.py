@@ -74,7 +74,7 @@ def run(args):
     check_memory(model, samples, points, csv=csv_path is not None, plot=png_path is not None)
 
     start = time.perf_counter()
-    current = np.linspace(i_min, i_max, points)
+    current = current_grid(i_min, i_max, points)
     with deferred_interrupts():  # sampling compiles: a stop inside Numba's compiler breaks it (spingpu.signals)
         params = sample_layer(model, variability, args.seed, np.arange(samples), layer=0, n_units=1)[:, 0]
         curves = junction_curves(model, params, args.seed, progress=True)
@@ -228,3 +228,14 @@ def _print_spread(model, curves, i_min, i_max):
         cells = "  ".join(f"{x:7.1f}" for x in q[:, k])
         pair = f"{100 * mismatch[k]:9.2f} %" if np.isfinite(mismatch[k]) else f"{'n/a':>11}"
         print(f"{i * 1e6:12.1f}  {d_nom[k]:7.1f}   {cells}  {pair}")
+
+
+def current_grid(i_min, i_max, points):
+    """``points`` currents (A) from ``i_min`` to ``i_max``, evenly spaced and rounded to 12 significant
+    digits of the larger end: linspace's rounding would write -5.4e-20 for 0 and -0.00039600000000000003
+    for -396 uA into the CSV."""
+    grid = np.linspace(i_min, i_max, points)
+    largest = max(abs(i_min), abs(i_max))
+    if largest == 0.0:
+        return grid
+    return np.round(grid, 12 - int(np.floor(np.log10(largest)))) + 0.0  # + 0.0: no -0.0
