@@ -463,3 +463,16 @@ def test_sigterm_ends_train_in_one_line_exit_143_and_writes_nothing(tmp_path):
     assert proc.returncode == 143, err[-3000:]  # the end of stderr, to see why where it fails
     assert err.replace("\r", "\n").strip().splitlines()[-1] == "spingpu train: terminated"
     assert list(tmp_path.iterdir()) == []
+
+
+def test_version_and_a_missing_command(capsys):
+    import spingpu
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code in (0, None) and capsys.readouterr().out == f"spingpu {spingpu.__version__}\n"
+    with pytest.raises(SystemExit) as exit_:
+        main([])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err == ("spingpu: error: command: required; allowed: info, devices, train, run, report "
+                                       "(spingpu COMMAND --help)\n")

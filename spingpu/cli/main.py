@@ -30,8 +30,13 @@ class _Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
         self._negative_number_matcher = NEGATIVE_NUMBER
 
+    commands = ()  # the top-level parser's subcommands, named when none is given
+
     def error(self, message):
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {field_message(message)}\n")
+        text = field_message(message)
+        if text == "command: required" and self.commands:
+            text += f"; allowed: {', '.join(self.commands)} (spingpu COMMAND --help)"
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {text}\n")
 
 
 _ARGPARSE_PROBLEMS = (  # argparse's wording -> ours (a problem after the field's name)
@@ -63,10 +68,14 @@ def field_message(message):
 def build_parser():
     from . import devices, info, report, run, train
 
+    from .. import __version__
+
     parser = _Parser(prog="spingpu", description="Variability studies of spintronic (MTJ) neural networks.")
+    parser.add_argument("--version", action="version", version=f"spingpu {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for module in (info, devices, train, run, report):
         module.add_parser(sub)
+    parser.commands = tuple(sub.choices)
     return parser
 
 
