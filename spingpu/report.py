@@ -19,7 +19,7 @@ import numpy as np
 from .errors import ConfigError, check_range
 
 SUMMARY_COLUMNS = ("median_test_acc", "q25_test_acc", "q75_test_acc", "q05_test_acc", "q95_test_acc", "yield",
-                   "diverged", "networks", "networks_done", "median_grad_cosine", "median_deriv_rel_err",
+                   "yield_threshold", "diverged", "networks", "networks_done", "median_grad_cosine", "median_deriv_rel_err",
                    "teacher_test_acc", "median_test_acc_lo95", "median_test_acc_hi95", "yield_lo95", "yield_hi95",
                    "max_extrapolated_readings")
 SUMMARY_VARIABLES = ("test_acc", "diverged", "grad_cosine", "deriv_rel_err", "teacher_test_acc",
@@ -37,6 +37,7 @@ def summary_rows(ds, threshold=0.9):
     networks (trained, metrics NaN) count as failed chips. A cell with no finished task has NaN
     statistics. ``*_lo95`` / ``*_hi95``: 95 % confidence intervals of the median accuracy (of the
     networks that did not diverge) and of the yield (:mod:`spingpu.stats`).
+    ``yield_threshold``: the test accuracy at or above which a chip counts in the yield.
     ``max_extrapolated_readings``: the largest fraction of a network's junction readings beyond its
     device's table (NaN where none was counted: digital cells, stores made before the count)."""
     from .plot.study import finished, sweep_axes
@@ -60,6 +61,7 @@ def summary_rows(ds, threshold=0.9):
         row.update(zip(SUMMARY_COLUMNS[:5], (float(v) for v in q)))
         hits = int(yield_hits(a, threshold))
         row["yield"] = hits / a.size if a.size else np.nan
+        row["yield_threshold"] = float(threshold)  # test accuracy >= it counts as a trained chip
         row["diverged"] = int(div.isel(sel).values[done].sum())
         row["networks"] = int(done.size)
         row["networks_done"] = int(done.sum())

@@ -188,11 +188,15 @@ def test_the_summary_is_name_dot_summary_csv_and_a_second_report_replaces_both(t
     assert capsys.readouterr().out == f"wrote {tmp_path / 'fake.html'} and {tmp_path / 'fake.summary.csv'}\n"
     first = (tmp_path / "fake.summary.csv").read_text()
     assert first.splitlines()[0] == ("delta_i,median_test_acc,q25_test_acc,q75_test_acc,q05_test_acc,q95_test_acc,"
-                                     "yield,diverged,networks,networks_done,median_grad_cosine,median_deriv_rel_err,"
+                                     "yield,yield_threshold,diverged,networks,networks_done,median_grad_cosine,median_deriv_rel_err,"
                                      "teacher_test_acc,median_test_acc_lo95,median_test_acc_hi95,yield_lo95,"
                                      "yield_hi95,max_extrapolated_readings")
     assert main(["report", str(path), "--threshold", "0.5"]) == 0  # its own earlier report: replaced
-    assert (tmp_path / "fake.summary.csv").read_text() != first
+    second = (tmp_path / "fake.summary.csv").read_text()
+    assert second != first
+    column = first.splitlines()[0].split(",").index("yield_threshold")
+    assert [line.split(",")[column] for line in first.splitlines()[1:]] == ["0.9", "0.9"]
+    assert [line.split(",")[column] for line in second.splitlines()[1:]] == ["0.5", "0.5"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fake.html", "fake.summary.csv", "fake.zarr"]
 
 
