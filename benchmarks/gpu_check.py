@@ -28,8 +28,9 @@ matmul): if the GPU stack does not work, the script says so and stops at once.
 Timings (copy, pair kernel and SGEMM: CUDA events, best of 5, each behind a ~50 ms spinning
 kernel, so the host has queued every launch before the GPU reaches them and the time is the GPU's
 alone (a timing whose launches were still being queued when the spin ended is counted in the JSON's
-"timings_queued_late" and flagged in the table); the rest: wall time with the GPU synchronised at both ends; compilation excluded and reported; Iris's "compile" also holds the
-host-side set-up, sampling every network's junctions and initial weights):
+"timings_queued_late" and flagged in the table); the rest: wall time with the GPU synchronised at
+both ends; compilation excluded and reported; Iris's "compile" also holds the host-side set-up,
+sampling every network's junctions and initial weights):
 
   copy       device-to-device copy bandwidth of a 1 GiB buffer, (read + write bytes) / s
   pair       the pair kernel on (N, B, U) = (512, 128, 256) float32: bytes of z in, h / used / exact out,
@@ -482,7 +483,7 @@ def time_bandwidth(rng, device, sim):
     from spingpu.kernels import batched_cuda
 
     hold = cupy.RawKernel(HOLD_KERNEL, "hold")
-    queued_late = []  # timings whose launches were not all queued before the GPU reached them
+    queued_late = 0  # timings whose launches were not all queued before the GPU reached them
 
     def best_of(fn, repeats=5):
         """Best GPU time of ``fn``'s work, between two events. A kernel that spins for ~50 ms runs
@@ -490,6 +491,7 @@ def time_bandwidth(rng, device, sim):
         GPU's alone, not the host's time to launch them (Device.launch wraps and types its
         arguments on every call). If the spin had ended when the host finished queuing, the
         timing may include host time and is flagged."""
+        nonlocal queued_late
         fn()
         times = []
         for _ in range(repeats):
@@ -497,12 +499,10 @@ def time_bandwidth(rng, device, sim):
             hold((1,), (1,), (np.int64(HOLD_CYCLES),))
             start.record()
             fn()
-            late = start.done
+            queued_late += start.done  # the spin had ended before the last launch was queued
             stop.record()
             stop.synchronize()
             times.append(cupy.cuda.get_elapsed_time(start, stop) / 1e3)
-            if late:
-                queued_late.append(fn)
         return min(times)
 
     a = cupy.empty(1 << 28, dtype=cupy.float32)
@@ -532,7 +532,7 @@ def time_bandwidth(rng, device, sim):
     return dict(copy_GBps=copy_bw / 1e9, pair_GBps=pair_bw / 1e9, pair_over_copy=pair_bw / copy_bw,
                 pair_elements_per_s=pair_elements, tabulated_pair_GBps=tabulated_bw / 1e9,
                 tabulated_pair_over_copy=tabulated_bw / copy_bw, sgemm_TFLOPs=2 * m**3 / sgemm_s / 1e12,
-                timings_queued_late=len(queued_late))
+                timings_queued_late=queued_late)
 
 
 HOLD_KERNEL = r"""

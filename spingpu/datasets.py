@@ -369,9 +369,9 @@ def _check_class_sizes(y, n_classes, names, parts, field):
 
 def _split_sizes(n, n_classes, val_fraction, test_fraction=None):
     """(test rows, validation rows) of ``n`` rows, after checking that every split has at least one
-    row per class; else ConfigError naming the fraction that is too small (``val_fraction`` where
-    the training split is, or ``test_fraction`` where it is the larger: the fractions take too much). ``test_fraction`` None: no test split is
-    taken (MNIST's test set is separate)."""
+    row per class; else ConfigError naming the fraction that is too small (where the training split
+    is: the larger of the two fractions, which take too much). ``test_fraction`` None: no test split
+    is taken (MNIST's test set is separate)."""
     n_test = 0 if test_fraction is None else _n_rows(test_fraction, n)
     n_val = _n_rows(val_fraction, n)
     for field, what, fraction, rows in (("test_fraction", "test", test_fraction, n_test),

@@ -19,9 +19,9 @@ import numpy as np
 from .errors import ConfigError, check_range
 
 SUMMARY_COLUMNS = ("median_test_acc", "q25_test_acc", "q75_test_acc", "q05_test_acc", "q95_test_acc", "yield",
-                   "yield_threshold", "diverged", "networks", "networks_done", "median_grad_cosine", "median_deriv_rel_err",
-                   "teacher_test_acc", "median_test_acc_lo95", "median_test_acc_hi95", "yield_lo95", "yield_hi95",
-                   "max_extrapolated_readings")
+                   "yield_threshold", "diverged", "networks", "networks_done", "median_grad_cosine",
+                   "median_deriv_rel_err", "teacher_test_acc", "median_test_acc_lo95", "median_test_acc_hi95",
+                   "yield_lo95", "yield_hi95", "max_extrapolated_readings")
 SUMMARY_VARIABLES = ("test_acc", "diverged", "grad_cosine", "deriv_rel_err", "teacher_test_acc",
                      "extrapolated_readings")
 LAST_EPOCH = ("grad_cosine", "deriv_rel_err")  # of these the summary and figures use each network's last trained

@@ -767,7 +767,8 @@ def test_a_gpu_whose_cupy_cannot_load_nvrtc_names_it(monkeypatch):
     libs.cublas = types.ModuleType("cublas")
     libs.nvrtc = types.SimpleNamespace(getVersion=unloadable)
     for name, module in (("cupy_backends", types.ModuleType("cupy_backends")),
-                         ("cupy_backends.cuda", types.ModuleType("cupy_backends.cuda")), ("cupy_backends.cuda.libs", libs)):
+                         ("cupy_backends.cuda", types.ModuleType("cupy_backends.cuda")),
+                         ("cupy_backends.cuda.libs", libs)):
         monkeypatch.setitem(sys.modules, name, module)
     sys.modules["cupy_backends"].cuda = sys.modules["cupy_backends.cuda"]
     sys.modules["cupy_backends.cuda"].libs = libs

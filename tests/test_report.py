@@ -188,7 +188,8 @@ def test_the_summary_is_name_dot_summary_csv_and_a_second_report_replaces_both(t
     assert capsys.readouterr().out == f"wrote {tmp_path / 'fake.html'} and {tmp_path / 'fake.summary.csv'}\n"
     first = (tmp_path / "fake.summary.csv").read_text()
     assert first.splitlines()[0] == ("delta_i,median_test_acc,q25_test_acc,q75_test_acc,q05_test_acc,q95_test_acc,"
-                                     "yield,yield_threshold,diverged,networks,networks_done,median_grad_cosine,median_deriv_rel_err,"
+                                     "yield,yield_threshold,diverged,networks,networks_done,median_grad_cosine,"
+                                     "median_deriv_rel_err,"
                                      "teacher_test_acc,median_test_acc_lo95,median_test_acc_hi95,yield_lo95,"
                                      "yield_hi95,max_extrapolated_readings")
     assert main(["report", str(path), "--threshold", "0.5"]) == 0  # its own earlier report: replaced

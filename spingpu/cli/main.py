@@ -66,9 +66,8 @@ def field_message(message):
 
 
 def build_parser():
-    from . import devices, info, report, run, train
-
     from .. import __version__
+    from . import devices, info, report, run, train
 
     parser = _Parser(prog="spingpu", description="Variability studies of spintronic (MTJ) neural networks.")
     parser.add_argument("--version", action="version", version=f"spingpu {__version__}")

@@ -30,6 +30,7 @@ def add_parser(sub):
 
 def run(args):
     from ..errors import check_range
+    from ..signals import discard_stop, stopped
     from ..studies.runner import RunOptions, TaskFailed, run_study, summary_table
     from ..studies.spec import load_study
 
@@ -65,16 +66,12 @@ def run(args):
     try:
         run_study(study, options)
     except TaskFailed as err:
-        from ..signals import discard_stop
-
         discard_stop()  # a Ctrl-C while the workers closed after the failure: the failure is what is said
         print(f"spingpu run: error: {err}", file=sys.stderr)
         print(f"spingpu run: the finished tasks are kept in {out}; fix the cause and rerun with --resume",
               file=sys.stderr)
         return 1
     except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM (spingpu.cli.main.Terminated)
-        from ..signals import stopped
-
         what, status = stopped(err)
         print(f"spingpu run: {what}{_kept(out) if getattr(err, 'store_is_ours', args.resume) else ''}",
               file=sys.stderr)
@@ -89,8 +86,6 @@ def run(args):
 
                 print(f"report: {report} (summary: {summary_csv_path(report)})")
     except KeyboardInterrupt as err:  # every task is stored: the line says so, and how to make the report
-        from ..signals import stopped
-
         what, status = stopped(err)
         print(f"spingpu run: {what}{_kept(out)}", file=sys.stderr)
         return status
