@@ -113,15 +113,17 @@ def study_figures(ds, threshold=0.9, notes=None):
 
 
 def _devices_figure(ds):
-    """I-V and dV/dI of the study's nominal junction and 12 sampled pairs (its first cell)."""
+    """I-V and dV/dI of the nominal junction and 12 sampled pairs of the study's cell of the widest
+    junction spread (:func:`widest_spread_cell`), with that cell's current mapping and seed."""
     from .devices import junction_curves, sample_layer
     from .plot import iv_spread_figure
-    from .studies.spec import build_cell
+    from .studies.spec import stored_study
 
-    data = ds.attrs.get("study_data")
-    if not data:
+    if not ds.attrs.get("study_data"):
         return None
-    cell = build_cell("", json.loads(data))
+    study = stored_study(ds.attrs)
+    flat = widest_spread_cell(study)
+    cell = study.cell(flat)
     if not cell.config.is_mtj:
         return None
     model, nc = cell.model, cell.config.neuron
@@ -130,9 +132,29 @@ def _devices_figure(ds):
     v_nom, d_nom = model.iv(current)
     v, d = junction_curves(model, params, cell.config.seed)(current)
     var = cell.config.variability
-    title = (f"{model.name}: 12 sampled pairs of the first cell (spread chip {var.sigma_chip:g}, "
-             f"d2d {var.sigma_d2d:g}, pair {var.sigma_pair:g})")
+    where = ", ".join(f"{a.dim}={_fmt(a.values[i])}" for a, i in zip(study.axes, study.cell_index(flat)))
+    title = (f"{model.name}: 12 sampled pairs{f' of the cell {where}' if where else ''} (spread chip "
+             f"{var.sigma_chip:g}, d2d {var.sigma_d2d:g}, pair {var.sigma_pair:g})")
     return iv_spread_figure(current, v_nom, d_nom, v, d, title=title)
+
+
+def widest_spread_cell(study):
+    """Flat index of the study's cell whose junctions vary the most: the largest sum over the
+    model's parameters of sigma_chip^2 + sigma_d2d^2 + sigma_pair^2 (per-parameter spreads
+    included), the first of equals. Only the ``variability.*`` axes are searched, the others kept
+    at their first value."""
+    searched = [k for k, a in enumerate(study.axes) if a.key.startswith("variability.")]
+    best, best_flat = -1.0, 0
+    for values in itertools.product(*(range(len(study.axes[k].values)) for k in searched)):
+        index = [0] * len(study.axes)
+        for k, i in zip(searched, values):
+            index[k] = i
+        flat = int(np.ravel_multi_index(index, study.shape)) if study.axes else 0
+        cell = study.cell(flat)
+        spread = float(np.square(cell.config.variability.level_sigmas(cell.model)).sum())
+        if spread > best:
+            best, best_flat = spread, flat
+    return best_flat
 
 
 def summary_csv_path(html_path):

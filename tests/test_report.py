@@ -511,3 +511,35 @@ def test_a_store_made_before_extrapolated_readings_existed_is_resumed_and_report
     assert all(np.isnan(row["max_extrapolated_readings"]) for row in summary_rows(ds))
     assert main(["report", str(path)]) == 0
     assert "beyond table" not in (tmp_path / "fake.html").read_text()
+
+
+def test_stored_study_is_the_study_the_store_was_made_for(tmp_path):
+    from spingpu.studies.spec import stored_study
+
+    sweep = {"variability.sigma_d2d": {"linspace": [0.0, 0.1, 3]}, "training.grad_mode": ["fd_forward", "model"],
+             "model.params.r_p": [900.0, 1100.0]}
+    path, study = fake_store(tmp_path, sweep, name="again")
+    again = stored_study(open_results(path).attrs)
+    assert (again.name, again.text, again.networks, again.seed) == (study.name, study.text, study.networks, study.seed)
+    assert again.axes == study.axes and again.data == study.data and again.inputs == study.inputs
+    assert again.digest == study.digest
+    for flat in range(study.n_cells):
+        assert again.cell(flat).config == study.cell(flat).config
+
+
+@pytest.mark.parametrize("d2d, pair, widest", [([0.0, 0.1], [0.0], (1, 0)), ([0.1, 0.0], [0.0], (0, 0)),
+                                               ([0.0, 0.1], [0.1, 0.0], (1, 0)), ([0.0, 0.1], [0.0, 0.1], (1, 1))])
+def test_junction_figure_shows_the_cell_of_the_widest_spread(tmp_path, d2d, pair, widest):
+    """A sweep that starts without variability: the figure shows the cell whose junctions vary
+    most, not the first cell, whose 12 pairs would be one curve."""
+    from spingpu.report import widest_spread_cell
+
+    sweep = {"readout.read_noise": [0.0, 1e-3], "variability.sigma_d2d": d2d, "variability.sigma_pair": pair}
+    path, study = fake_store(tmp_path, sweep, name="widest")
+    assert widest_spread_cell(study) == np.ravel_multi_index((0,) + widest, study.shape)
+    fig = dict(study_figures(open_results(path)))["The study's junctions"]
+    d, p = d2d[widest[0]], pair[widest[1]]
+    assert fig._suptitle.get_text() == (f"stt_compact: 12 sampled pairs of the cell read_noise=0, sigma_d2d={d:.3g}, "
+                                        f"sigma_pair={p:.3g} (spread chip 0, d2d {d:g}, pair {p:g})")
+    sampled = np.array([line.get_ydata() for line in fig.axes[0].lines[:24]])  # 12 pairs x (A, B)
+    assert np.ptp(sampled, axis=0).max() > 0.05 * np.abs(sampled).max()  # a 10 % spread shows

@@ -208,11 +208,7 @@ def parse_study(data, path, text=""):
     if "dataset" not in data or "name" not in data["dataset"]:
         raise _err(path, "dataset.name", "missing; allowed: iris, digits, mnist, csv:PATH")
     resolve_paths(data, path.parent)
-    networks = _ranged(path, "networks", data.get("networks", 100), 1, 10**9)
-    seed = _ranged(path, "seed", data.get("seed", 0), 0, 2**64 - 1)
-    axes = tuple(_with_parameter_unit(axis, data) for axis in _parse_sweep(data.get("sweep", {}), path))
-    study = Study(name=name, path=str(path), text=text, data={k: v for k, v in data.items() if k != "cluster"},
-                  axes=axes, networks=networks, seed=seed)
+    study = _study(data, path, text, name)
     if study.n_cells > MAX_CELLS:
         raise _err(path, "sweep", f"{study.n_cells} cells; at most {MAX_CELLS}")
     configs = []
@@ -225,6 +221,29 @@ def parse_study(data, path, text=""):
     _check_settings_used(study, configs, path)
     _check_dataset(study, path)
     return dataclasses.replace(study, inputs=input_hashes(study))
+
+
+def _study(data, path, text, name):
+    """The :class:`Study` of tables ``data`` whose paths are resolved: its networks, seed and sweep
+    axes read and range-checked (not its cells)."""
+    networks = _ranged(path, "networks", data.get("networks", 100), 1, 10**9)
+    seed = _ranged(path, "seed", data.get("seed", 0), 0, 2**64 - 1)
+    axes = tuple(_with_parameter_unit(axis, data) for axis in _parse_sweep(data.get("sweep", {}), path))
+    return Study(name=name, path=str(path), text=text, data={k: v for k, v in data.items() if k != "cluster"},
+                 axes=axes, networks=networks, seed=seed)
+
+
+def stored_study(attrs):
+    """The :class:`Study` a results store was made for, rebuilt from the store's attributes
+    (``study_data``, ``study_text``, ``study_name``, ``input_files``, ``sweep_axes``) without reading
+    any file: the data file paths in its tables are absolute, as :func:`parse_study` left them. The
+    axes are in the store's order (``study_data`` holds the tables with sorted keys)."""
+    name = attrs.get("study_name", "study")
+    study = _study(json.loads(attrs["study_data"]), Path(f"{name}.toml"), attrs.get("study_text", ""), name)
+    order = json.loads(attrs.get("sweep_axes", "[]"))
+    axes = tuple(sorted(study.axes, key=lambda a: order.index(a.dim) if a.dim in order else len(order)))
+    return dataclasses.replace(study, axes=axes,
+                               inputs=tuple(map(tuple, json.loads(attrs.get("input_files", "[]")))))
 
 
 def _with_parameter_unit(axis, data):
