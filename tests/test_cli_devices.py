@@ -431,8 +431,8 @@ def test_existing_outputs_are_refused_unless_overwrite(tmp_path, capsys):
 
 def test_overwrite_without_an_output_is_refused(capsys):
     assert main(["devices", "--overwrite"]) == 2
-    assert capsys.readouterr().err == ("spingpu devices: error: overwrite: has no effect without --csv or --plot, or "
-                                       "remove --overwrite\n")
+    assert capsys.readouterr().err == ("spingpu devices: error: overwrite: has no effect without --csv or --plot; "
+                                       "give one, or remove --overwrite\n")
 
 
 def test_an_input_is_not_overwritten_even_with_overwrite(tmp_path, capsys):

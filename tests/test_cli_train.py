@@ -213,38 +213,42 @@ BAD = [
     (["--lr-schedule", "step:2:2"], ["lr-schedule GAMMA: 2.0 is out of range", "allowed: 0.0 < value <= 1.0"]),
     (["--lr-schedule", "exp:inf"], ["lr-schedule GAMMA: expected a finite number, got inf"]),
     (["--readout", "mirror"], ["readout: 'mirror'", "allowed: direct, bridge"]),
-    (["--r-ref", "100"], ["r-ref: has no effect without --readout bridge, or remove --r-ref"]),
+    (["--r-ref", "100"], ["r-ref: has no effect without --readout bridge; give --readout bridge, or remove --r-ref"]),
     (["--readout", "bridge", "--r-ref", "-1"], ["r-ref: -1.0 is out of range", "allowed: 0.0 <= value <= 1000000000.0"]),
     (["--i-gain", "0"], ["i-gain: 0.0 is out of range", "allowed: 0.0 < value <= 1.0"]),
     (["--i-bias", "2"], ["i-bias: 2.0 is out of range", "allowed: -1.0 <= value <= 1.0"]),
     (["--v-scale", "-1"], ["v-scale: -1.0 is out of range", "allowed: 0.0 < value <= 1000000000.0"]),
     (["--noise-model", "pink"], ["noise-model: 'pink'", "allowed: gaussian, johnson_shot"]),
-    (["--noise-temperature", "300"], ["noise-temperature: has no effect without --noise-model johnson_shot, or "
-                                      "remove --noise-temperature"]),
+    (["--noise-temperature", "300"], ["noise-temperature: has no effect without --noise-model johnson_shot; give "
+                                      "--noise-model johnson_shot, or remove --noise-temperature"]),
     (["--noise-bandwidth", "1e6"], ["noise-bandwidth: has no effect without --noise-model johnson_shot"]),
     (["--noise-model", "johnson_shot", "--noise-temperature", "-1"], ["noise-temperature: -1.0 is out of range",
                                                                       "allowed: 0.0 <= value <= 10000.0"]),
     (["--noise-model", "johnson_shot", "--noise-bandwidth", "0"], ["noise-bandwidth: 0.0 is out of range",
                                                                    "allowed: 0.0 < value <= 1000000000000.0"]),
     (["--noise-model", "johnson_shot", "--read-noise", "1e-3"], ["read-noise: has no effect without --noise-model "
-                                                                 "gaussian (johnson_shot sets its own)"]),
+                                                                 "gaussian (johnson_shot sets its own); give "
+                                                                 "--noise-model gaussian, or remove --read-noise"]),
     (["--dac-range", "-1e-3", "1e-3"], ["dac-range: has no effect without a DAC; give --dac-bits N too, or remove "
                                         "--dac-range"]),
     (["--dac-bits", "4", "--dac-range", "1e-3", "-1e-3"], ["dac-range: lower end 0.001 must be below upper end "
                                                            "-0.001"]),
     (["--dac-bits", "99"], ["dac-bits: 99 is out of range", "allowed: 0 <= value <= 24"]),
-    (["--momentum", "0.5"], ["momentum: has no effect without --optimizer momentum, or remove --momentum"]),
+    (["--momentum", "0.5"], ["momentum: has no effect without --optimizer momentum; give --optimizer momentum, or "
+                                "remove --momentum"]),
     (["--grad", "tanh", "--read-noise", "1e-3"], ["read-noise: has no effect with --grad tanh (a digital baseline has "
-                                                   "no junctions), or remove --read-noise"]),
+                                                   "no junctions); give an MTJ --grad (fd_forward, fd_single, "
+                                                   "fd_symmetric, model, oracle), or remove --read-noise"]),
     (["--grad", "relu", "--sigma-pair", "0.02"], ["sigma-pair: has no effect with --grad relu (a digital baseline"]),
     (["--grad", "sigmoid", "--readout", "direct"], ["readout: has no effect with --grad sigmoid (a digital baseline"]),
     (["--grad", "tanh", "--device-model", "macrospin"], ["device-model: has no effect with --grad tanh (a digital"]),
     (["--grad", "tanh", "--param", "r_p=2000"], ["param: has no effect with --grad tanh (a digital baseline has no "
-                                                 "junctions), or remove --param"]),
+                                                 "junctions); give an MTJ --grad", "or remove --param"]),
     (["--grad", "relu", "--iv-csv", "{tmp}/missing.csv"], ["iv-csv: has no effect with --grad relu (a digital "
-                                                           "baseline has no junctions), or remove --iv-csv"]),
+                                                           "baseline has no junctions); give an MTJ", "or remove --iv-csv"]),
     (["--grad", "oracle", "--delta-i", "1e-5"], ["delta-i: has no effect with --grad oracle (only fd_forward, "
-                                                 "fd_single and fd_symmetric take a step dI), or remove --delta-i"]),
+                                                 "fd_single and fd_symmetric take a step dI); give one of those, or "
+                                                 "remove --delta-i"]),
     (["--optimizer", "momentum", "--momentum", "1.5"], ["momentum: 1.5 is out of range"]),
     (["--dtype", "float16"], ["dtype: 'float16'", "allowed: float32, float64"]),
 ]
@@ -348,8 +352,8 @@ def test_existing_output_refused_without_overwrite_and_replaced_with_it(tmp_path
     assert dict(ds.sizes) == {"network": 1, "epoch": 1}
     capsys.readouterr()
     assert main([*TINY, "--overwrite"]) == 2
-    assert capsys.readouterr().err == ("spingpu train: error: overwrite: has no effect without --out FILE.nc, or "
-                                       "remove --overwrite\n")
+    assert capsys.readouterr().err == ("spingpu train: error: overwrite: has no effect without --out FILE.nc; give "
+                                       "--out, or remove --overwrite\n")
 
 
 # --- output files that cannot be written -----------------------------------------------------------

@@ -65,7 +65,7 @@ def run(args):
         variability = Variability(sigma_chip=args.sigma_chip, sigma_d2d=args.sigma_d2d, sigma_pair=args.sigma_pair)
     model = get_model(args.model, iv_csv=args.iv_csv, **params_dict(args.param))
     if args.overwrite and args.csv is None and args.plot is None:
-        raise ConfigError("overwrite", "has no effect without --csv or --plot, or remove --overwrite")
+        raise ConfigError("overwrite", "has no effect without --csv or --plot; give one, or remove --overwrite")
     check_not_inputs({"csv": args.csv, "plot": args.plot}, [args.iv_csv])  # first: never an input, --overwrite or not
     if args.plot is not None and args.plot.strip() and Path(args.plot).suffix.lower() != ".png":
         raise ConfigError("plot", f"{args.plot} must end in .png")

@@ -92,11 +92,11 @@ def _build(args):
         raise ConfigError("data-dir", f"only mnist reads --data-dir, and this run trains on {args.dataset!r}; "
                                       "remove --data-dir")
     if args.overwrite and args.out is None:
-        raise ConfigError("overwrite", "has no effect without --out FILE.nc, or remove --overwrite")
+        raise ConfigError("overwrite", "has no effect without --out FILE.nc; give --out, or remove --overwrite")
     if args.grad in DIGITAL_MODES:  # before the model is built: its own errors would say less
         for option in (o for o, key in CONDITIONAL_OPTIONS.items() if key is None):
             if getattr(args, option.replace("-", "_")) is not None:
-                raise ConfigError(option, f"has no effect {_need_in_options('mtj', args)}, or remove --{option}")
+                raise _need_in_options("mtj", args, option)
     model = get_model(args.device_model or "stt_compact", iv_csv=args.iv_csv, **params_dict(args.param))
     readout = _given(args, noise_model="noise_model", read_noise="read_noise", temperature="noise_temperature",
                      bandwidth="noise_bandwidth", adc_bits="adc_bits", adc_range="adc_range", dac_bits="dac_bits",
@@ -125,7 +125,7 @@ def _build(args):
     for option, key in CONDITIONAL_OPTIONS.items():  # the rules are training.config's, worded for options
         unmet = unmet_needs(config, key) if key is not None else ()
         if getattr(args, option.replace("-", "_")) is not None and unmet:
-            raise ConfigError(option, f"has no effect {_need_in_options(unmet[0], args)}, or remove --{option}")
+            raise _need_in_options(unmet[0], args, option)
     backend = get_backend(args.backend)
     dataset = load_dataset(args.dataset, seed=args.seed, data_dir=args.data_dir)
     return dataset, config, model, backend
@@ -151,18 +151,22 @@ CONDITIONAL_OPTIONS = {
 }
 
 
-def _need_in_options(need, args):
-    """training.config's NEEDS[need], worded for the options of spingpu train."""
-    return {
-        "mtj": f"with --grad {args.grad} (a digital baseline has no junctions)",
-        "dI": f"with --grad {args.grad} (only fd_forward, fd_single and fd_symmetric take a step dI)",
-        "gaussian": "without --noise-model gaussian (johnson_shot sets its own)",
-        "johnson_shot": "without --noise-model johnson_shot",
-        "adc": "without an ADC; give --adc-bits N too",
-        "dac": "without a DAC; give --dac-bits N too",
-        "bridge": "without --readout bridge",
-        "momentum": "without --optimizer momentum",
+def _need_in_options(need, args, option):
+    """``has no effect ...`` error of ``--option`` whose need (training.config's NEEDS) is unmet,
+    worded for the options of spingpu train: why, what would meet it, or removing the option."""
+    why, fix = {
+        "mtj": (f"with --grad {args.grad} (a digital baseline has no junctions)",
+                "give an MTJ --grad (fd_forward, fd_single, fd_symmetric, model, oracle)"),
+        "dI": (f"with --grad {args.grad} (only fd_forward, fd_single and fd_symmetric take a step dI)",
+               "give one of those"),
+        "gaussian": ("without --noise-model gaussian (johnson_shot sets its own)", "give --noise-model gaussian"),
+        "johnson_shot": ("without --noise-model johnson_shot", "give --noise-model johnson_shot"),
+        "adc": ("without an ADC", "give --adc-bits N too"),
+        "dac": ("without a DAC", "give --dac-bits N too"),
+        "bridge": ("without --readout bridge", "give --readout bridge"),
+        "momentum": ("without --optimizer momentum", "give --optimizer momentum"),
     }[need]
+    return ConfigError(option, f"has no effect {why}; {fix}, or remove --{option}")
 
 
 def run(args):
