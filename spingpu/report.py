@@ -327,7 +327,7 @@ pre {{ background: #f7f7f7; padding: 1em; overflow-x: auto; font-size: 0.85em; }
 <p>Test accuracy over the networks (chips) of each cell; yield is the fraction at or above the
 threshold; the 95 % confidence intervals say how well the cell's networks pin down the median and
 the yield of the population of chips the variability describes (median: distribution-free, between
-two order statistics, n/a under 6 networks; yield: Wilson score interval); gradient cosine (of the
+two order statistics, n/a under 6 networks; yield: Clopper-Pearson interval); gradient cosine (of the
 hidden layers' weight gradient used with the exact one) and derivative error are medians over
 the networks that did not diverge, at the last epoch their cell trained; done: the networks
 trained (of finished tasks) over which the statistics are taken; teacher: the test accuracy of a

@@ -1,10 +1,13 @@
 """How sure a Monte Carlo summary over networks (chips) is: 95 % confidence intervals.
 
-- **Yield** (k of n chips at or above an accuracy threshold): the Wilson score interval
-  (E. B. Wilson, J. Am. Stat. Assoc. 22, 209 (1927)), whose coverage stays near the nominal level
-  for small n and for yields near 0 or 1, where the textbook p +- z sqrt(p (1 - p) / n) fails
-  (L. D. Brown, T. T. Cai, A. DasGupta, Stat. Sci. 16, 101 (2001)); computed by
-  ``scipy.stats.binomtest(k, n).proportion_ci(method="wilson")``.
+- **Yield** (k of n chips at or above an accuracy threshold): the Clopper-Pearson interval
+  (C. J. Clopper, E. S. Pearson, Biometrika 26, 404 (1934)), the yields p for which k is not in
+  either 2.5 % binomial tail: low = B(0.025; k, n - k + 1), high = B(0.975; k + 1, n - k) with B
+  the beta quantile. Its coverage is at least 95 % at every n and every true yield. The Wilson
+  score interval, shorter, falls to ~84 % coverage at yields within ~0.2 / n of 0 or 1 (L. D.
+  Brown, T. T. Cai, A. DasGupta, Stat. Sci. 16, 101 (2001)), where "how many chips train" studies
+  land; the price of the guarantee is an interval somewhat wider than 95 % needs at mid yields.
+  Computed by ``scipy.stats.binomtest(k, n).proportion_ci(method="exact")``.
 - **Median test accuracy**: the distribution-free interval between two order statistics,
   [x_(j), x_(n+1-j)], with j the largest rank for which Binomial(n, 1/2) puts at least the
   confidence level on j .. n - j (``scipy.stats.quantile_test``). It assumes nothing of the
@@ -31,14 +34,14 @@ def yield_hits(accuracy, threshold, where=True, axis=None):
 
 
 def yield_interval(hits, n, confidence=CONFIDENCE):
-    """(low, high) Wilson score interval of a yield of ``hits`` out of ``n`` chips, as fractions;
-    (NaN, NaN) for n = 0."""
+    """(low, high) Clopper-Pearson interval of a yield of ``hits`` out of ``n`` chips, as fractions
+    (module doc); (NaN, NaN) for n = 0."""
     from scipy.stats import binomtest
 
     hits, n = int(hits), int(n)
     if n == 0:
         return math.nan, math.nan
-    ci = binomtest(hits, n).proportion_ci(confidence_level=confidence, method="wilson")
+    ci = binomtest(hits, n).proportion_ci(confidence_level=confidence, method="exact")
     return float(ci.low), float(ci.high)
 
 

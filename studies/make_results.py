@@ -4,7 +4,7 @@
 
 Reads every store ``<runs>/<study>.zarr`` that exists (as written by ``spingpu run studies/<study>.toml
 --out <runs>/<study>.zarr``), prints a Markdown table per study (median, IQR, 5-95 %, mean, yield at
-90 % test accuracy with its 95 % Wilson interval, networks, wall time) and the numbers quoted in the README's findings, and saves
+90 % test accuracy with its 95 % Clopper-Pearson interval, networks, wall time) and the numbers quoted in the README's findings, and saves
 the figures as PNG into ``docs/figures/``. Stores that are missing are skipped with a note. Figures
 come from ``spingpu.plot`` where one fits; a string-valued sweep coordinate is drawn as one curve per
 value, so numeric axes are turned into labelled categories where a figure needs curves per value.
@@ -235,7 +235,7 @@ def main(argv=None):
 
     ds = open_store(args.runs, "pair_mismatch")
     if ds is not None:
-        rows = table(ds, "Pair mismatch")
+        table(ds, "Pair mismatch")
         cat = as_category(ds, "delta_i", lambda v: f"dI {v * 1e6:g} uA")
         save(metric_vs_axis(cat, "sigma_pair", "Pair mismatch x dI, digits 64-16-10, fd_forward"),
              figs / "pair_mismatch.png")

@@ -90,7 +90,7 @@ def test_summary_equals_reductions_of_the_dataset(tmp_path):
         assert row["q95_test_acc"] == pytest.approx(np.quantile(ok, 0.95), abs=0)
         assert row["yield"] == pytest.approx(np.sum(ok >= 0.85) / acc.size)  # diverged chips did not train
         assert row["diverged"] == (6 if k == 1 else 0)  # 3 in each of the 2 tasks
-        # the 95 % intervals: order statistics of the finite accuracies; Wilson over every network
+        # the 95 % intervals: order statistics of the finite accuracies; Clopper-Pearson over every network
         s = np.sort(ok)
         lo, hi = row["median_test_acc_lo95"], row["median_test_acc_hi95"]
         assert lo in s and hi in s and lo <= row["median_test_acc"] <= hi

@@ -4,7 +4,7 @@ import math
 
 import numpy as np
 import pytest
-from scipy.stats import binom, norm
+from scipy.stats import beta, binom, norm
 
 from spingpu.stats import median_interval, yield_interval
 
@@ -15,31 +15,58 @@ def wilson(k, n, confidence=0.95):
     p = k / n
     centre = (k + z * z / 2) / (n + z * z)
     half = z * math.sqrt(n) / (n + z * z) * math.sqrt(p * (1 - p) + z * z / (4 * n))
-    return centre - half, centre + half
+    return max(centre - half, 0.0), min(centre + half, 1.0)
 
 
-@pytest.mark.parametrize("k, n", [(0, 5), (5, 5), (1, 7), (30, 40), (811, 1000), (999, 1000)])
-def test_yield_interval_is_wilsons(k, n):
+def coverage(interval, n, yields):
+    """Exact coverage at each true yield: the binomial probability of the k whose interval holds it."""
+    ends = np.array([interval(k, n) for k in range(n + 1)])
+    k = np.arange(n + 1)
+    return np.array([binom.pmf(k, n, p)[(ends[:, 0] <= p) & (p <= ends[:, 1])].sum() for p in np.atleast_1d(yields)])
+
+
+@pytest.mark.parametrize("k, n", [(0, 5), (5, 5), (1, 7), (30, 40), (811, 1000), (999, 1000), (1000, 1000)])
+def test_yield_interval_is_clopper_pearsons(k, n):
+    """Its ends are the yields at which k (or more, or fewer) chips has binomial probability 2.5 %
+    (the definition), and the beta quantiles of the closed form."""
     lo, hi = yield_interval(k, n)
-    ref_lo, ref_hi = wilson(k, n)
-    assert lo == pytest.approx(max(ref_lo, 0.0), abs=1e-12) and hi == pytest.approx(min(ref_hi, 1.0), abs=1e-12)
-    assert lo <= k / n <= hi
+    assert 0.0 <= lo <= k / n <= hi <= 1.0
+    if k == 0:
+        assert lo == 0.0
+    else:
+        assert binom.sf(k - 1, n, lo) == pytest.approx(0.025, rel=1e-6)  # P(X >= k | lo)
+        assert lo == pytest.approx(beta.ppf(0.025, k, n - k + 1), rel=1e-9)
+    if k == n:
+        assert hi == 1.0
+    else:
+        assert binom.cdf(k, n, hi) == pytest.approx(0.025, rel=1e-6)  # P(X <= k | hi)
+        assert hi == pytest.approx(beta.ppf(0.975, k + 1, n - k), rel=1e-9)
 
 
 def test_yield_interval_of_no_chips_is_nan():
     assert all(math.isnan(v) for v in yield_interval(0, 0))
 
 
-def test_yield_interval_covers_the_true_yield_about_95_percent_of_the_time():
+@pytest.mark.parametrize("n", [10, 30, 100, 250])
+def test_yield_interval_covers_at_least_95_percent_at_every_yield(n):
+    """Exact coverage over yields from 0.0005 to 0.9995, with those within 1 / n of 0 and 1,
+    where Wilson's interval (checked alongside) falls well below 95 %."""
+    edge = np.array([0.05, 0.1, 0.17, 0.3, 0.5, 1.0]) / n  # 0.17 / n: just below Wilson's low end at k = 1
+    yields = np.concatenate([[0.0005, 0.005, 0.02, 0.1, 0.3, 0.5, 0.7, 0.83, 0.9, 0.98], edge, 1 - edge])
+    assert coverage(yield_interval, n, yields).min() >= 0.95 - 1e-12
+    assert coverage(wilson, n, edge).min() < 0.85  # what the exact interval is chosen against
+
+
+def test_yield_interval_covers_the_true_yield_in_simulated_studies():
     """Simulated studies of n chips with a true yield p: the fraction of intervals holding p is
-    Wilson's coverage (near 0.95); with 4000 studies its own binomial spread is ~0.0035."""
+    the exact coverage (>= 0.95); with 4000 studies its own binomial spread is ~0.003."""
     rng = np.random.default_rng()
     p, n, studies = 0.83, 120, 4000
     hits = rng.binomial(n, p, studies)
-    covered = np.mean([lo <= p <= hi for lo, hi in (yield_interval(k, n) for k in hits)])
-    # the exact coverage for this (n, p): the probability of the k whose interval holds p
-    exact = sum(binom.pmf(k, n, p) for k in range(n + 1) if wilson(k, n)[0] <= p <= wilson(k, n)[1])
-    assert 0.92 < exact < 0.98
+    ends = np.array([yield_interval(k, n) for k in range(n + 1)])  # the interval of each count, once
+    covered = np.mean((ends[hits, 0] <= p) & (p <= ends[hits, 1]))
+    exact = coverage(yield_interval, n, p)[0]
+    assert 0.95 <= exact < 0.99
     assert abs(covered - exact) < 4 * math.sqrt(exact * (1 - exact) / studies)
 
 

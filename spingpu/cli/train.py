@@ -204,7 +204,7 @@ def run(args):
 
 def summary(results, seconds):
     """Median (with its 95 % confidence interval), IQR and 5-95 % of test accuracy, yield with its
-    95 % Wilson interval, divergences, time and speed."""
+    95 % Clopper-Pearson interval, divergences, time and speed."""
     from ..stats import median_interval, yield_hits, yield_interval
 
     acc = results.test_acc.values

@@ -44,7 +44,7 @@ def _yield_pct(vals, done, threshold, axis):
 
 
 def _yield_interval_pct(vals, done, threshold, axis):
-    """(low, high) per cent: the 95 % Wilson interval of :func:`_yield_pct` (spingpu.stats)."""
+    """(low, high) per cent: the 95 % Clopper-Pearson interval of :func:`_yield_pct` (spingpu.stats)."""
     from ..stats import yield_hits, yield_interval
 
     hits, count = yield_hits(vals, 100 * threshold, done, axis), np.sum(done, axis=axis)
@@ -126,7 +126,7 @@ def accuracy_vs_axis(ds, dim, threshold=0.9):
     ax_acc.set_title("median, IQR (dark) and 5-95 % (light) band")
     ax_yield.set_ylabel(f"yield: chips with accuracy >= {100 * threshold:.0f} % (%)")
     ax_yield.set_ylim(-3, 103)
-    ax_yield.set_title("yield and its 95 % confidence interval (Wilson)")
+    ax_yield.set_title("yield and its 95 % confidence interval (Clopper-Pearson)")
     ax_acc.legend(fontsize="small", loc="best")
     fig.suptitle(f"Test accuracy against {dim}{_pooled_note(ds, [dim] + categorical_axes(ds))}")
     return fig
@@ -153,7 +153,7 @@ def accuracy_categorical(ds, threshold=0.9):
     heights = np.nan_to_num(yields, nan=0.0)
     errors = np.nan_to_num(np.abs(np.transpose(intervals) - np.asarray(yields)), nan=0.0)  # (2, cells)
     ax_yield.bar(range(len(labels)), heights, yerr=errors, capsize=4, error_kw=dict(lw=1))
-    ax_yield.set_title("yield and its 95 % confidence interval (Wilson)")
+    ax_yield.set_title("yield and its 95 % confidence interval (Clopper-Pearson)")
     ax_yield.set_xticks(range(len(labels)), labels, rotation=20, ha="right")
     ax_yield.set_ylabel(f"yield: accuracy >= {100 * threshold:.0f} % (%)")
     for ax in (ax_acc, ax_yield):

@@ -377,7 +377,7 @@ def _join_scheduler(address, log):
 
 def summary_table(path, threshold=0.9):
     """Per cell: median and IQR of the test accuracy, the yield (fraction >= threshold) with its
-    95 % Wilson interval, the median cosine of the gradient used with the exact one (last epoch:
+    95 % Clopper-Pearson interval, the median cosine of the gradient used with the exact one (last epoch:
     the derivative's quality, which shows where the accuracy saturates) and the networks
     finished (statistics over those only), as text."""
     from ..report import LAST_EPOCH, SUMMARY_VARIABLES, summary_rows
