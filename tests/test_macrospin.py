@@ -506,7 +506,7 @@ BAD = [
     (dict(m0="a,b,c"), "param m0: ['a', 'b', 'c'] is not a vector of 3 numbers x,y,z"),
     (dict(ms=(1, 2, 3)), "param ms: (1, 2, 3) is not a number"),
     (dict(ms=-1.0), "param ms: -1.0 is out of range; allowed: 10000.0 <= value <= 10000000.0"),
-    (dict(spin_polarization=1.5), "param spin_polarization: 1.5 is out of range; allowed: 0.0 < value <= 1.0"),
+    (dict(spin_polarization=1.0), "param spin_polarization: 1.0 is out of range; allowed: 0.0 < value <= 0.99"),
     (dict(temperature=-1), "param temperature: -1 is out of range; allowed: 0.0 <= value <= 10000.0"),
     (dict(dt=0.0), "param dt: 0.0 is out of range; allowed: 0.0 < value <= 1e-09"),
     (dict(table_points=300), "param table_points: 300 is out of range; allowed: 2 <= value <= 256"),
@@ -547,6 +547,30 @@ def test_devices_cli_writes_macrospin_curves(tmp_path, capsys):
     assert len(rows) == 7 * 5
     assert main(["devices", "--model", "macrospin", "--param", "eta_form=slon"]) == 2
     assert capsys.readouterr().err.strip().endswith("param eta_form: 'slon'; allowed: constant, slonczewski, lambda")
+
+
+@pytest.mark.parametrize("eta_form", ["constant", "slonczewski", "lambda"])
+def test_precession_per_step_takes_the_largest_efficiency_over_the_angle(eta_form):
+    """The step check bounds the spin torque by eta's largest value over m.p in [-1, 1], found
+    here on a grid of m.p from the efficiency formulas written out (DESIGN.md 3.2), not at m.p = 0:
+    at P = 0.95 the slonczewski torque in the antiparallel state is 10 times its value there."""
+    from spingpu.devices.macrospin import precession_per_step
+
+    rng = np.random.default_rng()
+    rows = np.repeat(MACROSPIN.nominal[None], 6, axis=0)
+    col = dict(zip(MACROSPIN.parameter_names, rows.T))  # views: set in place
+    col["spin_polarization"][:] = [0.2, 0.6, 0.9, 0.95, 0.99, rng.uniform(0.1, 0.99)]
+    col["stt_lambda"][:] = [0.5, 1.0, 2.0, 3.0, rng.uniform(0.1, 4.0), 1.5]
+    col["beta_fl"][:] = rng.normal(0.0, 0.3, 6)
+    settings = MacrospinSettings(eta_form=eta_form, dt=1e-13, table_i_min=-8e-4, table_i_max=5e-4)
+    mp = np.linspace(-1.0, 1.0, 20_001)[:, None]
+    pol, lam2 = col["spin_polarization"], col["stt_lambda"] ** 2
+    eta = {"constant": pol + 0 * mp, "slonczewski": pol / (1 + pol ** 2 * mp),
+           "lambda": 2 * pol * lam2 / (lam2 + 1 + (lam2 - 1) * mp)}[eta_form].max(axis=0)
+    h_max = 2 * col["k_u"] / (k.MU0 * col["ms"]) + 0.8 * col["ms"]
+    a_j = k.HBAR * 8e-4 / (2 * k.E_CHARGE * k.MU0 * col["ms"] * col["t_free"] * col["area"])
+    angle = k.G0 * (h_max + a_j * eta * (1 + abs(col["beta_fl"]))) * 1e-13 / (1 + col["alpha"] ** 2)
+    np.testing.assert_allclose(precession_per_step(rows, settings), angle, rtol=1e-12)
 
 
 def test_sampled_junctions_too_fast_for_dt_are_warned_of_not_refused():

@@ -430,19 +430,19 @@ def test_a_declared_parameters_spread_scale_is_fixed_at_declaration():
 
 
 def test_lognormal_samples_are_clipped_to_the_parameters_range():
-    """spin_polarization (nominal 0.6, at most 1) at sigma_d2d = 0.3: P(lognormal > 1) =
-    1 - Phi(ln(1 / 0.6) / 0.3) of the junctions sit at exactly 1, none above; below 1 the draws are
+    """spin_polarization (nominal 0.6, at most 0.99) at sigma_d2d = 0.3: P(lognormal > 0.99) =
+    1 - Phi(ln(0.99 / 0.6) / 0.3) of the junctions sit at exactly 0.99, none above; below it the draws are
     untouched (their log-spread matches the unclipped distribution's quantiles)."""
     model = get_model("macrospin")
     k = model.parameter_names.index("spin_polarization")
     n = 40_000
     p = sample_layer(model, Variability(sigma_d2d=0.3), 8, np.arange(n), 0, 1)[:, 0, 0, k]
-    assert p.max() == 1.0
-    expected = stats.norm.sf(math.log(1 / 0.6) / 0.3)
-    frac = np.mean(p == 1.0)
+    assert p.max() == 0.99
+    expected = stats.norm.sf(math.log(0.99 / 0.6) / 0.3)
+    frac = np.mean(p == 0.99)
     assert abs(frac - expected) < Z * math.sqrt(expected * (1 - expected) / n), (frac, expected)
-    below = np.log(p[p < 1.0] / 0.6) / 0.3
-    assert stats.kstest(below, stats.truncnorm(-np.inf, math.log(1 / 0.6) / 0.3).cdf).pvalue > 1e-3
+    below = np.log(p[p < 0.99] / 0.6) / 0.3
+    assert stats.kstest(below, stats.truncnorm(-np.inf, math.log(0.99 / 0.6) / 0.3).cdf).pvalue > 1e-3
 
 
 def test_an_infinite_nominal_stays_infinite_under_spread():

@@ -70,8 +70,9 @@ PARAMETERS = (  # allowed nominal values: generous, finite ranges (the README's 
     Parameter("k_u", 2.0e4, "J/m^3", "uniaxial anisotropy energy density along easy_axis", low=0.0, high=1e8,
               low_open=True),
     Parameter("alpha", 0.02, "1", "Gilbert damping", low=1e-5, high=10.0),
-    Parameter("spin_polarization", 0.6, "1", "spin polarisation P of the tunnelling current",
-              low=0.0, high=1.0, low_open=True),
+    Parameter("spin_polarization", 0.6, "1", "spin polarisation P of the tunnelling current (at most 0.99: "
+              "the slonczewski efficiency P / (1 + P^2 m.p) diverges at P = 1 in the antiparallel state)",
+              low=0.0, high=0.99, low_open=True),
     Parameter("stt_lambda", 1.0, "1", "Slonczewski asymmetry Lambda (eta_form lambda)", low=1e-3, high=100.0),
     Parameter("beta_fl", 0.0, "1", "field-like over damping-like torque, b_J / a_J", low=-10.0, high=10.0,
               distribution="normal", spread_scale=0.1),
@@ -179,15 +180,18 @@ SETTING_UNITS = {"h_ext": "A/m", "temperature": "K", "dt": "s", "settle_time": "
 
 def precession_per_step(params, settings):
     """Angle (rad) the fastest motion turns in one step ``dt`` of junctions ``params`` (J, P):
-    gamma0 (|H|max + a_J eta (1 + |beta_fl|)) dt / (1 + alpha^2), with |H|max = H_k + Ms max(N) +
-    |H_ext| bounding the field and a_J eta the spin torque at the table's largest |I| (eta at
-    m.p = 0, :func:`spingpu.kernels.macrospin.efficiency`), the Landau-Lifshitz rates of DESIGN.md
-    3.2. Unit renormalisation keeps a too-coarse step finite, so it has to be checked, not noticed."""
+    gamma0 (|H|max + a_J eta_max (1 + |beta_fl|)) dt / (1 + alpha^2), with |H|max = H_k + Ms max(N)
+    + |H_ext| bounding the field and a_J eta_max the spin torque at the table's largest |I|, eta_max
+    the efficiency's largest value over m.p in [-1, 1] (:func:`spingpu.kernels.macrospin.efficiency`,
+    monotonic in m.p: P / (1 - P^2) for slonczewski, P max(1, Lambda^2) for lambda), the
+    Landau-Lifshitz rates of DESIGN.md 3.2. Unit renormalisation keeps a too-coarse step finite, so
+    it has to be checked, not noticed."""
     params = np.atleast_2d(np.asarray(params, dtype=np.float64))
     col = {p.name: params[:, k] for k, p in enumerate(PARAMETERS)}
     ms, alpha = col["ms"], col["alpha"]
     h_max = 2.0 * col["k_u"] / (_k.MU0 * ms) + ms * max(settings.demag) + math.hypot(*settings.h_ext)
-    eta = _k.efficiency.py_func(0.0, ETA_FORMS[settings.eta_form], col["spin_polarization"], col["stt_lambda"] ** 2)
+    eta = np.maximum(*(_k.efficiency.py_func(mp, ETA_FORMS[settings.eta_form], col["spin_polarization"],
+                                             col["stt_lambda"] ** 2) for mp in (-1.0, 1.0)))
     i_max = max(abs(settings.table_i_min), abs(settings.table_i_max))
     a_j = _k.HBAR * i_max / (2.0 * _k.E_CHARGE * _k.MU0 * ms * col["t_free"] * col["area"])
     return _k.G0 * (h_max + a_j * eta * (1.0 + np.abs(col["beta_fl"]))) * settings.dt / (1.0 + alpha * alpha)

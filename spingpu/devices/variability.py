@@ -37,7 +37,15 @@ class Variability:
     of ln p for lognormal parameters, about the relative spread while small; multiples of the
     parameter's ``spread_scale`` for normal ones).
     ``per_parameter`` maps a parameter name to its own ``(chip, d2d, pair)`` spreads.
-    ``correlation`` maps a pair of parameter names to their correlation coefficient in (-1, 1).
+    ``correlation`` maps a pair of parameter names (a, b) to the correlation rho in (-1, 1) of
+    their draws x at each level (chip, neuron, member). The correlation of the junctions' ln p_a
+    and ln p_b (of p for normal parameters) is then
+
+        rho_total = rho (c_a c_b + d_a d_b + m_a m_b) / sqrt((c_a^2 + d_a^2 + m_a^2) (c_b^2 + d_b^2 + m_b^2))
+
+    with c, d, m the chip, d2d and pair spreads of each: rho itself where both parameters have the
+    same spreads, less where they differ (0 where one varies only per chip and the other only per
+    pair member). For a wanted rho_total, give rho = rho_total / (the ratio above), if within (-1, 1).
     """
 
     sigma_chip: float = 0.0
