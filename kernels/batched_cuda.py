@@ -115,11 +115,12 @@ def network_mean(rows, out):
 
 
 @cuda.jit
-def optimizer_update(w, g, m1, m2, alive, block_start, opt_kind, lr, t, hyper):
+def optimizer_update(w, g, m1, m2, alive, block_start, opt_kind, lr, bias1, bias2, hyper):
     """``[blocks(w.size), THREADS]``: one optimiser step of every parameter of the flat buffer ``w``
     with gradient ``g``. Block k, elements ``block_start[k]`` .. ``block_start[k + 1]`` - 1, is one
     weight array of all N = ``alive.size`` networks, network after network; ``hyper`` = (momentum,
-    beta1, beta2, eps, weight_decay)."""
+    beta1, beta2, eps, weight_decay); ``bias1``, ``bias2`` Adam's bias corrections of the step,
+    computed once on the host (:func:`~spingpu.kernels.network.adam_bias`), not a pow per element."""
     e = cuda.grid(1)
     if e < w.size:
         k = 0
@@ -127,5 +128,5 @@ def optimizer_update(w, g, m1, m2, alive, block_start, opt_kind, lr, t, hyper):
             k += 1
         n = (e - block_start[k]) // ((block_start[k + 1] - block_start[k]) // alive.size)
         if alive[n]:
-            w[e], m1[e], m2[e] = optimizer_step(w[e], g[e], m1[e], m2[e], opt_kind, lr, t,
+            w[e], m1[e], m2[e] = optimizer_step(w[e], g[e], m1[e], m2[e], opt_kind, lr, bias1, bias2,
                                                 hyper[0], hyper[1], hyper[2], hyper[3], hyper[4])

@@ -17,7 +17,7 @@ import numba
 import numpy as np
 
 from .loss import softmax_xent
-from .network import (add_sample_gradient, argmax, cosine, make_forward, mark_diverged, optimizer_step,
+from .network import (adam_bias, add_sample_gradient, argmax, cosine, make_forward, mark_diverged, optimizer_step,
                       out_of_range, relative_error, sample_deltas)
 from .philox import split_seed
 from .streams import PURPOSE_EVAL_NOISE, PURPOSE_NOISE
@@ -123,9 +123,10 @@ def make_fused_trainer(pair_neuron):
                     out_derr[i, epoch] = np.median(errs[:n_err])
                 loss_sum += batch_loss
                 t += 1
+                bias1, bias2 = adam_bias(beta1, t), adam_bias(beta2, t)
                 for k in range(n_w):
-                    w[k], m1[k], m2[k] = optimizer_step(w[k], g[k], m1[k], m2[k], opt_kind, lr, t, momentum, beta1,
-                                                        beta2, eps, wd)
+                    w[k], m1[k], m2[k] = optimizer_step(w[k], g[k], m1[k], m2[k], opt_kind, lr, bias1, bias2,
+                                                        momentum, beta1, beta2, eps, wd)
             out_loss[i, epoch] = loss_sum / n_train
             out_acc[i, epoch] = correct / n_train
             out_val[i, epoch], n_beyond = accuracy(w, x_va, y_va, PURPOSE_EVAL_NOISE, 0, epoch * y_va.shape[0], act,

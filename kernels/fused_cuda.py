@@ -33,7 +33,7 @@ from numba import cuda
 
 from . import simulator
 from .loss import softmax_xent
-from .network import (argmax, cosine, mark_diverged, optimizer_step, out_of_range, relative_error,
+from .network import (adam_bias, argmax, cosine, mark_diverged, optimizer_step, out_of_range, relative_error,
                       sample_deltas, weight_gradient)
 from .philox import split_seed
 from .streams import PURPOSE_EVAL_NOISE, PURPOSE_NOISE
@@ -101,6 +101,18 @@ def fused_cuda_layout(sizes, n_params, batch, threads=None, min_blocks=None):
         if 8 * shared_words(sizes, n_params, t) <= SHARED_BYTES:
             return FusedLayout(sizes, int(n_params), int(t), errs_len, min_blocks)
     return None
+
+
+SM_MAX_THREADS = 2048  # resident threads per multiprocessor, the most of any CUDA GPU (sm_80, sm_90, sm_100)
+SM_MAX_SHARED_BYTES = 228 * 1024  # shared memory per multiprocessor, the most of any (sm_90, sm_100)
+SM_RESERVED_SHARED_BYTES = 1024  # the shared memory the driver reserves per resident block (sm_80 on)
+
+
+def max_resident_blocks(layout):
+    """The most blocks of ``layout`` one multiprocessor of any GPU can hold, by threads and shared
+    memory: a larger launch bound (``min_blocks``) cannot be met, and ptxas ignores it silently."""
+    return min(SM_MAX_THREADS // layout.threads,
+               SM_MAX_SHARED_BYTES // (8 * layout.shared_words + SM_RESERVED_SHARED_BYTES))
 
 
 def make_fused_cuda(forward, layout: FusedLayout):
@@ -309,11 +321,12 @@ def make_fused_cuda(forward, layout: FusedLayout):
                             out_derr[i, epoch] = (errs[i, n_err // 2 - 1] + errs[i, n_err // 2]) / 2.0
                 loss_sum += batch_loss
                 t += 1
+                bias1, bias2 = adam_bias(beta1, t), adam_bias(beta2, t)
                 for j in range(KPT):
                     k = tid + j * T
                     if k < N_W:
-                        w[k], m1[j], m2[j] = optimizer_step(w[k], gl[j], m1[j], m2[j], opt_kind, lr, t, momentum,
-                                                            beta1, beta2, eps, wd)
+                        w[k], m1[j], m2[j] = optimizer_step(w[k], gl[j], m1[j], m2[j], opt_kind, lr, bias1, bias2,
+                                                            momentum, beta1, beta2, eps, wd)
                 cuda.syncthreads()
             n_correct = _block_sum(count, correct, tid)
             if tid == 0:

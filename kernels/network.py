@@ -29,11 +29,22 @@ OPTIMIZER_CODES = {"sgd": SGD, "momentum": MOMENTUM, "adam": ADAM}
 
 
 @numba.njit(inline="always", cache=True)
-def optimizer_step(w, g, m1, m2, opt_kind, lr, t, momentum, beta1, beta2, eps, weight_decay):
-    """One weight's update; returns (w, m1, m2). ``g`` is dL/dw, ``t`` the step count from 1.
+def adam_bias(beta, t):
+    """1 - beta^t, Adam's bias correction after ``t`` steps, as ``pow`` of a float exponent: the
+    same C library ``pow`` in the NumPy engine, the compiled CPU engines and the CUDA simulator
+    (Numba's float ** int multiplies by squaring instead, which differs in the last bits), and
+    libdevice's on a GPU. The batched engines compute it once per step on the host."""
+    return 1.0 - beta ** float(t)
+
+
+@numba.njit(inline="always", cache=True)
+def optimizer_step(w, g, m1, m2, opt_kind, lr, bias1, bias2, momentum, beta1, beta2, eps, weight_decay):
+    """One weight's update; returns (w, m1, m2). ``g`` is dL/dw; ``bias1``, ``bias2`` Adam's bias
+    corrections 1 - beta1^t and 1 - beta2^t at step t (from 1; :func:`adam_bias`).
 
     SGD: w -= lr (g + wd w). Momentum: m1 = mu m1 + g'; w -= lr m1. Adam (Kingma & Ba 2015):
-    m1 = b1 m1 + (1 - b1) g', m2 = b2 m2 + (1 - b2) g'^2, w -= lr m1_hat / (sqrt(m2_hat) + eps).
+    m1 = b1 m1 + (1 - b1) g', m2 = b2 m2 + (1 - b2) g'^2, w -= lr m1_hat / (sqrt(m2_hat) + eps),
+    m1_hat = m1 / (1 - b1^t), m2_hat = m2 / (1 - b2^t).
     """
     gk = g + weight_decay * w
     if opt_kind == SGD:
@@ -44,8 +55,8 @@ def optimizer_step(w, g, m1, m2, opt_kind, lr, t, momentum, beta1, beta2, eps, w
     else:
         m1 = beta1 * m1 + (1.0 - beta1) * gk
         m2 = beta2 * m2 + (1.0 - beta2) * gk * gk
-        mhat = m1 / (1.0 - beta1 ** t)
-        vhat = m2 / (1.0 - beta2 ** t)
+        mhat = m1 / bias1
+        vhat = m2 / bias2
         w -= lr * mhat / (math.sqrt(vhat) + eps)
     return w, m1, m2
 

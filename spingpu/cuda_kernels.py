@@ -83,7 +83,7 @@ def batched_specs(models):
         specs.append(KernelSpec(f"digital_layer[{dtype}]", batched_cuda.digital_layer, sig(0, z, z, z), threads))
         w = np.zeros(10, dtype)
         specs.append(KernelSpec(f"optimizer_update[{dtype}]", batched_cuda.optimizer_update,
-                                sig(w, w, w, w, np.zeros(2, np.bool_), i64, 0, 0.1, 1, f64), threads))
+                                sig(w, w, w, w, np.zeros(2, np.bool_), i64, 0, 0.1, 0.1, 0.001, f64), threads))
     logits = np.zeros((2, 3, 4))
     specs.append(KernelSpec("softmax_xent_rows", batched_cuda.softmax_xent_rows,
                             sig(logits, i64, np.zeros((1, 4)), False, 1.0, 0.0, logits, np.zeros((2, 3))), threads))

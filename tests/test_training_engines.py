@@ -190,7 +190,7 @@ def test_the_batched_optimiser_step_is_the_textbook_step_on_live_networks_only(o
     alive[:2] = True, False
     lr, t, mu, b1, b2, eps, wd = 0.03, 3, 0.8, 0.85, 0.99, 1e-7, 2e-3
     before = [a.copy() for a in (w, m1, m2)]
-    optimizer_update(w, g, m1, m2, alive, OPTIMIZER_CODES[optimizer], lr, t, mu, b1, b2, eps, wd)
+    optimizer_update(w, g, m1, m2, alive, OPTIMIZER_CODES[optimizer], lr, 1 - b1 ** t, 1 - b2 ** t, mu, b1, b2, eps, wd)
 
     w0, g0, m10, m20 = (a.astype(np.float64) for a in (before[0], g, before[1], before[2]))
     gk = g0 + wd * w0
@@ -209,6 +209,28 @@ def test_the_batched_optimiser_step_is_the_textbook_step_on_live_networks_only(o
         np.testing.assert_allclose(got[alive], want[alive], rtol=rtol, atol=atol)
         np.testing.assert_array_equal(got[~alive], old[~alive])
     assert optimizer == "sgd" or not np.array_equal(w[alive], before[0][alive])
+
+
+def test_adam_bias_correction_is_one_definition_in_every_engine():
+    """1 - beta^t as the NumPy engine computes it on the host (C pow of a float exponent), compiled
+    alone and inlined into a compiled caller, for every step of long runs: bit for bit. Numba's
+    float ** int would multiply by squaring and differ in the last bits at thousands of steps."""
+    import numba
+
+    from spingpu.kernels.network import adam_bias
+
+    @numba.njit
+    def inlined(beta, steps):
+        out = np.empty(steps)
+        for t in range(1, steps + 1):
+            out[t - 1] = adam_bias(beta, t)
+        return out
+
+    rng = np.random.default_rng()
+    for beta in (0.9, 0.999, rng.uniform(0.5, 0.9999)):
+        host = np.array([1 - beta ** t for t in range(1, 20_001)])
+        np.testing.assert_array_equal(inlined(beta, 20_000), host)
+        assert adam_bias(beta, 7_777) == host[7_776]
 
 
 def test_grad_cosine_is_over_the_hidden_layers_weights(blobs):

@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..kernels import batched_cuda as kern
-from ..kernels.network import OPTIMIZER_CODES
+from ..kernels.network import OPTIMIZER_CODES, adam_bias
 from ..kernels.pair_neuron import MODE_CODES
 from ..kernels.philox import split_seed
 from .fused_engine import neuron_vector, readout_vector
@@ -227,6 +227,7 @@ class BatchedCudaEngine(NumpyEngine):
 
     def _update(self, alive, lr, t):
         """The optimiser kernel over the flat buffers, for the networks flagged in ``alive``."""
+        b1, b2 = self.config.adam_betas
         self.device.launch(kern.optimizer_update, kern.blocks(self.flat.size), kern.THREADS,
                            self.flat, self.grad_flat, self.m1, self.m2, alive, self._block_start,
-                           OPTIMIZER_CODES[self.config.optimizer], lr, t, self._hyper)
+                           OPTIMIZER_CODES[self.config.optimizer], lr, adam_bias(b1, t), adam_bias(b2, t), self._hyper)

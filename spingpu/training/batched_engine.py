@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..kernels.batched_cpu import optimizer_update
+from ..kernels.network import adam_bias
 from ..kernels.network import OPTIMIZER_CODES
 from ..kernels.pair_layer import make_pair_layer
 from ..kernels.pair_neuron import MODE_CODES
@@ -72,5 +73,6 @@ class BatchedCpuEngine(NumpyEngine):
             m2 = self.state[n_p + k] if len(self.state) > n_p else m1  # read only, where not Adam
             assert w.flags.c_contiguous and m1.flags.c_contiguous and m2.flags.c_contiguous
             optimizer_update(w.reshape(n, -1), np.ascontiguousarray(g, dtype=w.dtype).reshape(n, -1),
-                             m1.reshape(n, -1), m2.reshape(n, -1), alive, OPTIMIZER_CODES[cfg.optimizer], lr, t,
-                             float(cfg.momentum), float(b1), float(b2), float(cfg.adam_eps), float(cfg.weight_decay))
+                             m1.reshape(n, -1), m2.reshape(n, -1), alive, OPTIMIZER_CODES[cfg.optimizer], lr,
+                             adam_bias(b1, t), adam_bias(b2, t), float(cfg.momentum), float(b1), float(b2),
+                             float(cfg.adam_eps), float(cfg.weight_decay))

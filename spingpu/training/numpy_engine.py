@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from ..devices.variability import sample_layer
 from ..kernels import streams
 from ..kernels.loss import softmax_xent_batch
+from ..kernels.network import adam_bias
 from ..kernels.pair_layer import digital_layer
 from ..kernels.pair_neuron import MODE_CODES, readings
 from .config import TrainConfig
@@ -297,7 +298,7 @@ class NumpyEngine:
                 m, v = self.state[k], self.state[n_p + k]
                 m[keep] = b1 * m[keep] + (1 - b1) * g[keep]
                 v[keep] = b2 * v[keep] + (1 - b2) * g[keep] * g[keep]
-                mhat = m / (1 - b1 ** self.t)
-                vhat = v / (1 - b2 ** self.t)
+                mhat = m / adam_bias(b1, self.t)
+                vhat = v / adam_bias(b2, self.t)
                 step = lr * mhat / (np.sqrt(vhat) + cfg.adam_eps)
             w[keep] -= step[keep].astype(self.dtype)
