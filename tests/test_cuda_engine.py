@@ -117,6 +117,31 @@ def test_layout_fits_shared_memory_and_refuses_networks_that_do_not():
     assert fused_cuda_layout((784, 256, 10), 6, 128) is None
 
 
+def test_a_launch_bound_no_multiprocessor_can_meet_is_refused(blobs):
+    """Blocks of the Iris-size layout: 40,280 B of shared memory each (+1 KiB reserved: ptxas's
+    41,304) fit 5 to a multiprocessor's 228 KiB; 2048 threads fit 16 blocks of 128. A larger bound
+    is an error before anything is compiled (ptxas would ignore it): here for the test's small
+    network in blocks of 32 threads, where shared memory allows 31 blocks and threads 64."""
+    from spingpu.devices import get_model
+    from spingpu.kernels.fused_cuda import max_resident_blocks
+    from spingpu.training.trainer import fused_cuda_layout_for
+
+    iris = fused_cuda_layout((4, 8, 3), 6, 90)
+    assert 8 * iris.shared_words == 40_280 and max_resident_blocks(iris) == 233_472 // 41_304 == 5
+    cfg = TrainConfig(hidden=(3,), epochs=1)
+    layout = fused_cuda_layout_for(blobs, cfg, get_model("stt_compact"), SIM)
+    most = min(2048 // 32, 233_472 // (8 * layout.shared_words + 1024))
+    assert most == 31
+    ok = Backend("cuda", simulator=True, block_threads=32, min_blocks_per_sm=most)
+    assert fused_cuda_layout_for(blobs, cfg, get_model("stt_compact"), ok).min_blocks == most
+    with pytest.raises(ConfigError) as err:
+        train(blobs, cfg, n_networks=1, backend=Backend("cuda", simulator=True, block_threads=32,
+                                                       min_blocks_per_sm=most + 1))
+    assert str(err.value) == (f"min_blocks_per_sm: {most + 1} blocks of 32 threads and {8 * layout.shared_words:,} "
+                              f"B of shared memory cannot be resident on one multiprocessor of any GPU; allowed "
+                              f"here: 1 <= value <= {most}")
+
+
 @pytest.mark.parametrize("bad, message", [
     (dict(gpu_memory_bytes=0), "gpu_memory_bytes: 0 is out of range"),
     (dict(block_threads=48), "block_threads: 48; allowed: 32, 64, 128, 256"),

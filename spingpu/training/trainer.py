@@ -290,7 +290,7 @@ def fused_cuda_layout_for(dataset, config, model, backend):
     """The fused CUDA kernel's layout when ``backend`` trains this problem with it, else None (the
     batched CUDA engine); ConfigError when ``cuda_engine='fused'`` is asked of a network it cannot
     hold."""
-    from ..kernels.fused_cuda import fused_cuda_layout
+    from ..kernels.fused_cuda import fused_cuda_layout, max_resident_blocks
 
     n_train = dataset.y_train.size
     batch = n_train if config.batch_size is None else min(config.batch_size, n_train)
@@ -300,7 +300,13 @@ def fused_cuda_layout_for(dataset, config, model, backend):
     if backend.cuda_engine == "fused" and layout is None:
         raise ConfigError("cuda_engine", f"'fused' needs layers of at most {FUSED_MAX_WIDTH} units whose block fits "
                                          f"in shared memory; allowed here: auto, batched")
-    return None if backend.cuda_engine == "batched" else layout
+    layout = None if backend.cuda_engine == "batched" else layout
+    if layout is not None and layout.min_blocks is not None and layout.min_blocks > max_resident_blocks(layout):
+        raise ConfigError("min_blocks_per_sm", f"{layout.min_blocks} blocks of {layout.threads} threads and "
+                                               f"{8 * layout.shared_words:,} B of shared memory cannot be resident "
+                                               f"on one multiprocessor of any GPU; allowed here: 1 <= value <= "
+                                               f"{max_resident_blocks(layout)}")
+    return layout
 
 
 def _train_cuda(dataset, config, networks, model, teacher_logits, progress, backend, layout):
