@@ -68,11 +68,12 @@ class BatchedCpuEngine(NumpyEngine):
         cfg = self.config
         n_p, n = len(self.weights), self.networks.size
         b1, b2 = cfg.adam_betas
+        bias1, bias2 = adam_bias(b1, t), adam_bias(b2, t)  # once per step, for every weight array
         for k, (w, g) in enumerate(zip(self.weights, grads)):
             m1 = self.state[k]
             m2 = self.state[n_p + k] if len(self.state) > n_p else m1  # read only, where not Adam
             assert w.flags.c_contiguous and m1.flags.c_contiguous and m2.flags.c_contiguous
             optimizer_update(w.reshape(n, -1), np.ascontiguousarray(g, dtype=w.dtype).reshape(n, -1),
                              m1.reshape(n, -1), m2.reshape(n, -1), alive, OPTIMIZER_CODES[cfg.optimizer], lr,
-                             adam_bias(b1, t), adam_bias(b2, t), float(cfg.momentum), float(b1), float(b2),
+                             bias1, bias2, float(cfg.momentum), float(b1), float(b2),
                              float(cfg.adam_eps), float(cfg.weight_decay))

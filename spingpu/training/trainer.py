@@ -301,11 +301,13 @@ def fused_cuda_layout_for(dataset, config, model, backend):
         raise ConfigError("cuda_engine", f"'fused' needs layers of at most {FUSED_MAX_WIDTH} units whose block fits "
                                          f"in shared memory; allowed here: auto, batched")
     layout = None if backend.cuda_engine == "batched" else layout
-    if layout is not None and layout.min_blocks is not None and layout.min_blocks > max_resident_blocks(layout):
-        raise ConfigError("min_blocks_per_sm", f"{layout.min_blocks} blocks of {layout.threads} threads and "
-                                               f"{8 * layout.shared_words:,} B of shared memory cannot be resident "
-                                               f"on one multiprocessor of any GPU; allowed here: 1 <= value <= "
-                                               f"{max_resident_blocks(layout)}")
+    if layout is not None and layout.min_blocks is not None:
+        most = max_resident_blocks(layout)
+        if layout.min_blocks > most:
+            raise ConfigError("min_blocks_per_sm", f"{layout.min_blocks} blocks of {layout.threads} threads and "
+                                                   f"{8 * layout.shared_words:,} B of shared memory cannot be "
+                                                   f"resident on one multiprocessor of any GPU; allowed here: "
+                                                   f"1 <= value <= {most}")
     return layout
 
 
