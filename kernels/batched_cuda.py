@@ -17,14 +17,13 @@ kernel's sizes): the elementwise passes between cuBLAS matrix products, one thre
 import numba
 from numba import cuda
 
-from . import simulator
+from . import cuda_setup
 from .loss import softmax_xent
 from .network import optimizer_step
 from .pair_neuron import NOISE_NONE, digital
 from .philox import normal_pair, stream_id
 
-if numba.config.ENABLE_CUDASIM:
-    simulator.install()
+cuda_setup.prepare()
 
 THREADS = 128  # threads per block of every kernel here
 

@@ -8,12 +8,11 @@ can stand in for it (NUMBA_ENABLE_CUDASIM=1).
 import numba
 from numba import cuda
 
-from . import simulator
+from . import cuda_setup
 from .macrospin import run_grid_point
 from .variability import MAX_PARAMETERS, sample_junction
 
-if numba.config.ENABLE_CUDASIM:
-    simulator.install()
+cuda_setup.prepare()
 
 THREADS = 128  # threads per block of these kernels' launches (one thread per element or task)
 

@@ -31,15 +31,14 @@ import numba
 import numpy as np
 from numba import cuda
 
-from . import simulator
+from . import cuda_setup
 from .loss import softmax_xent
 from .network import (adam_bias, argmax, cosine, mark_diverged, optimizer_step, out_of_range, relative_error,
                       sample_deltas, weight_gradient)
 from .philox import split_seed
 from .streams import PURPOSE_EVAL_NOISE, PURPOSE_NOISE
 
-if numba.config.ENABLE_CUDASIM:
-    simulator.install()
+cuda_setup.prepare()
 
 SHARED_BYTES = 48 * 1024  # static shared memory a kernel may use on every CUDA GPU since sm_20
 THREAD_CHOICES = (128, 64, 32)

@@ -46,6 +46,9 @@ def compile_ptx(kernel, signature, cc=(9, 0)):
     kernel's own code-generation options (launch bounds, fastmath, optimisation, debug, line info)."""
     from numba import cuda
 
+    from .cuda_setup import prepare
+
+    prepare()
     py_func = getattr(kernel, "py_func", kernel)
     options = getattr(kernel, "targetoptions", {})
     forwarded = {k: options[k] for k in PTX_OPTIONS if k in options}
