@@ -20,7 +20,9 @@ element required to be overwritten):
   batched    the batched CUDA engine against the NumPy engine, float32, on a 784-64-64-10 problem, and
              its last network trained alone against the same network among 130 (bit-identical); the
              same for networks 1 and 129 of an odd-sized 7-66-3 problem, whose GEMM operands sit at
-             offsets that are not multiples of 256 bytes (grouped_matmul's aligned copies)
+             offsets that are not multiples of 256 bytes (grouped_matmul's aligned copies), and that
+             problem run twice (bit-identical); where they differ, the metrics that do, and each
+             per-network operation of a step that gives other bits alone than among 130
 
 First a preflight of a few seconds (one Numba kernel on CuPy arrays through Device.launch, one CuPy
 matmul): if the GPU stack does not work, the script says so and stops at once.
@@ -49,8 +51,9 @@ sampling every network's junctions and initial weights):
              multiplies and adds differently), and 1e6 again with the fastest if that is
              a launch bound: network-epochs/s and registers (a run predicted to exceed --budget
              seconds or the time left before --deadline is skipped and said so)
-  launch     the host's time to queue one pair-kernel launch (numba-cuda, through Device.launch, which
-             also wraps each CuPy array for numba-cuda: the cost the engine pays) against a CuPy
+  launch     the host's time to queue one pair-kernel launch (numba-cuda, through Device.launch: the
+             cost the engine pays; CuPy arrays passed as they are where that passed its check, and
+             then again each wrapped for numba-cuda, the way older numba-cuda needs) against a CuPy
              RawKernel (CUDA C) with the same 19 arguments
   macrospin  the LLGS kernel: junction-steps/s, and its resistances against the CPU kernel's; the
              junction tables of training as the CUDA engines compute them, against the CPU's
@@ -93,11 +96,11 @@ SIM_THREADS = 32
 MNIST_SIZES = (784, 256, 256, 256, 256, 10)
 
 
-def fused_backend(sim, min_blocks=None):
+def fused_backend(sim, min_blocks=None, threads=None):
     """The CUDA backend of the fused-kernel runs (small blocks in the simulator)."""
     from spingpu.backends import Backend
 
-    return Backend("cuda", simulator=sim, block_threads=SIM_THREADS if sim else None, min_blocks_per_sm=min_blocks)
+    return Backend("cuda", simulator=sim, block_threads=SIM_THREADS if sim else threads, min_blocks_per_sm=min_blocks)
 
 
 def parse():
@@ -335,6 +338,44 @@ def check_pair(rng, device, sim):
                 f"readings beyond the table {beyond:,d}, counted differently {differ}")
 
 
+def split_primitives(rng, device, sim):
+    """Which of the batched engine's per-network operations give network k other bits alone than
+    among 130 (k = 1 and 129; float32): each of grouped_matmul's five operand layouts (forward with
+    the shared input or a 3-D one, a^T delta shared or 3-D, delta W^T), the bias gradients' kernel
+    (``sample_sum``), CuPy's ``sum(axis=1)`` (the reduction it replaced) and ``grad_cosine``. A list
+    of the names that differ (empty: none)."""
+    from spingpu.kernels import batched_cuda as kern
+    from spingpu.training.batched_cuda_engine import grouped_matmul
+    from spingpu.training.trainer import _cosine
+
+    xp, n = device.xp, 2 if sim else 130
+    differ = []
+    for b, f, u in ((5, 4, 3),) if sim else ((21, 7, 66), (128, 784, 64)):
+        def put(*shape):
+            return xp.asarray(rng.normal(0, 1, shape).astype(np.float32))
+
+        x, a, w, delta = put(b, f), put(n, b, f), put(n, f, u), put(n, b, u)
+
+        def bias_sum(d):
+            out = xp.empty((d.shape[0], d.shape[2]), dtype=d.dtype)
+            device.launch(kern.sample_sum, kern.blocks(out.size), kern.THREADS, xp.ascontiguousarray(d), out)
+            return out
+
+        ops = {"forward shared input": lambda k: grouped_matmul(device, x, w[k]),
+               "forward": lambda k: grouped_matmul(device, a[k], w[k]),
+               "a^T delta shared input": lambda k: grouped_matmul(device, x.T, delta[k]),
+               "a^T delta": lambda k: grouped_matmul(device, a[k].swapaxes(1, 2), delta[k]),
+               "delta W^T": lambda k: grouped_matmul(device, delta[k], w[k].swapaxes(1, 2)),
+               "bias kernel": lambda k: bias_sum(delta[k]),
+               "cupy sum(axis=1)": lambda k: delta[k].sum(axis=1),
+               "grad_cosine": lambda k: _cosine([w[k], delta[k]], [w[k] * 1.5 + 0.25, delta[k] - 0.5])}
+        for name, op in ops.items():
+            among = device.get(op(slice(None)))
+            if not all(np.array_equal(device.get(op(slice(k, k + 1)))[0], among[k]) for k in (1, n - 1)):
+                differ.append(f"{name} ({b}x{f}x{u})")
+    return differ
+
+
 def check_batched(rng, device, sim):
     from spingpu import Readout, Variability
     from spingpu.backends import Backend
@@ -350,22 +391,37 @@ def check_batched(rng, device, sim):
     gpu = train(ds, cfg, n_networks=n, backend=backend)
     rel = float(np.nanmax(np.abs(gpu.train_loss.values - ref.train_loss.values) / np.abs(ref.train_loss.values)))
 
-    def same_bits(a, b, k):
-        return all(np.array_equal(a[v].values[0], b[v].values[k], equal_nan=True)
-                   for v in ("train_loss", "val_acc", "grad_cosine", "test_acc"))
+    def differing(a, b, k):
+        """The metrics of network 0 of ``a`` that are not the bits of network k of ``b``, with the
+        largest difference."""
+        out = []
+        for v in ("train_loss", "val_acc", "grad_cosine", "test_acc"):
+            x, y = a[v].values[0], b[v].values[k]
+            if not np.array_equal(x, y, equal_nan=True):
+                out.append(f"{v} {np.nanmax(np.abs(x - y)):.1e}")
+        return out
 
     # the last network trained alone: the same bits (every GEMM call holds the same number of networks)
-    same = same_bits(train(ds, cfg, networks=[n - 1], backend=backend), gpu, -1)
+    alone = differing(train(ds, cfg, networks=[n - 1], backend=backend), gpu, -1)
     # odd sizes, so that group and weight-block offsets are not multiples of 256 bytes (aligned copies)
     odd_ds = blobs(rng, rows, 7, 3, "odd-sized")
     odd_cfg = TrainConfig(hidden=(9,) if sim else (66,), epochs=1, lr=0.01, batch_size=21, seed=3,
                           readout=Readout(read_noise=1e-3))
     among = train(odd_ds, odd_cfg, n_networks=n, backend=backend)
-    odd_same = all(same_bits(train(odd_ds, odd_cfg, networks=[k], backend=backend), among, k) for k in {1, n - 1})
-    return dict(name="batched vs numpy", ok=bool(rel < 1e-3 and same and odd_same),
+    odd = [f"network {k}: {', '.join(d)}" for k in (1, n - 1)
+           if (d := differing(train(odd_ds, odd_cfg, networks=[k], backend=backend), among, k))]
+    repeat = train(odd_ds, odd_cfg, n_networks=n, backend=backend)  # run to run: no race, no atomics
+    again = [v for v in ("train_loss", "val_acc", "grad_cosine", "test_acc")
+             if not np.array_equal(repeat[v].values, among[v].values, equal_nan=True)]
+    primitives = split_primitives(rng, device, sim)
+    ok = rel < 1e-3 and not alone and not odd and not again and not primitives
+    return dict(name="batched vs numpy", ok=bool(ok),
                 detail=f"float32, max rel loss diff {rel:.1e}; network {n - 1} alone "
-                       f"{'bit-identical' if same else 'DIFFERS'}; odd sizes (7-{odd_cfg.hidden[0]}-3) networks 1, {n - 1} alone "
-                       f"{'bit-identical' if odd_same else 'DIFFER'}")
+                       f"{'bit-identical' if not alone else 'DIFFERS: ' + ', '.join(alone)}; odd sizes "
+                       f"(7-{odd_cfg.hidden[0]}-3) networks 1, {n - 1} alone "
+                       f"{'bit-identical' if not odd else 'DIFFER: ' + '; '.join(odd)}; a second run "
+                       f"{'bit-identical' if not again else 'DIFFERS: ' + ', '.join(again)}; per-network "
+                       f"operations that depend on the networks beside: {', '.join(primitives) or 'none'}")
 
 
 # --- timings -------------------------------------------------------------------------------------
@@ -380,9 +436,10 @@ def kernel_registers(kernel):
     return max(regs.values(), default=None) if isinstance(regs, dict) else regs
 
 
-def predicted_seconds(runs, n, epochs, min_blocks):
-    """Seconds a fused Iris run of ``n`` networks with launch bound ``min_blocks`` should take, from
-    the earlier ``runs`` (dicts of networks, min_blocks, fixed_s = the run's compile_seconds, rate);
+def predicted_seconds(runs, n, epochs, variant):
+    """Seconds a fused Iris run of ``n`` networks of kernel ``variant`` (its launch bound and block
+    size) should take, from the earlier ``runs`` (dicts of networks, variant, fixed_s = the run's
+    compile_seconds, rate);
     None before the first. Its network-epochs at that variant's rate (else the latest), plus set-up
     per network times n, plus a compilation if the variant is new: a variant's first run pays its
     kernel's compilation (constant), later runs only the set-up (sampling and packing, ~ n). Until a
@@ -391,23 +448,24 @@ def predicted_seconds(runs, n, epochs, min_blocks):
     """
     if not runs:
         return None
-    variant_rates = [r["rate"] for r in runs if r["min_blocks"] == min_blocks]
+    variant_rates = [r["rate"] for r in runs if r["variant"] == variant]
     rate = (variant_rates or [runs[-1]["rate"]])[-1]
     seen, firsts, later = set(), [], []
     for r in runs:
-        (later if r["min_blocks"] in seen else firsts).append(r)
-        seen.add(r["min_blocks"])
+        (later if r["variant"] in seen else firsts).append(r)
+        seen.add(r["variant"])
     setup_per_network = max((r["fixed_s"] / r["networks"] for r in later), default=0.0)
     compile_s = max(max(r["fixed_s"] - setup_per_network * r["networks"], 0.0) for r in firsts)
-    return n * epochs / rate + setup_per_network * n + (0.0 if min_blocks in seen else compile_s)
+    return n * epochs / rate + setup_per_network * n + (0.0 if variant in seen else compile_s)
 
 
 def time_iris(rng, device, sim, budget, remaining, on_row=lambda rows: None):
-    """Network-epochs/s of the fused kernel: 1e4, 1e5 and 1e6 networks with the compiler's register
-    choice (the target's row first), then 1e5 with each launch bound of FUSED_MIN_BLOCKS (same
-    numbers expected: only the register allocation differs; an informational comparison, since
-    ptxas may contract multiplies and adds differently), and 1e6 again with the fastest of them if
-    that is not the compiler's choice. A run predicted (:func:`predicted_seconds`) to exceed
+    """Network-epochs/s of the fused kernel: 1e4, 1e5 and 1e6 networks with the default block (the
+    batch in whole warps: 96 threads) and the compiler's register choice (the target's row first),
+    then 1e5 with blocks of 128 threads (the default before the batch set it), and with each launch
+    bound of FUSED_MIN_BLOCKS (same numbers expected: only the block size or the register allocation
+    differs; an informational comparison, since ptxas may contract multiplies and adds
+    differently), and 1e6 again with the fastest of them if that is not the default. A run predicted (:func:`predicted_seconds`) to exceed
     ``budget`` seconds or the ``remaining()`` time is skipped, and a run that raises is recorded as
     an error row. ``on_row(rows)`` is called after every run (the script saves there)."""
     from spingpu import Readout, Variability
@@ -424,17 +482,17 @@ def time_iris(rng, device, sim, budget, remaining, on_row=lambda rows: None):
     model = get_model("stt_compact")
     rows, state = [], dict(reference=None, runs=[])
 
-    def run(n, min_blocks):
-        row = dict(networks=n, epochs=epochs, min_blocks_per_sm=min_blocks)
+    def run(n, min_blocks=None, threads=None):
+        row = dict(networks=n, epochs=epochs, min_blocks_per_sm=min_blocks, block_threads=threads)
         left = remaining()
-        predicted = predicted_seconds(state["runs"], n, epochs, min_blocks)
+        predicted = predicted_seconds(state["runs"], n, epochs, (min_blocks, threads))
         if left <= 0 or (predicted is not None and predicted > min(budget, left)):
             row["skipped"] = ("past the deadline" if left <= 0 else f"predicted {predicted:.0f} s > "
                               f"{'budget' if budget <= left else 'time left'} {min(budget, left):.0f} s")
             rows.append(row)
             on_row(rows)
             return row
-        backend = fused_backend(sim, min_blocks)
+        backend = fused_backend(sim, min_blocks, threads)
         r, error = attempt(train, ds, cfg, n_networks=n, backend=backend)
         if error is not None:  # one variant failing must not lose the other rows
             row["error"] = error
@@ -443,34 +501,41 @@ def time_iris(rng, device, sim, budget, remaining, on_row=lambda rows: None):
             return row
         layout = fused_cuda_layout(IRIS_SIZES, model.kernel_width, ds.y_train.size, backend.block_threads,
                                    min_blocks)
-        state["runs"].append(dict(networks=n, min_blocks=min_blocks, fixed_s=r.attrs["compile_seconds"],
+        state["runs"].append(dict(networks=n, variant=(min_blocks, threads), fixed_s=r.attrs["compile_seconds"],
                                   rate=r.attrs["network_epochs_per_second"]))
+        row["block_threads"] = layout.threads
         row.update(seconds=r.attrs["train_seconds"], network_epochs_per_s=r.attrs["network_epochs_per_second"],
                    compile_s=r.attrs["compile_seconds"], registers=kernel_registers(fused_cuda_kernel(model, layout)),
                    median_test_acc=float(r.test_acc.median()))
         numbers = (r.train_loss.values, r.test_acc.values)
-        if n == large and min_blocks is None:
+        if n == large and min_blocks is None and threads is None:
             state["reference"] = numbers
         elif n == large and state["reference"] is not None:
             row["same_as_compiler_choice"] = all(np.array_equal(a, b, equal_nan=True)
                                                  for a, b in zip(numbers, state["reference"]))
         rows.append(row)
         on_row(rows)
-        print(f"  iris {n:.0e} networks, min blocks/SM {min_blocks}: {row['network_epochs_per_s']:.3g} "
-              f"network-epochs/s, {row['registers']} registers", flush=True)
+        print(f"  iris {n:.0e} networks, {layout.threads} threads, min blocks/SM {min_blocks}: "
+              f"{row['network_epochs_per_s']:.3g} network-epochs/s, {row['registers']} registers", flush=True)
         return row
 
     small, large, full = (1, 2, 3) if sim else (10**4, 10**5, 10**6)
-    run(small, None)
-    timed = [run(large, None)]
-    run(full, None)
-    timed += [run(large, k) for k in FUSED_MIN_BLOCKS]
-    timed = [row for row in timed if "network_epochs_per_s" in row]
+    run(small)
+    timed = [(run(large), None)]
+    run(full)
+    timed += [(run(large, threads=128), 128)] + [(run(large, k), None) for k in FUSED_MIN_BLOCKS]
+    timed = [(row, threads) for row, threads in timed if "network_epochs_per_s" in row]
     if timed:
-        best = max(timed, key=lambda row: row["network_epochs_per_s"])
-        if best["min_blocks_per_sm"] is not None:
-            run(full, best["min_blocks_per_sm"])
+        best, threads = max(timed, key=lambda pair: pair[0]["network_epochs_per_s"])
+        if best["min_blocks_per_sm"] is not None or threads is not None:
+            run(full, best["min_blocks_per_sm"], threads)
     return rows
+
+
+def iris_variant(row):
+    """An Iris row's networks and kernel variant, in words."""
+    return (f"{row['networks']:.0e} networks, {row.get('block_threads') or 'default'} threads, "
+            f"min blocks/SM {row['min_blocks_per_sm']}")
 
 
 def time_bandwidth(rng, device, sim):
@@ -572,6 +637,7 @@ def time_launch(rng, device, sim, launches=200, rounds=5):
     import cupy
 
     from spingpu.kernels import batched_cuda
+    from spingpu.training.cuda_engine import PASS_ARRAYS, WRAP_ARRAYS
 
     kernel, numba_args = pair_launch(rng, 1, 1, 2)
     dz, dj, nominal, table, mode, dneuron, dreadout, k0, k1, nets, purpose, layer, slot0, row0, derivatives = \
@@ -594,13 +660,22 @@ def time_launch(rng, device, sim, launches=200, rounds=5):
             device.synchronize()
         return best
 
+    checked = device.array_passing  # as they are (numba-cuda >= 0.30), unless that failed its check
     numba_s = per_launch(lambda: device.launch(kernel, 1, batched_cuda.THREADS, *numba_args))
+    wrapped_s = None
+    if checked == PASS_ARRAYS:  # the other way, as its peer
+        device.array_passing = WRAP_ARRAYS
+        try:
+            wrapped_s = per_launch(lambda: device.launch(kernel, 1, batched_cuda.THREADS, *numba_args))
+        finally:
+            device.array_passing = checked
     raw_s = per_launch(lambda: raw((1,), (batched_cuda.THREADS,), raw_args))
     scalars = (float(nominal[0] + table.ravel()[0] + dneuron[0] + dreadout[0]) + int(nets[0]) + mode + purpose
                + layer + slot0 + row0 + k0 + k1 + derivatives)
     arrived = bool(np.isclose(float(outs[2][0, 0, 0]), scalars, rtol=1e-6))
-    return dict(arguments=len(numba_args), numba_us=1e6 * numba_s, cupy_raw_us=1e6 * raw_s, ratio=numba_s / raw_s,
-                peer_arguments_arrived=arrived)
+    return dict(arguments=len(numba_args), array_passing=checked, numba_us=1e6 * numba_s,
+                wrapped_us=None if wrapped_s is None else 1e6 * wrapped_s, cupy_raw_us=1e6 * raw_s,
+                ratio=numba_s / raw_s, peer_arguments_arrived=arrived)
 
 
 def time_mnist(rng, device, sim, sgemm_tflops):
@@ -793,7 +868,7 @@ def checked_and_timed(args, spingpu, Device):
 
     iris = section("iris", time_iris, rng, device, args.simulate, args.budget, remaining, on_row=iris_rows) or []
     for row in iris:  # a run that raised or was skipped is said in the exit status too
-        what = f"iris {row['networks']:.0e}, min blocks/SM {row['min_blocks_per_sm']}"
+        what = f"iris {iris_variant(row)}"
         if "error" in row:
             results["errors"][what] = row["error"]
         if "skipped" in row:
@@ -812,7 +887,7 @@ def checked_and_timed(args, spingpu, Device):
     for c in checks:
         print(f"| check: {c['name']} | {'ok' if c['ok'] else 'FAILED'}: {c['detail']} | pass |")
     for row in iris:
-        what = f"Iris 4-8-3, {row['networks']:.0e} networks, min blocks/SM {row['min_blocks_per_sm']}"
+        what = f"Iris 4-8-3, {iris_variant(row)}"
         if "skipped" in row or "error" in row:
             print(f"| {what} | {'skipped: ' + row['skipped'] if 'skipped' in row else 'ERROR: ' + row['error']} | |")
         else:
@@ -831,8 +906,10 @@ def checked_and_timed(args, spingpu, Device):
         print(f"| (the event timings above) | {bandwidth['timings_queued_late']} of them were still being queued "
               f"when the GPU reached them: they may include host time | |")
     if launch is not None:
-        print(f"| host time per launch, {launch['arguments']} arguments | Device.launch (numba-cuda) "
-              f"{launch['numba_us']:.1f} us, "
+        wrapped = launch.get("wrapped_us")
+        print(f"| host time per launch, {launch['arguments']} arguments | Device.launch (numba-cuda, "
+              f"{launch['array_passing']}) {launch['numba_us']:.1f} us"
+              f"{'' if wrapped is None else f' (wrapping each array: {wrapped:.1f} us)'}, "
               f"CuPy RawKernel {launch['cupy_raw_us']:.1f} us ({launch['ratio']:.1f}x)"
               f"{'' if launch['peer_arguments_arrived'] else '; the RawKernel MISREAD its arguments'} | |")
     for row in mnist:

@@ -7,6 +7,7 @@ kernel's sizes): the elementwise passes between cuBLAS matrix products, one thre
   one thread per (network, sample, pair of units), since one Philox call gives the normals of two
   units (the CPU kernel :mod:`spingpu.kernels.pair_layer` draws the same numbers).
 * ``digital_layer``: tanh / relu / sigmoid and their derivatives.
+* ``sample_sum``: a bias gradient, each network's deltas summed over the batch in sample order.
 * ``softmax_xent``: :func:`spingpu.kernels.loss.softmax_xent` per (network, sample), dL/dlogits
   divided by the batch size; ``network_mean`` then sums each network's losses in sample order.
 * ``optimizer_update``: :func:`spingpu.kernels.network.optimizer_step` over one flat parameter
@@ -100,6 +101,22 @@ def softmax_xent_rows(logits, labels, teacher, use_teacher, dist_t, dist_alpha, 
                                        dist_t, dist_alpha, dl[n, b])
         for c in range(n_c):
             dl[n, b, c] /= n_b
+
+
+@cuda.jit
+def sample_sum(delta, out):
+    """``[blocks(N * U), THREADS]``: ``out[n, u]`` = sum over b of ``delta[n, b, u]``, added in
+    sample order (NumPy's order for a C-order (N, B, U) array), so that a network's bias gradient
+    does not depend on how many networks the call holds."""
+    t = cuda.grid(1)
+    n_net, n_b, n_u = delta.shape
+    if t < n_net * n_u:
+        n = t // n_u
+        u = t % n_u
+        s = delta[n, 0, u]
+        for b in range(1, n_b):
+            s += delta[n, b, u]
+        out[n, u] = s
 
 
 @cuda.jit

@@ -13,16 +13,23 @@ samples (T = threads per block):
 
 The dataset is one copy in global memory that every block reads (the same sample at the same time:
 broadcast loads). Random numbers come from the same Philox streams as on the CPU. Divergence,
-``grad_cosine`` and ``deriv_rel_err`` (median by a bitonic sort of the last batch's relative errors
-in a global scratch row per block) are computed as on the CPU.
+``grad_cosine`` and ``deriv_rel_err`` are computed as on the CPU: the last batch's relative errors
+go to a global scratch row per block as the samples run, and their median is taken by a bitonic
+sort, in shared memory (the activation rows, free between the step's gradients and the next
+forward pass) where the row fits them, else in the global row. The global sort is latency-bound
+(each of its log2(n) (log2(n) + 1) / 2 stages waits for L2 at a barrier); benchmarks/README.md
+gives the two sorts' times on an H200.
 
 Shared memory per block, in float64 words: 3 W + 2 U P + 2 L T M + T + 2, with W weights,
 U hidden units, P junction parameters, L weight layers and M the widest layer rounded up to an odd
 number: thread t's row of activations or deltas starts M words after thread t - 1's, and with M
 odd the 16 threads of a half-warp read 8-byte words in 16 different pairs of the 32 four-byte
 banks (with M = 8, as for Iris, eight threads would share each pair). :func:`fused_cuda_layout`
-picks the largest T in (128, 64, 32) that fits the 48 KiB a kernel may use without opting in to
-more, or says that the network does not fit.
+picks T, a multiple of 32 (whole warps), as the batch rounded up to one, at most 128, and smaller
+while the block does not fit the 48 KiB a kernel may use without opting in to more (or says that
+the network does not fit): threads beyond the batch would idle through every forward and backward
+pass while holding registers that another block's busy warps could use (Iris, batch 90: T = 96, three
+warps all busy, where T = 128 leaves its fourth idle).
 """
 
 from dataclasses import dataclass
@@ -41,7 +48,7 @@ from .streams import PURPOSE_EVAL_NOISE, PURPOSE_NOISE
 cuda_setup.prepare()
 
 SHARED_BYTES = 48 * 1024  # static shared memory a kernel may use on every CUDA GPU since sm_20
-THREAD_CHOICES = (128, 64, 32)
+MAX_THREADS = 128  # the default T's upper bound; a larger batch runs in sub-batches of T samples
 
 
 @dataclass(frozen=True)
@@ -53,6 +60,7 @@ class FusedLayout:
     threads: int  # threads per block T
     errs_len: int  # power of two >= batch x hidden units: the deriv_rel_err scratch row
     min_blocks: int | None = None  # launch bounds: compile so that this many blocks fit a multiprocessor
+    shared_sort: bool = True  # deriv_rel_err's sort in shared memory where it fits (False: always global)
 
     @property
     def launch_bounds(self):
@@ -70,6 +78,12 @@ class FusedLayout:
     @property
     def shared_words(self):
         return shared_words(self.sizes, self.n_params, self.threads)
+
+    @property
+    def sorts_in_shared(self):
+        """Whether deriv_rel_err's sort runs in shared memory: the activation rows, (L, T, M) words,
+        hold the padded scratch row."""
+        return self.shared_sort and self.errs_len <= (len(self.sizes) - 1) * self.threads * row_words(self.sizes)
 
 
 def row_words(sizes):
@@ -95,7 +109,7 @@ def fused_cuda_layout(sizes, n_params, batch, threads=None, min_blocks=None):
     errs_len = 1
     while errs_len < batch * max(sum(sizes[1:-1]), 1):
         errs_len *= 2
-    choices = (threads,) if threads else THREAD_CHOICES
+    choices = (threads,) if threads else range(min(MAX_THREADS, -(-batch // 32) * 32), 0, -32)
     for t in choices:
         if 8 * shared_words(sizes, n_params, t) <= SHARED_BYTES:
             return FusedLayout(sizes, int(n_params), int(t), errs_len, min_blocks)
@@ -163,14 +177,38 @@ def make_fused_cuda(forward, layout: FusedLayout):
                 correct += 1
         return _block_sum(count, correct, tid), beyond
 
+    SORT_IN_SHARED = layout.sorts_in_shared
+
     @cuda.jit(device=True)
-    def _bitonic_sort(errs, i, n, tid):
-        """Sort errs[i, :n] ascending in place (padded to a power of two with +inf); block-wide."""
+    def _errs_at(errs, act, i, q):
+        return errs[i, q]
+
+    @cuda.jit(device=True)
+    def _errs_set(errs, act, i, q, value):
+        errs[i, q] = value
+
+    @cuda.jit(device=True)
+    def _act_at(errs, act, i, q):  # word q of the activation rows, read as one flat row
+        return act[q // (T * ROW), (q // ROW) % T, q % ROW]
+
+    @cuda.jit(device=True)
+    def _act_set(errs, act, i, q, value):
+        act[q // (T * ROW), (q // ROW) % T, q % ROW] = value
+
+    at, put = (_act_at, _act_set) if SORT_IN_SHARED else (_errs_at, _errs_set)
+
+    @cuda.jit(device=True)
+    def _deriv_median(errs, act, i, n, tid):
+        """Median of errs[i, :n] (block-wide; the scratch row is reordered): a bitonic sort, padded to
+        a power of two with +inf, in the activation rows (after copying the row there) or in place."""
+        if SORT_IN_SHARED:
+            for q in range(tid, n, T):
+                _act_set(errs, act, i, q, errs[i, q])
         size = 1
         while size < n:
             size *= 2
         for q in range(n + tid, size, T):
-            errs[i, q] = np.inf
+            put(errs, act, i, q, np.inf)
         cuda.syncthreads()
         k = 2
         while k <= size:
@@ -179,14 +217,17 @@ def make_fused_cuda(forward, layout: FusedLayout):
                 for q in range(tid, size, T):
                     partner = q ^ j
                     if partner > q:
-                        a = errs[i, q]
-                        c = errs[i, partner]
+                        a = at(errs, act, i, q)
+                        c = at(errs, act, i, partner)
                         if ((q & k) == 0 and a > c) or ((q & k) != 0 and a < c):
-                            errs[i, q] = c
-                            errs[i, partner] = a
+                            put(errs, act, i, q, c)
+                            put(errs, act, i, partner, a)
                 cuda.syncthreads()
                 j //= 2
             k *= 2
+        if n % 2 == 1:
+            return at(errs, act, i, n // 2)
+        return (at(errs, act, i, n // 2 - 1) + at(errs, act, i, n // 2)) / 2.0
 
     # launch bounds are a hint to the compiler, which Numba's CUDA simulator does not take
     @cuda.jit(**({} if numba.config.ENABLE_CUDASIM else {"launch_bounds": layout.launch_bounds}))
@@ -309,15 +350,10 @@ def make_fused_cuda(forward, layout: FusedLayout):
                             ges[k] = gel[j]
                     n_err = bsz * HIDDEN_UNITS
                     has_nan = cuda.syncthreads_or(bad)
-                    _bitonic_sort(errs, i, n_err, tid)
+                    median = _deriv_median(errs, act, i, n_err, tid) if n_err > 0 else 0.0
                     if tid == 0:
                         out_cos[i, epoch] = cosine(gs, ges, N_HIDDEN_W)  # hidden layers' weights
-                        if has_nan or n_err == 0:
-                            out_derr[i, epoch] = np.nan
-                        elif n_err % 2 == 1:
-                            out_derr[i, epoch] = errs[i, n_err // 2]
-                        else:
-                            out_derr[i, epoch] = (errs[i, n_err // 2 - 1] + errs[i, n_err // 2]) / 2.0
+                        out_derr[i, epoch] = np.nan if has_nan or n_err == 0 else median
                 loss_sum += batch_loss
                 t += 1
                 bias1, bias2 = adam_bias(beta1, t), adam_bias(beta2, t)

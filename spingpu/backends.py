@@ -24,7 +24,8 @@ class Backend:
 
     CUDA settings: ``gpu_memory_bytes`` caps the GPU memory a run takes (default 80 % of the free
     memory; networks are trained in chunks that fit), ``block_threads`` forces the threads per
-    block of the fused kernel (default: the most of 128, 64, 32 whose shared memory fits),
+    block of the fused kernel (default: the batch rounded up to a multiple of 32, at most 128, less
+    while the block does not fit shared memory),
     ``min_blocks_per_sm`` compiles the fused kernel so that at least that many blocks are resident
     on a multiprocessor (CUDA launch bounds: fewer registers per thread, more blocks hiding each
     other's latency, perhaps spilled registers; default: the compiler's choice; ``spingpu info
@@ -50,8 +51,8 @@ class Backend:
             put("gpu_memory_bytes", check_range("gpu_memory_bytes", self.gpu_memory_bytes, 1, 2**63 - 1, integer=True))
         if self.block_threads is not None:
             threads = self.block_threads
-            if isinstance(threads, (str, bytes, bool)) or threads not in (32, 64, 128, 256):
-                raise ConfigError("block_threads", f"{_short(threads)}; allowed: 32, 64, 128, 256")
+            if isinstance(threads, (str, bytes, bool)) or threads not in range(32, 257, 32):
+                raise ConfigError("block_threads", f"{_short(threads)}; allowed: a multiple of 32 from 32 to 256")
             put("block_threads", int(threads))
         if self.min_blocks_per_sm is not None:
             put("min_blocks_per_sm", check_range("min_blocks_per_sm", self.min_blocks_per_sm, 1, 32, integer=True))

@@ -2,6 +2,7 @@
 engine: the simulator executes the kernel's arithmetic on the CPU, so the numbers must agree to
 rounding. On a GPU, ``benchmarks/gpu_check.py`` compares the same engines."""
 
+import dataclasses
 import sys
 
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 from spingpu import ConfigError, Readout, Variability
 from spingpu.backends import Backend
 from spingpu.kernels.fused_cuda import SHARED_BYTES, fused_cuda_layout
-from spingpu.training import Distillation, PairNeuron, Schedule, TrainConfig, teacher_logits, train
+from spingpu.training import Distillation, PairNeuron, Schedule, TrainConfig, cuda_engine, teacher_logits, train
 
 METRICS = ("train_loss", "train_acc", "val_acc", "grad_cosine", "deriv_rel_err", "test_acc", "extrapolated_readings")
 SIM = Backend("cuda", simulator=True, block_threads=32)
@@ -59,6 +60,41 @@ def test_fused_cuda_kernel_equals_fused_cpu_engine(blobs, case):
     assert gpu.attrs["backend"] == "cuda" and gpu.attrs["device"] == "Numba CUDA simulator"
     assert_same(cpu, gpu)
     assert np.all(np.isfinite(gpu.grad_cosine.values)) and np.all(np.isfinite(gpu.deriv_rel_err.values))
+
+
+def test_deriv_rel_err_median_sorted_in_global_memory_equals_the_cpu(blobs, monkeypatch):
+    """The fallback for a scratch row beyond the activation rows: the global-memory sort."""
+    from spingpu.kernels import fused_cuda
+
+    layouts = []
+    shared = fused_cuda.fused_cuda_layout
+
+    def global_sort(*args, **kwargs):
+        layouts.append(dataclasses.replace(shared(*args, **kwargs), shared_sort=False))
+        return layouts[-1]
+
+    monkeypatch.setattr(fused_cuda, "fused_cuda_layout", global_sort)
+    cfg = TrainConfig(hidden=(6,), epochs=2, lr=0.05, seed=7, variability=VAR, batch_size=16,
+                      readout=Readout(read_noise=2e-3))
+    nets = np.array([3, 11])
+    gpu = train(blobs, cfg, networks=nets, backend=SIM)
+    assert layouts and not layouts[-1].sorts_in_shared
+    assert_same(train(blobs, cfg, networks=nets, backend="cpu"), gpu)
+
+
+@pytest.mark.parametrize("shape", [(3, 21, 66), (2, 128, 5), (1, 7, 1)])
+def test_bias_gradient_kernel_sums_in_numpys_order(shape):
+    """The batched CUDA engine's per-network sum over samples equals NumPy's bit for bit (sample
+    order), whatever the number of networks: network k alone gives the same bits."""
+    from spingpu.kernels import batched_cuda as kern
+
+    delta = np.random.default_rng().normal(0, 1, shape).astype(np.float32) * np.float32(1e3)
+    out = np.full(shape[::2], np.nan, dtype=np.float32)
+    kern.sample_sum[kern.blocks(out.size), kern.THREADS](delta, out)
+    np.testing.assert_array_equal(out, delta.sum(axis=1))
+    alone = np.full((1, shape[2]), np.nan, dtype=np.float32)
+    kern.sample_sum[kern.blocks(alone.size), kern.THREADS](delta[-1:], alone)
+    np.testing.assert_array_equal(alone[0], out[-1])
 
 
 def test_distillation_on_the_gpu(blobs):
@@ -112,16 +148,23 @@ def test_one_network_too_big_for_the_memory_is_a_clear_error(blobs):
 
 def test_layout_fits_shared_memory_and_refuses_networks_that_do_not():
     small = fused_cuda_layout((4, 8, 3), 6, 90)
-    assert small.threads == 128 and 8 * small.shared_words <= SHARED_BYTES
+    assert small.threads == 96 and 8 * small.shared_words <= SHARED_BYTES  # whole warps for 90 samples
+    assert [fused_cuda_layout((4, 8, 3), 6, b).threads for b in (1, 32, 33, 128, 129, 5000)] == [32, 32, 64, 128,
+                                                                                                  128, 128]
     assert small.n_weights == 4 * 8 + 8 + 8 * 3 + 3 and small.errs_len == 1024
+    # deriv_rel_err's 1024-word scratch row sorts in the 2 x 96 x 9 words of activation rows, a
+    # batch of 300 (4096 words) in global memory
+    assert small.sorts_in_shared and not fused_cuda_layout((4, 8, 3), 6, 300).sorts_in_shared
+    assert not dataclasses.replace(small, shared_sort=False).sorts_in_shared
     wide = fused_cuda_layout((64, 64, 64, 10), 6, 128)
     assert wide is None or 8 * wide.shared_words <= SHARED_BYTES
     assert fused_cuda_layout((784, 256, 10), 6, 128) is None
 
 
 def test_a_launch_bound_no_multiprocessor_can_meet_is_refused(blobs):
-    """Blocks of the Iris-size layout: 40,280 B of shared memory each (+1 KiB reserved: ptxas's
-    41,304) fit 5 to a multiprocessor's 228 KiB; 2048 threads fit 16 blocks of 128. A larger bound
+    """Blocks of the Iris-size layout (96 threads for its batch of 90): 30,808 B of shared memory
+    each (+1 KiB reserved) fit 7 to a multiprocessor's 228 KiB; 2048 threads fit 21 blocks of 96.
+    Blocks of 128 threads take 40,280 B (ptxas's 41,304 with the reserve) and fit 5. A larger bound
     is an error before anything is compiled (ptxas would ignore it): here for the test's small
     network in blocks of 32 threads, where shared memory allows 31 blocks and threads 64."""
     from spingpu.devices import get_model
@@ -129,7 +172,10 @@ def test_a_launch_bound_no_multiprocessor_can_meet_is_refused(blobs):
     from spingpu.training.trainer import fused_cuda_layout_for
 
     iris = fused_cuda_layout((4, 8, 3), 6, 90)
-    assert 8 * iris.shared_words == 40_280 and max_resident_blocks(iris) == 233_472 // 41_304 == 5
+    assert iris.threads == 96 and 8 * iris.shared_words == 30_808
+    assert max_resident_blocks(iris) == 233_472 // 31_832 == 7
+    iris_128 = fused_cuda_layout((4, 8, 3), 6, 90, threads=128)
+    assert 8 * iris_128.shared_words == 40_280 and max_resident_blocks(iris_128) == 233_472 // 41_304 == 5
     cfg = TrainConfig(hidden=(3,), epochs=1)
     layout = fused_cuda_layout_for(blobs, cfg, get_model("stt_compact"), SIM)
     most = min(2048 // 32, 233_472 // (8 * layout.shared_words + 1024))
@@ -146,7 +192,7 @@ def test_a_launch_bound_no_multiprocessor_can_meet_is_refused(blobs):
 
 @pytest.mark.parametrize("bad, message", [
     (dict(gpu_memory_bytes=0), "gpu_memory_bytes: 0 is out of range"),
-    (dict(block_threads=48), "block_threads: 48; allowed: 32, 64, 128, 256"),
+    (dict(block_threads=48), "block_threads: 48; allowed: a multiple of 32 from 32 to 256"),
     (dict(min_blocks_per_sm=0), "min_blocks_per_sm: 0 is out of range; allowed: 1 <= value <= 32"),
     (dict(min_blocks_per_sm=2.5), "min_blocks_per_sm: expected an integer, got 2.5"),
 ])
@@ -274,8 +320,41 @@ def test_device_launch_queues_on_cupys_stream_without_synchronising(monkeypatch,
     device = Device(simulator=True)
     device.simulator = False
     device.xp = SimpleNamespace(cuda=SimpleNamespace(get_current_stream=lambda: SimpleNamespace(ptr=stream_ptr)))
-    device.launch(Kernel(), 7, 128, CupyLike("z"), 3, np.uint64(5), CupyLike("h"))
+    z, h = CupyLike("z"), CupyLike("h")
+    device.array_passing = cuda_engine.WRAP_ARRAYS
+    device.launch(Kernel(), 7, 128, z, 3, np.uint64(5), h)
     assert launches == [((7, 128, stream), (("view", "z", False), 3, np.uint64(5), ("view", "h", False)))]
+    device.array_passing = cuda_engine.PASS_ARRAYS  # numba-cuda >= 0.30: DLPack on the launch stream
+    device.launch(Kernel(), 7, 128, z, 3, np.uint64(5), h)
+    assert launches[1] == ((7, 128, stream), (z, 3, np.uint64(5), h))
+
+
+def test_arrays_pass_as_they_are_only_where_a_launch_computes_the_right_numbers(monkeypatch):
+    """The check behind ``Device.array_passing``, run in the simulator: a right launch passes CuPy
+    arrays as they are; a launch that raises or computes wrong numbers, or a numba-cuda before
+    0.30, wraps them (with a warning where a check failed)."""
+    from importlib import metadata
+
+    from spingpu.errors import SpingpuWarning
+    from spingpu.kernels import batched_cuda
+
+    assert cuda_engine._checked_array_passing(cuda_engine.Device(simulator=True)) == cuda_engine.PASS_ARRAYS
+    from numba import cuda
+
+    @cuda.jit
+    def zeros(rows, out):
+        i = cuda.grid(1)
+        if i < out.size:
+            out[i] = 0.0
+
+    real = batched_cuda.network_mean
+    for broken in (lambda: None, zeros):  # not a kernel; a kernel of other numbers
+        monkeypatch.setattr(batched_cuda, "network_mean", broken)
+        with pytest.warns(SpingpuWarning, match=r"^launching a kernel with CuPy arrays failed its check \("):
+            assert cuda_engine._checked_array_passing(cuda_engine.Device(simulator=True)) == cuda_engine.WRAP_ARRAYS
+    monkeypatch.setattr(batched_cuda, "network_mean", real)
+    monkeypatch.setattr(metadata, "version", lambda name: "0.29.1")
+    assert cuda_engine._checked_array_passing(cuda_engine.Device(simulator=True)) == cuda_engine.WRAP_ARRAYS
 
 
 class RecordingDevice:
@@ -592,7 +671,8 @@ def test_gpu_check_counts_iris_runs_that_raised_or_were_skipped_and_keeps_the_ot
     import json
 
     gpu_check = _gpu_check_module()
-    rates = iter([1.0, None, 3.0, 2.0, 2.5, 2.5])  # 1, 2 (raises), 3 networks; 2 at 3 and 4 blocks/SM; 3 at 4
+    # 1, 2 (raises), 3 networks; 2 in blocks of 128 threads, at 5 and 6 blocks/SM; 3 at 5, the fastest
+    rates = iter([1.0, None, 3.0, 2.0, 2.5, 2.2, 2.5])
 
     class Result:
         def __init__(self, rate):
@@ -620,8 +700,9 @@ def test_gpu_check_counts_iris_runs_that_raised_or_were_skipped_and_keeps_the_ot
     monkeypatch.setattr("sys.argv", ["gpu_check.py", "--simulate", "--budget", "1e9"])
     assert gpu_check.main() == 1
     report = json.loads((tmp_path / "gpu_check.json").read_text())
-    assert [row.get("network_epochs_per_s") for row in report["iris"]] == [1.0, None, 3.0, 2.0, 2.5, 2.5]
-    assert report["errors"] == {"iris 2e+00, min blocks/SM None": "MemoryError: out of memory"}
+    assert [row.get("network_epochs_per_s") for row in report["iris"]] == [1.0, None, 3.0, 2.0, 2.5, 2.2, 2.5]
+    assert [row["min_blocks_per_sm"] for row in report["iris"]] == [None, None, None, None, 5, 6, 5]
+    assert report["errors"] == {"iris 2e+00 networks, default threads, min blocks/SM None": "MemoryError: out of memory"}
     assert report["skipped"] == {} and "running" not in report
 
 
@@ -826,13 +907,13 @@ def test_gpu_check_predicts_a_rerun_without_scaling_its_compilation():
     gpu_check = _gpu_check_module()
     predict = gpu_check.predicted_seconds
     assert predict([], 10**6, 200, None) is None
-    runs = [dict(networks=10**4, min_blocks=None, fixed_s=16.2, rate=2e7)]
+    runs = [dict(networks=10**4, variant=None, fixed_s=16.2, rate=2e7)]
     assert predict(runs, 10**5, 200, None) == pytest.approx(1e5 * 200 / 2e7)  # compiled: no set-up known yet
     assert predict(runs, 10**5, 200, 3) == pytest.approx(1e5 * 200 / 2e7 + 16.2)  # a new variant compiles
-    runs += [dict(networks=10**5, min_blocks=None, fixed_s=2.0, rate=2e7),
-             dict(networks=10**6, min_blocks=None, fixed_s=20.0, rate=2e7),
-             dict(networks=10**5, min_blocks=3, fixed_s=18.0, rate=2.5e7),
-             dict(networks=10**5, min_blocks=4, fixed_s=18.1, rate=2.2e7)]
+    runs += [dict(networks=10**5, variant=None, fixed_s=2.0, rate=2e7),
+             dict(networks=10**6, variant=None, fixed_s=20.0, rate=2e7),
+             dict(networks=10**5, variant=3, fixed_s=18.0, rate=2.5e7),
+             dict(networks=10**5, variant=4, fixed_s=18.1, rate=2.2e7)]
     setup = 2e-5  # s per network, from the second and third runs of the compiler's choice
     assert predict(runs, 10**6, 200, 3) == pytest.approx(1e6 * 200 / 2.5e7 + setup * 1e6)  # 28 s, not 190
     compile_s = 18.1 - setup * 1e5  # the largest first-run time less its set-up

@@ -7,6 +7,7 @@ fused kernel's block): the NumPy engine's arithmetic with every array on the GPU
   (a^T delta, delta W^T) read in place and the first layer's input (B, F), shared by all networks,
   with a batch stride of 0;
 * each hidden layer's pair neurons, noise and ADC in one elementwise kernel, the loss in another,
+  the bias gradients (each network's deltas summed in sample order, as NumPy sums them) in a third,
   and the optimiser as one kernel over a flat buffer that holds every weight of every network,
   each weight array of all networks as one contiguous (N, ...) block: the weight matrices are
   C-contiguous views into it, which cuBLAS reads without a copy (:mod:`spingpu.kernels.batched_cuda`).
@@ -196,6 +197,13 @@ class BatchedCudaEngine(NumpyEngine):
 
     def _matmul_t(self, a, delta, out=None):
         return grouped_matmul(self.device, a.swapaxes(-1, -2), delta, out=out)  # a^T read in place
+
+    def _sum_samples(self, delta, out=None):
+        n, b, u = delta.shape
+        if out is None:
+            out = self.xp.empty((n, u), dtype=delta.dtype)
+        self.device.launch(kern.sample_sum, kern.blocks(n * u), kern.THREADS, self.xp.ascontiguousarray(delta), out)
+        return out
 
     def gradient_buffers(self):
         return self._grad_views  # the optimiser's flat gradient buffer: apply() copies nothing

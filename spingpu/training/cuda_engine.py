@@ -42,6 +42,7 @@ class Device:
         self.memory_bytes = int(free * MEMORY_FRACTION) if memory_bytes is None else int(memory_bytes)
         self._copy_stream = None  # made at the first copy_to_host
         self._gemm_path = None  # how gemm() multiplies: found at its first use
+        self._array_passing = None  # how launch() hands CuPy arrays to numba-cuda: found at its first use
 
     def put(self, array):
         return array if self.simulator else self.xp.asarray(array)
@@ -104,16 +105,28 @@ class Device:
         call = gemm.gemm_call(self.xp, a, b, out)
         gemm.emulate(call) if self.simulator else gemm.run_cublas(call)
 
-    def launch(self, kernel, blocks, threads, *args):
-        """``kernel[blocks, threads](*args)`` on the stream CuPy computes on.
+    @property
+    def array_passing(self):
+        """How :meth:`launch` hands CuPy arrays to numba-cuda: PASS_ARRAYS (as they are) or
+        WRAP_ARRAYS (a benchmark may set it, to time the other); checked at the first launch on a
+        GPU (:func:`_checked_array_passing`); None in the simulator."""
+        if self._array_passing is None and not self.simulator:
+            self._array_passing = _checked_array_passing(self)
+        return self._array_passing
 
-        A kernel on CuPy's own stream runs after CuPy's earlier work, so the host need not wait
-        for it: the arrays are handed over as Numba device arrays made without synchronisation.
-        Passed as they are, numba-cuda releases that read them through the CUDA Array Interface
-        (v3) would synchronise the host with CuPy's stream before every launch that takes one,
-        i.e. wait for the step's GEMMs before queueing the next kernel (0.30 takes CuPy arrays by
-        DLPack, on the launch stream, without that wait; the wrapping is kept for the releases
-        ``numba-cuda>=0.20`` allows).
+    @array_passing.setter
+    def array_passing(self, how):
+        self._array_passing = how
+
+    def launch(self, kernel, blocks, threads, *args):
+        """``kernel[blocks, threads](*args)`` on the stream CuPy computes on, without waiting for it.
+
+        A kernel on CuPy's own stream runs after CuPy's earlier work, so the host need not wait.
+        numba-cuda >= 0.30 takes a CuPy array by DLPack on the launch stream, without that wait
+        (PASS_ARRAYS); earlier releases read it through the CUDA Array Interface and synchronise
+        the host with CuPy's stream first, so there each array is handed over as a Numba device
+        array made without synchronisation (WRAP_ARRAYS: ~50 us of host time per array on an
+        H200 node, 0.58 ms for the 11 arrays of the pair kernel).
         """
         if self.simulator:
             kernel[blocks, threads](*args)
@@ -122,8 +135,46 @@ class Device:
 
         ptr = self.xp.cuda.get_current_stream().ptr
         stream = cuda.legacy_default_stream() if ptr == 0 else cuda.external_stream(ptr)
+        if self.array_passing == PASS_ARRAYS:
+            kernel[blocks, threads, stream](*args)
+            return
         kernel[blocks, threads, stream](*(cuda.as_cuda_array(a, sync=False) if hasattr(a, "__cuda_array_interface__")
                                           else a for a in args))
+
+
+PASS_ARRAYS = "CuPy arrays by DLPack"
+WRAP_ARRAYS = "Numba views of CuPy arrays"
+
+
+def _checked_array_passing(device):
+    """PASS_ARRAYS if numba-cuda >= 0.30 and a kernel launched with CuPy arrays as they are computes
+    the right numbers on CuPy's stream (each network's mean of a random (5, 7) array), else
+    WRAP_ARRAYS, with a warning where the check failed."""
+    import warnings
+    from importlib import metadata
+
+    from ..errors import SpingpuWarning
+    from ..kernels import batched_cuda
+
+    try:
+        if tuple(int(part) for part in metadata.version("numba-cuda").split(".")[:2]) < (0, 30):
+            return WRAP_ARRAYS
+    except metadata.PackageNotFoundError:  # numba's bundled CUDA target (numba < 0.61)
+        return WRAP_ARRAYS
+    xp = device.xp
+    try:
+        rows = xp.asarray(np.random.default_rng().normal(size=(5, 7)))
+        means = xp.full(5, np.nan)
+        device.array_passing = PASS_ARRAYS
+        device.launch(batched_cuda.network_mean, 1, batched_cuda.THREADS, rows, means)
+        if not bool(xp.allclose(means, rows.mean(axis=1), rtol=1e-12, atol=0)):
+            raise ArithmeticError(f"means {device.get(means)} for {device.get(rows.mean(axis=1))}")
+        return PASS_ARRAYS
+    except Exception as err:  # a slower launch, not a wrong result: train on, said once
+        warnings.warn(f"launching a kernel with CuPy arrays failed its check ({type(err).__name__}: {err}); "
+                      "spingpu wraps each array for numba-cuda instead (slower launches)", SpingpuWarning,
+                      stacklevel=3)
+        return WRAP_ARRAYS
 
 
 DIRECT_GEMM = "cublasGemmStridedBatchedEx"

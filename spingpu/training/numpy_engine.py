@@ -214,7 +214,8 @@ class NumpyEngine:
 
     # --- whole network -----------------------------------------------------------------------------
 
-    # matrix products, every one of them (the batched CUDA engine replaces these three with CuPy's)
+    # matrix products, every one of them, and the bias gradients' sums (the batched CUDA engine
+    # replaces these with cuBLAS calls and a kernel)
     def _input(self, x):
         return x.astype(self.dtype, copy=False)
 
@@ -227,6 +228,11 @@ class NumpyEngine:
             return product
         out[...] = product
         return out
+
+    def _sum_samples(self, delta, out=None):
+        """Per network the sum over samples of delta (N, B, U) -> (N, U), added in sample order
+        (NumPy's order for this layout: the GPU engine's kernel repeats it bit for bit)."""
+        return delta.sum(axis=1, out=out)
 
     def gradient_buffers(self):
         """Where :meth:`backward` writes the gradient it returns for the optimiser: per weight
@@ -260,7 +266,7 @@ class NumpyEngine:
             if layer < len(cache) - 1:
                 delta = delta * (used if which == "used" else exact)
             grads[2 * layer] = self._matmul_t(a, delta, out[2 * layer])
-            grads[2 * layer + 1] = delta.sum(axis=1, out=out[2 * layer + 1])
+            grads[2 * layer + 1] = self._sum_samples(delta, out[2 * layer + 1])
             if layer > 0:
                 delta = self._matmul(delta, self.weights[2 * layer].swapaxes(1, 2))
         return grads
