@@ -10,6 +10,7 @@ kernel's sizes): the elementwise passes between cuBLAS matrix products, one thre
 * ``sample_sum``: a bias gradient, each network's deltas summed over the batch in sample order.
 * ``softmax_xent``: :func:`spingpu.kernels.loss.softmax_xent` per (network, sample), dL/dlogits
   divided by the batch size; ``network_mean`` then sums each network's losses in sample order.
+* ``flag_diverged``: the divergence test of every network over the flat gradient buffer, one launch.
 * ``optimizer_update``: :func:`spingpu.kernels.network.optimizer_step` over one flat parameter
   buffer that holds each weight array of every network as one contiguous (N, ...) block, networks
   flagged dead left as they are.
@@ -20,7 +21,7 @@ from numba import cuda
 
 from . import cuda_setup
 from .loss import softmax_xent
-from .network import optimizer_step
+from .network import optimizer_step, out_of_range
 from .pair_neuron import NOISE_NONE, digital
 from .philox import normal_pair, stream_id
 
@@ -130,6 +131,29 @@ def network_mean(rows, out):
         out[n] = s / rows.shape[1]
 
 
+@cuda.jit(device=True)
+def flat_network(e, block_start, n_networks):
+    """The network of element ``e`` of a flat parameter buffer whose block k, elements
+    ``block_start[k]`` .. ``block_start[k + 1]`` - 1, is one weight array of all ``n_networks``
+    networks, network after network."""
+    k = 0
+    while e >= block_start[k + 1]:
+        k += 1
+    return (e - block_start[k]) // ((block_start[k + 1] - block_start[k]) // n_networks)
+
+
+@cuda.jit
+def flag_diverged(g, block_start, loss, alive):
+    """``[blocks(max(g.size, N)), THREADS]``: ``alive[n] = False`` where network n's loss or an
+    element of its gradient in the flat buffer ``g`` (the layout of :func:`flat_network`) is NaN or
+    beyond +-DIVERGED_ABOVE. Threads of one network may all write False: no race on the result."""
+    e = cuda.grid(1)
+    if e < alive.size and out_of_range(loss[e]):
+        alive[e] = False
+    if e < g.size and out_of_range(g[e]):
+        alive[flat_network(e, block_start, alive.size)] = False
+
+
 @cuda.jit
 def optimizer_update(w, g, m1, m2, alive, block_start, opt_kind, lr, bias1, bias2, hyper):
     """``[blocks(w.size), THREADS]``: one optimiser step of every parameter of the flat buffer ``w``
@@ -139,10 +163,7 @@ def optimizer_update(w, g, m1, m2, alive, block_start, opt_kind, lr, bias1, bias
     computed once on the host (:func:`~spingpu.kernels.network.adam_bias`), not a pow per element."""
     e = cuda.grid(1)
     if e < w.size:
-        k = 0
-        while e >= block_start[k + 1]:
-            k += 1
-        n = (e - block_start[k]) // ((block_start[k + 1] - block_start[k]) // alive.size)
+        n = flat_network(e, block_start, alive.size)
         if alive[n]:
             w[e], m1[e], m2[e] = optimizer_step(w[e], g[e], m1[e], m2[e], opt_kind, lr, bias1, bias2,
                                                 hyper[0], hyper[1], hyper[2], hyper[3], hyper[4])

@@ -84,6 +84,10 @@ def batched_specs(models):
         w = np.zeros(10, dtype)
         specs.append(KernelSpec(f"optimizer_update[{dtype}]", batched_cuda.optimizer_update,
                                 sig(w, w, w, w, np.zeros(2, np.bool_), i64, 0, 0.1, 0.1, 0.001, f64), threads))
+        specs.append(KernelSpec(f"flag_diverged[{dtype}]", batched_cuda.flag_diverged,
+                                sig(w, i64, f64, np.zeros(2, np.bool_)), threads))
+        specs.append(KernelSpec(f"sample_sum[{dtype}]", batched_cuda.sample_sum, sig(z, np.zeros((2, 4), dtype)),
+                                threads))
     logits = np.zeros((2, 3, 4))
     specs.append(KernelSpec("softmax_xent_rows", batched_cuda.softmax_xent_rows,
                             sig(logits, i64, np.zeros((1, 4)), False, 1.0, 0.0, logits, np.zeros((2, 3))), threads))

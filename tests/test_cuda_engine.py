@@ -112,6 +112,35 @@ def test_bias_gradient_kernel_sums_in_numpys_order(shape):
     np.testing.assert_array_equal(alone[0], out[-1])
 
 
+def test_divergence_kernel_flags_the_networks_the_generic_test_flags():
+    """One launch over the flat gradient buffer flags a network whose loss or any gradient element
+    is NaN, infinite or beyond DIVERGED_ABOVE, as NumpyEngine.flag_diverged does per weight array;
+    float32's largest value is not beyond."""
+    from types import SimpleNamespace
+
+    from spingpu.kernels import batched_cuda as kern
+    from spingpu.training.numpy_engine import NumpyEngine
+
+    rng = np.random.default_rng()
+    n, shapes = 6, [(3, 4), (4,), (4, 2), (2,)]
+    grads = [rng.normal(0, 1, (n,) + shape).astype(np.float32) for shape in shapes]
+    loss = rng.uniform(0.1, 3, n)
+    grads[2][1, 3, 0] = np.nan
+    grads[0][3, 2, 1] = np.inf
+    grads[3][5, 1] = -np.inf
+    loss[4] = np.inf
+    grads[1][0, 2] = np.finfo(np.float32).max  # the largest float32: not diverged
+    flat = np.concatenate([g.reshape(-1) for g in grads])
+    block_start = np.cumsum([0] + [g.size for g in grads]).astype(np.int64)
+    alive = np.ones(n, dtype=bool)
+    alive[2] = False  # already dead: stays so
+    kern.flag_diverged[kern.blocks(flat.size), kern.THREADS](flat, block_start, loss, alive)
+    generic = SimpleNamespace(xp=np, networks=np.arange(n), alive=np.arange(n) != 2)
+    NumpyEngine.flag_diverged(generic, loss, grads)
+    np.testing.assert_array_equal(alive, generic.alive)
+    np.testing.assert_array_equal(alive, [True, False, False, False, False, False])
+
+
 def test_distillation_on_the_gpu(blobs):
     teacher_cfg = TrainConfig(hidden=(8,), epochs=3, grad_mode="tanh", lr=0.05, seed=1)
     logits, _ = teacher_logits(blobs, teacher_cfg)
@@ -499,16 +528,48 @@ def test_the_direct_gemm_is_used_only_once_it_equals_cupy_matmul(monkeypatch):
 
 
 def test_grouped_matmul_hands_cublas_only_aligned_or_fresh_operands():
-    """The last group of 130 networks starts at network 2, 240 bytes into a (130, 5, 3) float64
-    array: cuBLAS may pick another kernel for another alignment, so such operands are copied."""
-    from spingpu.training.batched_cuda_engine import grouped_matmul
+    """Networks 100 to 399: the full block of networks 128-255 starts at row 28, 4,480 bytes into a
+    (300, 4, 5) float64 array (not a multiple of 256): cuBLAS may pick another kernel for another
+    alignment, so such operands are copied."""
+    from spingpu.training.batched_cuda_engine import gemm_blocks, grouped_matmul
 
     rng = np.random.default_rng()
-    a, w = rng.normal(size=(130, 4, 5)), rng.normal(size=(130, 5, 3))
+    a, w = rng.normal(size=(300, 4, 5)), rng.normal(size=(300, 5, 3))
     device = RecordingDevice()
-    out = grouped_matmul(device, a, w)
-    np.testing.assert_allclose(out, np.stack([a[i] @ w[i] for i in range(130)]), rtol=1e-13, atol=1e-13)
-    assert len(device.aligned) >= 6 and all(device.aligned)
+    blocks = gemm_blocks(np.arange(100, 400))
+    assert [(b.rows, b.full) for b in blocks] == [(slice(0, 28), False), (slice(28, 156), True),
+                                                  (slice(156, 284), True), (slice(284, 300), False)]
+    out = grouped_matmul(device, a, w, blocks)
+    np.testing.assert_allclose(out, np.stack([a[i] @ w[i] for i in range(300)]), rtol=1e-13, atol=1e-13)
+    assert len(device.aligned) == 12 and all(device.aligned)
+
+
+class SlotDependentDevice(RecordingDevice):
+    """A GEMM whose rounding depends on where a product sits in the call (as cuBLAS's stream-K
+    scheduling may make it): slot s of every call gets s * 2**-20 added."""
+
+    def gemm(self, a, b, out):
+        super().gemm(a, b, out)
+        out += np.arange(out.shape[0])[:, None, None] * 2.0**-20
+
+
+def test_a_network_takes_the_slot_of_its_global_index_whatever_the_others():
+    """Network g is computed in slot g % 128 of its call: with a slot-dependent GEMM, its product
+    is the same bits alone, among 130, in networks 100-399, or among others in any order."""
+    from spingpu.training.batched_cuda_engine import gemm_blocks, grouped_matmul
+
+    rng = np.random.default_rng()
+    n_all = 400
+    shared, a, w = rng.normal(size=(6, 5)), rng.normal(size=(n_all, 6, 5)), rng.normal(size=(n_all, 5, 3))
+    expect = np.stack([shared @ w[g] for g in range(n_all)]) + (np.arange(n_all) % 128)[:, None, None] * 2.0**-20
+    for nets in (np.array([129]), np.arange(130), np.arange(100, 400), np.array([300, 3, 130, 129, 1])):
+        device = SlotDependentDevice()
+        got = grouped_matmul(device, shared, w[nets], gemm_blocks(nets))
+        assert set(device.batches) == {128} and len(device.batches) == len({g // 128 for g in nets})
+        np.testing.assert_array_equal(got, expect[nets])
+        got = grouped_matmul(device, a[nets].swapaxes(1, 2), a[nets], gemm_blocks(nets))  # transposed, 3-D
+        np.testing.assert_array_equal(got[-1], grouped_matmul(SlotDependentDevice(), a[nets[-1:]].swapaxes(1, 2),
+                                                              a[nets[-1:]], gemm_blocks(nets[-1:]))[0])
 
 
 def test_wide_layers_take_the_batched_engine_in_memory_sized_chunks(blobs, monkeypatch):

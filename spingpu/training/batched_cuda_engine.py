@@ -2,8 +2,9 @@
 fused kernel's block): the NumPy engine's arithmetic with every array on the GPU.
 
 * matrix products over networks as cuBLAS strided batched GEMMs (:mod:`spingpu.training.gemm`)
-  of always ``GEMM_NETWORKS`` = G networks (:func:`grouped_matmul`, so that a network's numbers do
-  not depend on how many networks the engine holds), the transposed operands of backpropagation
+  of always ``GEMM_NETWORKS`` = G networks, network g in slot g % G of its call (:func:`grouped_matmul`,
+  so that a network's numbers do not depend on which networks the engine holds), the transposed
+  operands of backpropagation
   (a^T delta, delta W^T) read in place and the first layer's input (B, F), shared by all networks,
   with a batch stride of 0;
 * each hidden layer's pair neurons, noise and ADC in one elementwise kernel, the loss in another,
@@ -20,6 +21,8 @@ CuPy's stream without a host synchronisation (:meth:`spingpu.training.cuda_engin
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from ..kernels import batched_cuda as kern
@@ -35,61 +38,102 @@ GEMM_ALIGN_BYTES = 256  # cuBLAS chooses kernels by operand alignment (up to 256
 
 
 def _aligned(x):
-    """``x``, or a fresh copy of it when its address is not a multiple of GEMM_ALIGN_BYTES: a group's
-    operand starts at an offset that depends on N (the last, overlapping group, and the weight blocks
-    of the flat buffer), and must not change cuBLAS's choice of kernel. The copy keeps the order of
+    """``x``, or a fresh copy of it when its address is not a multiple of GEMM_ALIGN_BYTES: a call's
+    operand starts at an offset that depends on the networks held (a full block after a partial one,
+    and the weight blocks of the flat buffer), and must not change cuBLAS's choice of kernel. The copy keeps the order of
     the axes in memory, so that a transposed view stays one (the same op and leading dimension)."""
     return x if address(x) % GEMM_ALIGN_BYTES == 0 else x.copy(order="K")
 
 
-def _padded(xp, x, group):
-    """A 3-axis operand of n < ``group`` networks, zero-padded to ``group``, with the memory order
-    of its last two axes kept (a transposed view is padded as one), so that cuBLAS reads it as it
-    reads the operand of a full group: the same op, leading dimension and so kernel."""
+@dataclass(frozen=True)
+class GemmBlock:
+    """One GEMM call of :func:`grouped_matmul`: the engine's ``rows`` (networks) it computes and the
+    ``slots`` they take in the call (each a slice, or an index array where the rows are not
+    consecutive); ``full`` when rows r0 .. r0 + group - 1 fill slots 0 .. group - 1 in order, so
+    the operands are views of the engine's arrays."""
+
+    rows: object
+    slots: object
+    full: bool
+
+
+def _run(index):
+    """``index`` (sorted int array) as a slice when it is consecutive, else as it is."""
+    if index.size and index[-1] - index[0] == index.size - 1:
+        return slice(int(index[0]), int(index[-1]) + 1)
+    return index
+
+
+def gemm_blocks(networks, group=GEMM_NETWORKS):
+    """The calls of :func:`grouped_matmul` for an engine holding global networks ``networks``
+    (distinct; row i holds ``networks[i]``): network g is computed in slot g % group of the call
+    of block g // group, whatever other networks the engine holds. cuBLAS on Hopper may split a
+    product's reduction by the tile's place in the whole call (stream-K scheduling), which would
+    make a network's bits depend on its slot: with the slot fixed by g, a network's numbers do not
+    depend on the memory chunking or on a study's networks per task."""
+    ids = np.asarray(networks, dtype=np.int64)
+    order = np.argsort(ids, kind="stable")
+    block = ids[order] // group
+    blocks = []
+    for rows in np.split(order, np.flatnonzero(np.diff(block)) + 1):
+        rows = np.sort(rows)
+        slots = ids[rows] % group
+        full = rows.size == group and rows[-1] - rows[0] == group - 1 and bool(np.all(slots == np.arange(group)))
+        blocks.append(GemmBlock(_run(rows), _run(slots) if np.all(np.diff(slots) > 0) else slots, full))
+    return blocks
+
+
+def _slotted(xp, x, group, rows, slots):
+    """A 3-axis operand's ``rows`` placed at ``slots`` of ``group`` networks, zeros elsewhere, with
+    the memory order of its last two axes kept (a transposed view is placed as one), so that cuBLAS
+    reads it as it reads a full call's operand: the same op, leading dimension and so kernel."""
     if x.ndim == 2:
         return x
-    if x.shape[-2] > 1 and x.strides[-2] < x.strides[-1]:  # a transposed view: pad its transpose
+    if x.shape[-2] > 1 and x.strides[-2] < x.strides[-1]:  # a transposed view: place its transpose
         full = xp.zeros((group, x.shape[2], x.shape[1]), x.dtype).swapaxes(1, 2)
     else:
         full = xp.zeros((group,) + x.shape[1:], x.dtype)
-    full[:x.shape[0]] = x
+    full[slots] = x[rows]
     return full
 
 
-def grouped_matmul(device, a, b, group=GEMM_NETWORKS, out=None):
+def _device_index(xp, index):
+    return index if isinstance(index, slice) else xp.asarray(index)
+
+
+def grouped_matmul(device, a, b, blocks=None, group=GEMM_NETWORKS, out=None):
     """``a @ b`` over networks, in strided batched GEMM calls (:meth:`Device.gemm`) of exactly
-    ``group`` networks each.
+    ``group`` networks each, network g in slot g % group (:func:`gemm_blocks`; ``blocks`` of the
+    engine's networks, default: row i holds network i).
 
     ``b`` is (N, K, U); ``a`` is (N, M, K), or (M, K) shared by every network; either may be a
     transposed view, which the call reads in place. cuBLAS chooses its algorithm (tile shape,
-    split-K) from the call's shape, batch count included, and another algorithm rounds differently;
-    with every call the same shape, a network's product does not depend on N, i.e. on the memory
-    chunking or a study's networks per task. N >= group: groups from the front, the last one ending
-    at N (overlapping its neighbour, whose overlap it recomputes to the same bits); N < group: the
-    operands padded with zeros to ``group`` networks. Operands and products at addresses that are
-    not multiples of GEMM_ALIGN_BYTES go through aligned copies. ``out``: a C-contiguous (N, M, U)
-    array the product is written into (else one is made).
+    split-K) from the call's shape, batch count included, and another algorithm rounds differently:
+    every call has the same shape. A full block's operands are views; a partial one's are placed in
+    zeros at their slots. Operands and products at addresses that are not multiples of
+    GEMM_ALIGN_BYTES go through aligned copies. ``out``: a C-contiguous (N, M, U) array the product
+    is written into (else one is made).
     """
     xp = device.xp
     n = b.shape[0]
     shape = (a.shape[-2], b.shape[-1])
     if out is None:
         out = xp.empty((n,) + shape, dtype=xp.result_type(a, b))
-    if n < group:
-        product = xp.empty((group,) + shape, dtype=out.dtype)
-        device.gemm(_aligned(_padded(xp, a, group)), _padded(xp, b, group), product)
-        out[...] = product[:n]
-        return out
-    starts = list(range(0, n - group + 1, group)) + ([n - group] if n % group else [])
-    for lo in starts:
-        part = slice(lo, lo + group)
-        left, right, target = _aligned(a if a.ndim == 2 else a[part]), _aligned(b[part]), out[part]
-        if address(target) % GEMM_ALIGN_BYTES:
+    for blk in gemm_blocks(np.arange(n), group) if blocks is None else blocks:
+        if blk.full:
+            part = blk.rows
+            left, right, target = _aligned(a if a.ndim == 2 else a[part]), _aligned(b[part]), out[part]
+            if address(target) % GEMM_ALIGN_BYTES == 0:
+                device.gemm(left, right, target)
+                continue
             product = xp.empty(target.shape, dtype=target.dtype)
             device.gemm(left, right, product)
             target[...] = product
-        else:
-            device.gemm(left, right, target)
+            continue
+        rows, slots = _device_index(xp, blk.rows), _device_index(xp, blk.slots)
+        product = xp.empty((group,) + shape, dtype=out.dtype)
+        device.gemm(_aligned(_slotted(xp, a, group, rows, slots)), _slotted(xp, b, group, rows, slots), product)
+        out[rows] = product[slots]
     return out
 
 
@@ -145,6 +189,7 @@ class BatchedCudaEngine(NumpyEngine):
         # each layer's (N, U, 2, P) junctions as the (N U 2, P) rows the pair kernel reads
         self.junctions = [xp.asarray(np.ascontiguousarray(j).reshape(-1, j.shape[-1])) for j in self.junctions]
         self._networks = xp.asarray(self.networks)
+        self._gemm_blocks = gemm_blocks(self.networks)  # each network's GEMM call and slot, by its global index
         self.alive = xp.asarray(self.alive)
         self.readings_beyond = xp.asarray(self.readings_beyond)
         self._kernel = pair_layer_cuda_kernel(self.model) if config.is_mtj else None
@@ -193,10 +238,11 @@ class BatchedCudaEngine(NumpyEngine):
         return self.xp.ascontiguousarray(self.xp.asarray(x, dtype=self.dtype))
 
     def _matmul(self, a, w):
-        return grouped_matmul(self.device, a, w)  # (B, F) or (N, B, F) x (N, F, U), or x (N, U, F)^T in backward
+        # (B, F) or (N, B, F) x (N, F, U), or x (N, U, F)^T in backward
+        return grouped_matmul(self.device, a, w, self._gemm_blocks)
 
     def _matmul_t(self, a, delta, out=None):
-        return grouped_matmul(self.device, a.swapaxes(-1, -2), delta, out=out)  # a^T read in place
+        return grouped_matmul(self.device, a.swapaxes(-1, -2), delta, self._gemm_blocks, out=out)  # a^T in place
 
     def _sum_samples(self, delta, out=None):
         n, b, u = delta.shape
@@ -225,6 +271,16 @@ class BatchedCudaEngine(NumpyEngine):
                dist.temperature if dist else 1.0, dist.alpha if dist else 0.0, dl, rows)
         launch(kern.network_mean, kern.blocks(n), kern.THREADS, rows, loss)
         return loss, dl.astype(self.dtype)
+
+    def flag_diverged(self, loss, grads):
+        """:meth:`NumpyEngine.flag_diverged` in one kernel over the flat gradient buffer (the generic
+        test's ~4 CuPy operations per weight array, each ~10 us of host time, are a step's largest
+        share of launches), where the gradients are that buffer's views, as backward() writes them."""
+        if any(g is not v for g, v in zip(grads, self._grad_views)):
+            super().flag_diverged(loss, grads)
+            return
+        self.device.launch(kern.flag_diverged, kern.blocks(max(self.grad_flat.size, self.alive.size)), kern.THREADS,
+                           self.grad_flat, self._block_start, self.xp.ascontiguousarray(loss), self.alive)
 
     def apply(self, grads, lr):
         self.t += 1

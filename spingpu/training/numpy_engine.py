@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from ..devices.variability import sample_layer
 from ..kernels import streams
 from ..kernels.loss import softmax_xent_batch
-from ..kernels.network import adam_bias
+from ..kernels.network import DIVERGED_ABOVE, adam_bias
 from ..kernels.pair_layer import digital_layer
 from ..kernels.pair_neuron import MODE_CODES, readings
 from .config import TrainConfig
@@ -284,6 +284,15 @@ class NumpyEngine:
                            teacher, use_teacher, dist.temperature if dist else 1.0, dist.alpha if dist else 0.0,
                            dl, loss)
         return loss, dl.astype(self.dtype)
+
+    def flag_diverged(self, loss, grads):
+        """Clear ``alive`` for each network whose loss (N,) or any gradient (N, ...) is NaN or beyond
+        +-:data:`~spingpu.kernels.network.DIVERGED_ABOVE` (the divergence test)."""
+        xp, n = self.xp, self.networks.size
+        finite = xp.abs(loss) <= DIVERGED_ABOVE  # NaN compares False
+        for g in grads:
+            finite &= (xp.abs(g.reshape(n, -1)) <= DIVERGED_ABOVE).all(axis=1)
+        self.alive &= finite
 
     def apply(self, grads, lr):
         """One optimiser step on the networks still alive (frozen ones keep their weights)."""

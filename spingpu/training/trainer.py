@@ -18,7 +18,6 @@ from ..devices import get_model
 from ..devices.variability import check_network_indices
 from ..errors import ConfigError
 from ..kernels import streams
-from ..kernels.network import DIVERGED_ABOVE
 from ..progress import progress_bar
 from ..signals import deferred_interrupts
 from .config import CONFIG_UNITS, TrainConfig, UnusedSettingWarning, unused_settings
@@ -398,10 +397,7 @@ def _train_batched(engine_class, dataset, config, networks, model, teacher_logit
                 y_batch = y[idx]
                 loss, dlogits = engine.loss_and_dlogits(logits, y_batch, None if teacher is None else teacher[idx])
                 grads = engine.backward(dlogits, cache)
-                finite = xp.abs(loss) <= DIVERGED_ABOVE  # NaN compares False
-                for g in grads:
-                    finite &= (xp.abs(g.reshape(n, -1)) <= DIVERGED_ABOVE).all(axis=1)
-                engine.alive &= finite
+                engine.flag_diverged(loss, grads)
                 if s == steps - 1:  # gradient fidelity on the epoch's last batch, before the update
                     exact = engine.backward(dlogits, cache, "exact")
                     cosine = _cosine(grads[:-2], exact[:-2])  # hidden layers
