@@ -1,0 +1,249 @@
+"""benchmarks/gpu_check.py without a GPU: the whole script in Numba's CUDA simulator, its CUDA C
+sources compiled with NVRTC, and its bookkeeping (parts that fail, Iris runs skipped or raised, a lost
+CUDA context, the deadline, the predicted run times)."""
+
+import numpy as np
+import pytest
+
+def test_gpu_check_script_runs_in_the_simulator(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "gpu_check.py"
+    env = dict(os.environ, OUT=str(tmp_path))
+    # a bare GPU node has NumPy, Numba, numba-cuda, CuPy and xarray: the others are hidden
+    hide = ("sklearn", "scipy", "threadpoolctl", "dask", "distributed", "zarr", "matplotlib", "tqdm", "mpmath")
+    # (None in sys.modules: an import raises ImportError, importlib.util.find_spec says not installed)
+    runner = (f"import sys, runpy\n"
+              f"sys.modules.update(dict.fromkeys({hide!r}))\n"
+              f"sys.argv = [{str(script)!r}, '--simulate', '--seed', '5']\n"
+              f"runpy.run_path(sys.argv[0], run_name='__main__')\n")
+    proc = subprocess.run([sys.executable, "-c", runner], capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    report = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert [c["ok"] for c in report["checks"]] == [True, True, True]
+    assert report["device"] == "Numba CUDA simulator" and report["seed"] == 5
+    assert report["errors"] == {} and report["skipped"] == {}
+    assert report["versions"]["numba"] and report["versions"]["numpy"] == np.__version__
+    assert all(row["network_epochs_per_s"] > 0 for row in report["iris"])
+    assert report["gemm_path"] == "NumPy emulation of cublasGemmStridedBatchedEx"
+    assert [row["gemm"] for row in report["mnist"]] == [report["gemm_path"]]
+
+
+def nvrtc_ptx(source, name, arch="compute_90"):
+    """PTX of CUDA C ``source`` from NVRTC (cuda.bindings, as numba-cuda's cu13 wheels install it);
+    AssertionError with NVRTC's log if it does not compile."""
+    nvrtc = pytest.importorskip("cuda.bindings.nvrtc")
+    err, prog = nvrtc.nvrtcCreateProgram(source.encode(), f"{name}.cu".encode(), 0, [], [])
+    assert err == nvrtc.nvrtcResult.NVRTC_SUCCESS, err
+    options = [f"--gpu-architecture={arch}".encode()]
+    (compiled,) = nvrtc.nvrtcCompileProgram(prog, len(options), options)
+    _, size = nvrtc.nvrtcGetProgramLogSize(prog)
+    log = b" " * size
+    nvrtc.nvrtcGetProgramLog(prog, log)
+    assert compiled == nvrtc.nvrtcResult.NVRTC_SUCCESS, log.decode(errors="replace")
+    _, size = nvrtc.nvrtcGetPTXSize(prog)
+    ptx = b" " * size
+    nvrtc.nvrtcGetPTX(prog, ptx)
+    nvrtc.nvrtcDestroyProgram(prog)
+    return ptx.decode().rstrip("\x00")
+
+
+def test_gpu_check_cuda_c_sources_compile_for_sm90_with_the_parameters_it_passes():
+    """The script's CuPy RawKernels (the launch-cost peer and the spin that holds the GPU while
+    timed launches are queued) compile with NVRTC, and the peer takes as many parameters as the
+    arguments the script gives it (a RawKernel does not check them)."""
+    import importlib.util
+    import re
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "gpu_check.py"
+    spec = importlib.util.spec_from_file_location("gpu_check_sources", path)
+    gpu_check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu_check)
+    for source, name, params in ((gpu_check.LAUNCH_PEER, "pair_arguments", 19), (gpu_check.HOLD_KERNEL, "hold", 1)):
+        ptx = nvrtc_ptx(source, name)
+        entry = re.search(rf"\.entry {name}\((.*?)\)", ptx, re.S)
+        assert entry is not None, ptx[:500]
+        assert entry.group(1).count(".param") == params, entry.group(1)
+    assert "%clock64" in nvrtc_ptx(gpu_check.HOLD_KERNEL, "hold")  # the spin reads the clock, it is not optimised away
+
+
+def test_gpu_check_keeps_the_other_numbers_when_a_part_fails(tmp_path, monkeypatch, capsys):
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "gpu_check.py"
+    spec = importlib.util.spec_from_file_location("gpu_check_under_test", path)
+    gpu_check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu_check)
+
+    def boom(*args):
+        raise RuntimeError("boom")
+
+    ok = dict(name="fused vs cpu", ok=True, detail="fine")
+    iris = [dict(networks=1, epochs=1, min_blocks_per_sm=None, seconds=1.0, network_epochs_per_s=1.0, compile_s=0.1,
+                 registers=None, median_test_acc=0.5)]
+    for name, fn in dict(check_fused=lambda *a: ok, check_pair=boom, check_batched=lambda *a: dict(ok, name="b"),
+                         time_iris=lambda *a, **k: iris, time_bandwidth=boom, time_mnist=lambda *a: [],
+                         time_macrospin=boom).items():
+        monkeypatch.setattr(gpu_check, name, fn)
+    monkeypatch.setenv("OUT", str(tmp_path / "new"))
+    monkeypatch.setattr("sys.argv", ["gpu_check.py", "--simulate", "--seed", "3"])
+    assert gpu_check.main() == 1
+    report = json.loads((tmp_path / "new" / "gpu_check.json").read_text())
+    assert [c["ok"] for c in report["checks"]] == [True, False, True]
+    assert report["checks"][1] == dict(name="pair", ok=False, detail="error: RuntimeError: boom")
+    assert report["iris"] == iris and report["mnist"] == [] and report["bandwidth"] is None
+    assert report["errors"] == {"check_pair": "RuntimeError: boom", "bandwidth": "RuntimeError: boom",
+                                "macrospin": "RuntimeError: boom"}
+    assert report["skipped"] == {}
+    assert "| bandwidth | ERROR: RuntimeError: boom | |" in capsys.readouterr().out
+
+
+def test_gpu_check_counts_iris_runs_that_raised_or_were_skipped_and_keeps_the_others(tmp_path, monkeypatch):
+    """Each Iris run is saved as it ends; one that raised or was skipped makes the exit status 1."""
+    import json
+
+    gpu_check = _gpu_check_module()
+    # 1, 2 (raises), 3 networks; 2 in blocks of 128 threads, at 5 and 6 blocks/SM; 3 at 5, the fastest
+    rates = iter([1.0, None, 3.0, 2.0, 2.5, 2.2, 2.5])
+
+    class Result:
+        def __init__(self, rate):
+            self.attrs = dict(network_epochs_per_second=rate, train_seconds=1.0, compile_seconds=0.5)
+            import xarray as xr
+
+            self.train_loss = self.test_acc = xr.DataArray(np.zeros(1))
+
+    def train(ds, cfg, n_networks, backend):
+        rate = next(rates)
+        if rate is None:
+            raise MemoryError("out of memory")
+        return Result(rate)
+
+    import spingpu.training
+
+    ok = dict(name="c", ok=True, detail="fine")
+    for name, fn in dict(check_fused=lambda *a: ok, check_pair=lambda *a: ok, check_batched=lambda *a: ok,
+                         time_bandwidth=lambda *a: None, time_launch=lambda *a: None, time_mnist=lambda *a: [],
+                         time_macrospin=lambda *a: None).items():
+        monkeypatch.setattr(gpu_check, name, fn)
+    monkeypatch.setattr(spingpu.training, "train", train)
+    monkeypatch.setattr(gpu_check, "kernel_registers", lambda kernel: None)
+    monkeypatch.setenv("OUT", str(tmp_path))
+    monkeypatch.setattr("sys.argv", ["gpu_check.py", "--simulate", "--budget", "1e9"])
+    assert gpu_check.main() == 1
+    report = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert [row.get("network_epochs_per_s") for row in report["iris"]] == [1.0, None, 3.0, 2.0, 2.5, 2.2, 2.5]
+    assert [row["min_blocks_per_sm"] for row in report["iris"]] == [None, None, None, None, 5, 6, 5]
+    assert report["errors"] == {"iris 2e+00 networks, default threads, min blocks/SM None": "MemoryError: out of memory"}
+    assert report["skipped"] == {} and "running" not in report
+
+
+def _gpu_check_module():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "gpu_check.py"
+    spec = importlib.util.spec_from_file_location("gpu_check_under_test", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_gpu_check_skips_what_follows_a_lost_cuda_context(tmp_path, monkeypatch, capsys):
+    """After a part that leaves the device unusable (the preflight, run again, fails), the later parts
+    are skipped and said to be, instead of each failing with the first part's error."""
+    import json
+
+    gpu_check = _gpu_check_module()
+    calls = []
+
+    def preflight(device, sim):  # works at the start, fails once check_pair has run
+        calls.append(1)
+        if len(calls) > 1:
+            raise RuntimeError("CUDA_ERROR_ILLEGAL_ADDRESS")
+        return dict(ok=True)
+
+    def illegal(*args):
+        raise RuntimeError("CUDA_ERROR_ILLEGAL_ADDRESS")
+
+    ok = dict(name="fused vs cpu", ok=True, detail="fine")
+    for name, fn in dict(preflight=preflight, check_fused=lambda *a: ok, check_pair=illegal).items():
+        monkeypatch.setattr(gpu_check, name, fn)
+    monkeypatch.setenv("OUT", str(tmp_path))
+    monkeypatch.setattr("sys.argv", ["gpu_check.py", "--simulate"])
+    assert gpu_check.main() == 1
+    report = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert report["errors"] == {"check_pair": "RuntimeError: CUDA_ERROR_ILLEGAL_ADDRESS"}
+    lost = "the CUDA context was lost in 'check_pair'"
+    assert report["skipped"] == {k: lost for k in ("check_batched", "bandwidth", "launch", "mnist", "macrospin", "iris")}
+    assert [c["ok"] for c in report["checks"]] == [True, False, False] and len(calls) == 2
+    assert f"| iris | skipped: {lost} | |" in capsys.readouterr().out
+
+
+def test_gpu_check_stops_at_a_failed_preflight_and_at_its_deadline(tmp_path, monkeypatch):
+    import json
+
+    gpu_check = _gpu_check_module()
+    monkeypatch.setenv("OUT", str(tmp_path))
+    monkeypatch.setattr("sys.argv", ["gpu_check.py", "--simulate", "--deadline", "0"])
+    monkeypatch.setattr(gpu_check, "preflight", lambda *a: {}.pop("no GPU"))
+    assert gpu_check.main() == 1
+    report = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert report["errors"] == {"preflight": "KeyError: 'no GPU'"} and report["checks"] == []
+    monkeypatch.setattr(gpu_check, "preflight", lambda *a: dict(ok=True))
+    assert gpu_check.main() == 1
+    report = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert report["errors"] == {} and set(report["skipped"]) == {"check_fused", "check_pair", "check_batched",
+                                                                  "bandwidth", "launch", "mnist", "macrospin", "iris"}
+    assert set(report["skipped"].values()) == {"past the deadline of 0 s"}
+
+
+def test_gpu_check_launch_peer_compiles_with_nvrtc_and_assembles():
+    """The CUDA C peer of gpu_check's launch timing must build on the GPU node at the first try."""
+    import sys
+    from pathlib import Path
+
+    nvrtc = pytest.importorskip("cuda.bindings.nvrtc")
+    pytest.importorskip("cuda.bindings.nvjitlink")
+    from spingpu.kernels.ptx import assemble
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    from gpu_check import LAUNCH_PEER
+
+    err, prog = nvrtc.nvrtcCreateProgram(LAUNCH_PEER.encode(), b"peer.cu", 0, [], [])
+    assert err == nvrtc.nvrtcResult.NVRTC_SUCCESS
+    (err,) = nvrtc.nvrtcCompileProgram(prog, 1, [b"--gpu-architecture=compute_90"])
+    assert err == nvrtc.nvrtcResult.NVRTC_SUCCESS
+    err, size = nvrtc.nvrtcGetPTXSize(prog)
+    ptx = b" " * size
+    (err,) = nvrtc.nvrtcGetPTX(prog, ptx)
+    assert err == nvrtc.nvrtcResult.NVRTC_SUCCESS
+    assert assemble(ptx.decode().rstrip("\0"), (9, 0)).registers > 0
+
+
+
+
+def test_gpu_check_predicts_a_rerun_without_scaling_its_compilation():
+    """A variant's first run pays its compilation once; later runs pay set-up per network. The 1e6
+    rerun with the fastest launch bound is predicted from that variant's rate, not skipped."""
+    gpu_check = _gpu_check_module()
+    predict = gpu_check.predicted_seconds
+    assert predict([], 10**6, 200, None) is None
+    runs = [dict(networks=10**4, variant=None, fixed_s=16.2, rate=2e7)]
+    assert predict(runs, 10**5, 200, None) == pytest.approx(1e5 * 200 / 2e7)  # compiled: no set-up known yet
+    assert predict(runs, 10**5, 200, 3) == pytest.approx(1e5 * 200 / 2e7 + 16.2)  # a new variant compiles
+    runs += [dict(networks=10**5, variant=None, fixed_s=2.0, rate=2e7),
+             dict(networks=10**6, variant=None, fixed_s=20.0, rate=2e7),
+             dict(networks=10**5, variant=3, fixed_s=18.0, rate=2.5e7),
+             dict(networks=10**5, variant=4, fixed_s=18.1, rate=2.2e7)]
+    setup = 2e-5  # s per network, from the second and third runs of the compiler's choice
+    assert predict(runs, 10**6, 200, 3) == pytest.approx(1e6 * 200 / 2.5e7 + setup * 1e6)  # 28 s, not 190
+    compile_s = 18.1 - setup * 1e5  # the largest first-run time less its set-up
+    assert predict(runs, 10**5, 200, 5) == pytest.approx(1e5 * 200 / 2.2e7 + setup * 1e5 + compile_s)
