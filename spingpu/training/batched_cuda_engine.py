@@ -156,8 +156,9 @@ def bytes_per_network(config, sizes, batch, model):
 
 
 def gemm_scratch_bytes(config, sizes, batch):
-    """GPU memory of the largest padded GEMM call of :func:`grouped_matmul` (fewer networks than
-    ``GEMM_NETWORKS``): both operands and the product, for ``GEMM_NETWORKS`` networks."""
+    """GPU memory of the largest GEMM call of :func:`grouped_matmul` for a partial block (its
+    networks placed in zeros at their slots): both operands and the product, for ``GEMM_NETWORKS``
+    networks."""
     item = np.dtype(config.dtype).itemsize
     largest = max(batch * a + a * b + batch * b for a, b in zip(sizes[:-1], sizes[1:]))
     return GEMM_NETWORKS * largest * item
