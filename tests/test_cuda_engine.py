@@ -604,11 +604,11 @@ def test_memory_sizing_covers_what_a_batched_run_allocates_per_network():
     from spingpu.training.trainer import _train_batched
 
     class NoOptimizerDevice(Device):
-        """Skips the optimiser kernel, which allocates nothing (in the simulator, one Python call per
-        weight makes it the slowest part; its arithmetic is tested by the engine comparisons)."""
+        """Skips the optimiser and divergence kernels, which allocate nothing (in the simulator, one
+        Python call per weight makes them the slowest part; their arithmetic is tested elsewhere)."""
 
         def launch(self, kernel, *args):
-            if kernel is not batched_cuda.optimizer_update:
+            if kernel not in (batched_cuda.optimizer_update, batched_cuda.flag_diverged):
                 super().launch(kernel, *args)
 
     rng = np.random.default_rng()
