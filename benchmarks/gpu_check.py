@@ -340,12 +340,13 @@ def check_pair(rng, device, sim):
 
 def split_primitives(rng, device, sim):
     """Which of the batched engine's per-network operations give network k other bits alone than
-    among 130 (k = 1 and 129; float32): each of grouped_matmul's five operand layouts (forward with
+    among 130 (k = 1 and 129; float32), with the engine's GEMM slots (``gemm_blocks`` of the
+    networks' global indices): each of grouped_matmul's five operand layouts (forward with
     the shared input or a 3-D one, a^T delta shared or 3-D, delta W^T), the bias gradients' kernel
     (``sample_sum``), CuPy's ``sum(axis=1)`` (the reduction it replaced) and ``grad_cosine``. A list
     of the names that differ (empty: none)."""
     from spingpu.kernels import batched_cuda as kern
-    from spingpu.training.batched_cuda_engine import grouped_matmul
+    from spingpu.training.batched_cuda_engine import gemm_blocks, grouped_matmul
     from spingpu.training.trainer import _cosine
 
     xp, n = device.xp, 2 if sim else 130
@@ -361,11 +362,14 @@ def split_primitives(rng, device, sim):
             device.launch(kern.sample_sum, kern.blocks(out.size), kern.THREADS, xp.ascontiguousarray(d), out)
             return out
 
-        ops = {"forward shared input": lambda k: grouped_matmul(device, x, w[k]),
-               "forward": lambda k: grouped_matmul(device, a[k], w[k]),
-               "a^T delta shared input": lambda k: grouped_matmul(device, x.T, delta[k]),
-               "a^T delta": lambda k: grouped_matmul(device, a[k].swapaxes(1, 2), delta[k]),
-               "delta W^T": lambda k: grouped_matmul(device, delta[k], w[k].swapaxes(1, 2)),
+        def slots(k):  # the engine's calls for networks k (global indices 0 .. n - 1)
+            return gemm_blocks(np.arange(n)[k])
+
+        ops = {"forward shared input": lambda k: grouped_matmul(device, x, w[k], slots(k)),
+               "forward": lambda k: grouped_matmul(device, a[k], w[k], slots(k)),
+               "a^T delta shared input": lambda k: grouped_matmul(device, x.T, delta[k], slots(k)),
+               "a^T delta": lambda k: grouped_matmul(device, a[k].swapaxes(1, 2), delta[k], slots(k)),
+               "delta W^T": lambda k: grouped_matmul(device, delta[k], w[k].swapaxes(1, 2), slots(k)),
                "bias kernel": lambda k: bias_sum(delta[k]),
                "cupy sum(axis=1)": lambda k: delta[k].sum(axis=1),
                "grad_cosine": lambda k: _cosine([w[k], delta[k]], [w[k] * 1.5 + 0.25, delta[k] - 0.5])}

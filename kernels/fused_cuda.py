@@ -17,8 +17,8 @@ broadcast loads). Random numbers come from the same Philox streams as on the CPU
 go to a global scratch row per block as the samples run, and their median is taken by a bitonic
 sort, in shared memory (the activation rows, free between the step's gradients and the next
 forward pass) where the row fits them, else in the global row. The global sort is latency-bound
-(each of its log2(n) (log2(n) + 1) / 2 stages waits for L2 at a barrier); benchmarks/README.md
-gives the two sorts' times on an H200.
+(each of its log2(n) (log2(n) + 1) / 2 stages waits for L2 at a barrier): benchmarks/README.md
+counts it as most of an Iris epoch on an H200; the shared sort is not measured there yet.
 
 Shared memory per block, in float64 words: 3 W + 2 U P + 2 L T M + T + 2, with W weights,
 U hidden units, P junction parameters, L weight layers and M the widest layer rounded up to an odd

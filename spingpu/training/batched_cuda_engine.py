@@ -58,8 +58,8 @@ class GemmBlock:
 
 
 def _run(index):
-    """``index`` (sorted int array) as a slice when it is consecutive, else as it is."""
-    if index.size and index[-1] - index[0] == index.size - 1:
+    """``index`` (an int array) as a slice when it counts up by one, else as it is."""
+    if index.size and bool(np.all(np.diff(index) == 1)):
         return slice(int(index[0]), int(index[-1]) + 1)
     return index
 
@@ -79,7 +79,7 @@ def gemm_blocks(networks, group=GEMM_NETWORKS):
         rows = np.sort(rows)
         slots = ids[rows] % group
         full = rows.size == group and rows[-1] - rows[0] == group - 1 and bool(np.all(slots == np.arange(group)))
-        blocks.append(GemmBlock(_run(rows), _run(slots) if np.all(np.diff(slots) > 0) else slots, full))
+        blocks.append(GemmBlock(_run(rows), _run(slots), full))
     return blocks
 
 
