@@ -37,7 +37,9 @@ sampling every network's junctions and initial weights):
   copy       device-to-device copy bandwidth of a 1 GiB buffer, (read + write bytes) / s
   pair       the pair kernel on (N, B, U) = (512, 128, 256) float32: bytes of z in, h / used / exact out,
              the readings beyond the table out (one byte each), junction parameters in, over its time,
-             and that over the copy bandwidth
+             and that over the copy bandwidth; then a tabulated junction, and stt_compact without read
+             noise, with one reading per neuron and in its tanh branch (no junction), which attribute
+             its time
   sgemm      cuBLAS SGEMM 8192^3 through cupy.matmul: TFLOP/s
   mnist      batched training 784-256-256-256-256-10, batch 128, 128 and 1024 networks: network-steps/s,
              the host's time to queue a step against the step's time, and the
@@ -45,12 +47,15 @@ sampling every network's junctions and initial weights):
              network-step: forward, weight gradients, and deltas through every layer but the first);
              each with the engine's direct strided batched GEMM (transposed and shared operands read
              in place) and again with cupy.matmul (which copies them) as its peer
-  iris       4-8-3 fd_forward, full batch of 90 samples, 200 epochs, at 1e4, 1e5 and 1e6 networks, 1e5
-             again with the kernel compiled for >= 3 and >= 4 resident blocks per SM (launch bounds;
-             whether the numbers equal the compiler's choice is shown, not required: ptxas may contract
-             multiplies and adds differently), and 1e6 again with the fastest if that is
-             a launch bound: network-epochs/s and registers (a run predicted to exceed --budget
-             seconds or the time left before --deadline is skipped and said so)
+  iris       4-8-3 fd_forward, full batch of 90 samples, 200 epochs, at 1e4, 1e5 and 1e6 networks
+             (blocks of 96 threads), 1e5 again in blocks of 128 threads and with the kernel compiled
+             for >= 4 and >= 5 resident blocks per SM (launch bounds; whether the numbers equal the
+             compiler's choice is shown, not required: ptxas may contract multiplies and adds
+             differently), 1e6 again with the fastest if that is not the default, then 1e5 without
+             read noise, with the oracle derivative (one reading per neuron) and with tanh neurons
+             (no junctions), which attribute an epoch's time: network-epochs/s and registers (a run
+             predicted to exceed --budget seconds or the time left before --deadline is skipped and
+             said so)
   launch     the host's time to queue one pair-kernel launch (numba-cuda, through Device.launch: the
              cost the engine pays; CuPy arrays passed as they are where that passed its check, and
              then again each wrapped for numba-cuda, the way older numba-cuda needs) against a CuPy
@@ -72,6 +77,7 @@ a check fails, a part or an Iris run raised or was skipped.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import json
 import os
@@ -228,7 +234,7 @@ def check_fused(rng, device, sim):
     # a measured curve narrower than the drive: the readings beyond it counted alike (to a reading
     # or two moved across an end of the table by the GPU's rounding)
     narrow = tabulated_stt_compact(span=2e-4)
-    few = min(n, 64)
+    few = 1 if sim else min(n, 64)  # the simulator runs each CUDA thread as a Python thread
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ExtrapolationWarning)  # the point of this run
         beyond_cpu, beyond_gpu = (train(ds, cfg, n_networks=few, model=narrow, backend=b).extrapolated_readings.values
@@ -237,12 +243,12 @@ def check_fused(rng, device, sim):
     # poisoned outputs: every element of a network that did not diverge must be written
     model = get_model("stt_compact")
     layout = fused_cuda_layout(IRIS_SIZES, len(model.parameters), ds.y_train.size, fused_backend(sim).block_threads)
-    run = FusedCudaRun(ds, cfg, np.arange(n), model, None, layout, device)
-    out = {k: device.put(np.full((n, epochs) if k not in ("test", "div") else n, SENTINEL)) for k in
+    run = FusedCudaRun(ds, cfg, np.arange(few), model, None, layout, device)
+    out = {k: device.put(np.full((few, epochs) if k not in ("test", "div") else few, SENTINEL)) for k in
            ("loss", "acc", "val", "cos", "derr", "test")}
-    out["div"] = device.put(np.zeros(n, dtype=bool))
-    out["beyond"] = device.put(np.full(n, -1, dtype=np.int64))
-    device.launch(fused_cuda_kernel(model, layout), n, layout.threads, *run.arguments(0, n, out))  # as the engine
+    out["div"] = device.put(np.zeros(few, dtype=bool))
+    out["beyond"] = device.put(np.full(few, -1, dtype=np.int64))
+    device.launch(fused_cuda_kernel(model, layout), few, layout.threads, *run.arguments(0, few, out))  # as the engine
     unwritten = sum(int((device.get(v) == SENTINEL).sum()) for k, v in out.items() if k not in ("div", "beyond"))
     unwritten += int((device.get(out["beyond"]) < 0).sum())
     ok = bool(loss_rel < 1e-6 and acc_diff <= 0.02 and unwritten == 0 and beyond_diff < 1e-3 and beyond_cpu.min() > 0)
@@ -261,7 +267,7 @@ def tabulated_stt_compact(knots=64, span=1e-3):
     return get_model("tabulated", iv_table=(current, *get_model("stt_compact").iv(current)))
 
 
-def pair_problem(rng, n, b, u, dtype, model=None):
+def pair_problem(rng, n, b, u, dtype, model=None, read_noise=1e-3):
     from spingpu import Readout, Variability
     from spingpu.devices import get_model
     from spingpu.devices.variability import sample_layer
@@ -272,24 +278,25 @@ def pair_problem(rng, n, b, u, dtype, model=None):
     junc = np.ascontiguousarray(sample_layer(model, Variability(sigma_d2d=0.1, sigma_pair=0.02),
                                              int(rng.integers(1 << 30)), np.arange(n), 0, u))
     z = rng.normal(0, 1, (n, b, u)).astype(dtype)
-    return model, junc, z, neuron_vector(PairNeuron()), readout_vector(Readout(read_noise=1e-3))
+    return model, junc, z, neuron_vector(PairNeuron()), readout_vector(Readout(read_noise=read_noise))
 
 
-def pair_launch(rng, n, b, u, model=None):
+def pair_launch(rng, n, b, u, model=None, mode="fd_forward", read_noise=1e-3, derivatives=True):
     """The pair kernel of ``model`` (default stt_compact) and its 19 launch arguments on the GPU
-    (CuPy arrays; float32 z of shape (n, b, u), fd_forward, read noise, purpose 5, layer 0, slot 0,
-    row 0, derivatives on; outputs h, used, exact and the uint8 readings beyond the table)."""
+    (CuPy arrays; float32 z of shape (n, b, u), ``mode`` (default fd_forward), ``read_noise``,
+    purpose 5, layer 0, slot 0, row 0, ``derivatives``; outputs h, used, exact and the uint8
+    readings beyond the table)."""
     import cupy
 
-    from spingpu.kernels.pair_neuron import FD_FORWARD
+    from spingpu.kernels.pair_neuron import MODE_CODES
     from spingpu.kernels.philox import split_seed
     from spingpu.training.batched_cuda_engine import pair_layer_cuda_kernel
 
-    model, junc, z, neuron, readout = pair_problem(rng, n, b, u, np.float32, model)
+    model, junc, z, neuron, readout = pair_problem(rng, n, b, u, np.float32, model, read_noise)
     dz = cupy.asarray(z)
     args = (dz, cupy.asarray(junc.reshape(-1, junc.shape[-1])), cupy.asarray(model.nominal),
-            cupy.asarray(np.ascontiguousarray(model.aux_table)), FD_FORWARD, cupy.asarray(neuron),
-            cupy.asarray(readout), *split_seed(np.uint64(7)), cupy.arange(n), 5, 0, 0, 0, True,
+            cupy.asarray(np.ascontiguousarray(model.aux_table)), MODE_CODES[mode], cupy.asarray(neuron),
+            cupy.asarray(readout), *split_seed(np.uint64(7)), cupy.arange(n), 5, 0, 0, 0, derivatives,
             *(cupy.empty_like(dz) for _ in range(3)), cupy.empty(dz.shape, dtype=np.uint8))
     return pair_layer_cuda_kernel(model), args
 
@@ -501,8 +508,10 @@ def time_iris(rng, device, sim, budget, remaining, on_row=lambda rows: None):
     model = get_model("stt_compact")
     rows, state = [], dict(reference=None, runs=[])
 
-    def run(n, min_blocks=None, threads=None):
+    def run(n, min_blocks=None, threads=None, config=None):
         row = dict(networks=n, epochs=epochs, min_blocks_per_sm=min_blocks, block_threads=threads)
+        if config is not None:  # an attribution row: the default kernel on a cheaper configuration
+            row["config"] = config
         left = remaining()
         predicted = predicted_seconds(state["runs"], n, epochs, (min_blocks, threads))
         if left <= 0 or (predicted is not None and predicted > min(budget, left)):
@@ -512,7 +521,7 @@ def time_iris(rng, device, sim, budget, remaining, on_row=lambda rows: None):
             on_row(rows)
             return row
         backend = fused_backend(sim, min_blocks, threads)
-        r, error = attempt(train, ds, cfg, n_networks=n, backend=backend)
+        r, error = attempt(train, ds, ATTRIBUTION[config](cfg) if config else cfg, n_networks=n, backend=backend)
         if error is not None:  # one variant failing must not lose the other rows
             row["error"] = error
             rows.append(row)
@@ -527,14 +536,16 @@ def time_iris(rng, device, sim, budget, remaining, on_row=lambda rows: None):
                    compile_s=r.attrs["compile_seconds"], registers=kernel_registers(fused_cuda_kernel(model, layout)),
                    median_test_acc=float(r.test_acc.median()))
         numbers = (r.train_loss.values, r.test_acc.values)
-        if n == large and min_blocks is None and threads is None:
+        if config is not None:
+            pass
+        elif n == large and min_blocks is None and threads is None:
             state["reference"] = numbers
         elif n == large and state["reference"] is not None:
             row["same_as_compiler_choice"] = all(np.array_equal(a, b, equal_nan=True)
                                                  for a, b in zip(numbers, state["reference"]))
         rows.append(row)
         on_row(rows)
-        print(f"  iris {n:.0e} networks, {layout.threads} threads, min blocks/SM {min_blocks}: "
+        print(f"  iris {iris_variant(row)}: "
               f"{row['network_epochs_per_s']:.3g} network-epochs/s, {row['registers']} registers", flush=True)
         return row
 
@@ -548,13 +559,30 @@ def time_iris(rng, device, sim, budget, remaining, on_row=lambda rows: None):
         best, threads = max(timed, key=lambda pair: pair[0]["network_epochs_per_s"])
         if best["min_blocks_per_sm"] is not None or threads is not None:
             run(full, best["min_blocks_per_sm"], threads)
+    for config in ATTRIBUTION:  # where an epoch's time goes: what each part of the physics costs
+        run(small if sim else large, config=config)
     return rows
 
 
+# Cheaper configurations of the Iris run, each timed with the default kernel (its mode and read
+# noise are arguments, not compiled in): the differences between rows attribute the time. Without
+# read noise: the Philox normals and the noisy readings' arithmetic; "oracle": one junction reading
+# per neuron (the exact derivative) instead of two; "tanh": no junctions at all, so what is left is
+# the network's arithmetic, the block's barriers and the once-per-epoch median sort.
+ATTRIBUTION = {
+    "no read noise": lambda cfg: dataclasses.replace(cfg, readout=dataclasses.replace(cfg.readout, read_noise=0.0)),
+    "oracle, no read noise": lambda cfg: dataclasses.replace(cfg, grad_mode="oracle",
+                                                             readout=dataclasses.replace(cfg.readout, read_noise=0.0)),
+    "tanh": lambda cfg: dataclasses.replace(cfg, grad_mode="tanh", variability=type(cfg.variability)(),
+                                            readout=type(cfg.readout)()),
+}
+
+
 def iris_variant(row):
-    """An Iris row's networks and kernel variant, in words."""
-    return (f"{row['networks']:.0e} networks, {row.get('block_threads') or 'default'} threads, "
+    """An Iris row's networks and kernel variant (and configuration, if not the default), in words."""
+    text = (f"{row['networks']:.0e} networks, {row.get('block_threads') or 'default'} threads, "
             f"min blocks/SM {row['min_blocks_per_sm']}")
+    return text + (f", {row['config']}" if row.get("config") else "")
 
 
 def time_bandwidth(rng, device, sim):
@@ -598,16 +626,20 @@ def time_bandwidth(rng, device, sim):
     n, bs, u = 512, 128, 256
     grid = batched_cuda.blocks(n * bs * ((u + 1) // 2))
 
-    def pair_rate(model=None):
+    def pair_rate(model=None, **problem):
         """(bytes/s, elements/s): z read, h / used / exact written (float32), readings beyond the
         table written (uint8), the junction rows read once."""
-        kernel, args = pair_launch(rng, n, bs, u, model)
+        kernel, args = pair_launch(rng, n, bs, u, model, **problem)
         dz, dj = args[:2]
         seconds = best_of(lambda: [device.launch(kernel, grid, batched_cuda.THREADS, *args) for _ in range(10)]) / 10
         return (dz.size * (4 * 4 + 1) + dj.nbytes) / seconds, dz.size / seconds
 
     pair_bw, pair_elements = pair_rate()
     tabulated_bw, _ = pair_rate(tabulated_stt_compact())
+    # the same stt_compact kernel with less to do, to attribute its time (same bytes counted):
+    # without read noise (no Philox normals), one reading per neuron (no finite difference), and
+    # the tanh branch (no junction: the kernel's memory traffic and index arithmetic alone)
+    attribution = {what: pair_rate(**problem)[0] / copy_bw for what, problem in PAIR_ATTRIBUTION.items()}
 
     m = 8192
     x = cupy.asarray(rng.standard_normal((m, m), dtype=np.float32))
@@ -616,7 +648,12 @@ def time_bandwidth(rng, device, sim):
     return dict(copy_GBps=copy_bw / 1e9, pair_GBps=pair_bw / 1e9, pair_over_copy=pair_bw / copy_bw,
                 pair_elements_per_s=pair_elements, tabulated_pair_GBps=tabulated_bw / 1e9,
                 tabulated_pair_over_copy=tabulated_bw / copy_bw, sgemm_TFLOPs=2 * m**3 / sgemm_s / 1e12,
-                timings_queued_late=queued_late)
+                timings_queued_late=queued_late, pair_over_copy_attribution=attribution)
+
+
+PAIR_ATTRIBUTION = {"no read noise": dict(read_noise=0.0),
+                    "no read noise, one reading": dict(read_noise=0.0, derivatives=False),
+                    "tanh": dict(mode="tanh", read_noise=0.0)}
 
 
 HOLD_KERNEL = r"""
@@ -920,6 +957,8 @@ def checked_and_timed(args, spingpu, Device):
           f"of copy | >= 70 % |")
     print(f"| pair kernel, tabulated junction (cheap junctions) | {fmt(bandwidth.get('tabulated_pair_GBps'), '.0f')} "
           f"GB/s = {fmt(bandwidth.get('tabulated_pair_over_copy'), '.0%')} of copy | |")
+    for what, share in (bandwidth.get("pair_over_copy_attribution") or {}).items():
+        print(f"| pair kernel, stt_compact, {what} | {share:.0%} of copy | |")
     print(f"| SGEMM 8192^3 | {fmt(bandwidth['sgemm_TFLOPs'], '.1f')} TFLOP/s | |")
     if bandwidth.get("timings_queued_late"):
         print(f"| (the event timings above) | {bandwidth['timings_queued_late']} of them were still being queued "

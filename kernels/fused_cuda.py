@@ -14,15 +14,18 @@ samples (T = threads per block):
 The dataset is one copy in global memory that every block reads (the same sample at the same time:
 broadcast loads). Random numbers come from the same Philox streams as on the CPU. Divergence,
 ``grad_cosine`` and ``deriv_rel_err`` are computed as on the CPU: the last batch's relative errors
-go to a global scratch row per block as the samples run, and their median is taken by a bitonic
-sort, in shared memory (the activation rows, free between the step's gradients and the next
-forward pass) where the row fits them, else in the global row. The global sort is latency-bound
-(each of its log2(n) (log2(n) + 1) / 2 stages waits for L2 at a barrier): benchmarks/README.md
-counts it as most of an Iris epoch on an H200; the shared sort is not measured there yet.
+go to a global scratch row per block as the samples run, and their median is found by a radix
+select on the values' bits (8 passes of a byte each, 4 block barriers a pass; for an even count
+the lower middle value by one block maximum more), reading the values from shared memory (the activation rows, free between the step's
+gradients and the next forward pass) where they fit, else from the global row. It replaced a
+bitonic sort (55 stages for Iris's 720 values padded to 1,024, a barrier and ~11 compare-exchanges
+per thread each), which benchmarks/README.md counts as most of an Iris epoch on an H200 when it ran
+in global memory; the select needs 32 or 33 barriers and at most one shared atomic per value a
+pass (fewer past the first bytes: only the values that share the bytes chosen so far count). Neither is measured on a GPU yet.
 
-Shared memory per block, in float64 words: 3 W + 2 U P + 2 L T M + T + 2, with W weights,
-U hidden units, P junction parameters, L weight layers and M the widest layer rounded up to an odd
-number: thread t's row of activations or deltas starts M words after thread t - 1's, and with M
+Shared memory per block, in float64 words: 3 W + 2 U P + 2 L T M + T + 2 + 147, with W weights,
+U hidden units, P junction parameters, L weight layers, M the widest layer rounded up to an odd
+number and 147 the select's 288 int32 counts and 3 int64 words: thread t's row of activations or deltas starts M words after thread t - 1's, and with M
 odd the 16 threads of a half-warp read 8-byte words in 16 different pairs of the 32 four-byte
 banks (with M = 8, as for Iris, eight threads would share each pair). :func:`fused_cuda_layout`
 picks T, a multiple of 32 (whole warps), as the batch rounded up to one, at most 128, and smaller
@@ -49,6 +52,10 @@ cuda_setup.prepare()
 
 SHARED_BYTES = 48 * 1024  # static shared memory a kernel may use on every CUDA GPU since sm_20
 MAX_THREADS = 128  # the default T's upper bound; a larger batch runs in sub-batches of T samples
+SELECT_BINS = 256  # the median's radix select: a byte of the key per pass
+SELECT_CHUNKS = 32  # the bins summed in 32 chunks, by a warp
+CHUNK_BINS = SELECT_BINS // SELECT_CHUNKS
+SELECT_WORDS = (SELECT_BINS + SELECT_CHUNKS) * 4 // 8 + 3  # their int32 counts and 3 int64 words, in float64 words
 
 
 @dataclass(frozen=True)
@@ -58,9 +65,9 @@ class FusedLayout:
     sizes: tuple  # (features, hidden..., classes)
     n_params: int  # junction parameters P
     threads: int  # threads per block T
-    errs_len: int  # power of two >= batch x hidden units: the deriv_rel_err scratch row
+    errs_len: int  # batch x hidden units: the deriv_rel_err scratch row
     min_blocks: int | None = None  # launch bounds: compile so that this many blocks fit a multiprocessor
-    shared_sort: bool = True  # deriv_rel_err's sort in shared memory where it fits (False: always global)
+    shared_median: bool = True  # deriv_rel_err's values in shared memory where they fit (False: the global row)
 
     @property
     def launch_bounds(self):
@@ -80,10 +87,10 @@ class FusedLayout:
         return shared_words(self.sizes, self.n_params, self.threads)
 
     @property
-    def sorts_in_shared(self):
-        """Whether deriv_rel_err's sort runs in shared memory: the activation rows, (L, T, M) words,
-        hold the padded scratch row."""
-        return self.shared_sort and self.errs_len <= (len(self.sizes) - 1) * self.threads * row_words(self.sizes)
+    def median_in_shared(self):
+        """Whether deriv_rel_err's median reads its values from shared memory: the activation rows,
+        (L, T, M) words, hold the scratch row."""
+        return self.shared_median and self.errs_len <= (len(self.sizes) - 1) * self.threads * row_words(self.sizes)
 
 
 def row_words(sizes):
@@ -97,7 +104,7 @@ def shared_words(sizes, n_params, threads):
     n_w = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
     n_layers = len(sizes) - 1
     units = max(sum(sizes[1:-1]), 1)
-    return 3 * n_w + 2 * units * n_params + (2 * n_layers) * threads * row_words(sizes) + threads + 2
+    return 3 * n_w + 2 * units * n_params + (2 * n_layers) * threads * row_words(sizes) + threads + 2 + SELECT_WORDS
 
 
 def fused_cuda_layout(sizes, n_params, batch, threads=None, min_blocks=None):
@@ -106,9 +113,7 @@ def fused_cuda_layout(sizes, n_params, batch, threads=None, min_blocks=None):
     ``min_blocks`` asks the compiler to fit that many blocks on a multiprocessor (fewer registers
     per thread, perhaps spilled; default: the compiler's choice)."""
     sizes = tuple(int(s) for s in sizes)
-    errs_len = 1
-    while errs_len < batch * max(sum(sizes[1:-1]), 1):
-        errs_len *= 2
+    errs_len = batch * max(sum(sizes[1:-1]), 1)
     choices = (threads,) if threads else range(min(MAX_THREADS, -(-batch // 32) * 32), 0, -32)
     for t in choices:
         if 8 * shared_words(sizes, n_params, t) <= SHARED_BYTES:
@@ -126,6 +131,112 @@ def max_resident_blocks(layout):
     memory: a larger launch bound (``min_blocks``) cannot be met, and ptxas ignores it silently."""
     return min(SM_MAX_THREADS // layout.threads,
                SM_MAX_SHARED_BYTES // (8 * layout.shared_words + SM_RESERVED_SHARED_BYTES))
+
+
+def make_block_median(T, row_words, in_shared):
+    """``median(errs, act, i, n, hist, chunk_sums, slot, tid)``: the median of ``errs[i, :n]``
+    computed by a block of ``T`` threads, every thread calling it (it has block barriers); the
+    values are read from the shared array ``act`` (L, T, ``row_words``), copied there word by word
+    in C order, if ``in_shared``, else from the global row. ``hist`` (SELECT_BINS) and
+    ``chunk_sums`` (SELECT_CHUNKS) are shared int32 scratch, ``slot`` shared int64 scratch of 3
+    words."""
+    ROW = row_words
+
+    @cuda.jit(device=True)
+    def _copy_to_shared(errs, act, i, n, tid):
+        for q in range(tid, n, T):
+            act[q // (T * ROW), (q // ROW) % T, q % ROW] = errs[i, q]
+        cuda.syncthreads()
+
+    @cuda.jit(device=True)
+    def _key_in_shared(errs, act, i, q):  # the bits of value q, as an int64
+        return act.view(np.int64)[q // (T * ROW), (q // ROW) % T, q % ROW]
+
+    @cuda.jit(device=True)
+    def _leave_in_row(errs, act, i, n, tid):
+        pass
+
+    @cuda.jit(device=True)
+    def _key_in_row(errs, act, i, q):
+        return errs.view(np.int64)[i, q]
+
+    load, key_at = (_copy_to_shared, _key_in_shared) if in_shared else (_leave_in_row, _key_in_row)
+
+    @cuda.jit(device=True)
+    def _as_float(key):
+        """The float64 whose bits are the int64 ``key``."""
+        bits = cuda.local.array(1, numba.int64)
+        bits[0] = key
+        return bits.view(np.float64)[0]
+
+    @cuda.jit(device=True)
+    def _select(errs, act, i, n, rank, hist, chunk_sums, slot, tid):
+        """The key of rank ``rank`` (0: the smallest) among the n values' keys, block-wide: a radix select
+        from the top byte down, one pass per byte. Pass p counts, in 256 bins, the next byte of the
+        keys whose bytes above it equal those chosen so far; the bin where the running count passes
+        the rank is the key's byte. Returns (key, its rank among the keys equal to it). The keys are
+        the bits of non-negative float64 values (relative errors, +inf included), which order as
+        the values do."""
+        if tid == 0:
+            slot[2] = -1  # for the caller's block maximum; read three barriers on
+        prefix = 0  # the key's bytes chosen so far
+        high = 0  # the mask of those bytes
+        for shift in range(56, -8, -8):
+            for b in range(tid, SELECT_BINS, T):
+                hist[b] = 0
+            cuda.syncthreads()
+            for q in range(tid, n, T):
+                key = key_at(errs, act, i, q)
+                if key & high == prefix:
+                    cuda.atomic.add(hist, (key >> shift) & 255, 1)
+            cuda.syncthreads()
+            if tid < SELECT_CHUNKS:  # T >= 32: a warp sums the bins in chunks, one thread scans the chunks
+                total = 0
+                for b in range(tid * CHUNK_BINS, (tid + 1) * CHUNK_BINS):
+                    total += hist[b]
+                chunk_sums[tid] = total
+            cuda.syncthreads()
+            if tid == 0:
+                c = 0
+                while rank >= chunk_sums[c]:
+                    rank -= chunk_sums[c]
+                    c += 1
+                b = c * CHUNK_BINS
+                while rank >= hist[b]:
+                    rank -= hist[b]
+                    b += 1
+                slot[0] = b
+                slot[1] = rank
+            cuda.syncthreads()  # slot is next written three barriers on: every thread has read it by then
+            prefix |= slot[0] << shift
+            rank = slot[1]
+            high = -(1 << shift)  # the bits from this byte up
+        return prefix, rank
+
+    @cuda.jit(device=True)
+    def _deriv_median(errs, act, i, n, hist, chunk_sums, slot, tid):
+        """Median of errs[i, :n] (block-wide): the middle order statistic, or the mean of the two
+        middle ones, by :func:`_select` on the values' bits, read from the activation rows (copied
+        there, where they fit) or from the global row. For an even n the lower middle one is the
+        upper's key again if that key repeats below it, else the largest key below it (a block
+        maximum), not a second select."""
+        load(errs, act, i, n, tid)
+        upper, rank_among_equal = _select(errs, act, i, n, n // 2, hist, chunk_sums, slot, tid)
+        if n % 2 == 1:
+            return _as_float(upper)
+        lower = upper
+        if rank_among_equal == 0:  # the same in every thread: the barrier below is reached by all
+            below = -1
+            for q in range(tid, n, T):
+                key = key_at(errs, act, i, q)
+                if below < key < upper:
+                    below = key
+            cuda.atomic.max(slot, 2, below)
+            cuda.syncthreads()
+            lower = slot[2]
+        return (_as_float(lower) + _as_float(upper)) / 2.0
+
+    return _deriv_median
 
 
 def make_fused_cuda(forward, layout: FusedLayout):
@@ -177,57 +288,7 @@ def make_fused_cuda(forward, layout: FusedLayout):
                 correct += 1
         return _block_sum(count, correct, tid), beyond
 
-    SORT_IN_SHARED = layout.sorts_in_shared
-
-    @cuda.jit(device=True)
-    def _errs_at(errs, act, i, q):
-        return errs[i, q]
-
-    @cuda.jit(device=True)
-    def _errs_set(errs, act, i, q, value):
-        errs[i, q] = value
-
-    @cuda.jit(device=True)
-    def _act_at(errs, act, i, q):  # word q of the activation rows, read as one flat row
-        return act[q // (T * ROW), (q // ROW) % T, q % ROW]
-
-    @cuda.jit(device=True)
-    def _act_set(errs, act, i, q, value):
-        act[q // (T * ROW), (q // ROW) % T, q % ROW] = value
-
-    at, put = (_act_at, _act_set) if SORT_IN_SHARED else (_errs_at, _errs_set)
-
-    @cuda.jit(device=True)
-    def _deriv_median(errs, act, i, n, tid):
-        """Median of errs[i, :n] (block-wide; the scratch row is reordered): a bitonic sort, padded to
-        a power of two with +inf, in the activation rows (after copying the row there) or in place."""
-        if SORT_IN_SHARED:
-            for q in range(tid, n, T):
-                _act_set(errs, act, i, q, errs[i, q])
-        size = 1
-        while size < n:
-            size *= 2
-        for q in range(n + tid, size, T):
-            put(errs, act, i, q, np.inf)
-        cuda.syncthreads()
-        k = 2
-        while k <= size:
-            j = k // 2
-            while j > 0:
-                for q in range(tid, size, T):
-                    partner = q ^ j
-                    if partner > q:
-                        a = at(errs, act, i, q)
-                        c = at(errs, act, i, partner)
-                        if ((q & k) == 0 and a > c) or ((q & k) != 0 and a < c):
-                            put(errs, act, i, q, c)
-                            put(errs, act, i, partner, a)
-                cuda.syncthreads()
-                j //= 2
-            k *= 2
-        if n % 2 == 1:
-            return at(errs, act, i, n // 2)
-        return (at(errs, act, i, n // 2 - 1) + at(errs, act, i, n // 2)) / 2.0
+    _deriv_median = make_block_median(T, ROW, layout.median_in_shared)
 
     # launch bounds are a hint to the compiler, which Numba's CUDA simulator does not take
     @cuda.jit(**({} if numba.config.ENABLE_CUDASIM else {"launch_bounds": layout.launch_bounds}))
@@ -247,6 +308,9 @@ def make_fused_cuda(forward, layout: FusedLayout):
         D = cuda.shared.array((N_LAYERS, T, ROW), F64)
         lossb = cuda.shared.array(T, F64)
         count = cuda.shared.array(2, numba.int64)
+        hist = cuda.shared.array(SELECT_BINS, numba.int32)  # the median's radix select
+        chunk_sums = cuda.shared.array(SELECT_CHUNKS, numba.int32)
+        select_slot = cuda.shared.array(3, numba.int64)
 
         du = cuda.local.array((N_HIDDEN, 1, MAX_W), F64)
         de = cuda.local.array((N_HIDDEN, 1, MAX_W), F64)
@@ -350,7 +414,7 @@ def make_fused_cuda(forward, layout: FusedLayout):
                             ges[k] = gel[j]
                     n_err = bsz * HIDDEN_UNITS
                     has_nan = cuda.syncthreads_or(bad)
-                    median = _deriv_median(errs, act, i, n_err, tid) if n_err > 0 else 0.0
+                    median = _deriv_median(errs, act, i, n_err, hist, chunk_sums, select_slot, tid) if n_err > 0 else 0.0
                     if tid == 0:
                         out_cos[i, epoch] = cosine(gs, ges, N_HIDDEN_W)  # hidden layers' weights
                         out_derr[i, epoch] = np.nan if has_nan or n_err == 0 else median

@@ -64,7 +64,7 @@ def test_fused_cuda_kernel_equals_fused_cpu_engine(blobs, case):
 
 def test_a_block_of_three_warps_equals_the_cpu(blobs):
     """Blocks of 96 threads, the default for Iris's batch of 90 (test_layout_fits_...), are not a
-    power of two: weights owned tid, tid + 96, ...; the median's sort in strides of 96. Here 42
+    power of two: weights owned tid, tid + 96, ...; the median's select in strides of 96. Here 42
     training samples in one sub-batch, the other 54 threads idle."""
     cfg = TrainConfig(hidden=(3,), epochs=1, lr=0.05, seed=9, variability=VAR, readout=Readout(read_noise=2e-3))
     nets = np.array([4])
@@ -72,23 +72,23 @@ def test_a_block_of_three_warps_equals_the_cpu(blobs):
                 train(blobs, cfg, networks=nets, backend=Backend("cuda", simulator=True, block_threads=96)))
 
 
-def test_deriv_rel_err_median_sorted_in_global_memory_equals_the_cpu(blobs, monkeypatch):
-    """The fallback for a scratch row beyond the activation rows: the global-memory sort."""
+def test_deriv_rel_err_median_selected_in_global_memory_equals_the_cpu(blobs, monkeypatch):
+    """The fallback for a scratch row beyond the activation rows: the median read from global memory."""
     from spingpu.kernels import fused_cuda
 
     layouts = []
     shared = fused_cuda.fused_cuda_layout
 
-    def global_sort(*args, **kwargs):
-        layouts.append(dataclasses.replace(shared(*args, **kwargs), shared_sort=False))
+    def global_median(*args, **kwargs):
+        layouts.append(dataclasses.replace(shared(*args, **kwargs), shared_median=False))
         return layouts[-1]
 
-    monkeypatch.setattr(fused_cuda, "fused_cuda_layout", global_sort)
+    monkeypatch.setattr(fused_cuda, "fused_cuda_layout", global_median)
     cfg = TrainConfig(hidden=(6,), epochs=1, lr=0.05, seed=7, variability=VAR, batch_size=16,
                       readout=Readout(read_noise=2e-3))
     nets = np.array([11])
     gpu = train(blobs, cfg, networks=nets, backend=SIM)
-    assert layouts and not layouts[-1].sorts_in_shared
+    assert layouts and not layouts[-1].median_in_shared
     assert_same(train(blobs, cfg, networks=nets, backend="cpu"), gpu)
 
 
@@ -190,35 +190,35 @@ def test_layout_fits_shared_memory_and_refuses_networks_that_do_not():
     assert small.threads == 96 and 8 * small.shared_words <= SHARED_BYTES  # whole warps for 90 samples
     assert [fused_cuda_layout((4, 8, 3), 6, b).threads for b in (1, 32, 33, 128, 129, 5000)] == [32, 32, 64, 128,
                                                                                                   128, 128]
-    assert small.n_weights == 4 * 8 + 8 + 8 * 3 + 3 and small.errs_len == 1024
-    # deriv_rel_err's 1024-word scratch row sorts in the 2 x 96 x 9 words of activation rows, a
-    # batch of 300 (4096 words) in global memory
-    assert small.sorts_in_shared and not fused_cuda_layout((4, 8, 3), 6, 300).sorts_in_shared
-    assert not dataclasses.replace(small, shared_sort=False).sorts_in_shared
+    assert small.n_weights == 4 * 8 + 8 + 8 * 3 + 3 and small.errs_len == 90 * 8
+    # deriv_rel_err's 720-word scratch row fits the 2 x 96 x 9 words of activation rows, a batch of
+    # 300 (2400 words) does not: its median reads the global row
+    assert small.median_in_shared and not fused_cuda_layout((4, 8, 3), 6, 300).median_in_shared
+    assert not dataclasses.replace(small, shared_median=False).median_in_shared
     wide = fused_cuda_layout((64, 64, 64, 10), 6, 128)
     assert wide is None or 8 * wide.shared_words <= SHARED_BYTES
     assert fused_cuda_layout((784, 256, 10), 6, 128) is None
 
 
 def test_a_launch_bound_no_multiprocessor_can_meet_is_refused(blobs):
-    """Blocks of the Iris-size layout (96 threads for its batch of 90): 30,808 B of shared memory
+    """Blocks of the Iris-size layout (96 threads for its batch of 90): 31,984 B of shared memory
     each (+1 KiB reserved) fit 7 to a multiprocessor's 228 KiB; 2048 threads fit 21 blocks of 96.
-    Blocks of 128 threads take 40,280 B (ptxas's 41,304 with the reserve) and fit 5. A larger bound
+    Blocks of 128 threads take 41,456 B (ptxas's 42,480 with the reserve) and fit 5. A larger bound
     is an error before anything is compiled (ptxas would ignore it): here for the test's small
-    network in blocks of 32 threads, where shared memory allows 31 blocks and threads 64."""
+    network in blocks of 32 threads, where shared memory allows 27 blocks and threads 64."""
     from spingpu.devices import get_model
     from spingpu.kernels.fused_cuda import max_resident_blocks
     from spingpu.training.trainer import fused_cuda_layout_for
 
     iris = fused_cuda_layout((4, 8, 3), 6, 90)
-    assert iris.threads == 96 and 8 * iris.shared_words == 30_808
-    assert max_resident_blocks(iris) == 233_472 // 31_832 == 7
+    assert iris.threads == 96 and 8 * iris.shared_words == 31_984
+    assert max_resident_blocks(iris) == 233_472 // 33_008 == 7
     iris_128 = fused_cuda_layout((4, 8, 3), 6, 90, threads=128)
-    assert 8 * iris_128.shared_words == 40_280 and max_resident_blocks(iris_128) == 233_472 // 41_304 == 5
+    assert 8 * iris_128.shared_words == 41_456 and max_resident_blocks(iris_128) == 233_472 // 42_480 == 5
     cfg = TrainConfig(hidden=(3,), epochs=1)
     layout = fused_cuda_layout_for(blobs, cfg, get_model("stt_compact"), SIM)
     most = min(2048 // 32, 233_472 // (8 * layout.shared_words + 1024))
-    assert most == 31
+    assert most == 27
     ok = Backend("cuda", simulator=True, block_threads=32, min_blocks_per_sm=most)
     assert fused_cuda_layout_for(blobs, cfg, get_model("stt_compact"), ok).min_blocks == most
     with pytest.raises(ConfigError) as err:

@@ -110,8 +110,10 @@ def test_gpu_check_counts_iris_runs_that_raised_or_were_skipped_and_keeps_the_ot
     import json
 
     gpu_check = _gpu_check_module()
-    # 1, 2 (raises), 3 networks; 2 in blocks of 128 threads, at 5 and 6 blocks/SM; 3 at 5, the fastest
-    rates = iter([1.0, None, 3.0, 2.0, 2.5, 2.2, 2.5])
+    # 1, 2 (raises), 3 networks; 2 in blocks of 128 threads, at 4 and 5 blocks/SM; 3 at 4, the fastest;
+    # then the attribution rows (1 network in the simulator): no read noise, oracle, tanh
+    rates = iter([1.0, None, 3.0, 2.0, 2.5, 2.2, 2.5, 4.0, 5.0, 9.0])
+    configs = []
 
     class Result:
         def __init__(self, rate):
@@ -121,6 +123,7 @@ def test_gpu_check_counts_iris_runs_that_raised_or_were_skipped_and_keeps_the_ot
             self.train_loss = self.test_acc = xr.DataArray(np.zeros(1))
 
     def train(ds, cfg, n_networks, backend):
+        configs.append((cfg.grad_mode, cfg.readout.read_noise, cfg.variability.sigma_d2d))
         rate = next(rates)
         if rate is None:
             raise MemoryError("out of memory")
@@ -139,8 +142,12 @@ def test_gpu_check_counts_iris_runs_that_raised_or_were_skipped_and_keeps_the_ot
     monkeypatch.setattr("sys.argv", ["gpu_check.py", "--simulate", "--budget", "1e9"])
     assert gpu_check.main() == 1
     report = json.loads((tmp_path / "gpu_check.json").read_text())
-    assert [row.get("network_epochs_per_s") for row in report["iris"]] == [1.0, None, 3.0, 2.0, 2.5, 2.2, 2.5]
-    assert [row["min_blocks_per_sm"] for row in report["iris"]] == [None, None, None, None, 5, 6, 5]
+    assert [row.get("network_epochs_per_s") for row in report["iris"]] == [1.0, None, 3.0, 2.0, 2.5, 2.2, 2.5, 4.0,
+                                                                             5.0, 9.0]
+    assert [row["min_blocks_per_sm"] for row in report["iris"]] == [None, None, None, None, 4, 5, 4, None, None, None]
+    assert [row.get("config") for row in report["iris"]][-4:] == [None, "no read noise", "oracle, no read noise", "tanh"]
+    assert configs[0] == ("fd_forward", 1e-3, 0.1) and configs[-3:] == [("fd_forward", 0.0, 0.1), ("oracle", 0.0, 0.1),
+                                                                        ("tanh", 0.0, 0.0)]
     assert report["errors"] == {"iris 2e+00 networks, default threads, min blocks/SM None": "MemoryError: out of memory"}
     assert report["skipped"] == {} and "running" not in report
 
@@ -247,3 +254,45 @@ def test_gpu_check_predicts_a_rerun_without_scaling_its_compilation():
     assert predict(runs, 10**6, 200, 3) == pytest.approx(1e6 * 200 / 2.5e7 + setup * 1e6)  # 28 s, not 190
     compile_s = 18.1 - setup * 1e5  # the largest first-run time less its set-up
     assert predict(runs, 10**5, 200, 5) == pytest.approx(1e5 * 200 / 2.2e7 + setup * 1e5 + compile_s)
+
+
+
+def test_the_pair_timings_problems_run_in_the_simulator(monkeypatch):
+    """time_bandwidth's pair launches (stt_compact, and each attribution problem: no read noise, one
+    reading, tanh) are built by pair_launch, which runs only where CuPy works: here with NumPy in
+    CuPy's place, launched in the simulator, each must write every output and equal the CPU kernel
+    on the same arguments."""
+    import sys
+    import types
+
+    from spingpu.devices import get_model
+    from spingpu.kernels import batched_cuda
+    from spingpu.kernels.pair_neuron import NOISE_GAUSSIAN, NOISE_NONE
+    from spingpu.training.batched_engine import pair_layer_kernel
+
+    gpu_check = _gpu_check_module()
+    monkeypatch.setitem(sys.modules, "cupy", types.SimpleNamespace(asarray=np.asarray, arange=np.arange,
+                                                                   empty_like=np.empty_like, empty=np.empty))
+    n, b, u = 2, 3, 5
+    cpu_kernel = pair_layer_kernel(get_model("stt_compact"))
+    outputs = {}
+    for what, problem in {"timed": {}, **gpu_check.PAIR_ATTRIBUTION}.items():
+        kernel, args = gpu_check.pair_launch(np.random.default_rng(), n, b, u, **problem)
+        assert len(args) == 19
+        for out in args[15:18]:
+            out.fill(np.nan)
+        args[18].fill(255)
+        kernel[batched_cuda.blocks(n * b * ((u + 1) // 2)), batched_cuda.THREADS](*args)
+        ref = [np.empty_like(o) for o in args[15:]]
+        seed = np.uint64(int(args[7]) | (int(args[8]) << 32))
+        cpu_kernel(*args[:7], seed, *args[9:15], *ref)
+        assert not any(np.isnan(o).any() for o in args[15:18]) and (args[18] <= 2).all(), what
+        for got, want in zip(args[15:], ref):
+            np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-9, err_msg=what)
+        outputs[what] = args
+    assert [outputs[k][6][0] for k in outputs] == [NOISE_GAUSSIAN, NOISE_NONE, NOISE_NONE, NOISE_NONE]  # readout
+    assert np.abs(outputs["timed"][16]).min() > 0 and not outputs["no read noise, one reading"][16].any()
+    assert not np.array_equal(outputs["timed"][15], outputs["timed"][0])  # junction readings, not z
+    tanh = outputs["tanh"]
+    np.testing.assert_allclose(tanh[15], np.tanh(tanh[0]), rtol=1e-6)
+    np.testing.assert_allclose(tanh[16], 1 - np.tanh(tanh[0]) ** 2, rtol=1e-5)

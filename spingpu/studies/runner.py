@@ -295,6 +295,13 @@ def _check_submit_command(kind):
                                      "--scheduler")
 
 
+# Dask's own log lines below CRITICAL stay off the terminal, in the driver and the local workers: a
+# task's error reaches the driver as its exception (spingpu reports it), and what remains at ERROR
+# is teardown noise, e.g. a worker's "Failed to communicate with scheduler during heartbeat" while
+# Ctrl-C closes the cluster, which would break the one-line stop message.
+QUIET_DASK = logging.CRITICAL
+
+
 def _connect(options, workers, log, gpus=0):
     """A Dask client: an existing scheduler, a dask-jobqueue cluster, a LocalCUDACluster (one
     worker per GPU, dask-cuda) or a LocalCluster."""
@@ -315,14 +322,14 @@ def _connect(options, workers, log, gpus=0):
                                          "or run on the CPU with --backend cpu") from None
         with _workers_ignore_ctrl_c():
             cluster = LocalCUDACluster(n_workers=min(workers, gpus), threads_per_worker=1,
-                                       dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR,
+                                       dashboard_address="127.0.0.1:0", silence_logs=QUIET_DASK,
                                        death_timeout="30s")
         log(f"Dask LocalCUDACluster: one worker on each of {min(workers, gpus)} GPUs; "
             f"dashboard {cluster.dashboard_link}")
         return Client(cluster), cluster
     with _workers_ignore_ctrl_c():
         cluster = LocalCluster(n_workers=workers, threads_per_worker=options.threads_per_worker, processes=True,
-                               dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR,
+                               dashboard_address="127.0.0.1:0", silence_logs=QUIET_DASK,
                                death_timeout="30s")
     try:
         link = cluster.dashboard_link
