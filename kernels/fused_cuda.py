@@ -16,16 +16,18 @@ broadcast loads). Random numbers come from the same Philox streams as on the CPU
 ``grad_cosine`` and ``deriv_rel_err`` are computed as on the CPU: the last batch's relative errors
 go to a global scratch row per block as the samples run, and their median is found by a radix
 select on the values' bits (8 passes of a byte each, 4 block barriers a pass; for an even count
-the lower middle value by one block maximum more), reading the values from shared memory (the activation rows, free between the step's
-gradients and the next forward pass) where they fit, else from the global row. It replaced a
-bitonic sort (55 stages for Iris's 720 values padded to 1,024, a barrier and ~11 compare-exchanges
-per thread each), which benchmarks/README.md counts as most of an Iris epoch on an H200 when it ran
-in global memory; the select needs 32 or 33 barriers and at most one shared atomic per value a
-pass (fewer past the first bytes: only the values that share the bytes chosen so far count). Neither is measured on a GPU yet.
+the lower middle value by one block maximum more), reading the values from shared memory (the
+activation rows, free between the step's gradients and the next forward pass) where they fit,
+else from the global row. It replaced a bitonic sort (55 stages for Iris's 720 values padded to
+1,024, a barrier and ~11 compare-exchanges per thread each), which benchmarks/README.md counts as
+most of an Iris epoch on an H200 when it ran in global memory; the select needs 32 or 33 barriers
+and at most one shared atomic per value a pass (fewer past the first bytes: only the values that
+share the bytes chosen so far count). Neither is measured on a GPU yet.
 
 Shared memory per block, in float64 words: 3 W + 2 U P + 2 L T M + T + 2 + 147, with W weights,
 U hidden units, P junction parameters, L weight layers, M the widest layer rounded up to an odd
-number and 147 the select's 288 int32 counts and 3 int64 words: thread t's row of activations or deltas starts M words after thread t - 1's, and with M
+number and 147 the select's 288 int32 counts and 3 int64 words: thread t's row of activations or
+deltas starts M words after thread t - 1's, and with M
 odd the 16 threads of a half-warp read 8-byte words in 16 different pairs of the 32 four-byte
 banks (with M = 8, as for Iris, eight threads would share each pair). :func:`fused_cuda_layout`
 picks T, a multiple of 32 (whole warps), as the batch rounded up to one, at most 128, and smaller
@@ -188,7 +190,7 @@ def make_block_median(T, row_words, in_shared):
             for q in range(tid, n, T):
                 key = key_at(errs, act, i, q)
                 if key & high == prefix:
-                    cuda.atomic.add(hist, (key >> shift) & 255, 1)
+                    cuda.atomic.add(hist, (key >> shift) & (SELECT_BINS - 1), 1)
             cuda.syncthreads()
             if tid < SELECT_CHUNKS:  # T >= 32: a warp sums the bins in chunks, one thread scans the chunks
                 total = 0
