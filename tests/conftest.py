@@ -1,7 +1,8 @@
 """Test session set-up.
 
 CUDA kernels run in Numba's CUDA simulator in this process (the variable must be set before
-numba.cuda is first imported). PTX compilation needs the real numba-cuda, so those tests run
+numba.cuda is first imported), its cuda.syncthreads() on a condition variable instead of a polling
+loop (tests/simulator_barrier.py). PTX compilation needs the real numba-cuda, so those tests run
 ``spingpu info --check-kernels`` in a subprocess without the variable.
 """
 
@@ -25,6 +26,10 @@ assert numba.config.ENABLE_CUDASIM, "the CUDA simulator must be on before numba.
 import math  # noqa: E402
 
 import pytest  # noqa: E402
+
+import simulator_barrier  # noqa: E402
+
+simulator_barrier.install()
 
 
 @pytest.fixture

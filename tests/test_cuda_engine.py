@@ -164,13 +164,13 @@ def test_chunks_that_fit_a_tiny_memory_budget_change_nothing(blobs, monkeypatch)
     from spingpu.training import cuda_engine
 
     cfg = TrainConfig(hidden=(3,), epochs=1, lr=0.05, seed=9, variability=VAR, readout=Readout(read_noise=1e-3))
-    nets = np.arange(5)
+    nets = np.arange(3)
     whole = train(blobs, cfg, networks=nets, backend=SIM)
     # the data take ~3.2 kB, a network's arrays ~1.6 kB: one network per chunk, each read back before
     # the next is launched (two would not fit)
     tiny = Backend("cuda", simulator=True, block_threads=32, gpu_memory_bytes=5_000)
     chunked = train(blobs, cfg, networks=nets, backend=tiny)
-    # chunks of two networks, each read back while the next trains (the last chunk holds one)
+    # chunks of two networks: the first read back while the second, the last network alone, trains
     monkeypatch.setattr(cuda_engine, "LAUNCH_BLOCKS", 2)
     overlapped = train(blobs, cfg, networks=nets, backend=Backend("cuda", simulator=True, block_threads=32))
     for name in METRICS:
@@ -612,7 +612,8 @@ def test_memory_sizing_covers_what_a_batched_run_allocates_per_network():
                 super().launch(kernel, *args)
 
     rng = np.random.default_rng()
-    data = from_arrays(rng.normal(size=(25, 4)), np.arange(25) % 5, seed=1)
+    # the fewest rows that split: 9 to train (3 steps of the batch), 3 to validate, 3 to test
+    data = from_arrays(rng.normal(size=(15, 4)), np.arange(15) % 3, seed=1)
     model = get_model("stt_compact")
     cfg = TrainConfig(hidden=(66, 66), epochs=1, lr=0.05, seed=6, optimizer="adam", batch_size=3, variability=VAR)
 
@@ -627,7 +628,7 @@ def test_memory_sizing_covers_what_a_batched_run_allocates_per_network():
         peaks[n] = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
     per_network = (peaks[6] - peaks[2]) / 4
-    estimate = bytes_per_network(cfg, (4, 66, 66, 5), 3, model)
+    estimate = bytes_per_network(cfg, (4, 66, 66, 3), 3, model)
     assert 0.4 * estimate < per_network <= estimate, (per_network, estimate)
 
 

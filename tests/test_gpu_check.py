@@ -17,7 +17,10 @@ def test_gpu_check_script_runs_in_the_simulator(tmp_path):
     # a bare GPU node has NumPy, Numba, numba-cuda, CuPy and xarray: the others are hidden
     hide = ("sklearn", "scipy", "threadpoolctl", "dask", "distributed", "zarr", "matplotlib", "tqdm", "mpmath")
     # (None in sys.modules: an import raises ImportError, importlib.util.find_spec says not installed)
+    # the simulator's barrier replaced as in this session (tests/simulator_barrier.py)
     runner = (f"import sys, runpy\n"
+              f"sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})\n"
+              f"import simulator_barrier; simulator_barrier.install()\n"
               f"sys.modules.update(dict.fromkeys({hide!r}))\n"
               f"sys.argv = [{str(script)!r}, '--simulate', '--seed', '5']\n"
               f"runpy.run_path(sys.argv[0], run_name='__main__')\n")

@@ -3,8 +3,9 @@
 Every study here is tiny (iris, 3-4 hidden units, 2-5 epochs, a few networks per cell) and runs
 on the ``numpy`` engine: the fused ``cpu`` engine compiles for ~20 s in every worker process.
 Each Dask run still costs ~5-10 s on 2 cores (worker start-up, scikit-learn import, the device
-model's compilation in each worker), so the runs are shared between tests by module fixtures.
-The slowest tests are marked ``# slow``.
+model's compilation in each worker), so the runs are shared between tests by module fixtures, and
+the runs of tests that are not about the cluster join one worker started for the module
+(``shared_scheduler``). The slowest tests are marked ``# slow``.
 """
 
 import hashlib
@@ -138,24 +139,50 @@ def cell_selection(study, flat):
     return {axis.dim: value for axis, value in zip(study.axes, study.cell_values(flat).values())}
 
 
+@pytest.fixture(scope="module")
+def shared_scheduler():
+    """The address of a Dask scheduler with one worker process, for runs to join (--scheduler) where
+    the cluster is not what a test is about: a run's own LocalCluster costs ~6 s of CPU (its worker
+    processes' imports). The LocalCluster a run starts is tested by det's first run, the kills and
+    stops and the sizing to the workers' memory."""
+    import logging
+
+    import dask
+    from dask.distributed import LocalCluster
+
+    # quiet between runs, as it lives as long as the module (idle, Dask's defaults take ~0.1 s of CPU
+    # a second): no sampling of the worker's threads and the GIL, an event-loop tick of 1 s, not 20 ms;
+    # no dashboard, its HTTP server on a free port (8787 may be another cluster's)
+    with dask.config.set({"distributed.worker.profile.enabled": False,
+                          "distributed.admin.system-monitor.gil.enabled": False,
+                          "distributed.admin.tick.interval": "1s"}):
+        cluster = LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None,
+                               scheduler_kwargs={"dashboard_address": "127.0.0.1:0"}, silence_logs=logging.CRITICAL)
+    yield cluster.scheduler_address
+    cluster.close()
+
+
 # --- one study run three ways: split and worker count do not change a single bit ------------------
 
 
 @pytest.fixture(scope="module")
-def det(tmp_path_factory):  # slow: three Dask runs
-    """DET run with 1 network per task on 2 workers, 2 per task on 1 worker, and all 3 per task on
-    1 worker into the default --out (from a working directory of its own)."""
+def det(tmp_path_factory, shared_scheduler):  # slow: three Dask runs
+    """DET run with 1 network per task on a LocalCluster of 2 workers, then with 2 and all 3 per task
+    on the module's scheduler (1 worker), the last into the default --out (from a working directory
+    of its own)."""
     folder = tmp_path_factory.mktemp("det")
     study = write(folder / "det.toml", DET)
     runs = {"folder": folder, "study": study, "a": folder / "a.zarr", "b": folder / "b.zarr"}
     runs["out_a"] = run_ok(["run", str(study), "--out", str(runs["a"]), "--networks-per-task", "1",
                             "--workers", "2", *FAST])
-    run_ok(["run", str(study), "--out", str(runs["b"]), "--networks-per-task", "2", "--workers", "1", *FAST])
+    run_ok(["run", str(study), "--out", str(runs["b"]), "--networks-per-task", "2", "--scheduler", shared_scheduler,
+            *FAST])
     cwd = folder / "cwd"
     cwd.mkdir()
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(cwd)
-        runs["out_c"] = run_ok(["run", str(study), "--networks-per-task", "3", "--workers", "1", *FAST])
+        runs["out_c"] = run_ok(["run", str(study), "--networks-per-task", "3", "--scheduler", shared_scheduler,
+                                *FAST])
     runs["cwd"], runs["c"] = cwd, cwd / "results" / "det.zarr"
     return runs
 
@@ -196,7 +223,7 @@ def test_store_equals_spingpu_train_of_each_cell(det):
 
 
 @pytest.mark.filterwarnings("ignore::spingpu.training.config.UnusedSettingWarning")  # train_cell of the copied cells
-def test_cells_that_train_alike_are_trained_once_and_stored_as_what_training_gives(tmp_path):
+def test_cells_that_train_alike_are_trained_once_and_stored_as_what_training_gives(tmp_path, shared_scheduler):
     """model and tanh cells ignore delta_i: of the 6 cells, 2 repeat another's training and are
     stored as copies of it, equal bit for bit to spingpu.train of each cell on its own."""
     from spingpu.studies.spec import same_training
@@ -206,7 +233,8 @@ def test_cells_that_train_alike_are_trained_once_and_stored_as_what_training_giv
                                                   '"neuron.delta_i" = [1e-5, 3e-5]\n')
     study = load_study(path)
     assert same_training(study) == [0, 0, 2, 3, 4, 4]
-    printed = run_ok(["run", str(path), "--out", str(tmp_path / "alike.zarr"), "--workers", "1", *FAST])
+    printed = run_ok(["run", str(path), "--out", str(tmp_path / "alike.zarr"), "--scheduler", shared_scheduler,
+                      *FAST])
     assert "4 tasks to run, and 2 stored as copies of them" in printed
     ds = load(tmp_path / "alike.zarr")
     assert (ds.task_done.values == 1).all()
@@ -311,12 +339,13 @@ def test_default_out_is_results_slash_study_name_in_the_working_directory(det):
 
 
 @pytest.fixture(scope="module")
-def long_ref(tmp_path_factory):  # slow: one Dask run
-    """LONG, uninterrupted, 12 networks per task on 2 workers."""
+def long_ref(tmp_path_factory, shared_scheduler):  # slow: one Dask run
+    """LONG, uninterrupted, 12 networks per task on the module's scheduler."""
     folder = tmp_path_factory.mktemp("long")
     study = write(folder / "long.toml", LONG)
     ref = folder / "ref.zarr"
-    run_ok(["run", str(study), "--out", str(ref), "--networks-per-task", "12", "--workers", "2", *FAST])
+    run_ok(["run", str(study), "--out", str(ref), "--networks-per-task", "12", "--scheduler", shared_scheduler,
+            *FAST])
     return study, ref
 
 
@@ -354,7 +383,8 @@ def session_processes(sid):
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
-def test_sigkill_leaves_no_worker_behind_and_resume_gives_the_uninterrupted_numbers(long_ref, tmp_path):  # slow
+def test_sigkill_leaves_no_worker_behind_and_resume_gives_the_uninterrupted_numbers(long_ref, tmp_path,
+                                                                                     shared_scheduler):  # slow
     study, ref = long_ref
     out = tmp_path / "killed.zarr"
     with open(tmp_path / "stdout", "w") as stdout, open(tmp_path / "stderr", "w") as stderr:
@@ -394,7 +424,7 @@ def test_sigkill_leaves_no_worker_behind_and_resume_gives_the_uninterrupted_numb
             assert np.array_equal(a, b, equal_nan=True), (cell, task, name)
 
     printed = run_ok(["run", str(study), "--out", str(out), "--resume", "--networks-per-task", "1",
-                      "--workers", "2", *FAST])
+                      "--scheduler", shared_scheduler, *FAST])
     assert f"{done.size - done.sum()} tasks to run (resuming)" in printed
     assert (task_done(out) == 1).all()
     assert_same_numbers(out, ref)
@@ -628,12 +658,12 @@ hidden = [3]
 """
 
 
-def test_overwrite_replaces_a_store_and_shorter_cells_are_nan_padded(long_ref, tmp_path):
+def test_overwrite_replaces_a_store_and_shorter_cells_are_nan_padded(long_ref, tmp_path, shared_scheduler):
     _, ref = long_ref
     out = tmp_path / "replaced.zarr"
     shutil.copytree(ref, out)
     study = write(tmp_path / "tiny.toml", TINY)
-    printed = run_ok(["run", str(study), "--out", str(out), "--overwrite", "--workers", "1", *FAST])
+    printed = run_ok(["run", str(study), "--out", str(out), "--overwrite", "--scheduler", shared_scheduler, *FAST])
     assert "2 tasks to run" in printed
     ds = load(out)
     assert ds.attrs["study_name"] == "tiny" and ds.attrs["study_text"] == TINY
@@ -703,8 +733,8 @@ def write_csv(path, rows_per_class=20):
     return path
 
 
-def test_a_failing_task_names_its_cell_keeps_finished_tasks_and_resume_completes(tmp_path, monkeypatch,
-                                                                                  capsys):  # slow
+def test_a_failing_task_names_its_cell_keeps_finished_tasks_and_resume_completes(tmp_path, monkeypatch, capsys,
+                                                                                  shared_scheduler):  # slow
     data = write_csv(tmp_path / "data.csv")
     study = write(tmp_path / "fails.toml", f"""\
 name = "fails"
@@ -724,16 +754,16 @@ epochs = 2
 """)
     from spingpu.studies import runner
 
-    size = runner.networks_fitting_a_worker
+    drive = runner._drive
 
-    def size_then_delete(*args):  # the data file disappears after validation and sizing, before the tasks run
-        fits = size(*args)
+    def delete_then_drive(*args):  # the data file disappears after validation, before the tasks run
         data.unlink()
-        return fits
+        return drive(*args)
 
-    monkeypatch.setattr(runner, "networks_fitting_a_worker", size_then_delete)
+    monkeypatch.setattr(runner, "_drive", delete_then_drive)
     out = tmp_path / "fails.zarr"
-    rc = main(["run", str(study), "--out", str(out), "--networks-per-task", "1", "--workers", "1", *FAST])
+    rc = main(["run", str(study), "--out", str(out), "--networks-per-task", "1", "--scheduler", shared_scheduler,
+               *FAST])
     err = capsys.readouterr().err
     assert rc == 1
     assert f"spingpu run: error: task 0 (networks 0-0) of cell dataset.name=csv:{data} failed: " in err
@@ -744,10 +774,10 @@ epochs = 2
     assert np.isfinite(ds.test_acc.sel(name="iris").values).all()
     assert np.isnan(ds.test_acc.sel(name=f"csv:{data}").values).all()
 
-    monkeypatch.setattr(runner, "networks_fitting_a_worker", size)
+    monkeypatch.setattr(runner, "_drive", drive)
     write_csv(data)  # fix the cause, then --resume as the message says
-    rc = main(["run", str(study), "--out", str(out), "--resume", "--networks-per-task", "1", "--workers", "1",
-               *FAST])
+    rc = main(["run", str(study), "--out", str(out), "--resume", "--networks-per-task", "1", "--scheduler",
+               shared_scheduler, *FAST])
     printed = capsys.readouterr().out
     assert rc == 0 and "2 tasks to run (resuming)" in printed
     assert (task_done(out) == 1).all()
@@ -776,12 +806,12 @@ lr = 0.05
 """
 
 
-def test_a_distilled_cell_stores_its_teachers_test_accuracy(tmp_path):
+def test_a_distilled_cell_stores_its_teachers_test_accuracy(tmp_path, shared_scheduler):
     from spingpu.report import write_report
     from spingpu.training import teacher_logits
 
     study_path = write(tmp_path / "distill.toml", DISTILL)
-    run_ok(["run", str(study_path), "--out", str(tmp_path / "d.zarr"), "--workers", "1", *FAST])
+    run_ok(["run", str(study_path), "--out", str(tmp_path / "d.zarr"), "--scheduler", shared_scheduler, *FAST])
     ds, study = load(tmp_path / "d.zarr"), load_study(study_path)
     for flat in range(study.n_cells):
         cell = study.cell(flat)
@@ -1022,13 +1052,13 @@ def test_resume_with_another_backend_is_refused(tmp_path, monkeypatch, capsys):
                                "resume with the same backend\n")
 
 
-def test_resume_takes_the_stores_backend_when_none_is_given(tmp_path, monkeypatch):
+def test_resume_takes_the_stores_backend_when_none_is_given(tmp_path, monkeypatch, shared_scheduler):
     """As with --networks-per-task, --resume without --backend continues with the store's own."""
     from spingpu.studies.store import store_attrs
 
     monkeypatch.chdir(tmp_path)
     study_path, _, out = tiny_study_and_store(tmp_path, "numpy")
-    run_ok(["run", str(study_path), "--resume", "--workers", "1", "--no-report"])
+    run_ok(["run", str(study_path), "--resume", "--scheduler", shared_scheduler, "--no-report"])
     assert store_attrs(out)["backend"] == "numpy"
     assert np.isfinite(load(out).test_acc.values).all()
 
@@ -1365,12 +1395,13 @@ def test_a_study_file_name_with_spaces_or_accents_is_a_valid_default_name(tmp_pa
     assert study.name == "my étude 2"
 
 
-def test_store_records_the_engine_of_each_cell(tmp_path):
+def test_store_records_the_engine_of_each_cell(tmp_path, shared_scheduler):
     """Widths up to 64 train in the fused CPU engine (float64), wider in the batched one (float32):
     the store says which, per cell, as `spingpu train`'s attributes do."""
     study = write(tmp_path / "e.toml", BASE.replace("hidden = [3]", "hidden = [3]\n") +
                   '\n[sweep]\n"network.hidden" = [[3], [70]]\n')
-    rc, out, err = run_main(["run", str(study), "--out", str(tmp_path / "e.zarr"), "--backend", "cpu", "--no-report"])
+    rc, out, err = run_main(["run", str(study), "--out", str(tmp_path / "e.zarr"), "--backend", "cpu", "--no-report",
+                             "--scheduler", shared_scheduler])
     assert rc == 0, err
     ds = spingpu.open_results(tmp_path / "e.zarr")
     assert [ENGINES[int(code)] for code in ds.engine.values] == ["fused_cpu", "batched_cpu"]
@@ -1384,7 +1415,7 @@ def test_store_records_the_engine_of_each_cell(tmp_path):
     assert (alone.attrs["engine"], alone.attrs["backend"], alone.attrs["weights_dtype"]) == ("batched", "cpu", "float32")
 
 
-def test_warnings_of_the_workers_are_said_once_in_one_line(tmp_path):
+def test_warnings_of_the_workers_are_said_once_in_one_line(tmp_path, shared_scheduler):
     """Sampled macrospin junctions too fast for dt, and readings beyond their tables, in both tasks
     of a cell: one warning line each from the driver, not a two-line Python warning from the worker
     at every task."""
@@ -1402,7 +1433,7 @@ average_time = 0.05e-9
 sigma_d2d = 0.3
 """)
     rc, out, err = run_main(["run", str(study), "--out", str(tmp_path / "m.zarr"), "--networks-per-task", "2",
-                             "--workers", "1", *FAST])
+                             "--scheduler", shared_scheduler, *FAST])
     assert rc == 0, err
     lines = [ln for ln in err.replace("\r", "\n").splitlines() if "warning" in ln.lower()]
     assert len(lines) == 2, lines
