@@ -236,13 +236,12 @@ def check_kernels(arch=DEFAULT_ARCH, report=print, jobs=1, assemble=True):
     import concurrent.futures
     import multiprocessing
 
-    from .errors import ConfigError
+    from .errors import check_range
     from .kernels.ptx import REGISTERS_PER_SM
 
     global _CATALOG
     cc = check_arch(arch)
-    if not isinstance(jobs, int) or jobs < 1:
-        raise ConfigError("jobs", f"{jobs!r}; expected an integer >= 1")
+    jobs = check_range("jobs", jobs, 1, integer=True)
     if assemble and (why := nvjitlink_missing()) is not None:
         report(f"  (PTX only, not assembled: nvJitLink is not usable: {why})")
         assemble = False

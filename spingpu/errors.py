@@ -51,7 +51,8 @@ def check_range(field, value, low=None, high=None, *, low_open=False, high_open=
         raise ConfigError(field, f"expected {kind}, got {_short(value)}") from None
     if isinstance(number, float):
         if math.isnan(number):
-            raise ConfigError(field, f"expected {kind}, got NaN")
+            raise ConfigError(field, f"expected {kind}, got NaN; allowed: "
+                                     f"{_describe(low, high, low_open, high_open, allow_inf)}")
         if math.isinf(number):
             if allow_inf and number > 0:
                 return number

@@ -22,13 +22,15 @@ from .errors import ConfigError
 _WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG}
 
 
-def check_writable(field, path, overwrite=True):
+def check_writable(field, path, overwrite=True, store=False):
     """``path`` as a Path whose folder exists and takes a new file, else ConfigError naming ``field``.
 
     A temporary file is created beside the target and removed (the check :func:`staged_files`'s
     own first step would make), so that permissions, read-only and special filesystems show
     before the work that produces the file. ``overwrite`` False: an existing ``path`` is refused
     (the command's ``--overwrite`` replaces it), so that nothing already written is lost.
+    ``store``: ``path`` is a results store, a folder made beside its temporary name and renamed
+    into place; an existing one is the caller's to check.
     """
     if path is None or str(path).strip() == "":
         raise ConfigError(field, "expected a file name, got an empty one")
@@ -36,7 +38,7 @@ def check_writable(field, path, overwrite=True):
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise ConfigError(field, f"folder {folder} does not exist")
-    if path.is_dir():
+    if path.is_dir() and not store:
         raise ConfigError(field, f"{path} is a folder, expected a file name")
     if not overwrite and os.path.lexists(path):
         raise ConfigError(field, f"{path} exists; not overwritten: pass --overwrite to replace it, or choose "

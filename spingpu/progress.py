@@ -19,3 +19,22 @@ def progress_bar(enabled, total, unit):
         yield bar
     finally:
         bar.close()
+
+
+SETUP = "setting up: junctions, kernels (compiled on a machine's first run of a model, ~20-60 s; then loaded from disk)"
+
+
+@contextlib.contextmanager
+def status(enabled, text=SETUP):
+    """A line of ``text`` on stderr (when ``enabled``) while work without a count runs, cleared
+    when it ends, as a progress bar is."""
+    if not enabled:
+        yield
+        return
+    from tqdm import tqdm
+
+    line = tqdm(total=None, bar_format="{desc}", desc=text, dynamic_ncols=True, leave=False)
+    try:
+        yield
+    finally:
+        line.close()

@@ -204,9 +204,10 @@ def store_inputs(ds):
 
 def write_report(store, out=None, threshold=0.9, log=None):
     """Write ``<store>.html`` (or ``out``) and the summary ``<name>.summary.csv`` beside it;
-    return the HTML path. An existing file is replaced only if it is an earlier report (summary).
-    A figure left out (:func:`study_figures`) is noted in the HTML and passed to ``log`` as one
-    line (default: printed on stderr as ``spingpu report: note: ...``)."""
+    return the HTML path. A store of which no task has finished is refused (ConfigError). An
+    existing file is replaced only if it is an earlier report (summary). A figure left out
+    (:func:`study_figures`) is noted in the HTML and passed to ``log`` as one line (default:
+    printed on stderr as ``spingpu report: note: ...``)."""
     from .outputs import staged_files
     from .studies.store import load_results
 
@@ -214,6 +215,7 @@ def write_report(store, out=None, threshold=0.9, log=None):
     out = Path(out) if out else default_report_path(store)
     ds = load_results(store, REPORT_VARIABLES, LAST_EPOCH)
     out, csv_path = check_report_targets(out, store_inputs(ds))
+    _check_some_task_done(store, ds)
     rows = summary_rows(ds, threshold)
     notes = []
     figures = study_figures(ds, threshold, notes)
@@ -223,6 +225,17 @@ def write_report(store, out=None, threshold=0.9, log=None):
         _write_csv(tmp_csv, rows)
         tmp_html.write_text(_html(ds, rows, figures, threshold, csv_path.name, notes))
     return out
+
+
+def _check_some_task_done(store, ds):
+    """ConfigError where no task of the store ``ds`` has finished (a run stopped before its first
+    task ended): there is nothing to report, and its figures would have no data."""
+    from .studies.store import task_progress
+
+    done, tasks = task_progress(ds)
+    if done == 0:
+        raise ConfigError("results", f"no task of {store} has finished yet (0 of {tasks}), so there is nothing to "
+                                     f"report; finish it with spingpu run STUDY --out {store} --resume")
 
 
 def _note_on_stderr(note):

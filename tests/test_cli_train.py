@@ -189,19 +189,21 @@ BAD = [
     (["--param", "r_p=-5"], ["param r_p: -5.0 is out of range", "allowed: 1.0 <= value <= 10000000.0"]),
     (["--param", "r_p=inf"], ["param r_p: expected a finite number, got inf", "allowed: 1.0 <= value <= 10000000.0"]),
     (["--param", "v_h=1e-300"], ["param v_h: 1e-300 is out of range", "allowed: 0.001 <= value <= 1000.0 or inf"]),
-    (["--param", "i_c=nan"], ["param i_c: expected a number, got NaN"]),
+    (["--param", "i_c=nan"], ["param i_c: expected a number, got NaN; allowed: 1e-08 <= value <= 1.0"]),
     (["--adc-bits", "8", "--adc-range", "-inf", "1"], ["adc-range: expected a finite number, got -inf"]),
     (["--adc-bits", "8", "--adc-range", "-1e-3", "-2e-3"], ["adc-range: lower end -0.001 must be below upper end "
                                                            "-0.002"]),
-    (["--adc-bits", "8", "--adc-range", "-1e308", "1e308"], ["adc-range: (-1e+308, 1e+308) is wider than a float "
-                                                             "holds; allowed: hi - lo <= 1.7e308"]),
+    (["--adc-bits", "8", "--adc-range", "-1e308", "1e308"], ["adc-range: (-1e+308, 1e+308) is out of range; allowed: "
+                                                             "-1000 <= low < high <= 1000 (V)"]),
+    (["--dac-bits", "8", "--dac-range", "-1e9", "1e9"], ["dac-range: (-1e+09, 1e+09) is out of range; allowed: "
+                                                         "-1 <= low < high <= 1 (A)"]),
     (["--adc-range", "-0.5", "0.5"], ["adc-range: has no effect without an ADC; give --adc-bits N too, or remove "
                                       "--adc-range"]),
     (["--data-dir", "{tmp}"], ["data-dir: only mnist reads --data-dir, and this run trains on 'iris'; remove "
                                "--data-dir"]),
     (["--read-noise", "-.5"], ["read-noise: -0.5 is out of range", "allowed: 0.0 <= value <= 1.0"]),
     (["--out", ""], ["out: expected a file name, got an empty one"]),
-    (["--networks", "1000000000"], ["networks: 1000000000 networks need at least", "GiB of memory",
+    (["--networks", "1000000000"], ["networks: 1000000000 networks need up to", "GiB of memory",
                                     "allowed here: at most"]),
     (["--param", "r_q=5"], ["param: unknown parameter 'r_q'", "allowed: r_p, tmr0"]),
     (["--device-model", "foo"], ["device-model: unknown device model 'foo'", "allowed: macrospin, stt_compact, tabulated"]),

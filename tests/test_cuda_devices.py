@@ -113,7 +113,8 @@ KERNEL_LINE = re.compile(r"  (?P<name>.+?) +[\d,]+ bytes of PTX; +(?P<registers>
 
 @pytest.mark.parametrize("arch, jobs, message", [("sm9", 1, "arch: 'sm9'; expected sm_XY"),
                                                  ("90", 1, "arch: '90'; expected sm_XY"),
-                                                 ("sm_90", 0, "jobs: 0; expected an integer >= 1")])
+                                                 ("sm_90", 0, "jobs: 0 is out of range; allowed: value >= 1"),
+                                                 ("sm_90", 1.5, "jobs: expected an integer, got 1.5")])
 def test_check_kernels_bad_arch_or_jobs_is_a_one_line_error(arch, jobs, message):
     from spingpu.cuda_kernels import check_kernels
 

@@ -269,9 +269,11 @@ def test_zero_bits_pass_through():
     (dict(adc_range=(0.0, 1.0, 2.0)), "adc_range", "expected two numbers"),
     (dict(adc_range=(float("nan"), 1.0)), "adc_range[0]", "NaN"),
     (dict(dac_range=(1e-3, -1e-3)), "dac_range", "must be below"),
-    (dict(adc_range=(-1e308, 1e308)), "adc_range", "(-1e+308, 1e+308) is wider than a float holds; allowed: "
-                                                   "hi - lo <= 1.7e308"),
-    (dict(dac_range=(-1.7e308, 0.2e308)), "dac_range", "wider than a float holds"),
+    (dict(adc_range=(-1e308, 1e308)), "adc_range", "(-1e+308, 1e+308) is out of range; allowed: -1000 <= low < "
+                                                   "high <= 1000 (V)"),
+    (dict(adc_range=(-0.5, 1000.5)), "adc_range", "(-0.5, 1000.5) is out of range"),
+    (dict(dac_range=(-1e9, 1e9)), "dac_range", "(-1e+09, 1e+09) is out of range; allowed: -1 <= low < high <= 1 (A)"),
+    (dict(dac_range=(-1.5, 0.0)), "dac_range", "(-1.5, 0) is out of range"),
     (dict(noise_model="pink"), "noise_model", "allowed: gaussian, johnson_shot"),
     (dict(read_noise=-1e-3), "read_noise", "0.0 <= value <= 1.0"),
     (dict(temperature=-1.0), "temperature", "0.0 <= value"),

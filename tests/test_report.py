@@ -326,6 +326,30 @@ def test_a_store_with_whole_groups_unfinished_reports_without_numpy_warnings(tmp
     assert [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)] == []
 
 
+def test_a_store_with_no_task_finished_is_refused_in_one_line(tmp_path, capsys):
+    """A store as a run stopped before its first task ended leaves it (created, every task_done
+    false, every metric missing): the report and its API refuse it in one line and write nothing,
+    where the dI trade-off figure's log axis raised matplotlib's "Data cannot be log-scaled"."""
+    from spingpu.errors import ConfigError
+    from spingpu.report import write_report
+
+    data = {"name": "fresh", "networks": 4, "dataset": {"name": "iris"}, "network": {"hidden": [3]},
+            "training": {"epochs": 2}, "sweep": {"variability.sigma_d2d": [0.0, 0.1], "neuron.delta_i": [1e-6, 1e-5],
+                                                 "training.grad_mode": ["fd_forward", "model"]}}
+    study = parse_study(data, tmp_path / "fresh.toml", text="# fresh\n")
+    path = tmp_path / "fresh.zarr"
+    create_store(path, study, 2, {"backend": "cpu", "device": "CPU", "spingpu_version": "test"})
+    assert main(["report", str(path), "-o", str(tmp_path / "out.html")]) == 2
+    captured = capsys.readouterr()
+    message = (f"results: no task of {path} has finished yet (0 of 16), so there is nothing to report; finish it "
+               f"with spingpu run STUDY --out {path} --resume")
+    assert captured.err == f"spingpu report: error: {message}\n" and captured.out == ""
+    with pytest.raises(ConfigError) as err:
+        write_report(path)
+    assert str(err.value) == message
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fresh.zarr"]
+
+
 def test_complete_store_says_nothing_of_incompleteness(tmp_path, capsys):
     path, _ = fake_store(tmp_path, {"neuron.delta_i": [1e-6, 1e-5]})
     assert main(["report", str(path)]) == 0

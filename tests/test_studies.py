@@ -1006,6 +1006,33 @@ def test_bad_run_options_write_nothing(tmp_path, monkeypatch, extra):
     assert sorted(os.listdir(tmp_path)) == ["study.toml"]
 
 
+def _refuses_new_files(folder):
+    """Whether ``folder`` exists and refuses a new file (as /sys does, even to root)."""
+    import tempfile
+
+    try:
+        fd, name = tempfile.mkstemp(dir=folder)
+    except OSError:
+        return os.path.isdir(folder)
+    os.close(fd)
+    os.unlink(name)
+    return False
+
+
+@pytest.mark.skipif(not _refuses_new_files("/sys"), reason="needs a folder that refuses new files even to root")
+@pytest.mark.parametrize("report", [[], ["--no-report"]])
+def test_a_store_whose_folder_refuses_new_files_is_named_before_its_report(tmp_path, monkeypatch, capsys, report):
+    """--out /sys/x.zarr: the error names the store (field out), not the report /sys/x.html beside
+    it, and comes before any worker starts; with --no-report it was zarr's traceback, exit 1."""
+    monkeypatch.chdir(tmp_path)
+    study = write(tmp_path / "study.toml", BASE)
+    rc = main(["run", str(study), "--out", "/sys/x.zarr", "--backend", "numpy", *report])
+    captured = capsys.readouterr()
+    assert rc == 2 and captured.out == "" and captured.err.count("\n") == 1, captured.err
+    assert captured.err.startswith("spingpu run: error: out: cannot write /sys/x.zarr: "), captured.err
+    assert sorted(os.listdir(tmp_path)) == ["study.toml"]
+
+
 # --- swept datasets and paths ------------------------------------------------------------------
 
 

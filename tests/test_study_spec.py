@@ -175,6 +175,10 @@ def test_a_store_written_before_portable_digests_still_resumes_from_its_own_fold
 # --- one-line messages ---------------------------------------------------------------------------
 
 
+TOP_LEVEL = ("name, description, networks, seed, dataset, model, network, neuron, training, distillation, "
+             "variability, readout, sweep, cluster")
+
+
 def with_line(section, line, text=BASE):
     header = f"[{section}]\n"
     if header in text:
@@ -251,16 +255,46 @@ MESSAGES = [
                                                      with_line("training", 'grad_mode = "sigmoid"')),
      "model", "has no effect in any cell: it needs an MTJ grad_mode (fd_forward, fd_single, fd_symmetric, model, "
      "oracle; tanh, relu, sigmoid networks have no junctions); remove it"),
+    # an unknown top-level key or table: a did-you-mean and the allowed keys, as within a table
+    ("unknown top-level table", BASE + "\n[foo]\nx = 1\n", "foo", "unknown key; allowed at the top level: " + TOP_LEVEL),
+    ("misspelt top-level table", BASE + "\n[readuot]\nadc_bits = 8\n", "readuot",
+     "unknown key (did you mean 'readout'?); allowed at the top level: " + TOP_LEVEL),
 ]
 
 
-def test_a_setting_at_its_default_is_accepted_where_no_cell_uses_it(tmp_path):
-    """momentum = 0.9 with adam, adc_range = [-1, 1] without an ADC: written at their defaults, they
-    change nothing, and study files of earlier versions (whose stores must resume) may hold them."""
-    text = with_line("training", "momentum = 0.9") + with_line("readout", "adc_range = [-1.0, 1.0]", "")
-    assert load_study(write(tmp_path / "s.toml", text)).n_cells == 1
-    digital = with_line("training", 'grad_mode = "tanh"') + with_line("model", 'name = "stt_compact"', "")
-    assert load_study(write(tmp_path / "d.toml", digital)).n_cells == 1  # the default device model's table
+@pytest.mark.parametrize("text, key, problem", [
+    (with_line("readout", "adc_range = [-1.0, 1.0]"), "readout.adc_range",
+     "has no effect in any cell: it needs adc_bits > 0; remove it"),
+    (with_line("readout", "dac_range = [-1e-3, 1e-3]"), "readout.dac_range",
+     "has no effect in any cell: it needs dac_bits > 0; remove it"),
+    (with_line("readout", "temperature = 300.0"), "readout.temperature",
+     'has no effect in any cell: it needs noise_model = "johnson_shot"; remove it'),
+    (with_line("variability.correlation", '"r_p,tmr0" = 0.5'), "variability.correlation",
+     "has no effect in any cell: it needs a spread above 0 (sigma_chip, sigma_d2d, sigma_pair or per_parameter); "
+     "remove it"),
+    (with_line("training", "momentum = 0.9"), "training.momentum",
+     'has no effect in any cell: it needs optimizer = "momentum"; remove it'),
+    (with_line("model", 'name = "stt_compact"', with_line("training", 'grad_mode = "tanh"')), "model",
+     "has no effect in any cell: it needs an MTJ grad_mode (fd_forward, fd_single, fd_symmetric, model, oracle; "
+     "tanh, relu, sigmoid networks have no junctions); remove it"),
+], ids=["adc_range", "dac_range", "temperature", "correlation", "momentum", "model"])
+def test_a_setting_no_cell_uses_is_refused_at_its_default_value_too(tmp_path, text, key, problem):
+    """The check reads which keys the file writes, not whether their values differ from the
+    defaults (as spingpu train refuses --adc-range -1 1 without --adc-bits): adc_range = [-1, 1]
+    without an ADC, the gaussian model's temperature = 300 K, a correlation where nothing varies."""
+    path = write(tmp_path / "s.toml", text)
+    with pytest.raises(ConfigError) as err:
+        load_study(path)
+    assert str(err.value) == f"{path}: {key}: {problem}"
+
+
+def test_a_correlation_is_accepted_where_some_cell_has_a_spread(tmp_path):
+    text = with_line("variability.correlation", '"r_p,tmr0" = 0.5',
+                     with_line("sweep", '"variability.sigma_d2d" = [0.0, 0.1]'))
+    assert load_study(write(tmp_path / "s.toml", text)).n_cells == 2
+    per = with_line("variability.per_parameter", "r_p = [0.0, 0.05, 0.0]",
+                    with_line("variability.correlation", '"r_p,tmr0" = 0.5'))
+    assert load_study(write(tmp_path / "p.toml", per)).n_cells == 1
 
 
 def test_cells_of_other_device_models_are_never_trained_as_one(tmp_path):
@@ -356,9 +390,9 @@ def test_a_byte_order_mark_is_read_past_and_a_huge_integer_is_one_line(tmp_path)
 
 
 def test_test_fraction_is_refused_where_every_cell_trains_on_mnist(tmp_path, monkeypatch):
-    """mnist's test split is the official test set: a test_fraction other than the default does
-    nothing there and is refused (the default, which older study files may spell out, is not);
-    a sweep where another dataset reads it takes it."""
+    """mnist's test split is the official test set: a test_fraction, whatever its value (the
+    default 0.2 too), does nothing there and is refused; a sweep where another dataset reads it
+    takes it."""
     monkeypatch.delenv("SPINGPU_DATA", raising=False)
     tiny_mnist(tmp_path / "mnist")
     mnist = BASE.replace('name = "iris"', 'name = "mnist"\ndata_dir = "mnist"')
@@ -366,7 +400,8 @@ def test_test_fraction_is_refused_where_every_cell_trains_on_mnist(tmp_path, mon
         load_study(write(tmp_path / "a.toml", with_line("dataset", "test_fraction = 0.5", mnist)))
     assert str(err.value) == (f"{tmp_path / 'a.toml'}: dataset.test_fraction: mnist's test split is its official "
                               "10,000 images, so test_fraction has no effect; remove it")
-    load_study(write(tmp_path / "b.toml", with_line("dataset", "test_fraction = 0.2", mnist)))
+    with pytest.raises(ConfigError, match="so test_fraction has no effect; remove it"):
+        load_study(write(tmp_path / "b.toml", with_line("dataset", "test_fraction = 0.2", mnist)))
     swept = with_line("dataset", "test_fraction = 0.5", mnist + '\n[sweep]\n"dataset.name" = ["mnist", "iris"]\n')
     assert load_study(write(tmp_path / "c.toml", swept)).n_cells == 2
 

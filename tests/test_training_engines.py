@@ -323,3 +323,48 @@ def test_config_units_name_real_fields_and_every_physical_field_has_one(blobs):
     for section in ("neuron", "readout"):
         for name in config[section]:
             assert f"{section}.{name}" in units or f"{section}.{name}" in words_and_counts, name
+
+
+@pytest.mark.filterwarnings("ignore::spingpu.training.config.UnusedSettingWarning")
+@pytest.mark.parametrize("backend, width, grad, counts", [
+    ("cpu", 8, "fd_forward", (100, 300)), ("cpu", 8, "tanh", (100, 300)), ("cpu", 70, "fd_forward", (6, 18)),
+    ("numpy", 8, "fd_forward", (6, 18))], ids=["fused", "fused-tanh", "batched", "numpy"])
+def test_host_memory_estimate_bounds_the_traced_peak_per_network(backend, width, grad, counts):
+    """The memory check's bytes per network (trainer.host_bytes_per_network) against the peak of
+    NumPy's allocations, per network, of runs of two sizes (the first run compiles)."""
+    import tracemalloc
+
+    from spingpu.datasets import load_dataset
+    from spingpu.devices import get_model
+    from spingpu.training.trainer import host_bytes_per_network
+
+    iris = load_dataset("iris", seed=4)
+    cfg = TrainConfig(hidden=(width,), epochs=3, grad_mode=grad, optimizer="adam", seed=2,
+                      variability=Variability(sigma_d2d=0.1), readout=Readout(read_noise=1e-3))
+    train(iris, cfg, n_networks=2, backend=backend)
+    peaks = []
+    for n in counts:
+        tracemalloc.start()
+        train(iris, cfg, networks=np.arange(1000, 1000 + n), backend=backend)
+        peaks.append(tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
+    per_network = (peaks[1] - peaks[0]) / (counts[1] - counts[0])
+    estimate = host_bytes_per_network(iris, cfg, get_model("stt_compact"), backend)
+    # an upper bound, not far above (ROW_BYTES_NUMPY_DIGITAL bounds the NumPy engine's digital
+    # networks by what digits networks took; a digital Iris network takes a few kB in all, which
+    # runs of a few networks do not measure reliably)
+    assert estimate / 8 < per_network <= estimate, (per_network, estimate)
+
+
+def test_the_fused_engines_pack_the_numpy_engines_initial_weights(blobs):
+    from spingpu.devices import get_model
+    from spingpu.training.fused_engine import pack
+    from spingpu.training.numpy_engine import initial_weights
+
+    cfg = TrainConfig(hidden=(5, 3), epochs=1, seed=11, init_gain=1.3)
+    networks = np.array([3, 0, 2**32 - 1])
+    sizes = (blobs.n_features, 5, 3, blobs.n_classes)
+    packed = pack(cfg, get_model("stt_compact"), networks, sizes)
+    expected = np.concatenate([w.reshape(3, -1) for w in initial_weights(cfg, networks, sizes)], axis=1)
+    np.testing.assert_array_equal(packed["w_init"], expected)
+    assert np.count_nonzero(expected) == 3 * (blobs.n_features * 5 + 5 * 3 + 3 * blobs.n_classes)  # biases 0

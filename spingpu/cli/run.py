@@ -58,6 +58,10 @@ def run(args):
     from ..backends import get_backend
 
     get_backend(options.backend)  # a bad or unavailable backend fails before anything is written
+    if not args.resume and Path(out).parent.is_dir():  # the store is named first, before its report
+        from ..outputs import check_writable
+
+        check_writable("out", out, store=True)
     if not args.no_report and Path(out).parent.is_dir():  # the report will not replace a file it did not write
         from ..report import check_report_targets, default_report_path
 

@@ -50,11 +50,11 @@ def add_parser(sub):
                    help=f"bandwidth of the johnson_shot noise in Hz (default {R.bandwidth:g})")
     p.add_argument("--adc-bits", type=integer, help="ADC bits over --adc-range (default 0: ideal)")
     p.add_argument("--adc-range", type=float, nargs=2, metavar=("LO", "HI"),
-                   help="ADC input range in V (default {:g} {:g})".format(*R.adc_range))
+                   help="ADC input range in V, within +-1000 (default {:g} {:g})".format(*R.adc_range))
     p.add_argument("--dac-bits", type=integer,
                    help="bits of the DAC that sets each pair's current I, over --dac-range (default 0: ideal)")
     p.add_argument("--dac-range", type=float, nargs=2, metavar=("LO", "HI"),
-                   help="DAC output range in A (default {:g} {:g})".format(*R.dac_range))
+                   help="DAC output range in A, within +-1 (default {:g} {:g})".format(*R.dac_range))
     p.add_argument("--optimizer", default="adam", help="sgd, momentum or adam (default adam)")
     p.add_argument("--lr", type=float, default=0.01, help="learning rate (default 0.01)")
     p.add_argument("--lr-schedule", default="constant", help="constant, step:EVERY:GAMMA, exp:GAMMA or cosine (default constant)")

@@ -6,7 +6,6 @@ configuration and NumPy ufuncs compiled from the same scalar functions.
 
 from __future__ import annotations
 
-import math
 
 from dataclasses import dataclass
 from functools import cache
@@ -30,6 +29,11 @@ def _ufuncs():
     return quantize, johnson
 
 
+# the widest ADC (V) and DAC (A) ranges taken (wider ones are unit slips; within them
+# (hi - lo) / (2**bits - 1) is finite); currents above 1 A are out of range as for i_bias
+CONVERTER_LIMITS = {"adc": (1e3, "V"), "dac": (1.0, "A")}
+
+
 @dataclass(frozen=True)
 class Readout:
     """How a voltage is read and a current driven.
@@ -39,9 +43,11 @@ class Readout:
                   (K) over ``bandwidth`` (Hz), sigma_V = sqrt(B (r_d^2 S_I + 4 kB T r_bridge))
                   with S_I = 2 q |I| coth(q |I| r_d / 2 kB T) and r_d = dV/dI: the bridge
                   resistor's Johnson noise adds in quadrature (:mod:`spingpu.kernels.readout`).
-    adc_bits      0 for an ideal read, else the ADC's bits over ``adc_range`` = (lo, hi) in V.
-    dac_bits      0 for an ideal drive, else the current DAC's bits over ``dac_range`` in A. The
-                  DAC sets a pair's current I; the finite-difference step dI is added after it.
+    adc_bits      0 for an ideal read, else the ADC's bits over ``adc_range`` = (lo, hi) in V
+                  (within +-1000 V).
+    dac_bits      0 for an ideal drive, else the current DAC's bits over ``dac_range`` in A
+                  (within +-1 A). The DAC sets a pair's current I; the finite-difference step dI
+                  is added after it.
 
     A converter has 2**bits levels from lo to hi inclusive, step (hi - lo) / (2**bits - 1); values
     go to the nearest level, beyond the range to its ends, NaN stays NaN
@@ -68,9 +74,10 @@ class Readout:
             lo, hi = _pair(f"{name}_range", getattr(self, f"{name}_range"))
             if not lo < hi:
                 raise ConfigError(f"{name}_range", f"lower end {lo} must be below upper end {hi}")
-            if not math.isfinite(hi - lo):  # the step (hi - lo) / (2**bits - 1) would be inf
-                raise ConfigError(f"{name}_range", f"({lo}, {hi}) is wider than a float holds; allowed: "
-                                                   "hi - lo <= 1.7e308")
+            limit, unit = CONVERTER_LIMITS[name]
+            if not -limit <= lo < hi <= limit:
+                raise ConfigError(f"{name}_range", f"({lo:g}, {hi:g}) is out of range; allowed: -{limit:g} <= low "
+                                                   f"< high <= {limit:g} ({unit})")
             put(f"{name}_range", (lo, hi))
 
     @property

@@ -95,6 +95,10 @@ def run_study(study, options: RunOptions, progress=True, log=print):
                                                           "--workers)" if options.resume else ""))
     resuming = results_store.check_existing(options.out, study, npt, options.resume, options.overwrite,
                                             backend.name)
+    if not resuming and Path(options.out).parent.is_dir():  # results/ of the default is made below
+        from ..outputs import check_writable
+
+        check_writable("out", options.out, store=True)
     n_tasks = results_store.task_count(study, npt)
     if resuming:
         done = results_store.done_tasks(options.out)

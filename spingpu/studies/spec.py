@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import inspect
 import itertools
 import json
 import math
@@ -50,8 +49,7 @@ import numpy as np
 
 from ..datasets import csv_path, dataset_key, load_dataset
 from ..errors import ConfigError, did_you_mean
-from ..training.config import (CONDITIONAL_SETTINGS, CONFIG_UNITS, effective_config, needs_text, setting_value,
-                               unmet_needs)
+from ..training.config import CONDITIONAL_SETTINGS, CONFIG_UNITS, effective_config, needs_text, unmet_needs
 
 # section -> {key: (type check, description)}
 _NUM = (int, float)
@@ -392,7 +390,8 @@ def _check_keys(data, path):
                 raise _err(path, key, f"expected a table [{key}]")
             _check_section(value, key, path)
         elif key not in SCHEMA[""] and key not in SCHEMA:
-            raise _err(path, key, f"unknown key{did_you_mean(key, list(SCHEMA[''])+[s for s in SCHEMA if s])}")
+            raise _unknown_key(path, key, key, [*SCHEMA[""], *(s for s in SCHEMA if s and "." not in s)],
+                               "at the top level")
         elif key in SCHEMA[""]:
             _check_type(value, SCHEMA[""][key], path, key)
         elif SCHEMA[key] is None and not isinstance(value, dict):
@@ -404,14 +403,19 @@ def _check_section(table, section, path):
     for key, value in table.items():
         full = f"{section}.{key}"
         if key not in allowed:
-            raise _err(path, full, f"unknown key{did_you_mean(key, list(allowed))}; allowed in [{section}]: "
-                                   f"{', '.join(allowed)}")
+            raise _unknown_key(path, full, key, list(allowed), f"in [{section}]")
         if allowed[key] is dict and f"{section}.{key}" in SCHEMA:
             if not isinstance(value, dict):
                 raise _err(path, full, f"expected a table [{full}]")
             _check_section(value, full, path)
         else:
             _check_type(value, allowed[key], path, full)
+
+
+def _unknown_key(path, full, key, allowed, where):
+    """The error of an unknown ``key`` (``full``: its dotted name): a did-you-mean and the keys
+    ``allowed`` ``where`` it is written."""
+    return _err(path, full, f"unknown key{did_you_mean(key, allowed)}; allowed {where}: {', '.join(allowed)}")
 
 
 def _check_type(value, kind, path, key):
@@ -621,20 +625,25 @@ def same_training(study):
 def _check_settings_used(study, configs, path):
     """Refuse a setting, given or swept, that no cell uses (as the command line refuses an option
     that would do nothing): a cell that needs it, e.g. a gaussian-noise cell for read_noise, uses it.
-    A setting written at its default value is allowed (it changes nothing, and older study files,
-    whose stores must stay resumable, may hold one). The message names what the cells lack."""
+    What counts is the keys the file writes, whatever their values: a setting written at its
+    default is refused too, as the command line refuses ``--adc-range -1 1`` without
+    ``--adc-bits``. ``variability.correlation`` needs, besides junctions, a spread above 0 in
+    some MTJ cell. The message names what the cells lack."""
     swept = {a.key for a in study.axes}
     for key in CONDITIONAL_SETTINGS:
         section, name = key.split(".")
-        given = key in swept or name in study.data.get(section, {})
-        changed = any(value != default for value, default in (setting_value(c, key) for c in configs))
+        if key not in swept and name not in study.data.get(section, {}):
+            continue
         unmet = [unmet_needs(c, key) for c in configs]
-        if given and changed and all(unmet):
+        if all(unmet):
             lacking = [need for need in CONDITIONAL_SETTINGS[key] if any(need in u for u in unmet)]
             raise _err(path, key, f"has no effect in any cell: it needs {needs_text(lacking)}; remove it")
-    model_changed = (any(k.startswith("model.") for k in swept)
-                     or study.data.get("model", {}) not in ({}, {"name": "stt_compact"}))  # a default table is allowed
-    if model_changed and not any(c.is_mtj for c in configs):
+    if "correlation" in study.data.get("variability", {}) and all(c.variability.is_zero for c in configs
+                                                                   if c.is_mtj):
+        raise _err(path, "variability.correlation", "has no effect in any cell: it needs a spread above 0 "
+                                                    "(sigma_chip, sigma_d2d, sigma_pair or per_parameter); remove it")
+    model_given = any(k.startswith("model.") for k in swept) or "model" in study.data
+    if model_given and not any(c.is_mtj for c in configs):
         raise _err(path, "model", f"has no effect in any cell: it needs {needs_text(['mtj'])}; remove it")
 
 
@@ -659,14 +668,13 @@ def _check_dataset(study, path):
 
 def _check_dataset_keys_read(path, tables):
     """Refuse a data_dir that no cell reads: only mnist reads one (load_dataset ignores it); and
-    a test_fraction other than the default where every cell is mnist, whose test split is the
+    a test_fraction (whatever its value) where every cell is mnist, whose test split is the
     official 10,000 images."""
     mnist = [t["name"].strip().lower() == "mnist" for t in tables]
     names = ", ".join(sorted({repr(t["name"]) for t in tables}))
     if any(t.get("data_dir") for t in tables) and not any(mnist):
         raise _err(path, "dataset.data_dir", f"only mnist reads data_dir, and this study trains on {names}; "
                                              "remove data_dir")
-    default = inspect.signature(load_dataset).parameters["test_fraction"].default
-    if all(mnist) and any(t.get("test_fraction", default) != default for t in tables):
+    if all(mnist) and any("test_fraction" in t for t in tables):
         raise _err(path, "dataset.test_fraction", "mnist's test split is its official 10,000 images, so "
                                                   "test_fraction has no effect; remove it")

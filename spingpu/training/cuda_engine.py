@@ -296,11 +296,11 @@ class FusedCudaRun:
 
 def train_fused_cuda(dataset, config, networks, model, teacher_logits, progress, layout, device):
     """Train with the fused CUDA kernel; returns (metrics, {"train": s, "compile": s})."""
-    from ..progress import progress_bar
+    from ..progress import progress_bar, status
 
     n, epochs = networks.size, config.epochs
     t0 = time.perf_counter()
-    with deferred_interrupts():  # set-up and compilation: a stop inside Numba's compiler breaks it (spingpu.signals)
+    with deferred_interrupts(), status(progress):  # set-up and compilation: a stop inside Numba's compiler breaks it (spingpu.signals)
         kernel = fused_cuda_kernel(model, layout)
         run = FusedCudaRun(dataset, config, networks, model, teacher_logits, layout, device, progress)
         device.launch(kernel, 1, layout.threads, *run.probe_arguments())  # compiles

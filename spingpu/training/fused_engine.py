@@ -16,7 +16,7 @@ from ..kernels.fused_cpu import make_fused_trainer
 from ..kernels.network import OPTIMIZER_CODES
 from ..kernels.pair_neuron import MODE_CODES, NOISE_GAUSSIAN, NOISE_JOHNSON_SHOT, NOISE_NONE
 from ..signals import deferred_interrupts
-from .numpy_engine import initial_weights, kernel_junctions
+from .numpy_engine import initial_layer_weights, kernel_junctions
 
 
 # One thread's time per network-epoch is about NS_PER_UNIT x n_train x (weights + 100 hidden units)
@@ -64,12 +64,15 @@ def pack(config, model, networks, sizes, *, device=None, progress=False):
     """Everything but the data and outputs, as the arrays the fused kernels take (``device``,
     ``progress``: of the junction tables, :func:`kernel_junctions`)."""
     n = networks.size
-    weights = initial_weights(config, networks, sizes)
-    w_init = np.ascontiguousarray(np.concatenate([w.reshape(n, -1) for w in weights], axis=1))
+    # every network's [W_0, b_0, W_1, b_1, ...] (numpy_engine.initial_weights) in one row, drawn a
+    # layer at a time into it (host_bytes_per_network counts one layer's draw beside the rows)
+    w_init = np.zeros((n, sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))))
     w_off, b_off, offset = [], [], 0
-    for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
+    for layer, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
         w_off.append(offset)
         b_off.append(offset + fan_in * fan_out)
+        w_init[:, offset:offset + fan_in * fan_out] = initial_layer_weights(config, networks, layer, fan_in,
+                                                                             fan_out).reshape(n, -1)
         offset += fan_in * fan_out + fan_out
     u_off = np.concatenate([[0], np.cumsum(config.hidden)[:-1]]).astype(np.int64)
     if config.is_mtj:
@@ -136,7 +139,7 @@ def fused_problem(dataset, config, teacher_logits):
 
 def train_fused(dataset, config, networks, model, teacher_logits, progress):
     """Train with the fused CPU kernel; returns (metrics, {"train": s, "compile": s})."""
-    from ..progress import progress_bar
+    from ..progress import progress_bar, status
 
     problem = fused_problem(dataset, config, teacher_logits)
     sizes, batch, lr_epoch, teacher, data = problem.sizes, problem.batch, problem.lr_epoch, problem.teacher, problem.data
@@ -150,7 +153,7 @@ def train_fused(dataset, config, networks, model, teacher_logits, progress):
                out["val"], out["cos"], out["derr"], out["test"], out["div"], out["beyond"])
 
     t0 = time.perf_counter()
-    with deferred_interrupts():  # set-up and compilation: a stop inside Numba's compiler breaks it (spingpu.signals)
+    with deferred_interrupts(), status(progress):  # set-up and compilation: a stop inside Numba's compiler breaks it (spingpu.signals)
         orders = epoch_orders(config, problem.n_train)
         kernel = fused_trainer(model)
         packed = as_tuples(pack(config, model, networks, sizes, progress=progress))

@@ -58,10 +58,16 @@ def initial_weights(config, networks, sizes):
     network's own initialisation stream, b_l = 0."""
     out = []
     for layer, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-        w = streams.normals(config.seed, networks, streams.PURPOSE_INIT, layer, 0, 0, fan_in, fan_out)
-        out.append(w * (config.init_gain / np.sqrt(fan_in)))
+        out.append(initial_layer_weights(config, networks, layer, fan_in, fan_out))
         out.append(np.zeros((len(networks), fan_out)))
     return out
+
+
+def initial_layer_weights(config, networks, layer, fan_in, fan_out):
+    """W_l of :func:`initial_weights`, (N, fan_in, fan_out)."""
+    w = streams.normals(config.seed, networks, streams.PURPOSE_INIT, layer, 0, 0, fan_in, fan_out)
+    w *= config.init_gain / np.sqrt(fan_in)
+    return w
 
 
 def junction_parameters(model, config, networks):

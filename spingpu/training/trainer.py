@@ -18,7 +18,7 @@ from ..devices import get_model
 from ..devices.variability import check_network_indices
 from ..errors import ConfigError
 from ..kernels import streams
-from ..progress import progress_bar
+from ..progress import progress_bar, status
 from ..signals import deferred_interrupts
 from .config import CONFIG_UNITS, TrainConfig, UnusedSettingWarning, unused_settings
 from .numpy_engine import NoiseSource, NumpyEngine
@@ -200,21 +200,53 @@ def _runaway_networks_are_flagged():
     return np.errstate(over="ignore", invalid="ignore")
 
 
+# Host bytes per unit (hidden or output) and sample row of a step or evaluation pass of the batched
+# host engines: forward caches, deltas and their temporaries. Measured with tracemalloc (Iris,
+# digits; batches 16 to the full 1,079; 1 and 2 hidden layers; tests/test_training_engines.py
+# checks them): the NumPy engine 104-107 with junctions, 30 for a digital network; the batched CPU
+# engine 6-37. Rounded up.
+ROW_BYTES_NUMPY_MTJ, ROW_BYTES_NUMPY_DIGITAL, ROW_BYTES_BATCHED_CPU = 128, 40, 48
+
+
 def host_bytes_per_network(dataset, config, model, backend):
-    """A lower bound of the host memory one network takes in a run (bytes): its index and metrics
-    and, on the CPU engines and the fused CUDA engine (which packs every network's on the host
-    before it uploads them chunk by chunk), its weights (float64 once) and junction rows (and
-    tables). The batched CUDA engine makes weights and junctions chunk by chunk. ``backend`` is a
-    :class:`~spingpu.backends.Backend` or its name."""
+    """An upper bound of the host memory one network takes at the peak of a run (bytes), which
+    :func:`train` compares with the memory available before it starts. Every engine keeps the
+    network's index and metrics (8 bytes x (5 per epoch + 3)). Then, with n_w weights and biases
+    and J bytes of junction rows (and per-junction tables):
+
+    * the fused engines (CPU; CUDA, which packs every network on the host and uploads the packs
+      chunk by chunk): the initial weights (8 n_w), the draw of the largest layer while it is
+      copied in, and twice J (each layer's rows and their concatenation);
+    * the batched host engines (NumPy reference; batched CPU above ``FUSED_MAX_WIDTH``), which
+      step all networks at once: 80 bytes per weight (weights, gradient, moments, the exact
+      gradient and grad_cosine's float64 copies), twice J, and per unit and sample row of the
+      largest pass (the batch, or an evaluation pass) the bytes measured in ``ROW_BYTES_*``;
+    * the batched CUDA engine, which makes weights and junctions on the GPU chunk by chunk:
+      nothing more.
+
+    ``backend`` is a :class:`~spingpu.backends.Backend` or its name."""
     backend = Backend(backend) if isinstance(backend, str) else backend
     sizes = (dataset.n_features, *config.hidden, dataset.n_classes)
-    need = 8 + 8 * (5 * config.epochs + 2)
-    if backend.name != "cuda" or fused_cuda_layout_for(dataset, config, model, backend) is not None:
-        n_w = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
-        need += 8 * n_w
-        if config.is_mtj:
-            need += 2 * sum(config.hidden) * (8 * model.kernel_width + model.table_bytes_per_junction)
-    return need
+    need = 8 + 8 * (5 * config.epochs + 3)
+    n_w = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
+    table = model.table_bytes_per_junction if config.is_mtj else 0
+    junctions = 2 * sum(config.hidden) * (8 * model.kernel_width + table)
+    if backend.name == "cuda":
+        if fused_cuda_layout_for(dataset, config, model, backend) is None:
+            return need
+        fused = True
+    else:
+        fused = backend.name == "cpu" and max(dataset.n_features, *config.hidden) <= FUSED_MAX_WIDTH
+    if fused:
+        return need + 8 * n_w + 8 * max(a * b for a, b in zip(sizes[:-1], sizes[1:])) + 2 * junctions
+    n_train = dataset.y_train.size
+    batch = n_train if config.batch_size is None else min(config.batch_size, n_train)
+    rows = max(batch, min(NumpyEngine.eval_rows, max(dataset.y_val.size, dataset.y_test.size)))
+    if backend.name == "numpy":
+        per_row = ROW_BYTES_NUMPY_MTJ if config.is_mtj else ROW_BYTES_NUMPY_DIGITAL
+    else:
+        per_row = ROW_BYTES_BATCHED_CPU
+    return need + 80 * n_w + 2 * junctions + rows * sum(sizes[1:]) * per_row
 
 
 def available_memory():
@@ -257,7 +289,7 @@ def _check_host_memory(count, dataset, config, model, backend):
     fits = max(free // per_network, 0)
     allowed = (f"at most {fits} networks (train the others in further runs)" if fits else
                f"none: one network alone needs {_gib(per_network)} (narrower layers, or a machine with more memory)")
-    raise ConfigError("networks", f"{count} networks need at least {_gib(count * per_network)} of memory in this run, "
+    raise ConfigError("networks", f"{count} networks need up to {_gib(count * per_network)} of memory in this run, "
                                   f"and {_gib(free)} is available; allowed here: {allowed}")
 
 
@@ -359,7 +391,7 @@ def _train_batched(engine_class, dataset, config, networks, model, teacher_logit
     between the steps of an epoch (the per-network metrics are read back once per epoch).
     """
     t0 = time.perf_counter()
-    with deferred_interrupts():  # set-up and compilation: a stop inside Numba's compiler breaks it (spingpu.signals)
+    with deferred_interrupts(), status(progress):  # set-up and compilation: a stop inside Numba's compiler breaks it (spingpu.signals)
         engine = engine_class(model, config, networks, dataset.n_features, dataset.n_classes, progress=progress)
         xp, put = engine.xp, engine.put
         x, y = put(np.ascontiguousarray(dataset.x_train, dtype=engine.dtype)), put(dataset.y_train.astype(np.int64))
