@@ -53,6 +53,7 @@ Only NumPy is imported at module level; scikit-learn is imported when a split is
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from dataclasses import dataclass
@@ -86,7 +87,9 @@ class Dataset:
     with labels ``0 .. n_classes - 1``. ``feature_mean`` and ``feature_std`` (float64,
     ``(n_features,)``) were fitted on the training split (population std, ddof = 0; constant
     features get std 1.0); apply them to new raw data with :meth:`standardise`. ``class_names``
-    gives the original label of each class index.
+    gives the original label of each class index. ``split`` records how the splits were made (the
+    arguments of :func:`load_dataset` or :func:`from_arrays` that choose them; ``{"given": True}``
+    for :func:`from_splits`): :func:`spingpu.train` writes it in the results' ``dataset_split``.
     """
 
     name: str
@@ -100,6 +103,39 @@ class Dataset:
     feature_mean: np.ndarray
     feature_std: np.ndarray
     class_names: tuple = ()
+    split: dict = dataclasses.field(default_factory=dict)  # how the splits were made, e.g. {"seed": 0, ...}
+
+    def __post_init__(self):
+        """ConfigError naming the field (``dataset.y_train``, ...) where the arrays break the
+        conventions above: the engines index their arrays by these labels and sizes unchecked."""
+        n_classes = check_range("dataset.n_classes", self.n_classes, 2, integer=True)
+        n_features = None
+        for part in ("train", "val", "test"):
+            x, y = getattr(self, f"x_{part}"), getattr(self, f"y_{part}")
+            if not isinstance(x, np.ndarray) or x.ndim != 2 or x.dtype.kind != "f" or 0 in x.shape:
+                raise ConfigError(f"dataset.x_{part}", f"expected a float array (rows >= 1, features >= 1), got "
+                                                       f"{_array_text(x)}")
+            if n_features is not None and x.shape[1] != n_features:
+                raise ConfigError(f"dataset.x_{part}", f"has {x.shape[1]} features and x_train {n_features}")
+            n_features = x.shape[1]
+            if not np.isfinite(x).all():
+                row, col = np.argwhere(~np.isfinite(x))[0]
+                raise ConfigError(f"dataset.x_{part}", f"expected finite values, found {x[row, col]} at row {row}, "
+                                                       f"column {col}")
+            if not isinstance(y, np.ndarray) or y.ndim != 1 or y.dtype.kind not in "iu" or y.size != x.shape[0]:
+                raise ConfigError(f"dataset.y_{part}", f"expected {x.shape[0]} integer labels (one per row of "
+                                                       f"x_{part}), got {_array_text(y)}")
+            outside = (y < 0) | (y >= n_classes)
+            if outside.any():
+                row = int(np.argmax(outside))
+                raise ConfigError(f"dataset.y_{part}", f"label {y[row]} at row {row} is out of range; allowed: "
+                                                       f"0 <= label <= {n_classes - 1} (n_classes {n_classes})")
+        for field in ("feature_mean", "feature_std"):
+            value = getattr(self, field)
+            if not isinstance(value, np.ndarray) or value.shape != (n_features,) or not np.isfinite(value).all():
+                raise ConfigError(f"dataset.{field}", f"expected {n_features} finite numbers, got {_array_text(value)}")
+        if not (self.feature_std > 0).all():
+            raise ConfigError("dataset.feature_std", "expected values > 0 (a constant feature's std is 1.0)")
 
     @property
     def n_features(self) -> int:
@@ -140,7 +176,9 @@ def load_dataset(name, *, seed=0, val_fraction=0.2, test_fraction=0.2, data_dir=
     if key.lower() == "mnist":
         val_fraction = check_range("val_fraction", val_fraction, 0.0, 1.0, low_open=True,
                                    high_open=True)
-        return _load_mnist(data_dir, seed=seed, val_fraction=val_fraction, max_train=max_train)
+        loaded = _load_mnist(data_dir, seed=seed, val_fraction=val_fraction, max_train=max_train)
+        return dataclasses.replace(loaded, split=dict(seed=seed, val_fraction=val_fraction, test="official 10,000",
+                                          max_train=max_train))
     val_fraction, test_fraction = _check_fractions(val_fraction, test_fraction)
     if key.lower() in ("iris", "digits"):
         from sklearn import datasets as skd
@@ -212,7 +250,7 @@ def from_splits(x_train, y_train, x_val, y_val, x_test, y_test, *, name="arrays"
             raise ConfigError(f"y_{part}", f"class {names[unseen[0]]!r} is not in y_train; a network cannot "
                                            "learn a class it never trains on")
     (x_tr, _), (x_va, _), (x_te, _) = splits
-    return _finish(str(name), x_tr, c_tr, x_va, c_va, x_te, c_te, len(names), names)
+    return _finish(str(name), x_tr, c_tr, x_va, c_va, x_te, c_te, len(names), names, split={"given": True})
 
 
 # ----------------------------------------------------------------------------------------------
@@ -246,6 +284,13 @@ def _check_table(x, y, field_x, field_y):
     if len(ya) != len(xa):
         raise ConfigError(field_y, f"has {len(ya)} labels but {field_x} has {len(xa)} rows")
     return xa, ya
+
+
+def _array_text(value):
+    """How a value that should be an array is described in an error: its type, shape and dtype."""
+    if isinstance(value, np.ndarray):
+        return f"an array of shape {value.shape} and dtype {value.dtype}"
+    return f"{type(value).__name__}"
 
 
 def _one_line(err):
@@ -444,7 +489,7 @@ def _apply_standardiser(x, mean, std, divisor=1.0):
     return out
 
 
-def _finish(name, x_tr, y_tr, x_va, y_va, x_te, y_te, n_classes, names, divisor=1.0, pooled=False):
+def _finish(name, x_tr, y_tr, x_va, y_va, x_te, y_te, n_classes, names, divisor=1.0, pooled=False, split=None):
     """Standardise with the training split's statistics and assemble the Dataset.
 
     The raw features are divided by ``divisor`` first (255 for MNIST pixels, giving [0, 1]); the
@@ -463,6 +508,7 @@ def _finish(name, x_tr, y_tr, x_va, y_va, x_te, y_te, n_classes, names, divisor=
         feature_mean=mean,
         feature_std=std,
         class_names=tuple(names),
+        split=split or {},
     )
 
 
@@ -487,7 +533,8 @@ def _build(name, x, y, names, *, seed, val_fraction, test_fraction, max_train, f
     idx_train, idx_val = rest[kept], rest[taken]
     idx_train = _limit_train(idx_train, y, max_train, n_classes, seed, field)
     return _finish(name, x[idx_train], y[idx_train], x[idx_val], y[idx_val], x[idx_test],
-                   y[idx_test], n_classes, names)
+                   y[idx_test], n_classes, names,
+                   split=dict(seed=seed, val_fraction=val_fraction, test_fraction=test_fraction, max_train=max_train))
 
 
 # ----------------------------------------------------------------------------------------------

@@ -749,3 +749,87 @@ def test_features_of_any_magnitude_standardise_like_unit_ones(factor):
     for split in ("x_train", "x_val", "x_test"):
         np.testing.assert_allclose(getattr(got, split), getattr(ref, split), rtol=1e-5, atol=1e-6 if factor > 1e-308
                                    else 1e-4)  # 1e-310 is subnormal: about 14 bits of precision left
+
+
+def _replaced_iris(rng):
+    """Changes of a loaded Iris Dataset that break its conventions, with the error each gives."""
+    iris = load_dataset("iris", seed=int(rng.integers(100)))
+    row = int(rng.integers(iris.y_train.size))
+    far = iris.y_train.copy()
+    far[row] = 10**9
+    negative = iris.y_val.copy()
+    negative[0] = -1
+    nan_x = iris.x_test.copy()
+    nan_x[2, 3] = np.nan
+    return iris, [
+        (dict(y_train=far), f"dataset.y_train: label 1000000000 at row {row} is out of range; allowed: 0 <= label "
+                            f"<= 2 (n_classes 3)"),
+        (dict(y_val=negative), "dataset.y_val: label -1 at row 0 is out of range"),
+        (dict(n_classes=2), "dataset.y_train: label 2 at row"),
+        (dict(n_classes=1), "dataset.n_classes: 1 is out of range; allowed: value >= 2"),
+        (dict(x_val=iris.x_val[:, :3]), "dataset.x_val: has 3 features and x_train 4"),
+        (dict(y_train=iris.y_train[:-1]), "dataset.y_train: expected 90 integer labels (one per row of x_train), "
+                                          "got an array of shape (89,) and dtype int64"),
+        (dict(y_test=iris.y_test.astype(float)), "dataset.y_test: expected 30 integer labels"),
+        (dict(x_test=nan_x), "dataset.x_test: expected finite values, found nan at row 2, column 3"),
+        (dict(x_train=iris.x_train.astype(int)), "dataset.x_train: expected a float array (rows >= 1, features >= 1)"),
+        (dict(x_val=iris.x_val[:0]), "dataset.x_val: expected a float array (rows >= 1, features >= 1), got an "
+                                     "array of shape (0, 4)"),
+        (dict(x_train=list(iris.x_train)), "dataset.x_train: expected a float array (rows >= 1, features >= 1), "
+                                           "got list"),
+        (dict(feature_std=np.zeros(4)), "dataset.feature_std: expected values > 0"),
+        (dict(feature_mean=np.zeros(3)), "dataset.feature_mean: expected 4 finite numbers"),
+    ]
+
+
+def test_a_dataset_that_breaks_its_conventions_is_refused_naming_the_field():
+    """The engines index their arrays by the labels unchecked: a label beyond n_classes crashed the
+    process (segmentation fault) or trained on memory past an array before this check."""
+    import dataclasses
+
+    iris, cases = _replaced_iris(np.random.default_rng())
+    for change, message in cases:
+        with pytest.raises(ConfigError) as err:
+            dataclasses.replace(iris, **change)
+        assert str(err.value).startswith(message), (change.keys(), str(err.value))
+    assert dataclasses.replace(iris, n_classes=5).n_classes == 5  # classes without samples are allowed
+
+
+def test_a_dataset_records_how_its_splits_were_made_and_results_carry_it(tmp_path):
+    import json
+
+    import xarray as xr
+
+    from spingpu.training import TrainConfig, train
+
+    seed = int(np.random.default_rng().integers(1000))
+    iris = load_dataset("iris", seed=seed, val_fraction=0.25, test_fraction=0.15, max_train=60)
+    assert iris.split == dict(seed=seed, val_fraction=0.25, test_fraction=0.15, max_train=60)
+    again = load_dataset("iris", **{k: v for k, v in iris.split.items()})  # the record remakes the splits
+    for part in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test"):
+        np.testing.assert_array_equal(getattr(again, part), getattr(iris, part))
+    rng = np.random.default_rng(seed)
+    x, y = rng.normal(size=(40, 3)), np.arange(40) % 2
+    assert from_arrays(x, y, seed=7).split == dict(seed=7, val_fraction=0.2, test_fraction=0.2, max_train=None)
+    assert from_splits(x[:20], y[:20], x[20:30], y[20:30], x[30:], y[30:]).split == {"given": True}
+    results = train(iris, TrainConfig(hidden=(3,), epochs=1, grad_mode="tanh"), n_networks=1, backend="numpy")
+    results.to_netcdf(tmp_path / "r.nc")
+    with xr.open_dataset(tmp_path / "r.nc") as back:
+        assert json.loads(back.attrs["dataset_split"]) == iris.split
+
+
+def test_an_object_with_a_datasets_arrays_is_checked_as_one():
+    from types import SimpleNamespace
+
+    from spingpu.training import TrainConfig, train
+
+    rng = np.random.default_rng()
+    x = rng.normal(size=(30, 4)).astype(np.float32)
+    y = np.arange(30) % 3
+    bad = y.copy()
+    bad[4] = 7
+    duck = SimpleNamespace(name="mine", x_train=x, y_train=bad, x_val=x[:6], y_val=y[:6], x_test=x[:6],
+                           y_test=y[:6], n_features=4, n_classes=3)
+    with pytest.raises(ConfigError, match=r"^dataset\.y_train: label 7 at row 4 is out of range; allowed: "
+                                          r"0 <= label <= 2 \(n_classes 3\)$"):
+        train(duck, TrainConfig(hidden=(3,), epochs=1), n_networks=1, backend="cpu")

@@ -627,8 +627,7 @@ def _check_settings_used(study, configs, path):
     that would do nothing): a cell that needs it, e.g. a gaussian-noise cell for read_noise, uses it.
     What counts is the keys the file writes, whatever their values: a setting written at its
     default is refused too, as the command line refuses ``--adc-range -1 1`` without
-    ``--adc-bits``. ``variability.correlation`` needs, besides junctions, a spread above 0 in
-    some MTJ cell. The message names what the cells lack."""
+    ``--adc-bits``. The message names what the cells lack."""
     swept = {a.key for a in study.axes}
     for key in CONDITIONAL_SETTINGS:
         section, name = key.split(".")
@@ -638,10 +637,6 @@ def _check_settings_used(study, configs, path):
         if all(unmet):
             lacking = [need for need in CONDITIONAL_SETTINGS[key] if any(need in u for u in unmet)]
             raise _err(path, key, f"has no effect in any cell: it needs {needs_text(lacking)}; remove it")
-    if "correlation" in study.data.get("variability", {}) and all(c.variability.is_zero for c in configs
-                                                                   if c.is_mtj):
-        raise _err(path, "variability.correlation", "has no effect in any cell: it needs a spread above 0 "
-                                                    "(sigma_chip, sigma_d2d, sigma_pair or per_parameter); remove it")
     model_given = any(k.startswith("model.") for k in swept) or "model" in study.data
     if model_given and not any(c.is_mtj for c in configs):
         raise _err(path, "model", f"has no effect in any cell: it needs {needs_text(['mtj'])}; remove it")

@@ -68,8 +68,10 @@ class PairNeuron:
 
 @dataclass(frozen=True)
 class Schedule:
-    """Learning-rate schedule per epoch e of E: ``constant``; ``step`` (lr * gamma^floor(e/every));
-    ``exp`` (lr * gamma^e); ``cosine`` (lr * (1 + cos(pi e / E)) / 2)."""
+    """Learning-rate schedule per epoch e = 0 .. E - 1 of E: ``constant``; ``step``
+    (lr * gamma^floor(e/every)); ``exp`` (lr * gamma^e); ``cosine`` (lr * (1 + cos(pi e / E)) / 2).
+    The results number epochs from 1: their epoch k trains with the rate of e = k - 1 (the first
+    at lr)."""
 
     kind: str = "constant"
     every: int = 1
@@ -136,6 +138,14 @@ class TrainConfig:
     stored as 2; strings are refused), nested settings must be their classes (``neuron`` a
     :class:`PairNeuron`, ``variability`` a Variability, ``readout`` a Readout, ``distillation`` a
     :class:`Distillation` or None). Bad values raise ConfigError naming the field.
+
+    ``batch_size`` None trains on the full batch every step. ``weight_decay`` is an L2 term added
+    to the gradient before the optimiser (g' = g + weight_decay w, also inside Adam's moments; not
+    decoupled as in AdamW). ``init_gain``: initial weights W = init_gain / sqrt(fan_in) N(0, 1),
+    biases 0, from each network's own Philox stream. ``seed`` is the study's 64-bit seed of every
+    random number (junctions, weights, read noise, batch order; DESIGN.md 4), not of the dataset's
+    splits. ``dtype``: the weights' and activations' float type in the batched engines (the fused
+    engines compute in float64 whatever it says; the results' ``weights_dtype`` says which).
     """
 
     hidden: tuple[int, ...] = (8,)
@@ -214,6 +224,8 @@ NEEDS = {
     "bridge": (lambda c: c.neuron.readout == "bridge", 'readout = "bridge"'),
     "momentum": (lambda c: c.optimizer == "momentum", 'optimizer = "momentum"'),
     "adam": (lambda c: c.optimizer == "adam", 'optimizer = "adam"'),
+    "spread": (lambda c: not c.variability.is_zero,
+               "a spread above 0 (sigma_chip, sigma_d2d, sigma_pair or per_parameter)"),
 }
 # A setting that acts only in some configurations: dotted key -> the NEEDS it has (all of them).
 # Every junction, drive and readout setting needs junctions: a digital baseline has none.
@@ -221,8 +233,8 @@ CONDITIONAL_SETTINGS = {
     **{f"neuron.{name}": ("mtj",) for name in ("i_bias", "i_gain", "readout", "v_scale")},
     "neuron.r_ref": ("mtj", "bridge"),
     "neuron.delta_i": ("dI",),  # a finite-difference grad_mode is an MTJ one
-    **{f"variability.{name}": ("mtj",) for name in ("sigma_chip", "sigma_d2d", "sigma_pair", "per_parameter",
-                                                     "correlation")},
+    **{f"variability.{name}": ("mtj",) for name in ("sigma_chip", "sigma_d2d", "sigma_pair", "per_parameter")},
+    "variability.correlation": ("mtj", "spread"),  # correlates the spreads' draws
     **{f"readout.{name}": ("mtj",) for name in ("noise_model", "adc_bits", "dac_bits")},
     "readout.read_noise": ("mtj", "gaussian"),
     "readout.temperature": ("mtj", "johnson_shot"),

@@ -77,6 +77,7 @@ def train(dataset, config: TrainConfig, *, n_networks=None, networks=None, model
         "weights_dtype": "float64" if fused else config.dtype,
         "device": device_name if backend.name == "cuda" else "CPU",
         "dataset": dataset.name,
+        "dataset_split": dataset.split,  # how its splits were made (seed, fractions)
         "device_model": model.name,
         "device_parameters": {p.name: p.nominal for p in model.parameters},
         "device_settings": model.settings_values,
@@ -141,6 +142,8 @@ def check_inputs(dataset, config, n_networks=None, networks=None, model=None, ba
         hint = f" (load it with spingpu.load_dataset({dataset!r}))" if isinstance(dataset, str) else ""
         raise ConfigError("dataset", f"expected a spingpu Dataset{hint}, got {type(dataset).__name__} "
                                      f"{_short(dataset)}")
+    if not isinstance(dataset, Dataset):  # an object with a Dataset's arrays: checked as one (Dataset.__post_init__)
+        dataset = _as_dataset(dataset)
     if not isinstance(config, TrainConfig):
         hint = " (TrainConfig(**values))" if isinstance(config, dict) else ""
         raise ConfigError("config", f"expected a spingpu.TrainConfig{hint}, got {type(config).__name__} "
@@ -180,6 +183,19 @@ def check_inputs(dataset, config, n_networks=None, networks=None, model=None, ba
 
 
 DATASET_ATTRIBUTES = ("name", "x_train", "y_train", "x_val", "y_val", "x_test", "y_test", "n_features", "n_classes")
+
+
+def _as_dataset(obj):
+    """A :class:`~spingpu.datasets.Dataset` of an object with its ``DATASET_ATTRIBUTES`` (its
+    standardisation, class names and split record where it has them)."""
+    from ..datasets import Dataset
+
+    arrays = {part: np.asarray(getattr(obj, part)) for part in DATASET_ATTRIBUTES[1:7]}
+    n_features = arrays["x_train"].shape[-1] if arrays["x_train"].ndim else 0
+    return Dataset(name=str(obj.name), **arrays, n_classes=obj.n_classes,
+                   feature_mean=getattr(obj, "feature_mean", np.zeros(n_features)),
+                   feature_std=getattr(obj, "feature_std", np.ones(n_features)),
+                   class_names=tuple(getattr(obj, "class_names", ())), split=dict(getattr(obj, "split", {})))
 
 
 def _check_networks(n_networks, networks):
