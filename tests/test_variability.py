@@ -462,3 +462,33 @@ def test_sampling_more_than_the_memory_holds_is_a_clear_error(monkeypatch):
         sample_layer(MODEL, Variability(), 1, np.arange(4), 0, 5)
     assert str(err.value) == (f"units: 4 networks x 5 units of junction pairs need {4 * 5 * 2 * p * 8} bytes of "
                               f"memory and {3 * 5 * 2 * p * 8} bytes is available; sample fewer at a time")
+
+
+def test_junction_curves_checks_its_arguments_and_takes_a_model_by_name():
+    from spingpu import junction_curves
+
+    model = get_model("stt_compact")
+    params = sample_layer(model, Variability(sigma_d2d=0.1), 5, np.arange(4), 0, 3)  # (4, 3, 2, P)
+    current = np.random.default_rng().normal(0, 2e-4, 7)
+    v, d = junction_curves("stt_compact", params[:, 1], seed=5)(current)
+    v_ref, d_ref = junction_curves(model, params[:, 1], seed=5)(current)
+    np.testing.assert_array_equal(v, v_ref)
+    np.testing.assert_array_equal(d, d_ref)
+    p = len(model.parameters)
+    nan = params[:, 0].copy()
+    nan[2, 1, 0] = np.nan
+    for args, message in [
+        ((model, params[:, 0, 0], 5), f"params: expected (samples >= 1, 2, {p}) float parameters of stt_compact "
+                                      f"pairs (one unit of sample_layer's (N, U, 2, P)), got (4, {p})"),
+        ((model, params, 5), "params: expected (samples >= 1, 2, "),
+        ((model, np.concatenate([params[:, 0], params[:, 0, :1]], axis=1), 5), "params: expected (samples >= 1"),
+        ((model, params[:0, 0], 5), "params: expected (samples >= 1, 2, "),
+        ((model, params[:, 0].tolist(), 5), "params: expected (samples >= 1, 2, "),
+        ((model, nan, 5), "params: expected finite values, found nan"),
+        ((model, params[:, 0], -1), "seed: -1 is out of range"),
+        ((3, params[:, 0], 5), "model: expected a device model or its name"),
+        (("no_such_model", params[:, 0], 5), "model: unknown device model 'no_such_model'; allowed: macrospin, "),
+    ]:
+        with pytest.raises(ConfigError) as err:
+            junction_curves(*args)
+        assert str(err.value).startswith(message), (message, str(err.value))

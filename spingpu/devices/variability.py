@@ -223,7 +223,21 @@ def junction_curves(model, params, seed, *, progress=False):
     where that junction's curve is its own table's end tangent continued linearly (a ``tabulated``
     junction's table reaches i_scale times the measured currents), as training counts readings
     beyond the table; all False for a closed-form model. ``progress``: a progress bar while
-    per-junction tables are computed."""
+    per-junction tables are computed. ``model`` may be given by name (:func:`spingpu.get_model`)."""
+    from .models import DeviceModel, get_model
+
+    if isinstance(model, str):
+        model = get_model(model)
+    elif not isinstance(model, DeviceModel):
+        raise ConfigError("model", f"expected a device model or its name (spingpu.get_model), got {_short(model)}")
+    seed = check_seed(seed)
+    expected = f"(samples >= 1, 2, {len(model.parameters)}) float parameters of {model.name} pairs"
+    if (not isinstance(params, np.ndarray) or params.dtype.kind != "f"
+            or params.shape[1:] != (2, len(model.parameters)) or params.shape[0] < 1):
+        shape = params.shape if isinstance(params, np.ndarray) else type(params).__name__
+        raise ConfigError("params", f"expected {expected} (one unit of sample_layer's (N, U, 2, P)), got {shape}")
+    if not np.isfinite(params).all():
+        raise ConfigError("params", f"expected finite values, found {params[~np.isfinite(params)][0]}")
     kernel_model, (rows,) = model.bind([params[:, None]], seed, np.arange(params.shape[0]), progress=progress)
     rows = rows[:, 0, :, None, :]  # (samples, 2, 1, row)
 
