@@ -45,8 +45,8 @@ from numba import cuda
 
 from . import cuda_setup
 from .loss import softmax_xent
-from .network import (adam_bias, argmax, cosine, mark_diverged, optimizer_step, out_of_range, relative_error,
-                      sample_deltas, weight_gradient)
+from .network import (adam_bias, argmax, cosine, mark_diverged, n_weights, optimizer_step, out_of_range,
+                      relative_error, sample_deltas, weight_gradient)
 from .philox import split_seed
 from .streams import PURPOSE_EVAL_NOISE, PURPOSE_NOISE
 
@@ -78,7 +78,7 @@ class FusedLayout:
 
     @property
     def n_weights(self):
-        return sum(a * b + b for a, b in zip(self.sizes[:-1], self.sizes[1:]))
+        return n_weights(self.sizes)
 
     @property
     def hidden_units(self):
@@ -103,7 +103,7 @@ def row_words(sizes):
 
 def shared_words(sizes, n_params, threads):
     """float64 words of shared memory a block uses (see the module docstring)."""
-    n_w = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
+    n_w = n_weights(sizes)
     n_layers = len(sizes) - 1
     units = max(sum(sizes[1:-1]), 1)
     return 3 * n_w + 2 * units * n_params + (2 * n_layers) * threads * row_words(sizes) + threads + 2 + SELECT_WORDS
@@ -252,7 +252,7 @@ def make_fused_cuda(forward, layout: FusedLayout):
     sizes_t = layout.sizes
     T = layout.threads
     N_W = layout.n_weights
-    N_HIDDEN_W = sum(a * b + b for a, b in zip(sizes_t[:-2], sizes_t[1:-1]))  # weights before the output layer
+    N_HIDDEN_W = n_weights(sizes_t[:-1])  # weights before the output layer
     N_LAYERS = len(sizes_t) - 1
     N_HIDDEN = max(N_LAYERS - 1, 1)
     MAX_W = max(sizes_t)

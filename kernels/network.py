@@ -28,6 +28,12 @@ SGD, MOMENTUM, ADAM = 0, 1, 2
 OPTIMIZER_CODES = {"sgd": SGD, "momentum": MOMENTUM, "adam": ADAM}
 
 
+def n_weights(sizes):
+    """Weights and biases of one network of layer ``sizes`` (inputs, hidden..., outputs): the
+    length of its flat weight row above."""
+    return sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
+
+
 @numba.njit(inline="always", cache=True)
 def adam_bias(beta, t):
     """1 - beta^t, Adam's bias correction after ``t`` steps, as ``pow`` of a float exponent: the

@@ -176,9 +176,7 @@ def load_dataset(name, *, seed=0, val_fraction=0.2, test_fraction=0.2, data_dir=
     if key.lower() == "mnist":
         val_fraction = check_range("val_fraction", val_fraction, 0.0, 1.0, low_open=True,
                                    high_open=True)
-        loaded = _load_mnist(data_dir, seed=seed, val_fraction=val_fraction, max_train=max_train)
-        return dataclasses.replace(loaded, split=dict(seed=seed, val_fraction=val_fraction, test="official 10,000",
-                                          max_train=max_train))
+        return _load_mnist(data_dir, seed=seed, val_fraction=val_fraction, max_train=max_train)
     val_fraction, test_fraction = _check_fractions(val_fraction, test_fraction)
     if key.lower() in ("iris", "digits"):
         from sklearn import datasets as skd
@@ -717,7 +715,8 @@ def _load_mnist(data_dir, *, seed, val_fraction, max_train):
     idx_train = _limit_train(idx_train, y_train, max_train, n_classes, seed, "mnist")
     divisor = 255.0 if x_train.dtype == np.uint8 else 1.0
     return _finish("mnist", x_train[idx_train], y_train[idx_train], x_train[idx_val],
-                   y_train[idx_val], x_test, y_test, n_classes, names, divisor=divisor, pooled=True)
+                   y_train[idx_val], x_test, y_test, n_classes, names, divisor=divisor, pooled=True,
+                   split=dict(seed=seed, val_fraction=val_fraction, test="official 10,000", max_train=max_train))
 
 
 def _read_idx(path, *, images):

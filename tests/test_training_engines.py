@@ -368,3 +368,15 @@ def test_the_fused_engines_pack_the_numpy_engines_initial_weights(blobs):
     expected = np.concatenate([w.reshape(3, -1) for w in initial_weights(cfg, networks, sizes)], axis=1)
     np.testing.assert_array_equal(packed["w_init"], expected)
     assert np.count_nonzero(expected) == 3 * (blobs.n_features * 5 + 5 * 3 + 3 * blobs.n_classes)  # biases 0
+
+
+@pytest.mark.parametrize("backend, width", [("cpu", 5), ("numpy", 5), ("cpu", 70)], ids=["fused", "numpy", "batched"])
+def test_a_setting_up_line_shows_while_kernels_compile_and_only_with_progress(blobs, capsys, backend, width):
+    from spingpu.progress import SETUP
+
+    cfg = TrainConfig(hidden=(width,), epochs=1, seed=1)
+    train(blobs, cfg, n_networks=2, backend=backend)
+    assert SETUP not in capsys.readouterr().err
+    train(blobs, cfg, n_networks=2, backend=backend, progress=True)
+    err = capsys.readouterr().err
+    assert SETUP in err and err.index(SETUP) < err.index("network-epochs")  # before the training's bar

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..kernels import batched_cuda as kern
-from ..kernels.network import OPTIMIZER_CODES, adam_bias
+from ..kernels.network import OPTIMIZER_CODES, adam_bias, n_weights
 from ..kernels.pair_neuron import MODE_CODES
 from ..kernels.philox import split_seed
 from .fused_engine import neuron_vector, readout_vector
@@ -147,7 +147,7 @@ def bytes_per_network(config, sizes, batch, model):
     epoch's last step; grad_cosine's float64 copies (5 x 8 bytes per weight: two casts, two
     concatenations, a product); the junctions (kernel row and per-junction table of ``model``);
     and each layer's activations, derivatives and deltas for ``batch`` samples."""
-    n_w = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
+    n_w = n_weights(sizes)
     item = np.dtype(config.dtype).itemsize
     junction = 8 * model.kernel_width + model.table_bytes_per_junction
     params = (5 * item + 5 * 8) * n_w + 2 * sum(config.hidden) * junction

@@ -300,7 +300,8 @@ def train_fused_cuda(dataset, config, networks, model, teacher_logits, progress,
 
     n, epochs = networks.size, config.epochs
     t0 = time.perf_counter()
-    with deferred_interrupts(), status(progress):  # set-up and compilation: a stop inside Numba's compiler breaks it (spingpu.signals)
+    # set-up and compilation: a stop inside Numba's compiler breaks it (spingpu.signals)
+    with deferred_interrupts(), status(progress):
         kernel = fused_cuda_kernel(model, layout)
         run = FusedCudaRun(dataset, config, networks, model, teacher_logits, layout, device, progress)
         device.launch(kernel, 1, layout.threads, *run.probe_arguments())  # compiles

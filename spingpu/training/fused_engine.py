@@ -13,7 +13,7 @@ import numpy as np
 
 from ..kernels import streams
 from ..kernels.fused_cpu import make_fused_trainer
-from ..kernels.network import OPTIMIZER_CODES
+from ..kernels.network import OPTIMIZER_CODES, n_weights
 from ..kernels.pair_neuron import MODE_CODES, NOISE_GAUSSIAN, NOISE_JOHNSON_SHOT, NOISE_NONE
 from ..signals import deferred_interrupts
 from .numpy_engine import initial_layer_weights, kernel_junctions
@@ -30,7 +30,7 @@ CHUNK_SECONDS = 1.0
 def networks_per_chunk(n, epochs, threads, sizes, n_train):
     """Networks per chunk of work: at most a quarter of each thread's share and 64, and about
     CHUNK_SECONDS of one thread's work (at least one network)."""
-    weights = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
+    weights = n_weights(sizes)
     seconds = NS_PER_UNIT * 1e-9 * n_train * (weights + 100 * sum(sizes[1:-1])) * epochs
     return max(1, min(64, math.ceil(n / (4 * threads)), math.floor(CHUNK_SECONDS / seconds)))
 
@@ -66,7 +66,7 @@ def pack(config, model, networks, sizes, *, device=None, progress=False):
     n = networks.size
     # every network's [W_0, b_0, W_1, b_1, ...] (numpy_engine.initial_weights) in one row, drawn a
     # layer at a time into it (host_bytes_per_network counts one layer's draw beside the rows)
-    w_init = np.zeros((n, sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))))
+    w_init = np.zeros((n, n_weights(sizes)))
     w_off, b_off, offset = [], [], 0
     for layer, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
         w_off.append(offset)
@@ -153,7 +153,8 @@ def train_fused(dataset, config, networks, model, teacher_logits, progress):
                out["val"], out["cos"], out["derr"], out["test"], out["div"], out["beyond"])
 
     t0 = time.perf_counter()
-    with deferred_interrupts(), status(progress):  # set-up and compilation: a stop inside Numba's compiler breaks it (spingpu.signals)
+    # set-up and compilation: a stop inside Numba's compiler breaks it (spingpu.signals)
+    with deferred_interrupts(), status(progress):
         orders = epoch_orders(config, problem.n_train)
         kernel = fused_trainer(model)
         packed = as_tuples(pack(config, model, networks, sizes, progress=progress))

@@ -18,6 +18,7 @@ from ..devices import get_model
 from ..devices.variability import check_network_indices
 from ..errors import ConfigError
 from ..kernels import streams
+from ..kernels.network import n_weights
 from ..progress import progress_bar, status
 from ..signals import deferred_interrupts
 from .config import CONFIG_UNITS, TrainConfig, UnusedSettingWarning, unused_settings
@@ -45,7 +46,7 @@ def train(dataset, config: TrainConfig, *, n_networks=None, networks=None, model
         warnings.warn(f"{key}: {value} has no effect: it needs {needs}", UnusedSettingWarning, stacklevel=2)
 
     layout = fused_cuda_layout_for(dataset, config, model, backend) if backend.name == "cuda" else None
-    fused = layout is not None or (backend.name == "cpu" and max(dataset.n_features, *config.hidden) <= FUSED_MAX_WIDTH)
+    fused = layout is not None or _fused_on_cpu(dataset, config, backend)
     if backend.name == "numpy":
         with _one_blas_thread(), _runaway_networks_are_flagged():
             metrics, timing, _ = _train_batched(NumpyEngine, dataset, config, networks, model, teacher_logits,
@@ -244,16 +245,12 @@ def host_bytes_per_network(dataset, config, model, backend):
     backend = Backend(backend) if isinstance(backend, str) else backend
     sizes = (dataset.n_features, *config.hidden, dataset.n_classes)
     need = 8 + 8 * (5 * config.epochs + 3)
-    n_w = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
+    n_w = n_weights(sizes)
     table = model.table_bytes_per_junction if config.is_mtj else 0
     junctions = 2 * sum(config.hidden) * (8 * model.kernel_width + table)
-    if backend.name == "cuda":
-        if fused_cuda_layout_for(dataset, config, model, backend) is None:
-            return need
-        fused = True
-    else:
-        fused = backend.name == "cpu" and max(dataset.n_features, *config.hidden) <= FUSED_MAX_WIDTH
-    if fused:
+    if backend.name == "cuda" and fused_cuda_layout_for(dataset, config, model, backend) is None:
+        return need  # the batched CUDA engine
+    if backend.name == "cuda" or _fused_on_cpu(dataset, config, backend):
         return need + 8 * n_w + 8 * max(a * b for a, b in zip(sizes[:-1], sizes[1:])) + 2 * junctions
     n_train = dataset.y_train.size
     batch = n_train if config.batch_size is None else min(config.batch_size, n_train)
@@ -263,6 +260,12 @@ def host_bytes_per_network(dataset, config, model, backend):
     else:
         per_row = ROW_BYTES_BATCHED_CPU
     return need + 80 * n_w + 2 * junctions + rows * sum(sizes[1:]) * per_row
+
+
+def _fused_on_cpu(dataset, config, backend):
+    """Whether ``backend`` trains with the fused CPU engine (the batched CPU engine above
+    FUSED_MAX_WIDTH)."""
+    return backend.name == "cpu" and max(dataset.n_features, *config.hidden) <= FUSED_MAX_WIDTH
 
 
 def available_memory():
@@ -407,7 +410,8 @@ def _train_batched(engine_class, dataset, config, networks, model, teacher_logit
     between the steps of an epoch (the per-network metrics are read back once per epoch).
     """
     t0 = time.perf_counter()
-    with deferred_interrupts(), status(progress):  # set-up and compilation: a stop inside Numba's compiler breaks it (spingpu.signals)
+    # set-up and compilation: a stop inside Numba's compiler breaks it (spingpu.signals)
+    with deferred_interrupts(), status(progress):
         engine = engine_class(model, config, networks, dataset.n_features, dataset.n_classes, progress=progress)
         xp, put = engine.xp, engine.put
         x, y = put(np.ascontiguousarray(dataset.x_train, dtype=engine.dtype)), put(dataset.y_train.astype(np.int64))
