@@ -77,7 +77,7 @@ def test_explicit_dvdi_is_used():
     def half_dvdi(current, r0, v_t, i_s):  # deliberately not the derivative: it must be what iv returns
         return 0.5 * (r0 + v_t / math.sqrt(current * current + i_s * i_s))
 
-    half = register_model("diode_half", diode_v, PARAMS, dvdi=half_dvdi)
+    half = register_model("diode_half", diode_v, PARAMS, dvdi=half_dvdi, check_derivative=False)
     _, d_half = half.iv(i, p)
     np.testing.assert_allclose(d_half, 0.5 * d_ref, rtol=1e-12)
 
@@ -268,3 +268,58 @@ def test_stt_compact_is_finite_at_every_corner_of_its_ranges():
                         row = np.array([r_p * spread, tmr0 * spread, v_h * spread, 0.1, 3.0, i_c * spread])
                         v, d = model.iv(current, row)
                         assert np.all(np.isfinite(v)) and np.all(np.isfinite(d)), (row, v, d)
+
+
+def test_a_derivative_that_is_not_voltages_is_refused():
+    def half_dvdi(current, r0, v_t, i_s):
+        return 0.5 * (r0 + v_t / math.sqrt(current * current + i_s * i_s))
+
+    with pytest.raises(ConfigError) as err:
+        register_model("diode_wrong", diode_v, PARAMS, dvdi=half_dvdi)
+    assert err.value.field == "dvdi"
+    i = 1.234567e-6  # the first current checked: dvdi there is half the true derivative
+    d_true = 300.0 + 0.05 / math.hypot(i, 2e-5)
+    assert f"at I = {i:.4g} A dvdi gives {d_true / 2:.7g} ohm" in str(err.value)
+    assert "within 0.0001 relative" in str(err.value) and "check_derivative=False" in str(err.value)
+    assert "diode_wrong" not in available_models()
+
+    # A term r0 |I| / 1.2 A, under 1e-4 of the derivative up to 0.12 mA, is found at the next current.
+    def slightly_off(current, r0, v_t, i_s):
+        return r0 + v_t / math.sqrt(current * current + i_s * i_s) + r0 * abs(current) / 1.2
+    with pytest.raises(ConfigError, match=r"at I = 0.0003904 A dvdi gives 428.00\d\d ohm, a central difference "
+                                          r"of voltage 427.90\d\d ohm"):
+        register_model("diode_off", diode_v, PARAMS, dvdi=slightly_off)
+
+
+def test_a_voltage_the_complex_step_cannot_differentiate_is_refused():
+    """abs() of a complex current is its modulus: Im V(I + ih) / h then misses the |I| term."""
+    def kinked(current, r0, v_t, i_s):
+        return r0 * current * (1.0 + abs(current) / i_s)
+
+    with pytest.raises(ConfigError) as err:
+        register_model("kinked", kinked, PARAMS)
+    assert err.value.field == "voltage" and "complex-step derivative gives" in str(err.value)
+    assert "analytic in a complex current" in str(err.value)
+    # The same voltage with its derivative written out is accepted, and the derivative checks out.
+    model = register_model("kinked", kinked, PARAMS,
+                           dvdi=lambda current, r0, v_t, i_s: r0 * (1.0 + 2.0 * abs(current) / i_s))
+    i = np.random.default_rng(7).uniform(-1e-3, 1e-3, 50)
+    np.testing.assert_allclose(model.iv(i)[1], 300.0 * (1 + 2 * np.abs(i) / 2e-5), rtol=1e-14)
+
+
+def test_derivative_check_skips_currents_where_the_model_is_not_finite():
+    """V = r0 I / sqrt(1 - (I / i_max)^2) has no value beyond i_max (5e-4 A here): those points are skipped."""
+    def bounded(current, r0, v_t, i_s):
+        return r0 * current / math.sqrt(1.0 - (current / (25.0 * i_s)) ** 2)
+
+    def bounded_dvdi(current, r0, v_t, i_s):
+        return r0 / math.sqrt(1.0 - (current / (25.0 * i_s)) ** 2) ** 3
+
+    model = register_model("bounded", bounded, PARAMS, dvdi=bounded_dvdi)
+    v, _ = model.iv(models.DERIVATIVE_CHECK_CURRENTS_A)
+    assert np.isnan(v).sum() == 2 and np.isfinite(v).sum() == 12
+
+
+@pytest.mark.parametrize("name", ["stt_compact", "macrospin"])
+def test_built_in_models_pass_the_derivative_check(name):
+    assert models.derivative_mismatch(get_model(name)) is None

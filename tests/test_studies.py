@@ -1430,6 +1430,12 @@ def test_store_records_the_engine_of_each_cell(tmp_path, shared_scheduler):
     rc, out, err = run_main(["run", str(study), "--out", str(tmp_path / "e.zarr"), "--backend", "cpu", "--no-report",
                              "--scheduler", shared_scheduler])
     assert rc == 0, err
+    # the bar says it sets up until the first task is back, and not after
+    from spingpu.progress import STUDY_SETUP
+
+    refreshes = [ln for ln in err.split("\r") if "networks" in ln]
+    assert STUDY_SETUP in refreshes[0] and "0/4" in refreshes[0], refreshes
+    assert STUDY_SETUP not in refreshes[-1] and "4/4" in refreshes[-1], refreshes
     ds = spingpu.open_results(tmp_path / "e.zarr")
     assert [ENGINES[int(code)] for code in ds.engine.values] == ["fused_cpu", "batched_cpu"]
     # a store as its creation leaves it (no task run): every cell's engine reads "not_run"

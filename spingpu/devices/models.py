@@ -337,7 +337,32 @@ def get_model(name, *, iv_csv=None, iv_table=None, **nominal):
     return model.with_nominal(**nominal) if nominal else model
 
 
-def register_model(name, voltage, parameters, *, dvdi=None, description="", replace=False):
+# Currents at which a registered model's derivative is checked: 1.2 uA to 1.2 mA, both signs, at
+# non-round values (a piecewise model's breakpoints are likely round), and the relative agreement asked.
+DERIVATIVE_CHECK_CURRENTS_A = np.outer([1.0, -1.0], 1.234567e-6 * 10.0 ** (np.arange(7) / 2)).ravel()
+DERIVATIVE_RTOL = 1e-4
+_RELATIVE_STEP = 1e-5  # of the current: truncation ~1e-10 x I^2 V'''/V' relative, rounding ~1e-11 x V/(I V')
+
+
+def derivative_mismatch(model, currents=DERIVATIVE_CHECK_CURRENTS_A):
+    """(current, dV/dI of the model, central difference of V) at the first of ``currents`` (A) where
+    the model's dV/dI at its nominal parameters differs from (V(I + h) - V(I - h)) / 2h, h = 1e-5 |I|,
+    by more than DERIVATIVE_RTOL of the largest of |dV/dI|, the difference and |V / I|; None where
+    they agree (points where any of these is not finite are skipped)."""
+    currents = np.asarray(currents, dtype=np.float64)
+    up, down = currents + _RELATIVE_STEP * np.abs(currents), currents - _RELATIVE_STEP * np.abs(currents)
+    v, d = model.iv(currents)
+    difference = (model.iv(up)[0] - model.iv(down)[0]) / (up - down)
+    with np.errstate(all="ignore"):
+        scale = np.maximum(np.maximum(np.abs(d), np.abs(difference)), np.abs(v / currents))
+        bad = np.isfinite(scale) & np.isfinite(d) & (np.abs(difference - d) > DERIVATIVE_RTOL * scale)
+    if not bad.any():
+        return None
+    k = int(np.argmax(bad))
+    return float(currents[k]), float(d[k]), float(difference[k])
+
+
+def register_model(name, voltage, parameters, *, dvdi=None, description="", replace=False, check_derivative=True):
     """Add a device model written as a scalar Python function.
 
     ``voltage(current, p_1, ..., p_P)`` returns the voltage (V) at ``current`` (A); its argument
@@ -347,6 +372,12 @@ def register_model(name, voltage, parameters, *, dvdi=None, description="", repl
     used, which evaluates ``voltage`` at a complex current: write it with arithmetic, powers and
     ``cmath`` functions, not ``math.*``.
     The model is compiled for the CPU and, as a CUDA device function, for the GPU like a built-in.
+
+    At the nominal parameters the model's dV/dI (``dvdi``, or the complex-step derivative) must
+    equal a central difference of ``voltage`` to 1e-4 relative at 14 currents from +-1.2 uA to
+    +-1.2 mA (:func:`derivative_mismatch`); a derivative that does not is refused, because training
+    would then compare the measured finite difference with a wrong exact derivative. Pass
+    ``check_derivative=False`` for a ``dvdi`` that is deliberately not ``voltage``'s derivative.
     """
     import numba
 
@@ -399,5 +430,14 @@ def register_model(name, voltage, parameters, *, dvdi=None, description="", repl
                                      f"{type(err).__name__}: {str(err).splitlines()[0]}") from None
     if not (np.all(np.isfinite(v)) and np.all(np.isfinite(d))):
         raise ConfigError("voltage", f"model {name!r} is not finite at the nominal parameters near I = 0")
+    mismatch = derivative_mismatch(model) if check_derivative else None
+    if mismatch is not None:
+        current, got, difference = mismatch
+        how, hint = (("dvdi gives", "pass check_derivative=False if that is intended") if dvdi is not None else
+                     ("the complex-step derivative gives", "voltage must be analytic in a complex current: "
+                      "abs(), comparisons, min/max and math.* break the complex step; or give dvdi"))
+        raise ConfigError("dvdi" if dvdi is not None else "voltage",
+                          f"model {name!r}: at I = {current:.4g} A {how} {got:.7g} ohm, a central difference of "
+                          f"voltage {difference:.7g} ohm; allowed: within {DERIVATIVE_RTOL:g} relative ({hint})")
     _REGISTRY[name] = model
     return model

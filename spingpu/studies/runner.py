@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError, SpingpuWarning, check_range
+from ..progress import STUDY_SETUP
 from ..signals import deferred_interrupts, raise_if_stopped
 from . import store as results_store
 
@@ -139,7 +140,8 @@ def run_study(study, options: RunOptions, progress=True, log=print):
             if progress:
                 from tqdm import tqdm
 
-                bar = tqdm(total=total, initial=finished, unit="networks", dynamic_ncols=True)
+                # until the first task is back: the workers sample junctions and compile or load the kernels
+                bar = tqdm(total=total, initial=finished, unit="networks", dynamic_ncols=True, desc=STUDY_SETUP)
             _drive(client, study, options, backend.name, npt, todo, copies, n_workers, bar)
         finally:
             if bar is not None:
@@ -229,6 +231,8 @@ def _drive(client, study, options, backend, npt, todo, copies, n_workers, bar):
         del metrics
         raise_if_stopped()  # a stop whose exception was lost in a dropped future's __del__ (spingpu.signals)
         if bar is not None:
+            if bar.desc:
+                bar.set_description_str("", refresh=False)
             bar.update((hi - lo) * (1 + len(same)))
         if todo:
             submit()
