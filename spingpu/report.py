@@ -117,6 +117,7 @@ def _devices_figure(ds):
     junction spread (:func:`widest_spread_cell`), with that cell's current mapping and seed."""
     from .devices import junction_curves, sample_layer
     from .plot import iv_spread_figure
+    from .plot.style import value_text
     from .studies.spec import stored_study
 
     if not ds.attrs.get("study_data"):
@@ -132,7 +133,7 @@ def _devices_figure(ds):
     v_nom, d_nom = model.iv(current)
     v, d = junction_curves(model, params, cell.config.seed)(current)
     var = cell.config.variability
-    where = ", ".join(f"{a.dim}={_fmt(a.values[i])}" for a, i in zip(study.axes, study.cell_index(flat)))
+    where = ", ".join(f"{a.dim}={value_text(a.values[i], a.units)}" for a, i in zip(study.axes, study.cell_index(flat)))
     title = (f"{model.name}: 12 sampled pairs{f' of the cell {where}' if where else ''} (spread chip "
              f"{var.sigma_chip:g}, d2d {var.sigma_d2d:g}, pair {var.sigma_pair:g})")
     return iv_spread_figure(current, v_nom, d_nom, v, d, title=title)
@@ -267,6 +268,7 @@ def _png(fig):
 
 def _html(ds, rows, figures, threshold, csv_name, notes=()):
     from .plot.study import axis_label, sweep_axes
+    from .plot.style import value_text
 
     attrs = ds.attrs
     axes = sweep_axes(ds)
@@ -303,7 +305,7 @@ def _html(ds, rows, figures, threshold, csv_name, notes=()):
          'is continued linearly">beyond table (max)</th>' if beyond else "")
     body = []
     for r in rows:
-        cells = "".join(f"<td>{html.escape(_fmt(r[d]))}</td>" for d in axes)
+        cells = "".join(f"<td>{html.escape(value_text(r[d], ds[d].attrs.get('units')))}</td>" for d in axes)
         cells += (f"<td>{_pct(r['median_test_acc'])}</td>"
                   f"<td>{_pct(r['median_test_acc_lo95'])}-{_pct(r['median_test_acc_hi95'])}</td>"
                   f"<td>{_pct(r['q25_test_acc'])}-{_pct(r['q75_test_acc'])}</td>"
@@ -358,6 +360,3 @@ The same table: <code>{html.escape(csv_name)}</code>.</p>
 def _pct(x):
     return "n/a" if not np.isfinite(x) else f"{100 * x:.1f} %"
 
-
-def _fmt(v):
-    return f"{v:.3g}" if isinstance(v, float) else str(v)

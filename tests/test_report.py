@@ -563,7 +563,54 @@ def test_junction_figure_shows_the_cell_of_the_widest_spread(tmp_path, d2d, pair
     assert widest_spread_cell(study) == np.ravel_multi_index((0,) + widest, study.shape)
     fig = dict(study_figures(open_results(path)))["The study's junctions"]
     d, p = d2d[widest[0]], pair[widest[1]]
-    assert fig._suptitle.get_text() == (f"stt_compact: 12 sampled pairs of the cell read_noise=0, sigma_d2d={d:.3g}, "
-                                        f"sigma_pair={p:.3g} (spread chip 0, d2d {d:g}, pair {p:g})")
+    assert " ".join(fig.get_suptitle().split("\n")) == (
+        f"stt_compact: 12 sampled pairs of the cell read_noise=0 V, sigma_d2d={d:.3g}, sigma_pair={p:.3g} (spread "
+        f"chip 0, d2d {d:g}, pair {p:g})")  # wrapped to two lines
     sampled = np.array([line.get_ydata() for line in fig.axes[0].lines[:24]])  # 12 pairs x (A, B)
     assert np.ptp(sampled, axis=0).max() > 0.05 * np.abs(sampled).max()  # a 10 % spread shows
+
+
+# --- the figures' text: SI-prefixed values, wrapped titles, one accuracy scale --------------------------
+
+
+@pytest.mark.parametrize("value, units, text", [
+    (5e-6, "A", "5 µA"), (np.float64(2e-5), "A", "20 µA"), (np.float64(1500.0), "ohm", "1.5 kΩ"),
+    (1e-3, "V", "1 mV"), (1e-9, "s", "1 ns"), (8e3, "A/m", "8 kA/m"), (0.0, "A", "0 A"),
+    (0.1, "1", "0.1"), (np.float64(2.5e-5), None, "2.5e-05"), (np.int64(300), "K", "300"),
+    (np.int64(3), "1", "3"), ("fd_forward", "1", "fd_forward"), (np.str_("model"), "1", "model")])
+def test_sweep_values_are_written_with_an_si_prefix_where_their_units_take_one(value, units, text):
+    from spingpu.plot.style import value_text
+
+    assert value_text(value, units) == text
+
+
+def test_figures_write_currents_in_ua_wrap_long_titles_and_share_the_accuracy_scale(tmp_path):
+    from spingpu.plot import accuracy_vs_axis, heatmap, iv_spread_figure
+    from spingpu.plot.style import TITLE_CHARACTERS
+
+    path, _ = fake_store(tmp_path, {"neuron.delta_i": [5e-6, 2e-5, 8e-5], "variability.sigma_d2d": [0.0, 0.2],
+                                    "training.grad_mode": ["fd_forward", "model"]})
+    ds = open_results(path)
+    fig = accuracy_vs_axis(ds, "delta_i")
+    fig.canvas.draw()
+    for ax in fig.axes:
+        assert ax.get_xlabel() == "delta_i"  # the unit is in every tick label
+        labels = [t.get_text() for t in ax.get_xticklabels() if t.get_text()]
+        assert labels and all(t.endswith(" µA") or t == "0 A" for t in labels), labels
+    fig = heatmap(ds, "delta_i", "sigma_d2d")
+    fig.canvas.draw()
+    acc_axes = [ax for ax in fig.axes if ax.get_title().startswith("median test accuracy")]
+    assert len(acc_axes) == 2
+    assert [t.get_text() for t in acc_axes[0].get_xticklabels()] == ["5 µA", "20 µA", "80 µA"]
+    assert [t.get_text() for t in acc_axes[0].get_yticklabels()] == ["0", "0.2"]
+    medians = 100 * ds.test_acc.median("network")
+    lowest = float(medians.min())
+    scales = {ax.images[0].get_clim() for ax in acc_axes}
+    assert scales == {(5 * np.floor(min(lowest, 95) / 5), 100.0)}  # one scale for both grad modes, up to 100 %
+    # a title longer than a line wraps instead of running past the figure's edges
+    title = "stt_compact: 12 sampled pairs of the cell " + ", ".join(f"axis_{k}=value_{k}" for k in range(9))
+    assert len(title) > TITLE_CHARACTERS
+    current = np.linspace(-4e-4, 4e-4, 11)
+    fig = iv_spread_figure(current, 1e3 * current, 1e3 + 0 * current, title=title)
+    lines = fig.get_suptitle().split("\n")
+    assert len(lines) == 2 and all(len(ln) <= TITLE_CHARACTERS for ln in lines) and " ".join(lines) == title

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .style import set_suptitle
+
 
 def iv_spread_figure(current, v_nominal, dvdi_nominal, v_samples=None, dvdi_samples=None, title=""):
     """Two panels, V(I) and dV/dI(I), of the nominal device and sampled pairs.
@@ -27,16 +29,16 @@ def iv_spread_figure(current, v_nominal, dvdi_nominal, v_samples=None, dvdi_samp
         ax.plot(i_ua, y, color="black", lw=2.2, label="nominal")
         ax.grid(True, alpha=0.3)
         ax.set_xlabel("current I (µA)")
-    if v_samples is not None:
-        ax_d.plot([], [], "-", color="grey", lw=0.9, label=f"junction A ({len(v_samples)} sampled pairs)")
-        ax_d.plot([], [], "--", color="grey", lw=0.9, label="junction B (same colour = same pair)")
+    if v_samples is not None:  # the legend goes on the I-V panel: its curves leave two quadrants empty
+        ax_v.plot([], [], "-", color="grey", lw=0.9, label=f"junction A ({len(v_samples)} sampled pairs)")
+        ax_v.plot([], [], "--", color="grey", lw=0.9, label="junction B (same colour = same pair)")
     ax_v.set_ylabel("voltage V (V)")
     ax_v.set_title("I-V curve")
     ax_d.set_ylabel("differential resistance dV/dI (kΩ)")
     ax_d.set_title("dV/dI: the activation's derivative")
-    ax_d.legend(loc="best", fontsize="small")
+    ax_v.legend(loc="best", fontsize="small")
     if title:
-        fig.suptitle(title)
+        set_suptitle(fig, title)
     return fig
 
 

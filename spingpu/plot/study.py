@@ -13,8 +13,11 @@ import itertools
 
 import numpy as np
 
+from .style import engineering_formatter, set_suptitle, value_text
+
 BAND_IQR = (0.25, 0.75)
 BAND_90 = (0.05, 0.95)
+YIELD_TITLE = "yield, 95 % Clopper-Pearson interval"
 
 
 def sweep_axes(ds):
@@ -64,6 +67,24 @@ def numeric_axes(ds):
 def axis_label(ds, dim):
     units = ds[dim].attrs.get("units", "")
     return f"{dim} ({units})" if units and units != "1" else dim
+
+
+def _units(ds, dim):
+    return ds[dim].attrs.get("units", "")
+
+
+def _numeric_x_axis(ax, ds, dim, values):
+    """Label, scale (log where the values span 20x or more) and tick labels (SI-prefixed where the
+    units take a prefix: 5 µA, not 5e-06 A) of an x axis showing a numeric sweep axis."""
+    formatter = engineering_formatter(_units(ds, dim))
+    ax.set_xlabel(dim if formatter is not None else axis_label(ds, dim))
+    if _is_log(values):
+        ax.set_xscale("log")
+    if formatter is not None:
+        from matplotlib.ticker import NullFormatter
+
+        ax.xaxis.set_major_formatter(formatter)
+        ax.xaxis.set_minor_formatter(NullFormatter())
 
 
 def _is_log(values):
@@ -118,17 +139,15 @@ def accuracy_vs_axis(ds, dim, threshold=0.9):
         ax_yield.fill_between(x, *_yield_interval_pct(vals, done, threshold, axis=1), color=colour, alpha=0.12, lw=0)
         ax_yield.plot(x, _yield_pct(vals, done, threshold, axis=1), "o-", color=colour, label=label)
     for ax in (ax_acc, ax_yield):
-        ax.set_xlabel(axis_label(ds, dim))
+        _numeric_x_axis(ax, ds, dim, x)
         ax.grid(True, alpha=0.3)
-        if _is_log(x):
-            ax.set_xscale("log")
     ax_acc.set_ylabel("test accuracy (%)")
     ax_acc.set_title("median, IQR (dark) and 5-95 % (light) band")
-    ax_yield.set_ylabel(f"yield: chips with accuracy >= {100 * threshold:.0f} % (%)")
+    ax_yield.set_ylabel(f"yield (%): chips with accuracy >= {100 * threshold:.0f} %")
     ax_yield.set_ylim(-3, 103)
-    ax_yield.set_title("yield and its 95 % confidence interval (Clopper-Pearson)")
+    ax_yield.set_title(YIELD_TITLE)
     ax_acc.legend(fontsize="small", loc="best")
-    fig.suptitle(f"Test accuracy against {dim}{_pooled_note(ds, [dim] + categorical_axes(ds))}")
+    set_suptitle(fig, f"Test accuracy against {dim}{_pooled_note(ds, [dim] + categorical_axes(ds))}")
     return fig
 
 
@@ -153,12 +172,12 @@ def accuracy_categorical(ds, threshold=0.9):
     heights = np.nan_to_num(yields, nan=0.0)
     errors = np.nan_to_num(np.abs(np.transpose(intervals) - np.asarray(yields)), nan=0.0)  # (2, cells)
     ax_yield.bar(range(len(labels)), heights, yerr=errors, capsize=4, error_kw=dict(lw=1))
-    ax_yield.set_title("yield and its 95 % confidence interval (Clopper-Pearson)")
+    ax_yield.set_title(YIELD_TITLE)
     ax_yield.set_xticks(range(len(labels)), labels, rotation=20, ha="right")
-    ax_yield.set_ylabel(f"yield: accuracy >= {100 * threshold:.0f} % (%)")
+    ax_yield.set_ylabel(f"yield (%): chips with accuracy >= {100 * threshold:.0f} %")
     for ax in (ax_acc, ax_yield):
         ax.grid(True, axis="y", alpha=0.3)
-    fig.suptitle("Test accuracy per cell")
+    set_suptitle(fig, "Test accuracy per cell")
     return fig
 
 
@@ -167,28 +186,34 @@ def heatmap(ds, x_dim, y_dim, threshold=0.9):
     groups = _groups(ds)
     fig, axes = _new_figure(width=10.5, height=3.6 * len(groups), ncols=2, nrows=len(groups))
     done_all = finished(ds)
-    for row, (label, sel) in enumerate(groups):
+    medians, yields = [], []
+    for label, sel in groups:
         acc = ds.test_acc.sel(sel) if sel else ds.test_acc
         done = _pooled(done_all.sel(sel) if sel else done_all, [y_dim, x_dim])
         vals = np.where(done, _pooled(acc, [y_dim, x_dim]) * 100, np.nan)
-        med = _nanquantile(vals, 0.5)
-        yld = _yield_pct(vals, done, threshold, axis=2)
-        for col, (grid, name, cmap) in enumerate(((med, "median test accuracy (%)", "viridis"),
-                                                  (yld, f"yield >= {100 * threshold:.0f} % (%)", "magma"))):
+        medians.append(_nanquantile(vals, 0.5))
+        yields.append(_yield_pct(vals, done, threshold, axis=2))
+    # one accuracy scale for every row, up to 100 %, down to the lowest median (at least 5 points of range)
+    lowest = np.nanmin(medians) if np.isfinite(medians).any() else 0.0
+    acc_range = (5.0 * np.floor(min(lowest, 95.0) / 5.0), 100.0)
+    for row, (label, sel) in enumerate(groups):
+        for col, (grid, name, cmap, (vmin, vmax)) in enumerate((
+                (medians[row], "median test accuracy (%)", "viridis", acc_range),
+                (yields[row], f"yield (%): accuracy >= {100 * threshold:.0f} %", "magma", (0.0, 100.0)))):
             ax = axes[row][col]
-            im = ax.imshow(grid, origin="lower", aspect="auto", cmap=cmap, vmin=0 if col else None,
-                           vmax=100 if col else None)
-            ax.set_xticks(range(ds.sizes[x_dim]), [_fmt(v) for v in ds[x_dim].values], rotation=30, ha="right")
-            ax.set_yticks(range(ds.sizes[y_dim]), [_fmt(v) for v in ds[y_dim].values])
-            ax.set_xlabel(axis_label(ds, x_dim))
-            ax.set_ylabel(axis_label(ds, y_dim))
+            im = ax.imshow(grid, origin="lower", aspect="auto", cmap=cmap, vmin=vmin, vmax=vmax)
+            ax.set_xticks(range(ds.sizes[x_dim]), [value_text(v, _units(ds, x_dim)) for v in ds[x_dim].values],
+                          rotation=30, ha="right")
+            ax.set_yticks(range(ds.sizes[y_dim]), [value_text(v, _units(ds, y_dim)) for v in ds[y_dim].values])
+            ax.set_xlabel(x_dim if engineering_formatter(_units(ds, x_dim)) else axis_label(ds, x_dim))
+            ax.set_ylabel(y_dim if engineering_formatter(_units(ds, y_dim)) else axis_label(ds, y_dim))
             ax.set_title(f"{name}" + (f" - {label}" if sel else ""), fontsize="medium")
-            mid = np.nanmean(grid) if np.isfinite(grid).any() else np.nan  # text colour: white on the darker half
+            mid = 0.5 * (vmin + vmax)  # text colour: white on the darker half of the scale
             for (i, j), value in np.ndenumerate(grid):
                 ax.text(j, i, f"{value:.0f}", ha="center", va="center", fontsize="x-small",
                         color="white" if (value < mid) else "black")
             fig.colorbar(im, ax=ax, shrink=0.85)
-    fig.suptitle(f"{y_dim} x {x_dim}{_pooled_note(ds, [x_dim, y_dim] + categorical_axes(ds))}")
+    set_suptitle(fig, f"{y_dim} x {x_dim}{_pooled_note(ds, [x_dim, y_dim] + categorical_axes(ds))}")
     return fig
 
 
@@ -209,7 +234,7 @@ def delta_i_tradeoff(ds, dim="delta_i"):
     x = ds[dim].values.astype(float)
     for combo, colour in zip(combos, _colours(len(combos))):
         sel = dict(zip(split, combo))
-        label = ", ".join(f"{d}={_fmt(v)}" for d, v in sel.items()) or "all"
+        label = ", ".join(f"{d}={value_text(v, _units(ds, d))}" for d, v in sel.items()) or "all"
         sub = last.sel(sel) if sel else last
         err = _nanquantile(_pooled(sub.deriv_rel_err, [dim]), 0.5)
         cos = _nanquantile(_pooled(sub.grad_cosine, [dim]), 0.5)
@@ -224,10 +249,8 @@ def delta_i_tradeoff(ds, dim="delta_i"):
             best = int(np.nanargmax(cos))
             ax_cos.plot(x[best], cos[best], "*", color=colour, ms=16, mec="black")
     for ax in (ax_err, ax_cos):
-        ax.set_xlabel(axis_label(ds, dim))
+        _numeric_x_axis(ax, ds, dim, x)
         ax.grid(True, alpha=0.3)
-        if _is_log(x):
-            ax.set_xscale("log")
     ax_err.set_yscale("log")
     ax_err.set_ylabel("median relative error of dV/dI estimate")
     ax_err.set_title("derivative error (star: best dI)")
@@ -235,8 +258,8 @@ def delta_i_tradeoff(ds, dim="delta_i"):
     ax_cos.set_title("gradient fidelity (star: best dI)")
     if ax_err.get_legend_handles_labels()[0]:
         ax_err.legend(fontsize="small")
-    fig.suptitle(f"The dI trade-off: truncation error against noise and mismatch"
-                 f"{_pooled_note(ds, [dim] + split)}")
+    set_suptitle(fig, f"The dI trade-off: truncation error against noise and mismatch"
+                      f"{_pooled_note(ds, [dim] + split)}")
     return fig
 
 
@@ -259,7 +282,7 @@ def training_curves(ds):
         ax.set_xlabel("epoch")
         ax.grid(True, alpha=0.3)
     ax_acc.legend(fontsize="small")
-    fig.suptitle(f"Training curves: median and IQR{_pooled_note(ds, categorical_axes(ds))}")
+    set_suptitle(fig, f"Training curves: median and IQR{_pooled_note(ds, categorical_axes(ds))}")
     return fig
 
 
@@ -292,14 +315,8 @@ def _cell_labels(ds):
     axes = sweep_axes(ds)
     if not axes:
         return ["(single cell)"]
-    return [", ".join(f"{d}={_fmt(v)}" for d, v in zip(axes, combo))
+    return [", ".join(f"{d}={value_text(v, _units(ds, d))}" for d, v in zip(axes, combo))
             for combo in itertools.product(*[ds[d].values for d in axes])]
-
-
-def _fmt(v):
-    if isinstance(v, (float, np.floating)):
-        return f"{v:.3g}"
-    return str(v)
 
 
 def _colours(n):
