@@ -189,6 +189,45 @@ def test_stoner_wohlfarth_angle_at_zero_current():
     assert abs(m[0, 0, 2]) < 1e-6
 
 
+
+@pytest.mark.parametrize("beta_fl", [0.0, 0.3])
+def test_default_junction_tilts_out_of_plane_and_a_field_like_torque_turns_it_in_plane(beta_fl):
+    """The default geometry (m0 = u = x, p = y, N = (0, 0, Nz)) at T = 0: the Gilbert form's torque
+    balance to first order in (m_y, m_z) is
+        -(H_k + Ms Nz) m_z - a H_k m_y + c_DL = 0,    H_k m_y - a (H_k + Ms Nz) m_z - c_FL = 0,
+    c_DL = a_J + a b_J, c_FL = b_J - a a_J, a_J = hbar P I / (2 e mu0 Ms t_free area), b_J = beta_fl a_J.
+    Without a field-like torque m.p = m_y vanishes to first order (c_FL = -a a_J cancels the damping
+    term): V(I) then barely depends on the magnetic parameters (README), which the second half checks
+    against r_p's effect."""
+    model = get_model("macrospin", beta_fl=beta_fl)
+    p = dict(zip(model.parameter_names, model.nominal))
+    hk, hd, a = anisotropy_field(model), p["ms"] * model.settings.demag[2], p["alpha"]
+    currents = np.array([-250e-6, 250e-6])
+    _, m = model.simulate(currents)
+    for current, m_end in zip(currents, m[0]):
+        a_j = k.HBAR * p["spin_polarization"] * current / (2 * k.E_CHARGE * k.MU0 * p["ms"] * p["t_free"] * p["area"])
+        c_dl, c_fl = a_j * (1 + a * beta_fl), a_j * (beta_fl - a)
+        m_y, m_z = np.linalg.solve([[-a * hk, -(hk + hd)], [hk, -a * (hk + hd)]], [-c_dl, c_fl])
+        assert abs(m_z) > 5e-3 and (abs(m_y) < 1e-12 if beta_fl == 0 else abs(m_y) > 0.04)
+        np.testing.assert_allclose(m_end[1:], [m_y, m_z], rtol=0.02, atol=2e-4)  # second order: ~m_z^2
+    i = np.array([-500e-6, -250e-6, 250e-6, 500e-6])
+    d0 = model.iv(i)[1]
+
+    def change(name, factor):  # largest relative change of dV/dI when one parameter is scaled
+        q = model.nominal.copy()
+        q[model.parameter_names.index(name)] *= factor
+        return np.max(np.abs(model.iv(i, q)[1] / d0 - 1))
+
+    assert change("r_p", 1.1) > 0.05
+    magnetic = {name: change(name, factor) for name, factor in
+                (("ms", 0.5), ("k_u", 0.5), ("t_free", 0.5), ("area", 0.5), ("spin_polarization", 1.5))}
+    if beta_fl == 0:
+        assert max(magnetic.values()) < 2e-5, magnetic  # inert: 1e-5 at most (ms)
+        np.testing.assert_allclose(d0[::-1], d0, rtol=1e-6)  # odd V(I) (to the tilt's 1e-7): even dV/dI
+    else:
+        assert min(magnetic[n] for n in ("k_u", "t_free", "area")) > 0.02 and magnetic["spin_polarization"] > 0.01
+        assert d0[0] - d0[-1] > 50.0  # ohm: no longer odd (1079 against 1017)
+
 # --- dynamics and statistics --------------------------------------------------------------------------
 
 
