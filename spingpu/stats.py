@@ -29,8 +29,32 @@ CONFIDENCE = 0.95
 
 def yield_hits(accuracy, threshold, where=True, axis=None):
     """Chips with ``accuracy`` >= ``threshold`` (among those ``where`` is True, along ``axis``); a
-    diverged chip (accuracy NaN) counts as one that failed."""
-    return np.sum((np.nan_to_num(accuracy, nan=0.0) >= threshold) & where, axis=axis)
+    diverged chip (accuracy NaN) counts as one that failed, whatever the threshold (0 too)."""
+    accuracy = np.asarray(accuracy, dtype=float)
+    with np.errstate(invalid="ignore"):
+        return np.sum(np.isfinite(accuracy) & (accuracy >= threshold) & where, axis=axis)
+
+
+def percent_text(fraction, decimals=1):
+    """``fraction`` in per cent with ``decimals`` decimals, and more where rounding would write 0
+    or 100 for a value that is neither (2499 of 2500 chips: ``99.96``, not ``100.0``; 1 of 2500:
+    ``0.04``); ``n/a`` for NaN. No ``%`` sign."""
+    if fraction is None or not np.isfinite(fraction):
+        return "n/a"
+    value = 100.0 * float(fraction)
+    places = decimals
+    while places < 12:
+        text = f"{value:.{places}f}"
+        if (float(text) != 100.0 or value == 100.0) and (float(text) != 0.0 or value == 0.0):
+            return text
+        places += 1
+    return f"{value:.{places}g}"
+
+
+def threshold_text(threshold):
+    """An accuracy threshold (a fraction) as the per cent it is, unrounded: 0.9 -> ``90``, 0.934 ->
+    ``93.4``."""
+    return f"{100.0 * float(threshold):.10g}"
 
 
 def yield_interval(hits, n, confidence=CONFIDENCE):

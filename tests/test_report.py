@@ -301,12 +301,16 @@ def test_partial_store_statistics_over_finished_tasks_only(tmp_path, capsys):
 
     from spingpu.studies.runner import summary_table
 
+    from spingpu.stats import percent_text
+
     lines = summary_table(path, 0.85).splitlines()
-    assert lines[1].split()[-1] == "20"
-    assert f"[{100 * rows[0]['yield_lo95']:5.1f}-{100 * rows[0]['yield_hi95']:5.1f}]" in lines[1]
-    assert lines[1].split()[-2] == f"{rows[0]['median_grad_cosine']:.3f}"
-    assert lines[2].split() == ["delta_i=1e-05", "nan", "%", "nan-", "nan", "%", "nan", "%", "[", "nan-", "nan]", "nan",
-                                "0"]
+    assert lines[0].split()[-3:] == ["cos", "networks", "diverged"] and "yield(>=85%)" in lines[0]
+    assert rows[0]["diverged"] == 6 and lines[1].split()[-2:] == ["20", "6"]  # networks finished, of which diverged
+    assert f"[{percent_text(rows[0]['yield_lo95']):>5}-{percent_text(rows[0]['yield_hi95']):>5}]" in lines[1]
+    assert lines[1].split()[-3] == f"{rows[0]['median_grad_cosine']:.3f}"
+    assert lines[2].split() == ["delta_i=1e-05", "n/a", "%", "n/a-", "n/a", "%", "n/a", "%", "[", "n/a-", "n/a]", "n/a",
+                                "0", "0"]
+    assert lines[-2] == "median and IQR over the networks that did not diverge; a diverged one counts as failed in the yield"
     assert lines[-1] == "incomplete store: 2 of 8 tasks finished; statistics over their networks only"
 
 
@@ -614,3 +618,47 @@ def test_figures_write_currents_in_ua_wrap_long_titles_and_share_the_accuracy_sc
     fig = iv_spread_figure(current, 1e3 * current, 1e3 + 0 * current, title=title)
     lines = fig.get_suptitle().split("\n")
     assert len(lines) == 2 and all(len(ln) <= TITLE_CHARACTERS for ln in lines) and " ".join(lines) == title
+
+
+def test_categorical_figure_draws_the_tables_quantiles_and_no_bar_for_a_cell_with_nothing_finished(tmp_path):
+    """The box and whiskers are the summary's interpolated quantiles (matplotlib's boxplot moves a
+    whisker to the nearest data point inside it); a cell with no finished network has no yield, drawn
+    as "n/a", not as a 0 % bar."""
+    import zarr
+
+    from spingpu.plot import accuracy_categorical
+
+    path, _ = fake_store(tmp_path, {"training.grad_mode": ["fd_forward", "model", "oracle"]}, npt=10, diverge_cell=0)
+    zarr.open_group(str(path), mode="r+")["task_done"][2, :] = 0
+    ds = open_results(path)
+    rows = summary_rows(ds)
+    fig = accuracy_categorical(ds)
+    fig.canvas.draw()
+    ax_acc, ax_yield = fig.axes[:2]
+    for k, row in enumerate(rows[:2]):
+        ends = {float(y) for line in ax_acc.lines if np.all(line.get_xdata() == k + 1) for y in line.get_ydata()}
+        expected = {100 * row[f"{q}_test_acc"] for q in ("q05", "q25", "q75", "q95")}  # whiskers: box edge to end
+        assert sorted(ends) == pytest.approx(sorted(expected), rel=1e-12), (ends, expected)
+        middle = [line.get_ydata()[0] for line in ax_acc.lines
+                  if np.ptp(line.get_xdata()) > 0 and np.mean(line.get_xdata()) == k + 1 and np.ptp(line.get_ydata()) == 0]
+        assert pytest.approx(100 * row["median_test_acc"], rel=1e-12) in middle
+    assert not any(np.any(np.asarray(line.get_xdata()) > 2.5) for line in ax_acc.lines)  # nothing finished: no box
+    heights = [bar.get_height() for bar in ax_yield.patches]
+    assert heights == pytest.approx([100 * rows[0]["yield"], 100 * rows[1]["yield"]], rel=1e-12)
+    assert [t.get_text() for t in ax_yield.texts] == ["n/a"] and ax_yield.texts[0].get_position()[0] == 2
+
+
+def test_yield_points_carry_their_interval_as_error_bars(tmp_path):
+    """A band has no width at a lone point; the error bars show the interval there too."""
+    from spingpu.plot import accuracy_vs_axis
+    from spingpu.stats import yield_interval
+
+    path, _ = fake_store(tmp_path, {"neuron.delta_i": [5e-6, 2e-5]})
+    ds = open_results(path)
+    fig = accuracy_vs_axis(ds, "delta_i", threshold=0.8)
+    ax_yield = fig.axes[1]
+    segments = ax_yield.collections[-1].get_segments()  # the error bars' vertical lines
+    for segment, k in zip(segments, range(2)):
+        acc = ds.test_acc.isel(delta_i=k).values
+        lo, hi = yield_interval(int(np.sum(acc >= 0.8)), acc.size)
+        np.testing.assert_allclose(segment[:, 1], [100 * lo, 100 * hi], rtol=1e-12)

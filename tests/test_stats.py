@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from scipy.stats import beta, binom, norm
 
+from spingpu import stats
 from spingpu.stats import median_interval, yield_interval
 
 
@@ -97,3 +98,27 @@ def test_median_interval_ignores_nan_and_needs_six_values():
     assert all(math.isnan(v) for v in median_interval([]))
     lo, hi = median_interval([0.9, np.nan, 0.8, 0.7, 0.95, 0.85, 0.75])
     assert (lo, hi) == (0.7, 0.95)  # n = 6: only the extremes reach 95 % (1 - 2 / 64)
+
+
+@pytest.mark.parametrize("threshold", [0.0, 0.5, 0.9, 1.0])
+def test_a_diverged_chip_fails_at_every_threshold(threshold):
+    """NaN accuracy (diverged) is never a hit, at a threshold of 0 too (nan_to_num's 0 >= 0 was)."""
+    rng = np.random.default_rng(11)
+    acc = rng.integers(0, 31, (4, 50)) / 30
+    acc[rng.random(acc.shape) < 0.3] = np.nan
+    where = rng.random(acc.shape) < 0.8
+    expected = [sum(1 for a, w in zip(row, wrow) if w and a == a and a >= threshold) for row, wrow in zip(acc, where)]
+    np.testing.assert_array_equal(stats.yield_hits(acc, threshold, where, axis=1), expected)
+    assert stats.yield_hits(np.full(7, np.nan), 0.0) == 0
+
+
+@pytest.mark.parametrize("fraction, decimals, text", [
+    (2499 / 2500, 1, "99.96"), (1 / 2500, 1, "0.04"), (1.0, 1, "100.0"), (0.0, 1, "0.0"), (0.5, 1, "50.0"),
+    (0.99963, 1, "99.96"), (0.999999, 1, "99.9999"), (1e-9, 1, "0.0000001"), (0.9996, 0, "99.96"),
+    (0.995, 0, "99.5"), (0.9, 0, "90"), (0.123456, 2, "12.35"), (np.nan, 1, "n/a"), (None, 1, "n/a")])
+def test_percent_text_never_rounds_to_0_or_100_what_is_neither(fraction, decimals, text):
+    assert stats.percent_text(fraction, decimals) == text
+
+
+def test_threshold_text_is_unrounded():
+    assert [stats.threshold_text(t) for t in (0.9, 0.934, 0.1 + 0.2, 1.0, 0.0)] == ["90", "93.4", "30", "100", "0"]

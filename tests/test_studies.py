@@ -296,11 +296,12 @@ def test_store_layout_units_attrs_and_open_results(det):
 
 
 ROW = re.compile(r"^(?P<label>\S.*?)\s+(?P<q50>[\d.]+) %\s+(?P<q25>[\d.]+)-\s*(?P<q75>[\d.]+) %\s+"
-                 r"(?P<yield>[\d.]+) % \[\s*(?P<ylo>[\d.]+)-\s*(?P<yhi>[\d.]+)\]\s+(?P<cos>-?[\d.]+|nan)\s+(?P<n>\d+)$")
+                 r"(?P<yield>[\d.]+) % \[\s*(?P<ylo>[\d.]+)-\s*(?P<yhi>[\d.]+)\]\s+(?P<cos>-?[\d.]+|n/a)\s+(?P<n>\d+)"
+                 r"\s+(?P<diverged>\d+)$")
 
 
 def test_summary_table_one_row_per_cell_with_the_stores_medians(det):
-    from spingpu.stats import yield_interval
+    from spingpu.stats import percent_text, yield_interval
 
     lines = det["out_a"].splitlines()
     head = next(k for k, line in enumerate(lines) if line.startswith("cell ") and "median" in line)
@@ -318,10 +319,10 @@ def test_summary_table_one_row_per_cell_with_the_stores_medians(det):
         assert row["q50"] == f"{100 * np.median(acc):.2f}"
         q25, q75 = np.quantile(acc, [0.25, 0.75])
         assert (row["q25"], row["q75"]) == (f"{100 * q25:.2f}", f"{100 * q75:.2f}")
-        assert row["yield"] == f"{100 * np.mean(acc >= 0.9):.1f}"
+        assert row["yield"] == percent_text(np.mean(acc >= 0.9))
         lo, hi = yield_interval(int(np.sum(acc >= 0.9)), acc.size)
-        assert (row["ylo"], row["yhi"]) == (f"{100 * lo:.1f}", f"{100 * hi:.1f}")
-        assert int(row["n"]) == 3
+        assert (row["ylo"], row["yhi"]) == (percent_text(lo), percent_text(hi))
+        assert int(row["n"]) == 3 and int(row["diverged"]) == 0
         cos = ds.grad_cosine.sel(grad_mode=values["grad_mode"], sigma_d2d=float(values["sigma_d2d"])).values[:, -1]
         assert row["cos"] == f"{np.median(cos):.3f}"  # the last epoch's (every network trained all epochs)
     assert seen == {(g, s) for g in ("fd_forward", "model") for s in (0.0, 0.2)}

@@ -205,7 +205,7 @@ def run(args):
 def summary(results, seconds):
     """Median (with its 95 % confidence interval), IQR and 5-95 % of test accuracy, yield with its
     95 % Clopper-Pearson interval, divergences, time and speed."""
-    from ..stats import median_interval, yield_hits, yield_interval
+    from ..stats import median_interval, percent_text, threshold_text, yield_hits, yield_interval
 
     acc = results.test_acc.values
     ok = acc[np.isfinite(acc)]
@@ -213,16 +213,17 @@ def summary(results, seconds):
     if ok.size:
         q05, q25, q50, q75, q95 = np.quantile(ok, [0.05, 0.25, 0.5, 0.75, 0.95])
         lo, hi = median_interval(ok)
-        ci = "n/a under 6 networks" if np.isnan(lo) else f"{100 * lo:.2f}-{100 * hi:.2f} %"
+        pct = lambda x: percent_text(x, 2)  # noqa: E731
+        ci = "n/a under 6 networks" if np.isnan(lo) else f"{pct(lo)}-{pct(hi)} %"
         over = "" if ok.size == acc.size else f" of the {ok.size} networks that did not diverge"
-        lines.append(f"test accuracy{over}: median {100 * q50:.2f} % (95 % CI {ci}), IQR {100 * q25:.2f}-"
-                     f"{100 * q75:.2f} %, 5-95 % {100 * q05:.2f}-{100 * q95:.2f} %")
+        lines.append(f"test accuracy{over}: median {pct(q50)} % (95 % CI {ci}), IQR {pct(q25)}-"
+                     f"{pct(q75)} %, 5-95 % {pct(q05)}-{pct(q95)} %")
     else:
         lines.append("test accuracy: every network diverged")
     hits = int(yield_hits(acc, YIELD_THRESHOLD))
     lo, hi = yield_interval(hits, acc.size)
-    lines.append(f"yield (test accuracy >= {100 * YIELD_THRESHOLD:.0f} %): {100 * hits / acc.size:.1f} % of "
-                 f"{acc.size} networks (95 % CI {100 * lo:.1f}-{100 * hi:.1f} %); diverged: "
+    lines.append(f"yield (test accuracy >= {threshold_text(YIELD_THRESHOLD)} %): {percent_text(hits / acc.size)} % "
+                 f"of {acc.size} networks (95 % CI {percent_text(lo)}-{percent_text(hi)} %); diverged: "
                  f"{int(results.diverged.sum())}")
     lines.append(f"time: {seconds:.1f} s ({results.attrs['compile_seconds']:.1f} s set-up and compilation); "
                  f"{results.attrs['network_epochs_per_second']:.4g} network-epochs/s in the training loop")

@@ -13,6 +13,7 @@ import itertools
 
 import numpy as np
 
+from ..stats import percent_text, threshold_text
 from .style import engineering_formatter, set_suptitle, value_text
 
 BAND_IQR = (0.25, 0.75)
@@ -136,14 +137,17 @@ def accuracy_vs_axis(ds, dim, threshold=0.9):
         for (lo, hi), alpha in ((BAND_90, 0.12), (BAND_IQR, 0.28)):
             ax_acc.fill_between(x, _nanquantile(vals, lo), _nanquantile(vals, hi), color=colour, alpha=alpha, lw=0)
         ax_acc.plot(x, med, "o-", color=colour, label=label)
-        ax_yield.fill_between(x, *_yield_interval_pct(vals, done, threshold, axis=1), color=colour, alpha=0.12, lw=0)
-        ax_yield.plot(x, _yield_pct(vals, done, threshold, axis=1), "o-", color=colour, label=label)
+        yld, (lo, hi) = _yield_pct(vals, done, threshold, axis=1), _yield_interval_pct(vals, done, threshold, axis=1)
+        ax_yield.fill_between(x, lo, hi, color=colour, alpha=0.12, lw=0)
+        # and as error bars: a band has no width at a point between missing ones (or on a one-value axis)
+        ax_yield.errorbar(x, yld, yerr=(yld - lo, hi - yld), fmt="none", ecolor=colour, elinewidth=1, capsize=3)
+        ax_yield.plot(x, yld, "o-", color=colour, label=label)
     for ax in (ax_acc, ax_yield):
         _numeric_x_axis(ax, ds, dim, x)
         ax.grid(True, alpha=0.3)
     ax_acc.set_ylabel("test accuracy (%)")
     ax_acc.set_title("median, IQR (dark) and 5-95 % (light) band")
-    ax_yield.set_ylabel(f"yield (%): chips with accuracy >= {100 * threshold:.0f} %")
+    ax_yield.set_ylabel(f"yield (%): chips with accuracy >= {threshold_text(threshold)} %")
     ax_yield.set_ylim(-3, 103)
     ax_yield.set_title(YIELD_TITLE)
     ax_acc.legend(fontsize="small", loc="best")
@@ -165,16 +169,25 @@ def accuracy_categorical(ds, threshold=0.9):
         yields.append(float(_yield_pct(vals, done, threshold, axis=0)))
         intervals.append([float(v) for v in _yield_interval_pct(vals, done, threshold, axis=0)])
     labels = [g[0] for g in groups]
-    ax_acc.boxplot(data, whis=(5, 95), showfliers=False)
+    # the box and whiskers are the table's interpolated quantiles (matplotlib's boxplot would move the
+    # whiskers to the nearest data point inside them); a cell with nothing finished has no box
+    stats = [dict(zip(("whislo", "q1", "med", "q3", "whishi"), np.quantile(d, [BAND_90[0], BAND_IQR[0], 0.5,
+                                                                              BAND_IQR[1], BAND_90[1]])))
+             for d in data if d.size]
+    ax_acc.bxp(stats, positions=[k + 1 for k, d in enumerate(data) if d.size], showfliers=False)
     ax_acc.set_xticks(range(1, len(labels) + 1), labels, rotation=20, ha="right")
     ax_acc.set_ylabel("test accuracy (%)")
     ax_acc.set_title("median, IQR box, 5-95 % whiskers")
-    heights = np.nan_to_num(yields, nan=0.0)
-    errors = np.nan_to_num(np.abs(np.transpose(intervals) - np.asarray(yields)), nan=0.0)  # (2, cells)
-    ax_yield.bar(range(len(labels)), heights, yerr=errors, capsize=4, error_kw=dict(lw=1))
+    shown = np.isfinite(yields)  # a cell with no finished network has no yield: "n/a", not a 0 % bar
+    errors = np.abs(np.transpose(intervals) - np.asarray(yields))  # (2, cells)
+    ax_yield.bar(np.flatnonzero(shown), np.asarray(yields)[shown], yerr=errors[:, shown], capsize=4,
+                 error_kw=dict(lw=1))
+    for k in np.flatnonzero(~shown):
+        ax_yield.text(k, 2, "n/a", ha="center", va="bottom", fontsize="small")
     ax_yield.set_title(YIELD_TITLE)
     ax_yield.set_xticks(range(len(labels)), labels, rotation=20, ha="right")
-    ax_yield.set_ylabel(f"yield (%): chips with accuracy >= {100 * threshold:.0f} %")
+    ax_yield.set_xlim(-0.6, len(labels) - 0.4)
+    ax_yield.set_ylabel(f"yield (%): chips with accuracy >= {threshold_text(threshold)} %")
     for ax in (ax_acc, ax_yield):
         ax.grid(True, axis="y", alpha=0.3)
     set_suptitle(fig, "Test accuracy per cell")
@@ -199,7 +212,7 @@ def heatmap(ds, x_dim, y_dim, threshold=0.9):
     for row, (label, sel) in enumerate(groups):
         for col, (grid, name, cmap, (vmin, vmax)) in enumerate((
                 (medians[row], "median test accuracy (%)", "viridis", acc_range),
-                (yields[row], f"yield (%): accuracy >= {100 * threshold:.0f} %", "magma", (0.0, 100.0)))):
+                (yields[row], f"yield (%): accuracy >= {threshold_text(threshold)} %", "magma", (0.0, 100.0)))):
             ax = axes[row][col]
             im = ax.imshow(grid, origin="lower", aspect="auto", cmap=cmap, vmin=vmin, vmax=vmax)
             ax.set_xticks(range(ds.sizes[x_dim]), [value_text(v, _units(ds, x_dim)) for v in ds[x_dim].values],
@@ -210,7 +223,7 @@ def heatmap(ds, x_dim, y_dim, threshold=0.9):
             ax.set_title(f"{name}" + (f" - {label}" if sel else ""), fontsize="medium")
             mid = 0.5 * (vmin + vmax)  # text colour: white on the darker half of the scale
             for (i, j), value in np.ndenumerate(grid):
-                ax.text(j, i, f"{value:.0f}", ha="center", va="center", fontsize="x-small",
+                ax.text(j, i, percent_text(value / 100, 0), ha="center", va="center", fontsize="x-small",
                         color="white" if (value < mid) else "black")
             fig.colorbar(im, ax=ax, shrink=0.85)
     set_suptitle(fig, f"{y_dim} x {x_dim}{_pooled_note(ds, [x_dim, y_dim] + categorical_axes(ds))}")

@@ -396,18 +396,25 @@ def summary_table(path, threshold=0.9):
     the derivative's quality, which shows where the accuracy saturates) and the networks
     finished (statistics over those only), as text."""
     from ..report import LAST_EPOCH, SUMMARY_VARIABLES, summary_rows
+    from ..stats import percent_text, threshold_text
 
     ds = results_store.load_results(path, SUMMARY_VARIABLES, LAST_EPOCH)
     rows = summary_rows(ds, threshold)
     axes = [d for d in ds.test_acc.dims if d != "network"]
     labels = [", ".join(f"{d}={row[d]}" for d in axes) or "(single cell)" for row in rows]
     width = max(len(label) for label in labels)
-    lines = [f"{'cell':<{width}}  median    IQR              yield(>={100 * threshold:.0f}%) [95 % CI]      "
-             f"grad cos  networks"]
+    pct = percent_text
+    yield_head = f"yield(>={threshold_text(threshold)}%) [95 % CI]"
+    lines = [f"{'cell':<{width}}  median    IQR              {yield_head:<26}  grad cos  networks  diverged"]
     for label, r in zip(labels, rows):
-        lines.append(f"{label:<{width}}  {100 * r['median_test_acc']:6.2f} %  {100 * r['q25_test_acc']:6.2f}-"
-                     f"{100 * r['q75_test_acc']:6.2f} %  {100 * r['yield']:9.1f} % [{100 * r['yield_lo95']:5.1f}-"
-                     f"{100 * r['yield_hi95']:5.1f}]  {r['median_grad_cosine']:8.3f}  {r['networks_done']:8d}")
+        cosine = f"{r['median_grad_cosine']:.3f}" if np.isfinite(r["median_grad_cosine"]) else "n/a"
+        yld = f"{pct(r['yield']):>7} % [{pct(r['yield_lo95']):>5}-{pct(r['yield_hi95']):>5}]"
+        lines.append(f"{label:<{width}}  {pct(r['median_test_acc'], 2):>6} %  {pct(r['q25_test_acc'], 2):>6}-"
+                     f"{pct(r['q75_test_acc'], 2):>6} %  {yld:<26}  {cosine:>8}  {r['networks_done']:8d}  "
+                     f"{r['diverged']:8d}")
+    if any(r["diverged"] for r in rows):
+        lines.append("median and IQR over the networks that did not diverge; a diverged one counts as failed in "
+                     "the yield")
     done, tasks = results_store.task_progress(ds)
     if done < tasks:
         lines.append(f"incomplete store: {done} of {tasks} tasks finished; statistics over their networks only")
