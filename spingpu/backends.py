@@ -9,12 +9,14 @@ cuda    Numba CUDA and CuPy kernels on an NVIDIA GPU (or, with NUMBA_ENABLE_CUDA
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, fields
 from functools import cache
 
 from .errors import ConfigError, _short, check_choice, check_range
 
 BACKENDS = ("numpy", "cpu", "cuda")
+CUDA_SETTINGS = ("gpu_memory_bytes", "block_threads", "cuda_engine", "min_blocks_per_sm")  # of Backend
 CUDA_ENGINES = ("auto", "fused", "batched")
 
 
@@ -57,6 +59,14 @@ class Backend:
         if self.min_blocks_per_sm is not None:
             put("min_blocks_per_sm", check_range("min_blocks_per_sm", self.min_blocks_per_sm, 1, 32, integer=True))
         check_choice("cuda_engine", self.cuda_engine, CUDA_ENGINES)
+        if self.name != "cuda":
+            given = [f.name for f in fields(self) if f.name in CUDA_SETTINGS and getattr(self, f.name) != f.default]
+            if given:
+                from .training.config import UnusedSettingWarning
+
+                verb, it = ("have", "them") if len(given) > 1 else ("has", "it")
+                warnings.warn(f"{', '.join(given)}: {verb} no effect on the {self.name} backend (CUDA settings); "
+                              f"remove {it} or use the cuda backend", UnusedSettingWarning, stacklevel=3)
 
 
 def cuda_simulator_enabled():

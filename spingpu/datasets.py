@@ -652,6 +652,9 @@ def _mnist_folder(data_dir):
     path = os.path.expanduser(os.fspath(data_dir))
     if os.path.isfile(path) and path.endswith(".npz"):
         return path
+    if os.path.isfile(path):
+        raise ConfigError("data_dir", f"{path!r}{source} is a file, not a .npz; expected a folder holding the four "
+                                      "MNIST IDX files (.gz or not) or mnist.npz, or the mnist.npz itself")
     if not os.path.isdir(path):
         raise ConfigError("data_dir", f"MNIST folder {path!r}{source} does not exist; expected a folder "
                                       "holding the four MNIST IDX files (.gz or not) or mnist.npz")

@@ -6,6 +6,7 @@ iris, 2 networks, 1 epoch.
 
 import dataclasses
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -108,6 +109,8 @@ def test_check_range_allow_inf():
     (dict(seed=-1), "seed", ["-1 is out of range"]),
     (dict(momentum=math.nan), "momentum", ["NaN"]),
     (dict(weight_decay=math.inf), "weight_decay", ["expected a finite number, got inf"]),
+    (dict(dtype=np.int32), "dtype", ["'int32'", "allowed: float32, float64"]),
+    (dict(dtype=3), "dtype", ["3", "allowed: float32, float64"]),
 ])
 def test_bad_train_config(kwargs, field, words):
     with raises(field, *words):
@@ -125,6 +128,8 @@ def test_train_config_stores_converted_values():
     for text in ("exp:0.9999995", "step:3:0.123456789", "cosine", "constant"):  # every digit kept
         assert str(Schedule.parse(text)) == text and Schedule.parse(str(Schedule.parse(text))) == Schedule.parse(text)
     assert TrainConfig(lr_schedule="cosine").lr_schedule == Schedule("cosine")
+    assert [TrainConfig(dtype=d).dtype for d in (np.float64, np.float32, np.dtype("float64"), "float32")] == [
+        "float64", "float32", "float64", "float32"]  # numpy's types and dtypes by their names
     assert TrainConfig(hidden=np.int64(5)).hidden == (5,) and TrainConfig(hidden=np.array([3, 2])).hidden == (3, 2)
     with raises("hidden", "expected an integer, got True"):
         TrainConfig(hidden=True)
@@ -136,10 +141,11 @@ def test_train_config_stores_converted_values():
     (lambda: PairNeuron(delta_i=math.inf), "delta_i", ["finite"]),
     (lambda: Schedule("step", every=1.5), "lr_schedule every", ["expected an integer, got 1.5"]),
     (lambda: Schedule("exp", gamma="0.5"), "lr_schedule gamma", ["expected a number"]),
-    (lambda: Distillation(temperature=None), "distill temperature", ["expected a number, got None"]),
+    (lambda: Distillation(temperature=None), "distillation.temperature", ["expected a number, got None"]),
+    (lambda: Distillation(alpha=1.5), "distillation.alpha", ["allowed: 0.0 <= value <= 1.0"]),
     (lambda: Readout(adc_bits=4.5), "adc_bits", ["expected an integer, got 4.5"]),
     (lambda: Readout(adc_range="01"), "adc_range", ["expected two numbers (low, high), got '01'"]),
-    (lambda: Readout(adc_range=(-math.inf, 1.0)), "adc_range[0]", ["expected a finite number, got -inf"]),
+    (lambda: Readout(adc_range=(-math.inf, 1.0)), "adc_range", ["expected finite numbers, got -inf; allowed: -1000 <= low"]),
     (lambda: Readout(dac_range=(1.0,)), "dac_range", ["expected two numbers"]),
     (lambda: Readout(noise_model=1), "noise_model", ["1", "allowed: gaussian, johnson_shot"]),
     (lambda: Backend("cpu", gpu_memory_bytes=math.inf), "gpu_memory_bytes", ["expected a finite integer, got inf"]),
@@ -158,10 +164,24 @@ def test_nested_configuration_stores_converted_values():
     ro = Readout(adc_bits=4.0, adc_range=[-1, 1], temperature=np.float32(77))
     assert ro.adc_bits == 4 and type(ro.adc_bits) is int and ro.adc_range == (-1.0, 1.0)
     assert type(ro.temperature) is float
-    be = Backend("cpu", gpu_memory_bytes=1e9, block_threads=64.0, min_blocks_per_sm=2.0)
+    be = Backend("cuda", gpu_memory_bytes=1e9, block_threads=64.0, min_blocks_per_sm=2.0)
     assert (be.gpu_memory_bytes, be.block_threads, be.min_blocks_per_sm) == (10**9, 64, 2)
     assert all(type(v) is int for v in (be.gpu_memory_bytes, be.block_threads, be.min_blocks_per_sm))
     assert type(PairNeuron(i_gain=1).i_gain) is float and Schedule("step", every=2.0).every == 2
+
+
+def test_cuda_settings_of_another_backend_are_warned_of():
+    from spingpu.training.config import UnusedSettingWarning
+
+    with pytest.warns(UnusedSettingWarning) as caught:
+        Backend("cpu", gpu_memory_bytes=10**9, cuda_engine="fused")
+    assert [str(w.message) for w in caught] == ["gpu_memory_bytes, cuda_engine: have no effect on the cpu backend "
+                                                "(CUDA settings); remove them or use the cuda backend"]
+    with pytest.warns(UnusedSettingWarning, match="^block_threads: has no effect on the numpy backend"):
+        Backend("numpy", block_threads=64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Backend("cpu"), Backend("numpy", cuda_engine="auto"), Backend("cuda", gpu_memory_bytes=10**9, block_threads=64)
 
 
 # --- train()'s arguments -------------------------------------------------------------------------

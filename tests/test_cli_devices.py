@@ -182,6 +182,7 @@ def test_info_and_console_script():
 @pytest.mark.parametrize("argv, message", [
     (["info", "--arch", "sm_80"], "spingpu info: error: arch: is only used with --check-kernels\n"),
     (["info", "--jobs", "2"], "spingpu info: error: jobs: is only used with --check-kernels\n"),
+    (["info", "--check-kernels", "--jobs", "0"], "spingpu info: error: jobs: 0 is out of range; allowed: value >= 1\n"),
 ])
 def test_info_options_of_check_kernels_alone_are_refused(capsys, argv, message):
     assert main(argv) == 2

@@ -182,6 +182,9 @@ BAD = [
     (["--dataset", "csv:{tmp}/nowhere/missing.csv"], ["dataset: CSV file", "missing.csv", "not found"]),
     (["--dataset", "mnist", "--data-dir", "{tmp}/mnist"],
      ["data-dir: no MNIST data in", "train-images-idx3-ubyte", "t10k-labels-idx1-ubyte", "mnist.npz"]),
+    (["--dataset", "mnist", "--data-dir", "{tmp}/mnist.txt"], ["data-dir: '", "mnist.txt' is a file, not a .npz; "
+                                                              "expected a folder holding the four MNIST IDX files"]),
+    (["--device-model", "tabulated", "--iv-csv", "{tmp}/mnist"], ["iv-csv: ", "mnist is a folder; expected a CSV file"]),
     (["--backend", "tpu"], ["backend: 'tpu'", "allowed: auto, numpy, cpu, cuda"]),
     (["--delta-i", "0"], ["delta-i: 0.0 is out of range", "allowed: 0.0 < value <= 1.0"]),
     (["--adc-bits", "30"], ["adc-bits: 30 is out of range", "allowed: 0 <= value <= 24"]),
@@ -190,7 +193,7 @@ BAD = [
     (["--param", "r_p=inf"], ["param r_p: expected a finite number, got inf", "allowed: 1.0 <= value <= 10000000.0"]),
     (["--param", "v_h=1e-300"], ["param v_h: 1e-300 is out of range", "allowed: 0.001 <= value <= 1000.0 or inf"]),
     (["--param", "i_c=nan"], ["param i_c: expected a number, got NaN; allowed: 1e-08 <= value <= 1.0"]),
-    (["--adc-bits", "8", "--adc-range", "-inf", "1"], ["adc-range: expected a finite number, got -inf"]),
+    (["--adc-bits", "8", "--adc-range", "-inf", "1"], ["adc-range: expected finite numbers, got -inf; allowed: -1000 <= low"]),
     (["--adc-bits", "8", "--adc-range", "-1e-3", "-2e-3"], ["adc-range: lower end -0.001 must be below upper end "
                                                            "-0.002"]),
     (["--adc-bits", "8", "--adc-range", "-1e308", "1e308"], ["adc-range: (-1e+308, 1e+308) is out of range; allowed: "
@@ -267,6 +270,7 @@ def test_bad_input_one_line_exit_2_no_output(tmp_path, capsys, monkeypatch, extr
     monkeypatch.setattr(trainer, "available_memory", lambda: 16 * 2**30)  # the same on every machine
     out_dir = tmp_path / "out"
     (tmp_path / "mnist").mkdir()
+    (tmp_path / "mnist.txt").write_text("not MNIST")
     out_dir.mkdir()
     extra = [e.format(tmp=tmp_path) for e in extra]
     rc = main([*TINY, "--out", str(out_dir / "r.nc"), *extra])
@@ -470,6 +474,31 @@ def test_sigterm_ends_train_in_one_line_exit_143_and_writes_nothing(tmp_path):
     assert err.replace("\r", "\n").strip().splitlines()[-1] == "spingpu train: terminated"
     assert list(tmp_path.iterdir()) == []
 
+
+def test_train_whose_output_pipe_closes_carries_on_and_writes_its_results(tmp_path):
+    """``spingpu train ... --out r.nc | head -1``: the reader leaves after the first line; the run
+    must not die at its next line (a BrokenPipeError traceback, exit 1, no results file)."""
+    import os
+    import subprocess
+    import sys
+
+    import xarray as xr
+
+    out = tmp_path / "r.nc"
+    proc = subprocess.Popen([sys.executable, "-m", "spingpu.cli.main", "train", "--networks", "3", "--epochs", "2",
+                             "--backend", "numpy", "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        assert "3 networks 4-8-3 on iris" in proc.stdout.readline()
+        proc.stdout.close()  # as head -1 does
+        err = proc.stderr.read()
+        proc.wait(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err[-3000:]
+    assert "Traceback" not in err and "BrokenPipe" not in err
+    with xr.open_dataset(out) as ds:
+        assert ds.sizes["network"] == 3 and np.isfinite(ds.test_acc.values).all()
 
 def test_version_and_a_missing_command(capsys):
     import spingpu

@@ -267,7 +267,10 @@ def test_zero_bits_pass_through():
     (dict(adc_range=(0.5, 0.5)), "adc_range", "must be below"),
     (dict(adc_range=1.0), "adc_range", "expected two numbers"),
     (dict(adc_range=(0.0, 1.0, 2.0)), "adc_range", "expected two numbers"),
-    (dict(adc_range=(float("nan"), 1.0)), "adc_range[0]", "NaN"),
+    (dict(adc_range=(float("nan"), 1.0)), "adc_range", "expected finite numbers, got nan; allowed: -1000 <= low < "
+                                                       "high <= 1000 (V)"),
+    (dict(dac_range=(0.0, float("inf"))), "dac_range", "got inf; allowed: -1 <= low < high <= 1 (A)"),
+    (dict(adc_range=("a", 1.0)), "adc_range[0]", "expected a number, got 'a'"),
     (dict(dac_range=(1e-3, -1e-3)), "dac_range", "must be below"),
     (dict(adc_range=(-1e308, 1e308)), "adc_range", "(-1e+308, 1e+308) is out of range; allowed: -1000 <= low < "
                                                    "high <= 1000 (V)"),

@@ -45,11 +45,13 @@ def fake_store(tmp_path, sweep, name="fake", npt=20, diverge_cell=None, tables=N
     return path, study
 
 
-def test_a_store_that_lost_a_tasks_numbers_is_refused_and_resume_trains_it_again(tmp_path, capsys):
-    """A chunk of test_acc deleted (it reads as its fill value, NaN) under a task marked done: the
-    report refuses the store in one line instead of reporting NaN accuracies of finished chips,
-    and resuming counts the task as not done (with a warning). Diverged networks (NaN by right)
-    are no loss."""
+@pytest.mark.parametrize("variable, whole", [("test_acc", False), ("train_loss", False), ("val_acc", False),
+                                             ("train_acc", False), ("train_loss", True)])
+def test_a_store_that_lost_a_tasks_numbers_is_refused_and_resume_trains_it_again(tmp_path, capsys, variable, whole):
+    """A chunk of a variable deleted (it reads as its fill value, NaN) under a task marked done, or
+    the whole variable: the report refuses the store in one line instead of reporting NaN for
+    finished chips (or failing on a log axis of no data), and resuming counts the task as not done
+    (with a warning). Diverged networks (NaN by right) are no loss."""
     import shutil
 
     from spingpu.studies.store import done_tasks, lost_tasks
@@ -58,13 +60,13 @@ def test_a_store_that_lost_a_tasks_numbers_is_refused_and_resume_trains_it_again
     ds = open_results(path)
     assert not lost_tasks(ds).any()  # the diverged networks of cell 1 are not lost numbers
     ds.close()
-    chunks = sorted(p for p in (path / "test_acc").iterdir() if not p.name.startswith("."))
-    victim = chunks[0]
-    (victim.unlink() if victim.is_file() else shutil.rmtree(victim))
+    chunks = sorted(p for p in (path / variable).iterdir() if not p.name.startswith("."))
+    for victim in chunks if whole else chunks[:1]:
+        (victim.unlink() if victim.is_file() else shutil.rmtree(victim))
     ds = open_results(path)
     lost = lost_tasks(ds)
     ds.close()
-    assert lost.sum() >= 1 and lost.shape == (2, 2)
+    assert lost.sum() == (4 if whole else 1) and lost.shape == (2, 2)
     assert main(["report", str(path)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "is damaged: " in err and "--resume trains them again" in err
@@ -420,6 +422,9 @@ def trained_store(tmp_path, sweep, networks=4, name="trained"):
 
     data = {"name": name, "networks": networks, "seed": 2, "dataset": {"name": "iris"}, "network": {"hidden": [3]},
             "training": {"epochs": 2, "lr": 0.05}, "variability": {"sigma_pair": 0.02}, "sweep": sweep}
+    for key in sweep:  # a key swept is not also set (that is warned of)
+        section, field = key.split(".")
+        data[section] = {k: v for k, v in data.get(section, {}).items() if k != field}
     study = parse_study(data, tmp_path / f"{name}.toml", text="# trained study\n")
     path = tmp_path / f"{name}.zarr"
     create_store(path, study, networks, {"backend": "numpy", "device": "CPU", "spingpu_version": "test"})

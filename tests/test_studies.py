@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -457,8 +458,10 @@ def test_ctrl_c_stops_the_run_with_one_line_and_keeps_the_finished_tasks(tmp_pat
     out = tmp_path / "interrupted.zarr"
     returncode, lines = _stopped_midway(tmp_path, out, 2, lambda proc: os.killpg(proc.pid, signal.SIGINT))
     assert returncode == 130, lines
-    assert lines == [f"spingpu run: interrupted; the finished tasks are kept in {out}: rerun with --resume to "
-                     "complete it"], lines
+    assert len(lines) == 1 and re.fullmatch(rf"spingpu run: interrupted; the finished tasks \((\d+) of (\d+)\) are kept in "
+                                            rf"{re.escape(str(out))}: rerun with --resume to complete it", lines[0]), lines
+    done = re.search(r"\((\d+) of (\d+)\)", lines[0])
+    assert (int(done[1]), int(done[2])) == (task_done(out).sum(), task_done(out).size)
     assert 1 <= task_done(out).sum() < task_done(out).size
     from spingpu.studies.store import store_attrs
 
@@ -471,8 +474,10 @@ def test_sigterm_stops_the_run_like_ctrl_c_and_leaves_no_temporary(tmp_path):
     out = tmp_path / "terminated.zarr"
     returncode, lines = _stopped_midway(tmp_path, out, 1, lambda proc: proc.terminate())
     assert returncode == 143, lines
-    assert lines == [f"spingpu run: terminated; the finished tasks are kept in {out}: rerun with --resume to "
-                     "complete it"], lines
+    assert len(lines) == 1 and re.fullmatch(rf"spingpu run: terminated; the finished tasks \((\d+) of (\d+)\) are kept in "
+                                            rf"{re.escape(str(out))}: rerun with --resume to complete it", lines[0]), lines
+    done = re.search(r"\((\d+) of (\d+)\)", lines[0])
+    assert (int(done[1]), int(done[2])) == (task_done(out).sum(), task_done(out).size)
     assert 1 <= task_done(out).sum() < task_done(out).size
     assert sorted(p.name for p in tmp_path.iterdir()) == ["stoppable.toml", "terminated.zarr"]
 
@@ -562,6 +567,20 @@ def test_a_ctrl_c_while_the_report_is_made_says_the_store_is_complete(tmp_path, 
     assert err == [f"spingpu run: interrupted; every task is stored in {out} (spingpu report {out} makes its report)"]
     assert task_done(out).all()
 
+
+def test_a_stop_before_any_task_finished_says_the_store_holds_none(tmp_path, monkeypatch):
+    study_file = write(tmp_path / "s.toml", BASE)
+    out = tmp_path / "s.zarr"
+
+    def drive(client, study, options, backend, npt, todo, copies, n_workers, bar):
+        raise KeyboardInterrupt
+
+    rc, stdout, err = _run_without_dask(monkeypatch, ["run", str(study_file), "--out", str(out), "--backend", "numpy",
+                                                      "--networks-per-task", "1"], drive,
+                                        lambda *args: (_QuietClient(), None))
+    assert rc == 130 and err == [f"spingpu run: interrupted; no task had finished: {out} holds none (rerun with "
+                                 "--resume to start it, or --overwrite)"], err
+    assert not task_done(out).any()
 
 def test_a_failed_task_is_what_is_said_when_a_ctrl_c_follows_it(tmp_path, monkeypatch):
     """A task fails, and a Ctrl-C arrives while the workers close: the failure's two lines and exit
@@ -1342,7 +1361,8 @@ def test_overwrite_of_a_symlinked_store_is_refused_and_deletes_nothing(tmp_path)
 
 
 def test_whole_number_sweep_values_of_integer_keys_become_integers(tmp_path):
-    text = with_line("sweep", '"training.epochs" = {linspace = [1, 2, 2]}\n"training.batch_size" = [8.0, 16.0]')
+    text = with_line("sweep", '"training.epochs" = {linspace = [1, 2, 2]}\n"training.batch_size" = [8.0, 16.0]',
+                     BASE.replace("epochs = 2\n", ""))
     study = load_study(write(tmp_path / "study.toml", text))
     assert study.axes[0].values == (1, 2) and study.axes[1].values == (8, 16)
     assert all(type(v) is int for axis in study.axes for v in axis.values)
@@ -1426,7 +1446,7 @@ def test_a_study_file_name_with_spaces_or_accents_is_a_valid_default_name(tmp_pa
 def test_store_records_the_engine_of_each_cell(tmp_path, shared_scheduler):
     """Widths up to 64 train in the fused CPU engine (float64), wider in the batched one (float32):
     the store says which, per cell, as `spingpu train`'s attributes do."""
-    study = write(tmp_path / "e.toml", BASE.replace("hidden = [3]", "hidden = [3]\n") +
+    study = write(tmp_path / "e.toml", BASE.replace("hidden = [3]\n", "") +
                   '\n[sweep]\n"network.hidden" = [[3], [70]]\n')
     rc, out, err = run_main(["run", str(study), "--out", str(tmp_path / "e.zarr"), "--backend", "cpu", "--no-report",
                              "--scheduler", shared_scheduler])
@@ -1476,3 +1496,22 @@ sigma_d2d = 0.3
     assert lines[1].startswith("spingpu run: warning: extrapolated_readings: ") and (
         "of 2 networks read junctions beyond their macrospin tables' current range" in lines[1]) and lines[1].endswith(
         "(i_bias, i_gain, dac_range) (said once, for the first task that gave it)"), lines
+
+
+@pytest.mark.parametrize("text, key, fixed", [
+    (with_line("sweep", '"training.epochs" = [1, 2]'), "training.epochs", "2"),
+    (with_line("sweep", '"model.params.v_h" = [0.4, 0.6]', with_line("model.params", "v_h = 0.5")),
+     "model.params.v_h", "0.5")])
+def test_a_value_both_set_and_swept_is_warned_of_once(tmp_path, text, key, fixed):
+    """Every cell takes the sweep's values; the fixed one, shown in the study's text, is used by none."""
+    from spingpu.training.config import UnusedSettingWarning
+
+    with pytest.warns(UnusedSettingWarning) as caught:
+        study = load_study(write(tmp_path / "s.toml", text))
+    assert [str(w.message) for w in caught] == [f"{key}: set to {fixed} and swept (sweep.{key}): the sweep's values "
+                                                "replace it in every cell"]
+    assert len(study.axes) == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_study(write(tmp_path / "plain.toml", BASE))  # nothing set twice: no warning
+        load_study(write(tmp_path / "name.toml", with_line("sweep", '"dataset.name" = ["iris", "digits"]')))

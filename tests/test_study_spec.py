@@ -425,6 +425,7 @@ def test_a_home_relative_path_is_the_users_home(tmp_path, monkeypatch):
     assert [p for p, _ in study.inputs] == [str(table.resolve())]
 
 
+@pytest.mark.filterwarnings("ignore:model.iv_csv. set to")  # set and swept: warned of (tests/test_studies.py)
 def test_a_data_file_path_that_a_sweep_replaces_does_not_tie_the_digest_to_the_folder(tmp_path):
     """iv_csv in [model] is replaced by the swept iv_csv in every cell, so no cell reads it: its
     place is not part of the digest either."""

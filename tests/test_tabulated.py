@@ -230,7 +230,7 @@ def test_missing_csv_raises(tmp_path):
         get_model("tabulated", iv_csv=path)
     assert err.value.field == "iv-csv"
     assert "file not found" in str(err.value) and str(path) in str(err.value)
-    with pytest.raises(ConfigError, match="iv-csv: file not found"):
+    with pytest.raises(ConfigError, match=f"^iv-csv: {tmp_path} is a folder; expected a CSV file"):
         get_model("tabulated", iv_csv=tmp_path)  # a directory is not a file
 
 

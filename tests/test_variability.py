@@ -361,7 +361,7 @@ def test_unknown_parameter_name_raises(var, field):
     ((1.5, np.arange(3), 0, 1), "seed", "expected an integer"),
     ((1, np.arange(3), 256, 1), "layer", "0 <= value <= 255"),
     ((1, np.arange(3), -1, 1), "layer", "0 <= value <= 255"),
-    ((1, np.arange(3), 0, 0), "units", "1 <= value"),
+    ((1, np.arange(3), 0, 0), "n_units", "1 <= value"),
     ((1, np.array([0, -1]), 0, 1), "networks", "index -1 is out of range; allowed: 0 <= index <= 4294967295"),
     ((1, np.array([2**32]), 0, 1), "networks", "index 4294967296 is out of range; allowed: 0 <= index <= 4294967295"),
 ])

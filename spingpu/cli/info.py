@@ -27,12 +27,14 @@ def run(args):
 
     from .. import __version__
     from ..backends import available_backends
-    from ..errors import ConfigError
+    from ..errors import ConfigError, check_range
 
     for option in ("arch", "jobs"):
         if getattr(args, option) is not None and not args.check_kernels:
             raise ConfigError(option, "is only used with --check-kernels")
-    arch = _kernel_arch(args.arch) if args.check_kernels else None  # refused before anything is printed
+    if args.jobs is not None:  # refused, as the arch, before anything is printed
+        check_range("jobs", args.jobs, 1, integer=True)
+    arch = _kernel_arch(args.arch) if args.check_kernels else None
 
     print(f"spingpu {__version__} (Python {platform.python_version()}, NumPy {numpy.__version__}, "
           f"Numba {numba.__version__})")

@@ -7,7 +7,9 @@ on stderr and exit status 2, before any output file is written.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
+import os
 import re
 import sys
 import warnings
@@ -97,7 +99,59 @@ def _one_line_warnings(command, show_other):
     return show
 
 
+class _StdoutAfterItsReaderLeft:
+    """``sys.stdout`` of a command: once the pipe's reader has gone (``spingpu train | head -1``),
+    what is printed goes to /dev/null and the command carries on, so that a long run still writes
+    its results instead of dying with a BrokenPipeError traceback at its next line of output."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def _reader_left(self):
+        devnull = os.open(os.devnull, os.O_WRONLY)  # on the same descriptor: Python's exit flush goes there too
+        try:
+            os.dup2(devnull, self._stream.fileno())
+        finally:
+            os.close(devnull)
+
+    def write(self, text):
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            self._reader_left()
+            return len(text)
+
+    def flush(self):
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._reader_left()
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
+@contextlib.contextmanager
+def _stdout_may_close():
+    stream = sys.stdout
+    try:
+        stream.fileno()
+    except (AttributeError, OSError, ValueError):  # not a file (a test's StringIO): nothing to guard
+        yield
+        return
+    sys.stdout = _StdoutAfterItsReaderLeft(stream)
+    try:
+        yield
+    finally:
+        sys.stdout = stream
+
+
 def main(argv=None):
+    with _stdout_may_close():
+        return _main(argv)
+
+
+def _main(argv=None):
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     extra = [word for word in extra if word != "--"]

@@ -106,9 +106,13 @@ def _kept(out):
 
     with contextlib.suppress(Exception), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # done_tasks' warning of lost tasks: --resume says it
-        if results_store.done_tasks(out).all():  # stopped after the last task, while the workers closed
+        done = results_store.done_tasks(out)
+        if done.all():  # stopped after the last task, while the workers closed
             return f"; every task is stored in {out} (spingpu report {out} makes its report)"
-        return f"; the finished tasks are kept in {out}: rerun with --resume to complete it"
+        if not done.any():
+            return f"; no task had finished: {out} holds none (rerun with --resume to start it, or --overwrite)"
+        return (f"; the finished tasks ({int(done.sum())} of {done.size}) are kept in {out}: rerun with --resume to "
+                "complete it")
     return ""
 
 

@@ -7,6 +7,8 @@ configuration and NumPy ufuncs compiled from the same scalar functions.
 from __future__ import annotations
 
 
+import math
+import numbers
 from dataclasses import dataclass
 from functools import cache
 
@@ -71,13 +73,13 @@ class Readout:
         put("bandwidth", check_range("bandwidth", self.bandwidth, 0.0, 1e12, low_open=True))
         for name in ("adc", "dac"):
             put(f"{name}_bits", check_range(f"{name}_bits", getattr(self, f"{name}_bits"), 0, MAX_BITS, integer=True))
-            lo, hi = _pair(f"{name}_range", getattr(self, f"{name}_range"))
+            limit, unit = CONVERTER_LIMITS[name]
+            allowed = f"-{limit:g} <= low < high <= {limit:g} ({unit})"
+            lo, hi = _pair(f"{name}_range", getattr(self, f"{name}_range"), allowed)
             if not lo < hi:
                 raise ConfigError(f"{name}_range", f"lower end {lo} must be below upper end {hi}")
-            limit, unit = CONVERTER_LIMITS[name]
             if not -limit <= lo < hi <= limit:
-                raise ConfigError(f"{name}_range", f"({lo:g}, {hi:g}) is out of range; allowed: -{limit:g} <= low "
-                                                   f"< high <= {limit:g} ({unit})")
+                raise ConfigError(f"{name}_range", f"({lo:g}, {hi:g}) is out of range; allowed: {allowed}")
             put(f"{name}_range", (lo, hi))
 
     @property
@@ -112,11 +114,16 @@ class Readout:
         return _ufuncs()[0](current, float(lo), float(hi), int(self.dac_bits))
 
 
-def _pair(field_name, value):
+def _pair(field_name, value, allowed):
+    """(low, high) of a converter's range ``value``, two finite numbers (``allowed``: the range's
+    limits, named where an end is NaN or infinite)."""
     try:
         if isinstance(value, (str, bytes)):
             raise TypeError
         lo, hi = value
     except (TypeError, ValueError):
         raise ConfigError(field_name, f"expected two numbers (low, high), got {_short(value)}") from None
-    return check_range(f"{field_name}[0]", lo), check_range(f"{field_name}[1]", hi)  # finite numbers
+    for end in (lo, hi):
+        if isinstance(end, numbers.Real) and not isinstance(end, bool) and not math.isfinite(end):
+            raise ConfigError(field_name, f"expected finite numbers, got {end}; allowed: {allowed}")
+    return check_range(f"{field_name}[0]", lo), check_range(f"{field_name}[1]", hi)

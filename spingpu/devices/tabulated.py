@@ -47,6 +47,8 @@ def table_current_range(model):
 def read_iv_csv(path, field="iv-csv"):
     """Current (A) and voltage (V) arrays of a two-column CSV, validated (see module doc)."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(field, f"{path} is a folder; expected a CSV file of current in A, voltage in V")
     if not path.is_file():
         raise ConfigError(field, f"file not found: {path} (expected a CSV of current in A, voltage in V)")
     try:

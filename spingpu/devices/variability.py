@@ -194,7 +194,7 @@ def sample_layer(model, variability, seed, networks, layer, n_units):
         raise ConfigError("variability", f"expected a spingpu.Variability, got {_short(variability)}")
     seed = check_seed(seed)
     layer = check_range("layer", layer, 0, 255, integer=True)
-    n_units = check_range("units", n_units, 1, 2**31 - 1, integer=True)
+    n_units = check_range("n_units", n_units, 1, 2**31 - 1, integer=True)
     networks = np.ascontiguousarray(check_network_indices(networks, distinct=False, allow_empty=True))
     shape = (networks.size, n_units, 2, len(model.parameters))
     _check_memory(8 * math.prod(shape), networks.size, n_units)

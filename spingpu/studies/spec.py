@@ -42,6 +42,7 @@ import os
 import re
 import sys
 import tomllib
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -209,6 +210,7 @@ def parse_study(data, path, text=""):
     study = _study(data, path, text, name)
     if study.n_cells > MAX_CELLS:
         raise _err(path, "sweep", f"{study.n_cells} cells; at most {MAX_CELLS}")
+    _check_not_fixed_and_swept(study, path)
     configs = []
     for flat in range(study.n_cells):  # every cell must build
         try:
@@ -531,8 +533,8 @@ def build_cell(path, data):
     def section(name, build):
         try:
             return build(dict(data.get(name, {})))
-        except ConfigError as err:  # the library's field names ("distill alpha") as the study's keys
-            field = err.field.removeprefix(f"{name}.").removeprefix("distill ")
+        except ConfigError as err:  # the library's field names ("distillation.alpha") as the study's keys
+            field = err.field.removeprefix(f"{name}.")
             raise ConfigError(f"{name}.{field}", err.problem) from None
         except TypeError as err:  # a value of a type the dataclass cannot take
             raise ConfigError(name, str(err)) from None
@@ -620,6 +622,24 @@ def same_training(study):
                           cell.teacher.as_dict() if cell.teacher is not None else None], sort_keys=True, default=str)
         out.append(first.setdefault(key, flat))
     return out
+
+
+def _check_not_fixed_and_swept(study, path):
+    """Warn of a key both set in its table and swept: every cell takes the sweep's values, so the
+    fixed one is used nowhere though the study's text shows it. A warning, not an error (as
+    :func:`_check_settings_used` gives for a setting no cell needs): study files write the value a
+    swept key has when it is not swept, the shipped ones too. ``dataset.name`` is required in its
+    table, swept or not."""
+    from ..training.config import UnusedSettingWarning
+
+    for axis in study.axes:
+        *tables, name = axis.key.split(".")
+        table = study.data
+        for part in tables:
+            table = table.get(part, {}) if isinstance(table, dict) else {}
+        if axis.key != "dataset.name" and isinstance(table, dict) and name in table:
+            warnings.warn(f"{axis.key}: set to {table[name]!r} and swept (sweep.{axis.key}): the sweep's values "
+                          "replace it in every cell", UnusedSettingWarning, stacklevel=3)
 
 
 def _check_settings_used(study, configs, path):

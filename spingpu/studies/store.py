@@ -179,14 +179,24 @@ def done_tasks(path):
     return (done & ~lost).reshape(-1, done.shape[-1])
 
 
+# a network that did not diverge has these, the per-epoch ones at its first epoch, always finite
+# (not extrapolated_readings, NaN in a digital baseline's cells, nor the derivative metrics)
+ALWAYS_FINITE = ("test_acc", "train_loss", "train_acc", "val_acc")
+
+
 def lost_tasks(ds):
     """Boolean array (sweep axes..., task) of the tasks marked done in which a network that did
-    not diverge has no test accuracy: numbers the store lost (a chunk deleted or emptied reads as
-    its fill value, NaN), since a trained network has one unless it diverged."""
+    not diverge lacks a number it always has (:data:`ALWAYS_FINITE`; the per-epoch ones at epoch
+    1): numbers the store lost (a chunk deleted or emptied reads as its fill value, NaN). Each task
+    is one chunk of each variable, so a chunk lost from any of them is found."""
     npt = int(ds.attrs["networks_per_task"])
     done = ds.task_done.transpose(..., "task").values.astype(bool)
-    acc = ds.test_acc.transpose(..., "network").values
-    missing = np.isnan(acc) & ~ds.diverged.transpose(..., "network").values.astype(bool)
+    missing = np.zeros(ds.test_acc.shape, dtype=bool)
+    for name in ALWAYS_FINITE:
+        if name in ds:
+            values = ds[name].isel(epoch=0) if "epoch" in ds[name].dims else ds[name]
+            missing |= np.isnan(values.transpose(..., "network").values)
+    missing &= ~ds.diverged.transpose(..., "network").values.astype(bool)
     pad = done.shape[-1] * npt - missing.shape[-1]
     missing = np.concatenate([missing, np.zeros(missing.shape[:-1] + (pad,), dtype=bool)], axis=-1)
     return done & missing.reshape(missing.shape[:-1] + (done.shape[-1], npt)).any(axis=-1)

@@ -124,8 +124,9 @@ class Distillation:
     alpha: float = 0.7
 
     def __post_init__(self):
-        _put(self, "temperature", check_range("distill temperature", self.temperature, 0.0, 100.0, low_open=True))
-        _put(self, "alpha", check_range("distill alpha", self.alpha, 0.0, 1.0))
+        _put(self, "temperature", check_range("distillation.temperature", self.temperature, 0.0, 100.0,
+                                              low_open=True))
+        _put(self, "alpha", check_range("distillation.alpha", self.alpha, 0.0, 1.0))
 
 
 @dataclass(frozen=True)
@@ -198,6 +199,11 @@ class TrainConfig:
         if self.distillation is not None:
             _check_type("distillation", self.distillation, Distillation, "a Distillation or None")
         _put(self, "seed", check_range("seed", self.seed, 0, 2**64 - 1, integer=True))
+        if not isinstance(self.dtype, str):  # numpy.float32, numpy.dtype("float64"): their names
+            try:
+                _put(self, "dtype", np.dtype(self.dtype).name)
+            except TypeError:
+                pass
         check_choice("dtype", self.dtype, DTYPES)
 
     @property
