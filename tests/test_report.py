@@ -314,6 +314,11 @@ def test_partial_store_statistics_over_finished_tasks_only(tmp_path, capsys):
                                 "0", "0"]
     assert lines[-2] == "median and IQR over the networks that did not diverge; a diverged one counts as failed in the yield"
     assert lines[-1] == "incomplete store: 2 of 8 tasks finished; statistics over their networks only"
+    from spingpu.plot import divergence_counts
+
+    ax = divergence_counts(open_results(path)).axes[0]  # the 6 of cell 0's finished tasks, not its 12 written
+    assert [bar.get_height() for bar in ax.patches] == [6, 0]
+    assert ax.get_ylabel() == "networks diverged (of a cell's finished ones; 40 when complete)"
 
 
 def test_a_store_with_whole_groups_unfinished_reports_without_numpy_warnings(tmp_path):

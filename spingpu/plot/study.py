@@ -300,8 +300,9 @@ def training_curves(ds):
 
 
 def divergence_counts(ds):
-    """Networks diverged per cell (bar chart), or None if none diverged."""
-    div = ds.diverged
+    """Networks diverged per cell (bar chart) among the finished ones, or None if none diverged."""
+    done = finished(ds)
+    div = ds.diverged.astype(bool) & done
     counts = div.sum("network").values.ravel() if sweep_axes(ds) else np.array([int(div.sum())])
     if counts.sum() == 0:
         return None
@@ -310,7 +311,9 @@ def divergence_counts(ds):
     ax = axes[0][0]
     ax.bar(range(len(labels)), counts)
     ax.set_xticks(range(len(labels)), labels, rotation=35, ha="right", fontsize="small")
-    ax.set_ylabel(f"networks diverged (of {ds.sizes['network']})")
+    complete = bool(done.all())
+    ax.set_ylabel(f"networks diverged (of {ds.sizes['network']})" if complete else
+                  f"networks diverged (of a cell's finished ones; {ds.sizes['network']} when complete)")
     ax.set_title("Diverged networks per cell (loss or gradient became NaN or infinite)")
     return fig
 
