@@ -72,6 +72,15 @@ def test_a_block_of_three_warps_equals_the_cpu(blobs):
                 train(blobs, cfg, networks=nets, backend=Backend("cuda", simulator=True, block_threads=96)))
 
 
+def test_a_batch_of_one_equals_the_cpu(make_blobs):
+    """The compiling launch ran two samples per step, overrunning the relative-error row of a run
+    whose batch holds one (an IndexError here; past the row's end on a GPU)."""
+    data = make_blobs(8, 16, 3, 4)
+    cfg = TrainConfig(hidden=(3,), epochs=1, batch_size=1, lr=0.05, seed=2, variability=VAR,
+                      readout=Readout(read_noise=2e-3))
+    nets = np.array([1])
+    assert_same(train(data, cfg, networks=nets, backend="cpu"), train(data, cfg, networks=nets, backend=SIM))
+
 def test_deriv_rel_err_median_selected_in_global_memory_equals_the_cpu(blobs, monkeypatch):
     """The fallback for a scratch row beyond the activation rows: the median read from global memory."""
     from spingpu.kernels import fused_cuda

@@ -268,11 +268,14 @@ class FusedCudaRun:
                 out["test"], out["div"], out["beyond"])
 
     def probe_arguments(self):
-        """A one-network, one-step, two-sample launch with the argument types of the real run."""
+        """A one-network, one-epoch, two-sample launch with the argument types of the real run, in
+        batches of at most the run's batch: its scratch row holds one batch's relative errors (a
+        batch of 2 overran the row of a run of batch 1)."""
         put = self.device.put
         out = fused_outputs(1, 1, self.device.xp)
         return self.arguments(0, 1, out, data=[put(a[:2]) for a in self.problem.data],
-                              lr_epoch=self.lr_epoch[:1], orders=put(np.arange(2)[None]), batch=2)
+                              lr_epoch=self.lr_epoch[:1], orders=put(np.arange(2)[None]),
+                              batch=min(2, self.problem.batch))
 
     @property
     def bytes_per_network(self):
