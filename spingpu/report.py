@@ -269,7 +269,7 @@ def _png(fig):
 def _html(ds, rows, figures, threshold, csv_name, notes=()):
     from .plot.study import axis_label, sweep_axes
     from .plot.style import value_text
-    from .stats import threshold_text
+    from .stats import number_text, threshold_text
 
     attrs = ds.attrs
     axes = sweep_axes(ds)
@@ -313,8 +313,8 @@ def _html(ds, rows, figures, threshold, csv_name, notes=()):
                   f"<td>{_pct(r['q05_test_acc'])}-{_pct(r['q95_test_acc'])}</td><td>{_pct(r['yield'])}</td>"
                   f"<td>{_pct(r['yield_lo95'])}-{_pct(r['yield_hi95'])}</td>"
                   f"<td>{r['diverged']}</td><td>{r['networks_done']} of {r['networks']}</td>"
-                  f"<td>{_number(r['median_grad_cosine'], '.3f')}</td>"
-                  f"<td>{_number(r['median_deriv_rel_err'], '.3g')}</td>")
+                  f"<td>{number_text(r['median_grad_cosine'], '.3f')}</td>"
+                  f"<td>{number_text(r['median_deriv_rel_err'], '.3g')}</td>")
         cells += f"<td>{_pct(r['teacher_test_acc'])}</td>" if teachers else ""
         cells += f"<td>{_pct(r['max_extrapolated_readings'])}</td>" if beyond else ""
         body.append(f"<tr>{cells}</tr>")
@@ -356,10 +356,6 @@ The same table: <code>{html.escape(csv_name)}</code>.</p>
 {time.strftime('%Y-%m-%d %H:%M')}.</small></p>
 </body></html>
 """
-
-
-def _number(x, spec):
-    return format(x, spec) if np.isfinite(x) else "n/a"
 
 
 def _pct(x):

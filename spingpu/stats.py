@@ -51,6 +51,11 @@ def percent_text(fraction, decimals=1):
     return f"{value:.{places}g}"
 
 
+def number_text(value, spec):
+    """``value`` formatted with ``spec``, ``n/a`` where it is not finite (a cell with nothing finished)."""
+    return format(value, spec) if np.isfinite(value) else "n/a"
+
+
 def threshold_text(threshold):
     """An accuracy threshold (a fraction) as the per cent it is, unrounded: 0.9 -> ``90``, 0.934 ->
     ``93.4``."""

@@ -66,7 +66,7 @@ def numeric_axes(ds):
 
 
 def axis_label(ds, dim):
-    units = ds[dim].attrs.get("units", "")
+    units = _units(ds, dim)
     return f"{dim} ({units})" if units and units != "1" else dim
 
 
@@ -74,11 +74,17 @@ def _units(ds, dim):
     return ds[dim].attrs.get("units", "")
 
 
+def _plotted_axis_label(ds, dim):
+    """The label of an axis showing ``dim``: its name alone where the tick labels carry the unit
+    with an SI prefix (5 µA), else :func:`axis_label`."""
+    return dim if engineering_formatter(_units(ds, dim)) is not None else axis_label(ds, dim)
+
+
 def _numeric_x_axis(ax, ds, dim, values):
     """Label, scale (log where the values span 20x or more) and tick labels (SI-prefixed where the
     units take a prefix: 5 µA, not 5e-06 A) of an x axis showing a numeric sweep axis."""
     formatter = engineering_formatter(_units(ds, dim))
-    ax.set_xlabel(dim if formatter is not None else axis_label(ds, dim))
+    ax.set_xlabel(_plotted_axis_label(ds, dim))
     if _is_log(values):
         ax.set_xscale("log")
     if formatter is not None:
@@ -218,8 +224,8 @@ def heatmap(ds, x_dim, y_dim, threshold=0.9):
             ax.set_xticks(range(ds.sizes[x_dim]), [value_text(v, _units(ds, x_dim)) for v in ds[x_dim].values],
                           rotation=30, ha="right")
             ax.set_yticks(range(ds.sizes[y_dim]), [value_text(v, _units(ds, y_dim)) for v in ds[y_dim].values])
-            ax.set_xlabel(x_dim if engineering_formatter(_units(ds, x_dim)) else axis_label(ds, x_dim))
-            ax.set_ylabel(y_dim if engineering_formatter(_units(ds, y_dim)) else axis_label(ds, y_dim))
+            ax.set_xlabel(_plotted_axis_label(ds, x_dim))
+            ax.set_ylabel(_plotted_axis_label(ds, y_dim))
             ax.set_title(f"{name}" + (f" - {label}" if sel else ""), fontsize="medium")
             mid = 0.5 * (vmin + vmax)  # text colour: white on the darker half of the scale
             for (i, j), value in np.ndenumerate(grid):

@@ -396,7 +396,7 @@ def summary_table(path, threshold=0.9):
     the derivative's quality, which shows where the accuracy saturates) and the networks
     finished (statistics over those only), as text."""
     from ..report import LAST_EPOCH, SUMMARY_VARIABLES, summary_rows
-    from ..stats import percent_text, threshold_text
+    from ..stats import number_text, percent_text, threshold_text
 
     ds = results_store.load_results(path, SUMMARY_VARIABLES, LAST_EPOCH)
     rows = summary_rows(ds, threshold)
@@ -407,7 +407,7 @@ def summary_table(path, threshold=0.9):
     yield_head = f"yield(>={threshold_text(threshold)}%) [95 % CI]"
     lines = [f"{'cell':<{width}}  median    IQR              {yield_head:<26}  grad cos  networks  diverged"]
     for label, r in zip(labels, rows):
-        cosine = f"{r['median_grad_cosine']:.3f}" if np.isfinite(r["median_grad_cosine"]) else "n/a"
+        cosine = number_text(r["median_grad_cosine"], ".3f")
         yld = f"{pct(r['yield']):>7} % [{pct(r['yield_lo95']):>5}-{pct(r['yield_hi95']):>5}]"
         lines.append(f"{label:<{width}}  {pct(r['median_test_acc'], 2):>6} %  {pct(r['q25_test_acc'], 2):>6}-"
                      f"{pct(r['q75_test_acc'], 2):>6} %  {yld:<26}  {cosine:>8}  {r['networks_done']:8d}  "

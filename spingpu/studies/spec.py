@@ -626,10 +626,9 @@ def same_training(study):
 
 def _check_not_fixed_and_swept(study, path):
     """Warn of a key both set in its table and swept: every cell takes the sweep's values, so the
-    fixed one is used nowhere though the study's text shows it. A warning, not an error (as
-    :func:`_check_settings_used` gives for a setting no cell needs): study files write the value a
-    swept key has when it is not swept, the shipped ones too. ``dataset.name`` is required in its
-    table, swept or not."""
+    fixed one is used nowhere though the study's text shows it. A warning, where
+    :func:`_check_settings_used` refuses a setting no cell needs: study files write the value a
+    swept key takes when it is not swept. ``dataset.name`` is required in its table, swept or not."""
     from ..training.config import UnusedSettingWarning
 
     for axis in study.axes:
