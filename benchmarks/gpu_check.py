@@ -275,10 +275,12 @@ def pair_problem(rng, n, b, u, dtype, model=None, read_noise=1e-3):
     from spingpu.training.fused_engine import neuron_vector, readout_vector
 
     model = model or get_model("stt_compact")
-    junc = np.ascontiguousarray(sample_layer(model, Variability(sigma_d2d=0.1, sigma_pair=0.02),
-                                             int(rng.integers(1 << 30)), np.arange(n), 0, u))
+    params = sample_layer(model, Variability(sigma_d2d=0.1, sigma_pair=0.02), int(rng.integers(1 << 30)),
+                          np.arange(n), 0, u)
+    model, (junc,) = model.bind([params])  # the kernels' rows, as the engines give them
     z = rng.normal(0, 1, (n, b, u)).astype(dtype)
-    return model, junc, z, neuron_vector(PairNeuron()), readout_vector(Readout(read_noise=read_noise))
+    readout = readout_vector(Readout(read_noise=read_noise))
+    return model, np.ascontiguousarray(junc), z, neuron_vector(PairNeuron()), readout
 
 
 def pair_launch(rng, n, b, u, model=None, mode="fd_forward", read_noise=1e-3, derivatives=True):

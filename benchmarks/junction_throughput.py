@@ -4,8 +4,10 @@ against the arithmetic that a float32 engine vectorised across networks would do
 Data for issue 3's open decision (the fused CPU engine's goal of 20x a batched PyTorch model on
 Iris needs about 4 ns per junction evaluation on 2 cores; benchmarks/README.md):
 
-  spingpu f64     kernels/stt_compact.stt_compact, the scalar float64 device function every engine
-                  calls (Newton to float64 rounding), in a numba.prange loop over junctions
+  spingpu f64     kernels/stt_compact.stt_compact, the scalar float64 device function of
+                  DeviceModel.iv (Newton to float64 rounding), in a numba.prange loop over junctions
+  spingpu f64 prepared  stt_compact_prepared on rows holding 1 / r_p, 1 / v_h^2, 1 / i_c, what every
+                  training engine calls (STT_COMPACT.bind): the same bits, three divisions fewer
   numba f32 x6    the same equations in float32 with a fixed 6 Newton steps (no convergence test,
                   no branches: the loop LLVM can vectorise), numba.njit(fastmath, parallel); Numba
                   vectorises tanh/cos/sin only with Intel SVML, which it says whether it has
@@ -34,7 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from spingpu import get_model  # noqa: E402
-from spingpu.kernels.stt_compact import stt_compact  # noqa: E402
+from spingpu.kernels.stt_compact import stt_compact, stt_compact_prepared  # noqa: E402
 
 
 @numba.njit(parallel=True)
@@ -42,6 +44,13 @@ def spingpu_f64(current, params, v, d):
     for i in numba.prange(current.size):
         p = params[i]
         v[i], d[i] = stt_compact(current[i], p[0], p[1], p[2], p[3], p[4], p[5])
+
+
+@numba.njit(parallel=True)
+def spingpu_f64_prepared(current, rows, v, d):
+    for i in numba.prange(current.size):
+        p = rows[i]
+        v[i], d[i] = stt_compact_prepared(current[i], p[0], p[1], p[2], p[3], p[4], p[5])
 
 
 @numba.njit(parallel=True, fastmath=True)
@@ -98,6 +107,9 @@ def main(argv=None):
     current = rng.uniform(-600e-6, 600e-6, args.n)
     v64, d64 = np.empty(args.n), np.empty(args.n)
     rows = [("spingpu f64", best_of(lambda: spingpu_f64(current, params, v64, d64)), 0.0, 0.0)]
+    prepared, vp, dp = model.prepared(params), np.empty(args.n), np.empty(args.n)
+    seconds = best_of(lambda: spingpu_f64_prepared(current, prepared, vp, dp))
+    rows.append(("spingpu f64 prepared", seconds, np.abs(vp - v64).max(), np.abs(dp / d64 - 1).max()))
 
     f32 = lambda x: np.ascontiguousarray(x, dtype=np.float32)  # noqa: E731
     cols = [f32(1.0 / params[:, 0]), f32(params[:, 1]), f32(1.0 / params[:, 2] ** 2), f32(params[:, 3]),

@@ -77,11 +77,12 @@ def batched_specs(models):
     i64, f64 = np.zeros(2, np.int64), np.zeros(2)
     for dtype in ("float32", "float64"):
         z = np.zeros((2, 3, 4), dtype)
-        for model in models:
-            junc = np.zeros((2 * 4 * 2, len(model.parameters)))  # (N U 2, P) rows
+        for named in models:
+            model = named.kernel_model  # what the engines run, on the rows model.bind gives
+            junc = np.zeros((2 * 4 * 2, model.kernel_width))  # (N U 2, P) rows
             args = (z, junc, model.nominal, np.ascontiguousarray(model.aux_table), 0, np.zeros(5), np.zeros(10),
                     *split_seed(np.uint64(0)), i64, 0, 0, 0, 0, True, z, z, z, np.zeros(z.shape, np.uint8))
-            specs.append(KernelSpec(f"pair_layer[{model.name}, {dtype}]", pair_layer_cuda_kernel(model), sig(*args),
+            specs.append(KernelSpec(f"pair_layer[{named.name}, {dtype}]", pair_layer_cuda_kernel(model), sig(*args),
                                     threads))
         specs.append(KernelSpec(f"digital_layer[{dtype}]", batched_cuda.digital_layer, sig(0, z, z, z), threads))
         w = np.zeros(10, dtype)

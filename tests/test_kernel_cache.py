@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from spingpu import Readout, Variability, get_model, kernel_cache, register_model
 from spingpu.devices import models
@@ -19,12 +20,14 @@ CFG = TrainConfig(hidden=(5,), epochs=2, lr=0.05, seed=3, batch_size=40, grad_mo
 def test_generated_kernels_equal_the_closures(make_blobs, monkeypatch):
     data = make_blobs(8, 120, 4, 1)
     model = get_model("stt_compact")
-    assert kernel_cache.generated_kernels(model) is not None
+    assert kernel_cache.generated_kernels(model.kernel_model) is not None
     cached = train(data, CFG, n_networks=3, model=model, backend="cpu")
     monkeypatch.setenv("SPINGPU_KERNEL_CACHE", "0")
-    fresh = dataclasses.replace(model, _compiled={})  # a model object that has compiled nothing yet
+    # a model object, and kernel form (what the kernels evaluate), that have compiled nothing yet
+    fresh = dataclasses.replace(model, _compiled={}, kernel_form=dataclasses.replace(model.kernel_form, _compiled={}))
     closures = train(data, CFG, n_networks=3, model=fresh, backend="cpu")
-    assert fresh._compiled.get("generated") is None and "train_networks" in fresh._compiled
+    compiled = fresh.kernel_form._compiled
+    assert compiled.get("generated") is None and "train_networks" in compiled
     for name in ("train_loss", "val_acc", "grad_cosine", "deriv_rel_err", "test_acc"):
         np.testing.assert_array_equal(cached[name].values, closures[name].values, err_msg=name)
 
@@ -33,6 +36,7 @@ TRAIN = """
 from spingpu import from_arrays
 from spingpu.training import TrainConfig, train
 import numpy as np
+import pytest
 rng = np.random.default_rng(0)
 y = np.arange(60) % 3
 data = from_arrays(rng.normal(size=(60, 4)) + y[:, None], y, seed=0)
@@ -54,8 +58,8 @@ def test_a_second_process_loads_the_compiled_trainer_from_disk(tmp_path):
     exec(TRAIN, {})  # this test session's cache folder (tests/conftest.py): compiled here or by another test
     folder = tmp_path / "cache"
     shutil.copytree(kernel_cache.cache_dir(), folder)
-    assert len(list(folder.glob("spingpu_kernels_stt_compact_*.py"))) == 1
-    assert list(folder.glob("__pycache__/spingpu_kernels_stt_compact_*.train_networks-*.nbi"))
+    assert len(list(folder.glob("spingpu_kernels_stt_compact_prepared_*.py"))) == 1  # the kernels' form
+    assert list(folder.glob("__pycache__/spingpu_kernels_stt_compact_prepared_*.train_networks-*.nbi"))
     env = dict(os.environ, SPINGPU_CACHE_DIR=str(folder))
     run = subprocess.run([sys.executable, "-c", TRAIN + COUNT], capture_output=True, text=True, env=env, timeout=600)
     assert run.returncode == 0, run.stderr[-2000:]
@@ -139,3 +143,34 @@ def test_models_of_one_kind_share_the_generated_module():
     assert a._compiled is not b._compiled
     assert kernel_cache.generated_kernels(a) is not None
     assert kernel_cache.generated_kernels(a) is kernel_cache.generated_kernels(b)
+
+
+def test_numba_caches_in_the_temporary_folder_where_no_other_folder_is_writable(tmp_path, monkeypatch):
+    """A read-only install run by a user without a writable home: Numba's locators (beside the
+    sources, ~/.cache/numba) find no folder and cache=True would raise at import; spingpu then
+    points Numba at a folder of the temporary directory, and a user's NUMBA_CACHE_DIR wins."""
+    import importlib
+    import tempfile
+
+    import numba
+    from numba.core import caching
+
+    from spingpu import kernels
+
+    for locator in (caching.InTreeCacheLocator, caching.UserWideCacheLocator):
+        monkeypatch.setattr(locator, "from_function", classmethod(lambda cls, py_func, path: None))
+    monkeypatch.setattr(numba.config, "CACHE_DIR", "")
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    source = tmp_path / "cached_module.py"
+    source.write_text("import numba\n\n@numba.njit(cache=True)\ndef twice(x):\n    return 2 * x\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(RuntimeError, match="no locator available"):
+        importlib.import_module("cached_module")
+    kernels._cache_where_writable()
+    assert numba.config.CACHE_DIR == str(tmp_path / f"spingpu-numba-cache-{os.getuid()}")
+    sys.modules.pop("cached_module", None)
+    assert importlib.import_module("cached_module").twice(21) == 42
+    assert any(p.suffix == ".nbi" for p in (tmp_path / f"spingpu-numba-cache-{os.getuid()}").rglob("*"))
+    monkeypatch.setattr(numba.config, "CACHE_DIR", str(tmp_path / "mine"))
+    kernels._cache_where_writable()
+    assert numba.config.CACHE_DIR == str(tmp_path / "mine")

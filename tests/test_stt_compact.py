@@ -160,3 +160,28 @@ def test_newton_error_constant_is_below_the_bound_of_the_module_doc():
             k_abs.append(abs(v * (6 * c3 * v + 2 * c2) / (2 * ((3 * c3 * v + 2 * c2) * v + c1))))
         largest[form] = max(k_abs)
     assert all(0.5 < k < 3.5 for k in largest.values()), largest
+
+
+def test_the_kernels_prepared_rows_give_the_same_bits_as_the_parameters():
+    """The training kernels evaluate stt_compact_prepared on rows holding 1 / r_p, 1 / v_h^2 and
+    1 / i_c (PreparedModel.bind); every reading must equal the physical form's bit for bit, the
+    nominal junction of mode ``model`` too, for any nominal (v_h = inf: 1 / v_h^2 = 0)."""
+    from spingpu.kernels.stt_compact import stt_compact, stt_compact_prepared
+
+    rng = np.random.default_rng()
+    for model in (MODEL, MODEL.with_nominal(r_p=rng.uniform(100, 1e4), v_h=math.inf)):
+        params = random_params(rng, 400)
+        params[::5, 2] = math.inf
+        layer = params.reshape(20, 10, 2, 6)  # (N, U, 2, P)
+        current = rng.uniform(-3e-3, 3e-3, layer.shape[:-1])
+        kernel_model, (rows,) = model.bind([layer])
+        assert rows.shape == layer.shape and type(kernel_model) is type(MODEL.kernel_form)
+        assert kernel_model.parameter_names == ("g_p", "tmr0", "inv_vh2", "theta0", "dtheta", "inv_ic")
+        for got, want in zip(kernel_model.iv(current, rows), model.iv(current, layer)):
+            np.testing.assert_array_equal(got, want)
+        np.testing.assert_array_equal(kernel_model.nominal, model.prepared(model.nominal))
+        i = float(current.flat[0])
+        assert stt_compact_prepared(i, *kernel_model.nominal) == stt_compact(i, *model.nominal)
+        assert kernel_model.nominal[2] == (0.0 if model.nominal[2] == math.inf else 1 / model.nominal[2] ** 2)
+        # a with_nominal copy shares the kernel form's compiled kernels (compiled once)
+        assert kernel_model._compiled is MODEL.kernel_form._compiled

@@ -138,7 +138,7 @@ def test_activation_is_the_read_voltage_of_junction_a():
     z = rng.normal(0, 1, (3, 8, 5))
     h, _, _ = eng.hidden(0, z, NO_NOISE)
     current = nc.i_bias + nc.i_gain * z
-    v, _ = MODEL.iv(current, eng.junctions[0][:, None, :, 0, :])
+    v, _ = eng.model.iv(current, eng.junctions[0][:, None, :, 0, :])
     np.testing.assert_allclose(h, nc.v_scale * (v - 900.0 * current), rtol=1e-12)
 
 
@@ -170,12 +170,12 @@ def test_dac_sets_the_current_and_the_step_is_added_after_it(mode):
     assert np.unique(i_dac).size < 256 < z.size  # the DAC's levels only
     lo, hi = (i_dac - 0.5 * nc.delta_i, i_dac + 0.5 * nc.delta_i) if mode == "fd_symmetric" else (i_dac, i_dac + nc.delta_i)
     junc = eng.junctions[0][:, None]
-    v_lo, d_lo = MODEL.iv(lo, junc[..., 0, :])
-    v_hi, d_hi = MODEL.iv(hi, junc[..., 0 if mode == "fd_single" else 1, :])
+    v_lo, d_lo = eng.model.iv(lo, junc[..., 0, :])
+    v_hi, d_hi = eng.model.iv(hi, junc[..., 0 if mode == "fd_single" else 1, :])
     gain = nc.v_scale * nc.i_gain
     np.testing.assert_allclose(used, gain * (v_hi - v_lo) / nc.delta_i, rtol=1e-9)
     np.testing.assert_allclose(h, nc.v_scale * (0.5 * (v_lo + v_hi) if mode == "fd_symmetric" else v_lo), rtol=1e-12)
-    _, d_dac = MODEL.iv(i_dac, junc[..., 0, :])
+    _, d_dac = eng.model.iv(i_dac, junc[..., 0, :])
     rel = np.abs(used / (gain * d_dac) - 1)
     assert rel.max() < (2e-4 if mode == "fd_symmetric" else 1e-2), rel.max()
     np.testing.assert_allclose(exact, gain * (0.5 * (d_lo + d_hi) if mode == "fd_symmetric" else d_lo), rtol=1e-12)

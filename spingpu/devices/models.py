@@ -22,7 +22,9 @@ import numpy as np
 from ..errors import ConfigError, _short, check_range, did_you_mean
 from ..kernel_cache import cached_kernel
 from ..kernels import pointwise
+from ..kernels.stt_compact import prepare_rows as _stt_compact_prepare_rows
 from ..kernels.stt_compact import stt_compact as _stt_compact_scalar
+from ..kernels.stt_compact import stt_compact_prepared as _stt_compact_prepared_scalar
 
 DISTRIBUTIONS = ("lognormal", "normal")
 _BUILD_LOCK = threading.RLock()  # re-entrant: a build may ask for the model's other kernels
@@ -205,8 +207,9 @@ class DeviceModel:
 
     @property
     def kernel_model(self):
-        """The model whose scalar function the training kernels evaluate (itself, or for a model
-        tabulated per junction the table model :meth:`bind` returns)."""
+        """The model whose scalar function the training kernels evaluate: itself, or the model of
+        the rows :meth:`bind` returns (a table model for a model tabulated per junction; the
+        prepared form of a :class:`PreparedModel`)."""
         return self
 
     @property
@@ -272,6 +275,45 @@ class DeviceModel:
         return flat_i, flat_p.reshape(flat_i.size, len(self.parameters)), shape
 
 
+@dataclass(frozen=True, eq=False)
+class PreparedModel(DeviceModel):
+    """A closed-form model whose training kernels read constants computed once per junction, not
+    once per reading (``stt_compact``: 1 / r_p, 1 / v_h^2, 1 / i_c).
+
+    ``prepare(rows, out)`` (``numba.njit``) writes the kernel rows (M, P') of parameter rows
+    (M, P); ``kernel_form`` is the model of those rows, whose scalar function gives on them bit for
+    bit what ``scalar`` gives on the parameters. :meth:`iv` and :attr:`point` stay those of the
+    parameters; :meth:`bind` (what the engines call) prepares the junctions' rows.
+    """
+
+    kernel_form: DeviceModel | None = None
+    prepare: object = None
+
+    def prepared(self, params):
+        """Kernel rows (..., P') of parameter rows ``params`` (..., P)."""
+        params = np.asarray(params, dtype=np.float64)
+        rows = np.ascontiguousarray(params.reshape(-1, len(self.parameters)))
+        out = np.empty((rows.shape[0], self.kernel_width))
+        self.prepare(rows, out)
+        return out.reshape(params.shape[:-1] + (self.kernel_width,))
+
+    @property
+    def kernel_width(self):
+        return len(self.kernel_form.parameters)
+
+    @property
+    def kernel_model(self):
+        """:attr:`kernel_form` with this model's nominal junction prepared (mode ``model``'s)."""
+        form = self.kernel_form
+        params = tuple(dataclasses.replace(p, nominal=float(value))
+                       for p, value in zip(form.parameters, self.prepared(self.nominal)))
+        return dataclasses.replace(form, parameters=params, _compiled=form._compiled)
+
+    def bind(self, layers, seed=0, networks=None, *, device=None, progress=False):
+        """(:attr:`kernel_model`, each layer's (N, U, 2, P) rows prepared to (N, U, 2, P'))."""
+        return self.kernel_model, [self.prepared(params) for params in layers]
+
+
 def _numbers(field_name, value):
     """``value`` as a float64 array, else ConfigError naming ``field_name``."""
     try:
@@ -285,23 +327,44 @@ def _numbers(field_name, value):
 # for positive quantities), so that no value reaches the scalar kernel as 0, inf or a number whose
 # square under- or overflows (variability then spreads them by at most a few factors e^sigma).
 
-STT_COMPACT = DeviceModel(
-    name="stt_compact",
+_STT_PARAMETERS = (
+    Parameter("r_p", 1e3, "ohm", "parallel-state resistance", low=1.0, high=1e7),
+    Parameter("tmr0", 1.5, "1", "zero-bias tunnel magnetoresistance ratio (1.5 = 150 %)",
+              low=0.0, high=100.0, low_open=True),
+    Parameter("v_h", 0.5, "V", "bias voltage at which the TMR has halved (inf: no bias dependence)",
+              low=1e-3, high=1e3, allow_inf=True),
+    Parameter("theta0", math.pi / 2, "rad", "free-layer angle at zero current (set by the bias field)",
+              low=0.0, high=math.pi, distribution="normal", spread_scale=math.pi / 2),
+    Parameter("dtheta", 1.2, "rad", "largest spin-torque rotation of the free layer",
+              low=-math.pi, high=math.pi, distribution="normal", spread_scale=1.2),
+    Parameter("i_c", 200e-6, "A", "current scale of the spin-torque rotation", low=1e-8, high=1.0),
+)
+
+# The training kernels' form of stt_compact: its rows hold 1 / r_p, 1 / v_h^2 and 1 / i_c in place
+# of r_p, v_h and i_c (kernels/stt_compact.py). Never sampled: its parameters name the rows' columns
+# (positive; 1 / v_h^2 is 0 for v_h = inf), their nominals are set by PreparedModel.kernel_model.
+_STT_COMPACT_KERNEL_FORM = DeviceModel(
+    name="stt_compact_prepared",
     parameters=(
-        Parameter("r_p", 1e3, "ohm", "parallel-state resistance", low=1.0, high=1e7),
-        Parameter("tmr0", 1.5, "1", "zero-bias tunnel magnetoresistance ratio (1.5 = 150 %)",
-                  low=0.0, high=100.0, low_open=True),
-        Parameter("v_h", 0.5, "V", "bias voltage at which the TMR has halved (inf: no bias dependence)",
-                  low=1e-3, high=1e3, allow_inf=True),
-        Parameter("theta0", math.pi / 2, "rad", "free-layer angle at zero current (set by the bias field)",
-                  low=0.0, high=math.pi, distribution="normal", spread_scale=math.pi / 2),
-        Parameter("dtheta", 1.2, "rad", "largest spin-torque rotation of the free layer",
-                  low=-math.pi, high=math.pi, distribution="normal", spread_scale=1.2),
-        Parameter("i_c", 200e-6, "A", "current scale of the spin-torque rotation", low=1e-8, high=1.0),
+        Parameter("g_p", 1e-3, "S", "parallel-state conductance 1 / r_p", low=0.0, low_open=True),
+        _STT_PARAMETERS[1],
+        Parameter("inv_vh2", 4.0, "V^-2", "1 / v_h^2 (0: no bias dependence)", low=0.0, distribution="normal"),
+        _STT_PARAMETERS[3],
+        _STT_PARAMETERS[4],
+        Parameter("inv_ic", 5e3, "A^-1", "1 / i_c", low=0.0, low_open=True),
     ),
+    scalar=_stt_compact_prepared_scalar,
+    description="stt_compact with its per-junction constants 1 / r_p, 1 / v_h^2, 1 / i_c computed once",
+)
+
+STT_COMPACT = PreparedModel(
+    name="stt_compact",
+    parameters=_STT_PARAMETERS,
     scalar=_stt_compact_scalar,
     description="theta(I) = theta0 - dtheta tanh(I/i_c); TMR(V) = tmr0/(1+(V/v_h)^2); "
                 "V G(theta, V) = I (DESIGN.md 3.1)",
+    kernel_form=_STT_COMPACT_KERNEL_FORM,
+    prepare=_stt_compact_prepare_rows,
 )
 
 _REGISTRY: dict[str, DeviceModel] = {"stt_compact": STT_COMPACT}

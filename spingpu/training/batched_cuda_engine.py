@@ -138,6 +138,8 @@ def grouped_matmul(device, a, b, blocks=None, group=GEMM_NETWORKS, out=None):
 
 
 def pair_layer_cuda_kernel(model):
+    """The pair-layer CUDA kernel of ``model``'s kernel form (the rows ``model.bind`` gives)."""
+    model = model.kernel_model
     return model.compiled("pair_layer_cuda", lambda: kern.make_pair_layer_cuda(model.pair_neuron))
 
 

@@ -20,7 +20,8 @@ from .numpy_engine import NumpyEngine
 
 
 def pair_layer_kernel(model):
-    """The pair-layer kernel of ``model`` (from the on-disk kernel cache for built-in models)."""
+    """The pair-layer kernel of ``model``'s kernel form (the rows ``model.bind`` gives; from the on-disk
+    kernel cache for built-in models)."""
     from ..kernel_cache import cached_kernel
 
     kernel_model = model.kernel_model

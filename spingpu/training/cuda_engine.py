@@ -219,9 +219,11 @@ def _checked_gemm_path(cupy):
 
 
 def fused_cuda_kernel(model, layout):
-    """The compiled fused CUDA trainer of ``model`` for ``layout`` (built once per pair)."""
+    """The compiled fused CUDA trainer of ``model``'s kernel form (the rows ``model.bind`` gives) for
+    ``layout`` (built once per pair)."""
     from ..kernels.fused_cuda import make_fused_cuda
 
+    model = model.kernel_model
     return model.compiled(("fused_cuda", layout), lambda: make_fused_cuda(model.forward, layout))
 
 
