@@ -252,11 +252,21 @@ def test_builtin_parameters_have_finite_ranges(name):
             get_model(name, **{p.name: 10 * p.high if p.high > 0 else p.high + 1.0})
 
 
-def test_stt_compact_is_finite_at_every_corner_of_its_ranges():
+def test_stt_compact_is_finite_and_solved_at_every_corner_of_its_ranges():
     """The scalar kernel divides by r_p, v_h^2 and i_c: at the ends of their ranges (and far beyond,
-    where variability may take a junction) it must stay finite."""
+    where variability may take a junction) it must stay finite, and its V must solve
+    V G(theta(I), V) = I (a Newton solve stopped at its step cap would give a finite, wrong V)."""
     model = get_model("stt_compact")
     current = np.array([-1.0, -4e-4, 0.0, 1e-9, 4e-4, 1.0])
+
+    def residual(v, row):  # |V G(theta(I), V) - I| / |I|, the circuit equation of DESIGN.md 3.1
+        r_p, tmr0, v_h, theta0, dtheta, i_c = row
+        cos_t = np.cos(theta0 - dtheta * np.tanh(current / i_c))
+        tmr = tmr0 / (1 + (v / v_h) ** 2)
+        g = ((1 + cos_t) / 2 + (1 - cos_t) / (2 * (1 + tmr))) / r_p
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(current == 0, np.abs(v), np.abs(v * g - current) / np.abs(current))
+
     names = ("r_p", "tmr0", "v_h", "i_c")
     ends = {p.name: (p.low if not p.low_open else p.low + 1e-9, p.high) for p in model.parameters if p.name in names}
     ends["v_h"] += (math.inf,)
@@ -268,6 +278,7 @@ def test_stt_compact_is_finite_at_every_corner_of_its_ranges():
                         row = np.array([r_p * spread, tmr0 * spread, v_h * spread, 0.1, 3.0, i_c * spread])
                         v, d = model.iv(current, row)
                         assert np.all(np.isfinite(v)) and np.all(np.isfinite(d)), (row, v, d)
+                        assert np.all(residual(v, row) < 1e-9), (row, v, residual(v, row))
 
 
 def test_a_derivative_that_is_not_voltages_is_refused():

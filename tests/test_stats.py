@@ -122,3 +122,33 @@ def test_percent_text_never_rounds_to_0_or_100_what_is_neither(fraction, decimal
 
 def test_threshold_text_is_unrounded():
     assert [stats.threshold_text(t) for t in (0.9, 0.934, 0.1 + 0.2, 1.0, 0.0)] == ["90", "93.4", "30", "100", "0"]
+
+
+@pytest.mark.parametrize("confidence", [0.8, 0.9, 0.99])
+def test_intervals_at_other_confidences_are_the_textbook_ones(confidence):
+    """``confidence`` other than 0.95: Clopper-Pearson's beta quantiles for a yield, and for a median
+    the narrowest pair of symmetric order statistics holding at least ``confidence``."""
+    rng = np.random.default_rng()
+    n = int(rng.integers(20, 400))
+    k = int(rng.integers(1, n))
+    lo, hi = yield_interval(k, n, confidence)
+    tail = (1 - confidence) / 2
+    assert lo == pytest.approx(beta.ppf(tail, k, n - k + 1), abs=1e-9)
+    assert hi == pytest.approx(beta.ppf(1 - tail, k + 1, n - k), abs=1e-9)
+    s = np.sort(rng.normal(size=n))
+    lo, hi = median_interval(s[rng.permutation(n)], confidence)
+    j = int(np.flatnonzero(s == lo)[0])
+    assert hi == s[n - 1 - j]
+    assert binom.cdf(n - 1 - j, n, 0.5) - binom.cdf(j, n, 0.5) >= confidence
+    assert binom.cdf(n - 2 - j, n, 0.5) - binom.cdf(j + 1, n, 0.5) < confidence
+
+
+def test_median_interval_covers_the_median_of_tied_discrete_accuracies():
+    """Accuracies are k / 30 on a 30-row test split, with many ties: the interval still covers the
+    population median at least 95 % of the time (4 standard errors of the simulated coverage)."""
+    rng = np.random.default_rng()
+    studies, n, rows, p = 3000, 40, 30, rng.uniform(0.6, 0.9)
+    true_median = binom.median(rows, p) / rows
+    samples = rng.binomial(rows, p, (studies, n)) / rows
+    covered = np.mean([lo <= true_median <= hi for lo, hi in map(median_interval, samples)])
+    assert covered > 0.95 - 4 * math.sqrt(0.95 * 0.05 / studies)

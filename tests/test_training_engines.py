@@ -380,3 +380,32 @@ def test_a_setting_up_line_shows_while_kernels_compile_and_only_with_progress(bl
     train(blobs, cfg, n_networks=2, backend=backend, progress=True)
     err = capsys.readouterr().err
     assert SETUP in err and err.index(SETUP) < err.index("network-epochs")  # before the training's bar
+
+
+@pytest.mark.parametrize("mode", ["fd_forward", "fd_symmetric", "model"])
+def test_deriv_rel_err_is_the_median_relative_error_of_the_derivative_used(blobs, mode):
+    """``deriv_rel_err``: the median over the batch's hidden neurons, samples and layers of
+    |used - exact| / |exact|, computed here from the NumPy engine's own forward pass; a mean, a
+    division by the used derivative or the first layer alone are told apart."""
+    from spingpu.devices import get_model
+    from spingpu.kernels import streams
+    from spingpu.training.numpy_engine import NoiseSource, NumpyEngine
+
+    cfg = TrainConfig(hidden=(6, 4), epochs=1, seed=int(np.random.default_rng().integers(1 << 30)), dtype="float64",
+                      grad_mode=mode, variability=Variability(sigma_d2d=0.1, sigma_pair=0.02),
+                      readout=Readout(read_noise=1e-3))  # full batch: one step
+    nets = np.array([1, 2, 6])
+    engine = NumpyEngine(get_model("stt_compact"), cfg, nets, blobs.n_features, blobs.n_classes)
+    _, cache = engine.forward(blobs.x_train, NoiseSource(cfg.seed, nets, streams.PURPOSE_NOISE, 0, 0))
+
+    def errors(layers, by_used=False):
+        return np.concatenate([(np.abs(u - e) / np.abs(u if by_used else e)).reshape(nets.size, -1)
+                               for _, u, e in layers], axis=1)
+
+    want = np.median(errors(cache[:-1]), axis=1)
+    for other in (errors(cache[:-1]).mean(axis=1), np.median(errors(cache[:-1], by_used=True), axis=1),
+                  np.median(errors(cache[:1]), axis=1)):
+        assert np.all(np.abs(other / want - 1) > 1e-6)
+    for backend in ("numpy", "cpu"):
+        r = train(blobs, cfg, networks=nets, backend=backend)
+        np.testing.assert_allclose(r.deriv_rel_err.values[:, 0], want, rtol=1e-10, err_msg=backend)

@@ -217,3 +217,135 @@ def test_training_reduces_loss_in_every_mode():
         loss = r.train_loss.values
         assert np.all(loss[:, -1] < 0.7 * loss[:, 0]), (mode, loss[:, [0, -1]])
         assert not r.diverged.any()
+
+
+@pytest.mark.parametrize("distilled", [False, True])
+def test_loss_value_and_gradient_equal_scipy(distilled):
+    """The loss itself, not only its gradient against a finite difference of it: softmax cross-entropy
+    (1 - alpha) CE + alpha T^2 KL(softmax(t / T) || softmax(s / T)), averaged over the batch, and its
+    gradient, from scipy's log_softmax and rel_entr."""
+    from scipy.special import log_softmax, rel_entr, softmax
+
+    from spingpu.training import Distillation
+
+    rng = np.random.default_rng()
+    temperature, alpha = rng.uniform(1.5, 4.0), rng.uniform(0.2, 0.8)
+    dist = Distillation(temperature=temperature, alpha=alpha) if distilled else None
+    eng = NumpyEngine(MODEL, TrainConfig(hidden=(5,), grad_mode="tanh", distillation=dist, dtype="float64"),
+                      np.arange(3), 4, 4)
+    logits, y, teacher = rng.normal(0, 3, (3, 9, 4)), rng.integers(0, 4, 9), rng.normal(0, 3, (9, 4))
+    loss, dlogits = eng.loss_and_dlogits(logits, y, teacher if distilled else None)
+    want = -np.take_along_axis(log_softmax(logits, axis=-1), y[None, :, None], axis=-1)[..., 0]
+    grad = softmax(logits, axis=-1) - np.eye(4)[y]
+    if distilled:
+        q = softmax(teacher / temperature, axis=-1)
+        kl = rel_entr(q, softmax(logits / temperature, axis=-1)).sum(-1)
+        want = (1 - alpha) * want + alpha * temperature**2 * kl
+        grad = (1 - alpha) * grad + alpha * temperature * (softmax(logits / temperature, axis=-1) - q)
+    np.testing.assert_allclose(loss, want.mean(axis=1), rtol=1e-12)
+    np.testing.assert_allclose(dlogits, grad / 9, rtol=1e-10, atol=1e-15)
+
+
+def test_read_noise_as_training_draws_it_is_independent_standard_normal_per_reading():
+    """The noise the engines draw (NoiseSource -> Philox streams), recovered from a noisy and a clean
+    evaluation of the same junctions: each reading's normals have mean 0 and variance 1, readings A
+    and B, layers and batches are uncorrelated, and the derivative's error has the predicted rms
+    sqrt(2) gain sigma / dI. Bounds are 5 standard errors (a fresh seed each run)."""
+    import math
+
+    from spingpu.kernels import streams
+    from spingpu.training.numpy_engine import NoiseSource
+
+    sigma, delta_i = 2e-3, 1e-6
+    nc, nets = PairNeuron(delta_i=delta_i), np.arange(10, 14)
+    rng = np.random.default_rng()
+    seed = int(rng.integers(2**62))
+
+    def engine_reading(readout):
+        cfg = TrainConfig(hidden=(64, 64), grad_mode="fd_forward", neuron=nc, readout=readout,
+                          variability=Variability(sigma_d2d=0.1), seed=seed, dtype="float64")
+        return NumpyEngine(MODEL, cfg, nets, 4, 3)
+
+    noisy, clean = engine_reading(Readout(read_noise=sigma)), engine_reading(Readout())
+    gain = nc.v_scale * nc.i_gain
+    z = rng.normal(0, 1, (4, 50, 64))
+    drawn = {}
+    for row0 in (0, 50):  # two batches of one epoch
+        source = NoiseSource(seed, nets, streams.PURPOSE_NOISE, 0, row0)
+        for layer in (0, 1):
+            h, used, _ = noisy.hidden(layer, z, source)
+            h0, used0, _ = clean.hidden(layer, z, NO_NOISE)
+            xa = (h - h0) / (nc.v_scale * sigma)  # reading A's normals
+            xb = xa + (used - used0) * delta_i / (gain * sigma)  # reading B's
+            n = xa.size
+            for x in (xa, xb):
+                assert abs(x.mean()) < 5 / math.sqrt(n)
+                assert abs(x.std(ddof=1) - 1) < 5 / math.sqrt(2 * (n - 1)), x.std()
+            assert abs(math.atanh(np.corrcoef(xa.ravel(), xb.ravel())[0, 1])) < 5 / math.sqrt(n - 3)
+            rms = np.sqrt(np.mean((used - used0) ** 2))
+            assert abs(rms / (math.sqrt(2) * gain * sigma / delta_i) - 1) < 5 / math.sqrt(2 * n), rms
+            drawn[row0, layer] = xa.ravel()
+    for other in ((0, 1), (50, 0)):  # another layer, another batch
+        assert abs(math.atanh(np.corrcoef(drawn[0, 0], drawn[other])[0, 1])) < 5 / math.sqrt(drawn[other].size - 3)
+
+
+@pytest.mark.parametrize("mode", ["fd_forward", "fd_symmetric", "fd_single"])
+def test_each_mode_reads_its_own_junctions_of_a_mismatched_pair(mode):
+    """With pair mismatch A != B: fd_forward and fd_symmetric read A then B, fd_single A twice; the
+    derivative used is the bridge-corrected difference of those readings, and fd_single's error is
+    O(dI) where the others' is the pair's mismatch over dI."""
+    rng = np.random.default_rng()
+    ro = Readout(dac_bits=8)
+    nc = PairNeuron(delta_i=2e-6, i_bias=-30e-6, readout="bridge", r_ref=900.0)
+    eng = engine(mode, hidden=(9,), neuron=nc, readout=ro, seed=int(rng.integers(1 << 30)),
+                 variability=Variability(sigma_d2d=0.1, sigma_pair=0.05))
+    z = rng.normal(0, 1, (3, 40, 9))
+    _, used, exact = eng.hidden(0, z, NO_NOISE)
+    i_dac = ro.drive(nc.i_bias + nc.i_gain * z)
+    lo, hi = (i_dac - 0.5 * nc.delta_i, i_dac + 0.5 * nc.delta_i) if mode == "fd_symmetric" else (i_dac,
+                                                                                                   i_dac + nc.delta_i)
+    junc = eng.junctions[0][:, None]
+    assert np.all(junc[..., 0, :] != junc[..., 1, :])
+    v_lo, d_lo = eng.model.iv(lo, junc[..., 0, :])
+    v_hi, _ = eng.model.iv(hi, junc[..., 0 if mode == "fd_single" else 1, :])
+    gain, r = nc.v_scale * nc.i_gain, nc.r_bridge
+    np.testing.assert_allclose(used, gain * ((v_hi - r * hi) - (v_lo - r * lo)) / nc.delta_i, rtol=1e-9)
+    rel = np.abs(used - exact) / (gain * d_lo)
+    if mode == "fd_single":
+        assert rel.max() < 1e-2
+    else:
+        assert np.median(rel) > 1.0
+
+
+def test_model_gradient_is_the_nominal_junctions_for_every_network():
+    """grad_mode "model": v_scale i_gain (dV/dI of the nominal junction at the DAC current - r_bridge),
+    the same for every network whatever its junctions (the exact derivative is not)."""
+    rng = np.random.default_rng()
+    nc = PairNeuron(i_bias=-40e-6, i_gain=150e-6, readout="bridge", r_ref=1100.0, v_scale=3.0)
+    ro = Readout(dac_bits=10)
+    eng = engine("model", hidden=(7,), n=4, neuron=nc, readout=ro, seed=int(rng.integers(1 << 30)),
+                 variability=Variability(sigma_chip=0.1, sigma_d2d=0.2, sigma_pair=0.05))
+    z = np.broadcast_to(rng.normal(0, 1, (1, 30, 7)), (4, 30, 7)).copy()  # the same z for every network
+    _, used, exact = eng.hidden(0, z, NO_NOISE)
+    _, d_nominal = MODEL.iv(ro.drive(nc.i_bias + nc.i_gain * z))
+    np.testing.assert_allclose(used, nc.v_scale * nc.i_gain * (d_nominal - nc.r_bridge), rtol=1e-12)
+    assert np.all(used == used[:1]) and not np.allclose(exact, exact[:1])
+
+
+def test_pair_mismatch_error_is_the_pairs_voltage_difference_over_delta_i():
+    """fd_forward with mismatch and no noise: used - exact -> gain (V_B(I) - V_A(I)) / dI as dI -> 0,
+    from the sampled junctions themselves (the slope test above checks only its order in dI)."""
+    rng = np.random.default_rng()
+    z = rng.normal(0, 1, (4, 50, 64))
+    seed = int(rng.integers(1 << 30))
+    for delta_i in (1e-6, 0.25e-6):
+        nc = PairNeuron(delta_i=delta_i)
+        eng = engine("fd_forward", hidden=(64,), n=4, neuron=nc, seed=seed,
+                     variability=Variability(sigma_d2d=0.1, sigma_pair=0.02))
+        _, used, exact = eng.hidden(0, z, NO_NOISE)
+        current = nc.i_bias + nc.i_gain * z
+        junc = eng.junctions[0][:, None]
+        predicted = nc.v_scale * nc.i_gain * (eng.model.iv(current, junc[..., 1, :])[0] -
+                                              eng.model.iv(current, junc[..., 0, :])[0]) / delta_i
+        rel = np.sqrt(np.mean((used - exact - predicted) ** 2) / np.mean(predicted**2))
+        assert rel < 0.05, (delta_i, rel)
