@@ -352,15 +352,21 @@ def split_primitives(rng, device, sim):
     among 130 (k = 1 and 129; float32), with the engine's GEMM slots (``gemm_blocks`` of the
     networks' global indices): each of grouped_matmul's five operand layouts (forward with
     the shared input or a 3-D one, a^T delta shared or 3-D, delta W^T), the bias gradients' kernel
-    (``sample_sum``), CuPy's ``sum(axis=1)`` (the reduction it replaced) and ``grad_cosine``. A list
-    of the names that differ (empty: none)."""
+    (``sample_sum``), CuPy's ``sum(axis=1)`` (the reduction it replaced), the engine's
+    ``grad_cosine`` kernels and CuPy's row sums and norms (what it replaced); networks n - 2 and
+    n - 1 as a pair too; and a product whose networks all sit one GEMM slot further (does cuBLAS
+    give a slot other bits?). A list of the names that differ (empty: none)."""
+    from types import SimpleNamespace
+
     from spingpu.kernels import batched_cuda as kern
-    from spingpu.training.batched_cuda_engine import gemm_blocks, grouped_matmul
-    from spingpu.training.trainer import _cosine
+    from spingpu.training.batched_cuda_engine import BatchedCudaEngine, gemm_blocks, grouped_matmul
+    from spingpu.training.numpy_engine import NumpyEngine
 
     xp, n = device.xp, 2 if sim else 130
     differ = []
-    for b, f, u in ((5, 4, 3),) if sim else ((21, 7, 66), (128, 784, 64)):
+    engine = SimpleNamespace(xp=xp, device=device)  # what BatchedCudaEngine.grad_cosine uses
+    # the output layer (10 < 32 units: CuPy's reductions chose another tree alone than among 130)
+    for b, f, u in ((5, 4, 3),) if sim else ((21, 7, 66), (128, 784, 64), (128, 64, 10)):
         def put(*shape):
             return xp.asarray(rng.normal(0, 1, shape).astype(np.float32))
 
@@ -381,11 +387,18 @@ def split_primitives(rng, device, sim):
                "delta W^T": lambda k: grouped_matmul(device, delta[k], w[k].swapaxes(1, 2), slots(k)),
                "bias kernel": lambda k: bias_sum(delta[k]),
                "cupy sum(axis=1)": lambda k: delta[k].sum(axis=1),
-               "grad_cosine": lambda k: _cosine([w[k], delta[k]], [w[k] * 1.5 + 0.25, delta[k] - 0.5])}
+               "grad_cosine": lambda k: BatchedCudaEngine.grad_cosine(engine, [w[k], delta[k]],
+                                                                      [w[k] * 1.5 + 0.25, delta[k] - 0.5]),
+               "cupy grad_cosine": lambda k: NumpyEngine.grad_cosine(None, [w[k], delta[k]],
+                                                                     [w[k] * 1.5 + 0.25, delta[k] - 0.5])}
         for name, op in ops.items():
             among = device.get(op(slice(None)))
-            if not all(np.array_equal(device.get(op(slice(k, k + 1)))[0], among[k]) for k in (1, n - 1)):
+            alone = all(np.array_equal(device.get(op(slice(k, k + 1)))[0], among[k]) for k in (1, n - 1))
+            if not (alone and np.array_equal(device.get(op(slice(n - 2, n))), among[n - 2:])):
                 differ.append(f"{name} ({b}x{f}x{u})")
+        unshifted = device.get(grouped_matmul(device, a, w, gemm_blocks(np.arange(n))))
+        if not np.array_equal(device.get(grouped_matmul(device, a, w, gemm_blocks(np.arange(n) + 1))), unshifted):
+            differ.append(f"GEMM slot shift ({b}x{f}x{u})")
     return differ
 
 

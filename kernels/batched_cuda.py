@@ -11,10 +11,14 @@ kernel's sizes): the elementwise passes between cuBLAS matrix products, one thre
 * ``softmax_xent``: :func:`spingpu.kernels.loss.softmax_xent` per (network, sample), dL/dlogits
   divided by the batch size; ``network_mean`` then sums each network's losses in sample order.
 * ``flag_diverged``: the divergence test of every network over the flat gradient buffer, one launch.
+* ``dot_partials``, ``network_cosine``: ``grad_cosine``, each network's dot products summed in
+  chunks of ``DOT_CHUNK`` weights and then chunk by chunk, in an order set by its own row alone.
 * ``optimizer_update``: :func:`spingpu.kernels.network.optimizer_step` over one flat parameter
   buffer that holds each weight array of every network as one contiguous (N, ...) block, networks
   flagged dead left as they are.
 """
+
+import math
 
 import numba
 from numba import cuda
@@ -118,6 +122,47 @@ def sample_sum(delta, out):
         for b in range(1, n_b):
             s += delta[n, b, u]
         out[n, u] = s
+
+
+DOT_CHUNK = 256  # weights per partial sum of dot_partials
+
+
+@cuda.jit
+def dot_partials(a, b, out, col0):
+    """``[blocks(N * C), THREADS]``, C = ceil(W / DOT_CHUNK) for rows a, b (N, W): ``out[n, col0 + c]``
+    = (sum a b, sum a a, sum b b) in float64 over weights c DOT_CHUNK to (c + 1) DOT_CHUNK - 1 of
+    network n, added in weight order, so that a network's sums do not depend on the networks beside
+    it (CuPy's axis reductions choose their summation tree by the size of the whole array)."""
+    t = cuda.grid(1)
+    n_net, width = a.shape
+    chunks = (width + DOT_CHUNK - 1) // DOT_CHUNK
+    if t < n_net * chunks:
+        n = t // chunks
+        c = t % chunks
+        ab, aa, bb = 0.0, 0.0, 0.0
+        for j in range(c * DOT_CHUNK, min(width, (c + 1) * DOT_CHUNK)):
+            x = numba.float64(a[n, j])
+            y = numba.float64(b[n, j])
+            ab += x * y
+            aa += x * x
+            bb += y * y
+        out[n, col0 + c, 0] = ab
+        out[n, col0 + c, 1] = aa
+        out[n, col0 + c, 2] = bb
+
+
+@cuda.jit
+def network_cosine(partials, out):
+    """``[blocks(N), THREADS]``: ``out[n]`` = a.b / (|a| |b|) of :func:`dot_partials`' (N, C, 3)
+    sums, added chunk by chunk in order (0 / 0 is NaN, as NumPy's)."""
+    n = cuda.grid(1)
+    if n < partials.shape[0]:
+        ab, aa, bb = 0.0, 0.0, 0.0
+        for c in range(partials.shape[1]):
+            ab += partials[n, c, 0]
+            aa += partials[n, c, 1]
+            bb += partials[n, c, 2]
+        out[n] = ab / (math.sqrt(aa) * math.sqrt(bb))
 
 
 @cuda.jit

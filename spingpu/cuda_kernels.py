@@ -92,10 +92,13 @@ def batched_specs(models):
                                 sig(w, i64, f64, np.zeros(2, np.bool_)), threads))
         specs.append(KernelSpec(f"sample_sum[{dtype}]", batched_cuda.sample_sum, sig(z, np.zeros((2, 4), dtype)),
                                 threads))
+        specs.append(KernelSpec(f"dot_partials[{dtype}]", batched_cuda.dot_partials,
+                                sig(np.zeros((2, 4), dtype), np.zeros((2, 4), dtype), np.zeros((2, 3, 3)), 0), threads))
     logits = np.zeros((2, 3, 4))
     specs.append(KernelSpec("softmax_xent_rows", batched_cuda.softmax_xent_rows,
                             sig(logits, i64, np.zeros((1, 4)), False, 1.0, 0.0, logits, np.zeros((2, 3))), threads))
     specs.append(KernelSpec("network_mean", batched_cuda.network_mean, sig(np.zeros((2, 3)), f64), threads))
+    specs.append(KernelSpec("network_cosine", batched_cuda.network_cosine, sig(np.zeros((2, 3, 3)), f64), threads))
     return specs
 
 

@@ -146,13 +146,13 @@ def pair_layer_cuda_kernel(model):
 def bytes_per_network(config, sizes, batch, model):
     """GPU memory one network takes in the batched engine at its peak (an epoch's last step): the
     flat weights, gradient (which backward fills) and two moments; the exact gradient of the
-    epoch's last step; grad_cosine's float64 copies (5 x 8 bytes per weight: two casts, two
-    concatenations, a product); the junctions (kernel row and per-junction table of ``model``);
-    and each layer's activations, derivatives and deltas for ``batch`` samples."""
+    epoch's last step; grad_cosine's partial sums (3 x 8 bytes per DOT_CHUNK weights, counted as a
+    byte per weight); the junctions (kernel row and per-junction table of ``model``); and each
+    layer's activations, derivatives and deltas for ``batch`` samples."""
     n_w = n_weights(sizes)
     item = np.dtype(config.dtype).itemsize
     junction = 8 * model.kernel_width + model.table_bytes_per_junction
-    params = (5 * item + 5 * 8) * n_w + 2 * sum(config.hidden) * junction
+    params = (5 * item + 1) * n_w + 2 * sum(config.hidden) * junction
     per_sample = sum(sizes[1:]) * (5 * item + 3 * 8)
     return params + batch * per_sample
 
@@ -181,6 +181,7 @@ class BatchedCudaEngine(NumpyEngine):
         self.grad_flat = xp.zeros_like(self.flat)
         self.m1 = xp.zeros_like(self.flat)
         self.m2 = xp.zeros_like(self.flat)
+        self.state = None  # NumpyEngine's host moments: m1 and m2 hold them here
         self._block_start = xp.asarray(offsets.astype(np.int64))
         self.weights = [self.flat[lo:hi].reshape(w.shape) for w, lo, hi in
                         zip(self.weights, offsets[:-1], offsets[1:])]
@@ -274,6 +275,25 @@ class BatchedCudaEngine(NumpyEngine):
                dist.temperature if dist else 1.0, dist.alpha if dist else 0.0, dl, rows)
         launch(kern.network_mean, kern.blocks(n), kern.THREADS, rows, loss)
         return loss, dl.astype(self.dtype)
+
+    def grad_cosine(self, grads_a, grads_b):
+        """:meth:`NumpyEngine.grad_cosine` by :func:`~spingpu.kernels.batched_cuda.dot_partials` per
+        weight array and :func:`~spingpu.kernels.batched_cuda.network_cosine`: CuPy's row sums and
+        norms would add a network's weights in an order set by the whole (N, W) array (one network
+        alone took another path than among others), so its value would depend on the networks
+        trained beside it. No float64 copies of the gradients either."""
+        xp, n = self.xp, grads_a[0].shape[0]
+        rows = [(xp.ascontiguousarray(a).reshape(n, -1), xp.ascontiguousarray(b).reshape(n, -1))
+                for a, b in zip(grads_a, grads_b)]
+        chunks = [-(-a.shape[1] // kern.DOT_CHUNK) for a, _ in rows]
+        partials = xp.empty((n, sum(chunks), 3))
+        col = 0
+        for (a, b), c in zip(rows, chunks):
+            self.device.launch(kern.dot_partials, kern.blocks(n * c), kern.THREADS, a, b, partials, col)
+            col += c
+        out = xp.empty(n)
+        self.device.launch(kern.network_cosine, kern.blocks(n), kern.THREADS, partials, out)
+        return out
 
     def flag_diverged(self, loss, grads):
         """:meth:`NumpyEngine.flag_diverged` in one kernel over the flat gradient buffer (the generic

@@ -277,6 +277,18 @@ class NumpyEngine:
                 delta = self._matmul(delta, self.weights[2 * layer].swapaxes(1, 2))
         return grads
 
+    def grad_cosine(self, grads_a, grads_b):
+        """Cosine similarity per network of two gradients (lists of per-network arrays, float64 sums).
+        ``grad_cosine`` passes the hidden layers' weights and biases: the output layer's gradient is
+        the same in every gradient mode (no junction derivative enters it). Each row is summed
+        alone (NumPy's pairwise sum along a row), so a network's value does not depend on N."""
+        n = grads_a[0].shape[0]
+        a = np.concatenate([g.reshape(n, -1).astype(np.float64) for g in grads_a], axis=1)
+        b = np.concatenate([g.reshape(n, -1).astype(np.float64) for g in grads_b], axis=1)
+        denom = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return (a * b).sum(axis=1) / denom
+
     def loss_and_dlogits(self, logits, y, teacher_logits=None):
         """Per-network mean loss (N,) and dL/dlogits; softmax cross-entropy, optionally distilled
         (:mod:`spingpu.kernels.loss`)."""

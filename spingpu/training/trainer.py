@@ -452,7 +452,7 @@ def _train_batched(engine_class, dataset, config, networks, model, teacher_logit
                 engine.flag_diverged(loss, grads)
                 if s == steps - 1:  # gradient fidelity on the epoch's last batch, before the update
                     exact = engine.backward(dlogits, cache, "exact")
-                    cosine = _cosine(grads[:-2], exact[:-2])  # hidden layers
+                    cosine = engine.grad_cosine(grads[:-2], exact[:-2])  # hidden layers
                     deriv_err = _deriv_rel_err(cache)
                 engine.apply(grads, lr)
                 loss_sum += loss * rows
@@ -489,18 +489,6 @@ def evaluate(engine, x, y, epoch, split):
         logits, _ = engine.forward(x[part], noise)
         correct += (logits.argmax(axis=-1) == y[part]).sum(axis=1)
     return engine.to_host(correct) / y.size
-
-
-def _cosine(grads_a, grads_b):
-    """Cosine similarity of two gradients (lists of per-network arrays) per network; NumPy or CuPy
-    arrays (NEP 18 dispatch). ``grad_cosine`` passes the hidden layers' weights and biases: the
-    output layer's gradient is the same in every gradient mode (no junction derivative enters it)."""
-    n = grads_a[0].shape[0]
-    a = np.concatenate([g.reshape(n, -1).astype(np.float64) for g in grads_a], axis=1)
-    b = np.concatenate([g.reshape(n, -1).astype(np.float64) for g in grads_b], axis=1)
-    denom = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return (a * b).sum(axis=1) / denom
 
 
 def _deriv_rel_err(cache):
