@@ -147,7 +147,9 @@ def versions():
     import platform
     from importlib import metadata
 
-    out = dict(python=platform.python_version())
+    out = dict(python=platform.python_version(),
+               # CuPy's reductions (CUB or not) and matmul precision (TF32) follow these
+               env={k: os.environ.get(k) for k in ("CUPY_ACCELERATORS", "CUPY_TF32") if k in os.environ})
     for name in ("numpy", "numba", "numba-cuda", "cupy-cuda13x", "cupy-cuda12x", "xarray"):
         try:
             out[name] = metadata.version(name)

@@ -158,9 +158,11 @@ def emulate(call):
 
 
 def run_cublas(call):
-    """``call`` on CuPy's current stream (float32 or float64, FP32/FP64 arithmetic: no TF32, as
-    CuPy's default). The handle's stream and host pointer mode (alpha and beta are host scalars)
-    are set here rather than assumed from CuPy's binding and its other callers."""
+    """``call`` on CuPy's current stream (float32 or float64, FP32/FP64 arithmetic: no TF32). The
+    handle's stream, host pointer mode (alpha and beta are host scalars) and default math mode are
+    set here rather than assumed from CuPy's binding and its other callers (CuPy's handle is
+    shared: a math mode that allows TF32, set by another library, would round float32 products to
+    TF32's 10-bit mantissa); the math mode is put back after the call is queued."""
     from cupy.cuda import device, stream
     from cupy_backends.cuda.api import runtime
     from cupy_backends.cuda.libs import cublas
@@ -175,7 +177,12 @@ def run_cublas(call):
     handle = device.get_cublas_handle()
     cublas.setStream(handle, stream.get_current_stream().ptr)
     cublas.setPointerMode(handle, cublas.CUBLAS_POINTER_MODE_HOST)
-    cublas.gemmStridedBatchedEx(
-        handle, op[f.transposed], op[s.transposed], call.m, call.n, call.k, one.ctypes.data,
-        f.array.data.ptr, data, f.ld, f.stride, s.array.data.ptr, data, s.ld, s.stride, zero.ctypes.data,
-        call.out.data.ptr, data, call.ldc, call.stride_c, call.batch, compute, cublas.CUBLAS_GEMM_DEFAULT)
+    math_mode = cublas.getMathMode(handle)
+    cublas.setMathMode(handle, getattr(cublas, "CUBLAS_DEFAULT_MATH", 0))
+    try:
+        cublas.gemmStridedBatchedEx(
+            handle, op[f.transposed], op[s.transposed], call.m, call.n, call.k, one.ctypes.data,
+            f.array.data.ptr, data, f.ld, f.stride, s.array.data.ptr, data, s.ld, s.stride, zero.ctypes.data,
+            call.out.data.ptr, data, call.ldc, call.stride_c, call.batch, compute, cublas.CUBLAS_GEMM_DEFAULT)
+    finally:
+        cublas.setMathMode(handle, math_mode)
