@@ -59,7 +59,11 @@ def test_float32_reference_is_close_to_fused(blobs):
                       readout=Readout(read_noise=1e-3))
     ref = train(blobs, cfg, n_networks=4, backend="numpy")  # float32 weights
     fused = train(blobs, cfg, n_networks=4, backend="cpu")
-    np.testing.assert_allclose(ref.train_loss.values, fused.train_loss.values, rtol=1e-4)
+    # observed: 6e-8 (loss), 1e-8 (grad_cosine), 7e-7 (deriv_rel_err); accuracies equal
+    for name in ("train_loss", "grad_cosine", "deriv_rel_err"):
+        np.testing.assert_allclose(ref[name].values, fused[name].values, rtol=1e-5, err_msg=name)
+    for name in ("train_acc", "val_acc", "test_acc"):
+        np.testing.assert_array_equal(ref[name].values, fused[name].values, err_msg=name)
 
 
 @pytest.mark.parametrize("backend, width", [("cpu", 5), ("numpy", 5), ("cpu", 70)], ids=["fused", "numpy", "batched"])
@@ -153,9 +157,10 @@ def test_bad_config_names_the_field():
         with pytest.raises(ConfigError) as err:
             TrainConfig(**kw)
         assert err.value.field == field
-    with pytest.raises(ConfigError, match="lr_schedule"):
+    with pytest.raises(ConfigError, match=r"^lr_schedule: 'linear'; allowed: constant, step:EVERY:GAMMA, "
+                                          r"exp:GAMMA, cosine$"):
         Schedule.parse("linear")
-    with pytest.raises(ConfigError, match="delta_i"):
+    with pytest.raises(ConfigError, match=r"^delta_i: 0 is out of range; allowed: 0\.0 < value <= 1\.0$"):
         PairNeuron(delta_i=0)
 
 

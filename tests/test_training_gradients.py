@@ -217,6 +217,11 @@ def test_training_reduces_loss_in_every_mode():
         loss = r.train_loss.values
         assert np.all(loss[:, -1] < 0.7 * loss[:, 0]), (mode, loss[:, [0, -1]])
         assert not r.diverged.any()
+        cosine = r.grad_cosine.values  # the mode that ran: the exact gradient's, or another
+        if mode in ("oracle", "tanh", "relu", "sigmoid"):
+            np.testing.assert_allclose(cosine, 1.0, rtol=1e-12)
+        else:
+            assert np.all(cosine < 1 - 1e-9), (mode, cosine.max())
 
 
 @pytest.mark.parametrize("distilled", [False, True])
