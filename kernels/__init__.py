@@ -11,9 +11,12 @@ def _cache_where_writable():
     """Give Numba a writable cache folder where it has none (``numba.njit(cache=True)`` raises at
     import, "no locator available", when neither this package's folder nor the user's cache
     folder, ~/.cache/numba, can be written: a read-only install run by a user without a writable
-    home, as in some containers). The kernels are then cached in the temporary folder,
-    ``<tmp>/spingpu-numba-cache-<uid>``; ``NUMBA_CACHE_DIR``, where set, always wins."""
+    home, as in some containers). The kernels are then cached in ``<tmp>/spingpu-numba-cache-<uid>``,
+    made private (0700) and used only if this user owns it and no one else may write to it (Numba's
+    index files are pickles), else in a fresh private folder; ``NUMBA_CACHE_DIR`` is set too, for
+    Dask workers started later. A ``NUMBA_CACHE_DIR`` the user set always wins."""
     import os
+    import stat
     import tempfile
 
     import numba
@@ -26,9 +29,24 @@ def _cache_where_writable():
         return
     try:
         FunctionCache(_cache_where_writable)  # asks the locators Numba asks for this package's kernels
+        return
     except RuntimeError:
-        uid = os.getuid() if hasattr(os, "getuid") else "user"
-        numba.config.CACHE_DIR = os.path.join(tempfile.gettempdir(), f"spingpu-numba-cache-{uid}")
+        pass
+    uid = os.getuid() if hasattr(os, "getuid") else None
+    folder = os.path.join(tempfile.gettempdir(), f"spingpu-numba-cache-{uid if uid is not None else 'user'}")
+    try:
+        os.mkdir(folder, 0o700)
+    except FileExistsError:
+        pass
+    except OSError:
+        folder = None
+    if folder is not None and uid is not None:
+        info = os.lstat(folder)
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != uid or info.st_mode & 0o022:
+            folder = None  # someone else's, a link, or writable by others: not one to load code from
+    if folder is None:
+        folder = tempfile.mkdtemp(prefix="spingpu-numba-cache-")  # private; compiled again next time
+    numba.config.CACHE_DIR = os.environ["NUMBA_CACHE_DIR"] = folder
 
 
 _cache_where_writable()

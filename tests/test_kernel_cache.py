@@ -5,6 +5,7 @@ import dataclasses
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -160,6 +161,7 @@ def test_numba_caches_in_the_temporary_folder_where_no_other_folder_is_writable(
     for locator in (caching.InTreeCacheLocator, caching.UserWideCacheLocator):
         monkeypatch.setattr(locator, "from_function", classmethod(lambda cls, py_func, path: None))
     monkeypatch.setattr(numba.config, "CACHE_DIR", "")
+    monkeypatch.setenv("NUMBA_CACHE_DIR", "")  # restored after the test (the fallback sets it)
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     source = tmp_path / "cached_module.py"
     source.write_text("import numba\n\n@numba.njit(cache=True)\ndef twice(x):\n    return 2 * x\n")
@@ -167,10 +169,19 @@ def test_numba_caches_in_the_temporary_folder_where_no_other_folder_is_writable(
     with pytest.raises(RuntimeError, match="no locator available"):
         importlib.import_module("cached_module")
     kernels._cache_where_writable()
-    assert numba.config.CACHE_DIR == str(tmp_path / f"spingpu-numba-cache-{os.getuid()}")
+    folder = tmp_path / f"spingpu-numba-cache-{os.getuid()}"
+    assert numba.config.CACHE_DIR == os.environ["NUMBA_CACHE_DIR"] == str(folder)
+    assert folder.stat().st_mode & 0o777 == 0o700  # private: Numba's index files are pickles
     sys.modules.pop("cached_module", None)
     assert importlib.import_module("cached_module").twice(21) == 42
     assert any(p.suffix == ".nbi" for p in (tmp_path / f"spingpu-numba-cache-{os.getuid()}").rglob("*"))
     monkeypatch.setattr(numba.config, "CACHE_DIR", str(tmp_path / "mine"))
     kernels._cache_where_writable()
     assert numba.config.CACHE_DIR == str(tmp_path / "mine")
+    # a folder of that name that others may write to is not used: a fresh private one is
+    monkeypatch.setattr(numba.config, "CACHE_DIR", "")
+    folder.chmod(0o777)
+    kernels._cache_where_writable()
+    fresh = Path(numba.config.CACHE_DIR)
+    assert fresh != folder and fresh.parent == tmp_path and fresh.name.startswith("spingpu-numba-cache-")
+    assert fresh.stat().st_mode & 0o777 == 0o700
