@@ -15,6 +15,31 @@ import numba
 
 
 @numba.njit(cache=True)
+def knot_interval(x, xs):
+    """(lo, lo + 1) with xs[lo] <= x < xs[lo + 1], for xs[0] < x < xs[-1] (strictly increasing
+    knots). The interval is read off the knots' spacing as if it were uniform (it is for a macrospin
+    junction's table and a resampled curve: one division, two loads), checked, and found by
+    bisection where the check fails (measured knots; a NaN x): the same unique interval either way,
+    without bisection's chain of dependent loads and branches (~8 for 257 knots; on the CPU 40-50
+    -> 12-15 ns per evaluation at random currents, no change measured in Iris training, whose
+    currents cluster so that the branches are predicted; on a GPU, untimed)."""
+    n = xs.shape[0]
+    guess = (n - 1) * ((x - xs[0]) / (xs[n - 1] - xs[0]))
+    lo = min(int(guess), n - 2) if guess >= 0.0 else 0  # a NaN x fails the check below
+    if xs[lo] <= x and x < xs[lo + 1]:
+        return lo, lo + 1
+    lo = 0
+    hi = n - 1
+    while hi - lo > 1:  # bisection: xs[lo] <= x < xs[hi]
+        mid = (lo + hi) // 2
+        if xs[mid] <= x:
+            lo = mid
+        else:
+            hi = mid
+    return lo, hi
+
+
+@numba.njit(cache=True)
 def hermite_eval(x, table):
     """Value and derivative at x of the cubic Hermite curve through ``table`` = (x, y, dy/dx)."""
     xs = table[0]
@@ -25,14 +50,7 @@ def hermite_eval(x, table):
         return ys[0] + ds[0] * (x - xs[0]), ds[0]
     if x >= xs[n - 1]:
         return ys[n - 1] + ds[n - 1] * (x - xs[n - 1]), ds[n - 1]
-    lo = 0
-    hi = n - 1
-    while hi - lo > 1:  # bisection: xs[lo] <= x < xs[hi]
-        mid = (lo + hi) // 2
-        if xs[mid] <= x:
-            lo = mid
-        else:
-            hi = mid
+    lo, hi = knot_interval(x, xs)
     h = xs[hi] - xs[lo]
     t = (x - xs[lo]) / h
     t2 = t * t

@@ -491,3 +491,31 @@ def test_training_counts_the_readings_beyond_the_table(grad_mode, make_blobs):
     assert np.all((0.05 < ref) & (ref < 0.95)), ref
     np.testing.assert_array_equal(fused, ref)
     np.testing.assert_array_equal(batched, ref)
+
+
+@pytest.mark.parametrize("knots", ["uniform", "measured"])
+def test_the_knot_interval_is_the_one_bisection_finds(knots):
+    """hermite's knot_interval reads the interval off the knots' spacing, checks it, and bisects
+    where the check fails: for every x strictly inside the table it must be the unique
+    xs[lo] <= x < xs[lo + 1] (NumPy's searchsorted), at the knots themselves and one ulp either side
+    too, for evenly spaced (linspace, as macrospin tables) and uneven (measured) knots; a NaN gives
+    bisection's (0, 1)."""
+    from spingpu.kernels.hermite import knot_interval
+
+    rng = np.random.default_rng()
+    n = int(rng.integers(2, 300))
+    lo_x, hi_x = sorted(rng.uniform(-2e-3, 2e-3, 2))
+    if knots == "uniform":
+        xs = np.linspace(lo_x, hi_x, n)
+    else:
+        xs = np.unique(np.concatenate([[lo_x, hi_x], rng.uniform(lo_x, hi_x, n - 2) ** 3 / hi_x**2]))
+        xs = xs[(xs >= lo_x) & (xs <= hi_x)]
+    inner = xs[1:-1]
+    x = np.concatenate([rng.uniform(xs[0], xs[-1], 2000), inner, np.nextafter(inner, -np.inf),
+                        np.nextafter(inner, np.inf), [np.nextafter(xs[0], np.inf), np.nextafter(xs[-1], -np.inf)]])
+    x = x[(x > xs[0]) & (x < xs[-1])]
+    want = np.searchsorted(xs, x, side="right") - 1
+    got = np.array([knot_interval(v, xs) for v in x])
+    np.testing.assert_array_equal(got[:, 0], want)
+    np.testing.assert_array_equal(got[:, 1], want + 1)
+    assert knot_interval(np.nan, xs) == (0, 1)
