@@ -6,6 +6,7 @@ disassembled by cuobjdump (the ``nvidia-cuda-cuobjdump`` wheel, or one on the PA
 
   stt_compact(I, r_p, ..., i_c)             the model as :meth:`DeviceModel.iv` evaluates it
   stt_compact_prepared(I, 1/r_p, ..., 1/i_c)  what the training kernels evaluate (rows from ``bind``)
+  tabulated (Hermite)                       a measured curve's reading (knot interval, cubic Hermite)
   normal_pair (Philox + Box-Muller)         the read noise of two readings
 
 Counts are static: each instruction of the code once, whether it runs never (a division's slow
@@ -36,6 +37,7 @@ def kernels():
 
     from spingpu.kernels.philox import normal_pair
     from spingpu.kernels.stt_compact import stt_compact, stt_compact_prepared
+    from spingpu.kernels.tabulated import tabulated
 
     def physical(current, rows, out):
         k = cuda.grid(1)
@@ -50,6 +52,12 @@ def kernels():
                                         rows[k, 5])
             out[k] = v + d
 
+    def measured(current, rows, table, out):
+        k = cuda.grid(1)
+        if k < current.size:
+            v, d = tabulated(current[k], rows[k, 0], rows[k, 1], rows[k, 2], table)
+            out[k] = v + d
+
     def noise(counters, k0, k1, out):
         k = cuda.grid(1)
         if k < out.size:
@@ -59,6 +67,7 @@ def kernels():
     junction = "(float64[::1], float64[:, ::1], float64[::1])"
     return [("stt_compact (parameters)", physical, junction),
             ("stt_compact_prepared (kernel rows)", prepared, junction),
+            ("tabulated (Hermite)", measured, "(float64[::1], float64[:, ::1], float64[:, ::1], float64[::1])"),
             ("normal_pair (2 normals)", noise, "(int64[:, ::1], int64, int64, float64[::1])")]
 
 
