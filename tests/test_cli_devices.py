@@ -175,6 +175,15 @@ def test_info_and_console_script():
     proc = subprocess.run([exe, "info"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0
     assert proc.stdout.startswith("spingpu ") and "numpy" in proc.stdout and "cpu" in proc.stdout
+    from spingpu import kernel_cache
+
+    lines = proc.stdout.splitlines()
+    caches = lines.index("kernel caches (compiled code kept between runs):")
+    assert lines[caches + 1] == f"  spingpu  {kernel_cache.cache_dir()}"  # tests/conftest.py's folder
+    assert lines[caches + 2].startswith("  numba    /")  # beside the package, or a NUMBA_CACHE_DIR
+    proc = subprocess.run([exe, "info"], capture_output=True, text=True, timeout=120,
+                          env=dict(os.environ, SPINGPU_KERNEL_CACHE="0"))
+    assert "  spingpu  off (SPINGPU_KERNEL_CACHE): each process compiles the training kernels again\n" in proc.stdout
     proc = subprocess.run([exe, "devices", "--points", "1"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1
 

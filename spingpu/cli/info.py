@@ -41,6 +41,9 @@ def run(args):
     print("backends:")
     for name, usable, detail in available_backends():
         print(f"  {name:<6} {'yes' if usable else 'no ':<4} {detail}")
+    print("kernel caches (compiled code kept between runs):")
+    print(f"  spingpu  {_spingpu_cache()}")
+    print(f"  numba    {_numba_cache()}")
     if not args.check_kernels:
         return 0
     from ..cuda_kernels import check_kernels
@@ -80,3 +83,29 @@ def _kernel_arch(arch):
     except ConfigError as err:
         raise ConfigError("arch", f"the visible GPU's {err.problem}; give --arch to compile for another") from None
     return arch
+
+
+def _spingpu_cache():
+    """Where :mod:`spingpu.kernel_cache` writes the training kernels' modules, and whether it can."""
+    from .. import kernel_cache
+
+    if not kernel_cache.enabled():
+        return "off (SPINGPU_KERNEL_CACHE): each process compiles the training kernels again"
+    folder = kernel_cache.cache_dir()
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), folder)
+    if not os.access(existing, os.W_OK):
+        return f"{folder} (not writable: each process compiles the training kernels again)"
+    return str(folder)
+
+
+def _numba_cache():
+    """The folder Numba caches spingpu's kernels in (beside the package, ~/.cache/numba, or the
+    temporary folder :mod:`spingpu.kernels` chose), asked of Numba as it asks."""
+    try:
+        from numba.core.caching import FunctionCache
+
+        from ..kernels import stt_compact
+
+        return str(FunctionCache(stt_compact.stt_compact.py_func)._cache_path)
+    except Exception as err:  # Numba's internals moved: said, not fatal
+        return f"unknown ({type(err).__name__}: {err})"
