@@ -7,6 +7,18 @@ import it inside the function that builds a CUDA kernel, so importing this packa
 """
 
 
+def numba_cache_folder():
+    """The folder Numba caches this package's kernels in, asked of its cache locators as it asks
+    them (beside the sources, ~/.cache/numba, or NUMBA_CACHE_DIR), or None where none can be
+    written. ImportError where Numba moved its caching module."""
+    from numba.core.caching import FunctionCache
+
+    try:
+        return str(FunctionCache(numba_cache_folder)._cache_path)
+    except RuntimeError:  # "no locator available"
+        return None
+
+
 def _cache_where_writable():
     """Give Numba a writable cache folder where it has none (``numba.njit(cache=True)`` raises at
     import, "no locator available", when neither this package's folder nor the user's cache
@@ -21,17 +33,13 @@ def _cache_where_writable():
 
     import numba
 
-    try:
-        from numba.core.caching import FunctionCache
-    except ImportError:  # a Numba that moved it: its own error at the first kernel, as without this
-        return
     if numba.config.CACHE_DIR:
         return
     try:
-        FunctionCache(_cache_where_writable)  # asks the locators Numba asks for this package's kernels
+        if numba_cache_folder() is not None:
+            return
+    except ImportError:  # a Numba that moved it: its own error at the first kernel, as without this
         return
-    except RuntimeError:
-        pass
     uid = os.getuid() if hasattr(os, "getuid") else None
     folder = os.path.join(tempfile.gettempdir(), f"spingpu-numba-cache-{uid if uid is not None else 'user'}")
     try:

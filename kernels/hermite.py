@@ -20,9 +20,11 @@ def knot_interval(x, xs):
     knots). The interval is read off the knots' spacing as if it were uniform (it is for a macrospin
     junction's table and a resampled curve: one division, two loads), checked, and found by
     bisection where the check fails (measured knots; a NaN x): the same unique interval either way,
-    without bisection's chain of dependent loads and branches (~8 for 257 knots; on the CPU 40-50
-    -> 12-15 ns per evaluation at random currents, no change measured in Iris training, whose
-    currents cluster so that the branches are predicted; on a GPU, untimed)."""
+    without bisection's chain of dependent loads and branches (~8 for 257 knots). On the CPU
+    (benchmarks/table_lookup.py) an evaluation at random currents takes 20 ns on even knots where
+    bisection took 41-54 (49-257 knots), and up to 10 % longer than bisection on uneven ones (the
+    failed check first); no change measured in Iris training, whose currents cluster so that the
+    branches are predicted; on a GPU, untimed."""
     n = xs.shape[0]
     guess = (n - 1) * ((x - xs[0]) / (xs[n - 1] - xs[0]))
     lo = min(int(guess), n - 2) if guess >= 0.0 else 0  # a NaN x fails the check below
@@ -51,6 +53,15 @@ def hermite_eval(x, table):
     if x >= xs[n - 1]:
         return ys[n - 1] + ds[n - 1] * (x - xs[n - 1]), ds[n - 1]
     lo, hi = knot_interval(x, xs)
+    return hermite_segment(x, table, lo, hi)
+
+
+@numba.njit(cache=True)
+def hermite_segment(x, table, lo, hi):
+    """Value and derivative at x of the cubic on the knot interval [xs[lo], xs[hi]] (module doc)."""
+    xs = table[0]
+    ys = table[1]
+    ds = table[2]
     h = xs[hi] - xs[lo]
     t = (x - xs[lo]) / h
     t2 = t * t

@@ -545,3 +545,17 @@ def test_the_current_grid_is_written_as_its_decimal_values(tmp_path):
     currents = sorted({r["current"] for r in read_rows(out_csv)}, key=float)
     assert "0.0" in currents and not any("e-2" in c for c in currents), currents[20:30]
     assert not any("0000000" in c or "9999999" in c for c in currents), currents  # no rounding noise
+
+
+def test_info_says_when_a_kernel_cache_cannot_be_written(monkeypatch, tmp_path):
+    """spingpu info's cache lines where spingpu's folder is not writable and where Numba finds no
+    folder it can write (root writes anywhere here, so both are simulated)."""
+    from spingpu import kernels
+    from spingpu.cli import info
+
+    monkeypatch.setenv("SPINGPU_CACHE_DIR", str(tmp_path / "not" / "made"))
+    monkeypatch.setattr(info.os, "access", lambda path, mode: False)
+    assert info._spingpu_cache() == (f"{tmp_path / 'not' / 'made'} (not writable: each process compiles the "
+                                     "training kernels again)")
+    monkeypatch.setattr(kernels, "numba_cache_folder", lambda: None)
+    assert info._numba_cache() == "none writable: each process compiles the kernels again"

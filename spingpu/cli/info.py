@@ -100,12 +100,10 @@ def _spingpu_cache():
 
 def _numba_cache():
     """The folder Numba caches spingpu's kernels in (beside the package, ~/.cache/numba, or the
-    temporary folder :mod:`spingpu.kernels` chose), asked of Numba as it asks."""
+    temporary folder :mod:`spingpu.kernels` chose)."""
+    from ..kernels import numba_cache_folder
+
     try:
-        from numba.core.caching import FunctionCache
-
-        from ..kernels import stt_compact
-
-        return str(FunctionCache(stt_compact.stt_compact.py_func)._cache_path)
+        return numba_cache_folder() or "none writable: each process compiles the kernels again"
     except Exception as err:  # Numba's internals moved: said, not fatal
         return f"unknown ({type(err).__name__}: {err})"
