@@ -35,8 +35,10 @@ def summary_rows(ds, threshold=0.9):
     Statistics are over the networks of the cell's finished tasks (``networks_done`` of
     ``networks``): in an interrupted store, networks never trained are left out, while diverged
     networks (trained, metrics NaN) count as failed chips. A cell with no finished task has NaN
-    statistics. ``*_lo95`` / ``*_hi95``: 95 % confidence intervals of the median accuracy (of the
-    networks that did not diverge) and of the yield (:mod:`spingpu.stats`).
+    statistics. The accuracy median and quantiles are over the networks that did not diverge (the
+    median of the chips that train at all; the yield is the statistic of all chips).
+    ``*_lo95`` / ``*_hi95``: 95 % confidence intervals of that median and of the yield
+    (:mod:`spingpu.stats`).
     ``yield_threshold``: the test accuracy at or above which a chip counts in the yield.
     ``max_extrapolated_readings``: the largest fraction of a network's junction readings beyond its
     device's table (NaN where none was counted: digital cells, stores made before the count)."""
@@ -340,12 +342,15 @@ pre {{ background: #f7f7f7; padding: 1em; overflow-x: auto; font-size: 0.85em; }
 <table class="facts">{fact_rows}</table>
 <details><summary>Study file</summary><pre>{html.escape(attrs.get('study_text', ''))}</pre></details>
 <h2>Summary</h2>
-<p>Test accuracy over the networks (chips) of each cell; yield is the fraction at or above the
-threshold; the 95 % confidence intervals say how well the cell's networks pin down the median and
-the yield of the population of chips the variability describes (median: distribution-free, between
-two order statistics, n/a under 6 networks; yield: Clopper-Pearson interval); gradient cosine (of the
-hidden layers' weight gradient used with the exact one) and derivative error are medians over
-the networks that did not diverge, at the last epoch their cell trained; done: the networks
+<p>Yield is the fraction of each cell's networks (chips) at or above the test-accuracy threshold, a
+diverged network counting as failed. The test-accuracy median and quantiles are over the networks
+that did not diverge (done less diverged), as are the medians of the gradient cosine (of the hidden
+layers' weight gradient used with the exact one) and the derivative error, at the last epoch their
+cell trained. The 95 % confidence intervals say how well the cell's networks pin down the yield of
+the population of chips the variability describes (Clopper-Pearson interval) and the median
+accuracy of its chips that do not diverge (distribution-free, between two order statistics, n/a
+under 6 networks), on this study's data split and test samples (test-set sampling error is not in
+them); done: the networks
 trained (of finished tasks) over which the statistics are taken; teacher: the test accuracy of a
 distilled cell's digital teacher.
 The same table: <code>{html.escape(csv_name)}</code>.</p>

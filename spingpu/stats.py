@@ -15,7 +15,13 @@
   conservative. Fewer than 6 networks cannot give 95 % between any two order statistics: NaN.
 
 The intervals are over the chips of one cell, i.e. they say how well N simulated chips pin down
-the yield or the median of the population of chips the study's variability describes.
+the yield or the median of the population of chips the study's variability describes, on the study's
+one data split: every chip is tested on the same test samples, so the intervals hold no test-set
+sampling error (with 30 test samples, one chip's accuracy of 0.95 is itself uncertain by about
++-0.08). The report takes the median over the chips that did not diverge, i.e. it is the median of
+the population of chips that train at all (conditional on the number that did, those are an
+independent sample of that population, so the interval holds for it); the yield counts a diverged
+chip as failed.
 """
 
 from __future__ import annotations

@@ -151,7 +151,7 @@ def accuracy_vs_axis(ds, dim, threshold=0.9):
     for ax in (ax_acc, ax_yield):
         _numeric_x_axis(ax, ds, dim, x)
         ax.grid(True, alpha=0.3)
-    ax_acc.set_ylabel("test accuracy (%)")
+    ax_acc.set_ylabel("test accuracy (%), chips not diverged")
     ax_acc.set_title("median, IQR (dark) and 5-95 % (light) band")
     ax_yield.set_ylabel(f"yield (%): chips with accuracy >= {threshold_text(threshold)} %")
     ax_yield.set_ylim(-3, 103)
@@ -182,7 +182,7 @@ def accuracy_categorical(ds, threshold=0.9):
              for d in data if d.size]
     ax_acc.bxp(stats, positions=[k + 1 for k, d in enumerate(data) if d.size], showfliers=False)
     ax_acc.set_xticks(range(1, len(labels) + 1), labels, rotation=20, ha="right")
-    ax_acc.set_ylabel("test accuracy (%)")
+    ax_acc.set_ylabel("test accuracy (%), chips not diverged")
     ax_acc.set_title("median, IQR box, 5-95 % whiskers")
     shown = np.isfinite(yields)  # a cell with no finished network has no yield: "n/a", not a 0 % bar
     errors = np.abs(np.transpose(intervals) - np.asarray(yields))  # (2, cells)
@@ -217,7 +217,7 @@ def heatmap(ds, x_dim, y_dim, threshold=0.9):
     acc_range = (5.0 * np.floor(min(lowest, 95.0) / 5.0), 100.0)
     for row, (label, sel) in enumerate(groups):
         for col, (grid, name, cmap, (vmin, vmax)) in enumerate((
-                (medians[row], "median test accuracy (%)", "viridis", acc_range),
+                (medians[row], "median test accuracy (%), not diverged", "viridis", acc_range),
                 (yields[row], f"yield (%): accuracy >= {threshold_text(threshold)} %", "magma", (0.0, 100.0)))):
             ax = axes[row][col]
             im = ax.imshow(grid, origin="lower", aspect="auto", cmap=cmap, vmin=vmin, vmax=vmax)

@@ -147,8 +147,12 @@ def bytes_per_network(config, sizes, batch, model):
     """GPU memory one network takes in the batched engine at its peak (an epoch's last step): the
     flat weights, gradient (which backward fills) and two moments; the exact gradient of the
     epoch's last step; grad_cosine's partial sums (3 x 8 bytes per DOT_CHUNK weights, counted as a
-    byte per weight); the junctions (kernel row and per-junction table of ``model``); and each
-    layer's activations, derivatives and deltas for ``batch`` samples."""
+    byte per weight); the junctions (kernel row and per-junction table of ``model``); and 5 values
+    and 24 bytes per unit of every layer and sample of ``batch``. The last is the median derivative
+    error's peak (``trainer._deriv_rel_err``): each hidden unit's input activation and two
+    derivatives in the step's cache, its relative error in one buffer, and CuPy's sort of that
+    buffer in place, 8-byte keys and a merge-sort buffer of 8 bytes plus a value (5 values and 16
+    bytes; the backward pass's deltas, 2 values per unit, come before it)."""
     n_w = n_weights(sizes)
     item = np.dtype(config.dtype).itemsize
     junction = 8 * model.kernel_width + model.table_bytes_per_junction
