@@ -768,6 +768,9 @@ def _read_mnist_npz(path):
 
     keys = tuple(MNIST_FILES)
     try:
+        if not zipfile.is_zipfile(path):  # np.load would try other formats, and speak of pickles
+            raise ConfigError("mnist", f"{path!r} is not an npz archive (a zip file of .npy arrays "
+                                       f"{', '.join(keys)})")
         with np.load(path, allow_pickle=False) as npz:
             missing = [k for k in keys if k not in npz.files]
             if missing:

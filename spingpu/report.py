@@ -120,11 +120,15 @@ def _devices_figure(ds):
     from .devices import junction_curves, sample_layer
     from .plot import iv_spread_figure
     from .plot.style import value_text
-    from .studies.spec import stored_study
+    from .studies.spec import changed_model_files, stored_study
 
     if not ds.attrs.get("study_data"):
         return None
     study = stored_study(ds.attrs)
+    changed = changed_model_files(study)
+    if changed:
+        raise ConfigError("model.iv_csv", f"{changed} has changed since the study ran (its contents differ from "
+                                          "those the store recorded), so it no longer shows the junctions trained")
     flat = widest_spread_cell(study)
     cell = study.cell(flat)
     if not cell.config.is_mtj:

@@ -525,6 +525,34 @@ def test_report_without_the_junction_figure_when_the_models_csv_moved(tmp_path, 
         study_figures(open_results(path))
 
 
+def test_report_without_the_junction_figure_when_the_models_csv_changed(tmp_path, capsys):
+    """A measured curve whose contents changed since the study ran (same path) is not drawn as the
+    study's junctions: one note says why; with its contents back, the figure is back."""
+    import html
+
+    table = tmp_path / "measured.csv"
+    rng = np.random.default_rng()
+    i = np.linspace(-5e-4, 5e-4, 21)
+    rows = np.column_stack([i, rng.uniform(700, 900) * i + 0.1 * np.tanh(i / 2e-4)])
+    np.savetxt(table, rows, delimiter=",", header="current_A,voltage_V", comments="")
+    original = table.read_bytes()
+    path, _ = fake_store(tmp_path, {"neuron.delta_i": [1e-6, 1e-5]}, name="tab",
+                         tables={"model": {"name": "tabulated", "iv_csv": str(table)}})
+    rows[7, 1] *= 1.01  # one voltage 1 % off
+    np.savetxt(table, rows, delimiter=",", header="current_A,voltage_V", comments="")
+    assert main(["report", str(path)]) == 0
+    note = (f"the figure of the study's junctions is left out: model.iv_csv: {table} has changed since the study ran "
+            "(its contents differ from those the store recorded), so it no longer shows the junctions trained")
+    assert capsys.readouterr().err == f"spingpu report: note: {note}\n"
+    text = (tmp_path / "tab.html").read_text()
+    assert f'<p class="note">Note: {html.escape(note)}</p>' in text
+    assert "<h3>The study&#x27;s junctions</h3>" not in text
+    table.write_bytes(original)
+    assert main(["report", str(path)]) == 0
+    assert capsys.readouterr().err == ""
+    assert "<h3>The study&#x27;s junctions</h3>" in (tmp_path / "tab.html").read_text()
+
+
 def test_a_store_made_before_extrapolated_readings_existed_is_resumed_and_reported_without_it(tmp_path):
     """Stores written before the count of readings beyond the table lack the variable: still
     complete, still written to (the new variable left out) and reported (no such column)."""

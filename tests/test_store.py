@@ -197,6 +197,42 @@ def test_overwrite_replaces_an_incomplete_store_zarr_cannot_open(tmp_path):
         assert (ds.task_done.values == 1).all() and np.isfinite(ds.test_acc.values).all()
 
 
+def test_a_store_with_unreadable_attributes_is_refused_as_damaged_and_overwrite_replaces_it(tmp_path):
+    """A store whose group attributes are garbage is still known as spingpu's (by the copy in its
+    consolidated metadata): refused as damaged, not as someone else's folder, and --overwrite replaces it."""
+    study_path, study = study_file(tmp_path)
+    out = tmp_path / "s.zarr"
+    create_store(out, study, 2, attrs())
+    (out / ".zattrs").write_bytes(bytes(np.random.default_rng().integers(0, 256, 64, dtype=np.uint8)) + b"{")
+    before = files(tmp_path)
+    message = (f"out: {out} is an incomplete spingpu results store (unreadable group metadata: its creation was "
+               "interrupted, or it was damaged); replace it with --overwrite or choose another --out")
+    for extra in (["--resume"], []):
+        assert run_main(["run", str(study_path), "--out", str(out), *extra, *FAST]) == (
+            2, "", f"spingpu run: error: {message}\n")
+    assert files(tmp_path) == before
+    rc, _, err = run_main(["run", str(study_path), "--out", str(out), "--overwrite", *FAST])
+    assert rc == 0, err
+    with open_results(out) as ds:
+        assert (ds.task_done.values == 1).all() and np.isfinite(ds.test_acc.values).all()
+
+
+def test_resuming_a_store_with_an_undecodable_chunk_is_one_line(tmp_path):
+    """A chunk that is there but cannot be decoded (not a lost one, which is trained again): one line
+    naming the store, exit 2, nothing written."""
+    study_path, _ = study_file(tmp_path)
+    out = tmp_path / "s.zarr"
+    assert run_main(["run", str(study_path), "--out", str(out), "--networks-per-task", "2", *FAST])[0] == 0
+    chunk = next(p for p in sorted((out / "train_loss").iterdir()) if not p.name.startswith("."))
+    chunk.write_bytes(b"\x02garbage" * 8)
+    before = files(tmp_path)
+    rc, printed, err = run_main(["run", str(study_path), "--out", str(out), "--resume", *FAST])
+    assert (rc, printed) == (2, "") and err.count("\n") == 1, err
+    assert err.startswith(f"spingpu run: error: out: {out} is corrupt: its data cannot be read (")
+    assert err.endswith("); replace it with --overwrite or choose another --out\n")
+    assert files(tmp_path) == before
+
+
 # --- each network's last trained epoch ---------------------------------------------------------------
 
 

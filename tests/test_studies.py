@@ -1193,6 +1193,25 @@ def test_unknown_cluster_keyword_is_one_line(tmp_path):
         runner.jobqueue_cluster(opts)
 
 
+def test_a_cluster_table_the_run_does_not_use_is_said_in_one_warning(tmp_path):
+    """On the local cluster (or an existing scheduler) the study's [cluster] table, dask-jobqueue's
+    arguments, does nothing: the run says so, naming its keys, and runs."""
+    study = write(tmp_path / "s.toml", BASE + '\n[cluster]\nqueu = "gpu"\njobs = -2\n')
+    rc, printed, err = run_main(["run", str(study), "--out", str(tmp_path / "r.zarr"), "--workers", "1", *FAST])
+    assert rc == 0, err
+    assert err.splitlines()[0] == ("spingpu run: warning: the study's [cluster] table (queu, jobs) is for --cluster "
+                                   "slurm or pbs; not used with the local cluster")
+    assert "warning" not in "\n".join(err.splitlines()[1:])
+
+
+def test_resume_and_overwrite_together_are_refused_whether_or_not_the_store_exists(tmp_path):
+    study = write(tmp_path / "s.toml", BASE)
+    rc, printed, err = run_main(["run", str(study), "--out", str(tmp_path / "none.zarr"), "--resume", "--overwrite",
+                                 *FAST])
+    assert (rc, printed, err) == (2, "", "spingpu run: error: resume: --resume and --overwrite exclude each other\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.toml"]
+
+
 def _fake_batch_system(tmp_path, monkeypatch):
     """sbatch and qsub on the PATH (scripts that fail), so that a run reaches its [cluster] table."""
     bin_dir = tmp_path.parent / f"{tmp_path.name}-bin"
@@ -1372,6 +1391,23 @@ def test_whole_number_sweep_values_of_integer_keys_become_integers(tmp_path):
     ds = load(out)
     assert ds.epochs.dtype.kind == "i" and ds.batch_size.dtype.kind == "i" and ds.sizes["epoch"] == 2
     assert json.loads(ds.attrs["study_data"])["sweep"]["training.batch_size"] == [8.0, 16.0]
+
+
+def test_whole_number_floats_and_one_layer_width_are_read_as_the_python_api_reads_them(tmp_path):
+    """``epochs = 2.0``, ``networks = 3e0``, ``hidden = 5``: the study of ``epochs = 2``, ``networks = 3``,
+    ``hidden = [5]`` (same digest, same cells, integers); a fraction for an integer key is refused."""
+    plain = with_line("training", "batch_size = 16", BASE).replace("networks = 2", "networks = 3")
+    plain = re.sub(r"hidden = \[\d+\]", "hidden = [5]", plain)
+    floats = re.sub(r"epochs = (\d+)", r"epochs = \1.0", plain).replace("networks = 3", "networks = 3e0")
+    floats = floats.replace("batch_size = 16", "batch_size = 1.6e1").replace("hidden = [5]", "hidden = 5")
+    assert floats != plain
+    a, b = (load_study(write(tmp_path / name, text)) for name, text in (("a.toml", plain), ("b.toml", floats)))
+    assert a.digest == b.digest and a.data == b.data and b.networks == 3 and type(b.networks) is int
+    config = b.cell(0).config
+    assert config.hidden == (5,) and type(config.epochs) is int and config.batch_size == 16
+    bad = floats.replace("batch_size = 1.6e1", "batch_size = 16.5")
+    with pytest.raises(ConfigError, match=r"training.batch_size: expected an integer, got 16.5$"):
+        load_study(write(tmp_path / "c.toml", bad))
 
 
 def test_the_digest_covers_the_contents_of_every_data_file_a_study_reads(tmp_path, monkeypatch):

@@ -37,6 +37,8 @@ def run(args):
     if args.out is not None and not args.out.strip():  # not the default's results/NAME.zarr
         raise ConfigError("out", "expected a store name, got an empty one (leave --out out for "
                                  "results/<study name>.zarr)")
+    if args.resume and args.overwrite:  # before the store is looked at: whether it exists or not
+        raise ConfigError("resume", "--resume and --overwrite exclude each other")
     study = load_study(args.study)
     check_range("threshold", args.threshold, 0.0, 1.0)
     out = args.out or str(Path("results") / f"{study.name}.zarr")
@@ -47,11 +49,18 @@ def run(args):
 
         check_existing(out, study, None, True, False)
     backend = args.backend or (_store_backend(out) if args.resume else None) or "auto"
-    cluster_table = {}
-    if args.cluster != "local":
-        import tomllib
+    import tomllib
 
-        cluster_table = tomllib.loads(study.text).get("cluster", {})
+    cluster_table = tomllib.loads(study.text).get("cluster", {})
+    if cluster_table and (args.cluster == "local" or args.scheduler):
+        import warnings
+
+        from ..errors import SpingpuWarning
+
+        where = f"the scheduler at {args.scheduler}" if args.scheduler else "the local cluster"
+        warnings.warn(f"the study's [cluster] table ({', '.join(cluster_table)}) is for --cluster slurm or pbs; "
+                      f"not used with {where}", SpingpuWarning, stacklevel=2)
+        cluster_table = {}
     options = RunOptions(out=out, resume=args.resume, overwrite=args.overwrite, scheduler=args.scheduler,
                          workers=args.workers, cluster=args.cluster, backend=backend,
                          networks_per_task=args.networks_per_task, cluster_options=cluster_table)

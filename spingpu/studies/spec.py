@@ -319,11 +319,32 @@ def input_hashes(study):
     hashes = []
     for path in sorted(paths):
         try:
-            with open(path, "rb") as handle:
-                hashes.append((path, hashlib.file_digest(handle, "sha256").hexdigest()))
+            hashes.append((path, file_sha256(path)))
         except OSError as err:
             raise _err(study.path, "", f"cannot read the data file {path}: {err.strerror or err}") from None
     return tuple(hashes)
+
+
+def file_sha256(path):
+    """The SHA-256 of a file's contents, in hex (OSError where it cannot be read)."""
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def changed_model_files(study):
+    """The first measured-curve file (``model.iv_csv``, set or swept) of ``study`` whose contents
+    now differ from those recorded in ``study.inputs`` when it ran, or None (a file that is gone
+    is left to the code that reads it)."""
+    named = {study.data.get("model", {}).get("iv_csv")}
+    named |= {v for a in study.axes if a.key == "model.iv_csv" for v in a.values}
+    for path, digest in study.inputs:
+        if path in named:
+            try:
+                if file_sha256(path) != digest:
+                    return path
+            except OSError:
+                continue
+    return None
 
 
 def _absolute(value, base):
@@ -395,7 +416,7 @@ def _check_keys(data, path):
             raise _unknown_key(path, key, key, [*SCHEMA[""], *(s for s in SCHEMA if s and "." not in s)],
                                "at the top level")
         elif key in SCHEMA[""]:
-            _check_type(value, SCHEMA[""][key], path, key)
+            data[key] = _check_type(value, SCHEMA[""][key], path, key)
         elif SCHEMA[key] is None and not isinstance(value, dict):
             raise _err(path, key, f"expected a table [{key}]")
 
@@ -411,7 +432,7 @@ def _check_section(table, section, path):
                 raise _err(path, full, f"expected a table [{full}]")
             _check_section(value, full, path)
         else:
-            _check_type(value, allowed[key], path, full)
+            table[key] = _check_type(value, allowed[key], path, full)
 
 
 def _unknown_key(path, full, key, allowed, where):
@@ -421,12 +442,19 @@ def _unknown_key(path, full, key, allowed, where):
 
 
 def _check_type(value, kind, path, key):
+    """``value`` if it is of ``kind``, as the Python API takes it: a whole number written as a float
+    (2.0, 1e3) for an integer, one integer for a list of layer widths (``hidden = 8``: one layer)."""
+    if kind is int and isinstance(value, float) and value.is_integer():
+        return int(value)
+    if kind is list and key.endswith(".hidden") and isinstance(value, int) and not isinstance(value, bool):
+        return [value]
     kinds = kind if isinstance(kind, tuple) else (kind,)
     if isinstance(value, bool) or not isinstance(value, kinds):
         names = "a number" if kind == _NUM else " or ".join(
             {int: "an integer", float: "a number", str: "a string", list: "an array", dict: "a table"}[k]
             for k in kinds)
         raise _err(path, key, f"expected {names}, got {value!r}")
+    return value
 
 
 def _ranged(path, key, value, lo, hi):

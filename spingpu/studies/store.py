@@ -170,9 +170,13 @@ def done_tasks(path):
 
     from ..errors import SpingpuWarning
 
-    ds = xr.open_zarr(path)
-    done = ds.task_done.transpose(..., "task").values.astype(bool)
-    lost = lost_tasks(ds)
+    try:
+        ds = xr.open_zarr(path)
+        done = ds.task_done.transpose(..., "task").values.astype(bool)
+        lost = lost_tasks(ds)
+    except Exception as err:  # a chunk that is there but cannot be decoded: not a lost one to train again
+        raise ConfigError("out", f"{path} is corrupt: its data cannot be read ({type(err).__name__}: "
+                                 f"{_first_line(err)}); replace it with --overwrite or choose another --out") from None
     if lost.any():
         warnings.warn(f"{path}: {int(lost.sum())} of the tasks marked done have lost their numbers (a damaged "
                       "store: a chunk deleted?); they are trained again", SpingpuWarning, stacklevel=2)
@@ -277,6 +281,10 @@ def incomplete(path):
         return "unreadable consolidated metadata"
     if not all((path / f).is_file() for f in (".zgroup", ".zattrs")):
         return "no group metadata"
+    try:
+        json.loads((path / ".zattrs").read_text())
+    except (OSError, ValueError):
+        return "unreadable group metadata"
     names = [*(n for n in VARIABLES if n not in ADDED_VARIABLES), "task_done"]
     missing = [n for n in names if not all(f"{n}/{f}" in listed and (path / n / f).is_file()
                                            for f in (".zarray", ".zattrs"))]
@@ -285,18 +293,23 @@ def incomplete(path):
 
 def store_attrs(path):
     """The attributes of the zarr group at ``path`` ({} where it is not one). Where the group cannot
-    be opened (an incomplete or damaged store), its ``.zattrs`` file is read as it is."""
+    be opened (an incomplete or damaged store), its ``.zattrs`` file is read as it is, and where that
+    cannot be read, the copy of it in the consolidated metadata."""
     import zarr
 
     try:
         return dict(zarr.open_group(str(path), mode="r").attrs)
     except Exception:  # not a zarr group (or not readable): perhaps its attributes are there
         pass
-    try:
-        attrs = json.loads((Path(path) / ".zattrs").read_text())
-    except (OSError, ValueError):
-        return {}
-    return attrs if isinstance(attrs, dict) else {}
+    for read in (lambda: json.loads((Path(path) / ".zattrs").read_text()),
+                 lambda: json.loads((Path(path) / ".zmetadata").read_text())["metadata"][".zattrs"]):
+        try:
+            attrs = read()
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if isinstance(attrs, dict):
+            return attrs
+    return {}
 
 
 def remove_store(path):
