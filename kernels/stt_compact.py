@@ -92,11 +92,11 @@ def stt_compact(current, r_p, tmr0, v_h, theta0, dtheta, i_c):
     return stt_compact_prepared(current, g_p, tmr0, inv_vh2, theta0, dtheta, inv_ic)
 
 
-@numba.njit(cache=True)
+@numba.njit(parallel=True, cache=True)
 def prepare_rows(rows, out):
     """Kernel rows (g_p, tmr0, inv_vh2, theta0, dtheta, inv_ic) of junction rows (r_p, tmr0, v_h,
     theta0, dtheta, i_c), both (M, 6), by :func:`junction_constants`."""
-    for k in range(rows.shape[0]):
+    for k in numba.prange(rows.shape[0]):
         g_p, inv_vh2, inv_ic = junction_constants(rows[k, 0], rows[k, 2], rows[k, 5])
         out[k, 0], out[k, 1], out[k, 2] = g_p, rows[k, 1], inv_vh2
         out[k, 3], out[k, 4], out[k, 5] = rows[k, 3], rows[k, 4], inv_ic

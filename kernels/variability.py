@@ -40,6 +40,23 @@ def _level_normals(k0, k1, network, purpose, layer, unit, member, n_params, chol
 
 
 @numba.njit(cache=True)
+def _add_level(out, sigmas, level, x, n_params):
+    """``out[k] += s_level,k x_k``: one level's term of y_k."""
+    for k in range(n_params):
+        out[k] += sigmas[level, k] * x[k]
+
+
+@numba.njit(cache=True)
+def _to_parameters(out, nominal, is_log, scale, bounds, n_params):
+    """y_k in ``out`` -> p_k: lognormal (clipped to ``bounds``) or normal (module docstring)."""
+    for k in range(n_params):
+        if is_log[k]:
+            out[k] = min(max(nominal[k] * math.exp(out[k]), bounds[0, k]), bounds[1, k])
+        else:
+            out[k] = nominal[k] + scale[k] * out[k]
+
+
+@numba.njit(cache=True)
 def sample_junction(k0, k1, network, layer, unit, member, nominal, is_log, scale, bounds, sigmas, chol,
                     z, x, out):
     """Parameters of one junction into ``out``; ``sigmas`` is (3, P): chip, d2d, pair rows;
@@ -57,25 +74,31 @@ def sample_junction(k0, k1, network, layer, unit, member, nominal, is_log, scale
             _level_normals(k0, k1, network, PURPOSE_NEURON, layer, unit, 0, n_params, chol, z, x)
         else:
             _level_normals(k0, k1, network, PURPOSE_MEMBER, layer, unit, member, n_params, chol, z, x)
-        for k in range(n_params):
-            out[k] += sigmas[level, k] * x[k]
-    for k in range(n_params):
-        if is_log[k]:
-            out[k] = min(max(nominal[k] * math.exp(out[k]), bounds[0, k]), bounds[1, k])
-        else:
-            out[k] = nominal[k] + scale[k] * out[k]
+        _add_level(out, sigmas, level, x, n_params)
+    _to_parameters(out, nominal, is_log, scale, bounds, n_params)
 
 
 @numba.njit(parallel=True, cache=True)
 def sample_layer(seed, networks, layer, n_units, nominal, is_log, scale, bounds, sigmas, chol, out):
     """Junction parameters of one layer: ``out[i, u, m, :]`` for network ``networks[i]``,
-    unit u < n_units and member m in (0 = A, 1 = B)."""
+    unit u < n_units and member m in (0 = A, 1 = B): :func:`sample_junction`'s numbers, with each
+    network's chip draw and each unit's neuron draw made once for all the junctions that share it."""
     k0, k1 = split_seed(seed)
     n_params = nominal.shape[0]
     for i in numba.prange(networks.shape[0]):
         z = np.empty(n_params)
-        x = np.empty(n_params)
+        x_chip = np.empty(n_params)
+        x_neuron = np.empty(n_params)
+        x_member = np.empty(n_params)
+        _level_normals(k0, k1, networks[i], PURPOSE_CHIP, 0, 0, 0, n_params, chol, z, x_chip)
         for u in range(n_units):
+            _level_normals(k0, k1, networks[i], PURPOSE_NEURON, layer, u, 0, n_params, chol, z, x_neuron)
             for m in range(2):
-                sample_junction(k0, k1, networks[i], layer, u, m, nominal, is_log, scale, bounds, sigmas,
-                                chol, z, x, out[i, u, m])
+                _level_normals(k0, k1, networks[i], PURPOSE_MEMBER, layer, u, m, n_params, chol, z, x_member)
+                row = out[i, u, m]
+                for k in range(n_params):
+                    row[k] = 0.0
+                _add_level(row, sigmas, 0, x_chip, n_params)
+                _add_level(row, sigmas, 1, x_neuron, n_params)
+                _add_level(row, sigmas, 2, x_member, n_params)
+                _to_parameters(row, nominal, is_log, scale, bounds, n_params)

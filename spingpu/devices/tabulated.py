@@ -153,7 +153,8 @@ def tabulated_model(csv_path=None, table=None):
     knots' slopes those of PCHIP; or ``table = (I, V, dV/dI)`` with measured differential
     resistances (ohm) as the slopes (a lock-in measurement; SciPy is then not needed)."""
     if (csv_path is None) == (table is None):
-        raise ConfigError("iv-csv", "the tabulated model needs exactly one measured curve (a CSV file of current A, voltage V)")
+        raise ConfigError("iv-csv", "the tabulated model needs exactly one measured curve: a CSV file of current A, "
+                                    "voltage V (--iv-csv; iv_csv in Python) or, in Python, iv_table = (I, V)")
     slopes = None
     if csv_path is not None:
         current, voltage = read_iv_csv(csv_path)
