@@ -141,8 +141,8 @@ class TrainConfig:
     :class:`Distillation` or None). Bad values raise ConfigError naming the field.
 
     ``batch_size`` None trains on the full batch every step. ``weight_decay`` is an L2 term added
-    to the gradient before the optimiser (g' = g + weight_decay w, also inside Adam's moments; not
-    decoupled as in AdamW). ``init_gain``: initial weights W = init_gain / sqrt(fan_in) N(0, 1),
+    to the gradient before the optimiser (g' = g + weight_decay w, for weights and biases alike,
+    also inside Adam's moments; not decoupled as in AdamW). ``init_gain``: initial weights W = init_gain / sqrt(fan_in) N(0, 1),
     biases 0, from each network's own Philox stream. ``seed`` is the study's 64-bit seed of every
     random number (junctions, weights, read noise, batch order; DESIGN.md 4), not of the dataset's
     splits. ``dtype``: the weights' and activations' float type in the batched engines (the fused

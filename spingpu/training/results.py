@@ -8,12 +8,13 @@ import numpy as np
 
 VARIABLES = {
     # name: (dims, units, long_name)
-    "train_loss": (("network", "epoch"), "1", "training loss (cross-entropy, mean over the epoch's batches)"),
+    "train_loss": (("network", "epoch"), "1", "training loss (softmax cross-entropy, or the distillation loss where distillation is on; mean over the "
+                   "epoch's training samples)"),
     "train_acc": (("network", "epoch"), "1", "training accuracy during the epoch"),
     "val_acc": (("network", "epoch"), "1", "validation accuracy after the epoch"),
     "grad_cosine": (("network", "epoch"), "1",
-                    "cosine similarity of the hidden layers' weight gradient used with the exact-derivative one "
-                    "(last batch)"),
+                    "cosine similarity of the gradient of the hidden layers' weights and biases used with the "
+                    "exact-derivative one (last batch)"),
     "deriv_rel_err": (("network", "epoch"), "1",
                       "median relative error of the activation-derivative estimates (last batch)"),
     "test_acc": (("network",), "1", "test accuracy after training"),
