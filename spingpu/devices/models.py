@@ -402,27 +402,50 @@ def get_model(name, *, iv_csv=None, iv_table=None, **nominal):
 
 # Currents at which a registered model's derivative is checked: 1.2 uA to 1.2 mA, both signs, at
 # non-round values (a piecewise model's breakpoints are likely round), and the relative agreement asked.
-DERIVATIVE_CHECK_CURRENTS_A = np.outer([1.0, -1.0], 1.234567e-6 * 10.0 ** (np.arange(7) / 2)).ravel()
+DERIVATIVE_CHECK_CURRENTS_A = np.outer([1.0, -1.0], 1.234567e-6 * 10.0 ** (np.arange(11) / 2)).ravel()
 DERIVATIVE_RTOL = 1e-4
 _RELATIVE_STEP = 1e-5  # of the current: truncation ~1e-10 x I^2 V'''/V' relative, rounding ~1e-11 x V/(I V')
 
 
-def derivative_mismatch(model, currents=DERIVATIVE_CHECK_CURRENTS_A):
-    """(current, dV/dI of the model, central difference of V) at the first of ``currents`` (A) where
-    the model's dV/dI at its nominal parameters differs from (V(I + h) - V(I - h)) / 2h, h = 1e-5 |I|,
-    by more than DERIVATIVE_RTOL of the largest of |dV/dI|, the difference and |V / I|; None where
-    they agree (points where any of these is not finite are skipped)."""
-    currents = np.asarray(currents, dtype=np.float64)
+def derivative_check_rows(model):
+    """Parameter rows at which :func:`derivative_mismatch` checks a model: the nominal one, then each
+    parameter moved alone one unit spread either side (lognormal: x e^-1 and x e^1; normal: -+ its
+    spread scale), where the value stays in the parameter's range."""
+    rows = [np.array(model.nominal, dtype=np.float64)]
+    for k, p in enumerate(model.parameters):
+        if p.distribution == "lognormal":
+            moved = (p.nominal * math.exp(-1.0), p.nominal * math.exp(1.0))
+        else:
+            moved = (p.nominal - p.scale, p.nominal + p.scale)
+        for value in moved:
+            try:
+                p.check(value)
+            except ConfigError:
+                continue
+            row = rows[0].copy()
+            row[k] = value
+            rows.append(row)
+    return np.array(rows)
+
+
+def derivative_mismatch(model, currents=DERIVATIVE_CHECK_CURRENTS_A, rows=None):
+    """(current, parameter row, dV/dI of the model, central difference of V) at the first of
+    ``currents`` (A) and parameter ``rows`` (default :func:`derivative_check_rows`) where the
+    model's dV/dI differs from (V(I + h) - V(I - h)) / 2h, h = 1e-5 |I|, by more than
+    DERIVATIVE_RTOL of the largest of |dV/dI|, the difference and |V / I|; None where they agree
+    (points where any of these is not finite are skipped)."""
+    rows = derivative_check_rows(model) if rows is None else np.atleast_2d(np.asarray(rows, dtype=np.float64))
+    currents = np.asarray(currents, dtype=np.float64)[:, None]
     up, down = currents + _RELATIVE_STEP * np.abs(currents), currents - _RELATIVE_STEP * np.abs(currents)
-    v, d = model.iv(currents)
-    difference = (model.iv(up)[0] - model.iv(down)[0]) / (up - down)
+    v, d = model.iv(currents, rows)
+    difference = (model.iv(up, rows)[0] - model.iv(down, rows)[0]) / (up - down)
     with np.errstate(all="ignore"):
         scale = np.maximum(np.maximum(np.abs(d), np.abs(difference)), np.abs(v / currents))
         bad = np.isfinite(scale) & np.isfinite(d) & (np.abs(difference - d) > DERIVATIVE_RTOL * scale)
     if not bad.any():
         return None
-    k = int(np.argmax(bad))
-    return float(currents[k]), float(d[k]), float(difference[k])
+    i, r = np.unravel_index(int(np.argmax(bad.T.ravel())), bad.T.shape)[::-1]  # the first row, then current
+    return float(currents[i, 0]), rows[r], float(d[i, r]), float(difference[i, r])
 
 
 def register_model(name, voltage, parameters, *, dvdi=None, description="", replace=False, check_derivative=True):
@@ -436,10 +459,13 @@ def register_model(name, voltage, parameters, *, dvdi=None, description="", repl
     ``cmath`` functions, not ``math.*``.
     The model is compiled for the CPU and, as a CUDA device function, for the GPU like a built-in.
 
-    At the nominal parameters the model's dV/dI (``dvdi``, or the complex-step derivative) must
-    equal a central difference of ``voltage`` to 1e-4 relative at 14 currents from +-1.2 uA to
-    +-1.2 mA (:func:`derivative_mismatch`); a derivative that does not is refused, because training
-    would then compare the measured finite difference with a wrong exact derivative. Pass
+    The model's dV/dI (``dvdi``, or the complex-step derivative) must equal a central difference of
+    ``voltage`` to 1e-4 relative at 22 currents from +-1.2 uA to +-120 mA, at the nominal parameters
+    and with each parameter moved alone by one unit spread either side (:func:`derivative_mismatch`);
+    a derivative that does not is refused, because training would then compare the measured finite
+    difference with a wrong exact derivative. (The complex step fails silently where a power ``x**n``
+    has a negative base: Numba computes it through exp and log, whose rounding swamps the step;
+    write it as a product, ``x * x * x``.) Pass
     ``check_derivative=False`` for a ``dvdi`` that is deliberately not ``voltage``'s derivative.
     """
     import numba
@@ -495,12 +521,15 @@ def register_model(name, voltage, parameters, *, dvdi=None, description="", repl
         raise ConfigError("voltage", f"model {name!r} is not finite at the nominal parameters near I = 0")
     mismatch = derivative_mismatch(model) if check_derivative else None
     if mismatch is not None:
-        current, got, difference = mismatch
+        current, row, got, difference = mismatch
         how, hint = (("dvdi gives", "pass check_derivative=False if that is intended") if dvdi is not None else
                      ("the complex-step derivative gives", "voltage must be analytic in a complex current: "
-                      "abs(), comparisons, min/max and math.* break the complex step; or give dvdi"))
+                      "abs(), comparisons, min/max and math.* break the complex step, and so does a power "
+                      "x**n of a negative x (write x * x * x); or give dvdi"))
+        moved = [f"{p.name}={value:.4g}" for p, value, nominal in zip(parameters, row, model.nominal) if value != nominal]
+        where = f" with {moved[0]}" if moved else ""
         raise ConfigError("dvdi" if dvdi is not None else "voltage",
-                          f"model {name!r}: at I = {current:.4g} A {how} {got:.7g} ohm, a central difference of "
-                          f"voltage {difference:.7g} ohm; allowed: within {DERIVATIVE_RTOL:g} relative ({hint})")
+                          f"model {name!r}: at I = {current:.4g} A{where} {how} {got:.7g} ohm, a central difference "
+                          f"of voltage {difference:.7g} ohm; allowed: within {DERIVATIVE_RTOL:g} relative ({hint})")
     _REGISTRY[name] = model
     return model
