@@ -254,7 +254,7 @@ def test_builtin_parameters_have_finite_ranges(name):
 
 def test_stt_compact_is_finite_and_solved_at_every_corner_of_its_ranges():
     """The scalar kernel divides by r_p, v_h^2 and i_c: at the ends of their ranges (and far beyond,
-    where variability may take a junction) it must stay finite, and its V must solve
+    for a kernel called directly) it must stay finite, and its V must solve
     V G(theta(I), V) = I (a Newton solve stopped at its step cap would give a finite, wrong V)."""
     model = get_model("stt_compact")
     current = np.array([-1.0, -4e-4, 0.0, 1e-9, 4e-4, 1.0])
@@ -276,7 +276,8 @@ def test_stt_compact_is_finite_and_solved_at_every_corner_of_its_ranges():
                 for i_c in ends["i_c"]:
                     for spread in (1e-12, 1.0, 1e12):  # a lognormal draw many sigmas out
                         row = np.array([r_p * spread, tmr0 * spread, v_h * spread, 0.1, 3.0, i_c * spread])
-                        v, d = model.iv(current, row)
+                        # the scalar kernel itself: iv refuses a lognormal parameter beyond its range
+                        v, d = np.array([model.scalar(i, *row) for i in current]).T
                         assert np.all(np.isfinite(v)) and np.all(np.isfinite(d)), (row, v, d)
                         assert np.all(residual(v, row) < 1e-9), (row, v, residual(v, row))
 
@@ -352,3 +353,19 @@ def test_a_power_of_a_negative_base_is_refused_and_its_product_form_is_exact():
 @pytest.mark.parametrize("name", ["stt_compact", "macrospin"])
 def test_built_in_models_pass_the_derivative_check(name):
     assert models.derivative_mismatch(get_model(name)) is None
+
+
+@pytest.mark.parametrize("value", [0.0, -1.0, math.inf, math.nan, 2e7])
+def test_iv_refuses_a_lognormal_parameter_beyond_its_range_in_one_line(value):
+    """Sampling clips lognormal parameters into their range, so iv may require it of the rows it is
+    given (r_p = 0 was a division by zero inside the kernel); v_h = inf is allowed (no bias
+    dependence), and a normal parameter, which sampling does not clip, is not checked."""
+    model = get_model("stt_compact")
+    rows = np.tile(model.nominal, (5, 1))
+    rows[3, 0] = value
+    with pytest.raises(ConfigError) as err:
+        model.iv(np.random.default_rng().uniform(-1e-3, 1e-3, 5), rows)
+    assert str(err.value).startswith("params[..., 0] (r_p): ") and "allowed: 1.0 <= value <= 10000000.0" in str(err.value)
+    rows[3, 0], rows[1, 2], rows[2, 3] = 1e3, math.inf, 4.0  # v_h infinite; theta0 beyond pi
+    v, d = model.iv(1e-4, rows)
+    assert np.isfinite(v).all() and np.isfinite(d).all()

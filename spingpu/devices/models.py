@@ -237,11 +237,25 @@ class DeviceModel:
         if params.shape[-1:] != (len(self.parameters),):
             raise ConfigError("params", f"last axis must hold the {len(self.parameters)} parameters "
                                         f"{self.parameter_names}, got shape {params.shape}")
+        self._check_lognormal(params)
         try:
             return current, params, np.broadcast_shapes(current.shape, params.shape[:-1])
         except ValueError:
             raise ConfigError("current", f"shape {current.shape} does not broadcast against the parameters' "
                                          f"{params.shape[:-1]}") from None
+
+    def _check_lognormal(self, params):
+        """ConfigError naming the first lognormal parameter of ``params`` (..., P) outside its range
+        (sampling clips them into it; a normal parameter, not clipped, is not checked)."""
+        for k, p in enumerate(self.parameters):
+            if p.distribution != "lognormal":
+                continue
+            column = params[..., k]
+            low, high = p.low, np.inf if p.high is None else p.high
+            top = np.inf if p.allow_inf else high
+            inside = (column > low if p.low_open else column >= low) & ((column <= high) | (column == top))
+            if not inside.all():
+                p.check(float(column[~inside].flat[0]), f"params[..., {k}] ({p.name})")
 
     def iv(self, current, params=None):
         """Voltage (V) and dV/dI (ohm) at ``current`` (A) for devices with parameters ``params``.
