@@ -220,7 +220,7 @@ def check_fused(rng, device, sim):
     from spingpu import Readout, Variability
     from spingpu.kernels.fused_cuda import fused_cuda_layout
     from spingpu.devices import get_model
-    from spingpu.devices.tabulated import ExtrapolationWarning
+    from spingpu.errors import ExtrapolationWarning
     from spingpu.training import TrainConfig, train
     from spingpu.training.cuda_engine import FusedCudaRun, fused_cuda_kernel
 

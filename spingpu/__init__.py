@@ -15,11 +15,12 @@ from .backends import Backend, available_backends, get_backend
 from .devices import (DeviceModel, Parameter, Readout, Variability, available_models, get_model,
                       junction_curves, register_model, sample_layer)
 from .datasets import Dataset, from_arrays, from_splits, load_dataset
-from .errors import ConfigError, SpingpuWarning
+from .errors import (CoarseTimeStepWarning, ConfigError, ExtrapolationWarning, SpingpuWarning,
+                     UnusedSettingWarning)
 from .studies import load_study, open_results
 from .training import Distillation, PairNeuron, Schedule, TrainConfig, train
 
-__all__ = ["Backend", "ConfigError", "Dataset", "DeviceModel", "Distillation", "PairNeuron", "Parameter",
+__all__ = ["Backend", "CoarseTimeStepWarning", "ConfigError", "Dataset", "ExtrapolationWarning", "UnusedSettingWarning", "DeviceModel", "Distillation", "PairNeuron", "Parameter",
            "Readout", "Schedule", "SpingpuWarning", "TrainConfig", "Variability", "__version__", "available_backends",
            "available_models", "from_arrays", "from_splits", "get_backend", "get_model", "junction_curves", "load_dataset",
            "register_model",

@@ -45,6 +45,9 @@ class Backend:
 
     def __post_init__(self):
         put = lambda key, value: object.__setattr__(self, key, value)  # noqa: E731 (frozen)
+        if self.name == "auto":
+            raise ConfigError("backend", f"'auto' is a choice made by name (train(backend='auto'), get_backend('auto')), "
+                                         f"not a Backend; allowed for a Backend: {', '.join(BACKENDS)}")
         if not isinstance(self.name, str) or self.name not in BACKENDS:
             raise ConfigError("backend", f"{_short(self.name)}; allowed: auto, {', '.join(BACKENDS)}")
         if not isinstance(self.simulator, bool):
@@ -62,7 +65,7 @@ class Backend:
         if self.name != "cuda":
             given = [f.name for f in fields(self) if f.name in CUDA_SETTINGS and getattr(self, f.name) != f.default]
             if given:
-                from .training.config import UnusedSettingWarning
+                from .errors import UnusedSettingWarning
 
                 verb, it = ("have", "them") if len(given) > 1 else ("has", "it")
                 warnings.warn(f"{', '.join(given)}: {verb} no effect on the {self.name} backend (CUDA settings); "

@@ -25,8 +25,22 @@ class ConfigError(ValueError):
 
 
 class SpingpuWarning(UserWarning):
-    """A result computed, but less accurately than asked; ``str`` is one line "<field>: <what>"
-    (``spingpu`` commands print it as ``spingpu <command>: warning: ...``)."""
+    """Something to know about a result or a setting, which did not stop the work; ``str`` is one
+    line "<field>: <what>" (``spingpu`` commands print it as ``spingpu <command>: warning: ...``).
+    The subclasses below say which kind; ``warnings.filterwarnings`` takes any of them."""
+
+
+class UnusedSettingWarning(SpingpuWarning):
+    """A setting given a value other than its default has no effect in this configuration."""
+
+
+class ExtrapolationWarning(SpingpuWarning):
+    """Currents asked for beyond a tabulated curve's range, where V(I) is the table's end tangent
+    continued linearly (dV/dI constant), not a measured or simulated value."""
+
+
+class CoarseTimeStepWarning(SpingpuWarning):
+    """Some junctions' tables were integrated with a step too coarse for their precession."""
 
 
 def check_range(field, value, low=None, high=None, *, low_open=False, high_open=False, integer=False,

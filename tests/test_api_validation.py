@@ -153,6 +153,11 @@ def test_train_config_stores_converted_values():
     (lambda: Backend("cpu", block_threads=True), "block_threads", ["True", "allowed: a multiple of 32 from 32 to 256"]),
     (lambda: Backend("cpu", min_blocks_per_sm=2.5), "min_blocks_per_sm", ["expected an integer"]),
     (lambda: Backend(None), "backend", ["None", "allowed: auto, numpy, cpu, cuda"]),
+    (lambda: Backend("auto"), "backend", ["'auto' is a choice made by name", "allowed for a Backend: numpy, cpu, cuda"]),
+    (lambda: Schedule("constant", gamma=0.5), "lr_schedule gamma",
+     ["0.5 has no effect on the constant schedule (only step and exp take gamma); leave it at 1.0"]),
+    (lambda: Schedule("exp", every=3), "lr_schedule every", ["3 has no effect on the exp schedule (only step takes every)"]),
+    (lambda: TrainConfig(dtype=None), "dtype", ["None; allowed: float32, float64"]),
     (lambda: Backend("cpu", simulator="yes"), "simulator", ["expected True or False"]),
 ])
 def test_bad_nested_configuration(make, field, words):
@@ -171,7 +176,7 @@ def test_nested_configuration_stores_converted_values():
 
 
 def test_cuda_settings_of_another_backend_are_warned_of():
-    from spingpu.training.config import UnusedSettingWarning
+    from spingpu import UnusedSettingWarning
 
     with pytest.warns(UnusedSettingWarning) as caught:
         Backend("cpu", gpu_memory_bytes=10**9, cuda_engine="fused")
@@ -198,8 +203,9 @@ def test_cuda_settings_of_another_backend_are_warned_of():
     (dict(networks=[1, [2]]), "networks", ["expected integer network indices, got dtype object"]),
     (dict(n_networks=2, networks=[0, 1, 2]), "n_networks", ["2 does not match the 3 networks given"]),
     (dict(), "networks", ["give n_networks or networks"]),
-    (dict(n_networks=0), "networks", ["0 is out of range"]),
-    (dict(n_networks=2.5), "networks", ["expected an integer"]),
+    (dict(n_networks=0), "n_networks", ["0 is out of range"]),
+    (dict(n_networks=2.5), "n_networks", ["expected an integer"]),
+    (dict(n_networks=2, progress="yes"), "progress", ["expected True or False, got 'yes'"]),
     (dict(n_networks=2, model=5), "model", ["expected a device model or its name", "got int 5"]),
     (dict(n_networks=2, model="nope"), "model", ["unknown device model 'nope'"]),
     (dict(n_networks=2, backend=3), "backend", ["expected a backend name", "got int 3"]),
@@ -340,7 +346,8 @@ def test_api_calls_with_wrong_kinds_of_argument_are_config_errors():
                                                                "fd_symmetric)"),
 ])
 def test_a_setting_that_does_nothing_is_warned_of_in_one_line(iris, change, message):
-    from spingpu.training.config import UnusedSettingWarning, unused_settings
+    from spingpu import UnusedSettingWarning
+    from spingpu.training.config import unused_settings
 
     config = dataclasses.replace(CONFIG, **change)
     with pytest.warns(UnusedSettingWarning) as record:

@@ -48,7 +48,7 @@ CASES = {
 }
 
 
-@pytest.mark.filterwarnings("ignore::spingpu.training.config.UnusedSettingWarning")  # digital cases share MTJ settings
+@pytest.mark.filterwarnings("ignore::spingpu.UnusedSettingWarning")  # digital cases share MTJ settings
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_fused_cuda_kernel_equals_fused_cpu_engine(blobs, case):
     kw = dict(hidden=(6,), epochs=2, lr=0.05, seed=7, variability=VAR)
@@ -284,7 +284,7 @@ def test_bad_backend_settings(bad, message):
 BATCHED = Backend("cuda", simulator=True, cuda_engine="batched")
 
 
-@pytest.mark.filterwarnings("ignore::spingpu.training.config.UnusedSettingWarning")  # digital cases share MTJ settings
+@pytest.mark.filterwarnings("ignore::spingpu.UnusedSettingWarning")  # digital cases share MTJ settings
 @pytest.mark.parametrize("mode, dtype, rtol, optimizer", [
     ("fd_forward", "float64", 1e-10, "adam"), ("fd_symmetric", "float64", 1e-10, "momentum"),
     ("model", "float32", 2e-5, "sgd"), ("sigmoid", "float32", 2e-5, "adam"), ("relu", "float32", 2e-5, "momentum")])
@@ -320,7 +320,7 @@ def test_the_batched_cpu_and_cuda_engines_take_the_same_steps(blobs, monkeypatch
             np.testing.assert_array_equal(cpu[name].values, gpu[name].values, err_msg=name)
 
 
-@pytest.mark.filterwarnings("ignore::spingpu.devices.tabulated.ExtrapolationWarning")  # counted, and compared
+@pytest.mark.filterwarnings("ignore::spingpu.ExtrapolationWarning")  # counted, and compared
 def test_both_cuda_engines_train_a_tabulated_model_as_the_cpu_engines(blobs):
     from spingpu.devices.tabulated import tabulated_model
 

@@ -488,7 +488,7 @@ def test_a_stop_during_the_tables_acts_after_the_running_call(monkeypatch):
     assert len(calls) == 2  # of 12 / (threads / 5 currents, at least 1) calls
 
 
-@pytest.mark.filterwarnings("ignore::spingpu.devices.tabulated.ExtrapolationWarning")  # counted, and compared
+@pytest.mark.filterwarnings("ignore::spingpu.ExtrapolationWarning")  # counted, and compared
 @pytest.mark.parametrize("grad_mode", ["fd_forward", "model"])
 def test_engines_train_macrospin_identically(blobs, grad_mode):
     from spingpu.training.batched_engine import BatchedCpuEngine
@@ -615,7 +615,7 @@ def test_precession_per_step_takes_the_largest_efficiency_over_the_angle(eta_for
 def test_sampled_junctions_too_fast_for_dt_are_warned_of_not_refused():
     """Nominal 0.89 rad per step is allowed; rows with 1.2 and 3.5 times its Ms turn faster than
     1 rad (one beyond RK4's 2.83) and get tables with a one-line warning naming the dt that fits."""
-    from spingpu.devices.macrospin import CoarseTimeStepWarning
+    from spingpu import CoarseTimeStepWarning
 
     model = get_model("macrospin", ms=2.5e6, table_points=5, settle_time=0.1e-9, average_time=0.05e-9)
     rows = np.repeat(model.nominal[None], 4, axis=0)

@@ -223,7 +223,7 @@ def test_store_equals_spingpu_train_of_each_cell(det):
                                   equal_nan=expected[name].dtype.kind == "f"), (sel, name)
 
 
-@pytest.mark.filterwarnings("ignore::spingpu.training.config.UnusedSettingWarning")  # train_cell of the copied cells
+@pytest.mark.filterwarnings("ignore::spingpu.UnusedSettingWarning")  # train_cell of the copied cells
 def test_cells_that_train_alike_are_trained_once_and_stored_as_what_training_gives(tmp_path, shared_scheduler):
     """model and tanh cells ignore delta_i: of the 6 cells, 2 repeat another's training and are
     stored as copies of it, equal bit for bit to spingpu.train of each cell on its own."""
@@ -1540,7 +1540,7 @@ sigma_d2d = 0.3
      "model.params.v_h", "0.5")])
 def test_a_value_both_set_and_swept_is_warned_of_once(tmp_path, text, key, fixed):
     """Every cell takes the sweep's values; the fixed one, shown in the study's text, is used by none."""
-    from spingpu.training.config import UnusedSettingWarning
+    from spingpu import UnusedSettingWarning
 
     with pytest.warns(UnusedSettingWarning) as caught:
         study = load_study(write(tmp_path / "s.toml", text))

@@ -8,6 +8,7 @@ take a few seconds.
 import hashlib
 import json
 import os
+import re
 import shutil
 import warnings
 from pathlib import Path
@@ -439,3 +440,9 @@ def test_a_data_file_path_that_a_sweep_replaces_does_not_tie_the_digest_to_the_f
     assert load_study(tmp_path / "b" / "study.toml").digest == study.digest
     write_iv(tmp_path / "b" / "b.csv", rng)
     assert load_study(tmp_path / "b" / "study.toml").digest != study.digest
+
+
+@pytest.mark.parametrize("path", [3, None, ["study.toml"]])
+def test_load_study_of_what_is_not_a_path_is_one_line(path):
+    with pytest.raises(ConfigError, match=rf"^study: expected the path of a study .toml file, got {re.escape(repr(path))}$"):
+        load_study(path)

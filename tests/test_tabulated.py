@@ -445,7 +445,7 @@ def test_beyond_table_is_where_the_curve_is_the_end_tangent(tab):
     assert not get_model("stt_compact").beyond_table(rng.uniform(-1, 1, 50)).any()  # closed form
 
 
-@pytest.mark.filterwarnings("ignore::spingpu.training.config.UnusedSettingWarning")  # the tanh case
+@pytest.mark.filterwarnings("ignore::spingpu.UnusedSettingWarning")  # the tanh case
 @pytest.mark.parametrize("grad_mode", ["fd_forward", "fd_single", "fd_symmetric", "model", "oracle", "tanh"])
 def test_training_counts_the_readings_beyond_the_table(grad_mode, make_blobs):
     """``extrapolated_readings``: 0 with a table that holds every current, exactly 1 with one that
@@ -455,7 +455,7 @@ def test_training_counts_the_readings_beyond_the_table(grad_mode, make_blobs):
     import warnings
 
     from spingpu import Readout
-    from spingpu.devices.tabulated import ExtrapolationWarning
+    from spingpu import ExtrapolationWarning
     from spingpu.training import TrainConfig, train
     from spingpu.training.batched_engine import BatchedCpuEngine
     from spingpu.training.trainer import _train_batched, extrapolated_fraction

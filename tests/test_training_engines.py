@@ -40,7 +40,7 @@ CASES = {
 }
 
 
-@pytest.mark.filterwarnings("ignore::spingpu.training.config.UnusedSettingWarning")  # digital cases share MTJ settings
+@pytest.mark.filterwarnings("ignore::spingpu.UnusedSettingWarning")  # digital cases share MTJ settings
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_fused_engine_equals_numpy_reference_in_float64(blobs, case):
     kw = dict(hidden=(6,), epochs=4, lr=0.05, seed=7, dtype="float64",
@@ -164,7 +164,7 @@ def test_bad_config_names_the_field():
         PairNeuron(delta_i=0)
 
 
-@pytest.mark.filterwarnings("ignore::spingpu.training.config.UnusedSettingWarning")  # digital cases share MTJ settings
+@pytest.mark.filterwarnings("ignore::spingpu.UnusedSettingWarning")  # digital cases share MTJ settings
 @pytest.mark.parametrize("case", ["fd_forward-noise-adam-full", "fd_single-johnson-momentum-batch",
                                   "fd_symmetric-adc-dac-sgd-step", "model-bridge-cosine-decay", "tanh"])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
@@ -330,7 +330,7 @@ def test_config_units_name_real_fields_and_every_physical_field_has_one(blobs):
             assert f"{section}.{name}" in units or f"{section}.{name}" in words_and_counts, name
 
 
-@pytest.mark.filterwarnings("ignore::spingpu.training.config.UnusedSettingWarning")
+@pytest.mark.filterwarnings("ignore::spingpu.UnusedSettingWarning")
 @pytest.mark.parametrize("backend, width, grad, counts", [
     ("cpu", 8, "fd_forward", (100, 300)), ("cpu", 8, "tanh", (100, 300)), ("cpu", 70, "fd_forward", (6, 18)),
     ("numpy", 8, "fd_forward", (6, 18))], ids=["fused", "fused-tanh", "batched", "numpy"])

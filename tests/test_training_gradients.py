@@ -201,7 +201,7 @@ def test_distillation_loss_gradient_matches_finite_difference():
         assert dlogits[idx] == pytest.approx(fd, rel=1e-6, abs=1e-10)
 
 
-@pytest.mark.filterwarnings("ignore::spingpu.training.config.UnusedSettingWarning")  # digital cases share MTJ settings
+@pytest.mark.filterwarnings("ignore::spingpu.UnusedSettingWarning")  # digital cases share MTJ settings
 def test_training_reduces_loss_in_every_mode():
     from spingpu.training import train
 

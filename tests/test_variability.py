@@ -416,11 +416,32 @@ def test_variability_stores_converted_values():
     assert var.correlation == {("r_p", "v_h"): 0.0}
 
 
-@pytest.mark.parametrize("model, variability, field", [(MODEL, None, "variability"), ("stt_compact", Variability(), "model")])
+@pytest.mark.parametrize("model, variability, field", [(MODEL, None, "variability"), (3, Variability(), "model"),
+                                                         ("stt_compactt", Variability(), "model")])
 def test_sample_layer_checks_its_arguments(model, variability, field):
     with pytest.raises(ConfigError) as err:
         sample_layer(model, variability, 0, np.arange(2), 0, 1)
     assert err.value.field == field
+
+
+def test_a_frozen_variabilitys_mappings_cannot_be_changed_and_it_pickles_and_hashes():
+    """A Variability is frozen: its mappings too, so that no value skips the checks made when it was
+    built (a negative spread put into per_parameter afterwards made every network diverge)."""
+    import dataclasses
+    import pickle
+
+    var = Variability(sigma_d2d=0.1, per_parameter={"r_p": (0, 0.1, 0.01)}, correlation={("r_p", "tmr0"): 0.3})
+    for change in (lambda: var.per_parameter.__setitem__("r_p", (50.0, -3.0, math.nan)),
+                   lambda: var.correlation.update({("r_p", "tmr0"): 2.0}), lambda: var.per_parameter.pop("r_p"),
+                   lambda: var.correlation.clear()):
+        with pytest.raises(TypeError, match="cannot be changed"):
+            change()
+    assert var.per_parameter == {"r_p": (0.0, 0.1, 0.01)} and var.correlation == {("r_p", "tmr0"): 0.3}
+    copy = pickle.loads(pickle.dumps(var))
+    assert copy == var and hash(copy) == hash(var) and type(copy.per_parameter) is type(var.per_parameter)
+    assert dataclasses.asdict(var)["per_parameter"] == {"r_p": (0.0, 0.1, 0.01)}
+    assert np.array_equal(sample_layer("stt_compact", var, 5, np.arange(3), 0, 2),
+                          sample_layer(MODEL, var, 5, np.arange(3), 0, 2))  # a model by name too
 
 
 # --- spreads that do not follow a swept nominal; bounded positive parameters ------------------
@@ -509,3 +530,13 @@ def test_junction_curves_checks_its_arguments_and_takes_a_model_by_name():
         with pytest.raises(ConfigError) as err:
             junction_curves(*args)
         assert str(err.value).startswith(message), (message, str(err.value))
+    curves = junction_curves(model, params[:, 0], seed=5)
+    for shape in [(2, 3), (4, 2, 1)]:  # a 2-D grid would broadcast against the (samples, 2) pairs: refused
+        for method in (curves, curves.beyond_table):
+            with pytest.raises(ConfigError, match=rf"^current: expected a number or a 1-D array of currents \(A\), "
+                                                  rf"got shape \({shape[0]}, {shape[1]}"):
+                method(np.zeros(shape))
+    assert curves(1e-4)[0].shape == (4, 2, 1) and curves(current)[0].shape == (4, 2, 7)
+    no_bias = params[:, 0].copy()
+    no_bias[..., model.parameter_names.index("v_h")] = np.inf  # allowed: no bias dependence
+    assert np.isfinite(junction_curves(model, no_bias, seed=5)(current)[0]).all()

@@ -166,7 +166,8 @@ def _warn_extrapolation(model, current, nominal_beyond, sampled_beyond):
     ``sampled_beyond`` (samples, 2, points) of the sampled ones, each beyond its own table."""
     import warnings
 
-    from ..devices.tabulated import ExtrapolationWarning, table_current_range
+    from ..devices.tabulated import table_current_range
+    from ..errors import ExtrapolationWarning
 
     table = table_current_range(model)
     if table is None or not (nominal_beyond.any() or sampled_beyond.any()):

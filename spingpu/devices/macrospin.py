@@ -40,7 +40,7 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
-from ..errors import ConfigError, SpingpuWarning, check_range
+from ..errors import CoarseTimeStepWarning, ConfigError, check_range
 from ..progress import progress_bar
 from ..signals import stop_point
 from ..kernels import macrospin as _k
@@ -212,10 +212,6 @@ def _check_time_step(nominal, settings):
         raise ConfigError("param dt", f"{settings.dt:.3g} s turns the nominal junction's fastest precession by "
                                       f"{angle:.3g} rad per step; allowed: at most {limit:g} rad, "
                                       f"dt <= {_fitting_dt(settings.dt, angle):.3g} s")
-
-
-class CoarseTimeStepWarning(SpingpuWarning):
-    """Some junctions' tables were integrated with a step too coarse for their precession."""
 
 
 def _warn_coarse_time_step(params, settings):

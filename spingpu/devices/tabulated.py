@@ -16,18 +16,15 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConfigError, SpingpuWarning, check_items
+from .. import errors as _errors
+from ..errors import ConfigError, check_items
 from ..kernels.tabulated import beyond_tabulated
 from ..kernels.tabulated import tabulated as _tabulated_scalar
 from .models import DeviceModel, Parameter
 
+ExtrapolationWarning = _errors.ExtrapolationWarning  # where it was defined before spingpu.errors (filters name it so)
 MIN_POINTS = 4
 MAX_ABS_CURRENT = 1.0  # A: far beyond any junction's (a table in other units is said to be)
-
-
-class ExtrapolationWarning(SpingpuWarning):
-    """Currents asked for beyond a tabulated curve's range, where V(I) is the table's end tangent
-    continued linearly (dV/dI constant), not a measured or simulated value."""
 
 
 def table_current_range(model):

@@ -29,6 +29,23 @@ MAX_SIGMA = 2.0  # a log-spread of 2 already spans a factor 50 at one standard d
 LEVELS = ("chip", "d2d", "pair")
 
 
+class FrozenMapping(dict):
+    """A dict that refuses changes once made: the mapping fields of a frozen configuration, so that
+    a value cannot skip the checks made when it was built. Hashable; pickles and copies as itself."""
+
+    def _refuse(self, *args, **kwargs):
+        raise TypeError("this mapping of a frozen configuration cannot be changed; make a new one "
+                        "(dataclasses.replace) with the values wanted")
+
+    __setitem__ = __delitem__ = __ior__ = clear = pop = popitem = setdefault = update = _refuse
+
+    def __hash__(self):
+        return hash(frozenset(self.items()))
+
+    def __reduce__(self):
+        return type(self), (dict(self),)
+
+
 @dataclass(frozen=True)
 class Variability:
     """Spreads of every junction parameter, per level, and correlations between parameters.
@@ -36,7 +53,8 @@ class Variability:
     ``sigma_chip``, ``sigma_d2d`` and ``sigma_pair`` apply to every parameter (standard deviations
     of ln p for lognormal parameters, about the relative spread while small; multiples of the
     parameter's ``spread_scale`` for normal ones).
-    ``per_parameter`` maps a parameter name to its own ``(chip, d2d, pair)`` spreads.
+    ``per_parameter`` maps a parameter name to its own ``(chip, d2d, pair)`` spreads. Both mappings
+    are stored read-only (a Variability, like every configuration object, is frozen).
     ``correlation`` maps a pair of parameter names (a, b) to the correlation rho in (-1, 1) of
     their draws x at each level (chip, neuron, member). The correlation of the junctions' ln p_a
     and ln p_b (of p for normal parameters) is then
@@ -68,7 +86,7 @@ class Variability:
             spreads = check_items(f"per_parameter.{name}", spreads, 3, "three spreads (chip, d2d, pair)")
             per_parameter[name] = tuple(check_range(f"per_parameter.{name}.{level}", s, 0.0, MAX_SIGMA)
                                         for level, s in zip(LEVELS, spreads))
-        put("per_parameter", per_parameter)
+        put("per_parameter", FrozenMapping(per_parameter))
         if not isinstance(self.correlation, Mapping):
             raise ConfigError("correlation", "expected a mapping of (name, name) pairs to correlation coefficients, "
                                              f"got {_short(self.correlation)}")
@@ -82,7 +100,7 @@ class Variability:
                                                                       "pair once")
             correlation[pair] = check_range(f"correlation.{pair[0]}.{pair[1]}", rho, -1.0, 1.0,
                                             low_open=True, high_open=True)
-        put("correlation", correlation)
+        put("correlation", FrozenMapping(correlation))
 
     @property
     def is_zero(self):
@@ -186,10 +204,12 @@ def sample_layer(model, variability, seed, networks, layer, n_units):
     as it would among all of them); ``layer`` in 0..255 is the hidden layer; member 0 is junction
     A of the pair, member 1 junction B.
     """
-    from .models import DeviceModel
+    from .models import DeviceModel, get_model
 
-    if not isinstance(model, DeviceModel):
-        raise ConfigError("model", f"expected a device model (spingpu.get_model), got {_short(model)}")
+    if isinstance(model, str):
+        model = get_model(model)
+    elif not isinstance(model, DeviceModel):
+        raise ConfigError("model", f"expected a device model or its name (spingpu.get_model), got {_short(model)}")
     if not isinstance(variability, Variability):
         raise ConfigError("variability", f"expected a spingpu.Variability, got {_short(variability)}")
     seed = check_seed(seed)
@@ -236,13 +256,21 @@ def junction_curves(model, params, seed, *, progress=False):
             or params.shape[1:] != (2, len(model.parameters)) or params.shape[0] < 1):
         shape = params.shape if isinstance(params, np.ndarray) else type(params).__name__
         raise ConfigError("params", f"expected {expected} (one unit of sample_layer's (N, U, 2, P)), got {shape}")
-    if not np.isfinite(params).all():
-        raise ConfigError("params", f"expected finite values, found {params[~np.isfinite(params)][0]}")
+    may_be_inf = np.array([p.allow_inf for p in model.parameters])
+    bad = ~np.isfinite(params) & ~(may_be_inf & (params == np.inf))
+    if bad.any():
+        raise ConfigError("params", f"expected finite values, found {params[bad][0]}")
     kernel_model, (rows,) = model.bind([params[:, None]], seed, np.arange(params.shape[0]), progress=progress)
     rows = rows[:, 0, :, None, :]  # (samples, 2, 1, row)
 
-    def curves(current):
-        return kernel_model.iv(current, rows)
+    def currents(current):
+        if np.ndim(current) > 1:
+            raise ConfigError("current", f"expected a number or a 1-D array of currents (A), got shape "
+                                         f"{np.shape(current)}")
+        return current
 
-    curves.beyond_table = lambda current: kernel_model.beyond_table(current, rows)
+    def curves(current):
+        return kernel_model.iv(currents(current), rows)
+
+    curves.beyond_table = lambda current: kernel_model.beyond_table(currents(current), rows)
     return curves

@@ -176,6 +176,8 @@ class Cell:
 
 def load_study(path):
     """Parse and validate a study file; raise ConfigError naming the file and key."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise ConfigError("study", f"expected the path of a study .toml file, got {path!r}")
     path = Path(path)
     if path.is_dir():
         raise ConfigError("study", f"{path} is a folder, expected a study .toml file")
@@ -657,7 +659,7 @@ def _check_not_fixed_and_swept(study, path):
     fixed one is used nowhere though the study's text shows it. A warning, where
     :func:`_check_settings_used` refuses a setting no cell needs: study files write the value a
     swept key takes when it is not swept. ``dataset.name`` is required in its table, swept or not."""
-    from ..training.config import UnusedSettingWarning
+    from ..errors import UnusedSettingWarning
 
     for axis in study.axes:
         *tables, name = axis.key.split(".")

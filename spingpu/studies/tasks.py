@@ -9,7 +9,7 @@ from functools import lru_cache
 import numpy as np
 
 from ..errors import SpingpuWarning
-from ..training.config import UnusedSettingWarning
+from ..errors import UnusedSettingWarning
 from ..training.results import VARIABLES, engine_code
 
 _CELLS = {}  # per worker process: built cells and teachers' logits, reused by later tasks

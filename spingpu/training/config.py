@@ -19,7 +19,10 @@ import numbers
 import numpy as np
 
 from ..devices import Readout, Variability
-from ..errors import ConfigError, SpingpuWarning, _short, check_choice, check_items, check_range
+from .. import errors as _errors
+from ..errors import ConfigError, _short, check_choice, check_items, check_range
+
+UnusedSettingWarning = _errors.UnusedSettingWarning  # where it was defined before spingpu.errors (filters name it so)
 
 FD_MODES = ("fd_forward", "fd_single", "fd_symmetric")  # the finite-difference ones, which take a step dI
 MTJ_MODES = FD_MODES + ("model", "oracle")
@@ -99,6 +102,12 @@ class Schedule:
         check_choice("lr_schedule", self.kind, ("constant", "step", "exp", "cosine"))
         _put(self, "every", check_range("lr_schedule every", self.every, 1, 10**9, integer=True))
         _put(self, "gamma", check_range("lr_schedule gamma", self.gamma, 0.0, 1.0, low_open=True))
+        for name, default, kinds in (("every", 1, ("step",)), ("gamma", 1.0, ("step", "exp"))):
+            value = getattr(self, name)
+            if self.kind not in kinds and value != default:  # ignored, and lost from the schedule's text
+                raise ConfigError(f"lr_schedule {name}", f"{value!r} has no effect on the {self.kind} schedule (only "
+                                                         f"{' and '.join(kinds)} {'take' if len(kinds) > 1 else 'takes'} "
+                                                         f"{name}); leave it at {default}")
 
     def factor(self, epoch, epochs):
         if self.kind == "step":
@@ -199,7 +208,7 @@ class TrainConfig:
         if self.distillation is not None:
             _check_type("distillation", self.distillation, Distillation, "a Distillation or None")
         _put(self, "seed", check_range("seed", self.seed, 0, 2**64 - 1, integer=True))
-        if not isinstance(self.dtype, str):  # numpy.float32, numpy.dtype("float64"): their names
+        if self.dtype is not None and not isinstance(self.dtype, str):  # numpy.float32, numpy.dtype("float64")
             try:
                 _put(self, "dtype", np.dtype(self.dtype).name)
             except TypeError:
@@ -262,10 +271,6 @@ def unmet_needs(config, key):
 def needs_text(names):
     """The needs ``names`` in words, joined by "and"."""
     return " and ".join(NEEDS[name][1] for name in names)
-
-
-class UnusedSettingWarning(SpingpuWarning):
-    """A setting given a value other than its default has no effect in this configuration."""
 
 
 def setting_value(config, key):

@@ -21,7 +21,8 @@ from ..kernels import streams
 from ..kernels.network import n_weights
 from ..progress import progress_bar, status
 from ..signals import deferred_interrupts
-from .config import CONFIG_UNITS, TrainConfig, UnusedSettingWarning, unused_settings
+from ..errors import UnusedSettingWarning
+from .config import CONFIG_UNITS, TrainConfig, unused_settings
 from .numpy_engine import NoiseSource, NumpyEngine
 from .results import make_results
 
@@ -42,6 +43,8 @@ def train(dataset, config: TrainConfig, *, n_networks=None, networks=None, model
 
     dataset, config, networks, model, backend, teacher_logits = check_inputs(
         dataset, config, n_networks, networks, model, backend, teacher_logits)
+    if not isinstance(progress, bool):
+        raise ConfigError("progress", f"expected True or False, got {progress!r}")
     for key, value, needs in unused_settings(config):
         warnings.warn(f"{key}: {value} has no effect: it needs {needs}", UnusedSettingWarning, stacklevel=2)
 
@@ -115,7 +118,7 @@ def extrapolated_fraction(beyond, diverged, config, dataset):
 
 def _warn_extrapolated(fraction, model):
     """ExtrapolationWarning, one line, where networks read junctions beyond their tables."""
-    from ..devices.tabulated import ExtrapolationWarning
+    from ..errors import ExtrapolationWarning
 
     hit = fraction > 0  # NaN: False
     if not hit.any():
@@ -149,7 +152,7 @@ def check_inputs(dataset, config, n_networks=None, networks=None, model=None, ba
         hint = " (TrainConfig(**values))" if isinstance(config, dict) else ""
         raise ConfigError("config", f"expected a spingpu.TrainConfig{hint}, got {type(config).__name__} "
                                     f"{_short(config)}")
-    count = _check_count(n_networks) if networks is None and n_networks is not None else None
+    count = _check_count(n_networks, "n_networks") if networks is None and n_networks is not None else None
     if model is None:
         model = get_model("stt_compact")
     elif isinstance(model, str):
@@ -204,9 +207,9 @@ def _check_networks(n_networks, networks):
     if networks is None:
         if n_networks is None:
             raise ConfigError("networks", "give n_networks or networks")
-        return np.arange(_check_count(n_networks), dtype=np.int64)
+        return np.arange(_check_count(n_networks, "n_networks"), dtype=np.int64)
     array = check_network_indices(networks)
-    if n_networks is not None and _check_count(n_networks) != array.size:
+    if n_networks is not None and _check_count(n_networks, "n_networks") != array.size:
         raise ConfigError("n_networks", f"{n_networks} does not match the {array.size} networks given; give one of them")
     return array
 
@@ -525,7 +528,7 @@ def _one_blas_thread():
     return threadpool_limits(limits=1, user_api="blas")
 
 
-def _check_count(n):
+def _check_count(n, field="networks"):
     from ..errors import check_range
 
-    return check_range("networks", n, 1, 10**9, integer=True)
+    return check_range(field, n, 1, 10**9, integer=True)
