@@ -30,6 +30,8 @@ import math
 
 import numpy as np
 
+from .errors import check_range
+
 CONFIDENCE = 0.95
 
 
@@ -73,7 +75,9 @@ def yield_interval(hits, n, confidence=CONFIDENCE):
     (module doc); (NaN, NaN) for n = 0."""
     from scipy.stats import binomtest
 
-    hits, n = int(hits), int(n)
+    n = check_range("n", n, 0, None, integer=True)
+    hits = check_range("hits", hits, 0, n, integer=True)
+    confidence = check_range("confidence", confidence, 0.0, 1.0, low_open=True, high_open=True)
     if n == 0:
         return math.nan, math.nan
     ci = binomtest(hits, n).proportion_ci(confidence_level=confidence, method="exact")
@@ -85,6 +89,7 @@ def median_interval(values, confidence=CONFIDENCE):
     (NaN, NaN) when there are too few for the confidence level (fewer than 6 at 95 %)."""
     from scipy.stats import quantile_test
 
+    confidence = check_range("confidence", confidence, 0.0, 1.0, low_open=True, high_open=True)
     x = np.asarray(values, dtype=float).ravel()
     x = x[np.isfinite(x)]
     if x.size == 0:

@@ -415,3 +415,36 @@ def test_a_setting_said_to_do_nothing_changes_no_number(iris, base, backend):
     else:  # and so would a digital network's
         results = train(iris, dataclasses.replace(base, grad_mode="relu"), n_networks=2, backend=backend)
         assert not np.array_equal(reference.train_loss, results.train_loss)
+
+
+def test_a_configuration_is_rebuilt_from_its_dict_and_from_a_results_config_attribute(iris):
+    """TrainConfig.from_dict reads back as_dict (and its JSON text, a result's ``config`` attribute):
+    equal configurations, so a result says exactly what trained it; unknown settings are one line."""
+    import json
+
+    from spingpu import Distillation, PairNeuron, Readout, Schedule, Variability
+
+    rng = np.random.default_rng()
+    for _ in range(5):
+        config = TrainConfig(
+            hidden=tuple(int(w) for w in rng.integers(1, 9, rng.integers(1, 4))),
+            grad_mode=str(rng.choice(["fd_forward", "fd_symmetric", "model", "tanh"])), epochs=int(rng.integers(1, 50)),
+            batch_size=None if rng.random() < 0.5 else int(rng.integers(1, 64)), lr=float(rng.uniform(1e-4, 0.1)),
+            lr_schedule=Schedule("exp", gamma=float(rng.uniform(0.5, 1.0))), weight_decay=float(rng.uniform(0, 1e-2)),
+            adam_betas=(float(rng.uniform(0.5, 0.99)), 0.999), seed=int(rng.integers(2**63)),
+            neuron=PairNeuron(readout="bridge", r_ref=float(rng.uniform(500, 2000)), delta_i=float(rng.uniform(1e-6, 1e-4))),
+            variability=Variability(float(rng.uniform(0, 0.1)), float(rng.uniform(0, 0.3)), 0.02,
+                                    per_parameter={"r_p": (0.0, float(rng.uniform(0, 0.2)), 0.0)},
+                                    correlation={("r_p", "tmr0"): float(rng.uniform(-0.9, 0.9))}),
+            readout=Readout(read_noise=float(rng.uniform(0, 1e-2)), adc_bits=int(rng.integers(0, 12))),
+            distillation=None if rng.random() < 0.5 else Distillation(float(rng.uniform(1, 5)), float(rng.uniform(0, 1))),
+            dtype=str(rng.choice(["float32", "float64"])))
+        assert TrainConfig.from_dict(config.as_dict()) == config
+        assert TrainConfig.from_dict(json.dumps(config.as_dict())) == config
+    config = TrainConfig(hidden=(3,), epochs=1, readout=Readout(read_noise=1e-3), lr_schedule="step:2:0.5")
+    results = train(iris, config, n_networks=2, backend="numpy")
+    assert TrainConfig.from_dict(results.attrs["config"]) == config
+    with raises("config.neuron.v_scal", "unknown setting (did you mean 'v_scale'?)"):
+        TrainConfig.from_dict({"neuron": {"v_scal": 1.0}})
+    with raises("config", "expected a mapping (TrainConfig.as_dict()) or its JSON text, got 3"):
+        TrainConfig.from_dict(3)

@@ -152,3 +152,18 @@ def test_median_interval_covers_the_median_of_tied_discrete_accuracies():
     samples = rng.binomial(rows, p, (studies, n)) / rows
     covered = np.mean([lo <= true_median <= hi for lo, hi in map(median_interval, samples)])
     assert covered > 0.95 - 4 * math.sqrt(0.95 * 0.05 / studies)
+
+
+@pytest.mark.parametrize("args, message", [
+    ((5, 3), "hits: 5 is out of range; allowed: 0 <= value <= 3"),
+    ((-1, 3), "hits: -1 is out of range; allowed: 0 <= value <= 3"),
+    ((2.7, 3), "hits: expected an integer, got 2.7"),
+    ((1, -2), "n: -2 is out of range"),
+    ((1, 3, 1.0), "confidence: 1.0 is out of range; allowed: 0.0 < value < 1.0"),
+])
+def test_yield_interval_refuses_what_is_not_a_count_in_one_line(args, message):
+    from spingpu.errors import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        yield_interval(*args)
+    assert str(err.value).startswith(message)

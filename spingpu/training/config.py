@@ -12,6 +12,7 @@ backpropagation uses (``GRAD_MODES``); the output layer is a digital softmax.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 
 import numbers
@@ -20,7 +21,7 @@ import numpy as np
 
 from ..devices import Readout, Variability
 from .. import errors as _errors
-from ..errors import ConfigError, _short, check_choice, check_items, check_range
+from ..errors import ConfigError, _short, check_choice, check_items, check_range, did_you_mean
 
 UnusedSettingWarning = _errors.UnusedSettingWarning  # where it was defined before spingpu.errors (filters name it so)
 
@@ -220,11 +221,49 @@ class TrainConfig:
         return self.grad_mode in MTJ_MODES
 
     def as_dict(self):
-        """Plain nested dict (for attributes of results and study files)."""
+        """Plain nested dict (for attributes of results and study files); :meth:`from_dict` reads it back."""
         out = asdict(self)
         out["lr_schedule"] = str(self.lr_schedule)
         out["variability"]["correlation"] = {f"{a},{b}": r for (a, b), r in self.variability.correlation.items()}
         return out
+
+    @classmethod
+    def from_dict(cls, values):
+        """The TrainConfig of :meth:`as_dict`'s ``values``, or of its JSON text (a result's ``config``
+        attribute: ``TrainConfig.from_dict(results.attrs["config"])`` is the configuration that
+        trained it); every value is checked as when the configuration was built."""
+        import json
+
+        if isinstance(values, str):
+            try:
+                values = json.loads(values)
+            except ValueError as err:
+                raise ConfigError("config", f"not the JSON text of a configuration: {err}") from None
+        if not isinstance(values, Mapping):
+            raise ConfigError("config", f"expected a mapping (TrainConfig.as_dict()) or its JSON text, got {_short(values)}")
+
+        def known(kind, mapping, where):
+            names = [f.name for f in fields(kind)]
+            unknown = [k for k in mapping if k not in names]
+            if unknown:
+                raise ConfigError(f"{where}.{unknown[0]}", f"unknown setting{did_you_mean(unknown[0], names)}; "
+                                                           f"allowed: {', '.join(names)}")
+            return dict(mapping)
+
+        kwargs = known(cls, values, "config")
+        for key, kind in {"neuron": PairNeuron, "readout": Readout, "distillation": Distillation}.items():
+            if isinstance(kwargs.get(key), Mapping):
+                kwargs[key] = kind(**known(kind, kwargs[key], f"config.{key}"))
+        if isinstance(kwargs.get("variability"), Mapping):
+            var = known(Variability, kwargs["variability"], "config.variability")
+            correlation = var.get("correlation", {})
+            if isinstance(correlation, Mapping):
+                var["correlation"] = {tuple(k.split(",")) if isinstance(k, str) else k: r for k, r in correlation.items()}
+            kwargs["variability"] = Variability(**var)
+        for key in ("hidden", "adam_betas"):
+            if isinstance(kwargs.get(key), list):
+                kwargs[key] = tuple(kwargs[key])
+        return cls(**kwargs)
 
 
 # What a conditional setting can need: name -> (whether a TrainConfig meets it, the need in words)
