@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from scipy import integrate, optimize, stats
 
-from spingpu import ConfigError, Variability, get_model
+from spingpu import ConfigError, Variability, get_model, sample_layer
 from spingpu.backends import Backend
 from spingpu.devices.macrospin import MACROSPIN, MacrospinSettings, coefficients, set_cmtj_constants
 from spingpu.kernels import cuda_devices
@@ -639,3 +639,25 @@ def test_sampled_junctions_too_fast_for_dt_are_warned_of_not_refused():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         model.tables(rows[[0, 3]])  # the nominal rows alone: no warning
+
+
+@pytest.mark.filterwarnings("ignore::spingpu.CoarseTimeStepWarning")
+def test_junction_curves_of_any_network_layer_and_unit_are_trainings():
+    """At T > 0 each junction's table has its own thermal field, named by (network, layer, unit,
+    member): junction_curves given those indices draws the curves training binds, and without
+    them (networks 0.., layer 0, unit 0) other ones."""
+    from spingpu import junction_curves
+
+    model = get_model("macrospin", table_points=9, temperature=300.0, settle_time=5e-10, average_time=2e-10)
+    rng = np.random.default_rng()
+    networks = rng.choice(1000, 2, replace=False)
+    current = np.linspace(-3e-4, 3e-4, 5)
+    params = sample_layer(model, Variability(sigma_d2d=0.1), 3, networks, 1, 3)
+    kernel_model, (_, rows) = model.bind([params, params], 3, networks)  # layer 1 is the second
+    trained = kernel_model.iv(current, rows[:, :, :, None, :])[0]
+    for unit in range(3):
+        curves = junction_curves(model, params[:, unit], 3, networks=networks, layer=1, unit=unit)
+        np.testing.assert_array_equal(curves(current)[0], trained[:, unit])
+    assert np.abs(junction_curves(model, params[:, 1], 3)(current)[0] - trained[:, 1]).max() > 1e-4
+    with pytest.raises(ConfigError, match="^networks: 3 indices for 2 samples of params; give one per sample$"):
+        junction_curves(model, params[:, 0], 3, networks=[1, 2, 3])

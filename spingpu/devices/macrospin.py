@@ -403,21 +403,23 @@ class MacrospinModel(DeviceModel):
         out[:, 2] = pchip_slopes(current, v, "param")
         return out
 
-    def bind(self, layers, seed=0, networks=None, *, device=None, progress=False):
+    def bind(self, layers, seed=0, networks=None, *, device=None, progress=False, first=(0, 0)):
         """The table model the kernels evaluate and, per layer, the (N, U, 2, 2) table rows of
         the junctions whose physical parameters are ``layers`` [(N, U, 2, P), ...].
 
         Junction (n, u, m) of layer l gets its own table, its thermal field drawn from stream
-        (networks[n], l, u, m) under ``seed``; the nominal junction's table comes last.
+        (networks[n], l, u, m) under ``seed`` (l and u counted from ``first`` = (layer, unit) of
+        ``layers[0][:, 0]``); the nominal junction's table comes last.
         ``device``, ``progress``: where the tables are computed, and a progress bar
         (:meth:`simulate`).
         """
         rows, keys = [], []
-        for layer, params in enumerate(layers):
+        for layer, params in enumerate(layers, start=first[0]):
             n, u = params.shape[:2]
             nets = np.arange(n) if networks is None else np.asarray(networks, dtype=np.int64)
             members = np.arange(params.shape[2])
-            grid = np.stack(np.meshgrid(nets, [layer], np.arange(u), members, indexing="ij"), axis=-1)
+            units = np.arange(u) + (first[1] if layer == first[0] else 0)
+            grid = np.stack(np.meshgrid(nets, [layer], units, members, indexing="ij"), axis=-1)
             keys.append(grid.reshape(-1, 4))
             rows.append(params.reshape(-1, params.shape[-1]))
         nominal_key = np.array([[0, 0, 0, _k.NOMINAL_MEMBER]])

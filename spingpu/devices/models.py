@@ -222,12 +222,13 @@ class DeviceModel:
         """Bytes of the table :meth:`bind` adds for each junction (0: one shared table, if any)."""
         return 0
 
-    def bind(self, layers, seed=0, networks=None, *, device=None, progress=False):
+    def bind(self, layers, seed=0, networks=None, *, device=None, progress=False, first=(0, 0)):
         """What the kernels evaluate for junctions with parameter rows ``layers`` [(N, U, 2, P), ...]
         of networks ``networks`` sampled with ``seed``: (model, per-layer rows). A closed-form model
         is its own kernel model; a model tabulated per junction (``macrospin``) returns a table
         model and each junction's row into it, its tables computed on ``device`` (a GPU, else
-        the CPU) with a progress bar when ``progress``."""
+        the CPU) with a progress bar when ``progress``. ``first``: the (layer, unit) of
+        ``layers[0][:, 0]`` (for junctions taken out of a network, e.g. one unit's pairs)."""
         return self, layers
 
     def _broadcast(self, current, params):
@@ -323,7 +324,7 @@ class PreparedModel(DeviceModel):
                        for p, value in zip(form.parameters, self.prepared(self.nominal)))
         return dataclasses.replace(form, parameters=params, _compiled=form._compiled)
 
-    def bind(self, layers, seed=0, networks=None, *, device=None, progress=False):
+    def bind(self, layers, seed=0, networks=None, *, device=None, progress=False, first=(0, 0)):
         """(:attr:`kernel_model`, each layer's (N, U, 2, P) rows prepared to (N, U, 2, P'))."""
         return self.kernel_model, [self.prepared(params) for params in layers]
 

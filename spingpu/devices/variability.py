@@ -235,11 +235,13 @@ def _check_memory(n_bytes, networks, n_units):
                                    f"of memory and {size_text(free)} is available; sample fewer at a time")
 
 
-def junction_curves(model, params, seed, *, progress=False):
+def junction_curves(model, params, seed, *, networks=None, layer=0, unit=0, progress=False):
     """``curves(current)``: V (V) and dV/dI (ohm) of sampled pairs ``params`` (samples, 2, P) at
-    ``current`` (A), shape (samples, 2, currents), as training evaluates them: ``model.bind`` of
-    sample k as network k, layer 0, unit 0 under ``seed`` (``macrospin``: each junction's own
-    table, its thermal field drawn from its own stream). ``curves.beyond_table(current)``: True
+    ``current`` (A, a number or 1-D), shape (samples, 2, currents), as training evaluates them:
+    ``model.bind`` of sample k as the pair of unit ``unit`` of hidden layer ``layer`` of network
+    ``networks[k]`` (default k) under ``seed``, i.e. ``sample_layer(model, variability, seed,
+    networks, layer, U)[:, unit]`` (``macrospin``: each junction's own table, its thermal field
+    drawn from its own stream, which those indices name). ``curves.beyond_table(current)``: True
     where that junction's curve is its own table's end tangent continued linearly (a ``tabulated``
     junction's table reaches i_scale times the measured currents), as training counts readings
     beyond the table; all False for a closed-form model. ``progress``: a progress bar while
@@ -260,7 +262,13 @@ def junction_curves(model, params, seed, *, progress=False):
     bad = ~np.isfinite(params) & ~(may_be_inf & (params == np.inf))
     if bad.any():
         raise ConfigError("params", f"expected finite values, found {params[bad][0]}")
-    kernel_model, (rows,) = model.bind([params[:, None]], seed, np.arange(params.shape[0]), progress=progress)
+    networks = (np.arange(params.shape[0]) if networks is None else
+                check_network_indices(networks, distinct=False))
+    if networks.size != params.shape[0]:
+        raise ConfigError("networks", f"{networks.size} indices for {params.shape[0]} samples of params; give one per sample")
+    layer = check_range("layer", layer, 0, 255, integer=True)
+    unit = check_range("unit", unit, 0, 2**31 - 1, integer=True)
+    kernel_model, (rows,) = model.bind([params[:, None]], seed, networks, progress=progress, first=(layer, unit))
     rows = rows[:, 0, :, None, :]  # (samples, 2, 1, row)
 
     def currents(current):
