@@ -143,8 +143,14 @@ class Dataset:
         return int(self.x_train.shape[1])
 
     def standardise(self, x_raw) -> np.ndarray:
-        """Standardise raw features (same units as the source data) with the training statistics."""
-        x_raw = np.asarray(x_raw, dtype=np.float64)
+        """Standardise raw features (same units as the source data) with the training statistics:
+        (x_raw - feature_mean) / feature_std, float32, for rows of ``n_features`` numbers."""
+        try:
+            x_raw = np.asarray(x_raw, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise ConfigError("x_raw", f"expected numbers, got {type(x_raw).__name__}") from None
+        if x_raw.ndim == 0 or x_raw.shape[-1] != self.n_features:
+            raise ConfigError("x_raw", f"expected rows of {self.n_features} features, got shape {x_raw.shape}")
         return ((x_raw - self.feature_mean) / self.feature_std).astype(np.float32)
 
     def __repr__(self):

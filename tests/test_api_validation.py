@@ -11,6 +11,8 @@ import warnings
 import numpy as np
 import pytest
 
+import spingpu
+
 from spingpu import Backend, ConfigError, Readout, TrainConfig, Variability, get_model, load_dataset, train
 from spingpu.errors import check_range
 from spingpu.training import Distillation, PairNeuron, Schedule
@@ -158,6 +160,14 @@ def test_train_config_stores_converted_values():
      ["0.5 has no effect on the constant schedule (only step and exp take gamma); leave it at 1.0"]),
     (lambda: Schedule("exp", every=3), "lr_schedule every", ["3 has no effect on the exp schedule (only step takes every)"]),
     (lambda: TrainConfig(dtype=None), "dtype", ["None; allowed: float32, float64"]),
+    (lambda: spingpu.Parameter("x", 1.0, 3, "d", low=0.0, low_open=True), "x.unit", ["expected a string, got 3"]),
+    (lambda: spingpu.Parameter("x", 1.0, "ohm", None, low=0.0, low_open=True), "x.description", ["expected a string"]),
+    (lambda: spingpu.Parameter("x", 1.0, "ohm", "", low=0.0, low_open="yes"), "x.low_open", ["expected True or False"]),
+    (lambda: spingpu.register_model("m", lambda current, x: x * current,
+                                    [spingpu.Parameter("x", 1.0, "ohm", "", low=0.0, low_open=True)], replace="no"),
+     "replace", ["expected True or False, got 'no'"]),
+    (lambda: Readout(adc_bits=4).adc("x"), "value", ["expected numbers, got 'x'"]),
+    (lambda: load_dataset("iris").standardise(np.zeros((3, 5))), "x_raw", ["expected rows of 4 features, got shape (3, 5)"]),
     (lambda: Backend("cpu", simulator="yes"), "simulator", ["expected True or False"]),
 ])
 def test_bad_nested_configuration(make, field, words):

@@ -61,6 +61,12 @@ class Parameter:
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name.isidentifier():
             raise ConfigError("parameter name", f"{self.name!r} is not a valid identifier")
+        for text in ("unit", "description"):
+            if not isinstance(getattr(self, text), str):
+                raise ConfigError(f"{self.name}.{text}", f"expected a string, got {_short(getattr(self, text))}")
+        for flag in ("low_open", "allow_inf"):
+            if not isinstance(getattr(self, flag), bool):
+                raise ConfigError(f"{self.name}.{flag}", f"expected True or False, got {_short(getattr(self, flag))}")
         if self.distribution not in DISTRIBUTIONS:
             raise ConfigError(f"{self.name}.distribution", f"{self.distribution!r}; allowed: {', '.join(DISTRIBUTIONS)}")
         if self.distribution == "lognormal" and (self.low is None or self.low < 0 or
@@ -487,6 +493,11 @@ def register_model(name, voltage, parameters, *, dvdi=None, description="", repl
 
     if not isinstance(name, str) or not name.isidentifier():
         raise ConfigError("model name", f"{name!r} is not a valid identifier")
+    if not isinstance(description, str):
+        raise ConfigError("description", f"expected a string, got {_short(description)}")
+    for flag, value in (("replace", replace), ("check_derivative", check_derivative)):
+        if not isinstance(value, bool):
+            raise ConfigError(flag, f"expected True or False, got {_short(value)}")
     if name in TABLE_MODELS:
         raise ConfigError("model name", f"{name!r} is built in and needs a measured curve; choose another name")
     if name in MODULE_MODELS:

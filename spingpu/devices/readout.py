@@ -21,6 +21,14 @@ NOISE_MODELS = ("gaussian", "johnson_shot")
 MAX_BITS = 24
 
 
+def _volts_or_amps(field, value):
+    """``value`` as a float64 array (what the converters take), else ConfigError naming ``field``."""
+    try:
+        return np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ConfigError(field, f"expected numbers, got {_short(value)}") from None
+
+
 @cache
 def _ufuncs():
     import numba
@@ -106,12 +114,12 @@ class Readout:
     def adc(self, value):
         """The ADC's output (V) for an analog input ``value`` (V)."""
         lo, hi = self.adc_range
-        return _ufuncs()[0](value, float(lo), float(hi), int(self.adc_bits))
+        return _ufuncs()[0](_volts_or_amps("value", value), float(lo), float(hi), int(self.adc_bits))
 
     def drive(self, current):
         """The DAC's output current (A) for a requested ``current``."""
         lo, hi = self.dac_range
-        return _ufuncs()[0](current, float(lo), float(hi), int(self.dac_bits))
+        return _ufuncs()[0](_volts_or_amps("current", current), float(lo), float(hi), int(self.dac_bits))
 
 
 def _pair(field_name, value, allowed):
