@@ -120,15 +120,15 @@ def _devices_figure(ds):
     from .devices import junction_curves, sample_layer
     from .plot import iv_spread_figure
     from .plot.style import value_text
-    from .studies.spec import changed_model_files, stored_study
+    from .studies.spec import changed_inputs, stored_study
 
     if not ds.attrs.get("study_data"):
         return None
     study = stored_study(ds.attrs)
-    changed = changed_model_files(study)
-    if changed:
-        raise ConfigError("model.iv_csv", f"{changed} has changed since the study ran (its contents differ from "
-                                          "those the store recorded), so it no longer shows the junctions trained")
+    changed = changed_inputs(study)
+    if changed:  # a measured curve the junctions are drawn from, or the data: either way not the study's
+        raise ConfigError("inputs", f"{changed} has changed since the study ran (its contents differ from those the "
+                                    "store recorded), so the figure would not show the junctions trained")
     flat = widest_spread_cell(study)
     cell = study.cell(flat)
     if not cell.config.is_mtj:

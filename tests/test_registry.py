@@ -369,3 +369,28 @@ def test_iv_refuses_a_lognormal_parameter_beyond_its_range_in_one_line(value):
     rows[3, 0], rows[1, 2], rows[2, 3] = 1e3, math.inf, 4.0  # v_h infinite; theta0 beyond pi
     v, d = model.iv(1e-4, rows)
     assert np.isfinite(v).all() and np.isfinite(d).all()
+
+
+def test_iv_refuses_infinity_for_a_lognormal_parameter_without_an_upper_bound():
+    kernel_model = get_model("stt_compact").kernel_model  # g_p = 1 / r_p: bounded below only
+    rows = np.tile(kernel_model.nominal, (2, 1))
+    rows[1, 0] = np.inf
+    with pytest.raises(ConfigError, match=r"^params\[\.\.\., 0\] \(g_p\): expected a finite number, got inf"):
+        kernel_model.iv(1e-4, rows)
+
+
+def test_a_model_that_overflows_at_large_currents_registers_without_warnings():
+    """The check's largest currents (120 mA) may overflow a model: skipped, silently."""
+    import warnings
+
+    def sinh_model(current, r, i0):
+        return r * current + 0.01 * math.sinh(current / i0)
+
+    def sinh_dvdi(current, r, i0):
+        return r + 0.01 * math.cosh(current / i0) / i0
+
+    params = [Parameter("r", 100.0, "ohm", "", low=0.0, low_open=True),
+              Parameter("i0", 1e-4, "A", "", low=0.0, low_open=True)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        register_model("sinh_overflow", sinh_model, params, dvdi=sinh_dvdi)

@@ -525,12 +525,19 @@ def test_report_without_the_junction_figure_when_the_models_csv_moved(tmp_path, 
         study_figures(open_results(path))
 
 
-def test_report_without_the_junction_figure_when_the_models_csv_changed(tmp_path, capsys):
-    """A measured curve whose contents changed since the study ran (same path) is not drawn as the
-    study's junctions: one note says why; with its contents back, the figure is back."""
+@pytest.mark.parametrize("through_link", [False, True])
+def test_report_without_the_junction_figure_when_the_models_csv_changed(tmp_path, capsys, through_link):
+    """A measured curve whose contents changed since the study ran (same path; or named through a
+    link to its folder) is not drawn as the study's junctions: one note says why; with its contents
+    back, the figure is back."""
     import html
 
-    table = tmp_path / "measured.csv"
+    (tmp_path / "real").mkdir()
+    folder = tmp_path / "real"
+    if through_link:
+        (tmp_path / "link").symlink_to(folder, target_is_directory=True)
+        folder = tmp_path / "link"
+    table = folder / "measured.csv"
     rng = np.random.default_rng()
     i = np.linspace(-5e-4, 5e-4, 21)
     rows = np.column_stack([i, rng.uniform(700, 900) * i + 0.1 * np.tanh(i / 2e-4)])
@@ -541,8 +548,9 @@ def test_report_without_the_junction_figure_when_the_models_csv_changed(tmp_path
     rows[7, 1] *= 1.01  # one voltage 1 % off
     np.savetxt(table, rows, delimiter=",", header="current_A,voltage_V", comments="")
     assert main(["report", str(path)]) == 0
-    note = (f"the figure of the study's junctions is left out: model.iv_csv: {table} has changed since the study ran "
-            "(its contents differ from those the store recorded), so it no longer shows the junctions trained")
+    note = (f"the figure of the study's junctions is left out: inputs: {table.resolve()} has changed since the "
+            "study ran "
+            "(its contents differ from those the store recorded), so the figure would not show the junctions trained")
     assert capsys.readouterr().err == f"spingpu report: note: {note}\n"
     text = (tmp_path / "tab.html").read_text()
     assert f'<p class="note">Note: {html.escape(note)}</p>' in text

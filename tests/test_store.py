@@ -217,6 +217,23 @@ def test_a_store_with_unreadable_attributes_is_refused_as_damaged_and_overwrite_
         assert (ds.task_done.values == 1).all() and np.isfinite(ds.test_acc.values).all()
 
 
+def test_a_folder_with_only_a_copied_consolidated_metadata_file_is_not_taken_for_a_store(tmp_path):
+    """The consolidated metadata stands in for a zarr group's garbled attributes only: a folder that
+    merely holds a store's .zmetadata (no group) is not a store, and --overwrite does not delete it."""
+    study_path, study = study_file(tmp_path)
+    store = tmp_path / "s.zarr"
+    create_store(store, study, 2, attrs())
+    other = tmp_path / "thesis.zarr"
+    other.mkdir()
+    (other / "thesis.tex").write_text("\\documentclass{article}\n")
+    shutil.copy(store / ".zmetadata", other / ".zmetadata")
+    before = files(tmp_path)
+    rc, printed, err = run_main(["run", str(study_path), "--out", str(other), "--overwrite", *FAST])
+    assert (rc, printed) == (2, "") and err == (f"spingpu run: error: out: {other} exists and is not a spingpu results "
+                                                "store; choose another --out\n")
+    assert files(tmp_path) == before
+
+
 def test_resuming_a_store_with_an_undecodable_chunk_is_one_line(tmp_path):
     """A chunk that is there but cannot be decoded (not a lost one, which is trained again): one line
     naming the store, exit 2, nothing written."""

@@ -333,19 +333,16 @@ def file_sha256(path):
         return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
-def changed_model_files(study):
-    """The first measured-curve file (``model.iv_csv``, set or swept) of ``study`` whose contents
-    now differ from those recorded in ``study.inputs`` when it ran, or None (a file that is gone
-    is left to the code that reads it)."""
-    named = {study.data.get("model", {}).get("iv_csv")}
-    named |= {v for a in study.axes if a.key == "model.iv_csv" for v in a.values}
+def changed_inputs(study):
+    """The first data file recorded in ``study.inputs`` when it ran (absolute paths, as they were
+    then; through links, the file there now) whose contents now differ, or None (a file that is
+    gone is left to the code that reads it)."""
     for path, digest in study.inputs:
-        if path in named:
-            try:
-                if file_sha256(path) != digest:
-                    return path
-            except OSError:
-                continue
+        try:
+            if file_sha256(path) != digest:
+                return path
+        except OSError:
+            continue
     return None
 
 
@@ -446,7 +443,7 @@ def _unknown_key(path, full, key, allowed, where):
 def _check_type(value, kind, path, key):
     """``value`` if it is of ``kind``, as the Python API takes it: a whole number written as a float
     (2.0, 1e3) for an integer, one integer for a list of layer widths (``hidden = 8``: one layer)."""
-    if kind is int and isinstance(value, float) and value.is_integer():
+    if kind is int and isinstance(value, float) and value.is_integer() and abs(value) <= 2.0**64:
         return int(value)
     if kind is list and key.endswith(".hidden") and isinstance(value, int) and not isinstance(value, bool):
         return [value]

@@ -174,6 +174,8 @@ def done_tasks(path):
         ds = xr.open_zarr(path)
         done = ds.task_done.transpose(..., "task").values.astype(bool)
         lost = lost_tasks(ds)
+    except OSError as err:  # permissions, a network filesystem: the store may be fine
+        raise ConfigError("out", f"{path} cannot be read ({type(err).__name__}: {_first_line(err)})") from None
     except Exception as err:  # a chunk that is there but cannot be decoded: not a lost one to train again
         raise ConfigError("out", f"{path} is corrupt: its data cannot be read ({type(err).__name__}: "
                                  f"{_first_line(err)}); replace it with --overwrite or choose another --out") from None
@@ -294,15 +296,19 @@ def incomplete(path):
 def store_attrs(path):
     """The attributes of the zarr group at ``path`` ({} where it is not one). Where the group cannot
     be opened (an incomplete or damaged store), its ``.zattrs`` file is read as it is, and where that
-    cannot be read, the copy of it in the consolidated metadata."""
+    is there but cannot be read (in a zarr group: ``.zgroup``), the copy of it in the consolidated
+    metadata."""
     import zarr
 
     try:
         return dict(zarr.open_group(str(path), mode="r").attrs)
     except Exception:  # not a zarr group (or not readable): perhaps its attributes are there
         pass
-    for read in (lambda: json.loads((Path(path) / ".zattrs").read_text()),
-                 lambda: json.loads((Path(path) / ".zmetadata").read_text())["metadata"][".zattrs"]):
+    group = Path(path) / ".zgroup"
+    reads = [lambda: json.loads((Path(path) / ".zattrs").read_text())]
+    if group.is_file() and (Path(path) / ".zattrs").is_file():  # a group whose attributes were garbled
+        reads.append(lambda: json.loads((Path(path) / ".zmetadata").read_text())["metadata"][".zattrs"])
+    for read in reads:
         try:
             attrs = read()
         except (OSError, ValueError, KeyError, TypeError):

@@ -224,6 +224,7 @@ class TrainConfig:
         """Plain nested dict (for attributes of results and study files); :meth:`from_dict` reads it back."""
         out = asdict(self)
         out["lr_schedule"] = str(self.lr_schedule)
+        out["variability"]["per_parameter"] = dict(self.variability.per_parameter)
         out["variability"]["correlation"] = {f"{a},{b}": r for (a, b), r in self.variability.correlation.items()}
         return out
 
