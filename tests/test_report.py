@@ -707,3 +707,32 @@ def test_yield_points_carry_their_interval_as_error_bars(tmp_path):
         acc = ds.test_acc.isel(delta_i=k).values
         lo, hi = yield_interval(int(np.sum(acc >= 0.8)), acc.size)
         np.testing.assert_allclose(segment[:, 1], [100 * lo, 100 * hi], rtol=1e-12)
+
+
+def test_training_curves_are_over_the_networks_that_did_not_diverge(tmp_path):
+    """A diverged network's epochs are NaN from its divergence on: kept in the curves, each epoch's
+    median would be over other networks. The curves are the median and quartiles of the networks
+    that did not diverge, at every epoch, and the epoch axis has whole-number ticks."""
+    from spingpu.plot import training_curves
+
+    path, _ = fake_store(tmp_path, {"neuron.delta_i": [1e-6, 1e-5]}, diverge_cell=1)
+    with open_results(path) as ds:
+        fig = training_curves(ds)
+        kept = ~ds.diverged.values.astype(bool)  # (cell, network)
+        loss = ds.train_loss.values[kept]  # (networks kept, epoch)
+        acc = ds.val_acc.values[kept] * 100
+    ax_acc, ax_loss = fig.axes[:2]
+    np.testing.assert_allclose(ax_loss.lines[0].get_ydata(), np.median(loss, axis=0), rtol=1e-12)
+    np.testing.assert_allclose(ax_acc.lines[0].get_ydata(), np.median(acc, axis=0), rtol=1e-12)
+    assert all(float(t).is_integer() for t in ax_loss.get_xticks())
+    assert "did not diverge" in fig.get_suptitle()
+
+
+@pytest.mark.parametrize("values, scale", [([1e-4, 1e-2], "log"), ([1e-4, 1.5e-4], "linear"), ([0.0, 1e-2], "linear")])
+def test_a_two_value_sweep_spanning_decades_is_drawn_on_a_log_axis(tmp_path, values, scale):
+    from spingpu.plot import accuracy_vs_axis
+
+    path, _ = fake_store(tmp_path, {"readout.read_noise": values})
+    with open_results(path) as ds:
+        fig = accuracy_vs_axis(ds, "read_noise")
+    assert {ax.get_xscale() for ax in fig.axes[:2]} == {scale}

@@ -96,7 +96,7 @@ def _numeric_x_axis(ax, ds, dim, values):
 
 def _is_log(values):
     v = np.asarray(values, dtype=float)
-    return v.size > 2 and np.all(v > 0) and v.max() / v.min() >= 20
+    return v.size > 1 and np.all(v > 0) and v.max() / v.min() >= 20
 
 
 def _groups(ds, exclude=()):
@@ -283,15 +283,21 @@ def delta_i_tradeoff(ds, dim="delta_i"):
 
 
 def training_curves(ds):
-    """Validation accuracy and training loss per epoch: median and IQR, per categorical value."""
+    """Validation accuracy and training loss per epoch: median and IQR over the finished networks
+    that did not diverge (a diverged network's epochs turn NaN from its divergence on: with it, each
+    epoch's median would be over other networks, and the curve would seem to recover), per
+    categorical value."""
+    from matplotlib.ticker import MaxNLocator
+
     fig, axes = _new_figure(ncols=2)
     ax_acc, ax_loss = axes[0]
     epoch = ds.epoch.values
     groups = _groups(ds)
+    kept = finished(ds) & ~ds.diverged.astype(bool)
     for (label, sel), colour in zip(groups, _colours(len(groups))):
-        sub = ds.sel(sel) if sel else ds
+        sub, keep = (ds.sel(sel), kept.sel(sel)) if sel else (ds, kept)
         for ax, var, scale in ((ax_acc, sub.val_acc, 100), (ax_loss, sub.train_loss, 1)):
-            vals = _pooled(var, ["epoch"]) * scale
+            vals = _pooled(var.where(keep), ["epoch"]) * scale
             ax.fill_between(epoch, _nanquantile(vals, 0.25), _nanquantile(vals, 0.75), color=colour, alpha=0.25, lw=0)
             ax.plot(epoch, _nanquantile(vals, 0.5), color=colour, label=label)
     ax_acc.set_ylabel("validation accuracy (%)")
@@ -299,9 +305,11 @@ def training_curves(ds):
     ax_loss.set_yscale("log")
     for ax in (ax_acc, ax_loss):
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(True, alpha=0.3)
     ax_acc.legend(fontsize="small")
-    set_suptitle(fig, f"Training curves: median and IQR{_pooled_note(ds, categorical_axes(ds))}")
+    set_suptitle(fig, f"Training curves: median and IQR of the networks that did not diverge"
+                      f"{_pooled_note(ds, categorical_axes(ds))}")
     return fig
 
 
@@ -320,7 +328,7 @@ def divergence_counts(ds):
     complete = bool(done.all())
     ax.set_ylabel(f"networks diverged (of {ds.sizes['network']})" if complete else
                   f"networks diverged (of a cell's finished ones; {ds.sizes['network']} when complete)")
-    ax.set_title("Diverged networks per cell (loss or gradient became NaN or infinite)")
+    ax.set_title("Diverged networks per cell\n(loss or a gradient NaN or beyond 3.4e38)")
     return fig
 
 
