@@ -142,7 +142,8 @@ def _devices_figure(ds):
     where = ", ".join(f"{a.dim}={value_text(a.values[i], a.units)}" for a, i in zip(study.axes, study.cell_index(flat)))
     title = (f"{model.name}: 12 sampled pairs{f' of the cell {where}' if where else ''} (spread chip "
              f"{var.sigma_chip:g}, d2d {var.sigma_d2d:g}, pair {var.sigma_pair:g})")
-    return iv_spread_figure(current, v_nom, d_nom, v, d, title=title)
+    return iv_spread_figure(current, v_nom, d_nom, v, d, title=title,
+                            r_ref=nc.r_ref if nc.readout == "bridge" else None)
 
 
 def widest_spread_cell(study):

@@ -736,3 +736,47 @@ def test_a_two_value_sweep_spanning_decades_is_drawn_on_a_log_axis(tmp_path, val
     with open_results(path) as ds:
         fig = accuracy_vs_axis(ds, "read_noise")
     assert {ax.get_xscale() for ax in fig.axes[:2]} == {scale}
+
+
+@pytest.mark.parametrize("neuron, title", [({}, "dV/dI: the activation's derivative (up to v_scale i_gain)"),
+                                           ({"readout": "bridge", "r_ref": 1500.0},
+                                            "the activation's derivative is dV/dI - r_ref (bridge readout)")])
+def test_the_junction_figure_shows_what_the_activations_derivative_is(tmp_path, neuron, title):
+    path, _ = fake_store(tmp_path, {"neuron.delta_i": [1e-6, 1e-5]}, tables={"neuron": neuron} if neuron else None)
+    with open_results(path) as ds:
+        figures = dict(study_figures(ds))
+    ax_d = figures["The study's junctions"].axes[1]
+    assert ax_d.get_title() == title
+    reference = [line for line in ax_d.lines if line.get_linestyle() == ":"]
+    if neuron:
+        assert len(reference) == 1 and np.allclose(reference[0].get_ydata(), 1.5)  # kOhm
+    else:
+        assert not reference
+
+
+def test_a_mode_whose_derivative_does_not_depend_on_di_gets_no_best_di(tmp_path):
+    """In a dI sweep, grad_mode model reads no second junction: its cells are the same network
+    trained once, its curves flat. They are drawn dashed, said not to depend on dI, without a star."""
+    import zarr
+
+    from spingpu.plot import delta_i_tradeoff
+
+    path, study = fake_store(tmp_path, {"neuron.delta_i": [1e-6, 1e-5, 1e-4],
+                                        "training.grad_mode": ["fd_forward", "model"]})
+    dims = [a.dim for a in study.axes]
+    group = zarr.open_group(str(path), mode="r+")
+    for name in ("deriv_rel_err", "grad_cosine"):
+        values = group[name][...]
+        model = [slice(None)] * values.ndim
+        model[dims.index("grad_mode")] = 1
+        first = list(model)
+        first[dims.index("delta_i")] = slice(0, 1)
+        values[tuple(model)] = values[tuple(first)]  # every dI cell of model mode: the same numbers
+        group[name][...] = values
+    with open_results(path) as ds:
+        ax_err, ax_cos = delta_i_tradeoff(ds).axes[:2]
+    for ax in (ax_err, ax_cos):
+        labels = [line.get_label() for line in ax.lines if not line.get_label().startswith("_")]
+        assert labels == ["grad_mode=fd_forward", "grad_mode=model (does not depend on dI)"]
+        stars = [line for line in ax.lines if line.get_marker() == "*"]
+        assert len(stars) == 1 and stars[0].get_color() == ax.lines[0].get_color()

@@ -7,11 +7,13 @@ import numpy as np
 from .style import set_suptitle
 
 
-def iv_spread_figure(current, v_nominal, dvdi_nominal, v_samples=None, dvdi_samples=None, title=""):
+def iv_spread_figure(current, v_nominal, dvdi_nominal, v_samples=None, dvdi_samples=None, title="", r_ref=None):
     """Two panels, V(I) and dV/dI(I), of the nominal device and sampled pairs.
 
     ``current`` (A) has shape (M,); nominal curves (M,); samples (N, 2, M) for N neurons whose
-    members A (solid) and B (dashed) share a colour. Axes in uA, V and kOhm.
+    members A (solid) and B (dashed) share a colour. Axes in uA, V and kOhm. ``r_ref`` (ohm): a
+    bridge readout's reference, drawn on the dV/dI panel: the activation's slope is then
+    proportional to dV/dI - r_ref, not to dV/dI.
     """
     from matplotlib.figure import Figure
 
@@ -35,7 +37,12 @@ def iv_spread_figure(current, v_nominal, dvdi_nominal, v_samples=None, dvdi_samp
     ax_v.set_ylabel("voltage V (V)")
     ax_v.set_title("I-V curve")
     ax_d.set_ylabel("differential resistance dV/dI (kΩ)")
-    ax_d.set_title("dV/dI: the activation's derivative")
+    if r_ref is None:
+        ax_d.set_title("dV/dI: the activation's derivative (up to v_scale i_gain)")
+    else:
+        ax_d.axhline(r_ref * 1e-3, color="tab:red", lw=1.4, ls=":", label=f"r_ref = {r_ref * 1e-3:g} kΩ (bridge)")
+        ax_d.set_title("the activation's derivative is dV/dI - r_ref (bridge readout)")
+        ax_d.legend(loc="best", fontsize="small")
     ax_v.legend(loc="best", fontsize="small")
     if title:
         set_suptitle(fig, title)

@@ -259,6 +259,11 @@ def delta_i_tradeoff(ds, dim="delta_i"):
         cos = _nanquantile(_pooled(sub.grad_cosine, [dim]), 0.5)
         if np.all(err == 0):  # exact derivatives (oracle, digital): nothing to trade off
             continue
+        finite = err[np.isfinite(err)]
+        if x.size > 1 and finite.size == err.size and np.all(finite == finite[0]):  # e.g. grad_mode model
+            ax_err.plot(x, err, "--", color=colour, label=f"{label} (does not depend on dI)")
+            ax_cos.plot(x, cos, "--", color=colour, label=f"{label} (does not depend on dI)")
+            continue
         ax_err.plot(x, err, "o-", color=colour, label=label)
         ax_cos.plot(x, cos, "o-", color=colour, label=label)
         if np.any(np.isfinite(err)):
