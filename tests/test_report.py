@@ -780,3 +780,15 @@ def test_a_mode_whose_derivative_does_not_depend_on_di_gets_no_best_di(tmp_path)
         assert labels == ["grad_mode=fd_forward", "grad_mode=model (does not depend on dI)"]
         stars = [line for line in ax.lines if line.get_marker() == "*"]
         assert len(stars) == 1 and stars[0].get_color() == ax.lines[0].get_color()
+
+
+def test_an_axis_of_one_value_is_a_constant_in_the_figures(tmp_path):
+    """A swept key of one value gives no figure against it (a single point, a 1 x 1 heatmap, a
+    'best dI' of one dI): the figures are those of the other axes, and nothing is 'pooled over' it."""
+    path, _ = fake_store(tmp_path, {"neuron.delta_i": [1e-5], "readout.read_noise": [0.0, 1e-3, 2e-3],
+                                    "training.grad_mode": ["fd_forward", "model"]})
+    with open_results(path) as ds:
+        figures = study_figures(ds)
+    titles = [title for title, _ in figures]
+    assert titles == ["Accuracy and yield against read_noise", "Training curves", "The study's junctions"]
+    assert all("pooled over delta_i" not in fig.get_suptitle() for _, fig in figures)

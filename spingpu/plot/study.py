@@ -58,11 +58,14 @@ def _yield_interval_pct(vals, done, threshold, axis):
 
 
 def categorical_axes(ds):
-    return [d for d in sweep_axes(ds) if ds[d].dtype.kind in "OUS"]
+    """The sweep axes of words with more than one value (an axis of one value is a constant:
+    nothing to draw against it)."""
+    return [d for d in sweep_axes(ds) if ds[d].dtype.kind in "OUS" and ds.sizes[d] > 1]
 
 
 def numeric_axes(ds):
-    return [d for d in sweep_axes(ds) if ds[d].dtype.kind not in "OUS"]
+    """The sweep axes of numbers with more than one value."""
+    return [d for d in sweep_axes(ds) if ds[d].dtype.kind not in "OUS" and ds.sizes[d] > 1]
 
 
 def axis_label(ds, dim):
@@ -115,7 +118,7 @@ def _pooled(da, keep):
 
 
 def _pooled_note(ds, shown):
-    rest = [d for d in sweep_axes(ds) if d not in shown]
+    rest = [d for d in sweep_axes(ds) if d not in shown and ds.sizes[d] > 1]
     return f" (pooled over {', '.join(rest)})" if rest else ""
 
 
