@@ -792,3 +792,31 @@ def test_an_axis_of_one_value_is_a_constant_in_the_figures(tmp_path):
     titles = [title for title, _ in figures]
     assert titles == ["Accuracy and yield against read_noise", "Training curves", "The study's junctions"]
     assert all("pooled over delta_i" not in fig.get_suptitle() for _, fig in figures)
+
+
+def test_a_cell_whose_networks_all_diverged_is_marked_not_left_out(tmp_path):
+    """No median exists where every network diverged: the accuracy figures mark the cell (an x at 0
+    against a numeric axis, a note in place of a box per cell) instead of leaving a gap."""
+    import zarr
+
+    from spingpu.plot import accuracy_categorical, accuracy_vs_axis
+
+    for sweep, dim in (({"readout.read_noise": [0.0, 1e-3, 2e-3]}, "read_noise"),
+                       ({"training.grad_mode": ["fd_forward", "model"]}, None)):
+        folder = tmp_path / (dim or "categorical")
+        folder.mkdir()
+        path, _ = fake_store(folder, sweep)
+        group = zarr.open_group(str(path), mode="r+")
+        test_acc, diverged = group["test_acc"][...], group["diverged"][...]
+        test_acc[1], diverged[1] = np.nan, 1  # the second cell: every network diverged
+        group["test_acc"][...], group["diverged"][...] = test_acc, diverged
+        with open_results(path) as ds:
+            fig = accuracy_vs_axis(ds, dim) if dim else accuracy_categorical(ds)
+        ax_acc = fig.axes[0]
+        if dim:
+            marks = [line for line in ax_acc.lines if line.get_marker() == "x" and len(line.get_xdata())]
+            assert len(marks) == 1 and list(marks[0].get_xdata()) == [1e-3] and list(marks[0].get_ydata()) == [0]
+            assert "every network diverged" in [t.get_text() for t in ax_acc.get_legend().get_texts()]
+        else:
+            assert [t.get_text() for t in ax_acc.texts] == ["every network\ndiverged"]
+            assert ax_acc.texts[0].get_position()[0] == 2

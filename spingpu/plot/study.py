@@ -138,6 +138,7 @@ def accuracy_vs_axis(ds, dim, threshold=0.9):
     x = ds[dim].values.astype(float)
     colours = _colours(len(_groups(ds)))
     done_all = finished(ds)
+    any_all_diverged = False
     for (label, sel), colour in zip(_groups(ds), colours):
         acc = ds.test_acc.sel(sel) if sel else ds.test_acc
         done = _pooled(done_all.sel(sel) if sel else done_all, [dim])
@@ -146,6 +147,10 @@ def accuracy_vs_axis(ds, dim, threshold=0.9):
         for (lo, hi), alpha in ((BAND_90, 0.12), (BAND_IQR, 0.28)):
             ax_acc.fill_between(x, _nanquantile(vals, lo), _nanquantile(vals, hi), color=colour, alpha=alpha, lw=0)
         ax_acc.plot(x, med, "o-", color=colour, label=label)
+        every_one_diverged = (np.sum(done, axis=1) > 0) & ~np.isfinite(vals).any(axis=1)
+        ax_acc.plot(x[every_one_diverged], np.zeros(every_one_diverged.sum()), "x", color=colour, ms=10, mew=2,
+                    clip_on=False, label="_nolegend_")
+        any_all_diverged = any_all_diverged or every_one_diverged.any()
         yld, (lo, hi) = _yield_pct(vals, done, threshold, axis=1), _yield_interval_pct(vals, done, threshold, axis=1)
         ax_yield.fill_between(x, lo, hi, color=colour, alpha=0.12, lw=0)
         # and as error bars: a band has no width at a point between missing ones (or on a one-value axis)
@@ -156,6 +161,8 @@ def accuracy_vs_axis(ds, dim, threshold=0.9):
         ax.grid(True, alpha=0.3)
     ax_acc.set_ylabel("test accuracy (%), chips not diverged")
     ax_acc.set_title("median, IQR (dark) and 5-95 % (light) band")
+    if any_all_diverged:  # no median there: a mark at 0, not a gap
+        ax_acc.plot([], [], "x", color="grey", ms=10, mew=2, label="every network diverged")
     ax_yield.set_ylabel(f"yield (%): chips with accuracy >= {threshold_text(threshold)} %")
     ax_yield.set_ylim(-3, 103)
     ax_yield.set_title(YIELD_TITLE)
@@ -184,6 +191,10 @@ def accuracy_categorical(ds, threshold=0.9):
                                                                               BAND_IQR[1], BAND_90[1]])))
              for d in data if d.size]
     ax_acc.bxp(stats, positions=[k + 1 for k, d in enumerate(data) if d.size], showfliers=False)
+    for k, (d, y) in enumerate(zip(data, yields)):
+        if not d.size and np.isfinite(y):  # networks finished, none without diverging: no box
+            ax_acc.text(k + 1, 0.5, "every network\ndiverged", ha="center", va="center", fontsize="small",
+                        transform=ax_acc.get_xaxis_transform())
     ax_acc.set_xticks(range(1, len(labels) + 1), labels, rotation=20, ha="right")
     ax_acc.set_ylabel("test accuracy (%), chips not diverged")
     ax_acc.set_title("median, IQR box, 5-95 % whiskers")
