@@ -31,7 +31,8 @@ class SpingpuWarning(UserWarning):
 
 
 class UnusedSettingWarning(SpingpuWarning):
-    """A setting given a value other than its default has no effect in this configuration."""
+    """A setting that was given has no effect: a value other than its default in a configuration
+    that does not use it, or, in a study file, a key both set and swept (the sweep's values win)."""
 
 
 class ExtrapolationWarning(SpingpuWarning):

@@ -162,11 +162,13 @@ def main(argv=None):
     for name, title in (("paper_mnist_4hidden", "MNIST 784-256x4-10"),
                         ("paper_mnist_distill", "MNIST distillation, student 784-32-10")):
         full = open_store(args.runs, name, quiet=True)
+        no_adc = next((ds for ds in (open_store(args.runs, f"{cut}_noadc", quiet=True)
+                                     for cut in (name, f"{name}_cpu")) if ds is not None), None)
         if full is None:
             name = f"{name}_cpu"
         variants = []
         for ds, label in ((full if full is not None else open_store(args.runs, name), "8-bit ADC over +-1 V"),
-                          (open_store(args.runs, f"{name}_noadc", quiet=True), "no ADC")):
+                          (no_adc, "no ADC")):
             if ds is not None:
                 table(ds, f"{title}, {label}")
                 if "alpha" in ds.dims:  # one curve per distillation weight
