@@ -173,7 +173,7 @@ def main(argv=None):
                 table(ds, f"{title}, {label}")
                 if "alpha" in ds.dims:  # one curve per distillation weight
                     ds = as_category(ds, "alpha", lambda v: f"distilled, alpha {v:g}" if v else "labels only")
-                variants.append(ds[["val_acc", "train_loss", "test_acc"]].expand_dims(readout=[label]))
+                variants.append(ds[["val_acc", "train_loss", "test_acc", "diverged"]].expand_dims(readout=[label]))
         if variants:
             both = xr.concat(variants, dim="readout", join="outer") if len(variants) > 1 else variants[0]
             fig = plot.training_curves(both)

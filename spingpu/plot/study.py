@@ -312,7 +312,7 @@ def training_curves(ds):
     ax_acc, ax_loss = axes[0]
     epoch = ds.epoch.values
     groups = _groups(ds)
-    kept = finished(ds) & ~ds.diverged.astype(bool)
+    kept = finished(ds) & (~ds.diverged.astype(bool) if "diverged" in ds else True)
     for (label, sel), colour in zip(groups, _colours(len(groups))):
         sub, keep = (ds.sel(sel), kept.sel(sel)) if sel else (ds, kept)
         for ax, var, scale in ((ax_acc, sub.val_acc, 100), (ax_loss, sub.train_loss, 1)):
