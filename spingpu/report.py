@@ -284,7 +284,7 @@ def _html(ds, rows, figures, threshold, csv_name, notes=()):
     n_cells = len(rows)
     seconds = attrs.get("run_seconds")
     facts = [
-        ("cells", f"{n_cells} ({' x '.join(str(ds.sizes[d]) for d in axes) or 'no sweep'})"),
+        ("cells", f"{n_cells} ({' x '.join(f'{ds.sizes[d]} {d}' for d in axes) or 'no sweep'})"),
         ("networks per cell", ds.sizes["network"]),
         ("epochs", ds.sizes["epoch"]),
         ("sweep axes", ", ".join(axis_label(ds, d) for d in axes) or "none"),

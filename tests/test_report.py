@@ -820,3 +820,10 @@ def test_a_cell_whose_networks_all_diverged_is_marked_not_left_out(tmp_path):
         else:
             assert [t.get_text() for t in ax_acc.texts] == ["every network\ndiverged"]
             assert ax_acc.texts[0].get_position()[0] == 2
+
+
+def test_the_reports_cell_count_names_the_axes(tmp_path):
+    path, _ = fake_store(tmp_path, {"neuron.delta_i": [1e-6, 1e-5], "readout.read_noise": [0.0, 1e-3, 2e-3]})
+    assert main(["report", str(path)]) == 0
+    text = (tmp_path / "fake.html").read_text()
+    assert re.search(r"<th>cells</th><td>6 \((2 delta_i x 3 read_noise|3 read_noise x 2 delta_i)\)</td>", text)
