@@ -20,8 +20,9 @@ from .errors import (CoarseTimeStepWarning, ConfigError, ExtrapolationWarning, S
 from .studies import load_study, open_results
 from .training import Distillation, PairNeuron, Schedule, TrainConfig, train
 
-__all__ = ["Backend", "CoarseTimeStepWarning", "ConfigError", "Dataset", "ExtrapolationWarning", "UnusedSettingWarning", "DeviceModel", "Distillation", "PairNeuron", "Parameter",
-           "Readout", "Schedule", "SpingpuWarning", "TrainConfig", "Variability", "__version__", "available_backends",
+__all__ = ["Backend", "CoarseTimeStepWarning", "ConfigError", "Dataset", "DeviceModel", "Distillation",
+           "ExtrapolationWarning", "PairNeuron", "Parameter", "Readout", "Schedule", "SpingpuWarning", "TrainConfig",
+           "UnusedSettingWarning", "Variability", "__version__", "available_backends",
            "available_models", "from_arrays", "from_splits", "get_backend", "get_model", "junction_curves", "load_dataset",
            "register_model",
            "load_study", "open_results", "sample_layer", "train"]

@@ -1408,6 +1408,9 @@ def test_whole_number_floats_and_one_layer_width_are_read_as_the_python_api_read
     bad = floats.replace("batch_size = 1.6e1", "batch_size = 16.5")
     with pytest.raises(ConfigError, match=r"training.batch_size: expected an integer, got 16.5$"):
         load_study(write(tmp_path / "c.toml", bad))
+    huge = floats.replace("networks = 3e0", "networks = 1e300")  # stays a float: a short error, not 301 digits
+    with pytest.raises(ConfigError, match=r"networks: expected an integer, got 1e\+300$"):
+        load_study(write(tmp_path / "d.toml", huge))
 
 
 def test_the_digest_covers_the_contents_of_every_data_file_a_study_reads(tmp_path, monkeypatch):

@@ -421,7 +421,7 @@ def get_model(name, *, iv_csv=None, iv_table=None, **nominal):
     return model.with_nominal(**nominal) if nominal else model
 
 
-# Currents at which a registered model's derivative is checked: 1.2 uA to 1.2 mA, both signs, at
+# Currents at which a registered model's derivative is checked: 1.2 uA to 120 mA, both signs, at
 # non-round values (a piecewise model's breakpoints are likely round), and the relative agreement asked.
 DERIVATIVE_CHECK_CURRENTS_A = np.outer([1.0, -1.0], 1.234567e-6 * 10.0 ** (np.arange(11) / 2)).ravel()
 DERIVATIVE_RTOL = 1e-4

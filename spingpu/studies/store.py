@@ -283,9 +283,7 @@ def incomplete(path):
         return "unreadable consolidated metadata"
     if not all((path / f).is_file() for f in (".zgroup", ".zattrs")):
         return "no group metadata"
-    try:
-        json.loads((path / ".zattrs").read_text())
-    except (OSError, ValueError):
+    if _json_object(path / ".zattrs") is None:
         return "unreadable group metadata"
     names = [*(n for n in VARIABLES if n not in ADDED_VARIABLES), "task_done"]
     missing = [n for n in names if not all(f"{n}/{f}" in listed and (path / n / f).is_file()
@@ -304,18 +302,21 @@ def store_attrs(path):
         return dict(zarr.open_group(str(path), mode="r").attrs)
     except Exception:  # not a zarr group (or not readable): perhaps its attributes are there
         pass
-    group = Path(path) / ".zgroup"
-    reads = [lambda: json.loads((Path(path) / ".zattrs").read_text())]
-    if group.is_file() and (Path(path) / ".zattrs").is_file():  # a group whose attributes were garbled
-        reads.append(lambda: json.loads((Path(path) / ".zmetadata").read_text())["metadata"][".zattrs"])
-    for read in reads:
-        try:
-            attrs = read()
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-        if isinstance(attrs, dict):
-            return attrs
-    return {}
+    folder = Path(path)
+    attrs = _json_object(folder / ".zattrs")
+    if attrs is None and (folder / ".zgroup").is_file() and (folder / ".zattrs").is_file():  # garbled
+        consolidated = (_json_object(folder / ".zmetadata") or {}).get("metadata")
+        attrs = consolidated.get(".zattrs") if isinstance(consolidated, dict) else None
+    return attrs if isinstance(attrs, dict) else {}
+
+
+def _json_object(file):
+    """The JSON object (dict) in ``file``, or None where it cannot be read as one."""
+    try:
+        value = json.loads(Path(file).read_text())
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def remove_store(path):

@@ -8,8 +8,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from ..errors import SpingpuWarning
-from ..errors import UnusedSettingWarning
+from ..errors import SpingpuWarning, UnusedSettingWarning
 from ..training.results import VARIABLES, engine_code
 
 _CELLS = {}  # per worker process: built cells and teachers' logits, reused by later tasks

@@ -261,10 +261,7 @@ class TrainConfig:
             if isinstance(correlation, Mapping):
                 var["correlation"] = {tuple(k.split(",")) if isinstance(k, str) else k: r for k, r in correlation.items()}
             kwargs["variability"] = Variability(**var)
-        for key in ("hidden", "adam_betas"):
-            if isinstance(kwargs.get(key), list):
-                kwargs[key] = tuple(kwargs[key])
-        return cls(**kwargs)
+        return cls(**kwargs)  # lists (hidden, adam_betas) and the schedule's text are converted there
 
 
 # What a conditional setting can need: name -> (whether a TrainConfig meets it, the need in words)

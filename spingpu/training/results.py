@@ -8,8 +8,8 @@ import numpy as np
 
 VARIABLES = {
     # name: (dims, units, long_name)
-    "train_loss": (("network", "epoch"), "1", "training loss (softmax cross-entropy, or the distillation loss where distillation is on; mean over the "
-                   "epoch's training samples)"),
+    "train_loss": (("network", "epoch"), "1", "training loss (softmax cross-entropy, or the distillation loss "
+                                              "where distillation is on; mean over the epoch's training samples)"),
     "train_acc": (("network", "epoch"), "1", "training accuracy during the epoch"),
     "val_acc": (("network", "epoch"), "1", "validation accuracy after the epoch"),
     "grad_cosine": (("network", "epoch"), "1",
