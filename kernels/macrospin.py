@@ -31,9 +31,12 @@ I times the resistance averaged over the ``n_average`` steps after ``n_settle`` 
 
 Everything a junction needs is packed in one float64 row of ``N_COEF`` coefficients (the ``C_*``
 indices; :func:`spingpu.devices.macrospin.coefficients` fills it from SI parameters). The thermal
-field of step s of junction (network, layer, unit, member) at grid point k is drawn from Philox
-counters (network, stream_id(PURPOSE_THERMAL, layer, member, k), unit, 2 s + 0/1), so results are a
-pure function of (seed, junction, grid point, step).
+field of step s of junction (network, layer, unit, member) is drawn from Philox counters (network,
+stream_id(PURPOSE_THERMAL, layer, member, 0), unit, 2 s + 0/1), so results are a pure function of
+(seed, junction, step). Every grid point of a junction's table sees the same thermal field
+(common random numbers): the finite ``average_time``'s sampling error then shifts the table
+smoothly instead of adding independent noise to each knot, which the table's slopes (differences
+of neighbouring knots) would amplify into a dV/dI no device has.
 """
 
 import math
@@ -264,7 +267,7 @@ def run_grid_point(t, currents, coefs, keys, k0, k1, out_r, out_m):
     n_k = currents.shape[0]
     j = t // n_k
     k = t % n_k
-    stream = stream_id(PURPOSE_THERMAL, keys[j, 1], keys[j, 3], k)
+    stream = stream_id(PURPOSE_THERMAL, keys[j, 1], keys[j, 3], 0)  # every grid point: the same thermal field
     r, mx, my, mz = run_junction(currents[k], coefs[j], k0, k1, keys[j, 0], stream, keys[j, 2])
     out_r[j, k] = r
     out_m[j, k, 0] = mx

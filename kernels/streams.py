@@ -19,7 +19,7 @@ PURPOSE_INIT = 4  # weight initialisation, slot 0
 PURPOSE_NOISE = 5  # read noise during training, slot = reading
 PURPOSE_EVAL_NOISE = 6  # read noise during evaluation, slot = 2 * split + reading
 PURPOSE_ORDER = 7  # batch order, slot 0
-PURPOSE_THERMAL = 8  # macrospin thermal field, slot = junction member, parameter byte = grid point
+PURPOSE_THERMAL = 8  # macrospin thermal field, slot = junction member (the same at every grid point)
 
 
 @numba.njit(cache=True)

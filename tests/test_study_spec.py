@@ -446,3 +446,43 @@ def test_a_data_file_path_that_a_sweep_replaces_does_not_tie_the_digest_to_the_f
 def test_load_study_of_what_is_not_a_path_is_one_line(path):
     with pytest.raises(ConfigError, match=rf"^study: expected the path of a study .toml file, got {re.escape(repr(path))}$"):
         load_study(path)
+
+
+def test_spaced_sweep_values_are_the_decimals_a_user_types(tmp_path):
+    """numpy's logspace(-6, -4, 5) holds 9.999999999999999e-06 for 1e-05; the study's axis holds
+    1e-05, so that ds.sel(delta_i=1e-5) finds it. Random spans: every value within 15 digits of numpy's."""
+    text = BASE + ('\n[sweep]\n"neuron.delta_i" = {logspace = [-6, -4, 5]}\n'
+                   '"training.lr" = {linspace = [0.1, 0.4, 4]}\n')
+    delta_i, lr = load_study(write(tmp_path / "s.toml", text)).axes
+    assert delta_i.values == (1e-06, 3.16227766016838e-06, 1e-05, 3.16227766016838e-05, 1e-04)
+    assert lr.values == (0.1, 0.2, 0.3, 0.4)  # numpy: 0.30000000000000004
+    rng = np.random.default_rng()
+    start, stop = sorted(float(v) for v in rng.uniform(-8, -2, 2))
+    n = int(rng.integers(2, 40))
+    text = BASE + f'\n[sweep]\n"neuron.delta_i" = {{logspace = [{start!r}, {stop!r}, {n}]}}\n'
+    (axis,) = load_study(write(tmp_path / "r.toml", text)).axes
+    np.testing.assert_allclose(axis.values, np.logspace(start, stop, n), rtol=5e-15, atol=0)
+    assert all(float(f"{v:.15g}") == v for v in axis.values)
+
+
+def test_resuming_a_store_whose_sweep_values_differ_is_refused_in_one_line(tmp_path):
+    """A store written before spaced values were rounded holds 9.999999999999999e-06 where the study
+    now has 1e-05: resuming would label its finished cells with the other value."""
+    import zarr
+
+    from spingpu.studies.store import create_store
+
+    study_path = write(tmp_path / "s.toml", BASE + '\n[sweep]\n"neuron.delta_i" = {logspace = [-6, -4, 3]}\n')
+    study = load_study(study_path)
+    out = tmp_path / "r.zarr"
+    create_store(out, study, study.networks, {"backend": "numpy", "device": "CPU",
+                                              "spingpu_version": spingpu.__version__})
+    zarr.open_array(str(out / "delta_i"), mode="r+")[:] = np.logspace(-6, -4, 3)
+    zarr.consolidate_metadata(str(out))
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    rc, _, err = run_main(["run", str(study_path), "--out", str(out), "--resume", *FAST])
+    assert rc == 2 and err.count("\n") == 1, err
+    assert err.strip().endswith(f"resume: {out} holds delta_i = [1e-06, 9.999999999999999e-06, 0.0001] where the "
+                                "study has [1e-06, 1e-05, 0.0001]: resuming would label its results with the "
+                                "other values; use another --out or --overwrite"), err
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before

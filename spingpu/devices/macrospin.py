@@ -50,7 +50,7 @@ from .models import DeviceModel, Parameter
 ETA_FORMS = {"constant": _k.ETA_CONSTANT, "slonczewski": _k.ETA_SLONCZEWSKI, "lambda": _k.ETA_LAMBDA}
 RESISTANCE_FORMS = {"conductance": _k.R_CONDUCTANCE, "resistance": _k.R_RESISTANCE}
 TORQUE_FORMS = {"gilbert": _k.TORQUE_GILBERT, "landau_lifshitz": _k.TORQUE_LL}
-MAX_TABLE_POINTS = 256  # the grid point is one byte of the thermal stream's counter
+MAX_TABLE_POINTS = 256  # knots per junction table
 # (junction, current) runs per call of the LLGS kernel, so that progress shows and a stop acts
 # between calls (a second or a few on 2 cores): per CPU thread, and per GPU launch
 CPU_RUNS_PER_THREAD = 4096
@@ -180,12 +180,21 @@ SETTING_UNITS = {"h_ext": "A/m", "temperature": "K", "dt": "s", "settle_time": "
 
 def precession_per_step(params, settings):
     """Angle (rad) the fastest motion turns in one step ``dt`` of junctions ``params`` (J, P):
-    gamma0 (|H|max + a_J eta_max (1 + |beta_fl|)) dt / (1 + alpha^2), with |H|max = H_k + Ms max(N)
-    + |H_ext| bounding the field and a_J eta_max the spin torque at the table's largest |I|, eta_max
-    the efficiency's largest value over m.p in [-1, 1] (:func:`spingpu.kernels.macrospin.efficiency`,
-    monotonic in m.p: P / (1 - P^2) for slonczewski, P max(1, Lambda^2) for lambda), the
-    Landau-Lifshitz rates of DESIGN.md 3.2. Unit renormalisation keeps a too-coarse step finite, so
-    it has to be checked, not noticed."""
+    |dm/dt|max dt, from the Landau-Lifshitz form of DESIGN.md 3.2 (:mod:`spingpu.kernels.macrospin`).
+    Its field terms m x H + a m x (m x H) are orthogonal, of length |m x H| sqrt(1 + a^2); its
+    torques c_DL m x (m x p) + c_FL m x p have length |m x p| sqrt(c_DL^2 + c_FL^2), which is
+    a_J eta sqrt((1 + a^2)(1 + beta^2)) for the gilbert form and a_J eta sqrt(1 + beta^2) for
+    landau_lifshitz. So
+
+        angle = g0 dt [|H|max sqrt(1 + a^2) + a_J eta_max (1 + |beta_fl|) k] / (1 + a^2),
+
+    k = sqrt(1 + a^2) (gilbert) or 1 (landau_lifshitz), with |H|max = H_k + Ms max(N) + |H_ext|
+    bounding the field and a_J eta_max the spin torque at the table's largest |I|, eta_max the
+    efficiency's largest value over m.p in [-1, 1] (:func:`spingpu.kernels.macrospin.efficiency`,
+    monotonic in m.p: P / (1 - P^2) for slonczewski, P max(1, Lambda^2) for lambda). The damping
+    counts: at alpha = 3 a step in which the precession alone, g0 |H| dt / (1 + a^2), turns
+    0.95 rad turns the whole motion by 3 rad, where RK4 is unstable (2.8 on the axes). Unit renormalisation
+    keeps a too-coarse step finite, so it has to be checked, not noticed."""
     params = np.atleast_2d(np.asarray(params, dtype=np.float64))
     col = {p.name: params[:, k] for k, p in enumerate(PARAMETERS)}
     ms, alpha = col["ms"], col["alpha"]
@@ -194,7 +203,10 @@ def precession_per_step(params, settings):
                                              col["stt_lambda"] ** 2) for mp in (-1.0, 1.0)))
     i_max = max(abs(settings.table_i_min), abs(settings.table_i_max))
     a_j = _k.HBAR * i_max / (2.0 * _k.E_CHARGE * _k.MU0 * ms * col["t_free"] * col["area"])
-    return _k.G0 * (h_max + a_j * eta * (1.0 + np.abs(col["beta_fl"]))) * settings.dt / (1.0 + alpha * alpha)
+    root = np.sqrt(1.0 + alpha * alpha)
+    torque_factor = root if settings.torque_form == "gilbert" else 1.0
+    torque = a_j * eta * (1.0 + np.abs(col["beta_fl"])) * torque_factor
+    return _k.G0 * (h_max * root + torque) * settings.dt / (1.0 + alpha * alpha)
 
 
 def _fitting_dt(dt, angle):
@@ -358,8 +370,6 @@ class MacrospinModel(DeviceModel):
         """
         params = np.atleast_2d(self.nominal if params is None else np.asarray(params, dtype=np.float64))
         current = np.ascontiguousarray(np.atleast_1d(current), dtype=np.float64)
-        if current.size > MAX_TABLE_POINTS:
-            raise ConfigError("current", f"{current.size} currents per junction; at most {MAX_TABLE_POINTS}")
         if keys is None:
             keys = np.zeros((params.shape[0], 4), dtype=np.int64)
             keys[:, 3] = _k.NOMINAL_MEMBER

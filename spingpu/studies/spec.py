@@ -95,6 +95,11 @@ class Axis:
     def numeric(self):
         return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in self.values)
 
+    @property
+    def coordinate(self):
+        """The values as the store's coordinate holds them: numbers, else strings."""
+        return np.array(self.values) if self.numeric else np.array([str(v) for v in self.values])
+
 
 @dataclass(frozen=True)
 class Study:
@@ -516,14 +521,18 @@ def _parse_sweep(sweep, path):
 
 def _spaced(path, field, kind, args):
     """The values of {linspace|logspace = [start, stop, num]}, all finite (numpy's overflow
-    warning silenced: the one-line error says it)."""
+    warning silenced: the one-line error says it), each rounded to 15 significant digits so that
+    the decimal a user types selects it: numpy's logspace(-6, -4, 3) gives 9.999999999999999e-06
+    for 10^-5 and linspace(0, 0.3, 4) 0.09999999999999999 for 0.1; rounded, they are 1e-05 and 0.1
+    (every 15-digit decimal has a float64 of its own; values that round to the same one are then
+    refused as repeated)."""
     with np.errstate(all="ignore"):
         values = getattr(np, kind)(args[0], args[1], args[2])
     if not np.all(np.isfinite(values)):
         problem = (f"10**{max(args[:2])} is beyond the largest float (about 1.8e308); allowed: exponents up to 308"
                    if kind == "logspace" else "stop - start is beyond the largest float (about 1.8e308)")
         raise _err(path, field, f"{kind} = {list(args)} overflows: {problem}")
-    return tuple(float(v) for v in values)
+    return tuple(float(f"{v:.15g}") for v in values)
 
 
 def _typed_values(path, field, key, values):

@@ -114,8 +114,8 @@ def _store_dataset(study, networks_per_task, attrs):
     coords = {"network": ("network", np.arange(n), {"long_name": "network (chip) index", "units": "1"}),
               "epoch": ("epoch", np.arange(1, epochs + 1), {"long_name": "epoch", "units": "1"})}
     for axis in study.axes:
-        values = np.array(axis.values) if axis.numeric else np.array([str(v) for v in axis.values])
-        coords[axis.dim] = (axis.dim, values, {"units": axis.units, "long_name": axis.key, "sweep_key": axis.key})
+        coords[axis.dim] = (axis.dim, axis.coordinate,
+                            {"units": axis.units, "long_name": axis.key, "sweep_key": axis.key})
     attrs = dict(attrs, **{STORE_MARK: study.digest, "networks_per_task": networks_per_task,
                            "study_name": study.name, "study_text": study.text,
                            "input_files": json.dumps([list(item) for item in study.inputs]),
@@ -250,6 +250,10 @@ def check_existing(path, study, networks_per_task, resume, overwrite, backend=No
         raise ConfigError("resume", f"{path} was written by spingpu {attrs.get('spingpu_version')}, this is spingpu "
                                     f"{__version__}: numbers may differ between versions; resume with spingpu "
                                     f"{attrs.get('spingpu_version')}, or use another --out or --overwrite")
+    differing = _differing_axis(path, study)
+    if differing:
+        raise ConfigError("resume", f"{path} holds {differing}: resuming would label its results with the other "
+                                    "values; use another --out or --overwrite")
     if networks_per_task is not None and attrs.get("networks_per_task") != networks_per_task:
         raise ConfigError("networks-per-task", f"{networks_per_task} differs from the store's "
                                                f"{attrs.get('networks_per_task')}; resume with the same value")
@@ -257,6 +261,27 @@ def check_existing(path, study, networks_per_task, resume, overwrite, backend=No
         raise ConfigError("backend", f"{backend!r} differs from the store's {attrs.get('backend')!r}; "
                                      "resume with the same backend")
     return True
+
+
+def _differing_axis(path, study):
+    """'DIM = [stored values] where the study has [its values]' for the first sweep axis whose
+    coordinate in the store at ``path`` differs from ``study``'s (e.g. a store written before
+    spaced values were rounded: 9.999999999999999e-06 for 1e-05), or None. A store whose
+    coordinates cannot be read is left to :func:`done_tasks`, which says why."""
+    import xarray as xr
+
+    try:
+        with xr.open_zarr(path) as ds:
+            stored = {axis.dim: ds[axis.dim].values if axis.dim in ds.coords else None for axis in study.axes}
+    except Exception:
+        return None
+    for axis in study.axes:
+        values = axis.coordinate
+        have = stored[axis.dim]
+        if have is None or have.shape != values.shape or not np.array_equal(have, values):
+            shown = "no such axis" if have is None else f"{have.tolist()}"
+            return f"{axis.dim} = {shown} where the study has {values.tolist()}"
+    return None
 
 
 def _changed_inputs(attrs, study):
