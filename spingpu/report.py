@@ -315,10 +315,10 @@ def _html(ds, rows, figures, threshold, csv_name, notes=()):
     for r in rows:
         cells = "".join(f"<td>{html.escape(value_text(r[d], ds[d].attrs.get('units')))}</td>" for d in axes)
         cells += (f"<td>{_pct(r['median_test_acc'])}</td>"
-                  f"<td>{_pct(r['median_test_acc_lo95'])}-{_pct(r['median_test_acc_hi95'])}</td>"
-                  f"<td>{_pct(r['q25_test_acc'])}-{_pct(r['q75_test_acc'])}</td>"
-                  f"<td>{_pct(r['q05_test_acc'])}-{_pct(r['q95_test_acc'])}</td><td>{_pct(r['yield'])}</td>"
-                  f"<td>{_pct(r['yield_lo95'])}-{_pct(r['yield_hi95'])}</td>"
+                  f"<td>{_range(r['median_test_acc_lo95'], r['median_test_acc_hi95'])}</td>"
+                  f"<td>{_range(r['q25_test_acc'], r['q75_test_acc'])}</td>"
+                  f"<td>{_range(r['q05_test_acc'], r['q95_test_acc'])}</td><td>{_pct(r['yield'])}</td>"
+                  f"<td>{_range(r['yield_lo95'], r['yield_hi95'])}</td>"
                   f"<td>{r['diverged']}</td><td>{r['networks_done']} of {r['networks']}</td>"
                   f"<td>{number_text(r['median_grad_cosine'], '.3f')}</td>"
                   f"<td>{number_text(r['median_deriv_rel_err'], '.3g')}</td>")
@@ -354,7 +354,7 @@ layers' weight and bias gradient used with the exact one) and the derivative err
 cell trained. The 95 % confidence intervals say how well the cell's networks pin down the yield of
 the population of chips the variability describes (Clopper-Pearson interval) and the median
 accuracy of its chips that do not diverge (distribution-free, between two order statistics, n/a
-under 6 networks), on this study's data split and test samples (test-set sampling error is not in
+under 6 networks that did not diverge), on this study's data split and test samples (test-set sampling error is not in
 them); done: the networks
 trained (of finished tasks) over which the statistics are taken; teacher: the test accuracy of a
 distilled cell's digital teacher.
@@ -373,4 +373,9 @@ def _pct(x):
 
     text = percent_text(x)
     return text if text == "n/a" else f"{text} %"
+
+
+def _range(low, high):
+    """``low % - high %``, or ``n/a`` where neither end is known (not ``n/a-n/a``)."""
+    return "n/a" if _pct(low) == _pct(high) == "n/a" else f"{_pct(low)}-{_pct(high)}"
 

@@ -14,6 +14,15 @@
   accuracies' distribution; with ties (accuracies are multiples of 1 / test samples) it is
   conservative. Fewer than 6 networks cannot give 95 % between any two order statistics: NaN.
 
+A yield pooled over cells that share their chips (a figure showing fewer axes than the study
+has) is not one of k out of n independent trials: every cell trains networks 0 .. N-1 with the
+same junction draws, and cells that differ only in settings that act in neither are copies. Its
+interval (:func:`pooled_yield_interval`) is Clopper-Pearson with the N chips as the trials and
+N times the pooled yield as the hits (beta quantiles at a non-integer count): a chip's fraction of
+passing cells lies in [0, 1], so it varies at most as a pass/fail does, and the pooled yield at
+most as a binomial proportion of N. The interval is the cell's where the cells are copies, and
+wider than needed where they are nearly independent.
+
 The intervals are over the chips of one cell, i.e. they say how well N simulated chips pin down
 the yield or the median of the population of chips the study's variability describes, on the study's
 one data split: every chip is tested on the same test samples, so the intervals hold no test-set
@@ -82,6 +91,26 @@ def yield_interval(hits, n, confidence=CONFIDENCE):
         return math.nan, math.nan
     ci = binomtest(hits, n).proportion_ci(confidence_level=confidence, method="exact")
     return float(ci.low), float(ci.high)
+
+
+def pooled_yield_interval(hits, results, chips, confidence=CONFIDENCE):
+    """(low, high) interval of a yield of ``hits`` passing among ``results`` pass/fail results
+    that ``chips`` distinct chips gave in several cells (module doc): Clopper-Pearson at n =
+    ``chips`` and k = ``chips`` hits / results, as fractions; (NaN, NaN) where there are no results.
+    With one result per chip it is :func:`yield_interval`."""
+    from scipy.stats import beta
+
+    results = check_range("results", results, 0, None, integer=True)
+    hits = check_range("hits", hits, 0, results, integer=True)
+    chips = check_range("chips", chips, 0 if results == 0 else 1, results, integer=True)
+    confidence = check_range("confidence", confidence, 0.0, 1.0, low_open=True, high_open=True)
+    if results == 0:
+        return math.nan, math.nan
+    k = chips * hits / results
+    tail = (1.0 - confidence) / 2.0
+    low = float(beta.ppf(tail, k, chips - k + 1)) if k > 0 else 0.0
+    high = float(beta.ppf(1.0 - tail, k + 1, chips - k)) if k < chips else 1.0
+    return low, high
 
 
 def median_interval(values, confidence=CONFIDENCE):

@@ -288,10 +288,10 @@ def test_results_are_a_pure_function_of_seed_junction_and_current():
     keys = np.array([[5, 1, 2, 0], [5, 1, 2, 1], [7, 0, 0, 0]])
     params = np.repeat(model.nominal[None], 3, axis=0)
     r, m = model.simulate([1e-4, 2e-4], params, keys, seed=9)
-    for k, current in enumerate([1e-4, 2e-4]):
+    for point, current in enumerate([1e-4, 2e-4]):
         r1, m1 = model.simulate([current], params[1:2], keys[1:2], seed=9)  # alone, one current
-        np.testing.assert_array_equal(r1[0, 0], r[1, k])
-        np.testing.assert_array_equal(m1[0, 0], m[1, k])
+        np.testing.assert_array_equal(r1[0, 0], r[1, point])
+        np.testing.assert_array_equal(m1[0, 0], m[1, point])
     assert len({r[0, 0], r[1, 0], r[2, 0]}) == 3  # each junction its own noise
     r2, _ = model.simulate([1e-4, 2e-4], params, keys, seed=10)
     assert not np.array_equal(r, r2)

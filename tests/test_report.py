@@ -827,3 +827,69 @@ def test_the_reports_cell_count_names_the_axes(tmp_path):
     assert main(["report", str(path)]) == 0
     text = (tmp_path / "fake.html").read_text()
     assert re.search(r"<th>cells</th><td>6 \((2 delta_i x 3 read_noise|3 read_noise x 2 delta_i)\)</td>", text)
+
+
+def diverge_everything(path):
+    """Every network of every cell diverged at its third epoch, as training leaves such a store."""
+    import zarr
+
+    group = zarr.open_group(str(path), mode="r+")
+    group["test_acc"][...] = np.nan
+    group["diverged"][...] = 1
+    for name in ("train_loss", "train_acc", "val_acc", "grad_cosine", "deriv_rel_err"):
+        values = group[name][...]
+        values[..., 2:] = np.nan
+        group[name][...] = values
+
+
+@pytest.mark.parametrize("sweep", [{"neuron.delta_i": [1e-6, 1e-5], "readout.read_noise": [0.0, 1e-3]},
+                                   {"training.grad_mode": ["fd_forward", "model"]}, {}])
+def test_a_study_whose_every_network_diverged_is_reported_not_a_traceback(tmp_path, capsys, sweep):
+    """Nothing to put on a log scale or in a box: the panels say that every network diverged, and
+    the summary gives n/a for the medians and their intervals and 0 % for the yields."""
+    path, _ = fake_store(tmp_path, sweep)
+    diverge_everything(path)
+    assert main(["report", str(path)]) == 0, capsys.readouterr().err
+    text = (tmp_path / "fake.html").read_text()
+    assert text.count("<img") >= 3 and "n/a-n/a" not in text
+    rows = list(csv.DictReader(open(tmp_path / "fake.summary.csv")))
+    assert rows and all(r["yield"] == "0.0" and r["median_test_acc"] in ("", "nan") for r in rows), rows
+    with open_results(path) as ds:
+        figures = dict(study_figures(ds))
+    notes = [t.get_text() for ax in figures["Training curves"].axes[:2] for t in ax.texts]
+    assert notes == ["every network diverged"] * 2
+    assert figures["Training curves"].axes[1].get_yscale() == "linear"
+
+
+def test_a_pooled_yield_takes_the_chips_not_the_cells_results_as_its_trials(tmp_path):
+    """Against delta_i, a point pools the read_noise cells, which share their chips: its interval
+    is pooled_yield_interval with the 40 networks as trials (not Clopper-Pearson of k of 80), and
+    where the pooled cells are copies it is the one cell's interval."""
+    import zarr
+
+    from spingpu.plot import accuracy_vs_axis
+    from spingpu.stats import pooled_yield_interval, yield_interval
+
+    path, study = fake_store(tmp_path, {"neuron.delta_i": [5e-6, 2e-5], "readout.read_noise": [0.0, 1e-3]})
+    group = zarr.open_group(str(path), mode="r+")
+    dims = [a.dim for a in study.axes]
+    test_acc = group["test_acc"][...]
+    index = [slice(None)] * test_acc.ndim
+    index[dims.index("delta_i")], index[dims.index("read_noise")] = 1, 1
+    copy_of = list(index)
+    copy_of[dims.index("read_noise")] = 0
+    test_acc[tuple(index)] = test_acc[tuple(copy_of)]  # delta_i = 2e-5: both noise cells the same chips' numbers
+    group["test_acc"][...] = test_acc
+    with open_results(path) as ds:
+        ax_yield = accuracy_vs_axis(ds, "delta_i", threshold=0.8).axes[1]
+        segments = ax_yield.collections[-1].get_segments()
+        for k, segment in enumerate(segments):
+            acc = ds.test_acc.isel(delta_i=k).values  # (read_noise, network) or (network, read_noise)
+            hits = int(np.sum(acc >= 0.8))
+            expected = pooled_yield_interval(hits, acc.size, N_NET)
+            np.testing.assert_allclose(segment[:, 1], [100 * e for e in expected], rtol=1e-12)
+            assert expected[1] - expected[0] > np.subtract(*yield_interval(hits, acc.size)[::-1])
+        one_cell = ds.test_acc.isel(delta_i=1, read_noise=0).values
+        np.testing.assert_allclose(segments[1][:, 1], [100 * e for e in yield_interval(int(np.sum(one_cell >= 0.8)),
+                                                                                          N_NET)], rtol=1e-8)
+    assert "chips as the trials" in ax_yield.get_title()

@@ -7,6 +7,7 @@ import pytest
 from scipy.stats import beta, binom, norm
 
 from spingpu import stats
+from spingpu.errors import ConfigError
 from spingpu.stats import median_interval, yield_interval
 
 
@@ -167,3 +168,41 @@ def test_yield_interval_refuses_what_is_not_a_count_in_one_line(args, message):
     with pytest.raises(ConfigError) as err:
         yield_interval(*args)
     assert str(err.value).startswith(message)
+
+
+def test_pooled_yield_interval_is_clopper_pearson_of_the_chips():
+    """One result per chip: the Clopper-Pearson interval (scipy's binomtest, to its 1e-9); m
+    copies of each chip's result: the same interval as one; fresh counts: k = chips hits / results
+    in the beta quantiles, monotonic in the hits and never narrower than the results' own."""
+    from spingpu.stats import pooled_yield_interval
+
+    rng = np.random.default_rng()
+    for n in rng.integers(1, 400, 6):
+        for k in {0, 1, int(rng.integers(0, n + 1)), n - 1, n} - {-1}:
+            np.testing.assert_allclose(pooled_yield_interval(k, n, n), yield_interval(k, n), rtol=1e-8, atol=1e-15)
+            m = int(rng.integers(2, 6))
+            np.testing.assert_allclose(pooled_yield_interval(m * k, m * n, n), yield_interval(k, n), rtol=1e-8,
+                                       atol=1e-15)
+    chips, results = 30, 90
+    hits = np.sort(rng.choice(results + 1, 5, replace=False))
+    intervals = np.array([pooled_yield_interval(int(h), results, chips) for h in hits])
+    assert np.all(np.diff(intervals, axis=0) > 0)
+    h = int(hits[2])
+    k = chips * h / results
+    assert intervals[2] == pytest.approx((beta.ppf(0.025, k, chips - k + 1) if k else 0.0,
+                                          beta.ppf(0.975, k + 1, chips - k) if k < chips else 1.0), rel=1e-12)
+    assert np.all(intervals[:, 1] - intervals[:, 0] >= [np.subtract(*yield_interval(int(h), results)[::-1])
+                                                          for h in hits])
+
+
+@pytest.mark.parametrize("args, message", [
+    ((3, 2, 2), "hits: 3 is out of range; allowed: 0 <= value <= 2"),
+    ((1, 4, 5), "chips: 5 is out of range; allowed: 1 <= value <= 4"),
+    ((1, 4, 0), "chips: 0 is out of range; allowed: 1 <= value <= 4"),
+    ((1.5, 4, 2), "hits: expected an integer, got 1.5")])
+def test_pooled_yield_interval_refuses_impossible_counts(args, message):
+    from spingpu.stats import pooled_yield_interval
+
+    with pytest.raises(ConfigError) as err:
+        pooled_yield_interval(*args)
+    assert str(err.value) == message

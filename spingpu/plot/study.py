@@ -47,14 +47,23 @@ def _yield_pct(vals, done, threshold, axis):
         return np.where(count > 0, 100 * hits / np.maximum(count, 1), np.nan)
 
 
-def _yield_interval_pct(vals, done, threshold, axis):
-    """(low, high) per cent: the 95 % Clopper-Pearson interval of :func:`_yield_pct` (spingpu.stats)."""
-    from ..stats import yield_hits, yield_interval
+def _yield_interval_pct(vals, done, threshold, axis, chips=None):
+    """(low, high) per cent: the 95 % Clopper-Pearson interval of :func:`_yield_pct`; where the
+    values pool cells that share their chips, ``chips`` (the distinct networks behind each yield)
+    makes it :func:`spingpu.stats.pooled_yield_interval`."""
+    from ..stats import pooled_yield_interval, yield_hits
 
     hits, count = yield_hits(vals, 100 * threshold, done, axis), np.sum(done, axis=axis)
-    pairs = [yield_interval(k, n) for k, n in zip(np.ravel(hits), np.ravel(count))]
+    chips = count if chips is None else chips
+    pairs = [pooled_yield_interval(k, n, c) for k, n, c in zip(np.ravel(hits), np.ravel(count), np.ravel(chips))]
     lo, hi = (100 * np.reshape([p[i] for p in pairs], np.shape(hits)) for i in (0, 1))
     return lo, hi
+
+
+def _chips(done, keep):
+    """Networks (chips) with a finished result in any cell pooled at each point of the dims ``keep``."""
+    pooled = [d for d in done.dims if d not in keep and d != "network"]
+    return (done.any(pooled) if pooled else done).sum("network").transpose(*keep).values
 
 
 def categorical_axes(ds):
@@ -151,7 +160,9 @@ def accuracy_vs_axis(ds, dim, threshold=0.9):
         ax_acc.plot(x[every_one_diverged], np.zeros(every_one_diverged.sum()), "x", color=colour, ms=10, mew=2,
                     clip_on=False, label="_nolegend_")
         any_all_diverged = any_all_diverged or every_one_diverged.any()
-        yld, (lo, hi) = _yield_pct(vals, done, threshold, axis=1), _yield_interval_pct(vals, done, threshold, axis=1)
+        chips = _chips(done_all.sel(sel) if sel else done_all, [dim])
+        yld = _yield_pct(vals, done, threshold, axis=1)
+        lo, hi = _yield_interval_pct(vals, done, threshold, 1, chips)
         ax_yield.fill_between(x, lo, hi, color=colour, alpha=0.12, lw=0)
         # and as error bars: a band has no width at a point between missing ones (or on a one-value axis)
         ax_yield.errorbar(x, yld, yerr=(yld - lo, hi - yld), fmt="none", ecolor=colour, elinewidth=1, capsize=3)
@@ -165,9 +176,12 @@ def accuracy_vs_axis(ds, dim, threshold=0.9):
         ax_acc.plot([], [], "x", color="grey", ms=10, mew=2, label="every network diverged")
     ax_yield.set_ylabel(f"yield (%): chips with accuracy >= {threshold_text(threshold)} %")
     ax_yield.set_ylim(-3, 103)
-    ax_yield.set_title(YIELD_TITLE)
+    ax_yield.legend(fontsize="small", loc="best")
+    pooled = _pooled_note(ds, [dim] + categorical_axes(ds))
+    # pooled cells share their chips: the interval takes the chips, not the cells' results, as trials
+    ax_yield.set_title(YIELD_TITLE + (",\nthe pooled cells' chips as the trials" if pooled else ""))
     ax_acc.legend(fontsize="small", loc="best")
-    set_suptitle(fig, f"Test accuracy against {dim}{_pooled_note(ds, [dim] + categorical_axes(ds))}")
+    set_suptitle(fig, f"Test accuracy against {dim}{pooled}")
     return fig
 
 
@@ -190,7 +204,8 @@ def accuracy_categorical(ds, threshold=0.9):
     stats = [dict(zip(("whislo", "q1", "med", "q3", "whishi"), np.quantile(d, [BAND_90[0], BAND_IQR[0], 0.5,
                                                                               BAND_IQR[1], BAND_90[1]])))
              for d in data if d.size]
-    ax_acc.bxp(stats, positions=[k + 1 for k, d in enumerate(data) if d.size], showfliers=False)
+    if stats:  # matplotlib's bxp refuses an empty list
+        ax_acc.bxp(stats, positions=[k + 1 for k, d in enumerate(data) if d.size], showfliers=False)
     for k, (d, y) in enumerate(zip(data, yields)):
         if not d.size and np.isfinite(y):  # networks finished, none without diverging: no box
             ax_acc.text(k + 1, 0.5, "every network\ndiverged", ha="center", va="center", fontsize="small",
@@ -207,6 +222,7 @@ def accuracy_categorical(ds, threshold=0.9):
     ax_yield.set_title(YIELD_TITLE)
     ax_yield.set_xticks(range(len(labels)), labels, rotation=20, ha="right")
     ax_yield.set_xlim(-0.6, len(labels) - 0.4)
+    ax_yield.set_ylim(0, 103)
     ax_yield.set_ylabel(f"yield (%): chips with accuracy >= {threshold_text(threshold)} %")
     for ax in (ax_acc, ax_yield):
         ax.grid(True, axis="y", alpha=0.3)
@@ -289,7 +305,8 @@ def delta_i_tradeoff(ds, dim="delta_i"):
     for ax in (ax_err, ax_cos):
         _numeric_x_axis(ax, ds, dim, x)
         ax.grid(True, alpha=0.3)
-    ax_err.set_yscale("log")
+    _log_y_or_note(ax_err, "no derivative error to show:\nevery network diverged")
+    _log_y_or_note(ax_cos, "no gradient cosine to show:\nevery network diverged", log=False)
     ax_err.set_ylabel("median relative error of dV/dI estimate")
     ax_err.set_title("derivative error (star: best dI)")
     ax_cos.set_ylabel("median cosine(hidden-layer gradient used, exact)")
@@ -321,7 +338,8 @@ def training_curves(ds):
             ax.plot(epoch, _nanquantile(vals, 0.5), color=colour, label=label)
     ax_acc.set_ylabel("validation accuracy (%)")
     ax_loss.set_ylabel("training loss")
-    ax_loss.set_yscale("log")
+    _log_y_or_note(ax_loss, "every network diverged")
+    _log_y_or_note(ax_acc, "every network diverged", log=False)
     for ax in (ax_acc, ax_loss):
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -349,6 +367,17 @@ def divergence_counts(ds):
                   f"networks diverged (of a cell's finished ones; {ds.sizes['network']} when complete)")
     ax.set_title("Diverged networks per cell\n(loss or a gradient NaN or beyond 3.4e38)")
     return fig
+
+
+def _log_y_or_note(ax, note, log=True):
+    """A log y scale (``log``) where a line of ``ax`` has a finite positive value, and ``note`` in
+    the middle of a panel with no finite value at all (matplotlib refuses a log scale with nothing
+    positive to draw: a study whose every network diverged)."""
+    values = [np.asarray(line.get_ydata(), dtype=float) for line in ax.get_lines()]
+    if log and any(np.any(np.isfinite(v) & (v > 0)) for v in values):
+        ax.set_yscale("log")
+    if not any(np.any(np.isfinite(v)) for v in values):
+        ax.text(0.5, 0.5, note, transform=ax.transAxes, ha="center", va="center", fontsize="small")
 
 
 def _nanquantile(vals, q):
