@@ -6,7 +6,9 @@ On [x_k, x_{k+1}] with h = x_{k+1} - x_k and t = (x - x_k) / h,
     h00 = 2t^3 - 3t^2 + 1,  h10 = t^3 - 2t^2 + t,  h01 = -2t^3 + 3t^2,  h11 = t^3 - t^2
 
 with knot slopes d_k chosen by the caller (PCHIP slopes keep the curve monotone where the data
-are, Fritsch & Carlson, SIAM J. Numer. Anal. 17, 238 (1980)). Outside the table the curve
+are: the conditions of Fritsch & Carlson, SIAM J. Numer. Anal. 17, 238 (1980), met by the
+weighted harmonic mean of the neighbouring secants of Fritsch & Butland, SIAM J. Sci. Stat.
+Comput. 5, 300 (1984), as SciPy's PchipInterpolator computes them). Outside the table the curve
 continues as the straight line of the end value and end slope. The table is a (3, K) array whose
 rows are x (strictly increasing), y and dy/dx.
 """

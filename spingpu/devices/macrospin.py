@@ -10,7 +10,7 @@ quantities that differ from device to device are ordinary :class:`Parameter` s, 
 Kernels do not integrate the LLGS equation at every training step: each junction gets a table of V
 and dV/dI on ``table_points`` currents from ``table_i_min`` to ``table_i_max``, computed by the
 batched LLGS kernel, and is evaluated by cubic Hermite interpolation of its table (continued
-linearly outside). The knot slopes are the PCHIP slopes of the V knots (Fritsch-Carlson, as the
+linearly outside). The knot slopes are the PCHIP slopes of the V knots (Fritsch-Butland, as the
 ``tabulated`` model), which keep switching steps free of overshoot. :meth:`MacrospinModel.bind`
 does this for every junction of a training run at once and returns what the kernels evaluate: a
 ``macrospin_table`` model whose rows are (offset, knots) into one stacked table.
