@@ -17,12 +17,11 @@ from .devices import (DeviceModel, Parameter, Readout, Variability, available_mo
 from .datasets import Dataset, from_arrays, from_splits, load_dataset
 from .errors import (CoarseTimeStepWarning, ConfigError, ExtrapolationWarning, SpingpuWarning,
                      UnusedSettingWarning)
-from .studies import load_study, open_results
+from .studies import load_results, load_study, open_results
 from .training import Distillation, PairNeuron, Schedule, TrainConfig, train
 
 __all__ = ["Backend", "CoarseTimeStepWarning", "ConfigError", "Dataset", "DeviceModel", "Distillation",
            "ExtrapolationWarning", "PairNeuron", "Parameter", "Readout", "Schedule", "SpingpuWarning", "TrainConfig",
-           "UnusedSettingWarning", "Variability", "__version__", "available_backends",
-           "available_models", "from_arrays", "from_splits", "get_backend", "get_model", "junction_curves", "load_dataset",
-           "register_model",
-           "load_study", "open_results", "sample_layer", "train"]
+           "UnusedSettingWarning", "Variability", "__version__", "available_backends", "available_models",
+           "from_arrays", "from_splits", "get_backend", "get_model", "junction_curves", "load_dataset",
+           "load_results", "load_study", "open_results", "register_model", "sample_layer", "train"]

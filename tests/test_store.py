@@ -301,3 +301,7 @@ def test_last_epoch_values_are_at_each_networks_last_trained_epoch(tmp_path):
         assert loaded[name].dims == ("epochs", "network")
         np.testing.assert_array_equal(loaded[name].values, np.array(values))
     assert "train_loss" not in loaded and "diverged" not in loaded  # used, not loaded
+    # in memory, so Dask's refusal of a median across chunks does not apply (the README's example)
+    median = spingpu.load_results(path, ["test_acc"]).test_acc.median("network")
+    with open_results(path) as ds:
+        np.testing.assert_array_equal(median.values, ds.test_acc.load().median("network").values)
