@@ -48,8 +48,7 @@ class Backend:
         if self.name == "auto":
             raise ConfigError("backend", f"'auto' is a choice made by name (train(backend='auto'), get_backend('auto')), "
                                          f"not a Backend; allowed for a Backend: {', '.join(BACKENDS)}")
-        if not isinstance(self.name, str) or self.name not in BACKENDS:
-            raise ConfigError("backend", f"{_short(self.name)}; allowed: auto, {', '.join(BACKENDS)}")
+        check_choice("backend", self.name, ("auto",) + BACKENDS)  # 'auto' refused above
         if not isinstance(self.simulator, bool):
             raise ConfigError("simulator", f"expected True or False, got {_short(self.simulator)}")
         if self.gpu_memory_bytes is not None:

@@ -98,18 +98,26 @@ def check_items(field, value, length, expected):
     return tuple(value)
 
 
-def did_you_mean(word, options):
-    """`` (did you mean 'x'?)`` for the closest of ``options`` to a misspelt ``word``, else ``""``."""
+def closest(word, options):
+    """The closest of ``options`` to a misspelt ``word`` (difflib's ratio >= 0.6), else None."""
     import difflib
 
     close = difflib.get_close_matches(str(word), [str(o) for o in options], n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+    return close[0] if close else None
+
+
+def did_you_mean(word, options):
+    """`` (did you mean 'x'?)`` for the :func:`closest` of ``options`` to ``word``, else ``""``."""
+    close = closest(word, options)
+    return f" (did you mean {close!r}?)" if close else ""
 
 
 def check_choice(field, value, allowed):
-    """``value`` if it is one of the strings ``allowed``, else ConfigError listing them."""
+    """``value`` if it is one of the strings ``allowed``, else ConfigError listing them (and the
+    closest, where a misspelt word has one)."""
     if not isinstance(value, str) or value not in allowed:
-        raise ConfigError(field, f"{_short(value)}; allowed: {', '.join(allowed)}")
+        hint = did_you_mean(value, allowed) if isinstance(value, str) else ""
+        raise ConfigError(field, f"{_short(value)}{hint}; allowed: {', '.join(allowed)}")
     return value
 
 

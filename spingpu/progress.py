@@ -21,8 +21,9 @@ def progress_bar(enabled, total, unit):
         bar.close()
 
 
-STUDY_SETUP = "setting up (first run of a model on a machine: ~20-60 s to compile)"
-SETUP = "setting up: junctions, kernels (compiled on a machine's first run of a model, ~20-60 s; then loaded from disk)"
+STUDY_SETUP = "setting up (first run of a model or network depth on a machine: ~15-60 s to compile)"
+SETUP = ("setting up: junctions, kernels (compiled on a machine's first run of a model or network depth, ~15-60 s; "
+         "then loaded from disk)")
 
 
 @contextlib.contextmanager

@@ -225,7 +225,7 @@ def test_cuda_settings_of_another_backend_are_warned_of():
     (dict(n_networks=2, model=5), "model", ["expected a device model or its name", "got int 5"]),
     (dict(n_networks=2, model="nope"), "model", ["unknown device model 'nope'"]),
     (dict(n_networks=2, backend=3), "backend", ["expected a backend name", "got int 3"]),
-    (dict(n_networks=2, backend="tpu"), "backend", ["'tpu'; allowed: auto, numpy, cpu, cuda"]),
+    (dict(n_networks=2, backend="tpu"), "backend", ["'tpu' (did you mean 'cpu'?); allowed: auto, numpy, cpu, cuda"]),
 ])
 def test_bad_train_arguments(iris, kwargs, field, words):
     with raises(field, *words):

@@ -14,7 +14,7 @@ SMALL = ["train", "--dataset", "iris", "--hidden", "4", "--networks", "6", "--ep
 TINY = ["train", "--dataset", "iris", "--networks", "2", "--epochs", "1", "--backend", "numpy"]
 
 SUMMARY = re.compile(
-    r"test accuracy: median (?P<q50>[\d.]+) % \(95 % CI (?:(?P<mlo>[\d.]+)-(?P<mhi>[\d.]+) %|n/a under 6 networks)\), "
+    r"test accuracy: median (?P<q50>[\d.]+) % \(95 % CI (?:(?P<mlo>[\d.]+)-(?P<mhi>[\d.]+) %|n/a under 6 networks that did not diverge)\), "
     r"IQR (?P<q25>[\d.]+)-(?P<q75>[\d.]+) %, "
     r"5-95 % (?P<q05>[\d.]+)-(?P<q95>[\d.]+) %\n"
     r"yield \(test accuracy >= 90 %\): (?P<yield>[\d.]+) % of (?P<n>\d+) networks "
@@ -306,6 +306,11 @@ def test_argparse_type_error_one_line_exit_2(tmp_path, capsys):
 
 @pytest.mark.parametrize("argv, message", [
     (["--bogus"], "--bogus: not an option or argument of spingpu train (spingpu train --help lists them)"),
+    (["--sigma_d2d", "0.1"], "--sigma_d2d: not an option or argument of spingpu train (did you mean '--sigma-d2d'?) "
+                             "(spingpu train --help lists them)"),
+    (["--grad", "fd_fwd"], "grad: 'fd_fwd' (did you mean 'fd_forward'?); allowed: fd_forward, fd_single, fd_symmetric, "
+                           "model, oracle, tanh, relu, sigmoid"),
+    (["--optimizer", "adma"], "optimizer: 'adma' (did you mean 'adam'?); allowed: sgd, momentum, adam"),
     (["--lr"], "lr: expects a value"),
     (["--adc-range", "1"], "adc-range: expects 2 values"),
     (["--lr", "fast"], "lr: expected a number, got 'fast'"),

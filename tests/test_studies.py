@@ -1003,7 +1003,7 @@ def test_invalid_toml_and_missing_study_file(tmp_path, monkeypatch, capsys):
     (["--networks-per-task", "0"], "networks-per-task: 0 is out of range"),
     (["--threshold", "2"], "threshold: 2.0 is out of range; allowed: 0.0 <= value <= 1.0"),
     (["--cluster", "k8s"], "cluster: 'k8s'; allowed: local, slurm, pbs"),
-    (["--backend", "tpu"], "backend: 'tpu'; allowed: auto, numpy, cpu, cuda"),
+    (["--backend", "tpu"], "backend: 'tpu' (did you mean 'cpu'?); allowed: auto, numpy, cpu, cuda"),
     (["--resume"], "resume: no store at results/tiny.zarr to resume"),
     (["--out", "missing/s.zarr"], "out: folder missing does not exist"),
     (["--out", " "], "out: expected a store name, got an empty one (leave --out out for results/<study name>.zarr)"),
@@ -1115,7 +1115,7 @@ def test_resume_of_a_store_whose_backend_cannot_run_here_says_so(tmp_path, monke
     study_path, _, _ = tiny_study_and_store(tmp_path, "tpu")
     rc, _, err = run_main(["run", str(study_path), "--resume", "--no-report"])
     assert rc == 2 and err == ("spingpu run: error: backend: results/tiny.zarr was written with the 'tpu' backend, "
-                               "which cannot run here (backend: 'tpu'; allowed: auto, numpy, cpu, cuda); resume it "
+                               "which cannot run here (backend: 'tpu' (did you mean 'cpu'?); allowed: auto, numpy, cpu, cuda); resume it "
                                "where it can, or start a new store\n"), err
 
 

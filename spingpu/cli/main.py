@@ -44,10 +44,18 @@ class _Parser(argparse.ArgumentParser):
 _ARGPARSE_PROBLEMS = (  # argparse's wording -> ours (a problem after the field's name)
     (re.compile(r"^invalid integer value: (.*)$"), r"expected a whole number, got \1"),
     (re.compile(r"^invalid float value: (.*)$"), r"expected a number, got \1"),
-    (re.compile(r"^invalid choice: (.*?) \(choose from (.*)\)$"), r"\1; allowed: \2"),
+    (re.compile(r"^invalid choice: (.*?) \(choose from (.*)\)$"),
+     lambda m: f"{m.group(1)}{_closest(m.group(1), m.group(2))}; allowed: {m.group(2)}"),
     (re.compile(r"^expected one argument$"), "expects a value"),
     (re.compile(r"^expected (\d+) arguments$"), r"expects \1 values"),
 )
+
+
+def _closest(quoted, choices):
+    """argparse's invalid choice ``'x'`` among ``'a', 'b'``: the did-you-mean of the closest."""
+    from ..errors import did_you_mean
+
+    return did_you_mean(quoted.strip("'"), [c.strip().strip("'") for c in choices.split(",")])
 
 
 def field_message(message):
@@ -156,7 +164,13 @@ def _main(argv=None):
     args, extra = parser.parse_known_args(argv)
     extra = [word for word in extra if word != "--"]
     if extra:  # named with the command, like every other error (argparse would say "spingpu: error")
-        print(f"spingpu {args.command}: error: {extra[0]}: not an option or argument of spingpu {args.command} "
+        from ..errors import closest
+
+        command = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[args.command]
+        options = {name.lstrip("-"): name for name in command._option_string_actions}  # "--" is no likeness
+        close = closest(extra[0].split("=")[0].lstrip("-"), sorted(options))
+        hint = f" (did you mean {options[close]!r}?)" if close else ""
+        print(f"spingpu {args.command}: error: {extra[0]}: not an option or argument of spingpu {args.command}{hint} "
               f"(spingpu {args.command} --help lists them)", file=sys.stderr)
         return EXIT_USAGE
     try:

@@ -214,7 +214,7 @@ def summary(results, seconds):
         q05, q25, q50, q75, q95 = np.quantile(ok, [0.05, 0.25, 0.5, 0.75, 0.95])
         lo, hi = median_interval(ok)
         pct = lambda x: percent_text(x, 2)  # noqa: E731
-        ci = "n/a under 6 networks" if np.isnan(lo) else f"{pct(lo)}-{pct(hi)} %"
+        ci = "n/a under 6 networks that did not diverge" if np.isnan(lo) else f"{pct(lo)}-{pct(hi)} %"
         over = "" if ok.size == acc.size else f" of the {ok.size} networks that did not diverge"
         lines.append(f"test accuracy{over}: median {pct(q50)} % (95 % CI {ci}), IQR {pct(q25)}-"
                      f"{pct(q75)} %, 5-95 % {pct(q05)}-{pct(q95)} %")

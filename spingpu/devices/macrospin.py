@@ -40,7 +40,7 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
-from ..errors import CoarseTimeStepWarning, ConfigError, check_range
+from ..errors import CoarseTimeStepWarning, ConfigError, check_choice, check_range
 from ..progress import progress_bar
 from ..signals import stop_point
 from ..kernels import macrospin as _k
@@ -106,9 +106,7 @@ def _vector(name, value, *, unit=False, low=None, high=None):
 
 
 def _choice(name, value, allowed):
-    if value not in allowed:
-        raise ConfigError(f"param {name}", f"{value!r}; allowed: {', '.join(allowed)}")
-    return value
+    return check_choice(f"param {name}", value, tuple(allowed))
 
 
 @dataclass(frozen=True)

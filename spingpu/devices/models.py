@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import ConfigError, _short, check_range, did_you_mean
+from ..errors import ConfigError, _short, check_choice, check_range, did_you_mean
 from ..kernel_cache import cached_kernel
 from ..kernels import pointwise
 from ..kernels.stt_compact import prepare_rows as _stt_compact_prepare_rows
@@ -67,8 +67,7 @@ class Parameter:
         for flag in ("low_open", "allow_inf"):
             if not isinstance(getattr(self, flag), bool):
                 raise ConfigError(f"{self.name}.{flag}", f"expected True or False, got {_short(getattr(self, flag))}")
-        if self.distribution not in DISTRIBUTIONS:
-            raise ConfigError(f"{self.name}.distribution", f"{self.distribution!r}; allowed: {', '.join(DISTRIBUTIONS)}")
+        check_choice(f"{self.name}.distribution", self.distribution, DISTRIBUTIONS)
         if self.distribution == "lognormal" and (self.low is None or self.low < 0 or
                                                  (self.low == 0 and not self.low_open)):
             raise ConfigError(f"{self.name}.low", "a lognormal parameter must be bounded to positive values (low=0, low_open=True)")
@@ -417,7 +416,8 @@ def get_model(name, *, iv_csv=None, iv_table=None, **nominal):
         else:
             model = _REGISTRY[name]
     else:
-        raise ConfigError("model", f"unknown device model {name!r}; allowed: {', '.join(available_models())}")
+        raise ConfigError("model", f"unknown device model {name!r}{did_you_mean(name, available_models())}; "
+                                   f"allowed: {', '.join(available_models())}")
     return model.with_nominal(**nominal) if nominal else model
 
 
