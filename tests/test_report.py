@@ -893,3 +893,24 @@ def test_a_pooled_yield_takes_the_chips_not_the_cells_results_as_its_trials(tmp_
         np.testing.assert_allclose(segments[1][:, 1], [100 * e for e in yield_interval(int(np.sum(one_cell >= 0.8)),
                                                                                           N_NET)], rtol=1e-8)
     assert "chips as the trials" in ax_yield.get_title()
+
+
+def test_legends_name_the_axis_their_curves_are_values_of_and_si_ticks_do_not_crowd(tmp_path):
+    """Curves of network.hidden are labelled 4 and 4-4: the legend's title says they are hidden
+    widths. A linear axis of SI-prefixed values (1.05 kOhm) has at most 6 tick labels."""
+    from spingpu.plot import accuracy_vs_axis, training_curves
+
+    with pytest.warns(SpingpuWarning):  # fake_store sets network.hidden too
+        path, _ = fake_store(tmp_path, {"network.hidden": [[4], [4, 4]],
+                                        "model.params.r_p": [1000.0, 1050.0, 1100.0, 1150.0, 1200.0]})
+    with open_results(path) as ds:
+        figures = [accuracy_vs_axis(ds, "r_p"), training_curves(ds)]
+    for fig in figures:
+        fig.canvas.draw()
+        legends = [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None]
+        assert legends and all(legend.get_title().get_text() == "hidden" for legend in legends)
+        assert [t.get_text() for t in legends[0].get_texts()] == ["4", "4-4"]
+    ax = figures[0].axes[0]
+    low, high = ax.get_xlim()
+    ticks = [t for t in ax.get_xticklabels() if t.get_text() and low <= t.get_position()[0] <= high]
+    assert 2 <= len(ticks) <= 6 and any("kΩ" in t.get_text() for t in ticks), [t.get_text() for t in ticks]

@@ -95,13 +95,15 @@ def _plotted_axis_label(ds, dim):
 def _numeric_x_axis(ax, ds, dim, values):
     """Label, scale (log where the values span 20x or more) and tick labels (SI-prefixed where the
     units take a prefix: 5 µA, not 5e-06 A) of an x axis showing a numeric sweep axis."""
+    from matplotlib.ticker import MaxNLocator, NullFormatter
+
     formatter = engineering_formatter(_units(ds, dim))
     ax.set_xlabel(_plotted_axis_label(ds, dim))
     if _is_log(values):
         ax.set_xscale("log")
+    elif formatter is not None:  # at most 6 ticks: labels such as "1.05 kΩ" overlap at matplotlib's 9 on a half-width panel
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=5))
     if formatter is not None:
-        from matplotlib.ticker import NullFormatter
-
         ax.xaxis.set_major_formatter(formatter)
         ax.xaxis.set_minor_formatter(NullFormatter())
 
@@ -118,6 +120,12 @@ def _groups(ds, exclude=()):
         return [("all networks", {})]
     combos = itertools.product(*[list(ds[d].values) for d in cats])
     return [(", ".join(str(v) for v in combo), dict(zip(cats, combo))) for combo in combos]
+
+
+def _legend_title(ds):
+    """The categorical axes a legend's curves are values of (``4-4`` alone does not say it is
+    ``hidden``), or None where the curves are all networks."""
+    return ", ".join(categorical_axes(ds)) or None
 
 
 def _pooled(da, keep):
@@ -176,11 +184,11 @@ def accuracy_vs_axis(ds, dim, threshold=0.9):
         ax_acc.plot([], [], "x", color="grey", ms=10, mew=2, label="every network diverged")
     ax_yield.set_ylabel(f"yield (%): chips with accuracy >= {threshold_text(threshold)} %")
     ax_yield.set_ylim(-3, 103)
-    ax_yield.legend(fontsize="small", loc="best")
+    ax_yield.legend(fontsize="small", loc="best", title=_legend_title(ds), title_fontsize="small")
     pooled = _pooled_note(ds, [dim] + categorical_axes(ds))
     # pooled cells share their chips: the interval takes the chips, not the cells' results, as trials
     ax_yield.set_title(YIELD_TITLE + (",\nthe pooled cells' chips as the trials" if pooled else ""))
-    ax_acc.legend(fontsize="small", loc="best")
+    ax_acc.legend(fontsize="small", loc="best", title=_legend_title(ds), title_fontsize="small")
     set_suptitle(fig, f"Test accuracy against {dim}{pooled}")
     return fig
 
@@ -344,7 +352,7 @@ def training_curves(ds):
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(True, alpha=0.3)
-    ax_acc.legend(fontsize="small")
+    ax_acc.legend(fontsize="small", title=_legend_title(ds), title_fontsize="small")
     set_suptitle(fig, f"Training curves: median and IQR of the networks that did not diverge"
                       f"{_pooled_note(ds, categorical_axes(ds))}")
     return fig
