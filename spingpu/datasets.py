@@ -5,10 +5,12 @@ labels ``0 .. n_classes - 1`` for a training, a validation and a test split.
 
 Conventions (all datasets):
 
-- **Splits** are seeded and stratified (every class keeps its share of rows in each split, to
-  within one row). ``val_fraction`` and ``test_fraction`` are fractions of the *whole* table: the
+- **Splits** are seeded and stratified: every class keeps its share of rows in each split, to
+  within one row in the validation and test splits and within two in the training split (the
+  rows left over). ``val_fraction`` and ``test_fraction`` are fractions of the *whole* table: the
   test split has ``test_fraction * n`` rows and the validation split ``val_fraction * n`` rows,
-  each rounded to the nearest row (halves up), the training split the rest. The test split is drawn first with
+  each rounded to the nearest row, halves up, exactly as the fraction is written (0.41 of 150 rows
+  is 61.5: 62 rows); the training split has the rest. The test split is drawn first with
   ``sklearn.model_selection.train_test_split(..., stratify=y, random_state=seed)``, then the
   validation split from what remains, with the same seed (taken modulo 2**32, scikit-learn's
   range, so that every training seed, 0 .. 2**64 - 1, is a split seed). The same seed gives the
@@ -16,7 +18,8 @@ Conventions (all datasets):
 - **Standardisation** (z-score) is fitted on the training split only and applied to all three:
   ``x' = (x - feature_mean) / feature_std``, with the population standard deviation (ddof = 0)
   computed in float64; a feature that is constant on the training split gets ``feature_std = 1``
-  (it becomes ``x - mean``, i.e. 0 on the training split). The statistics are kept on the dataset.
+  (it becomes ``x - mean``, i.e. 0 on the training split). The statistics are kept on the dataset,
+  in the units of the raw features (for MNIST, pixel values 0..255).
 - ``max_train`` (optional) keeps a seeded, stratified subset of that many rows of the training split
   (after the validation and test rows have been removed), for quick runs; the standardisation is
   fitted on the rows kept.
@@ -30,18 +33,25 @@ Datasets (``load_dataset(name)``):
   ``train-labels-idx1-ubyte``, ``t10k-images-idx3-ubyte``, ``t10k-labels-idx1-ubyte`` (each
   optionally gzipped, ``.gz``), or an ``mnist.npz`` with arrays ``x_train, y_train, x_test,
   y_test``. The IDX files are preferred when both are present. The test split is the official
-  10,000-image test set, so **test_fraction is ignored for mnist**; the validation split is a
-  seeded stratified ``val_fraction`` of the official 60,000 training images. Pixels are scaled to
-  [0, 1] (divided by 255) and then standardised with one mean and one standard deviation pooled
-  over all pixels of the training split (per-pixel statistics would blow up pixels that are almost
-  never lit: such a pixel, lit in a test image, would reach thousands of standard deviations);
-  images are flattened row by row to 784 features.
-- ``csv:PATH``: a table of numeric feature columns and a label column (the column named ``label``
-  if the first row is a header that has one, else the last column). Labels may be integers or
-  strings; they are mapped to ``0 .. K-1`` in sorted order (numeric order for integers) and the
-  original values are kept in ``Dataset.class_names``.
+  10,000-image test set, so **test_fraction is ignored for mnist** (it must still lie in (0, 1),
+  as for the other datasets); the validation split is a seeded stratified ``val_fraction`` of the
+  official 60,000 training images. Images are flattened row by row to 784 features and
+  standardised with one mean and one standard deviation pooled over all pixels of the training
+  split (per-pixel statistics would blow up pixels that are almost never lit: such a pixel, lit in
+  a test image, would reach thousands of standard deviations). The statistics are in the images'
+  units: pixel values 0..255 for uint8 images (about 33.3 and 78.6), [0, 1] for float images in an
+  npz (both sets are taken in [0, 1] where one is uint8 and the other float).
+- ``csv:PATH``: a comma-separated table of numeric feature columns and a label column (the column
+  named ``label`` if the first row is a header that has one, else the last column). The first row
+  is a header if a cell is ``label``, if no cell is a number, or if its cells are exactly the
+  column numbers ``0, 1, ..., C-1`` (what pandas' ``to_csv(index=False)`` writes for unnamed
+  columns). Blank lines are skipped; there are no comment lines (a line starting with ``#`` is
+  data). Labels may be integers or strings; they are mapped to ``0 .. K-1`` in sorted order
+  (numeric order for integers) and the original values are kept in ``Dataset.class_names``. A
+  missing label (an empty cell, or NA, NaN, None or null in any case) is refused.
 
-``from_arrays(x, y)`` does the same splitting and standardisation for arrays from Python;
+``from_arrays(x, y)`` does the same splitting and standardisation for arrays from Python (a label
+that is None, NaN or pandas' NA, or the text NA, NaN, None or null, is refused as missing);
 ``from_splits(x_train, y_train, x_val, y_val, x_test, y_test)`` takes splits made by the user as
 they are and standardises them (no scikit-learn needed).
 
@@ -57,6 +67,7 @@ import dataclasses
 import math
 import os
 from dataclasses import dataclass
+from fractions import Fraction
 
 import numpy as np
 
@@ -83,10 +94,11 @@ class Dataset:
     """A classification dataset split into training, validation and test sets.
 
     ``x_*`` are float32 arrays ``(rows, n_features)``, standardised with the training split's
-    statistics: ``x = (raw - feature_mean) / feature_std``. ``y_*`` are int64 arrays ``(rows,)``
-    with labels ``0 .. n_classes - 1``. ``feature_mean`` and ``feature_std`` (float64,
-    ``(n_features,)``) were fitted on the training split (population std, ddof = 0; constant
-    features get std 1.0); apply them to new raw data with :meth:`standardise`. ``class_names``
+    statistics: ``x = (raw - feature_mean) / feature_std``, ``raw`` in the source's own units
+    (MNIST: pixel values 0..255 for uint8 images). ``y_*`` are int64 arrays ``(rows,)`` with labels
+    ``0 .. n_classes - 1``. ``feature_mean`` and ``feature_std`` (float64, ``(n_features,)``, in
+    the raw units) were fitted on the training split (population std, ddof = 0; constant features
+    get std 1.0); apply them to new raw data with :meth:`standardise`. ``class_names``
     gives the original label of each class index. ``split`` records how the splits were made (the
     arguments of :func:`load_dataset` or :func:`from_arrays` that choose them; ``{"given": True}``
     for :func:`from_splits`): :func:`spingpu.train` writes it in the results' ``dataset_split``.
@@ -143,8 +155,9 @@ class Dataset:
         return int(self.x_train.shape[1])
 
     def standardise(self, x_raw) -> np.ndarray:
-        """Standardise raw features (same units as the source data) with the training statistics:
-        (x_raw - feature_mean) / feature_std, float32, for rows of ``n_features`` numbers."""
+        """Standardise raw features (the source's units: pixel values 0..255 for MNIST's uint8
+        images) with the training statistics: (x_raw - feature_mean) / feature_std, float32, for
+        rows of ``n_features`` numbers."""
         try:
             x_raw = np.asarray(x_raw, dtype=np.float64)
         except (TypeError, ValueError):
@@ -169,7 +182,8 @@ def load_dataset(name, *, seed=0, val_fraction=0.2, test_fraction=0.2, data_dir=
     ``name``: ``"iris"``, ``"digits"``, ``"mnist"`` or ``"csv:PATH"``. ``seed`` (integer >= 0)
     fixes the splits. ``val_fraction``, ``test_fraction``: fractions of the whole table, each in
     (0, 1) with a sum below 1; for ``mnist`` the test set is the official one and
-    ``test_fraction`` is ignored, ``val_fraction`` is a fraction of the official training set.
+    ``test_fraction`` is ignored (but must lie in (0, 1)), ``val_fraction`` is a fraction of the
+    official training set.
     ``data_dir``: the MNIST folder (default: environment variable ``SPINGPU_DATA``). ``max_train``:
     keep at most this many training rows (seeded stratified subset of the training split).
     See the module docstring for the conventions.
@@ -182,6 +196,9 @@ def load_dataset(name, *, seed=0, val_fraction=0.2, test_fraction=0.2, data_dir=
     if key.lower() == "mnist":
         val_fraction = check_range("val_fraction", val_fraction, 0.0, 1.0, low_open=True,
                                    high_open=True)
+        # unused (the official test set), but checked as for every dataset: a study may give
+        # cells of several datasets one test_fraction
+        check_range("test_fraction", test_fraction, 0.0, 1.0, low_open=True, high_open=True)
         return _load_mnist(data_dir, seed=seed, val_fraction=val_fraction, max_train=max_train)
     val_fraction, test_fraction = _check_fractions(val_fraction, test_fraction)
     if key.lower() in ("iris", "digits"):
@@ -197,9 +214,16 @@ def load_dataset(name, *, seed=0, val_fraction=0.2, test_fraction=0.2, data_dir=
     if path is not None:
         if not path:
             raise ConfigError("dataset", "csv: needs a file path, as in csv:PATH")
-        x, y, names = _read_csv(os.path.expanduser(path))
-        return _build(f"csv:{path}", x, y, names, seed=seed, val_fraction=val_fraction,
-                      test_fraction=test_fraction, max_train=max_train, field="dataset")
+        csv_file = os.path.expanduser(path)
+        x, y, names, label_note = _read_csv(csv_file)
+        try:
+            return _build(f"csv:{path}", x, y, names, seed=seed, val_fraction=val_fraction,
+                          test_fraction=test_fraction, max_train=max_train, field="dataset")
+        except ConfigError as err:  # the classes do not fit the splits: name the file, and the labels' column
+            if err.field != "dataset":
+                raise
+            raise ConfigError("dataset", f"CSV file {csv_file!r}: {err.problem}"
+                                         + (f"; {label_note}" if label_note else "")) from None
     raise ConfigError("dataset", f"unknown dataset {name!r}; allowed: {_allowed()}")
 
 
@@ -343,6 +367,15 @@ def _normalise_labels(labels, field):
     """Labels as integers (whole-number floats, and object arrays of numbers, included) or strings;
     ConfigError naming ``field`` otherwise."""
     labels = np.asarray(labels)
+    if labels.dtype.kind in "fOU":
+        missing = (np.isnan(labels) if labels.dtype.kind == "f"
+                   else np.fromiter(map(_is_missing_label, labels.reshape(-1)), bool, labels.size))
+        if missing.any():
+            row = int(np.argmax(missing))
+            value = labels.reshape(-1)[row]
+            raise ConfigError(field, f"the label at row {row} is missing: "
+                                     f"{value.item() if isinstance(value, np.generic) else value!r}; every row "
+                                     f"needs a class label ({_MISSING_RULE})")
     if labels.dtype.kind == "O":  # e.g. from pandas: numbers stay numbers, anything else is text
         as_list = np.asarray(labels.tolist())
         labels = as_list if as_list.dtype.kind in "biufUS" else labels.astype(str)
@@ -358,6 +391,20 @@ def _normalise_labels(labels, field):
     return labels
 
 
+_MISSING_TEXTS = ("na", "nan", "none", "null", "+nan", "-nan")
+_MISSING_RULE = "missing: None, NaN, pandas' NA, and the texts NA, NaN, None and null in any case"
+
+
+def _is_missing_label(value):
+    """Whether a label is a missing value: None, a float NaN, pandas' NA, or a text that reads
+    NA, NaN, None or null (any case, spaces around)."""
+    if value is None or type(value).__name__ == "NAType":
+        return True
+    if isinstance(value, (float, np.floating)):
+        return bool(np.isnan(value))
+    return isinstance(value, str) and value.strip().lower() in _MISSING_TEXTS
+
+
 def _encode_labels(labels, field):
     """Map labels to int64 codes 0..K-1 in sorted order; return (codes, class names)."""
     labels = _normalise_labels(labels, field)
@@ -368,7 +415,9 @@ def _encode_labels(labels, field):
 
 
 def _n_rows(fraction, n):
-    return int(np.floor(fraction * n + 0.5))
+    """Rows of a split: ``fraction * n`` rounded to the nearest row, halves up, computed exactly
+    on the fraction as written (its shortest decimal form: 0.41 of 150 rows is 61.5, so 62)."""
+    return math.floor(Fraction(repr(float(fraction))) * n + Fraction(1, 2))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -456,57 +505,61 @@ def _min_fraction(rows, n):
     return steps / scale
 
 
-def _fit_standardiser(x_train, divisor=1.0, pooled=False):
-    """(mean, std) per feature of ``x_train / divisor`` in float64, population std (ddof = 0);
-    features constant on the training split get std 1.0. ``pooled``: one mean and std over all
-    features (images), repeated per feature."""
-    if pooled:
-        x = x_train.astype(np.float64) / divisor
-        mean, std = x.mean(), x.std()
-        return np.full(x_train.shape[1], mean), np.full(x_train.shape[1], std if std > 0 else 1.0)
-    n = len(x_train)
+def _fit_standardiser(x_train, pooled=False):
+    """(mean, std) per feature of ``x_train`` in float64, population std (ddof = 0), in the
+    features' own units; features constant on the training split get std 1.0. ``pooled``: one
+    mean and std over all features (images), repeated per feature. Read chunk by chunk: no
+    float64 copy of the whole table."""
+    axis = None if pooled else 0
+    count = x_train.size if pooled else len(x_train)
     # Features whose squares would overflow or underflow (|x| beyond 1e100 or below 1e-100) are
     # scaled by their largest |x| first; the others by exactly 1, so their numbers are unchanged.
-    largest = np.abs(x_train).max(axis=0).astype(np.float64) / divisor
+    largest = np.maximum(np.abs(x_train.max(axis=axis).astype(np.float64)),
+                         np.abs(x_train.min(axis=axis).astype(np.float64)))
     scale = np.where((largest > 1e100) | ((largest > 0) & (largest < 1e-100)), largest, 1.0)
-    mean = np.zeros(x_train.shape[1])
-    for start in range(0, n, _CHUNK_ROWS):
-        mean += (x_train[start:start + _CHUNK_ROWS].astype(np.float64) / divisor / scale).sum(axis=0)
-    mean /= n
-    var = np.zeros(x_train.shape[1])
-    for start in range(0, n, _CHUNK_ROWS):
-        chunk = x_train[start:start + _CHUNK_ROWS].astype(np.float64) / divisor / scale
-        var += ((chunk - mean) ** 2).sum(axis=0)
-    std = np.sqrt(var / n) * scale
+    mean, var = np.zeros(np.shape(largest)), np.zeros(np.shape(largest))
+    for _, chunk in _float_chunks(x_train, scale):
+        mean += chunk.sum(axis=axis)
+    mean /= count
+    for _, chunk in _float_chunks(x_train, scale):
+        chunk -= mean
+        var += np.square(chunk, out=chunk).sum(axis=axis)
+    std = np.sqrt(var / count) * scale
     mean *= scale
-    constant = np.ptp(x_train, axis=0) == 0
-    std[constant] = 1.0
-    return mean, std
+    std = np.where(np.ptp(x_train, axis=axis) == 0, 1.0, std)
+    n_features = x_train.shape[1]
+    return np.broadcast_to(mean, n_features).copy(), np.broadcast_to(std, n_features).copy()
 
 
-def _apply_standardiser(x, mean, std, divisor=1.0):
-    """float32 ``(x / divisor - mean) / std``, computed in float64 chunk by chunk."""
+def _apply_standardiser(x, mean, std):
+    """float32 ``(x - mean) / std``, computed in float64 chunk by chunk."""
     out = np.empty(x.shape, dtype=np.float32)
-    for start in range(0, len(x), _CHUNK_ROWS):
-        chunk = x[start:start + _CHUNK_ROWS].astype(np.float64) / divisor
-        out[start:start + _CHUNK_ROWS] = (chunk - mean) / std
+    for start, chunk in _float_chunks(x):
+        chunk -= mean
+        chunk /= std
+        out[start:start + len(chunk)] = chunk
     return out
 
 
-def _finish(name, x_tr, y_tr, x_va, y_va, x_te, y_te, n_classes, names, divisor=1.0, pooled=False, split=None):
-    """Standardise with the training split's statistics and assemble the Dataset.
+def _float_chunks(x, scale=1.0):
+    """(first row, float64 copy of ``_CHUNK_ROWS`` rows of ``x`` divided by ``scale``), in order."""
+    for start in range(0, len(x), _CHUNK_ROWS):
+        chunk = x[start:start + _CHUNK_ROWS].astype(np.float64)
+        chunk /= scale
+        yield start, chunk
 
-    The raw features are divided by ``divisor`` first (255 for MNIST pixels, giving [0, 1]); the
-    statistics are those of the divided features.
-    """
-    mean, std = _fit_standardiser(x_tr, divisor, pooled)
+
+def _finish(name, x_tr, y_tr, x_va, y_va, x_te, y_te, n_classes, names, pooled=False, split=None):
+    """Standardise with the training split's statistics (in the features' own units) and
+    assemble the Dataset."""
+    mean, std = _fit_standardiser(x_tr, pooled)
     return Dataset(
         name=name,
-        x_train=_apply_standardiser(x_tr, mean, std, divisor),
+        x_train=_apply_standardiser(x_tr, mean, std),
         y_train=np.ascontiguousarray(y_tr, dtype=np.int64),
-        x_val=_apply_standardiser(x_va, mean, std, divisor),
+        x_val=_apply_standardiser(x_va, mean, std),
         y_val=np.ascontiguousarray(y_va, dtype=np.int64),
-        x_test=_apply_standardiser(x_te, mean, std, divisor),
+        x_test=_apply_standardiser(x_te, mean, std),
         y_test=np.ascontiguousarray(y_te, dtype=np.int64),
         n_classes=int(n_classes),
         feature_mean=mean,
@@ -554,24 +607,49 @@ def _is_number(text):
 
 
 def _read_csv(path):
-    """(x float64, codes int64, class names) from a CSV table; ConfigError field 'dataset'."""
+    """(x float64, codes int64, class names, label note) of a CSV table; ConfigError (field
+    ``dataset``) naming the file and the line (physical lines, counted from 1).
+
+    The table: UTF-8 text (a byte-order mark is allowed), columns separated by commas, fields
+    optionally quoted (as Python's ``csv`` module and pandas write them; a quoted field may span
+    lines), spaces around a field ignored. Blank lines are skipped; there are no comment lines (a
+    line starting with ``#`` is read as data like any other). The first row is a header when one of
+    its cells is ``label`` (any case), when none of its cells is a number, or when its cells are
+    exactly the column numbers ``0, 1, ..., C-1`` (the header pandas' ``to_csv(index=False)`` writes
+    for unnamed columns); else it is data. The labels are the column named ``label``, else the
+    last column. Features are finite numbers. Labels are whole numbers (sorted numerically) or
+    texts; an empty label, or one that reads NA, NaN, None or null (any case), is a missing value
+    and is refused. The label note is None when a column is named ``label``, else the sentence an
+    error about the classes adds: that the last column was taken as the labels.
+    """
     import csv
 
     if os.path.isdir(path):
         raise ConfigError("dataset", f"{path!r} is a folder, expected a CSV file")
     if not os.path.isfile(path):
         raise ConfigError("dataset", f"CSV file {path!r} not found")
+    rows = []  # (first physical line, stripped cells) of each line that is not blank
     try:
         with open(path, newline="", encoding="utf-8-sig") as fh:
-            rows = [(i + 1, [c.strip() for c in row]) for i, row in enumerate(csv.reader(fh))]
-    except (OSError, UnicodeDecodeError, csv.Error) as err:
+            reader = csv.reader(fh)
+            line = 1
+            try:
+                for record in reader:
+                    cells = [c.strip() for c in record]
+                    if any(cells):
+                        rows.append((line, cells))
+                    line = reader.line_num + 1
+            except csv.Error as err:
+                problem = _csv_error(err, csv.field_size_limit(), reader.line_num > line)
+                raise ConfigError("dataset", f"CSV file {path!r} line {line}: {problem}") from None
+    except (OSError, UnicodeDecodeError) as err:
         raise ConfigError("dataset", f"cannot read CSV file {path!r}: {_one_line(err)}") from None
-    rows = [(i, r) for i, r in rows if any(r) and not r[0].startswith("#")]
     if not rows:
         raise ConfigError("dataset", f"CSV file {path!r} is empty")
-    first = rows[0][1]
+    first_line, first = rows[0]
     lowered = [c.lower() for c in first]
-    header = "label" in lowered or not any(_is_number(c) for c in first)
+    header = ("label" in lowered or not any(_is_number(c) for c in first)
+              or first == [str(j) for j in range(len(first))])
     if header:
         columns = first
         rows = rows[1:]
@@ -584,30 +662,58 @@ def _read_csv(path):
         columns = [f"column {j + 1}" for j in range(len(first))]
         label_col = len(first) - 1
     if len(columns) < 2:
-        raise ConfigError("dataset", f"CSV file {path!r} needs at least one feature column and a "
-                                     f"label column, found {len(columns)} column(s)")
+        seen = next((name for sep, name in _OTHER_SEPARATORS if sep in first[0]), None)
+        if first[0].startswith("#"):
+            raise ConfigError("dataset", f"CSV file {path!r} line {first_line} has 1 column: {_cell_text(first[0])}; "
+                                         "there are no comment lines (a line starting with # is data); allowed: at "
+                                         "least one feature column and a label column, separated by commas")
+        if seen:
+            raise ConfigError("dataset", f"CSV file {path!r} line {first_line} has 1 column: columns are separated by "
+                                         f"commas, and this line has {seen} instead; allowed: at least one feature "
+                                         "column and a label column, separated by commas")
+        raise ConfigError("dataset", f"CSV file {path!r} needs at least one feature column and a label column, "
+                                     f"separated by commas; found 1 column (line {first_line}: {_cell_text(first[0])})")
     if not rows:
         raise ConfigError("dataset", f"CSV file {path!r} has a header but no data rows")
+    unnamed_last = not header or columns[-1] == ""  # a header's trailing comma names no column
     features = [j for j in range(len(columns)) if j != label_col]
     x = np.empty((len(rows), len(features)))
     labels = []
     for r, (line, row) in enumerate(rows):
+        where = f"CSV file {path!r} line {line}"
         if len(row) != len(columns):
-            raise ConfigError("dataset", f"CSV file {path!r} line {line} has {len(row)} fields, "
-                                         f"expected {len(columns)}")
+            hint = ""
+            if len(row) == len(columns) + 1 and row[-1] == "":
+                hint = " (a trailing comma?)"
+            elif len(row) == len(columns) - 1 and header and columns[-1] == "":
+                hint = " (the header ends with a comma?)"
+            raise ConfigError("dataset", f"{where} has {len(row)} fields, expected {len(columns)}{hint}")
+        if row[-1] == "" and unnamed_last:
+            raise ConfigError("dataset", f"{where}: empty column {len(row)} (a trailing comma?)")
         for k, j in enumerate(features):
             try:
                 value = float(row[j])
             except ValueError:
-                raise ConfigError("dataset", f"CSV file {path!r} line {line}: feature "
-                                             f"{columns[j]!r} is not a number: {row[j]!r}") from None
+                raise ConfigError("dataset", f"{where}: feature {columns[j]!r} is not a number: "
+                                             f"{_cell_text(row[j])}") from None
             if not np.isfinite(value):
-                raise ConfigError("dataset", f"CSV file {path!r} line {line}: feature "
-                                             f"{columns[j]!r} is not finite: {row[j]!r}")
+                raise ConfigError("dataset", f"{where}: feature {columns[j]!r} is not finite: {row[j]!r}")
             x[r, k] = value
-        if row[label_col] == "":
-            raise ConfigError("dataset", f"CSV file {path!r} line {line}: empty label")
-        labels.append(row[label_col])
+        label = row[label_col]
+        if label == "":
+            raise ConfigError("dataset", f"{where}: empty label")
+        if _is_missing_label(label):
+            raise ConfigError("dataset", f"{where}: label {label!r} marks a missing value; every row needs a "
+                                         f"class label ({_MISSING_RULE})")
+        labels.append(label)
+    if header and "label" in lowered:
+        label_note = None
+    elif header:
+        label_note = (f"the last column ({columns[label_col]!r}) was taken as the labels because no column is "
+                      "named label")
+    else:
+        label_note = (f"the last column (column {label_col + 1}) was taken as the labels because no column is "
+                      "named label (the table has no header)")
     if all(_is_integer_text(s) for s in labels):
         values = [_integer_label(s) for s in labels]
         for (line, _), value, text in zip(rows, values, labels):
@@ -620,8 +726,26 @@ def _read_csv(path):
     try:
         codes, names = _encode_labels(label_array, "dataset")
     except ConfigError as err:
-        raise ConfigError("dataset", f"CSV file {path!r}: {err.problem}") from None
-    return x, codes, names
+        raise ConfigError("dataset", f"CSV file {path!r}: {err.problem}"
+                                     + (f"; {label_note}" if label_note else "")) from None
+    return x, codes, names, label_note
+
+
+_OTHER_SEPARATORS = ((";", "semicolons (;)"), ("\t", "tabs"), ("|", "vertical bars (|)"), (" ", "spaces"))
+"""Separators a one-column CSV line may hold instead of commas, with how an error names them."""
+
+
+def _cell_text(text, limit=40):
+    """A CSV cell as an error quotes it: its repr, cut to ``limit`` characters."""
+    return repr(text) if len(text) <= limit else repr(text[:limit]) + f"... ({len(text)} characters)"
+
+
+def _csv_error(err, field_limit, spans_lines):
+    """What a ``csv.Error`` of a row means, and what is allowed."""
+    if "field larger than field limit" in str(err):
+        return (f"a field is longer than {field_limit} characters, the most allowed"
+                + (" (this row spans several lines: an unclosed quote?)" if spans_lines else ""))
+    return _one_line(err)
 
 
 _INT64_MIN, _INT64_MAX = -2**63, 2**63 - 1
@@ -722,9 +846,8 @@ def _load_mnist(data_dir, *, seed, val_fraction, max_train):
     _, n_val = _split_sizes(len(y_train), n_classes, val_fraction)
     idx_train, idx_val = _stratified_holdout(y_train, n_val, seed, "mnist", "validation")
     idx_train = _limit_train(idx_train, y_train, max_train, n_classes, seed, "mnist")
-    divisor = 255.0 if x_train.dtype == np.uint8 else 1.0
     return _finish("mnist", x_train[idx_train], y_train[idx_train], x_train[idx_val],
-                   y_train[idx_val], x_test, y_test, n_classes, names, divisor=divisor, pooled=True,
+                   y_train[idx_val], x_test, y_test, n_classes, names, pooled=True,
                    split=dict(seed=seed, val_fraction=val_fraction, test="official 10,000", max_train=max_train))
 
 

@@ -4,6 +4,7 @@ import gzip
 import struct
 import subprocess
 import sys
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 
 import numpy as np
@@ -27,18 +28,22 @@ def _real_mnist():
 
 
 def n_rows(fraction, n):
-    """Rows of a split: fraction * n rounded to the nearest row, halves up."""
-    return int(np.floor(fraction * n + 0.5))
+    """Rows of a split: fraction * n rounded to the nearest row, halves up, in exact decimal
+    arithmetic on the fraction as written (its shortest repr)."""
+    return int((Decimal(repr(float(fraction))) * n).quantize(Decimal(1), rounding=ROUND_HALF_UP))
 
 
 def check_stratified(d, y_all):
-    """Each split's per-class count within one row of its exact proportional share."""
+    """Each class's count within one row of its exact proportional share in the validation and
+    test splits, within two in the training split (the rest); returns the training split's
+    largest deviation."""
     n = len(y_all)
     counts = np.bincount(y_all, minlength=d.n_classes)
-    for y in (d.y_train, d.y_val, d.y_test):
+    for y, within in ((d.y_train, 2.0), (d.y_val, 1.0), (d.y_test, 1.0)):
         expected = counts * len(y) / n
         got = np.bincount(y, minlength=d.n_classes)
-        assert np.all(np.abs(got - expected) <= 1.0), (got, expected)
+        assert np.all(np.abs(got - expected) <= within), (got, expected)
+    return np.abs(np.bincount(d.y_train, minlength=d.n_classes) - counts * len(d.y_train) / n).max()
 
 
 def check_standardised(d, x_raw_train, x_raw_val, x_raw_test):
@@ -254,8 +259,8 @@ def _write_idx(folder, arrays, gz):
 
 
 def _check_tiny(d, arrays, seed=0, val_fraction=0.2):
-    x_tr = arrays["x_train"].reshape(len(arrays["x_train"]), -1).astype(np.float64) / 255.0
-    x_te = arrays["x_test"].reshape(len(arrays["x_test"]), -1).astype(np.float64) / 255.0
+    x_tr = arrays["x_train"].reshape(len(arrays["x_train"]), -1).astype(np.float64)  # pixel values 0..255
+    x_te = arrays["x_test"].reshape(len(arrays["x_test"]), -1).astype(np.float64)
     y_tr = arrays["y_train"].astype(np.int64)
     n_val = n_rows(val_fraction, len(y_tr))
     assert d.name == "mnist" and d.n_classes == 3 and d.n_features == 12
@@ -271,10 +276,10 @@ def _check_tiny(d, arrays, seed=0, val_fraction=0.2):
     np.testing.assert_array_equal(d.y_train, y_tr[tr])
     np.testing.assert_array_equal(d.y_val, y_tr[va])
     check_pooled(d, x_tr[tr], x_tr[va], x_te)
-    assert 0 < d.feature_mean[0] < 1  # scaled to [0, 1] before pooling
+    assert 1 < d.feature_mean[0] < 255  # in pixel values, not scaled to [0, 1]
     # a known pixel value: test image 0, pixel (2, 1)
     p = 2 * 3 + 1
-    expected = (arrays["x_test"][0, 2, 1] / 255.0 - d.feature_mean[p]) / d.feature_std[p]
+    expected = (arrays["x_test"][0, 2, 1] - d.feature_mean[p]) / d.feature_std[p]
     assert d.x_test[0, p] == pytest.approx(expected, rel=1e-6, abs=1e-6)
 
 
@@ -437,7 +442,10 @@ def test_real_mnist_npz():
     assert np.all(np.abs(np.bincount(d.y_train) - train_counts * 2000 / 60000) <= 1.5)
     assert d.x_train.dtype == np.float32
     assert abs(d.x_train.mean(dtype=np.float64)) < 1e-5
-    assert 0.1 < d.feature_mean[0] < 0.15 and 0.28 < d.feature_std[0] < 0.33  # the usual 0.1307, 0.3081
+    # in pixel values 0..255: the usual 0.1307 and 0.3081 of pixels scaled to [0, 1], times 255
+    assert 31 < d.feature_mean[0] < 36 and 76 < d.feature_std[0] < 81
+    raw = np.load(_real_mnist())
+    np.testing.assert_array_equal(d.standardise(raw["x_test"].reshape(10000, 784)), d.x_test)
     assert max(np.abs(d.x_val).max(), np.abs(d.x_test).max()) < 4  # no pixel blows up
 
 
@@ -679,7 +687,8 @@ def test_from_splits_codes_labels_over_all_splits():
     (dict(y_train=np.zeros(4), y_val=np.zeros(2), y_test=np.zeros(1)), "y_train", ["at least 2 classes, found 1"]),
     (dict(y_train=[0, 0, 0, 0]), "y_train", ["at least 2 classes, found 1"]),
     (dict(y_test=[2]), "y_test", ["class '2' is not in y_train"]),
-    (dict(y_test=[np.nan]), "y_test", ["labels must be finite"]),
+    (dict(y_test=[np.nan]), "y_test", ["the label at row 0 is missing: nan"]),
+    (dict(y_test=[np.inf]), "y_test", ["labels must be finite"]),
     (dict(y_val=[0.5, 1]), "y_val", ["whole numbers"]),
 ])
 def test_from_splits_validation(change, field, words):
@@ -835,3 +844,304 @@ def test_an_object_with_a_datasets_arrays_is_checked_as_one():
     with pytest.raises(ConfigError, match=r"^dataset\.y_train: label 7 at row 4 is out of range; allowed: "
                                           r"0 <= label <= 2 \(n_classes 3\)$"):
         train(duck, TrainConfig(hidden=(3,), epochs=1), n_networks=1, backend="cpu")
+
+
+# ----------------------------------------------------------------------------------------------
+# review findings: statistics in raw units, CSV rules and messages, exact rounding
+
+
+MISSING_RULE = "every row needs a class label (missing: None, NaN, pandas' NA, and the texts NA, NaN, None and null " \
+               "in any case)"
+
+
+def _raw_rows(d, x):
+    """Whole-number raw values of standardised rows (pixels): x * feature_std + feature_mean, rounded."""
+    return np.rint(x.astype(np.float64) * d.feature_std + d.feature_mean)
+
+
+def test_mnist_statistics_are_pixel_values_so_standardise_takes_raw_images(tmp_path):
+    """feature_mean and feature_std are in the images' units (pixel values 0..255 for uint8), so
+    standardise(raw uint8 images) gives x_test; the standardised arrays are those of scaling to
+    [0, 1] first (to float32 rounding)."""
+    rng = np.random.default_rng()
+    arrays = _tiny_mnist(n_train=90, seed=int(rng.integers(10**6)))
+    d = load_dataset("mnist", data_dir=_write_idx(tmp_path / "m", arrays, gz=False), seed=int(rng.integers(10**6)))
+    x_test = arrays["x_test"].reshape(len(arrays["x_test"]), -1)
+    np.testing.assert_array_equal(d.standardise(x_test), d.x_test)
+    raw_train = _raw_rows(d, d.x_train)
+    assert np.all(d.feature_mean == raw_train.sum() / raw_train.size)  # a sum of whole numbers: exact
+    np.testing.assert_allclose(d.feature_std, raw_train.std(), rtol=1e-14)
+    scaled = raw_train / 255.0  # what the statistics were before: of pixels scaled to [0, 1]
+    before = ((x_test / 255.0 - scaled.mean()) / scaled.std()).astype(np.float32)
+    np.testing.assert_array_max_ulp(d.x_test, before, maxulp=1)
+    # float images in [0, 1] (an npz) keep their units
+    floats = dict(arrays, x_train=arrays["x_train"] / 255.0, x_test=arrays["x_test"] / 255.0)
+    np.savez(tmp_path / "mnist.npz", **floats)
+    f = load_dataset("mnist", data_dir=tmp_path / "mnist.npz", seed=3)
+    assert 0 < f.feature_mean[0] < 1 and 0 < f.feature_std[0] < 1
+    np.testing.assert_array_equal(f.standardise(floats["x_test"].reshape(len(x_test), -1)), f.x_test)
+
+
+@pytest.mark.skipif(_real_mnist() is None, reason="shared/data/mnist.npz is not present")
+def test_real_mnist_arrays_are_those_of_scaling_to_one_first_bit_for_bit():
+    raw = np.load(_real_mnist())
+    d = load_dataset("mnist", data_dir=_real_mnist(), max_train=3000, seed=4)
+    scaled = _raw_rows(d, d.x_train) / 255.0
+    mean, std = scaled.mean(), scaled.std()
+    for x, raw_x in ((d.x_train, _raw_rows(d, d.x_train)), (d.x_test, raw["x_test"].reshape(10000, 784))):
+        np.testing.assert_array_equal(x, ((raw_x / 255.0 - mean) / std).astype(np.float32))
+    assert d.feature_mean[0] == pytest.approx(mean * 255, rel=1e-15)
+    assert d.feature_std[0] == pytest.approx(std * 255, rel=1e-15)
+
+
+def test_pooled_statistics_are_read_chunk_by_chunk_and_exact_for_pixels(monkeypatch):
+    """MNIST's pooled mean and std need no float64 copy of the training images (60,000 x 784: 376 MB):
+    the peak is a chunk's, and the mean of whole-number pixels is exact."""
+    import math
+    import tracemalloc
+    from fractions import Fraction
+
+    from spingpu import datasets
+
+    rng = np.random.default_rng()
+    x = rng.integers(0, 256, size=(int(rng.integers(9000, 11000)), 784), dtype=np.uint8)
+    monkeypatch.setattr(datasets, "_CHUNK_ROWS", 500)
+    tracemalloc.start()
+    try:
+        start = tracemalloc.get_traced_memory()[0]
+        mean, std = datasets._fit_standardiser(x, pooled=True)
+        peak = tracemalloc.get_traced_memory()[1] - start
+    finally:
+        tracemalloc.stop()
+    assert peak < x.size * 8 / 4, peak  # a float64 copy is x.size * 8 bytes
+    values, counts = np.unique(x, return_counts=True)
+    total = sum(int(v) * int(c) for v, c in zip(values, counts))
+    squares = sum(int(v) ** 2 * int(c) for v, c in zip(values, counts))
+    assert mean.shape == std.shape == (784,)
+    assert np.all(mean == float(Fraction(total, x.size)))
+    np.testing.assert_allclose(std, math.sqrt(Fraction(squares * x.size - total ** 2, x.size ** 2)), rtol=1e-14)
+
+
+def test_csv_header_of_the_column_numbers_is_a_header(tmp_path):
+    """pandas' to_csv(index=False) of an unnamed table writes the header 0,1,...,C-1: not a row."""
+    import pandas as pd
+
+    rng = np.random.default_rng()
+    n_features, n = int(rng.integers(1, 5)), int(rng.integers(30, 60))
+    x = rng.normal(size=(n, n_features)).round(4)
+    x[:, 0] = np.arange(n)  # unique rows
+    y = rng.permutation(np.arange(n) % 3)
+    path = tmp_path / "pandas.csv"
+    pd.DataFrame(np.c_[x, y]).to_csv(path, index=False)
+    assert path.read_text().splitlines()[0] == ",".join(str(j) for j in range(n_features + 1))
+    d = load_dataset(f"csv:{path}", seed=int(rng.integers(1000)))
+    assert len(d.y_train) + len(d.y_val) + len(d.y_test) == n and d.class_names == ("0", "1", "2")
+    tr, va, te = match_rows(d, x)
+    np.testing.assert_array_equal(d.y_train, y[tr])
+    np.testing.assert_array_equal(d.y_test, y[te])
+    # other first rows of numbers are data: not the column numbers, or not in order
+    for first in ("1,2,0", "0,2,1", "0,1.0,2"):
+        text = first + "\n" + "".join(f"{i},{i * 2},{i % 3}\n" for i in range(30))
+        d = load_dataset(_csv(tmp_path, text, name="data.csv"))
+        assert len(d.y_train) + len(d.y_val) + len(d.y_test) == 31
+
+
+@pytest.mark.parametrize("cell, shown", [("NA", "NA"), ("NaN", "NaN"), ("nan", "nan"), ("None", "None"),
+                                         ("null", "null"), (" NULL ", "NULL"), ("na", "na"), ('" nOnE "', "nOnE"),
+                                         ("-nan", "-nan")])
+def test_csv_missing_label_is_refused_naming_the_line(tmp_path, cell, shown):
+    rng = np.random.default_rng()
+    rows = [f"{rng.normal():.4f},{k % 3}" for k in range(30)]
+    bad = int(rng.integers(30))
+    rows[bad] = f"1.5,{cell}"
+    path = tmp_path / "t.csv"
+    path.write_text("x,label\n" + "\n".join(rows) + "\n")
+    with pytest.raises(ConfigError) as err:
+        load_dataset(f"csv:{path}")
+    assert str(err.value) == f"dataset: CSV file {str(path)!r} line {bad + 2}: label {shown!r} marks a missing " \
+                             f"value; {MISSING_RULE}"
+
+
+@pytest.mark.parametrize("kind", ["None", "float nan", "np.nan in floats", "pandas NA", "text NA", "text null"])
+def test_from_arrays_missing_label_is_refused_naming_the_row(kind):
+    import pandas as pd
+
+    rng = np.random.default_rng()
+    x = rng.normal(size=(30, 2))
+    row = int(rng.integers(30))
+    if kind == "np.nan in floats":
+        y, shown = (np.arange(30) % 3).astype(float), "nan"
+        y[row] = np.nan
+    elif kind == "pandas NA":
+        y, shown = pd.Series(["a", "b", "c"] * 10, dtype="string"), "<NA>"
+        y[row] = pd.NA
+    else:
+        value, shown = {"None": (None, "None"), "float nan": (float("nan"), "nan"), "text NA": ("NA", "'NA'"),
+                        "text null": (" null ", "' null '")}[kind]
+        y = np.array(["a", "b", "c"] * 10, dtype=object)  # as pandas holds text
+        y[row] = value
+    with pytest.raises(ConfigError) as err:
+        from_arrays(x, y)
+    assert str(err.value) == f"y: the label at row {row} is missing: {shown}; {MISSING_RULE}"
+    with pytest.raises(ConfigError) as err:
+        from_splits(x[:4], [0, 1, 0, 1], x[:3], [1, None, 0], x[:2], [0, 1])
+    assert str(err.value) == f"y_val: the label at row 1 is missing: None; {MISSING_RULE}"
+
+
+def test_csv_lines_starting_with_hash_are_data(tmp_path):
+    """There are no comment lines: labels such as #1 in the first column are labels."""
+    rng = np.random.default_rng()
+    n = int(rng.integers(30, 50))
+    text = "label,x,y\n" + "".join(f"#{i % 3 + 1},{i},{rng.normal():.3f}\n" for i in range(n))
+    d = load_dataset(_csv(tmp_path, text))
+    assert len(d.y_train) + len(d.y_val) + len(d.y_test) == n and d.class_names == ("#1", "#2", "#3")
+    lines = text.splitlines()
+    bad = int(rng.integers(1, n + 1))
+    lines[bad] = "#1,# text,0.5"
+    path = tmp_path / "hash.csv"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ConfigError) as err:
+        load_dataset(f"csv:{path}")
+    assert str(err.value) == f"dataset: CSV file {str(path)!r} line {bad + 1}: feature 'x' is not a number: '# text'"
+    path.write_text("# my data\n" + text)
+    with pytest.raises(ConfigError) as err:
+        load_dataset(f"csv:{path}")
+    assert str(err.value) == (f"dataset: CSV file {str(path)!r} line 1 has 1 column: '# my data'; there are no comment "
+                              "lines (a line starting with # is data); allowed: at least one feature column and a "
+                              "label column, separated by commas")
+
+
+def test_stratified_splits_keep_shares_within_one_row_and_training_within_two():
+    from spingpu import datasets
+
+    rng = np.random.default_rng()
+    for _ in range(30):
+        counts = rng.integers(3, 40, size=int(rng.integers(2, 6)))
+        y = rng.permutation(np.repeat(np.arange(len(counts)), counts))
+        vf, tf = (float(f) for f in rng.uniform(0.05, 0.45, size=2))
+        try:
+            d = from_arrays(rng.normal(size=(len(y), 2)), y, seed=int(rng.integers(1000)), val_fraction=vf,
+                            test_fraction=tf)
+        except ConfigError:  # a split too small for the classes
+            continue
+        check_stratified(d, y)
+    # the training split, the rest, can be more than one row off
+    y = np.repeat(np.arange(5), [11, 31, 38, 29, 24])
+    d = from_arrays(np.arange(len(y), dtype=float)[:, None], y, seed=0, val_fraction=0.06, test_fraction=0.44)
+    assert 1 < check_stratified(d, y) <= 2
+    assert ("to within one row in the validation and test splits and within two in the training split"
+            in " ".join(datasets.__doc__.split()))
+
+
+@pytest.mark.parametrize("fraction, n, rows", [(0.41, 150, 62), (0.57, 150, 86), (0.69, 150, 104), (0.5, 3, 2),
+                                               (0.2, 150, 30), (0.15, 1797, 270), (0.25, 2, 1)])
+def test_split_rows_round_halves_up_exactly(fraction, n, rows):
+    from spingpu.datasets import _n_rows
+
+    assert _n_rows(fraction, n) == rows == n_rows(fraction, n)
+
+
+def test_split_rows_match_decimal_rounding_at_random_fractions():
+    from spingpu.datasets import _n_rows
+
+    rng = np.random.default_rng()
+    for _ in range(3000):
+        n = int(rng.integers(2, 100_000))
+        digits = int(rng.integers(1, 5))
+        decimal = int(rng.integers(1, 10 ** digits)) / 10 ** digits  # 0.41, 0.375, ...: halves happen
+        for fraction in (decimal, float(rng.uniform(0.001, 0.999))):
+            assert _n_rows(fraction, n) == n_rows(fraction, n), (fraction, n)
+    d = load_dataset("iris", val_fraction=0.41, test_fraction=0.2)  # 61.5 rows: 62
+    assert (len(d.y_train), len(d.y_val), len(d.y_test)) == (58, 62, 30)
+
+
+def test_csv_other_separators_are_named(tmp_path):
+    body = "".join(f"{i}.5{{sep}}{i * 2}{{sep}}{'abc'[i % 3]}\n" for i in range(30))
+    for sep, seen in ((";", "semicolons (;)"), ("\t", "tabs")):
+        path = tmp_path / "t.csv"
+        path.write_text(f"x{sep}y{sep}label\n" + body.replace("{sep}", sep))
+        with pytest.raises(ConfigError) as err:
+            load_dataset(f"csv:{path}")
+        assert str(err.value) == (f"dataset: CSV file {str(path)!r} line 1 has 1 column: columns are separated by "
+                                  f"commas, and this line has {seen} instead; allowed: at least one feature column "
+                                  "and a label column, separated by commas")
+
+
+def test_csv_trailing_comma_is_named(tmp_path):
+    rng = np.random.default_rng()
+    rows = [f"{rng.normal():.3f},{i},{'abc'[i % 3]}," for i in range(30)]
+    for header, line in (("x,y,label,\n", 2), ("", 1)):
+        path = tmp_path / "t.csv"
+        path.write_text(header + "\n".join(rows) + "\n")
+        with pytest.raises(ConfigError) as err:
+            load_dataset(f"csv:{path}")
+        assert str(err.value) == f"dataset: CSV file {str(path)!r} line {line}: empty column 4 (a trailing comma?)"
+    path.write_text("x,y,label\n" + "\n".join(rows[:5] + [r[:-1] for r in rows[5:]]) + "\n")
+    with pytest.raises(ConfigError) as err:
+        load_dataset(f"csv:{path}")
+    assert str(err.value) == f"dataset: CSV file {str(path)!r} line 2 has 4 fields, expected 3 (a trailing comma?)"
+
+
+def test_csv_class_errors_name_the_file_and_the_label_column_taken(tmp_path):
+    rng = np.random.default_rng()
+    small = int(rng.integers(1, 3))
+    labels = ["a"] * 20 + ["b"] * small
+    path = tmp_path / "t.csv"
+    path.write_text("x,label\n" + "".join(f"{i},{c}\n" for i, c in enumerate(labels)))
+    with pytest.raises(ConfigError) as err:
+        load_dataset(f"csv:{path}")
+    assert str(err.value) == (f"dataset: CSV file {str(path)!r}: class 'b' has {small} row(s); each class needs at "
+                              "least 3 to be stratified into train / validation / test splits")
+    # no column named label: the last one is taken, a feature here
+    path.write_text("length,width,ratio\n" + "".join(f"{i},{i % 3},{(i + 1) / 2}\n" for i in range(30)))
+    with pytest.raises(ConfigError) as err:
+        load_dataset(f"csv:{path}")
+    assert str(err.value) == (f"dataset: CSV file {str(path)!r}: class '0.5' has 1 row(s); each class needs at least "
+                              "3 to be stratified into train / validation / test splits; the last column ('ratio') "
+                              "was taken as the labels because no column is named label")
+    path.write_text("".join(f"{i},{i % 3},7\n" for i in range(30)))
+    with pytest.raises(ConfigError) as err:
+        load_dataset(f"csv:{path}")
+    assert str(err.value) == (f"dataset: CSV file {str(path)!r}: need at least 2 classes, found 1; the last column "
+                              "(column 3) was taken as the labels because no column is named label (the table has "
+                              "no header)")
+
+
+def test_csv_lines_are_physical_lines_and_a_long_field_names_its_line(tmp_path):
+    import csv
+
+    rng = np.random.default_rng()
+    rows = [f"{i},{i * 2},{'abc'[i % 3]}" for i in range(30)]
+    bad = int(rng.integers(30))
+    rows[bad] = f'{bad},"two\nlines",a'
+    path = tmp_path / "t.csv"
+    path.write_text('x,"y, a name\non two lines",label\n\n' + "\n".join(rows) + "\n")  # and a blank line
+    with pytest.raises(ConfigError) as err:
+        load_dataset(f"csv:{path}")
+    assert str(err.value) == (f"dataset: CSV file {str(path)!r} line {bad + 4}: feature 'y, a name\\non two lines' is "
+                              "not a number: 'two\\nlines'")
+    limit = csv.field_size_limit()
+    rows[bad] = f"{bad},{'1' * (limit + 1)},a"
+    path.write_text("x,y,label\n" + "\n".join(rows) + "\n")
+    with pytest.raises(ConfigError) as err:
+        load_dataset(f"csv:{path}")
+    assert str(err.value) == (f"dataset: CSV file {str(path)!r} line {bad + 2}: a field is longer than {limit} "
+                              "characters, the most allowed")
+    rows[bad] = f'{bad},"12\n{"1" * limit},a'  # an unclosed quote swallows the lines that follow
+    path.write_text("x,y,label\n" + "\n".join(rows) + "\n")
+    with pytest.raises(ConfigError) as err:
+        load_dataset(f"csv:{path}")
+    assert str(err.value) == (f"dataset: CSV file {str(path)!r} line {bad + 2}: a field is longer than {limit} "
+                              "characters, the most allowed (this row spans several lines: an unclosed quote?)")
+
+
+@pytest.mark.parametrize("test_fraction", [5, 0.0, 1.0, -0.2, "0.2", float("nan")])
+def test_mnist_checks_test_fraction_like_every_dataset(tmp_path, test_fraction):
+    """mnist ignores test_fraction (its test set is the official one), but a study may give one
+    test_fraction to cells of several datasets: it is checked alike everywhere."""
+    folder = _write_idx(tmp_path / "m", _tiny_mnist(), gz=False)
+    with pytest.raises(ConfigError) as err:
+        load_dataset("iris", test_fraction=test_fraction)
+    with pytest.raises(ConfigError) as mnist_err:
+        load_dataset("mnist", data_dir=folder, test_fraction=test_fraction)
+    assert str(mnist_err.value) == str(err.value) and err.value.field == "test_fraction"
