@@ -45,16 +45,18 @@ class CoarseTimeStepWarning(SpingpuWarning):
 
 
 def check_range(field, value, low=None, high=None, *, low_open=False, high_open=False, integer=False,
-                allow_inf=False):
+                allow_inf=False, unit=None):
     """Return ``value`` as a float (or int) if it lies in the allowed range, else raise ConfigError.
 
     ``value`` must be a real number (an int, float or NumPy number; not a string, bytes or bool),
     finite, and within [low, high] (either end open, either end None for no bound). With
     ``integer`` it must be a whole number (a whole float such as ``2.0`` is accepted) and an int is
     returned. ``allow_inf``: ``+inf`` is accepted as well (e.g. "no bias dependence"), whatever
-    ``high`` is.
+    ``high`` is. ``unit``: the value's SI unit, named after the allowed range (``(A)``), so that a
+    value given in another unit (mA for A) shows why it is out of range.
     """
     kind = "an integer" if integer else "a number"
+    allowed = _describe(low, high, low_open, high_open, allow_inf) + (f" ({unit})" if unit and unit != "1" else "")
     if isinstance(value, (str, bytes, bool, np.bool_)) or value is None:
         raise ConfigError(field, f"expected {kind}, got {value!r}")
     try:
@@ -66,13 +68,12 @@ def check_range(field, value, low=None, high=None, *, low_open=False, high_open=
         raise ConfigError(field, f"expected {kind}, got {_short(value)}") from None
     if isinstance(number, float):
         if math.isnan(number):
-            raise ConfigError(field, f"expected {kind}, got NaN; allowed: "
-                                     f"{_describe(low, high, low_open, high_open, allow_inf)}")
+            raise ConfigError(field, f"expected {kind}, got NaN; allowed: {allowed}")
         if math.isinf(number):
             if allow_inf and number > 0:
                 return number
             raise ConfigError(field, f"expected a finite {'integer' if integer else 'number'}, got {number}; allowed: "
-                                     f"{_describe(low, high, low_open, high_open, allow_inf)}")
+                                     f"{allowed}")
         if integer:
             if not number.is_integer():
                 raise ConfigError(field, f"expected {kind}, got {_short(value)}")
@@ -81,8 +82,7 @@ def check_range(field, value, low=None, high=None, *, low_open=False, high_open=
     hi_ok = high is None or (number < high if high_open else number <= high)
     if not (lo_ok and hi_ok):
         shown = int(value) if isinstance(value, numbers.Integral) else float(value)  # as given: 1e+30, not its digits
-        raise ConfigError(field, f"{_plain(shown)} is out of range; allowed: "
-                                 f"{_describe(low, high, low_open, high_open, allow_inf)}")
+        raise ConfigError(field, f"{_plain(shown)} is out of range; allowed: {allowed}")
     return number
 
 

@@ -464,3 +464,21 @@ def test_a_configuration_is_rebuilt_from_its_dict_and_from_a_results_config_attr
         TrainConfig.from_dict({"neuron": {"v_scal": 1.0}})
     with raises("config", "expected a mapping (TrainConfig.as_dict()) or its JSON text, got 3"):
         TrainConfig.from_dict(3)
+
+
+@pytest.mark.parametrize("build, message", [
+    (lambda: spingpu.PairNeuron(delta_i=10.0), "delta_i: 10.0 is out of range; allowed: 0.0 < value <= 1.0 (A)"),
+    (lambda: spingpu.PairNeuron(r_ref=-1.0), "r_ref: -1.0 is out of range; allowed: 0.0 <= value <= 1000000000.0 (ohm)"),
+    (lambda: spingpu.Readout(read_noise=2.0), "read_noise: 2.0 is out of range; allowed: 0.0 <= value <= 1.0 (V)"),
+    (lambda: spingpu.Readout(bandwidth=0.0), "bandwidth: 0.0 is out of range; allowed: 0.0 < value <= 1000000000000.0 (Hz)"),
+    (lambda: spingpu.get_model("stt_compact", i_c=2.0), "param i_c: 2.0 is out of range; allowed: 1e-08 <= value <= 1.0 (A)"),
+    (lambda: spingpu.get_model("macrospin", table_i_max=5.0),
+     "param table_i_max: 5.0 is out of range; allowed: -1.0 <= value <= 1.0 (A)"),
+    (lambda: spingpu.get_model("stt_compact", tmr0=0.0), "param tmr0: 0.0 is out of range; allowed: 0.0 < value <= 100.0"),
+])
+def test_a_value_out_of_range_is_refused_with_its_unit(build, message):
+    """A value in another unit than the SI one (10 for 10 uA) shows why: the range carries the unit
+    (none for a ratio)."""
+    with pytest.raises(ConfigError) as err:
+        build()
+    assert str(err.value) == message

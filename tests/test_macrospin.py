@@ -547,10 +547,10 @@ BAD = [
     (dict(h_ext=(1.0, 2.0)), "param h_ext: (1.0, 2.0) is not a vector of 3 finite numbers x,y,z"),
     (dict(m0="a,b,c"), "param m0: ['a', 'b', 'c'] is not a vector of 3 numbers x,y,z"),
     (dict(ms=(1, 2, 3)), "param ms: (1, 2, 3) is not a number"),
-    (dict(ms=-1.0), "param ms: -1.0 is out of range; allowed: 10000.0 <= value <= 10000000.0"),
+    (dict(ms=-1.0), "param ms: -1.0 is out of range; allowed: 10000.0 <= value <= 10000000.0 (A/m)"),
     (dict(spin_polarization=1.0), "param spin_polarization: 1.0 is out of range; allowed: 0.0 < value <= 0.99"),
-    (dict(temperature=-1), "param temperature: -1 is out of range; allowed: 0.0 <= value <= 10000.0"),
-    (dict(dt=0.0), "param dt: 0.0 is out of range; allowed: 0.0 < value <= 1e-09"),
+    (dict(temperature=-1), "param temperature: -1 is out of range; allowed: 0.0 <= value <= 10000.0 (K)"),
+    (dict(dt=0.0), "param dt: 0.0 is out of range; allowed: 0.0 < value <= 1e-09 (s)"),
     (dict(table_points=300), "param table_points: 300 is out of range; allowed: 2 <= value <= 256"),
     (dict(table_i_min=1e-3), "param table_i_min: 0.001 must be below table_i_max (0.0006)"),
     (dict(settle_time=1e-3, dt=1e-15), "param dt: 1000001000000 steps per run is too many; "

@@ -147,15 +147,19 @@ class MacrospinSettings:
         _choice("eta_form", self.eta_form, ETA_FORMS)
         _choice("resistance_form", self.resistance_form, RESISTANCE_FORMS)
         _choice("torque_form", self.torque_form, TORQUE_FORMS)
-        put("temperature", check_range("param temperature", self.temperature, 0.0, 1e4))
-        put("dt", check_range("param dt", self.dt, 0.0, 1e-9, low_open=True))
-        put("settle_time", check_range("param settle_time", self.settle_time, 0.0, 1e-3))
-        put("average_time", check_range("param average_time", self.average_time, self.dt, 1e-3))
+
+        def ranged(name, low, high, **kwargs):  # in the setting's unit, named where refused
+            return check_range(f"param {name}", getattr(self, name), low, high, unit=SETTING_UNITS[name], **kwargs)
+
+        put("temperature", ranged("temperature", 0.0, 1e4))
+        put("dt", ranged("dt", 0.0, 1e-9, low_open=True))
+        put("settle_time", ranged("settle_time", 0.0, 1e-3))
+        put("average_time", ranged("average_time", self.dt, 1e-3))
         if self.steps[0] + self.steps[1] > MAX_STEPS:
             raise ConfigError("param dt", f"{self.steps[0] + self.steps[1]} steps per run is too many; "
                                           f"allowed: (settle_time + average_time) / dt <= {MAX_STEPS}")
-        put("table_i_min", check_range("param table_i_min", self.table_i_min, -1.0, 1.0))
-        put("table_i_max", check_range("param table_i_max", self.table_i_max, -1.0, 1.0))
+        put("table_i_min", ranged("table_i_min", -1.0, 1.0))
+        put("table_i_max", ranged("table_i_max", -1.0, 1.0))
         if not self.table_i_min < self.table_i_max:
             raise ConfigError("param table_i_min", f"{self.table_i_min} must be below table_i_max ({self.table_i_max})")
         put("table_points", check_range("param table_points", self.table_points, 2, MAX_TABLE_POINTS, integer=True))

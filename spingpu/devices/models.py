@@ -86,7 +86,7 @@ class Parameter:
     def check(self, value, field_name=None):
         """``value`` as float if allowed, else ConfigError naming the parameter and range."""
         return check_range(field_name or self.name, value, self.low, self.high, low_open=self.low_open,
-                           allow_inf=self.allow_inf)
+                           allow_inf=self.allow_inf, unit=self.unit)
 
     @property
     def scale(self):

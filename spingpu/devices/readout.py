@@ -76,9 +76,9 @@ class Readout:
     def __post_init__(self):
         put = lambda key, value: object.__setattr__(self, key, value)  # noqa: E731 (frozen)
         check_choice("noise_model", self.noise_model, NOISE_MODELS)
-        put("read_noise", check_range("read_noise", self.read_noise, 0.0, 1.0))
-        put("temperature", check_range("temperature", self.temperature, 0.0, 1e4))
-        put("bandwidth", check_range("bandwidth", self.bandwidth, 0.0, 1e12, low_open=True))
+        put("read_noise", check_range("read_noise", self.read_noise, 0.0, 1.0, unit="V"))
+        put("temperature", check_range("temperature", self.temperature, 0.0, 1e4, unit="K"))
+        put("bandwidth", check_range("bandwidth", self.bandwidth, 0.0, 1e12, low_open=True, unit="Hz"))
         for name in ("adc", "dac"):
             put(f"{name}_bits", check_range(f"{name}_bits", getattr(self, f"{name}_bits"), 0, MAX_BITS, integer=True))
             limit, unit = CONVERTER_LIMITS[name]

@@ -57,12 +57,15 @@ class PairNeuron:
     delta_i: float = 20e-6
 
     def __post_init__(self):
-        _put(self, "i_bias", check_range("i_bias", self.i_bias, -1.0, 1.0))
-        _put(self, "i_gain", check_range("i_gain", self.i_gain, 0.0, 1.0, low_open=True))
+        def ranged(name, low, high, **kwargs):  # in the field's unit, named where refused
+            return check_range(name, getattr(self, name), low, high, unit=CONFIG_UNITS[f"neuron.{name}"], **kwargs)
+
+        _put(self, "i_bias", ranged("i_bias", -1.0, 1.0))
+        _put(self, "i_gain", ranged("i_gain", 0.0, 1.0, low_open=True))
         check_choice("readout", self.readout, READOUTS)
-        _put(self, "r_ref", check_range("r_ref", self.r_ref, 0.0, 1e9))
-        _put(self, "v_scale", check_range("v_scale", self.v_scale, 0.0, 1e9, low_open=True))
-        _put(self, "delta_i", check_range("delta_i", self.delta_i, 0.0, 1.0, low_open=True))
+        _put(self, "r_ref", ranged("r_ref", 0.0, 1e9))
+        _put(self, "v_scale", ranged("v_scale", 0.0, 1e9, low_open=True))
+        _put(self, "delta_i", ranged("delta_i", 0.0, 1.0, low_open=True))
 
     @property
     def r_bridge(self):
