@@ -305,3 +305,18 @@ def test_last_epoch_values_are_at_each_networks_last_trained_epoch(tmp_path):
     median = spingpu.load_results(path, ["test_acc"]).test_acc.median("network")
     with open_results(path) as ds:
         np.testing.assert_array_equal(median.values, ds.test_acc.load().median("network").values)
+
+
+def test_resuming_with_a_changed_study_file_names_the_first_setting_that_changed(tmp_path):
+    """The store keeps the tables it was made from: a refused resume says which setting differs,
+    a table the store lacks key by key."""
+    out = tmp_path / "s.zarr"
+    create_store(out, study_file(tmp_path)[1], 2, attrs())
+    for text, change in ((STUDY.replace("epochs = 2", "epochs = 3"), "training.epochs = 2 in the store, 3 in the study"),
+                         (STUDY + "\n[readout]\nread_noise = 2e-3\n",
+                          "readout.read_noise = not set in the store, 0.002 in the study")):
+        (tmp_path / "study.toml").write_text(text)
+        with pytest.raises(ConfigError) as err:
+            check_existing(out, load_study(tmp_path / "study.toml"), 2, True, False)
+        assert str(err.value) == (f"resume: {out} holds the results of a different study (or of a changed study "
+                                  f"file: {change}); use another --out or --overwrite")

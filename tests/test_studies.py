@@ -638,6 +638,7 @@ def test_existing_store_is_refused_untouched_without_resume_or_overwrite(long_re
         rc, _, err = run_main(["run", str(other), "--out", str(ref), "--resume", "--networks-per-task", "12", *FAST])
         assert rc == 2 and err.count("\n") == 1, err
         assert err.startswith("spingpu run: error: resume: ") and "different study" in err, err
+    assert "(or of a changed study file: training.lr = 0.05 in the store, 0.06 in the study)" in err, err
     assert snapshot(ref) == before
     # --resume without a store, and an --out that is not a .zarr, write nothing.
     for extra, message in ((["--out", str(tmp_path / "new.zarr"), "--resume"], "resume: no store at"),

@@ -244,8 +244,9 @@ def check_existing(path, study, networks_per_task, resume, overwrite, backend=No
             raise ConfigError("resume", f"{path} was written before spingpu recorded the contents of a study's data "
                                         "files, so it cannot be checked against them; rerun it with --overwrite "
                                         "or use another --out")
-        raise ConfigError("resume", f"{path} holds the results of a different study (or of a changed study file); "
-                                    "use another --out or --overwrite")
+        change = _changed_setting(attrs, study)
+        raise ConfigError("resume", f"{path} holds the results of a different study (or of a changed study file"
+                                    f"{': ' + change if change else ''}); use another --out or --overwrite")
     if attrs.get("spingpu_version") != __version__:
         raise ConfigError("resume", f"{path} was written by spingpu {attrs.get('spingpu_version')}, this is spingpu "
                                     f"{__version__}: numbers may differ between versions; resume with spingpu "
@@ -282,6 +283,37 @@ def _differing_axis(path, study):
             shown = "no such axis" if have is None else f"{have.tolist()}"
             return f"{axis.dim} = {shown} where the study has {values.tolist()}"
     return None
+
+
+def _changed_setting(attrs, study):
+    """'KEY = STORED in the store, NOW in the study' for the first setting (dotted key, in sorted
+    order) in which the tables the store was made from differ from ``study``'s, or None."""
+    try:
+        stored = json.loads(attrs.get("study_data", "null"))
+    except (TypeError, ValueError):
+        return None
+    differences = _differences(stored, json.loads(json.dumps(study.data, sort_keys=True)))
+    if not differences:
+        return None
+    key, old, new = differences[0]
+    shown = lambda value: "not set" if value is _ABSENT else json.dumps(value)  # noqa: E731
+    return f"{key} = {shown(old)} in the store, {shown(new)} in the study"
+
+
+_ABSENT = object()
+
+
+def _differences(old, new, prefix=""):
+    """[(dotted key, old value, new value)] where two parsed study tables differ, in key order (a
+    table only one side has is compared key by key with an empty one)."""
+    if isinstance(old, dict) or isinstance(new, dict):
+        old, new = ({} if old is _ABSENT else old), ({} if new is _ABSENT else new)
+    if isinstance(old, dict) and isinstance(new, dict):
+        found = []
+        for key in sorted(set(old) | set(new)):
+            found += _differences(old.get(key, _ABSENT), new.get(key, _ABSENT), f"{prefix}.{key}" if prefix else key)
+        return found
+    return [] if old == new else [(prefix, old, new)]
 
 
 def _changed_inputs(attrs, study):
