@@ -101,7 +101,8 @@ def run(args):
         print("settings: " + ", ".join(f"{k}={v}{' ' + units[k] if k in units else ''}"
                                        for k, v in model.settings_values.items()))
     print(f"{samples} pairs, spreads chip {variability.sigma_chip:g}, d2d {variability.sigma_d2d:g}, "
-          f"pair {variability.sigma_pair:g}, seed {args.seed}; {points} currents from {i_min:g} A to {i_max:g} A")
+          f"pair {variability.sigma_pair:g}, seed {args.seed}; {points} currents from {i_min * 1e6:g} uA to "
+          f"{i_max * 1e6:g} uA (the table's unit)")
     _print_spread(model, curves, i_min, i_max)
     for label, path in (("csv", csv_path), ("plot", png_path)):
         if path is not None:
