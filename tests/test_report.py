@@ -856,6 +856,9 @@ def test_a_study_whose_every_network_diverged_is_reported_not_a_traceback(tmp_pa
     assert rows and all(r["yield"] == "0.0" and r["median_test_acc"] in ("", "nan") for r in rows), rows
     with open_results(path) as ds:
         figures = dict(study_figures(ds))
+    for title, fig in figures.items():
+        if title.startswith("Accuracy and yield against"):
+            assert fig.axes[0].get_ylim() == (-3, 103)  # the per cent scale, not one around the marks at 0
     notes = [t.get_text() for ax in figures["Training curves"].axes[:2] for t in ax.texts]
     assert notes == ["every network diverged"] * 2
     assert figures["Training curves"].axes[1].get_yscale() == "linear"

@@ -182,6 +182,8 @@ def accuracy_vs_axis(ds, dim, threshold=0.9):
     ax_acc.set_title("median, IQR (dark) and 5-95 % (light) band")
     if any_all_diverged:  # no median there: a mark at 0, not a gap
         ax_acc.plot([], [], "x", color="grey", ms=10, mew=2, label="every network diverged")
+    if not any(np.isfinite(line.get_ydata()).any() for line in ax_acc.lines if line.get_marker() == "o"):
+        ax_acc.set_ylim(-3, 103)  # no accuracy at all: the per cent scale, not one around the marks at 0
     ax_yield.set_ylabel(f"yield (%): chips with accuracy >= {threshold_text(threshold)} %")
     ax_yield.set_ylim(-3, 103)
     ax_yield.legend(fontsize="small", loc="best", title=_legend_title(ds), title_fontsize="small")
