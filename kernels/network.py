@@ -87,7 +87,9 @@ def relative_error(used, exact):
 
 @numba.njit(inline="always", cache=True)
 def cosine(g, ge, n):
-    """Cosine similarity of ``g[:n]`` and ``ge[:n]`` summed in index order; NaN if either is 0."""
+    """Cosine similarity of ``g[:n]`` and ``ge[:n]`` summed in index order; NaN if either is 0.
+    Divided by the product of the two norms, as the other engines do: the norms' squares multiplied
+    first underflow to 0 for gradients below ~1e-77 (a network far into its softmax's saturation)."""
     dot = 0.0
     na = 0.0
     nb = 0.0
@@ -95,7 +97,7 @@ def cosine(g, ge, n):
         dot += g[k] * ge[k]
         na += g[k] * g[k]
         nb += ge[k] * ge[k]
-    return dot / math.sqrt(na * nb) if na * nb > 0.0 else math.nan
+    return dot / (math.sqrt(na) * math.sqrt(nb)) if na > 0.0 and nb > 0.0 else math.nan
 
 
 # A network has diverged when its batch loss or a weight gradient is NaN or beyond float32's range

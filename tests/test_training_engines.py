@@ -414,3 +414,23 @@ def test_deriv_rel_err_is_the_median_relative_error_of_the_derivative_used(blobs
     for backend in ("numpy", "cpu"):
         r = train(blobs, cfg, networks=nets, backend=backend)
         np.testing.assert_allclose(r.deriv_rel_err.values[:, 0], want, rtol=1e-10, err_msg=backend)
+
+
+def test_grad_cosine_of_tiny_gradients_is_a_number_in_every_engine():
+    """A network far into its softmax's saturation (init_gain 100) has hidden-layer gradients below
+    1e-77 at the epoch's last sample: the product of the two squared norms underflowed, so the fused
+    engine's cosine was NaN where the numpy engine's was 1.0 (network 9 of these data, found by a
+    differential fuzzer). Both engines agree on every network, NaN (a gradient exactly 0) included."""
+    from spingpu import from_arrays
+
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal(-3, 0.3, 20), rng.normal(3, 0.3, 20)])[:, None]
+    data = from_arrays(x, np.repeat([0, 1], 20))
+    config = TrainConfig(hidden=(1,), grad_mode="sigmoid", epochs=1, batch_size=1, init_gain=100.0, optimizer="sgd",
+                         lr=1e-3, dtype="float64")
+    networks = np.concatenate([[9], np.random.default_rng().choice(np.arange(10, 1000), 7, replace=False)])
+    results = {backend: train(data, config, networks=networks, backend=backend) for backend in ("numpy", "cpu")}
+    assert results["cpu"].attrs["engine"] == "fused"
+    numpy_cos, fused_cos = (r.grad_cosine.values.ravel() for r in results.values())
+    assert numpy_cos[0] == pytest.approx(1.0, rel=1e-12)
+    np.testing.assert_allclose(fused_cos, numpy_cos, rtol=1e-12)  # NaN where NaN
