@@ -486,3 +486,27 @@ def test_resuming_a_store_whose_sweep_values_differ_is_refused_in_one_line(tmp_p
                                 "study has [1e-06, 1e-05, 0.0001]: resuming would label its results with the "
                                 "other values; use another --out or --overwrite"), err
     assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
+
+
+def test_resuming_with_the_sweep_keys_in_another_order_is_refused(tmp_path):
+    """The digest reads the tables with sorted keys, so a study file listing its [sweep] keys in
+    another order matched the store's; its cells are numbered in that order, and resuming wrote
+    (oracle, 0.0)'s networks into (fd_forward, 0.3) (found by a review). It is refused, in one line."""
+    from spingpu.studies.store import create_store
+
+    lines = ['"training.grad_mode" = ["fd_forward", "oracle"]', '"variability.sigma_d2d" = [0.0, 0.3]']
+    first = write(tmp_path / "a" / "s.toml", BASE + "\n[sweep]\n" + "\n".join(lines) + "\n")
+    swapped = write(tmp_path / "b" / "s.toml", BASE + "\n[sweep]\n" + "\n".join(lines[::-1]) + "\n")
+    study = load_study(first)
+    assert load_study(swapped).digest == study.digest
+    out = tmp_path / "r.zarr"
+    create_store(out, study, study.networks, {"backend": "numpy", "device": "CPU",
+                                              "spingpu_version": spingpu.__version__})
+    rc, _, err = run_main(["run", str(swapped), "--out", str(out), "--resume", *FAST])
+    assert rc == 2 and err.count("\n") == 1, err
+    assert err.strip().endswith(f"resume: {out} has its sweep axes in the order (grad_mode, sigma_d2d) and the study "
+                                "in the order (sigma_d2d, grad_mode): resuming would store results in other cells; "
+                                "list the study's [sweep] keys in the store's order, or use another --out or "
+                                "--overwrite"), err
+    rc, printed, err = run_main(["run", str(first), "--out", str(out), "--resume", *FAST])
+    assert rc == 0, err

@@ -251,10 +251,9 @@ def check_existing(path, study, networks_per_task, resume, overwrite, backend=No
         raise ConfigError("resume", f"{path} was written by spingpu {attrs.get('spingpu_version')}, this is spingpu "
                                     f"{__version__}: numbers may differ between versions; resume with spingpu "
                                     f"{attrs.get('spingpu_version')}, or use another --out or --overwrite")
-    differing = _differing_axis(path, study)
-    if differing:
-        raise ConfigError("resume", f"{path} holds {differing}: resuming would label its results with the other "
-                                    "values; use another --out or --overwrite")
+    mismatch = _sweep_mismatch(path, study)
+    if mismatch:
+        raise ConfigError("resume", f"{path} {mismatch}")
     if networks_per_task is not None and attrs.get("networks_per_task") != networks_per_task:
         raise ConfigError("networks-per-task", f"{networks_per_task} differs from the store's "
                                                f"{attrs.get('networks_per_task')}; resume with the same value")
@@ -264,24 +263,34 @@ def check_existing(path, study, networks_per_task, resume, overwrite, backend=No
     return True
 
 
-def _differing_axis(path, study):
-    """'DIM = [stored values] where the study has [its values]' for the first sweep axis whose
-    coordinate in the store at ``path`` differs from ``study``'s (e.g. a store written before
-    spaced values were rounded: 9.999999999999999e-06 for 1e-05), or None. A store whose
-    coordinates cannot be read is left to :func:`done_tasks`, which says why."""
+def _sweep_mismatch(path, study):
+    """Why the store at ``path`` cannot take ``study``'s cells though its digest matches, or None.
+    The digest reads the tables with sorted keys, so a study file that lists its [sweep] keys in
+    another order has the store's digest, but its cells are numbered in that other order (cell
+    indices are flat, row-major over the sweep axes): resuming would store results in other cells.
+    And a coordinate may differ from the study's values (a store written before spaced values were
+    rounded: 9.999999999999999e-06 for 1e-05). A store whose coordinates cannot be read is left to
+    :func:`done_tasks`, which says why."""
     import xarray as xr
 
     try:
         with xr.open_zarr(path) as ds:
+            order = [d for d in ds.test_acc.dims if d not in ("network", "epoch")]
             stored = {axis.dim: ds[axis.dim].values if axis.dim in ds.coords else None for axis in study.axes}
     except Exception:
         return None
+    dims = [axis.dim for axis in study.axes]
+    if order != dims:
+        return (f"has its sweep axes in the order ({', '.join(order)}) and the study in the order "
+                f"({', '.join(dims)}): resuming would store results in other cells; list the study's [sweep] keys "
+                "in the store's order, or use another --out or --overwrite")
     for axis in study.axes:
         values = axis.coordinate
         have = stored[axis.dim]
         if have is None or have.shape != values.shape or not np.array_equal(have, values):
             shown = "no such axis" if have is None else f"{have.tolist()}"
-            return f"{axis.dim} = {shown} where the study has {values.tolist()}"
+            return (f"holds {axis.dim} = {shown} where the study has {values.tolist()}: resuming would label its "
+                    "results with the other values; use another --out or --overwrite")
     return None
 
 
