@@ -130,9 +130,9 @@ def _devices_figure(ds):
         raise ConfigError("inputs", f"{changed} has changed since the study ran (its contents differ from those the "
                                     "store recorded), so the figure would not show the junctions trained")
     flat = widest_spread_cell(study)
-    cell = study.cell(flat)
-    if not cell.config.is_mtj:
+    if flat is None:  # no cell has junctions (digital baselines only)
         return None
+    cell = study.cell(flat)
     model, nc = cell.model, cell.config.neuron
     current = np.linspace(nc.i_bias - 2.5 * nc.i_gain, nc.i_bias + 2.5 * nc.i_gain, 201)
     params = sample_layer(model, cell.config.variability, cell.config.seed, np.arange(12), 0, 1)[:, 0]
@@ -146,19 +146,32 @@ def _devices_figure(ds):
                             r_ref=nc.r_ref if nc.readout == "bridge" else None)
 
 
+SEARCHED_CELLS = 4096  # studies of more cells: only their variability axes are searched
+
+
 def widest_spread_cell(study):
-    """Flat index of the study's cell whose junctions vary the most: the largest sum over the
-    model's parameters of sigma_chip^2 + sigma_d2d^2 + sigma_pair^2 (per-parameter spreads
-    included), the first of equals. Only the ``variability.*`` axes are searched, the others kept
-    at their first value."""
-    searched = [k for k, a in enumerate(study.axes) if a.key.startswith("variability.")]
-    best, best_flat = -1.0, 0
-    for values in itertools.product(*(range(len(study.axes[k].values)) for k in searched)):
-        index = [0] * len(study.axes)
-        for k, i in zip(searched, values):
-            index[k] = i
-        flat = int(np.ravel_multi_index(index, study.shape)) if study.axes else 0
+    """Flat index of the study's cell with junctions (not a digital baseline) whose junctions vary
+    the most: the largest sum over the model's parameters of sigma_chip^2 + sigma_d2d^2 +
+    sigma_pair^2 (per-parameter spreads included), the first of equals in the cells' order; None
+    where no searched cell has junctions. Every cell of a study of up to :data:`SEARCHED_CELLS` is
+    searched (so a sweep whose first gradient mode is tanh, or of model parameters, finds its
+    junction cells); in a larger one only the ``variability.*`` axes, the others at their first
+    value."""
+    if study.n_cells <= SEARCHED_CELLS:
+        flats = range(study.n_cells)
+    else:
+        searched = [k for k, a in enumerate(study.axes) if a.key.startswith("variability.")]
+        flats = []
+        for values in itertools.product(*(range(len(study.axes[k].values)) for k in searched)):
+            index = [0] * len(study.axes)
+            for k, i in zip(searched, values):
+                index[k] = i
+            flats.append(int(np.ravel_multi_index(index, study.shape)))
+    best, best_flat = -1.0, None
+    for flat in flats:
         cell = study.cell(flat)
+        if not cell.config.is_mtj:
+            continue
         spread = float(np.square(cell.config.variability.level_sigmas(cell.model)).sum())
         if spread > best:
             best, best_flat = spread, flat

@@ -917,3 +917,17 @@ def test_legends_name_the_axis_their_curves_are_values_of_and_si_ticks_do_not_cr
     low, high = ax.get_xlim()
     ticks = [t for t in ax.get_xticklabels() if t.get_text() and low <= t.get_position()[0] <= high]
     assert 2 <= len(ticks) <= 6 and any("kΩ" in t.get_text() for t in ticks), [t.get_text() for t in ticks]
+
+
+def test_junction_figure_finds_the_junction_cells_of_a_sweep_that_starts_with_a_digital_mode(tmp_path):
+    """grad_mode tanh first: its cells have no junctions. The figure shows the widest-spread cell of
+    the fd_forward ones (it was left out: only the first value of a non-variability axis was looked at)."""
+    from spingpu.report import widest_spread_cell
+
+    sweep = {"training.grad_mode": ["tanh", "fd_forward"], "variability.sigma_d2d": [0.0, 0.1]}
+    path, study = fake_store(tmp_path, sweep, name="digital_first")
+    assert widest_spread_cell(study) == np.ravel_multi_index((1, 1), study.shape)
+    fig = dict(study_figures(open_results(path)))["The study's junctions"]
+    assert "grad_mode=fd_forward, sigma_d2d=0.1" in " ".join(fig.get_suptitle().split("\n"))
+    only_digital, _ = fake_store(tmp_path, {"training.grad_mode": ["tanh", "relu"]}, name="digital")
+    assert "The study's junctions" not in dict(study_figures(open_results(only_digital)))
