@@ -410,10 +410,12 @@ def test_deriv_rel_err_is_the_median_relative_error_of_the_derivative_used(blobs
     want = np.median(errors(cache[:-1]), axis=1)
     for other in (errors(cache[:-1]).mean(axis=1), np.median(errors(cache[:-1], by_used=True), axis=1),
                   np.median(errors(cache[:1]), axis=1)):
-        assert np.all(np.abs(other / want - 1) > 1e-6)
+        # told apart in some network: in one network the two middle values of the first layer's
+        # errors can be those of all layers' errors
+        assert np.any(np.abs(other / want - 1) > 1e-6), cfg.seed
     for backend in ("numpy", "cpu"):
         r = train(blobs, cfg, networks=nets, backend=backend)
-        np.testing.assert_allclose(r.deriv_rel_err.values[:, 0], want, rtol=1e-10, err_msg=backend)
+        np.testing.assert_allclose(r.deriv_rel_err.values[:, 0], want, rtol=1e-10, err_msg=f"{backend} seed {cfg.seed}")
 
 
 def test_grad_cosine_of_tiny_gradients_is_a_number_in_every_engine():
