@@ -46,7 +46,7 @@ TEMPLATES = (
 
 
 def enabled():
-    return os.environ.get("SPINGPU_KERNEL_CACHE", "1") not in ("0", "", "no", "false")
+    return os.environ.get("SPINGPU_KERNEL_CACHE", "1").strip().lower() not in ("0", "", "no", "false", "off")
 
 
 def cache_dir():

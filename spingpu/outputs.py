@@ -91,13 +91,15 @@ def check_not_inputs(outputs, inputs):
 
 
 @contextlib.contextmanager
-def staged_files(*targets, fields=None):
+def staged_files(*targets, fields=None, overwrite=True):
     """Yield one temporary path per target; on success rename each onto its target.
 
     If the block raises, the temporaries are removed and no target is touched. An OSError of the
     temporaries, the renames or (when it names a temporary or is a full or read-only disk) the
     block becomes a one-line ConfigError naming the target and its option ``fields[k]`` (default
-    ``output``).
+    ``output``). ``overwrite`` False: a target that has appeared since the command checked it (a
+    second run writing the same file) is not replaced: ConfigError, and the targets this call
+    already placed are removed again (they are its own), so that nothing written is lost.
     """
     targets = [Path(t) for t in targets]
     fields = list(fields) if fields is not None else ["output"] * len(targets)
@@ -110,9 +112,19 @@ def staged_files(*targets, fields=None):
             current = None  # the block writes them all: an error without a file name names every target
             yield temps
             mode = 0o666 & ~_umask()  # what open() would have given; mkstemp makes 0600
+            placed = []
             for current, (tmp, target) in enumerate(zip(temps, targets)):
                 os.chmod(tmp, mode)
-                os.replace(tmp, target)
+                if overwrite:
+                    os.replace(tmp, target)
+                elif not _place_new(tmp, target):
+                    for own in placed:
+                        with contextlib.suppress(OSError):
+                            own.unlink()
+                    raise ConfigError(fields[current], f"{target} was written by something else while this run "
+                                                       "ran; not overwritten: pass --overwrite to replace it, or "
+                                                       "choose another file name")
+                placed.append(target)
         except OSError as err:
             named = {str(t): k for k, t in enumerate(temps)} | {str(t): k for k, t in enumerate(targets)}
             if err.filename is not None and str(err.filename) in named:
@@ -129,6 +141,25 @@ def staged_files(*targets, fields=None):
         for tmp in temps:
             with contextlib.suppress(OSError):
                 tmp.unlink()
+
+
+def _place_new(tmp, target):
+    """Move ``tmp`` to ``target`` unless ``target`` exists (then False, ``tmp`` left): a hard link,
+    which the filesystem refuses atomically where the name is taken, then the temporary name
+    removed; where hard links are not supported, a rename after a check (a race of microseconds)."""
+    try:
+        os.link(tmp, target)
+    except FileExistsError:
+        return False
+    except OSError as err:
+        if err.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
+            raise
+        if os.path.lexists(target):
+            return False
+        os.replace(tmp, target)
+        return True
+    tmp.unlink()
+    return True
 
 
 def _temp_beside(target):

@@ -1,8 +1,44 @@
-"""Progress bars of long work (tqdm), on stderr, cleared when the work ends."""
+"""Progress bars of long work (tqdm), on stderr, cleared when the work ends.
+
+On a terminal a bar redraws up to 10 times a second; where stderr is a file or a pipe (a batch
+job's log) every 30 s, so that a day's run adds kilobytes to the log, not megabytes. A write to
+stderr that fails (closed, or a full disk) is dropped: progress never costs the run.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import sys
+
+LOG_INTERVAL_S = 30.0  # seconds between redraws where stderr is not a terminal
+
+
+class _Dropping:
+    """stderr for progress output: a write that fails is dropped, not raised."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def write(self, text):
+        try:
+            return self._stream.write(text)
+        except (AttributeError, OSError, ValueError):  # None (2>&-), a full or closed stream
+            return 0
+
+    def flush(self):
+        with contextlib.suppress(AttributeError, OSError, ValueError):
+            self._stream.flush()
+
+
+def tqdm_options(**overrides):
+    """tqdm's keyword arguments for this process's stderr (output stream, redraw interval, the bar
+    cleared when done), ``overrides`` replacing them."""
+    try:
+        terminal = sys.stderr.isatty()
+    except (AttributeError, OSError, ValueError):
+        terminal = False
+    return dict(file=_Dropping(sys.stderr), mininterval=0.1 if terminal else LOG_INTERVAL_S, dynamic_ncols=True,
+                leave=False) | overrides
 
 
 @contextlib.contextmanager
@@ -14,7 +50,7 @@ def progress_bar(enabled, total, unit):
         return
     from tqdm import tqdm
 
-    bar = tqdm(total=total, unit=unit, unit_scale=True, dynamic_ncols=True, leave=False)
+    bar = tqdm(total=total, unit=unit, unit_scale=True, **tqdm_options())
     try:
         yield bar
     finally:
@@ -35,7 +71,7 @@ def status(enabled, text=SETUP):
         return
     from tqdm import tqdm
 
-    line = tqdm(total=None, bar_format="{desc}", desc=text, dynamic_ncols=True, leave=False)
+    line = tqdm(total=None, bar_format="{desc}", desc=text, **tqdm_options())
     try:
         yield
     finally:

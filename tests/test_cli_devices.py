@@ -559,3 +559,10 @@ def test_info_says_when_a_kernel_cache_cannot_be_written(monkeypatch, tmp_path):
                                      "training kernels again)")
     monkeypatch.setattr(kernels, "numba_cache_folder", lambda: None)
     assert info._numba_cache() == "none writable: each process compiles the kernels again"
+    monkeypatch.undo()
+    (tmp_path / "file").write_text("")  # a file where the folder should be
+    monkeypatch.setenv("SPINGPU_CACHE_DIR", str(tmp_path / "file"))
+    assert info._spingpu_cache() == f"{tmp_path / 'file'} (not a folder: each process compiles the training kernels again)"
+    for off in ("0", "off", "False", " no "):
+        monkeypatch.setenv("SPINGPU_KERNEL_CACHE", off)
+        assert info._spingpu_cache() == "off (SPINGPU_KERNEL_CACHE): each process compiles the training kernels again"

@@ -211,7 +211,7 @@ BAD = [
     (["--param", "r_q=5"], ["param: unknown parameter 'r_q'", "allowed: r_p, tmr0"]),
     (["--device-model", "foo"], ["device-model: unknown device model 'foo'", "allowed: macrospin, stt_compact, tabulated"]),
     (["--out", "{tmp}/out/no/r.nc"], ["out: folder", "does not exist"]),
-    (["--out", "{tmp}/out/r.txt"], ["out:", "r.txt must end in .nc"]),
+    (["--out", "{tmp}/out/r.txt"], ["out:", "r.txt': expected a file name ending in .nc (netCDF), such as results.nc"]),
     (["--batch-size", "0"], ["batch-size: 0 is out of range", "allowed: 1 <= value"]),
     (["--lr-schedule", "exp:1.5"], ["lr-schedule GAMMA: 1.5 is out of range", "allowed: 0.0 < value <= 1.0"]),
     (["--lr-schedule", "step:0:0.5"], ["lr-schedule EVERY: 0 is out of range", "allowed: 1 <= value <= 1000000000"]),
@@ -433,6 +433,7 @@ def test_failed_rename_after_the_run_is_one_line_and_leaves_nothing(tmp_path, ca
         raise PermissionError(13, "Permission denied", str(dst))
 
     monkeypatch.setattr("spingpu.outputs.os.replace", refuse_replace)
+    monkeypatch.setattr("spingpu.outputs.os.link", refuse_replace)  # a new file is placed by a hard link
     rc = main([*TINY, "--hidden", "2", "--out", str(tmp_path / "r.nc")])
     err = capsys.readouterr().err
     assert rc == 2
@@ -516,3 +517,48 @@ def test_version_and_a_missing_command(capsys):
     assert exit_.value.code == 2
     assert capsys.readouterr().err == ("spingpu: error: command: required; allowed: info, devices, train, run, report "
                                        "(spingpu COMMAND --help)\n")
+
+
+def test_an_output_another_run_wrote_meanwhile_is_not_replaced_without_overwrite(tmp_path):
+    """The existence check runs at start-up; a second run with the same --out may write the file
+    before this one ends. Without --overwrite its file stays (os.replace took it), this run's
+    outputs placed so far are removed again, and the temporaries go; with --overwrite it is replaced."""
+    from spingpu.errors import ConfigError
+    from spingpu.outputs import staged_files
+
+    first, second = tmp_path / "a.nc", tmp_path / "b.png"
+    with pytest.raises(ConfigError) as err:
+        with staged_files(first, second, fields=("out", "plot"), overwrite=False) as temps:
+            for tmp in temps:
+                tmp.write_text("ours")
+            second.write_text("theirs")  # another run, meanwhile
+    assert str(err.value) == (f"plot: {second} was written by something else while this run ran; not overwritten: "
+                              "pass --overwrite to replace it, or choose another file name")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.png"] and second.read_text() == "theirs"
+    with staged_files(first, second, overwrite=True) as temps:
+        for tmp in temps:
+            tmp.write_text("ours")
+    assert first.read_text() == second.read_text() == "ours"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.nc", "b.png"]
+
+
+def test_progress_never_costs_the_run_and_redraws_rarely_into_a_log(monkeypatch):
+    """A stderr whose writes fail (closed with 2>&-, a full log disk) made tqdm's write raise and
+    the run end with nothing written; where stderr is a file, the bar redrew 10 times a second."""
+    import io
+
+    from spingpu import progress
+
+    class Full(io.StringIO):
+        def write(self, text):
+            raise OSError(28, "No space left on device")
+
+    for stream in (Full(), None):
+        monkeypatch.setattr("sys.stderr", stream)
+        with progress.progress_bar(True, 100, "networks") as bar:
+            for _ in range(100):
+                bar.update(1)
+        with progress.status(True):
+            pass
+    monkeypatch.setattr("sys.stderr", io.StringIO())  # not a terminal
+    assert progress.tqdm_options()["mininterval"] == progress.LOG_INTERVAL_S == 30.0

@@ -86,7 +86,7 @@ def run(args):
 
     targets = [p for p in (csv_path, png_path) if p is not None]
     fields = [name for name, p in (("csv", csv_path), ("plot", png_path)) if p is not None]
-    with staged_files(*targets, fields=fields) as temps:
+    with staged_files(*targets, fields=fields, overwrite=args.overwrite) as temps:
         staged = dict(zip(targets, temps))
         if csv_path is not None:
             _write_csv(staged[csv_path], current, v_nom, d_nom, v, d)

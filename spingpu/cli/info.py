@@ -93,6 +93,8 @@ def _spingpu_cache():
         return "off (SPINGPU_KERNEL_CACHE): each process compiles the training kernels again"
     folder = kernel_cache.cache_dir()
     existing = next((p for p in (folder, *folder.parents) if p.exists()), folder)
+    if existing.exists() and not existing.is_dir():
+        return f"{folder} (not a folder: each process compiles the training kernels again)"
     if not os.access(existing, os.W_OK):
         return f"{folder} (not writable: each process compiles the training kernels again)"
     return str(folder)

@@ -178,7 +178,7 @@ def run(args):
     out = None
     if args.out is not None:
         if args.out.strip() and Path(args.out).suffix != ".nc":  # before "exists": an empty name says so there
-            raise ConfigError("out", f"{args.out} must end in .nc (netCDF)")
+            raise ConfigError("out", f"{args.out!r}: expected a file name ending in .nc (netCDF), such as results.nc")
         out = check_writable("out", args.out, overwrite=args.overwrite)
         check_not_inputs({"out": out}, [args.iv_csv, csv_path(args.dataset) or None])
     dataset, config, model, backend = build(args)
@@ -196,7 +196,7 @@ def run(args):
     raise_if_stopped()  # a Ctrl-C or SIGTERM during training writes nothing, even one Python could not raise
     print(summary(results, seconds))
     if out is not None:
-        with staged_files(out, fields=("out",)) as (tmp,):
+        with staged_files(out, fields=("out",), overwrite=args.overwrite) as (tmp,):
             results.to_netcdf(tmp, engine="netcdf4", format="NETCDF4")  # no 2 GiB per variable, as in netCDF3
         print(f"wrote {out}")
     return 0

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError, SpingpuWarning, check_range
-from ..progress import STUDY_SETUP
+from ..progress import STUDY_SETUP, tqdm_options
 from ..signals import deferred_interrupts, raise_if_stopped
 from . import store as results_store
 
@@ -141,7 +141,7 @@ def run_study(study, options: RunOptions, progress=True, log=print):
                 from tqdm import tqdm
 
                 # until the first task is back: the workers sample junctions and compile or load the kernels
-                bar = tqdm(total=total, initial=finished, unit="networks", dynamic_ncols=True, desc=STUDY_SETUP)
+                bar = tqdm(total=total, initial=finished, unit="networks", desc=STUDY_SETUP, **tqdm_options(leave=True))
             _drive(client, study, options, backend.name, npt, todo, copies, n_workers, bar)
         finally:
             if bar is not None:
