@@ -6,8 +6,9 @@ labels ``0 .. n_classes - 1`` for a training, a validation and a test split.
 Conventions (all datasets):
 
 - **Splits** are seeded and stratified: every class keeps its share of rows in each split, to
-  within one row in the validation and test splits and within two in the training split (the
-  rows left over). ``val_fraction`` and ``test_fraction`` are fractions of the *whole* table: the
+  within one row in the test split (drawn first) and within two in the validation split (drawn
+  from the rest, whose shares the test split's rounding moved) and the training split (the rows
+  left over). ``val_fraction`` and ``test_fraction`` are fractions of the *whole* table: the
   test split has ``test_fraction * n`` rows and the validation split ``val_fraction * n`` rows,
   each rounded to the nearest row, halves up, exactly as the fraction is written (0.41 of 150 rows
   is 61.5: 62 rows); the training split has the rest. The test split is drawn first with
@@ -44,14 +45,14 @@ Datasets (``load_dataset(name)``):
 - ``csv:PATH``: a comma-separated table of numeric feature columns and a label column (the column
   named ``label`` if the first row is a header that has one, else the last column). The first row
   is a header if a cell is ``label``, if no cell is a number, or if its cells are exactly the
-  column numbers ``0, 1, ..., C-1`` (what pandas' ``to_csv(index=False)`` writes for unnamed
-  columns). Blank lines are skipped; there are no comment lines (a line starting with ``#`` is
+  column numbers ``0, 1, ..., C-1`` of three columns or more (what pandas' ``to_csv(index=False)``
+  writes for unnamed columns; a first row ``0,1`` is data). Blank lines are skipped; there are no comment lines (a line starting with ``#`` is
   data). Labels may be integers or strings; they are mapped to ``0 .. K-1`` in sorted order
   (numeric order for integers) and the original values are kept in ``Dataset.class_names``. A
-  missing label (an empty cell, or NA, NaN, None or null in any case) is refused.
+  missing label (an empty cell, or NaN in any case) is refused.
 
 ``from_arrays(x, y)`` does the same splitting and standardisation for arrays from Python (a label
-that is None, NaN or pandas' NA, or the text NA, NaN, None or null, is refused as missing);
+that is None, NaN or pandas' NA, or the text NaN, is refused as missing);
 ``from_splits(x_train, y_train, x_val, y_val, x_test, y_test)`` takes splits made by the user as
 they are and standardises them (no scikit-learn needed).
 
@@ -391,13 +392,15 @@ def _normalise_labels(labels, field):
     return labels
 
 
-_MISSING_TEXTS = ("na", "nan", "none", "null", "+nan", "-nan")
-_MISSING_RULE = "missing: None, NaN, pandas' NA, and the texts NA, NaN, None and null in any case"
+_MISSING_TEXTS = ("nan", "+nan", "-nan")  # how NumPy and pandas write a float NaN as text
+_MISSING_RULE = ("missing: None, NaN, pandas' NA, and the text NaN in any case; NA, None and null are class names "
+                 "like any other")
 
 
 def _is_missing_label(value):
-    """Whether a label is a missing value: None, a float NaN, pandas' NA, or a text that reads
-    NA, NaN, None or null (any case, spaces around)."""
+    """Whether a label is a missing value: None, a float NaN, pandas' NA, or a text that reads NaN
+    (any case, spaces around: a float NaN written as text). NA, None and null are words a class
+    may be named ("none of the above"), so they are labels."""
     if value is None or type(value).__name__ == "NAType":
         return True
     if isinstance(value, (float, np.floating)):
@@ -615,10 +618,11 @@ def _read_csv(path):
     lines), spaces around a field ignored. Blank lines are skipped; there are no comment lines (a
     line starting with ``#`` is read as data like any other). The first row is a header when one of
     its cells is ``label`` (any case), when none of its cells is a number, or when its cells are
-    exactly the column numbers ``0, 1, ..., C-1`` (the header pandas' ``to_csv(index=False)`` writes
-    for unnamed columns); else it is data. The labels are the column named ``label``, else the
+    exactly the column numbers ``0, 1, ..., C-1`` of three columns or more (the header pandas'
+    ``to_csv(index=False)`` writes for unnamed columns; ``0,1`` is as likely a data row); else it
+    is data. The labels are the column named ``label``, else the
     last column. Features are finite numbers. Labels are whole numbers (sorted numerically) or
-    texts; an empty label, or one that reads NA, NaN, None or null (any case), is a missing value
+    texts; an empty label, or one that reads NaN (any case), is a missing value
     and is refused. The label note is None when a column is named ``label``, else the sentence an
     error about the classes adds: that the last column was taken as the labels.
     """
@@ -649,7 +653,7 @@ def _read_csv(path):
     first_line, first = rows[0]
     lowered = [c.lower() for c in first]
     header = ("label" in lowered or not any(_is_number(c) for c in first)
-              or first == [str(j) for j in range(len(first))])
+              or (len(first) >= 3 and first == [str(j) for j in range(len(first))]))
     if header:
         columns = first
         rows = rows[1:]

@@ -34,12 +34,12 @@ def n_rows(fraction, n):
 
 
 def check_stratified(d, y_all):
-    """Each class's count within one row of its exact proportional share in the validation and
-    test splits, within two in the training split (the rest); returns the training split's
-    largest deviation."""
+    """Each class's count within one row of its exact proportional share in the test split,
+    within two in the validation and training splits; returns the training split's largest
+    deviation."""
     n = len(y_all)
     counts = np.bincount(y_all, minlength=d.n_classes)
-    for y, within in ((d.y_train, 2.0), (d.y_val, 1.0), (d.y_test, 1.0)):
+    for y, within in ((d.y_train, 2.0), (d.y_val, 2.0), (d.y_test, 1.0)):
         expected = counts * len(y) / n
         got = np.bincount(y, minlength=d.n_classes)
         assert np.all(np.abs(got - expected) <= within), (got, expected)
@@ -850,8 +850,8 @@ def test_an_object_with_a_datasets_arrays_is_checked_as_one():
 # review findings: statistics in raw units, CSV rules and messages, exact rounding
 
 
-MISSING_RULE = "every row needs a class label (missing: None, NaN, pandas' NA, and the texts NA, NaN, None and null " \
-               "in any case)"
+MISSING_RULE = "every row needs a class label (missing: None, NaN, pandas' NA, and the text NaN in any case; NA, " \
+               "None and null are class names like any other)"
 
 
 def _raw_rows(d, x):
@@ -927,7 +927,7 @@ def test_csv_header_of_the_column_numbers_is_a_header(tmp_path):
     import pandas as pd
 
     rng = np.random.default_rng()
-    n_features, n = int(rng.integers(1, 5)), int(rng.integers(30, 60))
+    n_features, n = int(rng.integers(2, 5)), int(rng.integers(30, 60))  # 3 columns or more
     x = rng.normal(size=(n, n_features)).round(4)
     x[:, 0] = np.arange(n)  # unique rows
     y = rng.permutation(np.arange(n) % 3)
@@ -944,10 +944,12 @@ def test_csv_header_of_the_column_numbers_is_a_header(tmp_path):
         text = first + "\n" + "".join(f"{i},{i * 2},{i % 3}\n" for i in range(30))
         d = load_dataset(_csv(tmp_path, text, name="data.csv"))
         assert len(d.y_train) + len(d.y_val) + len(d.y_test) == 31
+    text = "0,1\n" + "".join(f"{i},{i % 2}\n" for i in range(1, 31))  # two columns: a data row
+    d = load_dataset(_csv(tmp_path, text, name="two.csv"))
+    assert len(d.y_train) + len(d.y_val) + len(d.y_test) == 31
 
 
-@pytest.mark.parametrize("cell, shown", [("NA", "NA"), ("NaN", "NaN"), ("nan", "nan"), ("None", "None"),
-                                         ("null", "null"), (" NULL ", "NULL"), ("na", "na"), ('" nOnE "', "nOnE"),
+@pytest.mark.parametrize("cell, shown", [("NaN", "NaN"), ("nan", "nan"), (" NAN ", "NAN"), ('" nAn "', "nAn"),
                                          ("-nan", "-nan")])
 def test_csv_missing_label_is_refused_naming_the_line(tmp_path, cell, shown):
     rng = np.random.default_rng()
@@ -962,7 +964,7 @@ def test_csv_missing_label_is_refused_naming_the_line(tmp_path, cell, shown):
                              f"value; {MISSING_RULE}"
 
 
-@pytest.mark.parametrize("kind", ["None", "float nan", "np.nan in floats", "pandas NA", "text NA", "text null"])
+@pytest.mark.parametrize("kind", ["None", "float nan", "np.nan in floats", "pandas NA", "text nan", "text NaN"])
 def test_from_arrays_missing_label_is_refused_naming_the_row(kind):
     import pandas as pd
 
@@ -976,8 +978,8 @@ def test_from_arrays_missing_label_is_refused_naming_the_row(kind):
         y, shown = pd.Series(["a", "b", "c"] * 10, dtype="string"), "<NA>"
         y[row] = pd.NA
     else:
-        value, shown = {"None": (None, "None"), "float nan": (float("nan"), "nan"), "text NA": ("NA", "'NA'"),
-                        "text null": (" null ", "' null '")}[kind]
+        value, shown = {"None": (None, "None"), "float nan": (float("nan"), "nan"), "text nan": ("nan", "'nan'"),
+                        "text NaN": (" NaN ", "' NaN '")}[kind]
         y = np.array(["a", "b", "c"] * 10, dtype=object)  # as pandas holds text
         y[row] = value
     with pytest.raises(ConfigError) as err:
@@ -1029,7 +1031,11 @@ def test_stratified_splits_keep_shares_within_one_row_and_training_within_two():
     y = np.repeat(np.arange(5), [11, 31, 38, 29, 24])
     d = from_arrays(np.arange(len(y), dtype=float)[:, None], y, seed=0, val_fraction=0.06, test_fraction=0.44)
     assert 1 < check_stratified(d, y) <= 2
-    assert ("to within one row in the validation and test splits and within two in the training split"
+    # and the validation split too (7 classes, found by a review: 1.23 rows off)
+    y = np.repeat(np.arange(7), [12, 4, 20, 26, 26, 34, 34])
+    d = from_arrays(np.arange(len(y), dtype=float)[:, None], y, seed=195, val_fraction=0.445, test_fraction=0.411)
+    check_stratified(d, y)
+    assert ("to within one row in the test split (drawn first) and within two in the validation split"
             in " ".join(datasets.__doc__.split()))
 
 
@@ -1145,3 +1151,13 @@ def test_mnist_checks_test_fraction_like_every_dataset(tmp_path, test_fraction):
     with pytest.raises(ConfigError) as mnist_err:
         load_dataset("mnist", data_dir=folder, test_fraction=test_fraction)
     assert str(mnist_err.value) == str(err.value) and err.value.field == "test_fraction"
+
+
+def test_na_none_and_null_are_class_names(tmp_path):
+    """Words a class may be named ("none of the above"): only an empty cell and NaN are missing."""
+    rng = np.random.default_rng()
+    names = ["NA", "none", "null"]
+    rows = [f"{rng.normal():.4f},{names[k % 3]}" for k in range(30)]
+    d = load_dataset(_csv(tmp_path, "x,label\n" + "\n".join(rows) + "\n", name="words.csv"))
+    assert d.class_names == ("NA", "none", "null")
+    assert from_arrays(rng.normal(size=(30, 2)), np.array(names * 10, dtype=object)).class_names == ("NA", "none", "null")

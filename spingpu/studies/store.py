@@ -28,6 +28,11 @@ from ..errors import ConfigError
 from ..training.results import CELL_VARIABLES, ENGINE_ATTRS, VARIABLES
 
 STORE_MARK = "spingpu_study_digest"
+# The numbering of results: raised whenever a study's numbers change with spingpu itself while
+# __version__ does not (a store records it; one of another scheme is not resumed, which would mix
+# both in one store). 1 (2026-12-01): a macrospin junction's grid points share one thermal field,
+# spaced sweep values rounded to 15 digits, splits rounded exactly; 0: stores made before.
+RESULTS_SCHEME = 1
 PARTIAL = ".partial-"  # in the name of a store being created: .NAME.partial-HOST-PID-TOKEN
 
 
@@ -116,8 +121,8 @@ def _store_dataset(study, networks_per_task, attrs):
     for axis in study.axes:
         coords[axis.dim] = (axis.dim, axis.coordinate,
                             {"units": axis.units, "long_name": axis.key, "sweep_key": axis.key})
-    attrs = dict(attrs, **{STORE_MARK: study.digest, "networks_per_task": networks_per_task,
-                           "study_name": study.name, "study_text": study.text,
+    attrs = dict(attrs, **{STORE_MARK: study.digest, "results_scheme": RESULTS_SCHEME,
+                           "networks_per_task": networks_per_task, "study_name": study.name, "study_text": study.text,
                            "input_files": json.dumps([list(item) for item in study.inputs]),
                            "study_data": json.dumps(study.data, sort_keys=True),
                            "sweep_axes": json.dumps([a.dim for a in study.axes])})
@@ -251,6 +256,12 @@ def check_existing(path, study, networks_per_task, resume, overwrite, backend=No
         raise ConfigError("resume", f"{path} was written by spingpu {attrs.get('spingpu_version')}, this is spingpu "
                                     f"{__version__}: numbers may differ between versions; resume with spingpu "
                                     f"{attrs.get('spingpu_version')}, or use another --out or --overwrite")
+    scheme = attrs.get("results_scheme", 0)
+    if scheme != RESULTS_SCHEME:
+        raise ConfigError("resume", f"{path} was written by a spingpu whose numbers differ from this one's (results "
+                                    f"scheme {scheme}, this is {RESULTS_SCHEME}: e.g. macrospin junctions at T > 0 "
+                                    "and spaced sweep values changed on 2026-12-01); resuming would mix both; use "
+                                    "another --out or --overwrite")
     mismatch = _sweep_mismatch(path, study)
     if mismatch:
         raise ConfigError("resume", f"{path} {mismatch}")
