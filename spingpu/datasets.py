@@ -72,7 +72,7 @@ from fractions import Fraction
 
 import numpy as np
 
-from .errors import ConfigError, check_range
+from .errors import ConfigError, check_range, did_you_mean
 
 DATASETS = ("iris", "digits", "mnist")
 """Names ``load_dataset`` accepts, besides ``"csv:PATH"``."""
@@ -225,7 +225,7 @@ def load_dataset(name, *, seed=0, val_fraction=0.2, test_fraction=0.2, data_dir=
                 raise
             raise ConfigError("dataset", f"CSV file {csv_file!r}: {err.problem}"
                                          + (f"; {label_note}" if label_note else "")) from None
-    raise ConfigError("dataset", f"unknown dataset {name!r}; allowed: {_allowed()}")
+    raise ConfigError("dataset", f"unknown dataset {name!r}{did_you_mean(key.lower(), DATASETS)}; allowed: {_allowed()}")
 
 
 def from_arrays(x, y, *, name="arrays", seed=0, val_fraction=0.2, test_fraction=0.2) -> Dataset:

@@ -14,10 +14,18 @@ LOG_INTERVAL_S = 30.0  # seconds between redraws where stderr is not a terminal
 
 
 class _Dropping:
-    """stderr for progress output: a write that fails is dropped, not raised."""
+    """stderr for progress output: a write that fails is dropped, not raised. Equal to the stream
+    it wraps, so that ``tqdm.write(line, file=sys.stderr)`` (a warning above a bar) finds the bars
+    on it, clears them and draws them again below the line."""
 
     def __init__(self, stream):
         self._stream = stream
+
+    def __eq__(self, other):
+        return other is self._stream or (isinstance(other, _Dropping) and other._stream is self._stream)
+
+    def __hash__(self):
+        return id(self._stream)
 
     def write(self, text):
         try:

@@ -311,6 +311,10 @@ def test_argparse_type_error_one_line_exit_2(tmp_path, capsys):
     (["--grad", "fd_fwd"], "grad: 'fd_fwd' (did you mean 'fd_forward'?); allowed: fd_forward, fd_single, fd_symmetric, "
                            "model, oracle, tanh, relu, sigmoid"),
     (["--optimizer", "adma"], "optimizer: 'adma' (did you mean 'adam'?); allowed: sgd, momentum, adam"),
+    (["--grad-mode", "tanh"], "--grad-mode: not an option or argument of spingpu train (did you mean '--grad'?) "
+                              "(spingpu train --help lists them)"),  # by spelling --read-noise is closer
+    (["--dataset", "irsi"], "dataset: unknown dataset 'irsi' (did you mean 'iris'?); allowed: iris, digits, mnist, "
+                            "csv:PATH"),
     (["--lr"], "lr: expects a value"),
     (["--adc-range", "1"], "adc-range: expects 2 values"),
     (["--lr", "fast"], "lr: expected a number, got 'fast'"),

@@ -303,6 +303,8 @@ def test_last_epoch_values_are_at_each_networks_last_trained_epoch(tmp_path):
     assert "train_loss" not in loaded and "diverged" not in loaded  # used, not loaded
     # in memory, so Dask's refusal of a median across chunks does not apply (the README's example)
     median = spingpu.load_results(path, ["test_acc"]).test_acc.median("network")
+    readme = spingpu.load_results(path, ["test_acc"], last_epoch=["grad_cosine"])  # the README's call
+    np.testing.assert_array_equal(readme.grad_cosine.values, np.array(expected["grad_cosine"]))
     with open_results(path) as ds:
         np.testing.assert_array_equal(median.values, ds.test_acc.load().median("network").values)
 

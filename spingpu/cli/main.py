@@ -168,7 +168,10 @@ def _main(argv=None):
 
         command = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[args.command]
         options = {name.lstrip("-"): name for name in command._option_string_actions}  # "--" is no likeness
-        close = closest(extra[0].split("=")[0].lstrip("-"), sorted(options))
+        word = extra[0].split("=")[0].lstrip("-")
+        # an option the word begins with (--grad-mode for --grad) before the closest by spelling
+        close = max((o for o in options if len(o) > 1 and word.startswith(o)), key=len, default=None) \
+            or closest(word, sorted(options))
         hint = f" (did you mean {options[close]!r}?)" if close else ""
         print(f"spingpu {args.command}: error: {extra[0]}: not an option or argument of spingpu {args.command}{hint} "
               f"(spingpu {args.command} --help lists them)", file=sys.stderr)

@@ -525,14 +525,16 @@ def _spaced(path, field, kind, args):
     the decimal a user types selects it: numpy's logspace(-6, -4, 3) gives 9.999999999999999e-06
     for 10^-5 and linspace(0, 0.3, 4) 0.09999999999999999 for 0.1; rounded, they are 1e-05 and 0.1
     (every 15-digit decimal has a float64 of its own; values that round to the same one are then
-    refused as repeated)."""
+    refused as repeated; a value within 5e-15 of the largest float, which would round past it, is
+    kept as it is)."""
     with np.errstate(all="ignore"):
         values = getattr(np, kind)(args[0], args[1], args[2])
     if not np.all(np.isfinite(values)):
         problem = (f"10**{max(args[:2])} is beyond the largest float (about 1.8e308); allowed: exponents up to 308"
                    if kind == "logspace" else "stop - start is beyond the largest float (about 1.8e308)")
         raise _err(path, field, f"{kind} = {list(args)} overflows: {problem}")
-    return tuple(float(f"{v:.15g}") for v in values)
+    rounded = (float(f"{v:.15g}") for v in values)
+    return tuple(r if math.isfinite(r) else float(v) for r, v in zip(rounded, values))
 
 
 def _typed_values(path, field, key, values):

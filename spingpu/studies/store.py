@@ -442,14 +442,15 @@ def open_results(path):
 
 
 def load_results(path, variables=None, last_epoch=()):
-    """:func:`open_results` (only ``variables`` and task_done, where given; of the variables named
-    in ``last_epoch``, only the value at each network's last trained epoch, without the epoch dim:
-    :func:`last_epoch_values`) read into memory; ConfigError where a chunk cannot be read or
+    """:func:`open_results` (only ``variables``, those named in ``last_epoch`` and task_done, where
+    ``variables`` is given; of the variables named in ``last_epoch``, only the value at each
+    network's last trained epoch, without the epoch dim: :func:`last_epoch_values`) read into memory; ConfigError where a chunk cannot be read or
     tasks marked done lost their numbers (:func:`lost_tasks`)."""
     ds = open_results(path)
     try:
         lost = lost_tasks(ds)
-        sub = ds if variables is None else ds[[v for v in ds.data_vars if v in set(variables) | {"task_done"}]]
+        wanted = None if variables is None else set(variables) | set(last_epoch) | {"task_done"}
+        sub = ds if wanted is None else ds[[v for v in ds.data_vars if v in wanted]]
         for name in last_epoch:
             if name in sub and "epoch" in sub[name].dims:
                 sub = sub.assign({name: last_epoch_values(ds, name)})
