@@ -72,7 +72,7 @@ from fractions import Fraction
 
 import numpy as np
 
-from .errors import ConfigError, check_range, did_you_mean
+from .errors import ConfigError, _short, check_range, did_you_mean
 
 DATASETS = ("iris", "digits", "mnist")
 """Names ``load_dataset`` accepts, besides ``"csv:PATH"``."""
@@ -668,7 +668,7 @@ def _read_csv(path):
     if len(columns) < 2:
         seen = next((name for sep, name in _OTHER_SEPARATORS if sep in first[0]), None)
         if first[0].startswith("#"):
-            raise ConfigError("dataset", f"CSV file {path!r} line {first_line} has 1 column: {_cell_text(first[0])}; "
+            raise ConfigError("dataset", f"CSV file {path!r} line {first_line} has 1 column: {_short(first[0])}; "
                                          "there are no comment lines (a line starting with # is data); allowed: at "
                                          "least one feature column and a label column, separated by commas")
         if seen:
@@ -676,7 +676,7 @@ def _read_csv(path):
                                          f"commas, and this line has {seen} instead; allowed: at least one feature "
                                          "column and a label column, separated by commas")
         raise ConfigError("dataset", f"CSV file {path!r} needs at least one feature column and a label column, "
-                                     f"separated by commas; found 1 column (line {first_line}: {_cell_text(first[0])})")
+                                     f"separated by commas; found 1 column (line {first_line}: {_short(first[0])})")
     if not rows:
         raise ConfigError("dataset", f"CSV file {path!r} has a header but no data rows")
     unnamed_last = not header or columns[-1] == ""  # a header's trailing comma names no column
@@ -705,7 +705,7 @@ def _read_csv(path):
                     value = float(row[j])
                 except ValueError:
                     raise ConfigError("dataset", f"{where}: feature {columns[j]!r} is not a number: "
-                                                 f"{_cell_text(row[j])}") from None
+                                                 f"{_short(row[j])}") from None
                 if not math.isfinite(value):
                     raise ConfigError("dataset", f"{where}: feature {columns[j]!r} is not finite: {row[j]!r}")
         x[r] = values
@@ -743,11 +743,6 @@ def _read_csv(path):
 
 _OTHER_SEPARATORS = ((";", "semicolons (;)"), ("\t", "tabs"), ("|", "vertical bars (|)"), (" ", "spaces"))
 """Separators a one-column CSV line may hold instead of commas, with how an error names them."""
-
-
-def _cell_text(text, limit=40):
-    """A CSV cell as an error quotes it: its repr, cut to ``limit`` characters."""
-    return repr(text) if len(text) <= limit else repr(text[:limit]) + f"... ({len(text)} characters)"
 
 
 def _csv_error(err, field_limit, spans_lines):

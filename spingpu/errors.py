@@ -126,10 +126,10 @@ def _plain(number):
     return repr(int(number)) if isinstance(number, int) else repr(float(number))
 
 
-def _short(value):
-    """``repr(value)`` cut to one short line."""
+def _short(value, limit=80):
+    """``repr(value)`` cut to one line of at most ``limit`` characters."""
     text = " ".join(repr(value).split())
-    return text if len(text) <= 80 else text[:77] + "..."
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _describe(low, high, low_open=False, high_open=False, allow_inf=False):
