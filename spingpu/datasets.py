@@ -46,8 +46,8 @@ Datasets (``load_dataset(name)``):
   named ``label`` if the first row is a header that has one, else the last column). The first row
   is a header if a cell is ``label``, if no cell is a number, or if its cells are exactly the
   column numbers ``0, 1, ..., C-1`` of three columns or more (what pandas' ``to_csv(index=False)``
-  writes for unnamed columns; a first row ``0,1`` is data). Blank lines are skipped; there are no comment lines (a line starting with ``#`` is
-  data). Labels may be integers or strings; they are mapped to ``0 .. K-1`` in sorted order
+  writes for unnamed columns; a first row ``0,1`` is data). Blank lines are skipped; there are no
+  comment lines (a line starting with ``#`` is data). Labels may be integers or strings; they are mapped to ``0 .. K-1`` in sorted order
   (numeric order for integers) and the original values are kept in ``Dataset.class_names``. A
   missing label (an empty cell, or NaN in any case) is refused.
 
@@ -225,7 +225,8 @@ def load_dataset(name, *, seed=0, val_fraction=0.2, test_fraction=0.2, data_dir=
                 raise
             raise ConfigError("dataset", f"CSV file {csv_file!r}: {err.problem}"
                                          + (f"; {label_note}" if label_note else "")) from None
-    raise ConfigError("dataset", f"unknown dataset {name!r}{did_you_mean(key.lower(), DATASETS)}; allowed: {_allowed()}")
+    raise ConfigError("dataset", f"unknown dataset {name!r}{did_you_mean(key.lower(), DATASETS)}; "
+                                 f"allowed: {_allowed()}")
 
 
 def from_arrays(x, y, *, name="arrays", seed=0, val_fraction=0.2, test_fraction=0.2) -> Dataset:
@@ -620,10 +621,9 @@ def _read_csv(path):
     its cells is ``label`` (any case), when none of its cells is a number, or when its cells are
     exactly the column numbers ``0, 1, ..., C-1`` of three columns or more (the header pandas'
     ``to_csv(index=False)`` writes for unnamed columns; ``0,1`` is as likely a data row); else it
-    is data. The labels are the column named ``label``, else the
-    last column. Features are finite numbers. Labels are whole numbers (sorted numerically) or
-    texts; an empty label, or one that reads NaN (any case), is a missing value
-    and is refused. The label note is None when a column is named ``label``, else the sentence an
+    is data. The labels are the column named ``label``, else the last column. Features are finite
+    numbers. Labels are whole numbers (sorted numerically) or texts; an empty label, or one that
+    reads NaN (any case), is a missing value and is refused. The label note is None when a column is named ``label``, else the sentence an
     error about the classes adds: that the last column was taken as the labels.
     """
     import csv

@@ -363,7 +363,8 @@ pre {{ background: #f7f7f7; padding: 1em; overflow-x: auto; font-size: 0.85em; }
 <p>Yield is the fraction of each cell's networks (chips) at or above the test-accuracy threshold, a
 diverged network counting as failed. The test-accuracy median and quantiles are over the networks
 that did not diverge (done less diverged), interpolated linearly between networks (so with few test
-samples a quantile can fall between the accuracies a chip can have), as are the medians of the gradient cosine (of the hidden
+samples a quantile can fall between the accuracies a chip can have), as are the medians of the
+gradient cosine (of the hidden
 layers' weight and bias gradient used with the exact one) and the derivative error, at the last epoch their
 cell trained. The 95 % confidence intervals say how well the cell's networks pin down the yield of
 the population of chips the variability describes (Clopper-Pearson interval) and the median

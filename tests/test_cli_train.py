@@ -566,3 +566,27 @@ def test_progress_never_costs_the_run_and_redraws_rarely_into_a_log(monkeypatch)
             pass
     monkeypatch.setattr("sys.stderr", io.StringIO())  # not a terminal
     assert progress.tqdm_options()["mininterval"] == progress.LOG_INTERVAL_S == 30.0
+
+
+def test_where_hard_links_are_refused_a_new_output_is_renamed_into_place_after_a_check(tmp_path, monkeypatch):
+    """A filesystem without hard links (EPERM, as FAT and some network mounts say): the output is
+    renamed into place where its name is free, and still not over a file that appeared meanwhile."""
+    import errno
+
+    from spingpu.errors import ConfigError
+    from spingpu.outputs import staged_files
+
+    def no_links(src, dst):
+        raise OSError(errno.EPERM, "Operation not permitted", str(dst))
+
+    monkeypatch.setattr("spingpu.outputs.os.link", no_links)
+    target = tmp_path / "a.nc"
+    with staged_files(target, fields=("out",), overwrite=False) as (tmp,):
+        tmp.write_text("ours")
+    assert target.read_text() == "ours" and [p.name for p in tmp_path.iterdir()] == ["a.nc"]
+    other = tmp_path / "b.nc"
+    with pytest.raises(ConfigError, match="was written by something else while this run ran"):
+        with staged_files(other, fields=("out",), overwrite=False) as (tmp,):
+            tmp.write_text("ours")
+            other.write_text("theirs")
+    assert other.read_text() == "theirs" and sorted(p.name for p in tmp_path.iterdir()) == ["a.nc", "b.nc"]

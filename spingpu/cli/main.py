@@ -58,6 +58,20 @@ def _closest(quoted, choices):
     return did_you_mean(quoted.strip("'"), [c.strip().strip("'") for c in choices.split(",")])
 
 
+def _option_hint(parser, command, word):
+    """`` (did you mean '--x'?)`` for an unknown ``word`` of ``command``: an option the word begins
+    with (--grad for --grad-mode), else the closest by spelling (dashes aside: "--" is no
+    likeness), else ``""``."""
+    from ..errors import closest
+
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
+    options = {name.lstrip("-"): name for name in sub._option_string_actions}
+    word = word.split("=")[0].lstrip("-")
+    close = max((o for o in options if len(o) > 1 and word.startswith(o)), key=len, default=None) \
+        or closest(word, sorted(options))
+    return f" (did you mean {options[close]!r}?)" if close else ""
+
+
 def field_message(message):
     """argparse's ``argument --out/-o: problem`` as ``out: problem`` (the field first, as every
     other error of the CLI); ``the following arguments are required: X`` as ``X: required``."""
@@ -164,15 +178,7 @@ def _main(argv=None):
     args, extra = parser.parse_known_args(argv)
     extra = [word for word in extra if word != "--"]
     if extra:  # named with the command, like every other error (argparse would say "spingpu: error")
-        from ..errors import closest
-
-        command = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[args.command]
-        options = {name.lstrip("-"): name for name in command._option_string_actions}  # "--" is no likeness
-        word = extra[0].split("=")[0].lstrip("-")
-        # an option the word begins with (--grad-mode for --grad) before the closest by spelling
-        close = max((o for o in options if len(o) > 1 and word.startswith(o)), key=len, default=None) \
-            or closest(word, sorted(options))
-        hint = f" (did you mean {options[close]!r}?)" if close else ""
+        hint = _option_hint(parser, args.command, extra[0])
         print(f"spingpu {args.command}: error: {extra[0]}: not an option or argument of spingpu {args.command}{hint} "
               f"(spingpu {args.command} --help lists them)", file=sys.stderr)
         return EXIT_USAGE

@@ -195,8 +195,8 @@ def precession_per_step(params, settings):
     efficiency's largest value over m.p in [-1, 1] (:func:`spingpu.kernels.macrospin.efficiency`,
     monotonic in m.p: P / (1 - P^2) for slonczewski, P max(1, Lambda^2) for lambda). The damping
     counts: at alpha = 3 a step in which the precession alone, g0 |H| dt / (1 + a^2), turns
-    0.95 rad turns the whole motion by 3 rad, where RK4 is unstable (2.8 on the axes). Unit renormalisation
-    keeps a too-coarse step finite, so it has to be checked, not noticed."""
+    0.95 rad turns the whole motion by 3 rad, where RK4 is unstable (2.8 on the axes). Unit
+    renormalisation keeps a too-coarse step finite, so it has to be checked, not noticed."""
     params = np.atleast_2d(np.asarray(params, dtype=np.float64))
     col = {p.name: params[:, k] for k, p in enumerate(PARAMETERS)}
     ms, alpha = col["ms"], col["alpha"]

@@ -130,8 +130,9 @@ def _check_slopes(slopes, points):
 
 def pchip_slopes(x, y, field="iv-csv"):
     """Knot slopes dy/dx of the shape-preserving PCHIP interpolant (scipy's PchipInterpolator:
-    Fritsch-Butland weighted harmonic means of the secants, its end conditions) of y over the last axis, at the knots ``x`` (strictly increasing); a
-    ConfigError naming ``field`` where they overflow float64."""
+    Fritsch-Butland weighted harmonic means of the secants, its end conditions) of y over the last
+    axis, at the knots ``x`` (strictly increasing); a ConfigError naming ``field`` where they
+    overflow float64."""
     from scipy.interpolate import PchipInterpolator
 
     with np.errstate(all="ignore"):  # overflowing slopes are refused below, not warned of

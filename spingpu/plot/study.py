@@ -101,7 +101,7 @@ def _numeric_x_axis(ax, ds, dim, values):
     ax.set_xlabel(_plotted_axis_label(ds, dim))
     if _is_log(values):
         ax.set_xscale("log")
-    elif formatter is not None:  # at most 6 ticks: labels such as "1.05 kΩ" overlap at matplotlib's 9 on a half-width panel
+    elif formatter is not None:  # at most 6 ticks: "1.05 kΩ" labels overlap at 9 on a half-width panel
         ax.xaxis.set_major_locator(MaxNLocator(nbins=5))
     if formatter is not None:
         ax.xaxis.set_major_formatter(formatter)

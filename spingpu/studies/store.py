@@ -312,7 +312,7 @@ def _changed_setting(attrs, study):
         stored = json.loads(attrs.get("study_data", "null"))
     except (TypeError, ValueError):
         return None
-    differences = _differences(stored, json.loads(json.dumps(study.data, sort_keys=True)))
+    differences = _differences(stored, _as_stored(study))
     if not differences:
         return None
     key, old, new = differences[0]
@@ -321,6 +321,11 @@ def _changed_setting(attrs, study):
 
 
 _ABSENT = object()
+
+
+def _as_stored(study):
+    """``study``'s tables as a store's ``study_data`` attribute reads back (JSON, sorted keys)."""
+    return json.loads(json.dumps(study.data, sort_keys=True))
 
 
 def _differences(old, new, prefix=""):
@@ -342,7 +347,7 @@ def _changed_inputs(attrs, study):
         stored = dict(map(tuple, json.loads(attrs.get("input_files", "[]"))))
     except (TypeError, ValueError):
         return None
-    if json.loads(attrs.get("study_data", "null")) != json.loads(json.dumps(study.data, sort_keys=True)):
+    if json.loads(attrs.get("study_data", "null")) != _as_stored(study):
         return None  # the study itself changed
     return next((p for p, h in study.inputs if p in stored and stored[p] != h), None)
 
@@ -444,7 +449,8 @@ def open_results(path):
 def load_results(path, variables=None, last_epoch=()):
     """:func:`open_results` (only ``variables``, those named in ``last_epoch`` and task_done, where
     ``variables`` is given; of the variables named in ``last_epoch``, only the value at each
-    network's last trained epoch, without the epoch dim: :func:`last_epoch_values`) read into memory; ConfigError where a chunk cannot be read or
+    network's last trained epoch, without the epoch dim: :func:`last_epoch_values`) read into
+    memory; ConfigError where a chunk cannot be read or
     tasks marked done lost their numbers (:func:`lost_tasks`)."""
     ds = open_results(path)
     try:

@@ -311,7 +311,8 @@ def _check_host_memory(count, dataset, config, model, backend):
     fits = max(free // per_network, 0)
     allowed = (f"at most {fits} networks (train the others in further runs)" if fits else
                f"none: one network alone needs {_gib(per_network)} (narrower layers, or a machine with more memory)")
-    raise ConfigError("networks", f"{count} network{'s' if count != 1 else ''} need{'' if count != 1 else 's'} up to {_gib(count * per_network)} of memory in this run, "
+    counted = f"{count} networks need" if count != 1 else "1 network needs"
+    raise ConfigError("networks", f"{counted} up to {_gib(count * per_network)} of memory in this run, "
                                   f"and {_gib(free)} is available; allowed here: {allowed}")
 
 
