@@ -65,6 +65,7 @@ Only NumPy is imported at module level; scikit-learn is imported when a split is
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 import os
 from dataclasses import dataclass
@@ -102,7 +103,8 @@ class Dataset:
     get std 1.0); apply them to new raw data with :meth:`standardise`. ``class_names``
     gives the original label of each class index. ``split`` records how the splits were made (the
     arguments of :func:`load_dataset` or :func:`from_arrays` that choose them; ``{"given": True}``
-    for :func:`from_splits`): :func:`spingpu.train` writes it in the results' ``dataset_split``.
+    for :func:`from_splits`): :func:`spingpu.train` writes it in the results' ``dataset_split``,
+    and :attr:`sha256` of the arrays in ``dataset_sha256``.
     """
 
     name: str
@@ -154,6 +156,19 @@ class Dataset:
     def n_features(self) -> int:
         """Number of feature columns."""
         return int(self.x_train.shape[1])
+
+    @property
+    def sha256(self) -> str:
+        """sha256 of what the engines read: for each split, x's dtype, shape and bytes (C order),
+        then y's as int64, then ``n_classes``. Two datasets with this digest train every network to
+        the same numbers; :func:`spingpu.train` writes it in the results' ``dataset_sha256``."""
+        digest = hashlib.sha256()
+        for part in ("train", "val", "test"):
+            for array in (getattr(self, f"x_{part}"), getattr(self, f"y_{part}").astype(np.int64, copy=False)):
+                digest.update(f"{array.dtype.str}{array.shape};".encode())
+                digest.update(np.ascontiguousarray(array).data)
+        digest.update(f"n_classes={self.n_classes}".encode())
+        return digest.hexdigest()
 
     def standardise(self, x_raw) -> np.ndarray:
         """Standardise raw features (the source's units: pixel values 0..255 for MNIST's uint8

@@ -829,6 +829,34 @@ def test_a_dataset_records_how_its_splits_were_made_and_results_carry_it(tmp_pat
         assert json.loads(back.attrs["dataset_split"]) == iris.split
 
 
+def test_a_datasets_sha256_names_its_arrays_and_results_carry_it(tmp_path):
+    import dataclasses
+
+    from spingpu.training import TrainConfig, train
+
+    rng = np.random.default_rng()
+    x, y = rng.normal(size=(60, 3)), rng.integers(0, 3, 60)
+    csv = tmp_path / "d.csv"
+    np.savetxt(csv, np.column_stack([x, y]), delimiter=",", fmt="%.17g")
+    data = load_dataset(f"csv:{csv}", seed=3)
+    assert data.sha256 == load_dataset(f"csv:{csv}", seed=3).sha256 == from_arrays(x, y, seed=3).sha256
+    assert len(data.sha256) == 64
+    assert load_dataset(f"csv:{csv}", seed=4).sha256 != data.sha256  # other rows in each split
+    x[int(rng.integers(60)), int(rng.integers(3))] += 1e-3  # the file changed under the same path
+    np.savetxt(csv, np.column_stack([x, y]), delimiter=",", fmt="%.17g")
+    assert load_dataset(f"csv:{csv}", seed=3).sha256 != data.sha256
+    for part in ("x_train", "x_val", "y_test"):  # each array counts, to the last bit
+        array = getattr(data, part).copy()
+        flat = array.reshape(-1)
+        k = int(rng.integers(flat.size))
+        flat[k] = np.nextafter(flat[k], np.inf) if array.dtype.kind == "f" else (flat[k] + 1) % data.n_classes
+        assert dataclasses.replace(data, **{part: array}).sha256 != data.sha256, part
+    same = dataclasses.replace(data, x_train=data.x_train.astype(np.float64).astype(np.float32))
+    assert same.sha256 == data.sha256  # equal arrays, whatever object holds them
+    results = train(data, TrainConfig(hidden=(3,), epochs=1, grad_mode="tanh"), n_networks=1, backend="numpy")
+    assert results.attrs["dataset_sha256"] == data.sha256
+
+
 def test_an_object_with_a_datasets_arrays_is_checked_as_one():
     from types import SimpleNamespace
 

@@ -82,6 +82,7 @@ def train(dataset, config: TrainConfig, *, n_networks=None, networks=None, model
         "device": device_name if backend.name == "cuda" else "CPU",
         "dataset": dataset.name,
         "dataset_split": dataset.split,  # how its splits were made (seed, fractions)
+        "dataset_sha256": dataset.sha256,  # of the arrays trained and evaluated on
         "device_model": model.name,
         "device_parameters": {p.name: p.nominal for p in model.parameters},
         "device_settings": model.settings_values,
