@@ -13,6 +13,7 @@ import contextlib
 import errno
 import os
 import shutil
+import socket
 import tempfile
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from .errors import ConfigError
 
 # errors of a write that name no file: they concern the output being written
 _WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG}
+PARTIAL = ".partial-"  # temporaries are named .NAME.partial-HOST-PID-TOKEN, files with .tmp.EXT after it
 
 
 def check_writable(field, path, overwrite=True, store=False):
@@ -103,6 +105,8 @@ def staged_files(*targets, fields=None, overwrite=True):
     """
     targets = [Path(t) for t in targets]
     fields = list(fields) if fields is not None else ["output"] * len(targets)
+    for target in targets:
+        remove_stale_partials(target, _temp_suffix(target))
     temps = []
     current = 0  # the target being worked on, for messages
     try:
@@ -163,11 +167,54 @@ def _place_new(tmp, target):
 
 
 def _temp_beside(target):
-    """A new empty temporary file in ``target``'s folder (closed), as a Path."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp" + target.suffix,
+    """A new empty temporary file in ``target``'s folder (closed), as a Path, named
+    ``.NAME.partial-HOST-PID-TOKEN.tmp.EXT`` so that :func:`remove_stale_partials` knows whose it is."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}{PARTIAL}{partial_owner()}-", suffix=_temp_suffix(target),
                                dir=target.parent if str(target.parent) else ".")
     os.close(fd)
     return Path(tmp)
+
+
+def _temp_suffix(target):
+    return ".tmp" + target.suffix
+
+
+def partial_owner():
+    """HOST-PID of this process, as temporary names carry it."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def remove_stale_partials(target, suffix=""):
+    """Remove the temporaries of ``target`` (files or folders named ``.NAME.partial-HOST-PID-TOKEN``
+    and ``suffix``) that processes killed on this host left behind (SIGKILL, a power cut); those of
+    running processes, and of other hosts sharing the folder, are left alone."""
+    target = Path(target)
+    folder = target.parent if str(target.parent) else Path(".")
+    if not folder.is_dir():
+        return
+    host, prefix = socket.gethostname(), f".{target.name}{PARTIAL}"
+    for item in folder.iterdir():
+        name = item.name
+        if not name.startswith(prefix) or not name.endswith(suffix) or item.is_symlink():
+            continue
+        owner, _, pid = name[len(prefix):len(name) - len(suffix)].rpartition("-")[0].rpartition("-")
+        if owner != host or not pid.isdigit() or _process_alive(int(pid)):
+            continue
+        if item.is_dir():
+            shutil.rmtree(item, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                item.unlink()
+
+
+def _process_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process
+        return True
+    return True
 
 
 def _reason(err):

@@ -590,3 +590,35 @@ def test_where_hard_links_are_refused_a_new_output_is_renamed_into_place_after_a
             tmp.write_text("ours")
             other.write_text("theirs")
     assert other.read_text() == "theirs" and sorted(p.name for p in tmp_path.iterdir()) == ["a.nc", "b.nc"]
+
+
+def test_the_temporary_file_of_a_killed_run_goes_at_the_next_write_of_that_file(tmp_path):
+    """SIGKILL leaves a run's hidden temporary beside its output; the next write of that output on
+    this host removes it (its process is gone), and leaves those of running processes, of other
+    hosts and of other outputs alone."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    target = tmp_path / "r.nc"
+    code = ("import time\nfrom spingpu.outputs import staged_files\n"
+            f"with staged_files({str(target)!r}) as (tmp,):\n"
+            "    tmp.write_text('partly written')\n    print(tmp.name, flush=True)\n    time.sleep(600)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        killed = proc.stdout.readline().strip()
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    host = socket.gethostname()
+    assert killed.startswith(f".r.nc.partial-{host}-{proc.pid}-") and killed.endswith(".tmp.nc"), killed
+    kept = [f".r.nc.partial-{host}-{os.getpid()}-abcdefgh.tmp.nc",  # a running process's
+            f".r.nc.partial-not-{host}-{proc.pid}-abcdefgh.tmp.nc",  # another host's
+            f".s.nc.partial-{host}-{proc.pid}-abcdefgh.tmp.nc",  # another output's
+            f".r.nc.partial-{host}-{proc.pid}-abcdefgh.tmp.png"]  # not a temporary of r.nc
+    for name in kept:
+        (tmp_path / name).write_text("theirs")
+    run_ok([*TINY, "--hidden", "2", "--networks", "1"], target)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(kept + ["r.nc"])

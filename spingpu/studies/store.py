@@ -19,12 +19,12 @@ import math
 import os
 import secrets
 import shutil
-import socket
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import ConfigError
+from ..outputs import PARTIAL, partial_owner, remove_stale_partials
 from ..training.results import CELL_VARIABLES, ENGINE_ATTRS, VARIABLES
 
 STORE_MARK = "spingpu_study_digest"
@@ -33,7 +33,6 @@ STORE_MARK = "spingpu_study_digest"
 # both in one store). 1 (2026-12-01): a macrospin junction's grid points share one thermal field,
 # spaced sweep values rounded to 15 digits, splits rounded exactly; 0: stores made before.
 RESULTS_SCHEME = 1
-PARTIAL = ".partial-"  # in the name of a store being created: .NAME.partial-HOST-PID-TOKEN
 
 
 def task_count(study, networks_per_task):
@@ -45,8 +44,8 @@ def create_store(path, study, networks_per_task, attrs):
     exist: built under a temporary name in the same folder and renamed into place, so that an
     interrupted creation never leaves a store at ``path``."""
     path = Path(path)
-    remove_stale_partials(path)
-    tmp = path.with_name(f".{path.name}{PARTIAL}{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}")
+    remove_stale_partials(path)  # folders of creations killed on this host
+    tmp = path.with_name(f".{path.name}{PARTIAL}{partial_owner()}-{secrets.token_hex(4)}")
     try:
         _store_dataset(study, networks_per_task, attrs).to_zarr(tmp, mode="w-", compute=False, consolidated=True,
                                                                 zarr_format=2)
@@ -66,31 +65,6 @@ def _move_into_place(tmp, path):
         os.rename(tmp, path)
     except OSError as err:  # a folder made at path meanwhile
         raise ConfigError("out", f"{path} cannot be created: {err.strerror or err}") from None
-
-
-def remove_stale_partials(path):
-    """Remove the temporary folders of creations of ``path`` killed on this host (their process is
-    gone); those of running or other hosts' creations are left alone."""
-    path = Path(path)
-    if not path.parent.is_dir():
-        return
-    host, prefix = socket.gethostname(), f".{path.name}{PARTIAL}"
-    for item in path.parent.iterdir():
-        if not item.name.startswith(prefix) or item.is_symlink() or not item.is_dir():
-            continue
-        owner, _, pid = item.name[len(prefix):].rpartition("-")[0].rpartition("-")
-        if owner == host and pid.isdigit() and not _process_alive(int(pid)):
-            shutil.rmtree(item, ignore_errors=True)
-
-
-def _process_alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # another user's process
-        return True
-    return True
 
 
 def _store_dataset(study, networks_per_task, attrs):
