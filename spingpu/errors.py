@@ -132,13 +132,29 @@ def _short(value, limit=80):
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
+def bound_text(number):
+    """A range's end as the shortest text that reads back as the same number: ``1e7`` for
+    10000000.0, ``0`` for 0.0, ``0.001``, ``3.141592653589793``."""
+    if isinstance(number, numbers.Integral):
+        return str(int(number))
+    number = float(number)
+
+    def tidy(text):
+        mantissa, e, exponent = text.partition("e")
+        mantissa = mantissa[:-2] if mantissa.endswith(".0") else mantissa
+        return mantissa + (f"e{int(exponent)}" if e else "")
+
+    exact = [text for text in (tidy(f"{number:g}"), tidy(repr(number))) if float(text) == number]
+    return min(exact, key=len)
+
+
 def _describe(low, high, low_open=False, high_open=False, allow_inf=False):
     if low is not None and high is not None:
-        text = f"{low} {'<' if low_open else '<='} value {'<' if high_open else '<='} {high}"
+        text = f"{bound_text(low)} {'<' if low_open else '<='} value {'<' if high_open else '<='} {bound_text(high)}"
     elif low is not None:
-        text = f"value {'>' if low_open else '>='} {low}"
+        text = f"value {'>' if low_open else '>='} {bound_text(low)}"
     elif high is not None:
-        text = f"value {'<' if high_open else '<='} {high}"
+        text = f"value {'<' if high_open else '<='} {bound_text(high)}"
     else:
         text = "any finite number"
     return text + (" or inf" if allow_inf else "")

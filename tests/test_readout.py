@@ -278,9 +278,9 @@ def test_zero_bits_pass_through():
     (dict(dac_range=(-1e9, 1e9)), "dac_range", "(-1e+09, 1e+09) is out of range; allowed: -1 <= low < high <= 1 (A)"),
     (dict(dac_range=(-1.5, 0.0)), "dac_range", "(-1.5, 0) is out of range"),
     (dict(noise_model="pink"), "noise_model", "allowed: gaussian, johnson_shot"),
-    (dict(read_noise=-1e-3), "read_noise", "0.0 <= value <= 1.0"),
-    (dict(temperature=-1.0), "temperature", "0.0 <= value"),
-    (dict(bandwidth=0.0), "bandwidth", "0.0 < value"),
+    (dict(read_noise=-1e-3), "read_noise", "0 <= value <= 1"),
+    (dict(temperature=-1.0), "temperature", "0 <= value"),
+    (dict(bandwidth=0.0), "bandwidth", "0 < value"),
 ])
 def test_bad_readout_raises(kwargs, field, problem):
     with pytest.raises(ConfigError) as err:

@@ -160,7 +160,7 @@ def test_median_interval_covers_the_median_of_tied_discrete_accuracies():
     ((-1, 3), "hits: -1 is out of range; allowed: 0 <= value <= 3"),
     ((2.7, 3), "hits: expected an integer, got 2.7"),
     ((1, -2), "n: -2 is out of range"),
-    ((1, 3, 1.0), "confidence: 1.0 is out of range; allowed: 0.0 < value < 1.0"),
+    ((1, 3, 1.0), "confidence: 1.0 is out of range; allowed: 0 < value < 1"),
 ])
 def test_yield_interval_refuses_what_is_not_a_count_in_one_line(args, message):
     from spingpu.errors import ConfigError

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
-from ..errors import CoarseTimeStepWarning, ConfigError, check_choice, check_range
+from ..errors import CoarseTimeStepWarning, ConfigError, bound_text, check_choice, check_range
 from ..progress import progress_bar
 from ..signals import stop_point
 from ..kernels import macrospin as _k
@@ -96,7 +96,9 @@ def _vector(name, value, *, unit=False, low=None, high=None):
         raise ConfigError(f"param {name}", f"{value!r} is not a vector of 3 finite numbers x,y,z")
     for v in vec:
         if (low is not None and v < low) or (high is not None and v > high):
-            raise ConfigError(f"param {name}", f"{vec} is out of range; allowed: {low} <= each component <= {high}")
+            allowed = " <= ".join([*([bound_text(low)] if low is not None else []), "each component",
+                                   *([bound_text(high)] if high is not None else [])])
+            raise ConfigError(f"param {name}", f"{vec} is out of range; allowed: {allowed}")
     if unit:
         norm = math.sqrt(sum(v * v for v in vec))
         if norm == 0.0:

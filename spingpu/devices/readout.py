@@ -39,9 +39,11 @@ def _ufuncs():
     return quantize, johnson
 
 
+UNITS = {"read_noise": "V", "temperature": "K", "bandwidth": "Hz", "adc_range": "V", "dac_range": "A"}
+"""SI units of the :class:`Readout` fields that have one (the others are counts or words)."""
 # the widest ADC (V) and DAC (A) ranges taken (wider ones are unit slips; within them
 # (hi - lo) / (2**bits - 1) is finite); currents above 1 A are out of range as for i_bias
-CONVERTER_LIMITS = {"adc": (1e3, "V"), "dac": (1.0, "A")}
+CONVERTER_LIMITS = {"adc": 1e3, "dac": 1.0}
 
 
 @dataclass(frozen=True)
@@ -76,12 +78,12 @@ class Readout:
     def __post_init__(self):
         put = lambda key, value: object.__setattr__(self, key, value)  # noqa: E731 (frozen)
         check_choice("noise_model", self.noise_model, NOISE_MODELS)
-        put("read_noise", check_range("read_noise", self.read_noise, 0.0, 1.0, unit="V"))
-        put("temperature", check_range("temperature", self.temperature, 0.0, 1e4, unit="K"))
-        put("bandwidth", check_range("bandwidth", self.bandwidth, 0.0, 1e12, low_open=True, unit="Hz"))
+        put("read_noise", check_range("read_noise", self.read_noise, 0.0, 1.0, unit=UNITS["read_noise"]))
+        put("temperature", check_range("temperature", self.temperature, 0.0, 1e4, unit=UNITS["temperature"]))
+        put("bandwidth", check_range("bandwidth", self.bandwidth, 0.0, 1e12, low_open=True, unit=UNITS["bandwidth"]))
         for name in ("adc", "dac"):
             put(f"{name}_bits", check_range(f"{name}_bits", getattr(self, f"{name}_bits"), 0, MAX_BITS, integer=True))
-            limit, unit = CONVERTER_LIMITS[name]
+            limit, unit = CONVERTER_LIMITS[name], UNITS[f"{name}_range"]
             allowed = f"-{limit:g} <= low < high <= {limit:g} ({unit})"
             lo, hi = _pair(f"{name}_range", getattr(self, f"{name}_range"), allowed)
             if not lo < hi:

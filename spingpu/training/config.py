@@ -20,6 +20,7 @@ import numbers
 import numpy as np
 
 from ..devices import Readout, Variability
+from ..devices.readout import UNITS as READOUT_UNITS
 from .. import errors as _errors
 from ..errors import ConfigError, _short, check_choice, check_items, check_range, did_you_mean
 
@@ -34,9 +35,9 @@ READOUTS = ("direct", "bridge")
 DTYPES = ("float32", "float64")
 # Units of the fields of TrainConfig.as_dict() (and of a study's tables) that have one, by dotted key;
 # every other field is a number of the dimension 1, a count or a word.
-CONFIG_UNITS = {"neuron.i_bias": "A", "neuron.i_gain": "A", "neuron.r_ref": "ohm", "neuron.v_scale": "1/V",
-                "neuron.delta_i": "A", "readout.read_noise": "V", "readout.temperature": "K",
-                "readout.bandwidth": "Hz", "readout.adc_range": "V", "readout.dac_range": "A"}
+NEURON_UNITS = {"i_bias": "A", "i_gain": "A", "r_ref": "ohm", "v_scale": "1/V", "delta_i": "A"}
+CONFIG_UNITS = ({f"neuron.{key}": unit for key, unit in NEURON_UNITS.items()}
+                | {f"readout.{key}": unit for key, unit in READOUT_UNITS.items()})
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,7 @@ class PairNeuron:
 
     def __post_init__(self):
         def ranged(name, low, high, **kwargs):  # in the field's unit, named where refused
-            return check_range(name, getattr(self, name), low, high, unit=CONFIG_UNITS[f"neuron.{name}"], **kwargs)
+            return check_range(name, getattr(self, name), low, high, unit=NEURON_UNITS[name], **kwargs)
 
         _put(self, "i_bias", ranged("i_bias", -1.0, 1.0))
         _put(self, "i_gain", ranged("i_gain", 0.0, 1.0, low_open=True))
