@@ -60,6 +60,10 @@ sampling every network's junctions and initial weights):
              cost the engine pays; CuPy arrays passed as they are where that passed its check, and
              then again each wrapped for numba-cuda, the way older numba-cuda needs) against a CuPy
              RawKernel (CUDA C) with the same 19 arguments
+  precision  junction readings per second (2 per thread, a Philox normal pair shared by them, 2^24
+             readings) of the engines' float64 device functions against their float32 transcription
+             (benchmarks/float32_reading.py), and the largest |V_f32 - V_f64|: whether float32
+             physics would pay (it would change every CPU result too)
   macrospin  the LLGS kernel: junction-steps/s, and its resistances against the CPU kernel's; the
              junction tables of training as the CUDA engines compute them, against the CPU's
 
@@ -611,28 +615,8 @@ def time_bandwidth(rng, device, sim):
 
     from spingpu.kernels import batched_cuda
 
-    hold = cupy.RawKernel(HOLD_KERNEL, "hold")
-    queued_late = 0  # timings whose launches were not all queued before the GPU reached them
-
-    def best_of(fn, repeats=5):
-        """Best GPU time of ``fn``'s work, between two events. A kernel that spins for ~50 ms runs
-        first, so the host queues all of ``fn``'s launches while it spins and the time is the
-        GPU's alone, not the host's time to launch them (Device.launch wraps and types its
-        arguments on every call). If the spin had ended when the host finished queuing, the
-        timing may include host time and is flagged."""
-        nonlocal queued_late
-        fn()
-        times = []
-        for _ in range(repeats):
-            start, stop = cupy.cuda.Event(), cupy.cuda.Event()
-            hold((1,), (1,), (np.int64(HOLD_CYCLES),))
-            start.record()
-            fn()
-            queued_late += start.done  # the spin had ended before the last launch was queued
-            stop.record()
-            stop.synchronize()
-            times.append(cupy.cuda.get_elapsed_time(start, stop) / 1e3)
-        return min(times)
+    timer = EventTimer()
+    best_of = timer.best_of
 
     a = cupy.empty(1 << 28, dtype=cupy.float32)
     b = cupy.empty_like(a)
@@ -665,7 +649,35 @@ def time_bandwidth(rng, device, sim):
     return dict(copy_GBps=copy_bw / 1e9, pair_GBps=pair_bw / 1e9, pair_over_copy=pair_bw / copy_bw,
                 pair_elements_per_s=pair_elements, tabulated_pair_GBps=tabulated_bw / 1e9,
                 tabulated_pair_over_copy=tabulated_bw / copy_bw, sgemm_TFLOPs=2 * m**3 / sgemm_s / 1e12,
-                timings_queued_late=queued_late, pair_over_copy_attribution=attribution)
+                timings_queued_late=timer.queued_late, pair_over_copy_attribution=attribution)
+
+
+class EventTimer:
+    """Best GPU time of a function's work, between two CUDA events (``best_of``). A kernel that
+    spins for ~50 ms runs first, so the host queues all of the function's launches while it spins
+    and the time is the GPU's alone, not the host's time to launch them (Device.launch wraps and
+    types its arguments on every call). A timing whose spin had ended when the host finished
+    queuing may include host time: ``queued_late`` counts them."""
+
+    def __init__(self):
+        import cupy
+
+        self.cupy, self.hold, self.queued_late = cupy, cupy.RawKernel(HOLD_KERNEL, "hold"), 0
+
+    def best_of(self, fn, repeats=5):
+        cupy = self.cupy
+        fn()
+        times = []
+        for _ in range(repeats):
+            start, stop = cupy.cuda.Event(), cupy.cuda.Event()
+            self.hold((1,), (1,), (np.int64(HOLD_CYCLES),))
+            start.record()
+            fn()
+            self.queued_late += start.done  # the spin had ended before the last launch was queued
+            stop.record()
+            stop.synchronize()
+            times.append(cupy.cuda.get_elapsed_time(start, stop) / 1e3)
+        return min(times)
 
 
 PAIR_ATTRIBUTION = {"no read noise": dict(read_noise=0.0),
@@ -695,6 +707,64 @@ extern "C" __global__ void pair_arguments(const float* z, const double* junc, co
     }
 }
 """
+
+
+def time_precision(rng, device, sim):
+    """What float32 physics would buy: junction readings per second of the engines' float64
+    reading (stt_compact_prepared and a Box-Muller normal per reading) against its float32
+    transcription, with 1 mV of read noise, and the largest |V_f32 - V_f64| without noise over
+    +-600 uA and 10 % spreads (in the simulator: the float64 kernel checked against the CPU's
+    device functions, nothing timed)."""
+    from spingpu.devices import get_model
+    from spingpu.kernels import batched_cuda
+    from spingpu.kernels.philox import normal_pair
+    from spingpu.kernels.stt_compact import stt_compact_prepared
+
+    n = 256 if sim else 1 << 24
+    model = get_model("stt_compact")
+    params = model.nominal * np.exp(rng.normal(0.0, 0.1, (n, len(model.nominal))))
+    params[:, 3] = model.nominal[3] + 0.1 * rng.normal(size=n)  # theta0 is a normal parameter
+    rows64 = np.ascontiguousarray(model.prepared(params))
+    current64 = rng.uniform(-600e-6, 600e-6, n)
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from float32_reading import reading_kernels
+
+    read64, read32 = reading_kernels()
+    grid = batched_cuda.blocks(n // 2)
+    k0, k1 = np.uint64(rng.integers(1 << 32)), np.uint64(rng.integers(1 << 32))
+    put = device.put
+    inputs = {np.float64: (put(current64), put(rows64)),
+              np.float32: (put(current64.astype(np.float32)), put(rows64.astype(np.float32)))}
+    out = {dtype: device.xp.full(n, SENTINEL, dtype=dtype) for dtype in inputs}
+
+    def run(dtype, noise):
+        kernel = read64 if dtype is np.float64 else read32
+        device.launch(kernel, grid, batched_cuda.THREADS, *inputs[dtype], dtype(noise), k0, k1, out[dtype])
+
+    for dtype in inputs:
+        run(dtype, 0.0)
+    v64, v32 = (device.get(out[dtype]).astype(np.float64) for dtype in (np.float64, np.float32))
+    if (v64 == SENTINEL).any() or (v32 == SENTINEL).any():
+        raise ArithmeticError("a reading kernel left outputs unwritten")
+    run(np.float64, 1e-3)
+    noisy = device.get(out[np.float64])
+    m = min(n, 4096)  # the float64 kernel against the CPU's device functions, with and without noise
+    reference = np.array([stt_compact_prepared(c, *row)[0] for c, row in zip(current64[:m], rows64[:m])])
+    xi = np.array([normal_pair(t, 9, 0, 0, k0, k1) for t in range(m // 2)]).ravel()
+    scale = np.max(np.abs(reference))
+    diff = max(np.max(np.abs(v64[:m] - reference)), np.max(np.abs(noisy[:m] - (reference + 1e-3 * xi)))) / scale
+    if not diff < 1e-12:
+        raise ArithmeticError(f"the float64 reading kernel differs from the CPU's by {diff:.1e} relative")
+    result = dict(readings=n, f64_max_rel_diff_from_cpu=float(diff), f32_max_abs_dv=float(np.max(np.abs(v32 - v64))),
+                  f64_readings_per_s=None, f32_readings_per_s=None, f32_speedup=None)
+    if sim:
+        return result
+    timer = EventTimer()
+    for dtype, key in ((np.float64, "f64_readings_per_s"), (np.float32, "f32_readings_per_s")):
+        result[key] = n / timer.best_of(lambda: run(dtype, 1e-3))
+    result["f32_speedup"] = result["f32_readings_per_s"] / result["f64_readings_per_s"]
+    result["timings_queued_late"] = timer.queued_late
+    return result
 
 
 def time_launch(rng, device, sim, launches=200, rounds=5):
@@ -946,6 +1016,7 @@ def checked_and_timed(args, spingpu, Device):
             results["errors"][what] = row["error"]
         if "skipped" in row:
             results["skipped"][what] = row["skipped"]
+    precision = section("precision", time_precision, rng, device, args.simulate)
     launch = section("launch", time_launch, rng, device, args.simulate)
     macrospin = section("macrospin", time_macrospin, device, args.simulate)
     if macrospin is not None and not macrospin["tables_ok"]:
@@ -980,6 +1051,10 @@ def checked_and_timed(args, spingpu, Device):
     if bandwidth.get("timings_queued_late"):
         print(f"| (the event timings above) | {bandwidth['timings_queued_late']} of them were still being queued "
               f"when the GPU reached them: they may include host time | |")
+    if precision is not None and precision["f32_speedup"] is not None:
+        print(f"| junction readings (stt_compact, 1 mV Gaussian noise), float64 as the engines / float32 | "
+              f"{precision['f64_readings_per_s']:.3g} / {precision['f32_readings_per_s']:.3g} readings/s "
+              f"({precision['f32_speedup']:.2f}x); float32 V within {precision['f32_max_abs_dv']:.1e} V | |")
     if launch is not None:
         wrapped = launch.get("wrapped_us")
         print(f"| host time per launch, {launch['arguments']} arguments | Device.launch (numba-cuda, "

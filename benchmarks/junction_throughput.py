@@ -24,7 +24,6 @@ printed with the times (best of 5, after a warm-up). Run from a source checkout:
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
 from pathlib import Path
@@ -37,6 +36,9 @@ sys.path.insert(0, str(ROOT))
 
 from spingpu import get_model  # noqa: E402
 from spingpu.kernels.stt_compact import stt_compact, stt_compact_prepared  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from float32_reading import stt_compact_f32  # noqa: E402
 
 
 @numba.njit(parallel=True)
@@ -55,32 +57,9 @@ def spingpu_f64_prepared(current, rows, v, d):
 
 @numba.njit(parallel=True, fastmath=True)
 def fixed_steps_f32(current, inv_rp, tmr0, inv_vh2, theta0, dtheta, inv_ic, v_out, d_out):
-    one, half = np.float32(1.0), np.float32(0.5)
     for i in numba.prange(current.size):
-        cur = current[i]
-        th = math.tanh(cur * inv_ic[i])
-        theta = theta0[i] - dtheta[i] * th
-        c = math.cos(theta)
-        a = (one + c) * (half * inv_rp[i])
-        b = (one - c) * (half * inv_rp[i])
-        c3 = (a + b) * inv_vh2[i]
-        c2 = -cur * inv_vh2[i]
-        c1 = a * (one + tmr0[i]) + b
-        c0 = -cur * (one + tmr0[i])
-        v = -c0 / c1
-        for _ in range(6):
-            p = ((c3 * v + c2) * v + c1) * v + c0
-            dp = (np.float32(3.0) * c3 * v + np.float32(2.0) * c2) * v + c1
-            v = v - p / dp
-        x2 = v * v * inv_vh2[i]
-        den = one + tmr0[i] + x2
-        ap = (one + x2) / den
-        g = a + b * ap
-        dg_dv = b * (np.float32(2.0) * tmr0[i]) * v * inv_vh2[i] / (den * den)
-        dg_dtheta = -math.sin(theta) * (half * inv_rp[i]) * (one - ap)
-        dtheta_di = -dtheta[i] * (one - th * th) * inv_ic[i]
-        v_out[i] = v
-        d_out[i] = (one - v * dg_dtheta * dtheta_di) / (g + v * dg_dv)
+        v_out[i], d_out[i] = stt_compact_f32(current[i], inv_rp[i], tmr0[i], inv_vh2[i], theta0[i], dtheta[i],
+                                             inv_ic[i])
 
 
 def best_of(fn, repeats=5):

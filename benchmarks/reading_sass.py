@@ -8,6 +8,8 @@ disassembled by cuobjdump (the ``nvidia-cuda-cuobjdump`` wheel, or one on the PA
   stt_compact_prepared(I, 1/r_p, ..., 1/i_c)  what the training kernels evaluate (rows from ``bind``)
   tabulated (Hermite)                       a measured curve's reading (knot interval, cubic Hermite)
   normal_pair (Philox + Box-Muller)         the read noise of two readings
+  float32: ...                              the same two in float32 (benchmarks/float32_reading.py):
+                                            what float32 physics would leave of them
 
 Counts are static: each instruction of the code once, whether it runs never (a division's slow
 path), once, or once per Newton step. They show what a change removes from the code, not the time
@@ -39,6 +41,9 @@ def kernels():
     from spingpu.kernels.stt_compact import stt_compact, stt_compact_prepared
     from spingpu.kernels.tabulated import tabulated
 
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from float32_reading import normal_pair_f32, stt_compact_f32
+
     def physical(current, rows, out):
         k = cuda.grid(1)
         if k < current.size:
@@ -64,11 +69,26 @@ def kernels():
             a, b = normal_pair(counters[k, 0], counters[k, 1], counters[k, 2], counters[k, 3], k0, k1)
             out[k] = a + b
 
+    def prepared_f32(current, rows, out):
+        k = cuda.grid(1)
+        if k < current.size:
+            v, d = stt_compact_f32(current[k], rows[k, 0], rows[k, 1], rows[k, 2], rows[k, 3], rows[k, 4], rows[k, 5])
+            out[k] = v + d
+
+    def noise_f32(counters, k0, k1, out):
+        k = cuda.grid(1)
+        if k < out.size:
+            a, b = normal_pair_f32(counters[k, 0], counters[k, 1], counters[k, 2], counters[k, 3], k0, k1)
+            out[k] = a + b
+
     junction = "(float64[::1], float64[:, ::1], float64[::1])"
     return [("stt_compact (parameters)", physical, junction),
             ("stt_compact_prepared (kernel rows)", prepared, junction),
             ("tabulated (Hermite)", measured, "(float64[::1], float64[:, ::1], float64[:, ::1], float64[::1])"),
-            ("normal_pair (2 normals)", noise, "(int64[:, ::1], int64, int64, float64[::1])")]
+            ("normal_pair (2 normals)", noise, "(int64[:, ::1], int64, int64, float64[::1])"),
+            ("float32: stt_compact, 6 Newton steps unrolled", prepared_f32,
+             "(float32[::1], float32[:, ::1], float32[::1])"),
+            ("float32: normal_pair", noise_f32, "(int64[:, ::1], int64, int64, float32[::1])")]
 
 
 def cubin(ptx, arch):
@@ -124,13 +144,15 @@ def main(argv=None):
 
     print(f"spingpu {spingpu.__version__}, numba-cuda {version('numba-cuda')}, "
           f"nvJitLink {version('nvidia-nvjitlink')}")
-    print(f"\nStatic SASS instructions, {args.arch} (float64: opcodes D*; MUFU: the special-function unit)\n")
-    print("| part | instructions | float64 | DFMA | DMUL | DADD | MUFU |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print(f"\nStatic SASS instructions, {args.arch} (float64: opcodes D*; float32 arithmetic: FFMA, FMUL, "
+          "FADD; MUFU: the special-function unit)\n")
+    print("| part | instructions | float64 | DFMA | DMUL | DADD | float32 arithmetic | MUFU |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for name, kernel, signature in kernels():
         ops = counts(cubin(compile_ptx(kernel, signature, cc), args.arch), tool)
         f64 = sum(n for op, n in ops.items() if op.startswith("D"))
-        print(f"| {name} | {sum(ops.values())} | {f64} | {ops['DFMA']} | {ops['DMUL']} | {ops['DADD']} | "
+        f32 = ops["FFMA"] + ops["FMUL"] + ops["FADD"]
+        print(f"| {name} | {sum(ops.values())} | {f64} | {ops['DFMA']} | {ops['DMUL']} | {ops['DADD']} | {f32} | "
               f"{ops['MUFU']} |")
 
 

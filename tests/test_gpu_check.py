@@ -34,6 +34,8 @@ def test_gpu_check_script_runs_in_the_simulator(tmp_path):
     assert all(row["network_epochs_per_s"] > 0 for row in report["iris"])
     assert report["gemm_path"] == "NumPy emulation of cublasGemmStridedBatchedEx"
     assert [row["gemm"] for row in report["mnist"]] == [report["gemm_path"]]
+    precision = report["precision"]  # the float64 reading kernel equals the CPU's, the float32 one is close
+    assert precision["f64_max_rel_diff_from_cpu"] < 1e-12 and 0 < precision["f32_max_abs_dv"] < 1e-5
 
 
 def nvrtc_ptx(source, name, arch="compute_90"):
@@ -192,7 +194,8 @@ def test_gpu_check_skips_what_follows_a_lost_cuda_context(tmp_path, monkeypatch,
     report = json.loads((tmp_path / "gpu_check.json").read_text())
     assert report["errors"] == {"check_pair": "RuntimeError: CUDA_ERROR_ILLEGAL_ADDRESS"}
     lost = "the CUDA context was lost in 'check_pair'"
-    assert report["skipped"] == {k: lost for k in ("check_batched", "bandwidth", "launch", "mnist", "macrospin", "iris")}
+    assert report["skipped"] == {k: lost for k in ("check_batched", "bandwidth", "launch", "mnist", "macrospin", "iris",
+                                                  "precision")}
     assert [c["ok"] for c in report["checks"]] == [True, False, False] and len(calls) == 2
     assert f"| iris | skipped: {lost} | |" in capsys.readouterr().out
 
@@ -211,7 +214,8 @@ def test_gpu_check_stops_at_a_failed_preflight_and_at_its_deadline(tmp_path, mon
     assert gpu_check.main() == 1
     report = json.loads((tmp_path / "gpu_check.json").read_text())
     assert report["errors"] == {} and set(report["skipped"]) == {"check_fused", "check_pair", "check_batched",
-                                                                  "bandwidth", "launch", "mnist", "macrospin", "iris"}
+                                                                  "bandwidth", "launch", "mnist", "macrospin", "iris",
+                                                                  "precision"}
     assert set(report["skipped"].values()) == {"past the deadline of 0 s"}
 
 
@@ -299,3 +303,30 @@ def test_the_pair_timings_problems_run_in_the_simulator(monkeypatch):
     tanh = outputs["tanh"]
     np.testing.assert_allclose(tanh[15], np.tanh(tanh[0]), rtol=1e-6)
     np.testing.assert_allclose(tanh[16], 1 - np.tanh(tanh[0]) ** 2, rtol=1e-5)
+
+
+def test_the_precision_parts_float32_reading_compiles_to_float32_arithmetic():
+    """gpu_check's precision part times a float32 junction reading against the engines' float64
+    one; that says what float32 physics would buy only if the float32 kernel computes in float32.
+    Compiled to PTX for sm_90 (the compiler, not the simulator), its float64 instructions are the
+    few of libdevice's reduction of huge sine and cosine arguments (never reached: 0 <= 2 pi u <=
+    2 pi), against hundreds in the float64 kernel."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    pytest.importorskip("numba_cuda")
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
+    code = ("import re, sys\n"
+            f"sys.path.insert(0, {str(Path(__file__).resolve().parent.parent / 'benchmarks')!r})\n"
+            "from float32_reading import reading_kernels\n"
+            "from spingpu.kernels import ptx\n"
+            "for kernel, t in zip(reading_kernels(), ('float64', 'float32')):\n"
+            "    text = ptx.compile_ptx(kernel.py_func, f'({t}[::1], {t}[:, ::1], {t}, uint64, uint64, {t}[::1])')\n"
+            "    ops = re.findall(r'^\\s+(?:@%p\\d+\\s+)?((?:add|sub|mul|fma|div|sqrt|rcp|neg|abs)\\.\\S+)', text, re.M)\n"
+            "    print(sum('f64' in op for op in ops), sum('f32' in op for op in ops))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    (f64_in_f64, f32_in_f64), (f64_in_f32, f32_in_f32) = (map(int, line.split()) for line in out.stdout.splitlines())
+    assert f64_in_f64 > 100 and f64_in_f32 <= 4 and f32_in_f32 > 100, out.stdout
