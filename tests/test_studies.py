@@ -1142,6 +1142,27 @@ def test_tasks_are_sized_to_the_memory_of_the_local_workers(tmp_path, monkeypatc
     assert np.isfinite(load("results/tiny.zarr").test_acc.values).all()
 
 
+def test_a_study_whose_results_this_process_could_not_summarise_is_refused_before_it_runs(tmp_path, monkeypatch):
+    """The summary and report read every network's results into this process: a study too large
+    for its memory is refused at once (exit 2, one line, nothing written), not after its training
+    (a billion networks made a 49 MB store, then failed); without the report it needs less."""
+    from spingpu.studies import runner
+    from spingpu.training import trainer
+
+    monkeypatch.chdir(tmp_path)
+    study_path = write(tmp_path / "study.toml", 'name = "tiny"\n' + BASE.replace("networks = 2", "networks = 5")
+                       + '[sweep]\n"neuron.delta_i" = [5e-6, 2e-5, 4e-5]\n')
+    report = 5 * (runner.DRIVER_BYTES_PER_NETWORK + 3 * runner.REPORT_BYTES_PER_NETWORK_CELL)
+    monkeypatch.setattr(trainer, "available_memory", lambda: report - 1)
+    rc, _, err = run_main(["run", str(study_path), "--backend", "numpy"])
+    assert rc == 2 and err == (f"spingpu run: error: networks: 5 networks x 3 cells need about {report} bytes of "
+                               f"memory here for the summary and report of their results, and {report - 1} bytes "
+                               f"is available; allowed here: at most 4 networks (or --no-report: less)\n"), err
+    assert os.listdir(tmp_path) == ["study.toml"]
+    run_ok(["run", str(study_path), *FAST])  # the summary alone fits
+    assert np.isfinite(load("results/tiny.zarr").test_acc.values).all()
+
+
 def test_one_worker_per_gpu_needs_dask_cuda(monkeypatch, tmp_path):
     import sys
 

@@ -160,7 +160,7 @@ def test_bad_config_names_the_field():
     with pytest.raises(ConfigError, match=r"^lr_schedule: 'linear'; allowed: constant, step:EVERY:GAMMA, "
                                           r"exp:GAMMA, cosine$"):
         Schedule.parse("linear")
-    with pytest.raises(ConfigError, match=r"^delta_i: 0 is out of range; allowed: 0\.0 < value <= 1\.0 \(A\)$"):
+    with pytest.raises(ConfigError, match=r"^delta_i: 0 is out of range; allowed: 0 < value <= 1 \(A\)$"):
         PairNeuron(delta_i=0)
 
 

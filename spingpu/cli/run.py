@@ -63,7 +63,8 @@ def run(args):
         cluster_table = {}
     options = RunOptions(out=out, resume=args.resume, overwrite=args.overwrite, scheduler=args.scheduler,
                          workers=args.workers, cluster=args.cluster, backend=backend,
-                         networks_per_task=args.networks_per_task, cluster_options=cluster_table)
+                         networks_per_task=args.networks_per_task, cluster_options=cluster_table,
+                         report=not args.no_report)
     from ..backends import get_backend
 
     get_backend(options.backend)  # a bad or unavailable backend fails before anything is written

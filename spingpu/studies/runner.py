@@ -27,6 +27,12 @@ from ..signals import deferred_interrupts, raise_if_stopped
 from . import store as results_store
 
 IN_FLIGHT_PER_WORKER = 2  # tasks submitted ahead per worker: bounds the driver's memory
+# Memory of this process (the driver) per network: the store's network index (creating and opening
+# it), and per network and cell what the summary and the report read of the results (measured on a
+# store of 2 cells x 1e7 networks: 24, 42 and 87 bytes; rounded up).
+DRIVER_BYTES_PER_NETWORK = 32
+SUMMARY_BYTES_PER_NETWORK_CELL = 48
+REPORT_BYTES_PER_NETWORK_CELL = 96
 SCHEDULER_TIMEOUT = "30s"  # how long --scheduler waits for the scheduler to answer
 
 
@@ -46,6 +52,7 @@ class RunOptions:
     networks_per_task: int | None = None
     threads_per_worker: int = 1
     cluster_options: dict = field(default_factory=dict)  # the study's [cluster] table
+    report: bool = True  # whether the HTML report follows (its memory is checked before the run)
 
     def __post_init__(self):
         if self.cluster not in ("local", "slurm", "pbs"):
@@ -84,8 +91,9 @@ def run_study(study, options: RunOptions, progress=True, log=print):
         results_store.check_existing(options.out, study, None, True, False, backend.name)
         npt = results_store.store_attrs(options.out).get("networks_per_task")
     npt = min(npt or default_networks_per_task(study, workers), study.networks)
+    check_driver_memory(study, options.report)
     if options.cluster == "local" and not options.scheduler:  # the workers share this machine's memory
-        fits = networks_fitting_a_worker(study, workers, backend)
+        fits = networks_fitting_a_worker(study, workers, backend, reserved=DRIVER_BYTES_PER_NETWORK * study.networks)
         if fits is not None and npt > fits:
             if options.networks_per_task is None and not options.resume:
                 npt = fits
@@ -239,16 +247,39 @@ def _drive(client, study, options, backend, npt, todo, copies, n_workers, bar):
     raise_if_stopped()
 
 
-def networks_fitting_a_worker(study, workers, backend):
+def check_driver_memory(study, report=True):
+    """ConfigError naming ``networks`` where this process could not hold what it reads of the
+    results once they are trained (the store's network index, and per network and cell the summary
+    table's and, with ``report``, the report's values): refused before anything is written, not
+    after the training."""
+    from ..outputs import size_text
+    from ..training.trainer import available_memory
+
+    free = available_memory()
+    per_cell = REPORT_BYTES_PER_NETWORK_CELL if report else SUMMARY_BYTES_PER_NETWORK_CELL
+    per_network = DRIVER_BYTES_PER_NETWORK + per_cell * study.n_cells
+    if free is None or study.networks * per_network <= free:
+        return
+    cells = f"{study.n_cells} cells" if study.n_cells > 1 else "1 cell"
+    raise ConfigError("networks", f"{study.networks} networks x {cells} need about "
+                                  f"{size_text(study.networks * per_network)} of memory here for the summary"
+                                  f"{' and report' if report else ''} of their results, and {size_text(free)} is "
+                                  f"available; allowed here: at most {free // per_network} networks"
+                                  + (" (or --no-report: less)" if report else ""))
+
+
+def networks_fitting_a_worker(study, workers, backend, reserved=0):
     """How many networks of the study's most demanding cell one of ``workers`` local worker
-    processes can train at a time in its share of the memory available now
-    (:func:`spingpu.training.trainer.host_bytes_per_network`); None where it is not known."""
+    processes can train at a time in its share of the memory available now, less ``reserved``
+    bytes that this process holds (:func:`spingpu.training.trainer.host_bytes_per_network`);
+    None where it is not known."""
     from ..datasets import load_dataset
     from ..training.trainer import available_memory, host_bytes_per_network
 
     free = available_memory()
     if free is None:
         return None
+    free = max(free - reserved, 0)
     need, datasets = 0, {}  # loaded here for their sizes, dropped on return
     for flat in range(study.n_cells):
         cell = study.cell(flat)

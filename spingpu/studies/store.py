@@ -174,17 +174,21 @@ def lost_tasks(ds):
     not diverge lacks a number it always has (:data:`ALWAYS_FINITE`; the per-epoch ones at epoch
     1): numbers the store lost (a chunk deleted or emptied reads as its fill value, NaN). Each task
     is one chunk of each variable, so a chunk lost from any of them is found."""
+    import dask.array as da
+
     npt = int(ds.attrs["networks_per_task"])
     done = ds.task_done.transpose(..., "task").values.astype(bool)
-    missing = np.zeros(ds.test_acc.shape, dtype=bool)
+    missing = None
     for name in ALWAYS_FINITE:
         if name in ds:
-            values = ds[name].isel(epoch=0) if "epoch" in ds[name].dims else ds[name]
-            missing |= np.isnan(values.transpose(..., "network").values)
-    missing &= ~ds.diverged.transpose(..., "network").values.astype(bool)
-    pad = done.shape[-1] * npt - missing.shape[-1]
-    missing = np.concatenate([missing, np.zeros(missing.shape[:-1] + (pad,), dtype=bool)], axis=-1)
-    return done & missing.reshape(missing.shape[:-1] + (done.shape[-1], npt)).any(axis=-1)
+            nan = (ds[name].isel(epoch=0) if "epoch" in ds[name].dims else ds[name]).isnull()
+            missing = nan if missing is None else missing | nan
+    missing = missing & ~ds.diverged.astype(bool)
+    # a task's chunk at a time (dask): the whole store's values need not fit in memory
+    flags = da.asarray(missing.transpose(..., "network").data).rechunk({-1: npt})
+    per_task = flags.map_blocks(lambda block: block.any(axis=-1, keepdims=True), dtype=bool,
+                                chunks=flags.chunks[:-1] + ((1,) * len(flags.chunks[-1]),))
+    return done & per_task.compute()
 
 
 def check_existing(path, study, networks_per_task, resume, overwrite, backend=None):
