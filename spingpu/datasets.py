@@ -204,8 +204,7 @@ def load_dataset(name, *, seed=0, val_fraction=0.2, test_fraction=0.2, data_dir=
     keep at most this many training rows (seeded stratified subset of the training split).
     See the module docstring for the conventions.
     """
-    if not isinstance(name, str):
-        raise ConfigError("dataset", f"expected a name, got {name!r}; allowed: {_allowed()}")
+    check_dataset_name(name)
     key = name.strip()
     seed = _check_seed(seed)
     max_train = _check_max_train(max_train)
@@ -228,8 +227,6 @@ def load_dataset(name, *, seed=0, val_fraction=0.2, test_fraction=0.2, data_dir=
                       test_fraction=test_fraction, max_train=max_train, field="dataset")
     path = csv_path(key)
     if path is not None:
-        if not path:
-            raise ConfigError("dataset", "csv: needs a file path, as in csv:PATH")
         csv_file = os.path.expanduser(path)
         x, y, names, label_note = _read_csv(csv_file)
         try:
@@ -240,8 +237,21 @@ def load_dataset(name, *, seed=0, val_fraction=0.2, test_fraction=0.2, data_dir=
                 raise
             raise ConfigError("dataset", f"CSV file {csv_file!r}: {err.problem}"
                                          + (f"; {label_note}" if label_note else "")) from None
-    raise ConfigError("dataset", f"unknown dataset {name!r}{did_you_mean(key.lower(), DATASETS)}; "
-                                 f"allowed: {_allowed()}")
+    raise AssertionError(name)  # check_dataset_name refused it
+
+
+def check_dataset_name(name):
+    """ConfigError (field ``dataset``) unless ``name`` is one :func:`load_dataset` takes: a
+    built-in dataset (any case, spaces around it ignored) or ``csv:PATH`` (the file not read)."""
+    if not isinstance(name, str):
+        raise ConfigError("dataset", f"expected a name, got {name!r}; allowed: {_allowed()}")
+    key = name.strip()
+    path = csv_path(key)
+    if path is not None and not path:
+        raise ConfigError("dataset", "csv: needs a file path, as in csv:PATH")
+    if path is None and key.lower() not in DATASETS:
+        raise ConfigError("dataset", f"unknown dataset {name!r}{did_you_mean(key.lower(), DATASETS)}; "
+                                     f"allowed: {_allowed()}")
 
 
 def from_arrays(x, y, *, name="arrays", seed=0, val_fraction=0.2, test_fraction=0.2) -> Dataset:

@@ -917,6 +917,15 @@ MALFORMED = [
     ("sweep of one dataset named twice", with_line("sweep", '"dataset.name" = ["iris", " Iris", "digits"]'),
      "sweep.dataset.name", "repeated values in ['iris', ' Iris', 'digits']: the names of the built-in datasets "
                            "are read in any case and without surrounding spaces"),
+    ("set and swept, the value set out of range", with_line("neuron", "delta_i = nan",
+                                                               with_line("sweep", '"neuron.delta_i" = [5e-6, 2e-5]')),
+     "neuron.delta_i", "expected a number, got NaN; allowed: 0 < value <= 1 (A) (set in its table, where "
+                       "sweep.neuron.delta_i replaces it in every cell)"),
+    ("set and swept, a dataset name unknown", BASE.replace('"iris"', '"irsi"') + '[sweep]\n"dataset.name" = '
+                                                                                 '["iris", "digits"]\n',
+     "dataset.name", "unknown dataset 'irsi' (did you mean 'iris'?); allowed: iris, digits, mnist, csv:PATH (set in"),
+    ("sweep of a negative width", with_line("sweep", '"network.hidden" = [[4], [4, -1]]'), "sweep.network.hidden",
+     "width -1 is out of range; allowed: 1 <= width"),
     ("sweep of hidden not lists", with_line("sweep", '"network.hidden" = [3, 4]'), "sweep.network.hidden",
      "values must be lists of widths, e.g. [[8], [8, 8]]"),
     ("sweep with one bad cell", with_line("sweep", '"variability.sigma_d2d" = [0.0, 0.1, -0.1]'),

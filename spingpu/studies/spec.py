@@ -159,10 +159,13 @@ class Study:
     def cell_values(self, flat):
         return {a.key: a.values[i] for a, i in zip(self.axes, self.cell_index(flat))}
 
-    def cell(self, flat):
-        """The :class:`Cell` (configuration, model, dataset arguments) of cell number ``flat``."""
+    def cell(self, flat, unswept=()):
+        """The :class:`Cell` (configuration, model, dataset arguments) of cell number ``flat``;
+        the swept keys in ``unswept`` keep the value set in their tables."""
         data = json.loads(json.dumps(self.data))  # a deep copy
         for key, value in self.cell_values(flat).items():
+            if key in unswept:
+                continue
             section, name = key.rsplit(".", 1)
             target = data.setdefault(section, {}) if section != "model.params" else \
                 data.setdefault("model", {}).setdefault("params", {})
@@ -496,6 +499,8 @@ def _parse_sweep(sweep, path):
                 if not all(isinstance(v, list) and v and all(isinstance(w, int) and not isinstance(w, bool) for w in v)
                            for v in spec):
                     raise _err(path, field, "values must be lists of widths, e.g. [[8], [8, 8]]")
+                for width in (w for v in spec for w in v if w < 1):  # ("-".join: a sign would not read back)
+                    raise _err(path, field, f"width {width} is out of range; allowed: 1 <= width")
                 values = tuple("-".join(map(str, v)) for v in spec)
             else:
                 if not all(isinstance(v, (int, float, str)) and not isinstance(v, bool) for v in spec):
@@ -666,7 +671,10 @@ def _check_not_fixed_and_swept(study, path):
     """Warn of a key both set in its table and swept: every cell takes the sweep's values, so the
     fixed one is used nowhere though the study's text shows it. A warning, where
     :func:`_check_settings_used` refuses a setting no cell needs: study files write the value a
-    swept key takes when it is not swept. ``dataset.name`` is required in its table, swept or not."""
+    swept key takes when it is not swept. That value must still be valid (it is in the study's
+    text and digest): the first cell with it in place of the swept one must build, and a
+    ``dataset.name`` (required in its table, swept or not) must name a dataset."""
+    from ..datasets import check_dataset_name
     from ..errors import UnusedSettingWarning
 
     for axis in study.axes:
@@ -674,7 +682,15 @@ def _check_not_fixed_and_swept(study, path):
         table = study.data
         for part in tables:
             table = table.get(part, {}) if isinstance(table, dict) else {}
-        if axis.key != "dataset.name" and isinstance(table, dict) and name in table:
+        if not isinstance(table, dict) or name not in table:
+            continue
+        replaced = f" (set in its table, where sweep.{axis.key} replaces it in every cell)"
+        try:
+            check_dataset_name(table[name]) if axis.key == "dataset.name" else study.cell(0, unswept={axis.key})
+        except ConfigError as err:
+            field = "dataset.name" if err.field == "dataset" else err.field
+            raise _err(path, field, err.problem + replaced) from None
+        if axis.key != "dataset.name":
             warnings.warn(f"{axis.key}: set to {table[name]!r} and swept (sweep.{axis.key}): the sweep's values "
                           "replace it in every cell", UnusedSettingWarning, stacklevel=3)
 
