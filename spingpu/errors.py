@@ -12,16 +12,33 @@ import numpy as np
 class ConfigError(ValueError):
     """A bad value, named by its field, with what is allowed.
 
-    ``str(err)`` is one line, ``"<field>: <problem>"``, suitable for a command-line error.
+    ``str(err)`` is one line, ``"<field>: <problem>"``, suitable for a command-line error: line
+    breaks in either (a key or a path that holds one) are written ``\\n``, a field is at most
+    MAX_FIELD characters, and a problem longer than MAX_PROBLEM characters (a whole value
+    quoted) keeps its start and its end, where the allowed range is said.
     """
 
     def __init__(self, field: str, problem: str):
-        self.field = field
-        self.problem = problem
-        super().__init__(f"{field}: {problem}")
+        self.field = one_line(str(field))
+        if len(self.field) > MAX_FIELD:  # a key of the user's, quoted whole
+            self.field = self.field[:MAX_FIELD - 3] + "..."
+        self.problem = one_line(str(problem))
+        if len(self.problem) > MAX_PROBLEM:
+            half = (MAX_PROBLEM - 5) // 2
+            self.problem = f"{self.problem[:half]} ... {self.problem[-half:]}"
+        super().__init__(f"{self.field}: {self.problem}")
 
     def __reduce__(self):  # picklable, so that errors raised on Dask workers travel back intact
         return (type(self), (self.field, self.problem))
+
+
+MAX_PROBLEM = 1000  # characters of a ConfigError's problem
+MAX_FIELD = 200  # and of its field
+
+
+def one_line(text):
+    """``text`` with its line breaks written ``\\n`` and ``\\r``: one line of a message."""
+    return text.replace("\r", "\\r").replace("\n", "\\n")
 
 
 class SpingpuWarning(UserWarning):

@@ -482,3 +482,21 @@ def test_a_value_out_of_range_is_refused_with_its_unit(build, message):
     with pytest.raises(ConfigError) as err:
         build()
     assert str(err.value) == message
+
+
+def test_a_config_error_is_one_bounded_line_that_keeps_its_allowed_range():
+    import pickle
+
+    from spingpu.errors import MAX_FIELD, MAX_PROBLEM
+
+    rng = np.random.default_rng()
+    key = "k\n" * int(rng.integers(200, 400))
+    value = "v\r\n" * int(rng.integers(1000, 3000))
+    err = ConfigError(key, f"got {value}; allowed: 1 <= value <= 1e7 (ohm)")
+    text = str(err)
+    assert "\n" not in text and "\r" not in text and text.endswith("; allowed: 1 <= value <= 1e7 (ohm)")
+    assert len(err.field) == MAX_FIELD and err.field.startswith("k\\nk\\n") and err.field.endswith("...")
+    assert len(err.problem) <= MAX_PROBLEM and err.problem.startswith("got v\\r\\nv\\r\\n") and " ... " in err.problem
+    assert str(pickle.loads(pickle.dumps(err))) == text  # as a Dask worker's error comes back
+    assert str(ConfigError("lr", "-1.0 is out of range; allowed: 0 < value <= 100")) == \
+        "lr: -1.0 is out of range; allowed: 0 < value <= 100"  # a short one as it is

@@ -952,7 +952,9 @@ MALFORMED = [
     # the name names the default store results/<name>.zarr: one plain component
     ("name with a parent folder", 'name = "../escaped"\n' + BASE, "name",
      "'../escaped' is not a plain name; allowed: 1-200 characters (bytes in UTF-8) without '/', '\\' or control "
-     "characters, not starting with '.' or a space"),
+     "or format characters, not starting with '.' or a space"),
+    ("name with a right-to-left override", 'name = "\u202eevil"\n' + BASE, "name",
+     "'\\u202eevil' is not a plain name"),
     ("name of 270 bytes", 'name = "' + "\u2603" * 90 + '"\n' + BASE, "name", "is not a plain name; allowed: 1-200"),
     ("absolute name", 'name = "/tmp/abs"\n' + BASE, "name", "'/tmp/abs' is not a plain name"),
     ("empty name", 'name = ""\n' + BASE, "name", "'' is not a plain name"),
@@ -1585,3 +1587,23 @@ def test_a_value_both_set_and_swept_is_warned_of_once(tmp_path, text, key, fixed
         warnings.simplefilter("error")
         load_study(write(tmp_path / "plain.toml", BASE))  # nothing set twice: no warning
         load_study(write(tmp_path / "name.toml", with_line("sweep", '"dataset.name" = ["iris", "digits"]')))
+
+
+def test_errors_stay_one_bounded_line_whatever_the_study_file_holds(tmp_path):
+    """A key or a path with a line break in it, and a value of 100,000 characters quoted whole,
+    made errors of several lines and of 100 KB; the line break is written \\n, a value is quoted
+    short, and the item of a sweep that is not a number is named."""
+    from spingpu.errors import MAX_PROBLEM
+
+    for text, start, end in (
+            (with_line("training", '"lr\\nx" = 1'), "study.toml: training.lr\\nx: unknown key", None),
+            (BASE.replace("epochs = 2", 'epochs = "' + "x" * 100_000 + '"'), "study.toml: training.epochs: expected "
+             "an integer, got 'xxx", "xxx..."),
+            (with_line("sweep", '"training.lr" = [' + "0.1, " * 30_000 + "true]"), "study.toml: sweep.training.lr: "
+             "values must be numbers or strings, got True (value 30001 of 30001)", None)):
+        study = write(tmp_path / "study.toml", text)
+        rc, out, err = run_main(["run", str(study), *FAST])
+        line = err.removeprefix(f"spingpu run: error: {tmp_path}/")
+        assert rc == 2 and out == "" and err.count("\n") == 1 and line.startswith(start), err[:300]
+        assert len(line) <= MAX_PROBLEM + 200 and (end is None or line.rstrip("\n").endswith(end)), err[-300:]
+        assert sorted(os.listdir(tmp_path)) == ["study.toml"]

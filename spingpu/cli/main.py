@@ -14,7 +14,7 @@ import re
 import sys
 import warnings
 
-from ..errors import ConfigError, SpingpuWarning
+from ..errors import ConfigError, SpingpuWarning, one_line
 from ..signals import stop_signals_raise, stopped
 
 EXIT_USAGE = 2
@@ -108,7 +108,7 @@ def _one_line_warnings(command, show_other):
 
     def show(message, category, filename, lineno, file=None, line=None):
         if issubclass(category, SpingpuWarning):
-            line = f"spingpu {command}: warning: {message}"
+            line = f"spingpu {command}: warning: {one_line(str(message))}"
             try:  # above a progress bar, which tqdm then draws again
                 from tqdm import tqdm
 

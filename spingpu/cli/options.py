@@ -21,7 +21,8 @@ def integer(text):
     except InvalidOperation:
         raise ValueError(text) from None
     if value.is_finite() and value.adjusted() >= MAX_INTEGER_DIGITS:
-        raise argparse.ArgumentTypeError(f"{text.strip()} is out of range: more than {MAX_INTEGER_DIGITS} digits")
+        raise argparse.ArgumentTypeError(f"{text.strip()} is out of range; allowed: whole numbers of at most "
+                                         f"{MAX_INTEGER_DIGITS} digits")
     if not value.is_finite() or value != value.to_integral_value():
         raise ValueError(text)
     return int(value)

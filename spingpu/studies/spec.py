@@ -42,6 +42,7 @@ import os
 import re
 import sys
 import tomllib
+import unicodedata
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,7 +50,7 @@ from pathlib import Path
 import numpy as np
 
 from ..datasets import csv_path, dataset_key, load_dataset
-from ..errors import ConfigError, did_you_mean
+from ..errors import ConfigError, _short, did_you_mean
 from ..training.config import CONDITIONAL_SETTINGS, CONFIG_UNITS, effective_config, needs_text, unmet_needs
 
 # section -> {key: (type check, description)}
@@ -283,12 +284,15 @@ NAME_RE = re.compile(r"[^./\\\x00-\x1f\x7f][^/\\\x00-\x1f\x7f]{0,199}")
 
 def _check_name(path, name, given):
     """The study's name, which names its default store ``results/<name>.zarr``: one plain path
-    component (no folders, not hidden, not empty, no control characters) of at most 200 bytes in
-    UTF-8, so that ``<name>.summary.csv`` fits the 255 bytes most file systems allow a name."""
-    if not NAME_RE.fullmatch(name) or name.strip() != name or len(name.encode("utf-8", "surrogatepass")) > 200:
+    component (no folders, not hidden, not empty, no control or format characters: a right-to-left
+    override would show another file name than the one made) of at most 200 bytes in UTF-8, so
+    that ``<name>.summary.csv`` fits the 255 bytes most file systems allow a name."""
+    invisible = any(unicodedata.category(c) in ("Cc", "Cf", "Cs", "Zl", "Zp") for c in name)
+    if (not NAME_RE.fullmatch(name) or invisible or name.strip() != name
+            or len(name.encode("utf-8", "surrogatepass")) > 200):
         where = "" if given else " (the study file's name without .toml; set name = \"...\" in the file)"
         raise _err(path, "name", f"{name!r}{where} is not a plain name; allowed: 1-200 characters (bytes in UTF-8) "
-                                 "without '/', '\\' or control characters, not starting with '.' or a space")
+                                 "without '/', '\\' or control or format characters, not starting with '.' or a space")
     return name
 
 
@@ -460,13 +464,13 @@ def _check_type(value, kind, path, key):
         names = "a number" if kind == _NUM else " or ".join(
             {int: "an integer", float: "a number", str: "a string", list: "an array", dict: "a table"}[k]
             for k in kinds)
-        raise _err(path, key, f"expected {names}, got {value!r}")
+        raise _err(path, key, f"expected {names}, got {_short(value)}")
     return value
 
 
 def _ranged(path, key, value, lo, hi):
     if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-        raise _err(path, key, f"{value!r}; allowed: an integer, {lo} <= value <= {hi}")
+        raise _err(path, key, f"{_short(value)}; allowed: an integer, {lo} <= value <= {hi}")
     return value
 
 
@@ -503,8 +507,10 @@ def _parse_sweep(sweep, path):
                     raise _err(path, field, f"width {width} is out of range; allowed: 1 <= width")
                 values = tuple("-".join(map(str, v)) for v in spec)
             else:
-                if not all(isinstance(v, (int, float, str)) and not isinstance(v, bool) for v in spec):
-                    raise _err(path, field, f"values must be numbers or strings, got {spec!r}")
+                for k, v in enumerate(spec):
+                    if isinstance(v, bool) or not isinstance(v, (int, float, str)):
+                        raise _err(path, field, f"values must be numbers or strings, got {_short(v)} (value {k + 1} "
+                                                f"of {len(spec)})")
                 values = tuple(spec)
         else:
             raise _err(path, field, "expected a non-empty array of values, or {linspace = ...} / {logspace = ...}")

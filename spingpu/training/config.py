@@ -213,7 +213,8 @@ class TrainConfig:
         if self.distillation is not None:
             _check_type("distillation", self.distillation, Distillation, "a Distillation or None")
         _put(self, "seed", check_range("seed", self.seed, 0, 2**64 - 1, integer=True))
-        if self.dtype is not None and not isinstance(self.dtype, str):  # numpy.float32, numpy.dtype("float64")
+        # numpy.float32, numpy.dtype("float64"); not a number such as numpy.float32(3), which np.dtype also reads
+        if isinstance(self.dtype, (type, np.dtype)):
             try:
                 _put(self, "dtype", np.dtype(self.dtype).name)
             except TypeError:
