@@ -500,3 +500,25 @@ def test_a_config_error_is_one_bounded_line_that_keeps_its_allowed_range():
     assert str(pickle.loads(pickle.dumps(err))) == text  # as a Dask worker's error comes back
     assert str(ConfigError("lr", "-1.0 is out of range; allowed: 0 < value <= 100")) == \
         "lr: -1.0 is out of range; allowed: 0 < value <= 100"  # a short one as it is
+
+
+@pytest.mark.parametrize("text, every, gamma", [("step:1e3:0.5", 1000, 0.5), ("step:2.0:.5", 2, 0.5),
+                                                ("exp:5e-1", 1, 0.5), ("exp:+0.25", 1, 0.25)])
+def test_a_schedules_numbers_are_decimals_as_written(text, every, gamma):
+    from spingpu import Schedule
+
+    schedule = Schedule.parse(text)
+    assert (schedule.every, schedule.gamma) == (every, gamma)
+    assert Schedule.parse(str(schedule)) == schedule
+
+
+@pytest.mark.parametrize("text", ["exp:1_0", "exp:\uff15", "exp:\n0.5", "step:2.5:0.5", "step:0x10:0.5", "exp:",
+                                  "step:1e40:0.5"])
+def test_a_schedule_that_python_would_read_but_is_not_a_decimal_is_refused(text):
+    """float() reads 1_0 as 10 and a full-width 5 as 5: a typo would pass as a number."""
+    from spingpu import Schedule
+
+    with pytest.raises(ConfigError) as err:
+        Schedule.parse(text)
+    assert str(err.value) == (f"lr_schedule: {ConfigError('', repr(text)).problem}; allowed: constant, "
+                              "step:EVERY:GAMMA, exp:GAMMA, cosine")

@@ -12,8 +12,10 @@ backpropagation uses (``GRAD_MODES``); the output layer is a digital softmax.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
+from decimal import Decimal
 
 import numbers
 
@@ -74,6 +76,25 @@ class PairNeuron:
         return self.r_ref if self.readout == "bridge" else 0.0
 
 
+_DECIMAL = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+
+
+def _decimal(text, whole=False):
+    """A number written in ASCII decimal (``0.5``, ``1e3``, or inf or nan; not ``1_0`` or other
+    scripts' digits, which float() also reads) as a float, or with ``whole`` as an int (``1e3`` is
+    1000); else ValueError."""
+    if not whole and text.lower().lstrip("+-") in ("inf", "infinity", "nan"):
+        return float(text)  # the range check says what is wrong with it
+    if not _DECIMAL.fullmatch(text):
+        raise ValueError(text)
+    if not whole:
+        return float(text)
+    value = Decimal(text)
+    if value.adjusted() >= 30 or value != value.to_integral_value():
+        raise ValueError(text)
+    return int(value)
+
+
 @dataclass(frozen=True)
 class Schedule:
     """Learning-rate schedule per epoch e = 0 .. E - 1 of E: ``constant``; ``step``
@@ -94,9 +115,9 @@ class Schedule:
             return cls(parts[0])
         try:
             if parts[0] == "step" and len(parts) == 3:
-                every, gamma = int(parts[1]), float(parts[2])
+                every, gamma = _decimal(parts[1], whole=True), _decimal(parts[2])
             elif parts[0] == "exp" and len(parts) == 2:
-                every, gamma = 1, float(parts[1])
+                every, gamma = 1, _decimal(parts[1])
             else:
                 raise ValueError
         except ValueError:
