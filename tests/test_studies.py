@@ -1168,7 +1168,7 @@ def test_a_study_whose_results_this_process_could_not_summarise_is_refused_befor
     rc, _, err = run_main(["run", str(study_path), "--backend", "numpy"])
     assert rc == 2 and err == (f"spingpu run: error: networks: 5 networks x 3 cells need about {report} bytes of "
                                f"memory here for the summary and report of their results, and {report - 1} bytes "
-                               f"is available; allowed here: at most 4 networks (or --no-report: less)\n"), err
+                               f"is available; allowed here: at most 4 networks (9 with --no-report)\n"), err
     assert os.listdir(tmp_path) == ["study.toml"]
     run_ok(["run", str(study_path), *FAST])  # the summary alone fits
     assert np.isfinite(load("results/tiny.zarr").test_acc.values).all()

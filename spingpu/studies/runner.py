@@ -258,6 +258,7 @@ def check_driver_memory(study, report=True):
     free = available_memory()
     per_cell = REPORT_BYTES_PER_NETWORK_CELL if report else SUMMARY_BYTES_PER_NETWORK_CELL
     per_network = DRIVER_BYTES_PER_NETWORK + per_cell * study.n_cells
+    summary = DRIVER_BYTES_PER_NETWORK + SUMMARY_BYTES_PER_NETWORK_CELL * study.n_cells
     if free is None or study.networks * per_network <= free:
         return
     cells = f"{study.n_cells} cells" if study.n_cells > 1 else "1 cell"
@@ -265,7 +266,7 @@ def check_driver_memory(study, report=True):
                                   f"{size_text(study.networks * per_network)} of memory here for the summary"
                                   f"{' and report' if report else ''} of their results, and {size_text(free)} is "
                                   f"available; allowed here: at most {free // per_network} networks"
-                                  + (" (or --no-report: less)" if report else ""))
+                                  + (f" ({free // summary} with --no-report)" if report else ""))
 
 
 def networks_fitting_a_worker(study, workers, backend, reserved=0):
