@@ -114,6 +114,39 @@ def test_divergence_is_isolated(blobs, fragile_model, backend):
         np.testing.assert_array_equal(a[~div], b[~div], err_msg=name)
 
 
+def test_a_gradient_beyond_float32_flags_a_network_whose_loss_is_finite(blobs):
+    """A junction whose V(I) is finite but whose dV/dI is 1e300 (oracle mode uses it): the loss
+    stays finite and the gradient does not. Every engine flags the network at that step, from the
+    gradient alone, in its first epoch; the others train on as they would without it."""
+    from spingpu import Parameter, register_model
+    from spingpu.devices import models
+
+    saved = dict(models._REGISTRY)
+    try:
+        steep = register_model("steep_ohmic", lambda current, r, r_max: r * current,
+                               [Parameter("r", 1000.0, "ohm", "", low=0.0, low_open=True),
+                                Parameter("r_max", 1800.0, "ohm", "", low=0.0, low_open=True)],
+                               dvdi=lambda current, r, r_max: r if r < r_max else 1e300, check_derivative=False)
+        var = Variability(per_parameter={"r": (0.0, 0.3, 0.0), "r_max": (0.0, 0.0, 0.0)})
+        cfg = TrainConfig(hidden=(8,), grad_mode="oracle", epochs=3, lr=0.05, variability=var,
+                          neuron=PairNeuron(v_scale=5.0))
+        runs, robust = {}, {}
+        for backend in ("numpy", "cpu"):
+            runs[backend] = train(blobs, cfg, n_networks=40, model=steep, backend=backend)
+            robust[backend] = train(blobs, cfg, n_networks=40, model=steep.with_nominal(r_max=1e9), backend=backend)
+    finally:
+        models._REGISTRY.clear()
+        models._REGISTRY.update(saved)
+    div = runs["numpy"].diverged.values
+    assert 5 <= div.sum() <= 35
+    for backend, run in runs.items():
+        assert not robust[backend].diverged.values.any()
+        np.testing.assert_array_equal(run.diverged.values, div, err_msg=backend)
+        assert np.isnan(run.train_loss.values[div]).all(), backend  # from epoch 1: flagged at its first step
+        np.testing.assert_array_equal(run.train_loss.values[~div], robust[backend].train_loss.values[~div],
+                                      err_msg=backend)
+
+
 @pytest.mark.parametrize("width", [8, 70], ids=["fused", "batched"])
 def test_a_runaway_network_is_flagged_alike_by_float64_and_float32_engines(blobs, width):
     """Plain SGD at lr 50 with spread junctions: the loss runs away. The fused engine (float64)
