@@ -39,7 +39,7 @@ def check_writable(field, path, overwrite=True, store=False):
     path = Path(path)
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
-        raise ConfigError(field, f"folder {folder} does not exist")
+        raise ConfigError(field, missing_folder(folder))
     if path.is_dir() and not store:
         raise ConfigError(field, f"{path} is a folder, expected a file name")
     if not overwrite and os.path.lexists(path):
@@ -54,6 +54,14 @@ def check_writable(field, path, overwrite=True, store=False):
     with contextlib.suppress(OSError):
         tmp.unlink()
     return path
+
+
+def missing_folder(folder):
+    """Why an output cannot go in ``folder``, which is not a folder: it does not exist, or it is a file
+    (or a link to one)."""
+    if os.path.exists(folder):
+        return f"{folder} is a file, not a folder"
+    return f"folder {folder} does not exist"
 
 
 def check_free_space(field, path, n_bytes):

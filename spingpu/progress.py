@@ -65,7 +65,8 @@ def progress_bar(enabled, total, unit):
         bar.close()
 
 
-STUDY_SETUP = "setting up (first run of a model or network depth on a machine: ~15-60 s to compile)"
+STUDY_SETUP = ("setting up: workers sample junctions and load kernels (compiled on a machine's first run of a model "
+               "or network depth, ~15-60 s)")
 SETUP = ("setting up: junctions, kernels (compiled on a machine's first run of a model or network depth, ~15-60 s; "
          "then loaded from disk)")
 

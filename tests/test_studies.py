@@ -1384,20 +1384,51 @@ def test_resume_adopts_the_stores_networks_per_task_unless_another_is_given(tmp_
     ("notaurl", "scheduler: 'notaurl' is not a scheduler address; expected e.g. tcp://HOST:PORT"),
     ("tcp://", "scheduler: 'tcp://' is not a scheduler address; expected e.g. tcp://HOST:PORT"),
     ("tcp://127.0.0.1:1", "scheduler: cannot connect to tcp://127.0.0.1:1 within 1s: "),
+    ("silent", "scheduler: nothing at tcp://127.0.0.1:PORT answered as a Dask scheduler within 1s (a dashboard's or "
+               "another service's port?); give the scheduler's address, e.g. tcp://HOST:8786"),
+    ("greeting", "scheduler: "),  # either it answers something unreadable, or never: both said as such
 ])
 def test_a_bad_scheduler_writes_nothing_and_keeps_a_store_to_overwrite(tmp_path, monkeypatch, scheduler, message):
+    """A closed port, and servers that are not a Dask scheduler: one that takes the connection and
+    never answers (an HTTP port waits for a request: a hang), one that greets first (an SSH
+    server: a 2.8 EiB allocation from reading its banner as a message's length)."""
+    import socket
+    import threading
+
     from spingpu.studies import runner
 
-    monkeypatch.setattr(runner, "SCHEDULER_TIMEOUT", "1s")
+    monkeypatch.setattr(runner, "SCHEDULER_SECONDS", 1)
+    monkeypatch.setattr(runner, "JOIN_GRACE_SECONDS", 2)
+    if scheduler in ("silent", "greeting"):
+        server = socket.create_server(("127.0.0.1", 0))
+        held = []
+
+        def serve():
+            while True:
+                try:
+                    conn, _ = server.accept()
+                except OSError:
+                    return
+                held.append(conn)
+                if scheduler == "greeting":
+                    conn.sendall(b"SSH-2.0-OpenSSH_9.6 banner that is not Dask's protocol\r\n" * 4)
+
+        threading.Thread(target=serve, daemon=True).start()
+        port = server.getsockname()[1]
+        scheduler, message = f"tcp://127.0.0.1:{port}", message.replace("PORT", str(port))
+    if message == "scheduler: ":  # the greeting
+        message = re.escape(message) + rf".*{re.escape(scheduler)} .*as a Dask scheduler"
+    else:
+        message = re.escape(message)
     monkeypatch.chdir(tmp_path)
     study = write(tmp_path / "study.toml", 'name = "tiny"\n' + BASE)
     rc, _, err = run_main(["run", str(study), "--scheduler", scheduler, *FAST])
-    assert rc == 2 and err.count("\n") == 1 and err.startswith(f"spingpu run: error: {message}"), err
+    assert rc == 2 and err.count("\n") == 1 and re.match(f"spingpu run: error: {message}", err), err
     assert sorted(os.listdir(tmp_path)) == ["study.toml"]
     _, _, out = made_store(tmp_path, 'name = "tiny"\n' + BASE, done=True)
     before = snapshot(out)
     rc, _, err = run_main(["run", str(study), "--out", str(out), "--overwrite", "--scheduler", scheduler, *FAST])
-    assert rc == 2 and err.startswith(f"spingpu run: error: {message}"), err
+    assert rc == 2 and re.match(f"spingpu run: error: {message}", err), err
     assert snapshot(out) == before
 
 
@@ -1607,3 +1638,62 @@ def test_errors_stay_one_bounded_line_whatever_the_study_file_holds(tmp_path):
         assert rc == 2 and out == "" and err.count("\n") == 1 and line.startswith(start), err[:300]
         assert len(line) <= MAX_PROBLEM + 200 and (end is None or line.rstrip("\n").endswith(end)), err[-300:]
         assert sorted(os.listdir(tmp_path)) == ["study.toml"]
+
+
+def test_a_store_is_written_by_one_run_at_a_time(tmp_path, monkeypatch):
+    """A run holds its store through a lock file beside it (.NAME.lock: host and pid): a second
+    --resume would train the same tasks again, an --overwrite would replace the store under the
+    first run. Either is refused in one line while the holder lives, the store untouched; a lock
+    whose process is gone (killed on this host) is taken over; another host's is left to the user;
+    a finished run leaves none."""
+    import socket
+
+    monkeypatch.chdir(tmp_path)
+    study_path, _, out = tiny_study_and_store(tmp_path, "numpy")
+    lock = out.with_name(".tiny.zarr.lock")
+    before = sorted(p.name for p in out.iterdir())
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    for owner, flags in ((f"{socket.gethostname()} {os.getpid()}", ["--resume"]),  # a live run here
+                         (f"{socket.gethostname()} {os.getpid()}", ["--overwrite"]),
+                         (f"other-{socket.gethostname()} {dead}", ["--resume"])):  # another host's: not ours to judge
+        lock.write_text(owner + "\n")
+        rc, printed, err = run_main(["run", str(study_path), *flags, *FAST])
+        pid, host = owner.split()[1], owner.split()[0]
+        assert rc == 2 and printed == "" and err == (
+            f"spingpu run: error: out: {out} is being written by another run (process {pid} on {host}); wait for "
+            f"it to end, or remove {lock} if that run is gone\n"), err
+        assert sorted(p.name for p in out.iterdir()) == before and lock.read_text() == owner + "\n"
+    lock.write_text(f"{socket.gethostname()} {dead}\n")  # a run killed on this host
+    run_ok(["run", str(study_path), "--resume", *FAST])
+    assert not lock.exists() and np.isfinite(load(out).test_acc.values).all()
+    run_ok(["run", str(study_path), "--overwrite", *FAST])
+    assert sorted(os.listdir("results")) == ["tiny.zarr"]
+
+
+def test_joining_a_scheduler_without_workers_says_so():
+    """An external scheduler with no workers took the tasks and the run waited without a word."""
+    from dask.distributed import LocalCluster
+
+    from spingpu.studies import runner
+
+    said = []
+    with LocalCluster(n_workers=0, processes=False, dashboard_address=None) as cluster:
+        client = runner._join_scheduler(cluster.scheduler_address, said.append)
+        client.close()
+    assert said == [f"joined the Dask scheduler at {cluster.scheduler_address}",
+                    f"the scheduler at {cluster.scheduler_address} has no workers yet: the tasks wait until some "
+                    f"join (dask worker {cluster.scheduler_address})"]
+
+
+def test_an_output_under_a_file_says_it_is_a_file(tmp_path, monkeypatch):
+    """--out study.toml/x.zarr said "folder study.toml does not exist" of a file that exists."""
+    monkeypatch.chdir(tmp_path)
+    study = write(tmp_path / "study.toml", 'name = "tiny"\n' + BASE)
+    rc, _, err = run_main(["run", str(study), "--out", f"{study}/x.zarr", *FAST])
+    assert (rc, err) == (2, f"spingpu run: error: out: {study} is a file, not a folder\n")
+    rc, _, err = run_main(["train", "--epochs", "1", "--networks", "1", "--out", f"{study}/r.nc"])
+    assert (rc, err) == (2, f"spingpu train: error: out: {study} is a file, not a folder\n")
+    rc, _, err = run_main(["run", str(study), "--out", "nowhere/x.zarr", *FAST])
+    assert (rc, err) == (2, "spingpu run: error: out: folder nowhere does not exist\n")
+    assert os.listdir(tmp_path) == ["study.toml"]

@@ -159,7 +159,7 @@ def test_a_store_written_before_portable_digests_still_resumes_from_its_own_fold
     study = load_study(study_path)
     legacy = hashlib.sha256(json.dumps(study.data, sort_keys=True, default=str).encode()
                             + json.dumps([list(item) for item in study.inputs]).encode()).hexdigest()
-    assert study.digests == (study.digest, legacy) and legacy != study.digest
+    assert study.digests[0] == study.digest and study.digests[-1] == legacy and legacy != study.digest
     out = tmp_path / "r.zarr"
     create_store(out, study, study.networks, {"backend": "numpy", "device": "CPU",
                                               "spingpu_version": spingpu.__version__})
@@ -513,3 +513,31 @@ def test_resuming_with_the_sweep_keys_in_another_order_is_refused(tmp_path):
                                 "--overwrite"), err
     rc, printed, err = run_main(["run", str(first), "--out", str(out), "--resume", *FAST])
     assert rc == 0, err
+
+
+def test_a_study_whose_description_changed_resumes_its_store(tmp_path):
+    """The description describes; it determines no number: a store resumes after it is edited
+    (it was refused, naming it), and a store made when the digest still counted it resumes too."""
+    import zarr
+
+    from spingpu.studies.store import STORE_MARK, create_store
+
+    text = 'name = "tiny"\ndescription = "small"\n' + BASE
+    study_path = write(tmp_path / "study.toml", text)
+    study = load_study(study_path)
+    out = tmp_path / "r.zarr"
+    create_store(out, study, study.networks, {"backend": "numpy", "device": "CPU",
+                                              "spingpu_version": spingpu.__version__})
+    store_every_task(out, study, study.networks)
+    write(study_path, text.replace('"small"', '"changed: a longer description"'))
+    assert load_study(study_path).digest == study.digest
+    rc, printed, err = run_main(["run", str(study_path), "--out", str(out), "--resume", *FAST])
+    assert rc == 0 and f"every task of {out} is stored; nothing to run" in printed, err
+    write(study_path, text)
+    zarr.open_group(str(out), mode="r+").attrs[STORE_MARK] = study._digest(study.data)  # as made before
+    zarr.consolidate_metadata(str(out))
+    rc, printed, err = run_main(["run", str(study_path), "--out", str(out), "--resume", *FAST])
+    assert rc == 0 and f"every task of {out} is stored; nothing to run" in printed, err
+    write(study_path, text.replace("epochs = 2", "epochs = 3"))  # a setting that counts still does
+    rc, _, err = run_main(["run", str(study_path), "--out", str(out), "--resume", *FAST])
+    assert rc == 2 and "epochs" in err, err

@@ -43,7 +43,9 @@ def run(args):
     check_range("threshold", args.threshold, 0.0, 1.0)
     out = args.out or str(Path("results") / f"{study.name}.zarr")
     if args.out and not Path(args.out).parent.is_dir():  # results/ of the default is created
-        raise ConfigError("out", f"folder {Path(args.out).parent} does not exist")
+        from ..outputs import missing_folder
+
+        raise ConfigError("out", missing_folder(Path(args.out).parent))
     if args.resume:  # the store must be this study's before anything else is read from it
         from ..studies.store import check_existing
 

@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import os
+import threading
 import time
 import warnings
 from collections import deque
@@ -33,7 +34,8 @@ IN_FLIGHT_PER_WORKER = 2  # tasks submitted ahead per worker: bounds the driver'
 DRIVER_BYTES_PER_NETWORK = 32
 SUMMARY_BYTES_PER_NETWORK_CELL = 48
 REPORT_BYTES_PER_NETWORK_CELL = 96
-SCHEDULER_TIMEOUT = "30s"  # how long --scheduler waits for the scheduler to answer
+SCHEDULER_SECONDS = 30  # how long --scheduler waits for the scheduler to answer
+JOIN_GRACE_SECONDS = 15  # and then for Client() to give up, before it is given up on
 
 
 class TaskFailed(RuntimeError):
@@ -78,7 +80,7 @@ def run_study(study, options: RunOptions, progress=True, log=print):
 
     Everything that can fail is checked before the store is created or replaced: the existing
     store, the cluster (a bad ``[cluster]`` table) and the Dask scheduler or local cluster."""
-    from ..backends import cuda_gpus, get_backend
+    from ..backends import get_backend
 
     backend = get_backend(options.backend)
     gpus = _gpu_workers(backend, options)
@@ -102,6 +104,16 @@ def run_study(study, options: RunOptions, progress=True, log=print):
                                                        f"{workers} workers has here; allowed here: at most {fits}"
                                                        + (" (--resume keeps the store's split; run it with fewer "
                                                           "--workers)" if options.resume else ""))
+    if Path(options.out).parent.is_dir():  # results/ of the default is made with the store
+        with results_store.run_lock(options.out):
+            return _run_held(study, options, backend, workers, gpus, npt, log, progress)
+    return _run_held(study, options, backend, workers, gpus, npt, log, progress)
+
+
+def _run_held(study, options, backend, workers, gpus, npt, log, progress):
+    """:func:`run_study` from the store's checks on, with the store held (:func:`store.run_lock`)."""
+    from ..backends import cuda_gpus
+
     resuming = results_store.check_existing(options.out, study, npt, options.resume, options.overwrite,
                                             backend.name)
     if not resuming and Path(options.out).parent.is_dir():  # results/ of the default is made below
@@ -140,8 +152,9 @@ def run_study(study, options: RunOptions, progress=True, log=print):
                     "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
                 ours = True
             n_copies = sum(map(len, copies.values()))
-            log(f"study {study.name}: {study.n_cells} cells x {study.networks} networks, {n_tasks} tasks of up to "
-                f"{npt} networks per cell; {len(todo)} tasks to run" + (" (resuming)" if resuming else "")
+            log(f"study {study.name}: {_count(study.n_cells, 'cell')} x {_count(study.networks, 'network')}, "
+                f"{_count(n_tasks, 'task')} of up to {_count(npt, 'network')} per cell; {_count(len(todo), 'task')} "
+                "to run" + (" (resuming)" if resuming else "")
                 + (f", and {n_copies} stored as {'a copy' if n_copies == 1 else 'copies'} of them (cells that train "
                    f"as another: they differ only in settings that act in neither)" if n_copies else ""))
             n_workers = max(1, len(client.scheduler_info().get("workers", {})) or workers)
@@ -227,8 +240,12 @@ def _drive(client, study, options, backend, npt, todo, copies, n_workers, bar):
                 other.cancel()
             values = ", ".join(f"{k}={v}" for k, v in study.cell_values(cell).items())
             where = f"cell {values}" if values else "the study's only cell"
-            raise TaskFailed(f"task {task} (networks {lo}-{hi - 1}) of {where} failed: "
-                             f"{type(err).__name__}: {err}") from err
+            if type(err).__name__ == "KilledWorker":  # Dask's text sends to worker logs the local cluster silences
+                reason = ("KilledWorker: the worker process died each time it ran the task (out of memory, or "
+                          "killed); fewer --networks-per-task need less memory")
+            else:
+                reason = f"{type(err).__name__}: {err}"
+            raise TaskFailed(f"task {task} (networks {lo}-{hi - 1}) of {where} failed: {reason}") from err
         for text in metrics.pop("warnings", ()):
             say(text)
         same = copies.get((cell, task), [])
@@ -399,7 +416,7 @@ def _workers_ignore_ctrl_c():
 
 def _join_scheduler(address, log):
     """A Client of the scheduler at ``address``; ConfigError where the address is malformed or
-    nothing answers there within SCHEDULER_TIMEOUT."""
+    nothing answers there within SCHEDULER_SECONDS, or not as a Dask scheduler."""
     from dask.distributed import Client
     from distributed.comm import parse_address
     from distributed.comm.addressing import parse_host_port
@@ -413,13 +430,47 @@ def _join_scheduler(address, log):
     except (TypeError, ValueError):
         raise ConfigError("scheduler", f"{address!r} is not a scheduler address; expected e.g. "
                                        "tcp://HOST:PORT") from None
-    try:
-        client = Client(address, timeout=SCHEDULER_TIMEOUT)
-    except (OSError, ValueError, TimeoutError) as err:
+    timeout = f"{SCHEDULER_SECONDS}s"
+    # in a thread of its own, waited for with a limit: a server that takes the connection but never
+    # answers as a Dask scheduler would (a dashboard's HTTP port) holds Client() past its timeout
+    joined = {}
+
+    def join():
+        try:
+            joined["client"] = Client(address, timeout=timeout)
+        except BaseException as err:  # noqa: B036 (said below, in this thread)
+            joined["error"] = err
+
+    thread = threading.Thread(target=join, name="spingpu-join-scheduler", daemon=True)
+    thread.start()
+    thread.join(SCHEDULER_SECONDS + JOIN_GRACE_SECONDS)
+    if thread.is_alive():
+        raise ConfigError("scheduler", f"nothing at {address} answered as a Dask scheduler within {timeout} "
+                                       "(a dashboard's or another service's port?); give the scheduler's address, "
+                                       "e.g. tcp://HOST:8786")
+    err = joined.get("error")
+    if isinstance(err, (OSError, ValueError, TimeoutError)):
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ConfigError("scheduler", f"cannot connect to {address} within {SCHEDULER_TIMEOUT}: {reason}") from None
+        raise ConfigError("scheduler", f"cannot connect to {address} within {timeout}: {reason}") from None
+    if isinstance(err, Exception):  # something answered, not in Dask's protocol (an SSH server's greeting)
+        raise ConfigError("scheduler", f"{address} did not answer as a Dask scheduler ({type(err).__name__}: "
+                                       f"{_first_line(err)}); give the scheduler's address, e.g. tcp://HOST:8786") from None
+    if err is not None:
+        raise err
+    client = joined["client"]
     log(f"joined the Dask scheduler at {address}")
+    if not client.scheduler_info().get("workers"):
+        log(f"the scheduler at {address} has no workers yet: the tasks wait until some join (dask worker {address})")
     return client
+
+
+def _count(n, noun):
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def _first_line(err):
+    text = str(err).strip()
+    return text.splitlines()[0][:200] if text else type(err).__name__
 
 
 def summary_table(path, threshold=0.9):

@@ -129,15 +129,19 @@ class Study:
 
     @property
     def digest(self):
-        """sha256 of what determines the numbers: the parsed tables and the contents of the data
-        files they name (``inputs``), not where the files are. Each data file path of the tables
-        (``csv:PATH``, ``data_dir``, ``model.iv_csv``) counts as the sha256 of what it names, so a
-        study folder moved or copied elsewhere keeps its digest; swept paths count as written
-        (they label the store's coordinates) and by the contents they name. A study that reads no
-        data file has the digest of its tables alone, as before data files were hashed."""
+        """sha256 of what determines the numbers: the parsed tables (less ``description``, which
+        only describes them) and the contents of the data files they name (``inputs``), not where
+        the files are. Each data file path of the tables (``csv:PATH``, ``data_dir``,
+        ``model.iv_csv``) counts as the sha256 of what it names, so a study folder moved or copied
+        elsewhere keeps its digest; swept paths count as written (they label the store's
+        coordinates) and by the contents they name. A study that reads no data file has the digest
+        of its tables alone, as before data files were hashed."""
+        return self._digest({k: v for k, v in self.data.items() if k != "description"})
+
+    def _digest(self, data):
         hashes = dict(self.inputs)
         swept_keys = {a.key for a in self.axes}
-        blob = json.dumps(_portable_tables(self.data, hashes, swept_keys), sort_keys=True, default=str).encode()
+        blob = json.dumps(_portable_tables(data, hashes, swept_keys), sort_keys=True, default=str).encode()
         if self.inputs:
             swept = {a.key: [_file_token(a.key, v, Path(self.path).parent, hashes) for v in a.values]
                      for a in self.axes if a.key in FILE_KEYS}
@@ -146,13 +150,14 @@ class Study:
 
     @property
     def digests(self):
-        """Every digest a store of this study may carry: :attr:`digest`, and the one of spingpu
-        before moved folders kept theirs (resolved paths and inputs hashed as they stand), which
-        a store written then from this very folder carries."""
+        """Every digest a store of this study may carry: :attr:`digest`; the one of spingpu before
+        the description was left out (a store made then with the same description); and the one
+        before moved folders kept theirs (resolved paths and inputs hashed as they stand), which a
+        store written then from this very folder carries."""
         blob = json.dumps(self.data, sort_keys=True, default=str).encode()
         if self.inputs:
             blob += json.dumps([list(item) for item in self.inputs]).encode()
-        return self.digest, hashlib.sha256(blob).hexdigest()
+        return self.digest, self._digest(self.data), hashlib.sha256(blob).hexdigest()
 
     def cell_index(self, flat):
         return np.unravel_index(flat, self.shape) if self.axes else ()

@@ -14,17 +14,19 @@ folder, which the next creation in that folder removes (when its process is gone
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import secrets
 import shutil
+import socket
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import ConfigError
-from ..outputs import PARTIAL, partial_owner, remove_stale_partials
+from ..outputs import PARTIAL, _process_alive, partial_owner, remove_stale_partials
 from ..training.results import CELL_VARIABLES, ENGINE_ATTRS, VARIABLES
 
 STORE_MARK = "spingpu_study_digest"
@@ -53,6 +55,46 @@ def create_store(path, study, networks_per_task, attrs):
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+@contextlib.contextmanager
+def run_lock(path):
+    """Hold the store ``path`` for one run, from its checks to its last write: a file
+    ``.NAME.lock`` beside it, made atomically, holding this process's host and pid, removed at the
+    end. ConfigError naming ``out`` where another run holds it (two runs writing one store would
+    train its tasks twice, or one would replace the store under the other); a lock left by a run
+    killed on this host (its process gone) is taken over."""
+    path = Path(path)
+    lock = path.with_name(f".{path.name}.lock")
+    mine = f"{socket.gethostname()} {os.getpid()}"
+    for _ in range(3):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                host, _, pid = lock.read_text().strip().rpartition(" ")
+            except OSError:
+                host, pid = "", ""
+            if host == socket.gethostname() and pid.isdigit() and not _process_alive(int(pid)):
+                with contextlib.suppress(FileNotFoundError):
+                    lock.unlink()  # a killed run's
+                continue
+            owner = f"process {pid} on {host}" if pid.isdigit() else "another run"
+            raise ConfigError("out", f"{path} is being written by another run ({owner}); wait for it to end, or "
+                                     f"remove {lock} if that run is gone") from None
+        except OSError as err:  # a folder where the lock cannot be made: the store could not be written either
+            raise ConfigError("out", f"cannot write beside {path}: {err.strerror or err}") from None
+        with os.fdopen(fd, "w") as handle:
+            handle.write(mine + "\n")
+        break
+    else:
+        raise ConfigError("out", f"{path}: {lock} keeps reappearing; another run is starting on it")
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            if lock.read_text().strip() == mine:
+                lock.unlink()
 
 
 def _move_into_place(tmp, path):
