@@ -13,15 +13,16 @@ class ConfigError(ValueError):
     """A bad value, named by its field, with what is allowed.
 
     ``str(err)`` is one line, ``"<field>: <problem>"``, suitable for a command-line error: line
-    breaks in either (a key or a path that holds one) are written ``\\n``, a field is at most
-    MAX_FIELD characters, and a problem longer than MAX_PROBLEM characters (a whole value
+    breaks in either (a key or a path that holds one) are written ``\\n``, a field longer than
+    MAX_FIELD characters keeps its start and its end (a study file's long path, then the key), and
+    a problem longer than MAX_PROBLEM characters (a whole value
     quoted) keeps its start and its end, where the allowed range is said.
     """
 
     def __init__(self, field: str, problem: str):
         self.field = one_line(str(field))
-        if len(self.field) > MAX_FIELD:  # a key of the user's, quoted whole
-            self.field = self.field[:MAX_FIELD - 3] + "..."
+        if len(self.field) > MAX_FIELD:  # a long path before the key ("<study file>: <key>"), or a long key
+            self.field = f"{self.field[:MAX_FIELD // 3]}...{self.field[-(MAX_FIELD - MAX_FIELD // 3 - 3):]}"
         self.problem = one_line(str(problem))
         if len(self.problem) > MAX_PROBLEM:
             half = (MAX_PROBLEM - 5) // 2
@@ -155,6 +156,8 @@ def bound_text(number):
     if isinstance(number, numbers.Integral):
         return str(int(number))
     number = float(number)
+    if not math.isfinite(number):
+        return repr(number)
 
     def tidy(text):
         mantissa, e, exponent = text.partition("e")

@@ -201,7 +201,11 @@ def remove_stale_partials(target, suffix=""):
     if not folder.is_dir():
         return
     host, prefix = socket.gethostname(), f".{target.name}{PARTIAL}"
-    for item in folder.iterdir():
+    try:
+        items = list(folder.iterdir())
+    except OSError:  # a folder one may write to but not list: nothing to tidy
+        return
+    for item in items:
         name = item.name
         if not name.startswith(prefix) or not name.endswith(suffix) or item.is_symlink():
             continue

@@ -495,7 +495,10 @@ def test_a_config_error_is_one_bounded_line_that_keeps_its_allowed_range():
     err = ConfigError(key, f"got {value}; allowed: 1 <= value <= 1e7 (ohm)")
     text = str(err)
     assert "\n" not in text and "\r" not in text and text.endswith("; allowed: 1 <= value <= 1e7 (ohm)")
-    assert len(err.field) == MAX_FIELD and err.field.startswith("k\\nk\\n") and err.field.endswith("...")
+    assert len(err.field) == MAX_FIELD and err.field.startswith("k\\nk\\n") and err.field.endswith("k\\n")
+    assert "..." in err.field
+    path_key = ConfigError("/a" * 150 + "/study.toml: training.lr", "-1 is out of range")  # a long study path
+    assert path_key.field.endswith("/study.toml: training.lr") and path_key.field.startswith("/a/a")
     assert len(err.problem) <= MAX_PROBLEM and err.problem.startswith("got v\\r\\nv\\r\\n") and " ... " in err.problem
     assert str(pickle.loads(pickle.dumps(err))) == text  # as a Dask worker's error comes back
     assert str(ConfigError("lr", "-1.0 is out of range; allowed: 0 < value <= 100")) == \
@@ -503,7 +506,8 @@ def test_a_config_error_is_one_bounded_line_that_keeps_its_allowed_range():
 
 
 @pytest.mark.parametrize("text, every, gamma", [("step:1e3:0.5", 1000, 0.5), ("step:2.0:.5", 2, 0.5),
-                                                ("exp:5e-1", 1, 0.5), ("exp:+0.25", 1, 0.25)])
+                                                ("exp:5e-1", 1, 0.5), ("exp:+0.25", 1, 0.25),
+                                                ("step: 100:0.5", 100, 0.5), ("exp: 0.99 ", 1, 0.99)])
 def test_a_schedules_numbers_are_decimals_as_written(text, every, gamma):
     from spingpu import Schedule
 

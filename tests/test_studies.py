@@ -1384,7 +1384,7 @@ def test_resume_adopts_the_stores_networks_per_task_unless_another_is_given(tmp_
     ("notaurl", "scheduler: 'notaurl' is not a scheduler address; expected e.g. tcp://HOST:PORT"),
     ("tcp://", "scheduler: 'tcp://' is not a scheduler address; expected e.g. tcp://HOST:PORT"),
     ("tcp://127.0.0.1:1", "scheduler: cannot connect to tcp://127.0.0.1:1 within 1s: "),
-    ("silent", "scheduler: nothing at tcp://127.0.0.1:PORT answered as a Dask scheduler within 1s (a dashboard's or "
+    ("silent", "scheduler: nothing at tcp://127.0.0.1:PORT answered as a Dask scheduler within 3 s (a dashboard's or "
                "another service's port?); give the scheduler's address, e.g. tcp://HOST:8786"),
     ("greeting", "scheduler: "),  # either it answers something unreadable, or never: both said as such
 ])
@@ -1641,34 +1641,61 @@ def test_errors_stay_one_bounded_line_whatever_the_study_file_holds(tmp_path):
 
 
 def test_a_store_is_written_by_one_run_at_a_time(tmp_path, monkeypatch):
-    """A run holds its store through a lock file beside it (.NAME.lock: host and pid): a second
-    --resume would train the same tasks again, an --overwrite would replace the store under the
-    first run. Either is refused in one line while the holder lives, the store untouched; a lock
-    whose process is gone (killed on this host) is taken over; another host's is left to the user;
-    a finished run leaves none."""
+    """A run holds its store by an exclusive flock on a file beside it (.NAME.lock, saying host and
+    pid): a second --resume would train the same tasks again, an --overwrite would replace the
+    store under the first run. Either is refused in one line while the lock is held (also through
+    a link to the store, and on a study's first run, before results/ existed), the store untouched;
+    a lock file whose holder is gone (the kernel drops a killed process's lock) is taken; a
+    finished run leaves none."""
+    import fcntl
     import socket
 
     monkeypatch.chdir(tmp_path)
     study_path, _, out = tiny_study_and_store(tmp_path, "numpy")
     lock = out.with_name(".tiny.zarr.lock")
     before = sorted(p.name for p in out.iterdir())
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
-                          text=True).stdout.strip()
-    for owner, flags in ((f"{socket.gethostname()} {os.getpid()}", ["--resume"]),  # a live run here
-                         (f"{socket.gethostname()} {os.getpid()}", ["--overwrite"]),
-                         (f"other-{socket.gethostname()} {dead}", ["--resume"])):  # another host's: not ours to judge
-        lock.write_text(owner + "\n")
-        rc, printed, err = run_main(["run", str(study_path), *flags, *FAST])
-        pid, host = owner.split()[1], owner.split()[0]
-        assert rc == 2 and printed == "" and err == (
-            f"spingpu run: error: out: {out} is being written by another run (process {pid} on {host}); wait for "
-            f"it to end, or remove {lock} if that run is gone\n"), err
-        assert sorted(p.name for p in out.iterdir()) == before and lock.read_text() == owner + "\n"
-    lock.write_text(f"{socket.gethostname()} {dead}\n")  # a run killed on this host
-    run_ok(["run", str(study_path), "--resume", *FAST])
+    owner = f"{socket.gethostname()} 4242"
+    link = tmp_path / "link.zarr"
+    link.symlink_to(out.resolve(), target_is_directory=True)
+    with open(lock, "w") as held:  # another run, here or on another host sharing the folder
+        held.write(owner + "\n")
+        held.flush()
+        fcntl.flock(held, fcntl.LOCK_EX)
+        for flags in (["--resume"], ["--overwrite"], ["--resume", "--out", str(link)]):
+            rc, printed, err = run_main(["run", str(study_path), *flags, *FAST])
+            shown = link if str(link) in flags else out
+            assert rc == 2 and printed == "" and err == (
+                f"spingpu run: error: out: {shown} is being written by another run (process 4242 on "
+                f"{socket.gethostname()}); wait for it to end\n"), err
+            assert sorted(p.name for p in out.iterdir()) == before and lock.read_text() == owner + "\n"
+    run_ok(["run", str(study_path), "--resume", *FAST])  # the file is left, its lock is not held
     assert not lock.exists() and np.isfinite(load(out).test_acc.values).all()
     run_ok(["run", str(study_path), "--overwrite", *FAST])
     assert sorted(os.listdir("results")) == ["tiny.zarr"]
+
+
+def test_a_first_run_holds_its_store_before_results_exists(tmp_path, monkeypatch):
+    """The default store's folder (results/) is made before the lock is taken, and removed again
+    where the run is refused before its store is made."""
+    from spingpu.studies import runner, store
+
+    monkeypatch.chdir(tmp_path)
+    study = write(tmp_path / "study.toml", 'name = "tiny"\n' + BASE)
+    held = []
+    real = store.run_lock
+
+    def spy(path):
+        held.append(Path(path).parent.is_dir())
+        return real(path)
+
+    monkeypatch.setattr(store, "run_lock", spy)
+    run_ok(["run", str(study), *FAST])
+    assert held == [True] and sorted(os.listdir("results")) == ["tiny.zarr"]
+    shutil.rmtree("results")
+    monkeypatch.setattr(runner, "_run_held", lambda *a: {}.pop("refused"))
+    with pytest.raises(KeyError):
+        runner.run_study(load_study(study), runner.RunOptions(out="results/tiny.zarr", backend="numpy"))
+    assert os.listdir(tmp_path) == ["study.toml"]
 
 
 def test_joining_a_scheduler_without_workers_says_so():

@@ -538,6 +538,18 @@ def test_a_study_whose_description_changed_resumes_its_store(tmp_path):
     zarr.consolidate_metadata(str(out))
     rc, printed, err = run_main(["run", str(study_path), "--out", str(out), "--resume", *FAST])
     assert rc == 0 and f"every task of {out} is stored; nothing to run" in printed, err
-    write(study_path, text.replace("epochs = 2", "epochs = 3"))  # a setting that counts still does
+    write(study_path, text.replace("epochs = 2", "epochs = 3").replace('"small"', '"other"'))
     rc, _, err = run_main(["run", str(study_path), "--out", str(out), "--resume", *FAST])
-    assert rc == 2 and "epochs" in err, err
+    assert rc == 2 and "training.epochs = 2 in the store, 3 in the study" in err and "description =" not in err, err
+
+
+def test_a_set_value_that_only_another_cells_settings_refuse_is_not_an_error(tmp_path):
+    """[model] name = "stt_compact" with a macrospin parameter, and model.name swept to macrospin
+    alone: every cell is a valid macrospin model, so the study loads (with the warning that the
+    set name is replaced); a set name that is no model is refused."""
+    text = ('name = "m"\n' + BASE + '\n[model]\nname = "stt_compact"\n[model.params]\nalpha = 0.02\n'
+            '[sweep]\n"model.name" = ["macrospin"]\n')
+    with pytest.warns(spingpu.UnusedSettingWarning, match="model.name: set to 'stt_compact' and swept"):
+        assert load_study(write(tmp_path / "m.toml", text)).n_cells == 1
+    with pytest.raises(spingpu.ConfigError, match=r"model.name: 'stt_compakt' \(did you mean 'stt_compact'\?\)"):
+        load_study(write(tmp_path / "m.toml", text.replace('"stt_compact"', '"stt_compakt"')))

@@ -54,7 +54,7 @@ class RunOptions:
     networks_per_task: int | None = None
     threads_per_worker: int = 1
     cluster_options: dict = field(default_factory=dict)  # the study's [cluster] table
-    report: bool = True  # whether the HTML report follows (its memory is checked before the run)
+    report: bool = False  # whether an HTML report follows (spingpu run's: its memory is checked before the run)
 
     def __post_init__(self):
         if self.cluster not in ("local", "slurm", "pbs"):
@@ -104,10 +104,16 @@ def run_study(study, options: RunOptions, progress=True, log=print):
                                                        f"{workers} workers has here; allowed here: at most {fits}"
                                                        + (" (--resume keeps the store's split; run it with fewer "
                                                           "--workers)" if options.resume else ""))
-    if Path(options.out).parent.is_dir():  # results/ of the default is made with the store
+    parent = Path(options.out).parent
+    made = not parent.is_dir()
+    parent.mkdir(parents=True, exist_ok=True)  # results/ of the default: its lock goes there
+    try:
         with results_store.run_lock(options.out):
             return _run_held(study, options, backend, workers, gpus, npt, log, progress)
-    return _run_held(study, options, backend, workers, gpus, npt, log, progress)
+    finally:
+        if made:  # refused before the store was made: the folder goes again
+            with contextlib.suppress(OSError):
+                parent.rmdir()
 
 
 def _run_held(study, options, backend, workers, gpus, npt, log, progress):
@@ -436,16 +442,26 @@ def _join_scheduler(address, log):
     joined = {}
 
     def join():
-        try:
-            joined["client"] = Client(address, timeout=timeout)
+        try:  # not Dask's default client: a Client() that fails has set that default already
+            client = Client(address, timeout=timeout, set_as_default=False)
         except BaseException as err:  # noqa: B036 (said below, in this thread)
             joined["error"] = err
+            return
+        joined["client"] = client
+        if joined.get("abandoned"):  # given up on meanwhile: not left open
+            client.close()
 
     thread = threading.Thread(target=join, name="spingpu-join-scheduler", daemon=True)
     thread.start()
-    thread.join(SCHEDULER_SECONDS + JOIN_GRACE_SECONDS)
-    if thread.is_alive():
-        raise ConfigError("scheduler", f"nothing at {address} answered as a Dask scheduler within {timeout} "
+    try:
+        thread.join(SCHEDULER_SECONDS + JOIN_GRACE_SECONDS)
+    finally:
+        joined["abandoned"] = thread.is_alive()  # also on Ctrl-C
+    if "client" in joined and joined["abandoned"]:  # made just now: the thread may not have seen the flag
+        joined["client"].close()
+    if thread.is_alive() or joined["abandoned"]:
+        raise ConfigError("scheduler", f"nothing at {address} answered as a Dask scheduler within "
+                                       f"{SCHEDULER_SECONDS + JOIN_GRACE_SECONDS} s "
                                        "(a dashboard's or another service's port?); give the scheduler's address, "
                                        "e.g. tcp://HOST:8786")
     err = joined.get("error")

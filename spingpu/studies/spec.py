@@ -686,7 +686,8 @@ def _check_not_fixed_and_swept(study, path):
     text and digest): the first cell with it in place of the swept one must build, and a
     ``dataset.name`` (required in its table, swept or not) must name a dataset."""
     from ..datasets import check_dataset_name
-    from ..errors import UnusedSettingWarning
+    from ..devices import available_models
+    from ..errors import UnusedSettingWarning, check_choice
 
     for axis in study.axes:
         *tables, name = axis.key.split(".")
@@ -697,10 +698,16 @@ def _check_not_fixed_and_swept(study, path):
             continue
         replaced = f" (set in its table, where sweep.{axis.key} replaces it in every cell)"
         try:
-            check_dataset_name(table[name]) if axis.key == "dataset.name" else study.cell(0, unswept={axis.key})
+            if axis.key == "dataset.name":
+                check_dataset_name(table[name])
+            elif axis.key == "model.name":
+                check_choice("model.name", table[name], available_models())
+            else:  # the value in the first cell; what only a combination refuses (a model's parameters) is not its fault
+                study.cell(0, unswept={axis.key})
         except ConfigError as err:
             field = "dataset.name" if err.field == "dataset" else err.field
-            raise _err(path, field, err.problem + replaced) from None
+            if field == axis.key:
+                raise _err(path, field, err.problem + replaced) from None
         if axis.key != "dataset.name":
             warnings.warn(f"{axis.key}: set to {table[name]!r} and swept (sweep.{axis.key}): the sweep's values "
                           "replace it in every cell", UnusedSettingWarning, stacklevel=3)

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError
-from ..outputs import PARTIAL, _process_alive, partial_owner, remove_stale_partials
+from ..outputs import PARTIAL, partial_owner, remove_stale_partials
 from ..training.results import CELL_VARIABLES, ENGINE_ATTRS, VARIABLES
 
 STORE_MARK = "spingpu_study_digest"
@@ -59,42 +59,45 @@ def create_store(path, study, networks_per_task, attrs):
 
 @contextlib.contextmanager
 def run_lock(path):
-    """Hold the store ``path`` for one run, from its checks to its last write: a file
-    ``.NAME.lock`` beside it, made atomically, holding this process's host and pid, removed at the
-    end. ConfigError naming ``out`` where another run holds it (two runs writing one store would
-    train its tasks twice, or one would replace the store under the other); a lock left by a run
-    killed on this host (its process gone) is taken over."""
+    """Hold the store ``path`` for one run, from its checks to its last write: an exclusive
+    ``flock`` on a file ``.NAME.lock`` beside it (the store's real path, links followed), which
+    says the holder's host and pid, removed at the end. The kernel drops a lock whose process died
+    (a SIGKILL too), so a killed run's lock file is simply taken. ConfigError naming ``out`` where
+    another run holds it: two runs writing one store would train its tasks twice, or one would
+    replace the store under the other."""
+    import fcntl
+
     path = Path(path)
-    lock = path.with_name(f".{path.name}.lock")
-    mine = f"{socket.gethostname()} {os.getpid()}"
-    for _ in range(3):
+    real = path.resolve()
+    lock = real.parent / f".{real.name}.lock"
+    while True:
         try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            try:
-                host, _, pid = lock.read_text().strip().rpartition(" ")
-            except OSError:
-                host, pid = "", ""
-            if host == socket.gethostname() and pid.isdigit() and not _process_alive(int(pid)):
-                with contextlib.suppress(FileNotFoundError):
-                    lock.unlink()  # a killed run's
-                continue
-            owner = f"process {pid} on {host}" if pid.isdigit() else "another run"
-            raise ConfigError("out", f"{path} is being written by another run ({owner}); wait for it to end, or "
-                                     f"remove {lock} if that run is gone") from None
+            fd = os.open(lock, os.O_CREAT | os.O_RDWR, 0o644)
         except OSError as err:  # a folder where the lock cannot be made: the store could not be written either
             raise ConfigError("out", f"cannot write beside {path}: {err.strerror or err}") from None
-        with os.fdopen(fd, "w") as handle:
-            handle.write(mine + "\n")
-        break
-    else:
-        raise ConfigError("out", f"{path}: {lock} keeps reappearing; another run is starting on it")
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            owner = os.read(fd, 200).decode(errors="replace").strip()
+            os.close(fd)
+            host, _, pid = owner.rpartition(" ")
+            owner = f"process {pid} on {host}" if pid.isdigit() and host else "another run"
+            raise ConfigError("out", f"{path} is being written by another run ({owner}); wait for it to end") from None
+        try:  # the file locked is still the one at that name (not one a finishing run has just removed)
+            same = os.stat(lock).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
     try:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{socket.gethostname()} {os.getpid()}\n".encode())
         yield
     finally:
         with contextlib.suppress(OSError):
-            if lock.read_text().strip() == mine:
-                lock.unlink()
+            lock.unlink()  # while still held: a run waiting on this file sees it gone and makes its own
+        os.close(fd)
 
 
 def _move_into_place(tmp, path):
@@ -230,7 +233,7 @@ def lost_tasks(ds):
     flags = da.asarray(missing.transpose(..., "network").data).rechunk({-1: npt})
     per_task = flags.map_blocks(lambda block: block.any(axis=-1, keepdims=True), dtype=bool,
                                 chunks=flags.chunks[:-1] + ((1,) * len(flags.chunks[-1]),))
-    return done & per_task.compute()
+    return done & per_task.compute(scheduler="threads")  # here, whatever Dask client a caller has open
 
 
 def check_existing(path, study, networks_per_task, resume, overwrite, backend=None):
@@ -332,7 +335,7 @@ def _changed_setting(attrs, study):
         stored = json.loads(attrs.get("study_data", "null"))
     except (TypeError, ValueError):
         return None
-    differences = _differences(stored, _as_stored(study))
+    differences = [d for d in _differences(stored, _as_stored(study)) if d[0] != "description"]  # not in the digest
     if not differences:
         return None
     key, old, new = differences[0]
@@ -367,7 +370,8 @@ def _changed_inputs(attrs, study):
         stored = dict(map(tuple, json.loads(attrs.get("input_files", "[]"))))
     except (TypeError, ValueError):
         return None
-    if json.loads(attrs.get("study_data", "null")) != _as_stored(study):
+    if any(d[0] != "description" for d in _differences(json.loads(attrs.get("study_data", "null")),
+                                                          _as_stored(study))):
         return None  # the study itself changed
     return next((p for p, h in study.inputs if p in stored and stored[p] != h), None)
 

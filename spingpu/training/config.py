@@ -83,6 +83,7 @@ def _decimal(text, whole=False):
     """A number written in ASCII decimal (``0.5``, ``1e3``, or inf or nan; not ``1_0`` or other
     scripts' digits, which float() also reads) as a float, or with ``whole`` as an int (``1e3`` is
     1000); else ValueError."""
+    text = text.strip(" \t")  # spaces around a number, as step: 100:0.5 (not a line break)
     if not whole and text.lower().lstrip("+-") in ("inf", "infinity", "nan"):
         return float(text)  # the range check says what is wrong with it
     if not _DECIMAL.fullmatch(text):
