@@ -16,18 +16,25 @@ os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
 # 20-40 s to compile, ~1 s to load).
 if "PYTEST_XDIST_WORKER" not in os.environ:
     os.environ["SPINGPU_CACHE_DIR"] = __import__("tempfile").mkdtemp(prefix="spingpu-test-kernels-")
-# Numba's own cache (cache=True in kernels/) checks only the changed function's file, not the files
-# of the functions it calls: after an edit of kernels/philox.py, a caller in kernels/variability.py
-# would load its old machine code. A folder named by the kernels' source keeps every test session
-# on code compiled from the source as it is (a NUMBA_CACHE_DIR you set wins).
-if not os.environ.get("NUMBA_CACHE_DIR"):
+# Numba's own cache (cache=True in kernels/, beside the sources) checks only the changed function's
+# file, not the files of the functions it calls: after an edit of kernels/philox.py, a caller in
+# kernels/variability.py would load its old machine code. Where the kernels' source differs from the
+# last session's, their cache files go first (once, by the session's controller).
+if "PYTEST_XDIST_WORKER" not in os.environ and not os.environ.get("NUMBA_CACHE_DIR"):
     import hashlib
-    import tempfile
     from pathlib import Path
 
-    _kernels = sorted((Path(__file__).resolve().parent.parent / "kernels").glob("*.py"))
-    _digest = hashlib.sha256(b"".join(path.read_bytes() for path in _kernels)).hexdigest()[:16]
-    os.environ["NUMBA_CACHE_DIR"] = os.path.join(tempfile.gettempdir(), f"spingpu-test-numba-{os.getuid()}-{_digest}")
+    _kernels = Path(__file__).resolve().parent.parent / "kernels"
+    _digest = hashlib.sha256(b"".join(p.read_bytes() for p in sorted(_kernels.glob("*.py")))).hexdigest()
+    _stamp = _kernels / "__pycache__" / "spingpu-sources.sha256"
+    try:
+        if not _stamp.is_file() or _stamp.read_text() != _digest:
+            for _cached in _stamp.parent.glob("*.nb[ic]"):
+                _cached.unlink()
+            _stamp.parent.mkdir(exist_ok=True)
+            _stamp.write_text(_digest)
+    except OSError:  # a read-only checkout: Numba caches elsewhere (spingpu.kernel_cache)
+        pass
 
 import numba  # noqa: E402
 

@@ -215,7 +215,7 @@ def _drive(client, study, options, backend, npt, todo, copies, n_workers, bar):
     # of one study (copies of a folder share its digest), never receive each other's results.
     run_key = hashlib.sha256(json.dumps([study.digest, str(Path(options.out).resolve()), npt, backend])
                              .encode()).hexdigest()[:16]
-    futures = as_completed()
+    futures = as_completed(loop=client.loop)  # the run's client: it is not Dask's default (_join_scheduler)
     pending = {}
 
     def submit():
