@@ -2,6 +2,7 @@
 
 import csv
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -90,6 +91,7 @@ def test_summary_equals_reductions_of_the_dataset(tmp_path):
         assert row["median_test_acc"] == pytest.approx(np.median(ok), abs=0)
         assert row["q25_test_acc"] == pytest.approx(np.quantile(ok, 0.25), abs=0)
         assert row["q95_test_acc"] == pytest.approx(np.quantile(ok, 0.95), abs=0)
+        assert row["q75_test_acc"] == np.quantile(ok, 0.75) and row["q05_test_acc"] == np.quantile(ok, 0.05)
         assert row["yield"] == pytest.approx(np.sum(ok >= 0.85) / acc.size)  # diverged chips did not train
         assert row["diverged"] == (6 if k == 1 else 0)  # 3 in each of the 2 tasks
         # the 95 % intervals: order statistics of the finite accuracies; Clopper-Pearson over every network
@@ -274,8 +276,21 @@ def test_partial_store_statistics_over_finished_tasks_only(tmp_path, capsys):
     group = zarr.open_group(str(path), mode="r+")
     group["task_done"][0, 2:] = 0
     group["task_done"][1, :] = 0
+    group["test_acc"][0, 20:] = 0.0  # numbers of tasks that did not finish: none of them may count
+    group["extrapolated_readings"][0, 20:] = 0.9
     rows = summary_rows(open_results(path), threshold=0.85)
     ok = acc[np.isfinite(acc)]
+    from scipy import stats as scipy_stats
+
+    median_ci = scipy_stats.quantile_test(ok, q=np.median(ok), p=0.5).confidence_interval(0.95)
+    assert (rows[0]["median_test_acc_lo95"], rows[0]["median_test_acc_hi95"]) == (median_ci.low, median_ci.high)
+    yield_ci = scipy_stats.binomtest(int(np.sum(ok >= 0.85)), 20).proportion_ci(method="exact")
+    assert rows[0]["yield_lo95"] == pytest.approx(yield_ci.low, rel=1e-12, abs=1e-15)
+    assert rows[0]["yield_hi95"] == pytest.approx(yield_ci.high, rel=1e-12)
+    extrapolated = ds_full.extrapolated_readings.isel(delta_i=0).values[:20]
+    assert rows[0]["max_extrapolated_readings"] == np.nanmax(extrapolated) < 0.9
+    assert all(np.isnan(rows[1][k]) for k in ("median_test_acc_lo95", "median_test_acc_hi95", "yield_lo95",
+                                              "yield_hi95", "max_extrapolated_readings"))
     assert np.isnan(acc[[0, 1, 2, 10, 11, 12]]).all() and ok.size == 14
     assert rows[0]["networks"] == 40 and rows[0]["networks_done"] == 20 and rows[0]["diverged"] == 6
     assert rows[0]["yield"] == np.sum(ok >= 0.85) / 20  # of the 20 trained; the 3 diverged failed
@@ -728,7 +743,8 @@ def test_training_curves_are_over_the_networks_that_did_not_diverge(tmp_path):
     assert "did not diverge" in fig.get_suptitle()
 
 
-@pytest.mark.parametrize("values, scale", [([1e-4, 1e-2], "log"), ([1e-4, 1.5e-4], "linear"), ([0.0, 1e-2], "linear")])
+@pytest.mark.parametrize("values, scale", [([1e-4, 1e-2], "log"), ([1e-4, 1.5e-4], "linear"), ([0.0, 1e-2], "linear"),
+                                           ([1e-4, 2e-3], "log"), ([1e-4, 1.9e-3], "linear")])
 def test_a_two_value_sweep_spanning_decades_is_drawn_on_a_log_axis(tmp_path, values, scale):
     from spingpu.plot import accuracy_vs_axis
 
@@ -931,3 +947,69 @@ def test_junction_figure_finds_the_junction_cells_of_a_sweep_that_starts_with_a_
     assert "grad_mode=fd_forward, sigma_d2d=0.1" in " ".join(fig.get_suptitle().split("\n"))
     only_digital, _ = fake_store(tmp_path, {"training.grad_mode": ["tanh", "relu"]}, name="digital")
     assert "The study's junctions" not in dict(study_figures(open_results(only_digital)))
+
+
+def test_the_summary_carries_each_cells_teacher_accuracy(tmp_path):
+    """teacher_test_acc, one value per cell, is the summary's, the CSV's and the HTML's teacher
+    column; a store without a teacher has NaN and no such column."""
+    from spingpu.report import write_report
+
+    path, study = fake_store(tmp_path, {"neuron.delta_i": [1e-5, 2e-5]}, npt=40)
+    plain = summary_rows(open_results(path), 0.9)
+    assert all(np.isnan(row["teacher_test_acc"]) for row in plain)
+    assert "<th>teacher</th>" not in (Path(write_report(path))).read_text()
+    teachers = np.random.default_rng().uniform(0.8, 1.0, 2)
+    ds = open_results(path)
+    for cell, value in enumerate(teachers):
+        metrics = {name: ds[name].isel(delta_i=cell).values for name in ("train_loss", "train_acc", "val_acc",
+                   "grad_cosine", "deriv_rel_err", "test_acc", "diverged", "extrapolated_readings")}
+        write_task(path, study, cell, 0, dict(metrics, teacher_test_acc=value))
+        mark_done(path, study, cell, 0)
+    rows = summary_rows(open_results(path), 0.9)
+    assert [row["teacher_test_acc"] for row in rows] == list(teachers)
+    html = Path(write_report(path)).read_text()
+    assert "<th>teacher</th>" in html
+    with open(tmp_path / "fake.summary.csv") as handle:
+        assert [float(r["teacher_test_acc"]) for r in csv.DictReader(handle)] == list(teachers)
+
+
+def test_the_figures_draw_the_tables_numbers_of_an_incomplete_store(tmp_path):
+    """In a store whose unfinished tasks hold numbers (0 here), the accuracy-vs-axis medians, the
+    heatmaps' medians and yields at a threshold other than the default, and the 5-95 % and IQR
+    bands are the summary's (numbers of the finished networks only; NaN where nothing finished)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import zarr
+
+    from spingpu.plot.study import accuracy_vs_axis, heatmap
+
+    path, study = fake_store(tmp_path, {"neuron.delta_i": [1e-5, 2e-5, 4e-5], "readout.read_noise": [0.0, 1e-3]},
+                             npt=10)
+    group = zarr.open_group(str(path), mode="r+")
+    group["task_done"][0, 0, 2:] = 0  # delta_i 1e-5, read_noise 0: tasks 2 and 3 never finished
+    group["task_done"][2, 1, :] = 0  # delta_i 4e-5, read_noise 1e-3: nothing finished
+    group["test_acc"][0, 0, 20:] = 0.0
+    group["test_acc"][2, 1, :] = 0.0
+    ds = open_results(path)
+    threshold = 0.85
+    rows = summary_rows(ds, threshold)
+    grid = {key: np.array([row[key] for row in rows]).reshape(3, 2).T * 100 for key in ("median_test_acc", "yield")}
+    fig = heatmap(ds, "delta_i", "read_noise", threshold=threshold)
+    for ax, key in ((fig.axes[0], "median_test_acc"), (next(a for a in fig.axes if a.get_title().startswith("yield")),
+                                                       "yield")):
+        shown = np.ma.filled(ax.get_images()[0].get_array().astype(float), np.nan)
+        np.testing.assert_allclose(shown, grid[key], rtol=1e-12, err_msg=key)
+    assert np.isnan(grid["median_test_acc"][1, 2])
+    one = open_results(path).sel(read_noise=0.0)  # one numeric axis left: one curve
+    rows = [r for r in summary_rows(ds, threshold) if r["read_noise"] == 0.0]
+    ax = accuracy_vs_axis(one, "delta_i", threshold).axes[0]
+    line = next(line for line in ax.lines if line.get_marker() == "o")
+    np.testing.assert_allclose(line.get_ydata(), [100 * r["median_test_acc"] for r in rows], rtol=1e-12)
+    done = [ds.test_acc.values[0, 0, :20], ds.test_acc.values[1, 0], ds.test_acc.values[2, 0]]  # finished networks
+    for band, (lo, hi) in zip(ax.collections[:2], ((0.05, 0.95), (0.25, 0.75))):
+        ys = band.get_paths()[0].vertices[:, 1]
+        for k, acc in enumerate(done):
+            ok = 100 * acc[np.isfinite(acc)]
+            assert np.isclose(ys, np.quantile(ok, lo), rtol=1e-12).any() and np.isclose(ys, np.quantile(ok, hi),
+                                                                                           rtol=1e-12).any(), (k, lo)

@@ -343,3 +343,22 @@ def test_a_store_of_an_earlier_results_scheme_is_not_resumed(tmp_path):
     assert str(err.value) == (f"resume: {out} was written by a spingpu whose numbers differ from this one's (results "
                               f"scheme 0, this is {RESULTS_SCHEME}: e.g. macrospin junctions at T > 0 and spaced sweep "
                               "values changed on 2026-12-01); resuming would mix both; use another --out or --overwrite")
+
+
+def test_last_epoch_values_of_networks_trained_one_epoch_and_of_none():
+    """A network whose train_loss is finite at epoch 1 alone has its epoch-1 value (a one-epoch
+    cell's cosine was n/a where the first position counted as none); one with no finite epoch,
+    NaN; a diverged one, NaN whatever it holds."""
+    import xarray as xr
+
+    rng = np.random.default_rng()
+    cosine = rng.uniform(0.2, 1.0, (4, 3))
+    loss = rng.uniform(0.1, 1.0, (4, 3))
+    loss[0, 1:] = np.nan  # trained one epoch
+    loss[1, :] = np.nan  # none
+    loss[2, 2:] = np.nan  # two
+    ds = xr.Dataset({"train_loss": (("network", "epoch"), loss), "grad_cosine": (("network", "epoch"), cosine),
+                     "diverged": ("network", np.array([False, False, False, True]))},
+                    coords={"network": np.arange(4), "epoch": np.arange(1, 4)})
+    got = last_epoch_values(ds, "grad_cosine").values
+    np.testing.assert_array_equal(got, [cosine[0, 0], np.nan, cosine[2, 1], np.nan])
