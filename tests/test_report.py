@@ -1013,3 +1013,31 @@ def test_the_figures_draw_the_tables_numbers_of_an_incomplete_store(tmp_path):
             ok = 100 * acc[np.isfinite(acc)]
             assert np.isclose(ys, np.quantile(ok, lo), rtol=1e-12).any() and np.isclose(ys, np.quantile(ok, hi),
                                                                                            rtol=1e-12).any(), (k, lo)
+
+
+def test_a_pooled_points_chips_are_those_with_a_result_in_any_pooled_cell(tmp_path):
+    """Pooled cells that finished different tasks: against delta_i, the point of 5e-6 pools 20
+    results of read_noise 0 (its task 1 unfinished) and 40 of read_noise 1e-3, from 40 distinct
+    chips (any cell's), not 20 (every cell's): the interval is Clopper-Pearson at n = 40,
+    k = 40 hits / 60 (scipy.stats.beta, written out here)."""
+    import zarr
+    from scipy.stats import beta
+
+    from spingpu.plot import accuracy_vs_axis
+
+    path, study = fake_store(tmp_path, {"neuron.delta_i": [5e-6, 2e-5], "readout.read_noise": [0.0, 1e-3]}, npt=20)
+    dims = [a.dim for a in study.axes]
+    group = zarr.open_group(str(path), mode="r+")
+    done = group["task_done"][...]
+    index = [0] * len(dims) + [1]
+    index[dims.index("read_noise")] = 0
+    done[tuple(index)] = 0  # delta_i 5e-6, read_noise 0: networks 20-39 unfinished
+    group["task_done"][...] = done
+    with open_results(path) as ds:
+        acc = ds.test_acc.isel(delta_i=0).transpose("read_noise", "network").values
+        results = np.concatenate([acc[0, :20], acc[1]])
+        hits = int(np.sum(results >= 0.8))
+        k = 40 * hits / 60
+        expected = (beta.ppf(0.025, k, 40 - k + 1), beta.ppf(0.975, k + 1, 40 - k))
+        segment = accuracy_vs_axis(ds, "delta_i", threshold=0.8).axes[1].collections[-1].get_segments()[0]
+    np.testing.assert_allclose(segment[:, 1], [100 * e for e in expected], rtol=1e-12)
