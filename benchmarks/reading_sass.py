@@ -44,18 +44,25 @@ def kernels():
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from float32_reading import normal_pair_f32, stt_compact_f32
 
-    def physical(current, rows, out):
-        k = cuda.grid(1)
-        if k < current.size:
-            v, d = stt_compact(current[k], rows[k, 0], rows[k, 1], rows[k, 2], rows[k, 3], rows[k, 4], rows[k, 5])
-            out[k] = v + d
+    def reading(junction):
+        """A kernel of one reading per thread of ``junction(I, 6 row values)`` -> (V, dV/dI)."""
+        def read(current, rows, out):
+            k = cuda.grid(1)
+            if k < current.size:
+                v, d = junction(current[k], rows[k, 0], rows[k, 1], rows[k, 2], rows[k, 3], rows[k, 4], rows[k, 5])
+                out[k] = v + d
 
-    def prepared(current, rows, out):
-        k = cuda.grid(1)
-        if k < current.size:
-            v, d = stt_compact_prepared(current[k], rows[k, 0], rows[k, 1], rows[k, 2], rows[k, 3], rows[k, 4],
-                                        rows[k, 5])
-            out[k] = v + d
+        return read
+
+    def draws(normals):
+        """A kernel of one Philox normal pair per thread."""
+        def draw(counters, k0, k1, out):
+            k = cuda.grid(1)
+            if k < out.size:
+                a, b = normals(counters[k, 0], counters[k, 1], counters[k, 2], counters[k, 3], k0, k1)
+                out[k] = a + b
+
+        return draw
 
     def measured(current, rows, table, out):
         k = cuda.grid(1)
@@ -63,32 +70,14 @@ def kernels():
             v, d = tabulated(current[k], rows[k, 0], rows[k, 1], rows[k, 2], table)
             out[k] = v + d
 
-    def noise(counters, k0, k1, out):
-        k = cuda.grid(1)
-        if k < out.size:
-            a, b = normal_pair(counters[k, 0], counters[k, 1], counters[k, 2], counters[k, 3], k0, k1)
-            out[k] = a + b
-
-    def prepared_f32(current, rows, out):
-        k = cuda.grid(1)
-        if k < current.size:
-            v, d = stt_compact_f32(current[k], rows[k, 0], rows[k, 1], rows[k, 2], rows[k, 3], rows[k, 4], rows[k, 5])
-            out[k] = v + d
-
-    def noise_f32(counters, k0, k1, out):
-        k = cuda.grid(1)
-        if k < out.size:
-            a, b = normal_pair_f32(counters[k, 0], counters[k, 1], counters[k, 2], counters[k, 3], k0, k1)
-            out[k] = a + b
-
     junction = "(float64[::1], float64[:, ::1], float64[::1])"
-    return [("stt_compact (parameters)", physical, junction),
-            ("stt_compact_prepared (kernel rows)", prepared, junction),
+    return [("stt_compact (parameters)", reading(stt_compact), junction),
+            ("stt_compact_prepared (kernel rows)", reading(stt_compact_prepared), junction),
             ("tabulated (Hermite)", measured, "(float64[::1], float64[:, ::1], float64[:, ::1], float64[::1])"),
-            ("normal_pair (2 normals)", noise, "(int64[:, ::1], int64, int64, float64[::1])"),
-            ("float32: stt_compact, 6 Newton steps unrolled", prepared_f32,
+            ("normal_pair (2 normals)", draws(normal_pair), "(int64[:, ::1], int64, int64, float64[::1])"),
+            ("float32: stt_compact, 6 Newton steps unrolled", reading(stt_compact_f32),
              "(float32[::1], float32[:, ::1], float32[::1])"),
-            ("float32: normal_pair", noise_f32, "(int64[:, ::1], int64, int64, float32[::1])")]
+            ("float32: normal_pair", draws(normal_pair_f32), "(int64[:, ::1], int64, int64, float32[::1])")]
 
 
 def cubin(ptx, arch):

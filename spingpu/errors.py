@@ -168,6 +168,11 @@ def bound_text(number):
     return min(exact, key=len)
 
 
+def count_text(n, noun):
+    """``1 cell``, ``3 cells``: a count and its noun, in the plural unless it is one."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def _describe(low, high, low_open=False, high_open=False, allow_inf=False):
     if low is not None and high is not None:
         text = f"{bound_text(low)} {'<' if low_open else '<='} value {'<' if high_open else '<='} {bound_text(high)}"

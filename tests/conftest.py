@@ -88,6 +88,23 @@ def gaussian_blobs(seed, n_samples, n_features, split_seed, n_classes=3):
 
 
 @pytest.fixture(scope="session")
+def compiler_python():
+    """``compiler_python(*args, timeout=600)``: ``python *args`` in a process of its own with the
+    real numba-cuda (the compiler, not the simulator: NUMBA_ENABLE_CUDASIM unset), its output
+    captured as text; the CompletedProcess. Skips the test where numba-cuda is not installed."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("numba_cuda")
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
+
+    def run(*args, timeout=600):
+        return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env, timeout=timeout)
+
+    return run
+
+
+@pytest.fixture(scope="session")
 def make_blobs():
     """``make_blobs(seed, n_samples, n_features, split_seed)``: see :func:`gaussian_blobs`."""
     return gaussian_blobs

@@ -305,19 +305,14 @@ def test_the_pair_timings_problems_run_in_the_simulator(monkeypatch):
     np.testing.assert_allclose(tanh[16], 1 - np.tanh(tanh[0]) ** 2, rtol=1e-5)
 
 
-def test_the_precision_parts_float32_reading_compiles_to_float32_arithmetic():
+def test_the_precision_parts_float32_reading_compiles_to_float32_arithmetic(compiler_python):
     """gpu_check's precision part times a float32 junction reading against the engines' float64
     one; that says what float32 physics would buy only if the float32 kernel computes in float32.
     Compiled to PTX for sm_90 (the compiler, not the simulator), its float64 instructions are the
     few of libdevice's reduction of huge sine and cosine arguments (never reached: 0 <= 2 pi u <=
     2 pi), against hundreds in the float64 kernel."""
-    import os
-    import subprocess
-    import sys
     from pathlib import Path
 
-    pytest.importorskip("numba_cuda")
-    env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
     code = ("import re, sys\n"
             f"sys.path.insert(0, {str(Path(__file__).resolve().parent.parent / 'benchmarks')!r})\n"
             "from float32_reading import reading_kernels\n"
@@ -326,7 +321,7 @@ def test_the_precision_parts_float32_reading_compiles_to_float32_arithmetic():
             "    text = ptx.compile_ptx(kernel.py_func, f'({t}[::1], {t}[:, ::1], {t}, uint64, uint64, {t}[::1])')\n"
             "    ops = re.findall(r'^\\s+(?:@%p\\d+\\s+)?((?:add|sub|mul|fma|div|sqrt|rcp|neg|abs)\\.\\S+)', text, re.M)\n"
             "    print(sum('f64' in op for op in ops), sum('f32' in op for op in ops))\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, env=env)
+    out = compiler_python("-c", code)
     assert out.returncode == 0, out.stderr[-2000:]
     (f64_in_f64, f32_in_f64), (f64_in_f32, f32_in_f32) = (map(int, line.split()) for line in out.stdout.splitlines())
     assert f64_in_f64 > 100 and f64_in_f32 <= 4 and f32_in_f32 > 100, out.stdout

@@ -134,21 +134,15 @@ def test_a_log_without_a_resource_line_still_counts_as_assembled(monkeypatch):
     assert lines[-1] == "  (2 kernels assembled without a register report: their launch check was skipped)"
 
 
-def test_kernels_compile_under_a_numpy_without_row_stack():
+def test_kernels_compile_under_a_numpy_without_row_stack(compiler_python):
     """NumPy 2.5 removed ``row_stack``, which numba-cuda 0.30.4 names at its first compilation
     (spingpu.kernels.cuda_setup): a fresh process without it still compiles a kernel to PTX, and
     the alias is back."""
-    import os
-    import subprocess
-    import sys
-
-    pytest.importorskip("numba_cuda")
-    env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}  # the compiler, not the simulator
     code = ("import numpy as np\n"
             "np.__dict__.pop('row_stack', None)\n"
             "from spingpu.kernels import batched_cuda, ptx\n"
             "text = ptx.compile_ptx(batched_cuda.network_mean, '(float64[:, ::1], float64[::1])')\n"
             "print('.entry' in text, np.row_stack is np.vstack)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, env=env)
+    out = compiler_python("-c", code)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split() == ["True", "True"]

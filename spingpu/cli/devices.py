@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConfigError, check_range
+from ..errors import ConfigError, check_range, count_text
 from ..outputs import size_text
 from .options import add_spread_options, integer, named_as_options, params_dict
 
@@ -147,18 +147,15 @@ def check_memory(model, samples, points, csv=False, plot=False):
     fits = []
     max_points = (free - samples * per_sample) // (per_point + samples * per_both)
     if max_points >= 2:
-        fits.append(f"at most {max_points} points with {_count(samples, 'sample')}")
+        fits.append(f"at most {max_points} points with {count_text(samples, 'sample')}")
     max_samples = (free - points * per_point) // (per_sample + points * per_both)
     if max_samples >= 1:
-        fits.append(f"at most {_count(max_samples, 'sample')} with {points} points")
+        fits.append(f"at most {count_text(max_samples, 'sample')} with {points} points")
     smallest = memory_needed(model, 1, 2, csv, plot)[0]
     allowed = " or ".join(fits) if fits else f"nothing (1 sample at 2 points needs {size_text(smallest)})"
-    raise ConfigError("samples/points", f"{_count(samples, 'sample')} x {points} points need at least {size_text(need)} "
-                                        f"of memory, and {size_text(free)} is available; allowed here: {allowed}")
-
-
-def _count(n, word):
-    return f"{n} {word}{'' if n == 1 else 's'}"
+    raise ConfigError("samples/points", f"{count_text(samples, 'sample')} x {points} points need at least "
+                                        f"{size_text(need)} of memory, and {size_text(free)} is available; "
+                                        f"allowed here: {allowed}")
 
 
 def _warn_extrapolation(model, current, nominal_beyond, sampled_beyond):

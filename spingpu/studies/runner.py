@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConfigError, SpingpuWarning, check_range
+from ..errors import ConfigError, SpingpuWarning, check_range, count_text
 from ..progress import STUDY_SETUP, tqdm_options
 from ..signals import deferred_interrupts, raise_if_stopped
 from . import store as results_store
@@ -158,9 +158,9 @@ def _run_held(study, options, backend, workers, gpus, npt, log, progress):
                     "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
                 ours = True
             n_copies = sum(map(len, copies.values()))
-            log(f"study {study.name}: {_count(study.n_cells, 'cell')} x {_count(study.networks, 'network')}, "
-                f"{_count(n_tasks, 'task')} of up to {_count(npt, 'network')} per cell; {_count(len(todo), 'task')} "
-                "to run" + (" (resuming)" if resuming else "")
+            log(f"study {study.name}: {count_text(study.n_cells, 'cell')} x {count_text(study.networks, 'network')}, "
+                f"{count_text(n_tasks, 'task')} of up to {count_text(npt, 'network')} per cell; "
+                f"{count_text(len(todo), 'task')} to run" + (" (resuming)" if resuming else "")
                 + (f", and {n_copies} stored as {'a copy' if n_copies == 1 else 'copies'} of them (cells that train "
                    f"as another: they differ only in settings that act in neither)" if n_copies else ""))
             n_workers = max(1, len(client.scheduler_info().get("workers", {})) or workers)
@@ -284,8 +284,7 @@ def check_driver_memory(study, report=True):
     summary = DRIVER_BYTES_PER_NETWORK + SUMMARY_BYTES_PER_NETWORK_CELL * study.n_cells
     if free is None or study.networks * per_network <= free:
         return
-    cells = f"{study.n_cells} cells" if study.n_cells > 1 else "1 cell"
-    raise ConfigError("networks", f"{study.networks} networks x {cells} need about "
+    raise ConfigError("networks", f"{study.networks} networks x {count_text(study.n_cells, 'cell')} need about "
                                   f"{size_text(study.networks * per_network)} of memory here for the summary"
                                   f"{' and report' if report else ''} of their results, and {size_text(free)} is "
                                   f"available; allowed here: at most {free // per_network} networks"
@@ -470,7 +469,8 @@ def _join_scheduler(address, log):
         raise ConfigError("scheduler", f"cannot connect to {address} within {timeout}: {reason}") from None
     if isinstance(err, Exception):  # something answered, not in Dask's protocol (an SSH server's greeting)
         raise ConfigError("scheduler", f"{address} did not answer as a Dask scheduler ({type(err).__name__}: "
-                                       f"{_first_line(err)}); give the scheduler's address, e.g. tcp://HOST:8786") from None
+                                       f"{results_store._first_line(err)}); give the scheduler's address, e.g. "
+                                       "tcp://HOST:8786") from None
     if err is not None:
         raise err
     client = joined["client"]
@@ -478,15 +478,6 @@ def _join_scheduler(address, log):
     if not client.scheduler_info().get("workers"):
         log(f"the scheduler at {address} has no workers yet: the tasks wait until some join (dask worker {address})")
     return client
-
-
-def _count(n, noun):
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
-
-
-def _first_line(err):
-    text = str(err).strip()
-    return text.splitlines()[0][:200] if text else type(err).__name__
 
 
 def summary_table(path, threshold=0.9):
