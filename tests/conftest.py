@@ -14,8 +14,14 @@ os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
 # the single process) and inherited by its worker processes, their subprocesses and Dask workers,
 # so that a model's kernels compiled by one worker are loaded by the others (a fused trainer takes
 # 20-40 s to compile, ~1 s to load).
+# The controller removes the folder when it exits, after its workers have (~10 MB per session).
 if "PYTEST_XDIST_WORKER" not in os.environ:
-    os.environ["SPINGPU_CACHE_DIR"] = __import__("tempfile").mkdtemp(prefix="spingpu-test-kernels-")
+    import atexit
+    import shutil
+    import tempfile
+
+    os.environ["SPINGPU_CACHE_DIR"] = tempfile.mkdtemp(prefix="spingpu-test-kernels-")
+    atexit.register(shutil.rmtree, os.environ["SPINGPU_CACHE_DIR"], ignore_errors=True)
 # Numba's own cache (cache=True in kernels/, beside the sources) checks only the changed function's
 # file, not the files of the functions it calls: after an edit of kernels/philox.py, a caller in
 # kernels/variability.py would load its old machine code. Where the kernels' source differs from the

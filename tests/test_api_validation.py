@@ -505,6 +505,18 @@ def test_a_config_error_is_one_bounded_line_that_keeps_its_allowed_range():
         "lr: -1.0 is out of range; allowed: 0 < value <= 100"  # a short one as it is
 
 
+@pytest.mark.parametrize("number, text", [(1e7, "1e7"), (10000000, "10000000"), (0.0, "0"), (1e-3, "0.001"),
+                                          (math.pi, "3.141592653589793"), (-2.5e-9, "-2.5e-9"), (1e300, "1e300"),
+                                          (float("inf"), "inf"), (float("-inf"), "-inf"), (float("nan"), "nan"),
+                                          (np.float32(0.1), "0.10000000149011612"), (np.int64(-3), "-3")])
+def test_a_ranges_end_is_written_as_the_shortest_text_that_reads_back(number, text):
+    from spingpu.errors import bound_text
+
+    assert bound_text(number) == text
+    if math.isfinite(float(number)):
+        assert float(text) == float(number)
+
+
 @pytest.mark.parametrize("text, every, gamma", [("step:1e3:0.5", 1000, 0.5), ("step:2.0:.5", 2, 0.5),
                                                 ("exp:5e-1", 1, 0.5), ("exp:+0.25", 1, 0.25),
                                                 ("step: 100:0.5", 100, 0.5), ("exp: 0.99 ", 1, 0.99)])
