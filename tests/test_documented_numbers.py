@@ -154,3 +154,59 @@ def test_a_teacher_is_the_network_it_is_named_for():
         logits[k], accuracy = teacher_logits(data, config, network=k)
         assert accuracy == float(train(data, config, networks=[k], backend="numpy").test_acc[0])
     assert not np.array_equal(logits[first], logits[second])
+
+
+@pytest.mark.parametrize("sigma, documented", [(0.1, 6.1), (0.3, 49)])
+def test_the_fraction_of_junctions_whose_angle_leaves_zero_to_pi_is_the_documented_one(sigma, documented):
+    """README: a sampled stt_compact junction's theta0 +- |dtheta| leaves [0, pi] for 6.1 % of
+    junctions at sigma_d2d = 0.1 and 49 % at 0.3. theta0 ~ N(pi/2, (sigma pi/2)^2) and dtheta ~
+    N(1.2, (1.2 sigma)^2), independent: P = integral of pdf(theta0) P(|dtheta| > min(theta0, pi -
+    theta0)) (SciPy quadrature), against 200,000 independent junctions (member A of each pair; with
+    a d2d spread alone B is the same junction) within 4.5 binomial standard errors."""
+    from scipy import integrate, stats
+
+    def leaving(theta0):
+        margin = min(theta0, math.pi - theta0)
+        inside = stats.norm.cdf(margin, 1.2, 1.2 * sigma) - stats.norm.cdf(-margin, 1.2, 1.2 * sigma)
+        return stats.norm.pdf(theta0, math.pi / 2, sigma * math.pi / 2) * (1.0 - inside if margin > 0 else 1.0)
+
+    exact = integrate.quad(leaving, -10, 10, points=[0.0, math.pi / 2, math.pi], limit=200)[0]
+    assert round(100 * exact, 1 if documented < 10 else 0) == documented
+    rng = np.random.default_rng()
+    model = get_model("stt_compact")
+    names = [p.name for p in model.parameters]
+    params = sample_layer(model, Variability(sigma_d2d=sigma), int(rng.integers(2**63)),
+                          rng.choice(2**32, 20_000, replace=False), int(rng.integers(4)), 10)[:, :, 0]
+    theta0, dtheta = params[..., names.index("theta0")], np.abs(params[..., names.index("dtheta")])
+    fraction = np.mean((theta0 - dtheta < 0) | (theta0 + dtheta > math.pi))
+    assert abs(fraction - exact) < 4.5 * math.sqrt(exact * (1 - exact) / theta0.size), (fraction, exact)
+
+
+@pytest.mark.parametrize("delta_i, median, largest", [(20e-6, 1.4, 5), (100e-6, 7, 21)])
+def test_a_forward_differences_truncation_error_is_the_documented_one(delta_i, median, largest):
+    """README: (V(I + dI) - V(I)) / dI of the nominal stt_compact junction against dV/dI at I, over
+    |I| <= 400 uA, errs by 1.4 % (median) and 5 % (largest) at dI = 20 uA, 7 % and 21 % at 100 uA.
+    V(I) and dV/dI from the documented equation, solved here with SciPy's brentq (V G(theta(I), V)
+    = I) and differentiated implicitly."""
+    from scipy.optimize import brentq
+
+    r_p, tmr0, v_h, theta0, dtheta, i_c = 1000.0, 1.5, 0.5, math.pi / 2, 1.2, 200e-6
+
+    def conductance(current, volts):
+        theta = theta0 - dtheta * math.tanh(current / i_c)
+        tmr = tmr0 / (1 + (volts / v_h) ** 2)
+        return ((1 + math.cos(theta)) / 2 + (1 - math.cos(theta)) / (2 * (1 + tmr))) / r_p
+
+    def volts(current):
+        return brentq(lambda v: v * conductance(current, v) - current, -10.0, 10.0, xtol=1e-15, rtol=1e-15)
+
+    def slope(current):  # dV/dI = (1 - V dG/dI|_V) / (G + V dG/dV|_I), the partials by central differences
+        v, h_i, h_v = volts(current), 1e-9, 1e-7
+        dg_di = (conductance(current + h_i, v) - conductance(current - h_i, v)) / (2 * h_i)
+        dg_dv = (conductance(current, v + h_v) - conductance(current, v - h_v)) / (2 * h_v)
+        return (1 - v * dg_di) / (conductance(current, v) + v * dg_dv)
+
+    errors = np.array([abs((volts(i + delta_i) - volts(i)) / delta_i / slope(i) - 1)
+                       for i in np.linspace(-400e-6, 400e-6, 401)])
+    assert round(100 * float(np.median(errors)), 1 if median < 5 else 0) == median
+    assert round(100 * float(errors.max())) == largest

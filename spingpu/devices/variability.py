@@ -52,7 +52,9 @@ class Variability:
 
     ``sigma_chip``, ``sigma_d2d`` and ``sigma_pair`` apply to every parameter (standard deviations
     of ln p for lognormal parameters, about the relative spread while small; multiples of the
-    parameter's ``spread_scale`` for normal ones).
+    parameter's ``spread_scale`` for normal ones). ``sigma_pair`` is each member's own spread, so
+    the two junctions of a pair differ by ln p_B - ln p_A of std sqrt(2) * sigma_pair: for a
+    measured std s of the A-B difference of neighbouring junctions, give sigma_pair = s / sqrt(2).
     ``per_parameter`` maps a parameter name to its own ``(chip, d2d, pair)`` spreads. Both mappings
     are stored read-only (a Variability, like every configuration object, is frozen).
     ``correlation`` maps a pair of parameter names (a, b) to the correlation rho in (-1, 1) of
