@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ConfigError, check_range
+from .errors import ConfigError
+from .stats import check_threshold
 
 SUMMARY_COLUMNS = ("median_test_acc", "q25_test_acc", "q75_test_acc", "q05_test_acc", "q95_test_acc", "yield",
                    "yield_threshold", "diverged", "networks", "networks_done", "median_grad_cosine",
@@ -232,7 +233,7 @@ def write_report(store, out=None, threshold=0.9, log=None):
     from .outputs import staged_files
     from .studies.store import load_results
 
-    threshold = check_range("threshold", threshold, 0.0, 1.0)
+    threshold = check_threshold(threshold)
     out = Path(out) if out else default_report_path(store)
     ds = load_results(store, REPORT_VARIABLES, LAST_EPOCH)
     out, csv_path = check_report_targets(out, store_inputs(ds))

@@ -39,7 +39,7 @@ import math
 
 import numpy as np
 
-from .errors import check_range
+from .errors import ConfigError, check_range
 
 CONFIDENCE = 0.95
 
@@ -71,6 +71,19 @@ def percent_text(fraction, decimals=1):
 def number_text(value, spec):
     """``value`` formatted with ``spec``, ``n/a`` where it is not finite (a cell with nothing finished)."""
     return format(value, spec) if np.isfinite(value) else "n/a"
+
+
+def check_threshold(threshold):
+    """``threshold`` (a test accuracy counted as a trained chip) as a float in [0, 1]; a ConfigError
+    naming ``threshold`` otherwise, which reads a value in (1, 100] as a percentage given for the
+    fraction (90 for 0.9)."""
+    try:
+        return check_range("threshold", threshold, 0.0, 1.0)
+    except ConfigError as err:
+        if isinstance(threshold, (int, float)) and 1 < threshold <= 100:
+            raise ConfigError("threshold", f"{err.problem} (a fraction: {threshold / 100:g} for {threshold:g} %)") \
+                from None
+        raise
 
 
 def threshold_text(threshold):

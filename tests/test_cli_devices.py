@@ -78,7 +78,7 @@ BAD = [
     (["--param", "tmr0=abc"], "param tmr0: 'abc' is not a number"),
     (["--points", "1"], "points: 1 is out of range; allowed: 2 <= value <= 1000000"),
     (["--samples", "0"], "samples: 0 is out of range; allowed: 1 <= value <= 100000"),
-    (["--i-min", "1e-4", "--i-max", "1e-4"], "i-min: 0.0001 must be below i-max (0.0001)"),
+    (["--i-min", "1e-4", "--i-max", "1e-4"], "i-min: 0.0001 A must be below i-max (0.0001 A)"),
     (["--sigma-d2d", "-0.1"], "sigma-d2d: -0.1 is out of range; allowed: 0 <= value <= 2"),
     (["--model", "tabulated"], "iv-csv: the tabulated model needs exactly one measured curve"),
     (["--iv-csv", "x.csv"], "iv-csv: a measured curve is only used by the 'tabulated' model"),

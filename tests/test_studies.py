@@ -1013,7 +1013,9 @@ def test_invalid_toml_and_missing_study_file(tmp_path, monkeypatch, capsys):
 @pytest.mark.parametrize("extra, message", [
     (["--workers", "0"], "workers: 0 is out of range; allowed: 1 <= value <= 4096"),
     (["--networks-per-task", "0"], "networks-per-task: 0 is out of range"),
-    (["--threshold", "2"], "threshold: 2.0 is out of range; allowed: 0 <= value <= 1"),
+    (["--threshold", "2"], "threshold: 2.0 is out of range; allowed: 0 <= value <= 1 (a fraction: 0.02 for 2 %)"),
+    (["--threshold", "101"], "threshold: 101.0 is out of range; allowed: 0 <= value <= 1"),
+    (["--threshold", "-0.5"], "threshold: -0.5 is out of range; allowed: 0 <= value <= 1"),
     (["--cluster", "k8s"], "cluster: 'k8s'; allowed: local, slurm, pbs"),
     (["--backend", "tpu"], "backend: 'tpu' (did you mean 'cpu'?); allowed: auto, numpy, cpu, cuda"),
     (["--resume"], "resume: no store at results/tiny.zarr to resume"),

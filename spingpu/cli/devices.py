@@ -57,10 +57,10 @@ def run(args):
     # Validate everything before computing or writing anything.
     samples = check_range("samples", args.samples, 1, MAX_SAMPLES, integer=True)
     points = check_range("points", args.points, 2, MAX_POINTS, integer=True)
-    i_min = check_range("i-min", args.i_min, -MAX_CURRENT, MAX_CURRENT)
-    i_max = check_range("i-max", args.i_max, -MAX_CURRENT, MAX_CURRENT)
+    i_min = check_range("i-min", args.i_min, -MAX_CURRENT, MAX_CURRENT, unit="A")
+    i_max = check_range("i-max", args.i_max, -MAX_CURRENT, MAX_CURRENT, unit="A")
     if not i_min < i_max:
-        raise ConfigError("i-min", f"{i_min} must be below i-max ({i_max})")
+        raise ConfigError("i-min", f"{i_min} A must be below i-max ({i_max} A)")
     with named_as_options():
         variability = Variability(sigma_chip=args.sigma_chip, sigma_d2d=args.sigma_d2d, sigma_pair=args.sigma_pair)
     model = get_model(args.model, iv_csv=args.iv_csv, **params_dict(args.param))
@@ -100,9 +100,9 @@ def run(args):
         units = model.settings_units
         print("settings: " + ", ".join(f"{k}={v}{' ' + units[k] if k in units else ''}"
                                        for k, v in model.settings_values.items()))
-    print(f"{samples} pairs, spreads chip {variability.sigma_chip:g}, d2d {variability.sigma_d2d:g}, "
+    print(f"{count_text(samples, 'pair')}, spreads chip {variability.sigma_chip:g}, d2d {variability.sigma_d2d:g}, "
           f"pair {variability.sigma_pair:g}, seed {args.seed}; {points} currents from {i_min * 1e6:g} uA to "
-          f"{i_max * 1e6:g} uA (the table's unit)")
+          f"{i_max * 1e6:g} uA (as the table below gives them)")
     _print_spread(model, curves, i_min, i_max)
     for label, path in (("csv", csv_path), ("plot", png_path)):
         if path is not None:

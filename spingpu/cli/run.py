@@ -24,12 +24,12 @@ def add_parser(sub):
     p.add_argument("--backend", help="auto, cpu, numpy or cuda (default auto; with --resume the store's own)")
     p.add_argument("--networks-per-task", type=integer, help="networks trained per task (default: sized to the workers)")
     p.add_argument("--no-report", action="store_true", help="do not write the HTML report at the end")
-    p.add_argument("--threshold", type=float, default=0.9, help="accuracy counted as a trained chip (default 0.9)")
+    p.add_argument("--threshold", type=float, default=0.9, help="test accuracy, a fraction from 0 to 1, counted as a trained chip (default 0.9)")
     p.set_defaults(run=run)
 
 
 def run(args):
-    from ..errors import check_range
+    from ..stats import check_threshold
     from ..signals import discard_stop, stopped
     from ..studies.runner import RunOptions, TaskFailed, run_study, summary_table
     from ..studies.spec import load_study
@@ -40,7 +40,7 @@ def run(args):
     if args.resume and args.overwrite:  # before the store is looked at: whether it exists or not
         raise ConfigError("resume", "--resume and --overwrite exclude each other")
     study = load_study(args.study)
-    check_range("threshold", args.threshold, 0.0, 1.0)
+    check_threshold(args.threshold)
     out = args.out or str(Path("results") / f"{study.name}.zarr")
     if args.out and not Path(args.out).parent.is_dir():  # results/ of the default is created
         from ..outputs import missing_folder
