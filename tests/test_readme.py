@@ -15,7 +15,8 @@ README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 # Sizes of the README's examples that a test cannot afford (the text, its stand-in); each must occur.
 # (The NumPy engine: the fused one would compile a trainer for the example's network, ~30 s.)
 SMALLER = [("n_networks=1000)", "n_networks=3, backend='numpy')"), ("epochs=200", "epochs=2"),
-           ("networks=np.arange(1000)", "networks=np.arange(7)")]
+           ("networks=np.arange(1000)", "networks=np.arange(7)"), ("networks = 40", "networks = 3"),
+           ("epochs = 100", "epochs = 2"), ("workers=2)", "workers=1, backend='numpy')")]
 
 
 def fenced(language):
@@ -23,7 +24,10 @@ def fenced(language):
     return re.findall(rf"^```{language}\n(.*?)^```", README, flags=re.MULTILINE | re.DOTALL)
 
 
-def test_the_python_examples_run():
+def test_the_python_examples_run(tmp_path):
+    """In a folder of their own (the study example writes its file and store), and with the model
+    registered in the script only: the study's Dask workers, processes of their own, get it from
+    the task (spingpu.devices.models.registered_models)."""
     blocks = fenced("python")
     assert len(blocks) >= 3
     script = "\n".join(blocks)
@@ -32,7 +36,7 @@ def test_the_python_examples_run():
         script = script.replace(text, stand_in)
     # One process of its own: the examples register a model under a global name.
     done = subprocess.run([sys.executable, "-c", script + "\nprint('examples ran')"], capture_output=True,
-                          text=True, env={**os.environ, "PYTHONWARNINGS": "error::SyntaxWarning"}, timeout=600)
+                          text=True, cwd=tmp_path, env={**os.environ, "PYTHONWARNINGS": "error::SyntaxWarning"}, timeout=600)
     assert done.returncode == 0 and done.stdout.rstrip().endswith("examples ran"), done.stderr[-3000:]
 
 

@@ -392,6 +392,26 @@ TABLE_MODELS = ("tabulated",)
 MODULE_MODELS = ("macrospin",)  # built in, defined in their own modules (imported when asked for)
 
 
+_BUILT_IN = dict(_REGISTRY)
+
+
+def registered_models(names):
+    """The models among ``names`` that :func:`register_model` made in this process (a built-in
+    name that it replaced included), for :func:`adopt_models` in another process (a Dask worker of
+    a study: a registration in a script's ``if __name__ == "__main__":`` block, or in a notebook,
+    never runs there). DeviceModels pickle with their functions (by value where those are not
+    importable, as a lambda or a function of ``__main__``)."""
+    return tuple(_REGISTRY[name] for name in dict.fromkeys(names)
+                 if name in _REGISTRY and _REGISTRY[name] is not _BUILT_IN.get(name))
+
+
+def adopt_models(models):
+    """Make ``models`` (of :func:`registered_models` in another process) this process's models of
+    their names, in place of any registered here before: the process that sent them decides."""
+    for model in models:
+        _REGISTRY[model.name] = model
+
+
 def available_models():
     """Names of every model :func:`get_model` knows."""
     return tuple(sorted(set(_REGISTRY) | set(TABLE_MODELS) | set(MODULE_MODELS)))

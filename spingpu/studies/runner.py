@@ -208,9 +208,11 @@ def _plan(study, done):
 def _drive(client, study, options, backend, npt, todo, copies, n_workers, bar):
     from dask.distributed import as_completed
 
+    from ..devices.models import registered_models
     from .tasks import train_task
 
     limit = IN_FLIGHT_PER_WORKER * n_workers
+    models = registered_models(study.model_names)  # registered here: the workers may not have them
     # A task's key names its run (study, store, split, backend): two runs sharing a scheduler, even
     # of one study (copies of a folder share its digest), never receive each other's results.
     run_key = hashlib.sha256(json.dumps([study.digest, str(Path(options.out).resolve()), npt, backend])
@@ -222,7 +224,7 @@ def _drive(client, study, options, backend, npt, todo, copies, n_workers, bar):
         cell, task = todo.popleft()
         lo = task * npt
         hi = min(lo + npt, study.networks)
-        fut = client.submit(train_task, study, cell, lo, hi, backend, options.threads_per_worker,
+        fut = client.submit(train_task, study, cell, lo, hi, backend, options.threads_per_worker, models,
                             key=f"train-{run_key}-{cell}-{task}", pure=False)
         pending[fut.key] = (cell, task, lo, hi)
         futures.add(fut)

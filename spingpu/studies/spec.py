@@ -124,6 +124,12 @@ class Study:
         return math.prod(self.shape)
 
     @property
+    def model_names(self):
+        """Names of the device models its cells use (``model.name``, or its sweep)."""
+        swept = next((a.values for a in self.axes if a.key == "model.name"), None)
+        return tuple(swept) if swept is not None else (self.data.get("model", {}).get("name", "stt_compact"),)
+
+    @property
     def max_epochs(self):
         return max(self.cell(c).config.epochs for c in range(self.n_cells))
 

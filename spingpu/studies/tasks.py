@@ -15,15 +15,18 @@ _CELLS = {}  # per worker process: built cells and teachers' logits, reused by l
 _TEACHERS = {}
 
 
-def train_task(study, cell_number, lo, hi, backend, threads):
+def train_task(study, cell_number, lo, hi, backend, threads, models=()):
     """Metrics (dict of arrays, VARIABLES' names) of networks lo .. hi - 1 of one cell, with
     ``teacher_test_acc`` (CELL_VARIABLES) for a distilled cell, the ``engine`` code, and the
-    ``warnings`` (one-line texts of the SpingpuWarnings) the training gave."""
+    ``warnings`` (one-line texts of the SpingpuWarnings) the training gave. ``models``: the
+    driver's registered models the study uses (:func:`spingpu.devices.models.registered_models`)."""
     import numba
     from threadpoolctl import threadpool_limits
 
+    from ..devices.models import adopt_models
     from ..training import teacher_logits, train
 
+    adopt_models(models)
     numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
     key = (study.digest, study.path, cell_number)  # a moved copy has the digest, not the paths
     if key not in _CELLS:  # the cell's model keeps its compiled kernels between tasks
