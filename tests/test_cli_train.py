@@ -149,6 +149,9 @@ def test_param_sets_the_nominal_device(tmp_path):
     ds = run_ok([*TINY, "--hidden", "4", "--param", "r_p=1200"], tmp_path / "r.nc")
     assert json.loads(ds.attrs["device_parameters"])["r_p"] == 1200.0
     assert ds.attrs["device_model"] == "stt_compact"
+    assert json.loads(ds.attrs["device_parameter_units"]) == {"r_p": "ohm", "tmr0": "1", "v_h": "V", "theta0": "rad",
+                                                              "dtheta": "rad", "i_c": "A"}  # README's table
+    assert json.loads(ds.attrs["device_settings_units"]) == {}
 
 
 @pytest.mark.parametrize("mode", GRAD_MODES)

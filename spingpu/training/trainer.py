@@ -85,7 +85,9 @@ def train(dataset, config: TrainConfig, *, n_networks=None, networks=None, model
         "dataset_sha256": dataset.sha256,  # of the arrays trained and evaluated on
         "device_model": model.name,
         "device_parameters": {p.name: p.nominal for p in model.parameters},
+        "device_parameter_units": {p.name: p.unit for p in model.parameters},
         "device_settings": model.settings_values,
+        "device_settings_units": model.settings_units,
         "device_description": model.description,
         "config": config.as_dict(),
         "config_units": CONFIG_UNITS,  # of config's fields that have one; the others are of dimension 1
