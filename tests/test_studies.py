@@ -534,7 +534,7 @@ def test_a_ctrl_c_lost_while_the_workers_close_still_stops_the_run_after_its_las
     study_file = write(tmp_path / "s.toml", BASE)
     out = tmp_path / "s.zarr"
 
-    def drive(client, study, options, backend, npt, todo, copies, n_workers, bar):
+    def drive(client, study, options, backend, npt, todo, copies, n_workers, bar, log):
         store_every_task(options.out, study, npt)
 
     rc, stdout, err = _run_without_dask(monkeypatch, ["run", str(study_file), "--out", str(out), "--backend", "numpy",
@@ -553,7 +553,7 @@ def test_a_ctrl_c_while_the_report_is_made_says_the_store_is_complete(tmp_path, 
     study_file = write(tmp_path / "s.toml", BASE)
     out = tmp_path / "s.zarr"
 
-    def drive(client, study, options, backend, npt, todo, copies, n_workers, bar):
+    def drive(client, study, options, backend, npt, todo, copies, n_workers, bar, log):
         store_every_task(options.out, study, npt)
 
     def report(*args):
@@ -572,7 +572,7 @@ def test_a_stop_before_any_task_finished_says_the_store_holds_none(tmp_path, mon
     study_file = write(tmp_path / "s.toml", BASE)
     out = tmp_path / "s.zarr"
 
-    def drive(client, study, options, backend, npt, todo, copies, n_workers, bar):
+    def drive(client, study, options, backend, npt, todo, copies, n_workers, bar, log):
         raise KeyboardInterrupt
 
     rc, stdout, err = _run_without_dask(monkeypatch, ["run", str(study_file), "--out", str(out), "--backend", "numpy",
@@ -1030,6 +1030,37 @@ def test_bad_run_options_are_refused_in_one_line(tmp_path, monkeypatch, capsys, 
     assert rc == 2 and err.count("\n") == 1, err
     assert err == f"spingpu run: error: {message}\n" or err.startswith(f"spingpu run: error: {message}"), err
     assert not (tmp_path / "results" / "tiny.zarr").exists()
+
+
+def test_a_run_says_when_its_scheduler_has_lost_every_worker_and_when_some_are_back():
+    """The scheduler's worker counts, one per look (an OSError: it did not answer): a line when the
+    last worker is gone, none while there are still none, a line when some are back, and none for
+    more or fewer workers while there are some."""
+    import threading
+
+    from spingpu.studies import runner
+
+    answers = iter([2, OSError("scheduler gone"), 0, 0, 1, 3, 1, 0])
+    stop, said = threading.Event(), []
+
+    class Client:
+        def scheduler_info(self):
+            answer = next(answers, None)
+            if answer is None:  # the last look done: the run ends
+                stop.set()
+                raise OSError("closed")
+            if isinstance(answer, Exception):
+                raise answer
+            return {"workers": {f"tcp://w{k}": {} for k in range(answer)}}
+
+    runner._watch_workers(Client(), stop, said.append, had=2, every=0.0)
+    gone = ("the Dask scheduler has no workers now (stopped, killed, or their jobs ended): the tasks wait until "
+            "some join; Ctrl-C stops the run, --resume continues it")
+    assert said == [gone, "1 Dask worker now: the tasks go on", gone]
+    said.clear()
+    answers, stop = iter([0, 2]), threading.Event()
+    runner._watch_workers(Client(), stop, said.append, had=0, every=0.0)  # none at the start
+    assert said == ["2 Dask workers now: the tasks go on"]
 
 
 @pytest.mark.parametrize("extra", [["--workers", "0"], ["--backend", "tpu"], ["--resume"], ["--out", ""]])

@@ -36,6 +36,7 @@ SUMMARY_BYTES_PER_NETWORK_CELL = 48
 REPORT_BYTES_PER_NETWORK_CELL = 96
 SCHEDULER_SECONDS = 30  # how long --scheduler waits for the scheduler to answer
 JOIN_GRACE_SECONDS = 15  # and then for Client() to give up, before it is given up on
+WATCH_SECONDS = 10  # how often a run asks its scheduler how many workers it has (_watch_workers)
 
 
 class TaskFailed(RuntimeError):
@@ -169,7 +170,7 @@ def _run_held(study, options, backend, workers, gpus, npt, log, progress):
 
                 # until the first task is back: the workers sample junctions and compile or load the kernels
                 bar = tqdm(total=total, initial=finished, unit="networks", desc=STUDY_SETUP, **tqdm_options(leave=True))
-            _drive(client, study, options, backend.name, npt, todo, copies, n_workers, bar)
+            _drive(client, study, options, backend.name, npt, todo, copies, n_workers, bar, log)
         finally:
             if bar is not None:
                 bar.close()
@@ -205,7 +206,25 @@ def _plan(study, done):
     return todo, copies
 
 
-def _drive(client, study, options, backend, npt, todo, copies, n_workers, bar):
+def _watch_workers(client, stop, say, had, every=WATCH_SECONDS):
+    """Until ``stop`` is set, every ``every`` s: ``say`` a line when the scheduler's workers are
+    all gone (killed, or their jobs ended: the tasks wait for new ones, which would otherwise look
+    like a hang) and when some are back. ``had``: the workers at the start. A scheduler that does
+    not answer is passed over: the run's futures fail then, and :func:`_drive` says why."""
+    while not stop.wait(every):
+        try:
+            n = len(client.scheduler_info().get("workers", {}))
+        except Exception:  # noqa: BLE001 (said by the futures)
+            continue
+        if n == 0 and had:
+            say("the Dask scheduler has no workers now (stopped, killed, or their jobs ended): the tasks wait "
+                "until some join; Ctrl-C stops the run, --resume continues it")
+        elif n and not had:
+            say(f"{count_text(n, 'Dask worker')} now: the tasks go on")
+        had = n
+
+
+def _drive(client, study, options, backend, npt, todo, copies, n_workers, bar, log=print):
     from dask.distributed import as_completed
 
     from ..devices.models import registered_models
@@ -229,6 +248,22 @@ def _drive(client, study, options, backend, npt, todo, copies, n_workers, bar):
         pending[fut.key] = (cell, task, lo, hi)
         futures.add(fut)
 
+    while todo and len(pending) < limit:
+        submit()
+    stop = threading.Event()
+    present = len(client.scheduler_info().get("workers", {}))
+    watch = threading.Thread(target=_watch_workers, name="spingpu-watch-workers", daemon=True,
+                             args=(client, stop, bar.write if bar is not None else log, present))
+    watch.start()
+    try:
+        _collect(study, options, npt, todo, copies, bar, futures, pending, submit)
+    finally:
+        stop.set()
+        watch.join(WATCH_SECONDS)
+
+
+def _collect(study, options, npt, todo, copies, bar, futures, pending, submit):
+    """Store each task's results as it finishes, and submit the next task in its place."""
     said = set()  # (field) of the warnings said: each once per run, not at every task
 
     def say(text):
@@ -237,8 +272,6 @@ def _drive(client, study, options, backend, npt, todo, copies, n_workers, bar):
             said.add(field)
             warnings.warn(f"{text} (said once, for the first task that gave it)", SpingpuWarning, stacklevel=2)
 
-    while todo and len(pending) < limit:
-        submit()
     for fut in futures:
         cell, task, lo, hi = pending.pop(fut.key)
         try:
