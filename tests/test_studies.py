@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 import warnings
+from collections import deque
 from pathlib import Path
 
 import numpy as np
@@ -1061,6 +1062,44 @@ def test_a_run_says_when_its_scheduler_has_lost_every_worker_and_when_some_are_b
     answers, stop = iter([0, 2]), threading.Event()
     runner._watch_workers(Client(), stop, said.append, had=0, every=0.0)  # none at the start
     assert said == ["2 Dask workers now: the tasks go on"]
+
+
+@pytest.mark.parametrize("error, message", [
+    (RuntimeError("train-ab-0-1 cancelled for reason: scheduler-connection-lost.\nClient lost the connection to the "
+                  "scheduler. Please check your connection and re-run your work."),
+     "lost the connection to the Dask scheduler (it stopped, or the network between failed)"),
+    (type("KilledWorker", (Exception,), {})("attempted to run task train-ab-1-3 on 4 different workers"),
+     "task 3 (networks 6-7) of cell neuron.delta_i=2e-05 failed: KilledWorker: the worker process died each time it ran "
+     "the task (out of memory, or killed: its log says which); fewer --networks-per-task need less memory, in a new "
+     "store (--out, or --overwrite: --resume keeps the store's split)"),
+    (ValueError("bad value"), "task 3 (networks 6-7) of cell neuron.delta_i=2e-05 failed: ValueError: bad value"),
+])
+def test_a_failed_task_is_said_in_one_line_that_blames_the_scheduler_where_it_is_lost(tmp_path, error, message):
+    """A task's error as the run says it (runner._collect), the other tasks cancelled: a lost
+    scheduler cancels every task, which is no cell's fault."""
+    from spingpu.studies import runner
+
+    study = load_study(write(tmp_path / "study.toml", BASE.replace("networks = 2", "networks = 8")
+                             + '[sweep]\n"neuron.delta_i" = [5e-6, 2e-5]\n'))
+
+    class Future:
+        key = "train-ab-1-3"
+        cancelled = False
+
+        def result(self):
+            raise error
+
+        def cancel(self):
+            self.cancelled = True
+
+    class Futures(list):
+        futures = property(lambda self: list(self))
+
+    other = Future()
+    with pytest.raises(runner.TaskFailed) as failed:
+        runner._collect(study, None, 2, deque(), {}, None, Futures([Future(), other]),
+                        {Future.key: (1, 3, 6, 8)}, submit=None)
+    assert str(failed.value) == message and other.cancelled
 
 
 @pytest.mark.parametrize("extra", [["--workers", "0"], ["--backend", "tpu"], ["--resume"], ["--out", ""]])

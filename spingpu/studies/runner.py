@@ -279,11 +279,15 @@ def _collect(study, options, npt, todo, copies, bar, futures, pending, submit):
         except Exception as err:
             for other in list(futures.futures):
                 other.cancel()
+            if "scheduler-connection-lost" in str(err):  # every task cancelled: not this task's or cell's fault
+                raise TaskFailed("lost the connection to the Dask scheduler (it stopped, or the network between "
+                                 "failed)") from None
             values = ", ".join(f"{k}={v}" for k, v in study.cell_values(cell).items())
             where = f"cell {values}" if values else "the study's only cell"
             if type(err).__name__ == "KilledWorker":  # Dask's text sends to worker logs the local cluster silences
                 reason = ("KilledWorker: the worker process died each time it ran the task (out of memory, or "
-                          "killed); fewer --networks-per-task need less memory")
+                          "killed: its log says which); fewer --networks-per-task need less memory, in a new "
+                          "store (--out, or --overwrite: --resume keeps the store's split)")
             else:
                 reason = f"{type(err).__name__}: {err}"
             raise TaskFailed(f"task {task} (networks {lo}-{hi - 1}) of {where} failed: {reason}") from err
