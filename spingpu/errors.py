@@ -3,6 +3,7 @@ less accurately than asked."""
 
 from __future__ import annotations
 
+import errno
 import math
 import numbers
 
@@ -35,6 +36,18 @@ class ConfigError(ValueError):
 
 MAX_PROBLEM = 1000  # characters of a ConfigError's problem
 MAX_FIELD = 200  # and of its field
+
+
+# errors of the machine, not of the program: a full disk or quota, a read-only or failing file
+# system, a file the user may not write; the commands say them in one line (spingpu.cli.main)
+MACHINE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EACCES, errno.EPERM,
+                            errno.EFBIG})
+
+
+def os_error_text(err):
+    """An OSError as one line: ``cannot write PATH: No space left on device``."""
+    what = err.strerror or type(err).__name__
+    return one_line(f"{err.filename}: {what}" if err.filename else what)
 
 
 def one_line(text):

@@ -1,6 +1,8 @@
 """``spingpu train`` end to end: summary, results file, options, and bad input."""
 
+import errno
 import json
+import os
 import re
 
 import numpy as np
@@ -626,3 +628,22 @@ def test_the_temporary_file_of_a_killed_run_goes_at_the_next_write_of_that_file(
         (tmp_path / name).write_text("theirs")
     run_ok([*TINY, "--hidden", "2", "--networks", "1"], target)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(kept + ["r.nc"])
+
+
+@pytest.mark.parametrize("code, said", [(errno.ENOSPC, True), (errno.EROFS, True), (errno.EDQUOT, True),
+                                        (errno.ENOENT, False)])
+def test_a_machine_error_is_one_line_and_exit_status_1(monkeypatch, capsys, code, said):
+    """A full disk or quota, a read-only file system (an OSError of the machine, not the program),
+    from any command: one line naming the file, exit 1; other OSErrors are not hidden."""
+    from spingpu.cli import report as cli_report
+
+    def run(args):
+        raise OSError(code, os.strerror(code), "/data/s.html")
+
+    monkeypatch.setattr(cli_report, "run", run)
+    if not said:
+        with pytest.raises(FileNotFoundError):
+            main(["report", "s.zarr"])
+        return
+    assert main(["report", "s.zarr"]) == 1
+    assert capsys.readouterr().err == f"spingpu report: error: /data/s.html: {os.strerror(code)}\n"

@@ -583,6 +583,44 @@ def test_a_stop_before_any_task_finished_says_the_store_holds_none(tmp_path, mon
                                  "--resume to start it, or --overwrite)"], err
     assert not task_done(out).any()
 
+def test_a_full_disk_is_one_line_that_says_what_the_store_keeps(tmp_path, monkeypatch):
+    """The disk fills after the first task is stored: one line naming the file and the error,
+    the finished task kept and --resume to complete, exit 1, no summary or report; a full disk
+    before the run (the lock's own file) is one line too, and leaves nothing."""
+    import errno
+
+    from spingpu.studies import store as results_store
+    from spingpu.studies.store import mark_done, write_task
+
+    study_file = write(tmp_path / "s.toml", BASE)
+    out = tmp_path / "s.zarr"
+
+    def drive(client, study, options, backend, npt, todo, copies, n_workers, bar, log):
+        metrics = {name: np.full((1, 2) if "epoch" in dims else 1, 0.5) for name, (dims, _, _) in VARIABLES.items()}
+        metrics["diverged"] = np.zeros(1, dtype=bool)
+        write_task(options.out, study, 0, 0, metrics)
+        mark_done(options.out, study, 0, 0)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), f"{options.out}/test_acc/c/0/1")
+
+    rc, stdout, err = _run_without_dask(monkeypatch, ["run", str(study_file), "--out", str(out), "--backend", "numpy",
+                                                      "--networks-per-task", "1"], drive,
+                                        lambda *args: (_QuietClient(), None))
+    assert rc == 1 and "results:" not in stdout, (stdout, err)
+    assert err == [f"spingpu run: error: {out}/test_acc/c/0/1: No space left on device; the finished tasks (1 of 2) "
+                   f"are kept in {out}: rerun with --resume to complete it"], err
+    assert task_done(out).sum() == 1 and sorted(p.name for p in tmp_path.iterdir()) == ["s.toml", "s.zarr"]
+
+    def full(fd, length):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(results_store.os, "ftruncate", full)
+    other = tmp_path / "t.zarr"
+    rc, stdout, err = _run_without_dask(monkeypatch, ["run", str(study_file), "--out", str(other), "--backend",
+                                                      "numpy"], drive)
+    assert rc == 2 and err == [f"spingpu run: error: out: cannot write beside {other}: No space left on device"], err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.toml", "s.zarr"]
+
+
 def test_a_failed_task_is_what_is_said_when_a_ctrl_c_follows_it(tmp_path, monkeypatch):
     """A task fails, and a Ctrl-C arrives while the workers close: the failure's two lines and exit
     status 1, not a third line for the stop."""

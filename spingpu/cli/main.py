@@ -14,10 +14,11 @@ import re
 import sys
 import warnings
 
-from ..errors import ConfigError, SpingpuWarning, one_line
+from ..errors import MACHINE_ERRNOS, ConfigError, SpingpuWarning, one_line, os_error_text
 from ..signals import stop_signals_raise, stopped
 
 EXIT_USAGE = 2
+EXIT_FAILURE = 1  # the work failed (a task, the machine: a full disk)
 NEGATIVE_NUMBER = re.compile(r"^-((\d+\.?\d*|\.\d+)([eE][-+]?\d+)?|inf|infinity|nan)$", re.IGNORECASE)
 
 
@@ -190,6 +191,9 @@ def _main(argv=None):
         print(f"spingpu {args.command}: error: {err}", file=sys.stderr)
         return EXIT_USAGE
     except OSError as err:
+        if err.errno in MACHINE_ERRNOS:  # a full disk, a read-only file system: the machine's, said in one line
+            print(f"spingpu {args.command}: error: {os_error_text(err)}", file=sys.stderr)
+            return EXIT_FAILURE
         if err.errno != errno.ENAMETOOLONG:
             raise
         # any path the command was given or derives (a store named after its study): the file system's

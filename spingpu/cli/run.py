@@ -29,6 +29,7 @@ def add_parser(sub):
 
 
 def run(args):
+    from ..errors import MACHINE_ERRNOS, os_error_text
     from ..stats import check_threshold
     from ..signals import discard_stop, stopped
     from ..studies.runner import RunOptions, TaskFailed, run_study, summary_table
@@ -92,6 +93,12 @@ def run(args):
         print(f"spingpu run: {what}{_kept(out) if getattr(err, 'store_is_ours', args.resume) else ''}",
               file=sys.stderr)
         return status
+    except OSError as err:  # a full disk: what the store holds, and that --resume completes it once there is room
+        if err.errno not in MACHINE_ERRNOS:
+            raise
+        print(f"spingpu run: error: {os_error_text(err)}{_kept(out) if getattr(err, 'store_is_ours', args.resume) else ''}",
+              file=sys.stderr)
+        return 1
     try:
         print(summary_table(out, args.threshold))
         print(f"results: {out}")

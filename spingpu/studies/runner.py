@@ -182,7 +182,7 @@ def _run_held(study, options, backend, workers, gpus, npt, log, progress):
                     earlier = results_store.store_attrs(options.out).get("run_seconds", 0.0)
                     results_store.update_attrs(options.out, run_seconds=earlier + time.perf_counter() - started)
         raise_if_stopped()  # a stop lost in a finaliser while the cluster closed (spingpu.signals)
-    except KeyboardInterrupt as stop:
+    except (KeyboardInterrupt, OSError) as stop:  # Ctrl-C, or a full disk
         stop.store_is_ours = ours  # `spingpu run` describes the store only where it is this run's
         raise
     return options.out

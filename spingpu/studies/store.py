@@ -91,8 +91,11 @@ def run_lock(path):
             break
         os.close(fd)
     try:
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{socket.gethostname()} {os.getpid()}\n".encode())
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{socket.gethostname()} {os.getpid()}\n".encode())
+        except OSError as err:  # a full disk
+            raise ConfigError("out", f"cannot write beside {path}: {err.strerror or err}") from None
         yield
     finally:
         with contextlib.suppress(OSError):
