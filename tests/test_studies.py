@@ -1140,6 +1140,51 @@ def test_a_failed_task_is_said_in_one_line_that_blames_the_scheduler_where_it_is
     assert str(failed.value) == message and other.cancelled
 
 
+def test_a_worker_running_other_spingpu_sources_is_refused_and_its_task_not_stored(tmp_path):
+    """A task trained by a worker whose spingpu sources differ (another checkout, an older install:
+    the same __version__) stops the run in one line naming its host and folder; nothing of it is
+    stored. A task of this process's spingpu (train_task itself) is stored."""
+    import socket
+
+    from spingpu.installation import PACKAGE, identity, source_digest
+    from spingpu.studies import runner
+    from spingpu.studies.store import create_store
+    from spingpu.studies.tasks import train_task
+
+    study = load_study(write(tmp_path / "study.toml", BASE))
+    out = tmp_path / "s.zarr"
+    create_store(out, study, 1, {"backend": "numpy", "device": "CPU", "spingpu_version": "test"})
+    own = train_task(study, 0, 0, 1, "numpy", 1)
+    assert own["spingpu"] == identity() and len(source_digest()) == 64
+    other = dict(train_task(study, 0, 1, 2, "numpy", 1), spingpu=("0" * 64, "node7", "/old/site-packages/spingpu"))
+
+    class Future:
+        def __init__(self, key, metrics):
+            self.key, self.metrics = key, metrics
+
+        def result(self):
+            return self.metrics
+
+        def cancel(self):
+            pass
+
+    class Futures(list):
+        futures = property(lambda self: list(self))
+
+    options = runner.RunOptions(out=str(out))
+    runner._collect(study, options, 1, deque(), {}, None, Futures([Future("a", own)]), {"a": (0, 0, 0, 1)},
+                    submit=None)
+    assert task_done(out).tolist() == [True, False]
+    with pytest.raises(runner.TaskFailed) as failed:
+        runner._collect(study, options, 1, deque(), {}, None, Futures([Future("b", other)]), {"b": (0, 1, 1, 2)},
+                        submit=None)
+    assert str(failed.value) == (f"a Dask worker on node7 runs spingpu from /old/site-packages/spingpu, whose sources "
+                                 f"differ from this run's ({PACKAGE} on {socket.gethostname()}); its task 1 is not "
+                                 "stored: start the workers with this run's spingpu")
+    assert task_done(out).tolist() == [True, False]
+    assert np.isnan(xr.open_zarr(out).test_acc.values[1])
+
+
 @pytest.mark.parametrize("extra", [["--workers", "0"], ["--backend", "tpu"], ["--resume"], ["--out", ""]])
 def test_bad_run_options_write_nothing(tmp_path, monkeypatch, extra):
     monkeypatch.chdir(tmp_path)

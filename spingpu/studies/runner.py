@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import os
+import socket
 import threading
 import time
 import warnings
@@ -23,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError, SpingpuWarning, check_range, count_text
+from ..installation import PACKAGE, source_digest
 from ..progress import STUDY_SETUP, tqdm_options
 from ..signals import deferred_interrupts, raise_if_stopped
 from . import store as results_store
@@ -291,6 +293,13 @@ def _collect(study, options, npt, todo, copies, bar, futures, pending, submit):
             else:
                 reason = f"{type(err).__name__}: {err}"
             raise TaskFailed(f"task {task} (networks {lo}-{hi - 1}) of {where} failed: {reason}") from err
+        digest, host, folder = metrics.pop("spingpu")
+        if digest != source_digest():  # another checkout or install: its numbers are not this run's
+            for other in list(futures.futures):
+                other.cancel()
+            raise TaskFailed(f"a Dask worker on {host} runs spingpu from {folder}, whose sources differ from this "
+                             f"run's ({PACKAGE} on {socket.gethostname()}); its task {task} is not stored: start the "
+                             "workers with this run's spingpu")
         for text in metrics.pop("warnings", ()):
             say(text)
         same = copies.get((cell, task), [])

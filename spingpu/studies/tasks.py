@@ -9,6 +9,7 @@ from functools import lru_cache
 import numpy as np
 
 from ..errors import SpingpuWarning, UnusedSettingWarning
+from ..installation import identity
 from ..training.results import VARIABLES, engine_code
 
 _CELLS = {}  # per worker process: built cells and teachers' logits, reused by later tasks
@@ -18,7 +19,8 @@ _TEACHERS = {}
 def train_task(study, cell_number, lo, hi, backend, threads, models=()):
     """Metrics (dict of arrays, VARIABLES' names) of networks lo .. hi - 1 of one cell, with
     ``teacher_test_acc`` (CELL_VARIABLES) for a distilled cell, the ``engine`` code, and the
-    ``warnings`` (one-line texts of the SpingpuWarnings) the training gave. ``models``: the
+    ``warnings`` (one-line texts of the SpingpuWarnings) the training gave, and ``spingpu``, which
+    spingpu trained them (:func:`spingpu.installation.identity`). ``models``: the
     driver's registered models the study uses (:func:`spingpu.devices.models.registered_models`)."""
     import numba
     from threadpoolctl import threadpool_limits
@@ -55,7 +57,7 @@ def train_task(study, cell_number, lo, hi, backend, threads, models=()):
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     said = [str(w.message) for w in caught if issubclass(w.category, SpingpuWarning)]
     return {**{name: results[name].values for name in VARIABLES}, **extra, "engine": engine_code(results.attrs),
-            "warnings": said}
+            "warnings": said, "spingpu": identity()}
 
 
 @lru_cache(maxsize=4)
