@@ -1102,6 +1102,66 @@ def test_a_run_says_when_its_scheduler_has_lost_every_worker_and_when_some_are_b
     assert said == ["2 Dask workers now: the tasks go on"]
 
 
+def test_a_stalled_run_is_said_once_per_stall_naming_the_workers_that_hold_its_tasks():
+    """No task back for longer than STALL_SECONDS (120 s) and 3x the longest wait before: one line
+    per stall (not one per look), naming the workers holding this run's tasks (by key prefix);
+    nothing before the first task is back (the workers set up) or while there are no workers."""
+    import threading
+
+    from spingpu.studies import runner
+
+    now = [0.0]
+    pace = runner.Pace(clock=lambda: now[0])
+    assert pace.stalled() is None
+    now[0] = 500.0
+    assert pace.stalled() is None  # setting up: no task back yet
+    pace.task_back()
+    now[0] += 50.0
+    pace.task_back()  # the longest wait: 50 s, so a stall is > 150 s
+    now[0] += 150.0
+    assert pace.stalled() is None
+    now[0] += 1.0
+    assert pace.stalled() == 151.0
+
+    # (seconds since the previous look, workers, a task came back meanwhile)
+    looks = iter([(10.0, 2, False), (10.0, 2, False), (10.0, 0, False), (10.0, 2, True), (560.0, 2, False),
+                  (20.0, 2, False), (10.0, 2, False)])
+    stop, said = threading.Event(), []
+
+    class Client:
+        def scheduler_info(self):
+            step = next(looks, None)
+            if step is None:
+                stop.set()
+                raise OSError("closed")
+            advance, workers, task_back = step
+            now[0] += advance
+            if task_back:
+                pace.task_back()
+            return {"workers": {f"tcp://w{k}": {} for k in range(workers)}}
+
+        def processing(self):
+            return {"tcp://w1": ["train-run-0-3"], "tcp://w0": ["train-other-0-1"], "tcp://w2": []}
+
+    class Bar:
+        drawn = 0
+
+        def refresh(self):
+            Bar.drawn += 1
+
+    runner._watch_workers(Client(), stop, said.append, had=2, every=0.0, pace=pace, keys="train-run-", bar=Bar())
+    stalled = ("no task has come back for {} s (the longest wait before was {} s): a worker may hang (frozen, or on a "
+               "hung file system; its log says); working on this run's tasks: tcp://w1; Ctrl-C stops the run, --resume "
+               "continues it")
+    # the last task back at 550 s, the longest wait 50 s: at 711 s, 161 s > 150 s; then a task at 741 s
+    # makes the longest wait 191 s: 560 s later is not yet 573 s, 580 s later is
+    assert said == [stalled.format(161, 50),
+                    "the Dask scheduler has no workers now (stopped, killed, or their jobs ended): the tasks wait until "
+                    "some join; Ctrl-C stops the run, --resume continues it",
+                    "2 Dask workers now: the tasks go on", stalled.format(580, 191)], said
+    assert Bar.drawn == 8
+
+
 @pytest.mark.parametrize("error, message", [
     (RuntimeError("train-ab-0-1 cancelled for reason: scheduler-connection-lost.\nClient lost the connection to the "
                   "scheduler. Please check your connection and re-run your work."),

@@ -39,6 +39,8 @@ REPORT_BYTES_PER_NETWORK_CELL = 96
 SCHEDULER_SECONDS = 30  # how long --scheduler waits for the scheduler to answer
 JOIN_GRACE_SECONDS = 15  # and then for Client() to give up, before it is given up on
 WATCH_SECONDS = 10  # how often a run asks its scheduler how many workers it has (_watch_workers)
+STALL_SECONDS = 120  # no task back for this long, and STALL_FACTOR x the longest wait before: said
+STALL_FACTOR = 3
 
 
 class TaskFailed(RuntimeError):
@@ -111,12 +113,23 @@ def run_study(study, options: RunOptions, progress=True, log=print):
     made = not parent.is_dir()
     parent.mkdir(parents=True, exist_ok=True)  # results/ of the default: its lock goes there
     try:
-        with results_store.run_lock(options.out):
+        with results_store.run_lock(options.out), _quiet_client(options):
             return _run_held(study, options, backend, workers, gpus, npt, log, progress)
     finally:
         if made:  # refused before the store was made: the folder goes again
             with contextlib.suppress(OSError):
                 parent.rmdir()
+
+
+def _quiet_client(options):
+    """Dask's log lines silenced while a run joins a scheduler (``--scheduler``), as its own local
+    cluster's are (``silence_logs``): a lost scheduler's client logs a traceback of many lines,
+    where the run says what happened in one (:func:`_collect`, :func:`_watch_workers`)."""
+    if not options.scheduler:
+        return contextlib.nullcontext()
+    from distributed.utils import silence_logging_cmgr
+
+    return silence_logging_cmgr(QUIET_DASK)
 
 
 def _run_held(study, options, backend, workers, gpus, npt, log, progress):
@@ -208,12 +221,40 @@ def _plan(study, done):
     return todo, copies
 
 
-def _watch_workers(client, stop, say, had, every=WATCH_SECONDS):
+class Pace:
+    """When the run's tasks came back, for :func:`_watch_workers` to tell a stalled run (a hung
+    worker: frozen, or on a hung file system) from a slow one."""
+
+    def __init__(self, clock=time.monotonic):
+        self.clock, self.last, self.longest = clock, None, 0.0
+
+    def task_back(self):
+        now = self.clock()
+        if self.last is not None:
+            self.longest = max(self.longest, now - self.last)
+        self.last = now
+
+    def stalled(self):
+        """Seconds since the last task came back where that is beyond STALL_SECONDS and
+        STALL_FACTOR times the longest wait before; None before the first (workers set up then)."""
+        if self.last is None:
+            return None
+        wait = self.clock() - self.last
+        return wait if wait > max(STALL_SECONDS, STALL_FACTOR * self.longest) else None
+
+
+def _watch_workers(client, stop, say, had, every=WATCH_SECONDS, pace=None, keys="", bar=None):
     """Until ``stop`` is set, every ``every`` s: ``say`` a line when the scheduler's workers are
     all gone (killed, or their jobs ended: the tasks wait for new ones, which would otherwise look
-    like a hang) and when some are back. ``had``: the workers at the start. A scheduler that does
-    not answer is passed over: the run's futures fail then, and :func:`_drive` says why."""
+    like a hang) and when some are back, and once per stall when no task (of ``keys``, a key
+    prefix) has come back for longer than :meth:`Pace.stalled` allows, naming the workers that hold
+    tasks; the progress ``bar`` is redrawn, so that its elapsed time goes on while nothing comes
+    back. ``had``: the workers at the start. A scheduler that does not answer is passed over: the
+    run's futures fail then, and :func:`_collect` says why."""
+    told = None  # the pace's last task back when the stall was said
     while not stop.wait(every):
+        if bar is not None:
+            bar.refresh()
         try:
             n = len(client.scheduler_info().get("workers", {}))
         except Exception:  # noqa: BLE001 (said by the futures)
@@ -224,6 +265,18 @@ def _watch_workers(client, stop, say, had, every=WATCH_SECONDS):
         elif n and not had:
             say(f"{count_text(n, 'Dask worker')} now: the tasks go on")
         had = n
+        wait = pace.stalled() if pace is not None and n else None
+        if wait is not None and told != pace.last:
+            told = pace.last
+            try:
+                holding = sorted(w for w, held in client.processing().items() if any(str(k).startswith(keys)
+                                                                                      for k in held))
+            except Exception:  # noqa: BLE001
+                holding = []
+            say(f"no task has come back for {wait:.0f} s (the longest wait before was {pace.longest:.0f} s): a "
+                f"worker may hang (frozen, or on a hung file system; its log says); "
+                + (f"working on this run's tasks: {', '.join(holding)}" if holding else "none is working on this "
+                   "run's tasks") + "; Ctrl-C stops the run, --resume continues it")
 
 
 def _drive(client, study, options, backend, npt, todo, copies, n_workers, bar, log=print):
@@ -252,19 +305,20 @@ def _drive(client, study, options, backend, npt, todo, copies, n_workers, bar, l
 
     while todo and len(pending) < limit:
         submit()
-    stop = threading.Event()
+    stop, pace = threading.Event(), Pace()
     present = len(client.scheduler_info().get("workers", {}))
     watch = threading.Thread(target=_watch_workers, name="spingpu-watch-workers", daemon=True,
-                             args=(client, stop, bar.write if bar is not None else log, present))
+                             args=(client, stop, bar.write if bar is not None else log, present),
+                             kwargs=dict(pace=pace, keys=f"train-{run_key}-", bar=bar))
     watch.start()
     try:
-        _collect(study, options, npt, todo, copies, bar, futures, pending, submit)
+        _collect(study, options, npt, todo, copies, bar, futures, pending, submit, pace)
     finally:
         stop.set()
         watch.join(WATCH_SECONDS)
 
 
-def _collect(study, options, npt, todo, copies, bar, futures, pending, submit):
+def _collect(study, options, npt, todo, copies, bar, futures, pending, submit, pace=None):
     """Store each task's results as it finishes, and submit the next task in its place."""
     said = set()  # (field) of the warnings said: each once per run, not at every task
 
@@ -308,6 +362,8 @@ def _collect(study, options, npt, todo, copies, bar, futures, pending, submit):
                 results_store.write_task(options.out, study, target, lo, metrics)
                 results_store.mark_done(options.out, study, target, task)
         del metrics
+        if pace is not None:
+            pace.task_back()
         raise_if_stopped()  # a stop whose exception was lost in a dropped future's __del__ (spingpu.signals)
         if bar is not None:
             if bar.desc:
