@@ -103,13 +103,14 @@ def stopped(err):
 
 
 @contextlib.contextmanager
-def deferred_interrupts():
+def deferred_interrupts(deliver=True):
     """Within: SIGINT and SIGTERM are held back and delivered, to the handlers in place before,
     on leaving. For what must not be cut in the middle: a task's results written and marked done
     (zarr's writes are coroutines, and one cut off warns that it was never awaited), and Numba
     compiling the kernels (an exception raised in LLVM's callback into Numba is lost, and Numba
-    then fails with "no compiled object yet": an error, not a stop). Outside the main thread it
-    does nothing."""
+    then fails with "no compiled object yet": an error, not a stop). ``deliver=False`` drops them
+    instead: for closing down after a stop, which a second Ctrl-C would only repeat (and cut the
+    workers' shutdown short). Outside the main thread it does nothing."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -126,7 +127,7 @@ def deferred_interrupts():
         _deferrals.pop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        for sig in dict.fromkeys(held):
+        for sig in dict.fromkeys(held) if deliver else ():
             signal.raise_signal(sig)
 
 

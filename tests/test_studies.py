@@ -621,6 +621,36 @@ def test_a_full_disk_is_one_line_that_says_what_the_store_keeps(tmp_path, monkey
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.toml", "s.zarr"]
 
 
+@pytest.mark.parametrize("first", ["ctrl-c", "none"])
+def test_a_ctrl_c_while_the_workers_close_lets_them_close(tmp_path, monkeypatch, first):
+    """A second Ctrl-C while the client closes after a first: the cluster still closes, and the one
+    line of the first stop is said (it cut the shutdown into a Dask traceback). After a run that
+    ended well, a Ctrl-C while closing acts once the cluster is closed."""
+    study_file = write(tmp_path / "s.toml", BASE)
+    out = tmp_path / "s.zarr"
+    closed = []
+
+    class Client(_QuietClient):
+        def close(self):
+            signal.raise_signal(signal.SIGINT)
+            closed.append("client")
+
+    class Cluster:
+        def close(self):
+            closed.append("cluster")
+
+    def drive(client, study, options, backend, npt, todo, copies, n_workers, bar, log):
+        store_every_task(options.out, study, npt)
+        if first == "ctrl-c":
+            raise KeyboardInterrupt
+
+    rc, stdout, err = _run_without_dask(monkeypatch, ["run", str(study_file), "--out", str(out), "--backend", "numpy",
+                                                      "--networks-per-task", "1"], drive,
+                                        lambda *args: (Client(), Cluster()))
+    assert closed == ["client", "cluster"] and rc == 130 and "results:" not in stdout, (closed, stdout, err)
+    assert err == [f"spingpu run: interrupted; every task is stored in {out} (spingpu report {out} makes its report)"]
+
+
 def test_a_failed_task_is_what_is_said_when_a_ctrl_c_follows_it(tmp_path, monkeypatch):
     """A task fails, and a Ctrl-C arrives while the workers close: the failure's two lines and exit
     status 1, not a third line for the stop."""

@@ -123,7 +123,7 @@ def _kept(out):
 
     from ..studies import store as results_store
 
-    with contextlib.suppress(Exception), warnings.catch_warnings():
+    with contextlib.suppress(Exception, KeyboardInterrupt), warnings.catch_warnings():  # a second Ctrl-C: no traceback
         warnings.simplefilter("ignore")  # done_tasks' warning of lost tasks: --resume says it
         done = results_store.done_tasks(out)
         if done.all():  # stopped after the last task, while the workers closed

@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import socket
+import sys
 import threading
 import time
 import warnings
@@ -187,15 +188,18 @@ def _run_held(study, options, backend, workers, gpus, npt, log, progress):
                 bar = tqdm(total=total, initial=finished, unit="networks", desc=STUDY_SETUP, **tqdm_options(leave=True))
             _drive(client, study, options, backend.name, npt, todo, copies, n_workers, bar, log)
         finally:
-            if bar is not None:
-                bar.close()
-            client.close()
-            if cluster is not None:
-                cluster.close()
-            if ours:  # also when stopped by Ctrl-C or a failed task: the time of every session that ended
-                with contextlib.suppress(Exception):  # best effort: never in place of the run's own error
-                    earlier = results_store.store_attrs(options.out).get("run_seconds", 0.0)
-                    results_store.update_attrs(options.out, run_seconds=earlier + time.perf_counter() - started)
+            # the workers close in full: a stop meanwhile acts after, or, closing after a stop or an
+            # error, is that stop again and is dropped (it cut the shutdown into a Dask traceback)
+            with deferred_interrupts(deliver=sys.exc_info()[0] is None):
+                if bar is not None:
+                    bar.close()
+                client.close()
+                if cluster is not None:
+                    cluster.close()
+                if ours:  # also when stopped by Ctrl-C or a failed task: the time of every session that ended
+                    with contextlib.suppress(Exception):  # best effort: never in place of the run's own error
+                        earlier = results_store.store_attrs(options.out).get("run_seconds", 0.0)
+                        results_store.update_attrs(options.out, run_seconds=earlier + time.perf_counter() - started)
         raise_if_stopped()  # a stop lost in a finaliser while the cluster closed (spingpu.signals)
     except (KeyboardInterrupt, OSError) as stop:  # Ctrl-C, or a full disk
         stop.store_is_ours = ours  # `spingpu run` describes the store only where it is this run's
