@@ -490,6 +490,8 @@ def _connect(options, workers, log, gpus=0):
         except ImportError:
             raise ConfigError("backend", "one Dask worker per GPU needs dask-cuda: pip install 'spingpu[cluster-gpu]'; "
                                          "or run on the CPU with --backend cpu") from None
+        log(f"starting {count_text(min(workers, gpus), 'Dask worker process')}, one per GPU (Ctrl-C is ignored "
+            "until they run: they must not get it)")
         with _workers_ignore_ctrl_c():
             cluster = LocalCUDACluster(n_workers=min(workers, gpus), threads_per_worker=1,
                                        dashboard_address="127.0.0.1:0", silence_logs=QUIET_DASK,
@@ -497,6 +499,8 @@ def _connect(options, workers, log, gpus=0):
         log(f"Dask LocalCUDACluster: one worker on each of {min(workers, gpus)} GPUs; "
             f"dashboard {cluster.dashboard_link}")
         return Client(cluster), cluster
+    log(f"starting {count_text(workers, 'Dask worker process')} (Ctrl-C is ignored until they run: they must not "
+        "get it)")
     with _workers_ignore_ctrl_c():
         cluster = LocalCluster(n_workers=workers, threads_per_worker=options.threads_per_worker, processes=True,
                                dashboard_address="127.0.0.1:0", silence_logs=QUIET_DASK,
