@@ -708,6 +708,11 @@ def test_existing_store_is_refused_untouched_without_resume_or_overwrite(long_re
         assert rc == 2 and err.count("\n") == 1, err
         assert err.startswith("spingpu run: error: resume: ") and "different study" in err, err
     assert "(or of a changed study file: training.lr = 0.05 in the store, 0.06 in the study)" in err, err
+    # without --resume, the refusal says at once that --resume would not do either
+    rc, _, err = run_main(["run", str(changed), "--out", str(ref), *FAST])
+    assert rc == 2 and err == (f"spingpu run: error: out: {ref} exists and holds the results of another study (or of "
+                               "a changed study file: training.lr = 0.05 in the store, 0.06 in the study); choose "
+                               "another --out, or --overwrite to replace it\n"), err
     assert snapshot(ref) == before
     # --resume without a store, and an --out that is not a .zarr, write nothing.
     for extra, message in ((["--out", str(tmp_path / "new.zarr"), "--resume"], "resume: no store at"),
@@ -1086,6 +1091,8 @@ def test_invalid_toml_and_missing_study_file(tmp_path, monkeypatch, capsys):
     (["--threshold", "101"], "threshold: 101.0 is out of range; allowed: 0 <= value <= 1"),
     (["--threshold", "-0.5"], "threshold: -0.5 is out of range; allowed: 0 <= value <= 1"),
     (["--cluster", "k8s"], "cluster: 'k8s'; allowed: local, slurm, pbs"),
+    (["--cluster", "pbs", "--scheduler", "tcp://127.0.0.1:8786"], "cluster: --cluster pbs starts a cluster of its own "
+                                                                  "and --scheduler joins a running one; give one of them"),
     (["--backend", "tpu"], "backend: 'tpu' (did you mean 'cpu'?); allowed: auto, numpy, cpu, cuda"),
     (["--resume"], "resume: no store at results/tiny.zarr to resume"),
     (["--out", "missing/s.zarr"], "out: folder missing does not exist"),

@@ -67,6 +67,9 @@ class RunOptions:
             raise ConfigError("cluster", f"{self.cluster!r}; allowed: local, slurm, pbs")
         if self.resume and self.overwrite:
             raise ConfigError("resume", "--resume and --overwrite exclude each other")
+        if self.scheduler and self.cluster != "local":
+            raise ConfigError("cluster", f"--cluster {self.cluster} starts a cluster of its own and --scheduler joins a "
+                                         "running one; give one of them")
         if self.workers is not None:
             check_range("workers", self.workers, 1, 4096, integer=True)
         if self.networks_per_task is not None:

@@ -263,8 +263,13 @@ def check_existing(path, study, networks_per_task, resume, overwrite, backend=No
     if missing:
         raise ConfigError("out", f"{path} is an incomplete spingpu results store ({missing}: its creation was "
                                  "interrupted, or it was damaged); replace it with --overwrite or choose another --out")
-    if not resume:
+    if not resume and attrs[STORE_MARK] in study.digests:
         raise ConfigError("out", f"{path} exists; pass --resume to complete it or --overwrite to replace it")
+    if not resume:  # --resume would be refused: say so now
+        change = _changed_setting(attrs, study)
+        raise ConfigError("out", f"{path} exists and holds the results of another study (or of a changed study "
+                                 f"file{': ' + change if change else ''}); choose another --out, or --overwrite to "
+                                 "replace it")
     if attrs[STORE_MARK] not in study.digests:
         changed = _changed_inputs(attrs, study)
         if changed:
