@@ -182,8 +182,10 @@ def bound_text(number):
 
 
 def count_text(n, noun):
-    """``1 cell``, ``3 cells``: a count and its noun, in the plural unless it is one."""
-    return f"{n} {noun}{'' if n == 1 else 's'}"
+    """``1 cell``, ``3 cells``, ``2 processes``: a count and its noun, in the plural unless it is one."""
+    if n == 1:
+        return f"{n} {noun}"
+    return f"{n} {noun}{'es' if noun.endswith(('s', 'x', 'ch', 'sh')) else 's'}"
 
 
 def _describe(low, high, low_open=False, high_open=False, allow_inf=False):

@@ -505,6 +505,15 @@ def test_a_config_error_is_one_bounded_line_that_keeps_its_allowed_range():
         "lr: -1.0 is out of range; allowed: 0 < value <= 100"  # a short one as it is
 
 
+@pytest.mark.parametrize("n, noun, text", [(1, "cell", "1 cell"), (0, "cell", "0 cells"), (3, "network", "3 networks"),
+                                           (1, "worker process", "1 worker process"),
+                                           (2, "worker process", "2 worker processes"), (4, "batch", "4 batches")])
+def test_a_count_names_its_noun_in_the_plural_unless_it_is_one(n, noun, text):
+    from spingpu.errors import count_text
+
+    assert count_text(n, noun) == text
+
+
 @pytest.mark.parametrize("number, text", [(1e7, "1e7"), (10000000, "10000000"), (0.0, "0"), (1e-3, "0.001"),
                                           (math.pi, "3.141592653589793"), (-2.5e-9, "-2.5e-9"), (1e300, "1e300"),
                                           (float("inf"), "inf"), (float("-inf"), "-inf"), (float("nan"), "nan"),

@@ -96,7 +96,8 @@ def run(args):
     except OSError as err:  # a full disk: what the store holds, and that --resume completes it once there is room
         if err.errno not in MACHINE_ERRNOS:
             raise
-        print(f"spingpu run: error: {os_error_text(err)}{_kept(out) if getattr(err, 'store_is_ours', args.resume) else ''}",
+        what = os_error_text(err) if err.filename else f"out: {out}: {os_error_text(err)}"  # zarr's name no file
+        print(f"spingpu run: error: {what}{_kept(out) if getattr(err, 'store_is_ours', args.resume) else ''}",
               file=sys.stderr)
         return 1
     try:

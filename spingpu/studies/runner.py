@@ -512,7 +512,7 @@ def _connect(options, workers, log, gpus=0):
         link = cluster.dashboard_link
     except Exception:  # no bokeh: no dashboard
         link = "unavailable (install bokeh for the dashboard)"
-    log(f"Dask LocalCluster: {workers} worker processes; dashboard {link}")
+    log(f"Dask LocalCluster: {count_text(workers, 'worker process')}; dashboard {link}")
     return Client(cluster), cluster
 
 
