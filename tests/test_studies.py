@@ -689,6 +689,61 @@ def test_a_stop_before_an_overwrite_says_nothing_of_the_store_it_did_not_write(t
     assert snapshot(out) == before
 
 
+MODEL_FILE = """\
+import math
+import spingpu
+
+spingpu.register_model(
+    "softsat_{tag}",
+    voltage=lambda current, r_s, i_s: r_s * i_s * math.tanh(current / i_s),
+    dvdi=lambda current, r_s, i_s: r_s / math.cosh(current / i_s) ** 2,
+    parameters=[spingpu.Parameter("r_s", 2000.0, "ohm", "small-signal resistance", low=0.0, low_open=True),
+                spingpu.Parameter("i_s", 2e-4, "A", "saturation current", low=0.0, low_open=True)],
+)
+"""
+
+
+def test_a_study_trains_the_models_of_its_python_file_on_workers_that_never_ran_it(tmp_path, shared_scheduler):
+    """[model] module: the file (relative to the study) runs in the driver once per contents, its
+    models reach the scheduler's worker (another process, which never saw the file) with the tasks,
+    and the numbers are spingpu.train's with the same model in this process; an edited file is a
+    changed input (--resume refused), and a file that fails is one line naming it and its line."""
+    import uuid
+
+    tag = uuid.uuid4().hex[:8]  # a name of its own: this process may keep the models of other tests
+    write(tmp_path / "models" / "softsat.py", MODEL_FILE.format(tag=tag))
+    study_file = write(tmp_path / "s.toml", BASE + f'[model]\nname = "softsat_{tag}"\nmodule = "models/softsat.py"\n'
+                       '[variability]\nsigma_d2d = 0.1\n')
+    out = tmp_path / "s.zarr"
+    run_ok(["run", str(study_file), "--out", str(out), "--scheduler", shared_scheduler, *FAST])
+    study = load_study(study_file)
+    cell = study.cell(0)
+    direct = spingpu.train(spingpu.load_dataset("iris", seed=study.seed), cell.config, networks=np.arange(2),
+                           model=cell.model, backend="numpy")
+    with xr.open_zarr(out) as ds:
+        np.testing.assert_array_equal(ds.test_acc.values, direct.test_acc.values)
+        np.testing.assert_array_equal(ds.train_loss.values, direct.train_loss.values)
+    assert str((tmp_path / "models" / "softsat.py").resolve()) in dict(study.inputs)
+    load_study(study_file)  # the same contents: not run again (it would register the name twice)
+    # a report in a process of its own runs the file again for the junction figure
+    done = subprocess.run([*CLI[:-1], "report", str(out)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and "left out" not in done.stderr and (tmp_path / "s.html").is_file(), done.stderr
+
+    write(tmp_path / "models" / "softsat.py", MODEL_FILE.format(tag=tag).replace("2000.0", "2500.0"))
+    rc, _, err = run_main(["run", str(study_file), "--out", str(out), "--resume", *FAST])
+    assert rc == 2 and "was made from other contents of" in err and "softsat.py" in err, err
+
+    write(tmp_path / "models" / "softsat.py", "import math\n\nx = 1\ny = math.nope\n")
+    rc, _, err = run_main(["run", str(study_file), "--out", str(tmp_path / "t.zarr"), *FAST])
+    assert rc == 2 and err == (f"spingpu run: error: {study_file}: model.module: {(tmp_path / 'models' / 'softsat.py').resolve()}"
+                               " (line 4): AttributeError: module 'math' has no attribute 'nope'\n"), err
+    write(tmp_path / "s2.toml", BASE + '[model]\nname = "x"\nmodule = "missing.py"\n')
+    rc, _, err = run_main(["run", str(tmp_path / "s2.toml"), *FAST])
+    assert rc == 2 and err == (f"spingpu run: error: {tmp_path / 's2.toml'}: model.module: '{tmp_path / 'missing.py'}' is "
+                               "not a file; expected the path of a Python file that calls spingpu.register_model "
+                               "(relative to the study file)\n"), err
+
+
 def test_existing_store_is_refused_untouched_without_resume_or_overwrite(long_ref, tmp_path, det):
     study, ref = long_ref
     before = snapshot(ref)

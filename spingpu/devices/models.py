@@ -405,6 +405,14 @@ def registered_models(names):
                  if name in _REGISTRY and _REGISTRY[name] is not _BUILT_IN.get(name))
 
 
+def unregister_model(name):
+    """Forget the model ``name`` registered in this process (a built-in one it replaced is back)."""
+    if name in _BUILT_IN:
+        _REGISTRY[name] = _BUILT_IN[name]
+    else:
+        _REGISTRY.pop(name, None)
+
+
 def adopt_models(models):
     """Make ``models`` (of :func:`registered_models` in another process) this process's models of
     their names, in place of any registered here before: the process that sent them decides."""

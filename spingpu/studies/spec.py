@@ -12,7 +12,8 @@ Layout (every table optional except ``dataset``; defaults as in the Python API):
     seed = 0
     [dataset]      name ("iris", "digits", "mnist", "csv:PATH"), data_dir, val_fraction,
                    test_fraction, max_train
-    [model]        name, iv_csv, and [model.params] nominal values in SI units
+    [model]        name, iv_csv, module (a Python file registering models), and [model.params]
+                   nominal values in SI units
     [network]      hidden = [8, 8]
     [neuron]       i_bias, i_gain, readout, r_ref, v_scale, delta_i
     [training]     grad_mode, epochs, batch_size, optimizer, lr, lr_schedule, weight_decay,
@@ -33,6 +34,7 @@ draws, initial weights and noise streams in every cell).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import itertools
@@ -58,7 +60,7 @@ _NUM = (int, float)
 SCHEMA = {
     "": {"name": str, "description": str, "networks": int, "seed": int},
     "dataset": {"name": str, "data_dir": str, "val_fraction": _NUM, "test_fraction": _NUM, "max_train": int},
-    "model": {"name": str, "iv_csv": str, "params": dict},
+    "model": {"name": str, "iv_csv": str, "module": str, "params": dict},
     "network": {"hidden": list},
     "neuron": {"i_bias": _NUM, "i_gain": _NUM, "readout": str, "r_ref": _NUM, "v_scale": _NUM, "delta_i": _NUM},
     "training": {"grad_mode": str, "epochs": int, "batch_size": int, "optimizer": str, "lr": _NUM,
@@ -76,6 +78,7 @@ SCHEMA = {
 SWEEPABLE = {f"{section}.{key}" for section, keys in SCHEMA.items() if keys and section
              and section not in ("distillation.teacher",) for key, kind in keys.items() if kind not in (dict, list)}
 SWEEPABLE |= {"model.name", "network.hidden"}
+SWEEPABLE -= {"model.module"}  # run once, before the cells are built: the models of every cell
 MAX_CELLS = 100_000
 
 
@@ -229,6 +232,7 @@ def parse_study(data, path, text=""):
     if "dataset" not in data or "name" not in data["dataset"]:
         raise _err(path, "dataset.name", "missing; allowed: iris, digits, mnist, csv:PATH")
     resolve_paths(data, path.parent)
+    _run_model_file(data, path)
     study = _study(data, path, text, name)
     if study.n_cells > MAX_CELLS:
         raise _err(path, "sweep", f"{study.n_cells} cells; at most {MAX_CELLS}")
@@ -243,6 +247,23 @@ def parse_study(data, path, text=""):
     _check_settings_used(study, configs, path)
     _check_dataset(study, path)
     return dataclasses.replace(study, inputs=input_hashes(study))
+
+
+def _run_model_file(data, path):
+    """Run the Python file of ``[model] module`` (path resolved), which registers the study's own
+    device models (:mod:`spingpu.devices.model_files`); ConfigError naming the file and key."""
+    module = data.get("model", {}).get("module")
+    if module is None:
+        return
+    from ..devices.model_files import run_model_file
+
+    if not module.strip() or not Path(module).is_file():
+        raise _err(path, "model.module", f"{module!r} is not a file; expected the path of a Python file that "
+                                         "calls spingpu.register_model (relative to the study file)")
+    try:
+        run_model_file(module)
+    except ConfigError as err:
+        raise _err(path, err.field, err.problem) from None
 
 
 def _study(data, path, text, name):
@@ -261,11 +282,16 @@ def stored_study(attrs):
     any file: the data file paths in its tables are absolute, as :func:`parse_study` left them. The
     axes are in the store's order (``study_data`` holds the tables with sorted keys)."""
     name = attrs.get("study_name", "study")
-    study = _study(json.loads(attrs["study_data"]), Path(f"{name}.toml"), attrs.get("study_text", ""), name)
+    data = json.loads(attrs["study_data"])
+    inputs = tuple(map(tuple, json.loads(attrs.get("input_files", "[]"))))
+    module = data.get("model", {}).get("module")
+    if module and (module, _sha256_or_none(module)) in inputs:  # its models, as the run had them
+        with contextlib.suppress(ConfigError):
+            _run_model_file(data, Path(f"{name}.toml"))
+    study = _study(data, Path(f"{name}.toml"), attrs.get("study_text", ""), name)
     order = json.loads(attrs.get("sweep_axes", "[]"))
     axes = tuple(sorted(study.axes, key=lambda a: order.index(a.dim) if a.dim in order else len(order)))
-    return dataclasses.replace(study, axes=axes,
-                               inputs=tuple(map(tuple, json.loads(attrs.get("input_files", "[]")))))
+    return dataclasses.replace(study, axes=axes, inputs=inputs)
 
 
 def _with_parameter_unit(axis, data):
@@ -307,7 +333,7 @@ def _check_name(path, name, given):
     return name
 
 
-FILE_KEYS = ("dataset.name", "dataset.data_dir", "model.iv_csv")
+FILE_KEYS = ("dataset.name", "dataset.data_dir", "model.iv_csv", "model.module")
 """The study keys that name data files (dataset.name only as ``csv:PATH``)."""
 
 
@@ -325,8 +351,9 @@ def input_files(data):
         folder = dataset.get("data_dir") or os.environ.get("SPINGPU_DATA")
         if folder:
             files += mnist_files(os.path.expanduser(str(folder))).values()
-    if isinstance(model.get("iv_csv"), str):
-        files.append(model["iv_csv"])
+    for key in ("iv_csv", "module"):
+        if isinstance(model.get(key), str):
+            files.append(model[key])
     return [str(Path(f).resolve()) for f in files if Path(f).is_file()]
 
 
@@ -348,6 +375,13 @@ def input_hashes(study):
         except OSError as err:
             raise _err(study.path, "", f"cannot read the data file {path}: {err.strerror or err}") from None
     return tuple(hashes)
+
+
+def _sha256_or_none(path):
+    try:
+        return file_sha256(path)
+    except OSError:
+        return None
 
 
 def file_sha256(path):
@@ -386,8 +420,9 @@ def resolve_paths(data, base):
         dataset["data_dir"] = _absolute(dataset["data_dir"], base)
     if csv_path(dataset.get("name")):
         dataset["name"] = "csv:" + _absolute(csv_path(dataset["name"]), base)
-    if isinstance(model.get("iv_csv"), str):
-        model["iv_csv"] = _absolute(model["iv_csv"], base)
+    for key in ("iv_csv", "module"):
+        if isinstance(model.get(key), str):
+            model[key] = _absolute(model[key], base)
     return data
 
 
