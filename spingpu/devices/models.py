@@ -152,6 +152,11 @@ class DeviceModel:
         # Compiled kernels take parameter values as arrays at run time: the copy shares them.
         return dataclasses.replace(self, parameters=params, _compiled=self._compiled)
 
+    def __getstate__(self):
+        """Pickled without its compiled functions (a study's worker compiles its own): lighter, and
+        numba's dispatchers of nested functions are not found by name (pickle searches every module)."""
+        return dict(self.__dict__, _compiled={})
+
     def compiled(self, key, build):
         """``build()`` once per model (and its :meth:`with_nominal` copies), kept under ``key``;
         once per process also when threads ask at the same time (a Dask worker runs tasks in
