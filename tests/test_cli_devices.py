@@ -562,3 +562,39 @@ def test_info_says_when_a_kernel_cache_cannot_be_written(monkeypatch, tmp_path):
     for off in ("0", "off", "False", " no "):
         monkeypatch.setenv("SPINGPU_KERNEL_CACHE", off)
         assert info._spingpu_cache() == "off (SPINGPU_KERNEL_CACHE): each process compiles the training kernels again"
+
+
+def test_a_model_file_registers_the_model_the_commands_name(tmp_path, capsys):
+    """--model-file FILE.py: its spingpu.register_model calls make the model --model (devices) or
+    --device-model (train) names; the curves are the file's function; a file that is missing or
+    fails is one line naming it (and its line), exit 2, nothing written."""
+    import uuid
+
+    name = f"soft_{uuid.uuid4().hex[:8]}"  # this process may keep the models of other tests
+    models = tmp_path / "models.py"
+    models.write_text("import math\nimport spingpu\n\n"
+                      f"spingpu.register_model({name!r},\n"
+                      "    voltage=lambda current, r_s, i_s: r_s * i_s * math.tanh(current / i_s),\n"
+                      "    dvdi=lambda current, r_s, i_s: r_s / math.cosh(current / i_s) ** 2,\n"
+                      "    parameters=[spingpu.Parameter('r_s', 2000.0, 'ohm', 'resistance', low=0.0, low_open=True),\n"
+                      "                spingpu.Parameter('i_s', 2e-4, 'A', 'saturation current', low=0.0, "
+                      "low_open=True)])\n")
+    out = tmp_path / "iv.csv"
+    assert main(["devices", "--model-file", str(models), "--model", name, "--param", "r_s=1500", "--samples", "2",
+                 "--points", "7", "--csv", str(out)]) == 0
+    rows = [r for r in read_rows(out) if r["sample"] == "nominal"]
+    current = np.array([float(r["current"]) for r in rows])
+    np.testing.assert_allclose([float(r["voltage"]) for r in rows], 1500.0 * 2e-4 * np.tanh(current / 2e-4),
+                               rtol=1e-14)
+    np.testing.assert_allclose([float(r["dvdi"]) for r in rows], 1500.0 / np.cosh(current / 2e-4) ** 2, rtol=1e-14)
+    assert main(["train", "--model-file", str(models), "--device-model", name, "--networks", "2", "--epochs", "2",
+                 "--hidden", "3", "--backend", "numpy"]) == 0
+    capsys.readouterr()
+    bad = tmp_path / "bad.py"
+    bad.write_text("import spingpu\n\nraise RuntimeError('no such junction')\n")
+    for path, message in ((tmp_path / "missing.py", f"'{tmp_path / 'missing.py'}' is not a file; expected a Python "
+                                                    "file that calls spingpu.register_model"),
+                          (bad, f"{bad}: (line 3): RuntimeError: no such junction".replace(": (", " (", 1))):
+        assert main(["devices", "--model-file", str(path), "--model", name, "--csv", str(tmp_path / "x.csv")]) == 2
+        assert capsys.readouterr().err == f"spingpu devices: error: model-file: {message}\n"
+    assert not (tmp_path / "x.csv").exists()

@@ -21,7 +21,7 @@ import numpy as np
 
 from ..errors import ConfigError, check_range, count_text
 from ..outputs import size_text
-from .options import add_spread_options, integer, named_as_options, params_dict
+from .options import add_spread_options, integer, named_as_options, params_dict, run_model_file_option
 
 MAX_SAMPLES = 100_000
 MAX_POINTS = 1_000_000
@@ -34,6 +34,8 @@ def add_parser(sub):
                        description="Sample N neurons (junction pairs A/B) of a device model with "
                                    "variability; write their V(I) and dV/dI, plot them and print the spread.")
     p.add_argument("--model", default="stt_compact", help="device model (default stt_compact)")
+    p.add_argument("--model-file", metavar="FILE.py",
+                   help="a Python file whose spingpu.register_model calls make models --model may name")
     p.add_argument("--param", action="append", metavar="NAME=VALUE",
                    help="nominal parameter value in SI units (repeatable; vectors as x,y,z)")
     p.add_argument("--iv-csv", metavar="FILE", help="measured curve for the tabulated model (current A, voltage V)")
@@ -63,6 +65,7 @@ def run(args):
         raise ConfigError("i-min", f"{i_min} A must be below i-max ({i_max} A)")
     with named_as_options():
         variability = Variability(sigma_chip=args.sigma_chip, sigma_d2d=args.sigma_d2d, sigma_pair=args.sigma_pair)
+    run_model_file_option(args.model_file)
     model = get_model(args.model, iv_csv=args.iv_csv, **params_dict(args.param))
     if args.overwrite and args.csv is None and args.plot is None:
         raise ConfigError("overwrite", "has no effect without --csv or --plot; give one, or remove --overwrite")

@@ -67,6 +67,23 @@ SPREAD_HELP = {  # --sigma-* of the commands that sample junctions
 }
 
 
+def run_model_file_option(path):
+    """``--model-file FILE``: run the Python file whose spingpu.register_model calls make the
+    models a command may then name (:mod:`spingpu.devices.model_files`); ConfigError naming
+    ``model-file`` where it is not a file or fails."""
+    if path is None:
+        return
+    import os
+    from pathlib import Path
+
+    from ..devices.model_files import run_model_file
+
+    if not path.strip() or not Path(os.path.expanduser(path)).is_file():
+        raise ConfigError("model-file", f"{path!r} is not a file; expected a Python file that calls "
+                                        "spingpu.register_model")
+    run_model_file(str(Path(os.path.expanduser(path)).resolve()), field="model-file")
+
+
 def add_spread_options(parser, default=0.0):
     """--sigma-d2d, --sigma-pair and --sigma-chip (floats; unset, they hold ``default``; their
     help says 0, Variability's default)."""

@@ -9,7 +9,7 @@ import numpy as np
 
 from ..errors import ConfigError, check_range
 from ..signals import raise_if_stopped
-from .options import add_spread_options, integer, named_as_options, params_dict
+from .options import add_spread_options, integer, named_as_options, params_dict, run_model_file_option
 
 YIELD_THRESHOLD = 0.9
 
@@ -65,6 +65,8 @@ def add_parser(sub):
                    help=f"float32 or float64 weights and activations of the batched and numpy engines; the fused "
                         f"engines (layers up to 64 wide) train in float64 whatever it says (default {C.dtype})")
     p.add_argument("--device-model", help="device model (default stt_compact)")
+    p.add_argument("--model-file", metavar="FILE.py",
+                   help="a Python file whose spingpu.register_model calls make models --device-model may name")
     p.add_argument("--param", action="append", metavar="NAME=VALUE", help="nominal device parameter (SI units)")
     p.add_argument("--iv-csv", metavar="FILE", help="measured curve for the tabulated model")
     p.add_argument("--backend", default="auto", help="auto, cpu, numpy or cuda (default auto)")
@@ -97,6 +99,7 @@ def _build(args):
         for option in (o for o, key in CONDITIONAL_OPTIONS.items() if key is None):
             if getattr(args, option.replace("-", "_")) is not None:
                 raise _need_in_options("mtj", args, option)
+    run_model_file_option(args.model_file)
     model = get_model(args.device_model or "stt_compact", iv_csv=args.iv_csv, **params_dict(args.param))
     readout = _given(args, noise_model="noise_model", read_noise="read_noise", temperature="noise_temperature",
                      bandwidth="noise_bandwidth", adc_bits="adc_bits", adc_range="adc_range", dac_bits="dac_bits",
@@ -147,7 +150,7 @@ CONDITIONAL_OPTIONS = {
     "noise-temperature": "readout.temperature", "noise-bandwidth": "readout.bandwidth",
     "adc-bits": "readout.adc_bits", "adc-range": "readout.adc_range", "dac-bits": "readout.dac_bits",
     "dac-range": "readout.dac_range", "momentum": "training.momentum",
-    "device-model": None, "param": None, "iv-csv": None,
+    "device-model": None, "model-file": None, "param": None, "iv-csv": None,
 }
 
 
