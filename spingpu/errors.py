@@ -45,9 +45,15 @@ MACHINE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, 
 
 
 def os_error_text(err):
-    """An OSError as one line: ``cannot write PATH: No space left on device``."""
-    what = err.strerror or type(err).__name__
+    """An OSError as one line: ``PATH: No space left on device`` (its reason alone where it names
+    no file)."""
+    what = os_error_reason(err)
     return one_line(f"{err.filename}: {what}" if err.filename else what)
+
+
+def os_error_reason(err):
+    """Why an OSError happened, without its file: ``No space left on device``."""
+    return err.strerror or type(err).__name__
 
 
 def one_line(text):

@@ -25,9 +25,9 @@ def source_digest():
     for root, name in ((PACKAGE, ""), (Path(kernels.__file__).resolve().parent, "kernels")):
         for folder, dirs, names in os.walk(root):  # links not followed: the checkout's kernels link
             dirs[:] = sorted(d for d in dirs if d != "__pycache__")
-            for file in names:
-                if file.endswith(".py"):
-                    path = Path(folder, file)
+            for file in names:  # modules only: not an editor's lock or backup file (.#x.py, a link to nothing)
+                path = Path(folder, file)
+                if file.endswith(".py") and file[:-3].isidentifier() and path.is_file():
                     files[Path(name, path.relative_to(root)).as_posix()] = path
     digest = hashlib.sha256()
     for relative in sorted(files):

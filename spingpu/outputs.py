@@ -17,7 +17,7 @@ import socket
 import tempfile
 from pathlib import Path
 
-from .errors import ConfigError
+from .errors import ConfigError, os_error_reason
 
 # errors of a write that name no file: they concern the output being written
 _WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG}
@@ -50,7 +50,7 @@ def check_writable(field, path, overwrite=True, store=False):
     try:
         tmp = _temp_beside(path)
     except OSError as err:
-        raise ConfigError(field, f"cannot write {path}: {_reason(err)}") from None
+        raise ConfigError(field, f"cannot write {path}: {os_error_reason(err)}") from None
     with contextlib.suppress(OSError):
         tmp.unlink()
     return path
@@ -147,8 +147,8 @@ def staged_files(*targets, fields=None, overwrite=True):
                 raise
             if current is None:
                 raise ConfigError("/".join(fields), f"cannot write {' or '.join(map(str, targets))}: "
-                                                    f"{_reason(err)}") from None
-            raise ConfigError(fields[current], f"cannot write {targets[current]}: {_reason(err)}") from None
+                                                    f"{os_error_reason(err)}") from None
+            raise ConfigError(fields[current], f"cannot write {targets[current]}: {os_error_reason(err)}") from None
     finally:
         for tmp in temps:
             with contextlib.suppress(OSError):
@@ -227,10 +227,6 @@ def _process_alive(pid):
     except OSError:  # another user's process
         return True
     return True
-
-
-def _reason(err):
-    return err.strerror or type(err).__name__
 
 
 def _umask():

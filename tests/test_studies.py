@@ -621,7 +621,7 @@ def test_a_full_disk_is_one_line_that_says_what_the_store_keeps(tmp_path, monkey
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.toml", "s.zarr"]
 
 
-@pytest.mark.parametrize("first", ["ctrl-c", "none"])
+@pytest.mark.parametrize("first", ["ctrl-c", "sigterm", "none"])
 def test_a_ctrl_c_while_the_workers_close_lets_them_close(tmp_path, monkeypatch, first):
     """A second Ctrl-C while the client closes after a first: the cluster still closes, and the one
     line of the first stop is said (it cut the shutdown into a Dask traceback). After a run that
@@ -643,12 +643,17 @@ def test_a_ctrl_c_while_the_workers_close_lets_them_close(tmp_path, monkeypatch,
         store_every_task(options.out, study, npt)
         if first == "ctrl-c":
             raise KeyboardInterrupt
+        if first == "sigterm":  # a batch system's time limit: the Ctrl-C after it is dropped, not said instead
+            from spingpu.signals import Terminated
+
+            raise Terminated
 
     rc, stdout, err = _run_without_dask(monkeypatch, ["run", str(study_file), "--out", str(out), "--backend", "numpy",
                                                       "--networks-per-task", "1"], drive,
                                         lambda *args: (Client(), Cluster()))
-    assert closed == ["client", "cluster"] and rc == 130 and "results:" not in stdout, (closed, stdout, err)
-    assert err == [f"spingpu run: interrupted; every task is stored in {out} (spingpu report {out} makes its report)"]
+    what, status = ("terminated", 143) if first == "sigterm" else ("interrupted", 130)
+    assert closed == ["client", "cluster"] and rc == status and "results:" not in stdout, (closed, stdout, err)
+    assert err == [f"spingpu run: {what}; every task is stored in {out} (spingpu report {out} makes its report)"]
 
 
 def test_a_failed_task_is_what_is_said_when_a_ctrl_c_follows_it(tmp_path, monkeypatch):
@@ -1195,26 +1200,41 @@ def test_a_run_says_when_its_scheduler_has_lost_every_worker_and_when_some_are_b
 
 
 def test_a_stalled_run_is_said_once_per_stall_naming_the_workers_that_hold_its_tasks():
-    """No task back for longer than STALL_SECONDS (120 s) and 3x the longest wait before: one line
-    per stall (not one per look), naming the workers holding this run's tasks (by key prefix);
-    nothing before the first task is back (the workers set up) or while there are no workers."""
+    """No task back for longer than STALL_SECONDS (120 s) and 3x the longest a task took from its
+    submission: one line per stall (not one per look), naming the workers holding this run's tasks
+    (by key prefix); nothing before the first task is back (the workers set up) or while there are
+    no workers; tasks of equal length coming back in waves are no stall."""
     import threading
 
     from spingpu.studies import runner
 
     now = [0.0]
     pace = runner.Pace(clock=lambda: now[0])
+    for k in range(8):
+        pace.submitted(k)
     assert pace.stalled() is None
-    now[0] = 500.0
+    now[0] = 300.0
     assert pace.stalled() is None  # setting up: no task back yet
-    pace.task_back()
-    now[0] += 50.0
-    pace.task_back()  # the longest wait: 50 s, so a stall is > 150 s
-    now[0] += 150.0
+    for k in range(4):  # the first wave: 4 workers' first tasks, ~300 s each
+        now[0] += 1.0
+        pace.task_back(k)
+    now[0] += 299.0  # the second wave is due: no stall between waves
+    assert pace.stalled() is None and pace.longest == 304.0
+    for k in range(4, 8):  # sent at 0 s with the first wave, they waited their turn: 603 s each
+        pace.task_back(k)
+    assert pace.longest == 603.0
+    now[0] += 3 * 603.0
     assert pace.stalled() is None
     now[0] += 1.0
-    assert pace.stalled() == 151.0
+    assert pace.stalled() == 1810.0
 
+    pace = runner.Pace(clock=lambda: now[0])
+    now[0] = 500.0
+    pace.submitted("a")
+    now[0] = 550.0
+    pace.task_back("a")  # the longest task: 50 s, so a stall is > max(120, 150) s
+    pace.submitted("b")
+    now[0] = 701.0
     # (seconds since the previous look, workers, a task came back meanwhile)
     looks = iter([(10.0, 2, False), (10.0, 2, False), (10.0, 0, False), (10.0, 2, True), (560.0, 2, False),
                   (20.0, 2, False), (10.0, 2, False)])
@@ -1223,35 +1243,45 @@ def test_a_stalled_run_is_said_once_per_stall_naming_the_workers_that_hold_its_t
     class Client:
         def scheduler_info(self):
             step = next(looks, None)
-            if step is None:
+            if step is None:  # the last look done: the run ends
                 stop.set()
                 raise OSError("closed")
             advance, workers, task_back = step
             now[0] += advance
             if task_back:
-                pace.task_back()
+                pace.task_back("b")
             return {"workers": {f"tcp://w{k}": {} for k in range(workers)}}
 
         def processing(self):
             return {"tcp://w1": ["train-run-0-3"], "tcp://w0": ["train-other-0-1"], "tcp://w2": []}
 
     class Bar:
-        drawn = 0
+        drawn, last_print_t, mininterval = 0, 0.0, 0.0
 
         def refresh(self):
             Bar.drawn += 1
 
     runner._watch_workers(Client(), stop, said.append, had=2, every=0.0, pace=pace, keys="train-run-", bar=Bar())
-    stalled = ("no task has come back for {} s (the longest wait before was {} s): a worker may hang (frozen, or on a "
-               "hung file system; its log says); working on this run's tasks: tcp://w1; Ctrl-C stops the run, --resume "
-               "continues it")
-    # the last task back at 550 s, the longest wait 50 s: at 711 s, 161 s > 150 s; then a task at 741 s
-    # makes the longest wait 191 s: 560 s later is not yet 573 s, 580 s later is
+    stalled = ("no task has come back for {} s (the longest a task took was {} s): a worker may hang (frozen, or on "
+               "a hung file system; its log says); working on this run's tasks: tcp://w1; Ctrl-C stops the run, "
+               "--resume continues it")
+    # the last task back at 550 s, the longest 50 s: at 711 s, 161 s > 150 s; then task b, sent at
+    # 550 s, is back at 741 s: the longest is 191 s, and 560 s later is not yet 573 s, 580 s is
     assert said == [stalled.format(161, 50),
                     "the Dask scheduler has no workers now (stopped, killed, or their jobs ended): the tasks wait until "
                     "some join; Ctrl-C stops the run, --resume continues it",
                     "2 Dask workers now: the tasks go on", stalled.format(580, 191)], said
     assert Bar.drawn == 8
+    Bar.mininterval, Bar.last_print_t, Bar.drawn = 1e9, __import__("time").time(), 0  # a log's 30 s: not redrawn
+    looks, stop = iter([(10.0, 2, False)]), threading.Event()
+    runner._watch_workers(Client(), stop, said.append, had=2, every=0.0, pace=pace, keys="train-run-", bar=Bar())
+    assert Bar.drawn == 0
+
+    def closed(text):  # stdout closed (| head): the watch ends quietly
+        raise BrokenPipeError(32, "Broken pipe")
+
+    looks, stop = iter([(10.0, 0, False), (10.0, 0, False)]), threading.Event()
+    runner._watch_workers(Client(), stop, closed, had=2, every=0.0)
 
 
 @pytest.mark.parametrize("error, message", [

@@ -118,13 +118,15 @@ def run(args):
 
 def _kept(out):
     """What a stopped run leaves in its store ``out`` (the run's own: created or resumed by it), as
-    the end of its one line; nothing where the store cannot be read."""
+    the end of its one line; nothing where the store cannot be read. A second stop meanwhile is
+    the first again: dropped."""
     import contextlib
     import warnings
 
+    from ..signals import deferred_interrupts
     from ..studies import store as results_store
 
-    with contextlib.suppress(Exception, KeyboardInterrupt), warnings.catch_warnings():  # a second Ctrl-C: no traceback
+    with deferred_interrupts(deliver=False), contextlib.suppress(Exception), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # done_tasks' warning of lost tasks: --resume says it
         done = results_store.done_tasks(out)
         if done.all():  # stopped after the last task, while the workers closed

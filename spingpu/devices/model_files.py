@@ -3,7 +3,8 @@ so that ``spingpu run`` (a process of its own) trains a model of the user's: the
 per process and contents, its :func:`spingpu.register_model` calls register the models, and the
 study's Dask workers get them with each task (:func:`spingpu.devices.models.registered_models`).
 The file is not imported as a module of its name: its functions pickle by value, so a worker
-needs neither the file nor a path to it."""
+needs neither the file nor a path to it (nor what the file imports from its own folder, which is
+not on ``sys.path``: a model file is self-contained, importing installed packages only)."""
 
 from __future__ import annotations
 
@@ -13,37 +14,36 @@ import importlib.util
 from ..errors import ConfigError, one_line
 from . import models
 
-_RUN = {}  # resolved path -> (sha256 of the contents run, names of the models it registered)
+_RUN = {}  # sha256 of a file's contents -> {name: model} that running them registered
 
 
 def run_model_file(path, field="model.module"):
-    """Run the Python file at ``path`` (absolute) unless this process ran these contents of it
-    already; the models an earlier version of it registered are unregistered first, so that an
-    edited file registers its models anew. ConfigError naming ``field`` where the file cannot be
-    read or fails."""
+    """Run the Python file at ``path`` (absolute) unless this process ran the same contents
+    already (this file, or a copy of it in another study folder: its models are this process's
+    models again). A file may register a name that a model file registered before (an edited file
+    registers its models anew); one that fails leaves the models as they were. ConfigError naming
+    ``field`` where the file cannot be read or fails, with its line."""
     try:
         with open(path, "rb") as handle:
             source = handle.read()
     except OSError as err:
         raise ConfigError(field, f"cannot read {path}: {err.strerror or err}") from None
     digest = hashlib.sha256(source).hexdigest()
-    done = _RUN.get(path)
-    if done is not None and done[0] == digest:
+    if digest in _RUN:
+        models._REGISTRY.update(_RUN[digest])
         return
-    for name in done[1] if done else ():
-        models.unregister_model(name)
     before = dict(models._REGISTRY)
     spec = importlib.util.spec_from_loader(f"spingpu_model_file_{digest[:16]}", loader=None, origin=path)
     module = importlib.util.module_from_spec(spec)
     module.__file__ = path
+    models._FILE_MODELS = frozenset(name for made in _RUN.values() for name in made)
     try:
         code = compile(source, path, "exec")  # a SyntaxError names its line itself
         exec(code, module.__dict__)  # noqa: S102 (the user's own file, as a study names it)
     except BaseException as err:
-        for name, model in list(models._REGISTRY.items()):  # what it registered before it failed goes again
-            if before.get(name) is not model:
-                models.unregister_model(name)
-        if not isinstance(err, Exception):  # Ctrl-C
+        models._REGISTRY.clear()  # what it registered before it failed goes again
+        models._REGISTRY.update(before)
+        if not isinstance(err, Exception):  # Ctrl-C, or the file's sys.exit()
             raise
         if isinstance(err, ConfigError):
             raise ConfigError(field, f"{path}: {err}") from None
@@ -55,4 +55,6 @@ def run_model_file(path, field="model.module"):
             tb = tb.tb_next
         message = err.msg if isinstance(err, SyntaxError) else err
         raise ConfigError(field, one_line(f"{path}{where}: {type(err).__name__}: {message}")) from None
-    _RUN[path] = (digest, [name for name, model in models._REGISTRY.items() if before.get(name) is not model])
+    finally:
+        models._FILE_MODELS = frozenset()
+    _RUN[digest] = {name: model for name, model in models._REGISTRY.items() if before.get(name) is not model}

@@ -12,6 +12,7 @@ Built in: ``stt_compact`` (DESIGN.md 3.1) and ``tabulated`` (a measured curve, s
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import inspect
 import math
 import threading
@@ -402,27 +403,27 @@ _BUILT_IN = dict(_REGISTRY)
 
 def registered_models(names):
     """The models among ``names`` that :func:`register_model` made in this process (a built-in
-    name that it replaced included), for :func:`adopt_models` in another process (a Dask worker of
-    a study: a registration in a script's ``if __name__ == "__main__":`` block, or in a notebook,
-    never runs there). DeviceModels pickle with their functions (by value where those are not
-    importable, as a lambda or a function of ``__main__``)."""
-    return tuple(_REGISTRY[name] for name in dict.fromkeys(names)
-                 if name in _REGISTRY and _REGISTRY[name] is not _BUILT_IN.get(name))
+    name that it replaced included), each with a fingerprint (sha256 of its pickle), for
+    :func:`shipped_models` in another process: a Dask worker of a study, where a registration in a
+    script's ``if __name__ == "__main__":`` block, in a notebook or in a study's model file never
+    runs. DeviceModels pickle with their functions (by value where those are not importable, as a
+    lambda, a function of ``__main__`` or of a model file), not their compiled code."""
+    import cloudpickle
+
+    return tuple((hashlib.sha256(cloudpickle.dumps(_REGISTRY[name])).hexdigest(), _REGISTRY[name])
+                 for name in dict.fromkeys(names) if name in _REGISTRY and _REGISTRY[name] is not _BUILT_IN.get(name))
 
 
-def unregister_model(name):
-    """Forget the model ``name`` registered in this process (a built-in one it replaced is back)."""
-    if name in _BUILT_IN:
-        _REGISTRY[name] = _BUILT_IN[name]
-    else:
-        _REGISTRY.pop(name, None)
+_FILE_MODELS = frozenset()  # while a model file runs: the names model files registered, which it may register again
+_SHIPPED = {}  # fingerprint -> the first copy of that model this process got: its kernels compile once
 
 
-def adopt_models(models):
-    """Make ``models`` (of :func:`registered_models` in another process) this process's models of
-    their names, in place of any registered here before: the process that sent them decides."""
-    for model in models:
-        _REGISTRY[model.name] = model
+def shipped_models(models):
+    """{name: model} of ``models`` ((fingerprint, model) pairs of :func:`registered_models` in
+    another process), each the copy this process first got of that fingerprint, so that its
+    compiled kernels serve every later task and cell. This process's registry is left as it is:
+    a later run on the same worker gets only what it ships."""
+    return {model.name: _SHIPPED.setdefault(fingerprint, model) for fingerprint, model in models}
 
 
 def available_models():
@@ -535,7 +536,7 @@ def register_model(name, voltage, parameters, *, dvdi=None, description="", repl
         raise ConfigError("model name", f"{name!r} is built in and needs a measured curve; choose another name")
     if name in MODULE_MODELS:
         raise ConfigError("model name", f"{name!r} is built in; choose another name")
-    if name in _REGISTRY and not replace:
+    if name in _REGISTRY and not replace and name not in _FILE_MODELS:
         raise ConfigError("model name", f"{name!r} is already registered (pass replace=True to replace it)")
     if isinstance(parameters, Parameter):
         raise ConfigError("parameters", "expected a sequence of spingpu.Parameter, got one Parameter: give "

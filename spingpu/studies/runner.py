@@ -14,7 +14,6 @@ import json
 import logging
 import os
 import socket
-import sys
 import threading
 import time
 import warnings
@@ -163,6 +162,7 @@ def _run_held(study, options, backend, workers, gpus, npt, log, progress):
     bar = None
     started = time.perf_counter()
     ours = resuming  # the store at options.out is this run's to update
+    ended = False  # the tasks ran to their end (not stopped, nor failed)
     try:
         try:
             if not resuming:
@@ -190,10 +190,11 @@ def _run_held(study, options, backend, workers, gpus, npt, log, progress):
                 # until the first task is back: the workers sample junctions and compile or load the kernels
                 bar = tqdm(total=total, initial=finished, unit="networks", desc=STUDY_SETUP, **tqdm_options(leave=True))
             _drive(client, study, options, backend.name, npt, todo, copies, n_workers, bar, log)
+            ended = True
         finally:
             # the workers close in full: a stop meanwhile acts after, or, closing after a stop or an
             # error, is that stop again and is dropped (it cut the shutdown into a Dask traceback)
-            with deferred_interrupts(deliver=sys.exc_info()[0] is None):
+            with deferred_interrupts(deliver=ended):
                 if bar is not None:
                     bar.close()
                 client.close()
@@ -229,21 +230,25 @@ def _plan(study, done):
 
 
 class Pace:
-    """When the run's tasks came back, for :func:`_watch_workers` to tell a stalled run (a hung
-    worker: frozen, or on a hung file system) from a slow one."""
+    """How long the run's tasks took, from submission to their results back, for
+    :func:`_watch_workers` to tell a stalled run (a hung worker: frozen, or on a hung file system)
+    from a slow one. Tasks of equal length come back in waves, one task's length apart, and a task
+    may wait its turn on the scheduler: its time from submission is up to twice its length."""
 
     def __init__(self, clock=time.monotonic):
-        self.clock, self.last, self.longest = clock, None, 0.0
+        self.clock, self.last, self.longest, self.sent = clock, None, 0.0, {}
 
-    def task_back(self):
+    def submitted(self, key):
+        self.sent[key] = self.clock()
+
+    def task_back(self, key):
         now = self.clock()
-        if self.last is not None:
-            self.longest = max(self.longest, now - self.last)
+        self.longest = max(self.longest, now - self.sent.pop(key, now))
         self.last = now
 
     def stalled(self):
         """Seconds since the last task came back where that is beyond STALL_SECONDS and
-        STALL_FACTOR times the longest wait before; None before the first (workers set up then)."""
+        STALL_FACTOR times the longest a task took; None before the first (workers set up then)."""
         if self.last is None:
             return None
         wait = self.clock() - self.last
@@ -260,30 +265,37 @@ def _watch_workers(client, stop, say, had, every=WATCH_SECONDS, pace=None, keys=
     run's futures fail then, and :func:`_collect` says why."""
     told = None  # the pace's last task back when the stall was said
     while not stop.wait(every):
-        if bar is not None:
-            bar.refresh()
         try:
+            if bar is not None and time.time() - bar.last_print_t >= bar.mininterval:
+                bar.refresh()  # its clock goes on while nothing comes back (at its own pace: a log's too)
             n = len(client.scheduler_info().get("workers", {}))
-        except Exception:  # noqa: BLE001 (said by the futures)
+        except Exception:  # noqa: BLE001 (a scheduler that does not answer: said by the futures)
             continue
-        if n == 0 and had:
-            say("the Dask scheduler has no workers now (stopped, killed, or their jobs ended): the tasks wait "
-                "until some join; Ctrl-C stops the run, --resume continues it")
-        elif n and not had:
-            say(f"{count_text(n, 'Dask worker')} now: the tasks go on")
+        if stop.is_set():  # the run ended while the scheduler answered: its own line is the last
+            return
+        try:
+            told = _say_workers(client, say, had, n, pace, keys, told)
+        except Exception:  # noqa: BLE001 (stdout closed, a scheduler gone meanwhile: nothing to say it on)
+            return
         had = n
-        wait = pace.stalled() if pace is not None and n else None
-        if wait is not None and told != pace.last:
-            told = pace.last
-            try:
-                holding = sorted(w for w, held in client.processing().items() if any(str(k).startswith(keys)
-                                                                                      for k in held))
-            except Exception:  # noqa: BLE001
-                holding = []
-            say(f"no task has come back for {wait:.0f} s (the longest wait before was {pace.longest:.0f} s): a "
-                f"worker may hang (frozen, or on a hung file system; its log says); "
-                + (f"working on this run's tasks: {', '.join(holding)}" if holding else "none is working on this "
-                   "run's tasks") + "; Ctrl-C stops the run, --resume continues it")
+
+
+def _say_workers(client, say, had, n, pace, keys, told):
+    """One look of :func:`_watch_workers`: the lines to say; the stall said (``told``)."""
+    if n == 0 and had:
+        say("the Dask scheduler has no workers now (stopped, killed, or their jobs ended): the tasks wait "
+            "until some join; Ctrl-C stops the run, --resume continues it")
+    elif n and not had:
+        say(f"{count_text(n, 'Dask worker')} now: the tasks go on")
+    wait = pace.stalled() if pace is not None and n else None
+    if wait is not None and told != pace.last:
+        told = pace.last
+        holding = sorted(w for w, held in client.processing().items() if any(str(k).startswith(keys) for k in held))
+        say(f"no task has come back for {wait:.0f} s (the longest a task took was {pace.longest:.0f} s): a "
+            f"worker may hang (frozen, or on a hung file system; its log says); "
+            + (f"working on this run's tasks: {', '.join(holding)}" if holding else "none is working on this "
+               "run's tasks") + "; Ctrl-C stops the run, --resume continues it")
+    return told
 
 
 def _drive(client, study, options, backend, npt, todo, copies, n_workers, bar, log=print):
@@ -299,7 +311,7 @@ def _drive(client, study, options, backend, npt, todo, copies, n_workers, bar, l
     run_key = hashlib.sha256(json.dumps([study.digest, str(Path(options.out).resolve()), npt, backend])
                              .encode()).hexdigest()[:16]
     futures = as_completed(loop=client.loop)  # the run's client: it is not Dask's default (_join_scheduler)
-    pending = {}
+    pending, pace = {}, Pace()
 
     def submit():
         cell, task = todo.popleft()
@@ -308,11 +320,12 @@ def _drive(client, study, options, backend, npt, todo, copies, n_workers, bar, l
         fut = client.submit(train_task, study, cell, lo, hi, backend, options.threads_per_worker, models,
                             key=f"train-{run_key}-{cell}-{task}", pure=False)
         pending[fut.key] = (cell, task, lo, hi)
+        pace.submitted(fut.key)
         futures.add(fut)
 
     while todo and len(pending) < limit:
         submit()
-    stop, pace = threading.Event(), Pace()
+    stop = threading.Event()
     present = len(client.scheduler_info().get("workers", {}))
     watch = threading.Thread(target=_watch_workers, name="spingpu-watch-workers", daemon=True,
                              args=(client, stop, bar.write if bar is not None else log, present),
@@ -354,13 +367,14 @@ def _collect(study, options, npt, todo, copies, bar, futures, pending, submit, p
             else:
                 reason = f"{type(err).__name__}: {err}"
             raise TaskFailed(f"task {task} (networks {lo}-{hi - 1}) of {where} failed: {reason}") from err
-        digest, host, folder = metrics.pop("spingpu")
-        if digest != source_digest():  # another checkout or install: its numbers are not this run's
+        identity = metrics.pop("spingpu", None)  # None: a spingpu older than the check
+        if identity is None or identity[0] != source_digest():  # other sources: its numbers are not this run's
             for other in list(futures.futures):
                 other.cancel()
-            raise TaskFailed(f"a Dask worker on {host} runs spingpu from {folder}, whose sources differ from this "
-                             f"run's ({PACKAGE} on {socket.gethostname()}); its task {task} is not stored: start the "
-                             "workers with this run's spingpu")
+            who = (f"a Dask worker on {identity[1]} runs spingpu from {identity[2]}" if identity else
+                   "a Dask worker runs an older spingpu, which does not say which sources it has")
+            raise TaskFailed(f"{who}, whose sources differ from this run's ({PACKAGE} on {socket.gethostname()}); its "
+                             f"task {task} is not stored: start the workers with this run's spingpu")
         for text in metrics.pop("warnings", ()):
             say(text)
         same = copies.get((cell, task), [])
@@ -370,7 +384,7 @@ def _collect(study, options, npt, todo, copies, bar, futures, pending, submit, p
                 results_store.mark_done(options.out, study, target, task)
         del metrics
         if pace is not None:
-            pace.task_back()
+            pace.task_back(fut.key)
         raise_if_stopped()  # a stop whose exception was lost in a dropped future's __del__ (spingpu.signals)
         if bar is not None:
             if bar.desc:

@@ -174,9 +174,10 @@ class Study:
     def cell_values(self, flat):
         return {a.key: a.values[i] for a, i in zip(self.axes, self.cell_index(flat))}
 
-    def cell(self, flat, unswept=()):
+    def cell(self, flat, unswept=(), models=None):
         """The :class:`Cell` (configuration, model, dataset arguments) of cell number ``flat``;
-        the swept keys in ``unswept`` keep the value set in their tables."""
+        the swept keys in ``unswept`` keep the value set in their tables. ``models``: {name: model}
+        to take before this process's registry (a worker's shipped models)."""
         data = json.loads(json.dumps(self.data))  # a deep copy
         for key, value in self.cell_values(flat).items():
             if key in unswept:
@@ -186,7 +187,7 @@ class Study:
                 data.setdefault("model", {}).setdefault("params", {})
             target[name] = list(map(int, value.split("-"))) if key == "network.hidden" else value
         resolve_paths(data, Path(self.path).parent)
-        return build_cell(self.path, data)
+        return build_cell(self.path, data, models)
 
 
 @dataclass(frozen=True)
@@ -285,7 +286,7 @@ def stored_study(attrs):
     data = json.loads(attrs["study_data"])
     inputs = tuple(map(tuple, json.loads(attrs.get("input_files", "[]"))))
     module = data.get("model", {}).get("module")
-    if module and (module, _sha256_or_none(module)) in inputs:  # its models, as the run had them
+    if module and (str(Path(module).resolve()), _sha256_or_none(module)) in inputs:  # its models, as the run had them
         with contextlib.suppress(ConfigError):
             _run_model_file(data, Path(f"{name}.toml"))
     study = _study(data, Path(f"{name}.toml"), attrs.get("study_text", ""), name)
@@ -620,8 +621,9 @@ def _typed_values(path, field, key, values):
     raise AssertionError(f"{key}: SWEEPABLE holds a key of type {kind}")
 
 
-def build_cell(path, data):
-    """TrainConfig, device model, dataset and teacher arguments from a study's tables."""
+def build_cell(path, data, models=None):
+    """TrainConfig, device model, dataset and teacher arguments from a study's tables; the model
+    from ``models`` ({name: model}) where it has the name, else from :func:`get_model`."""
     from ..devices import Readout, Variability, get_model
     from ..training import Distillation, PairNeuron, Schedule, TrainConfig
 
@@ -636,8 +638,12 @@ def build_cell(path, data):
 
     model_table = data.get("model", {})
     try:
-        model = get_model(model_table.get("name", "stt_compact"), iv_csv=model_table.get("iv_csv"),
-                          **model_table.get("params", {}))
+        name = model_table.get("name", "stt_compact")
+        if models and name in models:
+            params = model_table.get("params", {})
+            model = models[name].with_nominal(**params) if params else models[name]
+        else:
+            model = get_model(name, iv_csv=model_table.get("iv_csv"), **model_table.get("params", {}))
     except ConfigError as err:
         field = {"model": "model.name", "iv-csv": "model.iv_csv", "param": "model.params"}.get(err.field)
         if field is None:

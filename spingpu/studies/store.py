@@ -265,7 +265,11 @@ def check_existing(path, study, networks_per_task, resume, overwrite, backend=No
                                  "interrupted, or it was damaged); replace it with --overwrite or choose another --out")
     if not resume and attrs[STORE_MARK] in study.digests:
         raise ConfigError("out", f"{path} exists; pass --resume to complete it or --overwrite to replace it")
-    if not resume:  # --resume would be refused: say so now
+    if not resume:  # --resume would be refused: say so now, and why
+        changed = _changed_inputs(attrs, study)
+        if changed:
+            raise ConfigError("out", f"{path} exists and was made from other contents of {changed}; choose another "
+                                     "--out, or --overwrite to replace it")
         change = _changed_setting(attrs, study)
         raise ConfigError("out", f"{path} exists and holds the results of another study (or of a changed study "
                                  f"file{': ' + change if change else ''}); choose another --out, or --overwrite to "

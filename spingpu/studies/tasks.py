@@ -21,18 +21,19 @@ def train_task(study, cell_number, lo, hi, backend, threads, models=()):
     ``teacher_test_acc`` (CELL_VARIABLES) for a distilled cell, the ``engine`` code, and the
     ``warnings`` (one-line texts of the SpingpuWarnings) the training gave, and ``spingpu``, which
     spingpu trained them (:func:`spingpu.installation.identity`). ``models``: the
-    driver's registered models the study uses (:func:`spingpu.devices.models.registered_models`)."""
+    driver's registered models the study uses, (fingerprint, model) pairs
+    (:func:`spingpu.devices.models.registered_models`): not this process's models of those names."""
     import numba
     from threadpoolctl import threadpool_limits
 
-    from ..devices.models import adopt_models
+    from ..devices.models import shipped_models
     from ..training import teacher_logits, train
 
-    adopt_models(models)
     numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
-    key = (study.digest, study.path, cell_number)  # a moved copy has the digest, not the paths
+    # a moved copy has the digest, not the paths; a model file edited between runs, its fingerprint
+    key = (study.digest, study.path, cell_number, tuple(fingerprint for fingerprint, _ in models))
     if key not in _CELLS:  # the cell's model keeps its compiled kernels between tasks
-        _CELLS[key] = study.cell(cell_number)
+        _CELLS[key] = study.cell(cell_number, models=shipped_models(models))
     cell = _CELLS[key]
     dataset = _dataset(json.dumps(cell.dataset, sort_keys=True), study.seed)
     teacher, extra = None, {}
