@@ -80,6 +80,20 @@ def fragile_model():
     models._REGISTRY.update(saved)
 
 
+@pytest.fixture
+def models_restored():
+    """The device model registry and the model files run (spingpu.devices.model_files) as they
+    were before the test: a model it registers does not reach the lists of later tests."""
+    from spingpu.devices import model_files, models
+
+    saved, run = dict(models._REGISTRY), dict(model_files._RUN)
+    yield
+    models._REGISTRY.clear()
+    models._REGISTRY.update(saved)
+    model_files._RUN.clear()
+    model_files._RUN.update(run)
+
+
 def gaussian_blobs(seed, n_samples, n_features, split_seed, n_classes=3):
     """A small classification Dataset: Gaussian clusters around random centres."""
     import numpy as np

@@ -564,7 +564,7 @@ def test_info_says_when_a_kernel_cache_cannot_be_written(monkeypatch, tmp_path):
         assert info._spingpu_cache() == "off (SPINGPU_KERNEL_CACHE): each process compiles the training kernels again"
 
 
-def test_a_model_file_registers_the_model_the_commands_name(tmp_path, capsys):
+def test_a_model_file_registers_the_model_the_commands_name(tmp_path, capsys, models_restored):
     """--model-file FILE.py: its spingpu.register_model calls make the model --model (devices) or
     --device-model (train) names; the curves are the file's function; a file that is missing or
     fails is one line naming it (and its line), exit 2, nothing written."""

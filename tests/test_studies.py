@@ -708,7 +708,8 @@ spingpu.register_model(
 """
 
 
-def test_a_study_trains_the_models_of_its_python_file_on_workers_that_never_ran_it(tmp_path, shared_scheduler):
+def test_a_study_trains_the_models_of_its_python_file_on_workers_that_never_ran_it(tmp_path, shared_scheduler,
+                                                                                    models_restored):
     """[model] module: the file (relative to the study) runs in the driver once per contents, its
     models reach the scheduler's worker (another process, which never saw the file) with the tasks,
     and the numbers are spingpu.train's with the same model in this process; an edited file is a
