@@ -63,3 +63,42 @@ def store_every_task(path, study, networks_per_task):
             metrics["diverged"] = np.zeros(n, dtype=bool)
             write_task(path, study, cell, task * networks_per_task, metrics)
             mark_done(path, study, cell, task)
+
+
+def model_file(name):
+    """The text of a model file (``[model] module``, ``--model-file``) that registers ``name``:
+    V = r_s i_s tanh(I / i_s), r_s 2000 ohm and i_s 200 uA nominal, with its exact dV/dI."""
+    return f"""\
+import math
+import spingpu
+
+spingpu.register_model(
+    {name!r},
+    voltage=lambda current, r_s, i_s: r_s * i_s * math.tanh(current / i_s),
+    dvdi=lambda current, r_s, i_s: r_s / math.cosh(current / i_s) ** 2,
+    parameters=[spingpu.Parameter("r_s", 2000.0, "ohm", "small-signal resistance", low=0.0, low_open=True),
+                spingpu.Parameter("i_s", 2e-4, "A", "saturation current", low=0.0, low_open=True)],
+)
+"""
+
+
+class FakeFuture:
+    """A finished Dask task for ``runner._collect``: ``result()`` returns ``outcome``, or raises it
+    where it is an exception; ``cancel()`` is recorded."""
+
+    def __init__(self, key, outcome):
+        self.key, self.outcome, self.cancelled = key, outcome, False
+
+    def result(self):
+        if isinstance(self.outcome, BaseException):
+            raise self.outcome
+        return self.outcome
+
+    def cancel(self):
+        self.cancelled = True
+
+
+class FakeFutures(list):
+    """Dask's as_completed over FakeFutures: they come back in order; ``futures`` lists them."""
+
+    futures = property(lambda self: list(self))

@@ -32,7 +32,7 @@ from spingpu.errors import ConfigError
 from spingpu.studies import load_study
 from spingpu.studies.store import STORE_MARK
 from spingpu.training.results import ENGINES, VARIABLES
-from studyutil import BASE, FAST, run_main, run_ok, store_every_task, write
+from studyutil import BASE, FAST, FakeFuture, FakeFutures, model_file, run_main, run_ok, store_every_task, write
 
 CLI = [sys.executable, "-m", "spingpu.cli.main", "run"]
 
@@ -694,20 +694,6 @@ def test_a_stop_before_an_overwrite_says_nothing_of_the_store_it_did_not_write(t
     assert snapshot(out) == before
 
 
-MODEL_FILE = """\
-import math
-import spingpu
-
-spingpu.register_model(
-    "softsat_{tag}",
-    voltage=lambda current, r_s, i_s: r_s * i_s * math.tanh(current / i_s),
-    dvdi=lambda current, r_s, i_s: r_s / math.cosh(current / i_s) ** 2,
-    parameters=[spingpu.Parameter("r_s", 2000.0, "ohm", "small-signal resistance", low=0.0, low_open=True),
-                spingpu.Parameter("i_s", 2e-4, "A", "saturation current", low=0.0, low_open=True)],
-)
-"""
-
-
 def test_a_study_trains_the_models_of_its_python_file_on_workers_that_never_ran_it(tmp_path, shared_scheduler,
                                                                                     models_restored):
     """[model] module: the file (relative to the study) runs in the driver once per contents, its
@@ -717,7 +703,7 @@ def test_a_study_trains_the_models_of_its_python_file_on_workers_that_never_ran_
     import uuid
 
     tag = uuid.uuid4().hex[:8]  # a name of its own: this process may keep the models of other tests
-    write(tmp_path / "models" / "softsat.py", MODEL_FILE.format(tag=tag))
+    write(tmp_path / "models" / "softsat.py", model_file(f"softsat_{tag}"))
     study_file = write(tmp_path / "s.toml", BASE + f'[model]\nname = "softsat_{tag}"\nmodule = "models/softsat.py"\n'
                        '[variability]\nsigma_d2d = 0.1\n')
     out = tmp_path / "s.zarr"
@@ -735,7 +721,7 @@ def test_a_study_trains_the_models_of_its_python_file_on_workers_that_never_ran_
     done = subprocess.run([*CLI[:-1], "report", str(out)], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and "left out" not in done.stderr and (tmp_path / "s.html").is_file(), done.stderr
 
-    write(tmp_path / "models" / "softsat.py", MODEL_FILE.format(tag=tag).replace("2000.0", "2500.0"))
+    write(tmp_path / "models" / "softsat.py", model_file(f"softsat_{tag}").replace("2000.0", "2500.0"))
     rc, _, err = run_main(["run", str(study_file), "--out", str(out), "--resume", *FAST])
     assert rc == 2 and "was made from other contents of" in err and "softsat.py" in err, err
 
@@ -1169,6 +1155,28 @@ def test_bad_run_options_are_refused_in_one_line(tmp_path, monkeypatch, capsys, 
     assert not (tmp_path / "results" / "tiny.zarr").exists()
 
 
+class ScriptedScheduler:
+    """The Dask client runner._watch_workers asks: each look takes the next step of ``script`` and
+    answers ``look(step)`` workers (an exception: raised, the scheduler did not answer); after the
+    last step, ``stop`` is set (the run ended). ``processing``: the tasks each worker holds."""
+
+    def __init__(self, script, stop, look=lambda step: step, processing=None):
+        self.script, self.stop, self.look, self.held = iter(script), stop, look, processing or {}
+
+    def scheduler_info(self):
+        step = next(self.script, None)
+        if step is None:
+            self.stop.set()
+            raise OSError("closed")
+        answer = self.look(step)
+        if isinstance(answer, Exception):
+            raise answer
+        return {"workers": {f"tcp://w{k}": {} for k in range(answer)}}
+
+    def processing(self):
+        return self.held
+
+
 def test_a_run_says_when_its_scheduler_has_lost_every_worker_and_when_some_are_back():
     """The scheduler's worker counts, one per look (an OSError: it did not answer): a line when the
     last worker is gone, none while there are still none, a line when some are back, and none for
@@ -1177,26 +1185,15 @@ def test_a_run_says_when_its_scheduler_has_lost_every_worker_and_when_some_are_b
 
     from spingpu.studies import runner
 
-    answers = iter([2, OSError("scheduler gone"), 0, 0, 1, 3, 1, 0])
     stop, said = threading.Event(), []
-
-    class Client:
-        def scheduler_info(self):
-            answer = next(answers, None)
-            if answer is None:  # the last look done: the run ends
-                stop.set()
-                raise OSError("closed")
-            if isinstance(answer, Exception):
-                raise answer
-            return {"workers": {f"tcp://w{k}": {} for k in range(answer)}}
-
-    runner._watch_workers(Client(), stop, said.append, had=2, every=0.0)
+    client = ScriptedScheduler([2, OSError("scheduler gone"), 0, 0, 1, 3, 1, 0], stop)
+    runner._watch_workers(client, stop, said.append, had=2, every=0.0)
     gone = ("the Dask scheduler has no workers now (stopped, killed, or their jobs ended): the tasks wait until "
             "some join; Ctrl-C stops the run, --resume continues it")
     assert said == [gone, "1 Dask worker now: the tasks go on", gone]
     said.clear()
-    answers, stop = iter([0, 2]), threading.Event()
-    runner._watch_workers(Client(), stop, said.append, had=0, every=0.0)  # none at the start
+    stop = threading.Event()
+    runner._watch_workers(ScriptedScheduler([0, 2], stop), stop, said.append, had=0, every=0.0)  # none at the start
     assert said == ["2 Dask workers now: the tasks go on"]
 
 
@@ -1236,25 +1233,18 @@ def test_a_stalled_run_is_said_once_per_stall_naming_the_workers_that_hold_its_t
     pace.task_back("a")  # the longest task: 50 s, so a stall is > max(120, 150) s
     pace.submitted("b")
     now[0] = 701.0
-    # (seconds since the previous look, workers, a task came back meanwhile)
-    looks = iter([(10.0, 2, False), (10.0, 2, False), (10.0, 0, False), (10.0, 2, True), (560.0, 2, False),
-                  (20.0, 2, False), (10.0, 2, False)])
+    def look(step):  # (seconds since the previous look, workers, a task came back meanwhile)
+        advance, workers, task_back = step
+        now[0] += advance
+        if task_back:
+            pace.task_back("b")
+        return workers
+
+    def client(*script):
+        return ScriptedScheduler(script, stop, look, {"tcp://w1": ["train-run-0-3"], "tcp://w0": ["train-other-0-1"],
+                                                      "tcp://w2": []})
+
     stop, said = threading.Event(), []
-
-    class Client:
-        def scheduler_info(self):
-            step = next(looks, None)
-            if step is None:  # the last look done: the run ends
-                stop.set()
-                raise OSError("closed")
-            advance, workers, task_back = step
-            now[0] += advance
-            if task_back:
-                pace.task_back("b")
-            return {"workers": {f"tcp://w{k}": {} for k in range(workers)}}
-
-        def processing(self):
-            return {"tcp://w1": ["train-run-0-3"], "tcp://w0": ["train-other-0-1"], "tcp://w2": []}
 
     class Bar:
         drawn, last_print_t, mininterval = 0, 0.0, 0.0
@@ -1262,7 +1252,9 @@ def test_a_stalled_run_is_said_once_per_stall_naming_the_workers_that_hold_its_t
         def refresh(self):
             Bar.drawn += 1
 
-    runner._watch_workers(Client(), stop, said.append, had=2, every=0.0, pace=pace, keys="train-run-", bar=Bar())
+    runner._watch_workers(client((10.0, 2, False), (10.0, 2, False), (10.0, 0, False), (10.0, 2, True),
+                                 (560.0, 2, False), (20.0, 2, False), (10.0, 2, False)),
+                          stop, said.append, had=2, every=0.0, pace=pace, keys="train-run-", bar=Bar())
     stalled = ("no task has come back for {} s (the longest a task took was {} s): a worker may hang (frozen, or on "
                "a hung file system; its log says); working on this run's tasks: tcp://w1; Ctrl-C stops the run, "
                "--resume continues it")
@@ -1274,15 +1266,16 @@ def test_a_stalled_run_is_said_once_per_stall_naming_the_workers_that_hold_its_t
                     "2 Dask workers now: the tasks go on", stalled.format(580, 191)], said
     assert Bar.drawn == 8
     Bar.mininterval, Bar.last_print_t, Bar.drawn = 1e9, __import__("time").time(), 0  # a log's 30 s: not redrawn
-    looks, stop = iter([(10.0, 2, False)]), threading.Event()
-    runner._watch_workers(Client(), stop, said.append, had=2, every=0.0, pace=pace, keys="train-run-", bar=Bar())
+    stop = threading.Event()
+    runner._watch_workers(client((10.0, 2, False)), stop, said.append, had=2, every=0.0, pace=pace, keys="train-run-",
+                          bar=Bar())
     assert Bar.drawn == 0
 
     def closed(text):  # stdout closed (| head): the watch ends quietly
         raise BrokenPipeError(32, "Broken pipe")
 
-    looks, stop = iter([(10.0, 0, False), (10.0, 0, False)]), threading.Event()
-    runner._watch_workers(Client(), stop, closed, had=2, every=0.0)
+    stop = threading.Event()
+    runner._watch_workers(client((10.0, 0, False), (10.0, 0, False)), stop, closed, had=2, every=0.0)
 
 
 @pytest.mark.parametrize("error, message", [
@@ -1303,23 +1296,10 @@ def test_a_failed_task_is_said_in_one_line_that_blames_the_scheduler_where_it_is
     study = load_study(write(tmp_path / "study.toml", BASE.replace("networks = 2", "networks = 8")
                              + '[sweep]\n"neuron.delta_i" = [5e-6, 2e-5]\n'))
 
-    class Future:
-        key = "train-ab-1-3"
-        cancelled = False
-
-        def result(self):
-            raise error
-
-        def cancel(self):
-            self.cancelled = True
-
-    class Futures(list):
-        futures = property(lambda self: list(self))
-
-    other = Future()
+    other = FakeFuture("train-ab-1-4", None)
     with pytest.raises(runner.TaskFailed) as failed:
-        runner._collect(study, None, 2, deque(), {}, None, Futures([Future(), other]),
-                        {Future.key: (1, 3, 6, 8)}, submit=None)
+        runner._collect(study, None, 2, deque(), {}, None, FakeFutures([FakeFuture("train-ab-1-3", error), other]),
+                        {"train-ab-1-3": (1, 3, 6, 8)}, submit=None)
     assert str(failed.value) == message and other.cancelled
 
 
@@ -1341,25 +1321,12 @@ def test_a_worker_running_other_spingpu_sources_is_refused_and_its_task_not_stor
     assert own["spingpu"] == identity() and len(source_digest()) == 64
     other = dict(train_task(study, 0, 1, 2, "numpy", 1), spingpu=("0" * 64, "node7", "/old/site-packages/spingpu"))
 
-    class Future:
-        def __init__(self, key, metrics):
-            self.key, self.metrics = key, metrics
-
-        def result(self):
-            return self.metrics
-
-        def cancel(self):
-            pass
-
-    class Futures(list):
-        futures = property(lambda self: list(self))
-
     options = runner.RunOptions(out=str(out))
-    runner._collect(study, options, 1, deque(), {}, None, Futures([Future("a", own)]), {"a": (0, 0, 0, 1)},
+    runner._collect(study, options, 1, deque(), {}, None, FakeFutures([FakeFuture("a", own)]), {"a": (0, 0, 0, 1)},
                     submit=None)
     assert task_done(out).tolist() == [True, False]
     with pytest.raises(runner.TaskFailed) as failed:
-        runner._collect(study, options, 1, deque(), {}, None, Futures([Future("b", other)]), {"b": (0, 1, 1, 2)},
+        runner._collect(study, options, 1, deque(), {}, None, FakeFutures([FakeFuture("b", other)]), {"b": (0, 1, 1, 2)},
                         submit=None)
     assert str(failed.value) == (f"a Dask worker on node7 runs spingpu from /old/site-packages/spingpu, whose sources "
                                  f"differ from this run's ({PACKAGE} on {socket.gethostname()}); its task 1 is not "

@@ -8,20 +8,9 @@ import sys
 import textwrap
 
 import pytest
+from studyutil import FakeFuture, FakeFutures, model_file
 
-MODEL_FILE = """\
-import math
-import spingpu
-
-spingpu.register_model(
-    "softsat",
-    voltage=lambda current, r_s, i_s: r_s * i_s * math.tanh(current / i_s),
-    dvdi=lambda current, r_s, i_s: r_s / math.cosh(current / i_s) ** 2,
-    parameters=[spingpu.Parameter("r_s", 2000.0, "ohm", "small-signal resistance", low=0.0, low_open=True),
-                spingpu.Parameter("i_s", 2e-4, "A", "saturation current", low=0.0, low_open=True)],
-)
-"""
-
+MODEL_FILE = model_file("softsat")
 STUDY = 'name = "s"\nnetworks = 2\n[dataset]\nname = "iris"\n[model]\nname = "softsat"\nmodule = "{module}"\n'
 
 
@@ -231,19 +220,7 @@ def test_a_task_of_an_older_spingpu_is_refused(tmp_path):
     (tmp_path / "s.toml").write_text('name = "s"\nnetworks = 2\n[dataset]\nname = "iris"\n')
     study = load_study(tmp_path / "s.toml")
 
-    class Future:
-        key = "k"
-
-        def result(self):
-            return {"test_acc": [0.5], "warnings": []}
-
-        def cancel(self):
-            pass
-
-    class Futures(list):
-        futures = property(lambda self: list(self))
-
     with pytest.raises(runner.TaskFailed, match="^a Dask worker runs an older spingpu, which does not say which "
                                                 "sources it has, whose sources differ from this run's"):
         runner._collect(study, runner.RunOptions(out=str(tmp_path / "s.zarr")), 1, deque(), {}, None,
-                        Futures([Future()]), {"k": (0, 0, 0, 1)}, submit=None)
+                        FakeFutures([FakeFuture("k", {"test_acc": [0.5], "warnings": []})]), {"k": (0, 0, 0, 1)}, submit=None)

@@ -9,9 +9,9 @@ not on ``sys.path``: a model file is self-contained, importing installed package
 from __future__ import annotations
 
 import hashlib
-import importlib.util
+import types
 
-from ..errors import ConfigError, one_line
+from ..errors import ConfigError, one_line, os_error_reason
 from . import models
 
 _RUN = {}  # sha256 of a file's contents -> {name: model} that running them registered
@@ -27,14 +27,13 @@ def run_model_file(path, field="model.module"):
         with open(path, "rb") as handle:
             source = handle.read()
     except OSError as err:
-        raise ConfigError(field, f"cannot read {path}: {err.strerror or err}") from None
+        raise ConfigError(field, f"cannot read {path}: {os_error_reason(err)}") from None
     digest = hashlib.sha256(source).hexdigest()
     if digest in _RUN:
         models._REGISTRY.update(_RUN[digest])
         return
     before = dict(models._REGISTRY)
-    spec = importlib.util.spec_from_loader(f"spingpu_model_file_{digest[:16]}", loader=None, origin=path)
-    module = importlib.util.module_from_spec(spec)
+    module = types.ModuleType(f"spingpu_model_file_{digest[:16]}")  # not in sys.modules: pickled by value
     module.__file__ = path
     models._FILE_MODELS = frozenset(name for made in _RUN.values() for name in made)
     try:

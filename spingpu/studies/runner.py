@@ -39,7 +39,7 @@ REPORT_BYTES_PER_NETWORK_CELL = 96
 SCHEDULER_SECONDS = 30  # how long --scheduler waits for the scheduler to answer
 JOIN_GRACE_SECONDS = 15  # and then for Client() to give up, before it is given up on
 WATCH_SECONDS = 10  # how often a run asks its scheduler how many workers it has (_watch_workers)
-STALL_SECONDS = 120  # no task back for this long, and STALL_FACTOR x the longest wait before: said
+STALL_SECONDS = 120  # no task back for this long, and STALL_FACTOR x the longest a task took: said (Pace)
 STALL_FACTOR = 3
 
 

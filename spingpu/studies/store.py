@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..errors import ConfigError, os_error_reason
 from ..outputs import PARTIAL, partial_owner, remove_stale_partials
 from ..training.results import CELL_VARIABLES, ENGINE_ATTRS, VARIABLES
 
@@ -95,7 +95,7 @@ def run_lock(path):
             os.ftruncate(fd, 0)
             os.write(fd, f"{socket.gethostname()} {os.getpid()}\n".encode())
         except OSError as err:  # a full disk
-            raise ConfigError("out", f"cannot write beside {path}: {err.strerror or err}") from None
+            raise ConfigError("out", f"cannot write beside {path}: {os_error_reason(err)}") from None
         yield
     finally:
         with contextlib.suppress(OSError):
