@@ -792,3 +792,62 @@ def test_a_gpu_whose_cupy_cannot_load_nvrtc_names_it(monkeypatch):
     finally:
         backends._cublas_loads.cache_clear()
         backends._nvrtc_loads.cache_clear()
+
+
+def test_each_gpu_is_checked_once_per_process(monkeypatch):
+    """The GEMM and launch checks run at a GPU's first use in a process: later runs (each makes its
+    Device) take their answers, and a failed check warns once, not once per run; another GPU is
+    checked for itself, and a benchmark's setting stays its Device's."""
+    from spingpu.training import cuda_engine
+
+    monkeypatch.setattr(cuda_engine, "_CHECKED", {})
+    calls = []
+    monkeypatch.setattr(cuda_engine, "_checked_gemm_path", lambda xp: calls.append("gemm") or cuda_engine.CUPY_MATMUL)
+    monkeypatch.setattr(cuda_engine, "_checked_array_passing",
+                        lambda device: calls.append(f"launch {device.gpu}") or cuda_engine.WRAP_ARRAYS)
+
+    def gpu_device(gpu):  # a Device as on a GPU, without one
+        device = cuda_engine.Device(simulator=True)
+        device.simulator, device.gpu = False, gpu
+        return device
+
+    for gpu in (0, 0, 1, 0):
+        device = gpu_device(gpu)
+        assert (device.gemm_path, device.array_passing) == (cuda_engine.CUPY_MATMUL, cuda_engine.WRAP_ARRAYS)
+    assert calls == ["gemm", "launch 0", "gemm", "launch 1"]
+    timed = gpu_device(0)
+    timed.gemm_path = cuda_engine.DIRECT_GEMM
+    assert timed.gemm_path == cuda_engine.DIRECT_GEMM and gpu_device(0).gemm_path == cuda_engine.CUPY_MATMUL
+
+
+def test_the_next_chunk_is_packed_while_one_trains(blobs, monkeypatch):
+    """The fused CUDA engine packs chunk k + 1 on the host after launching chunk k and before
+    reading back chunk k - 1: the host's set-up of a chunk overlaps the GPU's training of the one
+    before, and only the first chunk's is part of the set-up."""
+    from spingpu.training import cuda_engine
+
+    events = []
+    real_pack, real_copy = cuda_engine.FusedCudaRun.pack_chunk, cuda_engine.Device.copy_to_host
+    real_launch = cuda_engine.Device.launch
+
+    def pack_chunk(self, lo, hi, progress=False):
+        events.append(f"pack {lo}")
+        return real_pack(self, lo, hi, progress)
+
+    def launch(self, kernel, blocks, threads, *args):
+        events.append(f"launch {blocks}")
+        return real_launch(self, kernel, blocks, threads, *args)
+
+    def copy_to_host(self, pairs, after):
+        events.append("read back")
+        return real_copy(self, pairs, after)
+
+    monkeypatch.setattr(cuda_engine.FusedCudaRun, "pack_chunk", pack_chunk)
+    monkeypatch.setattr(cuda_engine.Device, "launch", launch)
+    monkeypatch.setattr(cuda_engine.Device, "copy_to_host", copy_to_host)
+    monkeypatch.setattr(cuda_engine, "LAUNCH_BLOCKS", 2)
+    cfg = TrainConfig(hidden=(3,), epochs=1, lr=0.05, seed=9, variability=VAR, readout=Readout(read_noise=1e-3))
+    train(blobs, cfg, networks=np.arange(5), backend=Backend("cuda", simulator=True, block_threads=32))
+    assert events == ["pack 0", "launch 1",  # the probe (compiles)
+                      "pack 0", "launch 2", "pack 2", "launch 2", "pack 4", "read back", "launch 1", "read back",
+                      "read back"]

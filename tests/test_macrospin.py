@@ -710,3 +710,32 @@ def test_a_thermal_table_is_the_cold_one_shifted_smoothly_not_noise_at_each_knot
     dvdi = hot.tables(np.repeat(hot.nominal[None], 16, axis=0), keys, seed=seed, warn=False)[:, 2]
     error = dvdi / reference - 1.0  # measured over 10 seeds: rms 0.22-0.38 %, largest 0.9-2.4 %
     assert np.sqrt(np.mean(error**2)) < 0.008 and np.abs(error).max() < 0.06, (seed, error)
+
+
+@pytest.mark.filterwarnings("ignore::spingpu.ExtrapolationWarning")
+def test_the_fused_cuda_engine_tabulates_a_chunk_at_a_time_to_the_same_numbers(blobs, monkeypatch):
+    """The fused CUDA engine packs each launch's networks with their own junction tables (and the
+    nominal junction's), the next while the one before trains: one network per launch gives the
+    numbers of one launch for all, and each pack holds only its chunk's tables."""
+    from spingpu.training import cuda_engine
+
+    model = quick(table_i_min=-2e-4, table_i_max=3e-4)
+    cfg = TrainConfig(hidden=(3,), epochs=1, lr=0.05, seed=7, variability=Variability(sigma_d2d=0.1, sigma_pair=0.02))
+    nets = np.array([0, 4, 5])
+    backend = Backend("cuda", simulator=True, block_threads=32)
+    whole = train(blobs, cfg, networks=nets, model=model, backend=backend)
+    tables, real = [], cuda_engine.FusedCudaRun.pack_chunk
+
+    def pack_chunk(self, lo, hi, progress=False):
+        packed = real(self, lo, hi, progress)
+        tables.append((hi - lo, packed["table"].shape))
+        return packed
+
+    monkeypatch.setattr(cuda_engine.FusedCudaRun, "pack_chunk", pack_chunk)
+    monkeypatch.setattr(cuda_engine, "LAUNCH_BLOCKS", 1)
+    chunked = train(blobs, cfg, networks=nets, model=model, backend=backend)
+    knots = model.settings.table_points
+    # the probe's network, then each launch's: 2 x 3 junctions and the nominal one, (I, V, dV/dI) at each knot
+    assert tables == [(1, (3, 7 * knots))] * 4
+    for name in ("train_loss", "grad_cosine", "test_acc", "extrapolated_readings"):
+        np.testing.assert_array_equal(chunked[name].values, whole[name].values, err_msg=name)

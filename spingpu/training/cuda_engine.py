@@ -19,6 +19,9 @@ from .fused_engine import as_tuples, epoch_orders, fused_metrics, fused_outputs,
 
 LAUNCH_BLOCKS = 1 << 16  # networks per kernel launch: the progress bar moves between launches
 MEMORY_FRACTION = 0.8  # of the free GPU memory a training run may take
+# What a process found by checking each GPU once (its GEMM path, how launches pass CuPy arrays), by
+# (what, CUDA device id): every later run on that GPU takes it, and a failed check warns once.
+_CHECKED = {}
 
 
 class Device:
@@ -26,6 +29,7 @@ class Device:
 
     def __init__(self, simulator, memory_bytes=None):
         self.simulator = simulator
+        self.gpu = None  # the CUDA device id
         if simulator:
             self.xp = np
             free = 2**34
@@ -34,9 +38,10 @@ class Device:
             import cupy
 
             self.xp = cupy
+            self.gpu = cupy.cuda.Device().id
             free, _ = cupy.cuda.runtime.memGetInfo()
             free += cupy.get_default_memory_pool().free_bytes()  # held by CuPy's pool from earlier runs, reusable
-            props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
+            props = cupy.cuda.runtime.getDeviceProperties(self.gpu)
             name = props["name"]
             self.name = name.decode() if isinstance(name, bytes) else str(name)
         self.memory_bytes = int(free * MEMORY_FRACTION) if memory_bytes is None else int(memory_bytes)
@@ -78,9 +83,9 @@ class Device:
     @property
     def gemm_path(self):
         """How :meth:`gemm` multiplies: DIRECT_GEMM, CUPY_MATMUL (a benchmark may set it, to time
-        the peer) or EMULATED_GEMM (the simulator); checked at the first use on a GPU."""
+        the peer) or EMULATED_GEMM (the simulator); checked at the first use on each GPU, once per process."""
         if self._gemm_path is None:
-            self._gemm_path = EMULATED_GEMM if self.simulator else _checked_gemm_path(self.xp)
+            self._gemm_path = EMULATED_GEMM if self.simulator else self._checked("gemm", _checked_gemm_path, self.xp)
         return self._gemm_path
 
     @gemm_path.setter
@@ -108,15 +113,22 @@ class Device:
     @property
     def array_passing(self):
         """How :meth:`launch` hands CuPy arrays to numba-cuda: PASS_ARRAYS (as they are) or
-        WRAP_ARRAYS (a benchmark may set it, to time the other); checked at the first launch on a
-        GPU (:func:`_checked_array_passing`); None in the simulator."""
+        WRAP_ARRAYS (a benchmark may set it, to time the other); checked at the first launch on
+        each GPU, once per process (:func:`_checked_array_passing`); None in the simulator."""
         if self._array_passing is None and not self.simulator:
-            self._array_passing = _checked_array_passing(self)
+            self._array_passing = self._checked("array passing", _checked_array_passing, self)
         return self._array_passing
 
     @array_passing.setter
     def array_passing(self, how):
         self._array_passing = how
+
+    def _checked(self, what, check, *args):
+        """``check(*args)`` the first time this process asks ``what`` of this GPU (:data:`_CHECKED`)."""
+        key = (what, self.gpu)
+        if key not in _CHECKED:
+            _CHECKED[key] = check(*args)
+        return _CHECKED[key]
 
     def launch(self, kernel, blocks, threads, *args):
         """``kernel[blocks, threads](*args)`` on the stream CuPy computes on, without waiting for it.
@@ -239,15 +251,25 @@ def chunk_size(device, per_network_bytes, shared_bytes, n, held_bytes=0):
 
 
 class FusedCudaRun:
-    """One run's arrays on the device and the argument list of each launch of the fused kernel."""
+    """One run's arrays on the device and the argument list of each launch of the fused kernel.
 
-    def __init__(self, dataset, config, networks, model, teacher_logits, layout, device, progress=False):
+    Networks are packed (:func:`~spingpu.training.fused_engine.pack`) a launch's chunk at a time,
+    the next on the host while the GPU trains the one before (:func:`train_fused_cuda`): a
+    network's rows do not depend on the networks packed with it (counter-based random numbers),
+    and a model tabulated per junction (``macrospin``) gets the tables of the chunk's junctions,
+    with the nominal junction's, so that no more than a chunk's tables are on the device."""
+
+    def __init__(self, dataset, config, networks, model, teacher_logits, layout, device):
         self.device, self.layout, self.networks = device, layout, networks
+        self.config, self.model = config, model
         self.problem = problem = fused_problem(dataset, config, teacher_logits)
-        self.packed = packed = as_tuples(pack(config, model, networks, problem.sizes, device=device,
-                                              progress=progress))
-        self.common = {k: device.put(v) for k, v in packed.items()
-                       if isinstance(v, np.ndarray) and k not in ("junctions", "w_init")}
+        # the tables and the nominal junction's row into them come with each chunk's junctions
+        self.per_chunk = ("junctions", "w_init") + (("nominal", "table") if self.table_bytes_per_junction else ())
+        probe = self.pack_chunk(0, 1)
+        self.common = {k: v for k, v in probe.items() if k not in self.per_chunk}  # the same for every chunk
+        if "table" in self.common:
+            self.common["table"] = device.put(self.common["table"])
+        self._probe = probe
         self.data = [device.put(a) for a in problem.data]
         self.teacher = device.put(problem.teacher)
         self.orders = device.put(epoch_orders(config, problem.n_train))
@@ -255,18 +277,31 @@ class FusedCudaRun:
         self.seed = np.uint64(config.seed)
         self.epochs = config.epochs
 
-    def arguments(self, lo, hi, out, data=None, lr_epoch=None, orders=None, batch=None):
+    @property
+    def table_bytes_per_junction(self):
+        return self.model.table_bytes_per_junction if self.config.is_mtj else 0
+
+    def pack_chunk(self, lo, hi, progress=False):
+        """The packed arrays of networks lo .. hi - 1, on the host (``progress``: a bar of the
+        junction tables of a model tabulated per junction, computed on the run's device)."""
+        return as_tuples(pack(self.config, self.model, self.networks[lo:hi], self.problem.sizes,
+                              device=self.device, progress=progress))
+
+    def arguments(self, lo, hi, out, packed=None, data=None, lr_epoch=None, orders=None, batch=None):
         """Arguments of ``train_block`` for networks lo .. hi - 1 writing into ``out`` (device
-        arrays of :func:`fused_outputs` shape); the other keywords replace the run's own."""
-        p, put = self.packed, self.device.put
-        c = {**p, **self.common}  # tuples as they are, arrays on the device
+        arrays of :func:`fused_outputs` shape), from their :meth:`pack_chunk` ``packed`` (None:
+        packed here); the other keywords replace the run's own."""
+        put = self.device.put
+        p = {**self.common, **(self.pack_chunk(lo, hi) if packed is None else packed)}
+        if "table" in self.per_chunk:
+            p["table"] = put(p["table"])
         errs = self.device.xp.empty((hi - lo, self.layout.errs_len))
         return (*(self.data if data is None else data), self.teacher, self.problem.use_teacher,
-                put(self.networks[lo:hi]), self.seed, c["sizes"], c["w_off"], c["b_off"], c["u_off"],
-                put(p["junctions"][lo:hi]), c["nominal"], c["table"], p["mode"], c["neuron"], c["readout"],
-                p["opt_kind"], c["hyper"], self.lr_epoch if lr_epoch is None else lr_epoch,
+                put(self.networks[lo:hi]), self.seed, p["sizes"], p["w_off"], p["b_off"], p["u_off"],
+                put(p["junctions"]), p["nominal"], p["table"], p["mode"], p["neuron"], p["readout"],
+                p["opt_kind"], p["hyper"], self.lr_epoch if lr_epoch is None else lr_epoch,
                 self.problem.batch if batch is None else batch, self.orders if orders is None else orders,
-                put(p["w_init"][lo:hi]), errs, out["loss"], out["acc"], out["val"], out["cos"], out["derr"],
+                put(p["w_init"]), errs, out["loss"], out["acc"], out["val"], out["cos"], out["derr"],
                 out["test"], out["div"], out["beyond"])
 
     def probe_arguments(self):
@@ -275,14 +310,18 @@ class FusedCudaRun:
         batch of 2 overran the row of a run of batch 1)."""
         put = self.device.put
         out = fused_outputs(1, 1, self.device.xp)
-        return self.arguments(0, 1, out, data=[put(a[:2]) for a in self.problem.data],
+        return self.arguments(0, 1, out, self._probe, data=[put(a[:2]) for a in self.problem.data],
                               lr_epoch=self.lr_epoch[:1], orders=put(np.arange(2)[None]),
                               batch=min(2, self.problem.batch))
 
     @property
     def bytes_per_network(self):
-        p = self.packed
-        return 8 * (p["junctions"][0].size + p["w_init"].shape[1] + self.layout.errs_len + 5 * self.epochs + 4)
+        """Device bytes of one network's inputs and scratch in a launch: its junction rows (and
+        their tables), initial weights, relative-error row and outputs (:meth:`output_bytes_per_network`)."""
+        p = self._probe
+        junctions = p["junctions"][0].size
+        tables = 2 * sum(self.config.hidden) * self.table_bytes_per_junction
+        return 8 * (junctions + p["w_init"].shape[1] + self.layout.errs_len + 5 * self.epochs + 4) + tables
 
     @property
     def output_bytes_per_network(self):
@@ -292,11 +331,11 @@ class FusedCudaRun:
 
     @property
     def shared_bytes(self):
-        """Device memory every chunk shares: the data, the teacher, the batch orders and the packed
-        arrays of the whole run (per-junction tables of a model tabulated per junction included)."""
+        """Device memory every chunk shares: the data, the teacher, the batch orders, the shared
+        table of a tabulated model (or the nominal junction's table that comes with each chunk's)."""
         pr = self.problem
         return (sum(a.nbytes for a in pr.data) + pr.teacher.nbytes + 8 * self.epochs * (pr.n_train + 1)
-                + sum(a.nbytes for a in self.common.values()))
+                + (self.common["table"].nbytes if "table" in self.common else self.table_bytes_per_junction))
 
 
 def train_fused_cuda(dataset, config, networks, model, teacher_logits, progress, layout, device):
@@ -308,16 +347,18 @@ def train_fused_cuda(dataset, config, networks, model, teacher_logits, progress,
     # set-up and compilation: a stop inside Numba's compiler breaks it (spingpu.signals)
     with deferred_interrupts(), status(progress):
         kernel = fused_cuda_kernel(model, layout)
-        run = FusedCudaRun(dataset, config, networks, model, teacher_logits, layout, device, progress)
+        run = FusedCudaRun(dataset, config, networks, model, teacher_logits, layout, device)
         device.launch(kernel, 1, layout.threads, *run.probe_arguments())  # compiles
+        # a chunk trains while the outputs of the one before are read back (its other arrays are freed
+        # by then), where both fit; else each chunk is read back before the next starts
+        per, held = run.bytes_per_network, run.output_bytes_per_network
+        chunk = min(chunk_size(device, per, run.shared_bytes, n, held_bytes=held), LAUNCH_BLOCKS)
+        overlap = chunk * (per + held) <= device.memory_bytes - run.shared_bytes
+        chunks = [(lo, min(lo + chunk, n)) for lo in range(0, n, chunk)]
+        packed = run.pack_chunk(*chunks[0], progress=progress)
         device.synchronize()
     compile_seconds = time.perf_counter() - t0
 
-    # a chunk trains while the outputs of the one before are read back (its other arrays are freed by
-    # then), where both fit; else each chunk is read back before the next starts
-    per, held = run.bytes_per_network, run.output_bytes_per_network
-    chunk = min(chunk_size(device, per, run.shared_bytes, n, held_bytes=held), LAUNCH_BLOCKS)
-    overlap = chunk * (per + held) <= device.memory_bytes - run.shared_bytes
     out = fused_outputs(n, epochs)
     with progress_bar(progress, n * epochs, "network-epochs") as bar:
         t0 = time.perf_counter()
@@ -328,11 +369,13 @@ def train_fused_cuda(dataset, config, networks, model, teacher_logits, progress,
             if bar is not None:
                 bar.update((hi - lo) * epochs)
 
-        for lo in range(0, n, chunk):
-            hi = min(lo + chunk, n)
+        for i, (lo, hi) in enumerate(chunks):
             part = fused_outputs(hi - lo, epochs, device.xp)  # made on the device: nothing to upload
-            device.launch(kernel, hi - lo, layout.threads, *run.arguments(lo, hi, part))
+            device.launch(kernel, hi - lo, layout.threads, *run.arguments(lo, hi, part, packed))
             launched = (lo, hi, part, device.mark())
+            # the next chunk packed on the host while this one trains (uploaded once it is done: the
+            # copies go on the computing stream, after it)
+            packed = run.pack_chunk(*chunks[i + 1]) if i + 1 < len(chunks) else None
             if not overlap:
                 read_back(*launched)
                 continue

@@ -237,9 +237,10 @@ def host_bytes_per_network(dataset, config, model, backend):
     network's index and metrics (8 bytes x (5 per epoch + 3)). Then, with n_w weights and biases
     and J bytes of junction rows (and per-junction tables):
 
-    * the fused engines (CPU; CUDA, which packs every network on the host and uploads the packs
-      chunk by chunk): the initial weights (8 n_w), the draw of the largest layer while it is
-      copied in, and twice J (each layer's rows and their concatenation);
+    * the fused engines (CPU, which packs every network; CUDA, which packs a launch's networks at a
+      time, counted here as if it packed them all: an upper bound): the initial weights (8 n_w),
+      the draw of the largest layer while it is copied in, and twice J (each layer's rows and
+      their concatenation);
     * the batched host engines (NumPy reference; batched CPU above ``FUSED_MAX_WIDTH``), which
       step all networks at once: 80 bytes per weight (weights, gradient, moments, the exact
       gradient and grad_cosine's float64 copies), twice J, and per unit and sample row of the
