@@ -21,8 +21,8 @@ from .stats import check_threshold
 
 SUMMARY_COLUMNS = ("median_test_acc", "q25_test_acc", "q75_test_acc", "q05_test_acc", "q95_test_acc", "yield",
                    "yield_threshold", "diverged", "networks", "networks_done", "median_grad_cosine",
-                   "median_deriv_rel_err", "teacher_test_acc", "median_test_acc_lo95", "median_test_acc_hi95",
-                   "yield_lo95", "yield_hi95", "max_extrapolated_readings")
+                   "undefined_grad_cosine", "median_deriv_rel_err", "teacher_test_acc", "median_test_acc_lo95",
+                   "median_test_acc_hi95", "yield_lo95", "yield_hi95", "max_extrapolated_readings")
 SUMMARY_VARIABLES = ("test_acc", "diverged", "grad_cosine", "deriv_rel_err", "teacher_test_acc",
                      "extrapolated_readings")
 LAST_EPOCH = ("grad_cosine", "deriv_rel_err")  # of these the summary and figures use each network's last trained
@@ -42,7 +42,11 @@ def summary_rows(ds, threshold=0.9):
     (:mod:`spingpu.stats`).
     ``yield_threshold``: the test accuracy at or above which a chip counts in the yield.
     ``max_extrapolated_readings``: the largest fraction of a network's junction readings beyond its
-    device's table (NaN where none was counted: digital cells, stores made before the count)."""
+    device's table (NaN where none was counted: digital cells, stores made before the count).
+    ``median_grad_cosine`` and ``median_deriv_rel_err`` are over the networks that did not diverge,
+    the cosine over those where it is defined: ``undefined_grad_cosine`` counts the others, whose
+    gradient used (or exact one) was exactly 0 at their last epoch, as where the ADC clips every
+    reading; a median over the rest alone would hide the chips that get no gradient."""
     from .plot.study import finished, sweep_axes
     from .stats import median_interval, yield_hits, yield_interval
     from .studies.store import last_epoch_values
@@ -70,6 +74,7 @@ def summary_rows(ds, threshold=0.9):
         row["networks_done"] = int(done.sum())
         c, e = cos.isel(sel).values[done], err.isel(sel).values[done]
         row["median_grad_cosine"] = float(np.nanmedian(c)) if np.isfinite(c).any() else np.nan
+        row["undefined_grad_cosine"] = int((np.isnan(c) & ~div.isel(sel).values[done].astype(bool)).sum())
         row["median_deriv_rel_err"] = float(np.nanmedian(e)) if np.isfinite(e).any() else np.nan
         row["teacher_test_acc"] = float(ds.teacher_test_acc.isel(sel)) if "teacher_test_acc" in ds else np.nan
         row["median_test_acc_lo95"], row["median_test_acc_hi95"] = median_interval(ok)
@@ -321,7 +326,9 @@ def _html(ds, rows, figures, threshold, csv_name, notes=()):
     teachers = any(np.isfinite(r["teacher_test_acc"]) for r in rows)
     beyond = any(r["max_extrapolated_readings"] > 0 for r in rows)  # NaN: False
     head += ("<th>median</th><th>its 95 % CI</th><th>IQR</th><th>5-95 %</th><th>yield</th><th>its 95 % CI</th>"
-             "<th>diverged</th><th>done</th><th>grad cosine</th><th>dV/dI rel. error</th>") + \
+             "<th>diverged</th><th>done</th><th title=\"median over the networks that did not diverge and whose "
+             "cosine is defined; undefined: the gradient used was exactly 0 (every reading clipped by the ADC)\">"
+             "grad cosine</th><th>dV/dI rel. error</th>") + \
         ("<th>teacher</th>" if teachers else "") + \
         ('<th title="largest fraction of a network\'s junction readings beyond the device\'s table, where V(I) '
          'is continued linearly">beyond table (max)</th>' if beyond else "")
@@ -334,7 +341,7 @@ def _html(ds, rows, figures, threshold, csv_name, notes=()):
                   f"<td>{_range(r['q05_test_acc'], r['q95_test_acc'])}</td><td>{_pct(r['yield'])}</td>"
                   f"<td>{_range(r['yield_lo95'], r['yield_hi95'])}</td>"
                   f"<td>{r['diverged']}</td><td>{r['networks_done']} of {r['networks']}</td>"
-                  f"<td>{number_text(r['median_grad_cosine'], '.3f')}</td>"
+                  f"<td>{number_text(r['median_grad_cosine'], '.3f')}{_undefined(r)}</td>"
                   f"<td>{number_text(r['median_deriv_rel_err'], '.3g')}</td>")
         cells += f"<td>{_pct(r['teacher_test_acc'])}</td>" if teachers else ""
         cells += f"<td>{_pct(r['max_extrapolated_readings'])}</td>" if beyond else ""
@@ -382,6 +389,12 @@ The same table: <code>{html.escape(csv_name)}</code>.</p>
 {time.strftime('%Y-%m-%d %H:%M')}.</small></p>
 </body></html>
 """
+
+
+def _undefined(row):
+    """The networks left out of a cell's median gradient cosine (undefined: a gradient exactly 0)."""
+    n = row["undefined_grad_cosine"]
+    return f" ({n} undefined)" if n else ""
 
 
 def _pct(x):

@@ -17,9 +17,10 @@ from spingpu.studies.store import create_store, mark_done, task_count, write_tas
 N_NET, EPOCHS = 40, 5
 
 
-def fake_store(tmp_path, sweep, name="fake", npt=20, diverge_cell=None, tables=None):
+def fake_store(tmp_path, sweep, name="fake", npt=20, diverge_cell=None, tables=None, zero_gradient_cell=None):
     """A store whose metrics are drawn at random (fixed seed), written through the real store API;
-    ``tables``: more of the study's tables (e.g. its model)."""
+    ``tables``: more of the study's tables (e.g. its model); in ``zero_gradient_cell`` networks 5
+    and 6 of each task end with no gradient (the ADC clipped every reading: cosine NaN)."""
     data = {"name": name, "networks": N_NET, "seed": 1, "dataset": {"name": "iris"}, "network": {"hidden": [3]},
             "training": {"epochs": EPOCHS}, "sweep": sweep, **(tables or {})}
     study = parse_study(data, tmp_path / f"{name}.toml", text="# fake study\n")
@@ -41,6 +42,8 @@ def fake_store(tmp_path, sweep, name="fake", npt=20, diverge_cell=None, tables=N
                            extrapolated_readings=np.where(diverged, np.nan, rng.uniform(0, 0.2 * cell, n)))
             for name in ("train_loss", "train_acc", "val_acc", "grad_cosine", "deriv_rel_err"):
                 metrics[name][diverged, 2:] = np.nan  # as training leaves them: NaN from the epoch they diverged
+            if cell == zero_gradient_cell:
+                metrics["grad_cosine"][5:7, -1] = np.nan
             write_task(path, study, cell, lo, metrics)
             mark_done(path, study, cell, task)
     return path, study
@@ -192,7 +195,7 @@ def test_the_summary_is_name_dot_summary_csv_and_a_second_report_replaces_both(t
     first = (tmp_path / "fake.summary.csv").read_text()
     assert first.splitlines()[0] == ("delta_i,median_test_acc,q25_test_acc,q75_test_acc,q05_test_acc,q95_test_acc,"
                                      "yield,yield_threshold,diverged,networks,networks_done,median_grad_cosine,"
-                                     "median_deriv_rel_err,"
+                                     "undefined_grad_cosine,median_deriv_rel_err,"
                                      "teacher_test_acc,median_test_acc_lo95,median_test_acc_hi95,yield_lo95,"
                                      "yield_hi95,max_extrapolated_readings")
     assert main(["report", str(path), "--threshold", "0.5"]) == 0  # its own earlier report: replaced
@@ -1041,3 +1044,29 @@ def test_a_pooled_points_chips_are_those_with_a_result_in_any_pooled_cell(tmp_pa
         expected = (beta.ppf(0.025, k, 40 - k + 1), beta.ppf(0.975, k + 1, 40 - k))
         segment = accuracy_vs_axis(ds, "delta_i", threshold=0.8).axes[1].collections[-1].get_segments()[0]
     np.testing.assert_allclose(segment[:, 1], [100 * e for e in expected], rtol=1e-12)
+
+
+def test_networks_without_a_gradient_are_counted_not_hidden_in_the_cosine_median(tmp_path, capsys):
+    """A network that did not diverge but whose gradient used was exactly 0 has an undefined cosine:
+    the median is over the others and ``undefined_grad_cosine`` counts it, in the CSV, the HTML
+    and the run's summary table; cells without such networks say nothing."""
+    from spingpu.studies.runner import summary_table
+
+    path, _ = fake_store(tmp_path, {"neuron.delta_i": [1e-6, 1e-5]}, diverge_cell=0, zero_gradient_cell=0)
+    ds = open_results(path)
+    rows = summary_rows(ds)
+    last = ds.grad_cosine.isel(epoch=-1, delta_i=0).values
+    trained = ~ds.diverged.isel(delta_i=0).values
+    assert np.isnan(last[trained]).sum() == 2 * (N_NET // 20) and rows[0]["diverged"] == 3 * (N_NET // 20)
+    assert rows[0]["undefined_grad_cosine"] == 2 * (N_NET // 20) and rows[1]["undefined_grad_cosine"] == 0
+    assert rows[0]["median_grad_cosine"] == np.median(last[trained & np.isfinite(last)])
+    assert main(["report", str(path)]) == 0
+    capsys.readouterr()
+    with open(tmp_path / "fake.summary.csv") as handle:
+        assert [r["undefined_grad_cosine"] for r in csv.DictReader(handle)] == [str(2 * (N_NET // 20)), "0"]
+    text = (tmp_path / "fake.html").read_text()
+    assert text.count(" undefined)</td>") == 1
+    assert f"<td>{rows[0]['median_grad_cosine']:.3f} ({2 * (N_NET // 20)} undefined)</td>" in text
+    assert summary_table(path).splitlines()[-1] == (
+        f"grad cos leaves out {2 * (N_NET // 20)} networks whose gradient used was exactly 0 (every reading clipped "
+        "by the ADC, say): a cosine with a zero vector is undefined")

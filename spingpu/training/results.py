@@ -14,9 +14,11 @@ VARIABLES = {
     "val_acc": (("network", "epoch"), "1", "validation accuracy after the epoch"),
     "grad_cosine": (("network", "epoch"), "1",
                     "cosine similarity of the gradient of the hidden layers' weights and biases used with the "
-                    "exact-derivative one (last batch)"),
+                    "exact-derivative one (last batch; NaN where either is exactly 0, as when the ADC clips every "
+                    "reading)"),
     "deriv_rel_err": (("network", "epoch"), "1",
-                      "median relative error of the activation-derivative estimates (last batch)"),
+                      "median relative error of the activation-derivative estimates against the junction's exact "
+                      "analog slope (fd_symmetric: the mean of its two junctions' slopes) (last batch)"),
     "test_acc": (("network",), "1", "test accuracy after training"),
     "diverged": (("network",), "1", "training was stopped because the loss or a weight gradient became NaN or beyond 3.4e38 (float32's range)"),
     "extrapolated_readings": (("network",), "1",
