@@ -327,7 +327,8 @@ def _html(ds, rows, figures, threshold, csv_name, notes=()):
     beyond = any(r["max_extrapolated_readings"] > 0 for r in rows)  # NaN: False
     head += ("<th>median</th><th>its 95 % CI</th><th>IQR</th><th>5-95 %</th><th>yield</th><th>its 95 % CI</th>"
              "<th>diverged</th><th>done</th><th title=\"median over the networks that did not diverge and whose "
-             "cosine is defined; undefined: the gradient used was exactly 0 (every reading clipped by the ADC)\">"
+             "cosine is defined; undefined: the gradient used or the exact one was exactly 0, as where the ADC clips "
+             "every reading\">"
              "grad cosine</th><th>dV/dI rel. error</th>") + \
         ("<th>teacher</th>" if teachers else "") + \
         ('<th title="largest fraction of a network\'s junction readings beyond the device\'s table, where V(I) '

@@ -794,30 +794,34 @@ def test_a_gpu_whose_cupy_cannot_load_nvrtc_names_it(monkeypatch):
         backends._nvrtc_loads.cache_clear()
 
 
-def test_each_gpu_is_checked_once_per_process(monkeypatch):
+def test_each_gpu_is_checked_once_per_process_until_a_check_passes(monkeypatch):
     """The GEMM and launch checks run at a GPU's first use in a process: later runs (each makes its
-    Device) take their answers, and a failed check warns once, not once per run; another GPU is
-    checked for itself, and a benchmark's setting stays its Device's."""
+    Device) take a passed check's answer; a failed one (it may fail for a passing reason, memory
+    another process held) runs again at the next run; another GPU is checked for itself, and a
+    benchmark's setting stays its Device's."""
     from spingpu.training import cuda_engine
 
     monkeypatch.setattr(cuda_engine, "_CHECKED", {})
-    calls = []
-    monkeypatch.setattr(cuda_engine, "_checked_gemm_path", lambda xp: calls.append("gemm") or cuda_engine.CUPY_MATMUL)
+    calls, answers = [], {"gemm": [cuda_engine.CUPY_MATMUL] + [cuda_engine.DIRECT_GEMM] * 9}
+    monkeypatch.setattr(cuda_engine, "_checked_gemm_path", lambda xp: calls.append("gemm") or answers["gemm"].pop(0))
     monkeypatch.setattr(cuda_engine, "_checked_array_passing",
-                        lambda device: calls.append(f"launch {device.gpu}") or cuda_engine.WRAP_ARRAYS)
+                        lambda device: calls.append(f"launch {device.gpu}") or cuda_engine.PASS_ARRAYS)
 
     def gpu_device(gpu):  # a Device as on a GPU, without one
         device = cuda_engine.Device(simulator=True)
         device.simulator, device.gpu = False, gpu
         return device
 
-    for gpu in (0, 0, 1, 0):
+    paths = []
+    for gpu in (0, 0, 0, 1, 0):
         device = gpu_device(gpu)
-        assert (device.gemm_path, device.array_passing) == (cuda_engine.CUPY_MATMUL, cuda_engine.WRAP_ARRAYS)
-    assert calls == ["gemm", "launch 0", "gemm", "launch 1"]
+        paths.append(device.gemm_path)
+        assert device.array_passing == cuda_engine.PASS_ARRAYS
+    assert paths == [cuda_engine.CUPY_MATMUL] + [cuda_engine.DIRECT_GEMM] * 4
+    assert calls == ["gemm", "launch 0", "gemm", "gemm", "launch 1"]
     timed = gpu_device(0)
-    timed.gemm_path = cuda_engine.DIRECT_GEMM
-    assert timed.gemm_path == cuda_engine.DIRECT_GEMM and gpu_device(0).gemm_path == cuda_engine.CUPY_MATMUL
+    timed.gemm_path = cuda_engine.CUPY_MATMUL
+    assert timed.gemm_path == cuda_engine.CUPY_MATMUL and gpu_device(0).gemm_path == cuda_engine.DIRECT_GEMM
 
 
 def test_the_next_chunk_is_packed_while_one_trains(blobs, monkeypatch):
@@ -830,9 +834,9 @@ def test_the_next_chunk_is_packed_while_one_trains(blobs, monkeypatch):
     real_pack, real_copy = cuda_engine.FusedCudaRun.pack_chunk, cuda_engine.Device.copy_to_host
     real_launch = cuda_engine.Device.launch
 
-    def pack_chunk(self, lo, hi, progress=False):
+    def pack_chunk(self, lo, hi):
         events.append(f"pack {lo}")
-        return real_pack(self, lo, hi, progress)
+        return real_pack(self, lo, hi)
 
     def launch(self, kernel, blocks, threads, *args):
         events.append(f"launch {blocks}")
@@ -851,3 +855,47 @@ def test_the_next_chunk_is_packed_while_one_trains(blobs, monkeypatch):
     assert events == ["pack 0", "launch 1",  # the probe (compiles)
                       "pack 0", "launch 2", "pack 2", "launch 2", "pack 4", "read back", "launch 1", "read back",
                       "read back"]
+
+
+
+class OnDevice(np.ndarray):
+    """A NumPy array marked as made on the device (by ``put`` or the device's ``xp``)."""
+
+
+class MarkingDevice(cuda_engine.Device):
+    """The simulator's Device, whose arrays are marked: a launch given a host array fails. The
+    simulator takes NumPy arrays anywhere, where numba-cuda on a GPU would copy a host array there
+    and back around the launch, blocking the host until the kernel ends."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        marked = lambda make: lambda *a, **k: make(*a, **k).view(OnDevice)  # noqa: E731
+        self.xp = type("MarkedNumpy", (), {"__getattr__": lambda _, name: getattr(np, name),
+                                           "full": staticmethod(marked(np.full)),
+                                           "empty": staticmethod(marked(np.empty)),
+                                           "zeros": staticmethod(marked(np.zeros))})()
+
+    def put(self, array):
+        return np.asarray(array).view(OnDevice)
+
+    def launch(self, kernel, blocks, threads, *args):
+        host = [i for i, a in enumerate(args) if isinstance(a, np.ndarray) and not isinstance(a, OnDevice)]
+        assert not host, f"host arrays at arguments {host}"
+        super().launch(kernel, blocks, threads, *args)
+
+
+@pytest.mark.parametrize("model", ["stt_compact", "tabulated"])
+def test_every_array_a_fused_launch_takes_is_on_the_device(blobs, monkeypatch, model):
+    from spingpu.devices.tabulated import tabulated_model
+
+    if model == "tabulated":
+        current = np.linspace(-1e-3, 1e-3, 33)
+        model = tabulated_model(table=(current, 0.4 * np.tanh(current / 4e-4) + 200.0 * current))
+    monkeypatch.setattr(cuda_engine, "Device", MarkingDevice)
+    monkeypatch.setattr(cuda_engine, "LAUNCH_BLOCKS", 2)
+    cfg = TrainConfig(hidden=(3,), epochs=1, lr=0.05, seed=9, variability=VAR, readout=Readout(read_noise=1e-3))
+    marked = train(blobs, cfg, networks=np.arange(3), model=model, backend=SIM)
+    monkeypatch.undo()
+    plain = train(blobs, cfg, networks=np.arange(3), model=model, backend=SIM)
+    for name in METRICS:
+        np.testing.assert_array_equal(marked[name].values, plain[name].values, err_msg=name)

@@ -713,10 +713,11 @@ def test_a_thermal_table_is_the_cold_one_shifted_smoothly_not_noise_at_each_knot
 
 
 @pytest.mark.filterwarnings("ignore::spingpu.ExtrapolationWarning")
-def test_the_fused_cuda_engine_tabulates_a_chunk_at_a_time_to_the_same_numbers(blobs, monkeypatch):
-    """The fused CUDA engine packs each launch's networks with their own junction tables (and the
-    nominal junction's), the next while the one before trains: one network per launch gives the
-    numbers of one launch for all, and each pack holds only its chunk's tables."""
+def test_the_fused_cuda_engine_tabulates_the_run_once_and_launches_take_slices(blobs, monkeypatch):
+    """The fused CUDA engine binds a macrospin run's junctions once, at set-up (its tables, their
+    progress and warnings are the run's, as on the CPU), and each launch takes its networks' rows
+    into the shared tables: one network per launch gives the numbers of one launch for all."""
+    from spingpu.devices.macrospin import MacrospinModel
     from spingpu.training import cuda_engine
 
     model = quick(table_i_min=-2e-4, table_i_max=3e-4)
@@ -724,18 +725,15 @@ def test_the_fused_cuda_engine_tabulates_a_chunk_at_a_time_to_the_same_numbers(b
     nets = np.array([0, 4, 5])
     backend = Backend("cuda", simulator=True, block_threads=32)
     whole = train(blobs, cfg, networks=nets, model=model, backend=backend)
-    tables, real = [], cuda_engine.FusedCudaRun.pack_chunk
+    bound, real = [], MacrospinModel.bind
 
-    def pack_chunk(self, lo, hi, progress=False):
-        packed = real(self, lo, hi, progress)
-        tables.append((hi - lo, packed["table"].shape))
-        return packed
+    def bind(self, layers, seed=0, networks=None, **kwargs):
+        bound.append(list(networks))
+        return real(self, layers, seed, networks, **kwargs)
 
-    monkeypatch.setattr(cuda_engine.FusedCudaRun, "pack_chunk", pack_chunk)
+    monkeypatch.setattr(MacrospinModel, "bind", bind)
     monkeypatch.setattr(cuda_engine, "LAUNCH_BLOCKS", 1)
     chunked = train(blobs, cfg, networks=nets, model=model, backend=backend)
-    knots = model.settings.table_points
-    # the probe's network, then each launch's: 2 x 3 junctions and the nominal one, (I, V, dV/dI) at each knot
-    assert tables == [(1, (3, 7 * knots))] * 4
+    assert bound == [nets.tolist()]
     for name in ("train_loss", "grad_cosine", "test_acc", "extrapolated_readings"):
         np.testing.assert_array_equal(chunked[name].values, whole[name].values, err_msg=name)

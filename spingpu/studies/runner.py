@@ -636,8 +636,8 @@ def summary_table(path, threshold=0.9):
                      "the yield")
     undefined = sum(r["undefined_grad_cosine"] for r in rows)
     if undefined:
-        lines.append(f"grad cos leaves out {count_text(undefined, 'network')} whose gradient used was exactly 0 (every "
-                     "reading clipped by the ADC, say): a cosine with a zero vector is undefined")
+        lines.append(f"grad cos leaves out {count_text(undefined, 'network')} whose gradient used or exact was exactly 0 "
+                     "(every reading clipped by the ADC, say): a cosine with a zero vector is undefined")
     done, tasks = results_store.task_progress(ds)
     if done < tasks:
         lines.append(f"incomplete store: {done} of {tasks} tasks finished; statistics over their networks only")

@@ -19,8 +19,9 @@ from .fused_engine import as_tuples, epoch_orders, fused_metrics, fused_outputs,
 
 LAUNCH_BLOCKS = 1 << 16  # networks per kernel launch: the progress bar moves between launches
 MEMORY_FRACTION = 0.8  # of the free GPU memory a training run may take
-# What a process found by checking each GPU once (its GEMM path, how launches pass CuPy arrays), by
-# (what, CUDA device id): every later run on that GPU takes it, and a failed check warns once.
+# What a process found by checking each GPU (its GEMM path, how launches pass CuPy arrays), by
+# (what, CUDA device id): every later run on that GPU takes a passed check's answer; a failed one,
+# which may have failed for a passing reason (memory another process held), is checked again.
 _CHECKED = {}
 
 
@@ -83,9 +84,11 @@ class Device:
     @property
     def gemm_path(self):
         """How :meth:`gemm` multiplies: DIRECT_GEMM, CUPY_MATMUL (a benchmark may set it, to time
-        the peer) or EMULATED_GEMM (the simulator); checked at the first use on each GPU, once per process."""
+        the peer) or EMULATED_GEMM (the simulator); checked at the first use on each GPU, once per
+        process if it passes."""
         if self._gemm_path is None:
-            self._gemm_path = EMULATED_GEMM if self.simulator else self._checked("gemm", _checked_gemm_path, self.xp)
+            self._gemm_path = (EMULATED_GEMM if self.simulator
+                               else self._checked("gemm", _checked_gemm_path, DIRECT_GEMM, self.xp))
         return self._gemm_path
 
     @gemm_path.setter
@@ -114,20 +117,24 @@ class Device:
     def array_passing(self):
         """How :meth:`launch` hands CuPy arrays to numba-cuda: PASS_ARRAYS (as they are) or
         WRAP_ARRAYS (a benchmark may set it, to time the other); checked at the first launch on
-        each GPU, once per process (:func:`_checked_array_passing`); None in the simulator."""
+        each GPU, once per process if it passes (:func:`_checked_array_passing`); None in the simulator."""
         if self._array_passing is None and not self.simulator:
-            self._array_passing = self._checked("array passing", _checked_array_passing, self)
+            self._array_passing = self._checked("array passing", _checked_array_passing, PASS_ARRAYS, self)
         return self._array_passing
 
     @array_passing.setter
     def array_passing(self, how):
         self._array_passing = how
 
-    def _checked(self, what, check, *args):
-        """``check(*args)`` the first time this process asks ``what`` of this GPU (:data:`_CHECKED`)."""
+    def _checked(self, what, check, passed, *args):
+        """``check(*args)``, unless it gave ``passed`` for ``what`` on this GPU before in this
+        process (:data:`_CHECKED`)."""
         key = (what, self.gpu)
         if key not in _CHECKED:
-            _CHECKED[key] = check(*args)
+            found = check(*args)
+            if found != passed:
+                return found
+            _CHECKED[key] = found
         return _CHECKED[key]
 
     def launch(self, kernel, blocks, threads, *args):
@@ -255,21 +262,23 @@ class FusedCudaRun:
 
     Networks are packed (:func:`~spingpu.training.fused_engine.pack`) a launch's chunk at a time,
     the next on the host while the GPU trains the one before (:func:`train_fused_cuda`): a
-    network's rows do not depend on the networks packed with it (counter-based random numbers),
-    and a model tabulated per junction (``macrospin``) gets the tables of the chunk's junctions,
-    with the nominal junction's, so that no more than a chunk's tables are on the device."""
+    network's rows do not depend on the networks packed with it (counter-based random numbers). A
+    model tabulated per junction (``macrospin``) is bound for the whole run at once, as the CPU
+    engine binds it: its tables are computed on the device at set-up (one progress bar, one
+    warning, an error before any training) and shared by every launch, which take slices of the
+    run's pack."""
 
-    def __init__(self, dataset, config, networks, model, teacher_logits, layout, device):
+    PER_CHUNK = ("junctions", "w_init")  # what differs from chunk to chunk of a pack
+
+    def __init__(self, dataset, config, networks, model, teacher_logits, layout, device, progress=False):
         self.device, self.layout, self.networks = device, layout, networks
         self.config, self.model = config, model
         self.problem = problem = fused_problem(dataset, config, teacher_logits)
-        # the tables and the nominal junction's row into them come with each chunk's junctions
-        self.per_chunk = ("junctions", "w_init") + (("nominal", "table") if self.table_bytes_per_junction else ())
-        probe = self.pack_chunk(0, 1)
-        self.common = {k: v for k, v in probe.items() if k not in self.per_chunk}  # the same for every chunk
-        if "table" in self.common:
-            self.common["table"] = device.put(self.common["table"])
-        self._probe = probe
+        tabulated_per_junction = config.is_mtj and model.table_bytes_per_junction > 0
+        self._whole = self._pack(0, networks.size, progress) if tabulated_per_junction else None
+        self._probe = probe = self.pack_chunk(0, 1)
+        self.common = {k: v for k, v in probe.items() if k not in self.PER_CHUNK}  # the same for every chunk
+        self.common["table"] = device.put(probe["table"])
         self.data = [device.put(a) for a in problem.data]
         self.teacher = device.put(problem.teacher)
         self.orders = device.put(epoch_orders(config, problem.n_train))
@@ -277,24 +286,28 @@ class FusedCudaRun:
         self.seed = np.uint64(config.seed)
         self.epochs = config.epochs
 
-    @property
-    def table_bytes_per_junction(self):
-        return self.model.table_bytes_per_junction if self.config.is_mtj else 0
+    def _pack(self, lo, hi, progress=False):
+        return as_tuples(pack(self.config, self.model, self.networks[lo:hi], self.problem.sizes, device=self.device,
+                              progress=progress))
 
-    def pack_chunk(self, lo, hi, progress=False):
-        """The packed arrays of networks lo .. hi - 1, on the host (``progress``: a bar of the
-        junction tables of a model tabulated per junction, computed on the run's device)."""
-        return as_tuples(pack(self.config, self.model, self.networks[lo:hi], self.problem.sizes,
-                              device=self.device, progress=progress))
+    def pack_chunk(self, lo, hi):
+        """The packed arrays of networks lo .. hi - 1, on the host: packed now, or sliced from the
+        run's pack (a model tabulated per junction)."""
+        if self._whole is not None:
+            return {**self._whole, **{k: self._whole[k][lo:hi] for k in self.PER_CHUNK}}
+        packed = self._pack(lo, hi)
+        probe = getattr(self, "_probe", None)
+        if probe is not None and not np.array_equal(packed["table"], probe["table"]):
+            raise RuntimeError(f"the {self.model.name} model's kernel table differs between networks while its "
+                               "table_bytes_per_junction is 0: it must give the bytes its bind adds per junction")
+        return packed
 
     def arguments(self, lo, hi, out, packed=None, data=None, lr_epoch=None, orders=None, batch=None):
         """Arguments of ``train_block`` for networks lo .. hi - 1 writing into ``out`` (device
         arrays of :func:`fused_outputs` shape), from their :meth:`pack_chunk` ``packed`` (None:
         packed here); the other keywords replace the run's own."""
         put = self.device.put
-        p = {**self.common, **(self.pack_chunk(lo, hi) if packed is None else packed)}
-        if "table" in self.per_chunk:
-            p["table"] = put(p["table"])
+        p = {**(self.pack_chunk(lo, hi) if packed is None else packed), **self.common}  # the table on the device
         errs = self.device.xp.empty((hi - lo, self.layout.errs_len))
         return (*(self.data if data is None else data), self.teacher, self.problem.use_teacher,
                 put(self.networks[lo:hi]), self.seed, p["sizes"], p["w_off"], p["b_off"], p["u_off"],
@@ -316,12 +329,10 @@ class FusedCudaRun:
 
     @property
     def bytes_per_network(self):
-        """Device bytes of one network's inputs and scratch in a launch: its junction rows (and
-        their tables), initial weights, relative-error row and outputs (:meth:`output_bytes_per_network`)."""
+        """Device bytes of one network's inputs and scratch in a launch: its junction rows, initial
+        weights, relative-error row and outputs (:meth:`output_bytes_per_network`)."""
         p = self._probe
-        junctions = p["junctions"][0].size
-        tables = 2 * sum(self.config.hidden) * self.table_bytes_per_junction
-        return 8 * (junctions + p["w_init"].shape[1] + self.layout.errs_len + 5 * self.epochs + 4) + tables
+        return 8 * (p["junctions"][0].size + p["w_init"].shape[1] + self.layout.errs_len + 5 * self.epochs + 4)
 
     @property
     def output_bytes_per_network(self):
@@ -331,11 +342,11 @@ class FusedCudaRun:
 
     @property
     def shared_bytes(self):
-        """Device memory every chunk shares: the data, the teacher, the batch orders, the shared
-        table of a tabulated model (or the nominal junction's table that comes with each chunk's)."""
+        """Device memory every chunk shares: the data, the teacher, the batch orders and the model's
+        table (a model tabulated per junction: every junction's of the run)."""
         pr = self.problem
         return (sum(a.nbytes for a in pr.data) + pr.teacher.nbytes + 8 * self.epochs * (pr.n_train + 1)
-                + (self.common["table"].nbytes if "table" in self.common else self.table_bytes_per_junction))
+                + self.common["table"].nbytes)
 
 
 def train_fused_cuda(dataset, config, networks, model, teacher_logits, progress, layout, device):
@@ -347,7 +358,7 @@ def train_fused_cuda(dataset, config, networks, model, teacher_logits, progress,
     # set-up and compilation: a stop inside Numba's compiler breaks it (spingpu.signals)
     with deferred_interrupts(), status(progress):
         kernel = fused_cuda_kernel(model, layout)
-        run = FusedCudaRun(dataset, config, networks, model, teacher_logits, layout, device)
+        run = FusedCudaRun(dataset, config, networks, model, teacher_logits, layout, device, progress)
         device.launch(kernel, 1, layout.threads, *run.probe_arguments())  # compiles
         # a chunk trains while the outputs of the one before are read back (its other arrays are freed
         # by then), where both fit; else each chunk is read back before the next starts
@@ -355,7 +366,7 @@ def train_fused_cuda(dataset, config, networks, model, teacher_logits, progress,
         chunk = min(chunk_size(device, per, run.shared_bytes, n, held_bytes=held), LAUNCH_BLOCKS)
         overlap = chunk * (per + held) <= device.memory_bytes - run.shared_bytes
         chunks = [(lo, min(lo + chunk, n)) for lo in range(0, n, chunk)]
-        packed = run.pack_chunk(*chunks[0], progress=progress)
+        packed = run.pack_chunk(*chunks[0])
         device.synchronize()
     compile_seconds = time.perf_counter() - t0
 
