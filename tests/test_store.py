@@ -84,6 +84,54 @@ def test_an_interrupted_creation_leaves_nothing_at_out_nor_beside_it(tmp_path, m
     assert incomplete(out) is None and sorted(os.listdir(tmp_path)) == ["s.zarr", "study.toml"]
 
 
+def test_a_stop_while_the_store_is_made_acts_once_it_is_whole(tmp_path, monkeypatch):
+    """A Ctrl-C during the creation (zarr writes from a thread of its own, which would go on
+    writing into a temporary being removed) acts once the store is in place, with nothing beside it."""
+    import time
+
+    from spingpu.studies import store
+
+    study_path, study = study_file(tmp_path)
+    out = tmp_path / "s.zarr"
+    real = store._move_into_place
+
+    def move(tmp, path):
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)
+        real(tmp, path)
+
+    monkeypatch.setattr(store, "_move_into_place", move)
+    saved = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            create_store(out, study, 2, attrs())
+    finally:
+        signal.signal(signal.SIGINT, saved)
+    assert incomplete(out) is None and sorted(os.listdir(tmp_path)) == ["s.zarr", "study.toml"]
+
+
+def test_a_stop_while_a_store_is_removed_leaves_none_at_out(tmp_path, monkeypatch):
+    """--overwrite renames the old store away before deleting it: a stop during the deletion leaves
+    no half store at out, and its hidden remains go with the next creation once this process has
+    ended (remove_stale_partials)."""
+    from spingpu.studies import store
+
+    study_path, study = study_file(tmp_path)
+    out = tmp_path / "s.zarr"
+    create_store(out, study, 2, attrs())
+
+    def stopped(path, **kwargs):
+        (path / ".zattrs").unlink()  # part of it deleted
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(store.shutil, "rmtree", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        store.remove_store(out)
+    left = sorted(os.listdir(tmp_path))
+    assert len(left) == 2 and left[0].startswith(f".s.zarr.partial-{socket.gethostname()}-{os.getpid()}-")
+    assert left[1] == "study.toml"
+
+
 KILLED = """\
 import sys, time
 import xarray as xr

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError, os_error_reason
+from ..signals import deferred_interrupts
 from ..outputs import PARTIAL, partial_owner, remove_stale_partials
 from ..training.results import CELL_VARIABLES, ENGINE_ATTRS, VARIABLES
 
@@ -44,17 +45,26 @@ def task_count(study, networks_per_task):
 def create_store(path, study, networks_per_task, attrs):
     """Write the store's metadata (every value missing, no task done) at ``path``, which must not
     exist: built under a temporary name in the same folder and renamed into place, so that an
-    interrupted creation never leaves a store at ``path``."""
+    interrupted creation never leaves a store at ``path``. A Ctrl-C or SIGTERM meanwhile acts once
+    the store is in place, or its temporary removed (zarr writes from a thread of its own, which
+    went on writing into the temporary as it was being removed)."""
     path = Path(path)
     remove_stale_partials(path)  # folders of creations killed on this host
-    tmp = path.with_name(f".{path.name}{PARTIAL}{partial_owner()}-{secrets.token_hex(4)}")
-    try:
-        _store_dataset(study, networks_per_task, attrs).to_zarr(tmp, mode="w-", compute=False, consolidated=True,
-                                                                zarr_format=2)
-        _move_into_place(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    with deferred_interrupts():
+        tmp = _partial_name(path)
+        try:
+            _store_dataset(study, networks_per_task, attrs).to_zarr(tmp, mode="w-", compute=False,
+                                                                    consolidated=True, zarr_format=2)
+            _move_into_place(tmp, path)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+
+def _partial_name(path):
+    """A temporary name beside ``path`` that :func:`~spingpu.outputs.remove_stale_partials` removes
+    once its process has died."""
+    return path.with_name(f".{path.name}{PARTIAL}{partial_owner()}-{secrets.token_hex(4)}")
 
 
 @contextlib.contextmanager
@@ -438,11 +448,14 @@ def _json_object(file):
 
 
 def remove_store(path):
-    """Delete the spingpu store at ``path`` (checked by :func:`check_existing`), never through a link."""
+    """Delete the spingpu store at ``path`` (checked by :func:`check_existing`), never through a link:
+    renamed to a temporary name first, then deleted."""
     path = Path(path)
     if path.is_symlink() or STORE_MARK not in store_attrs(path):
         raise ConfigError("out", f"{path} is not a spingpu results store; not removed")
-    shutil.rmtree(path)
+    doomed = _partial_name(path)
+    path.rename(doomed)  # at once: a stop during the deletion leaves no half store at path
+    shutil.rmtree(doomed, ignore_errors=True)  # what a stop leaves, the next run's remove_stale_partials removes
 
 
 def update_attrs(path, **attrs):
