@@ -410,3 +410,26 @@ def test_last_epoch_values_of_networks_trained_one_epoch_and_of_none():
                     coords={"network": np.arange(4), "epoch": np.arange(1, 4)})
     got = last_epoch_values(ds, "grad_cosine").values
     np.testing.assert_array_equal(got, [cosine[0, 0], np.nan, cosine[2, 1], np.nan])
+
+
+def test_load_results_refuses_names_no_store_holds(tmp_path):
+    """A misspelt variable, a string for the list, or a last_epoch variable without epochs is one
+    ConfigError naming the argument, not a Dataset silently without it."""
+    study_path, study = study_file(tmp_path)
+    out = tmp_path / "s.zarr"
+    create_store(out, study, 2, attrs())
+    for kwargs, message in (
+            (dict(variables=["test_accuracy"]), "variables: 'test_accuracy' is not a variable of a results store "
+                                                "(did you mean 'test_acc'?); allowed: train_loss, "),
+            (dict(variables="test_acc"), "variables: expected a list of variable names, got the string 'test_acc' "
+                                         "(write ['test_acc'])"),
+            (dict(variables=["test_acc"], last_epoch=["grad_cos"]), "last_epoch: 'grad_cos' is not a per-epoch "
+                                                                    "variable of a results store (did you mean "
+                                                                    "'grad_cosine'?)"),
+            (dict(last_epoch=["test_acc"]), "last_epoch: 'test_acc' is not a per-epoch variable of a results store; "
+                                            "allowed: train_loss, train_acc, val_acc, grad_cosine, deriv_rel_err")):
+        with pytest.raises(ConfigError) as caught:
+            spingpu.load_results(out, **kwargs)
+        assert str(caught.value).startswith(message) and "\n" not in str(caught.value)
+    loaded = spingpu.load_results(out, ["test_acc", "teacher_test_acc"], last_epoch=["grad_cosine"])
+    assert sorted(loaded.data_vars) == ["grad_cosine", "task_done", "teacher_test_acc", "test_acc"]

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConfigError, os_error_reason
+from ..errors import ConfigError, _short, did_you_mean, os_error_reason
 from ..signals import deferred_interrupts
 from ..outputs import PARTIAL, partial_owner, remove_stale_partials
 from ..training.results import CELL_VARIABLES, ENGINE_ATTRS, VARIABLES
@@ -495,12 +495,29 @@ def open_results(path):
     return ds
 
 
+# every data variable a store holds (one made by an earlier spingpu may lack some)
+STORE_VARIABLES = (*VARIABLES, *CELL_VARIABLES, "engine", "task_done")
+
+
 def load_results(path, variables=None, last_epoch=()):
     """:func:`open_results` (only ``variables``, those named in ``last_epoch`` and task_done, where
     ``variables`` is given; of the variables named in ``last_epoch``, only the value at each
     network's last trained epoch, without the epoch dim: :func:`last_epoch_values`) read into
     memory; ConfigError where a chunk cannot be read or
-    tasks marked done lost their numbers (:func:`lost_tasks`)."""
+    tasks marked done lost their numbers (:func:`lost_tasks`). A name that no store holds is a
+    ConfigError naming ``variables`` or ``last_epoch`` (one a store made before it lacks is left out)."""
+    per_epoch = [name for name, (dims, *_) in VARIABLES.items() if "epoch" in dims]
+    for field, names, known, kind in (("variables", variables, STORE_VARIABLES, "a variable"),
+                                      ("last_epoch", last_epoch, per_epoch, "a per-epoch variable")):
+        if names is None:
+            continue
+        if isinstance(names, str):
+            raise ConfigError(field, f"expected a list of variable names, got the string {names!r} (write [{names!r}])")
+        for name in names:
+            if name not in known:
+                hint = did_you_mean(name, known) if isinstance(name, str) else ""
+                raise ConfigError(field, f"{_short(name)} is not {kind} of a results store{hint}; allowed: "
+                                         f"{', '.join(known)}")
     ds = open_results(path)
     try:
         lost = lost_tasks(ds)
