@@ -1144,6 +1144,8 @@ def test_invalid_toml_and_missing_study_file(tmp_path, monkeypatch, capsys):
     (["--resume"], "resume: no store at results/tiny.zarr to resume"),
     (["--out", "missing/s.zarr"], "out: folder missing does not exist"),
     (["--out", " "], "out: expected a store name, got an empty one (leave --out out for results/<study name>.zarr)"),
+    *[(["--out", name], f"out: {name!r}: expected a store name such as results/NAME.zarr, not a hidden one (names "
+                        "beginning with '.' are spingpu's temporaries)") for name in (".zarr", "results/.s.zarr", ".")],
 ])
 def test_bad_run_options_are_refused_in_one_line(tmp_path, monkeypatch, capsys, extra, message):
     monkeypatch.chdir(tmp_path)

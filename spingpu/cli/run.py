@@ -38,6 +38,10 @@ def run(args):
     if args.out is not None and not args.out.strip():  # not the default's results/NAME.zarr
         raise ConfigError("out", "expected a store name, got an empty one (leave --out out for "
                                  "results/<study name>.zarr)")
+    name = None if args.out is None else Path(args.out.strip()).name
+    if name is not None and (name.startswith(".") or not name):
+        raise ConfigError("out", f"{args.out!r}: expected a store name such as results/NAME.zarr, not a hidden one "
+                                 "(names beginning with '.' are spingpu's temporaries)")
     if args.resume and args.overwrite:  # before the store is looked at: whether it exists or not
         raise ConfigError("resume", "--resume and --overwrite exclude each other")
     study = load_study(args.study)
