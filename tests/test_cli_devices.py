@@ -598,3 +598,15 @@ def test_a_model_file_registers_the_model_the_commands_name(tmp_path, capsys, mo
         assert main(["devices", "--model-file", str(path), "--model", name, "--csv", str(tmp_path / "x.csv")]) == 2
         assert capsys.readouterr().err == f"spingpu devices: error: model-file: {message}\n"
     assert not (tmp_path / "x.csv").exists()
+    # a file whose models the command does not name would do nothing: refused
+    empty = tmp_path / "empty.py"
+    empty.write_text("import spingpu\n")
+    for command, option, path, made in (("devices", "model", models, f"registers {name!r}"),
+                                        ("train", "device-model", models, f"registers {name!r}"),
+                                        ("train", "device-model", empty, "registers no model")):
+        assert main([command, "--model-file", str(path), "--csv" if command == "devices" else "--out",
+                     str(tmp_path / ("x.csv" if command == "devices" else "x.nc"))]) == 2
+        assert capsys.readouterr().err == (f"spingpu {command}: error: model-file: {path} {made}, and --{option} is "
+                                           f"'stt_compact': name one of its models with --{option}, or leave "
+                                           "--model-file out\n")
+    assert not (tmp_path / "x.csv").exists() and not (tmp_path / "x.nc").exists()

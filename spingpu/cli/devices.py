@@ -65,7 +65,7 @@ def run(args):
         raise ConfigError("i-min", f"{i_min} A must be below i-max ({i_max} A)")
     with named_as_options():
         variability = Variability(sigma_chip=args.sigma_chip, sigma_d2d=args.sigma_d2d, sigma_pair=args.sigma_pair)
-    run_model_file_option(args.model_file)
+    run_model_file_option(args.model_file, args.model, "model")
     model = get_model(args.model, iv_csv=args.iv_csv, **params_dict(args.param))
     if args.overwrite and args.csv is None and args.plot is None:
         raise ConfigError("overwrite", "has no effect without --csv or --plot; give one, or remove --overwrite")

@@ -67,10 +67,11 @@ SPREAD_HELP = {  # --sigma-* of the commands that sample junctions
 }
 
 
-def run_model_file_option(path):
+def run_model_file_option(path, model, option):
     """``--model-file FILE``: run the Python file whose spingpu.register_model calls make the
     models a command may then name (:mod:`spingpu.devices.model_files`); ConfigError naming
-    ``model-file`` where it is not a file or fails."""
+    ``model-file`` where it is not a file or fails, or where ``model`` (the name the command's
+    ``--OPTION`` gives, or its default) is none of them: the file would do nothing."""
     if path is None:
         return
     import os
@@ -81,7 +82,11 @@ def run_model_file_option(path):
     if not path.strip() or not Path(os.path.expanduser(path)).is_file():
         raise ConfigError("model-file", f"{path!r} is not a file; expected a Python file that calls "
                                         "spingpu.register_model")
-    run_model_file(str(Path(os.path.expanduser(path)).resolve()), field="model-file")
+    names = run_model_file(str(Path(os.path.expanduser(path)).resolve()), field="model-file")
+    if model not in names:
+        made = f"registers {', '.join(map(repr, names))}" if names else "registers no model"
+        raise ConfigError("model-file", f"{path} {made}, and --{option} is {model!r}: name one of its models with "
+                                        f"--{option}, or leave --model-file out")
 
 
 def add_spread_options(parser, default=0.0):

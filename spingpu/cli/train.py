@@ -99,7 +99,7 @@ def _build(args):
         for option in (o for o, key in CONDITIONAL_OPTIONS.items() if key is None):
             if getattr(args, option.replace("-", "_")) is not None:
                 raise _need_in_options("mtj", args, option)
-    run_model_file_option(args.model_file)
+    run_model_file_option(args.model_file, args.device_model or "stt_compact", "device-model")
     model = get_model(args.device_model or "stt_compact", iv_csv=args.iv_csv, **params_dict(args.param))
     readout = _given(args, noise_model="noise_model", read_noise="read_noise", temperature="noise_temperature",
                      bandwidth="noise_bandwidth", adc_bits="adc_bits", adc_range="adc_range", dac_bits="dac_bits",

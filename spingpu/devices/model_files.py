@@ -21,8 +21,9 @@ def run_model_file(path, field="model.module"):
     """Run the Python file at ``path`` (absolute) unless this process ran the same contents
     already (this file, or a copy of it in another study folder: its models are this process's
     models again). A file may register a name that a model file registered before (an edited file
-    registers its models anew); one that fails leaves the models as they were. ConfigError naming
-    ``field`` where the file cannot be read or fails, with its line."""
+    registers its models anew); one that fails leaves the models as they were. Returns the names
+    of the models it registers. ConfigError naming ``field`` where the file cannot be read or
+    fails, with its line."""
     try:
         with open(path, "rb") as handle:
             source = handle.read()
@@ -31,7 +32,7 @@ def run_model_file(path, field="model.module"):
     digest = hashlib.sha256(source).hexdigest()
     if digest in _RUN:
         models._REGISTRY.update(_RUN[digest])
-        return
+        return tuple(_RUN[digest])
     before = dict(models._REGISTRY)
     module = types.ModuleType(f"spingpu_model_file_{digest[:16]}")  # not in sys.modules: pickled by value
     module.__file__ = path
@@ -57,3 +58,4 @@ def run_model_file(path, field="model.module"):
     finally:
         models._FILE_MODELS = frozenset()
     _RUN[digest] = {name: model for name, model in models._REGISTRY.items() if before.get(name) is not model}
+    return tuple(_RUN[digest])
