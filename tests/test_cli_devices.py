@@ -610,3 +610,28 @@ def test_a_model_file_registers_the_model_the_commands_name(tmp_path, capsys, mo
                                            f"'stt_compact': name one of its models with --{option}, or leave "
                                            "--model-file out\n")
     assert not (tmp_path / "x.csv").exists() and not (tmp_path / "x.nc").exists()
+
+
+@pytest.mark.parametrize("points", [3, 7])
+def test_the_printed_spread_is_at_currents_of_the_grid_written(tmp_path, capsys, points):
+    """The table printed shows the grid's own currents (all of a short grid, else 5 with its ends),
+    its numbers those of the CSV: the nominal dV/dI and the quantiles over every junction."""
+    out = tmp_path / "iv.csv"
+    assert main(["devices", "--points", str(points), "--i-min", "-5e-4", "--i-max", "3e-4", "--samples", "6",
+                 "--sigma-d2d", "0.1", "--sigma-pair", "0.02", "--csv", str(out)]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[1].endswith("uA" if points <= 5 else "uA; the table below shows 5 of them")
+    table = [line.split() for line in printed[printed.index(next(ln for ln in printed if ln.startswith("current"))) + 1:]
+             if line.strip() and line.split()[0].lstrip("-").replace(".", "").isdigit()]
+    rows = read_rows(out)
+    grid = sorted({float(r["current"]) for r in rows})
+    assert len(grid) == points and len(table) == min(points, 5)
+    assert [float(t[0]) for t in table][::len(table) - 1] == [-500.0, 300.0]  # the ends
+    for t in table:
+        i = min(grid, key=lambda g: abs(g * 1e6 - float(t[0])))
+        assert abs(i * 1e6 - float(t[0])) < 0.05
+        at = [r for r in rows if float(r["current"]) == i]
+        nominal = float(next(r["dvdi"] for r in at if r["sample"] == "-1"))
+        sampled = np.array([float(r["dvdi"]) for r in at if r["sample"] != "-1"])
+        assert sampled.size == 12 and float(t[1]) == pytest.approx(nominal, abs=0.051)
+        assert float(t[4]) == pytest.approx(np.quantile(sampled, 0.5), abs=0.051)

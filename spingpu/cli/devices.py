@@ -105,8 +105,8 @@ def run(args):
                                        for k, v in model.settings_values.items()))
     print(f"{count_text(samples, 'pair')}, spreads chip {variability.sigma_chip:g}, d2d {variability.sigma_d2d:g}, "
           f"pair {variability.sigma_pair:g}, seed {args.seed}; {points} currents from {i_min * 1e6:g} uA to "
-          f"{i_max * 1e6:g} uA (as the table below gives them)")
-    _print_spread(model, curves, i_min, i_max)
+          f"{i_max * 1e6:g} uA" + ("" if points <= TABLE_ROWS else f"; the table below shows {TABLE_ROWS} of them"))
+    _print_spread(current, d_nom, d)
     for label, path in (("csv", csv_path), ("plot", png_path)):
         if path is not None:
             print(f"wrote {label}: {path}")
@@ -216,10 +216,15 @@ def _write_plot(path, model, variability, current, v_nom, d_nom, v, d):
     fig.savefig(path, dpi=120, format="png")
 
 
-def _print_spread(model, curves, i_min, i_max):
-    probe = np.linspace(i_min, i_max, 5)
-    _, d_nom = model.iv(probe)
-    _, d = curves(probe)  # (samples, 2, 5)
+TABLE_ROWS = 5  # currents of the grid the printed table shows at most, evenly spread over it
+
+
+def _print_spread(current, d_nom, d):
+    """The table of dV/dI quantiles and pair mismatch at :data:`TABLE_ROWS` currents of the grid
+    ``current`` (its ends included), from the nominal ``d_nom`` (points,) and the sampled ``d``
+    (samples, 2, points) dV/dI."""
+    rows = np.unique(np.round(np.linspace(0, current.size - 1, min(current.size, TABLE_ROWS))).astype(int))
+    probe, d_nom, d = current[rows], d_nom[rows], d[..., rows]
     q = np.quantile(d.reshape(-1, probe.size), QUANTILES, axis=0)
     with np.errstate(divide="ignore", invalid="ignore"):  # a junction of dV/dI = 0 has no relative mismatch: n/a
         mismatch = np.median(np.abs(d[:, 1] - d[:, 0]) / np.abs(d[:, 0]), axis=0)
