@@ -621,7 +621,8 @@ def test_the_printed_spread_is_at_currents_of_the_grid_written(tmp_path, capsys,
                  "--sigma-d2d", "0.1", "--sigma-pair", "0.02", "--csv", str(out)]) == 0
     printed = capsys.readouterr().out.splitlines()
     assert printed[1].endswith("uA" if points <= 5 else "uA; the table below shows 5 of them")
-    table = [line.split() for line in printed[printed.index(next(ln for ln in printed if ln.startswith("current"))) + 1:]
+    head = next(k for k, line in enumerate(printed) if line.startswith("current"))
+    table = [line.split() for line in printed[head + 1:]
              if line.strip() and line.split()[0].lstrip("-").replace(".", "").isdigit()]
     rows = read_rows(out)
     grid = sorted({float(r["current"]) for r in rows})

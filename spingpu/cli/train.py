@@ -67,7 +67,8 @@ def add_parser(sub):
     p.add_argument("--device-model", help="device model (default stt_compact)")
     p.add_argument("--model-file", metavar="FILE.py",
                    help="a Python file whose spingpu.register_model calls make models --device-model may name")
-    p.add_argument("--param", action="append", metavar="NAME=VALUE", help="nominal device parameter in SI units (repeatable; vectors as x,y,z)")
+    p.add_argument("--param", action="append", metavar="NAME=VALUE",
+                   help="nominal device parameter in SI units (repeatable; vectors as x,y,z)")
     p.add_argument("--iv-csv", metavar="FILE", help="measured curve for the tabulated model")
     p.add_argument("--backend", default="auto", help="auto, cpu, numpy or cuda (default auto)")
     p.add_argument("--seed", type=integer, default=0, help="random seed (default 0)")
