@@ -516,8 +516,11 @@ def _check_type(value, kind, path, key):
 
 
 def _ranged(path, key, value, lo, hi):
-    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-        raise _err(path, key, f"{_short(value)}; allowed: an integer, {lo} <= value <= {hi}")
+    """The integer ``value`` of ``key``, else ConfigError worded as spingpu.errors.check_range's."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _err(path, key, f"expected an integer, got {_short(value)}; allowed: {lo} <= value <= {hi}")
+    if not lo <= value <= hi:
+        raise _err(path, key, f"{value} is out of range; allowed: an integer, {lo} <= value <= {hi}")
     return value
 
 
