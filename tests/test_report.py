@@ -1070,3 +1070,26 @@ def test_networks_without_a_gradient_are_counted_not_hidden_in_the_cosine_median
     assert summary_table(path).splitlines()[-1] == (
         f"grad cos leaves out {2 * (N_NET // 20)} networks whose gradient used or exact was exactly 0 (every reading "
         "clipped by the ADC, say): a cosine with a zero vector is undefined")
+
+
+def test_a_report_of_a_store_a_run_is_writing_says_so(tmp_path, capsys):
+    """An incomplete store whose run holds its lock (spingpu.studies.store.run_lock) is reported with
+    the warning naming that run; once the lock is free, not."""
+    import fcntl
+    import socket
+
+    import zarr
+
+    path, _ = fake_store(tmp_path, {"neuron.delta_i": [1e-6, 1e-5]}, npt=10)
+    zarr.open_group(str(path), mode="r+")["task_done"][1, :] = 0
+    warning = (f"spingpu report: warning: {path} is incomplete: 4 of 8 tasks finished; the statistics are over the "
+               "networks of finished tasks only")
+    lock = tmp_path / ".fake.zarr.lock"
+    with open(lock, "w") as held:
+        held.write(f"{socket.gethostname()} 4242\n")
+        held.flush()
+        fcntl.flock(held, fcntl.LOCK_EX)
+        assert main(["report", str(path)]) == 0
+        assert capsys.readouterr().err == f"{warning} (a run, process 4242 on {socket.gethostname()}, is writing it now)\n"
+    assert main(["report", str(path)]) == 0  # the file is left, its lock is not held
+    assert capsys.readouterr().err == warning + "\n"

@@ -17,7 +17,7 @@ def run(args):
 
     from ..errors import ConfigError
     from ..report import summary_csv_path, write_report
-    from ..studies.store import open_results, task_progress
+    from ..studies.store import open_results, store_writer, task_progress
 
     if args.out is not None and not args.out.strip():  # not the default NAME.html
         raise ConfigError("out", "expected a file name, got an empty one (leave -o out for the store's name "
@@ -27,7 +27,9 @@ def run(args):
     with open_results(args.results) as ds:
         done, tasks = task_progress(ds)
     if done < tasks:
+        writer = store_writer(args.results)
         print(f"spingpu report: warning: {args.results} is incomplete: {done} of {tasks} tasks finished; the "
-              "statistics are over the networks of finished tasks only", file=sys.stderr)
+              "statistics are over the networks of finished tasks only"
+              + (f" (a run, {writer}, is writing it now)" if writer else ""), file=sys.stderr)
     print(f"wrote {path} and {summary_csv_path(path)}")
     return 0

@@ -78,8 +78,7 @@ def run_lock(path):
     import fcntl
 
     path = Path(path)
-    real = path.resolve()
-    lock = real.parent / f".{real.name}.lock"
+    lock = _lock_file(path)
     while True:
         try:
             fd = os.open(lock, os.O_CREAT | os.O_RDWR, 0o644)
@@ -88,10 +87,8 @@ def run_lock(path):
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            owner = os.read(fd, 200).decode(errors="replace").strip()
+            owner = _owner(fd)
             os.close(fd)
-            host, _, pid = owner.rpartition(" ")
-            owner = f"process {pid} on {host}" if pid.isdigit() and host else "another run"
             raise ConfigError("out", f"{path} is being written by another run ({owner}); wait for it to end") from None
         try:  # the file locked is still the one at that name (not one a finishing run has just removed)
             same = os.stat(lock).st_ino == os.fstat(fd).st_ino
@@ -110,6 +107,38 @@ def run_lock(path):
     finally:
         with contextlib.suppress(OSError):
             lock.unlink()  # while still held: a run waiting on this file sees it gone and makes its own
+        os.close(fd)
+
+
+def _lock_file(path):
+    """The lock file of :func:`run_lock` for the store ``path``."""
+    real = Path(path).resolve()
+    return real.parent / f".{real.name}.lock"
+
+
+def _owner(fd):
+    """Who holds the lock file open at ``fd``, as it says: ``process PID on HOST``."""
+    owner = os.read(fd, 200).decode(errors="replace").strip()
+    host, _, pid = owner.rpartition(" ")
+    return f"process {pid} on {host}" if pid.isdigit() and host else "another run"
+
+
+def store_writer(path):
+    """``process PID on HOST`` where a run holds the store ``path`` (:func:`run_lock`) now, else None."""
+    import fcntl
+
+    try:
+        fd = os.open(_lock_file(path), os.O_RDONLY)
+    except OSError:  # no lock file: no run
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return _owner(fd)
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
         os.close(fd)
 
 
