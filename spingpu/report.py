@@ -135,10 +135,17 @@ def _devices_figure(ds):
     if changed:  # a measured curve the junctions are drawn from, or the data: either way not the study's
         raise ConfigError("inputs", f"{changed} has changed since the study ran (its contents differ from those the "
                                     "store recorded), so the figure would not show the junctions trained")
-    flat = widest_spread_cell(study)
-    if flat is None:  # no cell has junctions (digital baselines only)
-        return None
-    cell = study.cell(flat)
+    try:
+        flat = widest_spread_cell(study)
+        if flat is None:  # no cell has junctions (digital baselines only)
+            return None
+        cell = study.cell(flat)
+    except ConfigError as err:
+        module = study.data.get("model", {}).get("module")
+        if module and not Path(module).is_file():  # changed_inputs leaves a file that is gone to this
+            raise ConfigError("model.module", f"{module} is missing, and the study's models come from it "
+                                              f"({err})") from None
+        raise
     model, nc = cell.model, cell.config.neuron
     current = np.linspace(nc.i_bias - 2.5 * nc.i_gain, nc.i_bias + 2.5 * nc.i_gain, 201)
     params = sample_layer(model, cell.config.variability, cell.config.seed, np.arange(12), 0, 1)[:, 0]

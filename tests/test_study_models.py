@@ -102,6 +102,37 @@ def test_a_report_process_runs_the_model_file_named_through_a_link_again(tmp_pat
     assert out.strip() == "softsat"
 
 
+def test_a_stored_study_whose_model_file_is_gone_or_edited_names_the_file(tmp_path):
+    """Where the report rebuilds a study whose model file has moved or changed since the run, the
+    line that leaves out its junction figure names the file and why, not the unknown model alone."""
+    (tmp_path / "m.py").write_text(MODEL_FILE)
+    (tmp_path / "s.toml").write_text(STUDY.format(module=str(tmp_path / "m.py")))
+    python(f"""
+        import json, spingpu
+        s = spingpu.load_study({str(tmp_path / 's.toml')!r})
+        attrs = {{"study_name": "s", "study_data": json.dumps(s.data, sort_keys=True),
+                 "input_files": json.dumps([list(i) for i in s.inputs]), "study_text": s.text}}
+        open("attrs.json", "w").write(json.dumps(attrs))
+    """, tmp_path)
+    rebuild = """
+        import json, types
+        from spingpu.errors import ConfigError
+        from spingpu.report import _devices_figure
+        try:
+            _devices_figure(types.SimpleNamespace(attrs=json.load(open("attrs.json"))))
+        except ConfigError as err:
+            print(err)
+    """
+    (tmp_path / "m.py").write_text(MODEL_FILE + "\n# edited\n")
+    edited = python(rebuild, tmp_path).strip()
+    (tmp_path / "m.py").unlink()
+    missing = python(rebuild, tmp_path).strip()
+    assert edited == (f"inputs: {tmp_path / 'm.py'} has changed since the study ran (its contents differ from those "
+                      "the store recorded), so the figure would not show the junctions trained")
+    assert missing.startswith(f"model.module: {tmp_path / 'm.py'} is missing, and the study's models come from it "
+                              "(model.name: unknown device model 'softsat'"), missing
+
+
 def test_a_worker_trains_the_shipped_model_and_keeps_its_own_registry(tmp_path):
     """A driver that replaced stt_compact (replace=True) ships it; the worker's cell is built with
     it, compiled once for all the cells (one copy per fingerprint), and the worker's own
