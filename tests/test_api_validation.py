@@ -133,6 +133,7 @@ def test_train_config_stores_converted_values():
     assert [TrainConfig(dtype=d).dtype for d in (np.float64, np.float32, np.dtype("float64"), "float32")] == [
         "float64", "float32", "float64", "float32"]  # numpy's types and dtypes by their names
     assert TrainConfig(hidden=np.int64(5)).hidden == (5,) and TrainConfig(hidden=np.array([3, 2])).hidden == (3, 2)
+    assert TrainConfig(hidden=8.0).hidden == (8,) == TrainConfig(hidden=np.float32(8)).hidden  # whole, as epochs=2.0
     with raises("hidden", "expected an integer, got True"):
         TrainConfig(hidden=True)
 

@@ -206,8 +206,8 @@ class TrainConfig:
 
     def __post_init__(self):
         hidden = self.hidden
-        if isinstance(hidden, (numbers.Integral, np.ndarray)) and np.ndim(hidden) == 0:
-            hidden = (hidden,)  # one hidden layer of that width
+        if isinstance(hidden, (numbers.Real, np.ndarray)) and np.ndim(hidden) == 0:
+            hidden = (hidden,)  # one hidden layer of that width (a whole float too, as epochs=2.0 is 2)
         hidden = check_items("hidden", hidden, None, "hidden layer widths (a tuple of integers)")
         if not 1 <= len(hidden) <= 16:
             raise ConfigError("hidden", f"{len(hidden)} hidden layers; allowed: 1 to 16")
