@@ -433,3 +433,26 @@ def test_load_results_refuses_names_no_store_holds(tmp_path):
         assert str(caught.value).startswith(message) and "\n" not in str(caught.value)
     loaded = spingpu.load_results(out, ["test_acc", "teacher_test_acc"], last_epoch=["grad_cosine"])
     assert sorted(loaded.data_vars) == ["grad_cosine", "task_done", "teacher_test_acc", "test_acc"]
+
+
+def test_a_store_records_the_device_models_its_cells_use(tmp_path):
+    """Each model the cells use, with its nominal parameters, settings and their SI units, as the
+    first cell that uses it builds it: the study's [model.params] applied, defaults included."""
+    import json
+
+    from spingpu.devices import get_model
+    from spingpu.devices.models import model_attrs
+
+    path = tmp_path / "m.toml"
+    path.write_text('name = "m"\nnetworks = 2\n[dataset]\nname = "iris"\n[model.params]\nr_p = 1500.0\n'
+                    '[sweep]\n"model.name" = ["stt_compact", "macrospin"]\n"neuron.delta_i" = [1e-5, 2e-5]\n')
+    study = load_study(path)
+    create_store(tmp_path / "m.zarr", study, 2, attrs())
+    recorded = json.loads(open_results(tmp_path / "m.zarr").attrs["device_models"])
+    assert sorted(recorded) == ["macrospin", "stt_compact"]
+    for name in recorded:
+        expected = model_attrs(get_model(name, r_p=1500.0))
+        assert recorded[name] == json.loads(json.dumps(expected, default=lambda o: o.tolist())), name
+    assert recorded["stt_compact"]["device_parameters"]["r_p"] == 1500.0
+    assert recorded["stt_compact"]["device_parameter_units"]["r_p"] == "ohm"
+    assert recorded["macrospin"]["device_settings_units"]["temperature"] == "K"

@@ -401,6 +401,17 @@ MODULE_MODELS = ("macrospin",)  # built in, defined in their own modules (import
 _BUILT_IN = dict(_REGISTRY)
 
 
+def model_attrs(model):
+    """What results record of a device model (DESIGN.md 7): its name, nominal parameters and fixed
+    settings, their SI units, and its description."""
+    return {"device_model": model.name,
+            "device_parameters": {p.name: p.nominal for p in model.parameters},
+            "device_parameter_units": {p.name: p.unit for p in model.parameters},
+            "device_settings": model.settings_values,
+            "device_settings_units": model.settings_units,
+            "device_description": model.description}
+
+
 def registered_models(names):
     """The models among ``names`` that :func:`register_model` made in this process (a built-in
     name that it replaced included), each with a fingerprint (sha256 of its pickle), for

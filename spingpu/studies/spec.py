@@ -132,6 +132,20 @@ class Study:
         swept = next((a.values for a in self.axes if a.key == "model.name"), None)
         return tuple(swept) if swept is not None else (self.data.get("model", {}).get("name", "stt_compact"),)
 
+    def device_models(self):
+        """{model name: :func:`~spingpu.devices.models.model_attrs`} of each device model the
+        cells use, as the first cell that uses it builds it (a swept model parameter has that
+        cell's value there; its coordinate holds them all)."""
+        from ..devices.models import model_attrs
+
+        out, names = {}, set(self.model_names)
+        for flat in range(self.n_cells):
+            if len(out) == len(names):
+                break
+            model = self.cell(flat).model
+            out.setdefault(model.name, model_attrs(model))
+        return out
+
     @property
     def max_epochs(self):
         return max(self.cell(c).config.epochs for c in range(self.n_cells))

@@ -186,7 +186,9 @@ def _store_dataset(study, networks_per_task, attrs):
                            "networks_per_task": networks_per_task, "study_name": study.name, "study_text": study.text,
                            "input_files": json.dumps([list(item) for item in study.inputs]),
                            "study_data": json.dumps(study.data, sort_keys=True),
-                           "sweep_axes": json.dumps([a.dim for a in study.axes])})
+                           "sweep_axes": json.dumps([a.dim for a in study.axes]),
+                           "device_models": json.dumps(study.device_models(), sort_keys=True,
+                                                       default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o))})
     return xr.Dataset(data_vars, coords=coords, attrs=attrs)
 
 

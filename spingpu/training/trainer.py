@@ -15,6 +15,7 @@ import numpy as np
 
 from ..backends import Backend, get_backend
 from ..devices import get_model
+from ..devices.models import model_attrs
 from ..devices.variability import check_network_indices
 from ..errors import ConfigError
 from ..kernels import streams
@@ -83,12 +84,7 @@ def train(dataset, config: TrainConfig, *, n_networks=None, networks=None, model
         "dataset": dataset.name,
         "dataset_split": dataset.split,  # how its splits were made (seed, fractions)
         "dataset_sha256": dataset.sha256,  # of the arrays trained and evaluated on
-        "device_model": model.name,
-        "device_parameters": {p.name: p.nominal for p in model.parameters},
-        "device_parameter_units": {p.name: p.unit for p in model.parameters},
-        "device_settings": model.settings_values,
-        "device_settings_units": model.settings_units,
-        "device_description": model.description,
+        **model_attrs(model),
         "config": config.as_dict(),
         "config_units": CONFIG_UNITS,  # of config's fields that have one; the others are of dimension 1
         "train_seconds": timing["train"],
