@@ -737,3 +737,26 @@ def test_the_fused_cuda_engine_tabulates_the_run_once_and_launches_take_slices(b
     assert bound == [nets.tolist()]
     for name in ("train_loss", "grad_cosine", "test_acc", "extrapolated_readings"):
         np.testing.assert_array_equal(chunked[name].values, whole[name].values, err_msg=name)
+
+
+def test_a_macrospin_run_whose_tables_do_not_fit_the_gpu_says_how_many_networks_do(blobs):
+    """The fused CUDA engine keeps a macrospin run's tables on the device for the whole run: where
+    they do not fit, one line says how many networks do, before any table is computed, and that
+    many train."""
+    import re
+
+    cfg = TrainConfig(hidden=(2,), epochs=1, lr=0.05, seed=7)
+    model = quick()
+    backend = Backend("cuda", simulator=True, block_threads=32, gpu_memory_bytes=12_000)
+    with pytest.raises(ConfigError) as caught:
+        train(blobs, cfg, networks=np.arange(40), model=model, backend=backend)
+    message = str(caught.value)
+    match = re.fullmatch(r"networks: a macrospin run keeps every junction's table on the GPU, ([\d,]+) bytes per "
+                         r"network: 40 networks do not fit the 12,000 bytes available with the dataset; at most "
+                         r"(\d+) do \(a study: --networks-per-task (\d+)\)", message)
+    assert match, message
+    per, fits = int(match[1].replace(",", "")), int(match[2])
+    assert per == 2 * 2 * model.table_bytes_per_junction and 1 <= fits < 40 and int(match[3]) == fits
+    assert np.isfinite(train(blobs, cfg, networks=np.arange(fits), model=model, backend=backend).train_loss).all()
+    with pytest.raises(ConfigError, match=f"^networks: .* {fits + 1} networks do not fit"):
+        train(blobs, cfg, networks=np.arange(fits + 1), model=model, backend=backend)

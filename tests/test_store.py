@@ -456,3 +456,52 @@ def test_a_store_records_the_device_models_its_cells_use(tmp_path):
     assert recorded["stt_compact"]["device_parameters"]["r_p"] == 1500.0
     assert recorded["stt_compact"]["device_parameter_units"]["r_p"] == "ohm"
     assert recorded["macrospin"]["device_settings_units"]["temperature"] == "K"
+
+
+
+def test_a_run_takes_its_lock_from_under_a_reports_probe(tmp_path):
+    """spingpu report's store_writer holds a shared lock on the run lock file for an instant: a run
+    starting then waits for it (LOCK_PROBE_SECONDS) instead of taking the report for a run."""
+    import fcntl
+    import threading
+    import time
+
+    from spingpu.studies.store import _lock_file, run_lock, store_writer
+
+    out = tmp_path / "s.zarr"
+    lock = _lock_file(out)
+    lock.write_text("deadhost 4242\n")  # a killed run's file
+    probe = os.open(lock, os.O_RDONLY)
+    fcntl.flock(probe, fcntl.LOCK_SH)
+    threading.Timer(0.1, lambda: (fcntl.flock(probe, fcntl.LOCK_UN), os.close(probe))).start()
+    start = time.monotonic()
+    with run_lock(out):
+        assert 0.05 < time.monotonic() - start < 0.5
+        assert store_writer(out) == f"process {os.getpid()} on {socket.gethostname()}"
+    assert store_writer(out) is None and not lock.exists()
+
+
+def test_load_results_reads_names_from_any_iterable(tmp_path):
+    study_path, study = study_file(tmp_path)
+    out = tmp_path / "s.zarr"
+    create_store(out, study, 2, attrs())
+    loaded = spingpu.load_results(out, (v for v in ["test_acc"]), last_epoch=iter(["grad_cosine"]))
+    assert sorted(loaded.data_vars) == ["grad_cosine", "task_done", "test_acc"] and "epoch" not in loaded.grad_cosine.dims
+
+
+def test_a_replaced_store_that_cannot_be_deleted_is_named_in_a_warning(tmp_path, monkeypatch):
+    from spingpu.errors import SpingpuWarning
+    from spingpu.studies import store
+
+    study_path, study = study_file(tmp_path)
+    out = tmp_path / "s.zarr"
+    create_store(out, study, 2, attrs())
+
+    def refused(path):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(store.shutil, "rmtree", refused)
+    with pytest.warns(SpingpuWarning, match=r"^the replaced store, moved to .*\.s\.zarr\.partial-.*, could not be "
+                                            r"deleted \(Permission denied\); delete it by hand$"):
+        store.remove_store(out)
+    assert not out.exists()

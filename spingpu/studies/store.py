@@ -75,8 +75,6 @@ def run_lock(path):
     (a SIGKILL too), so a killed run's lock file is simply taken. ConfigError naming ``out`` where
     another run holds it: two runs writing one store would train its tasks twice, or one would
     replace the store under the other."""
-    import fcntl
-
     path = Path(path)
     lock = _lock_file(path)
     while True:
@@ -84,9 +82,7 @@ def run_lock(path):
             fd = os.open(lock, os.O_CREAT | os.O_RDWR, 0o644)
         except OSError as err:  # a folder where the lock cannot be made: the store could not be written either
             raise ConfigError("out", f"cannot write beside {path}: {err.strerror or err}") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        if not _lock_exclusive(fd):
             owner = _owner(fd)
             os.close(fd)
             raise ConfigError("out", f"{path} is being written by another run ({owner}); wait for it to end") from None
@@ -108,6 +104,27 @@ def run_lock(path):
         with contextlib.suppress(OSError):
             lock.unlink()  # while still held: a run waiting on this file sees it gone and makes its own
         os.close(fd)
+
+
+LOCK_PROBE_SECONDS = 0.5  # how long a run tries for its store's lock before it is refused
+
+
+def _lock_exclusive(fd, seconds=LOCK_PROBE_SECONDS):
+    """Take an exclusive flock on ``fd``, trying for ``seconds``: a :func:`store_writer` probe (a
+    report of the store) holds a shared one for an instant. False where another holds it longer."""
+    import fcntl
+    import time
+
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except OSError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.01)
+
 
 
 def _lock_file(path):
@@ -486,7 +503,15 @@ def remove_store(path):
         raise ConfigError("out", f"{path} is not a spingpu results store; not removed")
     doomed = _partial_name(path)
     path.rename(doomed)  # at once: a stop during the deletion leaves no half store at path
-    shutil.rmtree(doomed, ignore_errors=True)  # what a stop leaves, the next run's remove_stale_partials removes
+    try:  # what a stop leaves, the next creation's remove_stale_partials removes
+        shutil.rmtree(doomed)
+    except OSError as err:
+        import warnings
+
+        from ..errors import SpingpuWarning
+
+        warnings.warn(f"the replaced store, moved to {doomed}, could not be deleted ({os_error_reason(err)}); "
+                      "delete it by hand", SpingpuWarning, stacklevel=2)
 
 
 def update_attrs(path, **attrs):
@@ -538,6 +563,8 @@ def load_results(path, variables=None, last_epoch=()):
     tasks marked done lost their numbers (:func:`lost_tasks`). A name that no store holds is a
     ConfigError naming ``variables`` or ``last_epoch`` (one a store made before it lacks is left out)."""
     per_epoch = [name for name, (dims, *_) in VARIABLES.items() if "epoch" in dims]
+    variables = variables if variables is None or isinstance(variables, str) else list(variables)
+    last_epoch = last_epoch if isinstance(last_epoch, str) else list(last_epoch)  # an iterator is read once
     for field, names, known, kind in (("variables", variables, STORE_VARIABLES, "a variable"),
                                       ("last_epoch", last_epoch, per_epoch, "a per-epoch variable")):
         if names is None:

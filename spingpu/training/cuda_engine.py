@@ -19,9 +19,10 @@ from .fused_engine import as_tuples, epoch_orders, fused_metrics, fused_outputs,
 
 LAUNCH_BLOCKS = 1 << 16  # networks per kernel launch: the progress bar moves between launches
 MEMORY_FRACTION = 0.8  # of the free GPU memory a training run may take
-# What a process found by checking each GPU (its GEMM path, how launches pass CuPy arrays), by
-# (what, CUDA device id): every later run on that GPU takes a passed check's answer; a failed one,
-# which may have failed for a passing reason (memory another process held), is checked again.
+# What a process found by checking each GPU once (its GEMM path, how launches pass CuPy arrays), by
+# (what, CUDA device id): every later run on that GPU takes it, and a failed check warns once (a
+# check failed for a passing reason, such as memory another process held, is checked again by the
+# next process).
 _CHECKED = {}
 
 
@@ -85,10 +86,10 @@ class Device:
     def gemm_path(self):
         """How :meth:`gemm` multiplies: DIRECT_GEMM, CUPY_MATMUL (a benchmark may set it, to time
         the peer) or EMULATED_GEMM (the simulator); checked at the first use on each GPU, once per
-        process if it passes."""
+        process."""
         if self._gemm_path is None:
             self._gemm_path = (EMULATED_GEMM if self.simulator
-                               else self._checked("gemm", _checked_gemm_path, DIRECT_GEMM, self.xp))
+                               else self._checked("gemm", _checked_gemm_path, self.xp))
         return self._gemm_path
 
     @gemm_path.setter
@@ -117,24 +118,20 @@ class Device:
     def array_passing(self):
         """How :meth:`launch` hands CuPy arrays to numba-cuda: PASS_ARRAYS (as they are) or
         WRAP_ARRAYS (a benchmark may set it, to time the other); checked at the first launch on
-        each GPU, once per process if it passes (:func:`_checked_array_passing`); None in the simulator."""
+        each GPU, once per process (:func:`_checked_array_passing`); None in the simulator."""
         if self._array_passing is None and not self.simulator:
-            self._array_passing = self._checked("array passing", _checked_array_passing, PASS_ARRAYS, self)
+            self._array_passing = self._checked("array passing", _checked_array_passing, self)
         return self._array_passing
 
     @array_passing.setter
     def array_passing(self, how):
         self._array_passing = how
 
-    def _checked(self, what, check, passed, *args):
-        """``check(*args)``, unless it gave ``passed`` for ``what`` on this GPU before in this
-        process (:data:`_CHECKED`)."""
+    def _checked(self, what, check, *args):
+        """``check(*args)`` the first time this process asks ``what`` of this GPU (:data:`_CHECKED`)."""
         key = (what, self.gpu)
         if key not in _CHECKED:
-            found = check(*args)
-            if found != passed:
-                return found
-            _CHECKED[key] = found
+            _CHECKED[key] = check(*args)
         return _CHECKED[key]
 
     def launch(self, kernel, blocks, threads, *args):
@@ -275,6 +272,8 @@ class FusedCudaRun:
         self.config, self.model = config, model
         self.problem = problem = fused_problem(dataset, config, teacher_logits)
         tabulated_per_junction = config.is_mtj and model.table_bytes_per_junction > 0
+        if tabulated_per_junction:
+            self._check_tables_fit()
         self._whole = self._pack(0, networks.size, progress) if tabulated_per_junction else None
         self._probe = probe = self.pack_chunk(0, 1)
         self.common = {k: v for k, v in probe.items() if k not in self.PER_CHUNK}  # the same for every chunk
@@ -285,6 +284,26 @@ class FusedCudaRun:
         self.lr_epoch = device.put(problem.lr_epoch)
         self.seed = np.uint64(config.seed)
         self.epochs = config.epochs
+
+    def _check_tables_fit(self):
+        """ConfigError naming ``networks`` unless the run's junction tables (every junction's of a
+        model tabulated per junction, and the nominal one's) fit the device memory beside the
+        data and one network's launch, saying how many networks do."""
+        from ..kernels.network import n_weights
+
+        config, model, problem = self.config, self.model, self.problem
+        junctions = 2 * sum(config.hidden)
+        tables = junctions * model.table_bytes_per_junction  # per network
+        one = 8 * (junctions * model.kernel_width + n_weights(problem.sizes) + self.layout.errs_len
+                   + 5 * config.epochs + 4) + 8 * (5 * config.epochs + 2) + 1
+        room = (self.device.memory_bytes - sum(a.nbytes for a in problem.data) - problem.teacher.nbytes
+                - 8 * config.epochs * (problem.n_train + 1) - model.table_bytes_per_junction - one)
+        fits = max(0, room // tables)
+        if self.networks.size > fits:
+            raise ConfigError("networks", f"a {model.name} run keeps every junction's table on the GPU, {tables:,d} "
+                                          f"bytes per network: {self.networks.size:,d} networks do not fit the "
+                                          f"{self.device.memory_bytes:,d} bytes available with the dataset; at most "
+                                          f"{fits:,d} do (a study: --networks-per-task {max(fits, 1)})")
 
     def _pack(self, lo, hi, progress=False):
         return as_tuples(pack(self.config, self.model, self.networks[lo:hi], self.problem.sizes, device=self.device,
