@@ -739,6 +739,7 @@ def test_the_fused_cuda_engine_tabulates_the_run_once_and_launches_take_slices(b
         np.testing.assert_array_equal(chunked[name].values, whole[name].values, err_msg=name)
 
 
+@pytest.mark.filterwarnings("ignore::spingpu.ExtrapolationWarning")  # quick()'s narrow tables
 def test_a_macrospin_run_whose_tables_do_not_fit_the_gpu_says_how_many_networks_do(blobs):
     """The fused CUDA engine keeps a macrospin run's tables on the device for the whole run: where
     they do not fit, one line says how many networks do, before any table is computed, and that
