@@ -816,8 +816,10 @@ def _mnist_folder(data_dir):
         raise ConfigError("data_dir", f"{path!r}{source} is a file, not a .npz; expected a folder holding the four "
                                       "MNIST IDX files (.gz or not) or mnist.npz, or the mnist.npz itself")
     if not os.path.isdir(path):
+        hint = ("" if source or not os.environ.get("SPINGPU_DATA") else
+                "; SPINGPU_DATA applies only where no data_dir is given: remove this one to use it")
         raise ConfigError("data_dir", f"MNIST folder {path!r}{source} does not exist; expected a folder "
-                                      "holding the four MNIST IDX files (.gz or not) or mnist.npz")
+                                      f"holding the four MNIST IDX files (.gz or not) or mnist.npz{hint}")
     return path
 
 

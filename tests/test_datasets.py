@@ -341,10 +341,17 @@ def test_mnist_folder_of_the_environment_that_does_not_exist_is_said_to_come_fro
                                      "variable SPINGPU_DATA) does not exist"), str(err.value)
 
 
-def test_mnist_missing_folder_and_files(tmp_path):
+def test_mnist_missing_folder_and_files(tmp_path, monkeypatch):
+    monkeypatch.delenv("SPINGPU_DATA", raising=False)
     with pytest.raises(ConfigError) as err:
         load_dataset("mnist", data_dir=tmp_path / "nowhere")
     assert err.value.field == "data_dir" and "nowhere" in str(err.value) and "SPINGPU_DATA" not in str(err.value)
+    monkeypatch.setenv("SPINGPU_DATA", str(tmp_path))  # set, but a data_dir given wins: said so
+    with pytest.raises(ConfigError) as err:
+        load_dataset("mnist", data_dir=tmp_path / "nowhere")
+    assert str(err.value).endswith("mnist.npz; SPINGPU_DATA applies only where no data_dir is given: remove this "
+                                   "one to use it"), str(err.value)
+    monkeypatch.delenv("SPINGPU_DATA")
     folder = _write_idx(tmp_path / "m", _tiny_mnist(), gz=False)
     (folder / MNIST_FILES["y_test"]).unlink()
     with pytest.raises(ConfigError) as err:
