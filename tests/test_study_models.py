@@ -255,3 +255,21 @@ def test_a_task_of_an_older_spingpu_is_refused(tmp_path):
                                                 "sources it has, whose sources differ from this run's"):
         runner._collect(study, runner.RunOptions(out=str(tmp_path / "s.zarr")), 1, deque(), {}, None,
                         FakeFutures([FakeFuture("k", {"test_acc": [0.5], "warnings": []})]), {"k": (0, 0, 0, 1)}, submit=None)
+
+
+def test_a_model_file_no_cell_uses_is_refused(tmp_path, models_restored):
+    """[model] module whose models no cell names would do nothing: one line naming the file and
+    what it registers; a sweep of model.name that includes one of them takes it."""
+    import spingpu
+    from spingpu.errors import ConfigError
+
+    (tmp_path / "m.py").write_text(MODEL_FILE)
+    unused = STUDY.format(module=str(tmp_path / "m.py")).replace('name = "softsat"\n', "")
+    (tmp_path / "s.toml").write_text(unused)
+    with pytest.raises(ConfigError) as caught:
+        spingpu.load_study(tmp_path / "s.toml")
+    assert str(caught.value) == (f"{tmp_path / 's.toml'}: model.module: {tmp_path / 'm.py'} registers 'softsat', and "
+                                 "no cell uses it (model.name: 'stt_compact'): name one of its models in model.name "
+                                 "(or its sweep), or remove model.module")
+    (tmp_path / "s.toml").write_text(unused + '[sweep]\n"model.name" = ["stt_compact", "softsat"]\n')
+    assert spingpu.load_study(tmp_path / "s.toml").model_names == ("stt_compact", "softsat")

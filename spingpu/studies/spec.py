@@ -247,8 +247,13 @@ def parse_study(data, path, text=""):
     if "dataset" not in data or "name" not in data["dataset"]:
         raise _err(path, "dataset.name", "missing; allowed: iris, digits, mnist, csv:PATH")
     resolve_paths(data, path.parent)
-    _run_model_file(data, path)
+    registered = _run_model_file(data, path)
     study = _study(data, path, text, name)
+    if registered is not None and not set(registered) & set(study.model_names):  # the file would do nothing
+        made = f"registers {', '.join(map(repr, registered))}" if registered else "registers no model"
+        raise _err(path, "model.module", f"{data['model']['module']} {made}, and no cell uses it (model.name: "
+                                         f"{', '.join(map(repr, study.model_names))}): name one of its models in "
+                                         "model.name (or its sweep), or remove model.module")
     if study.n_cells > MAX_CELLS:
         raise _err(path, "sweep", f"{study.n_cells} cells; at most {MAX_CELLS}")
     _check_not_fixed_and_swept(study, path)
@@ -266,17 +271,18 @@ def parse_study(data, path, text=""):
 
 def _run_model_file(data, path):
     """Run the Python file of ``[model] module`` (path resolved), which registers the study's own
-    device models (:mod:`spingpu.devices.model_files`); ConfigError naming the file and key."""
+    device models (:mod:`spingpu.devices.model_files`): the names it registers (None: no file);
+    ConfigError naming the file and key."""
     module = data.get("model", {}).get("module")
     if module is None:
-        return
+        return None
     from ..devices.model_files import run_model_file
 
     if not module.strip() or not Path(module).is_file():
         raise _err(path, "model.module", f"{module!r} is not a file; expected the path of a Python file that "
                                          "calls spingpu.register_model (relative to the study file)")
     try:
-        run_model_file(module)
+        return run_model_file(module)
     except ConfigError as err:
         raise _err(path, err.field, err.problem) from None
 
