@@ -327,8 +327,10 @@ def test_partial_store_statistics_over_finished_tasks_only(tmp_path, capsys):
     assert rows[0]["diverged"] == 6 and lines[1].split()[-2:] == ["20", "6"]  # networks finished, of which diverged
     assert f"[{percent_text(rows[0]['yield_lo95']):>5}-{percent_text(rows[0]['yield_hi95']):>5}]" in lines[1]
     assert lines[1].split()[-3] == f"{rows[0]['median_grad_cosine']:.3f}"
-    assert lines[2].split() == ["delta_i=1e-05", "n/a", "%", "n/a-", "n/a", "%", "n/a", "%", "[", "n/a-", "n/a]", "n/a",
-                                "0", "0"]
+    assert (f"{percent_text(rows[0]['median_test_acc'], 2)} % [{percent_text(rows[0]['median_test_acc_lo95'], 2):>6}-"
+            f"{percent_text(rows[0]['median_test_acc_hi95'], 2):>6}]") in lines[1]  # the median's 95 % interval
+    assert lines[2].split() == ["delta_i=1e-05", "n/a", "%", "[", "n/a-", "n/a]", "n/a-", "n/a", "%", "n/a", "%", "[",
+                                "n/a-", "n/a]", "n/a", "0", "0"]
     assert lines[-2] == "median and IQR over the networks that did not diverge; a diverged one counts as failed in the yield"
     assert lines[-1] == "incomplete store: 2 of 8 tasks finished; statistics over their networks only"
     from spingpu.plot import divergence_counts

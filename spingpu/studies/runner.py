@@ -610,8 +610,8 @@ def _join_scheduler(address, log):
 
 
 def summary_table(path, threshold=0.9):
-    """Per cell: median and IQR of the test accuracy, the yield (fraction >= threshold) with its
-    95 % Clopper-Pearson interval, the median cosine of the gradient used with the exact one (last epoch:
+    """Per cell: median of the test accuracy with its 95 % confidence interval and IQR, the yield
+    (fraction >= threshold) with its 95 % Clopper-Pearson interval, the median cosine of the gradient used with the exact one (last epoch:
     the derivative's quality, which shows where the accuracy saturates) and the networks
     finished (statistics over those only), as text."""
     from ..report import LAST_EPOCH, SUMMARY_VARIABLES, summary_rows
@@ -624,11 +624,15 @@ def summary_table(path, threshold=0.9):
     width = max(len(label) for label in labels)
     pct = percent_text
     yield_head = f"yield(>={threshold_text(threshold)}%) [95 % CI]"
-    lines = [f"{'cell':<{width}}  median    IQR              {yield_head:<26}  grad cos  networks  diverged"]
+    median_head = "median [95 % CI]"
+    lines = [f"{'cell':<{width}}  {median_head:<25}  IQR              {yield_head:<26}  grad cos  networks  "
+             "diverged"]
     for label, r in zip(labels, rows):
         cosine = number_text(r["median_grad_cosine"], ".3f")
+        med = (f"{pct(r['median_test_acc'], 2):>6} % [{pct(r['median_test_acc_lo95'], 2):>6}-"
+               f"{pct(r['median_test_acc_hi95'], 2):>6}]")
         yld = f"{pct(r['yield']):>7} % [{pct(r['yield_lo95']):>5}-{pct(r['yield_hi95']):>5}]"
-        lines.append(f"{label:<{width}}  {pct(r['median_test_acc'], 2):>6} %  {pct(r['q25_test_acc'], 2):>6}-"
+        lines.append(f"{label:<{width}}  {med:<25}  {pct(r['q25_test_acc'], 2):>6}-"
                      f"{pct(r['q75_test_acc'], 2):>6} %  {yld:<26}  {cosine:>8}  {r['networks_done']:8d}  "
                      f"{r['diverged']:8d}")
     if any(r["diverged"] for r in rows):
