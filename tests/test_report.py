@@ -1092,6 +1092,7 @@ def test_a_report_of_a_store_a_run_is_writing_says_so(tmp_path, capsys):
         held.flush()
         fcntl.flock(held, fcntl.LOCK_EX)
         assert main(["report", str(path)]) == 0
-        assert capsys.readouterr().err == f"{warning} (a run, process 4242 on {socket.gethostname()}, is writing it now)\n"
+        writer = f"process 4242 on {socket.gethostname()}"
+        assert capsys.readouterr().err == f"{warning} (a run, {writer}, is writing it now)\n"
     assert main(["report", str(path)]) == 0  # the file is left, its lock is not held
     assert capsys.readouterr().err == warning + "\n"

@@ -486,7 +486,8 @@ def test_load_results_reads_names_from_any_iterable(tmp_path):
     out = tmp_path / "s.zarr"
     create_store(out, study, 2, attrs())
     loaded = spingpu.load_results(out, (v for v in ["test_acc"]), last_epoch=iter(["grad_cosine"]))
-    assert sorted(loaded.data_vars) == ["grad_cosine", "task_done", "test_acc"] and "epoch" not in loaded.grad_cosine.dims
+    assert sorted(loaded.data_vars) == ["grad_cosine", "task_done", "test_acc"]
+    assert "epoch" not in loaded.grad_cosine.dims
 
 
 def test_a_replaced_store_that_cannot_be_deleted_is_named_in_a_warning(tmp_path, monkeypatch):

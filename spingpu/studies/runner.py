@@ -611,9 +611,9 @@ def _join_scheduler(address, log):
 
 def summary_table(path, threshold=0.9):
     """Per cell: median of the test accuracy with its 95 % confidence interval and IQR, the yield
-    (fraction >= threshold) with its 95 % Clopper-Pearson interval, the median cosine of the gradient used with the exact one (last epoch:
-    the derivative's quality, which shows where the accuracy saturates) and the networks
-    finished (statistics over those only), as text."""
+    (fraction >= threshold) with its 95 % Clopper-Pearson interval, the median cosine of the
+    gradient used with the exact one (last epoch: the derivative's quality, which shows where the
+    accuracy saturates) and the networks finished (statistics over those only), as text."""
     from ..report import LAST_EPOCH, SUMMARY_VARIABLES, summary_rows
     from ..stats import number_text, percent_text, threshold_text
 
@@ -640,8 +640,8 @@ def summary_table(path, threshold=0.9):
                      "the yield")
     undefined = sum(r["undefined_grad_cosine"] for r in rows)
     if undefined:
-        lines.append(f"grad cos leaves out {count_text(undefined, 'network')} whose gradient used or exact was exactly 0 "
-                     "(every reading clipped by the ADC, say): a cosine with a zero vector is undefined")
+        lines.append(f"grad cos leaves out {count_text(undefined, 'network')} whose gradient used or exact was "
+                     "exactly 0 (every reading clipped by the ADC, say): a cosine with a zero vector is undefined")
     done, tasks = results_store.task_progress(ds)
     if done < tasks:
         lines.append(f"incomplete store: {done} of {tasks} tasks finished; statistics over their networks only")

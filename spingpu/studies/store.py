@@ -127,6 +127,11 @@ def _lock_exclusive(fd, seconds=LOCK_PROBE_SECONDS):
 
 
 
+def _json_value(value):
+    """A NumPy value (a scalar or an array) as JSON takes it; anything else as text."""
+    return value.tolist() if hasattr(value, "tolist") else str(value)
+
+
 def _lock_file(path):
     """The lock file of :func:`run_lock` for the store ``path``."""
     real = Path(path).resolve()
@@ -204,8 +209,7 @@ def _store_dataset(study, networks_per_task, attrs):
                            "input_files": json.dumps([list(item) for item in study.inputs]),
                            "study_data": json.dumps(study.data, sort_keys=True),
                            "sweep_axes": json.dumps([a.dim for a in study.axes]),
-                           "device_models": json.dumps(study.device_models(), sort_keys=True,
-                                                       default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o))})
+                           "device_models": json.dumps(study.device_models(), sort_keys=True, default=_json_value)})
     return xr.Dataset(data_vars, coords=coords, attrs=attrs)
 
 
