@@ -77,15 +77,14 @@ def run_model_file_option(path, model, option):
     import os
     from pathlib import Path
 
-    from ..devices.model_files import run_model_file
+    from ..devices.model_files import registers_text, run_model_file
 
     if not path.strip() or not Path(os.path.expanduser(path)).is_file():
         raise ConfigError("model-file", f"{path!r} is not a file; expected a Python file that calls "
                                         "spingpu.register_model")
     names = run_model_file(str(Path(os.path.expanduser(path)).resolve()), field="model-file")
     if model not in names:
-        made = f"registers {', '.join(map(repr, names))}" if names else "registers no model"
-        raise ConfigError("model-file", f"{path} {made}, and --{option} is {model!r}: name one of its models with "
+        raise ConfigError("model-file", f"{path} {registers_text(names)}, and --{option} is {model!r}: name one of its models with "
                                         f"--{option}, or leave --model-file out")
 
 

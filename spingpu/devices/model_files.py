@@ -17,6 +17,11 @@ from . import models
 _RUN = {}  # sha256 of a file's contents -> {name: model} that running them registered
 
 
+def registers_text(names):
+    """What a model file registered, for a message: ``registers 'a', 'b'`` or ``registers no model``."""
+    return f"registers {', '.join(map(repr, names))}" if names else "registers no model"
+
+
 def run_model_file(path, field="model.module"):
     """Run the Python file at ``path`` (absolute) unless this process ran the same contents
     already (this file, or a copy of it in another study folder: its models are this process's

@@ -250,8 +250,9 @@ def parse_study(data, path, text=""):
     registered = _run_model_file(data, path)
     study = _study(data, path, text, name)
     if registered is not None and not set(registered) & set(study.model_names):  # the file would do nothing
-        made = f"registers {', '.join(map(repr, registered))}" if registered else "registers no model"
-        raise _err(path, "model.module", f"{data['model']['module']} {made}, and no cell uses it (model.name: "
+        from ..devices.model_files import registers_text
+
+        raise _err(path, "model.module", f"{data['model']['module']} {registers_text(registered)}, and no cell uses it (model.name: "
                                          f"{', '.join(map(repr, study.model_names))}): name one of its models in "
                                          "model.name (or its sweep), or remove model.module")
     if study.n_cells > MAX_CELLS:

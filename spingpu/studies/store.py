@@ -21,11 +21,12 @@ import os
 import secrets
 import shutil
 import socket
+import warnings
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConfigError, _short, did_you_mean, os_error_reason
+from ..errors import ConfigError, SpingpuWarning, _short, did_you_mean, os_error_reason
 from ..signals import deferred_interrupts
 from ..outputs import PARTIAL, partial_owner, remove_stale_partials
 from ..training.results import CELL_VARIABLES, ENGINE_ATTRS, VARIABLES
@@ -126,12 +127,6 @@ def _lock_exclusive(fd, seconds=LOCK_PROBE_SECONDS):
             time.sleep(0.01)
 
 
-
-def _json_value(value):
-    """A NumPy value (a scalar or an array) as JSON takes it; anything else as text."""
-    return value.tolist() if hasattr(value, "tolist") else str(value)
-
-
 def _lock_file(path):
     """The lock file of :func:`run_lock` for the store ``path``."""
     real = Path(path).resolve()
@@ -174,6 +169,11 @@ def _move_into_place(tmp, path):
         os.rename(tmp, path)
     except OSError as err:  # a folder made at path meanwhile
         raise ConfigError("out", f"{path} cannot be created: {err.strerror or err}") from None
+
+
+def _json_value(value):
+    """A NumPy value (a scalar or an array) as JSON takes it; anything else as text."""
+    return value.tolist() if hasattr(value, "tolist") else str(value)
 
 
 def _store_dataset(study, networks_per_task, attrs):
@@ -253,11 +253,7 @@ def mark_done(path, study, cell, task):
 def done_tasks(path):
     """Boolean array (cells flattened, tasks) of the tasks already stored; a task marked done whose
     numbers the store lost (:func:`lost_tasks`) is not, with a warning: resuming trains it again."""
-    import warnings
-
     import xarray as xr
-
-    from ..errors import SpingpuWarning
 
     try:
         ds = xr.open_zarr(path)
@@ -510,10 +506,6 @@ def remove_store(path):
     try:  # what a stop leaves, the next creation's remove_stale_partials removes
         shutil.rmtree(doomed)
     except OSError as err:
-        import warnings
-
-        from ..errors import SpingpuWarning
-
         warnings.warn(f"the replaced store, moved to {doomed}, could not be deleted ({os_error_reason(err)}); "
                       "delete it by hand", SpingpuWarning, stacklevel=2)
 
@@ -529,8 +521,6 @@ def update_attrs(path, **attrs):
 def open_results(path):
     """The results of a study as one xarray Dataset (lazily loaded from the zarr store); ConfigError
     where ``path`` is not a spingpu results store or its metadata cannot be read."""
-    import warnings
-
     import xarray as xr
 
     if not isinstance(path, (str, os.PathLike)):

@@ -289,15 +289,10 @@ class FusedCudaRun:
         """ConfigError naming ``networks`` unless the run's junction tables (every junction's of a
         model tabulated per junction, and the nominal one's) fit the device memory beside the
         data and one network's launch, saying how many networks do."""
-        from ..kernels.network import n_weights
-
-        config, model, problem = self.config, self.model, self.problem
-        junctions = 2 * sum(config.hidden)
-        tables = junctions * model.table_bytes_per_junction  # per network
-        one = 8 * (junctions * model.kernel_width + n_weights(problem.sizes) + self.layout.errs_len
-                   + 5 * config.epochs + 4) + 8 * (5 * config.epochs + 2) + 1
-        room = (self.device.memory_bytes - sum(a.nbytes for a in problem.data) - problem.teacher.nbytes
-                - 8 * config.epochs * (problem.n_train + 1) - model.table_bytes_per_junction - one)
+        model = self.model
+        tables = 2 * sum(self.config.hidden) * model.table_bytes_per_junction  # per network
+        room = (self.device.memory_bytes - self.data_bytes - model.table_bytes_per_junction
+                - self.bytes_per_network - self.output_bytes_per_network)
         fits = max(0, room // tables)
         if self.networks.size > fits:
             raise ConfigError("networks", f"a {model.name} run keeps every junction's table on the GPU, {tables:,d} "
@@ -314,12 +309,7 @@ class FusedCudaRun:
         run's pack (a model tabulated per junction)."""
         if self._whole is not None:
             return {**self._whole, **{k: self._whole[k][lo:hi] for k in self.PER_CHUNK}}
-        packed = self._pack(lo, hi)
-        probe = getattr(self, "_probe", None)
-        if probe is not None and not np.array_equal(packed["table"], probe["table"]):
-            raise RuntimeError(f"the {self.model.name} model's kernel table differs between networks while its "
-                               "table_bytes_per_junction is 0: it must give the bytes its bind adds per junction")
-        return packed
+        return self._pack(lo, hi)
 
     def arguments(self, lo, hi, out, packed=None, data=None, lr_epoch=None, orders=None, batch=None):
         """Arguments of ``train_block`` for networks lo .. hi - 1 writing into ``out`` (device
@@ -348,24 +338,31 @@ class FusedCudaRun:
 
     @property
     def bytes_per_network(self):
-        """Device bytes of one network's inputs and scratch in a launch: its junction rows, initial
-        weights, relative-error row and outputs (:meth:`output_bytes_per_network`)."""
-        p = self._probe
-        return 8 * (p["junctions"][0].size + p["w_init"].shape[1] + self.layout.errs_len + 5 * self.epochs + 4)
+        """Device bytes of one network's inputs and scratch in a launch: its junction rows (2 per
+        hidden unit, the model's kernel_width each), initial weights, relative-error row and
+        outputs (:meth:`output_bytes_per_network`)."""
+        from ..kernels.network import n_weights
+
+        rows = 2 * sum(self.config.hidden) * self.model.kernel_width
+        return 8 * (rows + n_weights(self.problem.sizes) + self.layout.errs_len + 5 * self.config.epochs + 4)
 
     @property
     def output_bytes_per_network(self):
         """The outputs of one network (:func:`fused_outputs`): five float64 metrics per epoch, the
         test accuracy, the diverged flag and the count of readings beyond the table."""
-        return 8 * (5 * self.epochs + 2) + 1
+        return 8 * (5 * self.config.epochs + 2) + 1
 
     @property
     def shared_bytes(self):
-        """Device memory every chunk shares: the data, the teacher, the batch orders and the model's
-        table (a model tabulated per junction: every junction's of the run)."""
+        """Device memory every chunk shares: :attr:`data_bytes` and the model's table (a model
+        tabulated per junction: every junction's of the run)."""
+        return self.data_bytes + self.common["table"].nbytes
+
+    @property
+    def data_bytes(self):
+        """Device bytes of the data, the teacher's logits, the batch orders and the learning rates."""
         pr = self.problem
-        return (sum(a.nbytes for a in pr.data) + pr.teacher.nbytes + 8 * self.epochs * (pr.n_train + 1)
-                + self.common["table"].nbytes)
+        return sum(a.nbytes for a in pr.data) + pr.teacher.nbytes + 8 * self.config.epochs * (pr.n_train + 1)
 
 
 def train_fused_cuda(dataset, config, networks, model, teacher_logits, progress, layout, device):
