@@ -20,8 +20,6 @@ import numpy as np
 
 from .philox import PURPOSE_CHIP, PURPOSE_MEMBER, PURPOSE_NEURON, normal_pair, split_seed, stream_id
 
-MAX_PARAMETERS = 64  # z-vectors per level live in a fixed-size local array
-
 
 @numba.njit(cache=True)
 def _level_normals(k0, k1, network, purpose, layer, unit, member, n_params, chol, z, x):
@@ -59,11 +57,10 @@ def _to_parameters(out, nominal, is_log, scale, bounds, n_params):
 @numba.njit(cache=True)
 def sample_junction(k0, k1, network, layer, unit, member, nominal, is_log, scale, bounds, sigmas, chol,
                     z, x, out):
-    """Parameters of one junction into ``out``; ``sigmas`` is (3, P): chip, d2d, pair rows;
-    ``bounds`` (2, P) the (low, high) a lognormal parameter is clipped to.
-
-    ``z`` and ``x`` are scratch arrays of length >= P (CUDA threads pass local arrays).
-    """
+    """Parameters of one junction into ``out``, by its address alone (the module doc's definition,
+    which :func:`sample_layer` computes sharing the chip's and the neuron's draws); ``sigmas`` is
+    (3, P): chip, d2d, pair rows; ``bounds`` (2, P) the (low, high) a lognormal parameter is
+    clipped to; ``z`` and ``x`` are scratch arrays of length >= P."""
     n_params = nominal.shape[0]
     for k in range(n_params):
         out[k] = 0.0

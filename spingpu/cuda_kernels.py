@@ -20,12 +20,9 @@ class KernelSpec:
     layout: object = None  # the FusedLayout a fused trainer is specialised to
 
 
-IV_SIGNATURE = "(float64[::1], float64[:, ::1], float64[:, ::1], float64[::1], float64[::1])"
 # the Philox key (k0, k1) is launched as split_seed returns it: Python ints, which Numba types int64
 MACROSPIN_SIGNATURE = ("(float64[::1], float64[:, ::1], int64[:, ::1], int64, int64, float64[:, ::1], "
                        "float64[:, :, ::1])")
-SAMPLE_SIGNATURE = ("(int64, int64, int64[::1], int64, int64, float64[::1], boolean[::1], float64[::1], "
-                    "float64[:, ::1], float64[:, ::1], float64[:, ::1], float64[:, :, :, ::1])")
 
 
 DEFAULT_ARCH = "sm_90"  # Hopper (H100, H200): the target when no GPU says otherwise
@@ -44,18 +41,15 @@ def catalog():
     from .devices.tabulated import tabulated_model
     from .kernels import cuda_devices
 
-    threads = cuda_devices.THREADS
-    specs = [KernelSpec("sample_layer", cuda_devices.sample_layer, SAMPLE_SIGNATURE, threads),
-             KernelSpec("macrospin_mean_resistance", cuda_devices.macrospin_mean_resistance, MACROSPIN_SIGNATURE,
-                        threads)]
+    specs = [KernelSpec("macrospin_mean_resistance", cuda_devices.macrospin_mean_resistance, MACROSPIN_SIGNATURE,
+                        cuda_devices.THREADS)]
     x = np.linspace(-1e-3, 1e-3, 5)
     models = (get_model("stt_compact"), tabulated_model(table=(x, 1e3 * x)), TABLE_MODEL)
     for model in models:
-        specs.append(KernelSpec(f"iv[{model.name}]", cuda_devices.make_iv_kernel(model.point), IV_SIGNATURE,
-                                threads))
-    for model in models:
         specs.append(fused_train_spec(model))
-    specs.append(fused_train_spec(models[0], CHECKED_MIN_BLOCKS))  # launch bounds reach ptxas
+    specs.append(fused_train_spec(models[0], min_blocks=CHECKED_MIN_BLOCKS))  # launch bounds reach ptxas
+    # two hidden layers, and the median's values read from the global row (a large full batch)
+    specs.append(fused_train_spec(models[0], hidden=(8, 8), shared_median=False))
     specs += batched_specs(models)
     return specs
 
@@ -102,11 +96,15 @@ def batched_specs(models):
     return specs
 
 
-def fused_train_spec(model, min_blocks=None):
-    """The fused CUDA trainer of ``model`` for Iris-sized 4-8-3 networks, typed by the arguments
-    of a real (tiny) run, compiled for ``min_blocks`` resident blocks per SM (None: the compiler's
-    choice). Its layout is a compile-time constant, so other architectures compile the same source
-    with other array sizes."""
+def fused_train_spec(model, min_blocks=None, hidden=(8,), shared_median=True):
+    """The fused CUDA trainer of ``model`` for Iris-sized networks (4 features, ``hidden`` units, 3
+    classes, full batch of 90), typed by the arguments of a real (tiny) run, compiled for
+    ``min_blocks`` resident blocks per SM (None: the compiler's choice), with the median's values
+    in shared memory where they fit or (``shared_median=False``) always read from the global row.
+    Its layout is a compile-time constant, so other architectures compile the same source with
+    other array sizes."""
+    import dataclasses
+
     import numba
     import numpy as np
 
@@ -118,12 +116,16 @@ def fused_train_spec(model, min_blocks=None):
     rng = np.random.default_rng(0)
     y = np.arange(20) % 3
     dataset = from_arrays(rng.normal(size=(20, 4)) + y[:, None], y, name="check", seed=0)
-    config = TrainConfig(hidden=(8,), epochs=1)
+    config = TrainConfig(hidden=hidden, epochs=1)
     # laid out for Iris's full batch of 90 training samples (96 threads); typed by the tiny run's arguments
-    layout = fused_cuda_layout((4, 8, 3), model.kernel_width, 90, min_blocks=min_blocks)
+    sizes = (4, *hidden, 3)
+    layout = fused_cuda_layout(sizes, model.kernel_width, 90, min_blocks=min_blocks)
+    layout = dataclasses.replace(layout, shared_median=layout.shared_median and shared_median)
     run = FusedCudaRun(dataset, config, np.arange(1), model, None, layout, Device(simulator=True))
     signature = tuple(numba.typeof(a) for a in run.probe_arguments())
-    name = model.name if min_blocks is None else f"{model.name}, {min_blocks} blocks/SM"
+    name = ", ".join([model.name] + ([] if hidden == (8,) else ["-".join(map(str, sizes))])
+                     + ([] if min_blocks is None else [f"{min_blocks} blocks/SM"])
+                     + ([] if shared_median else ["global median"]))
     return KernelSpec(f"fused_train[{name}]", fused_cuda_kernel(model, layout), signature, layout.threads, layout)
 
 
@@ -185,7 +187,7 @@ class Compiled:
     assembled: bool = False
 
     def line(self):
-        text = f"  {self.name:<38} {self.ptx_bytes:>9,d} bytes of PTX"
+        text = f"  {self.name:<48} {self.ptx_bytes:>9,d} bytes of PTX"
         r = self.resources
         if self.assembled and r is None:
             text += "; assembled (nvJitLink's log gave no resource line to read)"

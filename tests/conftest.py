@@ -50,11 +50,40 @@ assert numba.config.ENABLE_CUDASIM, "the CUDA simulator must be on before numba.
 
 import math  # noqa: E402
 
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 import simulator_barrier  # noqa: E402
 
 simulator_barrier.install()
+
+# Tests draw fresh random inputs: np.random.default_rng() without a seed. Each such generator's seed
+# is recorded, and the report of a test that fails lists them: SPINGPU_TEST_SEEDS=S1,S2,... with the
+# test run alone (-n 0 -k NAME) gives its generators those seeds, in order, to reproduce the failure.
+FRESH_SEEDS = []  # of the running test (and of the fixtures its set-up made)
+_replay = [int(s) for s in os.environ.get("SPINGPU_TEST_SEEDS", "").split(",") if s.strip()]
+_default_rng = np.random.default_rng
+
+
+def _default_rng_recorded(seed=None):
+    if seed is None:
+        seed = _replay.pop(0) if _replay else int(np.random.SeedSequence().entropy)
+        FRESH_SEEDS.append(seed)
+    return _default_rng(seed)
+
+
+np.random.default_rng = _default_rng_recorded
+
+
+def pytest_runtest_logstart(nodeid, location):
+    FRESH_SEEDS.clear()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = (yield).get_result()
+    if report.failed and FRESH_SEEDS:
+        report.sections.append(("fresh random seeds", "SPINGPU_TEST_SEEDS=" + ",".join(map(str, FRESH_SEEDS))))
 
 
 @pytest.fixture

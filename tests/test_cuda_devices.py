@@ -1,4 +1,4 @@
-"""The device kernels' CUDA versions: equal to the CPU in the simulator, and compile to PTX."""
+"""The CUDA kernels' catalogue: what the engines launch, and each compiles to PTX and assembles."""
 
 import os
 import re
@@ -7,77 +7,48 @@ import numpy as np
 import pytest
 from numba import cuda
 
-from spingpu import ConfigError, Variability, get_model
+from spingpu import ConfigError, Readout, Variability, get_model
+from spingpu.backends import Backend
 from spingpu.cuda_kernels import catalog
-from spingpu.devices.tabulated import tabulated_model
-from spingpu.devices.variability import kernel_arguments, sample_layer
-from spingpu.kernels.philox import split_seed
-from spingpu.kernels import cuda_devices
-
-def stacked_tables():
-    """The macrospin kernels' model over two junctions' (I, V, dV/dI) tables of 9 and 13 knots stacked
-    side by side; each element's row (knot offset, knots) picks one."""
-    import dataclasses
-
-    from spingpu.devices.macrospin import TABLE_MODEL
-
-    parts = []
-    for knots, scale in ((9, 4e-4), (13, 3e-4)):
-        i = np.linspace(-1e-3, 1e-3, knots)
-        parts.append(np.stack([i, 0.4 * np.tanh(i / scale), 0.4 / scale / np.cosh(i / scale) ** 2]))
-    return dataclasses.replace(TABLE_MODEL, table=np.concatenate(parts, axis=1))
-
-
-MODELS = {
-    "stt_compact": lambda: get_model("stt_compact"),
-    "tabulated": lambda: tabulated_model(table=(np.linspace(-1e-3, 1e-3, 9),
-                                                np.tanh(np.linspace(-1e-3, 1e-3, 9) / 4e-4) * 0.4)),
-    "macrospin tables": stacked_tables,
-}
-
-
-def iv_parameters(name, model, rng, n):
-    if name == "macrospin tables":  # (knot offset, knots) of junction 0 or 1
-        return np.array([(0.0, 9.0), (9.0, 13.0)])[rng.integers(0, 2, n)]
-    return model.nominal * np.exp(rng.normal(0, 0.1, (n, len(model.parameters))))
-
-
-@pytest.mark.parametrize("name", sorted(MODELS))
-def test_iv_kernel_in_simulator_equals_cpu(name):
-    model = MODELS[name]()
-    rng = np.random.default_rng(21)
-    n = 64
-    current = rng.uniform(-1.5e-3, 1.5e-3, n)
-    params = iv_parameters(name, model, rng, n)
-    v_ref, d_ref = model.iv(current, params)
-    v = np.full(n, np.nan)  # poisoned: every element must be written
-    d = np.full(n, np.nan)
-    cuda_devices.make_iv_kernel(model.point)[2, 32](current, params, model.aux_table, v, d)
-    np.testing.assert_array_equal(v, v_ref)
-    np.testing.assert_array_equal(d, d_ref)
-
-
-def test_sample_layer_kernel_in_simulator_equals_cpu():
-    model = get_model("stt_compact")
-    var = Variability(sigma_chip=0.05, sigma_d2d=0.1, sigma_pair=0.02, correlation={("r_p", "tmr0"): 0.4})
-    networks = np.array([3, 17, 4, 1000, 2**31 + 5], dtype=np.int64)
-    n_units, layer, seed = 3, 2, 987654321
-    ref = sample_layer(model, var, seed, networks, layer, n_units)
-    out = np.full(ref.shape, np.nan)
-    k0, k1 = split_seed(np.uint64(seed))
-    threads = networks.size * n_units * 2
-    cuda_devices.sample_layer[1, threads](k0, k1, networks, layer, n_units, *kernel_arguments(model, var), out)
-    np.testing.assert_array_equal(out, ref)
+from spingpu.training import TrainConfig, train
 
 
 def test_simulator_is_on():
     assert cuda.is_available() and os.environ["NUMBA_ENABLE_CUDASIM"] == "1"
 
 
-def test_catalog_names_every_kernel():
-    names = [spec.name for spec in catalog()]
-    assert "sample_layer" in names and "iv[stt_compact]" in names and "iv[tabulated]" in names
-    assert len(set(names)) == len(names)
+@pytest.mark.filterwarnings("ignore::spingpu.UnusedSettingWarning")  # the digital run
+def test_the_catalogue_is_every_kernel_the_engines_launch(make_blobs, monkeypatch):
+    """What ``info --check-kernels`` compiles is what runs, and nothing else: the kernels a fused
+    run, batched runs (float32 and float64, pair and digital neurons) and a macrospin model's
+    tables on a GPU device launch (by their Python functions) are the catalogue's."""
+    from spingpu.devices import macrospin
+    from spingpu.devices.macrospin import coefficients
+    from spingpu.training.cuda_engine import Device
+
+    launched = set()
+    launch = Device.launch
+
+    def recorded(self, kernel, *args):
+        launched.add(kernel.fn.__qualname__)
+        return launch(self, kernel, *args)
+
+    monkeypatch.setattr(Device, "launch", recorded)
+    data = make_blobs(5, 24, 3, 1)
+    variability = Variability(sigma_d2d=0.1)
+    for engine, dtype, mode in (("fused", "float64", "fd_forward"), ("batched", "float32", "fd_forward"),
+                                ("batched", "float64", "tanh")):
+        cfg = TrainConfig(hidden=(3,), epochs=1, seed=3, dtype=dtype, grad_mode=mode, variability=variability,
+                          readout=Readout(read_noise=1e-3))
+        train(data, cfg, n_networks=2, backend=Backend("cuda", simulator=True, cuda_engine=engine, block_threads=32))
+    model = get_model("macrospin", table_points=5, settle_time=10e-12, average_time=6e-12)
+    r, m = np.empty((1, 1)), np.empty((1, 1, 3))
+    macrospin.simulate_on_gpu(Device(simulator=True), np.array([1e-4]), coefficients(model.nominal[None], model.settings),
+                              np.zeros((1, 4), np.int64), 0, r, m)
+    specs = catalog()
+    # the batched engine's divergence kernel runs on a GPU only: the simulator takes the generic test
+    assert launched | {"flag_diverged"} == {spec.kernel.fn.__qualname__ for spec in specs}
+    assert len({spec.name for spec in specs}) == len(specs)
 
 
 def test_every_kernel_compiles_to_ptx_and_assembles_for_sm90(compiler_python):

@@ -23,8 +23,10 @@ def blobs(make_blobs):
 
 
 def assert_same(a, b):
+    """Bit for bit: in the simulator the kernel's arithmetic is the CPU engine's, operation for
+    operation (on a GPU, gpu_check.py allows for FMA contraction and CUDA's libm)."""
     for name in METRICS:
-        np.testing.assert_allclose(a[name].values, b[name].values, rtol=1e-10, atol=1e-13, err_msg=name)
+        np.testing.assert_array_equal(a[name].values, b[name].values, err_msg=name)
     np.testing.assert_array_equal(a.diverged.values, b.diverged.values)
 
 
@@ -32,6 +34,8 @@ VAR = Variability(sigma_chip=0.03, sigma_d2d=0.1, sigma_pair=0.02)
 CASES = {
     # batch 16 of 42 training rows: sub-batches of 32 threads, a short last batch
     "fd_forward-noise-adam-minibatch": dict(grad_mode="fd_forward", batch_size=16, readout=Readout(read_noise=2e-3)),
+    # noise loud enough to change predictions: each evaluation must read its own noise streams
+    "fd_forward-loud-noise": dict(grad_mode="fd_forward", epochs=3, readout=Readout(read_noise=0.1)),
     "fd_symmetric-adc-dac-sgd-step-full": dict(grad_mode="fd_symmetric", optimizer="sgd", lr=0.2,
                                                lr_schedule=Schedule("step", every=1, gamma=0.5),
                                                readout=Readout(adc_bits=10, adc_range=(-1.5, 1.5), dac_bits=12,
@@ -203,6 +207,10 @@ def test_chunks_that_fit_a_tiny_memory_budget_change_nothing(blobs, monkeypatch)
 
     cfg = TrainConfig(hidden=(3,), epochs=1, lr=0.05, seed=9, variability=VAR, readout=Readout(read_noise=1e-3))
     nets = np.arange(3)
+    blocks = []  # of each launch: the compiling probe's 1, then the chunks'
+    launch = cuda_engine.Device.launch
+    monkeypatch.setattr(cuda_engine.Device, "launch", lambda self, kernel, n, *args: blocks.append(n) or
+                        launch(self, kernel, n, *args))
     whole = train(blobs, cfg, networks=nets, backend=SIM)
     # the data take ~3.2 kB, a network's arrays ~1.6 kB: one network per chunk, each read back before
     # the next is launched (two would not fit)
@@ -211,6 +219,7 @@ def test_chunks_that_fit_a_tiny_memory_budget_change_nothing(blobs, monkeypatch)
     # chunks of two networks: the first read back while the second, the last network alone, trains
     monkeypatch.setattr(cuda_engine, "LAUNCH_BLOCKS", 2)
     overlapped = train(blobs, cfg, networks=nets, backend=Backend("cuda", simulator=True, block_threads=32))
+    assert blocks == [1, 3] + [1, 1, 1, 1] + [1, 2, 1]
     for name in METRICS:
         np.testing.assert_array_equal(whole[name].values, chunked[name].values, err_msg=name)
         np.testing.assert_array_equal(whole[name].values, overlapped[name].values, err_msg=name)
@@ -233,8 +242,12 @@ def test_layout_fits_shared_memory_and_refuses_networks_that_do_not():
     # 300 (2400 words) does not: its median reads the global row
     assert small.median_in_shared and not fused_cuda_layout((4, 8, 3), 6, 300).median_in_shared
     assert not dataclasses.replace(small, shared_median=False).median_in_shared
-    wide = fused_cuda_layout((64, 64, 64, 10), 6, 128)
-    assert wide is None or 8 * wide.shared_words <= SHARED_BYTES
+    # 3 x 8,970 float64 weights alone are 215 kB: no block of threads fits; 16-8-3 at a full batch of
+    # 1000 fits in blocks of 64 (128 would not), its median read from the global row
+    assert fused_cuda_layout((64, 64, 64, 10), 6, 128) is None
+    large_batch = fused_cuda_layout((16, 8, 3), 6, 1000)
+    assert large_batch.threads == 64 and not large_batch.median_in_shared
+    assert 8 * large_batch.shared_words <= SHARED_BYTES < 8 * dataclasses.replace(large_batch, threads=128).shared_words
     assert fused_cuda_layout((784, 256, 10), 6, 128) is None
 
 

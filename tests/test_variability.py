@@ -226,15 +226,16 @@ def test_same_parameters_under_any_chunking(full):
 def test_each_junction_is_sample_junction_of_its_address(full):
     """The layer kernel draws a network's chip vector and a unit's neuron vector once for the
     junctions that share them; each junction's parameters are still, bit for bit, those of
-    ``sample_junction`` (what the CUDA kernel evaluates per thread) at its own address."""
+    ``sample_junction`` (the module's definition, a junction's draws from its address alone) at
+    its own address."""
     from spingpu.devices.variability import kernel_arguments
-    from spingpu.kernels.variability import MAX_PARAMETERS, sample_junction
+    from spingpu.kernels.variability import sample_junction
 
     var, ref = full
     nominal, is_log, scale, bounds, sigmas, chol = kernel_arguments(MODEL, var)
     k0, k1 = philox.split_seed(np.uint64(SEED))
     rng = np.random.default_rng()
-    z, x, row = np.empty(MAX_PARAMETERS), np.empty(MAX_PARAMETERS), np.empty(len(NAMES))
+    z, x, row = np.empty(len(NAMES)), np.empty(len(NAMES)), np.empty(len(NAMES))
     for i, u, m in zip(rng.integers(0, 1000, 40), rng.integers(0, 7, 40), rng.integers(0, 2, 40)):
         sample_junction(k0, k1, i, 3, u, m, nominal, is_log, scale, bounds, sigmas, chol, z, x, row)
         assert np.array_equal(row.view(np.uint64), ref[i, u, m].view(np.uint64)), (i, u, m)

@@ -142,10 +142,8 @@ def _index(model, name, field_name):
 
 
 def kernel_arguments(model, variability):
-    """The arrays the sampling kernels take: nominal, is_log, scale, bounds (2, P: the low and high
+    """The arrays the sampling kernel takes: nominal, is_log, scale, bounds (2, P: the low and high
     a lognormal parameter is clipped to, -+inf where it has none), sigmas (3, P), cholesky."""
-    if len(model.parameters) > _kernels.MAX_PARAMETERS:
-        raise ConfigError("model", f"{len(model.parameters)} parameters; at most {_kernels.MAX_PARAMETERS} are supported")
     return (
         model.nominal,
         np.array([p.distribution == "lognormal" for p in model.parameters]),
