@@ -34,6 +34,13 @@ class ConfigError(ValueError):
         return (type(self), (self.field, self.problem))
 
 
+class OutputError(ConfigError):
+    """An output, checked writable before the work, that the machine then failed to write (a full
+    disk or quota, a file size limit, a read-only or failing file system): named by its option,
+    nothing of it left; ``spingpu`` commands exit with status 1 for it, as for the machine's other
+    errors, not 2 (a bad value)."""
+
+
 MAX_PROBLEM = 1000  # characters of a ConfigError's problem
 MAX_FIELD = 200  # and of its field
 

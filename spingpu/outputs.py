@@ -17,7 +17,7 @@ import socket
 import tempfile
 from pathlib import Path
 
-from .errors import ConfigError, os_error_reason
+from .errors import ConfigError, OutputError, os_error_reason
 
 # errors of a write that name no file: they concern the output being written
 _WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG}
@@ -106,8 +106,8 @@ def staged_files(*targets, fields=None, overwrite=True):
 
     If the block raises, the temporaries are removed and no target is touched. An OSError of the
     temporaries, the renames or (when it names a temporary or is a full or read-only disk) the
-    block becomes a one-line ConfigError naming the target and its option ``fields[k]`` (default
-    ``output``). ``overwrite`` False: a target that has appeared since the command checked it (a
+    block becomes a one-line :class:`~spingpu.errors.OutputError` naming the target and its option
+    ``fields[k]`` (default ``output``). ``overwrite`` False: a target that has appeared since the command checked it (a
     second run writing the same file) is not replaced: ConfigError, and the targets this call
     already placed are removed again (they are its own), so that nothing written is lost.
     """
@@ -146,9 +146,9 @@ def staged_files(*targets, fields=None, overwrite=True):
             if not targets:
                 raise
             if current is None:
-                raise ConfigError("/".join(fields), f"cannot write {' or '.join(map(str, targets))}: "
-                                                    f"{os_error_reason(err)}") from None
-            raise ConfigError(fields[current], f"cannot write {targets[current]}: {os_error_reason(err)}") from None
+                raise OutputError("/".join(dict.fromkeys(fields)), f"cannot write {' or '.join(map(str, targets))}: "
+                                                                   f"{os_error_reason(err)}") from None
+            raise OutputError(fields[current], f"cannot write {targets[current]}: {os_error_reason(err)}") from None
     finally:
         for tmp in temps:
             with contextlib.suppress(OSError):

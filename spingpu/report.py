@@ -213,19 +213,38 @@ def check_report_targets(html_path, inputs=(), field="out", hint="choose another
     csv_path = summary_csv_path(html_path)
     check_writable(field, csv_path)
     inputs = {str(Path(p).resolve()) for p in inputs}
-    for path, mark in ((html_path, "<title>spingpu report:"), (csv_path, "median_test_acc,")):
+    for path in (html_path, csv_path):
         if str(path.resolve()) in inputs:
             raise ConfigError(field, f"{path} is a data file of the study; the report does not overwrite it: {hint}")
-        if path.exists() or path.is_symlink():
-            try:
-                with open(path, "rb") as handle:
-                    head = handle.read(4096).decode("utf-8", errors="replace")
-            except OSError:
-                head = ""
-            if not path.is_file() or mark not in head:
-                raise ConfigError(field, f"{path} exists and was not written by spingpu report; not overwritten: "
-                                         f"{hint}, or remove it")
+        if (path.exists() or path.is_symlink()) and not _written_by_report(path):
+            raise ConfigError(field, f"{path} exists and was not written by spingpu report; not overwritten: "
+                                     f"{hint}, or remove it")
     return html_path, csv_path
+
+
+def _written_by_report(path):
+    """Whether ``path`` is a file :func:`write_report` wrote: a report (``.html``) or its summary
+    (``.summary.csv``), by how it begins."""
+    mark = "median_test_acc," if path.name.endswith(".summary.csv") else "<title>spingpu report:"
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(4096).decode("utf-8", errors="replace")
+    except OSError:
+        return False
+    return path.is_file() and mark in head
+
+
+def remove_default_report(store):
+    """Remove the report and summary :func:`write_report` writes by default beside ``store``
+    (those files only, by how they begin): a store replaced takes its report with it. Returns the
+    paths removed."""
+    html_path = default_report_path(store)
+    removed = []
+    for path in (html_path, summary_csv_path(html_path)):
+        if not path.is_symlink() and _written_by_report(path):
+            path.unlink()
+            removed.append(path)
+    return removed
 
 
 def store_inputs(ds):

@@ -8,6 +8,7 @@ import re
 import numpy as np
 import pytest
 import xarray as xr
+from pathlib import Path
 
 from spingpu.cli.main import main
 from spingpu.training.config import GRAD_MODES
@@ -318,6 +319,11 @@ def test_argparse_type_error_one_line_exit_2(tmp_path, capsys):
     (["--optimizer", "adma"], "optimizer: 'adma' (did you mean 'adam'?); allowed: sgd, momentum, adam"),
     (["--grad-mode", "tanh"], "--grad-mode: not an option or argument of spingpu train (did you mean '--grad'?) "
                               "(spingpu train --help lists them)"),  # by spelling --read-noise is closer
+    # options are given whole (argparse would take --model as --model-file, --net as --networks)
+    (["--model", "macrospin"], "--model: not an option or argument of spingpu train (did you mean '--device-model' or "
+                               "'--model-file' or '--noise-model'?) (spingpu train --help lists them)"),
+    (["--net", "2"], "--net: not an option or argument of spingpu train (did you mean '--networks'?) "
+                     "(spingpu train --help lists them)"),
     (["--dataset", "irsi"], "dataset: unknown dataset 'irsi' (did you mean 'iris'?); allowed: iris, digits, mnist, "
                             "csv:PATH"),
     (["--lr"], "lr: expects a value"),
@@ -438,6 +444,21 @@ def test_unwritable_out_fails_before_the_run(tmp_path, capsys, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_netcdf_write_the_machine_refuses_is_one_line_and_leaves_nothing(tmp_path, capsys, monkeypatch):
+    """netCDF4 (HDF5) reports a full disk or a file size limit met while writing as RuntimeError."""
+    def full(self, path, **kwargs):
+        Path(path).write_bytes(b"CDF partial")
+        raise RuntimeError("NetCDF: HDF error")
+
+    monkeypatch.setattr(xr.Dataset, "to_netcdf", full)
+    rc = main([*TINY, "--hidden", "2", "--out", str(tmp_path / "r.nc")])
+    lines = capsys.readouterr().err.replace("\r", "\n").strip().splitlines()
+    assert rc == 1
+    assert lines[-1] == (f"spingpu train: error: out: cannot write {tmp_path / 'r.nc'}: the netCDF library failed to "
+                         "write it (NetCDF: HDF error: a full disk or a file size limit?); the results were not saved")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_failed_rename_after_the_run_is_one_line_and_leaves_nothing(tmp_path, capsys, monkeypatch):
     def refuse_replace(src, dst):
         raise PermissionError(13, "Permission denied", str(dst))
@@ -446,7 +467,7 @@ def test_failed_rename_after_the_run_is_one_line_and_leaves_nothing(tmp_path, ca
     monkeypatch.setattr("spingpu.outputs.os.link", refuse_replace)  # a new file is placed by a hard link
     rc = main([*TINY, "--hidden", "2", "--out", str(tmp_path / "r.nc")])
     err = capsys.readouterr().err
-    assert rc == 2
+    assert rc == 1  # the machine's error, after the run: not a bad value
     # the run's progress bar (rewritten with carriage returns) comes first; the error is one line after it
     lines = err.replace("\r", "\n").strip().splitlines()
     assert lines[-1] == f"spingpu train: error: out: cannot write {tmp_path / 'r.nc'}: Permission denied"

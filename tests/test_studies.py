@@ -571,6 +571,83 @@ def test_a_ctrl_c_while_the_report_is_made_says_the_store_is_complete(tmp_path, 
     assert task_done(out).all()
 
 
+def test_the_report_command_said_after_a_stop_keeps_the_runs_threshold(tmp_path, monkeypatch):
+    from spingpu.cli import run as cli_run
+
+    study_file = write(tmp_path / "s.toml", BASE)
+    out = tmp_path / "s.zarr"
+
+    def drive(client, study, options, backend, npt, todo, copies, n_workers, bar, log):
+        store_every_task(options.out, study, npt)
+
+    def report(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli_run, "_report", report)
+    rc, stdout, err = _run_without_dask(monkeypatch, ["run", str(study_file), "--out", str(out), "--backend", "numpy",
+                                                      "--threshold", "0.75"], drive,
+                                        lambda *args: (_QuietClient(), None))
+    assert rc == 130
+    assert err == [f"spingpu run: interrupted; every task is stored in {out} (spingpu report {out} --threshold 0.75 "
+                   "makes its report)"]
+
+
+def test_overwrite_removes_the_report_of_the_store_it_replaces_and_nothing_else(tmp_path, monkeypatch):
+    study_file = write(tmp_path / "s.toml", BASE)
+    out = tmp_path / "s.zarr"
+
+    def drive(client, study, options, backend, npt, todo, copies, n_workers, bar, log):
+        store_every_task(options.out, study, npt)
+
+    argv = ["run", str(study_file), "--out", str(out), "--backend", "numpy"]
+    rc, stdout, err = _run_without_dask(monkeypatch, argv, drive, lambda *args: (_QuietClient(), None))
+    assert rc == 0 and (tmp_path / "s.html").is_file() and (tmp_path / "s.summary.csv").is_file(), err
+    (tmp_path / "s.summary.csv.bak").write_bytes((tmp_path / "s.summary.csv").read_bytes())  # not the report's name
+    rc, stdout, err = _run_without_dask(monkeypatch, argv + ["--overwrite", "--no-report"], drive,
+                                        lambda *args: (_QuietClient(), None))
+    assert rc == 0, err
+    assert f"removed {tmp_path / 's.html'} and {tmp_path / 's.summary.csv'}: the report of the store replaced" in stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.summary.csv.bak", "s.toml", "s.zarr"]
+
+
+@pytest.mark.parametrize("results", ["file", "broken link"])
+def test_a_results_folder_that_is_not_one_is_a_one_line_error(tmp_path, monkeypatch, results):
+    study_file = write(tmp_path / "s.toml", BASE)
+    monkeypatch.chdir(tmp_path)
+    if results == "file":
+        (tmp_path / "results").write_text("notes")
+    else:
+        (tmp_path / "results").symlink_to(tmp_path / "nowhere")
+    rc, stdout, err = run_main(["run", str(study_file), "--backend", "numpy"])
+    assert (rc, stdout) == (2, "")
+    assert err == ("spingpu run: error: out: results is not a folder, and the store goes in it (results/s.zarr); "
+                   "move it, or choose another --out\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results", "s.toml"]
+
+
+def test_a_study_whose_network_fits_no_worker_is_refused_before_anything_is_written(tmp_path, monkeypatch):
+    from spingpu.backends import get_backend
+    from spingpu.outputs import size_text
+    from spingpu.studies import runner
+    from spingpu.training import trainer
+
+    study_file = write(tmp_path / "s.toml", BASE.replace("epochs = 2\n", "") + '[sweep]\n"training.epochs" = [2, 300]\n')
+    study = load_study(study_file)
+    need = trainer.host_bytes_per_network(spingpu.load_dataset("iris", seed=0), study.cell(1).config,
+                                          spingpu.get_model("stt_compact"), get_backend("numpy"))
+    # two workers' shares of a byte short of a network of the larger cell each, beside the driver's index
+    monkeypatch.setattr(trainer, "available_memory",
+                        lambda: runner.DRIVER_BYTES_PER_NETWORK * study.networks + 2 * need - 2)
+    monkeypatch.setattr(runner, "check_driver_memory", lambda *args: None)  # the driver's share is another test's
+    rc, stdout, err = run_main(["run", str(study_file), "--out", str(tmp_path / "s.zarr"), "--backend", "numpy",
+                                "--workers", "2"])
+    assert (rc, stdout) == (2, "")
+    assert err == (f"spingpu run: error: networks: one network of the cell training.epochs=300 needs up to {size_text(need)} of "
+                   f"memory to train, and each of the 2 workers has {size_text(need - 1)} here; allowed: narrower "
+                   "layers, or fewer --workers, or a machine with more memory\n"), err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.toml"]
+
+
 def test_a_stop_before_any_task_finished_says_the_store_holds_none(tmp_path, monkeypatch):
     study_file = write(tmp_path / "s.toml", BASE)
     out = tmp_path / "s.zarr"
@@ -1026,6 +1103,10 @@ MALFORMED = [
      "distillation.teacher.grad_mode", "allowed: tanh, relu, sigmoid"),
     ("sweep of an unknown key", with_line("sweep", '"training.learning_rate" = [0.1, 0.2]'),
      "sweep.training.learning_rate", "not a sweepable key (did you mean 'training.lr'?); " + SWEEP_KEYS),
+    ("sweep key unquoted", with_line("sweep", 'neuron.delta_i = [1e-6, 1e-5]'), "sweep.neuron",
+     'a table, as TOML reads an unquoted dotted key: quote the key, "neuron.delta_i" = [...]'),
+    ("sweep parameter unquoted", with_line("sweep", 'model.params.r_p = {linspace = [1e3, 2e3, 2]}'), "sweep.model",
+     'a table, as TOML reads an unquoted dotted key: quote the key, "model.params.r_p" = [...]'),
     ("sweep of a non-sweepable key", with_line("sweep", '"distillation.teacher.epochs" = [1, 2]'),
      "sweep.distillation.teacher.epochs", "not a sweepable key"),
     ("sweep with an empty list", with_line("sweep", '"training.lr" = []'), "sweep.training.lr",

@@ -14,7 +14,7 @@ import re
 import sys
 import warnings
 
-from ..errors import MACHINE_ERRNOS, ConfigError, SpingpuWarning, one_line, os_error_text
+from ..errors import MACHINE_ERRNOS, ConfigError, OutputError, SpingpuWarning, one_line, os_error_text
 from ..signals import stop_signals_raise, stopped
 
 EXIT_USAGE = 2
@@ -26,11 +26,13 @@ class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors (no usage dump) and exit status 2.
 
     Values such as ``-4e-4``, ``-.5``, ``-1E+3`` and ``-inf`` are read as negative numbers, not as
-    options (a non-finite number is then refused by the option's range check, naming it).
+    options (a non-finite number is then refused by the option's range check, naming it). Options
+    are given whole: an abbreviation (``--model`` for ``--model-file``, ``--over``) is not an option,
+    and the error suggests the closest.
     """
 
     def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
+        super().__init__(*args, allow_abbrev=False, **kwargs)
         self._negative_number_matcher = NEGATIVE_NUMBER
 
     commands = ()  # the top-level parser's subcommands, named when none is given
@@ -60,17 +62,21 @@ def _closest(quoted, choices):
 
 
 def _option_hint(parser, command, word):
-    """`` (did you mean '--x'?)`` for an unknown ``word`` of ``command``: an option the word begins
-    with (--grad for --grad-mode), else the closest by spelling (dashes aside: "--" is no
-    likeness), else ``""``."""
+    """`` (did you mean '--x'?)`` for an unknown ``word`` of ``command``: the option the word
+    begins with (--grad-modes for --grad-mode), else the options it shortens or names a part of
+    (--net for --networks; --model for train's --device-model and --model-file, --device-model for
+    devices' --model), else the closest by spelling (dashes aside: "--" is no likeness), else
+    ``""``."""
     from ..errors import closest
 
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
     options = {name.lstrip("-"): name for name in sub._option_string_actions}
     word = word.split("=")[0].lstrip("-")
-    close = max((o for o in options if len(o) > 1 and word.startswith(o)), key=len, default=None) \
-        or closest(word, sorted(options))
-    return f" (did you mean {options[close]!r}?)" if close else ""
+    begun = max((o for o in options if len(o) > 1 and word.startswith(o)), key=len, default=None)
+    named = sorted(o for o in options if len(o) > 1 and len(word) > 1
+                   and (o.startswith(word) or word in o.split("-") or o in word.split("-")))
+    close = [begun] if begun else named or [closest(word, sorted(options))]
+    return f" (did you mean {' or '.join(repr(options[o]) for o in close)}?)" if close[0] else ""
 
 
 def field_message(message):
@@ -189,7 +195,7 @@ def _main(argv=None):
             return args.run(args) or 0
     except ConfigError as err:
         print(f"spingpu {args.command}: error: {err}", file=sys.stderr)
-        return EXIT_USAGE
+        return EXIT_FAILURE if isinstance(err, OutputError) else EXIT_USAGE
     except OSError as err:
         if err.errno in MACHINE_ERRNOS:  # a full disk, a read-only file system: the machine's, said in one line
             print(f"spingpu {args.command}: error: {os_error_text(err)}", file=sys.stderr)

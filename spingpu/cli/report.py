@@ -1,5 +1,7 @@
 """``spingpu report RESULTS.zarr``: the self-contained HTML report of a study and its CSV summary."""
 
+from .run import DEFAULT_THRESHOLD
+
 
 def add_parser(sub):
     p = sub.add_parser("report", help="write the HTML report of a study's results",
@@ -8,7 +10,7 @@ def add_parser(sub):
                                    "file is replaced only if it is an earlier report.")
     p.add_argument("results", help="results store (.zarr) written by spingpu run")
     p.add_argument("-o", "--out", help="HTML file (default: the store's name with .html)")
-    p.add_argument("--threshold", type=float, default=0.9, help="test accuracy, a fraction from 0 to 1, counted as a trained chip (default 0.9)")
+    p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD, help="test accuracy, a fraction from 0 to 1, counted as a trained chip (default 0.9)")
     p.set_defaults(run=run)
 
 

@@ -8,6 +8,8 @@ from pathlib import Path
 from ..errors import ConfigError
 from .options import integer
 
+DEFAULT_THRESHOLD = 0.9  # spingpu report's too
+
 
 def add_parser(sub):
     p = sub.add_parser("run", help="run a study file's Monte Carlo sweep (Dask, zarr results)",
@@ -24,7 +26,7 @@ def add_parser(sub):
     p.add_argument("--backend", help="auto, cpu, numpy or cuda (default auto; with --resume the store's own)")
     p.add_argument("--networks-per-task", type=integer, help="networks trained per task (default: sized to the workers)")
     p.add_argument("--no-report", action="store_true", help="do not write the HTML report at the end")
-    p.add_argument("--threshold", type=float, default=0.9, help="test accuracy, a fraction from 0 to 1, counted as a trained chip (default 0.9)")
+    p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD, help="test accuracy, a fraction from 0 to 1, counted as a trained chip (default 0.9)")
     p.set_defaults(run=run)
 
 
@@ -51,6 +53,10 @@ def run(args):
         from ..outputs import missing_folder
 
         raise ConfigError("out", missing_folder(Path(args.out).parent))
+    folder = Path(out).parent
+    if (folder.exists() or folder.is_symlink()) and not folder.is_dir():  # the default's results/: a file, a broken link
+        raise ConfigError("out", f"{folder} is not a folder, and the store goes in it ({out}); move it, or choose "
+                                 "another --out")
     if args.resume:  # the store must be this study's before anything else is read from it
         from ..studies.store import check_existing
 
@@ -94,14 +100,14 @@ def run(args):
         return 1
     except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM (spingpu.cli.main.Terminated)
         what, status = stopped(err)
-        print(f"spingpu run: {what}{_kept(out) if getattr(err, 'store_is_ours', args.resume) else ''}",
+        print(f"spingpu run: {what}{_kept(out, args.threshold) if getattr(err, 'store_is_ours', args.resume) else ''}",
               file=sys.stderr)
         return status
     except OSError as err:  # a full disk: what the store holds, and that --resume completes it once there is room
         if err.errno not in MACHINE_ERRNOS:
             raise
         what = os_error_text(err) if err.filename else f"out: {out}: {os_error_text(err)}"  # zarr's name no file
-        print(f"spingpu run: error: {what}{_kept(out) if getattr(err, 'store_is_ours', args.resume) else ''}",
+        print(f"spingpu run: error: {what}{_kept(out, args.threshold) if getattr(err, 'store_is_ours', args.resume) else ''}",
               file=sys.stderr)
         return 1
     try:
@@ -115,15 +121,16 @@ def run(args):
                 print(f"report: {report} (summary: {summary_csv_path(report)})")
     except KeyboardInterrupt as err:  # every task is stored: the line says so, and how to make the report
         what, status = stopped(err)
-        print(f"spingpu run: {what}{_kept(out)}", file=sys.stderr)
+        print(f"spingpu run: {what}{_kept(out, args.threshold)}", file=sys.stderr)
         return status
     return 0
 
 
-def _kept(out):
+def _kept(out, threshold=DEFAULT_THRESHOLD):
     """What a stopped run leaves in its store ``out`` (the run's own: created or resumed by it), as
-    the end of its one line; nothing where the store cannot be read. A second stop meanwhile is
-    the first again: dropped."""
+    the end of its one line, with the ``spingpu report`` command that makes the report of the
+    run's ``threshold``; nothing where the store cannot be read. A second stop meanwhile is the
+    first again: dropped."""
     import contextlib
     import warnings
 
@@ -134,7 +141,8 @@ def _kept(out):
         warnings.simplefilter("ignore")  # done_tasks' warning of lost tasks: --resume says it
         done = results_store.done_tasks(out)
         if done.all():  # stopped after the last task, while the workers closed
-            return f"; every task is stored in {out} (spingpu report {out} makes its report)"
+            option = "" if threshold == DEFAULT_THRESHOLD else f" --threshold {threshold:g}"
+            return f"; every task is stored in {out} (spingpu report {out}{option} makes its report)"
         if not done.any():
             return f"; no task had finished: {out} holds none (rerun with --resume to start it, or --overwrite)"
         return (f"; the finished tasks ({int(done.sum())} of {done.size}) are kept in {out}: rerun with --resume to "

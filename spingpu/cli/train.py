@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import time
 from pathlib import Path
 
@@ -201,9 +202,21 @@ def run(args):
     print(summary(results, seconds))
     if out is not None:
         with staged_files(out, fields=("out",), overwrite=args.overwrite) as (tmp,):
-            results.to_netcdf(tmp, engine="netcdf4", format="NETCDF4")  # no 2 GiB per variable, as in netCDF3
+            write_netcdf(results, tmp)
         print(f"wrote {out}")
     return 0
+
+
+def write_netcdf(results, path):
+    """``results`` to the netCDF4 file ``path`` (no 2 GiB limit per variable, as in netCDF3). The
+    netCDF library reports a write the machine refused (a full disk, a file size limit) as a
+    RuntimeError ("NetCDF: HDF error"): here an OSError naming ``path``, which staged_files says
+    in one line."""
+    try:
+        results.to_netcdf(path, engine="netcdf4", format="NETCDF4")
+    except RuntimeError as err:
+        raise OSError(errno.EIO, f"the netCDF library failed to write it ({err}: a full disk or a file size "
+                                 "limit?); the results were not saved", str(path)) from None
 
 
 def summary(results, seconds):

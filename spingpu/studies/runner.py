@@ -169,7 +169,12 @@ def _run_held(study, options, backend, workers, gpus, npt, log, progress):
                 from .. import __version__
 
                 if options.overwrite and os.path.lexists(options.out):
+                    from ..report import remove_default_report
+
                     results_store.remove_store(options.out)
+                    removed = remove_default_report(options.out)  # it describes the store replaced
+                    if removed:
+                        log(f"removed {' and '.join(map(str, removed))}: the report of the store replaced")
                 Path(options.out).parent.mkdir(parents=True, exist_ok=True)
                 device = ("Numba CUDA simulator" if backend.simulator else "; ".join(cuda_gpus())) \
                     if backend.name == "cuda" else "CPU"
@@ -420,7 +425,8 @@ def networks_fitting_a_worker(study, workers, backend, reserved=0):
     """How many networks of the study's most demanding cell one of ``workers`` local worker
     processes can train at a time in its share of the memory available now, less ``reserved``
     bytes that this process holds (:func:`spingpu.training.trainer.host_bytes_per_network`);
-    None where it is not known."""
+    None where it is not known; ConfigError naming ``networks`` where not even one fits, before
+    anything is written."""
     from ..datasets import load_dataset
     from ..training.trainer import available_memory, host_bytes_per_network
 
@@ -428,15 +434,27 @@ def networks_fitting_a_worker(study, workers, backend, reserved=0):
     if free is None:
         return None
     free = max(free - reserved, 0)
-    need, datasets = 0, {}  # loaded here for their sizes, dropped on return
+    need, largest, datasets = 0, None, {}  # loaded here for their sizes, dropped on return
     for flat in range(study.n_cells):
         cell = study.cell(flat)
         key = json.dumps(cell.dataset, sort_keys=True)
         if key not in datasets:
             kw = dict(cell.dataset)
             datasets[key] = load_dataset(kw.pop("name"), seed=study.seed, **kw)
-        need = max(need, host_bytes_per_network(datasets[key], cell.config, cell.model, backend))
-    return max(1, int(free // workers // need))
+        cell_need = host_bytes_per_network(datasets[key], cell.config, cell.model, backend)
+        if cell_need > need:
+            need, largest = cell_need, flat
+    fits = int(free // workers // need)
+    if fits == 0:
+        from ..outputs import size_text
+
+        share = f"each of the {workers} workers has" if workers > 1 else "the worker has"
+        cell = ", ".join(f"{k}={v}" for k, v in study.cell_values(largest).items())
+        raise ConfigError("networks", f"one network{f' of the cell {cell}' if cell else ''} needs up to {size_text(need)} of memory "
+                                      f"to train, and {share} {size_text(free // workers)} here; allowed: narrower "
+                                      "layers" + (", or fewer --workers" if workers > 1 and free >= need else "")
+                                      + ", or a machine with more memory")
+    return fits
 
 
 def _gpu_workers(backend, options):

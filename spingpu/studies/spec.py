@@ -545,18 +545,37 @@ def _ranged(path, key, value, lo, hi):
     return value
 
 
+def _is_spacing(spec):
+    """Whether a sweep's table is its values' spacing: {linspace = [...]} or {logspace = [...]}."""
+    return len(spec) == 1 and next(iter(spec)) in ("linspace", "logspace")
+
+
+def _dotted_keys(prefix, table):
+    """The dotted keys of a [sweep] table's nested tables: TOML's reading of unquoted ones."""
+    for key, value in table.items():
+        name = f"{prefix}.{key}"
+        if isinstance(value, dict) and value and not _is_spacing(value):
+            yield from _dotted_keys(name, value)
+        else:
+            yield name
+
+
 def _parse_sweep(sweep, path):
     axes = []
     for key, spec in sweep.items():
         field = f"sweep.{key}"
         is_param = key.startswith("model.params.")
+        if key not in SWEEPABLE and not is_param and isinstance(spec, dict) and not _is_spacing(spec):
+            dotted = next(_dotted_keys(key, spec))  # neuron.delta_i = [...] unquoted: TOML's table neuron
+            raise _err(path, field, f"a table, as TOML reads an unquoted dotted key: quote the key, "
+                                    f"\"{dotted}\" = [...]")
         if key not in SWEEPABLE and not is_param:
             raise _err(path, field, f"not a sweepable key{did_you_mean(key, sorted(SWEEPABLE))}; allowed: "
                                     f"{', '.join(sorted(SWEEPABLE))} or model.params.NAME")
         if key == "network.hidden" and not isinstance(spec, list):
             raise _err(path, field, "values must be lists of widths, e.g. [[8], [8, 8]]")
         if isinstance(spec, dict):
-            if len(spec) != 1 or next(iter(spec)) not in ("linspace", "logspace"):
+            if not _is_spacing(spec):
                 raise _err(path, field, "a table must be {linspace = [start, stop, num]} or "
                                         "{logspace = [start_exponent, stop_exponent, num]}")
             kind, args = next(iter(spec.items()))

@@ -309,7 +309,8 @@ def _check_host_memory(count, dataset, config, model, backend):
     if free is None or count * per_network <= free:
         return
     fits = max(free // per_network, 0)
-    allowed = (f"at most {fits} networks (train the others in further runs)" if fits else
+    allowed = (f"at most {fits} networks (the others in further runs: spingpu.train's networks= picks them, "
+               "spingpu run trains a study in tasks that fit)" if fits else
                f"none: one network alone needs {_gib(per_network)} (narrower layers, or a machine with more memory)")
     counted = f"{count} networks need" if count != 1 else "1 network needs"
     raise ConfigError("networks", f"{counted} up to {_gib(count * per_network)} of memory in this run, "
