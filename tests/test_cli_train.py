@@ -668,3 +668,25 @@ def test_a_machine_error_is_one_line_and_exit_status_1(monkeypatch, capsys, code
         return
     assert main(["report", "s.zarr"]) == 1
     assert capsys.readouterr().err == f"spingpu report: error: /data/s.html: {os.strerror(code)}\n"
+
+
+def test_split_seed_splits_the_data_and_seed_draws_the_rest(tmp_path):
+    out = {}
+    for name, extra in (("both", ["--seed", "3"]), ("split", ["--seed", "3", "--split-seed", "0"]),
+                        ("default", ["--seed", "0"])):
+        assert main([*TINY, *extra, "--out", str(tmp_path / f"{name}.nc")]) == 0
+        out[name] = xr.open_dataset(tmp_path / f"{name}.nc")
+    split = {k: json.loads(v.attrs["dataset_split"])["seed"] for k, v in out.items()}
+    assert split == {"both": 3, "split": 0, "default": 0}
+    assert out["split"].attrs["dataset_sha256"] == out["default"].attrs["dataset_sha256"] != out["both"].attrs[
+        "dataset_sha256"]
+    assert json.loads(out["split"].attrs["config"])["seed"] == 3
+    for ds in out.values():
+        ds.close()
+
+
+def test_a_bad_split_seed_is_one_line_naming_it(tmp_path, capsys):
+    assert main([*TINY, "--split-seed", "-1", "--out", str(tmp_path / "r.nc")]) == 2
+    assert capsys.readouterr().err == ("spingpu train: error: split-seed: -1 is out of range; allowed: 0 <= value <= "
+                                       "18446744073709551615\n")
+    assert list(tmp_path.iterdir()) == []

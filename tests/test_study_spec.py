@@ -553,3 +553,70 @@ def test_a_set_value_that_only_another_cells_settings_refuse_is_not_an_error(tmp
         assert load_study(write(tmp_path / "m.toml", text)).n_cells == 1
     with pytest.raises(spingpu.ConfigError, match=r"model.name: 'stt_compakt' \(did you mean 'stt_compact'\?\)"):
         load_study(write(tmp_path / "m.toml", text.replace('"stt_compact"', '"stt_compakt"')))
+
+
+def test_split_seed_splits_the_data_and_the_studys_seed_the_rest(tmp_path):
+    """dataset.split_seed splits every cell's data (sweepable); the study's seed still draws the
+    chips and training; without split_seed the study's seed splits too."""
+    from spingpu.studies.spec import load_cell_dataset
+
+    rng = np.random.default_rng()
+    seed, split_seed = (int(v) for v in rng.integers(0, 2**32, 2))
+    text = BASE.replace("networks = 2", f"networks = 2\nseed = {seed}")
+    fixed_split = text.replace('name = "iris"', f'name = "iris"\nsplit_seed = {split_seed}')
+    fixed = load_study(write(tmp_path / "a.toml", fixed_split))
+    swept = load_study(write(tmp_path / "b.toml", text + f'\n[sweep]\n"dataset.split_seed" = [{split_seed}, {seed}]\n'))
+    plain = load_study(write(tmp_path / "c.toml", text))
+    digest = {k: spingpu.load_dataset("iris", seed=k).sha256 for k in (seed, split_seed)}
+    assert digest[seed] != digest[split_seed]
+    assert [ax.dim for ax in swept.axes] == ["split_seed"]
+    for study, flat, split in ((fixed, 0, split_seed), (swept, 0, split_seed), (swept, 1, seed), (plain, 0, seed)):
+        cell = study.cell(flat)
+        assert load_cell_dataset(cell.dataset, study.seed).sha256 == digest[split], (study.name, flat)
+        assert cell.config.seed == seed
+    assert fixed.digest != plain.digest
+
+
+@pytest.mark.parametrize("value, problem", [("-1", "-1 is out of range; allowed: 0 <= value <= 18446744073709551615"),
+                                            ("1.5", "expected an integer, got 1.5")])
+def test_a_bad_split_seed_is_one_line_naming_it(tmp_path, value, problem):
+    study = write(tmp_path / "s.toml", BASE.replace('name = "iris"', f'name = "iris"\nsplit_seed = {value}'))
+    with pytest.raises(ConfigError) as err:
+        load_study(study)
+    assert str(err.value) == f"{study}: dataset.split_seed: {problem}"
+
+
+MODELS_STUDY = BASE + """
+[model]
+iv_csv = "iv.csv"
+[model.params]
+i_c = {i_c}
+
+[sweep]
+"model.name" = [{names}]
+"""
+
+
+def test_cells_of_a_model_sweep_take_the_model_settings_their_model_has(tmp_path):
+    """A measured curve beside the compact model with its own i_c, in one study: each cell's model
+    takes what is its own; one that no cell's model takes is refused, naming it."""
+    rng = np.random.default_rng()
+    i_c = float(rng.uniform(5e-5, 2e-4))
+    current = np.linspace(-1e-3, 1e-3, 11)
+    np.savetxt(tmp_path / "iv.csv", np.stack([current, 0.4 * np.tanh(current / 4e-4)], 1), delimiter=",",
+               header="current,voltage", comments="")
+    study = load_study(write(tmp_path / "s.toml", MODELS_STUDY.format(i_c=i_c, names='"stt_compact", "tabulated"')))
+    compact, tabulated = (study.cell(flat).model for flat in range(2))
+    assert compact.nominal[compact.parameter_names.index("i_c")] == i_c
+    assert compact.nominal[compact.parameter_names.index("r_p")] == spingpu.get_model("stt_compact").nominal[0]
+    assert np.array_equal(tabulated.table[0], current)  # the curve of iv.csv
+    with pytest.raises(ConfigError) as err:
+        load_study(write(tmp_path / "b.toml", MODELS_STUDY.format(i_c=i_c, names='"stt_compact", "macrospin"')))
+    assert str(err.value) == (f"{tmp_path / 'b.toml'}: model.iv_csv: a measured curve is only used by the 'tabulated' "
+                              "model, and no cell uses it (model.name: 'macrospin', 'stt_compact'); remove it")
+    text = MODELS_STUDY.format(i_c=i_c, names='"tabulated", "macrospin"')
+    with pytest.raises(ConfigError) as err:
+        load_study(write(tmp_path / "c.toml", text))
+    assert str(err.value) == (f"{tmp_path / 'c.toml'}: model.params.i_c: not a parameter of any model the cells use "
+                              "(did you mean 'i_scale'?); allowed: macrospin: alpha, area, beta_fl, k_u, ms, r_p, "
+                              "spin_polarization, stt_lambda, t_free, tmr0, v_h; tabulated: i_scale, v_offset, v_scale")

@@ -72,7 +72,11 @@ def add_parser(sub):
                    help="nominal device parameter in SI units (repeatable; vectors as x,y,z)")
     p.add_argument("--iv-csv", metavar="FILE", help="measured curve for the tabulated model")
     p.add_argument("--backend", default="auto", help="auto, cpu, numpy or cuda (default auto)")
-    p.add_argument("--seed", type=integer, default=0, help="random seed (default 0)")
+    p.add_argument("--seed", type=integer, default=0, help="random seed of the junctions, initial weights, batches "
+                                                          "and noise, and of the data split unless --split-seed "
+                                                          "(default 0)")
+    p.add_argument("--split-seed", type=integer, help="seed of the data split (default: --seed), to keep one split "
+                                                      "while drawing other chips")
     p.add_argument("--out", metavar="FILE.nc", help="write the results (xarray Dataset) as netCDF")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.set_defaults(run=run)
@@ -132,7 +136,13 @@ def _build(args):
         if getattr(args, option.replace("-", "_")) is not None and unmet:
             raise _need_in_options(unmet[0], args, option)
     backend = get_backend(args.backend)
-    dataset = load_dataset(args.dataset, seed=args.seed, data_dir=args.data_dir)
+    split_seed = args.seed if args.split_seed is None else args.split_seed
+    try:
+        dataset = load_dataset(args.dataset, seed=split_seed, data_dir=args.data_dir)
+    except ConfigError as err:
+        if err.field == "seed" and args.split_seed is not None:
+            raise ConfigError("split-seed", err.problem) from None
+        raise
     return dataset, config, model, backend
 
 

@@ -427,8 +427,8 @@ def networks_fitting_a_worker(study, workers, backend, reserved=0):
     bytes that this process holds (:func:`spingpu.training.trainer.host_bytes_per_network`);
     None where it is not known; ConfigError naming ``networks`` where not even one fits, before
     anything is written."""
-    from ..datasets import load_dataset
     from ..training.trainer import available_memory, host_bytes_per_network
+    from .spec import load_cell_dataset
 
     free = available_memory()
     if free is None:
@@ -439,8 +439,7 @@ def networks_fitting_a_worker(study, workers, backend, reserved=0):
         cell = study.cell(flat)
         key = json.dumps(cell.dataset, sort_keys=True)
         if key not in datasets:
-            kw = dict(cell.dataset)
-            datasets[key] = load_dataset(kw.pop("name"), seed=study.seed, **kw)
+            datasets[key] = load_cell_dataset(cell.dataset, study.seed)
         cell_need = host_bytes_per_network(datasets[key], cell.config, cell.model, backend)
         if cell_need > need:
             need, largest = cell_need, flat

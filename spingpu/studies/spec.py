@@ -59,7 +59,8 @@ from ..training.config import CONDITIONAL_SETTINGS, CONFIG_UNITS, effective_conf
 _NUM = (int, float)
 SCHEMA = {
     "": {"name": str, "description": str, "networks": int, "seed": int},
-    "dataset": {"name": str, "data_dir": str, "val_fraction": _NUM, "test_fraction": _NUM, "max_train": int},
+    "dataset": {"name": str, "data_dir": str, "val_fraction": _NUM, "test_fraction": _NUM, "max_train": int,
+                "split_seed": int},
     "model": {"name": str, "iv_csv": str, "module": str, "params": dict},
     "network": {"hidden": list},
     "neuron": {"i_bias": _NUM, "i_gain": _NUM, "readout": str, "r_ref": _NUM, "v_scale": _NUM, "delta_i": _NUM},
@@ -201,7 +202,7 @@ class Study:
                 data.setdefault("model", {}).setdefault("params", {})
             target[name] = list(map(int, value.split("-"))) if key == "network.hidden" else value
         resolve_paths(data, Path(self.path).parent)
-        return build_cell(self.path, data, models)
+        return build_cell(self.path, data, models, self.model_names)
 
 
 @dataclass(frozen=True)
@@ -266,6 +267,7 @@ def parse_study(data, path, text=""):
             cell = ", ".join(f"{k}={v}" for k, v in study.cell_values(flat).items())
             raise _err(path, err.field, err.problem + (f" (in the cell {cell})" if cell else "")) from None
     _check_settings_used(study, configs, path)
+    _check_model_settings_used(study, path)
     _check_dataset(study, path)
     return dataclasses.replace(study, inputs=input_hashes(study))
 
@@ -664,9 +666,12 @@ def _typed_values(path, field, key, values):
     raise AssertionError(f"{key}: SWEEPABLE holds a key of type {kind}")
 
 
-def build_cell(path, data, models=None):
+def build_cell(path, data, models=None, model_names=()):
     """TrainConfig, device model, dataset and teacher arguments from a study's tables; the model
-    from ``models`` ({name: model}) where it has the name, else from :func:`get_model`."""
+    from ``models`` ({name: model}) where it has the name, else from :func:`get_model`. Where the
+    study's cells use several models (``model_names``), each takes the model settings it has:
+    the parameters of ``model.params`` that are its own, and ``model.iv_csv`` if it is tabulated
+    (the study refuses a setting none of them takes, :func:`_check_model_settings_used`)."""
     from ..devices import Readout, Variability, get_model
     from ..training import Distillation, PairNeuron, Schedule, TrainConfig
 
@@ -682,11 +687,13 @@ def build_cell(path, data, models=None):
     model_table = data.get("model", {})
     try:
         name = model_table.get("name", "stt_compact")
-        if models and name in models:
-            params = model_table.get("params", {})
-            model = models[name].with_nominal(**params) if params else models[name]
-        else:
-            model = get_model(name, iv_csv=model_table.get("iv_csv"), **model_table.get("params", {}))
+        params, iv_csv = model_table.get("params", {}), model_table.get("iv_csv")
+        if len(set(model_names)) > 1 and name != "tabulated":
+            iv_csv = None
+        model = models[name] if models and name in models else get_model(name, iv_csv=iv_csv)
+        if len(set(model_names)) > 1:
+            params = {k: v for k, v in params.items() if k in model.parameter_names}
+        model = model.with_nominal(**params) if params else model
     except ConfigError as err:
         field = {"model": "model.name", "iv-csv": "model.iv_csv", "param": "model.params"}.get(err.field)
         if field is None:
@@ -823,6 +830,33 @@ def _check_settings_used(study, configs, path):
         raise _err(path, "model", f"has no effect in any cell: it needs {needs_text(['mtj'])}; remove it")
 
 
+def _check_model_settings_used(study, path):
+    """Where the cells use several device models (build_cell gives each the settings it takes):
+    refuse a model parameter, given or swept, that none of them has, and a measured curve where
+    none is tabulated."""
+    names = sorted(set(study.model_names))
+    if len(names) < 2:
+        return  # one model: every setting is its own, checked as it is built
+    given = {f"model.params.{k}" for k in study.data.get("model", {}).get("params", {})}
+    given |= {a.key for a in study.axes if a.key.startswith("model.params.") or a.key == "model.iv_csv"}
+    given |= {"model.iv_csv"} if "iv_csv" in study.data.get("model", {}) else set()
+    if "model.iv_csv" in given and "tabulated" not in names:
+        raise _err(path, "model.iv_csv", f"a measured curve is only used by the 'tabulated' model, and no cell "
+                                         f"uses it (model.name: {', '.join(map(repr, names))}); remove it")
+    has = {}
+    for flat in range(study.n_cells):
+        model = study.cell(flat).model
+        has.setdefault(model.name, set(model.parameter_names))
+        if len(has) == len(names):
+            break
+    for key in sorted(given - {"model.iv_csv"}):
+        param = key.removeprefix("model.params.")
+        if not any(param in p for p in has.values()):
+            allowed = "; ".join(f"{n}: {', '.join(sorted(has[n]))}" for n in sorted(has))
+            hint = did_you_mean(param, sorted(set().union(*has.values())))
+            raise _err(path, key, f"not a parameter of any model the cells use{hint}; allowed: {allowed}")
+
+
 def _check_dataset(study, path):
     """Every cell's dataset is known and its files exist (each distinct one is loaded once), and
     its data_dir and test_fraction are read by some cell."""
@@ -832,14 +866,26 @@ def _check_dataset(study, path):
         first.setdefault(json.dumps(study.cell(flat).dataset, sort_keys=True), flat)
     _check_dataset_keys_read(path, [json.loads(key) for key in first])
     for key, flat in first.items():
-        kw = json.loads(key)
-        name = kw.pop("name")
         try:
-            load_dataset(name, seed=study.seed, **kw)
+            load_cell_dataset(json.loads(key), study.seed)
         except ConfigError as err:
             cell = ", ".join(f"{k}={v}" for k, v in study.cell_values(flat).items() if k.startswith("dataset."))
             raise _err(path, f"dataset.{err.field}" if err.field != "dataset" else "dataset.name",
                        err.problem + (f" (in the cell {cell})" if cell else "")) from None
+
+
+def load_cell_dataset(table, seed):
+    """The :class:`~spingpu.Dataset` of a cell's ``dataset`` table (:attr:`Cell.dataset`):
+    :func:`~spingpu.load_dataset` of its keys, split with its ``split_seed`` where it gives one,
+    else with the study's ``seed`` (which also draws the junctions, weights, batches and noise)."""
+    kw = dict(table)
+    name = kw.pop("name")
+    try:
+        return load_dataset(name, seed=kw.pop("split_seed", seed), **kw)
+    except ConfigError as err:
+        if err.field == "seed" and "split_seed" in table:
+            raise ConfigError("split_seed", err.problem) from None
+        raise
 
 
 def _check_dataset_keys_read(path, tables):

@@ -63,7 +63,6 @@ def train_task(study, cell_number, lo, hi, backend, threads, models=()):
 
 @lru_cache(maxsize=4)
 def _dataset(spec, seed):
-    from ..datasets import load_dataset
+    from .spec import load_cell_dataset
 
-    kw = json.loads(spec)
-    return load_dataset(kw.pop("name"), seed=seed, **kw)
+    return load_cell_dataset(json.loads(spec), seed)
