@@ -73,6 +73,7 @@ BAD = [
     (["--i-max", "1e300"], "i-max: 1e+300 is out of range; allowed: -1 <= value <= 1"),
     (["--csv", ""], "csv: expected a file name, got an empty one"),
     (["--plot", ""], "plot: expected a file name, got an empty one"),
+    (["--csv", "results.nc"], "csv: results.nc must end in .csv"),  # not a netCDF result, replaced by mistake
     (["--param", "r_q=5"], "param: unknown parameter 'r_q' for model 'stt_compact'"),
     (["--param", "r_p"], "param: 'r_p': expected NAME=VALUE"),
     (["--param", "tmr0=abc"], "param tmr0: 'abc' is not a number"),

@@ -1141,6 +1141,9 @@ MALFORMED = [
      with_line("sweep", '"training.grad_mode" = ["model", "tanh"]\n"training.lr" = [0.1, -1.0]'),
      "training.lr", "-1.0 is out of range; allowed: 0 < value <= 100 (in the cell training.grad_mode=model, "
      "training.lr=-1.0)"),
+    ("a bad setting beside a sweep is every cell's", with_line("sweep", '"variability.sigma_d2d" = [0.0, 0.1]',
+                                                               with_line("training", "lr = -0.05")),
+     "training.lr", "-0.05 is out of range; allowed: 0 < value <= 100"),  # no cell named: it is not one cell's
     # sweep values are checked against the key's type before anything runs
     ("sweep of strings for a number", with_line("sweep", '"training.lr" = ["0.1", "0.2"]'), "sweep.training.lr",
      "expected numbers, got '0.1'"),
@@ -1194,6 +1197,7 @@ def test_malformed_study_is_refused_in_one_line_and_writes_nothing(tmp_path, mon
     assert captured.err.count("\n") == 1 and captured.err.endswith("\n"), captured.err
     assert captured.err.startswith(f"spingpu run: error: {study}: {key}: "), captured.err
     assert allowed in captured.err
+    assert ("(in the cell" in allowed) == ("(in the cell" in captured.err), captured.err  # named where it is one cell's
     assert captured.out == ""
     assert sorted(os.listdir(tmp_path)) == ["study.toml"]
 

@@ -72,6 +72,8 @@ def run(args):
     check_not_inputs({"csv": args.csv, "plot": args.plot}, [args.iv_csv])  # first: never an input, --overwrite or not
     if args.plot is not None and args.plot.strip() and Path(args.plot).suffix.lower() != ".png":
         raise ConfigError("plot", f"{args.plot} must end in .png")
+    if args.csv is not None and args.csv.strip() and Path(args.csv).suffix.lower() != ".csv":  # not a .nc by mistake
+        raise ConfigError("csv", f"{args.csv} must end in .csv")
     csv_path = check_writable("csv", args.csv, overwrite=args.overwrite) if args.csv is not None else None
     png_path = check_writable("plot", args.plot, overwrite=args.overwrite) if args.plot is not None else None
     check_memory(model, samples, points, csv=csv_path is not None, plot=png_path is not None)

@@ -264,8 +264,7 @@ def parse_study(data, path, text=""):
         try:
             configs.append(study.cell(flat).config)
         except ConfigError as err:
-            cell = ", ".join(f"{k}={v}" for k, v in study.cell_values(flat).items())
-            raise _err(path, err.field, err.problem + (f" (in the cell {cell})" if cell else "")) from None
+            raise _err(path, err.field, err.problem + _cell_of_error(study, flat, err)) from None
     _check_settings_used(study, configs, path)
     _check_model_settings_used(study, path)
     _check_dataset(study, path)
@@ -828,6 +827,27 @@ def _check_settings_used(study, configs, path):
     model_given = any(k.startswith("model.") for k in swept) or "model" in study.data
     if model_given and not any(c.is_mtj for c in configs):
         raise _err(path, "model", f"has no effect in any cell: it needs {needs_text(['mtj'])}; remove it")
+
+
+CELLS_TRIED = 256  # other cells built to see whether a cell's error is every cell's
+
+
+def _cell_of_error(study, flat, err):
+    """`` (in the cell KEY=VALUE, ...)`` for the error ``err`` of cell ``flat``, where it is that
+    cell's: where another cell builds without it (up to CELLS_TRIED tried, the last first); ""
+    where every cell tried has it (a setting no sweep touches: naming a cell would mislead)."""
+    values = study.cell_values(flat)
+    if not values:
+        return ""
+    others = [c for c in (study.n_cells - 1, *range(study.n_cells)) if c != flat][:CELLS_TRIED]
+    for other in others:
+        try:
+            study.cell(other).config
+        except ConfigError as other_err:
+            if str(other_err) == str(err):
+                continue
+        return f" (in the cell {', '.join(f'{k}={v}' for k, v in values.items())})"
+    return ""
 
 
 def _check_model_settings_used(study, path):
