@@ -173,6 +173,7 @@ def check_arch(arch):
 
 
 _CATALOG = None  # this process's catalog(), built once for _compile
+NAME_WIDTH = 48  # characters of the kernel names' column, the longest catalogue name's
 
 
 @dataclass(frozen=True)
@@ -187,7 +188,7 @@ class Compiled:
     assembled: bool = False
 
     def line(self):
-        text = f"  {self.name:<48} {self.ptx_bytes:>9,d} bytes of PTX"
+        text = f"  {self.name:<{NAME_WIDTH}} {self.ptx_bytes:>9,d} bytes of PTX"
         r = self.resources
         if self.assembled and r is None:
             text += "; assembled (nvJitLink's log gave no resource line to read)"

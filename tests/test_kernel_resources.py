@@ -99,7 +99,7 @@ def test_without_nvjitlink_the_check_says_so_and_compiles_ptx_only(monkeypatch):
     assert seen == [False]
     assert lines == ["  (PTX only, not assembled: nvJitLink is not usable: ModuleNotFoundError: No module named "
                      "'cuda.bindings')",
-                     f"  {'k':<38}     1,234 bytes of PTX"]
+                     f"  {'k':<{cuda_kernels.NAME_WIDTH}}     1,234 bytes of PTX"]
 
 
 def test_nvjitlink_whose_library_does_not_load_counts_as_missing(monkeypatch):
@@ -125,7 +125,7 @@ def test_a_log_without_a_resource_line_still_counts_as_assembled(monkeypatch):
     monkeypatch.setattr(nvjitlink, "get_info_log", old_style_log)
     assert assemble(ptx(64), (9, 0)) is None
     done = cuda_kernels.Compiled("k", 128, 1234, None, assembled=True)
-    assert done.line() == f"  {'k':<38}     1,234 bytes of PTX; assembled (nvJitLink's log gave no resource line to read)"
+    assert done.line() == f"  {'k':<{cuda_kernels.NAME_WIDTH}}     1,234 bytes of PTX; assembled (nvJitLink's log gave no resource line to read)"
     lines = []
     monkeypatch.setattr(cuda_kernels, "catalog", lambda: [cuda_kernels.KernelSpec("k", None, "()", 128)] * 2)
     monkeypatch.setattr(cuda_kernels, "nvjitlink_missing", lambda: None)
