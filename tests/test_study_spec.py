@@ -620,3 +620,34 @@ def test_cells_of_a_model_sweep_take_the_model_settings_their_model_has(tmp_path
     assert str(err.value) == (f"{tmp_path / 'c.toml'}: model.params.i_c: not a parameter of any model the cells use "
                               "(did you mean 'i_scale'?); allowed: macrospin: alpha, area, beta_fl, k_u, ms, r_p, "
                               "spin_polarization, stt_lambda, t_free, tmr0, v_h; tabulated: i_scale, v_offset, v_scale")
+
+
+def test_cells_of_a_model_sweep_take_the_spreads_and_correlations_of_their_parameters(tmp_path):
+    text = BASE + """
+[variability]
+sigma_d2d = 0.05
+[variability.per_parameter]
+i_c = [0.0, 0.2, 0.0]
+[variability.correlation]
+"r_p,tmr0" = 0.5
+{extra}
+[sweep]
+"model.name" = ["stt_compact", "macrospin"]
+"""
+    study = load_study(write(tmp_path / "s.toml", text.format(extra="")))
+    compact, macrospin = (study.cell(flat) for flat in range(2))
+    i_c = compact.model.parameter_names.index("i_c")
+    assert compact.config.variability.level_sigmas(compact.model)[1, i_c] == 0.2
+    assert "i_c" not in macrospin.config.variability.per_parameter
+    for cell in (compact, macrospin):
+        names = cell.model.parameter_names
+        corr = cell.config.variability.cholesky(cell.model) @ cell.config.variability.cholesky(cell.model).T
+        assert corr[names.index("r_p"), names.index("tmr0")] == pytest.approx(0.5)
+    with pytest.raises(ConfigError) as err:
+        load_study(write(tmp_path / "b.toml", text.format(extra='"i_c,alpha" = 0.2')))
+    assert str(err.value).startswith(f"{tmp_path / 'b.toml'}: variability.correlation.i_c,alpha: no model the cells "
+                                     "use has both parameters; allowed: macrospin: alpha, ")
+    with pytest.raises(ConfigError) as err:
+        load_study(write(tmp_path / "c.toml", text.format(extra="").replace("i_c = [", "i_cc = [")))
+    assert str(err.value).startswith(f"{tmp_path / 'c.toml'}: variability.per_parameter.i_cc: not a parameter of any "
+                                     "model the cells use (did you mean 'i_c'?); allowed: macrospin: ")

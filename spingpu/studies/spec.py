@@ -670,7 +670,8 @@ def build_cell(path, data, models=None, model_names=()):
     from ``models`` ({name: model}) where it has the name, else from :func:`get_model`. Where the
     study's cells use several models (``model_names``), each takes the model settings it has:
     the parameters of ``model.params`` that are its own, and ``model.iv_csv`` if it is tabulated
-    (the study refuses a setting none of them takes, :func:`_check_model_settings_used`)."""
+    (and ``variability.per_parameter`` and ``correlation`` of its parameters; the study refuses a
+    setting none of them takes, :func:`_check_model_settings_used`)."""
     from ..devices import Readout, Variability, get_model
     from ..training import Distillation, PairNeuron, Schedule, TrainConfig
 
@@ -713,6 +714,10 @@ def build_cell(path, data, models=None, model_names=()):
                 raise ConfigError(f"per_parameter.{k}", f"expected three spreads (chip, d2d, pair), e.g. "
                                                         f"[0.0, 0.05, 0.01], got {v!r}")
             per[k] = tuple(v)
+        if len(set(model_names)) > 1:  # of several models' parameters: each cell takes its model's
+            own = set(model.parameter_names)
+            per = {k: v for k, v in per.items() if k in own}
+            pairs = {k: v for k, v in pairs.items() if set(k) <= own}
         var = Variability(per_parameter=per, correlation=pairs, **t)
         var.level_sigmas(model)
         var.cholesky(model)
@@ -852,8 +857,9 @@ def _cell_of_error(study, flat, err):
 
 def _check_model_settings_used(study, path):
     """Where the cells use several device models (build_cell gives each the settings it takes):
-    refuse a model parameter, given or swept, that none of them has, and a measured curve where
-    none is tabulated."""
+    refuse a model parameter, given or swept, or a per_parameter spread that none of them has, a
+    correlation of two parameters that no model has both of, and a measured curve where none is
+    tabulated."""
     names = sorted(set(study.model_names))
     if len(names) < 2:
         return  # one model: every setting is its own, checked as it is built
@@ -869,12 +875,19 @@ def _check_model_settings_used(study, path):
         has.setdefault(model.name, set(model.parameter_names))
         if len(has) == len(names):
             break
+    variability = study.data.get("variability", {})
+    given |= {f"variability.per_parameter.{k}" for k in variability.get("per_parameter", {})}
+    allowed = "; ".join(f"{n}: {', '.join(sorted(has[n]))}" for n in sorted(has))
     for key in sorted(given - {"model.iv_csv"}):
-        param = key.removeprefix("model.params.")
+        param = key.rsplit(".", 1)[1]
         if not any(param in p for p in has.values()):
-            allowed = "; ".join(f"{n}: {', '.join(sorted(has[n]))}" for n in sorted(has))
             hint = did_you_mean(param, sorted(set().union(*has.values())))
             raise _err(path, key, f"not a parameter of any model the cells use{hint}; allowed: {allowed}")
+    for pair in variability.get("correlation", {}):
+        names = {n.strip() for n in pair.split(",")}
+        if not any(names <= p for p in has.values()):
+            raise _err(path, f"variability.correlation.{pair}", f"no model the cells use has both parameters; "
+                                                               f"allowed: {allowed}")
 
 
 def _check_dataset(study, path):
