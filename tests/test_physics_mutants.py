@@ -232,7 +232,9 @@ def test_a_thermal_macrospin_run_is_the_documented_stochastic_heun_step_by_step(
         r_ref, m_ref = macrospin_reference(model, current, *keys[0], seed)
         assert r[0, k] == pytest.approx(r_ref, rel=1e-9)
         np.testing.assert_allclose(m[0, k], m_ref, rtol=0, atol=1e-9)
-    assert abs(r[0, 0] - r[0, 1]) > 1.0  # the two currents reach different states
+    # the two currents reach different states: their final m differ by >= 0.26 over 40 seeds in each form
+    # (their mean resistances, in the resistance form, by as little as 0.03 ohm: a thermal run's)
+    assert np.abs(m[0, 0] - m[0, 1]).max() > 0.1
 
 
 @pytest.mark.parametrize("resistance_form", ["conductance", "resistance"])
