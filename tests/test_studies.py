@@ -1636,6 +1636,20 @@ def test_a_cluster_table_the_run_does_not_use_is_said_in_one_warning(tmp_path):
     assert "warning" not in "\n".join(err.splitlines()[1:])
 
 
+def test_workers_given_with_a_scheduler_are_said_to_be_unused(tmp_path, monkeypatch):
+    study_file = write(tmp_path / "s.toml", BASE)
+
+    def drive(client, study, options, backend, npt, todo, copies, n_workers, bar, log):
+        store_every_task(options.out, study, npt)
+
+    rc, stdout, err = _run_without_dask(monkeypatch, ["run", str(study_file), "--out", str(tmp_path / "s.zarr"),
+                                                      "--scheduler", "tcp://127.0.0.1:8786", "--workers", "3", *FAST],
+                                        drive, lambda *args: (_QuietClient(), None))
+    assert rc == 0, err
+    assert err == ["spingpu run: warning: workers: --workers 3 starts local workers; with --scheduler the tasks run on "
+                   "the scheduler's workers, however many they are"], err
+
+
 def test_resume_and_overwrite_together_are_refused_whether_or_not_the_store_exists(tmp_path):
     study = write(tmp_path / "s.toml", BASE)
     rc, printed, err = run_main(["run", str(study), "--out", str(tmp_path / "none.zarr"), "--resume", "--overwrite",
@@ -1914,6 +1928,12 @@ def test_a_swept_model_parameter_carries_the_parameters_unit(tmp_path):
 @pytest.mark.parametrize("table, message", [
     ("", 'cluster: slurm: set cores and memory per job in the study\'s [cluster] table, e.g. cores = 8, memory = "24GB"'),
     ('cores = 2\nmemory = "4GB"\njobs = 0\n', "cluster.jobs: 0 is out of range; allowed: 1 <= value <= 100000"),
+    ('cores = 2\nmemory = "4GB"\nprocesses = 0\n',  # dask-jobqueue divided by it
+     "cluster.processes: 0 is out of range; allowed: 1 <= value <= 100000"),
+    ('cores = "eight"\nmemory = "4GB"\n', "cluster.cores: expected an integer, got 'eight'"),
+    ('cores = 2\nmemory = "4GB"\njob_extra_directives = "--gres=gpu"\n',  # an #SBATCH line per character
+     'cluster.job_extra_directives: expected a list of strings, e.g. ["--gres=gpu:1"], got \'--gres=gpu\''),
+    ('cores = 2\nmemory = "4GB"\nwalltime = 5\n', 'cluster.walltime: expected a string, e.g. "02:00:00", got 5'),
 ])
 def test_an_incomplete_cluster_table_is_one_whole_line(tmp_path, monkeypatch, capsys, table, message):
     pytest.importorskip("dask_jobqueue")
@@ -1921,7 +1941,7 @@ def test_an_incomplete_cluster_table_is_one_whole_line(tmp_path, monkeypatch, ca
     study = write(tmp_path / "s.toml", 'name = "s"\n' + BASE + "[cluster]\n" + table)
     monkeypatch.chdir(tmp_path)
     assert main(["run", str(study), "--cluster", "slurm", "--out", str(tmp_path / "r.zarr")]) == 2
-    assert capsys.readouterr().err == f"spingpu run: error: {message}\n"
+    assert capsys.readouterr().err == f"spingpu run: error: {study}: {message}\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.toml"]
 
 

@@ -148,6 +148,25 @@ def test_a_store_resumes_from_a_moved_study_folder(tmp_path):
     assert f"every task of {out} is stored; nothing to run" in printed
 
 
+def test_resuming_from_a_copied_folder_whose_data_file_changed_names_that_file(tmp_path):
+    """Not the moved paths: the file whose contents differ from the store's."""
+    from spingpu.studies.store import create_store
+
+    rng = np.random.default_rng()
+    study_path = files_folder(tmp_path / "first", rng)
+    study = load_study(study_path)
+    out = tmp_path / "r.zarr"
+    create_store(out, study, study.networks, {"backend": "numpy", "device": "CPU",
+                                              "spingpu_version": spingpu.__version__})
+    shutil.copytree(tmp_path / "first", tmp_path / "second")
+    write_iv(tmp_path / "second" / "iv.csv", rng)
+    rc, printed, err = run_main(["run", str(tmp_path / "second" / "study.toml"), "--out", str(out), "--resume", *FAST])
+    assert (rc, printed) == (2, "")
+    assert err == (f"spingpu run: error: resume: {out} was made from other contents of {tmp_path / 'second' / 'iv.csv'}: "
+                   "the input data changed since, and resuming would mix results of both; use another --out or "
+                   "--overwrite\n")
+
+
 def test_a_store_written_before_portable_digests_still_resumes_from_its_own_folder(tmp_path):
     """Stores carry the digest they were created with: one written by the earlier formula (resolved
     paths and the inputs as recorded) is still this study's where nothing moved; moved, it is not."""
@@ -651,3 +670,27 @@ i_c = [0.0, 0.2, 0.0]
         load_study(write(tmp_path / "c.toml", text.format(extra="").replace("i_c = [", "i_cc = [")))
     assert str(err.value).startswith(f"{tmp_path / 'c.toml'}: variability.per_parameter.i_cc: not a parameter of any "
                                      "model the cells use (did you mean 'i_c'?); allowed: macrospin: ")
+
+
+def test_mnist_cells_read_the_folder_spingpu_data_named_where_the_study_was_loaded(tmp_path, monkeypatch):
+    """A worker's own SPINGPU_DATA (another copy, or none) is not read: its cells take the loading
+    process's folder, whose files the study's inputs hashed (a worker's copy trained other numbers)."""
+    import pickle
+
+    from spingpu.studies.spec import load_cell_dataset
+
+    tiny_mnist(tmp_path / "here")
+    tiny_mnist(tmp_path / "worker")  # other random images
+    monkeypatch.setenv("SPINGPU_DATA", str(tmp_path / "here"))
+    monkeypatch.chdir(tmp_path)
+    study = load_study(write(tmp_path / "s.toml", BASE.replace('name = "iris"', 'name = "mnist"')))
+    want = spingpu.load_dataset("mnist", seed=study.seed).sha256
+    assert [p for p, _ in study.inputs] == [str((tmp_path / "here" / "mnist.npz").resolve())]
+    for worker_env in (str(tmp_path / "worker"), None):
+        if worker_env is None:
+            monkeypatch.delenv("SPINGPU_DATA")
+        else:
+            monkeypatch.setenv("SPINGPU_DATA", worker_env)
+        shipped = pickle.loads(pickle.dumps(study))
+        assert load_cell_dataset(shipped.cell(0).dataset, shipped.seed).sha256 == want, worker_env
+    assert spingpu.load_dataset("mnist", seed=0, data_dir=str(tmp_path / "worker")).sha256 != want

@@ -74,6 +74,13 @@ def run(args):
         warnings.warn(f"the study's [cluster] table ({', '.join(cluster_table)}) is for --cluster slurm or pbs; "
                       f"not used with {where}", SpingpuWarning, stacklevel=2)
         cluster_table = {}
+    if args.scheduler and args.workers is not None:
+        import warnings
+
+        from ..errors import SpingpuWarning
+
+        warnings.warn(f"workers: --workers {args.workers} starts local workers; with --scheduler the tasks run on "
+                      "the scheduler's workers, however many they are", SpingpuWarning, stacklevel=2)
     options = RunOptions(out=out, resume=args.resume, overwrite=args.overwrite, scheduler=args.scheduler,
                          workers=args.workers, cluster=args.cluster, backend=backend,
                          networks_per_task=args.networks_per_task, cluster_options=cluster_table,

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConfigError, SpingpuWarning, check_range, count_text
+from ..errors import ConfigError, SpingpuWarning, _short, check_range, count_text
 from ..installation import PACKAGE, source_digest
 from ..progress import STUDY_SETUP, tqdm_options
 from ..signals import deferred_interrupts, raise_if_stopped
@@ -96,7 +96,12 @@ def run_study(study, options: RunOptions, progress=True, log=print):
     npt = options.networks_per_task
     if options.cluster in ("slurm", "pbs") and not options.scheduler:
         _check_submit_command(options.cluster)
-        jobqueue_cluster(options)[0].close()  # a bad [cluster] table fails here, before anything is written
+        try:
+            jobqueue_cluster(options)[0].close()  # a bad [cluster] table fails here, before anything is written
+        except ConfigError as err:
+            if "needs dask-jobqueue" in err.problem:  # not the table's
+                raise
+            raise ConfigError(f"{study.path}: {err.field}", err.problem) from None
     if options.resume and npt is None:  # not given: the store's own split (whatever the worker count now)
         results_store.check_existing(options.out, study, None, True, False, backend.name)
         npt = results_store.store_attrs(options.out).get("networks_per_task")
@@ -473,15 +478,39 @@ def jobqueue_cluster(options):
     except ImportError:
         raise ConfigError("cluster", f"{options.cluster} needs dask-jobqueue: pip install 'spingpu[cluster]'") from None
     kwargs = dict(options.cluster_options)
-    jobs = check_range("cluster.jobs", kwargs.pop("jobs", 1), 1, 10**5, integer=True)
+    check_cluster_table(kwargs)
+    jobs = kwargs.pop("jobs", 1)
     kind = dask_jobqueue.SLURMCluster if options.cluster == "slurm" else dask_jobqueue.PBSCluster
     try:
         return kind(**kwargs), jobs
-    except (TypeError, ValueError) as err:  # unknown or bad keyword: say which, in one line
+    except Exception as err:  # an unknown keyword, a value dask-jobqueue cannot use: say which, in one line
         message = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
         if "cores and memory" in message:
             message = "set cores and memory per job in the study's [cluster] table, e.g. cores = 8, memory = \"24GB\""
         raise ConfigError("cluster", f"{options.cluster}: {message}") from None
+
+
+# [cluster] keys of dask-jobqueue's SLURMCluster and PBSCluster whose values must be lists of strings
+# (a string there is one #SBATCH line per character), strings, or whole numbers >= 1
+CLUSTER_LISTS = ("job_extra_directives", "job_directives_skip", "job_script_prologue", "worker_extra_args",
+                 "job_extra", "env_extra", "extra")
+CLUSTER_STRINGS = ("memory", "walltime", "queue", "account", "project", "job_name", "interface", "shebang", "python",
+                   "local_directory", "log_directory", "job_mem", "resource_spec", "name")
+CLUSTER_COUNTS = ("jobs", "cores", "processes", "job_cpu")
+
+
+def check_cluster_table(table):
+    """ConfigError naming ``cluster.KEY`` where a value of the study's ``[cluster]`` table is not of
+    the kind dask-jobqueue takes (other keys are passed on, and dask-jobqueue names those it does
+    not know)."""
+    for key, value in table.items():
+        if key in CLUSTER_LISTS and not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+            raise ConfigError(f"cluster.{key}", f"expected a list of strings, e.g. [\"--gres=gpu:1\"], got {_short(value)}")
+        if key in CLUSTER_STRINGS and not isinstance(value, str):
+            example = {"memory": '"24GB"', "walltime": '"02:00:00"'}.get(key, '"..."')
+            raise ConfigError(f"cluster.{key}", f"expected a string, e.g. {example}, got {_short(value)}")
+        if key in CLUSTER_COUNTS:
+            check_range(f"cluster.{key}", value, 1, 10**5, integer=True)
 
 
 SUBMIT_COMMANDS = {"slurm": "sbatch", "pbs": "qsub"}

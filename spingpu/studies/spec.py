@@ -118,6 +118,9 @@ class Study:
     networks: int
     seed: int
     inputs: tuple = ()  # ((path, sha256 of its contents), ...) of every data file the study reads
+    # SPINGPU_DATA where the study was loaded (absolute; "" if unset): the MNIST folder of the cells
+    # that name none, on every worker whatever its own environment (whose files the inputs hashed)
+    mnist_dir: str = ""
 
     @property
     def shape(self):
@@ -202,6 +205,9 @@ class Study:
                 data.setdefault("model", {}).setdefault("params", {})
             target[name] = list(map(int, value.split("-"))) if key == "network.hidden" else value
         resolve_paths(data, Path(self.path).parent)
+        dataset = data["dataset"]
+        if self.mnist_dir and not dataset.get("data_dir") and str(dataset.get("name")).strip().lower() == "mnist":
+            dataset["data_dir"] = self.mnist_dir
         return build_cell(self.path, data, models, self.model_names)
 
 
@@ -268,7 +274,9 @@ def parse_study(data, path, text=""):
     _check_settings_used(study, configs, path)
     _check_model_settings_used(study, path)
     _check_dataset(study, path)
-    return dataclasses.replace(study, inputs=input_hashes(study))
+    folder = os.environ.get("SPINGPU_DATA")
+    return dataclasses.replace(study, inputs=input_hashes(study),
+                               mnist_dir=os.path.abspath(os.path.expanduser(folder)) if folder else "")
 
 
 def _run_model_file(data, path):

@@ -398,17 +398,42 @@ def _sweep_mismatch(path, study):
     return None
 
 
-def _changed_setting(attrs, study):
-    """'KEY = STORED in the store, NOW in the study' for the first setting (dotted key, in sorted
-    order) in which the tables the store was made from differ from ``study``'s, or None."""
+def _setting_differences(attrs, study):
+    """:func:`_differences` of the tables the store was made from and ``study``'s, less the
+    description (not in the digest) and the data file paths (FILE_KEYS) that name files of the same
+    contents (a study folder moved or copied), each with whether it is such a path naming other
+    contents: [(key, stored, now, other_contents)]. None where the store's tables cannot be read."""
+    from .spec import FILE_KEYS, _file_token
+
     try:
         stored = json.loads(attrs.get("study_data", "null"))
+        stored_hashes = dict(map(tuple, json.loads(attrs.get("input_files", "[]"))))
     except (TypeError, ValueError):
         return None
-    differences = [d for d in _differences(stored, _as_stored(study)) if d[0] != "description"]  # not in the digest
+    hashes, base = dict(study.inputs), Path(study.path).parent
+    found = []
+    for key, old, new in _differences(stored, _as_stored(study)):
+        if key == "description":
+            continue
+        if key in FILE_KEYS and isinstance(old, str) and isinstance(new, str):
+            old_token, new_token = _file_token(key, old, base, stored_hashes), _file_token(key, new, base, hashes)
+            if old_token == new_token:
+                continue  # the same contents elsewhere
+            if "sha256:" in old_token and "sha256:" in new_token:
+                found.append((key, old, new, True))
+                continue
+        found.append((key, old, new, False))
+    return found
+
+
+def _changed_setting(attrs, study):
+    """'KEY = STORED in the store, NOW in the study' for the first setting (dotted key, in sorted
+    order) in which the tables the store was made from differ from ``study``'s (a data file named
+    elsewhere with the same contents is no difference), or None."""
+    differences = _setting_differences(attrs, study)
     if not differences:
         return None
-    key, old, new = differences[0]
+    key, old, new, _ = differences[0]
     shown = lambda value: "not set" if value is _ABSENT else json.dumps(value)  # noqa: E731
     return f"{key} = {shown(old)} in the store, {shown(new)} in the study"
 
@@ -435,14 +460,16 @@ def _differences(old, new, prefix=""):
 
 
 def _changed_inputs(attrs, study):
-    """The first data file (path) the store and ``study`` both read whose contents differ, or None."""
-    try:
-        stored = dict(map(tuple, json.loads(attrs.get("input_files", "[]"))))
-    except (TypeError, ValueError):
+    """The first data file (path) the store and ``study`` both read whose contents differ (at the
+    same path, or named by the same key from a folder moved or copied), or None."""
+    differences = _setting_differences(attrs, study)
+    if differences is None:
         return None
-    if any(d[0] != "description" for d in _differences(json.loads(attrs.get("study_data", "null")),
-                                                          _as_stored(study))):
+    if differences:
+        if all(other for *_, other in differences):  # only data files moved, and their contents changed
+            return differences[0][2]
         return None  # the study itself changed
+    stored = dict(map(tuple, json.loads(attrs.get("input_files", "[]"))))
     return next((p for p, h in study.inputs if p in stored and stored[p] != h), None)
 
 
