@@ -294,7 +294,8 @@ def test_resuming_a_store_with_an_undecodable_chunk_is_one_line(tmp_path):
     rc, printed, err = run_main(["run", str(study_path), "--out", str(out), "--resume", *FAST])
     assert (rc, printed) == (2, "") and err.count("\n") == 1, err
     assert err.startswith(f"spingpu run: error: out: {out} is corrupt: its data cannot be read (")
-    assert err.endswith("); replace it with --overwrite or choose another --out\n")
+    assert err.endswith(f"; the chunk file {chunk} cannot be decoded); replace it with --overwrite or choose another "
+                        "--out\n"), err
     assert files(tmp_path) == before
 
 

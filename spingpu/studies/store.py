@@ -263,7 +263,8 @@ def done_tasks(path):
         raise ConfigError("out", f"{path} cannot be read ({type(err).__name__}: {_first_line(err)})") from None
     except Exception as err:  # a chunk that is there but cannot be decoded: not a lost one to train again
         raise ConfigError("out", f"{path} is corrupt: its data cannot be read ({type(err).__name__}: "
-                                 f"{_first_line(err)}); replace it with --overwrite or choose another --out") from None
+                                 f"{_first_line(err)}{_damaged_chunk_text(path)}); replace it with --overwrite or "
+                                 "choose another --out") from None
     if lost.any():
         warnings.warn(f"{path}: {int(lost.sum())} of the tasks marked done have lost their numbers (a damaged "
                       "store: a chunk deleted?); they are trained again", SpingpuWarning, stacklevel=2)
@@ -295,6 +296,41 @@ def lost_tasks(ds):
     per_task = flags.map_blocks(lambda block: block.any(axis=-1, keepdims=True), dtype=bool,
                                 chunks=flags.chunks[:-1] + ((1,) * len(flags.chunks[-1]),))
     return done & per_task.compute(scheduler="threads")  # here, whatever Dask client a caller has open
+
+
+DAMAGED_CHUNK_SEARCH_SECONDS = 30.0  # reading a store's chunks one by one to name the one that fails
+
+
+def damaged_chunk(path, seconds=DAMAGED_CHUNK_SEARCH_SECONDS):
+    """The file (``VARIABLE/KEY`` in the store at ``path``) of the first chunk that cannot be
+    decoded, its variables and chunks read one at a time in sorted order for at most ``seconds``;
+    None where none is found (or the store cannot be opened as zarr)."""
+    import itertools
+    import time
+
+    import zarr
+
+    deadline = time.monotonic() + seconds
+    try:
+        group = zarr.open_group(str(path), mode="r")
+        arrays = sorted(group.arrays())
+    except Exception:
+        return None
+    for name, array in arrays:
+        for index in itertools.product(*map(range, array.cdata_shape)):
+            if time.monotonic() > deadline:
+                return None
+            try:
+                array.blocks[index]
+            except Exception:
+                return f"{name}/{'.'.join(map(str, index)) or '0'}"
+    return None
+
+
+def _damaged_chunk_text(path):
+    """``; the chunk file STORE/VARIABLE/KEY cannot be decoded`` (:func:`damaged_chunk`), or ""."""
+    chunk = damaged_chunk(path)
+    return f"; the chunk file {Path(path) / chunk} cannot be decoded" if chunk else ""
 
 
 def check_existing(path, study, networks_per_task, resume, overwrite, backend=None):
@@ -608,7 +644,7 @@ def load_results(path, variables=None, last_epoch=()):
         loaded = sub.load()
     except Exception as err:
         raise ConfigError("results", f"{path} is corrupt: its data cannot be read "
-                                     f"({type(err).__name__}: {_first_line(err)})") from None
+                                     f"({type(err).__name__}: {_first_line(err)}{_damaged_chunk_text(path)})") from None
     finally:
         ds.close()
     if lost.any():
