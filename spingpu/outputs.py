@@ -107,9 +107,10 @@ def staged_files(*targets, fields=None, overwrite=True):
     If the block raises, the temporaries are removed and no target is touched. An OSError of the
     temporaries, the renames or (when it names a temporary or is a full or read-only disk) the
     block becomes a one-line :class:`~spingpu.errors.OutputError` naming the target and its option
-    ``fields[k]`` (default ``output``). ``overwrite`` False: a target that has appeared since the command checked it (a
-    second run writing the same file) is not replaced: ConfigError, and the targets this call
-    already placed are removed again (they are its own), so that nothing written is lost.
+    ``fields[k]`` (default ``output``). ``overwrite`` False: a target that has appeared since the
+    command checked it (a second run writing the same file) is not replaced: ConfigError, and the
+    targets this call already placed are removed again (they are its own), so that nothing
+    written is lost.
     """
     targets = [Path(t) for t in targets]
     fields = list(fields) if fields is not None else ["output"] * len(targets)

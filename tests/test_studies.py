@@ -548,9 +548,12 @@ def test_a_ctrl_c_lost_while_the_workers_close_still_stops_the_run_after_its_las
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.toml", "s.zarr"]  # no report
 
 
-def test_a_ctrl_c_while_the_report_is_made_says_the_store_is_complete(tmp_path, monkeypatch):
+@pytest.mark.parametrize("extra, option", [(["--networks-per-task", "1"], ""),
+                                           (["--threshold", "0.75"], " --threshold 0.75")])  # the run's, kept
+def test_a_ctrl_c_while_the_report_is_made_says_the_store_is_complete(tmp_path, monkeypatch, extra, option):
     """Every task stored, then Ctrl-C while the summary is printed or the report written: exit 130
-    and the line of a stop after the last task (every task is stored, how to make the report)."""
+    and the line of a stop after the last task (every task is stored, how to make the report, with
+    the run's --threshold where it is not the default)."""
     from spingpu.cli import run as cli_run
 
     study_file = write(tmp_path / "s.toml", BASE)
@@ -564,32 +567,11 @@ def test_a_ctrl_c_while_the_report_is_made_says_the_store_is_complete(tmp_path, 
 
     monkeypatch.setattr(cli_run, "_report", report)
     rc, stdout, err = _run_without_dask(monkeypatch, ["run", str(study_file), "--out", str(out), "--backend", "numpy",
-                                                      "--networks-per-task", "1"], drive,
-                                        lambda *args: (_QuietClient(), None))
+                                                      *extra], drive, lambda *args: (_QuietClient(), None))
     assert rc == 130 and f"results: {out}" in stdout, (stdout, err)
-    assert err == [f"spingpu run: interrupted; every task is stored in {out} (spingpu report {out} makes its report)"]
+    assert err == [f"spingpu run: interrupted; every task is stored in {out} (spingpu report {out}{option} makes its "
+                   "report)"]
     assert task_done(out).all()
-
-
-def test_the_report_command_said_after_a_stop_keeps_the_runs_threshold(tmp_path, monkeypatch):
-    from spingpu.cli import run as cli_run
-
-    study_file = write(tmp_path / "s.toml", BASE)
-    out = tmp_path / "s.zarr"
-
-    def drive(client, study, options, backend, npt, todo, copies, n_workers, bar, log):
-        store_every_task(options.out, study, npt)
-
-    def report(*args):
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(cli_run, "_report", report)
-    rc, stdout, err = _run_without_dask(monkeypatch, ["run", str(study_file), "--out", str(out), "--backend", "numpy",
-                                                      "--threshold", "0.75"], drive,
-                                        lambda *args: (_QuietClient(), None))
-    assert rc == 130
-    assert err == [f"spingpu run: interrupted; every task is stored in {out} (spingpu report {out} --threshold 0.75 "
-                   "makes its report)"]
 
 
 def test_overwrite_removes_the_report_of_the_store_it_replaces_and_nothing_else(tmp_path, monkeypatch):

@@ -84,8 +84,8 @@ def run_model_file_option(path, model, option):
                                         "spingpu.register_model")
     names = run_model_file(str(Path(os.path.expanduser(path)).resolve()), field="model-file")
     if model not in names:
-        raise ConfigError("model-file", f"{path} {registers_text(names)}, and --{option} is {model!r}: name one of its models with "
-                                        f"--{option}, or leave --model-file out")
+        raise ConfigError("model-file", f"{path} {registers_text(names)}, and --{option} is {model!r}: name one of "
+                                        f"its models with --{option}, or leave --model-file out")
 
 
 def add_spread_options(parser, default=0.0):

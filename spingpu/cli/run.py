@@ -26,12 +26,15 @@ def add_parser(sub):
     p.add_argument("--backend", help="auto, cpu, numpy or cuda (default auto; with --resume the store's own)")
     p.add_argument("--networks-per-task", type=integer, help="networks trained per task (default: sized to the workers)")
     p.add_argument("--no-report", action="store_true", help="do not write the HTML report at the end")
-    p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD, help="test accuracy, a fraction from 0 to 1, counted as a trained chip (default 0.9)")
+    p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
+                   help="test accuracy, a fraction from 0 to 1, counted as a trained chip (default 0.9)")
     p.set_defaults(run=run)
 
 
 def run(args):
-    from ..errors import MACHINE_ERRNOS, os_error_text
+    import warnings
+
+    from ..errors import MACHINE_ERRNOS, SpingpuWarning, os_error_text
     from ..stats import check_threshold
     from ..signals import discard_stop, stopped
     from ..studies.runner import RunOptions, TaskFailed, run_study, summary_table
@@ -54,7 +57,7 @@ def run(args):
 
         raise ConfigError("out", missing_folder(Path(args.out).parent))
     folder = Path(out).parent
-    if (folder.exists() or folder.is_symlink()) and not folder.is_dir():  # the default's results/: a file, a broken link
+    if (folder.exists() or folder.is_symlink()) and not folder.is_dir():  # results/ a file, or a broken link
         raise ConfigError("out", f"{folder} is not a folder, and the store goes in it ({out}); move it, or choose "
                                  "another --out")
     if args.resume:  # the store must be this study's before anything else is read from it
@@ -66,19 +69,11 @@ def run(args):
 
     cluster_table = tomllib.loads(study.text).get("cluster", {})
     if cluster_table and (args.cluster == "local" or args.scheduler):
-        import warnings
-
-        from ..errors import SpingpuWarning
-
         where = f"the scheduler at {args.scheduler}" if args.scheduler else "the local cluster"
         warnings.warn(f"the study's [cluster] table ({', '.join(cluster_table)}) is for --cluster slurm or pbs; "
                       f"not used with {where}", SpingpuWarning, stacklevel=2)
         cluster_table = {}
     if args.scheduler and args.workers is not None:
-        import warnings
-
-        from ..errors import SpingpuWarning
-
         warnings.warn(f"workers: --workers {args.workers} starts local workers; with --scheduler the tasks run on "
                       "the scheduler's workers, however many they are", SpingpuWarning, stacklevel=2)
     options = RunOptions(out=out, resume=args.resume, overwrite=args.overwrite, scheduler=args.scheduler,
@@ -107,15 +102,15 @@ def run(args):
         return 1
     except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM (spingpu.cli.main.Terminated)
         what, status = stopped(err)
-        print(f"spingpu run: {what}{_kept(out, args.threshold) if getattr(err, 'store_is_ours', args.resume) else ''}",
-              file=sys.stderr)
+        kept = _kept(out, args.threshold) if getattr(err, "store_is_ours", args.resume) else ""
+        print(f"spingpu run: {what}{kept}", file=sys.stderr)
         return status
     except OSError as err:  # a full disk: what the store holds, and that --resume completes it once there is room
         if err.errno not in MACHINE_ERRNOS:
             raise
         what = os_error_text(err) if err.filename else f"out: {out}: {os_error_text(err)}"  # zarr's name no file
-        print(f"spingpu run: error: {what}{_kept(out, args.threshold) if getattr(err, 'store_is_ours', args.resume) else ''}",
-              file=sys.stderr)
+        kept = _kept(out, args.threshold) if getattr(err, "store_is_ours", args.resume) else ""
+        print(f"spingpu run: error: {what}{kept}", file=sys.stderr)
         return 1
     try:
         print(summary_table(out, args.threshold))

@@ -96,12 +96,8 @@ def run_study(study, options: RunOptions, progress=True, log=print):
     npt = options.networks_per_task
     if options.cluster in ("slurm", "pbs") and not options.scheduler:
         _check_submit_command(options.cluster)
-        try:
-            jobqueue_cluster(options)[0].close()  # a bad [cluster] table fails here, before anything is written
-        except ConfigError as err:
-            if "needs dask-jobqueue" in err.problem:  # not the table's
-                raise
-            raise ConfigError(f"{study.path}: {err.field}", err.problem) from None
+        # a bad [cluster] table fails here, before anything is written
+        jobqueue_cluster(options, study.path)[0].close()
     if options.resume and npt is None:  # not given: the store's own split (whatever the worker count now)
         results_store.check_existing(options.out, study, None, True, False, backend.name)
         npt = results_store.store_attrs(options.out).get("networks_per_task")
@@ -368,7 +364,7 @@ def _collect(study, options, npt, todo, copies, bar, futures, pending, submit, p
             if "scheduler-connection-lost" in str(err):  # every task cancelled: not this task's or cell's fault
                 raise TaskFailed("lost the connection to the Dask scheduler (it stopped, or the network between "
                                  "failed)") from None
-            values = ", ".join(f"{k}={v}" for k, v in study.cell_values(cell).items())
+            values = study.cell_text(cell)
             where = f"cell {values}" if values else "the study's only cell"
             if type(err).__name__ == "KilledWorker":  # Dask's text sends to worker logs the local cluster silences
                 reason = ("KilledWorker: the worker process died each time it ran the task (out of memory, or "
@@ -453,9 +449,10 @@ def networks_fitting_a_worker(study, workers, backend, reserved=0):
         from ..outputs import size_text
 
         share = f"each of the {workers} workers has" if workers > 1 else "the worker has"
-        cell = ", ".join(f"{k}={v}" for k, v in study.cell_values(largest).items())
-        raise ConfigError("networks", f"one network{f' of the cell {cell}' if cell else ''} needs up to {size_text(need)} of memory "
-                                      f"to train, and {share} {size_text(free // workers)} here; allowed: narrower "
+        cell = study.cell_text(largest)
+        raise ConfigError("networks", f"one network{f' of the cell {cell}' if cell else ''} needs up to "
+                                      f"{size_text(need)} of memory to train, and {share} {size_text(free // workers)} "
+                                      "here; allowed: narrower "
                                       "layers" + (", or fewer --workers" if workers > 1 and free >= need else "")
                                       + ", or a machine with more memory")
     return fits
@@ -470,15 +467,17 @@ def _gpu_workers(backend, options):
     return len(cuda_gpus())
 
 
-def jobqueue_cluster(options):
+def jobqueue_cluster(options, study_path=None):
     """(dask-jobqueue SLURMCluster or PBSCluster from the study's ``[cluster]`` table, jobs to
-    start); the cluster's ``job_script()`` shows what would be submitted."""
+    start); the cluster's ``job_script()`` shows what would be submitted. An error of the table
+    names ``study_path`` (where given) and the key."""
     try:
         import dask_jobqueue
     except ImportError:
         raise ConfigError("cluster", f"{options.cluster} needs dask-jobqueue: pip install 'spingpu[cluster]'") from None
+    where = f"{study_path}: " if study_path else ""
     kwargs = dict(options.cluster_options)
-    check_cluster_table(kwargs)
+    check_cluster_table(kwargs, where)
     jobs = kwargs.pop("jobs", 1)
     kind = dask_jobqueue.SLURMCluster if options.cluster == "slurm" else dask_jobqueue.PBSCluster
     try:
@@ -487,7 +486,7 @@ def jobqueue_cluster(options):
         message = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
         if "cores and memory" in message:
             message = "set cores and memory per job in the study's [cluster] table, e.g. cores = 8, memory = \"24GB\""
-        raise ConfigError("cluster", f"{options.cluster}: {message}") from None
+        raise ConfigError(f"{where}cluster", f"{options.cluster}: {message}") from None
 
 
 # [cluster] keys of dask-jobqueue's SLURMCluster and PBSCluster whose values must be lists of strings
@@ -499,18 +498,19 @@ CLUSTER_STRINGS = ("memory", "walltime", "queue", "account", "project", "job_nam
 CLUSTER_COUNTS = ("jobs", "cores", "processes", "job_cpu")
 
 
-def check_cluster_table(table):
-    """ConfigError naming ``cluster.KEY`` where a value of the study's ``[cluster]`` table is not of
-    the kind dask-jobqueue takes (other keys are passed on, and dask-jobqueue names those it does
-    not know)."""
+def check_cluster_table(table, where=""):
+    """ConfigError naming ``cluster.KEY`` (after ``where``, the study file) where a value of the
+    study's ``[cluster]`` table is not of the kind dask-jobqueue takes (other keys are passed on,
+    and dask-jobqueue names those it does not know)."""
     for key, value in table.items():
+        field = f"{where}cluster.{key}"
         if key in CLUSTER_LISTS and not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
-            raise ConfigError(f"cluster.{key}", f"expected a list of strings, e.g. [\"--gres=gpu:1\"], got {_short(value)}")
+            raise ConfigError(field, f"expected a list of strings, e.g. [\"--gres=gpu:1\"], got {_short(value)}")
         if key in CLUSTER_STRINGS and not isinstance(value, str):
             example = {"memory": '"24GB"', "walltime": '"02:00:00"'}.get(key, '"..."')
-            raise ConfigError(f"cluster.{key}", f"expected a string, e.g. {example}, got {_short(value)}")
+            raise ConfigError(field, f"expected a string, e.g. {example}, got {_short(value)}")
         if key in CLUSTER_COUNTS:
-            check_range(f"cluster.{key}", value, 1, 10**5, integer=True)
+            check_range(field, value, 1, 10**5, integer=True)
 
 
 SUBMIT_COMMANDS = {"slurm": "sbatch", "pbs": "qsub"}

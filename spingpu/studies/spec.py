@@ -192,6 +192,11 @@ class Study:
     def cell_values(self, flat):
         return {a.key: a.values[i] for a, i in zip(self.axes, self.cell_index(flat))}
 
+    def cell_text(self, flat, prefix=""):
+        """Cell ``flat`` as its swept values, ``KEY=VALUE, ...`` (the keys beginning with ``prefix``;
+        "" for a study without a sweep)."""
+        return ", ".join(f"{k}={v}" for k, v in self.cell_values(flat).items() if k.startswith(prefix))
+
     def cell(self, flat, unswept=(), models=None):
         """The :class:`Cell` (configuration, model, dataset arguments) of cell number ``flat``;
         the swept keys in ``unswept`` keep the value set in their tables. ``models``: {name: model}
@@ -259,9 +264,9 @@ def parse_study(data, path, text=""):
     if registered is not None and not set(registered) & set(study.model_names):  # the file would do nothing
         from ..devices.model_files import registers_text
 
-        raise _err(path, "model.module", f"{data['model']['module']} {registers_text(registered)}, and no cell uses it (model.name: "
-                                         f"{', '.join(map(repr, study.model_names))}): name one of its models in "
-                                         "model.name (or its sweep), or remove model.module")
+        raise _err(path, "model.module", f"{data['model']['module']} {registers_text(registered)}, and no cell uses "
+                                         f"it (model.name: {', '.join(map(repr, study.model_names))}): name one of its "
+                                         "models in model.name (or its sweep), or remove model.module")
     if study.n_cells > MAX_CELLS:
         raise _err(path, "sweep", f"{study.n_cells} cells; at most {MAX_CELLS}")
     _check_not_fixed_and_swept(study, path)
@@ -693,13 +698,14 @@ def build_cell(path, data, models=None, model_names=()):
             raise ConfigError(name, str(err)) from None
 
     model_table = data.get("model", {})
+    several = len(set(model_names)) > 1  # models: each cell takes the settings of its own
     try:
         name = model_table.get("name", "stt_compact")
         params, iv_csv = model_table.get("params", {}), model_table.get("iv_csv")
-        if len(set(model_names)) > 1 and name != "tabulated":
+        if several and name != "tabulated":
             iv_csv = None
         model = models[name] if models and name in models else get_model(name, iv_csv=iv_csv)
-        if len(set(model_names)) > 1:
+        if several:
             params = {k: v for k, v in params.items() if k in model.parameter_names}
         model = model.with_nominal(**params) if params else model
     except ConfigError as err:
@@ -722,7 +728,7 @@ def build_cell(path, data, models=None, model_names=()):
                 raise ConfigError(f"per_parameter.{k}", f"expected three spreads (chip, d2d, pair), e.g. "
                                                         f"[0.0, 0.05, 0.01], got {v!r}")
             per[k] = tuple(v)
-        if len(set(model_names)) > 1:  # of several models' parameters: each cell takes its model's
+        if several:
             own = set(model.parameter_names)
             per = {k: v for k, v in per.items() if k in own}
             pairs = {k: v for k, v in pairs.items() if set(k) <= own}
@@ -849,8 +855,8 @@ def _cell_of_error(study, flat, err):
     """`` (in the cell KEY=VALUE, ...)`` for the error ``err`` of cell ``flat``, where it is that
     cell's: where another cell builds without it (up to CELLS_TRIED tried, the last first); ""
     where every cell tried has it (a setting no sweep touches: naming a cell would mislead)."""
-    values = study.cell_values(flat)
-    if not values:
+    cell = study.cell_text(flat)
+    if not cell:
         return ""
     others = [c for c in (study.n_cells - 1, *range(study.n_cells)) if c != flat][:CELLS_TRIED]
     for other in others:
@@ -859,7 +865,7 @@ def _cell_of_error(study, flat, err):
         except ConfigError as other_err:
             if str(other_err) == str(err):
                 continue
-        return f" (in the cell {', '.join(f'{k}={v}' for k, v in values.items())})"
+        return f" (in the cell {cell})"
     return ""
 
 
@@ -892,8 +898,8 @@ def _check_model_settings_used(study, path):
             hint = did_you_mean(param, sorted(set().union(*has.values())))
             raise _err(path, key, f"not a parameter of any model the cells use{hint}; allowed: {allowed}")
     for pair in variability.get("correlation", {}):
-        names = {n.strip() for n in pair.split(",")}
-        if not any(names <= p for p in has.values()):
+        both = {n.strip() for n in pair.split(",")}
+        if not any(both <= p for p in has.values()):
             raise _err(path, f"variability.correlation.{pair}", f"no model the cells use has both parameters; "
                                                                f"allowed: {allowed}")
 
@@ -910,7 +916,7 @@ def _check_dataset(study, path):
         try:
             load_cell_dataset(json.loads(key), study.seed)
         except ConfigError as err:
-            cell = ", ".join(f"{k}={v}" for k, v in study.cell_values(flat).items() if k.startswith("dataset."))
+            cell = study.cell_text(flat, prefix="dataset.")
             raise _err(path, f"dataset.{err.field}" if err.field != "dataset" else "dataset.name",
                        err.problem + (f" (in the cell {cell})" if cell else "")) from None
 
