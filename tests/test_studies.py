@@ -1575,38 +1575,6 @@ def test_one_worker_per_gpu_needs_dask_cuda(monkeypatch, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("kind, expected", [
-    ("slurm", ["#SBATCH -p gpu", "#SBATCH -A proj", "#SBATCH -t 01:00:00", "#SBATCH --gres=gpu:1",
-               "#SBATCH --cpus-per-task=4"]),
-    ("pbs", ["#PBS -q gpu", "#PBS -A proj", "#PBS -l walltime=01:00:00", "#PBS -l select=1:ngpus=1"]),
-])
-def test_cluster_table_becomes_the_job_script(tmp_path, kind, expected):
-    # No SLURM or PBS here: the job script dask-jobqueue would submit is checked instead.
-    from spingpu.studies import runner
-
-    extra = ["--gres=gpu:1"] if kind == "slurm" else ["-l select=1:ngpus=1"]
-    table = dict(cores=4, memory="16GB", processes=1, queue="gpu", account="proj", walltime="01:00:00",
-                 job_extra_directives=extra, jobs=3)
-    opts = runner.RunOptions(out=str(tmp_path / "r.zarr"), cluster=kind, cluster_options=table)
-    cluster, jobs = runner.jobqueue_cluster(opts)
-    try:
-        script = cluster.job_script()
-    finally:
-        cluster.close()
-    assert jobs == 3
-    for line in expected:
-        assert line in script, script
-    assert "distributed.cli.dask_worker" in script and "--nthreads 4" in script
-
-
-def test_unknown_cluster_keyword_is_one_line(tmp_path):
-    from spingpu.studies import runner
-
-    opts = runner.RunOptions(out=str(tmp_path / "r.zarr"), cluster="slurm", cluster_options={"queu": "gpu"})
-    with pytest.raises(ConfigError, match=r"^cluster: slurm: .*queu"):
-        runner.jobqueue_cluster(opts)
-
-
 def test_a_cluster_table_the_run_does_not_use_is_said_in_one_warning(tmp_path):
     """On the local cluster (or an existing scheduler) the study's [cluster] table, dask-jobqueue's
     arguments, does nothing: the run says so, naming its keys, and runs."""
@@ -1637,28 +1605,6 @@ def test_resume_and_overwrite_together_are_refused_whether_or_not_the_store_exis
     rc, printed, err = run_main(["run", str(study), "--out", str(tmp_path / "none.zarr"), "--resume", "--overwrite",
                                  *FAST])
     assert (rc, printed, err) == (2, "", "spingpu run: error: resume: --resume and --overwrite exclude each other\n")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.toml"]
-
-
-def _fake_batch_system(tmp_path, monkeypatch):
-    """sbatch and qsub on the PATH (scripts that fail), so that a run reaches its [cluster] table."""
-    bin_dir = tmp_path.parent / f"{tmp_path.name}-bin"
-    bin_dir.mkdir()
-    for command in ("sbatch", "qsub"):
-        (bin_dir / command).write_text("#!/bin/sh\nexit 1\n")
-        (bin_dir / command).chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
-
-
-def test_bad_cluster_table_writes_nothing(tmp_path, monkeypatch, capsys):
-    _fake_batch_system(tmp_path, monkeypatch)
-    study = tmp_path / "s.toml"
-    study.write_text('name = "s"\nnetworks = 2\n[dataset]\nname = "iris"\n[training]\nepochs = 1\n'
-                     '[cluster]\nqueu = "gpu"\n')
-    monkeypatch.chdir(tmp_path)
-    rc = main(["run", str(study), "--cluster", "slurm", "--out", str(tmp_path / "r.zarr")])
-    err = capsys.readouterr().err
-    assert rc == 2 and err.count("\n") == 1 and "cluster: slurm: " in err and "queu" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.toml"]
 
 
@@ -1905,41 +1851,6 @@ def test_a_swept_model_parameter_carries_the_parameters_unit(tmp_path):
     swept = with_line("sweep", '"model.name" = ["stt_compact", "macrospin"]\n"model.params.v_h" = [0.4, 0.6]')
     axes = {a.dim: a.units for a in load_study(write(tmp_path / "swept.toml", swept)).axes}
     assert axes == {"name": "1", "v_h": "V"}
-
-
-@pytest.mark.parametrize("table, message", [
-    ("", 'cluster: slurm: set cores and memory per job in the study\'s [cluster] table, e.g. cores = 8, memory = "24GB"'),
-    ('cores = 2\nmemory = "4GB"\njobs = 0\n', "cluster.jobs: 0 is out of range; allowed: 1 <= value <= 100000"),
-    ('cores = 2\nmemory = "4GB"\nprocesses = 0\n',  # dask-jobqueue divided by it
-     "cluster.processes: 0 is out of range; allowed: 1 <= value <= 100000"),
-    ('cores = "eight"\nmemory = "4GB"\n', "cluster.cores: expected an integer, got 'eight'"),
-    ('cores = 2\nmemory = "4GB"\njob_extra_directives = "--gres=gpu"\n',  # an #SBATCH line per character
-     'cluster.job_extra_directives: expected a list of strings, e.g. ["--gres=gpu:1"], got \'--gres=gpu\''),
-    ('cores = 2\nmemory = "4GB"\nwalltime = 5\n', 'cluster.walltime: expected a string, e.g. "02:00:00", got 5'),
-])
-def test_an_incomplete_cluster_table_is_one_whole_line(tmp_path, monkeypatch, capsys, table, message):
-    pytest.importorskip("dask_jobqueue")
-    _fake_batch_system(tmp_path, monkeypatch)
-    study = write(tmp_path / "s.toml", 'name = "s"\n' + BASE + "[cluster]\n" + table)
-    monkeypatch.chdir(tmp_path)
-    assert main(["run", str(study), "--cluster", "slurm", "--out", str(tmp_path / "r.zarr")]) == 2
-    assert capsys.readouterr().err == f"spingpu run: error: {study}: {message}\n"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.toml"]
-
-
-@pytest.mark.parametrize("kind, command", [("slurm", "sbatch"), ("pbs", "qsub")])
-def test_a_batch_cluster_without_its_submit_command_is_refused_before_anything_is_written(
-        tmp_path, monkeypatch, capsys, kind, command):
-    """Without sbatch / qsub the jobs never start and the run would wait for workers forever."""
-    pytest.importorskip("dask_jobqueue")
-    study = write(tmp_path / "s.toml", 'name = "s"\n' + BASE + '[cluster]\ncores = 2\nmemory = "4GB"\n')
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("PATH", str(tmp_path))  # no batch system here
-    assert main(["run", str(study), "--cluster", kind, "--out", str(tmp_path / "r.zarr")]) == 2
-    assert capsys.readouterr().err == (f"spingpu run: error: cluster: {kind} submits jobs with {command}, which is not "
-                                       f"on the PATH here; run where {command} works (a login node), or join a "
-                                       "running scheduler with --scheduler\n")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.toml"]
 
 
 def test_a_study_file_name_with_spaces_or_accents_is_a_valid_default_name(tmp_path):

@@ -23,11 +23,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConfigError, SpingpuWarning, _short, check_range, count_text
+from ..errors import ConfigError, SpingpuWarning, check_range, count_text
 from ..installation import PACKAGE, source_digest
 from ..progress import STUDY_SETUP, tqdm_options
 from ..signals import deferred_interrupts, raise_if_stopped
 from . import store as results_store
+from .batch_jobs import JobsWatch, check_submit_command, jobqueue_cluster, submit_jobs
 
 IN_FLIGHT_PER_WORKER = 2  # tasks submitted ahead per worker: bounds the driver's memory
 # Memory of this process (the driver) per network: the store's network index (creating and opening
@@ -95,7 +96,7 @@ def run_study(study, options: RunOptions, progress=True, log=print):
     workers = options.workers or gpus or (os.cpu_count() or 1)
     npt = options.networks_per_task
     if options.cluster in ("slurm", "pbs") and not options.scheduler:
-        _check_submit_command(options.cluster)
+        check_submit_command(options.cluster)
         # a bad [cluster] table fails here, before anything is written
         jobqueue_cluster(options, study.path)[0].close()
     if options.resume and npt is None:  # not given: the store's own split (whatever the worker count now)
@@ -159,7 +160,8 @@ def _run_held(study, options, backend, workers, gpus, npt, log, progress):
         log(f"study {study.name}: every task of {options.out} is stored; nothing to run")
         return options.out
 
-    client, cluster = _connect(options, workers, log, gpus)  # a bad scheduler fails before anything is written
+    # a bad scheduler, or jobs the batch system refuses, fail before anything is written
+    client, cluster = _connect(options, workers, log, gpus, study.path)
     bar = None
     started = time.perf_counter()
     ours = resuming  # the store at options.out is this run's to update
@@ -261,15 +263,18 @@ class Pace:
         return wait if wait > max(STALL_SECONDS, STALL_FACTOR * self.longest) else None
 
 
-def _watch_workers(client, stop, say, had, every=WATCH_SECONDS, pace=None, keys="", bar=None):
+def _watch_workers(client, stop, say, had, every=WATCH_SECONDS, pace=None, keys="", bar=None, jobs=None):
     """Until ``stop`` is set, every ``every`` s: ``say`` a line when the scheduler's workers are
     all gone (killed, or their jobs ended: the tasks wait for new ones, which would otherwise look
     like a hang) and when some are back, and once per stall when no task (of ``keys``, a key
     prefix) has come back for longer than :meth:`Pace.stalled` allows, naming the workers that hold
     tasks; the progress ``bar`` is redrawn, so that its elapsed time goes on while nothing comes
     back. ``had``: the workers at the start. A scheduler that does not answer is passed over: the
-    run's futures fail then, and :func:`_collect` says why."""
+    run's futures fail then, and :func:`_collect` says why. ``jobs``: a batch cluster's
+    :class:`~spingpu.studies.batch_jobs.JobsWatch`, whose lines (jobs refused late, no worker
+    joined long after the submissions) are said too."""
     told = None  # the pace's last task back when the stall was said
+    ever = bool(had)  # a worker was seen
     while not stop.wait(every):
         try:
             if bar is not None and time.time() - bar.last_print_t >= bar.mininterval:
@@ -279,8 +284,11 @@ def _watch_workers(client, stop, say, had, every=WATCH_SECONDS, pace=None, keys=
             continue
         if stop.is_set():  # the run ended while the scheduler answered: its own line is the last
             return
+        ever = ever or n > 0
         try:
             told = _say_workers(client, say, had, n, pace, keys, told)
+            for line in jobs.lines(n, ever) if jobs is not None else ():
+                say(line)
         except Exception:  # noqa: BLE001 (stdout closed, a scheduler gone meanwhile: nothing to say it on)
             return
         had = n
@@ -333,9 +341,11 @@ def _drive(client, study, options, backend, npt, todo, copies, n_workers, bar, l
         submit()
     stop = threading.Event()
     present = len(client.scheduler_info().get("workers", {}))
+    submissions = getattr(getattr(getattr(client, "cluster", None), "job_cls", None), "submissions", None)
+    jobs = JobsWatch(submissions) if submissions is not None else None  # a batch cluster's (batch_jobs)
     watch = threading.Thread(target=_watch_workers, name="spingpu-watch-workers", daemon=True,
                              args=(client, stop, bar.write if bar is not None else log, present),
-                             kwargs=dict(pace=pace, keys=f"train-{run_key}-", bar=bar))
+                             kwargs=dict(pace=pace, keys=f"train-{run_key}-", bar=bar, jobs=jobs))
     watch.start()
     try:
         _collect(study, options, npt, todo, copies, bar, futures, pending, submit, pace)
@@ -467,67 +477,6 @@ def _gpu_workers(backend, options):
     return len(cuda_gpus())
 
 
-def jobqueue_cluster(options, study_path=None):
-    """(dask-jobqueue SLURMCluster or PBSCluster from the study's ``[cluster]`` table, jobs to
-    start); the cluster's ``job_script()`` shows what would be submitted. An error of the table
-    names ``study_path`` (where given) and the key."""
-    try:
-        import dask_jobqueue
-    except ImportError:
-        raise ConfigError("cluster", f"{options.cluster} needs dask-jobqueue: pip install 'spingpu[cluster]'") from None
-    where = f"{study_path}: " if study_path else ""
-    kwargs = dict(options.cluster_options)
-    check_cluster_table(kwargs, where)
-    jobs = kwargs.pop("jobs", 1)
-    kind = dask_jobqueue.SLURMCluster if options.cluster == "slurm" else dask_jobqueue.PBSCluster
-    try:
-        return kind(**kwargs), jobs
-    except Exception as err:  # an unknown keyword, a value dask-jobqueue cannot use: say which, in one line
-        message = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
-        if "cores and memory" in message:
-            message = "set cores and memory per job in the study's [cluster] table, e.g. cores = 8, memory = \"24GB\""
-        raise ConfigError(f"{where}cluster", f"{options.cluster}: {message}") from None
-
-
-# [cluster] keys of dask-jobqueue's SLURMCluster and PBSCluster whose values must be lists of strings
-# (a string there is one #SBATCH line per character), strings, or whole numbers >= 1
-CLUSTER_LISTS = ("job_extra_directives", "job_directives_skip", "job_script_prologue", "worker_extra_args",
-                 "job_extra", "env_extra", "extra")
-CLUSTER_STRINGS = ("memory", "walltime", "queue", "account", "project", "job_name", "interface", "shebang", "python",
-                   "local_directory", "log_directory", "job_mem", "resource_spec", "name")
-CLUSTER_COUNTS = ("jobs", "cores", "processes", "job_cpu")
-
-
-def check_cluster_table(table, where=""):
-    """ConfigError naming ``cluster.KEY`` (after ``where``, the study file) where a value of the
-    study's ``[cluster]`` table is not of the kind dask-jobqueue takes (other keys are passed on,
-    and dask-jobqueue names those it does not know)."""
-    for key, value in table.items():
-        field = f"{where}cluster.{key}"
-        if key in CLUSTER_LISTS and not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
-            raise ConfigError(field, f"expected a list of strings, e.g. [\"--gres=gpu:1\"], got {_short(value)}")
-        if key in CLUSTER_STRINGS and not isinstance(value, str):
-            example = {"memory": '"24GB"', "walltime": '"02:00:00"'}.get(key, '"..."')
-            raise ConfigError(field, f"expected a string, e.g. {example}, got {_short(value)}")
-        if key in CLUSTER_COUNTS:
-            check_range(field, value, 1, 10**5, integer=True)
-
-
-SUBMIT_COMMANDS = {"slurm": "sbatch", "pbs": "qsub"}
-
-
-def _check_submit_command(kind):
-    """ConfigError unless the batch system's submit command is on the PATH: without it
-    dask-jobqueue's jobs fail to start and the run would wait for workers forever."""
-    import shutil
-
-    command = SUBMIT_COMMANDS[kind]
-    if shutil.which(command) is None:
-        raise ConfigError("cluster", f"{kind} submits jobs with {command}, which is not on the PATH here; run "
-                                     f"where {command} works (a login node), or join a running scheduler with "
-                                     "--scheduler")
-
-
 # Dask's own log lines below CRITICAL stay off the terminal, in the driver and the local workers: a
 # task's error reaches the driver as its exception (spingpu reports it), and what remains at ERROR
 # is teardown noise, e.g. a worker's "Failed to communicate with scheduler during heartbeat" while
@@ -535,18 +484,23 @@ def _check_submit_command(kind):
 QUIET_DASK = logging.CRITICAL
 
 
-def _connect(options, workers, log, gpus=0):
-    """A Dask client: an existing scheduler, a dask-jobqueue cluster, a LocalCUDACluster (one
-    worker per GPU, dask-cuda) or a LocalCluster."""
+def _connect(options, workers, log, gpus=0, study_path=None):
+    """(A Dask client, the cluster it started or None): an existing scheduler, a dask-jobqueue
+    cluster (its jobs submitted, the errors of its ``[cluster]`` table naming ``study_path``), a
+    LocalCUDACluster (one worker per GPU, dask-cuda) or a LocalCluster."""
     from dask.distributed import Client, LocalCluster
 
     if options.scheduler:
         return _join_scheduler(options.scheduler, log), None
     if options.cluster in ("slurm", "pbs"):
-        cluster, jobs = jobqueue_cluster(options)
-        cluster.scale(jobs=jobs)
-        log(f"started a {options.cluster} cluster of {jobs} jobs; dashboard {cluster.dashboard_link}")
-        return Client(cluster), cluster
+        where = f"{study_path}: " if study_path else ""
+        cluster, jobs, submissions = jobqueue_cluster(options, study_path)
+        try:
+            submit_jobs(cluster, jobs, submissions, log, where)  # every job refused: nothing is written
+            return Client(cluster), cluster
+        except BaseException:
+            cluster.close()
+            raise
     if gpus:
         try:
             from dask_cuda import LocalCUDACluster
