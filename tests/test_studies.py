@@ -2036,3 +2036,30 @@ def test_an_output_under_a_file_says_it_is_a_file(tmp_path, monkeypatch):
     rc, _, err = run_main(["run", str(study), "--out", "nowhere/x.zarr", *FAST])
     assert (rc, err) == (2, "spingpu run: error: out: folder nowhere does not exist\n")
     assert os.listdir(tmp_path) == ["study.toml"]
+
+
+def test_the_dask_event_loops_tracebacks_are_silenced_during_a_run_and_only_then(tmp_path, monkeypatch, capfd):
+    """A Ctrl-C inside a call of the Dask client can leave distributed's ``sync`` in a NameError,
+    which its event loop logs through ``tornado.application`` as a traceback above the run's own
+    stop line: that logger is silenced while the run holds its store, and restored after."""
+    import logging
+
+    pytest.importorskip("distributed")  # its import sets the logger's level: the level before a run
+
+    from spingpu.studies import runner
+
+    tornado = logging.getLogger("tornado.application")
+    before = tornado.level
+    seen = []
+
+    def held(study, options, *rest):
+        seen.append(tornado.getEffectiveLevel())
+        tornado.error("a callback's traceback")  # nothing reaches stderr
+        return options.out
+
+    monkeypatch.setattr(runner, "_run_held", held)
+    study = load_study(write(tmp_path / "s.toml", BASE))
+    out = str(tmp_path / "r.zarr")
+    assert runner.run_study(study, runner.RunOptions(out=out, backend="numpy"), progress=False) == out
+    assert seen == [logging.CRITICAL] and tornado.level == before < logging.CRITICAL
+    assert "a callback's traceback" not in capfd.readouterr().err

@@ -118,7 +118,7 @@ def run_study(study, options: RunOptions, progress=True, log=print):
     made = not parent.is_dir()
     parent.mkdir(parents=True, exist_ok=True)  # results/ of the default: its lock goes there
     try:
-        with results_store.run_lock(options.out), _quiet_client(options):
+        with results_store.run_lock(options.out), _quiet_dask(options):
             return _run_held(study, options, backend, workers, gpus, npt, log, progress)
     finally:
         if made:  # refused before the store was made: the folder goes again
@@ -126,15 +126,28 @@ def run_study(study, options: RunOptions, progress=True, log=print):
                 parent.rmdir()
 
 
-def _quiet_client(options):
-    """Dask's log lines silenced while a run joins a scheduler (``--scheduler``), as its own local
-    cluster's are (``silence_logs``): a lost scheduler's client logs a traceback of many lines,
-    where the run says what happened in one (:func:`_collect`, :func:`_watch_workers`)."""
-    if not options.scheduler:
-        return contextlib.nullcontext()
+@contextlib.contextmanager
+def _quiet_dask(options):
+    """Dask's log lines silenced during a run: those of the client of a scheduler it joins
+    (``--scheduler``), as its own local cluster's are (``silence_logs``: a lost scheduler's
+    client logs a traceback of many lines, where the run says what happened in one:
+    :func:`_collect`, :func:`_watch_workers`), and, for every cluster, the tracebacks its event
+    loop logs through ``tornado.application`` (a Ctrl-C that lands inside a call of the client
+    left one of distributed's ``sync`` in a NameError, logged above the run's own stop line)."""
+    # imported first: importing distributed sets its loggers' levels, tornado's too
     from distributed.utils import silence_logging_cmgr
 
-    return silence_logging_cmgr(QUIET_DASK)
+    tornado = logging.getLogger("tornado.application")
+    level = tornado.level
+    tornado.setLevel(QUIET_DASK)
+    try:
+        if options.scheduler:
+            with silence_logging_cmgr(QUIET_DASK):
+                yield
+        else:
+            yield
+    finally:
+        tornado.setLevel(level)
 
 
 def _run_held(study, options, backend, workers, gpus, npt, log, progress):
