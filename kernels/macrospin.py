@@ -50,7 +50,7 @@ from .streams import PURPOSE_THERMAL
 from .stt_compact import cubic_root
 
 G0 = 2.211e5  # m / (A s), gyromagnetic ratio times mu0, rounded as OOMMF's default (CODATA: 2.2128e5)
-MU0 = 4e-7 * math.pi  # T m / A (the pre-2019 exact value; the 2019 SI value differs by 1e-10)
+MU0 = 4e-7 * math.pi  # T m / A (the pre-2019 exact value; the 2019 SI value, 1.25663706212e-6, is 5.4e-10 larger)
 HBAR = 1.054571817e-34  # J s
 E_CHARGE = 1.602176634e-19  # C
 KB = 1.380649e-23  # J / K

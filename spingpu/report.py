@@ -125,7 +125,7 @@ def _devices_figure(ds):
     junction spread (:func:`widest_spread_cell`), with that cell's current mapping and seed."""
     from .devices import junction_curves, sample_layer
     from .plot import iv_spread_figure
-    from .plot.style import value_text
+    from .plot.style import axis_value_texts
     from .studies.spec import changed_inputs, stored_study
 
     if not ds.attrs.get("study_data"):
@@ -152,7 +152,8 @@ def _devices_figure(ds):
     v_nom, d_nom = model.iv(current)
     v, d = junction_curves(model, params, cell.config.seed)(current)
     var = cell.config.variability
-    where = ", ".join(f"{a.dim}={value_text(a.values[i], a.units)}" for a, i in zip(study.axes, study.cell_index(flat)))
+    where = ", ".join(f"{a.dim}={axis_value_texts(a.values, a.units)[i]}"
+                      for a, i in zip(study.axes, study.cell_index(flat)))
     title = (f"{model.name}: 12 sampled pairs{f' of the cell {where}' if where else ''} (spread chip "
              f"{var.sigma_chip:g}, d2d {var.sigma_d2d:g}, pair {var.sigma_pair:g})")
     return iv_spread_figure(current, v_nom, d_nom, v, d, title=title,
@@ -255,18 +256,22 @@ def store_inputs(ds):
         return []
 
 
-def write_report(store, out=None, threshold=0.9, log=None):
+def write_report(store, out=None, threshold=None, log=None):
     """Write ``<store>.html`` (or ``out``) and the summary ``<name>.summary.csv`` beside it;
-    return the HTML path. A store of which no task has finished is refused (ConfigError). An
+    return the HTML path. ``threshold`` (the yield's test accuracy): by default the one the run
+    that wrote the store used (its attribute ``yield_threshold``), else 0.9. A store of which no task has finished is refused (ConfigError). An
     existing file is replaced only if it is an earlier report (summary). A figure left out
     (:func:`study_figures`) is noted in the HTML and passed to ``log`` as one line (default:
     printed on stderr as ``spingpu report: note: ...``)."""
     from .outputs import staged_files
     from .studies.store import load_results
 
-    threshold = check_threshold(threshold)
+    if threshold is not None:  # a bad one is refused before the store is read
+        threshold = check_threshold(threshold)
     out = Path(out) if out else default_report_path(store)
     ds = load_results(store, REPORT_VARIABLES, LAST_EPOCH)
+    if threshold is None:
+        threshold = check_threshold(ds.attrs.get("yield_threshold", 0.9))
     out, csv_path = check_report_targets(out, store_inputs(ds))
     _check_some_task_done(store, ds)
     rows = summary_rows(ds, threshold)
@@ -320,7 +325,7 @@ def _png(fig):
 
 def _html(ds, rows, figures, threshold, csv_name, notes=()):
     from .plot.study import axis_label, sweep_axes
-    from .plot.style import value_text
+    from .plot.style import axis_value_texts
     from .stats import number_text, threshold_text
 
     attrs = ds.attrs
@@ -360,8 +365,10 @@ def _html(ds, rows, figures, threshold, csv_name, notes=()):
         ('<th title="largest fraction of a network\'s junction readings beyond the device\'s table, where V(I) '
          'is continued linearly">beyond table (max)</th>' if beyond else "")
     body = []
+    texts = {d: dict(zip(ds[d].values.tolist(), axis_value_texts(ds[d].values.tolist(), ds[d].attrs.get("units"))))
+             for d in axes}  # as many digits as tell the axis's values apart
     for r in rows:
-        cells = "".join(f"<td>{html.escape(value_text(r[d], ds[d].attrs.get('units')))}</td>" for d in axes)
+        cells = "".join(f"<td>{html.escape(texts[d][_item(r[d])])}</td>" for d in axes)
         cells += (f"<td>{_pct(r['median_test_acc'])}</td>"
                   f"<td>{_range(r['median_test_acc_lo95'], r['median_test_acc_hi95'])}</td>"
                   f"<td>{_range(r['q25_test_acc'], r['q75_test_acc'])}</td>"
@@ -435,3 +442,7 @@ def _range(low, high):
     """``low % - high %``, or ``n/a`` where neither end is known (not ``n/a-n/a``)."""
     return "n/a" if _pct(low) == _pct(high) == "n/a" else f"{_pct(low)}-{_pct(high)}"
 
+
+def _item(value):
+    """A row's sweep value as a Python scalar (numpy's or not), as ``.tolist()`` gives it."""
+    return value.item() if isinstance(value, np.generic) else value

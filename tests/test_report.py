@@ -329,8 +329,8 @@ def test_partial_store_statistics_over_finished_tasks_only(tmp_path, capsys):
     assert lines[1].split()[-3] == f"{rows[0]['median_grad_cosine']:.3f}"
     assert (f"{percent_text(rows[0]['median_test_acc'], 2)} % [{percent_text(rows[0]['median_test_acc_lo95'], 2):>6}-"
             f"{percent_text(rows[0]['median_test_acc_hi95'], 2):>6}]") in lines[1]  # the median's 95 % interval
-    assert lines[2].split() == ["delta_i=1e-05", "n/a", "%", "[", "n/a-", "n/a]", "n/a-", "n/a", "%", "n/a", "%", "[",
-                                "n/a-", "n/a]", "n/a", "0", "0"]
+    assert lines[2].split() == ["delta_i=1e-05", "n/a", "[n/a]", "n/a", "n/a", "[n/a]", "n/a", "0", "0"]
+    assert len(lines[1]) == len(lines[2])  # the columns stay aligned
     assert lines[-2] == "median and IQR over the networks that did not diverge; a diverged one counts as failed in the yield"
     assert lines[-1] == "incomplete store: 2 of 8 tasks finished; statistics over their networks only"
     from spingpu.plot import divergence_counts
@@ -1098,3 +1098,118 @@ def test_a_report_of_a_store_a_run_is_writing_says_so(tmp_path, capsys):
         assert capsys.readouterr().err == f"{warning} (a run, {writer}, is writing it now)\n"
     assert main(["report", str(path)]) == 0  # the file is left, its lock is not held
     assert capsys.readouterr().err == warning + "\n"
+
+
+def test_every_label_of_a_fine_sweep_tells_its_value_from_the_others(tmp_path, capsys):
+    """Three significant digits made 1.5, 1.5, 1.51, 1.51, 1.52 of a linspace from 1.5 to 1.52: two
+    rows of the report's table and two ticks of a heatmap that could not be told apart."""
+    from spingpu.plot import heatmap
+
+    path, _ = fake_store(tmp_path, {"model.params.tmr0": {"linspace": [1.5, 1.52, 5]},
+                                    "neuron.delta_i": [1e-5, 1.00001e-5]})
+    with open_results(path) as ds:
+        fig = heatmap(ds, "delta_i", "tmr0")
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["1.5", "1.505", "1.51", "1.515", "1.52"]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["10 µA", "10.0001 µA"]
+    assert main(["report", str(path)]) == 0, capsys.readouterr().err
+    rows = re.findall(r"<tr><td>([^<]*)</td><td>([^<]*)</td>", (tmp_path / "fake.html").read_text())
+    assert len(set(rows)) == 10, rows
+    assert {r[0] for r in rows} == {"1.5", "1.505", "1.51", "1.515", "1.52"}
+
+
+@pytest.mark.parametrize("key, sweep, scale", [
+    ("neuron.delta_i", {"logspace": [-5, -4.7, 3]}, "log"),  # 10, 14.1, 20 uA: logspace, though within 20x
+    ("neuron.delta_i", {"linspace": [1e-6, 1e-4, 3]}, "linear"),  # linspace, though over 100x
+    ("neuron.delta_i", [1e-6, 1e-5, 1e-4], "log"),  # a list: its span decides
+    ("readout.read_noise", [0.0, 1e-4, 1e-3, 1e-2], "symlog"),  # a 0 and decades: linear only up to 1e-4
+    ("readout.read_noise", [0.0, 1e-3, 2e-3], "linear"),
+])
+def test_an_axis_is_drawn_on_the_scale_its_sweep_was_declared_with(tmp_path, key, sweep, scale):
+    from spingpu.plot import accuracy_vs_axis, delta_i_tradeoff
+
+    path, _ = fake_store(tmp_path, {key: sweep})
+    dim = key.split(".")[1]
+    with open_results(path) as ds:
+        figures = [accuracy_vs_axis(ds, dim)] + ([delta_i_tradeoff(ds)] if dim == "delta_i" else [])
+    for fig in figures:
+        assert {ax.get_xscale() for ax in fig.axes[:2]} == {scale}
+        if scale == "symlog":
+            assert fig.axes[0].xaxis.get_transform().linthresh == 1e-4
+
+
+def test_an_adc_of_0_bits_is_drawn_as_no_adc_apart_from_the_resolutions(tmp_path):
+    """adc_bits = 0 is no ADC, not a resolution of 0 bits: a tick of its own named so, its points not
+    joined by a line to the 4-bit ones; the values in their order on the axis, not the study's."""
+    from spingpu.plot import accuracy_vs_axis, heatmap
+
+    path, _ = fake_store(tmp_path, {"readout.adc_bits": [8, 0, 4], "neuron.delta_i": [1e-5, 2e-5]})
+    with open_results(path) as ds:
+        fig = accuracy_vs_axis(ds, "adc_bits")
+        grid = heatmap(ds, "delta_i", "adc_bits")
+        medians = ds.test_acc.median(["network", "delta_i"]).sel(adc_bits=[0, 4, 8]).values * 100
+    for ax in fig.axes[:2]:
+        assert [t.get_text() for t in ax.get_xticklabels()] == ["no ADC", "4", "8"]
+        assert list(ax.get_xticks()) == [0, 1, 2]
+        joined = [line for line in ax.lines if line.get_marker() == "o" and line.get_linestyle() == "-"]
+        apart = [line for line in ax.lines if line.get_marker() == "o" and line.get_linestyle() == "None"]
+        assert len(joined) == len(apart) == 1
+        assert np.isnan(joined[0].get_ydata()[0]) and np.isfinite(joined[0].get_ydata()[1:]).all()
+        assert list(apart[0].get_xdata()) == [0]
+    acc_joined = next(line for line in fig.axes[0].lines if line.get_marker() == "o" and line.get_linestyle() == "-")
+    acc_apart = next(line for line in fig.axes[0].lines if line.get_marker() == "o" and line.get_linestyle() == "None")
+    np.testing.assert_allclose(acc_joined.get_ydata()[1:], medians[1:])  # pooled over delta_i: the same median
+    np.testing.assert_allclose(acc_apart.get_ydata(), medians[:1])
+    assert [t.get_text() for t in grid.axes[0].get_yticklabels()] == ["no ADC", "4", "8"]
+
+
+def test_a_heatmap_cell_whose_every_network_diverged_is_not_one_that_never_ran(tmp_path):
+    import zarr
+
+    from spingpu.plot import heatmap
+
+    path, _ = fake_store(tmp_path, {"neuron.delta_i": [1e-5, 2e-5], "readout.read_noise": [0.0, 1e-3]})
+    group = zarr.open_group(str(path), mode="r+")
+    test_acc, diverged = group["test_acc"][...], group["diverged"][...]
+    test_acc[1, 0], diverged[1, 0] = np.nan, 1  # delta_i 20 uA, no read noise: every network diverged
+    group["test_acc"][...], group["diverged"][...] = test_acc, diverged
+    with open_results(path) as ds:
+        fig = heatmap(ds, "read_noise", "delta_i")
+    median_texts = {(t.get_position()): t.get_text() for t in fig.axes[0].texts}
+    yield_texts = {(t.get_position()): t.get_text() for t in fig.axes[1].texts}
+    assert median_texts[(0, 1)] == "all div." and list(median_texts.values()).count("all div.") == 1
+    assert yield_texts[(0, 1)] == "0"
+
+
+def test_figures_of_a_study_whose_every_network_diverged_keep_their_axes(tmp_path):
+    """Nothing drawn: the categories still sit inside the panel on a per cent scale, the curves'
+    panel still runs over the epochs (it ran from -0.045 to 0.045 epochs)."""
+    from spingpu.plot import accuracy_categorical, training_curves
+
+    path, _ = fake_store(tmp_path, {"training.grad_mode": ["fd_forward", "model"]})
+    diverge_everything(path)
+    with open_results(path) as ds:
+        cats, curves = accuracy_categorical(ds), training_curves(ds)
+    assert cats.axes[0].get_xlim() == (0.4, 2.6) and cats.axes[0].get_ylim() == (-3, 103)
+    assert [t.get_position()[0] for t in cats.axes[0].texts] == [1, 2]
+    assert all(ax.get_xlim() == (1, EPOCHS) for ax in curves.axes[:2])
+
+
+def test_a_report_made_again_counts_the_yield_at_the_threshold_the_run_used(tmp_path, capsys):
+    """`spingpu run --threshold 0.8` records it in the store; `spingpu report` without --threshold
+    uses it (it went back to 0.9), with --threshold the one given; a bad one is refused first."""
+    from spingpu.studies.store import update_attrs
+
+    path, _ = fake_store(tmp_path, {"neuron.delta_i": [1e-5, 2e-5]})
+    update_attrs(path, yield_threshold=0.8)  # as spingpu run --threshold 0.8 leaves it
+    with open_results(path) as ds:
+        acc = ds.test_acc.values
+    csv_path = tmp_path / "fake.summary.csv"
+    for argv, threshold in (([], 0.8), (["--threshold", "0.95"], 0.95)):
+        assert main(["report", str(path), *argv]) == 0, capsys.readouterr().err
+        rows = list(csv.DictReader(open(csv_path)))
+        assert [float(r["yield_threshold"]) for r in rows] == [threshold, threshold]
+        assert [float(r["yield"]) for r in rows] == pytest.approx(list(np.mean(acc >= threshold, axis=-1)))
+    capsys.readouterr()
+    assert main(["report", str(tmp_path / "none.zarr"), "--threshold", "90"]) == 2
+    assert "threshold: " in capsys.readouterr().err

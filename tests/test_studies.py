@@ -572,6 +572,9 @@ def test_a_ctrl_c_while_the_report_is_made_says_the_store_is_complete(tmp_path, 
     assert err == [f"spingpu run: interrupted; every task is stored in {out} (spingpu report {out}{option} makes its "
                    "report)"]
     assert task_done(out).all()
+    from spingpu.studies.store import store_attrs
+
+    assert store_attrs(out)["yield_threshold"] == (0.75 if option else 0.9)  # a later `spingpu report`'s default
 
 
 def test_overwrite_removes_the_report_of_the_store_it_replaces_and_nothing_else(tmp_path, monkeypatch):

@@ -10,8 +10,9 @@ def add_parser(sub):
                                    "file is replaced only if it is an earlier report.")
     p.add_argument("results", help="results store (.zarr) written by spingpu run")
     p.add_argument("-o", "--out", help="HTML file (default: the store's name with .html)")
-    p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
-                   help="test accuracy, a fraction from 0 to 1, counted as a trained chip (default 0.9)")
+    p.add_argument("--threshold", type=float,
+                   help="test accuracy, a fraction from 0 to 1, counted as a trained chip (default: the one the "
+                        f"run that wrote the store used, else {DEFAULT_THRESHOLD:g})")
     p.set_defaults(run=run)
 
 

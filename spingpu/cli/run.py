@@ -79,7 +79,7 @@ def run(args):
     options = RunOptions(out=out, resume=args.resume, overwrite=args.overwrite, scheduler=args.scheduler,
                          workers=args.workers, cluster=args.cluster, backend=backend,
                          networks_per_task=args.networks_per_task, cluster_options=cluster_table,
-                         report=not args.no_report)
+                         report=not args.no_report, threshold=args.threshold)
     from ..backends import get_backend
 
     get_backend(options.backend)  # a bad or unavailable backend fails before anything is written

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConfigError, check_range
+from ..errors import ConfigError, check_range, count_text
 from ..signals import raise_if_stopped
 from .options import add_spread_options, integer, named_as_options, params_dict, run_model_file_option
 
@@ -242,7 +242,7 @@ def summary(results, seconds):
         lo, hi = median_interval(ok)
         pct = lambda x: percent_text(x, 2)  # noqa: E731
         ci = "n/a under 6 networks that did not diverge" if np.isnan(lo) else f"{pct(lo)}-{pct(hi)} %"
-        over = "" if ok.size == acc.size else f" of the {ok.size} networks that did not diverge"
+        over = "" if ok.size == acc.size else f" of the {count_text(ok.size, 'network')} that did not diverge"
         lines.append(f"test accuracy{over}: median {pct(q50)} % (95 % CI {ci}), IQR {pct(q25)}-"
                      f"{pct(q75)} %, 5-95 % {pct(q05)}-{pct(q95)} %")
     else:

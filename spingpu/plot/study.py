@@ -10,15 +10,20 @@ axes than the study has, the networks of the remaining cells are pooled, and the
 from __future__ import annotations
 
 import itertools
+import json
 
 import numpy as np
 
 from ..stats import percent_text, threshold_text
-from .style import engineering_formatter, set_suptitle, value_text
+from .style import axis_value_texts, engineering_formatter, set_suptitle
 
 BAND_IQR = (0.25, 0.75)
 BAND_90 = (0.05, 0.95)
 YIELD_TITLE = "yield, 95 % Clopper-Pearson interval"
+# sweep keys whose value 0 switches the part off (a converter of 0 bits: none): drawn apart, not as a resolution
+OFF_AT_ZERO = {"readout.adc_bits": "no ADC", "readout.dac_bits": "no DAC"}
+NOISE_SECTIONS = ("readout.", "variability.")  # the study tables whose axes the dI trade-off draws a curve per value of
+LOG_SPAN = 20  # a list of positive values spanning this factor or more is drawn on a log axis
 
 
 def sweep_axes(ds):
@@ -86,6 +91,51 @@ def _units(ds, dim):
     return ds[dim].attrs.get("units", "")
 
 
+def _value_texts(ds, dim):
+    """The labels of the values of axis ``dim``, each told from the others (:func:`axis_value_texts`);
+    ``no ADC`` for an ADC of 0 bits (OFF_AT_ZERO)."""
+    values = ds[dim].values.tolist()
+    texts = axis_value_texts(values, _units(ds, dim))
+    off = OFF_AT_ZERO.get(ds[dim].attrs.get("sweep_key"))
+    return [off if off and v == 0 else t for v, t in zip(values, texts)]
+
+
+def _off_values(ds, dim):
+    """Boolean mask of the values of ``dim`` that switch a part off (an ADC of 0 bits), or None."""
+    if ds[dim].attrs.get("sweep_key") not in OFF_AT_ZERO:
+        return None
+    off = ds[dim].values == 0
+    return off if off.any() else None
+
+
+def _declared_spacing(ds, dim):
+    """``logspace`` or ``linspace`` where the study gave the axis so ({logspace = [...]}), else None
+    (a list of values, or a Dataset without the study's tables)."""
+    try:
+        sweep = json.loads(ds.attrs.get("study_data") or "{}").get("sweep", {})
+    except (TypeError, ValueError):
+        return None
+    spec = sweep.get(ds[dim].attrs.get("sweep_key")) if isinstance(sweep, dict) else None
+    return next(iter(spec)) if isinstance(spec, dict) and len(spec) == 1 else None
+
+
+def axis_scale(ds, dim, values):
+    """``log``, ``symlog`` or ``linear``: as the study declared the axis (logspace, linspace);
+    for a list, log where its values are positive and span LOG_SPAN x or more, symlog where they
+    are that and a 0 (linear up to the smallest positive value: ``read_noise = [0, 1e-4, 1e-3,
+    1e-2]`` does not pile three points up near 0), else linear."""
+    declared = _declared_spacing(ds, dim)
+    v = np.asarray(values, dtype=float)
+    if declared == "logspace" and np.all(v > 0):
+        return "log"
+    if declared == "linspace" or v.size < 2 or np.any(v < 0):
+        return "linear"
+    positive = v[v > 0]
+    if positive.size < 2 or positive.max() / positive.min() < LOG_SPAN:
+        return "linear"
+    return "log" if positive.size == v.size else "symlog"
+
+
 def _plotted_axis_label(ds, dim):
     """The label of an axis showing ``dim``: its name alone where the tick labels carry the unit
     with an SI prefix (5 µA), else :func:`axis_label`."""
@@ -93,13 +143,20 @@ def _plotted_axis_label(ds, dim):
 
 
 def _numeric_x_axis(ax, ds, dim, values):
-    """Label, scale (log where the values span 20x or more) and tick labels (SI-prefixed where the
-    units take a prefix: 5 µA, not 5e-06 A) of an x axis showing a numeric sweep axis."""
+    """Label, scale (:func:`axis_scale`) and tick labels (SI-prefixed where the units take a
+    prefix: 5 µA, not 5e-06 A) of an x axis showing a numeric sweep axis; one of a part switched
+    off at 0 (:func:`_x_positions`) has a tick per value, 0 named (``no ADC``)."""
     from matplotlib.ticker import MaxNLocator, NullFormatter
 
-    formatter = engineering_formatter(_units(ds, dim))
     ax.set_xlabel(_plotted_axis_label(ds, dim))
-    if _is_log(values):
+    if _off_values(ds, dim) is not None:
+        ax.set_xticks(_x_positions(ds, dim), _value_texts(ds, dim))
+        return
+    formatter = engineering_formatter(_units(ds, dim))
+    scale = axis_scale(ds, dim, values)
+    if scale == "symlog":
+        ax.set_xscale("symlog", linthresh=float(np.min(np.asarray(values)[np.asarray(values) > 0])))
+    elif scale == "log":
         ax.set_xscale("log")
     elif formatter is not None:  # at most 6 ticks: "1.05 kΩ" labels overlap at 9 on a half-width panel
         ax.xaxis.set_major_locator(MaxNLocator(nbins=5))
@@ -108,9 +165,12 @@ def _numeric_x_axis(ax, ds, dim, values):
         ax.xaxis.set_minor_formatter(NullFormatter())
 
 
-def _is_log(values):
-    v = np.asarray(values, dtype=float)
-    return v.size > 1 and np.all(v > 0) and v.max() / v.min() >= 20
+def _x_positions(ds, dim):
+    """Where the values of ``dim`` are drawn: the values; for an axis with a part switched off at
+    0 (an ADC of 0 bits: none), one place per value in their order, ``no ADC`` first."""
+    if _off_values(ds, dim) is not None:
+        return np.argsort(np.argsort(ds[dim].values)).astype(float)
+    return ds[dim].values.astype(float)
 
 
 def _groups(ds, exclude=()):
@@ -152,7 +212,9 @@ def accuracy_vs_axis(ds, dim, threshold=0.9):
     one curve per value of the categorical axes."""
     fig, axes = _new_figure(ncols=2)
     ax_acc, ax_yield = axes[0]
-    x = ds[dim].values.astype(float)
+    ds = ds.sortby(dim)  # a line joins the values in their order on the axis, not in the study's
+    x, off = _x_positions(ds, dim), _off_values(ds, dim)
+    joined = None if off is None else ~off  # the bands leave out a part switched off (no ADC)
     colours = _colours(len(_groups(ds)))
     done_all = finished(ds)
     any_all_diverged = False
@@ -162,8 +224,11 @@ def accuracy_vs_axis(ds, dim, threshold=0.9):
         vals = np.where(done, _pooled(acc, [dim]) * 100, np.nan)
         med = _nanquantile(vals, 0.5)
         for (lo, hi), alpha in ((BAND_90, 0.12), (BAND_IQR, 0.28)):
-            ax_acc.fill_between(x, _nanquantile(vals, lo), _nanquantile(vals, hi), color=colour, alpha=alpha, lw=0)
-        ax_acc.plot(x, med, "o-", color=colour, label=label)
+            low, high = _nanquantile(vals, lo), _nanquantile(vals, hi)
+            ax_acc.fill_between(x, low, high, where=joined, color=colour, alpha=alpha, lw=0)
+            if off is not None:  # a point apart has no band: its bands as bars of the bands' shades
+                ax_acc.vlines(x[off], low[off], high[off], color=colour, alpha=alpha, lw=8)
+        _curve(ax_acc, x, med, off, colour, label)
         every_one_diverged = (np.sum(done, axis=1) > 0) & ~np.isfinite(vals).any(axis=1)
         ax_acc.plot(x[every_one_diverged], np.zeros(every_one_diverged.sum()), "x", color=colour, ms=10, mew=2,
                     clip_on=False, label="_nolegend_")
@@ -171,10 +236,10 @@ def accuracy_vs_axis(ds, dim, threshold=0.9):
         chips = _chips(done_all.sel(sel) if sel else done_all, [dim])
         yld = _yield_pct(vals, done, threshold, axis=1)
         lo, hi = _yield_interval_pct(vals, done, threshold, 1, chips)
-        ax_yield.fill_between(x, lo, hi, color=colour, alpha=0.12, lw=0)
+        ax_yield.fill_between(x, lo, hi, where=joined, color=colour, alpha=0.12, lw=0)
         # and as error bars: a band has no width at a point between missing ones (or on a one-value axis)
         ax_yield.errorbar(x, yld, yerr=(yld - lo, hi - yld), fmt="none", ecolor=colour, elinewidth=1, capsize=3)
-        ax_yield.plot(x, yld, "o-", color=colour, label=label)
+        _curve(ax_yield, x, yld, off, colour, label)
     for ax in (ax_acc, ax_yield):
         _numeric_x_axis(ax, ds, dim, x)
         ax.grid(True, alpha=0.3)
@@ -193,6 +258,16 @@ def accuracy_vs_axis(ds, dim, threshold=0.9):
     ax_acc.legend(fontsize="small", loc="best", title=_legend_title(ds), title_fontsize="small")
     set_suptitle(fig, f"Test accuracy against {dim}{pooled}")
     return fig
+
+
+def _curve(ax, x, y, off, colour, label):
+    """``y`` against ``x`` as points joined by a line, the points of a part switched off (``off``,
+    an ADC of 0 bits) not joined to the others."""
+    if off is None:
+        ax.plot(x, y, "o-", color=colour, label=label)
+        return
+    ax.plot(x, np.where(off, np.nan, y), "o-", color=colour, label=label)
+    ax.plot(x[off], y[off], "o", color=colour, label="_nolegend_")
 
 
 def accuracy_categorical(ds, threshold=0.9):
@@ -221,6 +296,9 @@ def accuracy_categorical(ds, threshold=0.9):
             ax_acc.text(k + 1, 0.5, "every network\ndiverged", ha="center", va="center", fontsize="small",
                         transform=ax_acc.get_xaxis_transform())
     ax_acc.set_xticks(range(1, len(labels) + 1), labels, rotation=20, ha="right")
+    ax_acc.set_xlim(0.4, len(labels) + 0.6)  # also where no cell has a box (every network diverged)
+    if not stats:
+        ax_acc.set_ylim(-3, 103)
     ax_acc.set_ylabel("test accuracy (%), chips not diverged")
     ax_acc.set_title("median, IQR box, 5-95 % whiskers")
     shown = np.isfinite(yields)  # a cell with no finished network has no yield: "n/a", not a 0 % bar
@@ -241,17 +319,21 @@ def accuracy_categorical(ds, threshold=0.9):
 
 
 def heatmap(ds, x_dim, y_dim, threshold=0.9):
-    """Median test accuracy and yield over two numeric axes, one row per categorical value."""
+    """Median test accuracy and yield over two numeric axes, one row per categorical value; a cell
+    whose every finished network diverged reads ``all div.`` (its yield 0), one with none finished
+    ``n/a``."""
     groups = _groups(ds)
     fig, axes = _new_figure(width=10.5, height=3.6 * len(groups), ncols=2, nrows=len(groups))
+    ds = ds.sortby([y_dim, x_dim])  # rows and columns in the values' order
     done_all = finished(ds)
-    medians, yields = [], []
+    medians, yields, diverged = [], [], []
     for label, sel in groups:
         acc = ds.test_acc.sel(sel) if sel else ds.test_acc
         done = _pooled(done_all.sel(sel) if sel else done_all, [y_dim, x_dim])
         vals = np.where(done, _pooled(acc, [y_dim, x_dim]) * 100, np.nan)
         medians.append(_nanquantile(vals, 0.5))
         yields.append(_yield_pct(vals, done, threshold, axis=2))
+        diverged.append((np.sum(done, axis=2) > 0) & ~np.isfinite(vals).any(axis=2))
     # one accuracy scale for every row, up to 100 %, down to the lowest median (at least 5 points of range)
     lowest = np.nanmin(medians) if np.isfinite(medians).any() else 0.0
     acc_range = (5.0 * np.floor(min(lowest, 95.0) / 5.0), 100.0)
@@ -261,15 +343,15 @@ def heatmap(ds, x_dim, y_dim, threshold=0.9):
                 (yields[row], f"yield (%): accuracy >= {threshold_text(threshold)} %", "magma", (0.0, 100.0)))):
             ax = axes[row][col]
             im = ax.imshow(grid, origin="lower", aspect="auto", cmap=cmap, vmin=vmin, vmax=vmax)
-            ax.set_xticks(range(ds.sizes[x_dim]), [value_text(v, _units(ds, x_dim)) for v in ds[x_dim].values],
-                          rotation=30, ha="right")
-            ax.set_yticks(range(ds.sizes[y_dim]), [value_text(v, _units(ds, y_dim)) for v in ds[y_dim].values])
+            ax.set_xticks(range(ds.sizes[x_dim]), _value_texts(ds, x_dim), rotation=30, ha="right")
+            ax.set_yticks(range(ds.sizes[y_dim]), _value_texts(ds, y_dim))
             ax.set_xlabel(_plotted_axis_label(ds, x_dim))
             ax.set_ylabel(_plotted_axis_label(ds, y_dim))
             ax.set_title(f"{name}" + (f" - {label}" if sel else ""), fontsize="medium")
             mid = 0.5 * (vmin + vmax)  # text colour: white on the darker half of the scale
             for (i, j), value in np.ndenumerate(grid):
-                ax.text(j, i, percent_text(value / 100, 0), ha="center", va="center", fontsize="x-small",
+                text = "all div." if col == 0 and diverged[row][i, j] else percent_text(value / 100, 0)
+                ax.text(j, i, text, ha="center", va="center", fontsize="x-small",
                         color="white" if (value < mid) else "black")
             fig.colorbar(im, ax=ax, shrink=0.85)
     set_suptitle(fig, f"{y_dim} x {x_dim}{_pooled_note(ds, [x_dim, y_dim] + categorical_axes(ds))}")
@@ -284,16 +366,21 @@ def delta_i_tradeoff(ds, dim="delta_i"):
 
     if dim not in numeric_axes(ds):
         return None
+    ds = ds.sortby(dim)
     last = ds.assign({name: last_epoch_values(ds, name) for name in ("grad_cosine", "deriv_rel_err")})
-    noise_dims = [d for d in numeric_axes(ds) if d != dim and "noise" in d]
-    split = noise_dims[:1] + [d for d in categorical_axes(ds)]
+    # one curve per value of the first axis of the readout or the variability (read noise, its
+    # temperature or bandwidth, the ADC, a spread: they set where the best dI lies), and of each
+    # categorical axis; other axes (epochs, learning rate) are pooled
+    noise = [d for d in numeric_axes(ds) if d != dim and (str(ds[d].attrs.get("sweep_key", "")).startswith(
+        NOISE_SECTIONS) or "noise" in d)]
+    split = noise[:1] + [d for d in categorical_axes(ds)]
     combos = list(itertools.product(*[list(ds[d].values) for d in split])) if split else [()]
     fig, axes = _new_figure(ncols=2)
     ax_err, ax_cos = axes[0]
     x = ds[dim].values.astype(float)
     for combo, colour in zip(combos, _colours(len(combos))):
         sel = dict(zip(split, combo))
-        label = ", ".join(f"{d}={value_text(v, _units(ds, d))}" for d, v in sel.items()) or "all"
+        label = ", ".join(f"{d}={_value_texts(ds, d)[list(ds[d].values).index(v)]}" for d, v in sel.items()) or "all"
         sub = last.sel(sel) if sel else last
         err = _nanquantile(_pooled(sub.deriv_rel_err, [dim]), 0.5)
         cos = _nanquantile(_pooled(sub.grad_cosine, [dim]), 0.5)
@@ -352,6 +439,8 @@ def training_curves(ds):
     _log_y_or_note(ax_acc, "every network diverged", log=False)
     for ax in (ax_acc, ax_loss):
         ax.set_xlabel("epoch")
+        # the epochs, also where nothing is drawn (every network diverged)
+        ax.set_xlim(*((epoch[0] - 0.5, epoch[0] + 0.5) if epoch.size == 1 else (epoch[0], epoch[-1])))
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(True, alpha=0.3)
     ax_acc.legend(fontsize="small", title=_legend_title(ds), title_fontsize="small")
@@ -403,8 +492,8 @@ def _cell_labels(ds):
     axes = sweep_axes(ds)
     if not axes:
         return ["(single cell)"]
-    return [", ".join(f"{d}={value_text(v, _units(ds, d))}" for d, v in zip(axes, combo))
-            for combo in itertools.product(*[ds[d].values for d in axes])]
+    return [", ".join(f"{d}={text}" for d, text in zip(axes, combo))
+            for combo in itertools.product(*[_value_texts(ds, d) for d in axes])]
 
 
 def _colours(n):

@@ -22,16 +22,34 @@ def engineering_formatter(units):
     return EngFormatter(unit=ENGINEERING_UNITS[units], sep=" ")
 
 
-def value_text(value, units=None):
-    """A sweep value as a label: with an SI prefix and its unit where ``units`` take one, else 3
-    significant digits (floats) or as it is (integers, words)."""
+def value_text(value, units=None, digits=None):
+    """A sweep value as a label: with an SI prefix and its unit where ``units`` take one (to 6
+    significant digits, or ``digits``), else 3 significant digits (floats; or ``digits``) or as it
+    is (integers, words)."""
     if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_)):
         formatter = engineering_formatter(units)
         if formatter is not None:
+            if digits is None:
+                return formatter.format_data(float(value))
+            mantissa = formatter.format_data(float(value)).split(" ")[0]  # in [1, 1000): places after its point
+            formatter.places = max(digits - len(mantissa.split(".")[0].lstrip("-")), 0)
             return formatter.format_data(float(value))
         if isinstance(value, (float, np.floating)):
-            return f"{float(value):.3g}"
+            return f"{float(value):.{digits or 3}g}"
     return str(value)
+
+
+def axis_value_texts(values, units=None):
+    """The labels of an axis's ``values``, as :func:`value_text` writes them, with as many more
+    digits as it takes to tell every value from the others (a linspace from 1.5 to 1.52 reads 1.5,
+    1.505, 1.51, ..., not 1.5, 1.5, 1.51)."""
+    values = list(values)
+    texts = [value_text(v, units) for v in values]
+    for digits in range(4, 18):
+        if len(set(texts)) == len(set(map(str, values))):
+            break
+        texts = [value_text(v, units, digits) for v in values]
+    return texts
 
 
 def set_suptitle(fig, text, width=TITLE_CHARACTERS):

@@ -61,6 +61,9 @@ class RunOptions:
     threads_per_worker: int = 1
     cluster_options: dict = field(default_factory=dict)  # the study's [cluster] table
     report: bool = False  # whether an HTML report follows (spingpu run's: its memory is checked before the run)
+    # the yield threshold of the run's summary and report, recorded in the store (attribute
+    # yield_threshold) for a later `spingpu report` without --threshold; None: not recorded
+    threshold: float | None = None
 
     def __post_init__(self):
         if self.cluster not in ("local", "slurm", "pbs"):
@@ -76,6 +79,10 @@ class RunOptions:
             check_range("networks-per-task", self.networks_per_task, 1, 10**9, integer=True)
         if not str(self.out).endswith(".zarr"):
             raise ConfigError("out", f"{self.out} must end in .zarr")
+        if self.threshold is not None:
+            from ..stats import check_threshold
+
+            check_threshold(self.threshold)
 
 
 def default_networks_per_task(study, workers):
@@ -224,7 +231,9 @@ def _run_held(study, options, backend, workers, gpus, npt, log, progress):
                 if ours:  # also when stopped by Ctrl-C or a failed task: the time of every session that ended
                     with contextlib.suppress(Exception):  # best effort: never in place of the run's own error
                         earlier = results_store.store_attrs(options.out).get("run_seconds", 0.0)
-                        results_store.update_attrs(options.out, run_seconds=earlier + time.perf_counter() - started)
+                        recorded = {} if options.threshold is None else {"yield_threshold": options.threshold}
+                        results_store.update_attrs(options.out, run_seconds=earlier + time.perf_counter() - started,
+                                                   **recorded)
         raise_if_stopped()  # a stop lost in a finaliser while the cluster closed (spingpu.signals)
     except (KeyboardInterrupt, OSError) as stop:  # Ctrl-C, or a full disk
         stop.store_is_ours = ours  # `spingpu run` describes the store only where it is this run's
@@ -640,13 +649,21 @@ def summary_table(path, threshold=0.9):
     median_head = "median [95 % CI]"
     lines = [f"{'cell':<{width}}  {median_head:<25}  IQR              {yield_head:<26}  grad cos  networks  "
              "diverged"]
+    def span(low, high, digits, width):  # "[ 90.00- 96.67]", or "[n/a]" where neither end is known
+        if not (np.isfinite(low) or np.isfinite(high)):
+            return f"{'[n/a]':<{2 * width + 3}}"
+        return f"[{pct(low, digits):>{width}}-{pct(high, digits):>{width}}]"
+
+    def value(x, digits, width):  # "96.67 %", or "n/a" (no sign) where nothing finished or all diverged
+        return f"{pct(x, digits):>{width}} %" if np.isfinite(x) else f"{'n/a':>{width}}  "
+
     for label, r in zip(labels, rows):
         cosine = number_text(r["median_grad_cosine"], ".3f")
-        med = (f"{pct(r['median_test_acc'], 2):>6} % [{pct(r['median_test_acc_lo95'], 2):>6}-"
-               f"{pct(r['median_test_acc_hi95'], 2):>6}]")
-        yld = f"{pct(r['yield']):>7} % [{pct(r['yield_lo95']):>5}-{pct(r['yield_hi95']):>5}]"
-        lines.append(f"{label:<{width}}  {med:<25}  {pct(r['q25_test_acc'], 2):>6}-"
-                     f"{pct(r['q75_test_acc'], 2):>6} %  {yld:<26}  {cosine:>8}  {r['networks_done']:8d}  "
+        med = f"{value(r['median_test_acc'], 2, 6)} {span(r['median_test_acc_lo95'], r['median_test_acc_hi95'], 2, 6)}"
+        yld = f"{value(r['yield'], 1, 7)} {span(r['yield_lo95'], r['yield_hi95'], 1, 5)}"
+        iqr = (f"{pct(r['q25_test_acc'], 2):>6}-{pct(r['q75_test_acc'], 2):>6} %" if np.isfinite(r["q25_test_acc"])
+               else f"{'n/a':>15}")
+        lines.append(f"{label:<{width}}  {med:<25}  {iqr}  {yld:<26}  {cosine:>8}  {r['networks_done']:8d}  "
                      f"{r['diverged']:8d}")
     if any(r["diverged"] for r in rows):
         lines.append("median and IQR over the networks that did not diverge; a diverged one counts as failed in "
@@ -654,7 +671,8 @@ def summary_table(path, threshold=0.9):
     undefined = sum(r["undefined_grad_cosine"] for r in rows)
     if undefined:
         lines.append(f"grad cos leaves out {count_text(undefined, 'network')} whose gradient used or exact was "
-                     "exactly 0 (every reading clipped by the ADC, say): a cosine with a zero vector is undefined")
+                     "exactly 0 (no signal reached a hidden layer: every reading clipped by an ADC, or every unit off): a "
+                     "cosine with a zero vector is undefined")
     done, tasks = results_store.task_progress(ds)
     if done < tasks:
         lines.append(f"incomplete store: {done} of {tasks} tasks finished; statistics over their networks only")
