@@ -1213,3 +1213,26 @@ def test_a_report_made_again_counts_the_yield_at_the_threshold_the_run_used(tmp_
     capsys.readouterr()
     assert main(["report", str(tmp_path / "none.zarr"), "--threshold", "90"]) == 2
     assert "threshold: " in capsys.readouterr().err
+
+
+def test_make_results_runs_and_draws_with_the_librarys_axes(tmp_path):
+    """studies/make_results.py, which regenerates the README's tables and figures, imports the
+    library's plotting helpers: it runs where no store exists, and its metric figure draws an
+    axis as the library does (it imported a helper that had gone)."""
+    import importlib.util
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parent.parent / "studies" / "make_results.py"
+    done = subprocess.run([sys.executable, str(script), "--runs", str(tmp_path), "--figures", str(tmp_path / "f")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and "no store of that study" in done.stdout, done.stderr[-2000:]
+    spec = importlib.util.spec_from_file_location("make_results", script)
+    make_results = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make_results)
+    path, _ = fake_store(tmp_path, {"readout.read_noise": [0.0, 1e-4, 1e-3, 1e-2],
+                                    "training.grad_mode": ["fd_forward", "model"]})
+    with open_results(path) as ds:
+        fig = make_results.metric_vs_axis(ds, "read_noise", "title")
+    assert [ax.get_xscale() for ax in fig.axes[:3]] == ["symlog"] * 3
+    assert len(fig.axes[0].get_lines()) == 2  # a curve per gradient mode
