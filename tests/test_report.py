@@ -1072,8 +1072,9 @@ def test_networks_without_a_gradient_are_counted_not_hidden_in_the_cosine_median
     assert text.count(" undefined)</td>") == 1
     assert f"<td>{rows[0]['median_grad_cosine']:.3f} ({2 * (N_NET // 20)} undefined)</td>" in text
     assert summary_table(path).splitlines()[-1] == (
-        f"grad cos leaves out {2 * (N_NET // 20)} networks whose gradient used or exact was exactly 0 (every reading "
-        "clipped by the ADC, say): a cosine with a zero vector is undefined")
+        f"grad cos leaves out {2 * (N_NET // 20)} networks whose gradient used or exact was exactly 0 (no signal "
+        "reached a hidden layer: every reading clipped by an ADC, or every unit off): a cosine with a zero vector is "
+        "undefined")
 
 
 def test_a_report_of_a_store_a_run_is_writing_says_so(tmp_path, capsys):
