@@ -271,7 +271,12 @@ def write_report(store, out=None, threshold=None, log=None):
     out = Path(out) if out else default_report_path(store)
     ds = load_results(store, REPORT_VARIABLES, LAST_EPOCH)
     if threshold is None:
-        threshold = check_threshold(ds.attrs.get("yield_threshold", 0.9))
+        recorded = ds.attrs.get("yield_threshold", 0.9)
+        try:
+            threshold = check_threshold(recorded)
+        except ConfigError:
+            raise ConfigError("threshold", f"the store's recorded yield_threshold, {recorded!r}, is not a fraction "
+                                           "from 0 to 1 (edited by hand?); give one with --threshold") from None
     out, csv_path = check_report_targets(out, store_inputs(ds))
     _check_some_task_done(store, ds)
     rows = summary_rows(ds, threshold)

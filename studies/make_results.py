@@ -24,6 +24,7 @@ from scipy.stats import wilcoxon
 
 import spingpu
 from spingpu import plot
+from spingpu.errors import count_text
 from spingpu.report import _pct as pct, summary_rows  # 99.997 %, not a rounded 100 %, for 999 of 1000
 from spingpu.studies.store import last_epoch_values
 
@@ -60,10 +61,17 @@ def paired_comparison(better, base, what):
     setting): the differences' mean and range, and the one-sided p of the Wilcoxon signed-rank test
     that ``better`` is better (exact for these few networks; zero differences dropped). A rank
     test of two independent samples (Mann-Whitney) would discard the pairing."""
-    diff = np.asarray(better) - np.asarray(base)
+    better, base = np.asarray(better, dtype=float), np.asarray(base, dtype=float)
+    paired = np.isfinite(better) & np.isfinite(base)  # a network diverged in either cell has no pair
+    better, base = better[paired], base[paired]
+    diff = better - base
+    if not diff.size:
+        return f"{what} against labels-only: no network trained in both cells"
+    n_out = int(np.sum(~paired))
+    dropped = f"; {count_text(n_out, 'network')} diverged in a cell, left out" if n_out else ""
     line = (f"{what} minus labels-only, same networks: mean {100 * diff.mean():+.2f} points (min "
             f"{100 * diff.min():+.2f}, max {100 * diff.max():+.2f}; {int(np.sum(diff > 0))} of {diff.size} better, "
-            f"{int(np.sum(diff == 0))} equal)")
+            f"{int(np.sum(diff == 0))} equal{dropped})")
     if np.any(diff != 0):
         p = wilcoxon(better, base, alternative="greater", zero_method="wilcox").pvalue
         line += f"; Wilcoxon signed-rank p ({what} better) = {p:.3g}"

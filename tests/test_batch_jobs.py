@@ -34,10 +34,14 @@ cp "$1" "$copy"
 setsid sh "$copy" > "$copy.log" 2>&1 < /dev/null &
 echo "Submitted batch job $!"
 """
-FIRST_RUNS_OTHERS_REFUSED = """#!/bin/sh
+RUNS_REFUSES_HANGS = """#!/bin/sh
 if mkdir "$FAKE_BATCH/first" 2>/dev/null; then exec "$FAKE_BATCH/run-the-job" "$1"; fi
-printf '%s\n' "sbatch: error: QOSMaxSubmitJobPerUserLimit" >&2
-exit 1
+if mkdir "$FAKE_BATCH/second" 2>/dev/null; then
+    printf '%s\n' "sbatch: error: QOSMaxSubmitJobPerUserLimit" >&2
+    exit 1
+fi
+sleep 40
+echo "Submitted batch job 999999"
 """
 QUEUES_THE_JOB = """#!/bin/sh
 echo "Submitted batch job $$"
@@ -176,12 +180,15 @@ def test_a_batch_cluster_without_its_submit_command_is_refused_before_anything_i
 
 
 
-def test_a_slurm_run_trains_through_the_jobs_taken_says_the_refused_one_and_cancels_its_jobs(tmp_path, monkeypatch):
-    """Two jobs: sbatch takes the first (which runs, its Dask worker joining the run) and refuses
-    the second. The run says both, trains every network on the one job's worker, stores the same
-    numbers as the task trained in this process, and cancels the job it submitted at its end."""
-    folder = fake_slurm(tmp_path, monkeypatch, FIRST_RUNS_OTHERS_REFUSED)
-    study_file = write(tmp_path / "s.toml", 'name = "s"\n' + BASE + CLUSTER + "jobs = 2\n")
+def test_a_slurm_run_trains_through_the_job_taken_says_the_others_and_cancels_its_job(tmp_path, monkeypatch):
+    """Three jobs: sbatch takes the first (which runs, its Dask worker joining the run), refuses
+    the second and does not answer for the third (40 s; given up after SUBMIT_SECONDS, here 3 s:
+    the cluster held its lock until every submission answered, and the run waited with it). The
+    run says so, trains every network on the one job's worker, stores the same numbers as the task
+    trained in this process, and cancels the job it submitted at its end."""
+    monkeypatch.setattr(batch_jobs, "SUBMIT_SECONDS", 3)
+    folder = fake_slurm(tmp_path, monkeypatch, RUNS_REFUSES_HANGS)
+    study_file = write(tmp_path / "s.toml", 'name = "s"\n' + BASE + CLUSTER + "jobs = 3\n")
     monkeypatch.chdir(tmp_path)
     rc, out, err = run_main(["run", str(study_file), "--cluster", "slurm", "--backend", "numpy",
                              "--no-report"])
@@ -189,8 +196,8 @@ def test_a_slurm_run_trains_through_the_jobs_taken_says_the_refused_one_and_canc
     lines = out.splitlines()
     job = cancelled(folder)
     assert len(job) == 1, (job, out)
-    assert lines[0] == ("sbatch refused 1 of 2 jobs (sbatch: error: QOSMaxSubmitJobPerUserLimit); the run goes on "
-                        "with the other")
+    assert lines[0] == ("sbatch did not take 2 of 3 jobs (sbatch: error: QOSMaxSubmitJobPerUserLimit); the run goes "
+                        "on with the other")
     assert lines[1].startswith(f"submitted 1 slurm job ({job[0]}): its Dask workers join when it starts (the tasks "
                                "wait until then; squeue --me shows the queue); dashboard http")
     assert ":8787/" not in lines[1]  # a free port: 8787 is often taken on a shared login node
@@ -213,9 +220,9 @@ def test_a_run_whose_every_job_is_refused_is_one_line_quoting_sbatch_and_writes_
     monkeypatch.chdir(tmp_path)
     assert main(["run", str(study), "--cluster", "slurm", "--no-report"]) == 2
     captured = capsys.readouterr()
-    assert captured.err == (f"spingpu run: error: {study}: cluster: slurm: sbatch refused all 2 jobs of the [cluster] "
-                            "table: sbatch: error: invalid partition specified: gpux; sbatch: error: Batch job "
-                            "submission failed: Invalid partition name specified\n")
+    assert captured.err == (f"spingpu run: error: {study}: cluster: slurm: sbatch did not take any of the 2 jobs of the "
+                            "[cluster] table: sbatch: error: invalid partition specified: gpux; sbatch: error: Batch "
+                            "job submission failed: Invalid partition name specified\n")
     assert captured.out == ""
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.toml"]
     assert cancelled(folder) == []  # no job was taken: none to cancel
@@ -248,30 +255,40 @@ def test_ctrl_c_while_the_jobs_wait_in_the_queue_stops_the_run_in_one_line_and_c
     assert cancelled(folder) == sorted(submitted)
 
 
-def test_jobs_refused_late_and_no_worker_long_after_the_submissions_are_said_once():
+def test_no_worker_long_after_the_submissions_is_said_once_by_the_runs_watch():
+    """No worker has joined NO_WORKER_SECONDS after the jobs were taken (queued, or ended at their
+    start): one line, from the watch the run keeps (runner._watch_workers), not one per look."""
+    import threading
+
     from spingpu.studies.batch_jobs import NO_WORKER_SECONDS, JobsWatch, Submissions
 
     now = [0.0]
     s = Submissions("pbs", clock=lambda: now[0])
     s.begin(3)
-    s.took("77.pbs")
+    s.took("77")
     watch = JobsWatch(s)
-    assert watch.lines(0, False) == []
-    s.refused("qsub: Job exceeds queue resource limits")
-    assert watch.lines(0, False) == ["qsub refused 1 more job (qsub: Job exceeds queue resource limits); 1 of 3 "
-                                     "refused in all"]
     assert watch.lines(0, False) == []
     now[0] = NO_WORKER_SECONDS - 1
     assert watch.lines(0, False) == []
     now[0] = NO_WORKER_SECONDS + 1
-    said = watch.lines(0, False)
-    assert said == [f"no Dask worker has joined {NO_WORKER_SECONDS // 60} min after the jobs were submitted (77.pbs): "
-                    "they may wait in the queue (qstat -u $USER), or have ended at their start (their output files "
-                    "say why; the [cluster] table's log_directory sets where they go); the tasks wait, Ctrl-C stops "
-                    "the run"]
-    assert watch.lines(0, False) == []  # once
-    other = JobsWatch(s)
-    assert other.lines(0, True) == [] and other.lines(2, True) == []  # workers joined once: the jobs started
+    line = (f"no Dask worker has joined {NO_WORKER_SECONDS // 60} min after the jobs were submitted (77): they may "
+            "wait in the queue (qstat -u $USER), or have ended at their start (their output files say why; the "
+            "[cluster] table's log_directory sets where they go); the tasks wait, Ctrl-C stops the run")
+
+    class NoWorkers:  # a scheduler without workers, for five looks
+        def __init__(self, stop):
+            self.stop, self.looks = stop, 0
+
+        def scheduler_info(self):
+            self.looks += 1
+            if self.looks > 5:
+                self.stop.set()
+            return {"workers": {}}
+
+    stop, said = threading.Event(), []
+    runner._watch_workers(NoWorkers(stop), stop, said.append, had=0, every=0.0, jobs=watch)
+    assert said == [line]
+    assert JobsWatch(s).lines(0, True) == [] and JobsWatch(s).lines(2, True) == []  # workers joined: jobs started
 
 
 @pytest.mark.parametrize("err, text", [
@@ -297,3 +314,25 @@ def test_importing_dask_jobqueue_keeps_the_runs_sigint_handler():
             "assert signal.getsignal(signal.SIGINT) is handler, signal.getsignal(signal.SIGINT)\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
+
+
+def test_ctrl_c_while_sbatch_does_not_answer_stops_the_run_at_once(tmp_path, monkeypatch):
+    """A hung submission held the cluster's lock, and closing the cluster waited on it: Ctrl-C
+    acted only when sbatch answered (or never). Now the submission is given up at once."""
+    folder = fake_slurm(tmp_path, monkeypatch, '#!/bin/sh\ntouch "$FAKE_BATCH/asked"\nsleep 60\n'
+                                               'echo "Submitted batch job 1"\n')
+    study = write(tmp_path / "s.toml", 'name = "s"\n' + BASE + CLUSTER)
+    proc = subprocess.Popen([sys.executable, "-m", "spingpu.cli.main", "run", str(study), "--cluster", "slurm",
+                             "--backend", "numpy", "--no-report"], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (folder / "asked").exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert (folder / "asked").exists(), proc.communicate(timeout=60)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)  # not the 60 s sbatch takes
+    finally:
+        proc.kill()
+    assert proc.returncode == 130 and err.splitlines()[-1] == "spingpu run: interrupted", err
+    assert out == "" and sorted(p.name for p in tmp_path.iterdir()) == ["s.toml"]

@@ -1237,3 +1237,56 @@ def test_make_results_runs_and_draws_with_the_librarys_axes(tmp_path):
         fig = make_results.metric_vs_axis(ds, "read_noise", "title")
     assert [ax.get_xscale() for ax in fig.axes[:3]] == ["symlog"] * 3
     assert len(fig.axes[0].get_lines()) == 2  # a curve per gradient mode
+
+
+@pytest.mark.parametrize("recorded", [None, "0.8", 90, 1.5, True])
+def test_a_recorded_threshold_that_is_not_one_is_named_as_the_stores(tmp_path, capsys, recorded):
+    from spingpu.studies.store import update_attrs
+
+    path, _ = fake_store(tmp_path, {"neuron.delta_i": [1e-5, 2e-5]})
+    update_attrs(path, yield_threshold=recorded)
+    assert main(["report", str(path)]) == 2
+    assert capsys.readouterr().err == (f"spingpu report: error: threshold: the store's recorded yield_threshold, "
+                                       f"{recorded!r}, is not a fraction from 0 to 1 (edited by hand?); give one with "
+                                       "--threshold\n")
+    assert main(["report", str(path), "--threshold", "0.8"]) == 0
+
+
+@pytest.mark.parametrize("study_data", ["null", "[]", "3", "{\"sweep\": []}", "not json"])
+def test_an_axis_of_a_dataset_without_the_studys_tables_is_drawn_from_its_values(tmp_path, study_data):
+    from spingpu.plot import accuracy_vs_axis
+
+    path, _ = fake_store(tmp_path, {"neuron.delta_i": {"logspace": [-5, -4.7, 3]}})
+    with open_results(path) as ds:
+        ds.attrs["study_data"] = study_data
+        fig = accuracy_vs_axis(ds, "delta_i")  # 10-20 uA: linear from the values (the declared logspace unknown)
+    assert fig.axes[0].get_xscale() == "linear"
+
+
+def test_a_point_no_band_reaches_has_its_bands_as_bars(tmp_path):
+    """adc_bits = [0, 8]: neither point joins a neighbour, so both carry their IQR and 5-95 % as bars."""
+    from spingpu.plot import accuracy_vs_axis
+
+    path, _ = fake_store(tmp_path, {"readout.adc_bits": [0, 8]})
+    with open_results(path) as ds:
+        ax = accuracy_vs_axis(ds, "adc_bits").axes[0]
+        acc = ds.test_acc.values * 100
+    bars = [c for c in ax.collections if type(c).__name__ == "LineCollection"]
+    assert len(bars) == 2  # 5-95 % and IQR
+    for bar, (lo, hi) in zip(bars, [(0.05, 0.95), (0.25, 0.75)]):
+        segments = bar.get_segments()
+        assert [s[0][0] for s in segments] == [0, 1]
+        np.testing.assert_allclose([[s[0][1], s[1][1]] for s in segments], np.quantile(acc, [lo, hi], axis=-1).T)
+
+
+def test_make_results_pairs_only_networks_trained_in_both_cells():
+    import importlib.util
+
+    script = Path(__file__).resolve().parent.parent / "studies" / "make_results.py"
+    spec = importlib.util.spec_from_file_location("make_results", script)
+    make_results = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make_results)
+    line = make_results.paired_comparison([0.9, 0.8, np.nan, 0.85], [0.85, 0.8, 0.7, 0.8], "distilled")
+    assert line.startswith("distilled minus labels-only, same networks: mean +3.33 points (min +0.00, max +5.00; "
+                           "2 of 3 better, 1 equal; 1 network diverged in a cell, left out)")
+    assert "nan" not in line and "Wilcoxon signed-rank p (distilled better) = " in line

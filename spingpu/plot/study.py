@@ -112,9 +112,10 @@ def _declared_spacing(ds, dim):
     """``logspace`` or ``linspace`` where the study gave the axis so ({logspace = [...]}), else None
     (a list of values, or a Dataset without the study's tables)."""
     try:
-        sweep = json.loads(ds.attrs.get("study_data") or "{}").get("sweep", {})
+        data = json.loads(ds.attrs.get("study_data") or "{}")
     except (TypeError, ValueError):
         return None
+    sweep = data.get("sweep", {}) if isinstance(data, dict) else None
     spec = sweep.get(ds[dim].attrs.get("sweep_key")) if isinstance(sweep, dict) else None
     return next(iter(spec)) if isinstance(spec, dict) and len(spec) == 1 else None
 
@@ -215,6 +216,8 @@ def accuracy_vs_axis(ds, dim, threshold=0.9):
     ds = ds.sortby(dim)  # a line joins the values in their order on the axis, not in the study's
     x, off = _x_positions(ds, dim), _off_values(ds, dim)
     joined = None if off is None else ~off  # the bands leave out a part switched off (no ADC)
+    # points no band reaches (a band has no width at a point between left-out ones): drawn as bars
+    lone = None if off is None else ~(np.r_[False, joined[1:] & joined[:-1]] | np.r_[joined[1:] & joined[:-1], False])
     colours = _colours(len(_groups(ds)))
     done_all = finished(ds)
     any_all_diverged = False
@@ -226,8 +229,8 @@ def accuracy_vs_axis(ds, dim, threshold=0.9):
         for (lo, hi), alpha in ((BAND_90, 0.12), (BAND_IQR, 0.28)):
             low, high = _nanquantile(vals, lo), _nanquantile(vals, hi)
             ax_acc.fill_between(x, low, high, where=joined, color=colour, alpha=alpha, lw=0)
-            if off is not None:  # a point apart has no band: its bands as bars of the bands' shades
-                ax_acc.vlines(x[off], low[off], high[off], color=colour, alpha=alpha, lw=8)
+            if lone is not None:  # a point apart has no band: its bands as bars of the bands' shades
+                ax_acc.vlines(x[lone], low[lone], high[lone], color=colour, alpha=alpha, lw=8)
         _curve(ax_acc, x, med, off, colour, label)
         every_one_diverged = (np.sum(done, axis=1) > 0) & ~np.isfinite(vals).any(axis=1)
         ax_acc.plot(x[every_one_diverged], np.zeros(every_one_diverged.sum()), "x", color=colour, ms=10, mew=2,

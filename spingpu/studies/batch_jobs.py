@@ -5,12 +5,15 @@ dask-jobqueue submits a cluster's jobs in the background (``cluster.scale``): a 
 system refuses (an unknown partition or account, a walltime beyond the queue's limit, a memory
 request no node has) would be a traceback of some forty lines, and then a run waiting for workers
 that never join, its store already made. Here each submission's answer is recorded
-(:class:`Submissions`) and :func:`submit_jobs` waits for them before the run writes anything: a run
-whose every job is refused is one line quoting the submit command's own message.
+(:class:`Submissions`), a submission that does not answer within SUBMIT_SECONDS is given up (the
+cluster holds a lock until every submission has answered, which a hung ``sbatch`` held forever:
+the run, and its Ctrl-C, waited on it), and :func:`submit_jobs` waits for the answers before the
+run writes anything: a run none of whose jobs were taken is one line quoting the submit command.
 """
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import threading
 import time
@@ -19,7 +22,8 @@ from ..errors import ConfigError, _short, check_range, count_text
 
 SUBMIT_COMMANDS = {"slurm": "sbatch", "pbs": "qsub"}
 STATUS_COMMANDS = {"slurm": "squeue --me", "pbs": "qstat -u $USER"}
-SUBMIT_SECONDS = 60  # how long a run waits for the batch system to answer its jobs' submissions
+SUBMIT_SECONDS = 60  # how long a job's submission may take before it is given up (no job taken)
+SUBMIT_GRACE_SECONDS = 5  # and how much longer submit_jobs waits for the last answers to be recorded
 NO_WORKER_SECONDS = 300  # no worker joined this long after the submissions: said once (queued, or failed to start)
 
 # [cluster] keys of dask-jobqueue's SLURMCluster and PBSCluster whose values must be lists of strings
@@ -61,13 +65,14 @@ def check_submit_command(kind):
 
 class Submissions:
     """The batch system's answers to one cluster's job submissions, as they come (from the
-    cluster's event loop thread): the ids of the jobs it took, and its messages for those it
-    refused. ``clock``: seconds, for the time since the first submission."""
+    cluster's event loop thread): the ids of the jobs it took, and why it took none for the others
+    (its message refusing one, or no answer in time). ``clock``: seconds, since the submissions."""
 
     def __init__(self, kind, clock=time.monotonic):
         self.kind, self.command, self.clock = kind, SUBMIT_COMMANDS[kind], clock
-        self.job_ids, self.refusals = [], []
+        self.job_ids, self.failures = [], []
         self.started, self.jobs = None, 0
+        self.abandoned = threading.Event()  # set: the run stops, submissions not yet answered are given up
         self._lock = threading.Lock()
 
     def begin(self, jobs):
@@ -78,14 +83,14 @@ class Submissions:
         with self._lock:
             self.job_ids.append(str(job_id))
 
-    def refused(self, message):
+    def failed(self, message):
         with self._lock:
-            self.refusals.append(message)
+            self.failures.append(message)
 
     @property
     def answered(self):
         with self._lock:
-            return len(self.job_ids) + len(self.refusals)
+            return len(self.job_ids) + len(self.failures)
 
     def waited(self):
         """Seconds since the jobs were submitted (0 before)."""
@@ -134,21 +139,40 @@ def import_dask_jobqueue(kind):
 
 def _recording_job_class(job_cls, submissions):
     """``job_cls`` (dask-jobqueue's SLURMJob or PBSJob) whose submissions are recorded in
-    ``submissions`` (also its class attribute: ``cluster.job_cls.submissions``). A refused job stays an empty slot (no job id: nothing to cancel at the end)
-    instead of raising in the cluster's event loop, where the error became a logged traceback and
-    nothing else; the run says it (:func:`submit_jobs`, :func:`spingpu.studies.runner._watch_workers`)."""
+    ``submissions`` (also its class attribute: ``cluster.job_cls.submissions``). A job refused, or
+    whose submission has not answered in SUBMIT_SECONDS, stays an empty slot (no job id: nothing to
+    cancel at the end) instead of raising in the cluster's event loop, where the error became a
+    logged traceback and nothing else; :func:`submit_jobs` says it."""
+    from distributed.core import Status
     from distributed.deploy.spec import ProcessInterface
 
     class RecordedJob(job_cls):
         async def start(self):
+            seconds, loop = SUBMIT_SECONDS, asyncio.get_running_loop()
+            submission = asyncio.ensure_future(super().start())
+            deadline = loop.time() + seconds
+            while not submission.done():  # given up after SUBMIT_SECONDS, or at once when the run stops
+                if submissions.abandoned.is_set() or loop.time() > deadline:
+                    submission.cancel()
+                    break
+                await asyncio.wait([submission], timeout=0.1)
             try:
-                await super().start()
-            except Exception as err:  # noqa: BLE001 (the batch system's refusal, recorded and said)
+                await submission
+            except (Exception, asyncio.CancelledError) as err:  # noqa: BLE001 (a refusal, no answer: recorded)
                 self.job_id = None
-                submissions.refused(refusal_text(err))
+                if isinstance(err, asyncio.CancelledError):
+                    message = (f"no answer in {seconds:g} s; a job it takes after that is not cancelled by the run "
+                               f"({STATUS_COMMANDS[submissions.kind]} shows it)")
+                else:
+                    message = refusal_text(err)
+                submissions.failed(message)
                 await ProcessInterface.start(self)
             else:
                 submissions.took(self.job_id)
+
+        async def close(self):  # the job cancelled (none for an empty slot): closed, as the cluster's close checks
+            await super().close()
+            self.status = Status.closed
 
     RecordedJob.submissions = submissions
     RecordedJob.__name__ = RecordedJob.__qualname__ = f"Recorded{job_cls.__name__}"
@@ -182,58 +206,48 @@ def jobqueue_cluster(options, study_path=None):
     return cluster, jobs, submissions
 
 
-def submit_jobs(cluster, jobs, submissions, log, where="", seconds=SUBMIT_SECONDS, poll=0.05):
-    """Submit the cluster's ``jobs`` and wait, at most ``seconds``, for the batch system's answers:
-    ConfigError quoting its message where it refused every job (nothing else can run the tasks);
-    a line where it refused some, or has not answered for some; a line naming the jobs taken."""
+def submit_jobs(cluster, jobs, submissions, log, where="", poll=0.05):
+    """Submit the cluster's ``jobs`` and wait for the batch system's answers (each submission
+    takes at most SUBMIT_SECONDS: :func:`_recording_job_class`): ConfigError quoting its message
+    where it took none of them (nothing else can run the tasks); a line where it took some only,
+    and a line naming the jobs taken."""
     submissions.begin(jobs)
     cluster.scale(jobs=jobs)
-    while submissions.answered < jobs and submissions.waited() < seconds:
+    deadline = SUBMIT_SECONDS + SUBMIT_GRACE_SECONDS
+    # the answers, then the cluster holding its jobs (it closes only those it holds)
+    while (submissions.answered < jobs or len(cluster.workers) < jobs) and submissions.waited() < deadline:
         time.sleep(poll)
-    refused, taken = list(submissions.refusals), len(submissions.job_ids)
+    failed, taken = list(submissions.failures), len(submissions.job_ids)
     command, kind = submissions.command, submissions.kind
-    if refused and not taken and len(refused) + taken == jobs:
-        what = "the job" if jobs == 1 else f"all {jobs} jobs"
-        raise ConfigError(f"{where}cluster", f"{kind}: {command} refused {what} of the [cluster] table: {refused[0]}")
-    if refused:
-        log(f"{command} refused {len(refused)} of {jobs} jobs ({refused[0]}); the run goes on with the "
-            + ("other" if jobs - len(refused) == 1 else "others"))
-    unanswered = jobs - len(refused) - taken
-    if unanswered:
-        log(f"{command} has not answered for {unanswered} of {jobs} jobs in {seconds} s; the run goes on, and says "
-            "if it refuses them")
-    if taken:
-        they, their = ("it", "its") if taken == 1 else ("they", "their")
-        log(f"submitted {count_text(taken, f'{kind} job')} ({submissions.ids_text()}): {their} Dask workers join when "
-            f"{they} start{'s' if taken == 1 else ''} (the tasks wait until then; {STATUS_COMMANDS[kind]} shows the "
-            f"queue); dashboard "
-            f"{cluster.dashboard_link}")
+    if not taken:
+        what = "the job" if jobs == 1 else f"any of the {jobs} jobs"
+        raise ConfigError(f"{where}cluster", f"{kind}: {command} did not take {what} of the [cluster] table: "
+                                             + (failed[0] if failed else f"no answer in {deadline:g} s"))
+    if taken < jobs:
+        log(f"{command} did not take {jobs - taken} of {jobs} jobs ({failed[0] if failed else 'no answer'}); the run "
+            f"goes on with the {'other' if taken == 1 else f'{taken} others'}")
+    they, their = ("it", "its") if taken == 1 else ("they", "their")
+    log(f"submitted {count_text(taken, f'{kind} job')} ({submissions.ids_text()}): {their} Dask workers join when "
+        f"{they} start{'s' if taken == 1 else ''} (the tasks wait until then; {STATUS_COMMANDS[kind]} shows the "
+        f"queue); dashboard {cluster.dashboard_link}")
 
 
 class JobsWatch:
     """What :func:`spingpu.studies.runner._watch_workers` says of a batch cluster's jobs during the
-    run: refusals that came after :func:`submit_jobs` stopped waiting, and, once, that no worker
-    has joined NO_WORKER_SECONDS after the submissions (the jobs wait in the queue, or ended at
-    their start)."""
+    run: once, that no worker has joined NO_WORKER_SECONDS after the submissions (the jobs wait in
+    the queue, or ended at their start)."""
 
     def __init__(self, submissions):
         self.submissions = submissions
-        self.said = len(submissions.refusals)  # said by submit_jobs
         self.told_no_worker = False
 
     def lines(self, workers_now, workers_ever):
         """The lines to say at one look, given the scheduler's workers now and whether any ever joined."""
-        s, out = self.submissions, []
-        refused = list(s.refusals)
-        if len(refused) > self.said:
-            out.append(f"{s.command} refused {count_text(len(refused) - self.said, 'more job')} ({refused[-1]}); "
-                       f"{len(refused)} of {s.jobs} refused in all")
-            self.said = len(refused)
-        if (not workers_now and not workers_ever and not self.told_no_worker
-                and s.waited() >= NO_WORKER_SECONDS and s.job_ids):
-            self.told_no_worker = True
-            out.append(f"no Dask worker has joined {s.waited() / 60:.0f} min after the jobs were submitted "
-                       f"({s.ids_text()}): they may wait in the queue ({STATUS_COMMANDS[s.kind]}), or have ended at "
-                       "their start (their output files say why; the [cluster] table's log_directory sets where "
-                       "they go); the tasks wait, Ctrl-C stops the run")
-        return out
+        s = self.submissions
+        if workers_now or workers_ever or self.told_no_worker or s.waited() < NO_WORKER_SECONDS or not s.job_ids:
+            return []
+        self.told_no_worker = True
+        return [f"no Dask worker has joined {s.waited() / 60:.0f} min after the jobs were submitted ({s.ids_text()}): "
+                f"they may wait in the queue ({STATUS_COMMANDS[s.kind]}), or have ended at their start (their output "
+                "files say why; the [cluster] table's log_directory sets where they go); the tasks wait, Ctrl-C stops "
+                "the run"]

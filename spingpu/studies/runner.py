@@ -518,10 +518,12 @@ def _connect(options, workers, log, gpus=0, study_path=None):
         where = f"{study_path}: " if study_path else ""
         cluster, jobs, submissions = jobqueue_cluster(options, study_path)
         try:
-            submit_jobs(cluster, jobs, submissions, log, where)  # every job refused: nothing is written
+            submit_jobs(cluster, jobs, submissions, log, where)  # no job taken: nothing is written
             return Client(cluster), cluster
         except BaseException:
-            cluster.close()
+            submissions.abandoned.set()  # a submission that has not answered (a hung sbatch) is not waited for
+            with deferred_interrupts(deliver=False):  # the jobs taken are cancelled whole: a second Ctrl-C is
+                cluster.close()                       # the stop again, dropped
             raise
     if gpus:
         try:
