@@ -291,16 +291,41 @@ def test_no_worker_long_after_the_submissions_is_said_once_by_the_runs_watch():
     assert JobsWatch(s).lines(0, True) == [] and JobsWatch(s).lines(2, True) == []  # workers joined: jobs started
 
 
-@pytest.mark.parametrize("err, text", [
-    (RuntimeError("Command exited with non-zero exit code.\nExit code: 1\nCommand:\nsbatch /tmp/x.sh\nstdout:\n\n"
-                  "stderr:\nsbatch: error: a\n  b  \n"), "sbatch: error: a; b"),
-    (RuntimeError("Command exited with non-zero exit code.\nExit code: 3\nCommand:\nqsub /tmp/x.sh\nstdout:\nno\n"
-                  "stderr:\n\n"), "exit status 3, nothing on its standard error"),
-    (ValueError("Could not parse job id from submission command output.\nJob id regexp is '(?P<job_id>\\d+)'"),
-     "Could not parse job id from submission command output. Job id regexp is '(?P<job_id>\\d+)'"),
+@pytest.mark.parametrize("script, text", [
+    ("printf 'sbatch: error: a\\n  b  \\n' >&2; exit 1", "sbatch: error: a; b"),
+    ("echo 'no' ; exit 3", "exit status 3, nothing on its standard error"),
 ])
-def test_a_refusal_is_the_submit_commands_standard_error_in_one_line(err, text):
-    assert batch_jobs.refusal_text(err) == text
+def test_a_refusal_is_the_submit_commands_standard_error_in_one_line(script, text):
+    import asyncio
+
+    with pytest.raises(batch_jobs.SubmitRefused) as refused:
+        asyncio.run(batch_jobs.submit_command(["sh", "-c", script]))
+    assert batch_jobs.refusal_text(refused.value) == text
+    assert asyncio.run(batch_jobs.submit_command(["sh", "-c", "echo Submitted batch job 12"])) == \
+        "Submitted batch job 12\n"
+    assert batch_jobs.refusal_text(ValueError("Could not parse job id\nJob id regexp is x")) == \
+        "Could not parse job id; Job id regexp is x"
+
+
+def test_a_submission_given_up_stops_its_command(tmp_path):
+    """Cancelled (no answer in time, or the run stopped), the submit command is killed with the
+    children holding its pipes (here a sleep of 60 s: the cancelled call returns at once), not left
+    running with a transport of the cluster's loop (which warned when collected after the loop closed)."""
+    import asyncio
+
+    pid_file = tmp_path / "pid"
+
+    async def give_up():
+        task = asyncio.ensure_future(batch_jobs.submit_command(["sh", "-c", f"echo $$ > {pid_file}; sleep 60"]))
+        while not pid_file.exists() or not pid_file.read_text().strip():
+            await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(give_up())
+    with pytest.raises(ProcessLookupError):
+        os.kill(int(pid_file.read_text()), 0)
 
 
 def test_importing_dask_jobqueue_keeps_the_runs_sigint_handler():

@@ -14,6 +14,8 @@ run writes anything: a run none of whose jobs were taken is one line quoting the
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import shlex
 import shutil
 import threading
 import time
@@ -105,17 +107,40 @@ class Submissions:
         return f"{', '.join(ids[:limit - 1])}, ... ({count_text(len(ids), 'job')})"
 
 
+class SubmitRefused(RuntimeError):
+    """The submit command exited non-zero; the message is its standard error."""
+
+
 def refusal_text(err):
-    """One line of what the submit command said when it refused a job: its standard error (as
-    dask-jobqueue's RuntimeError quotes it), else its exit code, else the exception."""
-    text = str(err)
-    if "stderr:" in text:
-        said = "; ".join(line.strip() for line in text.split("stderr:", 1)[1].splitlines() if line.strip())
-        if said:
-            return said
-        code = text.split("Exit code:", 1)[1].split()[0] if "Exit code:" in text else "?"
-        return f"exit status {code}, nothing on its standard error"
-    return " ".join(line.strip() for line in (text or type(err).__name__).splitlines() if line.strip())
+    """One line of why a job was not taken: the submit command's standard error (its lines joined
+    with "; "), else its exit status, else the exception's text."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return "; ".join(lines) if lines else type(err).__name__
+
+
+async def submit_command(command):
+    """The standard output of the submit command ``command`` (a list); SubmitRefused with its
+    standard error where it exits non-zero. Cancelled (given up), it kills the command: one left
+    running held a transport of the cluster's event loop, which warned when collected after the
+    loop had closed. (dask-jobqueue's own call leaves it running.)"""
+    import os
+    import signal
+
+    # in a session of its own: given up, it is killed with whatever it started (a child holding
+    # its pipes open kept wait() waiting: Python 3.11 wakes it when the pipes close)
+    proc = await asyncio.create_subprocess_exec(*command, stdout=asyncio.subprocess.PIPE,
+                                                stderr=asyncio.subprocess.PIPE, start_new_session=True)
+    try:
+        out, err = await proc.communicate()
+    except asyncio.CancelledError:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        await proc.wait()
+        raise
+    if proc.returncode != 0:
+        raise SubmitRefused(err.decode(errors="replace").strip()
+                            or f"exit status {proc.returncode}, nothing on its standard error")
+    return out.decode(errors="replace")
 
 
 def import_dask_jobqueue(kind):
@@ -161,14 +186,17 @@ def _recording_job_class(job_cls, submissions):
             except (Exception, asyncio.CancelledError) as err:  # noqa: BLE001 (a refusal, no answer: recorded)
                 self.job_id = None
                 if isinstance(err, asyncio.CancelledError):
-                    message = (f"no answer in {seconds:g} s; a job it takes after that is not cancelled by the run "
-                               f"({STATUS_COMMANDS[submissions.kind]} shows it)")
+                    message = (f"no answer in {seconds:g} s, {submissions.command} stopped; had it taken the job, "
+                               f"{STATUS_COMMANDS[submissions.kind]} shows it")
                 else:
                     message = refusal_text(err)
                 submissions.failed(message)
                 await ProcessInterface.start(self)
             else:
                 submissions.took(self.job_id)
+
+        async def _submit_job(self, script_filename):
+            return await submit_command(shlex.split(self.submit_command) + [script_filename])
 
         async def close(self):  # the job cancelled (none for an empty slot): closed, as the cluster's close checks
             await super().close()
