@@ -259,8 +259,9 @@ def store_inputs(ds):
 def write_report(store, out=None, threshold=None, log=None):
     """Write ``<store>.html`` (or ``out``) and the summary ``<name>.summary.csv`` beside it;
     return the HTML path. ``threshold`` (the yield's test accuracy): by default the one the run
-    that wrote the store used (its attribute ``yield_threshold``), else 0.9. A store of which no task has finished is refused (ConfigError). An
-    existing file is replaced only if it is an earlier report (summary). A figure left out
+    that wrote the store used (its attribute ``yield_threshold``), else 0.9. A store of which no
+    task has finished is refused (ConfigError). An existing file is replaced only if it is an
+    earlier report (summary). A figure left out
     (:func:`study_figures`) is noted in the HTML and passed to ``log`` as one line (default:
     printed on stderr as ``spingpu report: note: ...``)."""
     from .outputs import staged_files

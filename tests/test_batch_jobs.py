@@ -264,7 +264,7 @@ def test_no_worker_long_after_the_submissions_is_said_once_by_the_runs_watch():
 
     now = [0.0]
     s = Submissions("pbs", clock=lambda: now[0])
-    s.begin(3)
+    s.begin()
     s.took("77")
     watch = JobsWatch(s)
     assert watch.lines(0, False) == []

@@ -378,12 +378,13 @@ def delta_i_tradeoff(ds, dim="delta_i"):
         NOISE_SECTIONS) or "noise" in d)]
     split = noise[:1] + [d for d in categorical_axes(ds)]
     combos = list(itertools.product(*[list(ds[d].values) for d in split])) if split else [()]
+    texts = {d: dict(zip(ds[d].values.tolist(), _value_texts(ds, d))) for d in split}
     fig, axes = _new_figure(ncols=2)
     ax_err, ax_cos = axes[0]
     x = ds[dim].values.astype(float)
     for combo, colour in zip(combos, _colours(len(combos))):
         sel = dict(zip(split, combo))
-        label = ", ".join(f"{d}={_value_texts(ds, d)[list(ds[d].values).index(v)]}" for d, v in sel.items()) or "all"
+        label = ", ".join(f"{d}={texts[d][v]}" for d, v in sel.items()) or "all"
         sub = last.sel(sel) if sel else last
         err = _nanquantile(_pooled(sub.deriv_rel_err, [dim]), 0.5)
         cos = _nanquantile(_pooled(sub.grad_cosine, [dim]), 0.5)

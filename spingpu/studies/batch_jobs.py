@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import shlex
 import shutil
+import signal
 import threading
 import time
 
@@ -73,13 +75,13 @@ class Submissions:
     def __init__(self, kind, clock=time.monotonic):
         self.kind, self.command, self.clock = kind, SUBMIT_COMMANDS[kind], clock
         self.job_ids, self.failures = [], []
-        self.started, self.jobs = None, 0
+        self.started = None
         self.abandoned = threading.Event()  # set: the run stops, submissions not yet answered are given up
         self._lock = threading.Lock()
 
-    def begin(self, jobs):
-        """``jobs`` jobs are being submitted now."""
-        self.started, self.jobs = self.clock(), jobs
+    def begin(self):
+        """The jobs are being submitted now."""
+        self.started = self.clock()
 
     def took(self, job_id):
         with self._lock:
@@ -123,9 +125,6 @@ async def submit_command(command):
     standard error where it exits non-zero. Cancelled (given up), it kills the command: one left
     running held a transport of the cluster's event loop, which warned when collected after the
     loop had closed. (dask-jobqueue's own call leaves it running.)"""
-    import os
-    import signal
-
     # in a session of its own: given up, it is killed with whatever it started (a child holding
     # its pipes open kept wait() waiting: Python 3.11 wakes it when the pipes close)
     proc = await asyncio.create_subprocess_exec(*command, stdout=asyncio.subprocess.PIPE,
@@ -148,8 +147,6 @@ def import_dask_jobqueue(kind):
     sets one that calls ``sys.exit()`` (for its SLURMRunner), which made Ctrl-C end a run with
     exit status 0 and no line, its jobs cancelled but nothing said (spingpu.signals' handler is
     the one a run needs)."""
-    import signal
-
     main = threading.current_thread() is threading.main_thread()
     handler = signal.getsignal(signal.SIGINT) if main else None
     try:
@@ -239,7 +236,7 @@ def submit_jobs(cluster, jobs, submissions, log, where="", poll=0.05):
     takes at most SUBMIT_SECONDS: :func:`_recording_job_class`): ConfigError quoting its message
     where it took none of them (nothing else can run the tasks); a line where it took some only,
     and a line naming the jobs taken."""
-    submissions.begin(jobs)
+    submissions.begin()
     cluster.scale(jobs=jobs)
     deadline = SUBMIT_SECONDS + SUBMIT_GRACE_SECONDS
     # the answers, then the cluster holding its jobs (it closes only those it holds)

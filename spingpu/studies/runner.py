@@ -293,8 +293,8 @@ def _watch_workers(client, stop, say, had, every=WATCH_SECONDS, pace=None, keys=
     tasks; the progress ``bar`` is redrawn, so that its elapsed time goes on while nothing comes
     back. ``had``: the workers at the start. A scheduler that does not answer is passed over: the
     run's futures fail then, and :func:`_collect` says why. ``jobs``: a batch cluster's
-    :class:`~spingpu.studies.batch_jobs.JobsWatch`, whose lines (jobs refused late, no worker
-    joined long after the submissions) are said too."""
+    :class:`~spingpu.studies.batch_jobs.JobsWatch`, whose line (no worker joined long after the
+    submissions) is said too."""
     told = None  # the pace's last task back when the stall was said
     ever = bool(had)  # a worker was seen
     while not stop.wait(every):
