@@ -330,8 +330,7 @@ def _png(fig):
 
 
 def _html(ds, rows, figures, threshold, csv_name, notes=()):
-    from .plot.study import axis_label, sweep_axes
-    from .plot.style import axis_value_texts
+    from .plot.study import axis_label, sweep_axes, value_texts
     from .stats import number_text, threshold_text
 
     attrs = ds.attrs
@@ -359,7 +358,7 @@ def _html(ds, rows, figures, threshold, csv_name, notes=()):
         "cells with none show n/a. Complete it with <code>spingpu run STUDY --out STORE --resume</code>.</p>")
     if done < tasks:
         facts.insert(1, ("tasks finished", f"{done} of {tasks} (incomplete)"))
-    head = "".join(f"<th>{html.escape(str(d))}</th>" for d in axes)
+    head = "".join(f'<th title="{html.escape(axis_label(ds, d))}">{html.escape(str(d))}</th>' for d in axes)
     teachers = any(np.isfinite(r["teacher_test_acc"]) for r in rows)
     beyond = any(r["max_extrapolated_readings"] > 0 for r in rows)  # NaN: False
     head += ("<th>median</th><th>its 95 % CI</th><th>IQR</th><th>5-95 %</th><th>yield</th><th>its 95 % CI</th>"
@@ -371,8 +370,7 @@ def _html(ds, rows, figures, threshold, csv_name, notes=()):
         ('<th title="largest fraction of a network\'s junction readings beyond the device\'s table, where V(I) '
          'is continued linearly">beyond table (max)</th>' if beyond else "")
     body = []
-    texts = {d: dict(zip(ds[d].values.tolist(), axis_value_texts(ds[d].values.tolist(), ds[d].attrs.get("units"))))
-             for d in axes}  # as many digits as tell the axis's values apart
+    texts = {d: dict(zip(ds[d].values.tolist(), value_texts(ds, d))) for d in axes}  # as the figures write them
     for r in rows:
         cells = "".join(f"<td>{html.escape(texts[d][_item(r[d])])}</td>" for d in axes)
         cells += (f"<td>{_pct(r['median_test_acc'])}</td>"

@@ -9,7 +9,7 @@ import pytest
 
 from spingpu.cli.main import main
 from spingpu.errors import SpingpuWarning
-from spingpu.report import study_figures, summary_rows
+from spingpu.report import study_figures, summary_rows, write_report
 from spingpu.studies import open_results
 from spingpu.studies.spec import parse_study
 from spingpu.studies.store import create_store, mark_done, task_count, write_task
@@ -361,7 +361,6 @@ def test_a_store_with_no_task_finished_is_refused_in_one_line(tmp_path, capsys):
     false, every metric missing): the report and its API refuse it in one line and write nothing,
     where the dI trade-off figure's log axis raised matplotlib's "Data cannot be log-scaled"."""
     from spingpu.errors import ConfigError
-    from spingpu.report import write_report
 
     data = {"name": "fresh", "networks": 4, "dataset": {"name": "iris"}, "network": {"hidden": [3]},
             "training": {"epochs": 2}, "sweep": {"variability.sigma_d2d": [0.0, 0.1], "neuron.delta_i": [1e-6, 1e-5],
@@ -665,7 +664,7 @@ def test_figures_write_currents_in_ua_wrap_long_titles_and_share_the_accuracy_sc
     fig = accuracy_vs_axis(ds, "delta_i")
     fig.canvas.draw()
     for ax in fig.axes:
-        assert ax.get_xlabel() == "delta_i"  # the unit is in every tick label
+        assert ax.get_xlabel() == "finite-difference step dI (delta_i)"  # the unit is in every tick label
         labels = [t.get_text() for t in ax.get_xticklabels() if t.get_text()]
         assert labels and all(t.endswith(" µA") or t == "0 A" for t in labels), labels
     fig = heatmap(ds, "delta_i", "sigma_d2d")
@@ -959,7 +958,6 @@ def test_junction_figure_finds_the_junction_cells_of_a_sweep_that_starts_with_a_
 def test_the_summary_carries_each_cells_teacher_accuracy(tmp_path):
     """teacher_test_acc, one value per cell, is the summary's, the CSV's and the HTML's teacher
     column; a store without a teacher has NaN and no such column."""
-    from spingpu.report import write_report
 
     path, study = fake_store(tmp_path, {"neuron.delta_i": [1e-5, 2e-5]}, npt=40)
     plain = summary_rows(open_results(path), 0.9)
@@ -1162,6 +1160,11 @@ def test_an_adc_of_0_bits_is_drawn_as_no_adc_apart_from_the_resolutions(tmp_path
     np.testing.assert_allclose(acc_joined.get_ydata()[1:], medians[1:])  # pooled over delta_i: the same median
     np.testing.assert_allclose(acc_apart.get_ydata(), medians[:1])
     assert [t.get_text() for t in grid.axes[0].get_yticklabels()] == ["no ADC", "4", "8"]
+    assert grid.axes[0].get_ylabel() == "ADC resolution, bits (adc_bits)"
+    page = Path(write_report(path)).read_text()  # the report's table names them as the figures do
+    assert '<th title="ADC resolution, bits (adc_bits)">adc_bits</th>' in page
+    rows = re.findall(r"<tr><td>([^<]*)</td><td>([^<]*)</td>", page)
+    assert sorted(rows) == sorted((a, d) for a in ("8", "no ADC", "4") for d in ("10 µA", "20 µA"))
 
 
 def test_a_heatmap_cell_whose_every_network_diverged_is_not_one_that_never_ran(tmp_path):

@@ -274,8 +274,10 @@ def test_store_layout_units_attrs_and_open_results(det):
         assert list(ds.grad_mode.values) == ["fd_forward", "model"]
         assert np.array_equal(ds.sigma_d2d.values, [0.0, 0.2])
         assert np.array_equal(ds.network.values, [0, 1, 2]) and np.array_equal(ds.epoch.values, [1, 2, 3])
-        for dim, long_name in (("grad_mode", "training.grad_mode"), ("sigma_d2d", "variability.sigma_d2d")):
+        for dim, key, long_name in (("grad_mode", "training.grad_mode", "gradient mode"),
+                                    ("sigma_d2d", "variability.sigma_d2d", "device-to-device spread")):
             assert ds[dim].attrs["units"] == "1" and ds[dim].attrs["long_name"] == long_name
+            assert ds[dim].attrs["sweep_key"] == key
         assert ds.epoch.attrs["units"] == "1" and ds.epoch.attrs["long_name"]
         assert ds.network.attrs["long_name"]
         assert ds.attrs["study_text"] == text

@@ -385,15 +385,24 @@ def test_data_dir_is_accepted_where_some_cell_trains_on_mnist(tmp_path, monkeypa
     assert [p for p, _ in study.inputs] == [str((tmp_path / "mnist" / "mnist.npz").resolve())]
 
 
-@pytest.mark.parametrize("model, key, unit", [
-    ("stt_compact", "r_p", "ohm"), ("macrospin", "temperature", "K"), ("macrospin", "h_ext", "A/m"),
-    ("macrospin", "table_points", "1"), ("macrospin", "eta_form", "1")])
-def test_a_swept_model_parameter_or_setting_carries_its_unit(tmp_path, model, key, unit):
+@pytest.mark.parametrize("model, key, unit, long_name", [
+    ("stt_compact", "r_p", "ohm", "parallel-state resistance"), ("macrospin", "temperature", "K", ""),
+    ("macrospin", "h_ext", "A/m", ""), ("macrospin", "table_points", "1", ""), ("macrospin", "eta_form", "1", ""),
+    ("macrospin", "k_u", "J/m^3", "uniaxial anisotropy energy density along easy_axis")])
+def test_a_swept_model_parameter_or_setting_carries_its_unit(tmp_path, model, key, unit, long_name):
+    """... and a parameter its description as its long name (a setting has none)."""
     values = {"r_p": "[800.0, 1200.0]", "temperature": "[0.0, 300.0]", "h_ext": '["0,8e3,0", "0,9e3,0"]',
-              "table_points": "[16, 24]", "eta_form": '["constant", "slonczewski"]'}[key]
+              "table_points": "[16, 24]", "eta_form": '["constant", "slonczewski"]', "k_u": "[1e4, 3e4]"}[key]
     text = BASE + f'\n[model]\nname = "{model}"\n\n[sweep]\n"model.params.{key}" = {values}\n'
     (axis,) = load_study(write(tmp_path / "s.toml", text)).axes
-    assert axis.key == f"model.params.{key}" and axis.units == unit
+    assert axis.key == f"model.params.{key}" and axis.units == unit and axis.long_name == long_name
+
+
+def test_every_sweepable_key_is_named_for_the_figures():
+    from spingpu.studies.spec import KEY_NAMES, SWEEPABLE
+
+    assert set(KEY_NAMES) == SWEEPABLE
+    assert all(isinstance(name, str) and name and name not in SWEEPABLE for name in KEY_NAMES.values())
 
 
 def test_a_byte_order_mark_is_read_past_and_a_huge_integer_is_one_line(tmp_path):

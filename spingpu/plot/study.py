@@ -82,16 +82,27 @@ def numeric_axes(ds):
     return [d for d in sweep_axes(ds) if ds[d].dtype.kind not in "OUS" and ds.sizes[d] > 1]
 
 
-def axis_label(ds, dim):
-    units = _units(ds, dim)
-    return f"{dim} ({units})" if units and units != "1" else dim
+def axis_label(ds, dim, with_units=True):
+    """``finite-difference step dI (delta_i, A)``: what the axis is (:data:`KEY_NAMES
+    <spingpu.studies.spec.KEY_NAMES>`, or the store's ``long_name`` where it is not the key),
+    its dimension name, and its unit where it has one and ``with_units``; the name alone for an
+    axis nothing describes."""
+    from ..studies.spec import KEY_NAMES
+
+    attrs = ds[dim].attrs
+    key, long_name = attrs.get("sweep_key"), attrs.get("long_name")
+    name = KEY_NAMES.get(key) or (long_name if isinstance(long_name, str) and long_name not in ("", key, dim)
+                                  else None)
+    units = _units(ds, dim) if with_units else ""
+    inside = ", ".join([dim] * bool(name) + [units] * bool(units and units != "1"))
+    return f"{name or dim} ({inside})" if inside else dim
 
 
 def _units(ds, dim):
     return ds[dim].attrs.get("units", "")
 
 
-def _value_texts(ds, dim):
+def value_texts(ds, dim):
     """The labels of the values of axis ``dim``, each told from the others (:func:`axis_value_texts`);
     ``no ADC`` for an ADC of 0 bits (OFF_AT_ZERO)."""
     values = ds[dim].values.tolist()
@@ -138,9 +149,9 @@ def axis_scale(ds, dim, values):
 
 
 def _plotted_axis_label(ds, dim):
-    """The label of an axis showing ``dim``: its name alone where the tick labels carry the unit
-    with an SI prefix (5 µA), else :func:`axis_label`."""
-    return dim if engineering_formatter(_units(ds, dim)) is not None else axis_label(ds, dim)
+    """The label of an axis showing ``dim``: :func:`axis_label`, less the unit where the tick
+    labels carry it with an SI prefix (5 µA)."""
+    return axis_label(ds, dim, with_units=engineering_formatter(_units(ds, dim)) is None)
 
 
 def _numeric_x_axis(ax, ds, dim, values):
@@ -151,7 +162,7 @@ def _numeric_x_axis(ax, ds, dim, values):
 
     ax.set_xlabel(_plotted_axis_label(ds, dim))
     if _off_values(ds, dim) is not None:
-        ax.set_xticks(_x_positions(ds, dim), _value_texts(ds, dim))
+        ax.set_xticks(_x_positions(ds, dim), value_texts(ds, dim))
         return
     formatter = engineering_formatter(_units(ds, dim))
     scale = axis_scale(ds, dim, values)
@@ -346,8 +357,8 @@ def heatmap(ds, x_dim, y_dim, threshold=0.9):
                 (yields[row], f"yield (%): accuracy >= {threshold_text(threshold)} %", "magma", (0.0, 100.0)))):
             ax = axes[row][col]
             im = ax.imshow(grid, origin="lower", aspect="auto", cmap=cmap, vmin=vmin, vmax=vmax)
-            ax.set_xticks(range(ds.sizes[x_dim]), _value_texts(ds, x_dim), rotation=30, ha="right")
-            ax.set_yticks(range(ds.sizes[y_dim]), _value_texts(ds, y_dim))
+            ax.set_xticks(range(ds.sizes[x_dim]), value_texts(ds, x_dim), rotation=30, ha="right")
+            ax.set_yticks(range(ds.sizes[y_dim]), value_texts(ds, y_dim))
             ax.set_xlabel(_plotted_axis_label(ds, x_dim))
             ax.set_ylabel(_plotted_axis_label(ds, y_dim))
             ax.set_title(f"{name}" + (f" - {label}" if sel else ""), fontsize="medium")
@@ -378,7 +389,7 @@ def delta_i_tradeoff(ds, dim="delta_i"):
         NOISE_SECTIONS) or "noise" in d)]
     split = noise[:1] + [d for d in categorical_axes(ds)]
     combos = list(itertools.product(*[list(ds[d].values) for d in split])) if split else [()]
-    texts = {d: dict(zip(ds[d].values.tolist(), _value_texts(ds, d))) for d in split}
+    texts = {d: dict(zip(ds[d].values.tolist(), value_texts(ds, d))) for d in split}
     fig, axes = _new_figure(ncols=2)
     ax_err, ax_cos = axes[0]
     x = ds[dim].values.astype(float)
@@ -497,7 +508,7 @@ def _cell_labels(ds):
     if not axes:
         return ["(single cell)"]
     return [", ".join(f"{d}={text}" for d, text in zip(axes, combo))
-            for combo in itertools.product(*[_value_texts(ds, d) for d in axes])]
+            for combo in itertools.product(*[value_texts(ds, d) for d in axes])]
 
 
 def _colours(n):

@@ -55,7 +55,7 @@ from ..datasets import csv_path, dataset_key, load_dataset
 from ..errors import ConfigError, _short, did_you_mean
 from ..training.config import CONDITIONAL_SETTINGS, CONFIG_UNITS, effective_config, needs_text, unmet_needs
 
-# section -> {key: (type check, description)}
+# section -> {key: type check}
 _NUM = (int, float)
 SCHEMA = {
     "": {"name": str, "description": str, "networks": int, "seed": int},
@@ -80,6 +80,25 @@ SWEEPABLE = {f"{section}.{key}" for section, keys in SCHEMA.items() if keys and 
              and section not in ("distillation.teacher",) for key, kind in keys.items() if kind not in (dict, list)}
 SWEEPABLE |= {"model.name", "network.hidden"}
 SWEEPABLE -= {"model.module"}  # run once, before the cells are built: the models of every cell
+# what each sweepable key is, as a figure's axis names it (a model parameter: its Parameter.description)
+KEY_NAMES = {
+    "dataset.name": "dataset", "dataset.val_fraction": "validation fraction", "dataset.test_fraction": "test fraction",
+    "dataset.max_train": "training samples", "dataset.split_seed": "split seed", "dataset.data_dir": "data folder",
+    "model.name": "junction model", "model.iv_csv": "measured I-V curve", "network.hidden": "hidden layers",
+    "neuron.i_bias": "bias current", "neuron.i_gain": "current per unit of pre-activation",
+    "neuron.readout": "readout", "neuron.r_ref": "bridge reference resistance",
+    "neuron.v_scale": "activation per volt", "neuron.delta_i": "finite-difference step dI",
+    "training.grad_mode": "gradient mode", "training.epochs": "epochs", "training.batch_size": "batch size",
+    "training.optimizer": "optimiser", "training.lr": "learning rate", "training.lr_schedule": "learning-rate schedule",
+    "training.weight_decay": "weight decay", "training.momentum": "momentum", "training.init_gain": "initial-weight gain",
+    "training.dtype": "floating-point type",
+    "distillation.temperature": "distillation temperature", "distillation.alpha": "weight of the teacher's loss",
+    "variability.sigma_chip": "chip-to-chip spread", "variability.sigma_d2d": "device-to-device spread",
+    "variability.sigma_pair": "spread within a pair",
+    "readout.noise_model": "read-noise model", "readout.read_noise": "read noise (rms)",
+    "readout.temperature": "noise temperature", "readout.bandwidth": "read bandwidth",
+    "readout.adc_bits": "ADC resolution, bits", "readout.dac_bits": "DAC resolution, bits",
+}
 MAX_CELLS = 100_000
 
 
@@ -89,12 +108,14 @@ def _err(path, key, problem):
 
 @dataclass(frozen=True)
 class Axis:
-    """One sweep axis: the dotted study key, the dimension name and its values."""
+    """One sweep axis: the dotted study key, the dimension name, its values, their SI unit and
+    what the key is (KEY_NAMES; a model parameter's description)."""
 
     key: str
     dim: str
     values: tuple
     units: str
+    long_name: str = ""
 
     @property
     def numeric(self):
@@ -333,7 +354,7 @@ def stored_study(attrs):
 def _with_parameter_unit(axis, data):
     """A ``model.params.NAME`` axis gets the SI unit of the parameter or setting (``macrospin``'s
     temperature, dt, ...) NAME of the study's model (of the first model that has it, where
-    ``model.name`` is swept too)."""
+    ``model.name`` is swept too), and a parameter's description as its long name."""
     if not axis.key.startswith("model.params."):
         return axis
     from ..devices import get_model
@@ -346,9 +367,10 @@ def _with_parameter_unit(axis, data):
             model = get_model(model_name)
         except ConfigError:
             continue
-        unit = next((p.unit for p in model.parameters if p.name == name), model.settings_units.get(name))
+        parameter = next((p for p in model.parameters if p.name == name), None)
+        unit = parameter.unit if parameter else model.settings_units.get(name)
         if unit is not None:
-            return dataclasses.replace(axis, units=unit)
+            return dataclasses.replace(axis, units=unit, long_name=parameter.description if parameter else "")
     return axis
 
 
@@ -624,7 +646,8 @@ def _parse_sweep(sweep, path):
         if key == "dataset.name" and len(set(map(dataset_key, values))) != len(values):
             raise _err(path, field, f"repeated values in {list(values)}: the names of the built-in datasets "
                                     "are read in any case and without surrounding spaces")
-        axes.append(Axis(key=key, dim="", values=values, units=CONFIG_UNITS.get(key, "1")))
+        axes.append(Axis(key=key, dim="", values=values, units=CONFIG_UNITS.get(key, "1"),
+                         long_name=KEY_NAMES.get(key, "")))
     # dimension names: the last part of the key where unique, else the key with dots as '__'
     last = [a.key.rsplit(".", 1)[1] for a in axes]
     named = []

@@ -203,7 +203,8 @@ def _store_dataset(study, networks_per_task, attrs):
               "epoch": ("epoch", np.arange(1, epochs + 1), {"long_name": "epoch", "units": "1"})}
     for axis in study.axes:
         coords[axis.dim] = (axis.dim, axis.coordinate,
-                            {"units": axis.units, "long_name": axis.key, "sweep_key": axis.key})
+                            {"units": axis.units, "long_name": axis.long_name or axis.key,
+                             "sweep_key": axis.key})
     attrs = dict(attrs, **{STORE_MARK: study.digest, "results_scheme": RESULTS_SCHEME,
                            "networks_per_task": networks_per_task, "study_name": study.name, "study_text": study.text,
                            "input_files": json.dumps([list(item) for item in study.inputs]),
