@@ -218,7 +218,10 @@ def test_a_run_whose_every_job_is_refused_is_one_line_quoting_sbatch_and_writes_
     folder = fake_slurm(tmp_path, monkeypatch, REFUSES_THE_JOB)
     study = write(tmp_path / "s.toml", 'name = "s"\n' + BASE + CLUSTER + 'queue = "gpux"\njobs = 2\n')
     monkeypatch.chdir(tmp_path)
+    made = []  # the clusters (each with its scheduler) the run starts: one
+    monkeypatch.setattr(runner, "jobqueue_cluster", lambda *a: made.append(batch_jobs.jobqueue_cluster(*a)) or made[-1])
     assert main(["run", str(study), "--cluster", "slurm", "--no-report"]) == 2
+    assert len(made) == 1
     captured = capsys.readouterr()
     assert captured.err == (f"spingpu run: error: {study}: cluster: slurm: sbatch did not take any of the 2 jobs of the "
                             "[cluster] table: sbatch: error: invalid partition specified: gpux; sbatch: error: Batch "

@@ -28,7 +28,7 @@ from ..installation import PACKAGE, source_digest
 from ..progress import STUDY_SETUP, tqdm_options
 from ..signals import deferred_interrupts, raise_if_stopped
 from . import store as results_store
-from .batch_jobs import JobsWatch, check_submit_command, jobqueue_cluster, submit_jobs
+from .batch_jobs import JobsWatch, check_cluster_table, check_submit_command, jobqueue_cluster, submit_jobs
 
 IN_FLIGHT_PER_WORKER = 2  # tasks submitted ahead per worker: bounds the driver's memory
 # Memory of this process (the driver) per network: the store's network index (creating and opening
@@ -104,8 +104,9 @@ def run_study(study, options: RunOptions, progress=True, log=print):
     npt = options.networks_per_task
     if options.cluster in ("slurm", "pbs") and not options.scheduler:
         check_submit_command(options.cluster)
-        # a bad [cluster] table fails here, before anything is written
-        jobqueue_cluster(options, study.path)[0].close()
+        # a [cluster] table of bad types fails here; one dask-jobqueue refuses, when the run connects
+        # (_connect), before anything is written, without starting a scheduler twice
+        check_cluster_table(dict(options.cluster_options), f"{study.path}: " if study.path else "")
     if options.resume and npt is None:  # not given: the store's own split (whatever the worker count now)
         results_store.check_existing(options.out, study, None, True, False, backend.name)
         npt = results_store.store_attrs(options.out).get("networks_per_task")
