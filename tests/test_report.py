@@ -416,7 +416,8 @@ def test_report_on_what_is_not_a_store_or_is_corrupt(tmp_path, capsys):
         assert rc == 2 and err.count("\n") == 1, (name, err)
         assert err.startswith(f"spingpu report: error: results: {tmp_path / name} {message}"), (name, err)
         if name == "badchunk.zarr":  # the file that failed is named
-            assert err.endswith(f"; the chunk file {bad_chunk / 'test_acc' / '0.0'} cannot be decoded)\n"), err
+            assert err.endswith(f"; the chunk file {bad_chunk / 'test_acc' / '0.0'} cannot be decoded; spingpu run "
+                                "STUDY --out STORE --resume trains its task again)\n"), err
         assert not (tmp_path / f"{name.split('.')[0]}.html").exists()
     with pytest.raises(Exception, match="not a spingpu results store"):
         open_results(tmp_path / "other")

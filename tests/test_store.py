@@ -10,6 +10,7 @@ import sys
 
 import numpy as np
 import pytest
+import xarray as xr
 import zarr
 
 import spingpu
@@ -282,13 +283,44 @@ def test_a_folder_with_only_a_copied_consolidated_metadata_file_is_not_taken_for
     assert files(tmp_path) == before
 
 
-def test_resuming_a_store_with_an_undecodable_chunk_is_one_line(tmp_path):
-    """A chunk that is there but cannot be decoded (not a lost one, which is trained again): one line
-    naming the store, exit 2, nothing written."""
+@pytest.mark.parametrize("variable", ["train_loss", "grad_cosine"])
+def test_resuming_sets_aside_an_undecodable_task_chunk_and_trains_its_task_again(tmp_path, variable):
+    """A task's chunk that is there but cannot be decoded (of a number always read, or of one that
+    only the report reads): --resume renames it KEY.damaged, says so in one warning, trains that
+    task again and the store ends as the run that wrote it did, every other chunk untouched."""
     study_path, _ = study_file(tmp_path)
     out = tmp_path / "s.zarr"
     assert run_main(["run", str(study_path), "--out", str(out), "--networks-per-task", "2", *FAST])[0] == 0
-    chunk = next(p for p in sorted((out / "train_loss").iterdir()) if not p.name.startswith("."))
+    with open_results(out) as ds:
+        before_values = ds.load()
+    chunks = [p for p in sorted((out / variable).iterdir()) if not p.name.startswith(".")]
+    chunk = chunks[np.random.default_rng().integers(len(chunks))]  # one of the 2 cells x 2 tasks
+    chunk.write_bytes(b"\x02garbage" * 8)
+    before = files(tmp_path)
+    rc, printed, err = run_main(["run", str(study_path), "--out", str(out), "--resume", *FAST])
+    assert rc == 0, err
+    assert f"{out}: 1 chunk file cannot be decoded ({chunk}): set aside as *.damaged; 1 task trained again to write " \
+        "it anew" in err
+    assert "1 task to run (resuming)" in printed
+    assert chunk.with_name(chunk.name + ".damaged").read_bytes() == b"\x02garbage" * 8
+    after = files(tmp_path)
+    changed = {k for k in after if after[k] != before.get(k)} | (set(before) - set(after))
+    ours = {str(chunk.relative_to(tmp_path)), str(chunk.relative_to(tmp_path)) + ".damaged"}
+    assert ours <= changed and all(k.startswith("s.zarr/") for k in changed)
+    kept = {k for k in before if k.startswith("s.zarr/") and k not in changed}
+    assert sum(k.count("/") == 2 and not k.rsplit("/", 1)[1].startswith(".") for k in kept) > 20  # chunks untouched
+    with open_results(out) as ds:
+        assert (ds.task_done.values == 1).all()
+        xr.testing.assert_identical(ds.load().drop_attrs(), before_values.drop_attrs())
+
+
+def test_resuming_a_store_whose_damage_is_not_a_tasks_is_one_line(tmp_path):
+    """A chunk that cannot be decoded outside the tasks' numbers (task_done here): nothing to train
+    again that would mend it: one line naming the store and the file, exit 2, nothing written."""
+    study_path, _ = study_file(tmp_path)
+    out = tmp_path / "s.zarr"
+    assert run_main(["run", str(study_path), "--out", str(out), "--networks-per-task", "2", *FAST])[0] == 0
+    chunk = next(p for p in sorted((out / "task_done").iterdir()) if not p.name.startswith("."))
     chunk.write_bytes(b"\x02garbage" * 8)
     before = files(tmp_path)
     rc, printed, err = run_main(["run", str(study_path), "--out", str(out), "--resume", *FAST])

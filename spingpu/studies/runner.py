@@ -170,7 +170,7 @@ def _run_held(study, options, backend, workers, gpus, npt, log, progress):
         check_writable("out", options.out, store=True)
     n_tasks = results_store.task_count(study, npt)
     if resuming:
-        done = results_store.done_tasks(options.out)
+        done = results_store.done_tasks(options.out, repair=True)
     else:
         done = np.zeros((study.n_cells, n_tasks), dtype=bool)
     todo, copies = _plan(study, done)

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConfigError, SpingpuWarning, _short, did_you_mean, os_error_reason
+from ..errors import ConfigError, SpingpuWarning, _short, count_text, did_you_mean, os_error_reason
 from ..signals import deferred_interrupts
 from ..outputs import PARTIAL, partial_owner, remove_stale_partials
 from ..training.results import CELL_VARIABLES, ENGINE_ATTRS, VARIABLES
@@ -251,18 +251,22 @@ def mark_done(path, study, cell, task):
     zarr.open_array(str(Path(path) / "task_done"), mode="r+")[index + (task,)] = 1
 
 
-def done_tasks(path):
+def done_tasks(path, repair=False):
     """Boolean array (cells flattened, tasks) of the tasks already stored; a task marked done whose
-    numbers the store lost (:func:`lost_tasks`) is not, with a warning: resuming trains it again."""
+    numbers the store lost (:func:`lost_tasks`) is not, with a warning: resuming trains it again.
+    With ``repair`` (a run resuming the store, which it holds), a task's chunk that cannot be
+    decoded is set aside first (:func:`set_aside_damaged_chunks`) and its task trained again."""
     import xarray as xr
 
+    if repair:
+        set_aside_damaged_chunks(path)
     try:
         ds = xr.open_zarr(path)
         done = ds.task_done.transpose(..., "task").values.astype(bool)
         lost = lost_tasks(ds)
     except OSError as err:  # permissions, a network filesystem: the store may be fine
         raise ConfigError("out", f"{path} cannot be read ({type(err).__name__}: {_first_line(err)})") from None
-    except Exception as err:  # a chunk that is there but cannot be decoded: not a lost one to train again
+    except Exception as err:  # a chunk that cannot be decoded, not a task's (set_aside_damaged_chunks)
         raise ConfigError("out", f"{path} is corrupt: its data cannot be read ({type(err).__name__}: "
                                  f"{_first_line(err)}{_damaged_chunk_text(path)}); replace it with --overwrite or "
                                  "choose another --out") from None
@@ -306,32 +310,95 @@ def damaged_chunk(path, seconds=DAMAGED_CHUNK_SEARCH_SECONDS):
     """The file (``VARIABLE/KEY`` in the store at ``path``) of the first chunk that cannot be
     decoded, its variables and chunks read one at a time in sorted order for at most ``seconds``;
     None where none is found (or the store cannot be opened as zarr)."""
-    import itertools
     import time
 
     import zarr
 
-    deadline = time.monotonic() + seconds
     try:
         group = zarr.open_group(str(path), mode="r")
-        arrays = sorted(group.arrays())
-    except Exception:
+        name, index = next(_undecodable_chunks(group, time.monotonic() + seconds))
+    except Exception:  # StopIteration: none found in time
         return None
-    for name, array in arrays:
-        for index in itertools.product(*map(range, array.cdata_shape)):
-            if time.monotonic() > deadline:
-                return None
+    return f"{name}/{_chunk_key(index)}"
+
+
+SCAN_BYTES = 1 << 26  # the most of a store read at once in looking for chunks that cannot be decoded
+DAMAGED_SUFFIX = ".damaged"  # a chunk file set aside: zarr reads its chunk as never written
+
+
+def set_aside_damaged_chunks(path):
+    """Before a resume: where every chunk that cannot be decoded is one of a task's (the
+    ``VARIABLES``, chunked a cell by a task of networks), mark those tasks not done and rename
+    each such file ``KEY.damaged`` (kept: a later spingpu or zarr may read it), with a warning
+    naming them; the run trains the tasks again and writes their chunks whole. Damage elsewhere
+    (``task_done``, a cell's variables, the coordinates) is left to :func:`done_tasks`' error. A
+    store that cannot be opened, or has no damaged chunk, is left as it is."""
+    import zarr
+
+    try:
+        group = zarr.open_group(str(path), mode="r+")
+    except Exception:
+        return
+    damaged = list(_undecodable_chunks(group))
+    if not damaged or any(name not in VARIABLES for name, _ in damaged):
+        return
+    done = group["task_done"]
+    tasks = sorted({index[:done.ndim] for _, index in damaged})  # (cell indices..., task[, epoch chunk 0])
+    with deferred_interrupts():  # the marks and the files set aside together
+        for index in tasks:
+            done[index] = 0
+        files = [Path(path) / name / _chunk_key(index) for name, index in damaged]
+        for file in files:
+            os.replace(file, file.with_name(file.name + DAMAGED_SUFFIX))
+    shown = ", ".join(map(str, files[:3])) + (f" and {len(files) - 3} more" if len(files) > 3 else "")
+    warnings.warn(f"{path}: {count_text(len(files), 'chunk file')} cannot be decoded ({shown}): set aside as "
+                  f"*{DAMAGED_SUFFIX}; {count_text(len(tasks), 'task')} trained again to write "
+                  f"{'it' if len(files) == 1 else 'them'} anew", SpingpuWarning, stacklevel=3)
+
+
+def _undecodable_chunks(group, deadline=None):
+    """(array name, chunk index) of each chunk of the zarr ``group`` that cannot be decoded, its
+    arrays in sorted order (until ``deadline``, time.monotonic()), read in slabs of whole chunks
+    of at most SCAN_BYTES (zarr reads a slab's chunks concurrently), a slab that fails again a
+    chunk at a time to find which."""
+    import itertools
+    import time
+
+    for name, array in sorted(group.arrays()):
+        grid = array.cdata_shape
+        # the trailing dims whose whole chunk rows fit a slab; the leading ones a chunk at a time
+        lead, size = len(grid), array.dtype.itemsize * math.prod(array.chunks)
+        while lead > 0 and size * grid[lead - 1] <= SCAN_BYTES:
+            lead, size = lead - 1, size * grid[lead - 1]
+        for head in itertools.product(*map(range, grid[:lead])):
+            if deadline is not None and time.monotonic() > deadline:
+                return
             try:
-                array.blocks[index]
+                array.blocks[head + (slice(None),) * (len(grid) - lead)]
+                continue
             except Exception:
-                return f"{name}/{'.'.join(map(str, index)) or '0'}"
-    return None
+                pass
+            for tail in itertools.product(*map(range, grid[lead:])):
+                try:
+                    array.blocks[head + tail]
+                except Exception:
+                    yield name, head + tail
 
 
-def _damaged_chunk_text(path):
-    """``; the chunk file STORE/VARIABLE/KEY cannot be decoded`` (:func:`damaged_chunk`), or ""."""
+def _chunk_key(index):
+    """The file name of a chunk of a zarr format 2 array (``0.3``; ``0`` for a 0-d array)."""
+    return ".".join(map(str, index)) or "0"
+
+
+def _damaged_chunk_text(path, resumable=False):
+    """``; the chunk file STORE/VARIABLE/KEY cannot be decoded`` (:func:`damaged_chunk`), or "";
+    with ``resumable``, where it is a task's, that ``spingpu run --resume`` trains the task again."""
     chunk = damaged_chunk(path)
-    return f"; the chunk file {Path(path) / chunk} cannot be decoded" if chunk else ""
+    if not chunk:
+        return ""
+    again = "; spingpu run STUDY --out STORE --resume trains its task again" \
+        if resumable and chunk.split("/")[0] in VARIABLES else ""
+    return f"; the chunk file {Path(path) / chunk} cannot be decoded{again}"
 
 
 def check_existing(path, study, networks_per_task, resume, overwrite, backend=None):
@@ -645,7 +712,7 @@ def load_results(path, variables=None, last_epoch=()):
         loaded = sub.load()
     except Exception as err:
         raise ConfigError("results", f"{path} is corrupt: its data cannot be read "
-                                     f"({type(err).__name__}: {_first_line(err)}{_damaged_chunk_text(path)})") from None
+                                     f"({type(err).__name__}: {_first_line(err)}{_damaged_chunk_text(path, True)})") from None
     finally:
         ds.close()
     if lost.any():
