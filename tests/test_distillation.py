@@ -8,20 +8,24 @@ from spingpu.training import teacher_logits
 
 
 def test_distillation_improves_small_students_on_digits():
-    ds = load_dataset("digits", seed=0, max_train=300)
+    """Fresh split, teacher and students. The gain, 0.3-0.7 points, was 3.7-11 standard errors
+    over 128 networks at eight seeds (2026-12-02; 2.1-4.8 over 64 at six): over 192 networks and
+    a bar of 2, a false failure is about 1 in 1000."""
+    seeds = np.random.default_rng().integers(0, 2**31, 3)
+    ds = load_dataset("digits", seed=int(seeds[0]), max_train=300)
     logits, teacher_acc = teacher_logits(ds, TrainConfig(hidden=(128,), grad_mode="tanh", epochs=60, lr=3e-3,
-                                                         batch_size=64, seed=1))
-    assert logits.shape == (300, 10) and teacher_acc > 0.9
-    base = dict(hidden=(8,), grad_mode="fd_forward", epochs=30, lr=0.01, batch_size=64,
+                                                         batch_size=64, seed=int(seeds[1])))
+    assert logits.shape == (300, 10) and teacher_acc > 0.88
+    base = dict(hidden=(8,), grad_mode="fd_forward", epochs=30, lr=0.01, batch_size=64, seed=int(seeds[2]),
                 lr_schedule=Schedule("exp", gamma=0.97), variability=Variability(sigma_d2d=0.1, sigma_pair=0.02),
                 readout=Readout(read_noise=1e-3))
-    plain = train(ds, TrainConfig(**base), n_networks=64, backend="cpu")
-    distilled = train(ds, TrainConfig(**base, distillation=Distillation(temperature=2.0, alpha=0.5)), n_networks=64,
+    plain = train(ds, TrainConfig(**base), n_networks=192, backend="cpu")
+    distilled = train(ds, TrainConfig(**base, distillation=Distillation(temperature=2.0, alpha=0.5)), n_networks=192,
                       backend="cpu", teacher_logits=logits)
     # Paired: network k has the same junctions and initial weights in both runs.
     diff = distilled.test_acc.values - plain.test_acc.values
     mean, se = diff.mean(), diff.std(ddof=1) / np.sqrt(diff.size)
-    assert mean - 2.5 * se > 0, (mean, se)  # one-sided ~99 % confidence that distillation helps
+    assert mean - 2 * se > 0, (mean, se)  # one-sided ~98 % confidence that distillation helps
     assert np.median(distilled.train_loss.values[:, -1]) != np.median(plain.train_loss.values[:, -1])
 
 
