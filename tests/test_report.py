@@ -124,7 +124,7 @@ def test_report_one_axis_self_contained_with_csv(tmp_path, capsys):
         rows = list(csv.DictReader(handle))
     assert len(rows) == 3 and float(rows[0]["median_test_acc"]) == pytest.approx(
         summary_rows(open_results(path), 0.85)[0]["median_test_acc"])
-    assert "fake study" in text and "delta_i (A)" in text
+    assert "fake study" in text and "<td>finite-difference step dI (delta_i, A)</td>" in text
     assert text.count("beyond table (max)") == 1 and "<td>0.0 %</td>" in text  # cells 1, 2 read beyond, cell 0 not
 
 
@@ -934,8 +934,9 @@ def test_legends_name_the_axis_their_curves_are_values_of_and_si_ticks_do_not_cr
     for fig in figures:
         fig.canvas.draw()
         legends = [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None]
-        assert legends and all(legend.get_title().get_text() == "hidden" for legend in legends)
+        assert legends and all(legend.get_title().get_text() == "hidden layers (hidden)" for legend in legends)
         assert [t.get_text() for t in legends[0].get_texts()] == ["4", "4-4"]
+    assert figures[0].axes[0].get_xlabel() == "parallel-state resistance (r_p)"  # the model's own description
     ax = figures[0].axes[0]
     low, high = ax.get_xlim()
     ticks = [t for t in ax.get_xticklabels() if t.get_text() and low <= t.get_position()[0] <= high]

@@ -195,9 +195,9 @@ def _groups(ds, exclude=()):
 
 
 def _legend_title(ds):
-    """The categorical axes a legend's curves are values of (``4-4`` alone does not say it is
-    ``hidden``), or None where the curves are all networks."""
-    return ", ".join(categorical_axes(ds)) or None
+    """The categorical axes a legend's curves are values of, named (:func:`axis_label`: ``4-4``
+    alone does not say it is the hidden layers), or None where the curves are all networks."""
+    return ", ".join(axis_label(ds, d, with_units=False) for d in categorical_axes(ds)) or None
 
 
 def _pooled(da, keep):
