@@ -92,11 +92,11 @@ KEY_NAMES = {
     "training.optimizer": "optimiser", "training.lr": "learning rate", "training.lr_schedule": "learning-rate schedule",
     "training.weight_decay": "weight decay", "training.momentum": "momentum", "training.init_gain": "initial-weight gain",
     "training.dtype": "floating-point type",
-    "distillation.temperature": "distillation temperature", "distillation.alpha": "weight of the teacher's loss",
+    "distillation.temperature": "distillation temperature", "distillation.alpha": "weight of the teacher's soft targets",
     "variability.sigma_chip": "chip-to-chip spread", "variability.sigma_d2d": "device-to-device spread",
     "variability.sigma_pair": "spread within a pair",
-    "readout.noise_model": "read-noise model", "readout.read_noise": "read noise (rms)",
-    "readout.temperature": "noise temperature", "readout.bandwidth": "read bandwidth",
+    "readout.noise_model": "read-noise model", "readout.read_noise": "rms read noise",
+    "readout.temperature": "read-noise temperature", "readout.bandwidth": "read bandwidth",
     "readout.adc_bits": "ADC resolution, bits", "readout.dac_bits": "DAC resolution, bits",
 }
 MAX_CELLS = 100_000
