@@ -8,19 +8,20 @@ from spingpu.training import teacher_logits
 
 
 def test_distillation_improves_small_students_on_digits():
-    """Fresh split, teacher and students. The gain, 0.3-0.7 points, was 3.7-11 standard errors
-    over 128 networks at eight seeds (2026-12-02; 2.1-4.8 over 64 at six): over 192 networks and
-    a bar of 2, a false failure is about 1 in 1000."""
-    seeds = np.random.default_rng().integers(0, 2**31, 3)
-    ds = load_dataset("digits", seed=int(seeds[0]), max_train=300)
+    """One split and teacher (fresh ones move the gain too much for a test: 2.8-11 standard errors
+    over 192 students at 14 draws, a review's count), fresh students: over 96 of them, ten draws
+    gave 4.1-7.5 standard errors (mean 5.5, sd 1.1; 2026-12-02); over the 128 here, a bar of 2
+    fails about once in 2000 runs."""
+    ds = load_dataset("digits", seed=0, max_train=300)
     logits, teacher_acc = teacher_logits(ds, TrainConfig(hidden=(128,), grad_mode="tanh", epochs=60, lr=3e-3,
-                                                         batch_size=64, seed=int(seeds[1])))
-    assert logits.shape == (300, 10) and teacher_acc > 0.88
-    base = dict(hidden=(8,), grad_mode="fd_forward", epochs=30, lr=0.01, batch_size=64, seed=int(seeds[2]),
+                                                         batch_size=64, seed=1))
+    assert logits.shape == (300, 10) and teacher_acc > 0.9
+    base = dict(hidden=(8,), grad_mode="fd_forward", epochs=30, lr=0.01, batch_size=64,
+                seed=int(np.random.default_rng().integers(0, 2**31)),
                 lr_schedule=Schedule("exp", gamma=0.97), variability=Variability(sigma_d2d=0.1, sigma_pair=0.02),
                 readout=Readout(read_noise=1e-3))
-    plain = train(ds, TrainConfig(**base), n_networks=192, backend="cpu")
-    distilled = train(ds, TrainConfig(**base, distillation=Distillation(temperature=2.0, alpha=0.5)), n_networks=192,
+    plain = train(ds, TrainConfig(**base), n_networks=128, backend="cpu")
+    distilled = train(ds, TrainConfig(**base, distillation=Distillation(temperature=2.0, alpha=0.5)), n_networks=128,
                       backend="cpu", teacher_logits=logits)
     # Paired: network k has the same junctions and initial weights in both runs.
     diff = distilled.test_acc.values - plain.test_acc.values

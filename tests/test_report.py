@@ -1162,9 +1162,9 @@ def test_an_adc_of_0_bits_is_drawn_as_no_adc_apart_from_the_resolutions(tmp_path
     np.testing.assert_allclose(acc_joined.get_ydata()[1:], medians[1:])  # pooled over delta_i: the same median
     np.testing.assert_allclose(acc_apart.get_ydata(), medians[:1])
     assert [t.get_text() for t in grid.axes[0].get_yticklabels()] == ["no ADC", "4", "8"]
-    assert grid.axes[0].get_ylabel() == "ADC resolution, bits (adc_bits)"
+    assert grid.axes[0].get_ylabel() == "ADC bits (adc_bits)"
     page = Path(write_report(path)).read_text()  # the report's table names them as the figures do
-    assert '<th title="ADC resolution, bits (adc_bits)">adc_bits</th>' in page
+    assert '<th title="ADC bits (adc_bits)">adc_bits</th>' in page
     rows = re.findall(r"<tr><td>([^<]*)</td><td>([^<]*)</td>", page)
     assert sorted(rows) == sorted((a, d) for a in ("8", "no ADC", "4") for d in ("10 µA", "20 µA"))
 

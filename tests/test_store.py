@@ -283,23 +283,27 @@ def test_a_folder_with_only_a_copied_consolidated_metadata_file_is_not_taken_for
     assert files(tmp_path) == before
 
 
-@pytest.mark.parametrize("variable", ["train_loss", "grad_cosine"])
-def test_resuming_sets_aside_an_undecodable_task_chunk_and_trains_its_task_again(tmp_path, variable):
-    """A task's chunk that is there but cannot be decoded (of a number always read, or of one that
-    only the report reads): --resume renames it KEY.damaged, says so in one warning, trains that
-    task again and the store ends as the run that wrote it did, every other chunk untouched."""
+@pytest.mark.parametrize("variable, which", [("train_loss", 0), ("grad_cosine", -1), ("engine", -1)])
+def test_resuming_sets_aside_an_undecodable_task_chunk_and_trains_its_task_again(tmp_path, variable, which):
+    """A chunk that is there but cannot be decoded, of a task's numbers (one always read, or one
+    that only the report reads; the first task or the last, partial one) or of a cell's (written
+    by each of its tasks): a resume that cannot start (a bad --scheduler) leaves the store as it
+    is; one that can renames the file KEY.damaged, says so in one warning, trains one task again
+    and the store ends as the run that wrote it did, every other chunk untouched."""
     study_path, _ = study_file(tmp_path)
     out = tmp_path / "s.zarr"
     assert run_main(["run", str(study_path), "--out", str(out), "--networks-per-task", "2", *FAST])[0] == 0
     with open_results(out) as ds:
         before_values = ds.load()
-    chunks = [p for p in sorted((out / variable).iterdir()) if not p.name.startswith(".")]
-    chunk = chunks[np.random.default_rng().integers(len(chunks))]  # one of the 2 cells x 2 tasks
+    chunk = [p for p in sorted((out / variable).iterdir()) if not p.name.startswith(".")][which]
     chunk.write_bytes(b"\x02garbage" * 8)
     before = files(tmp_path)
+    rc, printed, err = run_main(["run", str(study_path), "--out", str(out), "--resume", "--scheduler", "nowhere",
+                                 "--backend", "numpy", "--no-report"])
+    assert (rc, printed) == (2, "") and "scheduler" in err and files(tmp_path) == before
     rc, printed, err = run_main(["run", str(study_path), "--out", str(out), "--resume", *FAST])
     assert rc == 0, err
-    assert f"{out}: 1 chunk file cannot be decoded ({chunk}): set aside as *.damaged; 1 task trained again to write " \
+    assert f"{out}: 1 chunk file cannot be decoded ({chunk}): set aside as *.damaged; 1 task to train to write " \
         "it anew" in err
     assert "1 task to run (resuming)" in printed
     assert chunk.with_name(chunk.name + ".damaged").read_bytes() == b"\x02garbage" * 8
@@ -312,6 +316,30 @@ def test_resuming_sets_aside_an_undecodable_task_chunk_and_trains_its_task_again
     with open_results(out) as ds:
         assert (ds.task_done.values == 1).all()
         xr.testing.assert_identical(ds.load().drop_attrs(), before_values.drop_attrs())
+    # the same chunk damaged again: the first file set aside is kept, the second beside it
+    chunk.write_bytes(b"\x03garbage" * 8)
+    assert run_main(["run", str(study_path), "--out", str(out), "--resume", *FAST])[0] == 0
+    assert chunk.with_name(chunk.name + ".damaged").read_bytes() == b"\x02garbage" * 8
+    assert chunk.with_name(chunk.name + ".damaged.2").read_bytes() == b"\x03garbage" * 8
+
+
+def test_a_chunk_that_cannot_be_read_is_not_taken_for_a_damaged_one(tmp_path):
+    """A read that fails (an OSError: a network filesystem's fault; here a chunk file that is a
+    link to itself) is not a chunk that cannot be decoded: nothing is set aside, one line."""
+    from spingpu.studies.store import damaged_chunks
+
+    study_path, _ = study_file(tmp_path)
+    out = tmp_path / "s.zarr"
+    assert run_main(["run", str(study_path), "--out", str(out), "--networks-per-task", "2", *FAST])[0] == 0
+    chunk = next(p for p in sorted((out / "test_acc").iterdir()) if not p.name.startswith("."))
+    chunk.unlink()
+    chunk.symlink_to(chunk.name)
+    before = files(tmp_path)
+    with pytest.raises(ConfigError, match=r"^out: .*s\.zarr cannot be read \(OSError: \[Errno 40\] "):
+        damaged_chunks(out)
+    rc, printed, err = run_main(["run", str(study_path), "--out", str(out), "--resume", *FAST])
+    assert (rc, printed) == (2, "") and err.count("\n") == 1 and "cannot be read (OSError: [Errno 40]" in err
+    assert files(tmp_path) == before and chunk.is_symlink()
 
 
 def test_resuming_a_store_whose_damage_is_not_a_tasks_is_one_line(tmp_path):
@@ -325,9 +353,8 @@ def test_resuming_a_store_whose_damage_is_not_a_tasks_is_one_line(tmp_path):
     before = files(tmp_path)
     rc, printed, err = run_main(["run", str(study_path), "--out", str(out), "--resume", *FAST])
     assert (rc, printed) == (2, "") and err.count("\n") == 1, err
-    assert err.startswith(f"spingpu run: error: out: {out} is corrupt: its data cannot be read (")
-    assert err.endswith(f"; the chunk file {chunk} cannot be decoded); replace it with --overwrite or choose another "
-                        "--out\n"), err
+    assert err == (f"spingpu run: error: out: {out} is corrupt: the chunk file {chunk} cannot be decoded, and no task "
+                   "writes it anew; replace the store with --overwrite or choose another --out\n")
     assert files(tmp_path) == before
 
 

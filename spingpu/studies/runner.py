@@ -169,17 +169,15 @@ def _run_held(study, options, backend, workers, gpus, npt, log, progress):
 
         check_writable("out", options.out, store=True)
     n_tasks = results_store.task_count(study, npt)
-    if resuming:
-        done = results_store.done_tasks(options.out, repair=True)
-    else:
-        done = np.zeros((study.n_cells, n_tasks), dtype=bool)
-    todo, copies = _plan(study, done)
-    total = study.n_cells * study.networks
-    finished = total - sum(min(npt, study.networks - t * npt) * (1 + len(copies.get((cell, t), ())))
-                           for cell, t in todo)
-    if resuming and not todo:
-        log(f"study {study.name}: every task of {options.out} is stored; nothing to run")
-        return options.out
+    # chunks that cannot be decoded, found now and set aside once the run has its workers (below)
+    damaged = results_store.damaged_chunks(options.out) if resuming else {}
+    if not resuming:
+        todo, copies, finished = _plan_counted(study, np.zeros((study.n_cells, n_tasks), dtype=bool), npt)
+    elif not damaged:
+        todo, copies, finished = _plan_counted(study, results_store.done_tasks(options.out), npt)
+        if not todo:
+            log(f"study {study.name}: every task of {options.out} is stored; nothing to run")
+            return options.out
 
     # a bad scheduler, or jobs the batch system refuses, fail before anything is written
     client, cluster = _connect(options, workers, log, gpus, study.path)
@@ -189,6 +187,9 @@ def _run_held(study, options, backend, workers, gpus, npt, log, progress):
     ended = False  # the tasks ran to their end (not stopped, nor failed)
     try:
         try:
+            if damaged:  # the run can go on: mended now (a run that cannot start leaves the store as it was)
+                results_store.set_aside_damaged_chunks(options.out, damaged)
+                todo, copies, finished = _plan_counted(study, results_store.done_tasks(options.out), npt)
             if not resuming:
                 from .. import __version__
 
@@ -217,7 +218,7 @@ def _run_held(study, options, backend, workers, gpus, npt, log, progress):
                 from tqdm import tqdm
 
                 # until the first task is back: the workers sample junctions and compile or load the kernels
-                bar = tqdm(total=total, initial=finished, unit="networks", desc=STUDY_SETUP, **tqdm_options(leave=True))
+                bar = tqdm(total=study.n_cells * study.networks, initial=finished, unit="networks", desc=STUDY_SETUP, **tqdm_options(leave=True))
             _drive(client, study, options, backend.name, npt, todo, copies, n_workers, bar, log)
             ended = True
         finally:
@@ -240,6 +241,13 @@ def _run_held(study, options, backend, workers, gpus, npt, log, progress):
         stop.store_is_ours = ours  # `spingpu run` describes the store only where it is this run's
         raise
     return options.out
+
+
+def _plan_counted(study, done, npt):
+    """:func:`_plan`'s (tasks to train, copies), and how many networks are already stored."""
+    todo, copies = _plan(study, done)
+    left = sum(min(npt, study.networks - t * npt) * (1 + len(copies.get((cell, t), ()))) for cell, t in todo)
+    return todo, copies, study.n_cells * study.networks - left
 
 
 def _plan(study, done):

@@ -83,7 +83,7 @@ SWEEPABLE -= {"model.module"}  # run once, before the cells are built: the model
 # what each sweepable key is, as a figure's axis names it (a model parameter: its Parameter.description)
 KEY_NAMES = {
     "dataset.name": "dataset", "dataset.val_fraction": "validation fraction", "dataset.test_fraction": "test fraction",
-    "dataset.max_train": "training samples", "dataset.split_seed": "split seed", "dataset.data_dir": "data folder",
+    "dataset.max_train": "cap on training samples", "dataset.split_seed": "split seed", "dataset.data_dir": "data folder",
     "model.name": "junction model", "model.iv_csv": "measured I-V curve", "network.hidden": "hidden layers",
     "neuron.i_bias": "bias current", "neuron.i_gain": "current per unit of pre-activation",
     "neuron.readout": "readout", "neuron.r_ref": "bridge reference resistance",
@@ -92,12 +92,12 @@ KEY_NAMES = {
     "training.optimizer": "optimiser", "training.lr": "learning rate", "training.lr_schedule": "learning-rate schedule",
     "training.weight_decay": "weight decay", "training.momentum": "momentum", "training.init_gain": "initial-weight gain",
     "training.dtype": "floating-point type",
-    "distillation.temperature": "distillation temperature", "distillation.alpha": "weight of the teacher's soft targets",
+    "distillation.temperature": "distillation temperature", "distillation.alpha": "weight of the distillation term",
     "variability.sigma_chip": "chip-to-chip spread", "variability.sigma_d2d": "device-to-device spread",
     "variability.sigma_pair": "spread within a pair",
     "readout.noise_model": "read-noise model", "readout.read_noise": "rms read noise",
-    "readout.temperature": "read-noise temperature", "readout.bandwidth": "read bandwidth",
-    "readout.adc_bits": "ADC resolution, bits", "readout.dac_bits": "DAC resolution, bits",
+    "readout.temperature": "junction temperature", "readout.bandwidth": "read bandwidth",
+    "readout.adc_bits": "ADC bits", "readout.dac_bits": "DAC bits",
 }
 MAX_CELLS = 100_000
 

@@ -15,6 +15,7 @@ folder, which the next creation in that folder removes (when its process is gone
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import math
 import os
@@ -251,22 +252,19 @@ def mark_done(path, study, cell, task):
     zarr.open_array(str(Path(path) / "task_done"), mode="r+")[index + (task,)] = 1
 
 
-def done_tasks(path, repair=False):
+def done_tasks(path):
     """Boolean array (cells flattened, tasks) of the tasks already stored; a task marked done whose
     numbers the store lost (:func:`lost_tasks`) is not, with a warning: resuming trains it again.
-    With ``repair`` (a run resuming the store, which it holds), a task's chunk that cannot be
-    decoded is set aside first (:func:`set_aside_damaged_chunks`) and its task trained again."""
+    (A resuming run sets aside chunks that cannot be decoded first: :func:`damaged_chunks`.)"""
     import xarray as xr
 
-    if repair:
-        set_aside_damaged_chunks(path)
     try:
         ds = xr.open_zarr(path)
         done = ds.task_done.transpose(..., "task").values.astype(bool)
         lost = lost_tasks(ds)
     except OSError as err:  # permissions, a network filesystem: the store may be fine
         raise ConfigError("out", f"{path} cannot be read ({type(err).__name__}: {_first_line(err)})") from None
-    except Exception as err:  # a chunk that cannot be decoded, not a task's (set_aside_damaged_chunks)
+    except Exception as err:  # a chunk that cannot be decoded (a resuming run sets them aside first)
         raise ConfigError("out", f"{path} is corrupt: its data cannot be read ({type(err).__name__}: "
                                  f"{_first_line(err)}{_damaged_chunk_text(path)}); replace it with --overwrite or "
                                  "choose another --out") from None
@@ -319,50 +317,84 @@ def damaged_chunk(path, seconds=DAMAGED_CHUNK_SEARCH_SECONDS):
         name, index = next(_undecodable_chunks(group, time.monotonic() + seconds))
     except Exception:  # StopIteration: none found in time
         return None
-    return f"{name}/{_chunk_key(index)}"
+    return f"{name}/{group[name].metadata.encode_chunk_key(index)}"
 
 
 SCAN_BYTES = 1 << 26  # the most of a store read at once in looking for chunks that cannot be decoded
 DAMAGED_SUFFIX = ".damaged"  # a chunk file set aside: zarr reads its chunk as never written
 
 
-def set_aside_damaged_chunks(path):
-    """Before a resume: where every chunk that cannot be decoded is one of a task's (the
-    ``VARIABLES``, chunked a cell by a task of networks), mark those tasks not done and rename
-    each such file ``KEY.damaged`` (kept: a later spingpu or zarr may read it), with a warning
-    naming them; the run trains the tasks again and writes their chunks whole. Damage elsewhere
-    (``task_done``, a cell's variables, the coordinates) is left to :func:`done_tasks`' error. A
-    store that cannot be opened, or has no damaged chunk, is left as it is."""
+def damaged_chunks(path):
+    """{chunk file: index (sweep indices..., task) of the task that writes it anew} of the chunks
+    of the store at ``path`` that cannot be decoded, read only. A task's numbers (``VARIABLES``,
+    chunked a cell by a task of networks) are written whole by that task; a cell's
+    (``CELL_VARIABLES``, ``engine``) by every task of the cell, the first named. A chunk that no
+    task writes (``task_done``, a coordinate) is a ConfigError naming it (``--overwrite`` mends
+    that); a read that fails (OSError: a network filesystem's fault, the store may be fine) too."""
     import zarr
 
     try:
-        group = zarr.open_group(str(path), mode="r+")
-    except Exception:
+        group = zarr.open_group(str(path), mode="r")
+        damaged = list(_undecodable_chunks(group))
+    except OSError as err:
+        raise ConfigError("out", f"{path} cannot be read ({type(err).__name__}: {_first_line(err)})") from None
+    mended = {}
+    for name, index in damaged:
+        file = Path(path) / name / group[name].metadata.encode_chunk_key(index)
+        if name in VARIABLES:
+            mended[file] = index[:group["task_done"].ndim]  # (cell indices..., task[, epoch chunk 0])
+        elif name in CELL_VARIABLES or name == "engine":
+            mended[file] = index + (0,)
+        else:
+            raise ConfigError("out", f"{path} is corrupt: the chunk file {file} cannot be decoded, and no task "
+                                     "writes it anew; replace the store with --overwrite or choose another --out")
+    return mended
+
+
+def set_aside_damaged_chunks(path, damaged):
+    """Mark the tasks of ``damaged`` (:func:`damaged_chunks`) not done and rename each file
+    ``KEY.damaged`` (``KEY.damaged.2``, ... where taken: kept, never replaced, for a later
+    spingpu or zarr that may read it), with a warning naming them; the run then trains the tasks
+    again, which write their chunks whole."""
+    import zarr
+
+    if not damaged:
         return
-    damaged = list(_undecodable_chunks(group))
-    if not damaged or any(name not in VARIABLES for name, _ in damaged):
-        return
-    done = group["task_done"]
-    tasks = sorted({index[:done.ndim] for _, index in damaged})  # (cell indices..., task[, epoch chunk 0])
+    done = zarr.open_array(str(Path(path) / "task_done"), mode="r+")
+    tasks = sorted(set(damaged.values()))
     with deferred_interrupts():  # the marks and the files set aside together
         for index in tasks:
             done[index] = 0
-        files = [Path(path) / name / _chunk_key(index) for name, index in damaged]
-        for file in files:
-            os.replace(file, file.with_name(file.name + DAMAGED_SUFFIX))
-    shown = ", ".join(map(str, files[:3])) + (f" and {len(files) - 3} more" if len(files) > 3 else "")
+        for file in damaged:
+            aside = file.with_name(file.name + DAMAGED_SUFFIX)
+            for k in itertools.count(2):
+                if not os.path.lexists(aside):
+                    break
+                aside = file.with_name(f"{file.name}{DAMAGED_SUFFIX}.{k}")
+            os.rename(file, aside)
+    files = list(map(str, damaged))
+    shown = ", ".join(files[:3]) + (f" and {len(files) - 3} more" if len(files) > 3 else "")
     warnings.warn(f"{path}: {count_text(len(files), 'chunk file')} cannot be decoded ({shown}): set aside as "
-                  f"*{DAMAGED_SUFFIX}; {count_text(len(tasks), 'task')} trained again to write "
-                  f"{'it' if len(files) == 1 else 'them'} anew", SpingpuWarning, stacklevel=3)
+                  f"*{DAMAGED_SUFFIX}; {count_text(len(tasks), 'task')} to train to write "
+                  f"{'it' if len(files) == 1 else 'them'} anew", SpingpuWarning, stacklevel=2)
 
 
 def _undecodable_chunks(group, deadline=None):
     """(array name, chunk index) of each chunk of the zarr ``group`` that cannot be decoded, its
     arrays in sorted order (until ``deadline``, time.monotonic()), read in slabs of whole chunks
     of at most SCAN_BYTES (zarr reads a slab's chunks concurrently), a slab that fails again a
-    chunk at a time to find which."""
-    import itertools
+    chunk at a time to find which. An OSError (a read that failed, not a chunk that cannot be
+    decoded) is raised."""
     import time
+
+    def read(selection):
+        try:
+            array.blocks[selection]
+            return True
+        except OSError:
+            raise
+        except Exception:
+            return False
 
     for name, array in sorted(group.arrays()):
         grid = array.cdata_shape
@@ -373,21 +405,13 @@ def _undecodable_chunks(group, deadline=None):
         for head in itertools.product(*map(range, grid[:lead])):
             if deadline is not None and time.monotonic() > deadline:
                 return
-            try:
-                array.blocks[head + (slice(None),) * (len(grid) - lead)]
+            if read(head + (slice(None),) * (len(grid) - lead)):
                 continue
-            except Exception:
-                pass
             for tail in itertools.product(*map(range, grid[lead:])):
-                try:
-                    array.blocks[head + tail]
-                except Exception:
+                if deadline is not None and time.monotonic() > deadline:
+                    return
+                if not read(head + tail):
                     yield name, head + tail
-
-
-def _chunk_key(index):
-    """The file name of a chunk of a zarr format 2 array (``0.3``; ``0`` for a 0-d array)."""
-    return ".".join(map(str, index)) or "0"
 
 
 def _damaged_chunk_text(path, resumable=False):
@@ -397,7 +421,7 @@ def _damaged_chunk_text(path, resumable=False):
     if not chunk:
         return ""
     again = "; spingpu run STUDY --out STORE --resume trains its task again" \
-        if resumable and chunk.split("/")[0] in VARIABLES else ""
+        if resumable and chunk.split("/")[0] in (*VARIABLES, *CELL_VARIABLES, "engine") else ""
     return f"; the chunk file {Path(path) / chunk} cannot be decoded{again}"
 
 
