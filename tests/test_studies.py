@@ -1729,7 +1729,10 @@ def test_resume_adopts_the_stores_networks_per_task_unless_another_is_given(tmp_
 @pytest.mark.parametrize("scheduler, message", [
     ("notaurl", "scheduler: 'notaurl' is not a scheduler address; expected e.g. tcp://HOST:PORT"),
     ("tcp://", "scheduler: 'tcp://' is not a scheduler address; expected e.g. tcp://HOST:PORT"),
-    ("tcp://127.0.0.1:1", "scheduler: cannot connect to tcp://127.0.0.1:1 within 1s: "),
+    ("tcp://127.0.0.1:1", "scheduler: cannot connect to tcp://127.0.0.1:1: nothing listens there (connection refused "
+                          "for 1 s); start the scheduler first, or give its address, e.g. tcp://HOST:8786"),
+    ("tcp://no-such-host.invalid:8786", "scheduler: cannot connect to tcp://no-such-host.invalid:8786: unknown host "
+                                        "'no-such-host.invalid' ("),
     ("silent", "scheduler: nothing at tcp://127.0.0.1:PORT answered as a Dask scheduler within 3 s (a dashboard's or "
                "another service's port?); give the scheduler's address, e.g. tcp://HOST:8786"),
     ("greeting", "scheduler: "),  # either it answers something unreadable, or never: both said as such
@@ -1745,6 +1748,7 @@ def test_a_bad_scheduler_writes_nothing_and_keeps_a_store_to_overwrite(tmp_path,
 
     monkeypatch.setattr(runner, "SCHEDULER_SECONDS", 1)
     monkeypatch.setattr(runner, "JOIN_GRACE_SECONDS", 2)
+    monkeypatch.setattr(runner, "REFUSED_SECONDS", 1)
     if scheduler in ("silent", "greeting"):
         server = socket.create_server(("127.0.0.1", 0))
         held = []

@@ -39,6 +39,7 @@ SUMMARY_BYTES_PER_NETWORK_CELL = 48
 REPORT_BYTES_PER_NETWORK_CELL = 96
 SCHEDULER_SECONDS = 30  # how long --scheduler waits for the scheduler to answer
 JOIN_GRACE_SECONDS = 15  # and then for Client() to give up, before it is given up on
+REFUSED_SECONDS = 5  # a --scheduler port that refuses connections is tried again this long (one starting)
 WATCH_SECONDS = 10  # how often a run asks its scheduler how many workers it has (_watch_workers)
 STALL_SECONDS = 120  # no task back for this long, and STALL_FACTOR x the longest a task took: said (Pace)
 STALL_FACTOR = 3
@@ -581,6 +582,29 @@ def _workers_ignore_ctrl_c():
         signal.signal(signal.SIGINT, saved)
 
 
+def _check_listening(address, host, port):
+    """ConfigError where nothing can listen at ``host``:``port``: an unknown host name, or a port
+    that refuses connections for REFUSED_SECONDS (a scheduler that is starting gets them; Dask's
+    Client would try for SCHEDULER_SECONDS and say less). A slow or filtered network, or any other
+    failure, is left to Client's own timeout."""
+    deadline = time.monotonic() + REFUSED_SECONDS
+    while True:
+        try:
+            socket.create_connection((host, port), timeout=1.0).close()
+            return
+        except socket.gaierror as err:
+            raise ConfigError("scheduler", f"cannot connect to {address}: unknown host {host!r} "
+                                           f"({err.strerror})") from None
+        except ConnectionRefusedError:
+            if time.monotonic() > deadline:
+                raise ConfigError("scheduler", f"cannot connect to {address}: nothing listens there (connection "
+                                               f"refused for {REFUSED_SECONDS:g} s); start the scheduler first, or "
+                                               "give its address, e.g. tcp://HOST:8786") from None
+            time.sleep(0.25)
+        except OSError:
+            return
+
+
 def _join_scheduler(address, log):
     """A Client of the scheduler at ``address``; ConfigError where the address is malformed or
     nothing answers there within SCHEDULER_SECONDS, or not as a Dask scheduler."""
@@ -591,12 +615,14 @@ def _join_scheduler(address, log):
     try:
         scheme, location = parse_address(address)
         if scheme in ("tcp", "tls", "ucx", "ws", "wss"):
-            host, _ = parse_host_port(location)  # a missing port raises
+            host, port = parse_host_port(location)  # a missing port raises
             if not host:
                 raise ValueError("no host")
     except (TypeError, ValueError):
         raise ConfigError("scheduler", f"{address!r} is not a scheduler address; expected e.g. "
                                        "tcp://HOST:PORT") from None
+    if scheme in ("tcp", "tls", "ws", "wss"):
+        _check_listening(address, host, port)
     timeout = f"{SCHEDULER_SECONDS}s"
     # in a thread of its own, waited for with a limit: a server that takes the connection but never
     # answers as a Dask scheduler would (a dashboard's HTTP port) holds Client() past its timeout
