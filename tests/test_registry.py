@@ -181,6 +181,24 @@ def test_real_only_function_without_dvdi_raises_with_hint():
     np.testing.assert_allclose(model.iv(i, p)[0], reference(i, p)[0], rtol=1e-12)
 
 
+@pytest.mark.parametrize("body, with_dvdi, message", [
+    (lambda current, r0, v_t, i_s: r0 * current * np.fft.fft(current), True,  # numba has no numpy.fft
+     "voltage: model 'bad': voltage does not compile with numba: TypingError: Unknown attribute 'fft' of type "
+     "Module(<module 'numpy.fft'"),
+    (lambda current, r0, v_t, i_s: (r0 * current, v_t), True,
+     "voltage: model 'bad': voltage must return a real number (V), got (0.03"),
+    (lambda current, r0, v_t, i_s: (r0 * current, v_t), False,
+     "voltage: model 'bad': voltage must return a real number (V), got ((0.03"),
+])
+def test_a_model_numba_cannot_compile_names_why_in_one_line(body, with_dvdi, message):
+    """Numba's message starts with 'Failed in nopython mode pipeline' once per nested function;
+    the line that names the culprit is the one quoted, and a voltage of the wrong type is said so."""
+    with pytest.raises(ConfigError) as err:
+        register_model("bad", body, PARAMS, dvdi=diode_dvdi if with_dvdi else None)
+    assert str(err.value).startswith(message) and "\n" not in str(err.value), str(err.value)
+    assert "bad" not in available_models()
+
+
 def test_non_finite_model_raises():
     with pytest.raises(ConfigError, match="voltage: model 'diode_inf' is not finite"):
         register_model("diode_inf", lambda current, r0, v_t, i_s: r0 * current + v_t * np.log(current * current),

@@ -514,6 +514,16 @@ def derivative_mismatch(model, currents=DERIVATIVE_CHECK_CURRENTS_A, rows=None):
     return float(currents[i, 0]), rows[r], float(d[i, r]), float(difference[i, r])
 
 
+def _numba_reason(err, limit=300):
+    """``TypeName: line`` of a Numba error: its first line that is not one of the ``Failed in ...
+    pipeline`` headers it repeats per nested function (``Unknown attribute 'erf' of type
+    Module(scipy.special)``), cut to ``limit`` characters."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    reason = next((line for line in lines if not line.startswith("Failed in")), lines[0] if lines else "")
+    reason = reason if len(reason) <= limit else reason[:limit - 3] + "..."
+    return f"{type(err).__name__}: {reason}" if reason else type(err).__name__
+
+
 def register_model(name, voltage, parameters, *, dvdi=None, description="", replace=False, check_derivative=True):
     """Add a device model written as a scalar Python function.
 
@@ -580,14 +590,31 @@ def register_model(name, voltage, parameters, *, dvdi=None, description="", repl
     def jit(fn):  # numpy error model: 1/0 gives inf (caught below), not an exception in a kernel
         return fn if hasattr(fn, "py_func") else numba.njit(error_model="numpy")(fn)
 
-    scalar = pointwise.make_scalar(jit(voltage), None if dvdi is None else jit(dvdi), len(parameters))
+    voltage, dvdi = jit(voltage), None if dvdi is None else jit(dvdi)
+    nominal = [p.nominal for p in parameters]
+    # each alone first, as the engines call it (without dvdi, voltage at a complex current): the error
+    # is then about its own code
+    for role, fn in (("voltage", voltage), ("dvdi", dvdi)):
+        if fn is None:
+            continue
+        try:
+            value = fn(1e-4 if dvdi is not None else complex(1e-4, 1e-20), *nominal)
+        except Exception as err:
+            hint = " (without dvdi, voltage must accept a complex current)" if dvdi is None else ""
+            raise ConfigError(role, f"model {name!r}: {role} does not compile with numba{hint}: "
+                                    f"{_numba_reason(err)}") from None
+        kinds = (int, float) if dvdi is not None else (int, float, complex)
+        if isinstance(value, bool) or not isinstance(value, kinds):
+            raise ConfigError(role, f"model {name!r}: {role} must return a real number ({'V' if role == 'voltage' else 'ohm'}), "
+                                    f"got {_short(value)} at I = 100 uA and the nominal parameters")
+    scalar = pointwise.make_scalar(voltage, dvdi, len(parameters))
     model = DeviceModel(name=name, parameters=parameters, scalar=scalar, description=description)
     try:
         v, d = model.iv(np.array([0.0, 1e-4, -1e-4]))
     except Exception as err:  # numba typing errors are long; one line says what to do
         hint = "" if dvdi is not None else " (without dvdi, voltage must accept a complex current)"
         raise ConfigError("voltage", f"model {name!r} does not compile with numba{hint}: "
-                                     f"{type(err).__name__}: {str(err).splitlines()[0]}") from None
+                                     f"{_numba_reason(err)}") from None
     if not (np.all(np.isfinite(v)) and np.all(np.isfinite(d))):
         raise ConfigError("voltage", f"model {name!r} is not finite at the nominal parameters near I = 0")
     mismatch = derivative_mismatch(model) if check_derivative else None
