@@ -1,5 +1,6 @@
 """The installed package holds every subpackage of the source tree, and imports stay light."""
 
+import os
 import subprocess
 import sys
 import tomllib
@@ -21,6 +22,16 @@ def test_import_spingpu_is_light():
             "'xarray', 'sklearn', 'numba.cuda') if m in sys.modules]; print(heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_python_m_spingpu_is_the_command():
+    """``python -m spingpu`` runs the ``spingpu`` command: its exit status and its one-line errors."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    ok = subprocess.run([sys.executable, "-m", "spingpu", "--version"], capture_output=True, text=True, env=env)
+    assert ok.returncode == 0 and ok.stdout.startswith("spingpu "), (ok.stdout, ok.stderr)
+    bad = subprocess.run([sys.executable, "-m", "spingpu", "train", "--networks", "0"], capture_output=True, text=True,
+                         env=env)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "networks" in bad.stderr, bad.stderr
 
 
 def test_sources_pass_pyflakes():

@@ -1169,6 +1169,28 @@ def test_an_adc_of_0_bits_is_drawn_as_no_adc_apart_from_the_resolutions(tmp_path
     assert sorted(rows) == sorted((a, d) for a in ("8", "no ADC", "4") for d in ("10 µA", "20 µA"))
 
 
+def test_a_figure_of_a_selection_says_the_values_fixed_and_a_bad_axis_is_one_line(tmp_path):
+    """ds.sel(delta_i=2e-5) or [2e-5]: the title says "at delta_i = 20 µA" (the figure would not
+    otherwise say which cells it shows); an axis the results do not have is a ConfigError naming
+    the argument and the allowed axes."""
+    from spingpu import ConfigError
+    from spingpu.plot import accuracy_vs_axis, heatmap
+
+    path, _ = fake_store(tmp_path, {"neuron.delta_i": [1e-5, 2e-5], "variability.sigma_d2d": [0.0, 0.1, 0.2],
+                                    "readout.read_noise": [1e-4, 1e-3]})
+    with open_results(path) as ds:
+        for picked in (ds.sel(delta_i=2e-5), ds.sel(delta_i=[2e-5])):
+            title = accuracy_vs_axis(picked, "sigma_d2d")._suptitle.get_text()
+            assert title == "Test accuracy against sigma_d2d at delta_i = 20 µA (pooled over read_noise)", title
+        title = heatmap(ds.sel(read_noise=1e-3), "sigma_d2d", "delta_i")._suptitle.get_text()
+        assert title == "delta_i x sigma_d2d at read_noise = 1 mV", title
+        with pytest.raises(ConfigError, match=r"^dim: 'sigma_d2' is not a numeric sweep axis of more than one value "
+                                              r"of these results \(did you mean 'sigma_d2d'\?\); allowed: "):
+            accuracy_vs_axis(ds, "sigma_d2")
+        with pytest.raises(ConfigError, match=r"^y_dim: 'tmr' is not a numeric sweep axis"):
+            heatmap(ds, "sigma_d2d", "tmr")
+
+
 def test_a_heatmap_cell_whose_every_network_diverged_is_not_one_that_never_ran(tmp_path):
     import zarr
 

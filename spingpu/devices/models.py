@@ -462,7 +462,9 @@ def get_model(name, *, iv_csv=None, iv_table=None, **nominal):
             model = _REGISTRY[name]
     else:
         raise ConfigError("model", f"unknown device model {name!r}{did_you_mean(name, available_models())}; "
-                                   f"allowed: {', '.join(available_models())}")
+                                   f"allowed: {', '.join(available_models())}, or a model of your own registered "
+                                   "with spingpu.register_model (in a study, by the file its [model] module names; "
+                                   "for spingpu train and devices, by --model-file)")
     return model.with_nominal(**nominal) if nominal else model
 
 

@@ -105,7 +105,7 @@ def _units(ds, dim):
 def value_texts(ds, dim):
     """The labels of the values of axis ``dim``, each told from the others (:func:`axis_value_texts`);
     ``no ADC`` for an ADC of 0 bits (OFF_AT_ZERO)."""
-    values = ds[dim].values.tolist()
+    values = np.ravel(ds[dim].values).tolist()  # a 0-d coordinate too (ds.sel(tmr0=2.0))
     texts = axis_value_texts(values, _units(ds, dim))
     off = OFF_AT_ZERO.get(ds[dim].attrs.get("sweep_key"))
     return [off if off and v == 0 else t for v, t in zip(values, texts)]
@@ -207,8 +207,23 @@ def _pooled(da, keep):
 
 
 def _pooled_note(ds, shown):
+    """`` at tmr0 = 2 (pooled over sigma_d2d)``: the sweep values a selection fixed
+    (``ds.sel(tmr0=2.0)`` or ``[2.0]``) and the sweep axes whose cells a figure pools."""
     rest = [d for d in sweep_axes(ds) if d not in shown and ds.sizes[d] > 1]
-    return f" (pooled over {', '.join(rest)})" if rest else ""
+    fixed = [f"{d} = {value_texts(ds, d)[0]}" for d in ds.coords
+             if d not in shown and "sweep_key" in ds[d].attrs and ds[d].size == 1]
+    return (f" at {', '.join(fixed)}" if fixed else "") + (f" (pooled over {', '.join(rest)})" if rest else "")
+
+
+def check_axis(ds, dim, field="dim", numeric=True):
+    """ConfigError naming ``field`` unless ``dim`` is one of the results' (numeric) sweep axes."""
+    from ..errors import ConfigError, did_you_mean
+
+    allowed = numeric_axes(ds) if numeric else sweep_axes(ds)
+    if dim not in allowed:
+        raise ConfigError(field, f"{dim!r} is not a {'numeric ' if numeric else ''}sweep axis of more than one value "
+                                 f"of these results{did_you_mean(str(dim), allowed)}; allowed: "
+                                 f"{', '.join(allowed) or 'none'}")
 
 
 def _new_figure(width=10.5, height=4.2, ncols=1, nrows=1):
@@ -222,6 +237,7 @@ def _new_figure(width=10.5, height=4.2, ncols=1, nrows=1):
 def accuracy_vs_axis(ds, dim, threshold=0.9):
     """Median test accuracy with IQR and 5-95 % bands, and the yield, against one numeric axis,
     one curve per value of the categorical axes."""
+    check_axis(ds, dim)
     fig, axes = _new_figure(ncols=2)
     ax_acc, ax_yield = axes[0]
     ds = ds.sortby(dim)  # a line joins the values in their order on the axis, not in the study's
@@ -336,6 +352,8 @@ def heatmap(ds, x_dim, y_dim, threshold=0.9):
     """Median test accuracy and yield over two numeric axes, one row per categorical value; a cell
     whose every finished network diverged reads ``all div.`` (its yield 0), one with none finished
     ``n/a``."""
+    check_axis(ds, x_dim, "x_dim")
+    check_axis(ds, y_dim, "y_dim")
     groups = _groups(ds)
     fig, axes = _new_figure(width=10.5, height=3.6 * len(groups), ncols=2, nrows=len(groups))
     ds = ds.sortby([y_dim, x_dim])  # rows and columns in the values' order

@@ -51,6 +51,15 @@ class TaskFailed(RuntimeError):
 
 @dataclass(frozen=True)
 class RunOptions:
+    """How :func:`run_study` runs a study: its store ``out`` (``.zarr``), ``resume`` or
+    ``overwrite`` it, where the workers are (a ``scheduler`` address, ``workers`` local processes,
+    or ``cluster`` ``slurm``/``pbs`` with ``cluster_options``, the study's ``[cluster]`` table),
+    their ``backend``, ``networks_per_task`` and ``threads_per_worker``, as ``spingpu run``'s
+    options of those names. ``report``: whether the caller writes the HTML report after the run
+    (:func:`spingpu.report.write_report`; ``spingpu run`` does unless ``--no-report``): only the
+    driver's memory for it is checked here, before the run. ``threshold``: the yield threshold
+    recorded in the store for a later report (None: not recorded)."""
+
     out: str
     resume: bool = False
     overwrite: bool = False
