@@ -156,6 +156,28 @@ def did_you_mean(word, options):
     return f" (did you mean {close!r}?)" if close else ""
 
 
+def keyword_checked(cls):
+    """Class decorator for a dataclass of settings: an unknown keyword to its constructor is a
+    ConfigError naming it, the closest setting and the allowed ones (Python's TypeError said only
+    "unexpected keyword argument"), as scikit-learn's estimators name a bad parameter."""
+    import dataclasses
+    import functools
+
+    names = [f.name for f in dataclasses.fields(cls) if f.init]
+    init = cls.__init__
+
+    @functools.wraps(init)
+    def __init__(self, *args, **kwargs):
+        for key in kwargs:
+            if key not in names:
+                raise ConfigError(key, f"not a setting of {cls.__name__}{did_you_mean(key, names)}; allowed: "
+                                       f"{', '.join(names)}")
+        init(self, *args, **kwargs)
+
+    cls.__init__ = __init__
+    return cls
+
+
 def check_choice(field, value, allowed):
     """``value`` if it is one of the strings ``allowed``, else ConfigError listing them (and the
     closest, where a misspelt word has one)."""

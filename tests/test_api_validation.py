@@ -548,3 +548,19 @@ def test_a_schedule_that_python_would_read_but_is_not_a_decimal_is_refused(text)
         Schedule.parse(text)
     assert str(err.value) == (f"lr_schedule: {ConfigError('', repr(text)).problem}; allowed: constant, "
                               "step:EVERY:GAMMA, exp:GAMMA, cosine")
+
+
+@pytest.mark.parametrize("cls, typo, meant", [
+    (TrainConfig, "grad_mod", "grad_mode"), (Variability, "sigma_d2", "sigma_d2d"), (Readout, "read_nois", "read_noise"),
+    (PairNeuron, "delta_I", "delta_i"), (Distillation, "temprature", "temperature"), (Schedule, "gama", "gamma")])
+def test_a_misspelt_setting_is_one_line_naming_the_closest(cls, typo, meant):
+    """A keyword no setting has: ConfigError naming it, the closest and every allowed setting (was
+    Python's TypeError "unexpected keyword argument"); the settings themselves still construct."""
+    with pytest.raises(ConfigError) as err:
+        cls(**{typo: 1})
+    names = [f.name for f in dataclasses.fields(cls)]
+    assert str(err.value) == (f"{typo}: not a setting of {cls.__name__} (did you mean {meant!r}?); allowed: "
+                              f"{', '.join(names)}")
+    assert err.value.field == typo
+    made = cls() if cls is not Schedule else cls("exp", gamma=0.9)
+    assert dataclasses.replace(made) == made

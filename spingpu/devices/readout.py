@@ -14,7 +14,7 @@ from functools import cache
 
 import numpy as np
 
-from ..errors import ConfigError, _short, check_choice, check_range
+from ..errors import ConfigError, _short, check_choice, check_range, keyword_checked
 from ..kernels import readout as _kernels
 
 NOISE_MODELS = ("gaussian", "johnson_shot")
@@ -46,6 +46,7 @@ UNITS = {"read_noise": "V", "temperature": "K", "bandwidth": "Hz", "adc_range": 
 CONVERTER_LIMITS = {"adc": 1e3, "dac": 1.0}
 
 
+@keyword_checked
 @dataclass(frozen=True)
 class Readout:
     """How a voltage is read and a current driven.

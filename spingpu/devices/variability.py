@@ -22,7 +22,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from ..errors import ConfigError, _short, check_items, check_range, did_you_mean
+from ..errors import ConfigError, _short, check_items, check_range, did_you_mean, keyword_checked
 from ..kernels import variability as _kernels
 
 MAX_SIGMA = 2.0  # a log-spread of 2 already spans a factor 50 at one standard deviation
@@ -46,6 +46,7 @@ class FrozenMapping(dict):
         return type(self), (dict(self),)
 
 
+@keyword_checked
 @dataclass(frozen=True)
 class Variability:
     """Spreads of every junction parameter, per level, and correlations between parameters.

@@ -24,7 +24,7 @@ import numpy as np
 from ..devices import Readout, Variability
 from ..devices.readout import UNITS as READOUT_UNITS
 from .. import errors as _errors
-from ..errors import ConfigError, _short, check_choice, check_items, check_range, did_you_mean
+from ..errors import ConfigError, _short, check_choice, check_items, check_range, did_you_mean, keyword_checked
 
 UnusedSettingWarning = _errors.UnusedSettingWarning  # where it was defined before spingpu.errors (filters name it so)
 
@@ -42,6 +42,7 @@ CONFIG_UNITS = ({f"neuron.{key}": unit for key, unit in NEURON_UNITS.items()}
                 | {f"readout.{key}": unit for key, unit in READOUT_UNITS.items()})
 
 
+@keyword_checked
 @dataclass(frozen=True)
 class PairNeuron:
     """How a pre-activation drives a junction pair and how its voltage becomes an activation.
@@ -96,6 +97,7 @@ def _decimal(text, whole=False):
     return int(value)
 
 
+@keyword_checked
 @dataclass(frozen=True)
 class Schedule:
     """Learning-rate schedule per epoch e = 0 .. E - 1 of E: ``constant``; ``step``
@@ -152,6 +154,7 @@ class Schedule:
                 "step": f"step:{self.every}:{gamma}"}[self.kind]
 
 
+@keyword_checked
 @dataclass(frozen=True)
 class Distillation:
     """Knowledge distillation: loss = (1 - alpha) CE(y) + alpha T^2 KL(p_teacher^T || p_student^T)."""
@@ -165,6 +168,7 @@ class Distillation:
         _put(self, "alpha", check_range("distillation.alpha", self.alpha, 0.0, 1.0))
 
 
+@keyword_checked
 @dataclass(frozen=True)
 class TrainConfig:
     """Architecture and training of N networks (all share it; each has its own junctions/weights).
