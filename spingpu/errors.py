@@ -3,7 +3,9 @@ less accurately than asked."""
 
 from __future__ import annotations
 
+import dataclasses
 import errno
+import functools
 import math
 import numbers
 
@@ -160,9 +162,6 @@ def keyword_checked(cls):
     """Class decorator for a dataclass of settings: an unknown keyword to its constructor is a
     ConfigError naming it, the closest setting and the allowed ones (Python's TypeError said only
     "unexpected keyword argument"), as scikit-learn's estimators name a bad parameter."""
-    import dataclasses
-    import functools
-
     names = [f.name for f in dataclasses.fields(cls) if f.init]
     init = cls.__init__
 

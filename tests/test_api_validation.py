@@ -564,3 +564,12 @@ def test_a_misspelt_setting_is_one_line_naming_the_closest(cls, typo, meant):
     assert err.value.field == typo
     made = cls() if cls is not Schedule else cls("exp", gamma=0.9)
     assert dataclasses.replace(made) == made
+
+
+def test_an_unknown_device_model_says_how_to_add_ones_own():
+    with pytest.raises(ConfigError) as err:
+        get_model("stt_compakt")
+    text = str(err.value)  # the allowed list holds any model another test registered in this process
+    assert text.startswith("model: unknown device model 'stt_compakt' (did you mean 'stt_compact'?); allowed: ")
+    assert text.endswith("stt_compact, tabulated, or a model of your own registered with spingpu.register_model (in a "
+                         "study, by the file its [model] module names; for spingpu train and devices, by --model-file)")

@@ -215,15 +215,14 @@ def _pooled_note(ds, shown):
     return (f" at {', '.join(fixed)}" if fixed else "") + (f" (pooled over {', '.join(rest)})" if rest else "")
 
 
-def check_axis(ds, dim, field="dim", numeric=True):
-    """ConfigError naming ``field`` unless ``dim`` is one of the results' (numeric) sweep axes."""
+def check_axis(ds, dim, field="dim"):
+    """ConfigError naming ``field`` unless ``dim`` is one of the results' numeric sweep axes."""
     from ..errors import ConfigError, did_you_mean
 
-    allowed = numeric_axes(ds) if numeric else sweep_axes(ds)
+    allowed = numeric_axes(ds)
     if dim not in allowed:
-        raise ConfigError(field, f"{dim!r} is not a {'numeric ' if numeric else ''}sweep axis of more than one value "
-                                 f"of these results{did_you_mean(str(dim), allowed)}; allowed: "
-                                 f"{', '.join(allowed) or 'none'}")
+        raise ConfigError(field, f"{dim!r} is not a numeric sweep axis of more than one value of these results"
+                                 f"{did_you_mean(str(dim), allowed)}; allowed: {', '.join(allowed) or 'none'}")
 
 
 def _new_figure(width=10.5, height=4.2, ncols=1, nrows=1):

@@ -320,6 +320,7 @@ def damaged_chunk(path, seconds=DAMAGED_CHUNK_SEARCH_SECONDS):
     return f"{name}/{group[name].metadata.encode_chunk_key(index)}"
 
 
+CELL_WRITTEN = (*CELL_VARIABLES, "engine")  # a cell's arrays, which each of its tasks writes whole
 SCAN_BYTES = 1 << 26  # the most of a store read at once in looking for chunks that cannot be decoded
 DAMAGED_SUFFIX = ".damaged"  # a chunk file set aside: zarr reads its chunk as never written
 
@@ -343,7 +344,7 @@ def damaged_chunks(path):
         file = Path(path) / name / group[name].metadata.encode_chunk_key(index)
         if name in VARIABLES:
             mended[file] = index[:group["task_done"].ndim]  # (cell indices..., task[, epoch chunk 0])
-        elif name in CELL_VARIABLES or name == "engine":
+        elif name in CELL_WRITTEN:
             mended[file] = index + (0,)
         else:
             raise ConfigError("out", f"{path} is corrupt: the chunk file {file} cannot be decoded, and no task "
@@ -421,7 +422,7 @@ def _damaged_chunk_text(path, resumable=False):
     if not chunk:
         return ""
     again = "; spingpu run STUDY --out STORE --resume trains its task again" \
-        if resumable and chunk.split("/")[0] in (*VARIABLES, *CELL_VARIABLES, "engine") else ""
+        if resumable and chunk.split("/")[0] in (*VARIABLES, *CELL_WRITTEN) else ""
     return f"; the chunk file {Path(path) / chunk} cannot be decoded{again}"
 
 
@@ -701,7 +702,7 @@ def open_results(path):
 
 
 # every data variable a store holds (one made by an earlier spingpu may lack some)
-STORE_VARIABLES = (*VARIABLES, *CELL_VARIABLES, "engine", "task_done")
+STORE_VARIABLES = (*VARIABLES, *CELL_WRITTEN, "task_done")
 
 
 def load_results(path, variables=None, last_epoch=()):
