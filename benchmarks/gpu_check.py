@@ -37,7 +37,8 @@ sampling every network's junctions and initial weights):
   copy       device-to-device copy bandwidth of a 1 GiB buffer, (read + write bytes) / s
   pair       the pair kernel on (N, B, U) = (512, 128, 256) float32: bytes of z in, h / used / exact out,
              the readings beyond the table out (one byte each), junction parameters in, over its time,
-             and that over the copy bandwidth; then a tabulated junction, and stt_compact without read
+             and that over the copy bandwidth; then a tabulated junction, stt_compact_f32 (float32
+             junctions), and stt_compact without read
              noise, with one reading per neuron and in its tanh branch (no junction), which attribute
              its time
   sgemm      cuBLAS SGEMM 8192^3 through cupy.matmul: TFLOP/s
@@ -51,7 +52,8 @@ sampling every network's junctions and initial weights):
              (blocks of 96 threads), 1e5 again in blocks of 128 threads and with the kernel compiled
              for >= 4 and >= 5 resident blocks per SM (launch bounds; whether the numbers equal the
              compiler's choice is shown, not required: ptxas may contract multiplies and adds
-             differently), 1e6 again with the fastest if that is not the default, then 1e5 without
+             differently), 1e6 again with the fastest if that is not the default, 1e5 with the
+             stt_compact_f32 model (float32 junctions; if faster than stt_compact, 1e6 too), then 1e5 without
              read noise, with the oracle derivative (one reading per neuron) and with tanh neurons
              (no junctions), which attribute an epoch's time: network-epochs/s and registers (a run
              predicted to exceed --budget seconds or the time left before --deadline is skipped and
@@ -61,9 +63,9 @@ sampling every network's junctions and initial weights):
              then again each wrapped for numba-cuda, the way older numba-cuda needs) against a CuPy
              RawKernel (CUDA C) with the same 19 arguments
   precision  junction readings per second (2 per thread, a Philox normal pair shared by them, 2^24
-             readings) of the engines' float64 device functions against their float32 transcription
-             (benchmarks/float32_reading.py), and the largest |V_f32 - V_f64|: whether float32
-             physics would pay (it would change every CPU result too)
+             readings) of the engines' float64 device functions against the stt_compact_f32 model's
+             junction with float32 noise (benchmarks/float32_reading.py), and the largest
+             |V_f32 - V_f64|: what float32 physics buys per reading
   macrospin  the LLGS kernel: junction-steps/s, and its resistances against the CPU kernel's; the
              junction tables of training as the CUDA engines compute them, against the CPU's
 
@@ -526,15 +528,17 @@ def time_iris(rng, device, sim, budget, remaining, on_row=lambda rows: None):
     epochs = 1 if sim else 200
     cfg = TrainConfig(hidden=(8,), epochs=epochs, lr=0.05, seed=1, grad_mode="fd_forward",
                       variability=Variability(sigma_d2d=0.1, sigma_pair=0.02), readout=Readout(read_noise=1e-3))
-    model = get_model("stt_compact")
     rows, state = [], dict(reference=None, runs=[])
 
-    def run(n, min_blocks=None, threads=None, config=None):
+    def run(n, min_blocks=None, threads=None, config=None, model_name="stt_compact"):
         row = dict(networks=n, epochs=epochs, min_blocks_per_sm=min_blocks, block_threads=threads)
         if config is not None:  # an attribution row: the default kernel on a cheaper configuration
             row["config"] = config
+        if model_name != "stt_compact":  # the same junctions evaluated in float32: a kernel of its own
+            row["model"] = model_name
+        model = get_model(model_name)
         left = remaining()
-        predicted = predicted_seconds(state["runs"], n, epochs, (min_blocks, threads))
+        predicted = predicted_seconds(state["runs"], n, epochs, (min_blocks, threads, model_name))
         if left <= 0 or (predicted is not None and predicted > min(budget, left)):
             row["skipped"] = ("past the deadline" if left <= 0 else f"predicted {predicted:.0f} s > "
                               f"{'budget' if budget <= left else 'time left'} {min(budget, left):.0f} s")
@@ -542,7 +546,8 @@ def time_iris(rng, device, sim, budget, remaining, on_row=lambda rows: None):
             on_row(rows)
             return row
         backend = fused_backend(sim, min_blocks, threads)
-        r, error = attempt(train, ds, ATTRIBUTION[config](cfg) if config else cfg, n_networks=n, backend=backend)
+        r, error = attempt(train, ds, ATTRIBUTION[config](cfg) if config else cfg, n_networks=n, backend=backend,
+                           model=model)
         if error is not None:  # one variant failing must not lose the other rows
             row["error"] = error
             rows.append(row)
@@ -550,14 +555,14 @@ def time_iris(rng, device, sim, budget, remaining, on_row=lambda rows: None):
             return row
         layout = fused_cuda_layout(IRIS_SIZES, model.kernel_width, ds.y_train.size, backend.block_threads,
                                    min_blocks)
-        state["runs"].append(dict(networks=n, variant=(min_blocks, threads), fixed_s=r.attrs["compile_seconds"],
+        state["runs"].append(dict(networks=n, variant=(min_blocks, threads, model_name), fixed_s=r.attrs["compile_seconds"],
                                   rate=r.attrs["network_epochs_per_second"]))
         row["block_threads"] = layout.threads
         row.update(seconds=r.attrs["train_seconds"], network_epochs_per_s=r.attrs["network_epochs_per_second"],
                    compile_s=r.attrs["compile_seconds"], registers=kernel_registers(fused_cuda_kernel(model, layout)),
                    median_test_acc=float(r.test_acc.median()))
         numbers = (r.train_loss.values, r.test_acc.values)
-        if config is not None:
+        if config is not None or model_name != "stt_compact":
             pass
         elif n == large and min_blocks is None and threads is None:
             state["reference"] = numbers
@@ -574,6 +579,10 @@ def time_iris(rng, device, sim, budget, remaining, on_row=lambda rows: None):
     run(small)
     timed = [(run(large), None)]
     run(full)
+    # stt_compact_f32 (float32 junctions): if faster at 1e5, the target's 1e6 with it
+    single = run(large, model_name="stt_compact_f32")
+    if single.get("network_epochs_per_s", 0.0) > timed[0][0].get("network_epochs_per_s", np.inf):
+        run(full, model_name="stt_compact_f32")
     timed += [(run(large, threads=128), 128)] + [(run(large, k), None) for k in FUSED_MIN_BLOCKS]
     timed = [(row, threads) for row, threads in timed if "network_epochs_per_s" in row]
     if timed:
@@ -603,16 +612,18 @@ def iris_variant(row):
     """An Iris row's networks and kernel variant (and configuration, if not the default), in words."""
     text = (f"{row['networks']:.0e} networks, {row.get('block_threads') or 'default'} threads, "
             f"min blocks/SM {row['min_blocks_per_sm']}")
-    return text + (f", {row['config']}" if row.get("config") else "")
+    return text + "".join(f", {row[key]}" for key in ("model", "config") if row.get(key))
 
 
 def time_bandwidth(rng, device, sim):
-    """Copy bandwidth, the pair kernel's achieved bandwidth (stt_compact, and a tabulated junction
-    for the kernel's rate with cheap junctions) and SGEMM; None in the simulator."""
+    """Copy bandwidth, the pair kernel's achieved bandwidth (stt_compact; a tabulated junction for
+    the kernel's rate with cheap junctions; stt_compact_f32, float32 junctions) and SGEMM; None in
+    the simulator."""
     if sim:
         return dict(copy_GBps=None, pair_GBps=None, pair_over_copy=None, sgemm_TFLOPs=None)
     import cupy
 
+    from spingpu.devices import get_model
     from spingpu.kernels import batched_cuda
 
     timer = EventTimer()
@@ -637,6 +648,7 @@ def time_bandwidth(rng, device, sim):
 
     pair_bw, pair_elements = pair_rate()
     tabulated_bw, _ = pair_rate(tabulated_stt_compact())
+    f32_bw, _ = pair_rate(get_model("stt_compact_f32"))
     # the same stt_compact kernel with less to do, to attribute its time (same bytes counted):
     # without read noise (no Philox normals), one reading per neuron (no finite difference), and
     # the tanh branch (no junction: the kernel's memory traffic and index arithmetic alone)
@@ -648,7 +660,8 @@ def time_bandwidth(rng, device, sim):
     sgemm_s = best_of(lambda: cupy.matmul(x, x, out=y))
     return dict(copy_GBps=copy_bw / 1e9, pair_GBps=pair_bw / 1e9, pair_over_copy=pair_bw / copy_bw,
                 pair_elements_per_s=pair_elements, tabulated_pair_GBps=tabulated_bw / 1e9,
-                tabulated_pair_over_copy=tabulated_bw / copy_bw, sgemm_TFLOPs=2 * m**3 / sgemm_s / 1e12,
+                tabulated_pair_over_copy=tabulated_bw / copy_bw, f32_pair_GBps=f32_bw / 1e9,
+                f32_pair_over_copy=f32_bw / copy_bw, sgemm_TFLOPs=2 * m**3 / sgemm_s / 1e12,
                 timings_queued_late=timer.queued_late, pair_over_copy_attribution=attribution)
 
 
@@ -733,8 +746,7 @@ def time_precision(rng, device, sim):
     grid = batched_cuda.blocks(n // 2)
     k0, k1 = np.uint64(rng.integers(1 << 32)), np.uint64(rng.integers(1 << 32))
     put = device.put
-    inputs = {np.float64: (put(current64), put(rows64)),
-              np.float32: (put(current64.astype(np.float32)), put(rows64.astype(np.float32)))}
+    inputs = dict.fromkeys((np.float64, np.float32), (put(current64), put(rows64)))  # the engines' rows
     out = {dtype: device.xp.full(n, SENTINEL, dtype=dtype) for dtype in inputs}
 
     def run(dtype, noise):
@@ -1045,6 +1057,8 @@ def checked_and_timed(args, spingpu, Device):
           f"of copy | >= 70 % |")
     print(f"| pair kernel, tabulated junction (cheap junctions) | {fmt(bandwidth.get('tabulated_pair_GBps'), '.0f')} "
           f"GB/s = {fmt(bandwidth.get('tabulated_pair_over_copy'), '.0%')} of copy | |")
+    print(f"| pair kernel, stt_compact_f32 (float32 junctions) | {fmt(bandwidth.get('f32_pair_GBps'), '.0f')} "
+          f"GB/s = {fmt(bandwidth.get('f32_pair_over_copy'), '.0%')} of copy | >= 70 % |")
     for what, share in (bandwidth.get("pair_over_copy_attribution") or {}).items():
         print(f"| pair kernel, stt_compact, {what} | {share:.0%} of copy | |")
     print(f"| SGEMM 8192^3 | {fmt(bandwidth['sgemm_TFLOPs'], '.1f')} TFLOP/s | |")

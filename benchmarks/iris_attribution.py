@@ -7,6 +7,7 @@ Rows (Iris 4-8-3, full batch, Adam, stt_compact, sigma_d2d 0.1, sigma_pair 0.02)
   fd_forward, no noise        without the read noise's Philox draws and Box-Muller transforms
   fd_forward, tabulated       junctions read from a 64-knot table of stt_compact (a Hermite
                               evaluation in place of the Newton solve), with the noise
+  fd_forward, stt_compact_f32 the same junctions evaluated in float32, with the noise
   tanh                        no junctions at all: the network, the loss, the optimiser and the
                               per-epoch metrics (gradient cosine, median derivative error, validation)
 
@@ -45,6 +46,7 @@ def rows():
     return [("fd_forward, 1 mV noise", "fd_forward", 1e-3, None),
             ("fd_forward, no noise", "fd_forward", 0.0, None),
             ("fd_forward, tabulated, 1 mV noise", "fd_forward", 1e-3, table),
+            ("fd_forward, stt_compact_f32, 1 mV noise", "fd_forward", 1e-3, "stt_compact_f32"),
             ("tanh (no junctions)", "tanh", 0.0, None)]
 
 
@@ -82,10 +84,11 @@ def main(argv=None):
     for label, rate, us, other in results:
         print(f"| {label} | {rate:.0f} | {us:.0f} | {other:.2f} |")
     us = {label: value for label, _, value, _ in results}
-    base, quiet, table, digital = (us[label] for label, *_ in rows())
+    base, quiet, table, single, digital = (us[label] for label, *_ in rows())
     n = READINGS_PER_NETWORK_EPOCH
     print(f"\nper reading ({n} a network-epoch): noise {1e3 * (base - quiet) / n:.0f} ns, stt_compact junction and "
-          f"readout {1e3 * (quiet - digital) / n:.0f} ns, tabulated junction saves {1e3 * (base - table) / n:.0f} ns; "
+          f"readout {1e3 * (quiet - digital) / n:.0f} ns, tabulated junction saves {1e3 * (base - table) / n:.0f} ns, "
+          f"float32 junction {1e3 * (base - single) / n:.0f} ns; "
           f"without junctions {digital:.0f} us of {base:.0f} us ({100 * digital / base:.0f} %)")
     return 0
 

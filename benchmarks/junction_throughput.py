@@ -8,9 +8,9 @@ Iris needs about 4 ns per junction evaluation on 2 cores; benchmarks/README.md):
                   DeviceModel.iv (Newton to float64 rounding), in a numba.prange loop over junctions
   spingpu f64 prepared  stt_compact_prepared on rows holding 1 / r_p, 1 / v_h^2, 1 / i_c, what every
                   training engine calls (STT_COMPACT.bind): the same bits, three divisions fewer
-  numba f32 x6    the same equations in float32 with a fixed 6 Newton steps (no convergence test,
-                  no branches: the loop LLVM can vectorise), numba.njit(fastmath, parallel); Numba
-                  vectorises tanh/cos/sin only with Intel SVML, which it says whether it has
+  spingpu f32 prepared  stt_compact_f32_prepared on the same rows: the stt_compact_f32 model's
+                  kernel function (the same equations in float32, Newton stopped at 1e-4 relative);
+                  Numba vectorises tanh/cos/sin only with Intel SVML, which it says whether it has
   torch f32 x6    benchmarks/torch_mtj.stt_compact_iv (the PyTorch peer's V(I), vectorised by torch
                   with its own SIMD transcendental functions), if torch is installed
 
@@ -35,10 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from spingpu import get_model  # noqa: E402
-from spingpu.kernels.stt_compact import stt_compact, stt_compact_prepared  # noqa: E402
-
-sys.path.insert(0, str(ROOT / "benchmarks"))
-from float32_reading import stt_compact_f32  # noqa: E402
+from spingpu.kernels.stt_compact import stt_compact, stt_compact_f32_prepared, stt_compact_prepared  # noqa: E402
 
 
 @numba.njit(parallel=True)
@@ -48,18 +45,18 @@ def spingpu_f64(current, params, v, d):
         v[i], d[i] = stt_compact(current[i], p[0], p[1], p[2], p[3], p[4], p[5])
 
 
-@numba.njit(parallel=True)
-def spingpu_f64_prepared(current, rows, v, d):
-    for i in numba.prange(current.size):
-        p = rows[i]
-        v[i], d[i] = stt_compact_prepared(current[i], p[0], p[1], p[2], p[3], p[4], p[5])
+def prepared_rows_kernel(junction):
+    @numba.njit(parallel=True)
+    def kernel(current, rows, v, d):
+        for i in numba.prange(current.size):
+            p = rows[i]
+            v[i], d[i] = junction(current[i], p[0], p[1], p[2], p[3], p[4], p[5])
+
+    return kernel
 
 
-@numba.njit(parallel=True, fastmath=True)
-def fixed_steps_f32(current, inv_rp, tmr0, inv_vh2, theta0, dtheta, inv_ic, v_out, d_out):
-    for i in numba.prange(current.size):
-        v_out[i], d_out[i] = stt_compact_f32(current[i], inv_rp[i], tmr0[i], inv_vh2[i], theta0[i], dtheta[i],
-                                             inv_ic[i])
+spingpu_f64_prepared = prepared_rows_kernel(stt_compact_prepared)
+spingpu_f32_prepared = prepared_rows_kernel(stt_compact_f32_prepared)
 
 
 def best_of(fn, repeats=5):
@@ -90,13 +87,11 @@ def main(argv=None):
     seconds = best_of(lambda: spingpu_f64_prepared(current, prepared, vp, dp))
     rows.append(("spingpu f64 prepared", seconds, np.abs(vp - v64).max(), np.abs(dp / d64 - 1).max()))
 
-    f32 = lambda x: np.ascontiguousarray(x, dtype=np.float32)  # noqa: E731
-    cols = [f32(1.0 / params[:, 0]), f32(params[:, 1]), f32(1.0 / params[:, 2] ** 2), f32(params[:, 3]),
-            f32(params[:, 4]), f32(1.0 / params[:, 5])]
-    cur32, v32, d32 = f32(current), np.empty(args.n, np.float32), np.empty(args.n, np.float32)
-    seconds = best_of(lambda: fixed_steps_f32(cur32, *cols, v32, d32))
-    rows.append(("numba f32 x6" + ("" if numba.config.USING_SVML else " (no SVML)"), seconds,
+    v32, d32 = np.empty(args.n), np.empty(args.n)
+    seconds = best_of(lambda: spingpu_f32_prepared(current, prepared, v32, d32))
+    rows.append(("spingpu f32 prepared" + ("" if numba.config.USING_SVML else " (no SVML)"), seconds,
                  np.abs(v32 - v64).max(), np.abs(d32 / d64 - 1).max()))
+    cur32 = np.ascontiguousarray(current, dtype=np.float32)
     try:
         import torch
 

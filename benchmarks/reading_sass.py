@@ -8,8 +8,9 @@ disassembled by cuobjdump (the ``nvidia-cuda-cuobjdump`` wheel, or one on the PA
   stt_compact_prepared(I, 1/r_p, ..., 1/i_c)  what the training kernels evaluate (rows from ``bind``)
   tabulated (Hermite)                       a measured curve's reading (knot interval, cubic Hermite)
   normal_pair (Philox + Box-Muller)         the read noise of two readings
-  float32: ...                              the same two in float32 (benchmarks/float32_reading.py):
-                                            what float32 physics would leave of them
+  stt_compact_f32_prepared (kernel rows)    the stt_compact_f32 model: the same junction in float32
+  float32: normal_pair                      the noise in float32 (benchmarks/float32_reading.py): what
+                                            float32 noise would leave of it
 
 Counts are static: each instruction of the code once, whether it runs never (a division's slow
 path), once, or once per Newton step. They show what a change removes from the code, not the time
@@ -38,11 +39,11 @@ def kernels():
     from numba import cuda
 
     from spingpu.kernels.philox import normal_pair
-    from spingpu.kernels.stt_compact import stt_compact, stt_compact_prepared
+    from spingpu.kernels.stt_compact import stt_compact, stt_compact_f32_prepared, stt_compact_prepared
     from spingpu.kernels.tabulated import tabulated
 
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from float32_reading import normal_pair_f32, stt_compact_f32
+    from float32_reading import normal_pair_f32
 
     def reading(junction):
         """A kernel of one reading per thread of ``junction(I, 6 row values)`` -> (V, dV/dI)."""
@@ -75,8 +76,7 @@ def kernels():
             ("stt_compact_prepared (kernel rows)", reading(stt_compact_prepared), junction),
             ("tabulated (Hermite)", measured, "(float64[::1], float64[:, ::1], float64[:, ::1], float64[::1])"),
             ("normal_pair (2 normals)", draws(normal_pair), "(int64[:, ::1], int64, int64, float64[::1])"),
-            ("float32: stt_compact, 6 Newton steps unrolled", reading(stt_compact_f32),
-             "(float32[::1], float32[:, ::1], float32[::1])"),
+            ("stt_compact_f32_prepared (kernel rows, float32)", reading(stt_compact_f32_prepared), junction),
             ("float32: normal_pair", draws(normal_pair_f32), "(int64[:, ::1], int64, int64, float32[::1])")]
 
 

@@ -26,11 +26,18 @@ rounding (1.1e-16), instead of taking one more step to see it. By the implicit f
 Units: I in A, V in V, r_p in ohm, v_h in V, theta0 and dtheta in rad, i_c in A; tmr0 is a ratio
 (1.5 = 150 %). The training kernels evaluate :func:`stt_compact_prepared` on rows whose per-junction
 constants 1 / r_p, 1 / v_h^2 and 1 / i_c are computed once (:func:`prepare_rows`).
+
+Single precision (the ``stt_compact_f32`` model): :func:`stt_compact_f32_prepared` evaluates the
+same equations in float32 (IEEE binary32, unit roundoff u = 2^-24 = 6.0e-8) from float64 arguments
+and returns float64 values; its Newton iteration stops after a step below 1e-4 relative, which
+leaves < 3.5e-8 < u by the bound above. The float64 functions are the reference: the float32 ones
+are a deliberate transcription, and a test bounds their difference.
 """
 
 import math
 
 import numba
+import numpy as np
 
 _NEWTON_MAX_STEPS = 100  # a cap only: ~3.5 steps are typical, 10 the most seen over 30 % spreads at 2 mA
 _NEWTON_LAST_STEP = 1e-9  # relative; the error it leaves is < 3.5 * (1e-9)^2 (module doc)
@@ -100,3 +107,62 @@ def prepare_rows(rows, out):
         g_p, inv_vh2, inv_ic = junction_constants(rows[k, 0], rows[k, 2], rows[k, 5])
         out[k, 0], out[k, 1], out[k, 2] = g_p, rows[k, 1], inv_vh2
         out[k, 3], out[k, 4], out[k, 5] = rows[k, 3], rows[k, 4], inv_ic
+
+
+# --- single precision ----------------------------------------------------------------------------
+# float32 constants: Numba types a Python float literal as float64 and would promote the arithmetic.
+_F32_ONE, _F32_HALF, _F32_TWO, _F32_THREE = np.float32(1.0), np.float32(0.5), np.float32(2.0), np.float32(3.0)
+_F32_LAST_STEP = np.float32(1e-4)  # relative; leaves < 3.5 * (1e-4)^2 = 3.5e-8, below float32's u = 6.0e-8
+
+
+@numba.njit(cache=True)
+def cubic_root_f32(c3, c2, c1, c0, v):
+    """:func:`cubic_root` in float32 (every argument a float32): it stops after a step below 1e-4
+    relative, which leaves less than float32's unit roundoff (module doc)."""
+    for _ in range(_NEWTON_MAX_STEPS):
+        p = ((c3 * v + c2) * v + c1) * v + c0
+        dp = (_F32_THREE * c3 * v + _F32_TWO * c2) * v + c1
+        step = p / dp
+        v -= step
+        if abs(step) <= _F32_LAST_STEP * abs(v):
+            break
+    return v
+
+
+@numba.njit(cache=True)
+def stt_compact_f32_prepared(current, g_p, tmr0, inv_vh2, theta0, dtheta, inv_ic):
+    """:func:`stt_compact_prepared` evaluated in float32: the arguments (float64) are rounded to
+    float32, every operation is a float32 one (tanhf, cosf, sinf), and V (V) and dV/dI (ohm) are
+    returned as float64. It differs from the float64 function by a few float32 roundings of V
+    (about 1e-7 relative) and of dV/dI; the ``stt_compact_f32`` model's description gives the
+    measured bounds."""
+    current, g_p, tmr0 = np.float32(current), np.float32(g_p), np.float32(tmr0)
+    inv_vh2, theta0, dtheta, inv_ic = np.float32(inv_vh2), np.float32(theta0), np.float32(dtheta), np.float32(inv_ic)
+    th = math.tanh(current * inv_ic)
+    theta = theta0 - dtheta * th
+    cos_t = math.cos(theta)
+    sin_t = math.sin(theta)
+    a = _F32_HALF * (_F32_ONE + cos_t) * g_p
+    b = _F32_HALF * (_F32_ONE - cos_t) * g_p
+    c3 = (a + b) * inv_vh2
+    c2 = -current * inv_vh2
+    c1 = a * (_F32_ONE + tmr0) + b
+    c0 = -current * (_F32_ONE + tmr0)
+    v = cubic_root_f32(c3, c2, c1, c0, current * (_F32_ONE + tmr0) / c1)
+    x2 = v * v * inv_vh2
+    inv_d = _F32_ONE / (_F32_ONE + tmr0 + x2)
+    ap = (_F32_ONE + x2) * inv_d
+    g = a + b * ap
+    dap_dv = _F32_TWO * v * inv_vh2 * tmr0 * inv_d * inv_d
+    dg_dv = b * dap_dv
+    dg_dtheta = -_F32_HALF * sin_t * g_p * (_F32_ONE - ap)
+    dtheta_di = -dtheta * (_F32_ONE - th * th) * inv_ic
+    return np.float64(v), np.float64((_F32_ONE - v * dg_dtheta * dtheta_di) / (g + v * dg_dv))
+
+
+@numba.njit(cache=True)
+def stt_compact_f32(current, r_p, tmr0, v_h, theta0, dtheta, i_c):
+    """:func:`stt_compact` in float32 (:func:`stt_compact_f32_prepared` after the float64
+    :func:`junction_constants`): voltage (V) and dV/dI (ohm), as float64."""
+    g_p, inv_vh2, inv_ic = junction_constants(r_p, v_h, i_c)
+    return stt_compact_f32_prepared(current, g_p, tmr0, inv_vh2, theta0, dtheta, inv_ic)

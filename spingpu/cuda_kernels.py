@@ -44,7 +44,7 @@ def catalog():
     specs = [KernelSpec("macrospin_mean_resistance", cuda_devices.macrospin_mean_resistance, MACROSPIN_SIGNATURE,
                         cuda_devices.THREADS)]
     x = np.linspace(-1e-3, 1e-3, 5)
-    models = (get_model("stt_compact"), tabulated_model(table=(x, 1e3 * x)), TABLE_MODEL)
+    models = (get_model("stt_compact"), get_model("stt_compact_f32"), tabulated_model(table=(x, 1e3 * x)), TABLE_MODEL)
     for model in models:
         specs.append(fused_train_spec(model))
     specs.append(fused_train_spec(models[0], min_blocks=CHECKED_MIN_BLOCKS))  # launch bounds reach ptxas

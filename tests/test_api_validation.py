@@ -571,5 +571,6 @@ def test_an_unknown_device_model_says_how_to_add_ones_own():
         get_model("stt_compakt")
     text = str(err.value)  # the allowed list holds any model another test registered in this process
     assert text.startswith("model: unknown device model 'stt_compakt' (did you mean 'stt_compact'?); allowed: ")
-    assert text.endswith("stt_compact, tabulated, or a model of your own registered with spingpu.register_model (in a "
-                         "study, by the file its [model] module names; for spingpu train and devices, by --model-file)")
+    assert text.endswith("stt_compact, stt_compact_f32, tabulated, or a model of your own registered with "
+                         "spingpu.register_model (in a study, by the file its [model] module names; for spingpu "
+                         "train and devices, by --model-file)")

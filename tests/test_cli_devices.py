@@ -59,7 +59,7 @@ def test_devices_tabulated_from_csv(tmp_path):
 
 
 BAD = [
-    (["--model", "nope"], "model: unknown device model 'nope'; allowed: macrospin, stt_compact, tabulated"),
+    (["--model", "nope"], "model: unknown device model 'nope'; allowed: macrospin, stt_compact, stt_compact_f32, tabulated"),
     (["--param", "r_p=-1"], "param r_p: -1.0 is out of range; allowed: 1 <= value <= 1e7"),
     (["--param", "r_p=inf"], "param r_p: expected a finite number, got inf; allowed: 1 <= value <= 1e7"),
     (["--param", "v_h=1e-300"], "param v_h: 1e-300 is out of range; allowed: 0.001 <= value <= 1000 or inf"),

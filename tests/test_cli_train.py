@@ -215,7 +215,7 @@ BAD = [
     (["--networks", "1000000000"], ["networks: 1000000000 networks need up to", "GiB of memory",
                                     "allowed here: at most"]),
     (["--param", "r_q=5"], ["param: unknown parameter 'r_q'", "allowed: r_p, tmr0"]),
-    (["--device-model", "foo"], ["device-model: unknown device model 'foo'", "allowed: macrospin, stt_compact, tabulated"]),
+    (["--device-model", "foo"], ["device-model: unknown device model 'foo'", "allowed: macrospin, stt_compact, stt_compact_f32, tabulated"]),
     (["--out", "{tmp}/out/no/r.nc"], ["out: folder", "does not exist"]),
     (["--out", "{tmp}/out/r.txt"], ["out:", "r.txt': expected a file name ending in .nc (netCDF), such as results.nc"]),
     (["--batch-size", "0"], ["batch-size: 0 is out of range", "allowed: 1 <= value"]),

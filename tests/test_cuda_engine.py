@@ -354,6 +354,26 @@ def test_both_cuda_engines_train_a_tabulated_model_as_the_cpu_engines(blobs):
     assert np.all((0.05 < ref.extrapolated_readings) & (ref.extrapolated_readings < 0.95))
 
 
+def test_every_engine_trains_the_float32_junction_model_alike(blobs):
+    """stt_compact_f32 through every engine: the CPU engines call the same compiled float32
+    function (equal to the NumPy engine as for stt_compact); the simulator runs the device
+    functions as Python, where math.tanh, cos and sin of a float32 return float64 values rounded
+    at the next float32 operation: a float32 rounding apart per reading, not bits."""
+    cfg = TrainConfig(hidden=(4,), epochs=2, lr=0.05, seed=9, dtype="float64", batch_size=16, variability=VAR,
+                      readout=Readout(read_noise=1e-3))
+    nets = np.array([2, 7])
+    runs = {engine: train(blobs, cfg, networks=nets, model="stt_compact_f32", backend=backend)
+            for engine, backend in (("numpy", "numpy"), ("cpu", "cpu"), ("fused", SIM), ("batched", BATCHED))}
+    float64 = train(blobs, cfg, networks=nets, model="stt_compact", backend="cpu")
+    for name in ("train_loss", "grad_cosine", "deriv_rel_err"):
+        for engine in ("cpu", "fused", "batched"):
+            np.testing.assert_allclose(runs[engine][name].values, runs["numpy"][name].values,
+                                       rtol=1e-10 if engine != "fused" else 1e-5, err_msg=f"{engine} {name}")
+        np.testing.assert_allclose(runs["cpu"][name].values, float64[name].values, rtol=1e-4, err_msg=name)
+        assert not np.array_equal(runs["cpu"][name].values, float64[name].values), name  # float32, not float64
+    assert runs["fused"].attrs["device_model"] == "stt_compact_f32" and np.isfinite(runs["cpu"].train_loss).all()
+
+
 def test_batched_loop_reads_the_device_back_once_per_epoch_not_per_step(blobs, monkeypatch):
     """The data, batch order and running metrics stay on the device: the host-device transfers of
     a run do not grow with the steps per epoch (42 training rows: 2 steps of 21, or 6 of 7)."""

@@ -110,15 +110,14 @@ def test_gpu_check_keeps_the_other_numbers_when_a_part_fails(tmp_path, monkeypat
     assert "| bandwidth | ERROR: RuntimeError: boom | |" in capsys.readouterr().out
 
 
-def test_gpu_check_counts_iris_runs_that_raised_or_were_skipped_and_keeps_the_others(tmp_path, monkeypatch):
-    """Each Iris run is saved as it ends; one that raised or was skipped makes the exit status 1."""
+def _iris_only(tmp_path, monkeypatch, rates):
+    """gpu_check's Iris part alone in the simulator, ``train`` replaced by one that returns the next
+    of ``rates`` (None: it raises): (exit status, the JSON report, each run's (grad_mode, read noise,
+    sigma_d2d, model name))."""
     import json
 
     gpu_check = _gpu_check_module()
-    # 1, 2 (raises), 3 networks; 2 in blocks of 128 threads, at 4 and 5 blocks/SM; 3 at 4, the fastest;
-    # then the attribution rows (1 network in the simulator): no read noise, oracle, tanh
-    rates = iter([1.0, None, 3.0, 2.0, 2.5, 2.2, 2.5, 4.0, 5.0, 9.0])
-    configs = []
+    rates, runs = iter(rates), []
 
     class Result:
         def __init__(self, rate):
@@ -127,8 +126,8 @@ def test_gpu_check_counts_iris_runs_that_raised_or_were_skipped_and_keeps_the_ot
 
             self.train_loss = self.test_acc = xr.DataArray(np.zeros(1))
 
-    def train(ds, cfg, n_networks, backend):
-        configs.append((cfg.grad_mode, cfg.readout.read_noise, cfg.variability.sigma_d2d))
+    def train(ds, cfg, n_networks, backend, model):
+        runs.append((cfg.grad_mode, cfg.readout.read_noise, cfg.variability.sigma_d2d, model.name))
         rate = next(rates)
         if rate is None:
             raise MemoryError("out of memory")
@@ -145,16 +144,37 @@ def test_gpu_check_counts_iris_runs_that_raised_or_were_skipped_and_keeps_the_ot
     monkeypatch.setattr(gpu_check, "kernel_registers", lambda kernel: None)
     monkeypatch.setenv("OUT", str(tmp_path))
     monkeypatch.setattr("sys.argv", ["gpu_check.py", "--simulate", "--budget", "1e9"])
-    assert gpu_check.main() == 1
-    report = json.loads((tmp_path / "gpu_check.json").read_text())
-    assert [row.get("network_epochs_per_s") for row in report["iris"]] == [1.0, None, 3.0, 2.0, 2.5, 2.2, 2.5, 4.0,
-                                                                             5.0, 9.0]
-    assert [row["min_blocks_per_sm"] for row in report["iris"]] == [None, None, None, None, 4, 5, 4, None, None, None]
+    status = gpu_check.main()
+    return status, json.loads((tmp_path / "gpu_check.json").read_text()), runs
+
+
+def test_gpu_check_counts_iris_runs_that_raised_or_were_skipped_and_keeps_the_others(tmp_path, monkeypatch):
+    """Each Iris run is saved as it ends; one that raised or was skipped makes the exit status 1."""
+    # 1, 2 (raises), 3 networks; 2 with stt_compact_f32 (not timed at 3: the default at 2 has no rate);
+    # 2 in blocks of 128 threads, at 4 and 5 blocks/SM; 3 at 4, the fastest; then the attribution
+    # rows (1 network in the simulator): no read noise, oracle, tanh
+    rates = [1.0, None, 3.0, 2.7, 2.0, 2.5, 2.2, 2.5, 4.0, 5.0, 9.0]
+    status, report, runs = _iris_only(tmp_path, monkeypatch, rates)
+    assert status == 1
+    assert [row.get("network_epochs_per_s") for row in report["iris"]] == rates
+    assert [row["min_blocks_per_sm"] for row in report["iris"]] == [None] * 5 + [4, 5, 4, None, None, None]
+    assert [row.get("model") for row in report["iris"]] == [None] * 3 + ["stt_compact_f32"] + [None] * 7
     assert [row.get("config") for row in report["iris"]][-4:] == [None, "no read noise", "oracle, no read noise", "tanh"]
-    assert configs[0] == ("fd_forward", 1e-3, 0.1) and configs[-3:] == [("fd_forward", 0.0, 0.1), ("oracle", 0.0, 0.1),
-                                                                        ("tanh", 0.0, 0.0)]
+    assert runs[0] == ("fd_forward", 1e-3, 0.1, "stt_compact") and runs[-3:] == [
+        ("fd_forward", 0.0, 0.1, "stt_compact"), ("oracle", 0.0, 0.1, "stt_compact"), ("tanh", 0.0, 0.0, "stt_compact")]
     assert report["errors"] == {"iris 2e+00 networks, default threads, min blocks/SM None": "MemoryError: out of memory"}
     assert report["skipped"] == {} and "running" not in report
+
+
+@pytest.mark.parametrize("f32_rate, full_f32", [(2.1, True), (1.9, False)])
+def test_gpu_check_times_the_target_with_float32_junctions_where_they_were_faster(tmp_path, monkeypatch, f32_rate,
+                                                                                 full_f32):
+    rates = [1.0, 2.0, 3.0, f32_rate] + [4.0] * full_f32 + [1.0, 1.5, 1.2, 0.5, 0.5, 0.5]
+    status, report, runs = _iris_only(tmp_path, monkeypatch, rates)
+    assert status == 0 and [row.get("network_epochs_per_s") for row in report["iris"]] == rates
+    f32 = [(row["networks"], row["block_threads"]) for row in report["iris"] if row.get("model") == "stt_compact_f32"]
+    assert f32 == [(2, 32), (3, 32)][:1 + full_f32]  # the simulator's blocks of 32 threads
+    assert [run[3] for run in runs].count("stt_compact_f32") == 1 + full_f32
 
 
 def _gpu_check_module():
@@ -318,7 +338,7 @@ def test_the_precision_parts_float32_reading_compiles_to_float32_arithmetic(comp
             "from float32_reading import reading_kernels\n"
             "from spingpu.kernels import ptx\n"
             "for kernel, t in zip(reading_kernels(), ('float64', 'float32')):\n"
-            "    text = ptx.compile_ptx(kernel.py_func, f'({t}[::1], {t}[:, ::1], {t}, uint64, uint64, {t}[::1])')\n"
+            "    text = ptx.compile_ptx(kernel.py_func, f'(float64[::1], float64[:, ::1], {t}, uint64, uint64, {t}[::1])')\n"
             "    ops = re.findall(r'^\\s+(?:@%p\\d+\\s+)?((?:add|sub|mul|fma|div|sqrt|rcp|neg|abs)\\.\\S+)', text, re.M)\n"
             "    print(sum('f64' in op for op in ops), sum('f32' in op for op in ops))\n")
     out = compiler_python("-c", code)

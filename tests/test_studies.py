@@ -1076,7 +1076,7 @@ MALFORMED = [
     ("zero hidden width", BASE.replace("hidden = [3]", "hidden = [0]"), "network.hidden",
      "allowed: 1 <= value <= 65536"),
     ("bad model param value", with_line("model.params", "r_p = -5.0"), "model.params.r_p", "allowed: 1 <= value <= 1e7"),
-    ("unknown model", with_line("model", 'name = "stt_compakt"'), "model.name", "allowed: macrospin, stt_compact, tabulated"),
+    ("unknown model", with_line("model", 'name = "stt_compakt"'), "model.name", "allowed: macrospin, stt_compact, stt_compact_f32, tabulated"),
     ("unknown model param", with_line("model.params", "r_q = 5.0"), "model.params",
      "unknown parameter 'r_q' for model 'stt_compact' (did you mean 'r_p'?); allowed: r_p, tmr0"),
     ("correlation key malformed", with_line("variability.correlation", '"r_p" = 0.5'), "variability.correlation",
