@@ -55,26 +55,28 @@ def open_store(runs, name, quiet=False):
     return spingpu.open_results(path)
 
 
-def paired_comparison(better, base, what):
+def paired_comparison(better, base, what, base_name="labels-only", alternative="greater"):
     """A line comparing per-network test accuracies ``better`` and ``base`` of the *same* networks
     (chips, initial weights, batches and noise: two cells of one study differ only in their
-    setting): the differences' mean and range, and the one-sided p of the Wilcoxon signed-rank test
-    that ``better`` is better (exact for these few networks; zero differences dropped). A rank
-    test of two independent samples (Mann-Whitney) would discard the pairing."""
+    setting): the differences' mean and range, and the p of the Wilcoxon signed-rank test (exact
+    for these few networks; zero differences dropped), one-sided that ``better`` is better or, with
+    ``alternative="two-sided"``, that the two differ. A rank test of two independent samples
+    (Mann-Whitney) would discard the pairing."""
     better, base = np.asarray(better, dtype=float), np.asarray(base, dtype=float)
     paired = np.isfinite(better) & np.isfinite(base)  # a network diverged in either cell has no pair
     better, base = better[paired], base[paired]
     diff = better - base
     if not diff.size:
-        return f"{what} against labels-only: no network trained in both cells"
+        return f"{what} against {base_name}: no network trained in both cells"
     n_out = int(np.sum(~paired))
     dropped = f"; {count_text(n_out, 'network')} diverged in a cell, left out" if n_out else ""
-    line = (f"{what} minus labels-only, same networks: mean {100 * diff.mean():+.2f} points (min "
+    line = (f"{what} minus {base_name}, same networks: mean {100 * diff.mean():+.2f} points (min "
             f"{100 * diff.min():+.2f}, max {100 * diff.max():+.2f}; {int(np.sum(diff > 0))} of {diff.size} better, "
             f"{int(np.sum(diff == 0))} equal{dropped})")
     if np.any(diff != 0):
-        p = wilcoxon(better, base, alternative="greater", zero_method="wilcox").pvalue
-        line += f"; Wilcoxon signed-rank p ({what} better) = {p:.3g}"
+        p = wilcoxon(better, base, alternative=alternative, zero_method="wilcox").pvalue
+        line += (f"; Wilcoxon signed-rank p ({what} better) = {p:.3g}" if alternative == "greater" else
+                 f"; Wilcoxon signed-rank p (two-sided) = {p:.3g}")
     return line
 
 
@@ -272,6 +274,22 @@ def main(argv=None):
         fig.suptitle(f"Iris 4-8-3 with MTJ pairs: chip-to-chip x device-to-device spread, "
                      f"{ds.sizes['network']} chips per cell (right: yield at 100 % test accuracy)")
         save(fig, figs / "variability_yield.png")
+
+    ds = open_store(args.runs, "float32_junctions")
+    if ds is not None:
+        table(ds, "float32 junctions")
+        f32, f64 = (ds.sel(name=name) for name in ("stt_compact_f32", "stt_compact"))
+        for delta_i in ds.delta_i.values:
+            for noise in ds.read_noise.values:
+                cell = dict(delta_i=delta_i, read_noise=noise)
+                err32, err64 = (float(np.nanmedian(last_epoch_values(x, "deriv_rel_err").sel(cell).values))
+                                for x in (f32, f64))
+                loss32, loss64 = (last_epoch_values(x, "train_loss").sel(cell).values for x in (f32, f64))
+                print(f"dI {delta_i:g} A, read noise {noise:g} V: median dV/dI rel. err. float32 {err32:.3g}, "
+                      f"float64 {err64:.3g}; final training loss within {np.nanmax(np.abs(loss32 / loss64 - 1)):.1e} "
+                      "relative; " + paired_comparison(f32.test_acc.sel(cell).values,
+                                                                  f64.test_acc.sel(cell).values, "stt_compact_f32",
+                                                                  "stt_compact", "two-sided"))
 
     ds = open_store(args.runs, "macrospin")
     if ds is not None:
