@@ -124,7 +124,8 @@ def _iris_only(tmp_path, monkeypatch, rates):
             self.attrs = dict(network_epochs_per_second=rate, train_seconds=1.0, compile_seconds=0.5)
             import xarray as xr
 
-            self.train_loss = self.test_acc = xr.DataArray(np.zeros(1))
+            self.train_loss = xr.DataArray(np.full((1, 2), rate))  # (network, epoch)
+            self.test_acc = xr.DataArray(np.zeros(1))
 
     def train(ds, cfg, n_networks, backend, model):
         runs.append((cfg.grad_mode, cfg.readout.read_noise, cfg.variability.sigma_d2d, model.name))
@@ -150,18 +151,21 @@ def _iris_only(tmp_path, monkeypatch, rates):
 
 def test_gpu_check_counts_iris_runs_that_raised_or_were_skipped_and_keeps_the_others(tmp_path, monkeypatch):
     """Each Iris run is saved as it ends; one that raised or was skipped makes the exit status 1."""
-    # 1, 2 (raises), 3 networks; 2 with stt_compact_f32 (not timed at 3: the default at 2 has no rate);
-    # 2 in blocks of 128 threads, at 4 and 5 blocks/SM; 3 at 4, the fastest; then the attribution
-    # rows (1 network in the simulator): no read noise, oracle, tanh
-    rates = [1.0, None, 3.0, 2.7, 2.0, 2.5, 2.2, 2.5, 4.0, 5.0, 9.0]
+    # 1, 2 (raises), 3 networks; 2 in blocks of 128 threads, at 4 and 5 blocks/SM; 3 at 4, the
+    # fastest; the attribution rows (1 network in the simulator): no read noise, oracle, tanh; 2 with
+    # stt_compact_f32 (not timed at 3: the default at 2 has no rate)
+    rates = [1.0, None, 3.0, 2.0, 2.5, 2.2, 2.5, 4.0, 5.0, 9.0, 2.7]
     status, report, runs = _iris_only(tmp_path, monkeypatch, rates)
     assert status == 1
     assert [row.get("network_epochs_per_s") for row in report["iris"]] == rates
-    assert [row["min_blocks_per_sm"] for row in report["iris"]] == [None] * 5 + [4, 5, 4, None, None, None]
-    assert [row.get("model") for row in report["iris"]] == [None] * 3 + ["stt_compact_f32"] + [None] * 7
-    assert [row.get("config") for row in report["iris"]][-4:] == [None, "no read noise", "oracle, no read noise", "tanh"]
-    assert runs[0] == ("fd_forward", 1e-3, 0.1, "stt_compact") and runs[-3:] == [
-        ("fd_forward", 0.0, 0.1, "stt_compact"), ("oracle", 0.0, 0.1, "stt_compact"), ("tanh", 0.0, 0.0, "stt_compact")]
+    assert [row["min_blocks_per_sm"] for row in report["iris"]] == [None] * 4 + [4, 5, 4] + [None] * 4
+    assert [row.get("model") for row in report["iris"]] == [None] * 10 + ["stt_compact_f32"]
+    assert [row.get("config") for row in report["iris"]][-5:] == [None, "no read noise", "oracle, no read noise", "tanh",
+                                                                   None]
+    assert runs[0] == ("fd_forward", 1e-3, 0.1, "stt_compact") and runs[-4:] == [
+        ("fd_forward", 0.0, 0.1, "stt_compact"), ("oracle", 0.0, 0.1, "stt_compact"), ("tanh", 0.0, 0.0, "stt_compact"),
+        ("fd_forward", 1e-3, 0.1, "stt_compact_f32")]
+    assert "test_acc_equal_to_stt_compact" not in report["iris"][-1]  # no default row at 2 to compare with
     assert report["errors"] == {"iris 2e+00 networks, default threads, min blocks/SM None": "MemoryError: out of memory"}
     assert report["skipped"] == {} and "running" not in report
 
@@ -169,12 +173,16 @@ def test_gpu_check_counts_iris_runs_that_raised_or_were_skipped_and_keeps_the_ot
 @pytest.mark.parametrize("f32_rate, full_f32", [(2.1, True), (1.9, False)])
 def test_gpu_check_times_the_target_with_float32_junctions_where_they_were_faster(tmp_path, monkeypatch, f32_rate,
                                                                                  full_f32):
-    rates = [1.0, 2.0, 3.0, f32_rate] + [4.0] * full_f32 + [1.0, 1.5, 1.2, 0.5, 0.5, 0.5]
+    rates = [1.0, 2.0, 3.0, 1.0, 1.5, 1.2, 0.5, 0.5, 0.5, f32_rate] + [4.0] * full_f32
     status, report, runs = _iris_only(tmp_path, monkeypatch, rates)
     assert status == 0 and [row.get("network_epochs_per_s") for row in report["iris"]] == rates
     f32 = [(row["networks"], row["block_threads"]) for row in report["iris"] if row.get("model") == "stt_compact_f32"]
     assert f32 == [(2, 32), (3, 32)][:1 + full_f32]  # the simulator's blocks of 32 threads
-    assert [run[3] for run in runs].count("stt_compact_f32") == 1 + full_f32
+    assert [run[3] for run in runs][-1 - full_f32:] == ["stt_compact_f32"] * (1 + full_f32)
+    # compared with the default's networks at 2 (stand-in losses: the rates; test accuracies: 0)
+    compared = report["iris"][9]
+    assert compared["test_acc_equal_to_stt_compact"] == 1.0
+    assert compared["max_rel_final_loss_diff"] == pytest.approx(abs(f32_rate / 2.0 - 1))
 
 
 def _gpu_check_module():

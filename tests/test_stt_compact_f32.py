@@ -21,21 +21,56 @@ def spread_params(rng, n, sigma):
     return p
 
 
-@pytest.mark.parametrize("sigma, i_max", [(0.1, 6e-4), (0.3, 2e-3)])
-def test_float32_junction_is_stt_compact_to_a_few_float32_roundings(sigma, i_max):
-    """V and dV/dI within 1e-6 relative (~17 u; measured: 3.3e-7 and 3.9e-7 over 200,000 draws),
-    dV/dI relative to the larger of itself and the chord resistance V / I; and not float64 in
-    disguise: the largest difference is above 0.5 u."""
+def log_uniform(rng, low, high, n):
+    return np.exp(rng.uniform(np.log(low), np.log(high), n))
+
+
+def full_range_draws(rng, n):
+    """Parameter rows and currents spread over the parameters' whole allowed ranges (log-uniform for
+    the lognormal ones), |I| log-uniform from 1 nA to 1 A."""
+    params = np.column_stack([log_uniform(rng, 1.0, 1e7, n), log_uniform(rng, 1e-9, 100.0, n),
+                              log_uniform(rng, 1e-3, 1e3, n), rng.uniform(0.0, math.pi, n),
+                              rng.uniform(-math.pi, math.pi, n), log_uniform(rng, 1e-8, 1.0, n)])
+    return params, log_uniform(rng, 1e-9, 1.0, n) * rng.choice([-1.0, 1.0], n)
+
+
+def relative_errors(v, d, v64, d64, current):
+    """|V - V64| / |V64| and |dV/dI - dV/dI64| / max(|dV/dI64|, |V64 / I|) (the chord resistance:
+    the scale where dV/dI passes near 0)."""
+    return np.abs(v - v64) / np.abs(v64), np.abs(d - d64) / np.maximum(np.abs(d64), np.abs(v64 / current))
+
+
+@pytest.mark.parametrize("draws", ["10 % spreads, |I| <= 600 uA", "30 % spreads, |I| <= 2 mA", "whole ranges"])
+def test_float32_junction_adds_a_few_times_the_error_of_rounding_its_inputs(draws):
+    """A float32 evaluation cannot beat the float64 function evaluated at its inputs rounded to
+    float32 (7 numbers rounded, then amplified by V's condition number, which grows with tmr0 near
+    theta = +-pi). stt_compact_f32 rounds ~30 intermediate results too: its largest error may be a
+    few times that floor's, not more: V within 8x (measured up to 3.9x over 40 draws of 20,000),
+    dV/dI within 16x (up to 7.5x: its numerator 1 - V dG/dtheta dtheta/dI and denominator round a
+    dozen more products, whose errors the inputs' rounding does not show). Near nominal that is
+    ~3e-7 relative (the model's description). And it is not
+    float64 in disguise: the largest difference is above 0.5 u and every value is a float32 (a
+    partial promotion to float64 is caught by test_gpu_check's count of float64 instructions in
+    the PTX of the same function)."""
     rng = np.random.default_rng()
-    params = spread_params(rng, 20_000, sigma)
-    current = rng.uniform(-i_max, i_max, 20_000)
-    v64, d64 = F64.iv(current, params)
+    n = 20_000
+    if draws == "whole ranges":
+        params, current = full_range_draws(rng, n)
+    else:
+        sigma, i_max = (0.1, 6e-4) if draws.startswith("10") else (0.3, 2e-3)
+        params, current = spread_params(rng, n, sigma), rng.uniform(-i_max, i_max, n)
+    kernel, rows = F64.kernel_model, F64.prepared(params)
+    v64, d64 = kernel.iv(current, rows)
+    as_f32 = lambda x: x.astype(np.float32).astype(np.float64)  # noqa: E731
+    floor_v, floor_d = relative_errors(*kernel.iv(as_f32(current), as_f32(rows)), v64, d64, current)
+    err_v, err_d = relative_errors(*F32.iv(current, params), v64, d64, current)
+    assert err_v.max() <= 8 * max(floor_v.max(), U32) and err_d.max() <= 16 * max(floor_d.max(), U32), \
+        (err_v.max(), floor_v.max(), err_d.max(), floor_d.max())
+    if draws != "whole ranges":
+        assert err_v.max() < 1e-6 and err_d.max() < 2e-6, (err_v.max(), err_d.max())  # the README's ~3e-7 and 4e-7
+    assert err_v.max() > 0.5 * U32 and err_d.max() > 0.5 * U32, (err_v.max(), err_d.max())
     v32, d32 = F32.iv(current, params)
-    rel_v = np.abs(v32 - v64) / np.abs(v64)
-    rel_d = np.abs(d32 - d64) / np.maximum(np.abs(d64), np.abs(v64 / current))
-    assert rel_v.max() < 1e-6 and rel_d.max() < 1e-6, (rel_v.max(), rel_d.max())
-    assert rel_v.max() > 0.5 * U32 and rel_d.max() > 0.5 * U32, (rel_v.max(), rel_d.max())
-    assert np.array_equal(v32, v32.astype(np.float32)) and np.array_equal(d32, d32.astype(np.float32))
+    assert np.array_equal(v32, as_f32(v32)) and np.array_equal(d32, as_f32(d32))
 
 
 def test_float32_kernel_rows_give_the_models_numbers_bit_for_bit():

@@ -398,13 +398,15 @@ STT_COMPACT = PreparedModel(
 # The same junction evaluated in float32 (kernels/stt_compact.py): fewer and cheaper operations per
 # reading on a GPU, for studies whose read noise and dI dwarf its rounding. Measured against
 # stt_compact at 200,000 random junctions (30 % spreads of every parameter, |I| <= 2 mA): V and dV/dI
-# within 3.3e-7 and 3.9e-7 relative (tests/test_stt_compact_f32.py bounds them at 1e-6).
+# within 3.3e-7 and 3.9e-7 relative; over the parameters' whole ranges up to ~2e-6 and ~8e-6, a few
+# times the error of rounding the inputs to float32 (tests/test_stt_compact_f32.py).
 STT_COMPACT_F32 = PreparedModel(
     name="stt_compact_f32",
     parameters=_STT_PARAMETERS,
     scalar=_stt_compact_f32_scalar,
     description="stt_compact evaluated in single precision (float32): V and dV/dI within ~4e-7 relative "
-                "of stt_compact's float64 values",
+                "of stt_compact's float64 values near the nominal junction (up to ~2e-6 and ~8e-6 at the "
+                "edges of the parameter ranges)",
     kernel_form=dataclasses.replace(_STT_COMPACT_KERNEL_FORM, name="stt_compact_f32_prepared",
                                     scalar=_stt_compact_f32_prepared_scalar,
                                     description="stt_compact_f32 with its per-junction constants computed once",
