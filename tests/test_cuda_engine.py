@@ -357,8 +357,9 @@ def test_both_cuda_engines_train_a_tabulated_model_as_the_cpu_engines(blobs):
 def test_every_engine_trains_the_float32_junction_model_alike(blobs):
     """stt_compact_f32 through every engine: the CPU engines call the same compiled float32
     function (equal to the NumPy engine as for stt_compact); the simulator runs the device
-    functions as Python, where math.tanh, cos and sin of a float32 return float64 values rounded
-    at the next float32 operation: a float32 rounding apart per reading, not bits."""
+    functions as Python, where math.tanh, cos and sin of a float32 return Python floats, rounded
+    to float32 at the next operation with NumPy 2 and not with NumPy 1.26: a float32 rounding or
+    two apart per reading, not bits."""
     cfg = TrainConfig(hidden=(4,), epochs=2, lr=0.05, seed=9, dtype="float64", batch_size=16, variability=VAR,
                       readout=Readout(read_noise=1e-3))
     nets = np.array([2, 7])
