@@ -2,6 +2,7 @@
 
 import csv
 import os
+import re
 import shutil
 import subprocess
 
@@ -637,3 +638,11 @@ def test_the_printed_spread_is_at_currents_of_the_grid_written(tmp_path, capsys,
         sampled = np.array([float(r["dvdi"]) for r in at if r["sample"] != "-1"])
         assert sampled.size == 12 and float(t[1]) == pytest.approx(nominal, abs=0.051)
         assert float(t[4]) == pytest.approx(np.quantile(sampled, 0.5), abs=0.051)
+
+
+def test_the_model_options_help_names_every_built_in_model():
+    from spingpu.cli.options import MODEL_HELP
+    from spingpu.devices import models
+
+    built_in = set(models._BUILT_IN) | set(models.TABLE_MODELS) | set(models.MODULE_MODELS)
+    assert len(built_in) == 4 and all(re.search(rf"\b{name}\b", MODEL_HELP) for name in built_in), MODEL_HELP

@@ -21,7 +21,7 @@ import numpy as np
 
 from ..errors import ConfigError, check_range, count_text
 from ..outputs import size_text
-from .options import add_spread_options, integer, named_as_options, params_dict, run_model_file_option
+from .options import MODEL_HELP, add_spread_options, integer, named_as_options, params_dict, run_model_file_option
 
 MAX_SAMPLES = 100_000
 MAX_POINTS = 1_000_000
@@ -33,7 +33,7 @@ def add_parser(sub):
     p = sub.add_parser("devices", help="sample junction pairs and show their I-V spread",
                        description="Sample N neurons (junction pairs A/B) of a device model with "
                                    "variability; write their V(I) and dV/dI, plot them and print the spread.")
-    p.add_argument("--model", default="stt_compact", help="device model (default stt_compact)")
+    p.add_argument("--model", default="stt_compact", help=MODEL_HELP)
     p.add_argument("--model-file", metavar="FILE.py",
                    help="a Python file whose spingpu.register_model calls make models --model may name")
     p.add_argument("--param", action="append", metavar="NAME=VALUE",

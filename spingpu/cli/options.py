@@ -59,6 +59,8 @@ def params_dict(texts, model_name=None):
     return out
 
 
+MODEL_HELP = ("device model: stt_compact (the default), stt_compact_f32 (the same junction in float32), "
+              "tabulated (with --iv-csv), macrospin, or one that --model-file registers")
 SPREAD_HELP = {  # --sigma-* of the commands that sample junctions
     "d2d": "device-to-device spread: the std of ln p of every lognormal device parameter p (about its "
            "relative spread), in units of spread_scale for the normal ones (angles, offsets) (default 0)",

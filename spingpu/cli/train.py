@@ -10,7 +10,7 @@ import numpy as np
 
 from ..errors import ConfigError, check_range, count_text
 from ..signals import raise_if_stopped
-from .options import add_spread_options, integer, named_as_options, params_dict, run_model_file_option
+from .options import MODEL_HELP, add_spread_options, integer, named_as_options, params_dict, run_model_file_option
 
 YIELD_THRESHOLD = 0.9
 
@@ -65,7 +65,7 @@ def add_parser(sub):
     p.add_argument("--dtype", default=C.dtype,
                    help=f"float32 or float64 weights and activations of the batched and numpy engines; the fused "
                         f"engines (layers up to 64 wide) train in float64 whatever it says (default {C.dtype})")
-    p.add_argument("--device-model", help="device model (default stt_compact)")
+    p.add_argument("--device-model", help=MODEL_HELP)
     p.add_argument("--model-file", metavar="FILE.py",
                    help="a Python file whose spingpu.register_model calls make models --device-model may name")
     p.add_argument("--param", action="append", metavar="NAME=VALUE",

@@ -105,6 +105,9 @@ class DeviceModel:
     a (3, K) float64 array of (I, V, dV/dI) knots or None. ``beyond(current, *params[, table]) ->
     bool``, also ``numba.njit``, is True where ``scalar`` is not the measured or simulated curve but
     its table's end tangent continued linearly (None: a closed form, valid at every current).
+    ``precision`` is the format ``scalar`` computes in, ``"float64"`` or ``"float32"`` (its results
+    are float64 either way): training warns where a float32 V's rounding over the finite-difference
+    step is a visible part of dV/dI.
     """
 
     name: str
@@ -113,6 +116,7 @@ class DeviceModel:
     table: np.ndarray | None = None
     description: str = ""
     beyond: object = None
+    precision: str = "float64"
     _compiled: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -407,10 +411,11 @@ STT_COMPACT_F32 = PreparedModel(
     description="stt_compact evaluated in single precision (float32): V and dV/dI within ~4e-7 relative "
                 "of stt_compact's float64 values near the nominal junction (up to ~2e-6 and ~8e-6 at the "
                 "edges of the parameter ranges)",
+    precision="float32",
     kernel_form=dataclasses.replace(_STT_COMPACT_KERNEL_FORM, name="stt_compact_f32_prepared",
                                     scalar=_stt_compact_f32_prepared_scalar,
                                     description="stt_compact_f32 with its per-junction constants computed once",
-                                    _compiled={}),
+                                    precision="float32", _compiled={}),
     prepare=_stt_compact_prepare_rows,
 )
 
