@@ -47,7 +47,7 @@ from numba import prange
 
 from .philox import normal_pair, split_seed, stream_id
 from .streams import PURPOSE_THERMAL
-from .stt_compact import cubic_root
+from .stt_compact import NEWTON_LAST_STEP, cubic_root
 
 G0 = 2.211e5  # m / (A s), gyromagnetic ratio times mu0, rounded as OOMMF's default (CODATA: 2.2128e5)
 MU0 = 4e-7 * math.pi  # T m / A (the pre-2019 exact value; the 2019 SI value, 1.25663706212e-6, is 5.4e-10 larger)
@@ -168,7 +168,8 @@ def resistance(current, cos_t, c):
             return r0
         # V = I r_p (1 + tmr0 b / (1 + V^2/v_h^2)), times (1 + V^2/v_h^2) / r_p: a cubic in V.
         inv_vh2 = 1.0 / (v_h * v_h)
-        v = cubic_root(inv_vh2 / r_p, -current * inv_vh2, 1.0 / r_p, -current * (1.0 + tmr0 * b), current * r0)
+        v = cubic_root(inv_vh2 / r_p, -current * inv_vh2, 1.0 / r_p, -current * (1.0 + tmr0 * b), current * r0,
+                       NEWTON_LAST_STEP)
         return v / current
     a = 0.5 * (1.0 + cos_t) / r_p
     b = b / r_p
@@ -177,7 +178,7 @@ def resistance(current, cos_t, c):
         return 1.0 / g0
     inv_vh2 = 1.0 / (v_h * v_h)  # the cubic of stt_compact
     c1 = a * (1.0 + tmr0) + b
-    v = cubic_root((a + b) * inv_vh2, -current * inv_vh2, c1, -current * (1.0 + tmr0), current / g0)
+    v = cubic_root((a + b) * inv_vh2, -current * inv_vh2, c1, -current * (1.0 + tmr0), current / g0, NEWTON_LAST_STEP)
     return v / current
 
 

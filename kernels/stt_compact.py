@@ -40,19 +40,22 @@ import numba
 import numpy as np
 
 _NEWTON_MAX_STEPS = 100  # a cap only: ~3.5 steps are typical, 10 the most seen over 30 % spreads at 2 mA
-_NEWTON_LAST_STEP = 1e-9  # relative; the error it leaves is < 3.5 * (1e-9)^2 (module doc)
+NEWTON_LAST_STEP = 1e-9  # relative; the error it leaves is < 3.5 * (1e-9)^2 (module doc)
 
 
 @numba.njit(cache=True)
-def cubic_root(c3, c2, c1, c0, v):
+def cubic_root(c3, c2, c1, c0, v, last_step):
     """Root of c3 V^3 + c2 V^2 + c1 V + c0 by Newton's method from ``v`` (beyond the root, see
-    the module doc), to float64 rounding: it stops after a step below 1e-9 relative."""
+    the module doc), to rounding: it stops after a step below ``last_step`` relative (1e-9 for
+    float64; 1e-4 for float32, whose arguments and ``last_step`` are then all float32). 3 c3 and
+    2 c2 are formed by additions, which round as 3.0 * c3 and 2.0 * c2 do but keep the precision
+    of the arguments (a float literal would make float32 arithmetic float64)."""
     for _ in range(_NEWTON_MAX_STEPS):
         p = ((c3 * v + c2) * v + c1) * v + c0
-        dp = (3.0 * c3 * v + 2.0 * c2) * v + c1
+        dp = ((c3 + c3 + c3) * v + (c2 + c2)) * v + c1
         step = p / dp
         v -= step
-        if abs(step) <= _NEWTON_LAST_STEP * abs(v):
+        if abs(step) <= last_step * abs(v):
             break
     return v
 
@@ -79,7 +82,7 @@ def stt_compact_prepared(current, g_p, tmr0, inv_vh2, theta0, dtheta, inv_ic):
     c2 = -current * inv_vh2
     c1 = a * (1.0 + tmr0) + b
     c0 = -current * (1.0 + tmr0)
-    v = cubic_root(c3, c2, c1, c0, current * (1.0 + tmr0) / c1)  # from I / G(theta, 0)
+    v = cubic_root(c3, c2, c1, c0, current * (1.0 + tmr0) / c1, NEWTON_LAST_STEP)  # from I / G(theta, 0)
     # G, dG/dV and dG/dtheta at the root, then the implicit derivative.
     x2 = v * v * inv_vh2
     inv_d = 1.0 / (1.0 + tmr0 + x2)
@@ -111,22 +114,8 @@ def prepare_rows(rows, out):
 
 # --- single precision ----------------------------------------------------------------------------
 # float32 constants: Numba types a Python float literal as float64 and would promote the arithmetic.
-_F32_ONE, _F32_HALF, _F32_TWO, _F32_THREE = np.float32(1.0), np.float32(0.5), np.float32(2.0), np.float32(3.0)
+_F32_ONE, _F32_HALF, _F32_TWO = np.float32(1.0), np.float32(0.5), np.float32(2.0)
 _F32_LAST_STEP = np.float32(1e-4)  # relative; leaves < 3.5 * (1e-4)^2 = 3.5e-8, below float32's u = 6.0e-8
-
-
-@numba.njit(cache=True)
-def cubic_root_f32(c3, c2, c1, c0, v):
-    """:func:`cubic_root` in float32 (every argument a float32): it stops after a step below 1e-4
-    relative, which leaves less than float32's unit roundoff (module doc)."""
-    for _ in range(_NEWTON_MAX_STEPS):
-        p = ((c3 * v + c2) * v + c1) * v + c0
-        dp = (_F32_THREE * c3 * v + _F32_TWO * c2) * v + c1
-        step = p / dp
-        v -= step
-        if abs(step) <= _F32_LAST_STEP * abs(v):
-            break
-    return v
 
 
 @numba.njit(cache=True)
@@ -150,7 +139,7 @@ def stt_compact_f32_prepared(current, g_p, tmr0, inv_vh2, theta0, dtheta, inv_ic
     c2 = -current * inv_vh2
     c1 = a * (_F32_ONE + tmr0) + b
     c0 = -current * (_F32_ONE + tmr0)
-    v = cubic_root_f32(c3, c2, c1, c0, current * (_F32_ONE + tmr0) / c1)
+    v = cubic_root(c3, c2, c1, c0, current * (_F32_ONE + tmr0) / c1, _F32_LAST_STEP)
     x2 = v * v * inv_vh2
     inv_d = _F32_ONE / (_F32_ONE + tmr0 + x2)
     ap = (_F32_ONE + x2) * inv_d
