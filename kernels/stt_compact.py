@@ -50,9 +50,10 @@ def cubic_root(c3, c2, c1, c0, v, last_step):
     float64; 1e-4 for float32, whose arguments and ``last_step`` are then all float32). 3 c3 and
     2 c2 are formed by additions, which round as 3.0 * c3 and 2.0 * c2 do but keep the precision
     of the arguments (a float literal would make float32 arithmetic float64)."""
+    three_c3, two_c2 = c3 + c3 + c3, c2 + c2
     for _ in range(_NEWTON_MAX_STEPS):
         p = ((c3 * v + c2) * v + c1) * v + c0
-        dp = ((c3 + c3 + c3) * v + (c2 + c2)) * v + c1
+        dp = (three_c3 * v + two_c2) * v + c1
         step = p / dp
         v -= step
         if abs(step) <= last_step * abs(v):
