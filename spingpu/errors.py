@@ -145,11 +145,13 @@ def check_items(field, value, length, expected):
 
 
 def closest(word, options):
-    """The closest of ``options`` to a misspelt ``word`` (difflib's ratio >= 0.6), else None."""
+    """The closest of ``options`` to a misspelt ``word`` (difflib's ratio >= 0.6, letter case
+    ignored: ``STT_COMPACT`` finds ``stt_compact``), else None."""
     import difflib
 
-    close = difflib.get_close_matches(str(word), [str(o) for o in options], n=1)
-    return close[0] if close else None
+    by_lower = {str(o).lower(): str(o) for o in reversed(list(options))}  # the first of options equal but for case
+    close = difflib.get_close_matches(str(word).lower(), list(by_lower), n=1)
+    return by_lower[close[0]] if close else None
 
 
 def did_you_mean(word, options):

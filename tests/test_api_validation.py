@@ -574,3 +574,10 @@ def test_an_unknown_device_model_says_how_to_add_ones_own():
     assert text.endswith("stt_compact, stt_compact_f32, tabulated, or a model of your own registered with "
                          "spingpu.register_model (in a study, by the file its [model] module names; for spingpu "
                          "train and devices, by --model-file)")
+
+
+@pytest.mark.parametrize("word, meant", [("STT_COMPACT_F32", "stt_compact_f32"), ("Stt_Compact", "stt_compact"),
+                                         ("MacroSpin", "macrospin")])
+def test_a_model_name_in_other_letter_case_is_suggested(word, meant):
+    with pytest.raises(ConfigError, match=rf"^model: unknown device model '{word}' \(did you mean '{meant}'\?\)"):
+        get_model(word)
