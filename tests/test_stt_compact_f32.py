@@ -1,7 +1,6 @@
 """The stt_compact_f32 model: stt_compact's equations in float32, against the float64 model."""
 
 import math
-
 import warnings
 
 import numpy as np
@@ -29,10 +28,9 @@ def log_uniform(rng, low, high, n):
 
 def full_range_draws(rng, n):
     """Parameter rows and currents spread over the parameters' whole allowed ranges (log-uniform for
-    the lognormal ones), |I| log-uniform from 1 nA to 1 A."""
-    params = np.column_stack([log_uniform(rng, 1.0, 1e7, n), log_uniform(rng, 1e-9, 100.0, n),
-                              log_uniform(rng, 1e-3, 1e3, n), rng.uniform(0.0, math.pi, n),
-                              rng.uniform(-math.pi, math.pi, n), log_uniform(rng, 1e-8, 1.0, n)])
+    the lognormal ones, from 1e-9 where the range starts at 0), |I| log-uniform from 1 nA to 1 A."""
+    params = np.column_stack([log_uniform(rng, p.low or 1e-9, p.high, n) if p.distribution == "lognormal"
+                              else rng.uniform(p.low, p.high, n) for p in F64.parameters])
     return params, log_uniform(rng, 1e-9, 1.0, n) * rng.choice([-1.0, 1.0], n)
 
 

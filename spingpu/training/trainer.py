@@ -23,7 +23,7 @@ from ..kernels.network import n_weights
 from ..progress import progress_bar, status
 from ..signals import deferred_interrupts
 from ..errors import SpingpuWarning, UnusedSettingWarning
-from .config import CONFIG_UNITS, TrainConfig, unused_settings
+from .config import CONFIG_UNITS, FD_MODES, TrainConfig, unused_settings
 from .numpy_engine import NoiseSource, NumpyEngine
 from .results import make_results
 
@@ -37,7 +37,7 @@ def float32_step_note(config, model):
     (V_B - V_A) / dI carries ~6e-8 |V| / dI against dV/dI ~ |V / I|: ~6e-8 |I| / dI relative, about
     1.2e-11 A / dI at ~200 uA (measured, median relative error of the derivative without noise or
     mismatch: 1.2e-3 at dI = 10 nA, 0.11 at 0.1 nA, 1.0 at 1 pA, where float64's is below 3e-6)."""
-    if model.precision != "float32" or config.grad_mode not in ("fd_forward", "fd_single", "fd_symmetric"):
+    if model.precision != "float32" or config.grad_mode not in FD_MODES:
         return None
     delta_i = config.neuron.delta_i
     if delta_i >= FLOAT32_STEP_WARNING_A:
