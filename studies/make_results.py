@@ -134,25 +134,26 @@ def save(fig, path):
 def metric_vs_axis(ds, dim, title, acc_stat="median"):
     """Median accuracy, median gradient cosine and median derivative error at the last epoch against
     one numeric axis, one curve per value of the categorical axes (gradient modes)."""
-    from spingpu.plot.study import _colours, _groups, _log_y_or_note, _new_figure, _numeric_x_axis, _pooled
+    from spingpu.plot.study import _groups, _log_y_or_note, _new_figure, _numeric_x_axis, _pooled, _styles
 
     fig, axes = _new_figure(width=13, height=4.2, ncols=3)
     x = ds[dim].values.astype(float)
     last = ds[[]].assign(grad_cosine=last_epoch_values(ds, "grad_cosine"),
                          deriv_rel_err=last_epoch_values(ds, "deriv_rel_err"))
     groups = _groups(ds)
-    for (label, sel), colour in zip(groups, _colours(len(groups))):
+    for (label, sel), style in zip(groups, _styles(len(groups))):
+        colour = style["color"]
         sub = ds.sel(sel) if sel else ds
         lsub = last.sel(sel) if sel else last
         acc = _pooled(sub.test_acc, [dim]) * 100
         centre = np.nanmean(acc, axis=1) if acc_stat == "mean" else np.nanmedian(acc, axis=1)
-        axes[0][0].plot(x, centre, "o-", color=colour, label=label)
+        axes[0][0].plot(x, centre, "o-", label=label, **style)
         axes[0][0].fill_between(x, np.nanquantile(acc, 0.25, axis=1), np.nanquantile(acc, 0.75, axis=1),
                                 color=colour, alpha=0.15, lw=0)
-        axes[0][1].plot(x, np.nanmedian(_pooled(lsub.grad_cosine, [dim]), axis=1), "o-", color=colour, label=label)
+        axes[0][1].plot(x, np.nanmedian(_pooled(lsub.grad_cosine, [dim]), axis=1), "o-", label=label, **style)
         err = np.nanmedian(_pooled(lsub.deriv_rel_err, [dim]), axis=1)
         if np.any(err > 0):
-            axes[0][2].plot(x, err, "o-", color=colour, label=label)
+            axes[0][2].plot(x, err, "o-", label=label, **style)
     names = (f"{acc_stat} test accuracy (%), IQR band", "median cosine(hidden-layer gradient used, exact)",
              "median relative error of dV/dI estimate")
     for ax, name in zip(axes[0], names):

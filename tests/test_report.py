@@ -1317,3 +1317,30 @@ def test_make_results_pairs_only_networks_trained_in_both_cells():
     assert line.startswith("distilled minus labels-only, same networks: mean +3.33 points (min +0.00, max +5.00; "
                            "2 of 3 better, 1 equal; 1 network diverged in a cell, left out)")
     assert "nan" not in line and "Wilcoxon signed-rank p (distilled better) = " in line
+
+
+def test_equal_curves_stay_visible_one_over_the_other(tmp_path):
+    """Two categories with the same accuracies (two models that agree) draw the same points: the
+    curve drawn later is narrower, in marker and line, than the one it covers, and of another colour,
+    so both stay visible; a lone curve keeps matplotlib's default sizes."""
+    from spingpu.plot.study import accuracy_vs_axis, training_curves
+
+    path, _ = fake_store(tmp_path, {"neuron.delta_i": [1e-6, 1e-5, 1e-4], "training.grad_mode": ["fd_forward", "model"]})
+    ds = open_results(path).load()
+    for name in ("test_acc", "val_acc", "train_loss"):
+        same = ds[name].sel(grad_mode="fd_forward").values
+        ds[name].loc[dict(grad_mode="model")] = same
+    fig = accuracy_vs_axis(ds, "delta_i")
+    for ax in fig.axes[:2]:
+        first, second = [line for line in ax.lines if line.get_label() in ("fd_forward", "model")]
+        np.testing.assert_array_equal(first.get_ydata(), second.get_ydata())
+        assert first.get_color() != second.get_color()
+        assert first.get_markersize() >= 1.5 * second.get_markersize()
+        assert first.get_linewidth() >= 1.5 * second.get_linewidth()
+    for ax in training_curves(ds).axes[:2]:
+        first, second = [line for line in ax.lines if line.get_label() in ("fd_forward", "model")]
+        np.testing.assert_array_equal(first.get_ydata(), second.get_ydata())
+        assert first.get_linewidth() >= 1.5 * second.get_linewidth() and first.get_color() != second.get_color()
+    lone = accuracy_vs_axis(ds.sel(grad_mode="model"), "delta_i").axes[0]
+    line = next(line for line in lone.lines if line.get_marker() == "o")
+    assert (line.get_markersize(), line.get_linewidth()) == (6.0, 1.5)

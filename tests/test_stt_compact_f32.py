@@ -113,6 +113,21 @@ def test_float32_model_is_listed_with_stt_compacts_parameters_and_ranges():
     assert get_model("stt_compact_f32", r_p=1500.0).nominal[0] == 1500.0
 
 
+def test_a_model_of_another_precision_is_refused_in_one_line():
+    """``precision`` is what training's float32 warning reads: a word outside the two is an error,
+    not a float64 model by default."""
+    import dataclasses
+
+    from spingpu import ConfigError
+
+    for bad, said in (("float16", "'float16'"), ("Float32", "'Float32'"), (32, "32")):
+        with pytest.raises(ConfigError) as err:
+            dataclasses.replace(F64, precision=bad)
+        assert str(err.value).startswith(f"precision: {said}") and str(err.value).endswith(
+            "allowed: float64, float32") and "\n" not in str(err.value)
+    assert dataclasses.replace(F64, precision="float32").precision == "float32"
+
+
 def test_a_step_too_small_for_float32_junctions_is_said_in_one_line():
     """Below dI = 1 nA a float32 V's rounding over dI passes ~1 % of dV/dI (~1.2e-11 A / dI at
     ~200 uA): training says so, for finite-difference modes of a float32 model only."""

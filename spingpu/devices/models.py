@@ -97,6 +97,9 @@ class Parameter:
         return float(self.spread_scale)
 
 
+PRECISIONS = ("float64", "float32")  # the formats a model's scalar function may compute in
+
+
 @dataclass(frozen=True, eq=False)
 class DeviceModel:
     """A junction model: parameters, compiled scalar function and, for measured curves, a table.
@@ -118,6 +121,9 @@ class DeviceModel:
     beyond: object = None
     precision: str = "float64"
     _compiled: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def __post_init__(self):
+        check_choice("precision", self.precision, PRECISIONS)
 
     @property
     def parameter_names(self):

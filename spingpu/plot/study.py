@@ -244,10 +244,10 @@ def accuracy_vs_axis(ds, dim, threshold=0.9):
     joined = None if off is None else ~off  # the bands leave out a part switched off (no ADC)
     # points no band reaches (a band has no width at a point between left-out ones): drawn as bars
     lone = None if off is None else ~(np.r_[False, joined[1:] & joined[:-1]] | np.r_[joined[1:] & joined[:-1], False])
-    colours = _colours(len(_groups(ds)))
     done_all = finished(ds)
     any_all_diverged = False
-    for (label, sel), colour in zip(_groups(ds), colours):
+    for (label, sel), style in zip(_groups(ds), _styles(len(_groups(ds)))):
+        colour = style["color"]
         acc = ds.test_acc.sel(sel) if sel else ds.test_acc
         done = _pooled(done_all.sel(sel) if sel else done_all, [dim])
         vals = np.where(done, _pooled(acc, [dim]) * 100, np.nan)
@@ -257,7 +257,7 @@ def accuracy_vs_axis(ds, dim, threshold=0.9):
             ax_acc.fill_between(x, low, high, where=joined, color=colour, alpha=alpha, lw=0)
             if lone is not None:  # a point apart has no band: its bands as bars of the bands' shades
                 ax_acc.vlines(x[lone], low[lone], high[lone], color=colour, alpha=alpha, lw=8)
-        _curve(ax_acc, x, med, off, colour, label)
+        _curve(ax_acc, x, med, off, style, label)
         every_one_diverged = (np.sum(done, axis=1) > 0) & ~np.isfinite(vals).any(axis=1)
         ax_acc.plot(x[every_one_diverged], np.zeros(every_one_diverged.sum()), "x", color=colour, ms=10, mew=2,
                     clip_on=False, label="_nolegend_")
@@ -268,7 +268,7 @@ def accuracy_vs_axis(ds, dim, threshold=0.9):
         ax_yield.fill_between(x, lo, hi, where=joined, color=colour, alpha=0.12, lw=0)
         # and as error bars: a band has no width at a point between missing ones (or on a one-value axis)
         ax_yield.errorbar(x, yld, yerr=(yld - lo, hi - yld), fmt="none", ecolor=colour, elinewidth=1, capsize=3)
-        _curve(ax_yield, x, yld, off, colour, label)
+        _curve(ax_yield, x, yld, off, style, label)
     for ax in (ax_acc, ax_yield):
         _numeric_x_axis(ax, ds, dim, x)
         ax.grid(True, alpha=0.3)
@@ -289,14 +289,14 @@ def accuracy_vs_axis(ds, dim, threshold=0.9):
     return fig
 
 
-def _curve(ax, x, y, off, colour, label):
-    """``y`` against ``x`` as points joined by a line, the points of a part switched off (``off``,
-    an ADC of 0 bits) not joined to the others."""
+def _curve(ax, x, y, off, style, label):
+    """``y`` against ``x`` as points joined by a line in ``style`` (:func:`_styles`), the points of
+    a part switched off (``off``, an ADC of 0 bits) not joined to the others."""
     if off is None:
-        ax.plot(x, y, "o-", color=colour, label=label)
+        ax.plot(x, y, "o-", label=label, **style)
         return
-    ax.plot(x, np.where(off, np.nan, y), "o-", color=colour, label=label)
-    ax.plot(x[off], y[off], "o", color=colour, label="_nolegend_")
+    ax.plot(x, np.where(off, np.nan, y), "o-", label=label, **style)
+    ax.plot(x[off], y[off], "o", label="_nolegend_", **style)
 
 
 def accuracy_categorical(ds, threshold=0.9):
@@ -410,7 +410,8 @@ def delta_i_tradeoff(ds, dim="delta_i"):
     fig, axes = _new_figure(ncols=2)
     ax_err, ax_cos = axes[0]
     x = ds[dim].values.astype(float)
-    for combo, colour in zip(combos, _colours(len(combos))):
+    for combo, style in zip(combos, _styles(len(combos))):
+        colour = style["color"]
         sel = dict(zip(split, combo))
         label = ", ".join(f"{d}={texts[d][v]}" for d, v in sel.items()) or "all"
         sub = last.sel(sel) if sel else last
@@ -420,11 +421,11 @@ def delta_i_tradeoff(ds, dim="delta_i"):
             continue
         finite = err[np.isfinite(err)]
         if x.size > 1 and finite.size == err.size and np.all(finite == finite[0]):  # e.g. grad_mode model
-            ax_err.plot(x, err, "--", color=colour, label=f"{label} (does not depend on dI)")
-            ax_cos.plot(x, cos, "--", color=colour, label=f"{label} (does not depend on dI)")
+            ax_err.plot(x, err, "--", label=f"{label} (does not depend on dI)", **style)
+            ax_cos.plot(x, cos, "--", label=f"{label} (does not depend on dI)", **style)
             continue
-        ax_err.plot(x, err, "o-", color=colour, label=label)
-        ax_cos.plot(x, cos, "o-", color=colour, label=label)
+        ax_err.plot(x, err, "o-", label=label, **style)
+        ax_cos.plot(x, cos, "o-", label=label, **style)
         if np.any(np.isfinite(err)):
             best = int(np.nanargmin(err))
             ax_err.plot(x[best], err[best], "*", color=colour, ms=16, mec="black")
@@ -459,12 +460,13 @@ def training_curves(ds):
     epoch = ds.epoch.values
     groups = _groups(ds)
     kept = finished(ds) & (~ds.diverged.astype(bool) if "diverged" in ds else True)
-    for (label, sel), colour in zip(groups, _colours(len(groups))):
+    for (label, sel), style in zip(groups, _styles(len(groups))):
+        colour = style["color"]
         sub, keep = (ds.sel(sel), kept.sel(sel)) if sel else (ds, kept)
         for ax, var, scale in ((ax_acc, sub.val_acc, 100), (ax_loss, sub.train_loss, 1)):
             vals = _pooled(var.where(keep), ["epoch"]) * scale
             ax.fill_between(epoch, _nanquantile(vals, 0.25), _nanquantile(vals, 0.75), color=colour, alpha=0.25, lw=0)
-            ax.plot(epoch, _nanquantile(vals, 0.5), color=colour, label=label)
+            ax.plot(epoch, _nanquantile(vals, 0.5), label=label, color=colour, lw=style["lw"])
     ax_acc.set_ylabel("validation accuracy (%)")
     ax_loss.set_ylabel("training loss")
     _log_y_or_note(ax_loss, "every network diverged")
@@ -528,8 +530,14 @@ def _cell_labels(ds):
             for combo in itertools.product(*[value_texts(ds, d) for d in axes])]
 
 
-def _colours(n):
+def _styles(n):
+    """Colour, marker size and line width of each of ``n`` curves of one panel: tab10's colours, and
+    markers and lines that narrow from the first curve to the last (10 to 4 points, 3 to 1.2), so a
+    curve drawn over an equal one (two device models of the same accuracy) leaves the one beneath
+    visible around it; a lone curve is drawn at matplotlib's default sizes."""
     from matplotlib import colormaps
 
     cmap = colormaps["tab10"]
-    return [cmap(k % 10) for k in range(max(n, 1))]
+    if n <= 1:
+        return [dict(color=cmap(0), ms=6.0, lw=1.5)]
+    return [dict(color=cmap(k % 10), ms=10.0 - 6.0 * k / (n - 1), lw=3.0 - 1.8 * k / (n - 1)) for k in range(n)]
