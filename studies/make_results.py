@@ -279,7 +279,7 @@ def main(argv=None):
     ds = open_store(args.runs, "float32_junctions")
     if ds is not None:
         table(ds, "float32 junctions")
-        f32, f64 = (ds.sel(name=name) for name in ("stt_compact_f32", "stt_compact"))
+        f32, f64 = (ds.sel(model=name) for name in ("stt_compact_f32", "stt_compact"))
         for delta_i in ds.delta_i.values:
             for noise in ds.read_noise.values:
                 cell = dict(delta_i=delta_i, read_noise=noise)

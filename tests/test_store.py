@@ -433,24 +433,30 @@ def test_resuming_with_a_changed_study_file_names_the_first_setting_that_changed
 
 
 def test_a_store_of_an_earlier_results_scheme_is_not_resumed(tmp_path):
-    """spingpu's version stays 0.1.0 while numbers change (a macrospin junction's thermal field,
-    spaced sweep values): a store made before records no results scheme (0) and is refused, in
-    one line; one of this scheme resumes."""
+    """spingpu's version stays 0.1.0 while results change (a macrospin junction's thermal field,
+    spaced sweep values; the model and dataset axes' names): a store made before records no
+    results scheme (0), or an earlier one, and is refused, in one line; one of this scheme resumes."""
     from spingpu.studies.store import RESULTS_SCHEME
 
     path, study = study_file(tmp_path)
     out = tmp_path / "s.zarr"
     create_store(out, study, 2, attrs())
-    assert store_attrs(out)["results_scheme"] == RESULTS_SCHEME
+    assert store_attrs(out)["results_scheme"] == RESULTS_SCHEME == 2
     assert check_existing(out, study, 2, True, False) is True
     group = zarr.open_group(str(out), mode="r+")
-    del group.attrs["results_scheme"]
-    zarr.consolidate_metadata(str(out))
-    with pytest.raises(ConfigError) as err:
-        check_existing(out, study, 2, True, False)
-    assert str(err.value) == (f"resume: {out} was written by a spingpu whose numbers differ from this one's (results "
-                              f"scheme 0, this is {RESULTS_SCHEME}: e.g. macrospin junctions at T > 0 and spaced sweep "
-                              "values changed on 2026-12-01); resuming would mix both; use another --out or --overwrite")
+    for earlier in (1, 0):
+        if earlier:
+            group.attrs["results_scheme"] = earlier
+        else:
+            del group.attrs["results_scheme"]
+        zarr.consolidate_metadata(str(out))
+        with pytest.raises(ConfigError) as err:
+            check_existing(out, study, 2, True, False)
+        assert str(err.value) == (
+            f"resume: {out} was written by a spingpu whose results differ from this one's (results scheme {earlier}, "
+            "this is 2: macrospin junctions at T > 0 and spaced sweep values changed on 2026-12-01, the model.name "
+            "and dataset.name axes were renamed model and dataset on 2026-12-02); resuming would mix both; use "
+            "another --out or --overwrite")
 
 
 def test_last_epoch_values_of_networks_trained_one_epoch_and_of_none():

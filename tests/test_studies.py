@@ -979,8 +979,8 @@ epochs = 2
     done = task_done(out)
     assert done.tolist() == [[1, 1], [0, 0]]  # the iris cell finished before the csv cell failed
     ds = load(out)
-    assert np.isfinite(ds.test_acc.sel(name="iris").values).all()
-    assert np.isnan(ds.test_acc.sel(name=f"csv:{data}").values).all()
+    assert np.isfinite(ds.test_acc.sel(dataset="iris").values).all()
+    assert np.isnan(ds.test_acc.sel(dataset=f"csv:{data}").values).all()
 
     monkeypatch.setattr(runner, "_drive", drive)
     write_csv(data)  # fix the cause, then --resume as the message says
@@ -990,7 +990,7 @@ epochs = 2
     assert rc == 0 and "2 tasks to run (resuming)" in printed
     assert (task_done(out) == 1).all()
     resumed = load(out)
-    assert np.array_equal(resumed.train_loss.sel(name="iris").values, ds.train_loss.sel(name="iris").values)
+    assert np.array_equal(resumed.train_loss.sel(dataset="iris").values, ds.train_loss.sel(dataset="iris").values)
     assert np.isfinite(resumed.test_acc.values).all()
 
 
@@ -1859,7 +1859,7 @@ def test_a_swept_model_parameter_carries_the_parameters_unit(tmp_path):
     assert axes == {"r_p": "ohm", "theta0": "rad", "lr": "1"}
     swept = with_line("sweep", '"model.name" = ["stt_compact", "macrospin"]\n"model.params.v_h" = [0.4, 0.6]')
     axes = {a.dim: a.units for a in load_study(write(tmp_path / "swept.toml", swept)).axes}
-    assert axes == {"name": "1", "v_h": "V"}
+    assert axes == {"model": "1", "v_h": "V"}
 
 
 def test_a_study_file_name_with_spaces_or_accents_is_a_valid_default_name(tmp_path):

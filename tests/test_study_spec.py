@@ -704,3 +704,21 @@ def test_mnist_cells_read_the_folder_spingpu_data_named_where_the_study_was_load
         shipped = pickle.loads(pickle.dumps(study))
         assert load_cell_dataset(shipped.cell(0).dataset, shipped.seed).sha256 == want, worker_env
     assert spingpu.load_dataset("mnist", seed=0, data_dir=str(tmp_path / "worker")).sha256 != want
+
+
+def test_the_model_and_dataset_axes_are_named_model_and_dataset(tmp_path):
+    """``model.name`` and ``dataset.name`` give the dims ``model`` and ``dataset`` (``name`` would not
+    say which name); a figure labels the model axis by what it is and its dim, the dataset axis once."""
+    import xarray as xr
+
+    from spingpu.plot.study import axis_label
+
+    text = BASE + ('\n[readout]\nnoise_model = "johnson_shot"\n\n[sweep]\n"model.name" = ["stt_compact", "stt_compact_f32"]\n"dataset.name" = ["iris", "digits"]\n'
+                   '"readout.temperature" = [300.0, 350.0]\n"neuron.delta_i" = [1e-5, 2e-5]\n')
+    study = load_study(write(tmp_path / "s.toml", text))
+    assert [a.dim for a in study.axes] == ["model", "dataset", "temperature", "delta_i"]
+    ds = xr.Dataset(coords={a.dim: (a.dim, list(a.values), {"sweep_key": a.key, "units": a.units})
+                            for a in study.axes})
+    assert axis_label(ds, "model") == "junction model (model)"
+    assert axis_label(ds, "dataset") == "dataset"
+    assert axis_label(ds, "delta_i") == "finite-difference step dI (delta_i, A)"

@@ -94,7 +94,7 @@ def axis_label(ds, dim, with_units=True):
     name = KEY_NAMES.get(key) or (long_name if isinstance(long_name, str) and long_name not in ("", key, dim)
                                   else None)
     units = _units(ds, dim) if with_units else ""
-    inside = ", ".join([dim] * bool(name) + [units] * bool(units and units != "1"))
+    inside = ", ".join([dim] * bool(name and name != dim) + [units] * bool(units and units != "1"))
     return f"{name or dim} ({inside})" if inside else dim
 
 

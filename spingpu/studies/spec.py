@@ -99,6 +99,8 @@ KEY_NAMES = {
     "readout.temperature": "junction temperature", "readout.bandwidth": "read bandwidth",
     "readout.adc_bits": "ADC bits", "readout.dac_bits": "DAC bits",
 }
+# the results' dimension of a key whose last part would not say what it holds (``name``)
+DIM_NAMES = {"model.name": "model", "dataset.name": "dataset"}
 MAX_CELLS = 100_000
 
 
@@ -648,8 +650,9 @@ def _parse_sweep(sweep, path):
                                     "are read in any case and without surrounding spaces")
         axes.append(Axis(key=key, dim="", values=values, units=CONFIG_UNITS.get(key, "1"),
                          long_name=KEY_NAMES.get(key, "")))
-    # dimension names: the last part of the key where unique, else the key with dots as '__'
-    last = [a.key.rsplit(".", 1)[1] for a in axes]
+    # dimension names: the last part of the key (DIM_NAMES for a model's or dataset's name) where
+    # unique, else the key with dots as '__'
+    last = [DIM_NAMES.get(a.key, a.key.rsplit(".", 1)[1]) for a in axes]
     named = []
     for axis, short in zip(axes, last):
         dim = short if last.count(short) == 1 and short not in ("network", "epoch") else axis.key.replace(".", "__")

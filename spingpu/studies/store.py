@@ -36,8 +36,9 @@ STORE_MARK = "spingpu_study_digest"
 # The numbering of results: raised whenever a study's numbers change with spingpu itself while
 # __version__ does not (a store records it; one of another scheme is not resumed, which would mix
 # both in one store). 1 (2026-12-01): a macrospin junction's grid points share one thermal field,
-# spaced sweep values rounded to 15 digits, splits rounded exactly; 0: stores made before.
-RESULTS_SCHEME = 1
+# spaced sweep values rounded to 15 digits, splits rounded exactly; 2 (2026-12-02): the axes of
+# model.name and dataset.name are named model and dataset (were: name); 0: stores made before.
+RESULTS_SCHEME = 2
 
 
 def task_count(study, networks_per_task):
@@ -480,10 +481,11 @@ def check_existing(path, study, networks_per_task, resume, overwrite, backend=No
                                     f"{attrs.get('spingpu_version')}, or use another --out or --overwrite")
     scheme = attrs.get("results_scheme", 0)
     if scheme != RESULTS_SCHEME:
-        raise ConfigError("resume", f"{path} was written by a spingpu whose numbers differ from this one's (results "
-                                    f"scheme {scheme}, this is {RESULTS_SCHEME}: e.g. macrospin junctions at T > 0 "
-                                    "and spaced sweep values changed on 2026-12-01); resuming would mix both; use "
-                                    "another --out or --overwrite")
+        raise ConfigError("resume", f"{path} was written by a spingpu whose results differ from this one's (results "
+                                    f"scheme {scheme}, this is {RESULTS_SCHEME}: macrospin junctions at T > 0 and "
+                                    "spaced sweep values changed on 2026-12-01, the model.name and dataset.name "
+                                    "axes were renamed model and dataset on 2026-12-02); resuming would mix both; "
+                                    "use another --out or --overwrite")
     mismatch = _sweep_mismatch(path, study)
     if mismatch:
         raise ConfigError("resume", f"{path} {mismatch}")
