@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ConfigError
-from .stats import check_threshold
+from .stats import check_threshold, results_threshold
 
 SUMMARY_COLUMNS = ("median_test_acc", "q25_test_acc", "q75_test_acc", "q05_test_acc", "q95_test_acc", "yield",
                    "yield_threshold", "diverged", "networks", "networks_done", "median_grad_cosine",
@@ -30,8 +30,9 @@ LAST_EPOCH = ("grad_cosine", "deriv_rel_err")  # of these the summary and figure
 REPORT_VARIABLES = SUMMARY_VARIABLES + ("val_acc", "train_loss")  # what the report reads of a store
 
 
-def summary_rows(ds, threshold=0.9):
-    """One dict per cell: the sweep values and the SUMMARY_COLUMNS (accuracies as fractions).
+def summary_rows(ds, threshold=None):
+    """One dict per cell: the sweep values and the SUMMARY_COLUMNS (accuracies as fractions);
+    ``threshold``: :func:`~spingpu.stats.results_threshold` (by default the run's).
 
     Statistics are over the networks of the cell's finished tasks (``networks_done`` of
     ``networks``): in an interrupted store, networks never trained are left out, while diverged
@@ -51,6 +52,7 @@ def summary_rows(ds, threshold=0.9):
     from .stats import median_interval, yield_hits, yield_interval
     from .studies.store import last_epoch_values
 
+    threshold = results_threshold(ds, threshold)
     axes = sweep_axes(ds)
     acc = ds.test_acc.load()
     cos, err = (last_epoch_values(ds, name).load() for name in LAST_EPOCH)  # each network's last trained epoch
@@ -85,14 +87,15 @@ def summary_rows(ds, threshold=0.9):
     return rows
 
 
-def study_figures(ds, threshold=0.9, notes=None):
-    """(title, Figure) pairs of the report, in order. With a list ``notes``, the junction figure is
-    left out where the study's cell cannot be rebuilt here (a data file moved, a model not
+def study_figures(ds, threshold=None, notes=None):
+    """(title, Figure) pairs of the report, in order (``threshold``: by default the run's). With a
+    list ``notes``, the junction figure is left out where the study's cell cannot be rebuilt here (a data file moved, a model not
     registered in this process), and the reason is appended to ``notes``; without, that error
     propagates."""
     from . import plot
     from .plot.study import numeric_axes
 
+    threshold = results_threshold(ds, threshold)
     figures = []
     numeric = numeric_axes(ds)
     for dim in numeric:
@@ -271,13 +274,7 @@ def write_report(store, out=None, threshold=None, log=None):
         threshold = check_threshold(threshold)
     out = Path(out) if out else default_report_path(store)
     ds = load_results(store, REPORT_VARIABLES, LAST_EPOCH)
-    if threshold is None:
-        recorded = ds.attrs.get("yield_threshold", 0.9)
-        try:
-            threshold = check_threshold(recorded)
-        except ConfigError:
-            raise ConfigError("threshold", f"the store's recorded yield_threshold, {recorded!r}, is not a fraction "
-                                           "from 0 to 1 (edited by hand?); give one with --threshold") from None
+    threshold = results_threshold(ds, threshold)
     out, csv_path = check_report_targets(out, store_inputs(ds))
     _check_some_task_done(store, ds)
     rows = summary_rows(ds, threshold)

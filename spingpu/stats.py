@@ -73,6 +73,20 @@ def number_text(value, spec):
     return format(value, spec) if np.isfinite(value) else "n/a"
 
 
+def results_threshold(ds, threshold=None):
+    """The yield's threshold for the results ``ds``: ``threshold`` (:func:`check_threshold`), or by
+    default the one the run that wrote them used (attribute ``yield_threshold``), else 0.9; a
+    recorded one that is not a fraction (an edited store) is a ConfigError naming ``threshold``."""
+    if threshold is not None:
+        return check_threshold(threshold)
+    recorded = ds.attrs.get("yield_threshold", 0.9)
+    try:
+        return check_threshold(recorded)
+    except ConfigError:
+        raise ConfigError("threshold", f"the store's recorded yield_threshold, {recorded!r}, is not a fraction "
+                                       "from 0 to 1 (edited by hand?); give one with --threshold") from None
+
+
 def check_threshold(threshold):
     """``threshold`` (a test accuracy counted as a trained chip) as a float in [0, 1]; a ConfigError
     naming ``threshold`` otherwise, which reads a value in (1, 100] as a percentage given for the

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from spingpu.cli.main import main
-from spingpu.errors import SpingpuWarning
+from spingpu.errors import ConfigError, SpingpuWarning
 from spingpu.report import study_figures, summary_rows, write_report
 from spingpu.studies import open_results
 from spingpu.studies.spec import parse_study
@@ -1344,3 +1344,29 @@ def test_equal_curves_stay_visible_one_over_the_other(tmp_path):
     lone = accuracy_vs_axis(ds.sel(grad_mode="model"), "delta_i").axes[0]
     line = next(line for line in lone.lines if line.get_marker() == "o")
     assert (line.get_markersize(), line.get_linewidth()) == (6.0, 1.5)
+
+
+def test_figures_and_summary_count_the_yield_at_the_runs_threshold_by_default(tmp_path):
+    """A run's ``--threshold`` is recorded (``yield_threshold``); the figures and the summary drawn
+    from its results in Python count the yield at it unless told another, as the report does."""
+    from spingpu.plot.study import accuracy_categorical, accuracy_vs_axis, heatmap
+
+    path, _ = fake_store(tmp_path, {"neuron.delta_i": [1e-6, 1e-5], "readout.read_noise": [0.0, 1e-3]})
+    ds = open_results(path).load()
+    threshold = float(np.round(np.random.default_rng().uniform(0.6, 0.85), 2))
+    ds.attrs["yield_threshold"] = threshold
+    said = f"accuracy >= {round(100 * threshold)} %"
+    rows = summary_rows(ds)
+    assert [r["yield_threshold"] for r in rows] == [threshold] * 4
+    assert [r["yield"] for r in rows] == [r["yield"] for r in summary_rows(ds, threshold)]
+    assert [r["yield"] for r in rows] != [r["yield"] for r in summary_rows(ds, 0.9)]
+    assert said in accuracy_vs_axis(ds, "delta_i").axes[1].get_ylabel()
+    assert said in next(a for a in heatmap(ds, "delta_i", "read_noise").axes if a.get_title().startswith("yield")
+                        ).get_title()
+    assert said in accuracy_categorical(ds.isel(delta_i=0)).axes[1].get_ylabel()
+    assert ">= 90 %" in accuracy_vs_axis(ds, "delta_i", 0.9).axes[1].get_ylabel()
+    del ds.attrs["yield_threshold"]
+    assert ">= 90 %" in accuracy_vs_axis(ds, "delta_i").axes[1].get_ylabel()
+    ds.attrs["yield_threshold"] = 7.5
+    with pytest.raises(ConfigError, match="^threshold: the store's recorded yield_threshold, 7.5, is not a fraction"):
+        summary_rows(ds)

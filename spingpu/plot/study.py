@@ -14,7 +14,7 @@ import json
 
 import numpy as np
 
-from ..stats import percent_text, threshold_text
+from ..stats import percent_text, results_threshold, threshold_text
 from .style import axis_value_texts, engineering_formatter, set_suptitle
 
 BAND_IQR = (0.25, 0.75)
@@ -233,10 +233,12 @@ def _new_figure(width=10.5, height=4.2, ncols=1, nrows=1):
     return fig, axes
 
 
-def accuracy_vs_axis(ds, dim, threshold=0.9):
+def accuracy_vs_axis(ds, dim, threshold=None):
     """Median test accuracy with IQR and 5-95 % bands, and the yield, against one numeric axis,
-    one curve per value of the categorical axes."""
+    one curve per value of the categorical axes. ``threshold`` (the yield's test accuracy, a
+    fraction): by default the one the run that wrote ``ds`` used, else 0.9."""
     check_axis(ds, dim)
+    threshold = results_threshold(ds, threshold)
     fig, axes = _new_figure(ncols=2)
     ax_acc, ax_yield = axes[0]
     ds = ds.sortby(dim)  # a line joins the values in their order on the axis, not in the study's
@@ -299,8 +301,10 @@ def _curve(ax, x, y, off, style, label):
     ax.plot(x[off], y[off], "o", label="_nolegend_", **style)
 
 
-def accuracy_categorical(ds, threshold=0.9):
-    """For a study without numeric axes: accuracy distribution per cell (box plot) and yield."""
+def accuracy_categorical(ds, threshold=None):
+    """For a study without numeric axes: accuracy distribution per cell (box plot) and yield
+    (``threshold``: by default the run's, as in :func:`accuracy_vs_axis`)."""
+    threshold = results_threshold(ds, threshold)
     fig, axes = _new_figure(ncols=2)
     ax_acc, ax_yield = axes[0]
     groups = _groups(ds)
@@ -347,12 +351,13 @@ def accuracy_categorical(ds, threshold=0.9):
     return fig
 
 
-def heatmap(ds, x_dim, y_dim, threshold=0.9):
+def heatmap(ds, x_dim, y_dim, threshold=None):
     """Median test accuracy and yield over two numeric axes, one row per categorical value; a cell
     whose every finished network diverged reads ``all div.`` (its yield 0), one with none finished
-    ``n/a``."""
+    ``n/a`` (``threshold``: by default the run's, as in :func:`accuracy_vs_axis`)."""
     check_axis(ds, x_dim, "x_dim")
     check_axis(ds, y_dim, "y_dim")
+    threshold = results_threshold(ds, threshold)
     groups = _groups(ds)
     fig, axes = _new_figure(width=10.5, height=3.6 * len(groups), ncols=2, nrows=len(groups))
     ds = ds.sortby([y_dim, x_dim])  # rows and columns in the values' order

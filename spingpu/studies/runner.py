@@ -677,18 +677,22 @@ def _join_scheduler(address, log):
     return client
 
 
-def summary_table(path, threshold=0.9):
-    """Per cell: median of the test accuracy with its 95 % confidence interval and IQR, the yield
+def summary_table(path, threshold=None):
+    """Per cell (its sweep values with their units, as the figures write them): median of the test accuracy with its 95 % confidence interval and IQR, the yield
     (fraction >= threshold) with its 95 % Clopper-Pearson interval, the median cosine of the
     gradient used with the exact one (last epoch: the derivative's quality, which shows where the
-    accuracy saturates) and the networks finished (statistics over those only), as text."""
+    accuracy saturates) and the networks finished (statistics over those only), as text;
+    ``threshold``: by default the run's (:func:`~spingpu.stats.results_threshold`)."""
+    from ..plot.study import value_texts
     from ..report import LAST_EPOCH, SUMMARY_VARIABLES, summary_rows
-    from ..stats import number_text, percent_text, threshold_text
+    from ..stats import number_text, percent_text, results_threshold, threshold_text
 
     ds = results_store.load_results(path, SUMMARY_VARIABLES, LAST_EPOCH)
+    threshold = results_threshold(ds, threshold)
     rows = summary_rows(ds, threshold)
     axes = [d for d in ds.test_acc.dims if d != "network"]
-    labels = [", ".join(f"{d}={row[d]}" for d in axes) or "(single cell)" for row in rows]
+    texts = {d: dict(zip(ds[d].values.tolist(), value_texts(ds, d))) for d in axes}  # 2e-06 A reads 2 µA
+    labels = [", ".join(f"{d}={texts[d][row[d]]}" for d in axes) or "(single cell)" for row in rows]
     width = max(len(label) for label in labels)
     pct = percent_text
     yield_head = f"yield(>={threshold_text(threshold)}%) [95 % CI]"
