@@ -107,7 +107,10 @@ def run_study(study, options: RunOptions, progress=True, log=print):
     Everything that can fail is checked before the store is created or replaced: the existing
     store, the cluster (a bad ``[cluster]`` table) and the Dask scheduler or local cluster."""
     from ..backends import get_backend
+    from .script_guard import check_main_guard
 
+    if options.cluster == "local" and not options.scheduler:  # local workers are spawned: they import __main__
+        check_main_guard()
     backend = get_backend(options.backend)
     gpus = _gpu_workers(backend, options)
     workers = options.workers or gpus or (os.cpu_count() or 1)
