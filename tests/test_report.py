@@ -329,7 +329,7 @@ def test_partial_store_statistics_over_finished_tasks_only(tmp_path, capsys):
     assert lines[1].split()[-3] == f"{rows[0]['median_grad_cosine']:.3f}"
     assert (f"{percent_text(rows[0]['median_test_acc'], 2)} % [{percent_text(rows[0]['median_test_acc_lo95'], 2):>6}-"
             f"{percent_text(rows[0]['median_test_acc_hi95'], 2):>6}]") in lines[1]  # the median's 95 % interval
-    assert lines[2].split() == ["delta_i=1e-05", "n/a", "[n/a]", "n/a", "n/a", "[n/a]", "n/a", "0", "0"]
+    assert lines[2].split() == ["delta_i=10", "µA", "n/a", "[n/a]", "n/a", "n/a", "[n/a]", "n/a", "0", "0"]
     assert len(lines[1]) == len(lines[2])  # the columns stay aligned
     assert lines[-2] == "median and IQR over the networks that did not diverge; a diverged one counts as failed in the yield"
     assert lines[-1] == "incomplete store: 2 of 8 tasks finished; statistics over their networks only"
@@ -1370,3 +1370,17 @@ def test_figures_and_summary_count_the_yield_at_the_runs_threshold_by_default(tm
     ds.attrs["yield_threshold"] = 7.5
     with pytest.raises(ConfigError, match="^threshold: the store's recorded yield_threshold, 7.5, is not a fraction"):
         summary_rows(ds)
+
+
+def test_an_axis_of_a_few_spread_values_has_a_tick_at_each(tmp_path):
+    """2 µA and 5 µA are named on the axis, as the legends write them; values too close for their
+    labels (or too many) keep matplotlib's ticks."""
+    from spingpu.plot.study import _ticks_at_values, accuracy_vs_axis
+
+    path, _ = fake_store(tmp_path, {"neuron.delta_i": [5e-6, 2e-6, 2e-5, 5e-5]})
+    ax = accuracy_vs_axis(open_results(path), "delta_i").axes[0]
+    np.testing.assert_array_equal(ax.get_xticks(), [2e-6, 5e-6, 2e-5, 5e-5])
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["2 µA", "5 µA", "20 µA", "50 µA"]
+    assert _ticks_at_values([0.01, 0.02, 0.05], "linear") and _ticks_at_values([1e-6, 1e-3], "log")
+    assert not _ticks_at_values([0.01, 0.0101, 0.05], "linear")  # 0.01 and 0.0101 would overlap
+    assert not _ticks_at_values(np.arange(8.0), "linear") and not _ticks_at_values([0.0, 1e-4, 1e-2], "symlog")

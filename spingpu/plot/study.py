@@ -24,6 +24,7 @@ YIELD_TITLE = "yield, 95 % Clopper-Pearson interval"
 OFF_AT_ZERO = {"readout.adc_bits": "no ADC", "readout.dac_bits": "no DAC"}
 NOISE_SECTIONS = ("readout.", "variability.")  # the study tables whose axes the dI trade-off draws a curve per value of
 LOG_SPAN = 20  # a list of positive values spanning this factor or more is drawn on a log axis
+TICKED_VALUES = 7  # an axis of up to this many values spread apart has a tick at each (_ticks_at_values)
 
 
 def sweep_axes(ds):
@@ -170,11 +171,27 @@ def _numeric_x_axis(ax, ds, dim, values):
         ax.set_xscale("symlog", linthresh=float(np.min(np.asarray(values)[np.asarray(values) > 0])))
     elif scale == "log":
         ax.set_xscale("log")
-    elif formatter is not None:  # at most 6 ticks: "1.05 kΩ" labels overlap at 9 on a half-width panel
+    if _ticks_at_values(values, scale):  # a tick, labelled as the legends write it, at each swept value
+        texts = dict(zip(ds[dim].values.tolist(), value_texts(ds, dim)))
+        ax.set_xticks(values, [texts[v] for v in np.asarray(values).tolist()])
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        return
+    if scale == "linear" and formatter is not None:  # at most 6 ticks: "1.05 kΩ" labels overlap at 9 on a half-width panel
         ax.xaxis.set_major_locator(MaxNLocator(nbins=5))
     if formatter is not None:
         ax.xaxis.set_major_formatter(formatter)
         ax.xaxis.set_minor_formatter(NullFormatter())
+
+
+def _ticks_at_values(values, scale, most=TICKED_VALUES):
+    """Whether an axis of these sweep values ticks each of them (a locator's ticks would leave 2 µA
+    and 5 µA unnamed): at most ``most`` values, none closer to the next than 1/12 of the span on the
+    axis's scale (log or linear; symlog axes keep their locator), so that no two labels overlap."""
+    v = np.unique(np.asarray(values, dtype=float))
+    if scale not in ("linear", "log") or not 2 <= v.size <= most:
+        return False
+    at = np.log10(v) if scale == "log" else v
+    return bool(np.min(np.diff(at)) >= (at[-1] - at[0]) / 12)
 
 
 def _x_positions(ds, dim):
