@@ -144,12 +144,21 @@ def check_items(field, value, length, expected):
     return tuple(value)
 
 
+# words users give for one of spingpu's own, which spelling alone would not find (gpu is not
+# close to cuda, but is to cpu)
+SYNONYMS = {"gpu": "cuda", "nvidia": "cuda", "cupy": "cuda", "numba": "cpu", "host": "cpu"}
+
+
 def closest(word, options):
     """The closest of ``options`` to a misspelt ``word`` (difflib's ratio >= 0.6, letter case
-    ignored: ``STT_COMPACT`` finds ``stt_compact``), else None."""
+    ignored: ``STT_COMPACT`` finds ``stt_compact``), or the option a word means (SYNONYMS: ``gpu``
+    finds ``cuda``), else None."""
     import difflib
 
     by_lower = {str(o).lower(): str(o) for o in reversed(list(options))}  # the first of options equal but for case
+    meant = SYNONYMS.get(str(word).lower())
+    if meant in by_lower:
+        return by_lower[meant]
     close = difflib.get_close_matches(str(word).lower(), list(by_lower), n=1)
     return by_lower[close[0]] if close else None
 

@@ -581,3 +581,16 @@ def test_an_unknown_device_model_says_how_to_add_ones_own():
 def test_a_model_name_in_other_letter_case_is_suggested(word, meant):
     with pytest.raises(ConfigError, match=rf"^model: unknown device model '{word}' \(did you mean '{meant}'\?\)"):
         get_model(word)
+
+
+@pytest.mark.parametrize("word", ["gpu", "GPU", "cupy"])
+def test_a_backend_named_by_what_it_runs_on_suggests_cuda(word, capsys):
+    """``gpu`` is spelt like ``cpu``: the suggestion is the backend it means, in the API and the CLI."""
+    from spingpu import Backend
+    from spingpu.cli.main import main
+
+    with pytest.raises(ConfigError, match=rf"^backend: '{word}' \(did you mean 'cuda'\?\); allowed: auto, numpy, cpu, cuda$"):
+        Backend(word)
+    assert main(["train", "--backend", word, "--networks", "1", "--epochs", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "(did you mean 'cuda'?)" in err

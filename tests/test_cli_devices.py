@@ -75,6 +75,7 @@ BAD = [
     (["--csv", ""], "csv: expected a file name, got an empty one"),
     (["--plot", ""], "plot: expected a file name, got an empty one"),
     (["--csv", "results.nc"], "csv: results.nc must end in .csv"),  # not a netCDF result, replaced by mistake
+    (["--plot", "iv.jpg"], "plot: iv.jpg must end in .png, .pdf or .svg"),
     (["--param", "r_q=5"], "param: unknown parameter 'r_q' for model 'stt_compact'"),
     (["--param", "r_p"], "param: 'r_p': expected NAME=VALUE"),
     (["--param", "tmr0=abc"], "param tmr0: 'abc' is not a number"),
@@ -646,3 +647,11 @@ def test_the_model_options_help_names_every_built_in_model():
 
     built_in = set(models._BUILT_IN) | set(models.TABLE_MODELS) | set(models.MODULE_MODELS)
     assert len(built_in) == 4 and all(re.search(rf"\b{name}\b", MODEL_HELP) for name in built_in), MODEL_HELP
+
+
+@pytest.mark.parametrize("suffix, magic", [(".pdf", b"%PDF"), (".svg", b"<?xml"), (".PNG", b"\x89PNG")])
+def test_the_plot_is_written_in_the_format_its_name_says(tmp_path, suffix, magic):
+    """A paper's figure as PDF or SVG: the file is of the format its suffix names."""
+    out = tmp_path / f"iv{suffix}"
+    assert main(["devices", "--samples", "2", "--points", "5", "--plot", str(out)]) == 0
+    assert out.read_bytes().startswith(magic) and sorted(p.name for p in tmp_path.iterdir()) == [out.name]

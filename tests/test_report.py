@@ -394,6 +394,7 @@ def test_report_on_what_is_not_a_store_or_is_corrupt(tmp_path, capsys):
 
     good, _ = fake_store(tmp_path, {"neuron.delta_i": [1e-6, 1e-5]})
     (tmp_path / "plain.zarr").write_text("not a store\n")
+    (tmp_path / "train.nc").write_bytes(b"CDF\x01" + bytes(60))
     (tmp_path / "empty.zarr").mkdir()
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "notes.txt").write_text("hello\n")
@@ -405,6 +406,8 @@ def test_report_on_what_is_not_a_store_or_is_corrupt(tmp_path, capsys):
     (bad_chunk / "test_acc" / "0.0").write_bytes(b"\x00garbage" * 4)
     cases = [
         ("plain.zarr", "is not a spingpu results store (a file, not a zarr folder)"),
+        ("train.nc", "is not a spingpu results store (a netCDF file, as spingpu train --out writes: open it with "
+                     "xarray.open_dataset; a study's results are a .zarr folder)"),
         ("empty.zarr", "is not a spingpu results store (no zarr metadata)"),
         ("other", "is not a spingpu results store (no zarr metadata)"),
         ("badmeta.zarr", "is corrupt: its metadata cannot be read (JSONDecodeError: "),

@@ -46,7 +46,8 @@ def add_parser(sub):
     p.add_argument("--i-max", type=float, default=400e-6, help="highest current in A (default 400e-6)")
     p.add_argument("--points", type=integer, default=201, help="currents on the grid (default 201)")
     p.add_argument("--csv", metavar="OUT.csv", help="write sample,member,current,voltage,dvdi (SI units)")
-    p.add_argument("--plot", metavar="OUT.png", help="plot V(I) and dV/dI of the nominal and sampled devices")
+    p.add_argument("--plot", metavar="OUT.png", help="plot V(I) and dV/dI of the nominal and sampled devices "
+                                                   "(.png, or .pdf or .svg for a paper's figure)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --csv or --plot file")
     p.set_defaults(run=run)
 
@@ -70,8 +71,8 @@ def run(args):
     if args.overwrite and args.csv is None and args.plot is None:
         raise ConfigError("overwrite", "has no effect without --csv or --plot; give one, or remove --overwrite")
     check_not_inputs({"csv": args.csv, "plot": args.plot}, [args.iv_csv])  # first: never an input, --overwrite or not
-    if args.plot is not None and args.plot.strip() and Path(args.plot).suffix.lower() != ".png":
-        raise ConfigError("plot", f"{args.plot} must end in .png")
+    if args.plot is not None and args.plot.strip() and Path(args.plot).suffix.lower() not in PLOT_FORMATS:
+        raise ConfigError("plot", f"{args.plot} must end in {', '.join(PLOT_FORMATS[:-1])} or {PLOT_FORMATS[-1]}")
     if args.csv is not None and args.csv.strip() and Path(args.csv).suffix.lower() != ".csv":  # not a .nc by mistake
         raise ConfigError("csv", f"{args.csv} must end in .csv")
     csv_path = check_writable("csv", args.csv, overwrite=args.overwrite) if args.csv is not None else None
@@ -96,7 +97,8 @@ def run(args):
         if csv_path is not None:
             _write_csv(staged[csv_path], current, v_nom, d_nom, v, d)
         if png_path is not None:
-            _write_plot(staged[png_path], model, variability, current, v_nom, d_nom, v, d)
+            _write_plot(staged[png_path], model, variability, current, v_nom, d_nom, v, d,
+                        png_path.suffix.lower()[1:])
     seconds = time.perf_counter() - start
 
     print(f"model {model.name}: " + ", ".join(
@@ -209,15 +211,16 @@ def _write_csv(path, current, v_nom, d_nom, v, d):
         handle.writelines(f"{s},{m},{i},{v},{d}\n" for s, m, i, v, d in zip(sample, member, cur, volt, dvdi))
 
 
-def _write_plot(path, model, variability, current, v_nom, d_nom, v, d):
+def _write_plot(path, model, variability, current, v_nom, d_nom, v, d, file_format="png"):
     from ..plot import iv_spread_figure
 
     title = (f"{model.name}: nominal and {len(v)} sampled pairs "
              f"(spread chip {variability.sigma_chip:g}, d2d {variability.sigma_d2d:g}, pair {variability.sigma_pair:g})")
     fig = iv_spread_figure(current, v_nom, d_nom, v, d, title=title)
-    fig.savefig(path, dpi=120, format="png")
+    fig.savefig(path, dpi=120, format=file_format)
 
 
+PLOT_FORMATS = (".png", ".pdf", ".svg")  # --plot's file types (matplotlib's writers)
 TABLE_ROWS = 5  # currents of the grid the printed table shows at most, evenly spread over it
 
 

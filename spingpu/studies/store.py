@@ -687,7 +687,9 @@ def open_results(path):
     if not path.exists():
         raise ConfigError("results", f"no results store at {path}")
     if not path.is_dir():
-        raise ConfigError("results", f"{path} is not a spingpu results store (a file, not a zarr folder)")
+        netcdf = (" (a netCDF file, as spingpu train --out writes: open it with xarray.open_dataset; a study's "
+                  "results are a .zarr folder)") if path.suffix.lower() == ".nc" else " (a file, not a zarr folder)"
+        raise ConfigError("results", f"{path} is not a spingpu results store{netcdf}")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # no consolidated metadata, or not a store at all: said below
