@@ -11,6 +11,7 @@ import html
 import io
 import itertools
 import json
+import re
 import time
 from pathlib import Path
 
@@ -206,9 +207,12 @@ def default_report_path(store):
     return Path(str(store).rstrip("/")).with_suffix(".html")
 
 
-def check_report_targets(html_path, inputs=(), field="out", hint="choose another -o"):
+def check_report_targets(html_path, inputs=(), field="out", hint="choose another -o", owner=None, overwrite=False):
     """Refuse (ConfigError) to write the report or its CSV over a file the study reads, or over an
-    existing file that is not an earlier spingpu report (or summary) of that name."""
+    existing file that is not an earlier spingpu report (or summary) of that name; with ``owner``
+    (the store's path, the study's digests), unless ``overwrite``, also over the report of another
+    study's results: one neither of that store's place nor of that study (:func:`_report_owner`;
+    a report that records neither, from before spingpu recorded them, is replaced)."""
     from .outputs import check_writable
 
     html_path = check_writable(field, html_path)
@@ -223,7 +227,27 @@ def check_report_targets(html_path, inputs=(), field="out", hint="choose another
         if (path.exists() or path.is_symlink()) and not _written_by_report(path):
             raise ConfigError(field, f"{path} exists and was not written by spingpu report; not overwritten: "
                                      f"{hint}, or remove it")
+    recorded = _report_owner(html_path) if owner is not None and not overwrite and html_path.is_file() else None
+    if recorded is not None:
+        store, digests = owner
+        if recorded[0] not in digests and recorded[1] != str(Path(store).resolve()):
+            raise ConfigError(field, f"{html_path} is the report of another study's results ({recorded[1]}); not "
+                                     f"overwritten: {hint}, or pass --overwrite")
     return html_path, csv_path
+
+
+OWNER_META = re.compile(r'<meta name="spingpu-study-digest" content="([0-9a-f]*)">'
+                        r'<meta name="spingpu-store" content="([^"]*)">')
+
+
+def _report_owner(path):
+    """(study digest, store path) a report records (:func:`_html`), or None (none recorded)."""
+    try:
+        with open(path, "rb") as handle:
+            found = OWNER_META.search(handle.read(4096).decode("utf-8", errors="replace"))
+    except OSError:
+        return None
+    return (found.group(1), html.unescape(found.group(2))) if found else None
 
 
 def _written_by_report(path):
@@ -259,12 +283,13 @@ def store_inputs(ds):
         return []
 
 
-def write_report(store, out=None, threshold=None, log=None):
+def write_report(store, out=None, threshold=None, log=None, overwrite=False):
     """Write ``<store>.html`` (or ``out``) and the summary ``<name>.summary.csv`` beside it;
     return the HTML path. ``threshold`` (the yield's test accuracy): by default the one the run
     that wrote the store used (its attribute ``yield_threshold``), else 0.9. A store of which no
     task has finished is refused (ConfigError). An existing file is replaced only if it is an
-    earlier report (summary). A figure left out
+    earlier report (summary) of this store's place or of its study, or ``overwrite`` and an
+    earlier report of any. A figure left out
     (:func:`study_figures`) is noted in the HTML and passed to ``log`` as one line (default:
     printed on stderr as ``spingpu report: note: ...``)."""
     from .outputs import staged_files
@@ -275,7 +300,10 @@ def write_report(store, out=None, threshold=None, log=None):
     out = Path(out) if out else default_report_path(store)
     ds = load_results(store, REPORT_VARIABLES, LAST_EPOCH)
     threshold = results_threshold(ds, threshold)
-    out, csv_path = check_report_targets(out, store_inputs(ds))
+    from .studies.store import STORE_MARK
+
+    out, csv_path = check_report_targets(out, store_inputs(ds), owner=(store, (ds.attrs.get(STORE_MARK),)),
+                                         overwrite=overwrite)
     _check_some_task_done(store, ds)
     rows = summary_rows(ds, threshold)
     notes = []
@@ -284,7 +312,7 @@ def write_report(store, out=None, threshold=None, log=None):
         (log or _note_on_stderr)(note)
     with staged_files(out, csv_path, fields=("out", "out")) as (tmp_html, tmp_csv):
         _write_csv(tmp_csv, rows)
-        tmp_html.write_text(_html(ds, rows, figures, threshold, csv_path.name, notes))
+        tmp_html.write_text(_html(ds, rows, figures, threshold, csv_path.name, notes, store))
     return out
 
 
@@ -326,9 +354,10 @@ def _png(fig):
     return base64.b64encode(buf.getvalue()).decode()
 
 
-def _html(ds, rows, figures, threshold, csv_name, notes=()):
+def _html(ds, rows, figures, threshold, csv_name, notes=(), store=""):
     from .plot.study import axis_label, sweep_axes, value_texts
     from .stats import number_text, threshold_text
+    from .studies.store import STORE_MARK
 
     attrs = ds.attrs
     axes = sweep_axes(ds)
@@ -387,6 +416,8 @@ def _html(ds, rows, figures, threshold, csv_name, notes=()):
     fact_rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in facts)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>spingpu report: {html.escape(name)}</title>
+<meta name="spingpu-study-digest" content="{html.escape(str(attrs.get(STORE_MARK, "")))}"><meta name="spingpu-store" \
+content="{html.escape(str(Path(store).resolve()) if store else "")}">
 <style>
 body {{ font-family: sans-serif; margin: 2em auto; max-width: 1100px; color: #222; line-height: 1.4; }}
 table {{ border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }}

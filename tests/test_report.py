@@ -228,6 +228,33 @@ def test_report_never_replaces_a_file_it_did_not_write(tmp_path, capsys, name, t
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["fake.zarr", name])
 
 
+def test_a_report_of_another_studys_results_is_replaced_only_with_overwrite(tmp_path, capsys):
+    """``-o`` naming the report of another store, of another study: refused in one line, both files
+    kept, unless --overwrite; a report of the same store, or of the same study moved elsewhere, is
+    replaced as before."""
+    import shutil
+
+    mine, _ = fake_store(tmp_path, {"neuron.delta_i": [1e-6, 1e-5]}, name="mine")
+    other, _ = fake_store(tmp_path, {"neuron.delta_i": [1e-6, 1e-5]}, name="other")
+    out = tmp_path / "shared.html"
+    assert main(["report", str(other), "-o", str(out)]) == 0
+    kept = {p: p.read_bytes() for p in (out, tmp_path / "shared.summary.csv")}
+    capsys.readouterr()
+    assert main(["report", str(mine), "-o", str(out)]) == 2
+    assert capsys.readouterr().err == (f"spingpu report: error: out: {out} is the report of another study's results "
+                                       f"({other}); not overwritten: choose another -o, or pass --overwrite\n")
+    assert {p: p.read_bytes() for p in kept} == kept
+    with pytest.raises(ConfigError, match="is the report of another study's results"):
+        write_report(mine, out)
+    assert main(["report", str(mine), "-o", str(out), "--overwrite"]) == 0
+    assert {p: p.read_bytes() for p in kept} != kept and "spingpu report: mine" in out.read_text()
+    assert main(["report", str(mine), "-o", str(out)]) == 0  # its own: replaced
+    moved = tmp_path / "moved" / "mine.zarr"
+    shutil.copytree(mine, moved)
+    assert write_report(moved, out) == out  # the same study, moved: replaced
+    capsys.readouterr()
+
+
 def write_data_csv(path):
     rng = np.random.default_rng(0)
     label = np.repeat(np.arange(3), 10)

@@ -91,7 +91,8 @@ def run(args):
         from ..report import check_report_targets, default_report_path
 
         check_report_targets(default_report_path(out), [p for p, _ in study.inputs], field="out",
-                             hint="choose another --out, or pass --no-report")
+                             hint="choose another --out, or pass --no-report", owner=(out, study.digests),
+                             overwrite=args.overwrite)
     try:
         run_study(study, options)
     except TaskFailed as err:
@@ -116,7 +117,7 @@ def run(args):
         print(summary_table(out, args.threshold))
         print(f"results: {out}")
         if not args.no_report:
-            report = _report(out, args.threshold)
+            report = _report(out, args.threshold, args.overwrite)
             if report:
                 from ..report import summary_csv_path
 
@@ -170,8 +171,9 @@ def _store_backend(out):
     return backend
 
 
-def _report(out, threshold):
-    """The HTML report (and its summary, NAME.summary.csv) beside the store."""
+def _report(out, threshold, overwrite=False):
+    """The HTML report (and its summary, NAME.summary.csv) beside the store (``overwrite``: also
+    over another study's report there, as the store was checked before the run)."""
     from ..report import write_report
 
-    return write_report(out, threshold=threshold)
+    return write_report(out, threshold=threshold, overwrite=overwrite)
