@@ -572,3 +572,46 @@ def test_a_replaced_store_that_cannot_be_deleted_is_named_in_a_warning(tmp_path,
                                             r"deleted \(Permission denied\); delete it by hand$"):
         store.remove_store(out)
     assert not out.exists()
+
+
+def test_a_store_is_not_resumed_with_another_model_registered_under_its_name(tmp_path, models_restored):
+    """A model registered in Python is in no file the study's digest hashes: the store records its
+    signature (parameters, V and dV/dI at fixed currents and parameter rows), and a resume with a
+    model of that name whose junction differs, edited or registered over a built-in in only one of
+    the runs, is refused in one line naming the first value that differs; the same model resumes."""
+    from spingpu.devices.models import DERIVATIVE_CHECK_CURRENTS_A
+
+    r_ohm = float(np.random.default_rng().uniform(500.0, 2000.0))
+
+    def register(r, name="ohmic", gain=1.0):
+        spingpu.register_model(name, voltage=lambda current, r: gain * r * current,
+                               dvdi=lambda current, r: gain * r + 0.0 * current,
+                               parameters=[spingpu.Parameter("r", r, "ohm", "r", low=0.0, low_open=True)], replace=True)
+
+    register(r_ohm)
+    path = tmp_path / "study.toml"
+    path.write_text(STUDY.replace('name = "iris"', 'name = "iris"\n\n[model]\nname = "ohmic"'))
+    study = load_study(path)
+    out = tmp_path / "s.zarr"
+    create_store(out, study, 2, attrs())
+    assert check_existing(out, study, 2, True, False) is True
+    register(r_ohm, gain=1 + 1e-6)  # the same parameters, another junction
+    with pytest.raises(ConfigError) as err:
+        check_existing(out, study, 2, True, False)
+    i = DERIVATIVE_CHECK_CURRENTS_A[0]
+    assert str(err.value) == (f"resume: {out} was trained with another model 'ohmic' than the one here now: its V at "
+                              f"{i:.4g} A differs ({r_ohm * i:.10g} V in the store, {r_ohm * (1 + 1e-6) * i:.10g} V "
+                              "now); resuming would mix both: register the model as it was, or use another --out or "
+                              "--overwrite")
+    register(2 * r_ohm)  # another nominal value: its parameters differ
+    with pytest.raises(ConfigError, match="another model 'ohmic' than the one here now: its parameters .* differ;"):
+        check_existing(out, study, 2, True, False)
+    register(r_ohm)
+    assert check_existing(out, study, 2, True, False) is True
+
+    (tmp_path / "plain.toml").write_text(STUDY)
+    plain = load_study(tmp_path / "plain.toml")
+    create_store(tmp_path / "p.zarr", plain, 2, attrs())  # the built-in stt_compact
+    register(r_ohm, "stt_compact")
+    with pytest.raises(ConfigError, match="another model 'stt_compact' than the one here now: its parameters"):
+        check_existing(tmp_path / "p.zarr", plain, 2, True, False)

@@ -548,6 +548,52 @@ def derivative_mismatch(model, currents=DERIVATIVE_CHECK_CURRENTS_A, rows=None):
     return float(currents[i, 0]), rows[r], float(d[i, r]), float(difference[i, r])
 
 
+SIGNATURE_RTOL = 1e-9  # a model's signature values agree to this (another machine's libm may round otherwise)
+
+
+def closed_form_signatures(names):
+    """{name: :func:`model_signature`} of the models among ``names`` that this process's registry
+    makes (the closed forms: the built-ins and those :func:`register_model` made or replaced),
+    with JSON's types: what a study's store records, since a registered model's code, unlike a
+    measured curve or a model file, is in no file the study's digest hashes."""
+    import json
+
+    return json.loads(json.dumps({name: model_signature(_REGISTRY[name]) for name in dict.fromkeys(names)
+                                  if name in _REGISTRY}, default=str))
+
+
+def model_signature(model):
+    """A model's parameters (each its name, nominal value, range, unit and spread law), settings, and
+    V (V) and dV/dI (ohm) at the derivative check's 22 currents (rows) and parameter rows
+    (:func:`derivative_check_rows`, columns): two models of one signature give one junction."""
+    with np.errstate(all="ignore"):
+        v, d = model.iv(DERIVATIVE_CHECK_CURRENTS_A[:, None], derivative_check_rows(model))
+    return {"parameters": [repr(p) for p in model.parameters], "settings": model.settings_values,
+            "voltage_V": v.tolist(), "dvdi_ohm": d.tolist()}
+
+
+def signature_difference(recorded, name):
+    """What differs between a :func:`closed_form_signatures` entry ``recorded`` and the model the
+    registry makes of ``name`` now, in words (its first differing value named), or None."""
+    now = closed_form_signatures([name]).get(name)
+    if now is None:
+        return None  # not a closed form here now: the cells' own checks say what is missing
+    for key, what in (("parameters", "parameters (names, nominal values, ranges, units or spreads)"),
+                      ("settings", "settings")):
+        if recorded.get(key) != now[key]:
+            return f"its {what} differ"
+    for key, what, unit in (("voltage_V", "V", "V"), ("dvdi_ohm", "dV/dI", "ohm")):
+        before, after = (np.asarray(x, dtype=np.float64) for x in (recorded.get(key), now[key]))
+        if before.shape != after.shape:
+            return f"its {what} differ"
+        same = np.isclose(before, after, rtol=SIGNATURE_RTOL, atol=0.0, equal_nan=True)
+        if not same.all():
+            i, r = np.argwhere(~same)[0]
+            return (f"its {what} at {DERIVATIVE_CHECK_CURRENTS_A[i]:.4g} A differs ({before[i, r]:.10g} {unit} in "
+                    f"the store, {after[i, r]:.10g} {unit} now)")
+    return None
+
+
 def _numba_reason(err, limit=300):
     """``TypeName: line`` of a Numba error: its first line that is not one of the ``Failed in ...
     pipeline`` headers it repeats per nested function (``Unknown attribute 'erf' of type

@@ -183,6 +183,8 @@ def _store_dataset(study, networks_per_task, attrs):
     import dask.array as da
     import xarray as xr
 
+    from ..devices.models import closed_form_signatures
+
     dims = [a.dim for a in study.axes]
     cell_chunks = (1,) * len(dims)
     n, epochs = study.networks, study.max_epochs
@@ -212,7 +214,8 @@ def _store_dataset(study, networks_per_task, attrs):
                            "input_files": json.dumps([list(item) for item in study.inputs]),
                            "study_data": json.dumps(study.data, sort_keys=True),
                            "sweep_axes": json.dumps([a.dim for a in study.axes]),
-                           "device_models": json.dumps(study.device_models(), sort_keys=True, default=_json_value)})
+                           "device_models": json.dumps(study.device_models(), sort_keys=True, default=_json_value),
+                           "model_signatures": json.dumps(closed_form_signatures(study.model_names))})
     return xr.Dataset(data_vars, coords=coords, attrs=attrs)
 
 
@@ -489,6 +492,10 @@ def check_existing(path, study, networks_per_task, resume, overwrite, backend=No
     mismatch = _sweep_mismatch(path, study)
     if mismatch:
         raise ConfigError("resume", f"{path} {mismatch}")
+    changed = _changed_model(attrs)
+    if changed:
+        raise ConfigError("resume", f"{path} was trained with another {changed}; resuming would mix both: register the "
+                                    "model as it was, or use another --out or --overwrite")
     if networks_per_task is not None and attrs.get("networks_per_task") != networks_per_task:
         raise ConfigError("networks-per-task", f"{networks_per_task} differs from the store's "
                                                f"{attrs.get('networks_per_task')}; resume with the same value")
@@ -496,6 +503,25 @@ def check_existing(path, study, networks_per_task, resume, overwrite, backend=No
         raise ConfigError("backend", f"{backend!r} differs from the store's {attrs.get('backend')!r}; "
                                      "resume with the same backend")
     return True
+
+
+def _changed_model(attrs):
+    """``model 'x' than the one here now: its V at ... differs (...)`` where a closed-form model
+    the store recorded (:func:`~spingpu.devices.models.closed_form_signatures`) is not the one this
+    process's registry makes of its name (a model registered in Python edited, or registered only
+    in one of the runs, over a built-in of its name), else None. A store made before spingpu
+    recorded them is not checked."""
+    from ..devices.models import signature_difference
+
+    try:
+        recorded = json.loads(attrs.get("model_signatures", "{}"))
+    except (TypeError, ValueError):
+        return None
+    for name, signature in recorded.items() if isinstance(recorded, dict) else ():
+        difference = signature_difference(signature, name) if isinstance(signature, dict) else None
+        if difference:
+            return f"model {name!r} than the one here now: {difference}"
+    return None
 
 
 def _sweep_mismatch(path, study):
