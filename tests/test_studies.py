@@ -1128,6 +1128,9 @@ MALFORMED = [
      with_line("sweep", '"training.grad_mode" = ["model", "tanh"]\n"training.lr" = [0.1, -1.0]'),
      "training.lr", "-1.0 is out of range; allowed: 0 < value <= 100 (in the cell training.grad_mode=model, "
      "training.lr=-1.0)"),
+    ("a misspelt model beside another axis", with_line("sweep", '"model.name" = ["stt_compact", "stt_compct"]\n'
+                                                                '"neuron.delta_i" = [1e-5, 2e-5]'),
+     "model.name", "--model-file) (in the cell model.name=stt_compct)\n"),  # the model's key alone, not delta_i
     ("a bad setting beside a sweep is every cell's", with_line("sweep", '"variability.sigma_d2d" = [0.0, 0.1]',
                                                                with_line("training", "lr = -0.05")),
      "training.lr", "-0.05 is out of range; allowed: 0 < value <= 100"),  # no cell named: it is not one cell's

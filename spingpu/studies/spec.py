@@ -877,11 +877,18 @@ def _check_settings_used(study, configs, path):
 CELLS_TRIED = 256  # other cells built to see whether a cell's error is every cell's
 
 
+FIELD_KEYS = {"param": "model.params."}  # the swept keys an error's field names, where not its section's
+
+
 def _cell_of_error(study, flat, err):
     """`` (in the cell KEY=VALUE, ...)`` for the error ``err`` of cell ``flat``, where it is that
     cell's: where another cell builds without it (up to CELLS_TRIED tried, the last first); ""
-    where every cell tried has it (a setting no sweep touches: naming a cell would mislead)."""
-    cell = study.cell_text(flat)
+    where every cell tried has it (a setting no sweep touches: naming a cell would mislead). The
+    cell is named by the swept keys of the error's section (``model.name=x`` for a model's error,
+    not the cell's delta_i too), or by all where none is swept."""
+    field = str(err.field)
+    prefix = next((keys for start, keys in FIELD_KEYS.items() if field.startswith(start)), field.split(".")[0] + ".")
+    cell = study.cell_text(flat, prefix=prefix) or study.cell_text(flat)
     if not cell:
         return ""
     others = [c for c in (study.n_cells - 1, *range(study.n_cells)) if c != flat][:CELLS_TRIED]
