@@ -90,9 +90,9 @@ def summary_rows(ds, threshold=None):
 
 def study_figures(ds, threshold=None, notes=None):
     """(title, Figure) pairs of the report, in order (``threshold``: by default the run's). With a
-    list ``notes``, the junction figure is left out where the study's cell cannot be rebuilt here (a data file moved, a model not
-    registered in this process), and the reason is appended to ``notes``; without, that error
-    propagates."""
+    list ``notes``, the junction figure is left out where the study's cell cannot be rebuilt here
+    (a data file moved, a model not registered in this process), and the reason is appended to
+    ``notes``; without, that error propagates."""
     from . import plot
     from .plot.study import numeric_axes
 
