@@ -95,19 +95,25 @@ def cubin(ptx, arch):
     return bytes(out)
 
 
-def cuobjdump():
+def cuda_tool(name, wheel):
+    """The path of the CUDA binary tool ``name`` (cuobjdump, nvdisasm): the pip wheel ``wheel``'s,
+    or one on the PATH; exits saying what to install where there is none."""
     try:
         import nvidia.cu13
 
-        path = os.path.join(list(nvidia.cu13.__path__)[0], "bin", "cuobjdump")
+        path = os.path.join(list(nvidia.cu13.__path__)[0], "bin", name)
         if os.path.exists(path):
             return path
     except ImportError:
         pass
-    found = shutil.which("cuobjdump")
+    found = shutil.which(name)
     if found is None:
-        sys.exit("cuobjdump not found: pip install nvidia-cuda-cuobjdump, or put the CUDA toolkit's on the PATH")
+        sys.exit(f"{name} not found: pip install {wheel}, or put the CUDA toolkit's on the PATH")
     return found
+
+
+def cuobjdump():
+    return cuda_tool("cuobjdump", "nvidia-cuda-cuobjdump")
 
 
 def counts(binary, tool):
