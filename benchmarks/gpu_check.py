@@ -38,7 +38,8 @@ sampling every network's junctions and initial weights):
   pair       the pair kernel on (N, B, U) = (512, 128, 256) float32: bytes of z in, h / used / exact out,
              the readings beyond the table out (one byte each), junction parameters in, over its time,
              and that over the copy bandwidth; then a tabulated junction, stt_compact_f32 (float32
-             junctions), and stt_compact without read
+             junctions), stt_compact with the two readings one after the other (as before
+             2026-12-02), and stt_compact without read
              noise, with one reading per neuron and in its tanh branch (no junction), which attribute
              its time
   sgemm      cuBLAS SGEMM 8192^3 through cupy.matmul: TFLOP/s
@@ -54,7 +55,9 @@ sampling every network's junctions and initial weights):
              compiler's choice is shown, not required: ptxas may contract multiplies and adds
              differently), 1e6 again with the fastest if that is not the default, then 1e5 without
              read noise, with the oracle derivative (one reading per neuron) and with tanh neurons
-             (no junctions), which attribute an epoch's time, and last 1e5 with the stt_compact_f32
+             (no junctions), which attribute an epoch's time, 1e5 with each pair neuron's two readings
+             evaluated one after the other (the kernel before 2026-12-02; same numbers required: the
+             default evaluates them side by side, two chains per thread), and last 1e5 with the stt_compact_f32
              model (float32 junctions; its test accuracies and final losses against the default's)
              and, if faster, 1e6 with it: network-epochs/s and registers (a run predicted to exceed
              --budget seconds or the time left before --deadline is skipped and said so)
@@ -514,13 +517,23 @@ def predicted_seconds(runs, n, epochs, variant):
     return n * epochs / rate + setup_per_network * n + (0.0 if variant in seen else compile_s)
 
 
+def unpaired(model):
+    """``model`` whose pair neurons evaluate their two junction readings one after the other (its
+    kernel form without ``scalar_pair``), as the kernels did before 2026-12-02: the same numbers,
+    to time the paired form (two independent chains of arithmetic per thread, and more registers)
+    against."""
+    kernel_form = dataclasses.replace(model.kernel_form, scalar_pair=None, _compiled={})
+    return dataclasses.replace(model, kernel_form=kernel_form, _compiled={})
+
+
 def time_iris(rng, device, sim, budget, remaining, on_row=lambda rows: None):
     """Network-epochs/s of the fused kernel: 1e4, 1e5 and 1e6 networks with the default block (the
     batch in whole warps: 96 threads) and the compiler's register choice (the target's row first),
     then 1e5 with blocks of 128 threads (the default before the batch set it), and with each launch
     bound of FUSED_MIN_BLOCKS (same numbers expected: only the block size or the register allocation
     differs; an informational comparison, since ptxas may contract multiplies and adds
-    differently), and 1e6 again with the fastest of them if that is not the default. A run predicted (:func:`predicted_seconds`) to exceed
+    differently), and 1e6 again with the fastest of them if that is not the default; 1e5 with the
+    pair neurons' readings one after the other (:func:`unpaired`). A run predicted (:func:`predicted_seconds`) to exceed
     ``budget`` seconds or the ``remaining()`` time is skipped, and a run that raises is recorded as
     an error row. ``on_row(rows)`` is called after every run (the script saves there)."""
     from spingpu import Readout, Variability
@@ -536,15 +549,17 @@ def time_iris(rng, device, sim, budget, remaining, on_row=lambda rows: None):
                       variability=Variability(sigma_d2d=0.1, sigma_pair=0.02), readout=Readout(read_noise=1e-3))
     rows, state = [], dict(reference=None, runs=[])
 
-    def run(n, min_blocks=None, threads=None, config=None, model_name="stt_compact"):
+    def run(n, min_blocks=None, threads=None, config=None, model_name="stt_compact", paired=True):
         row = dict(networks=n, epochs=epochs, min_blocks_per_sm=min_blocks, block_threads=threads)
         if config is not None:  # an attribution row: the default kernel on a cheaper configuration
             row["config"] = config
         if model_name != "stt_compact":  # the same junctions evaluated in float32: a kernel of its own
             row["model"] = model_name
         model = get_model(model_name)
+        if not paired:  # the same numbers from a kernel of its own
+            row["model"], model = f"{model_name}, readings one after the other", unpaired(model)
         left = remaining()
-        predicted = predicted_seconds(state["runs"], n, epochs, (min_blocks, threads, model_name))
+        predicted = predicted_seconds(state["runs"], n, epochs, (min_blocks, threads, row.get("model")))
         if left <= 0 or (predicted is not None and predicted > min(budget, left)):
             row["skipped"] = ("past the deadline" if left <= 0 else f"predicted {predicted:.0f} s > "
                               f"{'budget' if budget <= left else 'time left'} {min(budget, left):.0f} s")
@@ -561,7 +576,7 @@ def time_iris(rng, device, sim, budget, remaining, on_row=lambda rows: None):
             return row
         layout = fused_cuda_layout(IRIS_SIZES, model.kernel_width, ds.y_train.size, backend.block_threads,
                                    min_blocks)
-        state["runs"].append(dict(networks=n, variant=(min_blocks, threads, model_name), fixed_s=r.attrs["compile_seconds"],
+        state["runs"].append(dict(networks=n, variant=(min_blocks, threads, row.get("model")), fixed_s=r.attrs["compile_seconds"],
                                   rate=r.attrs["network_epochs_per_second"]))
         row["block_threads"] = layout.threads
         row.update(seconds=r.attrs["train_seconds"], network_epochs_per_s=r.attrs["network_epochs_per_second"],
@@ -577,7 +592,9 @@ def time_iris(rng, device, sim, budget, remaining, on_row=lambda rows: None):
                 ratio = np.ravel(numbers[0][..., -1] / loss[..., -1])
             finite = ratio[np.isfinite(ratio)]  # diverged networks have no final loss
             row["max_rel_final_loss_diff"] = float(np.max(np.abs(finite - 1))) if finite.size else float("nan")
-        elif config is not None or model_name != "stt_compact":
+        elif not paired and n == large and state["reference"] is not None:
+            row["same_as_paired"] = all(np.array_equal(a, b, equal_nan=True) for a, b in zip(numbers, state["reference"]))
+        elif config is not None or model_name != "stt_compact" or not paired:
             pass
         elif n == large and min_blocks is None and threads is None:
             state["reference"] = numbers
@@ -603,6 +620,7 @@ def time_iris(rng, device, sim, budget, remaining, on_row=lambda rows: None):
             run(full, best["min_blocks_per_sm"], threads)
     for config in ATTRIBUTION:  # where an epoch's time goes: what each part of the physics costs
         run(small if sim else large, config=config)
+    run(large, paired=False)  # the kernel before the paired readings: which is faster decides the default
     # last (a kernel of its own to compile): stt_compact_f32's float32 junctions, and if they were
     # faster at 1e5, the target's 1e6 with them
     single = run(large, model_name="stt_compact_f32")
@@ -666,6 +684,7 @@ def time_bandwidth(rng, device, sim):
     pair_bw, pair_elements = pair_rate()
     tabulated_bw, _ = pair_rate(tabulated_stt_compact())
     f32_bw, _ = pair_rate(get_model("stt_compact_f32"))
+    unpaired_bw, _ = pair_rate(unpaired(get_model("stt_compact")))
     # the same stt_compact kernel with less to do, to attribute its time (same bytes counted):
     # without read noise (no Philox normals), one reading per neuron (no finite difference), and
     # the tanh branch (no junction: the kernel's memory traffic and index arithmetic alone)
@@ -678,7 +697,8 @@ def time_bandwidth(rng, device, sim):
     return dict(copy_GBps=copy_bw / 1e9, pair_GBps=pair_bw / 1e9, pair_over_copy=pair_bw / copy_bw,
                 pair_elements_per_s=pair_elements, tabulated_pair_GBps=tabulated_bw / 1e9,
                 tabulated_pair_over_copy=tabulated_bw / copy_bw, f32_pair_GBps=f32_bw / 1e9,
-                f32_pair_over_copy=f32_bw / copy_bw, sgemm_TFLOPs=2 * m**3 / sgemm_s / 1e12,
+                f32_pair_over_copy=f32_bw / copy_bw, unpaired_pair_GBps=unpaired_bw / 1e9,
+                unpaired_pair_over_copy=unpaired_bw / copy_bw, sgemm_TFLOPs=2 * m**3 / sgemm_s / 1e12,
                 timings_queued_late=timer.queued_late, pair_over_copy_attribution=attribution)
 
 
@@ -1064,7 +1084,7 @@ def checked_and_timed(args, spingpu, Device):
         if "skipped" in row or "error" in row:
             print(f"| {what} | {'skipped: ' + row['skipped'] if 'skipped' in row else 'ERROR: ' + row['error']} | |")
         else:
-            same = row.get("same_as_compiler_choice")
+            same = row.get("same_as_compiler_choice", row.get("same_as_paired"))
             versus = ("" if "test_acc_equal_to_stt_compact" not in row else
                       f"; test accuracy equal to stt_compact's for {row['test_acc_equal_to_stt_compact']:.1%} of "
                       f"the networks, final losses within {row['max_rel_final_loss_diff']:.1e} relative")
@@ -1079,6 +1099,9 @@ def checked_and_timed(args, spingpu, Device):
           f"GB/s = {fmt(bandwidth.get('tabulated_pair_over_copy'), '.0%')} of copy | |")
     print(f"| pair kernel, stt_compact_f32 (float32 junctions) | {fmt(bandwidth.get('f32_pair_GBps'), '.0f')} "
           f"GB/s = {fmt(bandwidth.get('f32_pair_over_copy'), '.0%')} of copy | >= 70 % |")
+    print(f"| pair kernel, stt_compact, readings one after the other (before 2026-12-02) | "
+          f"{fmt(bandwidth.get('unpaired_pair_GBps'), '.0f')} GB/s = {fmt(bandwidth.get('unpaired_pair_over_copy'), '.0%')} "
+          "of copy | |")
     for what, share in (bandwidth.get("pair_over_copy_attribution") or {}).items():
         print(f"| pair kernel, stt_compact, {what} | {share:.0%} of copy | |")
     print(f"| SGEMM 8192^3 | {fmt(bandwidth['sgemm_TFLOPs'], '.1f')} TFLOP/s | |")

@@ -61,11 +61,12 @@ def read(v, dv_di, current, r_bridge, readout, xi):
     return quantize(y, readout[5], readout[6], int(readout[4]))
 
 
-def make_pair_neuron(point, point_row, beyond_row):
+def make_pair_neuron(point, point_row, point_row_pair, beyond_row):
     """``pair_neuron(mode, z, params, row_a, row_b, nominal, table, neuron, readout, xi0, xi1,
     derivatives) -> (activation, derivative used, exact derivative, readings beyond the table)``:
     junctions A and B are rows ``row_a`` and ``row_b`` of ``params`` (rows, P), the nominal junction
-    the vector ``nominal`` (P,)."""
+    the vector ``nominal`` (P,). Where a finite difference takes two readings, both junction
+    evaluations come from one ``point_row_pair`` call (the same numbers as two ``point_row``)."""
 
     @numba.njit(inline="always")
     def pair_neuron(mode, z, params, row_a, row_b, nominal, table, neuron, readout, xi0, xi1, derivatives):
@@ -83,14 +84,18 @@ def make_pair_neuron(point, point_row, beyond_row):
         else:
             i_a = i_dac
             i_b = i_dac + delta_i
-        v_a, d_a = point_row(i_a, params, row_a, table)
+        two = mode == FD_SYMMETRIC or (derivatives and (mode == FD_FORWARD or mode == FD_SINGLE))
+        v_b, d_b = 0.0, 0.0
+        if two:  # B at I + dI (fd_single: A again)
+            v_a, d_a, v_b, d_b = point_row_pair(i_a, params, row_a, i_b, row_a if mode == FD_SINGLE else row_b, table)
+        else:
+            v_a, d_a = point_row(i_a, params, row_a, table)
         r_a = read(v_a, d_a, i_a, r_bridge, readout, xi0)
         beyond = 1 if beyond_row(i_a, params, row_a, table) else 0
         if not derivatives and mode != FD_SYMMETRIC:
             return v_scale * r_a, 0.0, 0.0, beyond
         exact = gain * (d_a - r_bridge)
         if mode == FD_FORWARD or mode == FD_SYMMETRIC:
-            v_b, d_b = point_row(i_b, params, row_b, table)
             r_b = read(v_b, d_b, i_b, r_bridge, readout, xi1)
             beyond += 1 if beyond_row(i_b, params, row_b, table) else 0
             used = gain * (r_b - r_a) / delta_i
@@ -98,9 +103,8 @@ def make_pair_neuron(point, point_row, beyond_row):
                 exact = gain * (0.5 * (d_a + d_b) - r_bridge)
                 r_a = 0.5 * (r_a + r_b)
         elif mode == FD_SINGLE:
-            v_a2, d_a2 = point_row(i_b, params, row_a, table)
             beyond += 1 if beyond_row(i_b, params, row_a, table) else 0
-            used = gain * (read(v_a2, d_a2, i_b, r_bridge, readout, xi1) - r_a) / delta_i
+            used = gain * (read(v_b, d_b, i_b, r_bridge, readout, xi1) - r_a) / delta_i
         elif mode == MODEL:
             _, d_nom = point(i_a, nominal, table)
             used = gain * (d_nom - r_bridge)

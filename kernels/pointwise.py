@@ -33,6 +33,25 @@ def point_row_source(n_params, uses_table, decorator='@numba.njit(inline="always
     return f"{decorator}\ndef point_row(current, params, row, table):\n    return scalar(current{args})\n"
 
 
+def point_row_pair_source(n_params, uses_table, has_pair, decorator='@numba.njit(inline="always")'):
+    """Source of ``point_row_pair(current_a, params, row_a, current_b, row_b, table) -> (V_a,
+    dV/dI_a, V_b, dV/dI_b)``: the junctions ``params[row_a, :]`` at ``current_a`` and
+    ``params[row_b, :]`` at ``current_b`` (one junction at two currents where the rows are one),
+    the two readings of a pair neuron. A global ``scalar_pair`` of both junctions' arguments where
+    the model has one (``has_pair``: a form that works on both at once, equal to ``scalar`` twice),
+    else ``scalar`` twice."""
+    a = "".join(f", params[row_a, {k}]" for k in range(n_params))
+    b = "".join(f", params[row_b, {k}]" for k in range(n_params))
+    head = f"{decorator}\ndef point_row_pair(current_a, params, row_a, current_b, row_b, table):\n"
+    if has_pair:
+        if uses_table:
+            raise ValueError("a scalar_pair of a model with a table is not supported")
+        return head + f"    return scalar_pair(current_a{a}, current_b{b})\n"
+    t = ", table" if uses_table else ""
+    return head + (f"    v_a, d_a = scalar(current_a{a}{t})\n    v_b, d_b = scalar(current_b{b}{t})\n"
+                   "    return v_a, d_a, v_b, d_b\n")
+
+
 def beyond_row_source(n_params, uses_table, has_table_end, decorator='@numba.njit(inline="always")'):
     """Source of ``beyond_row(current, params, row, table) -> bool``: whether junction
     ``params[row, :]`` is read beyond its table at ``current`` (a global ``beyond`` with the scalar's
@@ -51,6 +70,13 @@ def make_point(scalar, n_params, uses_table):
 def make_point_row(scalar, n_params, uses_table):
     """``point_row(current, params, row, table)`` for ``scalar`` (see :func:`point_row_source`)."""
     return _generate("point_row", point_row_source(n_params, uses_table), {"scalar": scalar, "numba": numba})
+
+
+def make_point_row_pair(scalar, scalar_pair, n_params, uses_table):
+    """``point_row_pair(current_a, params, row_a, current_b, row_b, table)`` (see
+    :func:`point_row_pair_source`)."""
+    source = point_row_pair_source(n_params, uses_table, scalar_pair is not None)
+    return _generate("point_row_pair", source, {"scalar": scalar, "scalar_pair": scalar_pair, "numba": numba})
 
 
 def make_beyond_row(beyond, n_params, uses_table):

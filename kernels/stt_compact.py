@@ -69,10 +69,10 @@ def junction_constants(r_p, v_h, i_c):
 
 
 @numba.njit(cache=True)
-def stt_compact_prepared(current, g_p, tmr0, inv_vh2, theta0, dtheta, inv_ic):
-    """:func:`stt_compact` of a junction whose :func:`junction_constants` are given: the same
-    numbers bit for bit, without the three float64 divisions per reading (the training kernels'
-    form: on sm_90 ~8 % fewer float64 instructions per junction)."""
+def _cubic(current, g_p, tmr0, inv_vh2, theta0, dtheta, inv_ic):
+    """The cubic's coefficients (c3, c2, c1, c0), Newton's start I / G(theta, 0) and what the
+    derivative needs of the angle (tanh(I / i_c), cos theta, sin theta, a, b) for
+    :func:`stt_compact_prepared`."""
     th = math.tanh(current * inv_ic)
     theta = theta0 - dtheta * th
     cos_t = math.cos(theta)
@@ -83,8 +83,12 @@ def stt_compact_prepared(current, g_p, tmr0, inv_vh2, theta0, dtheta, inv_ic):
     c2 = -current * inv_vh2
     c1 = a * (1.0 + tmr0) + b
     c0 = -current * (1.0 + tmr0)
-    v = cubic_root(c3, c2, c1, c0, current * (1.0 + tmr0) / c1, NEWTON_LAST_STEP)  # from I / G(theta, 0)
-    # G, dG/dV and dG/dtheta at the root, then the implicit derivative.
+    return c3, c2, c1, c0, current * (1.0 + tmr0) / c1, th, sin_t, a, b
+
+
+@numba.njit(cache=True)
+def _dv_di(v, g_p, tmr0, inv_vh2, dtheta, inv_ic, th, sin_t, a, b):
+    """dV/dI at the root ``v``: G, dG/dV and dG/dtheta there, then the implicit derivative."""
     x2 = v * v * inv_vh2
     inv_d = 1.0 / (1.0 + tmr0 + x2)
     ap = (1.0 + x2) * inv_d  # 1 / (1 + TMR(V))
@@ -93,7 +97,52 @@ def stt_compact_prepared(current, g_p, tmr0, inv_vh2, theta0, dtheta, inv_ic):
     dg_dv = b * dap_dv
     dg_dtheta = -0.5 * sin_t * g_p * (1.0 - ap)
     dtheta_di = -dtheta * (1.0 - th * th) * inv_ic
-    return v, (1.0 - v * dg_dtheta * dtheta_di) / (g + v * dg_dv)
+    return (1.0 - v * dg_dtheta * dtheta_di) / (g + v * dg_dv)
+
+
+@numba.njit(cache=True)
+def stt_compact_prepared(current, g_p, tmr0, inv_vh2, theta0, dtheta, inv_ic):
+    """:func:`stt_compact` of a junction whose :func:`junction_constants` are given: the same
+    numbers bit for bit, without the three float64 divisions per reading (the training kernels'
+    form: on sm_90 ~8 % fewer float64 instructions per junction)."""
+    c3, c2, c1, c0, v0, th, sin_t, a, b = _cubic(current, g_p, tmr0, inv_vh2, theta0, dtheta, inv_ic)
+    v = cubic_root(c3, c2, c1, c0, v0, NEWTON_LAST_STEP)
+    return v, _dv_di(v, g_p, tmr0, inv_vh2, dtheta, inv_ic, th, sin_t, a, b)
+
+
+@numba.njit(cache=True)
+def stt_compact_prepared_pair(current_a, g_p_a, tmr0_a, inv_vh2_a, theta0_a, dtheta_a, inv_ic_a,
+                              current_b, g_p_b, tmr0_b, inv_vh2_b, theta0_b, dtheta_b, inv_ic_b):
+    """(V_a, dV/dI_a, V_b, dV/dI_b) of two junctions (or one at two currents): two
+    :func:`stt_compact_prepared` bit for bit, written so that a GPU thread works on both at once.
+    A reading is a chain of dependent float64 operations (tanh, cos, a Newton step's Horner sums
+    and division), whose latency a thread waits out where too few warps share its scheduler; two
+    independent chains side by side give the scheduler a second instruction to issue in those
+    waits. Both Newton iterations advance in one loop until one has converged; the other then
+    finishes alone (each takes exactly its own steps, as :func:`cubic_root` would)."""
+    c3a, c2a, c1a, c0a, va, tha, sina, aa, ba = _cubic(current_a, g_p_a, tmr0_a, inv_vh2_a, theta0_a, dtheta_a,
+                                                       inv_ic_a)
+    c3b, c2b, c1b, c0b, vb, thb, sinb, ab, bb = _cubic(current_b, g_p_b, tmr0_b, inv_vh2_b, theta0_b, dtheta_b,
+                                                       inv_ic_b)
+    three_c3a, two_c2a, three_c3b, two_c2b = c3a + c3a + c3a, c2a + c2a, c3b + c3b + c3b, c2b + c2b
+    done_a = done_b = False
+    for _ in range(_NEWTON_MAX_STEPS):
+        pa = ((c3a * va + c2a) * va + c1a) * va + c0a
+        pb = ((c3b * vb + c2b) * vb + c1b) * vb + c0b
+        dpa = (three_c3a * va + two_c2a) * va + c1a
+        dpb = (three_c3b * vb + two_c2b) * vb + c1b
+        step_a, step_b = pa / dpa, pb / dpb
+        va -= step_a
+        vb -= step_b
+        done_a, done_b = abs(step_a) <= NEWTON_LAST_STEP * abs(va), abs(step_b) <= NEWTON_LAST_STEP * abs(vb)
+        if done_a or done_b:
+            break
+    if not done_a:
+        va = cubic_root(c3a, c2a, c1a, c0a, va, NEWTON_LAST_STEP)
+    if not done_b:
+        vb = cubic_root(c3b, c2b, c1b, c0b, vb, NEWTON_LAST_STEP)
+    return (va, _dv_di(va, g_p_a, tmr0_a, inv_vh2_a, dtheta_a, inv_ic_a, tha, sina, aa, ba),
+            vb, _dv_di(vb, g_p_b, tmr0_b, inv_vh2_b, dtheta_b, inv_ic_b, thb, sinb, ab, bb))
 
 
 @numba.njit(cache=True)

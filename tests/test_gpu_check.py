@@ -153,18 +153,20 @@ def test_gpu_check_counts_iris_runs_that_raised_or_were_skipped_and_keeps_the_ot
     """Each Iris run is saved as it ends; one that raised or was skipped makes the exit status 1."""
     # 1, 2 (raises), 3 networks; 2 in blocks of 128 threads, at 4 and 5 blocks/SM; 3 at 4, the
     # fastest; the attribution rows (1 network in the simulator): no read noise, oracle, tanh; 2 with
-    # stt_compact_f32 (not timed at 3: the default at 2 has no rate)
-    rates = [1.0, None, 3.0, 2.0, 2.5, 2.2, 2.5, 4.0, 5.0, 9.0, 2.7]
+    # the readings one after the other; 2 with stt_compact_f32 (not timed at 3: the default at 2 has no rate)
+    rates = [1.0, None, 3.0, 2.0, 2.5, 2.2, 2.5, 4.0, 5.0, 9.0, 2.6, 2.7]
     status, report, runs = _iris_only(tmp_path, monkeypatch, rates)
     assert status == 1
     assert [row.get("network_epochs_per_s") for row in report["iris"]] == rates
-    assert [row["min_blocks_per_sm"] for row in report["iris"]] == [None] * 4 + [4, 5, 4] + [None] * 4
-    assert [row.get("model") for row in report["iris"]] == [None] * 10 + ["stt_compact_f32"]
-    assert [row.get("config") for row in report["iris"]][-5:] == [None, "no read noise", "oracle, no read noise", "tanh",
-                                                                   None]
-    assert runs[0] == ("fd_forward", 1e-3, 0.1, "stt_compact") and runs[-4:] == [
+    assert [row["min_blocks_per_sm"] for row in report["iris"]] == [None] * 4 + [4, 5, 4] + [None] * 5
+    assert [row.get("model") for row in report["iris"]] == [None] * 10 + [
+        "stt_compact, readings one after the other", "stt_compact_f32"]
+    assert [row.get("config") for row in report["iris"]][-6:] == [None, "no read noise", "oracle, no read noise", "tanh",
+                                                                   None, None]
+    assert runs[0] == ("fd_forward", 1e-3, 0.1, "stt_compact") and runs[-5:] == [
         ("fd_forward", 0.0, 0.1, "stt_compact"), ("oracle", 0.0, 0.1, "stt_compact"), ("tanh", 0.0, 0.0, "stt_compact"),
-        ("fd_forward", 1e-3, 0.1, "stt_compact_f32")]
+        ("fd_forward", 1e-3, 0.1, "stt_compact"), ("fd_forward", 1e-3, 0.1, "stt_compact_f32")]
+    assert "same_as_paired" not in report["iris"][-2]  # no default row at 2 to compare with
     assert "test_acc_equal_to_stt_compact" not in report["iris"][-1]  # no default row at 2 to compare with
     assert report["errors"] == {"iris 2e+00 networks, default threads, min blocks/SM None": "MemoryError: out of memory"}
     assert report["skipped"] == {} and "running" not in report
@@ -173,14 +175,16 @@ def test_gpu_check_counts_iris_runs_that_raised_or_were_skipped_and_keeps_the_ot
 @pytest.mark.parametrize("f32_rate, full_f32", [(2.1, True), (1.9, False)])
 def test_gpu_check_times_the_target_with_float32_junctions_where_they_were_faster(tmp_path, monkeypatch, f32_rate,
                                                                                  full_f32):
-    rates = [1.0, 2.0, 3.0, 1.0, 1.5, 1.2, 0.5, 0.5, 0.5, f32_rate] + [4.0] * full_f32
+    rates = [1.0, 2.0, 3.0, 1.0, 1.5, 1.2, 0.5, 0.5, 0.5, 2.0, f32_rate] + [4.0] * full_f32
     status, report, runs = _iris_only(tmp_path, monkeypatch, rates)
     assert status == 0 and [row.get("network_epochs_per_s") for row in report["iris"]] == rates
     f32 = [(row["networks"], row["block_threads"]) for row in report["iris"] if row.get("model") == "stt_compact_f32"]
     assert f32 == [(2, 32), (3, 32)][:1 + full_f32]  # the simulator's blocks of 32 threads
     assert [run[3] for run in runs][-1 - full_f32:] == ["stt_compact_f32"] * (1 + full_f32)
     # compared with the default's networks at 2 (stand-in losses: the rates; test accuracies: 0)
-    compared = report["iris"][9]
+    # the readings one after the other: the same numbers as the default's (stand-in losses: equal rates)
+    assert report["iris"][9]["same_as_paired"] is True and report["iris"][9]["block_threads"] == 32
+    compared = report["iris"][10]
     assert compared["test_acc_equal_to_stt_compact"] == 1.0
     assert compared["max_rel_final_loss_diff"] == pytest.approx(abs(f32_rate / 2.0 - 1))
 

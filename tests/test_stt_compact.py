@@ -1,5 +1,6 @@
 """stt_compact against an independent solver, finite differences and DESIGN.md 3.1's numbers."""
 
+import dataclasses
 import math
 
 import numpy as np
@@ -185,3 +186,56 @@ def test_the_kernels_prepared_rows_give_the_same_bits_as_the_parameters():
         assert kernel_model.nominal[2] == (0.0 if model.nominal[2] == math.inf else 1 / model.nominal[2] ** 2)
         # a with_nominal copy shares the kernel form's compiled kernels (compiled once)
         assert kernel_model._compiled is MODEL.kernel_form._compiled
+
+
+def test_the_pair_form_gives_two_readings_bit_for_bit():
+    """stt_compact_prepared_pair (a pair neuron's two readings side by side, for GPU threads) equals
+    stt_compact_prepared of each junction bit for bit: junctions of 30 % spreads and far-off ones
+    (whose Newton solves take different numbers of steps), one junction at two currents, and the
+    point_row_pair the training kernels call (its generic form, two scalar calls, for a model
+    without a pair form)."""
+    import numba
+
+    from spingpu.kernels.stt_compact import stt_compact_prepared, stt_compact_prepared_pair
+
+    rng = np.random.default_rng()
+    n = 20_000
+    rows = MODEL.prepared(random_params(rng, 2 * n))
+    rows[::7, 0] *= np.exp(rng.uniform(-4, 4, rows[::7].shape[0]))  # r_p far from the nominal
+    rows[::11, 2] = 0.0  # v_h = inf
+    current = rng.normal(0, 1e-3, 2 * n) * np.exp(rng.uniform(-5, 3, 2 * n))
+    current[::13] = 0.0
+
+    @numba.njit
+    def both(current, rows, single, pair):
+        for k in range(current.size):
+            single[k] = stt_compact_prepared(current[k], *(rows[k, 0], rows[k, 1], rows[k, 2], rows[k, 3], rows[k, 4],
+                                                          rows[k, 5]))
+        half = current.size // 2
+        for k in range(half):
+            j = k + half
+            pair[k, 0], pair[k, 1], pair[j, 0], pair[j, 1] = stt_compact_prepared_pair(
+                current[k], rows[k, 0], rows[k, 1], rows[k, 2], rows[k, 3], rows[k, 4], rows[k, 5],
+                current[j], rows[j, 0], rows[j, 1], rows[j, 2], rows[j, 3], rows[j, 4], rows[j, 5])
+
+    single, pair = np.empty((2 * n, 2)), np.empty((2 * n, 2))
+    both(current, rows, single, pair)
+    np.testing.assert_array_equal(pair, single)
+    same = rows.copy()
+    same[n:] = rows[:n]  # one junction at two currents (fd_single)
+    both(current, same, single, pair)
+    np.testing.assert_array_equal(pair, single)
+
+    kernel = MODEL.kernel_form
+    generic = dataclasses.replace(kernel, scalar_pair=None, _compiled={})
+
+    @numba.njit
+    def through(point_row_pair, current, rows, out):
+        for k in range(current.size // 2):
+            out[k] = point_row_pair(current[k], rows, k, current[k + 1], k + 1, np.zeros((3, 1)))
+
+    for model in (kernel, generic):
+        out = np.empty((n, 4))
+        through(model.point_row_pair, current, rows, out)
+        v, d = kernel.iv(current, rows)
+        np.testing.assert_array_equal(out, np.column_stack([v[:n], d[:n], v[1:n + 1], d[1:n + 1]]))

@@ -337,6 +337,10 @@ class MacrospinModel(DeviceModel):
         return TABLE_MODEL.point_row
 
     @property
+    def point_row_pair(self):
+        return TABLE_MODEL.point_row_pair
+
+    @property
     def beyond_row(self):
         return TABLE_MODEL.beyond_row
 

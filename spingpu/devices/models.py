@@ -28,6 +28,7 @@ from ..kernels.stt_compact import stt_compact as _stt_compact_scalar
 from ..kernels.stt_compact import stt_compact_f32 as _stt_compact_f32_scalar
 from ..kernels.stt_compact import stt_compact_f32_prepared as _stt_compact_f32_prepared_scalar
 from ..kernels.stt_compact import stt_compact_prepared as _stt_compact_prepared_scalar
+from ..kernels.stt_compact import stt_compact_prepared_pair as _stt_compact_prepared_pair_scalar
 
 DISTRIBUTIONS = ("lognormal", "normal")
 _BUILD_LOCK = threading.RLock()  # re-entrant: a build may ask for the model's other kernels
@@ -110,7 +111,11 @@ class DeviceModel:
     its table's end tangent continued linearly (None: a closed form, valid at every current).
     ``precision`` is the format ``scalar`` computes in, ``"float64"`` or ``"float32"`` (its results
     are float64 either way): training warns where a float32 V's rounding over the finite-difference
-    step is a visible part of dV/dI.
+    step is a visible part of dV/dI. ``scalar_pair(current_a, *params_a, current_b, *params_b) ->
+    (V_a, dV/dI_a, V_b, dV/dI_b)``, optional (``numba.njit``, closed forms only), is ``scalar`` of two
+    junctions bit for bit, written to work on both at once: a pair neuron's two readings then give a
+    GPU thread two independent chains of arithmetic (:func:`~spingpu.kernels.stt_compact.
+    stt_compact_prepared_pair`).
     """
 
     name: str
@@ -120,6 +125,7 @@ class DeviceModel:
     description: str = ""
     beyond: object = None
     precision: str = "float64"
+    scalar_pair: object = None
     _compiled: dict = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self):
@@ -196,6 +202,14 @@ class DeviceModel:
                                                                            self.table is not None))
 
     @property
+    def point_row_pair(self):
+        """``point_row_pair(current_a, params, row_a, current_b, row_b, table) -> (V_a, dV/dI_a,
+        V_b, dV/dI_b)``: :attr:`point_row` of two junctions, through ``scalar_pair`` where the model
+        has one."""
+        return self.compiled("point_row_pair", lambda: pointwise.make_point_row_pair(
+            self.scalar, self.scalar_pair, len(self.parameters), self.table is not None))
+
+    @property
     def beyond_row(self):
         """``beyond_row(current, params, row, table) -> bool``: ``beyond`` of junction ``params[row]``
         (constantly False for a closed-form model)."""
@@ -207,7 +221,8 @@ class DeviceModel:
         """The training kernels' hidden neuron for this model (:mod:`spingpu.kernels.pair_neuron`)."""
         from ..kernels.pair_neuron import make_pair_neuron
 
-        return self.compiled("pair_neuron", lambda: make_pair_neuron(self.point, self.point_row, self.beyond_row))
+        return self.compiled("pair_neuron", lambda: make_pair_neuron(self.point, self.point_row, self.point_row_pair,
+                                                                     self.beyond_row))
 
     @property
     def forward(self):
@@ -392,6 +407,7 @@ _STT_COMPACT_KERNEL_FORM = DeviceModel(
         Parameter("inv_ic", 5e3, "A^-1", "1 / i_c", low=0.0, low_open=True),
     ),
     scalar=_stt_compact_prepared_scalar,
+    scalar_pair=_stt_compact_prepared_pair_scalar,
     description="stt_compact with its per-junction constants 1 / r_p, 1 / v_h^2, 1 / i_c computed once",
 )
 
@@ -419,7 +435,7 @@ STT_COMPACT_F32 = PreparedModel(
                 "edges of the parameter ranges)",
     precision="float32",
     kernel_form=dataclasses.replace(_STT_COMPACT_KERNEL_FORM, name="stt_compact_f32_prepared",
-                                    scalar=_stt_compact_f32_prepared_scalar,
+                                    scalar=_stt_compact_f32_prepared_scalar, scalar_pair=None,
                                     description="stt_compact_f32 with its per-junction constants computed once",
                                     precision="float32", _compiled={}),
     prepare=_stt_compact_prepare_rows,
