@@ -44,14 +44,15 @@ NEWTON_LAST_STEP = 1e-9  # relative; the error it leaves is < 3.5 * (1e-9)^2 (mo
 
 
 @numba.njit(cache=True)
-def cubic_root(c3, c2, c1, c0, v, last_step):
+def cubic_root(c3, c2, c1, c0, v, last_step, max_steps=_NEWTON_MAX_STEPS):
     """Root of c3 V^3 + c2 V^2 + c1 V + c0 by Newton's method from ``v`` (beyond the root, see
     the module doc), to rounding: it stops after a step below ``last_step`` relative (1e-9 for
-    float64; 1e-4 for float32, whose arguments and ``last_step`` are then all float32). 3 c3 and
+    float64; 1e-4 for float32, whose arguments and ``last_step`` are then all float32), or after
+    ``max_steps`` (a cap only: never reached but by a subnormal or non-finite input). 3 c3 and
     2 c2 are formed by additions, which round as 3.0 * c3 and 2.0 * c2 do but keep the precision
     of the arguments (a float literal would make float32 arithmetic float64)."""
     three_c3, two_c2 = c3 + c3 + c3, c2 + c2
-    for _ in range(_NEWTON_MAX_STEPS):
+    for _ in range(max_steps):
         p = ((c3 * v + c2) * v + c1) * v + c0
         dp = (three_c3 * v + two_c2) * v + c1
         step = p / dp
@@ -119,14 +120,17 @@ def stt_compact_prepared_pair(current_a, g_p_a, tmr0_a, inv_vh2_a, theta0_a, dth
     and division), whose latency a thread waits out where too few warps share its scheduler; two
     independent chains side by side give the scheduler a second instruction to issue in those
     waits. Both Newton iterations advance in one loop until one has converged; the other then
-    finishes alone (each takes exactly its own steps, as :func:`cubic_root` would)."""
+    finishes alone, with what is left of the step cap (each takes exactly its own steps, as
+    :func:`cubic_root` would, the cap included)."""
     c3a, c2a, c1a, c0a, va, tha, sina, aa, ba = _cubic(current_a, g_p_a, tmr0_a, inv_vh2_a, theta0_a, dtheta_a,
                                                        inv_ic_a)
     c3b, c2b, c1b, c0b, vb, thb, sinb, ab, bb = _cubic(current_b, g_p_b, tmr0_b, inv_vh2_b, theta0_b, dtheta_b,
                                                        inv_ic_b)
     three_c3a, two_c2a, three_c3b, two_c2b = c3a + c3a + c3a, c2a + c2a, c3b + c3b + c3b, c2b + c2b
     done_a = done_b = False
-    for _ in range(_NEWTON_MAX_STEPS):
+    steps = 0
+    while steps < _NEWTON_MAX_STEPS and not (done_a or done_b):
+        steps += 1
         pa = ((c3a * va + c2a) * va + c1a) * va + c0a
         pb = ((c3b * vb + c2b) * vb + c1b) * vb + c0b
         dpa = (three_c3a * va + two_c2a) * va + c1a
@@ -135,12 +139,10 @@ def stt_compact_prepared_pair(current_a, g_p_a, tmr0_a, inv_vh2_a, theta0_a, dth
         va -= step_a
         vb -= step_b
         done_a, done_b = abs(step_a) <= NEWTON_LAST_STEP * abs(va), abs(step_b) <= NEWTON_LAST_STEP * abs(vb)
-        if done_a or done_b:
-            break
     if not done_a:
-        va = cubic_root(c3a, c2a, c1a, c0a, va, NEWTON_LAST_STEP)
+        va = cubic_root(c3a, c2a, c1a, c0a, va, NEWTON_LAST_STEP, _NEWTON_MAX_STEPS - steps)
     if not done_b:
-        vb = cubic_root(c3b, c2b, c1b, c0b, vb, NEWTON_LAST_STEP)
+        vb = cubic_root(c3b, c2b, c1b, c0b, vb, NEWTON_LAST_STEP, _NEWTON_MAX_STEPS - steps)
     return (va, _dv_di(va, g_p_a, tmr0_a, inv_vh2_a, dtheta_a, inv_ic_a, tha, sina, aa, ba),
             vb, _dv_di(vb, g_p_b, tmr0_b, inv_vh2_b, dtheta_b, inv_ic_b, thb, sinb, ab, bb))
 

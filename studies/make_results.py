@@ -279,7 +279,8 @@ def main(argv=None):
     ds = open_store(args.runs, "float32_junctions")
     if ds is not None:
         table(ds, "float32 junctions")
-        f32, f64 = (ds.sel(model=name) for name in ("stt_compact_f32", "stt_compact"))
+        axis = "model" if "model" in ds.dims else "name"  # a store made before 2026-12-02 named it name
+        f32, f64 = (ds.sel({axis: name}) for name in ("stt_compact_f32", "stt_compact"))
         for delta_i in ds.delta_i.values:
             for noise in ds.read_noise.values:
                 cell = dict(delta_i=delta_i, read_noise=noise)

@@ -24,6 +24,8 @@ def python(cwd, *args):
     ('if __name__ == "__main__":\n    pass\nrun()\n', 3, False),
     ('if __name__ != "__main__":\n    run()\n', 2, False),
     ('import sys\nif sys.argv:\n    if __name__ == "__main__":\n        run()\n', 4, True),
+    ('import sys\nif __name__ == "__main__" and len(sys.argv) > 0:\n    run()\n', 3, True),
+    ('import sys\nif __name__ == "__main__" or sys.argv:\n    run()\n', 3, False),
     ("def f(:\n", 1, None),
 ])
 def test_a_line_is_guarded_inside_a_main_block_only(source, line, inside):

@@ -435,7 +435,8 @@ def test_resuming_with_a_changed_study_file_names_the_first_setting_that_changed
 def test_a_store_of_an_earlier_results_scheme_is_not_resumed(tmp_path):
     """spingpu's version stays 0.1.0 while results change (a macrospin junction's thermal field,
     spaced sweep values; the model and dataset axes' names): a store made before records no
-    results scheme (0), or an earlier one, and is refused, in one line; one of this scheme resumes."""
+    results scheme (0) and is refused, in one line, as is one of scheme 1 whose model.name axis was
+    named name; one of scheme 1 without such an axis, and one of this scheme, resume."""
     from spingpu.studies.store import RESULTS_SCHEME
 
     path, study = study_file(tmp_path)
@@ -444,19 +445,32 @@ def test_a_store_of_an_earlier_results_scheme_is_not_resumed(tmp_path):
     assert store_attrs(out)["results_scheme"] == RESULTS_SCHEME == 2
     assert check_existing(out, study, 2, True, False) is True
     group = zarr.open_group(str(out), mode="r+")
-    for earlier in (1, 0):
-        if earlier:
-            group.attrs["results_scheme"] = earlier
-        else:
-            del group.attrs["results_scheme"]
-        zarr.consolidate_metadata(str(out))
+    group.attrs["results_scheme"] = 1
+    zarr.consolidate_metadata(str(out))
+    assert check_existing(out, study, 2, True, False) is True  # its axes are named as now
+
+    def refused(store, study, earlier):
         with pytest.raises(ConfigError) as err:
-            check_existing(out, study, 2, True, False)
+            check_existing(store, study, 2, True, False)
         assert str(err.value) == (
-            f"resume: {out} was written by a spingpu whose results differ from this one's (results scheme {earlier}, "
+            f"resume: {store} was written by a spingpu whose results differ from this one's (results scheme {earlier}, "
             "this is 2: macrospin junctions at T > 0 and spaced sweep values changed on 2026-12-01, the model.name "
             "and dataset.name axes were renamed model and dataset on 2026-12-02); resuming would mix both; use "
             "another --out or --overwrite")
+
+    del group.attrs["results_scheme"]
+    zarr.consolidate_metadata(str(out))
+    refused(out, study, 0)
+    swept = tmp_path / "models.toml"
+    swept.write_text(STUDY.replace('"training.grad_mode"', '"model.name" = ["stt_compact", "stt_compact_f32"]\n'
+                                                           '"training.grad_mode"'))
+    models = load_study(swept)
+    old = tmp_path / "m.zarr"
+    create_store(old, models, 2, attrs())
+    group = zarr.open_group(str(old), mode="r+")
+    group.attrs.update(results_scheme=1, sweep_axes='["name", "grad_mode"]')  # as scheme 1 wrote it
+    zarr.consolidate_metadata(str(old))
+    refused(old, models, 1)
 
 
 def test_last_epoch_values_of_networks_trained_one_epoch_and_of_none():
@@ -615,3 +629,17 @@ def test_a_store_is_not_resumed_with_another_model_registered_under_its_name(tmp
     register(r_ohm, "stt_compact")
     with pytest.raises(ConfigError, match="another model 'stt_compact' than the one here now: its parameters"):
         check_existing(tmp_path / "p.zarr", plain, 2, True, False)
+
+
+def test_a_signature_is_compared_to_its_models_precision():
+    """Another machine's libm may round a float32 junction's tanhf or cosf otherwise (an ulp, 6e-8,
+    moves V by a few): a float32 model's signature is compared to 1e-5 relative, a float64 one's to
+    1e-9; an edited model differs by far more."""
+    from spingpu.devices.models import closed_form_signatures, signature_difference
+
+    recorded = closed_form_signatures(["stt_compact", "stt_compact_f32"])
+    for name, kept, refused in (("stt_compact", 1e-10, 1e-8), ("stt_compact_f32", 1e-6, 1e-4)):
+        assert signature_difference(recorded[name], name) is None
+        for factor, ok in ((1 + kept, True), (1 + refused, False)):
+            moved = dict(recorded[name], voltage_V=(np.asarray(recorded[name]["voltage_V"]) * factor).tolist())
+            assert (signature_difference(moved, name) is None) == ok, (name, factor)

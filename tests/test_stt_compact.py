@@ -225,6 +225,22 @@ def test_the_pair_form_gives_two_readings_bit_for_bit():
     same[n:] = rows[:n]  # one junction at two currents (fd_single)
     both(current, same, single, pair)
     np.testing.assert_array_equal(pair, single)
+    # inputs whose solve reaches the 100-step cap (subnormal currents; NaN: a diverged network's),
+    # beside ones that converge: each side keeps its own cap
+    special = np.array([-1.5e-323, 1.497e-321, 5e-324, -5e-324, np.nan, np.inf, -np.inf, 0.0])
+    odd = current.copy()
+    odd[:special.size], odd[n:n + special.size] = special, special[::-1]
+    odd[2 * special.size:3 * special.size] = special
+    both(odd, rows, single, pair)
+    np.testing.assert_array_equal(pair, single)
+    # subnormal currents whose solves reach the cap (found by a review), beside a junction at 0 A
+    # that converges at once: the pair form gave -6.1e-322 for -6.13e-322 while it restarted the cap
+    nominal = MODEL.kernel_form.nominal
+    for i, row in ((-1.5e-323, (0.0331669533, 68.315034751, 0.00187455933, 1.0979977401, -0.3418552283, 78.434761012)),
+                   (1.497e-321, (0.0545026012, 56.696121366, 44.855863093, 1.3601205564, -1.7401019570, 110196.73622))):
+        for other in (0.0, -1e-3):
+            assert stt_compact_prepared_pair(i, *row, other, *nominal)[:2] == stt_compact_prepared(i, *row)
+            assert stt_compact_prepared_pair(other, *nominal, i, *row)[2:] == stt_compact_prepared(i, *row)
 
     kernel = MODEL.kernel_form
     generic = dataclasses.replace(kernel, scalar_pair=None, _compiled={})

@@ -564,7 +564,9 @@ def derivative_mismatch(model, currents=DERIVATIVE_CHECK_CURRENTS_A, rows=None):
     return float(currents[i, 0]), rows[r], float(d[i, r]), float(difference[i, r])
 
 
-SIGNATURE_RTOL = 1e-9  # a model's signature values agree to this (another machine's libm may round otherwise)
+# a model's signature values agree to this relative to each other, by the model's precision (another
+# machine's libm may round otherwise: float32's tanhf or cosf by an ulp, 6e-8, moves V by a few)
+SIGNATURE_RTOL = {"float64": 1e-9, "float32": 1e-5}
 
 
 def closed_form_signatures(names):
@@ -594,6 +596,7 @@ def signature_difference(recorded, name):
     now = closed_form_signatures([name]).get(name)
     if now is None:
         return None  # not a closed form here now: the cells' own checks say what is missing
+    rtol = SIGNATURE_RTOL[_REGISTRY[name].precision]
     for key, what in (("parameters", "parameters (names, nominal values, ranges, units or spreads)"),
                       ("settings", "settings")):
         if recorded.get(key) != now[key]:
@@ -602,7 +605,7 @@ def signature_difference(recorded, name):
         before, after = (np.asarray(x, dtype=np.float64) for x in (recorded.get(key), now[key]))
         if before.shape != after.shape:
             return f"its {what} differ"
-        same = np.isclose(before, after, rtol=SIGNATURE_RTOL, atol=0.0, equal_nan=True)
+        same = np.isclose(before, after, rtol=rtol, atol=0.0, equal_nan=True)
         if not same.all():
             i, r = np.argwhere(~same)[0]
             return (f"its {what} at {DERIVATIVE_CHECK_CURRENTS_A[i]:.4g} A differs ({before[i, r]:.10g} {unit} in "

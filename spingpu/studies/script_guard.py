@@ -19,7 +19,10 @@ from ..errors import ConfigError
 
 
 def _is_main_test(test):
-    """True for the test ``__name__ == "__main__"`` (either way round)."""
+    """True for the test ``__name__ == "__main__"`` (either way round), alone or as a part of an
+    ``and`` (``if __name__ == "__main__" and len(sys.argv) > 1:``)."""
+    if isinstance(test, ast.BoolOp) and isinstance(test.op, ast.And):
+        return any(_is_main_test(value) for value in test.values)
     if not (isinstance(test, ast.Compare) and len(test.ops) == 1 and isinstance(test.ops[0], ast.Eq)):
         return False
     sides = {type(node).__name__: node for node in (test.left, test.comparators[0])}

@@ -483,7 +483,9 @@ def check_existing(path, study, networks_per_task, resume, overwrite, backend=No
                                     f"{__version__}: numbers may differ between versions; resume with spingpu "
                                     f"{attrs.get('spingpu_version')}, or use another --out or --overwrite")
     scheme = attrs.get("results_scheme", 0)
-    if scheme != RESULTS_SCHEME:
+    # scheme 2 renamed the axes of model.name and dataset.name only: a scheme-1 store without them is resumed
+    renamed = scheme == 1 and attrs.get("sweep_axes") != json.dumps([a.dim for a in study.axes])
+    if scheme != RESULTS_SCHEME and (scheme != 1 or renamed):
         raise ConfigError("resume", f"{path} was written by a spingpu whose results differ from this one's (results "
                                     f"scheme {scheme}, this is {RESULTS_SCHEME}: macrospin junctions at T > 0 and "
                                     "spaced sweep values changed on 2026-12-01, the model.name and dataset.name "
