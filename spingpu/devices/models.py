@@ -584,8 +584,12 @@ def model_signature(model):
     """A model's parameters (each its name, nominal value, range, unit and spread law), settings, and
     V (V) and dV/dI (ohm) at the derivative check's 22 currents (rows) and parameter rows
     (:func:`derivative_check_rows`, columns): two models of one signature give one junction."""
-    with np.errstate(all="ignore"):
-        v, d = model.iv(DERIVATIVE_CHECK_CURRENTS_A[:, None], derivative_check_rows(model))
+    rows = derivative_check_rows(model)
+    v, d = (np.empty((DERIVATIVE_CHECK_CURRENTS_A.size, len(rows))) for _ in range(2))
+    with np.errstate(all="ignore"):  # the scalar function itself, as :meth:`iv` calls it: no kernel to load
+        for i, current in enumerate(DERIVATIVE_CHECK_CURRENTS_A.tolist()):
+            for r, row in enumerate(rows.tolist()):
+                v[i, r], d[i, r] = model.scalar(current, *row)
     return {"parameters": [repr(p) for p in model.parameters], "settings": model.settings_values,
             "voltage_V": v.tolist(), "dvdi_ohm": d.tolist()}
 
