@@ -240,13 +240,19 @@ OWNER_META = re.compile(r'<meta name="spingpu-study-digest" content="([0-9a-f]*)
                         r'<meta name="spingpu-store" content="([^"]*)">')
 
 
-def _report_owner(path):
-    """(study digest, store path) a report records (:func:`_html`), or None (none recorded)."""
+def _head(path):
+    """The first 4 KiB of the file ``path`` as text ("" where it cannot be read): where a report
+    says what wrote it."""
     try:
         with open(path, "rb") as handle:
-            found = OWNER_META.search(handle.read(4096).decode("utf-8", errors="replace"))
+            return handle.read(4096).decode("utf-8", errors="replace")
     except OSError:
-        return None
+        return ""
+
+
+def _report_owner(path):
+    """(study digest, store path) a report records (:func:`_html`), or None (none recorded)."""
+    found = OWNER_META.search(_head(path))
     return (found.group(1), html.unescape(found.group(2))) if found else None
 
 
@@ -254,12 +260,7 @@ def _written_by_report(path):
     """Whether ``path`` is a file :func:`write_report` wrote: a report (``.html``) or its summary
     (``.summary.csv``), by how it begins."""
     mark = "median_test_acc," if path.name.endswith(".summary.csv") else "<title>spingpu report:"
-    try:
-        with open(path, "rb") as handle:
-            head = handle.read(4096).decode("utf-8", errors="replace")
-    except OSError:
-        return False
-    return path.is_file() and mark in head
+    return path.is_file() and mark in _head(path)
 
 
 def remove_default_report(store):

@@ -484,7 +484,7 @@ def check_existing(path, study, networks_per_task, resume, overwrite, backend=No
                                     f"{attrs.get('spingpu_version')}, or use another --out or --overwrite")
     scheme = attrs.get("results_scheme", 0)
     # scheme 2 renamed the axes of model.name and dataset.name only: a scheme-1 store without them is resumed
-    renamed = scheme == 1 and attrs.get("sweep_axes") != json.dumps([a.dim for a in study.axes])
+    renamed = attrs.get("sweep_axes") != json.dumps([a.dim for a in study.axes])
     if scheme != RESULTS_SCHEME and (scheme != 1 or renamed):
         raise ConfigError("resume", f"{path} was written by a spingpu whose results differ from this one's (results "
                                     f"scheme {scheme}, this is {RESULTS_SCHEME}: macrospin junctions at T > 0 and "
