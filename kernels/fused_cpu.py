@@ -34,7 +34,8 @@ def make_fused_trainer(pair_neuron):
         beyond = 0
         for s in range(y.shape[0]):
             beyond += forward(w, x, s, act, 0, du, de, 0, logits, sizes, w_off, b_off, u_off, junc, nominal, table,
-                              mode, neuron, readout, network, purpose, slot0, row0 + s, xi0, xi1, k0, k1, False)
+                              mode, neuron, readout, network, purpose, slot0, row0 + s, xi0, xi1, k0, k1,
+                              np.bool_(False))
             if argmax(logits) == y[s]:
                 correct += 1
         return correct / y.shape[0], beyond
@@ -95,8 +96,8 @@ def make_fused_trainer(pair_neuron):
                 for b in range(bsz):
                     idx = orders[epoch, start + b]
                     beyond += forward(w, x_tr, idx, act, 0, du, de, 0, logits, sizes, w_off, b_off, u_off, junc,
-                                      nominal, table, mode, neuron, readout, network, PURPOSE_NOISE, 0,
-                                      sample_counter + b, xi0, xi1, k0, k1, True)
+                                      nominal, table, mode, neuron, readout, network, np.int64(PURPOSE_NOISE),
+                                      np.int64(0), sample_counter + b, xi0, xi1, k0, k1, np.bool_(True))
                     batch_loss += softmax_xent(logits, y_tr[idx], teacher, idx if use_teacher else 0, use_teacher,
                                                dist_t, dist_alpha, dl)
                     if argmax(logits) == y_tr[idx]:
@@ -129,13 +130,14 @@ def make_fused_trainer(pair_neuron):
                                                         momentum, beta1, beta2, eps, wd)
             out_loss[i, epoch] = loss_sum / n_train
             out_acc[i, epoch] = correct / n_train
-            out_val[i, epoch], n_beyond = accuracy(w, x_va, y_va, PURPOSE_EVAL_NOISE, 0, epoch * y_va.shape[0], act,
-                                                   du, de, logits, sizes, w_off, b_off, u_off, junc, nominal, table,
-                                                   mode, neuron, readout, network, xi0, xi1, k0, k1)
+            out_val[i, epoch], n_beyond = accuracy(w, x_va, y_va, np.int64(PURPOSE_EVAL_NOISE), np.int64(0),
+                                                   epoch * y_va.shape[0], act, du, de, logits, sizes, w_off, b_off,
+                                                   u_off, junc, nominal, table, mode, neuron, readout, network, xi0,
+                                                   xi1, k0, k1)
             beyond += n_beyond
-        out_test[i], n_beyond = accuracy(w, x_te, y_te, PURPOSE_EVAL_NOISE, 2, epochs * y_te.shape[0], act, du, de,
-                                         logits, sizes, w_off, b_off, u_off, junc, nominal, table, mode, neuron,
-                                         readout, network, xi0, xi1, k0, k1)
+        out_test[i], n_beyond = accuracy(w, x_te, y_te, np.int64(PURPOSE_EVAL_NOISE), np.int64(2),
+                                         epochs * y_te.shape[0], act, du, de, logits, sizes, w_off, b_off, u_off,
+                                         junc, nominal, table, mode, neuron, readout, network, xi0, xi1, k0, k1)
         out_beyond[i] = beyond + n_beyond
 
     @numba.njit(nogil=True)

@@ -285,7 +285,8 @@ def make_fused_cuda(forward, layout: FusedLayout):
         beyond = 0
         for s in range(tid, y.shape[0], T):
             beyond += forward(w, x, s, act, tid, du, de, 0, logits, sizes, w_off, b_off, u_off, junc, nominal, table,
-                              mode, neuron, readout, network, purpose, slot0, row0 + s, xi0, xi1, k0, k1, False)
+                              mode, neuron, readout, network, purpose, slot0, row0 + s, xi0, xi1, k0, k1,
+                              np.bool_(False))
             if argmax(logits) == y[s]:
                 correct += 1
         return _block_sum(count, correct, tid), beyond
@@ -364,8 +365,9 @@ def make_fused_cuda(forward, layout: FusedLayout):
                     if tid < n_sub:
                         idx = orders[epoch, start + b]
                         beyond += forward(w, x_tr, idx, act, tid, du, de, 0, logits, sizes, w_off, b_off, u_off,
-                                          junc, nominal, table, mode, neuron, readout, network, PURPOSE_NOISE, 0,
-                                          sample_counter + b, xi0, xi1, k0, k1, True)
+                                          junc, nominal, table, mode, neuron, readout, network,
+                                          np.int64(PURPOSE_NOISE), np.int64(0), sample_counter + b, xi0,
+                                          xi1, k0, k1, np.bool_(True))
                         lossb[tid] = softmax_xent(logits, y_tr[idx], teacher, idx if use_teacher else 0,
                                                   use_teacher, dist_t, dist_alpha, dl)
                         if argmax(logits) == y_tr[idx]:
@@ -433,15 +435,15 @@ def make_fused_cuda(forward, layout: FusedLayout):
             if tid == 0:
                 out_loss[i, epoch] = loss_sum / n_train
                 out_acc[i, epoch] = n_correct / n_train
-            n_val, n_beyond = _accuracy(w, x_va, y_va, PURPOSE_EVAL_NOISE, 0, epoch * y_va.shape[0], act, du, de,
-                                        logits, sizes, w_off, b_off, u_off, junc, nominal, table, mode, neuron,
-                                        readout, network, xi0, xi1, k0, k1, count, tid)
+            n_val, n_beyond = _accuracy(w, x_va, y_va, np.int64(PURPOSE_EVAL_NOISE), np.int64(0),
+                                        epoch * y_va.shape[0], act, du, de, logits, sizes, w_off, b_off, u_off, junc,
+                                        nominal, table, mode, neuron, readout, network, xi0, xi1, k0, k1, count, tid)
             beyond += n_beyond
             if tid == 0:
                 out_val[i, epoch] = n_val / y_va.shape[0]
-        n_test, n_beyond = _accuracy(w, x_te, y_te, PURPOSE_EVAL_NOISE, 2, epochs * y_te.shape[0], act, du, de,
-                                     logits, sizes, w_off, b_off, u_off, junc, nominal, table, mode, neuron, readout,
-                                     network, xi0, xi1, k0, k1, count, tid)
+        n_test, n_beyond = _accuracy(w, x_te, y_te, np.int64(PURPOSE_EVAL_NOISE), np.int64(2),
+                                     epochs * y_te.shape[0], act, du, de, logits, sizes, w_off, b_off, u_off, junc,
+                                     nominal, table, mode, neuron, readout, network, xi0, xi1, k0, k1, count, tid)
         total_beyond = _block_sum(count, beyond + n_beyond, tid)
         if tid == 0:
             out_test[i] = n_test / y_te.shape[0]

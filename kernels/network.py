@@ -189,7 +189,13 @@ def weight_gradient(k, acc, act, D, n_slots, sizes, w_off, b_off):
 
 
 def make_forward(pair_neuron):
-    """``forward(...)``: one sample through a network of ``pair_neuron`` hidden layers."""
+    """``forward(...)``: one sample through a network of ``pair_neuron`` hidden layers.
+
+    Its callers pass the read noise's stream (``purpose``, ``slot0``) and ``derivatives`` as
+    run-time values (``np.int64(0)``, ``np.bool_(True)``), not literals: Numba compiles a function
+    once per combination of the literal constants it is called with (``f(x, 0)`` and ``f(x, 2)``
+    compile ``f`` twice), and forward, the trainers' largest part, was compiled three times per
+    trainer (a third of its compilation)."""
 
     @numba.njit(inline="always")
     def fill_noise(xi, network, purpose, layer, slot, row, width, k0, k1):

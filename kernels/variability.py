@@ -22,11 +22,18 @@ from .philox import PURPOSE_CHIP, PURPOSE_MEMBER, PURPOSE_NEURON, normal_pair, s
 
 
 @numba.njit(cache=True)
-def _level_normals(k0, k1, network, purpose, layer, unit, member, n_params, chol, z, x):
-    """Correlated standard normals of one level into ``x[:n_params]`` (``z`` is scratch)."""
-    stream = stream_id(purpose, layer, member, 0)
+def _level_normals(k0, k1, network, level, layer, unit, member, n_params, chol, z, x):
+    """Correlated standard normals of junction (layer, unit, member)'s level 0 (chip), 1 (neuron)
+    or 2 (member) into ``x[:n_params]`` (``z`` is scratch). Its callers pass run-time values, not
+    literals, so that it is compiled once (see network.make_forward)."""
+    if level == 0:
+        stream, row = stream_id(PURPOSE_CHIP, 0, 0, 0), 0
+    elif level == 1:
+        stream, row = stream_id(PURPOSE_NEURON, layer, 0, 0), unit
+    else:
+        stream, row = stream_id(PURPOSE_MEMBER, layer, member, 0), unit
     for j in range((n_params + 1) // 2):
-        a, b = normal_pair(network, stream, unit, j, k0, k1)
+        a, b = normal_pair(network, stream, row, j, k0, k1)
         z[2 * j] = a
         if 2 * j + 1 < n_params:
             z[2 * j + 1] = b
@@ -65,12 +72,7 @@ def sample_junction(k0, k1, network, layer, unit, member, nominal, is_log, scale
     for k in range(n_params):
         out[k] = 0.0
     for level in range(3):
-        if level == 0:
-            _level_normals(k0, k1, network, PURPOSE_CHIP, 0, 0, 0, n_params, chol, z, x)
-        elif level == 1:
-            _level_normals(k0, k1, network, PURPOSE_NEURON, layer, unit, 0, n_params, chol, z, x)
-        else:
-            _level_normals(k0, k1, network, PURPOSE_MEMBER, layer, unit, member, n_params, chol, z, x)
+        _level_normals(k0, k1, network, level, layer, unit, member, n_params, chol, z, x)
         _add_level(out, sigmas, level, x, n_params)
     _to_parameters(out, nominal, is_log, scale, bounds, n_params)
 
@@ -82,20 +84,21 @@ def sample_layer(seed, networks, layer, n_units, nominal, is_log, scale, bounds,
     network's chip draw and each unit's neuron draw made once for all the junctions that share it."""
     k0, k1 = split_seed(seed)
     n_params = nominal.shape[0]
+    chip, neuron, member, zero = np.int64(0), np.int64(1), np.int64(2), np.int64(0)  # run-time values
     for i in numba.prange(networks.shape[0]):
         z = np.empty(n_params)
         x_chip = np.empty(n_params)
         x_neuron = np.empty(n_params)
         x_member = np.empty(n_params)
-        _level_normals(k0, k1, networks[i], PURPOSE_CHIP, 0, 0, 0, n_params, chol, z, x_chip)
+        _level_normals(k0, k1, networks[i], chip, layer, zero, zero, n_params, chol, z, x_chip)
         for u in range(n_units):
-            _level_normals(k0, k1, networks[i], PURPOSE_NEURON, layer, u, 0, n_params, chol, z, x_neuron)
+            _level_normals(k0, k1, networks[i], neuron, layer, u, zero, n_params, chol, z, x_neuron)
             for m in range(2):
-                _level_normals(k0, k1, networks[i], PURPOSE_MEMBER, layer, u, m, n_params, chol, z, x_member)
+                _level_normals(k0, k1, networks[i], member, layer, u, m, n_params, chol, z, x_member)
                 row = out[i, u, m]
                 for k in range(n_params):
                     row[k] = 0.0
-                _add_level(row, sigmas, 0, x_chip, n_params)
-                _add_level(row, sigmas, 1, x_neuron, n_params)
-                _add_level(row, sigmas, 2, x_member, n_params)
+                _add_level(row, sigmas, chip, x_chip, n_params)
+                _add_level(row, sigmas, neuron, x_neuron, n_params)
+                _add_level(row, sigmas, member, x_member, n_params)
                 _to_parameters(row, nominal, is_log, scale, bounds, n_params)

@@ -51,8 +51,10 @@ def summary_rows(ds, threshold=None):
     reading; a median over the rest alone would hide the chips that get no gradient."""
     from .plot.study import finished, sweep_axes
     from .stats import median_interval, yield_hits, yield_interval
-    from .studies.store import last_epoch_values
+    from .studies.store import in_memory, is_lazy, last_epoch_values
 
+    if is_lazy(ds):  # read once what the summary takes
+        ds = in_memory(ds, SUMMARY_VARIABLES, LAST_EPOCH)
     threshold = results_threshold(ds, threshold)
     axes = sweep_axes(ds)
     acc = ds.test_acc.load()
@@ -95,7 +97,10 @@ def study_figures(ds, threshold=None, notes=None):
     ``notes``; without, that error propagates."""
     from . import plot
     from .plot.study import numeric_axes
+    from .studies.store import in_memory, is_lazy
 
+    if is_lazy(ds):  # read once what the figures take (write_report's load_results reads the same)
+        ds = in_memory(ds, REPORT_VARIABLES, LAST_EPOCH)
     threshold = results_threshold(ds, threshold)
     figures = []
     numeric = numeric_axes(ds)

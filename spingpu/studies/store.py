@@ -761,12 +761,7 @@ def load_results(path, variables=None, last_epoch=()):
     ds = open_results(path)
     try:
         lost = lost_tasks(ds)
-        wanted = None if variables is None else set(variables) | set(last_epoch) | {"task_done"}
-        sub = ds if wanted is None else ds[[v for v in ds.data_vars if v in wanted]]
-        for name in last_epoch:
-            if name in sub and "epoch" in sub[name].dims:
-                sub = sub.assign({name: last_epoch_values(ds, name)})
-        loaded = sub.load()
+        loaded = in_memory(ds, variables, last_epoch)
     except Exception as err:
         raise ConfigError("results", f"{path} is corrupt: its data cannot be read "
                                      f"({type(err).__name__}: {_first_line(err)}{_damaged_chunk_text(path, True)})") from None
@@ -777,6 +772,24 @@ def load_results(path, variables=None, last_epoch=()):
                                      "numbers (a chunk deleted?); spingpu run STUDY.toml --out STORE --resume trains "
                                      "them again")
     return loaded
+
+
+def in_memory(ds, variables=None, last_epoch=()):
+    """``ds`` (with ``variables`` alone, and task_done, where given; of the variables named in
+    ``last_epoch``, each network's value at its last trained epoch, :func:`last_epoch_values`) read
+    into memory, once: a figure or summary of a store opened lazily (:func:`open_results`) would
+    otherwise read it and run its dask graph, a task per chunk, for every array it takes."""
+    wanted = None if variables is None else set(variables) | set(last_epoch) | {"task_done"}
+    sub = ds if wanted is None else ds[[v for v in ds.data_vars if v in wanted]]
+    for name in last_epoch:
+        if name in sub and "epoch" in sub[name].dims:
+            sub = sub.assign({name: last_epoch_values(ds, name)})
+    return sub.load()
+
+
+def is_lazy(ds):
+    """Whether any variable of ``ds`` is still to be read (dask arrays: :func:`open_results`)."""
+    return any(var.chunks is not None for var in ds.data_vars.values())
 
 
 def last_epoch_values(ds, name):
