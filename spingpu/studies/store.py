@@ -784,7 +784,7 @@ def in_memory(ds, variables=None, last_epoch=()):
     for name in last_epoch:
         if name in sub and "epoch" in sub[name].dims:
             sub = sub.assign({name: last_epoch_values(ds, name)})
-    return sub.load()
+    return sub.compute()  # a new dataset: the caller's ``ds`` stays as lazy as it was
 
 
 def is_lazy(ds):
